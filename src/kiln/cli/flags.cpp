@@ -1,0 +1,52 @@
+#include "kiln/cli/flags.h"
+
+#include <stdexcept>
+
+namespace kiln::cli {
+namespace {
+
+// The one flag table.
+const FlagSpec kFlags[] = {
+    {Flag::kTarget, "--target,-t", "target (label) column of a CSV given directly", ""},
+    {Flag::kReport, "--report", "also write the full result as JSON to this file", ""},
+    {Flag::kJson, "--json", "print machine-readable JSON instead of tables", "false"},
+    {Flag::kOut, "--out,-o", "output directory", ""},
+    {Flag::kSeed, "--seed", "random seed (overrides the spec's)", ""},
+    {Flag::kOutlierZ, "--outlier-z",
+     "robust z-score (0.6745*|x-median|/MAD) above which a value is an extreme outlier", "100"},
+    {Flag::kNaTokens, "--na", "cell values read as missing (replaces the defaults)",
+     "'' NA N/A NaN nan null NULL None"},
+    {Flag::kThreads, "--threads", "intra-op threads (default: KILN_THREADS, OMP_NUM_THREADS, cores)",
+     ""},
+    {Flag::kLimit, "--limit", "read at most this many records per split (0: all)", "0"},
+};
+
+template <typename T>
+CLI::Option* add_typed(CLI::App& command, Flag flag, T* value) {
+  const FlagSpec& spec = flag_spec(flag);
+  CLI::Option* opt = command.add_option(spec.names, *value, spec.help);
+  if (*spec.default_text) opt->default_str(spec.default_text);
+  return opt;
+}
+
+}  // namespace
+
+const FlagSpec& flag_spec(Flag flag) {
+  for (const auto& spec : kFlags)
+    if (spec.flag == flag) return spec;
+  throw std::logic_error("flag missing from the flag table");
+}
+
+CLI::Option* add_flag(CLI::App& c, Flag f, std::string* v) { return add_typed(c, f, v); }
+CLI::Option* add_flag(CLI::App& c, Flag f, double* v) { return add_typed(c, f, v); }
+CLI::Option* add_flag(CLI::App& c, Flag f, int* v) { return add_typed(c, f, v); }
+CLI::Option* add_flag(CLI::App& c, Flag f, int64_t* v) { return add_typed(c, f, v); }
+CLI::Option* add_flag(CLI::App& c, Flag f, std::vector<std::string>* v) {
+  return add_typed(c, f, v);
+}
+CLI::Option* add_flag(CLI::App& c, Flag f, bool* v) {
+  const FlagSpec& spec = flag_spec(f);
+  return c.add_flag(spec.names, *v, spec.help);
+}
+
+}  // namespace kiln::cli

@@ -1,0 +1,42 @@
+#pragma once
+
+#include <string>
+
+#include <CLI/CLI.hpp>
+
+namespace kiln::cli {
+
+/// Every flag any `kiln` command takes, declared once: name, help text and default live in the
+/// table in flags.cpp, so the same flag means the same thing in every command (llama.cpp's
+/// single-table approach). Commands pick the flags they accept with add_flag().
+enum class Flag {
+  kTarget,
+  kReport,
+  kJson,
+  kOut,
+  kSeed,
+  kOutlierZ,
+  kNaTokens,
+  kThreads,
+  kLimit,
+};
+
+struct FlagSpec {
+  Flag flag;
+  const char* names;  ///< CLI11 name list, e.g. "--report"
+  const char* help;
+  const char* default_text;  ///< shown in --help; "" for none
+};
+
+/// The table row for a flag.
+const FlagSpec& flag_spec(Flag flag);
+
+/// Adds `flag` to `command`, bound to `*value` (whose current value is the default).
+CLI::Option* add_flag(CLI::App& command, Flag flag, std::string* value);
+CLI::Option* add_flag(CLI::App& command, Flag flag, double* value);
+CLI::Option* add_flag(CLI::App& command, Flag flag, int* value);
+CLI::Option* add_flag(CLI::App& command, Flag flag, int64_t* value);
+CLI::Option* add_flag(CLI::App& command, Flag flag, bool* value);
+CLI::Option* add_flag(CLI::App& command, Flag flag, std::vector<std::string>* value);
+
+}  // namespace kiln::cli

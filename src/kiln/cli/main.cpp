@@ -1,0 +1,36 @@
+// The only main(): `kiln <stage> <verb> [args]`.
+#include <cstdio>
+#include <iostream>
+
+#include <CLI/CLI.hpp>
+
+#include "kiln/cli/commands.h"
+#include "kiln/core/logging.h"
+#include "kiln/core/version.h"
+
+int main(int argc, char** argv) {
+  kiln::init_logging("info");
+  CLI::App app{"Kiln: one native toolkit from raw data to a monitored production endpoint.", "kiln"};
+  app.set_version_flag("--version,-V", std::string("kiln ") + kiln::kVersion +
+                                           (*kiln::kGitCommit ? std::string(" (") + kiln::kGitCommit + ")" : ""));
+  app.require_subcommand(1);
+  app.footer("Run 'kiln <stage> --help' for a stage's verbs. KILN_HOME (default ~/.kiln) holds what Kiln stores.");
+
+  int exit_code = 0;
+  kiln::cli::register_data_commands(app, &exit_code);
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::CallForHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForAllHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForVersion& e) {
+    return app.exit(e);
+  } catch (const CLI::ParseError& e) {
+    // Usage errors: one line naming the cause, exit 2.
+    std::fprintf(stderr, "kiln: error: %s (see 'kiln --help')\n", e.what());
+    return 2;
+  }
+  return exit_code;
+}

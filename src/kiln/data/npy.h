@@ -1,0 +1,25 @@
+#pragma once
+
+#include <filesystem>
+#include <string>
+
+#include <torch/types.h>
+
+#include "kiln/core/expected.h"
+
+namespace kiln::data {
+
+/// Encodes a contiguous CPU tensor as NumPy .npy v1.0 bytes (little-endian, C order).
+/// Supported dtypes: uint8, int32, int64, float32, float64, bool. Deterministic: the same tensor
+/// gives the same bytes, so snapshots hash stably.
+Expected<std::string> encode_npy(const torch::Tensor& tensor);
+
+/// Writes encode_npy(tensor) atomically (temp file, fsync, rename).
+Status write_npy(const std::filesystem::path& path, const torch::Tensor& tensor);
+
+/// Reads a .npy file written by write_npy or numpy.save (v1/v2/v3 header, little-endian, C order,
+/// the dtypes above). Errors name the file and what is wrong with the header or size.
+Expected<torch::Tensor> read_npy(const std::filesystem::path& path);
+Expected<torch::Tensor> decode_npy(const std::string& bytes, const std::string& source_name);
+
+}  // namespace kiln::data

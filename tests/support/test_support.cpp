@@ -1,0 +1,99 @@
+#include "support/test_support.h"
+
+#include <fcntl.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <fstream>
+#include <sstream>
+#include <stdexcept>
+
+#include "kiln/core/files.h"
+
+namespace kiln::testing {
+
+TempDir::TempDir() {
+  auto dir = make_temp_directory("kiln-test-");
+  if (!dir.ok()) throw std::runtime_error(dir.status().to_string());
+  path_ = *dir;
+}
+
+TempDir::~TempDir() {
+  std::error_code ec;
+  fs::remove_all(path_, ec);
+}
+
+fs::path source_dir() {
+  if (const char* s = std::getenv("KILN_SOURCE_DIR"); s && *s) return s;
+  return KILN_SOURCE_DIR_DEFAULT;
+}
+
+fs::path shared_datasets_dir() { return source_dir().parent_path() / "shared" / "datasets"; }
+
+fs::path fashion_mnist_dir() { return "/usr/share/datasets/fashion-mnist"; }
+
+fs::path kiln_binary() {
+  if (const char* s = std::getenv("KILN_BINARY"); s && *s) return s;
+  return source_dir() / "build" / "kiln";
+}
+
+namespace {
+std::string slurp_fd(int fd) {
+  std::string out;
+  char buf[65536];
+  ssize_t n;
+  while ((n = ::read(fd, buf, sizeof buf)) > 0) out.append(buf, static_cast<size_t>(n));
+  return out;
+}
+}  // namespace
+
+CommandResult run_kiln(const std::vector<std::string>& args, const fs::path& home,
+                       const std::vector<std::string>& extra_env) {
+  TempDir io;
+  fs::path out_path = io / "stdout", err_path = io / "stderr";
+  pid_t pid = ::fork();
+  if (pid == 0) {
+    int out_fd = ::open(out_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    int err_fd = ::open(err_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    int null_fd = ::open("/dev/null", O_RDONLY);
+    ::dup2(null_fd, 0);
+    ::dup2(out_fd, 1);
+    ::dup2(err_fd, 2);
+    ::setenv("KILN_HOME", home.c_str(), 1);
+    for (const auto& kv : extra_env) {
+      auto eq = kv.find('=');
+      ::setenv(kv.substr(0, eq).c_str(), kv.substr(eq + 1).c_str(), 1);
+    }
+    std::string bin = kiln_binary().string();
+    std::vector<char*> argv;
+    argv.push_back(bin.data());
+    std::vector<std::string> copy = args;
+    for (auto& a : copy) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    ::execv(bin.c_str(), argv.data());
+    ::_exit(127);
+  }
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  CommandResult r;
+  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  r.out = read_text(out_path);
+  r.err = read_text(err_path);
+  return r;
+}
+
+void write_text(const fs::path& path, const std::string& text) {
+  if (path.has_parent_path()) fs::create_directories(path.parent_path());
+  std::ofstream f(path, std::ios::binary);
+  f << text;
+}
+
+std::string read_text(const fs::path& path) {
+  std::ifstream f(path, std::ios::binary);
+  std::stringstream ss;
+  ss << f.rdbuf();
+  return ss.str();
+}
+
+}  // namespace kiln::testing

@@ -1,0 +1,50 @@
+#pragma once
+
+#include <filesystem>
+#include <string>
+#include <vector>
+
+namespace kiln::testing {
+
+namespace fs = std::filesystem;
+
+/// A fresh temp directory removed when the object dies. Each test gets its own.
+class TempDir {
+ public:
+  TempDir();
+  ~TempDir();
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+  const fs::path& path() const { return path_; }
+  fs::path operator/(const std::string& name) const { return path_ / name; }
+
+ private:
+  fs::path path_;
+};
+
+/// The repository root (KILN_SOURCE_DIR, set by ctest, or the configure-time path).
+fs::path source_dir();
+/// ../shared/datasets beside the checkout (read-only in CI: never write there).
+fs::path shared_datasets_dir();
+/// /usr/share/datasets/fashion-mnist
+fs::path fashion_mnist_dir();
+/// Path of the built `kiln` binary (KILN_BINARY, set by ctest).
+fs::path kiln_binary();
+
+/// Result of running a command: exit code and captured stdout/stderr.
+struct CommandResult {
+  int exit_code = -1;
+  std::string out;
+  std::string err;
+};
+
+/// Runs `kiln args...` with `KILN_HOME=home` (and extra env "K=V" entries), capturing output.
+/// Blocks until the process exits.
+CommandResult run_kiln(const std::vector<std::string>& args, const fs::path& home,
+                       const std::vector<std::string>& extra_env = {});
+
+/// Writes a text file (test fixtures), creating parent directories.
+void write_text(const fs::path& path, const std::string& text);
+std::string read_text(const fs::path& path);
+
+}  // namespace kiln::testing
