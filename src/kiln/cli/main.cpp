@@ -3,9 +3,12 @@
 #include <iostream>
 
 #include <CLI/CLI.hpp>
+#include <torch/torch.h>
 
 #include "kiln/cli/commands.h"
+#include "kiln/cli/flags.h"
 #include "kiln/core/logging.h"
+#include "kiln/core/threads.h"
 #include "kiln/core/version.h"
 
 int main(int argc, char** argv) {
@@ -15,6 +18,12 @@ int main(int argc, char** argv) {
                                            (*kiln::kGitCommit ? std::string(" (") + kiln::kGitCommit + ")" : ""));
   app.require_subcommand(1);
   app.footer("Run 'kiln <stage> --help' for a stage's verbs. KILN_HOME (default ~/.kiln) holds what Kiln stores.");
+
+  int threads = 0;
+  kiln::cli::add_flag(app, kiln::cli::Flag::kThreads, &threads)->check(CLI::NonNegativeNumber);
+  app.parse_complete_callback([&threads] {
+    torch::set_num_threads(threads > 0 ? threads : kiln::default_intra_op_threads());
+  });
 
   int exit_code = 0;
   kiln::cli::register_data_commands(app, &exit_code);
