@@ -15,19 +15,32 @@ function(kiln_set_warnings target)
   target_compile_options(${target} PRIVATE -Wall -Wextra -Wno-unused-parameter)
 endfunction()
 
-# kiln_add_test(<stage> LIBS <targets...> [LABELS ...])
-# One gtest executable per stage from tests/<stage>/*_test.cpp, tests discovered individually.
+# kiln_add_test(<stage> LIBS <targets...>)
+# One gtest executable per stage from tests/<stage>/*_test.cpp, each test discovered on its own
+# and labelled <stage>. Files named *_slow_test.cpp go into <stage>_slow_tests, labelled slow too
+# (`ctest -LE slow` skips them; `make test` runs them).
 function(kiln_add_test stage)
   cmake_parse_arguments(ARG "" "" "LIBS" ${ARGN})
-  file(GLOB sources CONFIGURE_DEPENDS ${CMAKE_CURRENT_SOURCE_DIR}/*.cpp)
-  if(NOT sources)
-    return()  # stage without tests yet
+  file(GLOB all_sources CONFIGURE_DEPENDS ${CMAKE_CURRENT_SOURCE_DIR}/*_test.cpp)
+  file(GLOB slow_sources CONFIGURE_DEPENDS ${CMAKE_CURRENT_SOURCE_DIR}/*_slow_test.cpp)
+  set(fast_sources ${all_sources})
+  if(slow_sources)
+    list(REMOVE_ITEM fast_sources ${slow_sources})
   endif()
-  add_executable(${stage}_tests ${sources})
-  target_link_libraries(${stage}_tests PRIVATE ${ARG_LIBS} GTest::gtest GTest::gtest_main kiln_test_support)
-  kiln_set_warnings(${stage}_tests)
-  gtest_discover_tests(${stage}_tests
+  if(fast_sources)
+    kiln_add_test_executable(${stage}_tests "${fast_sources}" "${ARG_LIBS}" "${stage}")
+  endif()
+  if(slow_sources)
+    kiln_add_test_executable(${stage}_slow_tests "${slow_sources}" "${ARG_LIBS}" "${stage};slow")
+  endif()
+endfunction()
+
+function(kiln_add_test_executable name sources libs labels)
+  add_executable(${name} ${sources})
+  target_link_libraries(${name} PRIVATE ${libs} GTest::gtest GTest::gtest_main kiln_test_support)
+  kiln_set_warnings(${name})
+  gtest_discover_tests(${name}
     DISCOVERY_TIMEOUT 60
     PROPERTIES ENVIRONMENT "KILN_BINARY=${PROJECT_BINARY_DIR}/kiln;KILN_SOURCE_DIR=${PROJECT_SOURCE_DIR}"
-               LABELS ${stage})
+               LABELS "${labels}")
 endfunction()

@@ -1,0 +1,420 @@
+#include "kiln/data/prepare.h"
+
+#include <torch/torch.h>
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <map>
+#include <set>
+
+#include "kiln/core/hash.h"
+#include "kiln/core/random.h"
+#include "kiln/data/images.h"
+#include "kiln/data/snapshot.h"
+#include "kiln/data/table_source.h"
+#include "kiln/data/table_stats.h"
+#include "kiln/features/imputer.h"
+#include "kiln/features/pipeline.h"
+#include "kiln/features/scalers.h"
+
+namespace kiln::data {
+namespace {
+
+constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
+
+Json class_counts(const torch::Tensor& y, const std::vector<std::string>& classes) {
+  Json j = Json::object();
+  if (y.scalar_type() != torch::kLong) return j;
+  std::vector<int64_t> counts(classes.size(), 0);
+  auto a = y.accessor<int64_t, 1>();
+  for (int64_t i = 0; i < y.size(0); ++i) counts[static_cast<size_t>(a[i])]++;
+  for (size_t c = 0; c < classes.size(); ++c) j[classes[c]] = counts[c];
+  return j;
+}
+
+Json split_summary(const std::map<std::string, SplitTensors>& splits,
+                   const std::vector<std::string>& classes) {
+  Json j = Json::object();
+  for (const char* name : {"train", "val", "test"}) {
+    auto it = splits.find(name);
+    if (it == splits.end()) continue;
+    const auto& t = it->second;
+    std::vector<int64_t> shape(t.x.sizes().begin(), t.x.sizes().end());
+    j[name] = {{"rows", t.x.size(0)}, {"x_shape", shape}, {"x_dtype", t.x.dtype().name()},
+               {"class_counts", class_counts(t.y, classes)}};
+  }
+  return j;
+}
+
+torch::Tensor take_rows(const torch::Tensor& t, const std::vector<int64_t>& idx) {
+  return t.index_select(0, torch::tensor(idx, torch::kLong)).contiguous();
+}
+
+std::unique_ptr<features::Transform> make_scaler(ScalingKind kind) {
+  switch (kind) {
+    case ScalingKind::kStandard: return std::make_unique<features::StandardScaler>();
+    case ScalingKind::kMinMax: return std::make_unique<features::MinMaxScaler>();
+    case ScalingKind::kRobust: return std::make_unique<features::RobustScaler>();
+    case ScalingKind::kNone: return nullptr;
+  }
+  return nullptr;
+}
+
+features::ImputeStrategy impute_strategy(MissingPolicy p) {
+  switch (p) {
+    case MissingPolicy::kImputeMean: return features::ImputeStrategy::kMean;
+    case MissingPolicy::kImputeMostFrequent: return features::ImputeStrategy::kMostFrequent;
+    default: return features::ImputeStrategy::kMedian;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Tables
+
+Expected<PrepareResult> prepare_table(const DatasetSpec& spec, const PrepareOptions& options) {
+  const std::vector<std::string> na = spec.na_tokens.empty() ? default_na_tokens() : spec.na_tokens;
+  KILN_ASSIGN_OR_RETURN(MergedTable merged, read_table_sources(spec, na));
+  CsvTable& t = merged.table;
+  const std::string file0 = merged.source_paths[0].string();
+  if (t.rows.empty() && t.ragged.empty())
+    return Status::InvalidArgument(file0 + ": no data rows after the header");
+
+  Json cleaning;
+  const int64_t rows_read = static_cast<int64_t>(t.rows.size() + t.ragged.size());
+  cleaning["rows_read"] = rows_read;
+
+  // Ragged records: an error, or rejected and listed.
+  Json ragged = Json::array();
+  for (size_t i = 0; i < t.ragged.size(); ++i) {
+    Json r = {{"line", t.ragged[i].line}, {"fields", t.ragged[i].fields},
+              {"expected", t.header.size()}};
+    if (merged.source_paths.size() > 1)
+      r["source"] = merged.source_paths[merged.ragged_source[i]].filename().string();
+    ragged.push_back(r);
+  }
+  if (!t.ragged.empty() && spec.cleaning.ragged == RaggedPolicy::kError) {
+    std::string lines;
+    for (size_t i = 0; i < t.ragged.size() && i < 20; ++i)
+      lines += (i ? ", " : "") + std::to_string(t.ragged[i].line) + " (" +
+               std::to_string(t.ragged[i].fields) + " fields)";
+    const fs::path& src = merged.source_paths[merged.ragged_source[0]];
+    return Status::InvalidArgument(
+        src.string() + ": ragged rows (expected " + std::to_string(t.header.size()) +
+        " fields) at line " + lines +
+        "; fix the file or set cleaning.ragged: drop to reject and list them");
+  }
+  cleaning["ragged_rejected"] = ragged;
+
+  // Columns: drop the listed ones, find the target.
+  for (const auto& col : spec.drop_columns)
+    if (t.column_index(col) < 0)
+      return Status::InvalidArgument(file0 + ": drop_columns names '" + col +
+                                     "', which is not a column");
+  std::vector<std::vector<double>> values;
+  std::vector<ColumnFacts> facts = analyse_columns(t, &values);
+  const size_t target = merged.target_column;
+  std::vector<size_t> feature_cols;
+  for (size_t c = 0; c < t.header.size(); ++c) {
+    if (c == target) continue;
+    if (std::find(spec.drop_columns.begin(), spec.drop_columns.end(), t.header[c]) !=
+        spec.drop_columns.end())
+      continue;
+    feature_cols.push_back(c);
+  }
+  if (feature_cols.empty()) return Status::InvalidArgument(file0 + ": no feature columns left");
+  for (size_t c : feature_cols)
+    if (!facts[c].numeric)
+      return Status::InvalidArgument(
+          file0 + ": column '" + t.header[c] +
+          "' is not numeric (categorical features are not supported yet; list it in "
+          "drop_columns)");
+
+  const bool classification =
+      spec.task == TaskKind::kClassification ||
+      (spec.task == TaskKind::kAuto && looks_like_classification(facts[target], t, target));
+
+  // Row-level cleaning; `keep[r]` false once a row is dropped, with the reason recorded.
+  const size_t n = t.rows.size();
+  std::vector<bool> keep(n, true);
+  Json dropped = Json::array();
+  auto drop = [&](size_t r, const std::string& reason) {
+    if (!keep[r]) return;
+    keep[r] = false;
+    Json d = {{"line", t.lines[r]}, {"reason", reason}};
+    if (merged.source_paths.size() > 1)
+      d["source"] = merged.source_paths[merged.row_source[r]].filename().string();
+    dropped.push_back(d);
+  };
+
+  // Target must be present (and numeric for regression).
+  for (size_t r = 0; r < n; ++r) {
+    const std::string& cell = t.rows[r][target];
+    if (t.is_missing(cell)) drop(r, "missing target");
+    else if (!classification && std::isnan(values[target][r]))
+      drop(r, "target '" + cell + "' is not a number");
+  }
+  if (spec.cleaning.drop_duplicates)
+    for (size_t r : duplicate_row_indices(t)) drop(r, "duplicate of an earlier row");
+
+  // Non-numeric cells in numeric columns become missing; values[] already holds NaN there.
+  Json non_numeric = Json::array();
+  for (size_t c : feature_cols)
+    for (size_t r = 0; r < n; ++r)
+      if (keep[r] && std::isnan(values[c][r]) && !t.is_missing(t.rows[r][c]))
+        non_numeric.push_back({{"line", t.lines[r]}, {"column", t.header[c]},
+                               {"value", t.rows[r][c]}});
+  cleaning["non_numeric_cells"] = non_numeric;
+
+  int64_t missing_cells = 0;
+  for (size_t r = 0; r < n; ++r) {
+    if (!keep[r]) continue;
+    for (size_t c : feature_cols)
+      if (std::isnan(values[c][r])) {
+        ++missing_cells;
+        if (spec.cleaning.missing == MissingPolicy::kDrop) drop(r, "missing value in " + t.header[c]);
+      }
+  }
+
+  // Extreme outliers, judged on the rows still kept.
+  int64_t clipped = 0;
+  Json outliers = Json::array();
+  {
+    for (size_t c : feature_cols) {
+      std::vector<double> kept_values;
+      for (size_t r = 0; r < n; ++r)
+        if (keep[r] && !std::isnan(values[c][r])) kept_values.push_back(values[c][r]);
+      RobustStats rs = robust_stats(kept_values);
+      if (rs.scale <= 0) continue;
+      const double z_max = spec.cleaning.outlier_z;
+      for (size_t r = 0; r < n; ++r) {
+        double v = values[c][r];
+        if (!keep[r] || std::isnan(v) || rs.z(v) <= z_max) continue;
+        outliers.push_back({{"line", t.lines[r]}, {"column", t.header[c]}, {"value", v},
+                            {"z", rs.z(v)}});
+        if (spec.cleaning.outliers == OutlierAction::kDrop) {
+          drop(r, "extreme outlier in " + t.header[c]);
+        } else if (spec.cleaning.outliers == OutlierAction::kClip) {
+          double bound = z_max * rs.scale;
+          values[c][r] = std::clamp(v, rs.median - bound, rs.median + bound);
+          ++clipped;
+        }
+      }
+    }
+  }
+  cleaning["outliers"] = outliers;
+  cleaning["clipped_cells"] = clipped;
+
+  std::vector<size_t> rows;
+  for (size_t r = 0; r < n; ++r)
+    if (keep[r]) rows.push_back(r);
+  if (rows.empty()) return Status::InvalidArgument(file0 + ": cleaning dropped every row");
+  std::sort(dropped.begin(), dropped.end(), [](const Json& a, const Json& b) {
+    return a["line"].get<int64_t>() < b["line"].get<int64_t>();
+  });
+  cleaning["dropped_rows"] = dropped;
+  cleaning["rows_kept"] = static_cast<int64_t>(rows.size());
+
+  // Labels.
+  std::vector<std::string> classes;
+  std::vector<int64_t> labels;
+  if (classification) {
+    std::set<std::string> names;
+    for (size_t r : rows) names.insert(t.rows[r][target]);
+    classes.assign(names.begin(), names.end());
+    if (facts[target].numeric)  // numeric labels sort as numbers: 2 before 10
+      std::sort(classes.begin(), classes.end(), [](const std::string& a, const std::string& b) {
+        double x = 0, y = 0;
+        parse_double(a, &x);
+        parse_double(b, &y);
+        return x < y;
+      });
+    std::map<std::string, int64_t> index;
+    for (size_t i = 0; i < classes.size(); ++i) index[classes[i]] = static_cast<int64_t>(i);
+    for (size_t r : rows) labels.push_back(index[t.rows[r][target]]);
+    if (classes.size() < 2)
+      return Status::InvalidArgument(file0 + ": target '" + spec.target +
+                                     "' has a single class after cleaning");
+  }
+
+  // Raw matrix (float64, NaN = missing) and targets.
+  const int64_t m = static_cast<int64_t>(rows.size());
+  const int64_t f = static_cast<int64_t>(feature_cols.size());
+  torch::Tensor x_raw = torch::empty({m, f}, torch::kFloat64);
+  auto xa = x_raw.accessor<double, 2>();
+  for (int64_t i = 0; i < m; ++i)
+    for (int64_t j = 0; j < f; ++j) xa[i][j] = values[feature_cols[j]][rows[i]];
+  torch::Tensor y;
+  if (classification) {
+    y = torch::tensor(labels, torch::kLong);
+  } else {
+    std::vector<float> yv;
+    for (size_t r : rows) yv.push_back(static_cast<float>(values[target][r]));
+    y = torch::tensor(yv, torch::kFloat32);
+  }
+
+  const uint64_t seed = options.seed_.value_or(spec.split.seed);
+  SplitIndices idx = split_indices(m, (classification && spec.split.stratify) ? labels
+                                                                              : std::vector<int64_t>{},
+                                   spec.split.train, spec.split.val, seed);
+
+  // Fit the feature pipeline on train only, then apply it to every split.
+  features::Pipeline pipeline;
+  int64_t imputed = 0;
+  if (spec.cleaning.missing != MissingPolicy::kDrop) {
+    pipeline.add(std::make_unique<features::Imputer>(
+        features::ImputerOptions().strategy(impute_strategy(spec.cleaning.missing))));
+  }
+  if (auto scaler = make_scaler(spec.scaling)) pipeline.add(std::move(scaler));
+  torch::Tensor x_train_raw = take_rows(x_raw, idx.train);
+  KILN_RETURN_IF_ERROR(pipeline.fit(x_train_raw).with_context(file0 + ": fitting transforms on train"));
+
+  std::map<std::string, SplitTensors> splits;
+  std::map<std::string, std::vector<int64_t>*> parts = {
+      {"train", &idx.train}, {"val", &idx.val}, {"test", &idx.test}};
+  for (auto& [name, ids] : parts) {
+    if (ids->empty()) continue;
+    torch::Tensor raw = take_rows(x_raw, *ids);
+    imputed += torch::isnan(raw).sum().item<int64_t>();
+    KILN_ASSIGN_OR_RETURN(torch::Tensor x, pipeline.apply(raw));
+    splits[name] = SplitTensors{x.to(torch::kFloat32).contiguous(), take_rows(y, *ids)};
+  }
+  cleaning["missing_cells"] = missing_cells;
+  cleaning["imputed_cells"] = imputed;
+
+  Json manifest;
+  manifest["name"] = spec.name;
+  manifest["kind"] = "table";
+  manifest["task"] = classification ? "classification" : "regression";
+  manifest["spec"] = spec.to_json();
+  if (options.seed_) manifest["spec"]["split"]["seed"] = seed;
+  if (options.limit_ > 0) manifest["spec"]["limit"] = options.limit_;
+  Json sources = Json::array();
+  for (size_t s = 0; s < merged.source_paths.size(); ++s)
+    sources.push_back({{"file", merged.source_paths[s].filename().string()},
+                       {"sha256", merged.source_sha256[s]}});
+  manifest["sources"] = sources;
+  Json feats = Json::array();
+  for (size_t c : feature_cols) feats.push_back({{"name", t.header[c]}, {"type", "numeric"}});
+  Json target_json = {{"name", spec.target},
+                      {"type", classification ? "categorical" : "numeric"}};
+  if (classification) target_json["classes"] = classes;
+  manifest["schema"] = {{"features", feats},
+                        {"target", target_json},
+                        {"input_features", f},
+                        {"output_features", splits["train"].x.size(1)}};
+  manifest["cleaning"] = cleaning;
+  manifest["splits"] = split_summary(splits, classes);
+  manifest["transforms"] = pipeline.to_json();
+
+  KILN_ASSIGN_OR_RETURN(fs::path dir, write_snapshot(options.out_dir_, spec.name, manifest, splits));
+  KILN_ASSIGN_OR_RETURN(Json written, read_json_file(dir / "manifest.json"));
+  return PrepareResult{dir, written["content_hash"].get<std::string>(), written};
+}
+
+// ---------------------------------------------------------------------------------------------
+// Images
+
+Expected<PrepareResult> prepare_images(const DatasetSpec& spec, const PrepareOptions& options) {
+  const int64_t limit = options.limit_ > 0 ? options.limit_ : spec.limit;
+  std::map<std::string, ImageSet> sets;
+  Json sources = Json::array();
+  for (const auto& src : spec.image_splits) {
+    Expected<ImageSet> set = spec.image_format == ImageFormat::kIdx
+                                 ? read_idx_images(src.images, src.labels, limit)
+                                 : read_cifar10(src.batches, limit);
+    if (!set.ok()) return set.status();
+    std::vector<fs::path> files = spec.image_format == ImageFormat::kIdx
+                                      ? std::vector<fs::path>{src.images, src.labels}
+                                      : src.batches;
+    for (const auto& file : files) {
+      KILN_ASSIGN_OR_RETURN(std::string sha, sha256_file(file));
+      sources.push_back({{"split", src.split}, {"file", file.filename().string()}, {"sha256", sha}});
+    }
+    sets[src.split] = std::move(*set);
+  }
+  if (!sets.count("train")) return Status::InvalidArgument(spec.spec_path.string() + ": splits: needs 'train'");
+  const ImageSet& train = sets["train"];
+  int64_t num_classes = train.labels.max().item<int64_t>() + 1;
+  for (const auto& [name, set] : sets)
+    num_classes = std::max(num_classes, set.labels.max().item<int64_t>() + 1);
+  std::vector<std::string> classes = spec.classes;
+  if (!classes.empty() && static_cast<int64_t>(classes.size()) < num_classes)
+    return Status::InvalidArgument(spec.spec_path.string() + ": classes lists " +
+                                   std::to_string(classes.size()) + " names but labels go up to " +
+                                   std::to_string(num_classes - 1));
+  for (int64_t c = static_cast<int64_t>(classes.size()); c < num_classes; ++c)
+    classes.push_back(std::to_string(c));
+
+  const uint64_t seed = options.seed_.value_or(spec.split.seed);
+  std::vector<int64_t> labels(train.labels.data_ptr<int64_t>(),
+                              train.labels.data_ptr<int64_t>() + train.size());
+  SplitIndices idx = split_indices(train.size(), spec.split.stratify ? labels : std::vector<int64_t>{},
+                                   1.0 - spec.split.val, spec.split.val, seed);
+  std::map<std::string, SplitTensors> splits;
+  splits["train"] = {take_rows(train.images, idx.train), take_rows(train.labels, idx.train)};
+  if (!idx.val.empty())
+    splits["val"] = {take_rows(train.images, idx.val), take_rows(train.labels, idx.val)};
+  if (sets.count("test")) splits["test"] = {sets["test"].images, sets["test"].labels};
+
+  // Normalisation statistics from train only: x' = (x/255 - mean[c]) / std[c].
+  torch::Tensor px = splits["train"].x.to(torch::kFloat64).div_(255.0);
+  torch::Tensor mean = px.mean({0, 2, 3});
+  torch::Tensor stdev = px.std({0, 2, 3});
+  std::vector<double> mean_v(mean.data_ptr<double>(), mean.data_ptr<double>() + mean.numel());
+  std::vector<double> std_v(stdev.data_ptr<double>(), stdev.data_ptr<double>() + stdev.numel());
+
+  Json manifest;
+  manifest["name"] = spec.name;
+  manifest["kind"] = "images";
+  manifest["task"] = "classification";
+  manifest["spec"] = spec.to_json();
+  if (options.seed_) manifest["spec"]["split"]["seed"] = seed;
+  if (options.limit_ > 0) manifest["spec"]["limit"] = options.limit_;
+  manifest["sources"] = sources;
+  std::vector<int64_t> shape(train.images.sizes().begin() + 1, train.images.sizes().end());
+  manifest["schema"] = {{"input", {{"dtype", "uint8"}, {"shape", shape}, {"layout", "NCHW"}}},
+                        {"target", {{"name", "label"}, {"type", "categorical"}, {"classes", classes}}}};
+  manifest["cleaning"] = {{"rows_read", train.size() + (sets.count("test") ? sets["test"].size() : 0)},
+                          {"val_from_train", spec.split.val}};
+  manifest["splits"] = split_summary(splits, classes);
+  manifest["transforms"] = {{"kind", "image_normalize"},
+                            {"version", 1},
+                            {"input_scale", 1.0 / 255.0},
+                            {"mean", mean_v},
+                            {"std", std_v}};
+  KILN_ASSIGN_OR_RETURN(fs::path dir, write_snapshot(options.out_dir_, spec.name, manifest, splits));
+  KILN_ASSIGN_OR_RETURN(Json written, read_json_file(dir / "manifest.json"));
+  return PrepareResult{dir, written["content_hash"].get<std::string>(), written};
+}
+
+}  // namespace
+
+SplitIndices split_indices(int64_t n, const std::vector<int64_t>& labels, double train_fraction,
+                           double val_fraction, uint64_t seed) {
+  std::map<int64_t, std::vector<int64_t>> groups;
+  for (int64_t i = 0; i < n; ++i) groups[labels.empty() ? 0 : labels[static_cast<size_t>(i)]].push_back(i);
+  SplitIndices out;
+  for (auto& [label, members] : groups) {
+    deterministic_shuffle(members, mix_seed(seed, static_cast<uint64_t>(label)));
+    const int64_t size = static_cast<int64_t>(members.size());
+    int64_t n_train = std::llround(static_cast<double>(size) * train_fraction);
+    int64_t n_val = std::llround(static_cast<double>(size) * val_fraction);
+    n_train = std::clamp<int64_t>(n_train, 0, size);
+    n_val = std::clamp<int64_t>(n_val, 0, size - n_train);
+    out.train.insert(out.train.end(), members.begin(), members.begin() + n_train);
+    out.val.insert(out.val.end(), members.begin() + n_train, members.begin() + n_train + n_val);
+    out.test.insert(out.test.end(), members.begin() + n_train + n_val, members.end());
+  }
+  for (auto* v : {&out.train, &out.val, &out.test}) std::sort(v->begin(), v->end());
+  return out;
+}
+
+Expected<PrepareResult> prepare_dataset(const DatasetSpec& spec, const PrepareOptions& options) {
+  DatasetSpec effective = spec;
+  if (options.limit_ > 0) effective.limit = options.limit_;
+  if (spec.kind == DatasetKind::kImages) return prepare_images(effective, options);
+  return prepare_table(effective, options);
+}
+
+}  // namespace kiln::data

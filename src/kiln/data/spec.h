@@ -1,0 +1,105 @@
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include "kiln/core/expected.h"
+#include "kiln/core/json.h"
+
+namespace kiln::data {
+
+namespace fs = std::filesystem;
+
+/// What a dataset holds.
+enum class DatasetKind { kImages, kTable };
+/// On-disk format of an image dataset.
+enum class ImageFormat { kIdx, kCifar10 };
+/// What to do with a row that has a missing (empty / NA) or non-numeric numeric cell.
+enum class MissingPolicy { kDrop, kImputeMean, kImputeMedian, kImputeMostFrequent };
+/// What to do with a value whose robust z-score exceeds the threshold.
+enum class OutlierAction { kKeep, kClip, kDrop };
+/// What to do with a record whose field count differs from the header's.
+enum class RaggedPolicy { kError, kDrop };
+/// Feature scaling fitted on the training split.
+enum class ScalingKind { kNone, kStandard, kMinMax, kRobust };
+/// Learning task; kAuto decides from the target column.
+enum class TaskKind { kAuto, kClassification, kRegression };
+
+const char* to_string(MissingPolicy v);
+const char* to_string(OutlierAction v);
+const char* to_string(RaggedPolicy v);
+const char* to_string(ScalingKind v);
+const char* to_string(TaskKind v);
+
+/// One split of an image dataset, e.g. "train" from an IDX pair or CIFAR batches.
+struct ImageSplitSource {
+  std::string split;                  ///< "train" or "test"
+  fs::path images;                    ///< IDX images file (kIdx)
+  fs::path labels;                    ///< IDX labels file (kIdx)
+  std::vector<fs::path> batches;      ///< CIFAR-10 binary batches (kCifar10)
+};
+
+/// Cleaning applied by `kiln data prepare` (tables).
+struct CleaningPolicy {
+  MissingPolicy missing = MissingPolicy::kImputeMedian;
+  bool drop_duplicates = true;
+  OutlierAction outliers = OutlierAction::kDrop;
+  double outlier_z = 100.0;  ///< robust z-score threshold for "extreme" outliers
+  RaggedPolicy ragged = RaggedPolicy::kError;
+};
+
+/// How rows are divided. Fractions sum to 1 for tables; for images with given train/test
+/// splits only `val` is used (carved from train).
+struct SplitPolicy {
+  double train = 0.7;
+  double val = 0.15;
+  double test = 0.15;
+  uint64_t seed = 42;
+  bool stratify = true;
+};
+
+/// A dataset as declared in YAML (or implied by `FILE.csv --target COL`). Paths are resolved
+/// relative to the spec file. Plain value type.
+///
+///   KILN_ASSIGN_OR_RETURN(DatasetSpec spec, load_dataset_spec("examples/diabetes/dataset.yaml"));
+struct DatasetSpec {
+  std::string name;
+  fs::path spec_path;  ///< empty when built from a CSV path
+  DatasetKind kind = DatasetKind::kTable;
+
+  // Images.
+  ImageFormat image_format = ImageFormat::kIdx;
+  std::vector<ImageSplitSource> image_splits;
+  std::vector<std::string> classes;  ///< class names by label; empty: the label numbers
+
+  // Tables.
+  std::vector<fs::path> sources;  ///< one or more CSVs with matching schemas (merged)
+  std::string target;
+  TaskKind task = TaskKind::kAuto;
+  std::vector<std::string> na_tokens;
+  std::vector<std::string> drop_columns;  ///< e.g. identifiers
+  CleaningPolicy cleaning;
+  ScalingKind scaling = ScalingKind::kStandard;
+
+  SplitPolicy split;
+  int64_t limit = 0;  ///< read at most this many records per split/source (0: all)
+
+  /// The settings that shape prepared data, without machine-specific paths (sources appear by
+  /// file name only): part of a snapshot's content hash.
+  Json to_json() const;
+};
+
+/// Parses a dataset YAML file. Errors name the file, the line and the field
+/// ("dataset.yaml line 7: cleaning.missing: expected one of drop, mean, median, most_frequent").
+/// Unknown keys are errors, so typos never pass silently.
+Expected<DatasetSpec> load_dataset_spec(const fs::path& path);
+
+/// The spec implied by a CSV path given directly with `--target COLUMN`: one source, defaults.
+DatasetSpec csv_dataset_spec(const fs::path& csv, const std::string& target);
+
+/// A YAML spec path or a CSV path (which then needs `target`). Picks by extension.
+Expected<DatasetSpec> resolve_dataset(const std::string& spec_or_csv, const std::string& target);
+
+}  // namespace kiln::data

@@ -1,0 +1,239 @@
+#include <gtest/gtest.h>
+
+#include <torch/torch.h>
+
+#include <fstream>
+#include <set>
+
+#include "kiln/core/files.h"
+#include "kiln/data/csv.h"
+#include "kiln/data/prepare.h"
+#include "kiln/data/snapshot.h"
+#include "kiln/data/spec.h"
+#include "support/test_support.h"
+
+namespace kiln::data {
+namespace {
+
+using kiln::testing::shared_datasets_dir;
+using kiln::testing::source_dir;
+using kiln::testing::TempDir;
+using kiln::testing::write_text;
+
+DatasetSpec spec_for(const std::string& example) {
+  auto spec = load_dataset_spec(source_dir() / "examples" / example);
+  EXPECT_TRUE(spec.ok()) << spec.status();
+  return *spec;
+}
+
+std::string file_bytes(const fs::path& p) { return *read_file(p); }
+
+TEST(SplitIndicesTest, StratifiedFractionsPerClass) {
+  std::vector<int64_t> labels;
+  for (int i = 0; i < 300; ++i) labels.push_back(i < 200 ? 0 : 1);
+  SplitIndices s = split_indices(300, labels, 0.7, 0.15, 1);
+  EXPECT_EQ(s.train.size() + s.val.size() + s.test.size(), 300u);
+  int train_ones = 0;
+  for (int64_t i : s.train) train_ones += labels[static_cast<size_t>(i)];
+  EXPECT_EQ(train_ones, 70);  // round(100 * 0.7)
+  EXPECT_EQ(s.train.size(), 210u);
+  std::set<int64_t> all(s.train.begin(), s.train.end());
+  all.insert(s.val.begin(), s.val.end());
+  all.insert(s.test.begin(), s.test.end());
+  EXPECT_EQ(all.size(), 300u);
+  SplitIndices again = split_indices(300, labels, 0.7, 0.15, 1);
+  EXPECT_EQ(s.train, again.train);
+  SplitIndices other = split_indices(300, labels, 0.7, 0.15, 2);
+  EXPECT_NE(s.train, other.train);
+}
+
+TEST(PrepareTest, SameInputsGiveTheSameSnapshotByteForByte) {
+  TempDir a, b;
+  auto ra = prepare_dataset(spec_for("breast-cancer/dataset.yaml"), PrepareOptions(a.path()));
+  auto rb = prepare_dataset(spec_for("breast-cancer/dataset.yaml"), PrepareOptions(b.path()));
+  ASSERT_TRUE(ra.ok()) << ra.status();
+  ASSERT_TRUE(rb.ok()) << rb.status();
+  EXPECT_EQ(ra->content_hash, rb->content_hash);
+  EXPECT_EQ(ra->snapshot_dir.filename(), rb->snapshot_dir.filename());
+  for (const auto& entry : fs::directory_iterator(ra->snapshot_dir))
+    EXPECT_EQ(file_bytes(entry.path()), file_bytes(rb->snapshot_dir / entry.path().filename()))
+        << entry.path();
+  // A different seed is a different snapshot.
+  auto rc = prepare_dataset(spec_for("breast-cancer/dataset.yaml"), PrepareOptions(a.path()).seed(7));
+  ASSERT_TRUE(rc.ok());
+  EXPECT_NE(rc->content_hash, ra->content_hash);
+}
+
+TEST(PrepareTest, StratifiedSplitKeepsClassProportions) {
+  TempDir out;
+  auto r = prepare_dataset(spec_for("breast-cancer/dataset.yaml"), PrepareOptions(out.path()));
+  ASSERT_TRUE(r.ok()) << r.status();
+  const Json& splits = r->manifest["splits"];
+  // 357 benign, 212 malignant; 70/15/15 per class.
+  EXPECT_EQ(splits["train"]["class_counts"]["benign"], 250);
+  EXPECT_EQ(splits["train"]["class_counts"]["malignant"], 148);
+  EXPECT_EQ(splits["val"]["class_counts"]["benign"], 54);
+  EXPECT_EQ(splits["val"]["class_counts"]["malignant"], 32);
+  EXPECT_EQ(splits["test"]["class_counts"]["benign"], 53);
+  EXPECT_EQ(splits["test"]["class_counts"]["malignant"], 32);
+  EXPECT_EQ(r->manifest["schema"]["target"]["classes"], Json({"benign", "malignant"}));
+}
+
+TEST(PrepareTest, ScalingIsFittedOnTrainOnly) {
+  TempDir out;
+  auto r = prepare_dataset(spec_for("breast-cancer/dataset.yaml"), PrepareOptions(out.path()));
+  ASSERT_TRUE(r.ok());
+  auto snap = read_snapshot(r->snapshot_dir);
+  ASSERT_TRUE(snap.ok()) << snap.status();
+  torch::Tensor train = snap->splits["train"].x.to(torch::kFloat64);
+  torch::Tensor test = snap->splits["test"].x.to(torch::kFloat64);
+  EXPECT_LT(train.mean(0).abs().max().item<double>(), 1e-5);
+  EXPECT_LT((train.std(0, /*unbiased=*/false) - 1).abs().max().item<double>(), 1e-4);
+  EXPECT_GT(test.mean(0).abs().max().item<double>(), 1e-3);  // test statistics were not used
+  EXPECT_EQ(snap->splits["train"].y.scalar_type(), torch::kLong);
+  EXPECT_EQ(r->manifest["transforms"]["kind"], "pipeline");
+}
+
+TEST(PrepareTest, DirtyCsvIsRepairedAndEveryActionListed) {
+  TempDir out;
+  auto r = prepare_dataset(spec_for("breast-cancer/dirty.yaml"), PrepareOptions(out.path()));
+  ASSERT_TRUE(r.ok()) << r.status();
+  const Json& c = r->manifest["cleaning"];
+  EXPECT_EQ(c["rows_read"], 577);
+  ASSERT_EQ(c["ragged_rejected"].size(), 1u);
+  EXPECT_EQ(c["ragged_rejected"][0]["line"], 226);
+  std::vector<int64_t> dropped;
+  for (const auto& d : c["dropped_rows"]) dropped.push_back(d["line"]);
+  EXPECT_EQ(dropped, (std::vector<int64_t>{31, 543, 572, 573, 574, 575, 576, 577, 578}));
+  EXPECT_EQ(c["rows_kept"], 567);
+  EXPECT_EQ(c["non_numeric_cells"].size(), 3u);
+  EXPECT_EQ(c["imputed_cells"], 19);  // 18 missing + 3 corrupt, less those on dropped rows
+  auto snap = read_snapshot(r->snapshot_dir);
+  ASSERT_TRUE(snap.ok());
+  for (const auto& [name, t] : snap->splits) {
+    EXPECT_FALSE(torch::isnan(t.x).any().item<bool>()) << name;
+    EXPECT_LT(t.x.abs().max().item<float>(), 100.0f) << name;  // the 1e30s are gone
+  }
+}
+
+TEST(PrepareTest, RaggedRowsStopByDefaultAndLeaveNothingBehind) {
+  TempDir out, specs;
+  std::string text = *read_file(source_dir() / "examples/breast-cancer/dirty.yaml");
+  text.replace(text.find("ragged: drop"), 12, "ragged: error");
+  fs::path spec_path = specs / "dirty-strict.yaml";
+  write_text(spec_path, text);
+  auto spec = load_dataset_spec(spec_path);
+  ASSERT_TRUE(spec.ok()) << spec.status();
+  // Relative sources resolve against the spec's folder, so point them at the real file.
+  spec->sources = {shared_datasets_dir() / "breast_cancer_dirty.csv"};
+  auto r = prepare_dataset(*spec, PrepareOptions(out / "snapshots"));
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(r.status().message().find("breast_cancer_dirty.csv"), std::string::npos);
+  EXPECT_NE(r.status().message().find("226"), std::string::npos) << r.status();
+  EXPECT_TRUE(!fs::exists(out / "snapshots") || fs::is_empty(out / "snapshots"));
+}
+
+TEST(PrepareTest, MergesSourcesWithMatchingSchemas) {
+  TempDir dir;
+  // Split the real CSV into two files, the second with its columns in another order.
+  auto table = read_csv(shared_datasets_dir() / "diabetes.csv");
+  ASSERT_TRUE(table.ok());
+  std::ofstream a(dir / "part1.csv"), b(dir / "part2.csv");
+  auto join = [](const std::vector<std::string>& cells, bool reverse) {
+    std::string s;
+    for (size_t i = 0; i < cells.size(); ++i)
+      s += (i ? "," : "") + cells[reverse ? cells.size() - 1 - i : i];
+    return s + "\n";
+  };
+  a << join(table->header, false);
+  b << join(table->header, true);
+  for (size_t r = 0; r < table->rows.size(); ++r)
+    (r < 200 ? a : b) << join(table->rows[r], r >= 200);
+  a.close();
+  b.close();
+  DatasetSpec merged = spec_for("diabetes/dataset.yaml");
+  merged.sources = {dir / "part1.csv", dir / "part2.csv"};
+  DatasetSpec single = spec_for("diabetes/dataset.yaml");
+  auto rm = prepare_dataset(merged, PrepareOptions(dir / "out"));
+  auto rs = prepare_dataset(single, PrepareOptions(dir / "out"));
+  ASSERT_TRUE(rm.ok()) << rm.status();
+  ASSERT_TRUE(rs.ok()) << rs.status();
+  EXPECT_EQ(rm->manifest["cleaning"]["rows_kept"], 442);
+  EXPECT_EQ(rm->manifest["sources"].size(), 2u);
+  auto sm = read_snapshot(rm->snapshot_dir), ss = read_snapshot(rs->snapshot_dir);
+  // Same rows in the same order: the same tensors, whatever the file split.
+  EXPECT_TRUE(torch::equal(sm->splits["train"].x, ss->splits["train"].x));
+  EXPECT_TRUE(torch::equal(sm->splits["test"].y, ss->splits["test"].y));
+
+  write_text(dir / "other.csv", "age,sex,bmi\n1,2,3\n");
+  merged.sources = {dir / "part1.csv", dir / "other.csv"};
+  auto bad = prepare_dataset(merged, PrepareOptions(dir / "out"));
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.status().message().find("other.csv"), std::string::npos) << bad.status();
+}
+
+TEST(PrepareTest, RegressionTargetStaysFloat) {
+  TempDir out;
+  auto r = prepare_dataset(spec_for("diabetes/dataset.yaml"), PrepareOptions(out.path()));
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->manifest["task"], "regression");
+  auto snap = read_snapshot(r->snapshot_dir);
+  EXPECT_EQ(snap->splits["train"].y.scalar_type(), torch::kFloat32);
+  EXPECT_EQ(snap->splits["train"].x.size(0) + snap->splits["val"].x.size(0) +
+                snap->splits["test"].x.size(0),
+            442);
+}
+
+TEST(SnapshotTest, TamperedFileIsRefused) {
+  TempDir out;
+  auto r = prepare_dataset(spec_for("diabetes/dataset.yaml"), PrepareOptions(out.path()));
+  ASSERT_TRUE(r.ok());
+  fs::path victim = r->snapshot_dir / "train_x.npy";
+  std::string bytes = *read_file(victim);
+  bytes[bytes.size() - 1] ^= 1;
+  fs::permissions(victim, fs::perms::owner_write, fs::perm_options::add);
+  write_text(victim, bytes);
+  auto snap = read_snapshot(r->snapshot_dir);
+  ASSERT_FALSE(snap.ok());
+  EXPECT_EQ(snap.status().code(), StatusCode::kDataLoss);
+  EXPECT_NE(snap.status().message().find("train_x.npy"), std::string::npos);
+}
+
+TEST(PrepareTest, FashionMnistSubsetCarvesStratifiedValidation) {
+  TempDir out;
+  auto r = prepare_dataset(spec_for("fashion-mnist/dataset.yaml"),
+                           PrepareOptions(out.path()).limit(2000));
+  ASSERT_TRUE(r.ok()) << r.status();
+  auto snap = read_snapshot(r->snapshot_dir);
+  ASSERT_TRUE(snap.ok()) << snap.status();
+  EXPECT_EQ(snap->splits["train"].x.size(0) + snap->splits["val"].x.size(0), 2000);
+  EXPECT_EQ(snap->splits["test"].x.size(0), 2000);
+  EXPECT_EQ(snap->splits["train"].x.scalar_type(), torch::kUInt8);
+  EXPECT_EQ(snap->splits["val"].x.sizes(), (std::vector<int64_t>{snap->splits["val"].x.size(0), 1, 28, 28}));
+  // Each class's share of val is within one image of 10% of its share of the subset.
+  torch::Tensor all = torch::cat({snap->splits["train"].y, snap->splits["val"].y});
+  torch::Tensor val_counts = torch::bincount(snap->splits["val"].y, {}, 10);
+  torch::Tensor all_counts = torch::bincount(all, {}, 10);
+  for (int c = 0; c < 10; ++c)
+    EXPECT_NEAR(val_counts[c].item<double>(), all_counts[c].item<double>() * 0.1, 1.0) << c;
+  const Json& tr = r->manifest["transforms"];
+  EXPECT_EQ(tr["kind"], "image_normalize");
+  EXPECT_NEAR(tr["mean"][0].get<double>(), 0.286, 0.02);
+}
+
+TEST(PrepareTest, CorruptImageFileFailsWithoutPartialSnapshot) {
+  TempDir dir;
+  std::string gz = *read_file("/usr/share/datasets/fashion-mnist/t10k-labels-idx1-ubyte.gz");
+  write_text(dir / "labels.gz", gz.substr(0, gz.size() / 2));
+  DatasetSpec spec = spec_for("fashion-mnist/dataset.yaml");
+  for (auto& s : spec.image_splits)
+    if (s.split == "test") s.labels = dir / "labels.gz";
+  auto r = prepare_dataset(spec, PrepareOptions(dir / "out"));
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.status().message().find("labels.gz"), std::string::npos) << r.status();
+  EXPECT_TRUE(!fs::exists(dir / "out") || fs::is_empty(dir / "out"));
+}
+
+}  // namespace
+}  // namespace kiln::data

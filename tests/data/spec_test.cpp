@@ -1,0 +1,72 @@
+#include <gtest/gtest.h>
+
+#include "kiln/data/spec.h"
+#include "support/test_support.h"
+
+namespace kiln::data {
+namespace {
+
+using kiln::testing::source_dir;
+using kiln::testing::TempDir;
+using kiln::testing::write_text;
+
+Status load_text(const std::string& yaml) {
+  TempDir dir;
+  write_text(dir / "dataset.yaml", yaml);
+  return load_dataset_spec(dir / "dataset.yaml").status();
+}
+
+TEST(SpecTest, ShippedExamplesLoad) {
+  for (const char* example : {"fashion-mnist/dataset.yaml", "breast-cancer/dataset.yaml",
+                              "breast-cancer/dirty.yaml", "diabetes/dataset.yaml"}) {
+    auto spec = load_dataset_spec(source_dir() / "examples" / example);
+    ASSERT_TRUE(spec.ok()) << example << ": " << spec.status();
+  }
+  auto fm = load_dataset_spec(source_dir() / "examples/fashion-mnist/dataset.yaml");
+  EXPECT_EQ(fm->kind, DatasetKind::kImages);
+  EXPECT_EQ(fm->classes.size(), 10u);
+  EXPECT_EQ(fm->image_splits.size(), 2u);
+  auto bc = load_dataset_spec(source_dir() / "examples/breast-cancer/dirty.yaml");
+  EXPECT_EQ(bc->cleaning.ragged, RaggedPolicy::kDrop);
+  EXPECT_TRUE(fs::exists(bc->sources[0])) << bc->sources[0];
+}
+
+TEST(SpecTest, UnknownFieldNamesLineAndField) {
+  Status st = load_text("name: x\nkind: table\nsources: [a.csv]\ntarget: y\ncleaning:\n  mising: drop\n");
+  ASSERT_FALSE(st.ok());
+  EXPECT_NE(st.message().find("line 6"), std::string::npos) << st;
+  EXPECT_NE(st.message().find("cleaning.mising"), std::string::npos) << st;
+}
+
+TEST(SpecTest, BadValuesAreNamed) {
+  Status st = load_text("kind: table\nsources: [a.csv]\ntarget: y\ncleaning: {missing: guess}\n");
+  EXPECT_NE(st.message().find("cleaning.missing"), std::string::npos) << st;
+  EXPECT_NE(st.message().find("median"), std::string::npos) << st;
+  st = load_text("kind: table\nsources: [a.csv]\ntarget: y\nsplit: {train: 0.5, val: 0.1, test: 0.1}\n");
+  EXPECT_NE(st.message().find("sum to 1"), std::string::npos) << st;
+  st = load_text("kind: table\nsources: [a.csv]\n");
+  EXPECT_NE(st.message().find("target"), std::string::npos) << st;
+  st = load_text("kind: images\nsplits: {train: {images: a}}\n");
+  EXPECT_NE(st.message().find("labels"), std::string::npos) << st;
+  st = load_text("kind: [oops\n");
+  EXPECT_EQ(st.code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(st.message().find("invalid YAML"), std::string::npos) << st;
+}
+
+TEST(SpecTest, ResolveChoosesByExtension) {
+  EXPECT_EQ(resolve_dataset("data.txt", "").status().code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(resolve_dataset("missing.csv", "y").status().code(), StatusCode::kNotFound);
+  auto st = resolve_dataset((kiln::testing::shared_datasets_dir() / "diabetes.csv").string(), "");
+  EXPECT_NE(st.status().message().find("--target"), std::string::npos);
+  EXPECT_EQ(load_dataset_spec("/nonexistent/dataset.yaml").status().code(), StatusCode::kNotFound);
+}
+
+TEST(SpecTest, HashedFormHasNoMachinePaths) {
+  auto spec = load_dataset_spec(source_dir() / "examples/breast-cancer/dataset.yaml");
+  std::string text = spec->to_json().dump();
+  EXPECT_EQ(text.find(source_dir().string()), std::string::npos);
+  EXPECT_NE(text.find("breast_cancer.csv"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace kiln::data
