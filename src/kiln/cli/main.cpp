@@ -37,8 +37,16 @@ int main(int argc, char** argv) {
   } catch (const CLI::CallForVersion& e) {
     return app.exit(e);
   } catch (const CLI::ParseError& e) {
-    // Usage errors: one line naming the cause, exit 2.
-    std::fprintf(stderr, "kiln: error: %s (see 'kiln --help')\n", e.what());
+    // Usage errors: one line naming the command and the cause, exit 2.
+    std::string command = "kiln";
+    for (CLI::App* sub = &app;;) {
+      auto parsed = sub->get_subcommands();
+      if (parsed.empty()) break;
+      sub = parsed.front();
+      command += " " + sub->get_name();
+    }
+    std::fprintf(stderr, "%s: error: %s (see '%s --help')\n", command.c_str(), e.what(),
+                 command.c_str());
     return 2;
   }
   return exit_code;
