@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Builds and runs the data loader benchmark; prints the machine first. Extra arguments go to
+# loader_bench (e.g. --epochs 10 --workers 2). BUILD_DIR overrides the build directory.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BUILD_DIR=${BUILD_DIR:-build}
+cmake -S . -B "$BUILD_DIR" -G Ninja >/dev/null
+ninja -C "$BUILD_DIR" loader_bench
+echo "date:    $(date -u '+%Y-%m-%d %H:%M UTC')"
+echo "commit:  $(git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)"
+echo "nproc:   $(nproc)"
+echo "cpu:     $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')"
+echo "memory:  $(awk '/MemTotal/ {printf "%.1f GiB", $2 / 1048576}' /proc/meminfo)"
+echo "load:    $(cut -d" " -f1-3 /proc/loadavg) (1/5/15-min load average before the run)"
+echo "command: $BUILD_DIR/bench/loader_bench $*"
+"$BUILD_DIR/bench/loader_bench" "$@"

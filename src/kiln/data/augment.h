@@ -1,0 +1,191 @@
+#pragma once
+
+#include <torch/types.h>
+
+#include <cmath>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "kiln/core/expected.h"
+#include "kiln/core/json.h"
+
+namespace kiln::data {
+
+/// A small, fast, seedable random generator (xoshiro256** seeded through SplitMix64) whose
+/// streams are identical on every platform and library version: Kiln derives every random
+/// decision of data loading from one, so runs reproduce bit for bit. Value type, cheap to copy;
+/// not thread-safe (give each thread its own).
+///
+///   Rng rng = Rng::from_key(seed, epoch, batch);  // independent stream per (seed, epoch, batch)
+///   float u = rng.uniform();                       // [0, 1)
+///   int64_t k = rng.uniform_int(-2, 2);            // inclusive
+class Rng {
+ public:
+  explicit Rng(uint64_t seed) {
+    for (auto& word : s_) {
+      seed += kGolden;
+      word = mix(seed);
+    }
+  }
+  /// A stream for a tuple of keys: different tuples give unrelated streams.
+  static Rng from_key(uint64_t a, uint64_t b = 0, uint64_t c = 0, uint64_t d = 0) {
+    uint64_t h = 0x6b696c6e2d726e67ULL;  // "kiln-rng"
+    for (uint64_t k : {a, b, c, d}) h = mix(h ^ k) + kGolden;
+    return Rng(h);
+  }
+
+  uint64_t next_u64() {
+    const uint64_t result = rotl(s_[1] * 5, 7) * 9;
+    const uint64_t t = s_[1] << 17;
+    s_[2] ^= s_[0];
+    s_[3] ^= s_[1];
+    s_[1] ^= s_[2];
+    s_[0] ^= s_[3];
+    s_[2] ^= t;
+    s_[3] = rotl(s_[3], 45);
+    return result;
+  }
+  /// Uniform in [0, 1) with 24 random bits.
+  float uniform() { return static_cast<float>(next_u64() >> 40) * 0x1.0p-24f; }
+  /// Uniform in [lo, hi).
+  float uniform(float lo, float hi) { return lo + (hi - lo) * uniform(); }
+  /// Uniform integer in [lo, hi] (inclusive); lo when hi < lo.
+  int64_t uniform_int(int64_t lo, int64_t hi) {
+    if (hi <= lo) return lo;
+    const uint64_t span = static_cast<uint64_t>(hi - lo) + 1;
+    // Multiply-shift (Lemire) on 32 random bits; the bias is < span / 2^32, far below what data
+    // augmentation or shuffling can notice, and the mapping is exactly reproducible.
+    if (span <= (1ULL << 32)) return lo + static_cast<int64_t>(((next_u64() >> 32) * span) >> 32);
+    return lo + static_cast<int64_t>(next_u64() % span);
+  }
+  /// True with probability p.
+  bool bernoulli(float p) { return p > 0.f && uniform() < p; }
+  /// Two independent standard normal values (Box–Muller).
+  void normal_pair(float* a, float* b) {
+    const uint64_t bits = next_u64();
+    // u1 in (0, 1] so log() is finite; u2 in [0, 1).
+    const float u1 = (static_cast<float>(bits >> 40) + 1.f) * 0x1.0p-24f;
+    const float u2 = static_cast<float>((bits >> 8) & 0xFFFFFFu) * 0x1.0p-24f;
+    const float r = std::sqrt(-2.f * std::log(u1));
+    const float theta = 6.2831853071795864769f * u2;
+    *a = r * std::cos(theta);
+    *b = r * std::sin(theta);
+  }
+
+ private:
+  static constexpr uint64_t kGolden = 0x9e3779b97f4a7c15ULL;
+  // The SplitMix64 finaliser.
+  static uint64_t mix(uint64_t z) {
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    return z ^ (z >> 31);
+  }
+  static uint64_t rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
+  uint64_t s_[4];
+};
+
+/// Which random image augmentations to apply, per sample, and how strongly. All are off by
+/// default, so `AugmentOptions()` is the identity. Values are in the loader's scaled pixel space
+/// (uint8 images are divided by 255 first; mean/std normalisation comes after augmentation), so a
+/// fill of 0 is black.
+///
+///   auto aug = AugmentOptions().crop_padding(2).hflip(0.5f).noise_std(0.02f).erase(0.25f);
+struct AugmentOptions {
+  /// Random crop after zero-padding each side by `px`: a shift of −px…px on each axis.
+  AugmentOptions& crop_padding(int64_t px) {
+    crop_padding_ = px;
+    return *this;
+  }
+  /// Horizontal mirror with probability `p`.
+  AugmentOptions& hflip(float p) {
+    hflip_ = p;
+    return *this;
+  }
+  /// A further integer shift of −px…px on each axis, zero fill. It composes with the crop into
+  /// one shift, so crop 2 + translate 1 moves an image by at most 3 pixels.
+  AugmentOptions& translate(int64_t px) {
+    translate_ = px;
+    return *this;
+  }
+  /// Additive gaussian noise with this standard deviation on every value (not clamped).
+  AugmentOptions& noise_std(float s) {
+    noise_std_ = s;
+    return *this;
+  }
+  /// Random erasing (Zhong et al.): with probability `p`, one rectangle covering a fraction
+  /// `area_min`…`area_max` of the image, aspect ratio `ratio_min`…`ratio_max` (log-uniform), is
+  /// set to `erase_value` in every channel. After 10 draws that do not fit, nothing is erased.
+  AugmentOptions& erase(float p) {
+    erase_prob_ = p;
+    return *this;
+  }
+  AugmentOptions& erase_area(float area_min, float area_max) {
+    erase_area_min_ = area_min;
+    erase_area_max_ = area_max;
+    return *this;
+  }
+  AugmentOptions& erase_ratio(float ratio_min, float ratio_max) {
+    erase_ratio_min_ = ratio_min;
+    erase_ratio_max_ = ratio_max;
+    return *this;
+  }
+  AugmentOptions& erase_value(float v) {
+    erase_value_ = v;
+    return *this;
+  }
+
+  /// True when some augmentation can change a sample.
+  bool enabled() const;
+  /// InvalidArgument naming the field when a value is out of range (negative pixels,
+  /// probabilities outside [0, 1], empty or inverted area/ratio ranges, non-finite numbers).
+  Status validate() const;
+  /// Every field, for run records and manifests.
+  Json to_json() const;
+  /// One line, e.g. "crop_padding=2 hflip=0.5 ...".
+  std::string to_string() const;
+
+  int64_t crop_padding_ = 0;
+  float hflip_ = 0.f;
+  int64_t translate_ = 0;
+  float noise_std_ = 0.f;
+  float erase_prob_ = 0.f;
+  float erase_area_min_ = 0.02f;
+  float erase_area_max_ = 0.25f;
+  float erase_ratio_min_ = 0.3f;
+  float erase_ratio_max_ = 3.3f;
+  float erase_value_ = 0.f;
+};
+
+/// Applies AugmentOptions to float32 N×C×H×W batches with plain loops over contiguous memory: no
+/// ATen kernels run, so it never starts OpenMP work and is safe and cheap on loader worker
+/// threads. Each sample draws its own stream from the batch Rng (`Rng(rng.next_u64())`, in sample
+/// order), so a batch's result depends only on the pixels and the Rng state. Immutable after
+/// creation; apply() is thread-safe with a separate Rng per thread.
+///
+///   KILN_ASSIGN_OR_RETURN(Augmenter aug, Augmenter::Create(AugmentOptions().hflip(0.5f)));
+///   Rng rng = Rng::from_key(seed, epoch, batch_index);
+///   KILN_RETURN_IF_ERROR(aug.apply(batch, rng));  // batch: float32, contiguous N×C×H×W
+class Augmenter {
+ public:
+  /// Validates the options (InvalidArgument naming the field).
+  static Expected<Augmenter> Create(const AugmentOptions& options);
+
+  /// Augments `batch` in place. InvalidArgument unless it is a defined, contiguous (NCHW)
+  /// float32 tensor of rank 4.
+  Status apply(torch::Tensor& batch, Rng& rng) const;
+  /// Returns an augmented copy; `batch` is untouched. Same requirements as apply().
+  Expected<torch::Tensor> augmented(const torch::Tensor& batch, Rng& rng) const;
+  /// Augments one sample of `channels`×`height`×`width` contiguous floats in place, drawing from
+  /// `rng` directly. `scratch` is resized as needed and may be reused across calls.
+  void apply_sample(float* sample, int64_t channels, int64_t height, int64_t width, Rng& rng,
+                    std::vector<float>& scratch) const;
+
+  const AugmentOptions& options() const { return options_; }
+
+ private:
+  explicit Augmenter(const AugmentOptions& options) : options_(options) {}
+  AugmentOptions options_;
+};
+
+}  // namespace kiln::data
