@@ -35,7 +35,7 @@ fs::path fashion_mnist_dir() { return "/usr/share/datasets/fashion-mnist"; }
 
 fs::path kiln_binary() {
   if (const char* s = std::getenv("KILN_BINARY"); s && *s) return s;
-  return source_dir() / "build" / "kiln";
+  return KILN_BINARY_DEFAULT;
 }
 
 namespace {

@@ -22,13 +22,13 @@ class TempDir {
   fs::path path_;
 };
 
-/// The repository root (KILN_SOURCE_DIR, set by ctest, or the configure-time path).
+/// The repository root (KILN_SOURCE_DIR if set, else the configure-time path).
 fs::path source_dir();
 /// ../shared/datasets beside the checkout (read-only in CI: never write there).
 fs::path shared_datasets_dir();
 /// /usr/share/datasets/fashion-mnist
 fs::path fashion_mnist_dir();
-/// Path of the built `kiln` binary (KILN_BINARY, set by ctest).
+/// Path of the built `kiln` binary (KILN_BINARY if set, else the configure-time build path).
 fs::path kiln_binary();
 
 /// Result of running a command: exit code and captured stdout/stderr.
