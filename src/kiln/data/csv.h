@@ -10,7 +10,9 @@
 
 namespace kiln::data {
 
-/// The cell values read as missing unless a spec or flag says otherwise.
+/// The cell values read as missing unless a spec or flag says otherwise:
+/// "", "NA", "N/A", "n/a", "NaN", "nan", "NULL", "null", "None", "#N/A", "?". Junk such as "n/a?"
+/// is deliberately not missing: cleaning reports it as an invalid number instead.
 const std::vector<std::string>& default_na_tokens();
 
 /// How to read a CSV file.
@@ -19,7 +21,7 @@ const std::vector<std::string>& default_na_tokens();
 struct CsvOptions {
   CsvOptions& delimiter(char d) { delimiter_ = d; return *this; }
   CsvOptions& na_tokens(std::vector<std::string> t) { na_tokens_ = std::move(t); return *this; }
-  /// Stop after this many data records (0: all).
+  /// Stop after this many data records (0: all). Ragged records count as records.
   CsvOptions& max_rows(int64_t n) { max_rows_ = n; return *this; }
 
   char delimiter_ = ',';
@@ -34,8 +36,12 @@ struct RaggedLine {
 };
 
 /// A CSV file as text cells, unparsed: typing and cleaning decide later what a cell means.
-/// Quoted fields ("a,b", "say ""hi""", embedded newlines) are unquoted. Records whose field count
-/// differs from the header are not in `rows`; they are listed in `ragged`. Plain value type.
+/// Quoted fields ("a,b", "say ""hi""", embedded newlines) are unquoted (RFC 4180); cells are
+/// otherwise kept as written (not trimmed). Records whose field count differs from the header are
+/// not in `rows`; they are listed in `ragged`. Line endings may be LF or CRLF; a UTF-8 BOM is
+/// skipped. Blank lines: in a one-column file a blank line is a row with one empty (missing)
+/// cell; otherwise a blank line between records is ragged with `fields == 0`. Blank lines after
+/// the last record are not records. Plain value type.
 struct CsvTable {
   std::string source;                          ///< the path it was read from
   std::vector<std::string> header;             ///< column names, trimmed
@@ -53,7 +59,10 @@ struct CsvTable {
 Expected<CsvTable> read_csv(const std::filesystem::path& path, const CsvOptions& options = {});
 
 /// Strictly parses a whole cell as a finite-or-infinite double ("1e30" yes, "12abc" no, "" no).
-/// Leading/trailing spaces are allowed.
+/// Leading/trailing spaces are allowed. "inf"/"infinity" (any case, signed) read as ±infinity;
+/// "nan" is rejected, because missing values are the NA tokens' business (CsvTable::is_missing),
+/// not a number. Overflow ("1e400"), hex ("0x10") and a lone sign or dot are rejected;
+/// underflow ("1e-400") reads as the nearest double. Locale-independent; thread-safe.
 bool parse_double(std::string_view cell, double* out);
 
 }  // namespace kiln::data

@@ -22,8 +22,12 @@ struct ImageSet {
 /// Reads one IDX file (gzip-compressed or raw, detected from the bytes) into a tensor with the
 /// file's dimensions. Supports element types ubyte (0x08 → uint8), byte, short, int, float,
 /// double. `max_items` > 0 reads only the first items along dimension 0.
-/// Errors name the file: unreadable, truncated or corrupt gzip, wrong magic, header/size
-/// mismatch ("expected 47040000 bytes of data after the header, found 1200").
+/// Errors name the file: unreadable (NotFound/IoError), empty or a directory or wrong magic
+/// (InvalidArgument), truncated or corrupt gzip, header/size mismatch in either direction
+/// ("header dimensions [60000, 28, 28] need 47040000 bytes of data after the header, found 1200")
+/// (DataLoss). A gzip header claiming more than deflate could hold in the file is refused before
+/// anything is allocated. With `max_items` only the bytes needed are decompressed, so the gzip
+/// CRC and trailing-data checks run on full reads only. Blocks on file I/O; thread-safe.
 Expected<torch::Tensor> read_idx(const std::filesystem::path& path, int64_t max_items = 0);
 
 /// Reads an MNIST-style image/label pair: images N×H×W ubyte, labels N ubyte. Returns images as
