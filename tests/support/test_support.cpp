@@ -38,15 +38,6 @@ fs::path kiln_binary() {
   return KILN_BINARY_DEFAULT;
 }
 
-namespace {
-std::string slurp_fd(int fd) {
-  std::string out;
-  char buf[65536];
-  ssize_t n;
-  while ((n = ::read(fd, buf, sizeof buf)) > 0) out.append(buf, static_cast<size_t>(n));
-  return out;
-}
-}  // namespace
 
 CommandResult run_kiln(const std::vector<std::string>& args, const fs::path& home,
                        const std::vector<std::string>& extra_env) {
