@@ -237,3 +237,43 @@ TEST(PrepareTest, CorruptImageFileFailsWithoutPartialSnapshot) {
 
 }  // namespace
 }  // namespace kiln::data
+
+namespace kiln::data {
+namespace {
+
+// A categorical feature column (added to the real breast-cancer rows) is one-hot encoded after the
+// scaled numeric block; a missing cell is its own category.
+TEST(PrepareTest, CategoricalFeaturesAreOneHotEncoded) {
+  kiln::testing::TempDir dir;
+  auto table = read_csv(kiln::testing::shared_datasets_dir() / "breast_cancer.csv");
+  ASSERT_TRUE(table.ok());
+  std::ofstream out(dir / "with_site.csv");
+  out << "site";
+  for (const auto& h : table->header) out << "," << h;
+  out << "\n";
+  const char* sites[] = {"left", "right", "", "left"};
+  for (size_t r = 0; r < table->rows.size(); ++r) {
+    out << sites[r % 4];
+    for (const auto& cell : table->rows[r]) out << "," << cell;
+    out << "\n";
+  }
+  out.close();
+  auto spec = resolve_dataset((dir / "with_site.csv").string(), "diagnosis");
+  ASSERT_TRUE(spec.ok());
+  auto r = prepare_dataset(*spec, PrepareOptions(dir / "out"));
+  ASSERT_TRUE(r.ok()) << r.status();
+  const Json& schema = r->manifest["schema"];
+  EXPECT_EQ(schema["input_features"], 31);
+  EXPECT_EQ(schema["output_features"], 33);  // 30 numeric + {<missing>, left, right}
+  const Json& site = schema["features"][30];
+  EXPECT_EQ(site["name"], "site");
+  EXPECT_EQ(site["categories"], Json({"<missing>", "left", "right"}));
+  auto snap = read_snapshot(r->snapshot_dir);
+  ASSERT_TRUE(snap.ok());
+  torch::Tensor onehot = snap->splits["train"].x.slice(1, 30, 33);
+  EXPECT_TRUE(torch::all(onehot.sum(1) == 1).item<bool>());
+  EXPECT_EQ(r->manifest["categorical_encoders"][0]["column"], "site");
+}
+
+}  // namespace
+}  // namespace kiln::data

@@ -15,6 +15,7 @@
 #include "kiln/data/table_source.h"
 #include "kiln/data/table_stats.h"
 #include "kiln/features/imputer.h"
+#include "kiln/features/one_hot.h"
 #include "kiln/features/pipeline.h"
 #include "kiln/features/scalers.h"
 
@@ -123,12 +124,9 @@ Expected<PrepareResult> prepare_table(const DatasetSpec& spec, const PrepareOpti
     feature_cols.push_back(c);
   }
   if (feature_cols.empty()) return Status::InvalidArgument(file0 + ": no feature columns left");
-  for (size_t c : feature_cols)
-    if (!facts[c].numeric)
-      return Status::InvalidArgument(
-          file0 + ": column '" + t.header[c] +
-          "' is not numeric (categorical features are not supported yet; list it in "
-          "drop_columns)");
+  // Numeric columns feed the imputer/scaler pipeline; categorical ones are one-hot encoded.
+  std::vector<size_t> numeric_cols, categorical_cols;
+  for (size_t c : feature_cols) (facts[c].numeric ? numeric_cols : categorical_cols).push_back(c);
 
   const bool classification =
       spec.task == TaskKind::kClassification ||
@@ -159,7 +157,7 @@ Expected<PrepareResult> prepare_table(const DatasetSpec& spec, const PrepareOpti
 
   // Non-numeric cells in numeric columns become missing; values[] already holds NaN there.
   Json non_numeric = Json::array();
-  for (size_t c : feature_cols)
+  for (size_t c : numeric_cols)
     for (size_t r = 0; r < n; ++r)
       if (keep[r] && std::isnan(values[c][r]) && !t.is_missing(t.rows[r][c]))
         non_numeric.push_back({{"line", t.lines[r]}, {"column", t.header[c]},
@@ -169,18 +167,19 @@ Expected<PrepareResult> prepare_table(const DatasetSpec& spec, const PrepareOpti
   int64_t missing_cells = 0;
   for (size_t r = 0; r < n; ++r) {
     if (!keep[r]) continue;
-    for (size_t c : feature_cols)
-      if (std::isnan(values[c][r])) {
-        ++missing_cells;
-        if (spec.cleaning.missing == MissingPolicy::kDrop) drop(r, "missing value in " + t.header[c]);
-      }
+    for (size_t c : feature_cols) {
+      bool missing = facts[c].numeric ? std::isnan(values[c][r]) : t.is_missing(t.rows[r][c]);
+      if (!missing) continue;
+      ++missing_cells;
+      if (spec.cleaning.missing == MissingPolicy::kDrop) drop(r, "missing value in " + t.header[c]);
+    }
   }
 
   // Extreme outliers, judged on the rows still kept.
   int64_t clipped = 0;
   Json outliers = Json::array();
   {
-    for (size_t c : feature_cols) {
+    for (size_t c : numeric_cols) {
       std::vector<double> kept_values;
       for (size_t r = 0; r < n; ++r)
         if (keep[r] && !std::isnan(values[c][r])) kept_values.push_back(values[c][r]);
@@ -239,11 +238,19 @@ Expected<PrepareResult> prepare_table(const DatasetSpec& spec, const PrepareOpti
 
   // Raw matrix (float64, NaN = missing) and targets.
   const int64_t m = static_cast<int64_t>(rows.size());
-  const int64_t f = static_cast<int64_t>(feature_cols.size());
+  const int64_t f = static_cast<int64_t>(numeric_cols.size());
   torch::Tensor x_raw = torch::empty({m, f}, torch::kFloat64);
   auto xa = x_raw.accessor<double, 2>();
   for (int64_t i = 0; i < m; ++i)
-    for (int64_t j = 0; j < f; ++j) xa[i][j] = values[feature_cols[j]][rows[i]];
+    for (int64_t j = 0; j < f; ++j) xa[i][j] = values[numeric_cols[j]][rows[i]];
+  // Categorical cells as strings; a missing cell is its own category.
+  constexpr const char* kMissingCategory = "<missing>";
+  std::vector<std::vector<std::string>> categories_raw(categorical_cols.size());
+  for (size_t k = 0; k < categorical_cols.size(); ++k)
+    for (size_t r : rows) {
+      const std::string& cell = t.rows[r][categorical_cols[k]];
+      categories_raw[k].push_back(t.is_missing(cell) ? kMissingCategory : cell);
+    }
   torch::Tensor y;
   if (classification) {
     y = torch::tensor(labels, torch::kLong);
@@ -267,17 +274,42 @@ Expected<PrepareResult> prepare_table(const DatasetSpec& spec, const PrepareOpti
   }
   if (auto scaler = make_scaler(spec.scaling)) pipeline.add(std::move(scaler));
   torch::Tensor x_train_raw = take_rows(x_raw, idx.train);
-  KILN_RETURN_IF_ERROR(pipeline.fit(x_train_raw).with_context(file0 + ": fitting transforms on train"));
+  if (f > 0)
+    KILN_RETURN_IF_ERROR(
+        pipeline.fit(x_train_raw).with_context(file0 + ": fitting transforms on train"));
+  auto pick = [](const std::vector<std::string>& column, const std::vector<int64_t>& ids) {
+    std::vector<std::string> out;
+    out.reserve(ids.size());
+    for (int64_t i : ids) out.push_back(column[static_cast<size_t>(i)]);
+    return out;
+  };
+  // Unseen categories in val/test (or at serving) encode as all zeros.
+  std::vector<features::OneHotEncoder> encoders;
+  for (size_t k = 0; k < categorical_cols.size(); ++k) {
+    encoders.emplace_back(
+        features::OneHotEncoderOptions().handle_unknown(features::UnknownCategory::kIgnore));
+    KILN_RETURN_IF_ERROR(encoders.back()
+                             .fit_categories(pick(categories_raw[k], idx.train))
+                             .with_context(file0 + ": column '" + t.header[categorical_cols[k]] + "'"));
+  }
 
   std::map<std::string, SplitTensors> splits;
   std::map<std::string, std::vector<int64_t>*> parts = {
       {"train", &idx.train}, {"val", &idx.val}, {"test", &idx.test}};
   for (auto& [name, ids] : parts) {
     if (ids->empty()) continue;
-    torch::Tensor raw = take_rows(x_raw, *ids);
-    imputed += torch::isnan(raw).sum().item<int64_t>();
-    KILN_ASSIGN_OR_RETURN(torch::Tensor x, pipeline.apply(raw));
-    splits[name] = SplitTensors{x.to(torch::kFloat32).contiguous(), take_rows(y, *ids)};
+    std::vector<torch::Tensor> blocks;
+    if (f > 0) {
+      torch::Tensor raw = take_rows(x_raw, *ids);
+      imputed += torch::isnan(raw).sum().item<int64_t>();
+      KILN_ASSIGN_OR_RETURN(torch::Tensor x, pipeline.apply(raw));
+      blocks.push_back(x.to(torch::kFloat32));
+    }
+    for (size_t k = 0; k < encoders.size(); ++k) {
+      KILN_ASSIGN_OR_RETURN(torch::Tensor onehot, encoders[k].encode(pick(categories_raw[k], *ids)));
+      blocks.push_back(onehot.to(torch::kFloat32));
+    }
+    splits[name] = SplitTensors{torch::cat(blocks, 1).contiguous(), take_rows(y, *ids)};
   }
   cleaning["missing_cells"] = missing_cells;
   cleaning["imputed_cells"] = imputed;
@@ -294,18 +326,29 @@ Expected<PrepareResult> prepare_table(const DatasetSpec& spec, const PrepareOpti
     sources.push_back({{"file", merged.source_paths[s].filename().string()},
                        {"sha256", merged.source_sha256[s]}});
   manifest["sources"] = sources;
+  // Schema: x columns are the numeric features (in CSV order, through `transforms`), then each
+  // categorical feature's one-hot block (`categorical_encoders`, same order).
   Json feats = Json::array();
-  for (size_t c : feature_cols) feats.push_back({{"name", t.header[c]}, {"type", "numeric"}});
+  for (size_t c : numeric_cols) feats.push_back({{"name", t.header[c]}, {"type", "numeric"}});
+  Json encoders_json = Json::array();
+  for (size_t k = 0; k < categorical_cols.size(); ++k) {
+    Json enc = encoders[k].to_json();
+    feats.push_back({{"name", t.header[categorical_cols[k]]},
+                     {"type", "categorical"},
+                     {"categories", enc["categories"]}});
+    encoders_json.push_back({{"column", t.header[categorical_cols[k]]}, {"encoder", enc}});
+  }
   Json target_json = {{"name", spec.target},
                       {"type", classification ? "categorical" : "numeric"}};
   if (classification) target_json["classes"] = classes;
   manifest["schema"] = {{"features", feats},
                         {"target", target_json},
-                        {"input_features", f},
+                        {"input_features", static_cast<int64_t>(feature_cols.size())},
                         {"output_features", splits["train"].x.size(1)}};
   manifest["cleaning"] = cleaning;
   manifest["splits"] = split_summary(splits, classes);
   manifest["transforms"] = pipeline.to_json();
+  if (!encoders_json.empty()) manifest["categorical_encoders"] = encoders_json;
 
   KILN_ASSIGN_OR_RETURN(fs::path dir, write_snapshot(options.out_dir_, spec.name, manifest, splits));
   KILN_ASSIGN_OR_RETURN(Json written, read_json_file(dir / "manifest.json"));
