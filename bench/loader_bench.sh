@@ -14,3 +14,12 @@ echo "memory:  $(awk '/MemTotal/ {printf "%.1f GiB", $2 / 1048576}' /proc/meminf
 echo "load:    $(cut -d" " -f1-3 /proc/loadavg) (1/5/15-min load average before the run)"
 echo "command: $BUILD_DIR/bench/loader_bench $*"
 "$BUILD_DIR/bench/loader_bench" "$@"
+
+# The peer in the same run: PyTorch DataLoader + torchvision transforms, same augmentation.
+if /usr/bin/python3 -c "import torch, torchvision" 2>/dev/null; then
+  echo
+  echo "peer:    /usr/bin/python3 bench/py_loader_peer.py 3 2   (DataLoader, 2 worker processes)"
+  /usr/bin/python3 bench/py_loader_peer.py 3 2
+else
+  echo "peer skipped: /usr/bin/python3 lacks torch/torchvision (apt-get install python3-torchvision)"
+fi
