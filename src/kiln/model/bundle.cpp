@@ -1,0 +1,349 @@
+#include "kiln/model/bundle.h"
+
+#include <ATen/core/grad_mode.h>
+#include <torch/csrc/jit/serialization/import.h>
+#include <torch/csrc/jit/serialization/pickle.h>
+
+#include <unistd.h>
+
+#include <atomic>
+#include <cstdio>
+#include <ctime>
+#include <set>
+#include <sstream>
+
+#include "kiln/core/files.h"
+#include "kiln/core/hash.h"
+#include "kiln/core/version.h"
+#include "kiln/model/network.h"
+
+namespace kiln::model {
+
+namespace {
+
+std::string utc_now_iso8601() {
+  std::time_t now = std::time(nullptr);
+  std::tm tm{};
+  gmtime_r(&now, &tm);
+  char buf[32];
+  std::strftime(buf, sizeof(buf), "%Y-%m-%dT%H:%M:%SZ", &tm);
+  return buf;
+}
+
+/// A plain file name: no directory part, not "." or "..", no control characters.
+bool plain_file_name(const std::string& name) {
+  if (name.empty() || name == "." || name == ".." || name.size() > 255) return false;
+  for (char c : name)
+    if (c == '/' || c == '\\' || static_cast<unsigned char>(c) < 0x20) return false;
+  return true;
+}
+
+Expected<std::vector<int64_t>> int_list(const Json& j, const std::string& field) {
+  if (!j.is_array() || j.empty())
+    return Status::InvalidArgument("\"" + field + "\" must be a non-empty array of integers");
+  std::vector<int64_t> out;
+  for (const Json& e : j) {
+    if (!e.is_number_integer())
+      return Status::InvalidArgument("\"" + field + "\" must be an array of integers, got " +
+                                     j.dump());
+    out.push_back(e.get<int64_t>());
+  }
+  return out;
+}
+
+/// The checks both writing and reading apply to the fields stages rely on.
+Status validate_manifest(const Json& m) {
+  if (!m.is_object()) return Status::InvalidArgument("manifest must be a JSON object");
+  const std::string task = m.value("task", "");
+  if (task != "classification" && task != "regression")
+    return Status::InvalidArgument("\"task\" must be \"classification\" or \"regression\"");
+  if (!m.contains("model")) return Status::InvalidArgument("missing \"model\"");
+  KILN_RETURN_IF_ERROR(ModelSpec::from_json(m.at("model"), "model").status());
+  if (!m.contains("input_shape")) return Status::InvalidArgument("missing \"input_shape\"");
+  KILN_ASSIGN_OR_RETURN(std::vector<int64_t> shape, int_list(m.at("input_shape"), "input_shape"));
+  for (int64_t d : shape)
+    if (d <= 0) return Status::InvalidArgument("\"input_shape\" must hold positive sizes");
+  if (!m.contains("outputs") || !m.at("outputs").is_number_integer() ||
+      m.at("outputs").get<int64_t>() < 1)
+    return Status::InvalidArgument("\"outputs\" must be a positive integer");
+  if (m.contains("labels") && !m.at("labels").is_null()) {
+    const Json& labels = m.at("labels");
+    if (!labels.is_array()) return Status::InvalidArgument("\"labels\" must be an array");
+    if (task == "classification" && !labels.empty() &&
+        static_cast<int64_t>(labels.size()) != m.at("outputs").get<int64_t>())
+      return Status::InvalidArgument("\"labels\" has " + std::to_string(labels.size()) +
+                                     " entries for " + m.at("outputs").dump() + " outputs");
+  }
+  if (m.contains("signature")) {
+    const Json& s = m.at("signature");
+    if (!s.is_object() || !s.contains("inputs") || !s.contains("outputs") ||
+        !s.at("inputs").is_array() || !s.at("outputs").is_array())
+      return Status::InvalidArgument("\"signature\" must hold \"inputs\" and \"outputs\" arrays");
+  }
+  return Status::Ok();
+}
+
+Expected<std::string> module_bytes(const torch::jit::Module& scripted) {
+  try {
+    std::ostringstream os;
+    scripted.save(os);
+    return os.str();
+  } catch (const c10::Error& e) {
+    return Status::Internal(std::string("cannot serialise the TorchScript module: ") +
+                            e.what_without_backtrace());
+  }
+}
+
+Expected<std::string> weights_bytes(const TensorMap& state) {
+  c10::Dict<std::string, at::Tensor> dict;
+  for (const auto& [name, t] : state) {
+    if (!t.defined()) return Status::InvalidArgument("weights: tensor \"" + name + "\" is undefined");
+    dict.insert(name, t.detach().to(at::kCPU).contiguous());
+  }
+  std::vector<char> bytes = torch::jit::pickle_save(c10::IValue(dict));
+  return std::string(bytes.begin(), bytes.end());
+}
+
+std::atomic<uint64_t> g_sequence{0};
+
+/// Reads a file the manifest lists and checks its sha256; DataLoss names it.
+Expected<std::string> read_verified(const Bundle& b, const std::string& name) {
+  const fs::path path = b.dir / name;
+  const Json& files = b.manifest.contains("files") ? b.manifest.at("files") : Json();
+  if (!files.is_object() || !files.contains(name) || !files.at(name).is_string())
+    return Status::DataLoss((b.dir / kBundleManifestFile).string() + ": \"files\" does not list " +
+                            name);
+  std::error_code ec;
+  if (!fs::is_regular_file(path, ec))
+    return Status::DataLoss(path.string() + ": missing (listed in the bundle manifest)");
+  KILN_ASSIGN_OR_RETURN(std::string bytes, read_file(path));
+  if (sha256_hex(bytes) != files.at(name).get<std::string>())
+    return Status::DataLoss(path.string() + ": sha256 does not match the bundle manifest");
+  return bytes;
+}
+
+}  // namespace
+
+// ---- Bundle accessors: read_bundle() validated the fields they read.
+
+std::string Bundle::task() const { return manifest.value("task", ""); }
+
+std::vector<std::string> Bundle::labels() const {
+  std::vector<std::string> out;
+  if (manifest.contains("labels") && manifest.at("labels").is_array())
+    for (const Json& l : manifest.at("labels")) out.push_back(l.is_string() ? l.get<std::string>() : l.dump());
+  return out;
+}
+
+Expected<ModelSpec> Bundle::model_spec() const {
+  if (!manifest.contains("model"))
+    return Status::InvalidArgument((dir / kBundleManifestFile).string() + ": missing \"model\"");
+  return ModelSpec::from_json(manifest.at("model"), "model");
+}
+
+Json Bundle::preprocessing() const {
+  return manifest.contains("preprocessing") ? manifest.at("preprocessing") : Json();
+}
+
+std::vector<int64_t> Bundle::input_shape() const {
+  auto shape = int_list(manifest.value("input_shape", Json()), "input_shape");
+  return shape.ok() ? *shape : std::vector<int64_t>{};
+}
+
+int64_t Bundle::outputs() const { return manifest.value("outputs", int64_t{0}); }
+
+std::vector<int64_t> Bundle::raw_input_shape() const {
+  try {
+    auto shape = int_list(manifest.at("signature").at("inputs").at(0).at("shape"), "shape");
+    if (shape.ok() && !shape->empty()) return std::vector<int64_t>(shape->begin() + 1, shape->end());
+  } catch (const nlohmann::json::exception&) {
+  }
+  return input_shape();
+}
+
+Json bundle_signature(const std::string& task, const std::vector<int64_t>& raw_input_shape,
+                      int64_t outputs) {
+  std::vector<int64_t> in{-1};
+  in.insert(in.end(), raw_input_shape.begin(), raw_input_shape.end());
+  return Json{
+      {"inputs", Json::array({Json{{"name", "input"}, {"dtype", "FP32"}, {"shape", in}}})},
+      {"outputs",
+       Json::array({Json{{"name", task == "regression" ? "predictions" : "logits"},
+                         {"dtype", "FP32"},
+                         {"shape", std::vector<int64_t>{-1, outputs}}}})}};
+}
+
+Expected<fs::path> write_bundle(const fs::path& dir, const Json& manifest, const TensorMap& state,
+                                const torch::jit::Module& scripted,
+                                const std::map<std::string, std::string>& extra_files,
+                                const WriteBundleOptions& options) {
+  const std::string where = dir.string() + ": ";
+  KILN_RETURN_IF_ERROR(validate_manifest(manifest).with_context(dir.string() + ": manifest"));
+  for (const auto& [name, bytes] : extra_files) {
+    (void)bytes;
+    if (!plain_file_name(name) || name == kBundleManifestFile || name == kBundleWeightsFile ||
+        name == kBundleModuleFile)
+      return Status::InvalidArgument(where + "extra file name \"" + name +
+                                     "\" is not a plain file name or is reserved");
+  }
+  std::error_code ec;
+  const bool exists = fs::exists(dir, ec);
+  if (exists && !fs::is_directory(dir, ec))
+    return Status::AlreadyExists(where + "exists and is not a directory");
+  const bool non_empty = exists && !fs::is_empty(dir, ec);
+  if (non_empty && !options.overwrite_)
+    return Status::AlreadyExists(where + "exists and is not empty (pass overwrite to replace it)");
+
+  // Serialise first: nothing touches the disk unless every piece encodes.
+  std::vector<std::pair<std::string, std::string>> files;
+  KILN_ASSIGN_OR_RETURN(std::string weights, weights_bytes(state));
+  files.emplace_back(kBundleWeightsFile, std::move(weights));
+  KILN_ASSIGN_OR_RETURN(std::string module, module_bytes(scripted));
+  files.emplace_back(kBundleModuleFile, std::move(module));
+  for (const auto& [name, bytes] : extra_files) files.emplace_back(name, bytes);
+
+  Json m = Json::object();
+  m["format"] = kBundleFormat;
+  m["format_version"] = kBundleFormatVersion;
+  for (const auto& [key, value] : manifest.items())
+    if (key != "format" && key != "format_version" && key != "files") m[key] = value;
+  if (!m.contains("signature")) {
+    KILN_ASSIGN_OR_RETURN(std::vector<int64_t> shape, int_list(m.at("input_shape"), "input_shape"));
+    Json pre = m.contains("preprocessing") ? m.at("preprocessing") : Json();
+    KILN_ASSIGN_OR_RETURN(std::vector<int64_t> raw, raw_input_shape(pre, shape));
+    m["signature"] = bundle_signature(m.at("task").get<std::string>(), raw,
+                                      m.at("outputs").get<int64_t>());
+  }
+  if (!m.contains("lineage") || !m.at("lineage").is_object()) m["lineage"] = Json::object();
+  if (!m["lineage"].contains("kiln_version")) m["lineage"]["kiln_version"] = kVersion;
+  if (!m["lineage"].contains("git_commit")) m["lineage"]["git_commit"] = kGitCommit;
+  if (!m.contains("created_at")) m["created_at"] = utc_now_iso8601();
+  Json hashes = Json::object();
+  for (const auto& [name, bytes] : files) hashes[name] = sha256_hex(bytes);
+  m["files"] = hashes;
+
+  KILN_ASSIGN_OR_RETURN(StagingDirectory staging, StagingDirectory::Create(dir));
+  for (const auto& [name, bytes] : files)
+    KILN_RETURN_IF_ERROR(write_file_atomic(staging.path() / name, bytes));
+  KILN_RETURN_IF_ERROR(write_json_file_atomic(staging.path() / kBundleManifestFile, m));
+
+  if (!non_empty) {
+    if (exists) fs::remove(dir, ec);  // an empty directory: the rename replaces it anyway
+    KILN_RETURN_IF_ERROR(staging.publish());
+    return dir;
+  }
+  // Overwrite: move the old bundle aside, publish, then delete it (restore it on failure).
+  const fs::path parent = dir.parent_path().empty() ? fs::path(".") : dir.parent_path();
+  const fs::path old = parent / ("." + dir.filename().string() + ".old." +
+                                 std::to_string(::getpid()) + "." +
+                                 std::to_string(g_sequence.fetch_add(1)));
+  fs::rename(dir, old, ec);
+  if (ec) return Status::IoError(where + "cannot move the old bundle aside: " + ec.message());
+  Status st = staging.publish();
+  if (!st.ok()) {
+    fs::rename(old, dir, ec);
+    return st;
+  }
+  fs::remove_all(old, ec);
+  return dir;
+}
+
+Expected<Bundle> read_bundle(const fs::path& dir) {
+  std::error_code ec;
+  if (!fs::is_directory(dir, ec)) return Status::NotFound(dir.string() + ": no such bundle directory");
+  const fs::path mpath = dir / kBundleManifestFile;
+  if (!fs::exists(mpath, ec)) return Status::NotFound(mpath.string() + ": missing (not a bundle)");
+  Bundle b;
+  b.dir = dir;
+  KILN_ASSIGN_OR_RETURN(b.manifest, read_json_file(mpath));
+  const Json& m = b.manifest;
+  if (!m.is_object() || m.value("format", "") != kBundleFormat)
+    return Status::InvalidArgument(mpath.string() + ": not a Kiln bundle manifest (\"format\" is not \"" +
+                                   kBundleFormat + "\")");
+  if (!m.contains("format_version") || !m.at("format_version").is_number_integer())
+    return Status::InvalidArgument(mpath.string() + ": missing integer \"format_version\"");
+  const int64_t version = m.at("format_version").get<int64_t>();
+  if (version > kBundleFormatVersion || version < 1)
+    return Status::InvalidArgument(mpath.string() + ": bundle format version " +
+                                   std::to_string(version) + " is not supported (this Kiln reads " +
+                                   std::to_string(kBundleFormatVersion) + ")");
+  KILN_RETURN_IF_ERROR(validate_manifest(m).with_context(mpath.string()));
+  if (!m.contains("files") || !m.at("files").is_object())
+    return Status::InvalidArgument(mpath.string() + ": missing \"files\"");
+  for (const char* required : {kBundleWeightsFile, kBundleModuleFile})
+    if (!m.at("files").contains(required))
+      return Status::DataLoss(mpath.string() + ": \"files\" does not list " + required);
+  for (const auto& [name, hash] : m.at("files").items()) {
+    if (!plain_file_name(name) || !hash.is_string())
+      return Status::InvalidArgument(mpath.string() + ": bad \"files\" entry \"" + name + "\"");
+    const fs::path path = dir / name;
+    if (!fs::is_regular_file(path, ec))
+      return Status::DataLoss(path.string() + ": missing (listed in the bundle manifest)");
+    KILN_ASSIGN_OR_RETURN(std::string actual, sha256_file(path));
+    if (actual != hash.get<std::string>())
+      return Status::DataLoss(path.string() + ": sha256 does not match the bundle manifest");
+  }
+  return b;
+}
+
+Expected<TensorMap> load_bundle_weights(const Bundle& bundle) {
+  KILN_ASSIGN_OR_RETURN(std::string bytes, read_verified(bundle, kBundleWeightsFile));
+  const std::string path = (bundle.dir / kBundleWeightsFile).string();
+  TensorMap out;
+  try {
+    c10::IValue v = torch::jit::pickle_load(std::vector<char>(bytes.begin(), bytes.end()));
+    if (!v.isGenericDict()) return Status::DataLoss(path + ": not a dictionary of tensors");
+    for (const auto& e : v.toGenericDict()) {
+      if (!e.key().isString() || !e.value().isTensor())
+        return Status::DataLoss(path + ": not a dictionary of name -> tensor");
+      out[e.key().toStringRef()] = e.value().toTensor();
+    }
+  } catch (const c10::Error& e) {
+    return Status::DataLoss(path + ": cannot read weights: " + e.what_without_backtrace());
+  }
+  return out;
+}
+
+Expected<torch::jit::Module> load_bundle_module(const Bundle& bundle) {
+  KILN_ASSIGN_OR_RETURN(std::string bytes, read_verified(bundle, kBundleModuleFile));
+  try {
+    std::istringstream is(bytes);
+    torch::jit::Module m = torch::jit::load(is, c10::Device(c10::kCPU));
+    m.eval();
+    return m;
+  } catch (const c10::Error& e) {
+    return Status::DataLoss((bundle.dir / kBundleModuleFile).string() +
+                            ": cannot load TorchScript: " + e.what_without_backtrace());
+  }
+}
+
+Status load_network_state(NetworkImpl& net, const TensorMap& state) {
+  std::map<std::string, torch::Tensor> targets;
+  for (const auto& item : net.named_parameters(true)) targets[item.key()] = item.value();
+  for (const auto& item : net.named_buffers(true)) targets[item.key()] = item.value();
+  for (const auto& [name, target] : targets) {
+    auto it = state.find(name);
+    if (it == state.end()) return Status::InvalidArgument("weights: no tensor \"" + name + "\"");
+    if (it->second.sizes() != target.sizes())
+      return Status::InvalidArgument("weights: \"" + name + "\" has shape " +
+                                     shape_to_string(it->second.sizes().vec()) + ", the network " +
+                                     shape_to_string(target.sizes().vec()));
+  }
+  for (const auto& [name, t] : state)
+    if (!targets.count(name))
+      return Status::InvalidArgument("weights: unexpected tensor \"" + name + "\"");
+  at::NoGradGuard no_grad;
+  for (auto& [name, target] : targets) target.copy_(state.at(name));
+  return Status::Ok();
+}
+
+Expected<std::shared_ptr<NetworkImpl>> load_bundle_network(const Bundle& bundle) {
+  KILN_ASSIGN_OR_RETURN(ModelSpec spec, bundle.model_spec());
+  KILN_ASSIGN_OR_RETURN(auto net, NetworkImpl::Create(spec, bundle.input_shape(), bundle.outputs()));
+  KILN_ASSIGN_OR_RETURN(TensorMap weights, load_bundle_weights(bundle));
+  KILN_RETURN_IF_ERROR(load_network_state(*net, weights).with_context(bundle.dir.string()));
+  net->eval();
+  return net;
+}
+
+}  // namespace kiln::model

@@ -1,0 +1,589 @@
+#include "kiln/model/export.h"
+
+#include <torch/csrc/jit/api/module.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <functional>
+#include <limits>
+#include <numeric>
+#include <set>
+#include <sstream>
+#include <utility>
+
+#include "kiln/model/network.h"
+
+namespace kiln::model {
+
+namespace {
+
+std::string shape_str(const std::vector<int64_t>& shape) {
+  std::string s = "[";
+  for (size_t i = 0; i < shape.size(); ++i) s += (i ? "," : "") + std::to_string(shape[i]);
+  return s + "]";
+}
+
+/// A double as a TorchScript float literal that parses back to the same value.
+std::string float_literal(double v) {
+  char buf[40];
+  std::snprintf(buf, sizeof(buf), "%.17g", v);
+  std::string s(buf);
+  if (s.find_first_of(".eE") == std::string::npos) s += ".0";
+  return s;
+}
+
+std::string int_list(int64_t a, int64_t b) {
+  return "[" + std::to_string(a) + ", " + std::to_string(b) + "]";
+}
+
+bool ends_with(const std::string& s, const std::string& suffix) {
+  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+}
+
+// ---- JSON field readers; `where` names the owner in errors.
+
+/// An int or a [h, w] pair.
+Expected<std::pair<int64_t, int64_t>> pair_param(const Json& params, const std::string& key,
+                                                 std::pair<int64_t, int64_t> fallback,
+                                                 const std::string& where) {
+  if (!params.is_object() || !params.contains(key) || params.at(key).is_null()) return fallback;
+  const Json& v = params.at(key);
+  if (v.is_number_integer()) return std::make_pair(v.get<int64_t>(), v.get<int64_t>());
+  if (v.is_array() && v.size() == 2 && v[0].is_number_integer() && v[1].is_number_integer())
+    return std::make_pair(v[0].get<int64_t>(), v[1].get<int64_t>());
+  return Status::InvalidArgument(where + ": \"" + key + "\" must be an integer or [h, w], got " +
+                                 v.dump());
+}
+
+Expected<double> double_param(const Json& params, const std::string& key, double fallback,
+                              const std::string& where) {
+  if (!params.is_object() || !params.contains(key) || params.at(key).is_null()) return fallback;
+  const Json& v = params.at(key);
+  if (!v.is_number() || !std::isfinite(v.get<double>()))
+    return Status::InvalidArgument(where + ": \"" + key + "\" must be a finite number, got " +
+                                   v.dump());
+  return v.get<double>();
+}
+
+/// A numeric array of `size` entries (any size when size < 0).
+Expected<std::vector<double>> doubles_field(const Json& j, const std::string& key, int64_t size,
+                                            const std::string& where) {
+  if (!j.is_object() || !j.contains(key))
+    return Status::InvalidArgument(where + ": missing \"" + key + "\"");
+  const Json& v = j.at(key);
+  if (!v.is_array())
+    return Status::InvalidArgument(where + ": \"" + key + "\" must be an array of numbers");
+  if (size >= 0 && static_cast<int64_t>(v.size()) != size)
+    return Status::InvalidArgument(where + ": \"" + key + "\" has " + std::to_string(v.size()) +
+                                   " values, expected " + std::to_string(size));
+  std::vector<double> out;
+  out.reserve(v.size());
+  for (const Json& e : v) {
+    if (!e.is_number())
+      return Status::InvalidArgument(where + ": \"" + key + "\" holds a non-number " + e.dump());
+    out.push_back(e.get<double>());
+  }
+  return out;
+}
+
+torch::Tensor float_tensor(const std::vector<double>& v) {
+  return torch::tensor(v, torch::dtype(torch::kFloat64)).to(torch::kFloat32);
+}
+
+// ---- The generator: TorchScript source plus the tensors it refers to.
+
+class Generator {
+ public:
+  explicit Generator(const TensorMap& state) : state_(state) {}
+
+  /// Emits the preprocessing prologue; sets *raw_shape to the shape forward() takes.
+  Status prologue(const Json& pre, const std::vector<int64_t>& model_shape,
+                  std::vector<int64_t>* raw_shape);
+  /// Emits `layers` (tensor names `prefix<i>.<tensor>`), tracking the per-sample shape.
+  Status layers(const std::vector<LayerSpec>& layers, const std::string& prefix,
+                std::vector<int64_t>* shape, int indent);
+  /// Every state tensor must have been used (num_batches_tracked excepted).
+  Status check_all_used(const std::string& model_name) const;
+
+  std::string source() const {
+    return "def forward(self, x):\n" + body_.str() + "    return x\n";
+  }
+  const std::vector<std::pair<std::string, torch::Tensor>>& parameters() const { return params_; }
+  const std::vector<std::pair<std::string, torch::Tensor>>& buffers() const { return buffers_; }
+
+ private:
+  Status image_prologue(const Json& pre, const std::vector<int64_t>& model_shape);
+  Status table_step(const Json& step, const std::string& where, size_t index, int64_t* features);
+  Status layer(const LayerSpec& l, const std::string& name, std::vector<int64_t>* shape,
+               int indent);
+
+  void emit(int indent, const std::string& line) {
+    body_ << std::string(static_cast<size_t>(4 * indent), ' ') << line << "\n";
+  }
+  bool has(const std::string& name) const { return state_.count(name) > 0; }
+  /// "self.<attr>" for a state tensor, registering it; InvalidArgument when absent.
+  Expected<std::string> use(const std::string& name, const std::string& where);
+  Expected<torch::Tensor> tensor(const std::string& name, const std::string& where) const {
+    auto it = state_.find(name);
+    if (it == state_.end() || !it->second.defined())
+      return Status::InvalidArgument(where + ": state has no tensor \"" + name + "\"");
+    return it->second;
+  }
+  /// "self.<attr>" for a generated constant (a buffer).
+  std::string constant(const std::string& attr, torch::Tensor t) {
+    buffers_.emplace_back(attr, std::move(t));
+    return "self." + attr;
+  }
+
+  const TensorMap& state_;
+  std::ostringstream body_;
+  std::set<std::string> used_;
+  std::vector<std::pair<std::string, torch::Tensor>> params_, buffers_;
+  int shortcuts_ = 0;
+};
+
+Expected<std::string> Generator::use(const std::string& name, const std::string& where) {
+  KILN_ASSIGN_OR_RETURN(torch::Tensor t, tensor(name, where));
+  std::string attr = name;
+  for (char& c : attr)
+    if (c == '.') c = '_';
+  if (used_.insert(name).second) {
+    torch::Tensor copy = t.detach().to(torch::kCPU).clone();
+    const bool buffer = ends_with(name, "running_mean") || ends_with(name, "running_var");
+    (buffer ? buffers_ : params_).emplace_back(attr, copy);
+  }
+  return "self." + attr;
+}
+
+Status Generator::check_all_used(const std::string& model_name) const {
+  for (const auto& [name, t] : state_) {
+    if (used_.count(name) || ends_with(name, "num_batches_tracked")) continue;
+    return Status::InvalidArgument("state tensor \"" + name + "\" is not used by any layer of model '" +
+                                   model_name + "' (spec and weights do not match)");
+  }
+  return Status::Ok();
+}
+
+Status Generator::prologue(const Json& pre, const std::vector<int64_t>& model_shape,
+                           std::vector<int64_t>* raw_shape) {
+  *raw_shape = model_shape;
+  if (pre.is_null() || (pre.is_object() && pre.empty())) return Status::Ok();
+  if (!pre.is_object() || !pre.contains("kind") || !pre.at("kind").is_string())
+    return Status::InvalidArgument("preprocessing: expected an object with a \"kind\", got " +
+                                   pre.dump().substr(0, 80));
+  const std::string kind = pre.at("kind").get<std::string>();
+  if (kind == "image_normalize") return image_prologue(pre, model_shape);
+
+  // Tables: a pipeline (possibly nested) or a single fitted transform.
+  std::vector<const Json*> steps;
+  std::function<Status(const Json&)> flatten = [&](const Json& t) -> Status {
+    if (t.is_object() && t.value("kind", "") == "pipeline") {
+      if (!t.value("fitted", false))
+        return Status::InvalidArgument("preprocessing pipeline: not fitted");
+      if (!t.contains("steps") || !t.at("steps").is_array())
+        return Status::InvalidArgument("preprocessing pipeline: missing \"steps\" array");
+      for (const Json& s : t.at("steps")) KILN_RETURN_IF_ERROR(flatten(s));
+      return Status::Ok();
+    }
+    steps.push_back(&t);
+    return Status::Ok();
+  };
+  KILN_RETURN_IF_ERROR(flatten(pre));
+  int64_t features = -1;
+  if (pre.contains("input_features") && pre.at("input_features").is_number_integer())
+    features = pre.at("input_features").get<int64_t>();
+  const int64_t raw_features = [&] {
+    if (features >= 0) return features;
+    for (const Json* s : steps)
+      if (s->is_object() && s->contains("input_features") && s->at("input_features").is_number_integer())
+        return s->at("input_features").get<int64_t>();
+    return int64_t{-1};
+  }();
+  features = raw_features;
+  for (size_t i = 0; i < steps.size(); ++i) {
+    const Json& s = *steps[i];
+    const std::string skind = s.is_object() ? s.value("kind", "?") : "?";
+    const std::string where = "preprocessing step " + std::to_string(i) + " (" + skind + ")";
+    KILN_RETURN_IF_ERROR(table_step(s, where, i, &features));
+  }
+  if (features < 0) {
+    if (model_shape.size() != 1)
+      return Status::InvalidArgument("preprocessing: a table pipeline needs a 1-D model input, got " +
+                                     shape_str(model_shape));
+    return Status::Ok();  // an empty pipeline: identity
+  }
+  if (model_shape != std::vector<int64_t>{features})
+    return Status::InvalidArgument("preprocessing outputs " + std::to_string(features) +
+                                   " features but the model takes " + shape_str(model_shape));
+  *raw_shape = {raw_features};
+  return Status::Ok();
+}
+
+Status Generator::image_prologue(const Json& pre, const std::vector<int64_t>& model_shape) {
+  const std::string where = "preprocessing (image_normalize)";
+  if (model_shape.size() != 3)
+    return Status::InvalidArgument(where + ": the model input must be [C,H,W], got " +
+                                   shape_str(model_shape));
+  const int64_t c = model_shape[0];
+  KILN_ASSIGN_OR_RETURN(double scale, double_param(pre, "input_scale", 1.0, where));
+  KILN_ASSIGN_OR_RETURN(std::vector<double> mean, doubles_field(pre, "mean", -1, where));
+  KILN_ASSIGN_OR_RETURN(std::vector<double> stdev, doubles_field(pre, "std", -1, where));
+  for (auto* v : {&mean, &stdev}) {
+    if (v->size() == 1 && c != 1) v->assign(static_cast<size_t>(c), v->front());
+    if (static_cast<int64_t>(v->size()) != c)
+      return Status::InvalidArgument(where + ": mean/std have " + std::to_string(v->size()) +
+                                     " values for " + std::to_string(c) + " channels");
+  }
+  for (double s : stdev)
+    if (!(s > 0) || !std::isfinite(s))
+      return Status::InvalidArgument(where + ": std values must be positive and finite");
+  const std::string m = constant("pre_mean", float_tensor(mean).reshape({1, c, 1, 1}));
+  const std::string sd = constant("pre_std", float_tensor(stdev).reshape({1, c, 1, 1}));
+  emit(1, "# preprocessing: image_normalize");
+  emit(1, "x = (x * " + float_literal(scale) + " - " + m + ") / " + sd);
+  return Status::Ok();
+}
+
+Status Generator::table_step(const Json& s, const std::string& where, size_t index,
+                             int64_t* features) {
+  if (!s.is_object() || !s.contains("kind"))
+    return Status::InvalidArgument(where + ": expected a transform object with a \"kind\"");
+  const std::string kind = s.at("kind").get<std::string>();
+  if (!s.value("fitted", false)) return Status::InvalidArgument(where + ": not fitted");
+  const std::string p = "pre_" + std::to_string(index) + "_";
+  const int64_t f = *features;
+  emit(1, "# " + where);
+  if (kind == "imputer") {
+    KILN_ASSIGN_OR_RETURN(std::vector<double> fill, doubles_field(s, "fill", f, where));
+    *features = static_cast<int64_t>(fill.size());
+    emit(1, "x = torch.where(torch.isnan(x), " + constant(p + "fill", float_tensor(fill)) + ", x)");
+  } else if (kind == "standard_scaler" || kind == "min_max_scaler" || kind == "robust_scaler") {
+    KILN_ASSIGN_OR_RETURN(std::vector<double> shift, doubles_field(s, "shift", f, where));
+    KILN_ASSIGN_OR_RETURN(std::vector<double> scale,
+                          doubles_field(s, "scale", static_cast<int64_t>(shift.size()), where));
+    *features = static_cast<int64_t>(shift.size());
+    emit(1, "x = (x - " + constant(p + "shift", float_tensor(shift)) + ") * " +
+                constant(p + "scale", float_tensor(scale)));
+    const Json opts = s.value("options", Json::object());
+    if (kind == "min_max_scaler" && opts.value("clip", false)) {
+      KILN_ASSIGN_OR_RETURN(double lo, double_param(opts, "feature_min", 0.0, where));
+      KILN_ASSIGN_OR_RETURN(double hi, double_param(opts, "feature_max", 1.0, where));
+      emit(1, "x = torch.clamp(x, " + float_literal(lo) + ", " + float_literal(hi) + ")");
+    }
+  } else if (kind == "variance_threshold") {
+    if (!s.contains("kept") || !s.at("kept").is_array() || s.at("kept").empty())
+      return Status::InvalidArgument(where + ": missing or empty \"kept\"");
+    std::vector<int64_t> kept;
+    for (const Json& e : s.at("kept")) {
+      if (!e.is_number_integer() || e.get<int64_t>() < 0 || (f >= 0 && e.get<int64_t>() >= f))
+        return Status::InvalidArgument(where + ": bad column index " + e.dump() + " in \"kept\"");
+      kept.push_back(e.get<int64_t>());
+    }
+    *features = static_cast<int64_t>(kept.size());
+    emit(1, "x = torch.index_select(x, 1, " +
+                constant(p + "kept", torch::tensor(kept, torch::dtype(torch::kInt64))) + ")");
+  } else if (kind == "pca") {
+    KILN_ASSIGN_OR_RETURN(std::vector<double> mean, doubles_field(s, "mean", f, where));
+    const auto in = static_cast<int64_t>(mean.size());
+    if (!s.contains("components") || !s.at("components").is_array() || s.at("components").empty())
+      return Status::InvalidArgument(where + ": missing or empty \"components\"");
+    const Json& comps = s.at("components");
+    const auto k = static_cast<int64_t>(comps.size());
+    std::vector<double> flat;
+    for (size_t r = 0; r < comps.size(); ++r) {
+      KILN_ASSIGN_OR_RETURN(std::vector<double> row,
+                            doubles_field(Json{{"row", comps[r]}}, "row", in,
+                                          where + " components[" + std::to_string(r) + "]"));
+      flat.insert(flat.end(), row.begin(), row.end());
+    }
+    // As kiln::features::Pca: projection = components^T in float64, whitened per component.
+    torch::Tensor proj =
+        torch::tensor(flat, torch::dtype(torch::kFloat64)).reshape({k, in}).t().contiguous();
+    if (s.value("options", Json::object()).value("whiten", false)) {
+      KILN_ASSIGN_OR_RETURN(std::vector<double> ev,
+                            doubles_field(s, "explained_variance", k, where));
+      std::vector<double> inv(ev.size(), 1.0);
+      for (size_t i = 0; i < ev.size(); ++i)
+        if (ev[i] > std::numeric_limits<double>::min()) inv[i] = 1.0 / std::sqrt(ev[i]);
+      proj = proj * torch::tensor(inv, torch::dtype(torch::kFloat64));
+    }
+    *features = k;
+    emit(1, "x = torch.matmul(x - " + constant(p + "mean", float_tensor(mean)) + ", " +
+                constant(p + "projection", proj.to(torch::kFloat32)) + ")");
+  } else {
+    return Status::InvalidArgument(where + ": not supported by the TorchScript export (supported: "
+                                   "imputer, standard_scaler, min_max_scaler, robust_scaler, "
+                                   "variance_threshold, pca)");
+  }
+  return Status::Ok();
+}
+
+Status Generator::layers(const std::vector<LayerSpec>& layers, const std::string& prefix,
+                         std::vector<int64_t>* shape, int indent) {
+  for (size_t i = 0; i < layers.size(); ++i)
+    KILN_RETURN_IF_ERROR(layer(layers[i], prefix + std::to_string(i), shape, indent));
+  return Status::Ok();
+}
+
+/// Output size of a convolution or pooling window along one axis (floor mode).
+int64_t window_out(int64_t in, int64_t kernel, int64_t stride, int64_t padding) {
+  return (in + 2 * padding - kernel) / stride + 1;
+}
+
+/// The stride of a 1x1 shortcut projection mapping `in` [C,H,W] onto the body's output `out`,
+/// per axis: the smallest s with ceil(H / s) == H' (and likewise for W).
+Expected<std::pair<int64_t, int64_t>> projection_stride(const std::vector<int64_t>& in,
+                                                        const std::vector<int64_t>& out,
+                                                        const std::string& where) {
+  auto axis = [](int64_t from, int64_t to) -> int64_t {
+    for (int64_t s = 1; s <= from; ++s)
+      if (window_out(from, 1, s, 0) == to) return s;
+    return 0;
+  };
+  const int64_t sh = axis(in[1], out[1]), sw = axis(in[2], out[2]);
+  if (sh == 0 || sw == 0)
+    return Status::InvalidArgument(where + ": no 1x1 shortcut stride maps " + shape_str(in) +
+                                   " to " + shape_str(out));
+  return std::make_pair(sh, sw);
+}
+
+Status Generator::layer(const LayerSpec& l, const std::string& name, std::vector<int64_t>* shape,
+                        int indent) {
+  const std::string where = name + " (" + l.type + ")";
+  const std::string p = name + ".";
+  const Json& params = l.params;
+  auto need_rank = [&](size_t rank, const char* what) -> Status {
+    if (shape->size() == rank) return Status::Ok();
+    return Status::InvalidArgument(where + ": expects " + what + " input, got " + shape_str(*shape));
+  };
+  auto optional = [&](const std::string& t) -> Expected<std::string> {
+    if (!has(p + t)) return std::string("None");
+    return use(p + t, where);
+  };
+  emit(indent, "# " + where);
+  const std::string& t = l.type;
+  if (t == "linear") {
+    if (shape->empty()) return need_rank(1, "1-D");
+    KILN_ASSIGN_OR_RETURN(torch::Tensor w, tensor(p + "weight", where));
+    if (w.dim() != 2 || w.size(1) != shape->back())
+      return Status::InvalidArgument(where + ": weight " + shape_str(w.sizes().vec()) +
+                                     " does not take input " + shape_str(*shape));
+    KILN_ASSIGN_OR_RETURN(std::string ws, use(p + "weight", where));
+    KILN_ASSIGN_OR_RETURN(std::string bs, optional("bias"));
+    emit(indent, "x = torch.linear(x, " + ws + ", " + bs + ")");
+    shape->back() = w.size(0);
+  } else if (t == "conv2d") {
+    KILN_RETURN_IF_ERROR(need_rank(3, "[C,H,W]"));
+    KILN_ASSIGN_OR_RETURN(torch::Tensor w, tensor(p + "weight", where));
+    if (w.dim() != 4 || w.size(1) != (*shape)[0])
+      return Status::InvalidArgument(where + ": weight " + shape_str(w.sizes().vec()) +
+                                     " does not take input " + shape_str(*shape));
+    KILN_ASSIGN_OR_RETURN(auto stride, pair_param(params, "stride", {1, 1}, where));
+    KILN_ASSIGN_OR_RETURN(auto pad, pair_param(params, "padding", {0, 0}, where));
+    KILN_ASSIGN_OR_RETURN(std::string ws, use(p + "weight", where));
+    KILN_ASSIGN_OR_RETURN(std::string bs, optional("bias"));
+    emit(indent, "x = torch.conv2d(x, " + ws + ", " + bs + ", " + int_list(stride.first, stride.second) +
+                     ", " + int_list(pad.first, pad.second) + ", [1, 1], 1)");
+    *shape = {w.size(0), window_out((*shape)[1], w.size(2), stride.first, pad.first),
+              window_out((*shape)[2], w.size(3), stride.second, pad.second)};
+  } else if (t == "batchnorm1d" || t == "batchnorm2d") {
+    if (t == "batchnorm2d") KILN_RETURN_IF_ERROR(need_rank(3, "[C,H,W]"));
+    if (t == "batchnorm1d" && shape->size() != 1 && shape->size() != 2)
+      return need_rank(1, "[C] or [C,L]");
+    KILN_ASSIGN_OR_RETURN(double eps, double_param(params, "eps", 1e-5, where));
+    KILN_ASSIGN_OR_RETURN(double momentum, double_param(params, "momentum", 0.1, where));
+    KILN_ASSIGN_OR_RETURN(torch::Tensor rm, tensor(p + "running_mean", where));
+    if (rm.dim() != 1 || rm.size(0) != (*shape)[0])
+      return Status::InvalidArgument(where + ": running_mean " + shape_str(rm.sizes().vec()) +
+                                     " does not match input " + shape_str(*shape));
+    KILN_ASSIGN_OR_RETURN(std::string ws, optional("weight"));
+    KILN_ASSIGN_OR_RETURN(std::string bs, optional("bias"));
+    KILN_ASSIGN_OR_RETURN(std::string ms, use(p + "running_mean", where));
+    KILN_ASSIGN_OR_RETURN(std::string vs, use(p + "running_var", where));
+    emit(indent, "x = torch.batch_norm(x, " + ws + ", " + bs + ", " + ms + ", " + vs + ", False, " +
+                     float_literal(momentum) + ", " + float_literal(eps) + ", False)");
+  } else if (t == "dropout") {
+    emit(indent, "pass  # identity in eval mode");
+  } else if (t == "maxpool2d" || t == "avgpool2d") {
+    KILN_RETURN_IF_ERROR(need_rank(3, "[C,H,W]"));
+    KILN_ASSIGN_OR_RETURN(auto k, pair_param(params, "kernel", {2, 2}, where));
+    KILN_ASSIGN_OR_RETURN(auto s, pair_param(params, "stride", k, where));
+    KILN_ASSIGN_OR_RETURN(auto pad, pair_param(params, "padding", {0, 0}, where));
+    const std::string args = int_list(k.first, k.second) + ", " + int_list(s.first, s.second) +
+                             ", " + int_list(pad.first, pad.second);
+    if (t == "maxpool2d")
+      emit(indent, "x = torch.max_pool2d(x, " + args + ", [1, 1], False)");
+    else
+      emit(indent, "x = torch.avg_pool2d(x, " + args + ", False, True, None)");
+    *shape = {(*shape)[0], window_out((*shape)[1], k.first, s.first, pad.first),
+              window_out((*shape)[2], k.second, s.second, pad.second)};
+  } else if (t == "adaptive_avgpool2d") {
+    KILN_RETURN_IF_ERROR(need_rank(3, "[C,H,W]"));
+    KILN_ASSIGN_OR_RETURN(auto o, pair_param(params, "output_size", {1, 1}, where));
+    emit(indent, "x = torch.adaptive_avg_pool2d(x, " + int_list(o.first, o.second) + ")");
+    *shape = {(*shape)[0], o.first, o.second};
+  } else if (t == "flatten") {
+    const int64_t n = std::accumulate(shape->begin(), shape->end(), int64_t{1},
+                                      std::multiplies<int64_t>());
+    emit(indent, "x = torch.flatten(x, 1)");
+    *shape = {n};
+  } else if (t == "relu" || t == "tanh" || t == "sigmoid" || t == "silu") {
+    emit(indent, "x = torch." + t + "(x)");
+  } else if (t == "gelu") {
+    const std::string approx = params.is_object() ? params.value("approximate", "none") : "none";
+    if (approx != "none" && approx != "tanh")
+      return Status::InvalidArgument(where + ": \"approximate\" must be \"none\" or \"tanh\"");
+    emit(indent, approx == "none" ? "x = torch.gelu(x)" : "x = torch.gelu(x, approximate=\"tanh\")");
+  } else if (t == "elu") {
+    KILN_ASSIGN_OR_RETURN(double alpha, double_param(params, "alpha", 1.0, where));
+    emit(indent, "x = torch.elu(x, " + float_literal(alpha) + ")");
+  } else if (t == "leaky_relu") {
+    KILN_ASSIGN_OR_RETURN(double slope, double_param(params, "slope", 0.01, where));
+    emit(indent, "x = torch.leaky_relu(x, " + float_literal(slope) + ")");
+  } else if (t == "residual") {
+    const std::string sc = "shortcut" + std::to_string(shortcuts_++);
+    const std::vector<int64_t> in_shape = *shape;
+    const bool projection = has(p + "shortcut.0.weight");
+    if (projection) KILN_RETURN_IF_ERROR(need_rank(3, "[C,H,W]"));
+    emit(indent, sc + " = x");
+    KILN_RETURN_IF_ERROR(layers(l.body, p + "body.", shape, indent));
+    if (projection) {
+      const std::string pw = p + "shortcut.0.weight";
+      const std::string bn = p + "shortcut.1.";
+      KILN_ASSIGN_OR_RETURN(torch::Tensor w, tensor(pw, where));
+      if (w.dim() != 4 || w.size(1) != in_shape[0] || w.size(2) != 1 || w.size(3) != 1 ||
+          shape->size() != 3 || w.size(0) != (*shape)[0])
+        return Status::InvalidArgument(where + ": shortcut weight " + shape_str(w.sizes().vec()) +
+                                       " does not map " + shape_str(in_shape) + " to " +
+                                       shape_str(*shape));
+      KILN_ASSIGN_OR_RETURN(auto stride, projection_stride(in_shape, *shape, where));
+      KILN_ASSIGN_OR_RETURN(std::string ws, use(pw, where));
+      emit(indent, sc + " = torch.conv2d(" + sc + ", " + ws + ", None, " + int_list(stride.first, stride.second) +
+                       ", [0, 0], [1, 1], 1)");
+      if (has(bn + "running_mean")) {  // projection_batchnorm (the default)
+        auto opt = [&](const std::string& tn) -> Expected<std::string> {
+          if (!has(bn + tn)) return std::string("None");
+          return use(bn + tn, where);
+        };
+        KILN_ASSIGN_OR_RETURN(std::string bw, opt("weight"));
+        KILN_ASSIGN_OR_RETURN(std::string bb, opt("bias"));
+        KILN_ASSIGN_OR_RETURN(std::string bm, use(bn + "running_mean", where));
+        KILN_ASSIGN_OR_RETURN(std::string bv, use(bn + "running_var", where));
+        emit(indent, sc + " = torch.batch_norm(" + sc + ", " + bw + ", " + bb + ", " + bm + ", " +
+                         bv + ", False, 0.10000000000000001, 1.0000000000000001e-05, False)");
+      }
+    } else if (*shape != in_shape) {
+      return Status::InvalidArgument(where + ": body maps " + shape_str(in_shape) + " to " +
+                                     shape_str(*shape) + " but there is no shortcut projection");
+    }
+    emit(indent, "x = x + " + sc);
+  } else {
+    return Status::InvalidArgument(where + ": layer type not supported by the TorchScript export");
+  }
+  for (int64_t d : *shape)
+    if (d <= 0)
+      return Status::InvalidArgument(where + ": output shape " + shape_str(*shape) +
+                                     " is empty (input too small)");
+  return Status::Ok();
+}
+
+}  // namespace
+
+namespace {
+
+struct Generated {
+  std::string source;
+  std::vector<int64_t> raw_shape;
+  std::vector<std::pair<std::string, torch::Tensor>> parameters, buffers;
+};
+
+Expected<Generated> generate(const ModelSpec& spec, const TensorMap& state,
+                             const std::vector<int64_t>& input_shape, int64_t outputs,
+                             const Json& preprocessing) {
+  if (input_shape.empty())
+    return Status::InvalidArgument("model '" + spec.name + "': empty input shape");
+  for (int64_t d : input_shape)
+    if (d <= 0)
+      return Status::InvalidArgument("model '" + spec.name + "': bad input shape " +
+                                     shape_str(input_shape));
+  if (outputs <= 0)
+    return Status::InvalidArgument("model '" + spec.name + "': outputs must be positive");
+  Generator gen(state);
+  Generated out;
+  KILN_RETURN_IF_ERROR(gen.prologue(preprocessing, input_shape, &out.raw_shape));
+  std::vector<int64_t> shape = input_shape;
+  KILN_RETURN_IF_ERROR(gen.layers(spec.layers, "layers.", &shape, 1));
+  if (shape != std::vector<int64_t>{outputs})
+    return Status::InvalidArgument("model '" + spec.name + "' produces " + shape_str(shape) +
+                                   " per sample, expected [" + std::to_string(outputs) + "]");
+  KILN_RETURN_IF_ERROR(gen.check_all_used(spec.name));
+  out.source = gen.source();
+  out.parameters = gen.parameters();
+  out.buffers = gen.buffers();
+  return out;
+}
+
+}  // namespace
+
+TensorMap network_state(const NetworkImpl& net) {
+  TensorMap state;
+  for (const auto& item : net.named_parameters(/*recurse=*/true))
+    state[item.key()] = item.value().detach();
+  for (const auto& item : net.named_buffers(/*recurse=*/true))
+    state[item.key()] = item.value().detach();
+  return state;
+}
+
+Expected<std::vector<int64_t>> raw_input_shape(const Json& preprocessing,
+                                               const std::vector<int64_t>& model_input_shape) {
+  TensorMap empty;
+  Generator gen(empty);
+  std::vector<int64_t> raw;
+  KILN_RETURN_IF_ERROR(gen.prologue(preprocessing, model_input_shape, &raw));
+  return raw;
+}
+
+Expected<std::string> torchscript_source(const ModelSpec& spec, const TensorMap& state,
+                                         const std::vector<int64_t>& input_shape, int64_t outputs,
+                                         const Json& preprocessing) {
+  KILN_ASSIGN_OR_RETURN(Generated g, generate(spec, state, input_shape, outputs, preprocessing));
+  return g.source;
+}
+
+Expected<torch::jit::Module> export_torchscript(const ModelSpec& spec, const TensorMap& state,
+                                                const std::vector<int64_t>& input_shape,
+                                                int64_t outputs, const Json& preprocessing) {
+  KILN_ASSIGN_OR_RETURN(Generated g, generate(spec, state, input_shape, outputs, preprocessing));
+  torch::jit::Module module("KilnModel");
+  try {
+    for (const auto& [name, t] : g.parameters) module.register_parameter(name, t, false);
+    for (const auto& [name, t] : g.buffers) module.register_buffer(name, t);
+    module.define(g.source);
+  } catch (const c10::Error& e) {
+    return Status::Internal("model '" + spec.name + "': generated TorchScript does not compile: " +
+                            e.what_without_backtrace() + "\n--- source ---\n" + g.source);
+  }
+  module.eval();
+  // Dry run on zeros: the tracked shapes say this works, so a failure here is a Kiln bug.
+  std::vector<int64_t> sample{1};
+  sample.insert(sample.end(), g.raw_shape.begin(), g.raw_shape.end());
+  try {
+    torch::Tensor y = module.forward({torch::zeros(sample)}).toTensor();
+    if (y.sizes() != c10::IntArrayRef{1, outputs})
+      return Status::Internal("model '" + spec.name + "': exported module returns " +
+                              shape_str(y.sizes().vec()) + " for one sample, expected [1," +
+                              std::to_string(outputs) + "]");
+  } catch (const c10::Error& e) {
+    return Status::Internal("model '" + spec.name + "': exported module fails a dry run on " +
+                            shape_str(sample) + ": " + e.what_without_backtrace());
+  }
+  return module;
+}
+
+Expected<torch::jit::Module> export_torchscript(const NetworkImpl& net, const Json& preprocessing) {
+  return export_torchscript(net.spec(), network_state(net), net.input_shape(), net.outputs(),
+                            preprocessing);
+}
+
+}  // namespace kiln::model

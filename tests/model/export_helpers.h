@@ -1,0 +1,100 @@
+#pragma once
+
+// Shared by the export, bundle and Python export tests: networks built from JSON specs, batch
+// norm statistics made non-trivial, the breast-cancer table, and tensor comparison.
+
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include <fstream>
+#include <memory>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "kiln/core/json.h"
+#include "kiln/model/network.h"
+#include "kiln/model/spec.h"
+#include "support/test_support.h"
+
+namespace kiln::model::testing {
+
+inline ModelSpec parse_spec(const std::string& text) {
+  Expected<ModelSpec> spec = parse_model_spec(Json::parse(text));
+  EXPECT_TRUE(spec.ok()) << spec.status();
+  return spec.ok() ? *spec : ModelSpec();
+}
+
+/// Builds the network and runs a few train-mode forwards on random data, so batch norm running
+/// statistics are far from (0, 1); leaves it in eval mode.
+inline std::shared_ptr<NetworkImpl> build_net(const std::string& spec_json,
+                                              std::vector<int64_t> shape, int64_t outputs,
+                                              uint64_t seed = 7) {
+  auto net = NetworkImpl::Create(parse_spec(spec_json), shape, outputs, seed);
+  EXPECT_TRUE(net.ok()) << net.status();
+  if (!net.ok()) return nullptr;
+  torch::manual_seed(static_cast<uint64_t>(seed));
+  std::vector<int64_t> batch{16};
+  batch.insert(batch.end(), shape.begin(), shape.end());
+  (*net)->train();
+  torch::NoGradGuard no_grad;
+  for (int i = 0; i < 3; ++i) (*net)->forward(torch::randn(batch) * 2 + 0.5);
+  (*net)->eval();
+  return *net;
+}
+
+inline double max_abs_diff(const torch::Tensor& a, const torch::Tensor& b) {
+  EXPECT_EQ(a.sizes(), b.sizes());
+  if (a.sizes() != b.sizes()) return 1e30;
+  return (a.to(torch::kFloat64) - b.to(torch::kFloat64)).abs().max().item<double>();
+}
+
+/// The first `columns` numeric columns of a shared CSV (plain, unquoted), N x columns float32.
+inline torch::Tensor load_numeric_csv(const std::string& name, int64_t columns) {
+  std::ifstream in(kiln::testing::shared_datasets_dir() / name);
+  EXPECT_TRUE(in.good()) << "cannot open " << name;
+  std::string line;
+  std::getline(in, line);  // header
+  std::vector<float> values;
+  int64_t rows = 0;
+  while (std::getline(in, line)) {
+    if (line.empty() || line == "\r") continue;
+    std::istringstream is(line);
+    std::string cell;
+    for (int64_t c = 0; c < columns && std::getline(is, cell, ','); ++c)
+      values.push_back(std::stof(cell));
+    ++rows;
+  }
+  return torch::tensor(values, torch::kFloat32).reshape({rows, columns});
+}
+
+/// breast_cancer.csv's 30 feature columns (569 rows).
+inline torch::Tensor breast_cancer_features() { return load_numeric_csv("breast_cancer.csv", 30); }
+
+/// An image-normalize preprocessing record as `kiln data prepare` writes it.
+inline Json image_normalize(const std::vector<double>& mean, const std::vector<double>& stdev) {
+  return Json{{"kind", "image_normalize"},
+              {"version", 1},
+              {"input_scale", 1.0 / 255.0},
+              {"mean", mean},
+              {"std", stdev}};
+}
+
+/// What the trainer feeds the eager network for raw pixels: (x * scale - mean[c]) / std[c].
+inline torch::Tensor normalise_images(const torch::Tensor& raw, const std::vector<double>& mean,
+                                      const std::vector<double>& stdev) {
+  const auto c = static_cast<int64_t>(mean.size());
+  auto m = torch::tensor(mean, torch::kFloat64).to(torch::kFloat32).reshape({1, c, 1, 1});
+  auto s = torch::tensor(stdev, torch::kFloat64).to(torch::kFloat32).reshape({1, c, 1, 1});
+  return (raw * (1.0 / 255.0) - m) / s;
+}
+
+inline const char* kPeerCnn = R"({"layers": [
+    {"type": "conv2d", "out": 32, "kernel": 3, "padding": 1}, {"type": "relu"},
+    {"type": "maxpool2d", "kernel": 2},
+    {"type": "conv2d", "out": 64, "kernel": 3, "padding": 1}, {"type": "relu"},
+    {"type": "maxpool2d", "kernel": 2},
+    {"type": "flatten"}, {"type": "linear", "out": 128}, {"type": "relu"},
+    {"type": "linear", "out": "outputs"}]})";
+
+}  // namespace kiln::model::testing

@@ -1,0 +1,311 @@
+// TorchScript export: the generated module equals the eager network in eval mode, with the fitted
+// preprocessing folded in, and survives save/load.
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include <limits>
+
+#include "export_helpers.h"
+#include "kiln/features/imputer.h"
+#include "kiln/features/pca.h"
+#include "kiln/features/pipeline.h"
+#include "kiln/features/scalers.h"
+#include "kiln/features/selection.h"
+#include "kiln/model/export.h"
+#include "support/test_support.h"
+
+namespace kiln::model {
+namespace {
+
+using testing::build_net;
+using testing::max_abs_diff;
+
+torch::Tensor run(torch::jit::Module& m, const torch::Tensor& x) {
+  return m.forward({x}).toTensor();
+}
+
+/// Exports `net` without preprocessing and checks it against eager eval on `x`.
+void expect_export_matches(NetworkImpl& net, const torch::Tensor& x) {
+  auto m = export_torchscript(net);
+  ASSERT_TRUE(m.ok()) << m.status();
+  torch::NoGradGuard no_grad;
+  torch::Tensor want = net.forward(x);
+  torch::Tensor got = run(*m, x);
+  EXPECT_LE(max_abs_diff(got, want), 1e-5);
+}
+
+TEST(Export, MlpMatchesEager) {
+  auto net = build_net(R"({"layers": [{"type": "linear", "out": 64}, {"type": "relu"},
+      {"type": "dropout", "p": 0.3}, {"type": "linear", "out": 32, "bias": false},
+      {"type": "tanh"}, {"type": "linear", "out": "outputs"}]})",
+                       {20}, 3);
+  ASSERT_TRUE(net);
+  expect_export_matches(*net, torch::randn({50, 20}));
+}
+
+TEST(Export, PeerCnnMatchesEager) {
+  auto net = build_net(testing::kPeerCnn, {1, 28, 28}, 10);
+  ASSERT_TRUE(net);
+  expect_export_matches(*net, torch::randn({8, 1, 28, 28}));
+}
+
+TEST(Export, CnnWithBatchNormUsesRunningStatistics) {
+  auto net = build_net(R"({"layers": [
+      {"type": "conv2d", "out": 8, "kernel": 3, "padding": 1, "bias": false},
+      {"type": "batchnorm2d", "eps": 0.001, "momentum": 0.5}, {"type": "relu"},
+      {"type": "maxpool2d", "kernel": 2},
+      {"type": "conv2d", "out": 16, "kernel": [3, 5], "stride": [2, 1], "padding": [1, 2]},
+      {"type": "batchnorm2d"}, {"type": "relu"},
+      {"type": "flatten"}, {"type": "linear", "out": 24}, {"type": "batchnorm1d"},
+      {"type": "relu"}, {"type": "dropout", "p": 0.5}, {"type": "linear", "out": "outputs"}]})",
+                       {3, 12, 12}, 4);
+  ASSERT_TRUE(net);
+  auto state = network_state(*net);
+  ASSERT_TRUE(state.count("layers.1.running_mean"));
+  EXPECT_GT(state["layers.1.running_mean"].abs().max().item<float>(), 0.05);
+  EXPECT_GT((state["layers.1.running_var"] - 1).abs().max().item<float>(), 0.05);
+  expect_export_matches(*net, torch::randn({6, 3, 12, 12}) * 3);
+}
+
+TEST(Export, ResidualBlocksWithAndWithoutProjection) {
+  auto net = build_net(R"({"layers": [
+      {"type": "conv2d", "out": 8, "kernel": 3, "padding": 1}, {"type": "relu"},
+      {"type": "residual", "body": [
+          {"type": "conv2d", "out": 8, "kernel": 3, "padding": 1}, {"type": "batchnorm2d"},
+          {"type": "relu"}, {"type": "conv2d", "out": 8, "kernel": 3, "padding": 1}]},
+      {"type": "relu"},
+      {"type": "residual", "body": [
+          {"type": "conv2d", "out": 16, "kernel": 3, "stride": 2, "padding": 1, "bias": false},
+          {"type": "batchnorm2d"}, {"type": "relu"},
+          {"type": "conv2d", "out": 16, "kernel": 3, "padding": 1}]},
+      {"type": "relu"},
+      {"type": "residual", "projection_batchnorm": false, "body": [
+          {"type": "conv2d", "out": 24, "kernel": 3, "stride": [2, 1], "padding": 1}]},
+      {"type": "adaptive_avgpool2d", "output_size": 1}, {"type": "flatten"},
+      {"type": "linear", "out": "outputs"}]})",
+                       {3, 11, 9}, 5);
+  ASSERT_TRUE(net);
+  auto state = network_state(*net);
+  EXPECT_TRUE(state.count("layers.4.shortcut.0.weight"));
+  EXPECT_TRUE(state.count("layers.4.shortcut.1.running_var"));
+  EXPECT_TRUE(state.count("layers.6.shortcut.0.weight"));
+  EXPECT_FALSE(state.count("layers.6.shortcut.1.running_var"));
+  expect_export_matches(*net, torch::randn({4, 3, 11, 9}));
+}
+
+TEST(Export, ZooResnetSmallMatchesEager) {
+  auto spec = zoo_model("resnet-small", Json{{"width", 8}, {"depth", 2}, {"stages", 3}});
+  ASSERT_TRUE(spec.ok()) << spec.status();
+  auto net = build_net(spec->to_json().dump(), {3, 16, 16}, 10);
+  ASSERT_TRUE(net);
+  expect_export_matches(*net, torch::randn({4, 3, 16, 16}));
+}
+
+TEST(Export, ActivationsAndPools) {
+  auto net = build_net(R"({"layers": [
+      {"type": "conv2d", "out": 6, "kernel": 3}, {"type": "gelu"},
+      {"type": "conv2d", "out": 6, "kernel": 1}, {"type": "elu", "alpha": 0.5},
+      {"type": "avgpool2d", "kernel": 3, "stride": 2, "padding": 1},
+      {"type": "conv2d", "out": 6, "kernel": 1}, {"type": "leaky_relu", "slope": 0.2},
+      {"type": "maxpool2d", "kernel": [2, 3], "stride": 1, "padding": 1},
+      {"type": "silu"}, {"type": "adaptive_avgpool2d", "output_size": [2, 3]},
+      {"type": "flatten"}, {"type": "linear", "out": 10}, {"type": "sigmoid"},
+      {"type": "linear", "out": 10}, {"type": "tanh"}, {"type": "linear", "out": "outputs"}]})",
+                       {2, 15, 13}, 1);
+  ASSERT_TRUE(net);
+  expect_export_matches(*net, torch::randn({7, 2, 15, 13}) * 2);
+}
+
+TEST(Export, ImageNormalizationFoldedIn) {
+  auto net = build_net(testing::kPeerCnn, {3, 12, 12}, 10);
+  ASSERT_TRUE(net);
+  const std::vector<double> mean{0.49, 0.48, 0.45}, stdev{0.25, 0.24, 0.26};
+  auto m = export_torchscript(*net, testing::image_normalize(mean, stdev));
+  ASSERT_TRUE(m.ok()) << m.status();
+  torch::Tensor raw = torch::randint(0, 256, {5, 3, 12, 12}).to(torch::kFloat32);
+  torch::NoGradGuard no_grad;
+  torch::Tensor want = net->forward(testing::normalise_images(raw, mean, stdev));
+  EXPECT_LE(max_abs_diff(run(*m, raw), want), 1e-5);
+
+  // A single mean/std broadcasts over grayscale channels; channel-count mismatches are refused.
+  auto gray = build_net(testing::kPeerCnn, {1, 28, 28}, 10);
+  auto mg = export_torchscript(*gray, testing::image_normalize({0.2860}, {0.3530}));
+  ASSERT_TRUE(mg.ok()) << mg.status();
+  auto bad = export_torchscript(*net, testing::image_normalize({0.5, 0.5}, {0.2, 0.2}));
+  ASSERT_FALSE(bad.ok());
+  EXPECT_EQ(bad.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(bad.status().message().find("image_normalize"), std::string::npos);
+}
+
+/// breast_cancer features with some cells knocked out (NaN), and a train/test split.
+struct Tables {
+  torch::Tensor train, test;
+};
+Tables breast_cancer_with_gaps() {
+  torch::Tensor x = testing::breast_cancer_features();
+  EXPECT_EQ(x.sizes(), (c10::IntArrayRef{569, 30}));
+  torch::manual_seed(3);
+  torch::Tensor holes = torch::rand(x.sizes()) < 0.05;
+  x = x.masked_fill(holes, std::numeric_limits<float>::quiet_NaN());
+  return {x.slice(0, 0, 400), x.slice(0, 400)};
+}
+
+TEST(Export, TablePipelineImputerScalerFoldedIn) {
+  Tables t = breast_cancer_with_gaps();
+  features::Pipeline pipe;
+  pipe.add(std::make_unique<features::Imputer>()).add(std::make_unique<features::StandardScaler>());
+  ASSERT_TRUE(pipe.fit(t.train).ok());
+  auto net = build_net(R"({"layers": [{"type": "linear", "out": 16}, {"type": "relu"},
+      {"type": "linear", "out": "outputs"}]})",
+                       {30}, 2);
+  ASSERT_TRUE(net);
+  auto m = export_torchscript(*net, pipe.to_json());
+  ASSERT_TRUE(m.ok()) << m.status();
+  ASSERT_GT(torch::isnan(t.test).sum().item<int64_t>(), 0);
+  auto z = pipe.apply(t.test);
+  ASSERT_TRUE(z.ok());
+  torch::NoGradGuard no_grad;
+  torch::Tensor want = net->forward(*z);
+  torch::Tensor got = run(*m, t.test);
+  EXPECT_FALSE(torch::isnan(got).any().item<bool>());
+  EXPECT_LE(max_abs_diff(got, want), 1e-5);
+  auto raw = raw_input_shape(pipe.to_json(), {30});
+  ASSERT_TRUE(raw.ok());
+  EXPECT_EQ(*raw, std::vector<int64_t>{30});
+}
+
+TEST(Export, TablePipelineWithSelectionPcaAndOtherScalers) {
+  Tables t = breast_cancer_with_gaps();
+  // A constant column for variance_threshold to drop.
+  t.train.select(1, 7).fill_(1.5);
+  t.test.select(1, 7).fill_(1.5);
+  features::Pipeline pipe;
+  pipe.add(std::make_unique<features::Imputer>(
+          features::ImputerOptions().strategy(features::ImputeStrategy::kMedian)))
+      .add(std::make_unique<features::RobustScaler>())
+      .add(std::make_unique<features::VarianceThreshold>())
+      .add(std::make_unique<features::MinMaxScaler>(
+          features::MinMaxScalerOptions().range(-1, 1).clip(true)))
+      .add(std::make_unique<features::Pca>(features::PcaOptions().n_components(6).whiten(true)));
+  ASSERT_TRUE(pipe.fit(t.train).ok());
+  ASSERT_EQ(pipe.output_features(), 6);
+  auto net = build_net(R"({"layers": [{"type": "linear", "out": 8}, {"type": "gelu"},
+      {"type": "linear", "out": "outputs"}]})",
+                       {6}, 1);
+  ASSERT_TRUE(net);
+  // Through JSON text, as a bundle stores it.
+  Json pre = Json::parse(pipe.to_json().dump());
+  auto m = export_torchscript(*net, pre);
+  ASSERT_TRUE(m.ok()) << m.status();
+  auto z = pipe.apply(t.test);
+  ASSERT_TRUE(z.ok());
+  torch::NoGradGuard no_grad;
+  EXPECT_LE(max_abs_diff(run(*m, t.test), net->forward(*z)), 1e-5);
+  auto raw = raw_input_shape(pre, {6});
+  ASSERT_TRUE(raw.ok()) << raw.status();
+  EXPECT_EQ(*raw, std::vector<int64_t>{30});
+}
+
+TEST(Export, SingleTransformAndEmptyPreprocessing) {
+  Tables t = breast_cancer_with_gaps();
+  features::Imputer imp;
+  ASSERT_TRUE(imp.fit(t.train).ok());
+  auto net = build_net(R"({"layers": [{"type": "linear", "out": "outputs"}]})", {30}, 1);
+  auto m = export_torchscript(*net, imp.to_json());
+  ASSERT_TRUE(m.ok()) << m.status();
+  torch::NoGradGuard no_grad;
+  EXPECT_LE(max_abs_diff(run(*m, t.test), net->forward(*imp.apply(t.test))), 1e-5);
+  for (const Json& identity : {Json(), Json::object()}) {
+    auto mi = export_torchscript(*net, identity);
+    ASSERT_TRUE(mi.ok()) << mi.status();
+    torch::Tensor x = torch::randn({3, 30});
+    EXPECT_LE(max_abs_diff(run(*mi, x), net->forward(x)), 1e-6);
+  }
+}
+
+TEST(Export, UnsupportedOrUnfittedStepsAreNamed) {
+  auto net = build_net(R"({"layers": [{"type": "linear", "out": "outputs"}]})", {3}, 1);
+  Json one_hot = {{"kind", "pipeline"},
+                  {"version", 1},
+                  {"fitted", true},
+                  {"input_features", 1},
+                  {"output_features", 3},
+                  {"steps",
+                   {{{"kind", "one_hot_encoder"},
+                     {"version", 1},
+                     {"fitted", true},
+                     {"input_features", 1},
+                     {"output_features", 3},
+                     {"categories", {"a", "b", "c"}}}}}};
+  auto m = export_torchscript(*net, one_hot);
+  ASSERT_FALSE(m.ok());
+  EXPECT_EQ(m.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(m.status().message().find("step 0 (one_hot_encoder)"), std::string::npos)
+      << m.status();
+
+  features::StandardScaler unfitted;
+  auto u = export_torchscript(*net, unfitted.to_json());
+  ASSERT_FALSE(u.ok());
+  EXPECT_NE(u.status().message().find("not fitted"), std::string::npos) << u.status();
+
+  // A pipeline whose output does not match the network input.
+  features::StandardScaler s;
+  ASSERT_TRUE(s.fit(torch::randn({10, 4})).ok());
+  auto w = export_torchscript(*net, s.to_json());
+  ASSERT_FALSE(w.ok());
+  EXPECT_NE(w.status().message().find("outputs 4 features"), std::string::npos) << w.status();
+}
+
+TEST(Export, StateMustMatchTheSpec) {
+  auto net = build_net(testing::kPeerCnn, {1, 28, 28}, 10);
+  ASSERT_TRUE(net);
+  TensorMap state = network_state(*net);
+
+  TensorMap missing = state;
+  missing.erase("layers.3.weight");
+  auto a = export_torchscript(net->spec(), missing, {1, 28, 28}, 10);
+  ASSERT_FALSE(a.ok());
+  EXPECT_EQ(a.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(a.status().message().find("layers.3.weight"), std::string::npos) << a.status();
+
+  TensorMap extra = state;
+  extra["layers.99.weight"] = torch::zeros({1});
+  auto b = export_torchscript(net->spec(), extra, {1, 28, 28}, 10);
+  ASSERT_FALSE(b.ok());
+  EXPECT_NE(b.status().message().find("layers.99.weight"), std::string::npos) << b.status();
+
+  auto c = export_torchscript(net->spec(), state, {1, 28, 28}, 7);
+  ASSERT_FALSE(c.ok());
+  EXPECT_NE(c.status().message().find("expected [7]"), std::string::npos) << c.status();
+
+  auto d = export_torchscript(net->spec(), state, {1, 20, 20}, 10);
+  ASSERT_FALSE(d.ok());
+  EXPECT_NE(d.status().message().find("layers.7 (linear)"), std::string::npos) << d.status();
+}
+
+TEST(Export, SaveLoadRoundTripIsExact) {
+  auto net = build_net(testing::kPeerCnn, {1, 28, 28}, 10);
+  ASSERT_TRUE(net);
+  auto m = export_torchscript(*net, testing::image_normalize({0.286}, {0.353}));
+  ASSERT_TRUE(m.ok()) << m.status();
+  kiln::testing::TempDir tmp;
+  const auto path = (tmp / "model.pt").string();
+  m->save(path);
+  torch::jit::Module loaded = torch::jit::load(path);
+  loaded.eval();
+  torch::Tensor raw = torch::randint(0, 256, {4, 1, 28, 28}).to(torch::kFloat32);
+  torch::NoGradGuard no_grad;
+  EXPECT_TRUE(torch::equal(run(loaded, raw), run(*m, raw)));
+  // Parameters keep their names (dots become underscores); batch statistics are buffers.
+  bool found = false;
+  for (const auto& p : loaded.named_parameters()) found |= p.name == "layers_0_weight";
+  EXPECT_TRUE(found);
+  // The source is inspectable.
+  auto src = torchscript_source(net->spec(), network_state(*net), {1, 28, 28}, 10);
+  ASSERT_TRUE(src.ok());
+  EXPECT_NE(src->find("torch.conv2d"), std::string::npos);
+  EXPECT_NE(src->find("torch.max_pool2d"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace kiln::model
