@@ -1,5 +1,7 @@
 // Bundles: write/read round trip, sha256 verification (tampered, missing files), format checks,
 // overwrite refusal, and no partial directory on failure.
+#include "kiln/model/bundle.h"
+
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
@@ -9,7 +11,6 @@
 #include "export_helpers.h"
 #include "kiln/core/files.h"
 #include "kiln/core/hash.h"
-#include "kiln/model/bundle.h"
 #include "kiln/model/export.h"
 #include "support/test_support.h"
 
@@ -33,15 +34,16 @@ Fixture make_fixture() {
   auto m = export_torchscript(*f.net, f.pre);
   EXPECT_TRUE(m.ok()) << m.status();
   if (m.ok()) f.module = *m;
-  f.manifest = Json{{"task", "classification"},
-                    {"labels", {"cat", "dog", "emu"}},
-                    {"preprocessing", f.pre},
-                    {"model", f.net->spec().to_json()},
-                    {"input_shape", {1, 12, 12}},
-                    {"outputs", 3},
-                    {"training", {{"epochs", 2}, {"lr", 0.01}}},
-                    {"metrics", {{"val_accuracy", 0.75}}},
-                    {"lineage", {{"snapshot_hash", "abc"}, {"config_hash", "def"}, {"parent", nullptr}}}};
+  f.manifest =
+      Json{{"task", "classification"},
+           {"labels", {"cat", "dog", "emu"}},
+           {"preprocessing", f.pre},
+           {"model", f.net->spec().to_json()},
+           {"input_shape", {1, 12, 12}},
+           {"outputs", 3},
+           {"training", {{"epochs", 2}, {"lr", 0.01}}},
+           {"metrics", {{"val_accuracy", 0.75}}},
+           {"lineage", {{"snapshot_hash", "abc"}, {"config_hash", "def"}, {"parent", nullptr}}}};
   return f;
 }
 
@@ -116,8 +118,11 @@ TEST(Bundle, RegressionSignatureUsesRawTableShape) {
       "variances": [1, 0, 1, 0], "kept": [0, 2]})");
   auto module = export_torchscript(*net, pre);
   ASSERT_TRUE(module.ok()) << module.status();
-  Json m = {{"task", "regression"}, {"preprocessing", pre}, {"model", net->spec().to_json()},
-            {"input_shape", {2}}, {"outputs", 1}};
+  Json m = {{"task", "regression"},
+            {"preprocessing", pre},
+            {"model", net->spec().to_json()},
+            {"input_shape", {2}},
+            {"outputs", 1}};
   kiln::testing::TempDir tmp;
   ASSERT_TRUE(write_bundle(tmp / "b", m, network_state(*net), *module).ok());
   auto b = read_bundle(tmp / "b");

@@ -1,5 +1,7 @@
 // TorchScript export: the generated module equals the eager network in eval mode, with the fitted
 // preprocessing folded in, and survives save/load.
+#include "kiln/model/export.h"
+
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
@@ -11,7 +13,6 @@
 #include "kiln/features/pipeline.h"
 #include "kiln/features/scalers.h"
 #include "kiln/features/selection.h"
-#include "kiln/model/export.h"
 #include "support/test_support.h"
 
 namespace kiln::model {
@@ -181,7 +182,7 @@ TEST(Export, TablePipelineWithSelectionPcaAndOtherScalers) {
   t.test.select(1, 7).fill_(1.5);
   features::Pipeline pipe;
   pipe.add(std::make_unique<features::Imputer>(
-          features::ImputerOptions().strategy(features::ImputeStrategy::kMedian)))
+               features::ImputerOptions().strategy(features::ImputeStrategy::kMedian)))
       .add(std::make_unique<features::RobustScaler>())
       .add(std::make_unique<features::VarianceThreshold>())
       .add(std::make_unique<features::MinMaxScaler>(
@@ -240,8 +241,7 @@ TEST(Export, UnsupportedOrUnfittedStepsAreNamed) {
   auto m = export_torchscript(*net, one_hot);
   ASSERT_FALSE(m.ok());
   EXPECT_EQ(m.status().code(), StatusCode::kInvalidArgument);
-  EXPECT_NE(m.status().message().find("step 0 (one_hot_encoder)"), std::string::npos)
-      << m.status();
+  EXPECT_NE(m.status().message().find("step 0 (one_hot_encoder)"), std::string::npos) << m.status();
 
   features::StandardScaler unfitted;
   auto u = export_torchscript(*net, unfitted.to_json());

@@ -1,6 +1,7 @@
 // The exported model.pt and weights.pt load in Python (Debian's python3-torch) and give Kiln's
 // outputs. Skipped, with the reason, when /usr/bin/python3 cannot import torch.
 #include <gtest/gtest.h>
+#include <sys/wait.h>
 #include <torch/torch.h>
 
 #include <cstdio>
@@ -9,8 +10,6 @@
 #include <fstream>
 #include <limits>
 #include <string>
-
-#include <sys/wait.h>
 
 #include "export_helpers.h"
 #include "kiln/features/imputer.h"
@@ -70,12 +69,14 @@ std::string shape_tuple(const std::vector<int64_t>& shape) {
 
 /// Loads `model` in Python, runs it on the raw input, writes the output as raw float32.
 void python_forward(const fs::path& model, const fs::path& in, const fs::path& out,
-                             const std::vector<int64_t>& shape) {
+                    const std::vector<int64_t>& shape) {
   const std::string script =
       "import sys, numpy as np, torch\n"
       "m = torch.jit.load(sys.argv[1]); m.eval()\n"
       "x = torch.from_numpy(np.frombuffer(open(sys.argv[2], 'rb').read(), dtype='<f4')"
-      ".reshape(" + shape_tuple(shape) + ").copy())\n"
+      ".reshape(" +
+      shape_tuple(shape) +
+      ").copy())\n"
       "with torch.no_grad(): y = m(x)\n"
       "open(sys.argv[3], 'wb').write(y.to(torch.float32).contiguous().numpy().tobytes())\n"
       "print(tuple(y.shape))\n";
@@ -97,8 +98,10 @@ TEST(PythonExport, ImageBundleModelRunsInPython) {
   auto module = export_torchscript(*net, pre);
   ASSERT_TRUE(module.ok()) << module.status();
   kiln::testing::TempDir tmp;
-  Json manifest = {{"task", "classification"}, {"preprocessing", pre},
-                   {"model", net->spec().to_json()}, {"input_shape", {1, 28, 28}},
+  Json manifest = {{"task", "classification"},
+                   {"preprocessing", pre},
+                   {"model", net->spec().to_json()},
+                   {"input_shape", {1, 28, 28}},
                    {"outputs", 10}};
   ASSERT_TRUE(write_bundle(tmp / "b", manifest, network_state(*net), *module).ok());
 
@@ -112,10 +115,9 @@ TEST(PythonExport, ImageBundleModelRunsInPython) {
 
   // weights.pt is a plain name -> tensor dict for torch.load.
   std::string out;
-  const std::string check =
-      std::string(kPython) + " -c \"import torch; d = torch.load('" +
-      (tmp / "b" / "weights.pt").string() +
-      "'); print(sorted(d)[:2], tuple(d['layers.0.weight'].shape))\"";
+  const std::string check = std::string(kPython) + " -c \"import torch; d = torch.load('" +
+                            (tmp / "b" / "weights.pt").string() +
+                            "'); print(sorted(d)[:2], tuple(d['layers.0.weight'].shape))\"";
   ASSERT_EQ(run_command(check, &out), 0) << out;
   EXPECT_NE(out.find("(32, 1, 3, 3)"), std::string::npos) << out;
 }

@@ -3,7 +3,6 @@
 #include <ATen/core/grad_mode.h>
 #include <torch/csrc/jit/serialization/import.h>
 #include <torch/csrc/jit/serialization/pickle.h>
-
 #include <unistd.h>
 
 #include <atomic>
@@ -97,7 +96,8 @@ Expected<std::string> module_bytes(const torch::jit::Module& scripted) {
 Expected<std::string> weights_bytes(const TensorMap& state) {
   c10::Dict<std::string, at::Tensor> dict;
   for (const auto& [name, t] : state) {
-    if (!t.defined()) return Status::InvalidArgument("weights: tensor \"" + name + "\" is undefined");
+    if (!t.defined())
+      return Status::InvalidArgument("weights: tensor \"" + name + "\" is undefined");
     dict.insert(name, t.detach().to(at::kCPU).contiguous());
   }
   std::vector<char> bytes = torch::jit::pickle_save(c10::IValue(dict));
@@ -131,7 +131,8 @@ std::string Bundle::task() const { return manifest.value("task", ""); }
 std::vector<std::string> Bundle::labels() const {
   std::vector<std::string> out;
   if (manifest.contains("labels") && manifest.at("labels").is_array())
-    for (const Json& l : manifest.at("labels")) out.push_back(l.is_string() ? l.get<std::string>() : l.dump());
+    for (const Json& l : manifest.at("labels"))
+      out.push_back(l.is_string() ? l.get<std::string>() : l.dump());
   return out;
 }
 
@@ -155,7 +156,8 @@ int64_t Bundle::outputs() const { return manifest.value("outputs", int64_t{0}); 
 std::vector<int64_t> Bundle::raw_input_shape() const {
   try {
     auto shape = int_list(manifest.at("signature").at("inputs").at(0).at("shape"), "shape");
-    if (shape.ok() && !shape->empty()) return std::vector<int64_t>(shape->begin() + 1, shape->end());
+    if (shape.ok() && !shape->empty())
+      return std::vector<int64_t>(shape->begin() + 1, shape->end());
   } catch (const nlohmann::json::exception&) {
   }
   return input_shape();
@@ -167,10 +169,9 @@ Json bundle_signature(const std::string& task, const std::vector<int64_t>& raw_i
   in.insert(in.end(), raw_input_shape.begin(), raw_input_shape.end());
   return Json{
       {"inputs", Json::array({Json{{"name", "input"}, {"dtype", "FP32"}, {"shape", in}}})},
-      {"outputs",
-       Json::array({Json{{"name", task == "regression" ? "predictions" : "logits"},
-                         {"dtype", "FP32"},
-                         {"shape", std::vector<int64_t>{-1, outputs}}}})}};
+      {"outputs", Json::array({Json{{"name", task == "regression" ? "predictions" : "logits"},
+                                    {"dtype", "FP32"},
+                                    {"shape", std::vector<int64_t>{-1, outputs}}}})}};
 }
 
 Expected<fs::path> write_bundle(const fs::path& dir, const Json& manifest, const TensorMap& state,
@@ -211,8 +212,8 @@ Expected<fs::path> write_bundle(const fs::path& dir, const Json& manifest, const
     KILN_ASSIGN_OR_RETURN(std::vector<int64_t> shape, int_list(m.at("input_shape"), "input_shape"));
     Json pre = m.contains("preprocessing") ? m.at("preprocessing") : Json();
     KILN_ASSIGN_OR_RETURN(std::vector<int64_t> raw, raw_input_shape(pre, shape));
-    m["signature"] = bundle_signature(m.at("task").get<std::string>(), raw,
-                                      m.at("outputs").get<int64_t>());
+    m["signature"] =
+        bundle_signature(m.at("task").get<std::string>(), raw, m.at("outputs").get<int64_t>());
   }
   if (!m.contains("lineage") || !m.at("lineage").is_object()) m["lineage"] = Json::object();
   if (!m["lineage"].contains("kiln_version")) m["lineage"]["kiln_version"] = kVersion;
@@ -234,9 +235,9 @@ Expected<fs::path> write_bundle(const fs::path& dir, const Json& manifest, const
   }
   // Overwrite: move the old bundle aside, publish, then delete it (restore it on failure).
   const fs::path parent = dir.parent_path().empty() ? fs::path(".") : dir.parent_path();
-  const fs::path old = parent / ("." + dir.filename().string() + ".old." +
-                                 std::to_string(::getpid()) + "." +
-                                 std::to_string(g_sequence.fetch_add(1)));
+  const fs::path old =
+      parent / ("." + dir.filename().string() + ".old." + std::to_string(::getpid()) + "." +
+                std::to_string(g_sequence.fetch_add(1)));
   fs::rename(dir, old, ec);
   if (ec) return Status::IoError(where + "cannot move the old bundle aside: " + ec.message());
   Status st = staging.publish();
@@ -250,7 +251,8 @@ Expected<fs::path> write_bundle(const fs::path& dir, const Json& manifest, const
 
 Expected<Bundle> read_bundle(const fs::path& dir) {
   std::error_code ec;
-  if (!fs::is_directory(dir, ec)) return Status::NotFound(dir.string() + ": no such bundle directory");
+  if (!fs::is_directory(dir, ec))
+    return Status::NotFound(dir.string() + ": no such bundle directory");
   const fs::path mpath = dir / kBundleManifestFile;
   if (!fs::exists(mpath, ec)) return Status::NotFound(mpath.string() + ": missing (not a bundle)");
   Bundle b;
@@ -258,7 +260,8 @@ Expected<Bundle> read_bundle(const fs::path& dir) {
   KILN_ASSIGN_OR_RETURN(b.manifest, read_json_file(mpath));
   const Json& m = b.manifest;
   if (!m.is_object() || m.value("format", "") != kBundleFormat)
-    return Status::InvalidArgument(mpath.string() + ": not a Kiln bundle manifest (\"format\" is not \"" +
+    return Status::InvalidArgument(mpath.string() +
+                                   ": not a Kiln bundle manifest (\"format\" is not \"" +
                                    kBundleFormat + "\")");
   if (!m.contains("format_version") || !m.at("format_version").is_number_integer())
     return Status::InvalidArgument(mpath.string() + ": missing integer \"format_version\"");
@@ -339,7 +342,8 @@ Status load_network_state(NetworkImpl& net, const TensorMap& state) {
 
 Expected<std::shared_ptr<NetworkImpl>> load_bundle_network(const Bundle& bundle) {
   KILN_ASSIGN_OR_RETURN(ModelSpec spec, bundle.model_spec());
-  KILN_ASSIGN_OR_RETURN(auto net, NetworkImpl::Create(spec, bundle.input_shape(), bundle.outputs()));
+  KILN_ASSIGN_OR_RETURN(auto net,
+                        NetworkImpl::Create(spec, bundle.input_shape(), bundle.outputs()));
   KILN_ASSIGN_OR_RETURN(TensorMap weights, load_bundle_weights(bundle));
   KILN_RETURN_IF_ERROR(load_network_state(*net, weights).with_context(bundle.dir.string()));
   net->eval();

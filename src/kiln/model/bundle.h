@@ -31,7 +31,8 @@ inline constexpr const char* kBundleModuleFile = "model.pt";
 /// A trained model as every stage exchanges it: a directory holding
 ///   manifest.json  {"format": "kiln.bundle", "format_version": 1,
 ///                   "task": "classification" | "regression",
-///                   "signature": {"inputs": [{"name": "input", "dtype": "FP32", "shape": [-1, ...]}],
+///                   "signature": {"inputs": [{"name": "input", "dtype": "FP32", "shape": [-1,
+///                   ...]}],
 ///                                 "outputs": [{"name": "logits" | "predictions", "dtype": "FP32",
 ///                                              "shape": [-1, outputs]}]},
 ///                   "labels": [...], "preprocessing": {...} (see export_torchscript),
@@ -102,7 +103,8 @@ Json bundle_signature(const std::string& task, const std::vector<int64_t>& raw_i
 ///             {"model", spec.to_json()}, {"input_shape", {1, 28, 28}}, {"outputs", 10}};
 ///   KILN_ASSIGN_OR_RETURN(auto module, export_torchscript(*net, pre));
 ///   KILN_ASSIGN_OR_RETURN(fs::path dir,
-///                         write_bundle(out, m, network_state(*net), module, {{"curves.csv", csv}}));
+///                         write_bundle(out, m, network_state(*net), module, {{"curves.csv",
+///                         csv}}));
 Expected<fs::path> write_bundle(const fs::path& dir, const Json& manifest, const TensorMap& state,
                                 const torch::jit::Module& scripted,
                                 const std::map<std::string, std::string>& extra_files = {},

@@ -38,7 +38,8 @@ std::string int_list(int64_t a, int64_t b) {
 }
 
 bool ends_with(const std::string& s, const std::string& suffix) {
-  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+  return s.size() >= suffix.size() &&
+         s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
 }
 
 // ---- JSON field readers; `where` names the owner in errors.
@@ -106,9 +107,7 @@ class Generator {
   /// Every state tensor must have been used (num_batches_tracked excepted).
   Status check_all_used(const std::string& model_name) const;
 
-  std::string source() const {
-    return "def forward(self, x):\n" + body_.str() + "    return x\n";
-  }
+  std::string source() const { return "def forward(self, x):\n" + body_.str() + "    return x\n"; }
   const std::vector<std::pair<std::string, torch::Tensor>>& parameters() const { return params_; }
   const std::vector<std::pair<std::string, torch::Tensor>>& buffers() const { return buffers_; }
 
@@ -159,8 +158,9 @@ Expected<std::string> Generator::use(const std::string& name, const std::string&
 Status Generator::check_all_used(const std::string& model_name) const {
   for (const auto& [name, t] : state_) {
     if (used_.count(name) || ends_with(name, "num_batches_tracked")) continue;
-    return Status::InvalidArgument("state tensor \"" + name + "\" is not used by any layer of model '" +
-                                   model_name + "' (spec and weights do not match)");
+    return Status::InvalidArgument("state tensor \"" + name +
+                                   "\" is not used by any layer of model '" + model_name +
+                                   "' (spec and weights do not match)");
   }
   return Status::Ok();
 }
@@ -196,7 +196,8 @@ Status Generator::prologue(const Json& pre, const std::vector<int64_t>& model_sh
   const int64_t raw_features = [&] {
     if (features >= 0) return features;
     for (const Json* s : steps)
-      if (s->is_object() && s->contains("input_features") && s->at("input_features").is_number_integer())
+      if (s->is_object() && s->contains("input_features") &&
+          s->at("input_features").is_number_integer())
         return s->at("input_features").get<int64_t>();
     return int64_t{-1};
   }();
@@ -209,8 +210,8 @@ Status Generator::prologue(const Json& pre, const std::vector<int64_t>& model_sh
   }
   if (features < 0) {
     if (model_shape.size() != 1)
-      return Status::InvalidArgument("preprocessing: a table pipeline needs a 1-D model input, got " +
-                                     shape_str(model_shape));
+      return Status::InvalidArgument(
+          "preprocessing: a table pipeline needs a 1-D model input, got " + shape_str(model_shape));
     return Status::Ok();  // an empty pipeline: identity
   }
   if (model_shape != std::vector<int64_t>{features})
@@ -312,7 +313,8 @@ Status Generator::table_step(const Json& s, const std::string& where, size_t ind
     emit(1, "x = torch.matmul(x - " + constant(p + "mean", float_tensor(mean)) + ", " +
                 constant(p + "projection", proj.to(torch::kFloat32)) + ")");
   } else {
-    return Status::InvalidArgument(where + ": not supported by the TorchScript export (supported: "
+    return Status::InvalidArgument(where +
+                                   ": not supported by the TorchScript export (supported: "
                                    "imputer, standard_scaler, min_max_scaler, robust_scaler, "
                                    "variance_threshold, pca)");
   }
@@ -355,7 +357,8 @@ Status Generator::layer(const LayerSpec& l, const std::string& name, std::vector
   const Json& params = l.params;
   auto need_rank = [&](size_t rank, const char* what) -> Status {
     if (shape->size() == rank) return Status::Ok();
-    return Status::InvalidArgument(where + ": expects " + what + " input, got " + shape_str(*shape));
+    return Status::InvalidArgument(where + ": expects " + what + " input, got " +
+                                   shape_str(*shape));
   };
   auto optional = [&](const std::string& t) -> Expected<std::string> {
     if (!has(p + t)) return std::string("None");
@@ -383,8 +386,9 @@ Status Generator::layer(const LayerSpec& l, const std::string& name, std::vector
     KILN_ASSIGN_OR_RETURN(auto pad, pair_param(params, "padding", {0, 0}, where));
     KILN_ASSIGN_OR_RETURN(std::string ws, use(p + "weight", where));
     KILN_ASSIGN_OR_RETURN(std::string bs, optional("bias"));
-    emit(indent, "x = torch.conv2d(x, " + ws + ", " + bs + ", " + int_list(stride.first, stride.second) +
-                     ", " + int_list(pad.first, pad.second) + ", [1, 1], 1)");
+    emit(indent, "x = torch.conv2d(x, " + ws + ", " + bs + ", " +
+                     int_list(stride.first, stride.second) + ", " +
+                     int_list(pad.first, pad.second) + ", [1, 1], 1)");
     *shape = {w.size(0), window_out((*shape)[1], w.size(2), stride.first, pad.first),
               window_out((*shape)[2], w.size(3), stride.second, pad.second)};
   } else if (t == "batchnorm1d" || t == "batchnorm2d") {
@@ -424,8 +428,8 @@ Status Generator::layer(const LayerSpec& l, const std::string& name, std::vector
     emit(indent, "x = torch.adaptive_avg_pool2d(x, " + int_list(o.first, o.second) + ")");
     *shape = {(*shape)[0], o.first, o.second};
   } else if (t == "flatten") {
-    const int64_t n = std::accumulate(shape->begin(), shape->end(), int64_t{1},
-                                      std::multiplies<int64_t>());
+    const int64_t n =
+        std::accumulate(shape->begin(), shape->end(), int64_t{1}, std::multiplies<int64_t>());
     emit(indent, "x = torch.flatten(x, 1)");
     *shape = {n};
   } else if (t == "relu" || t == "tanh" || t == "sigmoid" || t == "silu") {
@@ -434,7 +438,8 @@ Status Generator::layer(const LayerSpec& l, const std::string& name, std::vector
     const std::string approx = params.is_object() ? params.value("approximate", "none") : "none";
     if (approx != "none" && approx != "tanh")
       return Status::InvalidArgument(where + ": \"approximate\" must be \"none\" or \"tanh\"");
-    emit(indent, approx == "none" ? "x = torch.gelu(x)" : "x = torch.gelu(x, approximate=\"tanh\")");
+    emit(indent,
+         approx == "none" ? "x = torch.gelu(x)" : "x = torch.gelu(x, approximate=\"tanh\")");
   } else if (t == "elu") {
     KILN_ASSIGN_OR_RETURN(double alpha, double_param(params, "alpha", 1.0, where));
     emit(indent, "x = torch.elu(x, " + float_literal(alpha) + ")");
@@ -459,8 +464,8 @@ Status Generator::layer(const LayerSpec& l, const std::string& name, std::vector
                                        shape_str(*shape));
       KILN_ASSIGN_OR_RETURN(auto stride, projection_stride(in_shape, *shape, where));
       KILN_ASSIGN_OR_RETURN(std::string ws, use(pw, where));
-      emit(indent, sc + " = torch.conv2d(" + sc + ", " + ws + ", None, " + int_list(stride.first, stride.second) +
-                       ", [0, 0], [1, 1], 1)");
+      emit(indent, sc + " = torch.conv2d(" + sc + ", " + ws + ", None, " +
+                       int_list(stride.first, stride.second) + ", [0, 0], [1, 1], 1)");
       if (has(bn + "running_mean")) {  // projection_batchnorm (the default)
         auto opt = [&](const std::string& tn) -> Expected<std::string> {
           if (!has(bn + tn)) return std::string("None");

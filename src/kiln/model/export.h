@@ -69,7 +69,7 @@ Expected<torch::jit::Module> export_torchscript(const NetworkImpl& net,
 /// The generated TorchScript source for the same arguments (what export_torchscript compiles), for
 /// inspection and debugging. Same errors, without the compile and dry run.
 Expected<std::string> torchscript_source(const ModelSpec& spec, const TensorMap& state,
-                                         const std::vector<int64_t>& input_shape,
-                                         int64_t outputs, const Json& preprocessing = Json());
+                                         const std::vector<int64_t>& input_shape, int64_t outputs,
+                                         const Json& preprocessing = Json());
 
 }  // namespace kiln::model
