@@ -19,6 +19,9 @@ const FlagSpec kFlags[] = {
     {Flag::kThreads, "--threads", "intra-op threads (default: KILN_THREADS, OMP_NUM_THREADS, cores)",
      ""},
     {Flag::kLimit, "--limit", "read at most this many records per split (0: all)", "0"},
+    {Flag::kInput, "--input", "input shape without the batch dim: C,H,W for images, F for tables",
+     "1,28,28"},
+    {Flag::kOutputs, "--outputs", "number of model outputs (classes, or 1 for regression)", "10"},
 };
 
 template <typename T>

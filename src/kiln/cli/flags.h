@@ -19,6 +19,8 @@ enum class Flag {
   kNaTokens,
   kThreads,
   kLimit,
+  kInput,
+  kOutputs,
 };
 
 struct FlagSpec {
