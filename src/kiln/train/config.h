@@ -1,0 +1,136 @@
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <filesystem>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "kiln/core/expected.h"
+#include "kiln/core/json.h"
+#include "kiln/data/augment.h"
+
+namespace kiln::train {
+
+namespace fs = std::filesystem;
+
+/// `optimizer:` — which torch::optim optimiser and its hyperparameters.
+struct OptimizerConfig {
+  std::string name = "adam";  ///< sgd | adam | adamw
+  double lr = 1e-3;
+  double momentum = 0.9;      ///< sgd
+  bool nesterov = false;      ///< sgd
+  double weight_decay = 0.0;  ///< default 0.01 for adamw, 0 otherwise (decoupled for adamw)
+  std::array<double, 2> betas{0.9, 0.999};  ///< adam, adamw
+  double eps = 1e-8;                        ///< adam, adamw
+  Json to_json() const;
+};
+
+/// `schedule:` — the learning rate as a pure function of the optimizer step (see optim.h).
+struct ScheduleConfig {
+  std::string name = "constant";  ///< constant | step | cosine | one_cycle
+  int64_t warmup_epochs = 0;      ///< linear warmup from 0 (added to warmup_steps)
+  int64_t warmup_steps = 0;
+  int64_t step_size = 1;       ///< step: epochs between decays
+  double gamma = 0.1;          ///< step: decay factor
+  double min_lr = 0.0;         ///< cosine: floor
+  double max_lr = 0.0;         ///< one_cycle: peak (0: optimizer.lr)
+  double pct_start = 0.3;      ///< one_cycle: fraction of steps rising to the peak
+  double div_factor = 25.0;    ///< one_cycle: start = peak / div_factor
+  double final_div = 1e4;      ///< one_cycle: end = peak / final_div
+  std::string anneal = "cos";  ///< one_cycle: cos | linear
+  Json to_json() const;
+};
+
+/// `early_stopping:` — stop when the monitored validation metric has not improved by more than
+/// `min_delta` for `patience` epochs. patience 0 disables it.
+struct EarlyStoppingConfig {
+  std::string metric =
+      "val_loss";  ///< val_loss | val_accuracy | val_macro_f1 | val_mse | val_mae | val_r2
+  int64_t patience = 0;
+  double min_delta = 0.0;
+  bool restore_best = true;  ///< evaluate and bundle the best epoch's weights
+  bool enabled() const { return patience > 0; }
+  /// True when larger is better for `metric`.
+  bool maximize() const;
+  Json to_json() const;
+};
+
+/// Everything `kiln train CONFIG.yaml` reads: a plain value type, parsed and validated by
+/// load_train_config / parse_train_config. Thread-compatible.
+///
+/// ```yaml
+/// data: ../fashion-mnist/dataset.yaml   # dataset spec YAML or snapshot dir, relative to this file
+/// model: {zoo: cnn-small, width: 32}
+/// loss: {kind: cross_entropy, label_smoothing: 0.1}
+/// optimizer: {name: adamw, lr: 0.003, weight_decay: 0.05}
+/// schedule: {name: one_cycle, pct_start: 0.25}
+/// batch_size: 256
+/// epochs: 10
+/// augment: {crop_padding: 2, hflip: 0.5}
+/// early_stopping: {metric: val_accuracy, patience: 3}
+/// ```
+///
+/// `checkpoint_every` counts optimizer steps: a checkpoint is also written at every epoch end,
+/// so 0 (the default) means "at epoch ends only".
+struct TrainConfig {
+  fs::path config_path;        ///< the YAML file, when loaded from one (not part of to_json)
+  std::string data;            ///< `data:` as written (or `data.path`)
+  fs::path data_path;          ///< resolved against the config file's directory
+  int64_t data_limit = 0;      ///< `data.limit`: records per split when preparing (0: all)
+  Json model;                  ///< `model:` as JSON, validated by model::parse_model_spec
+  Json loss = Json::object();  ///< `loss:` as JSON (model::LossOptions); {} = default for the task
+  OptimizerConfig optimizer;
+  ScheduleConfig schedule;
+  int64_t batch_size = 128;
+  int64_t epochs = 10;
+  uint64_t seed = 0;
+  double grad_clip = 0.0;  ///< max global L2 norm of the gradients; 0: off
+  EarlyStoppingConfig early_stopping;
+  int64_t checkpoint_every = 0;  ///< optimizer steps between checkpoints (plus every epoch end)
+  data::AugmentOptions augment;
+  std::string precision =
+      "auto";  ///< auto | fp32 | bf16 (auto: bf16 for conv models on CPUs with avx512_bf16)
+  bool channels_last = true;      ///< NHWC memory format for image models
+  int64_t threads = 0;            ///< intra-op threads; 0: kiln::default_intra_op_threads()
+  int64_t workers = 1;            ///< loader threads building batches ahead
+  bool deterministic = false;     ///< deterministic algorithms; seeded runs repeat bit for bit
+  std::string eval_tta = "none";  ///< none | flip (images: average logits with the mirror)
+  int64_t log_every = 50;         ///< steps between progress lines (each costs one host sync)
+
+  /// Every field with defaults filled in, keys in a fixed order (machine paths excluded).
+  Json to_json() const;
+  /// sha256 of canonical_json(to_json()): the lineage hash of the training settings.
+  std::string hash() const;
+};
+
+/// The top-level keys a config may hold, in documentation order.
+const std::vector<std::string>& train_config_keys();
+
+/// Converts a YAML document (text) to JSON: quoted scalars stay strings; plain scalars become
+/// null, bool (true/false), integer, float, or string. `lines`, if given, receives the 1-based
+/// line of every dotted key path ("optimizer.lr") for error messages.
+Expected<Json> yaml_to_json(const std::string& text, std::map<std::string, int>* lines = nullptr);
+
+/// Applies one `--set key.path=value` override: the value is parsed as YAML
+/// (`optimizer.betas=[0.9,0.99]`, `precision=bf16`), intermediate mappings are created.
+/// InvalidArgument names the override when it has no '=' or crosses a non-mapping.
+Status apply_override(Json* config, const std::string& assignment);
+
+/// Validates a config held as JSON. `base_dir` resolves a relative `data` path; `source` (e.g.
+/// the file name) and `lines` prefix error messages: "train.yaml line 4: optimizer.lrr: unknown
+/// key (valid keys: name, lr, ...)".
+Expected<TrainConfig> parse_train_config(const Json& j, const fs::path& base_dir = {},
+                                         const std::string& source = "config",
+                                         const std::map<std::string, int>& lines = {});
+
+/// Reads a YAML config, applies `overrides` (key=value, in order) and validates. Blocks (file
+/// I/O); thread-safe.
+///
+///   KILN_ASSIGN_OR_RETURN(TrainConfig cfg,
+///                         load_train_config("examples/fashion-mnist/train.yaml", {"epochs=2"}));
+Expected<TrainConfig> load_train_config(const fs::path& path,
+                                        const std::vector<std::string>& overrides = {});
+
+}  // namespace kiln::train

@@ -1,0 +1,696 @@
+#include "kiln/train/trainer.h"
+
+#include <ATen/autocast_mode.h>
+#include <torch/torch.h>
+#include <torch/version.h>
+
+#include <chrono>
+#include <cmath>
+#include <fstream>
+#include <mutex>
+#include <optional>
+#include <sstream>
+
+#include "kiln/core/files.h"
+#include "kiln/core/hash.h"
+#include "kiln/core/progress.h"
+#include "kiln/core/threads.h"
+#include "kiln/core/version.h"
+#include "kiln/data/loader.h"
+#include "kiln/data/prepare.h"
+#include "kiln/data/snapshot.h"
+#include "kiln/data/spec.h"
+#include "kiln/model/bundle.h"
+#include "kiln/model/export.h"
+#include "kiln/model/loss.h"
+#include "kiln/model/network.h"
+#include "kiln/model/spec.h"
+#include "kiln/train/checkpoint.h"
+#include "kiln/train/evaluate.h"
+#include "kiln/train/metrics.h"
+#include "kiln/train/optim.h"
+#include "kiln/train/plots.h"
+
+namespace kiln::train {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double seconds_since(Clock::time_point t) {
+  return std::chrono::duration<double>(Clock::now() - t).count();
+}
+
+// CPU autocast on/off for a scope. The device-generic API replaced the CPU-specific one in
+// LibTorch 2.4 (the old calls are gone in later releases); 1.13 has only the CPU-specific one.
+#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 4)
+#define KILN_AUTOCAST_DEVICE_API 1
+#endif
+
+class AutocastScope {
+ public:
+  explicit AutocastScope(bool enabled) : enabled_(enabled) {
+    if (!enabled_) return;
+#ifdef KILN_AUTOCAST_DEVICE_API
+    prev_enabled_ = at::autocast::is_autocast_enabled(at::kCPU);
+    prev_dtype_ = at::autocast::get_autocast_dtype(at::kCPU);
+    at::autocast::set_autocast_enabled(at::kCPU, true);
+    at::autocast::set_autocast_dtype(at::kCPU, at::kBFloat16);
+#else
+    prev_enabled_ = at::autocast::is_cpu_enabled();
+    prev_dtype_ = at::autocast::get_autocast_cpu_dtype();
+    at::autocast::set_cpu_enabled(true);
+    at::autocast::set_autocast_cpu_dtype(at::kBFloat16);
+#endif
+  }
+  ~AutocastScope() {
+    if (!enabled_) return;
+#ifdef KILN_AUTOCAST_DEVICE_API
+    at::autocast::set_autocast_enabled(at::kCPU, prev_enabled_);
+    at::autocast::set_autocast_dtype(at::kCPU, prev_dtype_);
+#else
+    at::autocast::set_cpu_enabled(prev_enabled_);
+    at::autocast::set_autocast_cpu_dtype(prev_dtype_);
+#endif
+    // Weight casts cached for this step are stale once the optimizer updates the weights.
+    at::autocast::clear_cache();
+  }
+  AutocastScope(const AutocastScope&) = delete;
+  AutocastScope& operator=(const AutocastScope&) = delete;
+
+ private:
+  bool enabled_;
+  bool prev_enabled_ = false;
+  at::ScalarType prev_dtype_ = at::kBFloat16;
+};
+
+// Restores process-wide settings train() changes for its duration.
+class GlobalsGuard {
+ public:
+  GlobalsGuard()
+      : deterministic_(at::globalContext().deterministicAlgorithms()),
+        warn_only_(at::globalContext().deterministicAlgorithmsWarnOnly()) {}
+  ~GlobalsGuard() { at::globalContext().setDeterministicAlgorithms(deterministic_, warn_only_); }
+
+ private:
+  bool deterministic_;
+  bool warn_only_;
+};
+
+bool has_conv(const std::vector<model::LayerSpec>& layers) {
+  for (const auto& l : layers)
+    if (l.type == "conv2d" || has_conv(l.body)) return true;
+  return false;
+}
+
+// Parameters and buffers of rank 4 to channels_last: conv weights then match NHWC batches.
+void to_channels_last(torch::nn::Module& net) {
+  torch::NoGradGuard no_grad;
+  for (auto& p : net.parameters())
+    if (p.dim() == 4) p.set_data(p.contiguous(at::MemoryFormat::ChannelsLast));
+}
+
+std::string num_str(double v, int digits = 4) {
+  std::ostringstream os;
+  os.precision(digits);
+  os << v;
+  return os.str();
+}
+
+// The data a run trains on.
+struct RunData {
+  data::Snapshot snapshot;
+  std::string task;
+  std::vector<std::string> labels;
+  bool images = false;
+  std::vector<float> mean, stdev;
+};
+
+Expected<RunData> load_data(const TrainConfig& cfg, const TrainOptions& opts) {
+  RunData d;
+  std::error_code ec;
+  const fs::path& path = cfg.data_path;
+  if (fs::is_directory(path, ec)) {
+    KILN_ASSIGN_OR_RETURN(d.snapshot, data::read_snapshot(path));
+    if (cfg.data_limit > 0) {
+      auto& train = d.snapshot.splits["train"];
+      if (train.x.defined() && train.x.size(0) > cfg.data_limit) {
+        train.x = train.x.narrow(0, 0, cfg.data_limit);
+        train.y = train.y.narrow(0, 0, cfg.data_limit);
+      }
+    }
+  } else if (path.extension() == ".yaml" || path.extension() == ".yml") {
+    KILN_ASSIGN_OR_RETURN(data::DatasetSpec spec, data::load_dataset_spec(path));
+    fs::path snapshots =
+        opts.snapshot_dir_.empty() ? kiln_home() / "snapshots" : opts.snapshot_dir_;
+    data::PrepareOptions prep(snapshots);
+    if (cfg.data_limit > 0) prep.limit(cfg.data_limit);
+    KILN_ASSIGN_OR_RETURN(data::PrepareResult prepared, data::prepare_dataset(spec, prep));
+    KILN_ASSIGN_OR_RETURN(d.snapshot, data::read_snapshot(prepared.snapshot_dir));
+  } else if (!fs::exists(path, ec)) {
+    return Status::NotFound("data: " + path.string() + ": no such file or directory");
+  } else {
+    return Status::InvalidArgument("data: " + path.string() +
+                                   ": expected a dataset spec (.yaml) or a snapshot directory");
+  }
+  const Json& m = d.snapshot.manifest;
+  d.task = m.value("task", "classification");
+  d.images = m.value("kind", "") == "images";
+  if (!d.snapshot.splits.count("train"))
+    return Status::InvalidArgument("data: " + path.string() + ": the snapshot has no train split");
+  if (d.task == "classification") {
+    if (m.contains("schema") && m["schema"].contains("target") &&
+        m["schema"]["target"].contains("classes"))
+      d.labels = m["schema"]["target"]["classes"].get<std::vector<std::string>>();
+    if (d.labels.empty())
+      return Status::InvalidArgument("data: " + path.string() +
+                                     ": classification snapshot without schema.target.classes");
+    const int64_t k = static_cast<int64_t>(d.labels.size());
+    for (const auto& [name, split] : d.snapshot.splits) {
+      if (split.y.numel() == 0) continue;
+      const int64_t lo = split.y.min().item<int64_t>(), hi = split.y.max().item<int64_t>();
+      if (lo < 0 || hi >= k)
+        return Status::InvalidArgument(
+            "data: the " + name + " split has labels " + std::to_string(lo) + ".." +
+            std::to_string(hi) + " but the schema lists " + std::to_string(k) +
+            " classes, so the model would have " + std::to_string(k) + " outputs");
+    }
+  }
+  if (d.images && m.contains("transforms") &&
+      m["transforms"].value("kind", "") == "image_normalize") {
+    for (const auto& v : m["transforms"]["mean"]) d.mean.push_back(v.get<float>());
+    for (const auto& v : m["transforms"]["std"]) d.stdev.push_back(v.get<float>());
+  }
+  return d;
+}
+
+// Value of an early-stopping metric name in an epoch line; NaN when absent.
+double metric_value(const Json& line, const std::string& name) {
+  auto it = line.find(name);
+  if (it == line.end() || !it->is_number()) return std::numeric_limits<double>::quiet_NaN();
+  return it->get<double>();
+}
+
+Status write_text_atomic(const fs::path& path, const std::string& text) {
+  return write_file_atomic(path, text);
+}
+
+Status write_history_files(const fs::path& out, const Json& history, const std::string& task) {
+  std::string lines;
+  for (const auto& h : history) lines += h.dump() + "\n";
+  KILN_RETURN_IF_ERROR(write_text_atomic(out / "metrics.jsonl", lines));
+  Series train_loss{"train loss", {}}, val_loss{"val loss", {}};
+  std::vector<Series> metric;
+  const std::vector<std::string> keys =
+      task == "classification"
+          ? std::vector<std::string>{"train_accuracy", "val_accuracy", "val_macro_f1"}
+          : std::vector<std::string>{"val_r2"};
+  for (const auto& k : keys) metric.push_back({k, {}});
+  for (const auto& h : history) {
+    const double e = h.value("epoch", 0);
+    train_loss.points.emplace_back(e, metric_value(h, "train_loss"));
+    val_loss.points.emplace_back(e, metric_value(h, "val_loss"));
+    for (auto& s : metric) s.points.emplace_back(e, metric_value(h, s.name));
+  }
+  KILN_RETURN_IF_ERROR(write_text_atomic(out / "loss_curve.svg",
+                                         line_chart_svg("Loss", "epoch", {train_loss, val_loss})));
+  return write_text_atomic(
+      out / "metric_curve.svg",
+      line_chart_svg(task == "classification" ? "Accuracy / macro-F1" : "R²", "epoch", metric));
+}
+
+// Keys of the config that do not change what a run computes: a resume may change them.
+Json resume_identity(const TrainConfig& cfg) {
+  Json j = cfg.to_json();
+  for (const char* k : {"workers", "log_every", "threads"}) j.erase(k);
+  return j;
+}
+
+}  // namespace
+
+bool cpu_supports_bf16() {
+  static const bool supported = [] {
+    std::ifstream in("/proc/cpuinfo");
+    std::string line;
+    while (std::getline(in, line)) {
+      if (line.rfind("flags", 0) != 0) continue;
+      std::istringstream words(line);
+      std::string w;
+      while (words >> w)
+        if (w == "avx512_bf16" || w == "amx_bf16") return true;
+      return false;
+    }
+    return false;
+  }();
+  return supported;
+}
+
+Expected<TrainResult> train(const TrainConfig& cfg, const TrainOptions& opts) {
+  const auto t_start = Clock::now();
+  FILE* log = opts.progress_;
+  const fs::path out = opts.out_dir_;
+  const fs::path ckpt_path = out / "checkpoint.pt";
+  const fs::path best_path = out / "best.pt";
+  std::error_code ec;
+  fs::create_directories(out, ec);
+  if (ec) return Status::IoError(out.string() + ": cannot create: " + ec.message());
+  const bool have_ckpt = fs::exists(ckpt_path, ec);
+  if (opts.resume_ && !have_ckpt)
+    return Status::NotFound(ckpt_path.string() + ": nothing to resume");
+  if (!opts.resume_ && have_ckpt && !opts.overwrite_)
+    return Status::AlreadyExists(out.string() +
+                                 " holds a run (checkpoint.pt): resume it, or choose another "
+                                 "directory, or overwrite");
+
+  // --- Process settings ------------------------------------------------------------------
+  GlobalsGuard globals;
+  const int threads = cfg.threads > 0 ? static_cast<int>(cfg.threads) : default_intra_op_threads();
+  torch::set_num_threads(threads);
+  if (cfg.deterministic) at::globalContext().setDeterministicAlgorithms(true, false);
+
+  // --- Data --------------------------------------------------------------------------------
+  KILN_ASSIGN_OR_RETURN(RunData d, load_data(cfg, opts));
+  const data::SplitTensors& train_split = d.snapshot.splits.at("train");
+  const data::SplitTensors* val_split =
+      d.snapshot.splits.count("val") ? &d.snapshot.splits.at("val") : nullptr;
+  const data::SplitTensors* test_split =
+      d.snapshot.splits.count("test") ? &d.snapshot.splits.at("test") : nullptr;
+  const bool classification = d.task == "classification";
+  const int64_t outputs = classification ? static_cast<int64_t>(d.labels.size()) : 1;
+  const auto& es = cfg.early_stopping;
+  {
+    const bool cls_metric = es.metric == "val_accuracy" || es.metric == "val_macro_f1";
+    const bool reg_metric =
+        es.metric == "val_mse" || es.metric == "val_mae" || es.metric == "val_r2";
+    if ((classification && reg_metric) || (!classification && cls_metric))
+      return Status::InvalidArgument("early_stopping.metric: " + es.metric + " does not apply to " +
+                                     d.task);
+    if (es.enabled() && !val_split)
+      return Status::InvalidArgument("early_stopping: the snapshot has no val split to monitor");
+  }
+
+  // --- Model, loss, optimizer ----------------------------------------------------------------
+  KILN_ASSIGN_OR_RETURN(model::ModelSpec spec, model::parse_model_spec(cfg.model, "model"));
+  std::vector<int64_t> input_shape(train_split.x.sizes().begin() + 1, train_split.x.sizes().end());
+  auto created = model::NetworkImpl::Create(spec, input_shape, outputs, cfg.seed);
+  if (!created.ok()) {
+    const std::string what = classification ? std::to_string(outputs) + " classes (" + d.task + ")"
+                                            : "1 output (regression)";
+    return Status::InvalidArgument("model: does not fit the data, which needs " + what +
+                                   " and inputs of shape " + model::shape_to_string(input_shape) +
+                                   ": " + created.status().message());
+  }
+  std::shared_ptr<model::NetworkImpl> net = *created;
+  if (net->outputs() != outputs)
+    return Status::InvalidArgument("model: has " + std::to_string(net->outputs()) +
+                                   " outputs but the data has " + std::to_string(outputs) +
+                                   " classes");
+  const bool conv = has_conv(spec.layers);
+  const bool channels_last = d.images && conv && cfg.channels_last;
+  if (channels_last) to_channels_last(*net);
+  const bool bf16 =
+      cfg.precision == "bf16" || (cfg.precision == "auto" && conv && cpu_supports_bf16());
+
+  model::LossOptions loss_opts;
+  if (!cfg.loss.empty()) {
+    KILN_ASSIGN_OR_RETURN(loss_opts, model::LossOptions::from_json(cfg.loss));
+  } else if (!classification) {
+    loss_opts.kind("mse");
+  }
+  KILN_ASSIGN_OR_RETURN(model::LossFn loss_fn, model::make_loss(loss_opts, outputs));
+  KILN_ASSIGN_OR_RETURN(auto optimizer, make_optimizer(net->parameters(), cfg.optimizer));
+
+  // --- Loader and schedule ---------------------------------------------------------------------
+  const int64_t n_train = train_split.x.size(0);
+  data::LoaderOptions lo(cfg.batch_size);
+  lo.shuffle(true).workers(cfg.workers).seed(cfg.seed).drop_last(n_train > cfg.batch_size);
+  if (d.images) {
+    lo.augment(cfg.augment).channels_last(channels_last);
+    if (!d.mean.empty()) lo.normalize(d.mean, d.stdev);
+  } else if (cfg.augment.enabled()) {
+    return Status::InvalidArgument("augment: image augmentation on a table dataset");
+  }
+  KILN_ASSIGN_OR_RETURN(auto loader, data::Loader::Create(train_split.x, train_split.y, lo));
+  const int64_t steps_per_epoch = loader->batches_per_epoch();
+  const int64_t total_steps = steps_per_epoch * cfg.epochs;
+  const LrSchedule schedule(cfg.schedule, cfg.optimizer.lr, steps_per_epoch, total_steps);
+
+  EvalOptions eval_opts(d.task);
+  eval_opts.labels(d.labels).tta(d.images ? cfg.eval_tta : "none").channels_last(channels_last);
+  if (!d.mean.empty()) eval_opts.normalize(d.mean, d.stdev);
+  eval_opts.loss(
+      [&loss_fn](const torch::Tensor& o, const torch::Tensor& y) { return loss_fn(o, y); });
+  if (cfg.eval_tta == "flip" && !d.images)
+    return Status::InvalidArgument("eval_tta: flip needs an image dataset");
+  auto run_eval = [&](const data::SplitTensors& split) -> Expected<Json> {
+    const bool was_training = net->is_training();
+    net->eval();
+    Expected<Json> r = evaluate(
+        [&](const torch::Tensor& x) {
+          AutocastScope autocast(bf16);
+          return net->forward(x).to(torch::kFloat32);
+        },
+        split, eval_opts);
+    net->train(was_training);
+    return r;
+  };
+
+  // --- State: fresh or resumed ---------------------------------------------------------------
+  TrainState state;
+  const std::string config_hash = sha256_hex(canonical_json(resume_identity(cfg)));
+  if (opts.resume_) {
+    KILN_ASSIGN_OR_RETURN(state, load_checkpoint(ckpt_path, *net, optimizer.get()));
+    if (state.config_hash != config_hash)
+      return Status::FailedPrecondition(
+          ckpt_path.string() + ": the checkpoint belongs to another config (hash " +
+          state.config_hash.substr(0, 12) + ", this config " + config_hash.substr(0, 12) +
+          "); only threads, workers and log_every may change on resume");
+    if (state.epoch > cfg.epochs || state.batch > steps_per_epoch)
+      return Status::FailedPrecondition(ckpt_path.string() + ": position epoch " +
+                                        std::to_string(state.epoch) + " batch " +
+                                        std::to_string(state.batch) + " is outside this run");
+    if (log)
+      std::fprintf(log, "resuming %s at step %lld (epoch %lld, batch %lld)\n", out.c_str(),
+                   static_cast<long long>(state.step), static_cast<long long>(state.epoch + 1),
+                   static_cast<long long>(state.batch));
+  } else {
+    fs::remove(best_path, ec);
+    torch::manual_seed(cfg.seed);  // dropout and any other sampling in the training step
+    state.config_hash = config_hash;
+    KILN_RETURN_IF_ERROR(write_json_file_atomic(out / "config.json", cfg.to_json()));
+    KILN_RETURN_IF_ERROR(save_checkpoint(ckpt_path, *net, *optimizer, state));
+    KILN_RETURN_IF_ERROR(write_history_files(out, state.history, d.task));
+  }
+  int64_t last_good_step = state.step;
+
+  if (log)
+    std::fprintf(log,
+                 "train: %s, %lld train / %lld val / %lld test samples, %lld params, %s%s, "
+                 "%d threads, %lld steps/epoch\n",
+                 spec.name.c_str(), static_cast<long long>(n_train),
+                 static_cast<long long>(val_split ? val_split->x.size(0) : 0),
+                 static_cast<long long>(test_split ? test_split->x.size(0) : 0),
+                 static_cast<long long>(net->total_params()), bf16 ? "bf16" : "fp32",
+                 channels_last ? " channels_last" : "", threads,
+                 static_cast<long long>(steps_per_epoch));
+  std::optional<ProgressBar> bar;
+  if (log) {
+    bar.emplace("train", total_steps, "steps", log);
+    bar->update(state.step);
+  }
+
+  // --- Training loop ---------------------------------------------------------------------------
+  TrainResult result;
+  result.out_dir = out;
+  result.checkpoint = ckpt_path;
+  result.precision = bf16 ? "bf16" : "fp32";
+  result.config_hash = cfg.hash();
+  result.snapshot_hash = d.snapshot.hash();
+
+  net->train();
+  // Running sums live in tensors so the step loop never waits for the CPU kernels to finish
+  // reading a value; they are read (one sync) only for progress lines, checkpoints and epoch
+  // ends. The running sums continue from the checkpoint's values so a resumed epoch adds the
+  // same numbers in the same order.
+  torch::Tensor loss_sum = torch::full({}, state.epoch_loss_sum, torch::kFloat64);
+  torch::Tensor correct = torch::full({}, state.epoch_correct, torch::kInt64);
+  torch::Tensor bad_step = torch::full({}, -1, torch::kInt64);
+  int64_t samples = state.epoch_samples;
+  auto epoch_clock = Clock::now();
+  double epoch_seconds_before = state.epoch_seconds;
+  double last_lr = schedule.lr(state.step);
+  int64_t log_samples = 0;
+  double log_loss_sum = state.epoch_loss_sum;
+  auto log_clock = Clock::now();
+
+  // Reads the running sums (a host sync) and fails if a loss was not finite.
+  auto sync_and_check = [&]() -> Status {
+    const int64_t bad = bad_step.item<int64_t>();
+    if (bad >= 0) {
+      if (bar) bar->finish("diverged");
+      return Status::FailedPrecondition(
+          "training diverged: the loss is not finite (nan or inf) at step " +
+          std::to_string(bad + 1) + " (epoch " + std::to_string(bad / steps_per_epoch + 1) +
+          ", batch " + std::to_string(bad % steps_per_epoch + 1) + ", lr " +
+          num_str(schedule.lr(bad)) + "); stopped; the last good checkpoint (step " +
+          std::to_string(last_good_step) + ") is kept in " + ckpt_path.string() +
+          ". Lower optimizer.lr or set grad_clip.");
+    }
+    state.epoch_loss_sum = loss_sum.item<double>();
+    state.epoch_correct = correct.item<int64_t>();
+    state.epoch_samples = samples;
+    state.epoch_seconds = epoch_seconds_before + seconds_since(epoch_clock);
+    return Status::Ok();
+  };
+  auto checkpoint = [&]() -> Status {
+    KILN_RETURN_IF_ERROR(sync_and_check());
+    {
+      torch::NoGradGuard no_grad;
+      for (const auto& item : net->named_parameters())
+        if (!torch::isfinite(item.value()).all().item<bool>())
+          return Status::FailedPrecondition(
+              "training diverged: parameter " + item.key() + " is not finite at step " +
+              std::to_string(state.step) + "; the last good checkpoint (step " +
+              std::to_string(last_good_step) + ") is kept in " + ckpt_path.string() +
+              ". Lower optimizer.lr or set grad_clip.");
+    }
+    KILN_RETURN_IF_ERROR(save_checkpoint(ckpt_path, *net, *optimizer, state));
+    last_good_step = state.step;
+    return Status::Ok();
+  };
+
+  while (!state.finished && state.epoch < cfg.epochs) {
+    KILN_RETURN_IF_ERROR(loader->start_epoch(state.epoch, state.batch));
+    while (true) {
+      KILN_ASSIGN_OR_RETURN(std::optional<data::Batch> batch, loader->next());
+      if (!batch) break;
+      const int64_t b = batch->size();
+      last_lr = schedule.lr(state.step);
+      set_learning_rate(*optimizer, last_lr);
+      optimizer->zero_grad();
+      torch::Tensor loss, logits;
+      {
+        AutocastScope autocast(bf16);
+        logits = net->forward(batch->inputs);
+        loss = loss_fn(logits, batch->targets);
+      }
+      loss.backward();
+      if (cfg.grad_clip > 0) torch::nn::utils::clip_grad_norm_(net->parameters(), cfg.grad_clip);
+      optimizer->step();
+      {
+        torch::NoGradGuard no_grad;
+        torch::Tensor l = loss.detach();
+        bad_step.masked_fill_(torch::logical_and(torch::isfinite(l).logical_not(), bad_step.lt(0)),
+                              state.step);
+        loss_sum.add_(l.to(torch::kFloat64) * static_cast<double>(b));
+        if (classification) correct.add_(logits.detach().argmax(1).eq(batch->targets).sum());
+      }
+      ++state.step;
+      ++state.batch;
+      samples += b;
+      log_samples += b;
+
+      if (bar && state.step % cfg.log_every == 0) {
+        KILN_RETURN_IF_ERROR(sync_and_check());
+        const double window = state.epoch_loss_sum - log_loss_sum;
+        std::string suffix =
+            "epoch " + std::to_string(state.epoch + 1) + "/" + std::to_string(cfg.epochs) +
+            " loss " + num_str(log_samples > 0 ? window / static_cast<double>(log_samples) : 0);
+        if (classification && samples > 0)
+          suffix += " acc " + num_str(static_cast<double>(state.epoch_correct) / samples, 3);
+        suffix += " " + num_str(static_cast<double>(log_samples) / seconds_since(log_clock), 4) +
+                  " samples/s";
+        bar->update(state.step, suffix);
+        log_loss_sum = state.epoch_loss_sum;
+        log_samples = 0;
+        log_clock = Clock::now();
+      }
+      if (cfg.checkpoint_every > 0 && state.step % cfg.checkpoint_every == 0 &&
+          state.batch < steps_per_epoch)
+        KILN_RETURN_IF_ERROR(checkpoint());
+      if (opts.max_steps_ > 0 && state.step >= opts.max_steps_ && state.batch < steps_per_epoch) {
+        KILN_RETURN_IF_ERROR(checkpoint());
+        if (bar) bar->finish("interrupted at step " + std::to_string(state.step));
+        result.interrupted = true;
+        result.steps = state.step;
+        result.epochs = state.epoch;
+        result.history = state.history;
+        result.seconds = seconds_since(t_start);
+        return result;
+      }
+    }
+
+    // Epoch end: validation, history, early stopping, checkpoint.
+    KILN_RETURN_IF_ERROR(sync_and_check());
+    Json line;
+    line["epoch"] = state.epoch + 1;
+    line["step"] = state.step;
+    line["lr"] = last_lr;
+    line["train_loss"] = samples > 0 ? state.epoch_loss_sum / static_cast<double>(samples) : 0.0;
+    if (classification)
+      line["train_accuracy"] =
+          samples > 0 ? static_cast<double>(state.epoch_correct) / static_cast<double>(samples)
+                      : 0.0;
+    if (val_split) {
+      KILN_ASSIGN_OR_RETURN(Json val, run_eval(*val_split));
+      line["val_loss"] = val["loss"];
+      if (classification) {
+        line["val_accuracy"] = val["accuracy"];
+        line["val_macro_f1"] = val["macro_f1"];
+      } else {
+        line["val_mse"] = val["mse"];
+        line["val_mae"] = val["mae"];
+        line["val_r2"] = val["r2"];
+      }
+    }
+    const double epoch_seconds = epoch_seconds_before + seconds_since(epoch_clock);
+    line["epoch_seconds"] = epoch_seconds;
+    line["samples_per_s"] = epoch_seconds > 0 ? static_cast<double>(samples) / epoch_seconds : 0.0;
+    if (!std::isfinite(line["train_loss"].get<double>()) ||
+        (line.contains("val_loss") && !std::isfinite(metric_value(line, "val_loss"))))
+      return Status::FailedPrecondition(
+          "training diverged: the validation loss is not finite at step " +
+          std::to_string(state.step) + " (end of epoch " + std::to_string(state.epoch + 1) +
+          "); the last good checkpoint (step " + std::to_string(last_good_step) + ") is kept in " +
+          ckpt_path.string());
+
+    // Early stopping / best epoch on the monitored metric.
+    const double value = metric_value(line, es.metric);
+    if (std::isfinite(value)) {
+      const bool better = !std::isfinite(state.best_metric) ||
+                          (es.maximize() ? value > state.best_metric + es.min_delta
+                                         : value < state.best_metric - es.min_delta);
+      if (better) {
+        state.best_metric = value;
+        state.best_epoch = state.epoch + 1;
+        state.bad_epochs = 0;
+        if (es.enabled() && es.restore_best) KILN_RETURN_IF_ERROR(save_weights(best_path, *net));
+      } else {
+        ++state.bad_epochs;
+      }
+    }
+    state.history.push_back(line);
+    if (log) {
+      std::string msg = "epoch " + std::to_string(state.epoch + 1) + "/" +
+                        std::to_string(cfg.epochs) + ": train_loss " +
+                        num_str(line["train_loss"].get<double>());
+      for (const char* k : {"val_loss", "val_accuracy", "val_macro_f1", "val_r2"})
+        if (line.contains(k)) msg += std::string(" ") + k + " " + num_str(line[k].get<double>());
+      msg += " (" + ProgressBar::format_duration(epoch_seconds) + ", " +
+             num_str(line["samples_per_s"].get<double>(), 5) + " samples/s)";
+      if (bar && bar->is_tty()) std::fprintf(log, "\r\033[K");
+      std::fprintf(log, "%s\n", msg.c_str());
+    }
+    bool stop = es.enabled() && state.bad_epochs >= es.patience;
+    if (opts.on_epoch_ && !opts.on_epoch_(line)) stop = true;
+    ++state.epoch;
+    state.batch = 0;
+    state.epoch_loss_sum = 0;
+    state.epoch_correct = 0;
+    state.epoch_samples = 0;
+    state.epoch_seconds = 0;
+    if (stop) state.stopped_early = true;
+    if (stop || state.epoch >= cfg.epochs) state.finished = true;
+    loss_sum.zero_();
+    correct.zero_();
+    samples = 0;
+    epoch_seconds_before = 0;
+    epoch_clock = Clock::now();
+    log_loss_sum = 0;
+    log_samples = 0;
+    log_clock = Clock::now();
+    KILN_RETURN_IF_ERROR(checkpoint());
+    KILN_RETURN_IF_ERROR(write_history_files(out, state.history, d.task));
+    if (opts.max_steps_ > 0 && state.step >= opts.max_steps_ && !state.finished) {
+      if (bar) bar->finish("interrupted at step " + std::to_string(state.step));
+      result.interrupted = true;
+      result.steps = state.step;
+      result.epochs = state.epoch;
+      result.history = state.history;
+      result.seconds = seconds_since(t_start);
+      return result;
+    }
+  }
+  if (bar) bar->finish(state.stopped_early ? "stopped early" : "done");
+
+  // --- Final evaluation, plots, bundle ---------------------------------------------------------
+  if (es.enabled() && es.restore_best && fs::exists(best_path, ec))
+    KILN_RETURN_IF_ERROR(load_weights(best_path, *net));
+  net->eval();
+  if (val_split) {
+    KILN_ASSIGN_OR_RETURN(result.val_metrics, run_eval(*val_split));
+  }
+  const data::SplitTensors* final_split = test_split ? test_split : val_split;
+  if (final_split) {
+    KILN_ASSIGN_OR_RETURN(result.test_metrics, run_eval(*final_split));
+  }
+  Json final_json = {{"split", test_split ? "test" : (val_split ? "val" : "none")},
+                     {"test", result.test_metrics},
+                     {"val", result.val_metrics},
+                     {"best_epoch", state.best_epoch},
+                     {"monitor", es.metric}};
+  KILN_RETURN_IF_ERROR(write_json_file_atomic(out / "final_metrics.json", final_json));
+  if (classification && result.test_metrics.is_object())
+    KILN_RETURN_IF_ERROR(
+        write_text_atomic(out / "confusion_matrix.svg",
+                          confusion_matrix_svg(result.test_metrics["confusion_matrix"], d.labels)));
+
+  if (opts.bundle_) {
+    const Json& preprocessing =
+        d.snapshot.manifest.contains("transforms") ? d.snapshot.manifest["transforms"] : Json();
+    KILN_ASSIGN_OR_RETURN(std::vector<int64_t> raw_shape,
+                          model::raw_input_shape(preprocessing, input_shape));
+    Json manifest;
+    manifest["name"] = d.snapshot.manifest.value("name", "model");
+    manifest["task"] = d.task;
+    manifest["signature"] = model::bundle_signature(d.task, raw_shape, outputs);
+    manifest["labels"] = d.labels;
+    manifest["preprocessing"] = preprocessing;
+    manifest["model"] = spec.to_json();
+    manifest["input_shape"] = input_shape;
+    manifest["outputs"] = outputs;
+    manifest["training"] = cfg.to_json();
+    manifest["metrics"] = {
+        {"test", result.test_metrics}, {"val", result.val_metrics}, {"history", state.history}};
+    manifest["lineage"] = {{"snapshot_hash", d.snapshot.hash()},
+                           {"config_hash", cfg.hash()},
+                           {"kiln_version", kVersion},
+                           {"git_commit", kGitCommit}};
+    // The exporter and the bundle take contiguous weights (channels_last is a training detail).
+    model::TensorMap state_map;
+    for (auto& [name, t] : model::network_state(*net)) state_map[name] = t.contiguous();
+    KILN_ASSIGN_OR_RETURN(
+        torch::jit::Module scripted,
+        model::export_torchscript(spec, state_map, input_shape, outputs, preprocessing));
+    std::map<std::string, std::string> extra;
+    for (const char* f :
+         {"metrics.jsonl", "loss_curve.svg", "metric_curve.svg", "confusion_matrix.svg"}) {
+      if (!fs::exists(out / f, ec)) continue;
+      KILN_ASSIGN_OR_RETURN(std::string bytes, read_file(out / f));
+      extra[f] = std::move(bytes);
+    }
+    KILN_ASSIGN_OR_RETURN(result.bundle_dir,
+                          model::write_bundle(out / "bundle", manifest, state_map, scripted, extra,
+                                              model::WriteBundleOptions().overwrite(true)));
+  }
+
+  result.steps = state.step;
+  result.epochs = state.epoch;
+  result.stopped_early = state.stopped_early;
+  result.history = state.history;
+  result.best_metric = std::isfinite(state.best_metric) ? state.best_metric : 0.0;
+  result.best_epoch = std::max<int64_t>(0, state.best_epoch);
+  result.seconds = seconds_since(t_start);
+  if (log && result.test_metrics.is_object()) {
+    std::string msg = "final (" + final_json["split"].get<std::string>() + "):";
+    for (const char* k : {"loss", "accuracy", "macro_f1", "mse", "mae", "r2"})
+      if (result.test_metrics.contains(k))
+        msg += std::string(" ") + k + " " + num_str(result.test_metrics[k].get<double>());
+    std::fprintf(
+        log, "%s; %s in %s\n", msg.c_str(),
+        result.bundle_dir.empty() ? "no bundle" : ("bundle " + result.bundle_dir.string()).c_str(),
+        ProgressBar::format_duration(result.seconds).c_str());
+  }
+  return result;
+}
+
+}  // namespace kiln::train

@@ -1,0 +1,160 @@
+#include "kiln/train/config.h"
+
+#include <gtest/gtest.h>
+
+#include "support/test_support.h"
+
+namespace kiln::train {
+namespace {
+
+using kiln::testing::TempDir;
+using kiln::testing::write_text;
+
+const char* kBase = R"(data: data/dataset.yaml
+model: {zoo: mlp, hidden: [16]}
+optimizer: {name: adamw, lr: 0.01}
+epochs: 3
+)";
+
+Expected<TrainConfig> load(const TempDir& dir, const std::string& text,
+                           const std::vector<std::string>& overrides = {}) {
+  write_text(dir / "train.yaml", text);
+  return load_train_config(dir / "train.yaml", overrides);
+}
+
+TEST(YamlToJsonTest, TypesPlainScalarsAndKeepsQuotedStrings) {
+  std::map<std::string, int> lines;
+  auto j = yaml_to_json("a: 1\nb: 0.5\nc: true\nd: '7'\ne: ~\nf: [1, x]\ng: {h: 1e-3}\n", &lines);
+  ASSERT_TRUE(j.ok()) << j.status();
+  EXPECT_TRUE((*j)["a"].is_number_integer());
+  EXPECT_DOUBLE_EQ((*j)["b"].get<double>(), 0.5);
+  EXPECT_EQ((*j)["c"], true);
+  EXPECT_EQ((*j)["d"], "7");
+  EXPECT_TRUE((*j)["e"].is_null());
+  EXPECT_EQ((*j)["f"][1], "x");
+  EXPECT_DOUBLE_EQ((*j)["g"]["h"].get<double>(), 1e-3);
+  EXPECT_EQ(lines["g.h"], 7);
+}
+
+TEST(TrainConfigTest, ParsesWithDefaultsAndResolvesDataRelativeToTheFile) {
+  TempDir dir;
+  auto c = load(dir, kBase);
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->data_path, dir / "data/dataset.yaml");
+  EXPECT_EQ(c->optimizer.name, "adamw");
+  EXPECT_DOUBLE_EQ(c->optimizer.weight_decay, 0.01);  // adamw default
+  EXPECT_EQ(c->epochs, 3);
+  EXPECT_EQ(c->batch_size, 128);
+  EXPECT_EQ(c->precision, "auto");
+  EXPECT_EQ(c->schedule.name, "constant");
+  EXPECT_EQ(c->to_json()["model"]["zoo"], "mlp");
+  EXPECT_EQ(c->hash().size(), 64u);
+}
+
+TEST(TrainConfigTest, UnknownTopLevelKeyIsNamedWithLineAndValidKeys) {
+  TempDir dir;
+  auto c = load(dir, std::string(kBase) + "epoch: 4\n");
+  ASSERT_FALSE(c.ok());
+  EXPECT_EQ(c.status().code(), StatusCode::kInvalidArgument);
+  const std::string& m = c.status().message();
+  EXPECT_NE(m.find("line 5"), std::string::npos) << m;
+  EXPECT_NE(m.find("epoch: unknown key"), std::string::npos) << m;
+  EXPECT_NE(m.find("batch_size"), std::string::npos) << m;  // lists the valid keys
+}
+
+TEST(TrainConfigTest, UnknownNestedKeyIsNamedByItsPath) {
+  TempDir dir;
+  auto c = load(dir, "data: d.yaml\nmodel: {zoo: mlp}\noptimizer:\n  name: sgd\n  lrr: 0.1\n");
+  ASSERT_FALSE(c.ok());
+  const std::string& m = c.status().message();
+  EXPECT_NE(m.find("optimizer.lrr"), std::string::npos) << m;
+  EXPECT_NE(m.find("line 5"), std::string::npos) << m;
+  EXPECT_NE(m.find("momentum"), std::string::npos) << m;
+}
+
+TEST(TrainConfigTest, BadValuesNameTheField) {
+  TempDir dir;
+  struct Case {
+    std::string yaml, field;
+  } cases[] = {
+      {"epochs: ten\n", "epochs"},
+      {"optimizer: {name: rmsprop}\n", "optimizer.name"},
+      {"schedule: {name: cosine, pct_start: 2}\n", "schedule.pct_start"},
+      {"precision: fp16\n", "precision"},
+      {"early_stopping: {metric: val_top5}\n", "early_stopping.metric"},
+      {"augment: {hflip: 2}\n", "augment"},
+      {"batch_size: 0\n", "batch_size"},
+      {"model: {zoo: nosuchnet}\n", "model"},
+      {"loss: {kind: hinge}\n", "loss"},
+  };
+  for (const auto& tc : cases) {
+    // A later duplicate key would be a YAML error, so build the document without the base key.
+    std::string text = "data: d.yaml\n";
+    if (tc.yaml.rfind("model:", 0) != 0) text += "model: {zoo: mlp}\n";
+    text += tc.yaml;
+    auto c = load(dir, text);
+    ASSERT_FALSE(c.ok()) << tc.yaml;
+    EXPECT_EQ(c.status().code(), StatusCode::kInvalidArgument) << tc.yaml;
+    EXPECT_NE(c.status().message().find(tc.field), std::string::npos)
+        << tc.yaml << " -> " << c.status().message();
+  }
+}
+
+TEST(TrainConfigTest, MissingDataOrModelIsAnError) {
+  TempDir dir;
+  auto c = load(dir, "model: {zoo: mlp}\n");
+  ASSERT_FALSE(c.ok());
+  EXPECT_NE(c.status().message().find("data"), std::string::npos);
+  c = load(dir, "data: x.yaml\n");
+  ASSERT_FALSE(c.ok());
+  EXPECT_NE(c.status().message().find("model"), std::string::npos);
+}
+
+TEST(TrainConfigTest, SetOverridesApplyBeforeValidation) {
+  TempDir dir;
+  auto c =
+      load(dir, kBase,
+           {"epochs=7", "optimizer.lr=0.5", "optimizer.betas=[0.8, 0.9]", "schedule.name=one_cycle",
+            "schedule.max_lr=0.2", "precision=bf16", "model.hidden=[8, 4]"});
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->epochs, 7);
+  EXPECT_DOUBLE_EQ(c->optimizer.lr, 0.5);
+  EXPECT_DOUBLE_EQ(c->optimizer.betas[0], 0.8);
+  EXPECT_EQ(c->schedule.name, "one_cycle");
+  EXPECT_DOUBLE_EQ(c->schedule.max_lr, 0.2);
+  EXPECT_EQ(c->precision, "bf16");
+  EXPECT_EQ(c->model["hidden"], Json::parse("[8, 4]"));
+  auto d = load(dir, "data: {path: d.yaml, limit: 50}\nmodel: {zoo: mlp}\n", {"data.limit=100"});
+  ASSERT_TRUE(d.ok()) << d.status();
+  EXPECT_EQ(d->data_limit, 100);
+  EXPECT_EQ(d->data, "d.yaml");
+}
+
+TEST(TrainConfigTest, SetOverrideErrorsNameTheOverride) {
+  TempDir dir;
+  auto c = load(dir, kBase, {"epochs"});
+  ASSERT_FALSE(c.ok());
+  EXPECT_NE(c.status().message().find("--set epochs"), std::string::npos);
+  c = load(dir, kBase, {"bogus.x=1"});
+  ASSERT_FALSE(c.ok());
+  EXPECT_NE(c.status().message().find("bogus"), std::string::npos) << c.status();
+  c = load(dir, kBase, {"epochs.x=1"});
+  ASSERT_FALSE(c.ok());
+  EXPECT_NE(c.status().message().find("epochs is not a mapping"), std::string::npos) << c.status();
+  c = load(dir, kBase, {"epochs=-1"});
+  ASSERT_FALSE(c.ok());
+  EXPECT_NE(c.status().message().find("epochs"), std::string::npos);
+}
+
+TEST(TrainConfigTest, HashFollowsTheSettings) {
+  TempDir dir;
+  auto a = load(dir, kBase);
+  auto b = load(dir, kBase);
+  auto c = load(dir, kBase, {"seed=1"});
+  ASSERT_TRUE(a.ok() && b.ok() && c.ok());
+  EXPECT_EQ(a->hash(), b->hash());
+  EXPECT_NE(a->hash(), c->hash());
+}
+
+}  // namespace
+}  // namespace kiln::train

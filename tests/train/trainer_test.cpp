@@ -1,0 +1,260 @@
+#include "kiln/train/trainer.h"
+
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include <chrono>
+
+#include "kiln/core/files.h"
+#include "kiln/data/prepare.h"
+#include "kiln/data/snapshot.h"
+#include "kiln/data/spec.h"
+#include "kiln/model/bundle.h"
+#include "kiln/model/network.h"
+#include "kiln/train/checkpoint.h"
+#include "kiln/train/evaluate.h"
+#include "kiln/train/optim.h"
+#include "support/test_support.h"
+
+namespace kiln::train {
+namespace {
+
+using kiln::testing::source_dir;
+using kiln::testing::TempDir;
+using kiln::testing::write_text;
+
+// One breast-cancer snapshot per test process (each gtest case runs in its own process).
+const fs::path& breast_cancer_snapshot() {
+  static TempDir* dir = new TempDir();  // lives until exit, like the snapshot it holds
+  static fs::path snapshot = [] {
+    auto spec = data::load_dataset_spec(source_dir() / "examples/breast-cancer/dataset.yaml");
+    EXPECT_TRUE(spec.ok()) << spec.status();
+    auto r = data::prepare_dataset(*spec, data::PrepareOptions(dir->path()));
+    EXPECT_TRUE(r.ok()) << r.status();
+    return r->snapshot_dir;
+  }();
+  return snapshot;
+}
+
+Expected<TrainConfig> config_for(const fs::path& data, const std::string& yaml,
+                                 const std::vector<std::string>& overrides = {}) {
+  TempDir dir;
+  write_text(dir / "train.yaml", "data: " + data.string() + "\n" + yaml);
+  return load_train_config(dir / "train.yaml", overrides);
+}
+
+const char* kMlp = R"(model: {zoo: mlp, hidden: [32], dropout: 0.1}
+optimizer: {name: adam, lr: 0.005}
+schedule: {name: cosine, warmup_steps: 5}
+batch_size: 32
+epochs: 12
+seed: 3
+threads: 1
+workers: 1
+deterministic: true
+)";
+
+Json without_timings(Json history) {
+  for (auto& line : history) {
+    line.erase("epoch_seconds");
+    line.erase("samples_per_s");
+  }
+  return history;
+}
+
+TEST(TrainerTest, MlpOnBreastCancerReaches95PercentAndWritesEverything) {
+  auto cfg = config_for(breast_cancer_snapshot(), kMlp);
+  ASSERT_TRUE(cfg.ok()) << cfg.status();
+  TempDir out;
+  auto r = train(*cfg, TrainOptions(out.path()).progress(nullptr));
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_FALSE(r->interrupted);
+  EXPECT_EQ(r->epochs, 12);
+  ASSERT_EQ(r->history.size(), 12u);
+  EXPECT_GE(r->history.back()["val_accuracy"].get<double>(), 0.95) << r->history.back();
+  EXPECT_GE(r->test_metrics["accuracy"].get<double>(), 0.9) << r->test_metrics;
+  EXPECT_LT(r->history.back()["train_loss"].get<double>(),
+            r->history.front()["train_loss"].get<double>());
+  for (const char* f : {"checkpoint.pt", "config.json", "metrics.jsonl", "loss_curve.svg",
+                        "metric_curve.svg", "confusion_matrix.svg", "final_metrics.json"})
+    EXPECT_TRUE(fs::exists(out / f)) << f;
+  auto lines = read_file(out / "metrics.jsonl");
+  ASSERT_TRUE(lines.ok());
+  EXPECT_EQ(std::count(lines->begin(), lines->end(), '\n'), 12);
+
+  // The bundle: readable, lineage filled in, and its TorchScript module agrees with the metrics
+  // it records (tables: the module takes raw features, so compare against the eager network).
+  ASSERT_FALSE(r->bundle_dir.empty());
+  auto bundle = model::read_bundle(r->bundle_dir);
+  ASSERT_TRUE(bundle.ok()) << bundle.status();
+  const Json& m = bundle->manifest;
+  EXPECT_EQ(m["task"], "classification");
+  EXPECT_EQ(m["labels"].size(), 2u);
+  EXPECT_EQ(m["lineage"]["config_hash"], cfg->hash());
+  EXPECT_EQ(m["lineage"]["snapshot_hash"], r->snapshot_hash);
+  EXPECT_EQ(m["metrics"]["test"]["accuracy"], r->test_metrics["accuracy"]);
+  auto net = model::load_bundle_network(*bundle);
+  ASSERT_TRUE(net.ok()) << net.status();
+  auto snapshot = data::read_snapshot(breast_cancer_snapshot());
+  ASSERT_TRUE(snapshot.ok());
+  auto again = evaluate(**net, snapshot->splits.at("test"), eval_options_for(*snapshot));
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_DOUBLE_EQ((*again)["accuracy"].get<double>(), r->test_metrics["accuracy"].get<double>());
+}
+
+TEST(TrainerTest, ResumeAfterInterruptionEndsWithIdenticalMetrics) {
+  auto cfg = config_for(breast_cancer_snapshot(), kMlp, {"epochs=4", "checkpoint_every=5"});
+  ASSERT_TRUE(cfg.ok()) << cfg.status();
+  TempDir full_dir;
+  auto full = train(*cfg, TrainOptions(full_dir.path()).progress(nullptr).bundle(false));
+  ASSERT_TRUE(full.ok()) << full.status();
+  const int64_t steps_per_epoch = full->steps / 4;
+  // Mid-epoch (after a step checkpoint), and exactly at an epoch boundary.
+  for (int64_t stop_at : {steps_per_epoch + 3, 2 * steps_per_epoch}) {
+    SCOPED_TRACE("stop at step " + std::to_string(stop_at));
+    TempDir dir;
+    auto first =
+        train(*cfg, TrainOptions(dir.path()).progress(nullptr).bundle(false).max_steps(stop_at));
+    ASSERT_TRUE(first.ok()) << first.status();
+    EXPECT_TRUE(first->interrupted);
+    EXPECT_EQ(first->steps, stop_at);
+    EXPECT_TRUE(first->test_metrics.is_null());
+    // A fresh start into the same directory is refused; resume continues.
+    auto refused = train(*cfg, TrainOptions(dir.path()).progress(nullptr).bundle(false));
+    EXPECT_EQ(refused.status().code(), StatusCode::kAlreadyExists);
+    auto resumed =
+        train(*cfg, TrainOptions(dir.path()).progress(nullptr).bundle(false).resume(true));
+    ASSERT_TRUE(resumed.ok()) << resumed.status();
+    EXPECT_FALSE(resumed->interrupted);
+    EXPECT_EQ(resumed->steps, full->steps);
+    EXPECT_EQ(without_timings(resumed->history), without_timings(full->history));
+    EXPECT_EQ(resumed->test_metrics, full->test_metrics);
+  }
+}
+
+TEST(TrainerTest, ResumeRefusesAnotherConfigAndAMissingCheckpoint) {
+  auto cfg = config_for(breast_cancer_snapshot(), kMlp, {"epochs=2"});
+  auto other = config_for(breast_cancer_snapshot(), kMlp, {"epochs=2", "optimizer.lr=0.1"});
+  ASSERT_TRUE(cfg.ok() && other.ok());
+  TempDir dir;
+  auto missing = train(*cfg, TrainOptions(dir.path()).progress(nullptr).resume(true));
+  EXPECT_EQ(missing.status().code(), StatusCode::kNotFound);
+  ASSERT_TRUE(
+      train(*cfg, TrainOptions(dir.path()).progress(nullptr).bundle(false).max_steps(3)).ok());
+  auto mismatch = train(*other, TrainOptions(dir.path()).progress(nullptr).resume(true));
+  EXPECT_EQ(mismatch.status().code(), StatusCode::kFailedPrecondition);
+  EXPECT_NE(mismatch.status().message().find("another config"), std::string::npos);
+}
+
+TEST(TrainerTest, DivergingLossStopsNamingTheStepAndKeepsALoadableCheckpoint) {
+  auto cfg = config_for(breast_cancer_snapshot(), kMlp,
+                        {"optimizer={name: sgd, lr: 1.0e9, momentum: 0.9}",
+                         "schedule.name=constant", "schedule.warmup_steps=0", "log_every=1"});
+  ASSERT_TRUE(cfg.ok()) << cfg.status();
+  TempDir dir;
+  auto r = train(*cfg, TrainOptions(dir.path()).progress(nullptr));
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), StatusCode::kFailedPrecondition);
+  const std::string& m = r.status().message();
+  EXPECT_NE(m.find("not finite"), std::string::npos) << m;
+  EXPECT_NE(m.find("at step"), std::string::npos) << m;
+  EXPECT_NE(m.find("checkpoint"), std::string::npos) << m;
+
+  auto spec = model::parse_model_spec(cfg->model);
+  auto net = model::NetworkImpl::Create(*spec, {30}, 2, 0);
+  ASSERT_TRUE(net.ok()) << net.status();
+  auto opt = make_optimizer((*net)->parameters(), cfg->optimizer);
+  auto state = load_checkpoint(dir / "checkpoint.pt", **net, opt->get());
+  ASSERT_TRUE(state.ok()) << state.status();
+  for (const auto& p : (*net)->parameters()) EXPECT_TRUE(torch::isfinite(p).all().item<bool>());
+}
+
+TEST(TrainerTest, ModelOutputsThatDoNotMatchTheLabelsAreRejectedBeforeTraining) {
+  auto cfg = config_for(breast_cancer_snapshot(),
+                        "model: {layers: [{type: linear, out: 3}]}\nepochs: 1\n");
+  ASSERT_TRUE(cfg.ok()) << cfg.status();
+  TempDir dir;
+  auto r = train(*cfg, TrainOptions(dir.path()).progress(nullptr));
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(r.status().message().find("2 classes"), std::string::npos) << r.status();
+  EXPECT_FALSE(fs::exists(dir / "checkpoint.pt"));
+}
+
+TEST(TrainerTest, LabelsOutsideTheClassListAreRejected) {
+  TempDir dir;
+  Json manifest = {{"name", "toy"},
+                   {"kind", "table"},
+                   {"task", "classification"},
+                   {"schema", {{"target", {{"name", "y"}, {"classes", {"a", "b"}}}}}}};
+  std::map<std::string, data::SplitTensors> splits;
+  splits["train"] = {torch::randn({20, 4}), torch::arange(20, torch::kInt64).remainder(3)};
+  auto snap = data::write_snapshot(dir.path(), "toy", manifest, splits);
+  ASSERT_TRUE(snap.ok()) << snap.status();
+  auto cfg = config_for(*snap, "model: {zoo: mlp}\nepochs: 1\n");
+  ASSERT_TRUE(cfg.ok()) << cfg.status();
+  auto r = train(*cfg, TrainOptions(dir / "out").progress(nullptr));
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(r.status().message().find("labels 0..2"), std::string::npos) << r.status();
+}
+
+TEST(TrainerTest, EarlyStoppingStopsAndRestoresTheBestEpoch) {
+  auto cfg =
+      config_for(breast_cancer_snapshot(), kMlp,
+                 {"epochs=40", "early_stopping={metric: val_loss, patience: 2, min_delta: 0.5}"});
+  ASSERT_TRUE(cfg.ok()) << cfg.status();
+  TempDir dir;
+  auto r = train(*cfg, TrainOptions(dir.path()).progress(nullptr).bundle(false));
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_TRUE(r->stopped_early);
+  EXPECT_LT(r->epochs, 40);
+  EXPECT_EQ(r->epochs, r->best_epoch + 2);
+  EXPECT_TRUE(fs::exists(dir / "best.pt"));
+  // The final val metrics are those of the best epoch's weights.
+  EXPECT_NEAR(r->val_metrics["loss"].get<double>(),
+              r->history[static_cast<size_t>(r->best_epoch - 1)]["val_loss"].get<double>(), 1e-9);
+}
+
+TEST(TrainerTest, SmallCnnLearnsFashionMnistSubsetWithBf16AndChannelsLast) {
+  TempDir dir;
+  auto cfg = config_for(source_dir() / "examples/fashion-mnist/dataset.yaml",
+                        R"(model: {zoo: cnn-small, width: 16, hidden: 64}
+optimizer: {name: adam, lr: 0.003}
+batch_size: 64
+epochs: 2
+seed: 1
+precision: auto
+augment: {hflip: 0.5}
+eval_tta: flip
+)",
+                        {});
+  ASSERT_TRUE(cfg.ok()) << cfg.status();
+  TrainConfig c = *cfg;
+  c.data_limit = 2000;
+  auto r = train(c, TrainOptions(dir / "out").snapshot_dir(dir / "snapshots").progress(stderr));
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->precision, cpu_supports_bf16() ? "bf16" : "fp32");
+  EXPECT_GT(r->history.back()["val_accuracy"].get<double>(), 0.6) << r->history.back();
+  EXPECT_GT(r->test_metrics["accuracy"].get<double>(), 0.6) << r->test_metrics;
+  EXPECT_EQ(r->test_metrics["confusion_matrix"].size(), 10u);
+  // The exported module takes raw pixels and folds the normalisation: same accuracy (fp32 vs
+  // the bf16 evaluation: allow a few flips).
+  auto bundle = model::read_bundle(r->bundle_dir);
+  ASSERT_TRUE(bundle.ok()) << bundle.status();
+  auto module = model::load_bundle_module(*bundle);
+  ASSERT_TRUE(module.ok()) << module.status();
+  auto snapshot = data::read_snapshot(dir / "snapshots" /
+                                      fs::directory_iterator(dir / "snapshots")->path().filename());
+  ASSERT_TRUE(snapshot.ok()) << snapshot.status();
+  EvalOptions raw = eval_options_for(*snapshot);
+  raw.normalize({}, {}).scale_uint8(false).tta("flip");
+  auto scripted = evaluate([&](const torch::Tensor& x) { return module->forward({x}).toTensor(); },
+                           snapshot->splits.at("test"), raw);
+  ASSERT_TRUE(scripted.ok()) << scripted.status();
+  EXPECT_NEAR((*scripted)["accuracy"].get<double>(), r->test_metrics["accuracy"].get<double>(),
+              0.02);
+}
+
+}  // namespace
+}  // namespace kiln::train
