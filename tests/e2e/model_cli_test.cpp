@@ -18,8 +18,8 @@ using Json = nlohmann::json;
 TEST(ModelCliTest, SummaryOfPeerCnnFileAndZooName) {
   TempDir home;
   std::string peer = (source_dir() / "examples/fashion-mnist/peer-cnn-model.yaml").string();
-  CommandResult r = run_kiln({"model", "summary", peer, "--input", "1,28,28", "--outputs", "10"},
-                             home.path());
+  CommandResult r =
+      run_kiln({"model", "summary", peer, "--input", "1,28,28", "--outputs", "10"}, home.path());
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_NE(r.out.find("421,642"), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("[64,7,7]"), std::string::npos) << r.out;
@@ -30,8 +30,9 @@ TEST(ModelCliTest, SummaryOfPeerCnnFileAndZooName) {
   EXPECT_EQ(j["total_params"], 421642);
   EXPECT_EQ(j["layers"].size(), 10u);
 
-  r = run_kiln({"model", "summary", "resnet-small", "--input", "3,32,32", "--outputs", "100", "--json"},
-               home.path());
+  r = run_kiln(
+      {"model", "summary", "resnet-small", "--input", "3,32,32", "--outputs", "100", "--json"},
+      home.path());
   ASSERT_EQ(r.exit_code, 0) << r.err;
   j = Json::parse(r.out);
   EXPECT_EQ(j["name"], "resnet-small");
@@ -50,7 +51,8 @@ TEST(ModelCliTest, BadSpecsExitTwoWithTheMessage) {
   r = run_kiln({"model", "summary", "cnn-small", "--input", "30"}, home.path());
   EXPECT_EQ(r.exit_code, 2);
   EXPECT_NE(r.err.find("layer 0 (conv2d): expects an image input [C,H,W], got shape [30]"),
-            std::string::npos) << r.err;
+            std::string::npos)
+      << r.err;
 
   r = run_kiln({"model", "summary", "vgg16"}, home.path());
   EXPECT_EQ(r.exit_code, 2);

@@ -1,15 +1,15 @@
 // Networks built from specs: shapes, parameter names, shape errors, init seeds, clone, memory
 // formats and bf16 autocast.
-#include <gtest/gtest.h>
+#include "kiln/model/network.h"
 
 #include <ATen/autocast_mode.h>
+#include <gtest/gtest.h>
 #include <torch/torch.h>
 #include <torch/version.h>
 
 #include <cmath>
 #include <set>
 
-#include "kiln/model/network.h"
 #include "kiln/model/spec.h"
 
 namespace kiln::model {
@@ -78,10 +78,15 @@ TEST(NetworkTest, PeerCnnShapesParamsAndFlops) {
   EXPECT_EQ(infos[3].flops, 2 * 32 * 9 * 64 * 14 * 14);
   EXPECT_EQ(infos[7].flops, 2 * 3136 * 128);
   EXPECT_EQ(infos[9].flops, 2 * 128 * 10);
-  EXPECT_EQ(infos[0].hparams, Json::parse(R"({"in": 1, "out": 32, "kernel": [3, 3], "stride": [1, 1], "padding": [1, 1], "bias": true})"));
-  EXPECT_EQ(infos[2].hparams, Json::parse(R"({"kernel": [2, 2], "stride": [2, 2], "padding": [0, 0]})"));
-  EXPECT_EQ(names(*net), (Names{"layers.0.weight", "layers.0.bias", "layers.3.weight", "layers.3.bias",
-                                "layers.7.weight", "layers.7.bias", "layers.9.weight", "layers.9.bias"}));
+  EXPECT_EQ(
+      infos[0].hparams,
+      Json::parse(
+          R"({"in": 1, "out": 32, "kernel": [3, 3], "stride": [1, 1], "padding": [1, 1], "bias": true})"));
+  EXPECT_EQ(infos[2].hparams,
+            Json::parse(R"({"kernel": [2, 2], "stride": [2, 2], "padding": [0, 0]})"));
+  EXPECT_EQ(names(*net),
+            (Names{"layers.0.weight", "layers.0.bias", "layers.3.weight", "layers.3.bias",
+                   "layers.7.weight", "layers.7.bias", "layers.9.weight", "layers.9.bias"}));
   torch::Tensor y = net->forward(torch::randn({5, 1, 28, 28}));
   EXPECT_EQ(y.sizes(), (std::vector<int64_t>{5, 10}));
 }
@@ -93,12 +98,13 @@ TEST(NetworkTest, ZooModelsBuildAndProduceOutputs) {
     std::vector<int64_t> shape;
     int64_t outputs;
   };
-  for (const Case& c : std::vector<Case>{{"mlp", Json::object(), {1, 28, 28}, 10},
-                                         {"mlp", {{"hidden", {16}}, {"dropout", 0.3}}, {30}, 1},
-                                         {"cnn-small", Json::object(), {1, 28, 28}, 10},
-                                         {"cnn-small", {{"width", 8}}, {3, 32, 32}, 10},
-                                         {"resnet-small", Json::object(), {3, 32, 32}, 10},
-                                         {"resnet-small", {{"depth", 2}, {"width", 8}}, {1, 28, 28}, 3}}) {
+  for (const Case& c :
+       std::vector<Case>{{"mlp", Json::object(), {1, 28, 28}, 10},
+                         {"mlp", {{"hidden", {16}}, {"dropout", 0.3}}, {30}, 1},
+                         {"cnn-small", Json::object(), {1, 28, 28}, 10},
+                         {"cnn-small", {{"width", 8}}, {3, 32, 32}, 10},
+                         {"resnet-small", Json::object(), {3, 32, 32}, 10},
+                         {"resnet-small", {{"depth", 2}, {"width", 8}}, {1, 28, 28}, 3}}) {
     SCOPED_TRACE(c.name + " " + c.params.dump());
     auto net = build(zoo(c.name, c.params), c.shape, c.outputs, 1);
     ASSERT_TRUE(net);
@@ -118,7 +124,7 @@ TEST(NetworkTest, ZooModelsBuildAndProduceOutputs) {
 TEST(NetworkTest, ParameterNamesFollowTheContract) {
   auto cnn = build(zoo("cnn-small"), {1, 28, 28}, 10);
   ASSERT_TRUE(cnn);
-  Names expected = {"layers.0.weight", "layers.4.weight", "layers.9.weight", "layers.9.bias",
+  Names expected = {"layers.0.weight",  "layers.4.weight", "layers.9.weight", "layers.9.bias",
                     "layers.12.weight", "layers.12.bias"};  // convs before batchnorm have no bias
   for (const auto& n : bn("layers.1")) expected.insert(n);
   for (const auto& n : bn("layers.5")) expected.insert(n);
@@ -128,12 +134,12 @@ TEST(NetworkTest, ParameterNamesFollowTheContract) {
   ASSERT_TRUE(res);
   Names got = names(*res);
   // layers: 0 conv, 1 bn, 2 relu, 3 residual, 4 relu, 5 residual (stride 2, 16->32), 6 relu, ...
-  for (const auto& n : {"layers.0.weight", "layers.3.body.0.weight", "layers.3.body.1.running_var",
-                        "layers.3.body.3.weight", "layers.3.body.4.num_batches_tracked",
-                        "layers.5.body.0.weight", "layers.5.shortcut.0.weight",
-                        "layers.5.shortcut.1.weight", "layers.5.shortcut.1.running_mean",
-                        "layers.5.shortcut.1.num_batches_tracked", "layers.7.shortcut.0.weight",
-                        "layers.11.weight", "layers.11.bias"})
+  for (const auto& n :
+       {"layers.0.weight", "layers.3.body.0.weight", "layers.3.body.1.running_var",
+        "layers.3.body.3.weight", "layers.3.body.4.num_batches_tracked", "layers.5.body.0.weight",
+        "layers.5.shortcut.0.weight", "layers.5.shortcut.1.weight",
+        "layers.5.shortcut.1.running_mean", "layers.5.shortcut.1.num_batches_tracked",
+        "layers.7.shortcut.0.weight", "layers.11.weight", "layers.11.bias"})
     EXPECT_TRUE(got.count(n)) << n;
   EXPECT_FALSE(got.count("layers.3.shortcut.0.weight"));  // identity shortcut
   EXPECT_FALSE(got.count("layers.5.shortcut.0.bias"));
@@ -155,22 +161,26 @@ TEST(NetworkTest, ShapeMismatchNamesLayerAndShapesBeforeTraining) {
             "layer 7 (linear): expects 3136 input features, got 1568 from shape [32,7,7]");
 
   s = build_error(parse(R"({"layers": [{"type": "conv2d", "out": 8, "kernel": 3},
-      {"type": "linear", "out": 10}]})"), {1, 28, 28}, 10);
-  EXPECT_EQ(s.message(), "layer 1 (linear): expects a flat input (one dimension), got shape "
-                         "[8,26,26]: add a flatten layer before it");
+      {"type": "linear", "out": 10}]})"),
+                  {1, 28, 28}, 10);
+  EXPECT_EQ(s.message(),
+            "layer 1 (linear): expects a flat input (one dimension), got shape "
+            "[8,26,26]: add a flatten layer before it");
 
   s = build_error(parse(R"({"layers": [{"type": "conv2d", "out": 8, "kernel": 3}]})"), {30}, 2);
   EXPECT_EQ(s.message(), "layer 0 (conv2d): expects an image input [C,H,W], got shape [30]");
 
   s = build_error(parse(R"({"layers": [{"type": "conv2d", "in": 3, "out": 8, "kernel": 3}]})"),
                   {1, 28, 28}, 2);
-  EXPECT_EQ(s.message(),
-            "layer 0 (conv2d): expects 3 input channels, got 1 from shape [1,28,28]");
+  EXPECT_EQ(s.message(), "layer 0 (conv2d): expects 3 input channels, got 1 from shape [1,28,28]");
 
-  s = build_error(parse(R"({"layers": [{"type": "maxpool2d", "kernel": 4}, {"type": "maxpool2d", "kernel": 4},
-      {"type": "maxpool2d", "kernel": 4}]})"), {1, 28, 28}, 2);
-  EXPECT_EQ(s.message(), "layer 2 (maxpool2d): kernel [4,4] with padding [0,0] does not fit input "
-                         "shape [1,1,1]");
+  s = build_error(
+      parse(R"({"layers": [{"type": "maxpool2d", "kernel": 4}, {"type": "maxpool2d", "kernel": 4},
+      {"type": "maxpool2d", "kernel": 4}]})"),
+      {1, 28, 28}, 2);
+  EXPECT_EQ(s.message(),
+            "layer 2 (maxpool2d): kernel [4,4] with padding [0,0] does not fit input "
+            "shape [1,1,1]");
 
   s = build_error(parse(R"({"layers": [{"type": "flatten"}, {"type": "linear", "out": 5}]})"),
                   {1, 28, 28}, 10);
@@ -180,8 +190,9 @@ TEST(NetworkTest, ShapeMismatchNamesLayerAndShapesBeforeTraining) {
   s = build_error(parse(R"({"layers": [{"type": "relu"}, {"type": "residual", "body": [
       {"type": "conv2d", "out": 4, "kernel": 3, "padding": 1}, {"type": "batchnorm1d"}]}]})"),
                   {1, 8, 8}, 2);
-  EXPECT_EQ(s.message(), "layer 1.body[1] (batchnorm1d): expects [F] or [C,L] input, got shape "
-                         "[4,8,8] (use batchnorm2d for images)");
+  EXPECT_EQ(s.message(),
+            "layer 1.body[1] (batchnorm1d): expects [F] or [C,L] input, got shape "
+            "[4,8,8] (use batchnorm2d for images)");
 
   EXPECT_EQ(build_error(parse(kPeerCnn), {1, 28, 28}, 0).code(), StatusCode::kInvalidArgument);
   EXPECT_EQ(build_error(parse(kPeerCnn), {1, 28}, 10).code(), StatusCode::kInvalidArgument);
@@ -237,7 +248,8 @@ TEST(NetworkTest, ResidualWithProjection) {
     return torch::batch_norm(t, p[pre + ".weight"], p[pre + ".bias"], b[pre + ".running_mean"],
                              b[pre + ".running_var"], false, 0.1, 1e-5, false);
   };
-  torch::Tensor body = torch::conv2d(x, p["layers.0.body.0.weight"], p["layers.0.body.0.bias"], 2, 1);
+  torch::Tensor body =
+      torch::conv2d(x, p["layers.0.body.0.weight"], p["layers.0.body.0.bias"], 2, 1);
   body = torch::relu(bn_eval(body, "layers.0.body.1"));
   body = torch::conv2d(body, p["layers.0.body.3.weight"], p["layers.0.body.3.bias"], 1, 1);
   torch::Tensor shortcut =

@@ -1,7 +1,8 @@
 // Model specs: parsing, round trip, zoo expansion, files and error paths.
+#include "kiln/model/spec.h"
+
 #include <gtest/gtest.h>
 
-#include "kiln/model/spec.h"
 #include "kiln/model/zoo.h"
 #include "support/test_support.h"
 
@@ -37,7 +38,8 @@ TEST(ModelSpecTest, ParsesCustomLayersAndRoundTrips) {
   EXPECT_TRUE(spec->zoo_params.empty());
   ASSERT_EQ(spec->layers.size(), 8u);
   EXPECT_EQ(spec->layers[0].type, "conv2d");
-  EXPECT_EQ(spec->layers[0].params, Json::parse(R"({"out": 32, "kernel": 3, "padding": 1, "init": "kaiming"})"));
+  EXPECT_EQ(spec->layers[0].params,
+            Json::parse(R"({"out": 32, "kernel": 3, "padding": 1, "init": "kaiming"})"));
   EXPECT_EQ(spec->layers[4].body.size(), 1u);
   EXPECT_EQ(spec->layers[4].params["projection_batchnorm"], false);
   EXPECT_EQ(spec->layers[7].params["out"], "outputs");
@@ -55,24 +57,35 @@ TEST(ModelSpecTest, ErrorsNameThePathAndListValidValues) {
   Status s = parse_error(R"({"layers": [{"type": "conv2d", "out": 8, "kernel": 3}, {"type": "relu"},
       {"type": "flatten"}, {"type": "conv3d"}]})");
   EXPECT_EQ(s.code(), StatusCode::kInvalidArgument);
-  EXPECT_NE(s.message().find("model.layers[3].type: unknown layer 'conv3d' (valid: linear, conv2d,"),
-            std::string::npos) << s;
+  EXPECT_NE(
+      s.message().find("model.layers[3].type: unknown layer 'conv3d' (valid: linear, conv2d,"),
+      std::string::npos)
+      << s;
   EXPECT_NE(s.message().find("residual)"), std::string::npos) << s;
 
   s = parse_error(R"({"layers": [{"type": "conv2d", "out": 8, "kernal": 3}]})");
-  EXPECT_NE(s.message().find("model.layers[0].kernal: unknown key for conv2d (valid: type, out, kernel, stride, padding, bias, in, init)"),
-            std::string::npos) << s;
+  EXPECT_NE(s.message().find("model.layers[0].kernal: unknown key for conv2d (valid: type, out, "
+                             "kernel, stride, padding, bias, in, init)"),
+            std::string::npos)
+      << s;
 
-  s = parse_error(R"({"layers": [{"type": "relu"}, {"type": "residual", "body": [{"type": "linear", "out": -3}]}]})");
-  EXPECT_NE(s.message().find("model.layers[1].body[0].out: expected an integer >= 1 or \"outputs\", got -3"),
-            std::string::npos) << s;
+  s = parse_error(
+      R"({"layers": [{"type": "relu"}, {"type": "residual", "body": [{"type": "linear", "out": -3}]}]})");
+  EXPECT_NE(s.message().find(
+                "model.layers[1].body[0].out: expected an integer >= 1 or \"outputs\", got -3"),
+            std::string::npos)
+      << s;
 
   s = parse_error(R"({"layers": [{"type": "dropout", "p": 1.5}]})");
-  EXPECT_NE(s.message().find("model.layers[0].p: expected a number in [0, 1)"), std::string::npos) << s;
+  EXPECT_NE(s.message().find("model.layers[0].p: expected a number in [0, 1)"), std::string::npos)
+      << s;
 
   s = parse_error(R"({"layers": [{"type": "linear", "out": 4, "init": "he"}]})");
-  EXPECT_NE(s.message().find("model.layers[0].init: unknown init \"he\" (valid: kaiming, xavier, normal, zeros)"),
-            std::string::npos) << s;
+  EXPECT_NE(
+      s.message().find(
+          "model.layers[0].init: unknown init \"he\" (valid: kaiming, xavier, normal, zeros)"),
+      std::string::npos)
+      << s;
 
   s = parse_error(R"({"layers": [{"type": "conv2d", "out": 4}]})");
   EXPECT_NE(s.message().find("model.layers[0]: conv2d needs 'kernel'"), std::string::npos) << s;
@@ -87,24 +100,35 @@ TEST(ModelSpecTest, ErrorsNameThePathAndListValidValues) {
   s = parse_error(R"({"layers": [{"type": "relu", "body": []}]})");
   EXPECT_NE(s.message().find("model.layers[0].body: unknown key for relu"), std::string::npos) << s;
   s = parse_error(R"({"width": 3})");
-  EXPECT_NE(s.message().find("model: expected 'zoo: <name>' (valid: mlp, cnn-small, resnet-small) or 'layers: [...]'"),
-            std::string::npos) << s;
+  EXPECT_NE(
+      s.message().find(
+          "model: expected 'zoo: <name>' (valid: mlp, cnn-small, resnet-small) or 'layers: [...]'"),
+      std::string::npos)
+      << s;
   s = parse_error(R"({"zoo": "vgg"})");
-  EXPECT_NE(s.message().find("model.zoo: unknown zoo model 'vgg' (valid: mlp, cnn-small, resnet-small)"),
-            std::string::npos) << s;
+  EXPECT_NE(
+      s.message().find("model.zoo: unknown zoo model 'vgg' (valid: mlp, cnn-small, resnet-small)"),
+      std::string::npos)
+      << s;
   s = parse_error(R"({"zoo": "cnn-small", "widht": 3})");
-  EXPECT_NE(s.message().find("model.widht: unknown parameter for zoo model cnn-small (valid: width, hidden, dropout)"),
-            std::string::npos) << s;
+  EXPECT_NE(
+      s.message().find(
+          "model.widht: unknown parameter for zoo model cnn-small (valid: width, hidden, dropout)"),
+      std::string::npos)
+      << s;
   s = parse_error(R"({"zoo": "cnn-small", "width": 0})");
-  EXPECT_NE(s.message().find("model.width: expected an integer >= 1, got 0"), std::string::npos) << s;
+  EXPECT_NE(s.message().find("model.width: expected an integer >= 1, got 0"), std::string::npos)
+      << s;
   s = parse_error(R"({"zoo": "mlp", "activation": "swish"})");
   EXPECT_NE(s.message().find("model.activation: unknown activation \"swish\" (valid: relu, gelu"),
-            std::string::npos) << s;
+            std::string::npos)
+      << s;
   s = parse_error(R"({"zoo": "mlp", "layers": []})");
   EXPECT_NE(s.message().find("not both"), std::string::npos) << s;
   s = ModelSpec::from_json(Json::parse(R"({"name": "x", "layerz": []})")).status();
   EXPECT_NE(s.message().find("model.layerz: unknown key (valid: name, zoo_params, layers)"),
-            std::string::npos) << s;
+            std::string::npos)
+      << s;
 }
 
 TEST(ModelSpecTest, ZooModelsExpandToPlainLayers) {
@@ -119,7 +143,8 @@ TEST(ModelSpecTest, ZooModelsExpandToPlainLayers) {
   EXPECT_EQ(cnn->layers[4].params["out"], 16);
   EXPECT_EQ(cnn->layers[12].params["out"], "outputs");
 
-  Expected<ModelSpec> mlp = zoo_model("mlp", {{"hidden", {64}}, {"activation", "gelu"}, {"dropout", 0.1}});
+  Expected<ModelSpec> mlp =
+      zoo_model("mlp", {{"hidden", {64}}, {"activation", "gelu"}, {"dropout", 0.1}});
   ASSERT_TRUE(mlp.ok()) << mlp.status();
   EXPECT_EQ(types(mlp->layers),
             (std::vector<std::string>{"flatten", "linear", "gelu", "dropout", "linear"}));
@@ -146,7 +171,8 @@ TEST(ModelSpecTest, ZooModelsExpandToPlainLayers) {
 
   Status bad = zoo_model("lenet", Json::object()).status();
   EXPECT_NE(bad.message().find("unknown zoo model 'lenet' (valid: mlp, cnn-small, resnet-small)"),
-            std::string::npos) << bad;
+            std::string::npos)
+      << bad;
   EXPECT_EQ(zoo_defaults("resnet-small"), Json::parse(R"({"width": 16, "depth": 1, "stages": 3})"));
   EXPECT_EQ(zoo_names().size(), 3u);
 }
@@ -160,23 +186,26 @@ TEST(ModelSpecTest, LoadsYamlAndJsonFiles) {
   EXPECT_EQ(peer->layers[9].params["out"], "outputs");
 
   TempDir dir;
-  write_text(dir / "top.yaml",
-             "zoo: mlp\nhidden: [32, 16]\ndropout: 0.5\n");
+  write_text(dir / "top.yaml", "zoo: mlp\nhidden: [32, 16]\ndropout: 0.5\n");
   Expected<ModelSpec> top = load_model_spec_file(dir / "top.yaml");
   ASSERT_TRUE(top.ok()) << top.status();
   EXPECT_EQ(top->zoo_params["hidden"], Json::parse("[32, 16]"));
   EXPECT_EQ(top->zoo_params["dropout"], 0.5);
 
-  write_text(dir / "m.json", R"({"model": {"layers": [{"type": "flatten"}, {"type": "linear", "out": 3, "bias": false}]}})");
+  write_text(
+      dir / "m.json",
+      R"({"model": {"layers": [{"type": "flatten"}, {"type": "linear", "out": 3, "bias": false}]}})");
   Expected<ModelSpec> js = load_model_spec_file(dir / "m.json");
   ASSERT_TRUE(js.ok()) << js.status();
   EXPECT_EQ(js->layers[1].params["bias"], false);
 
   // Quoted scalars stay strings, so "3" is not a kernel size.
-  write_text(dir / "quoted.yaml", "model:\n  layers:\n    - {type: conv2d, out: 4, kernel: \"3\"}\n");
+  write_text(dir / "quoted.yaml",
+             "model:\n  layers:\n    - {type: conv2d, out: 4, kernel: \"3\"}\n");
   Status s = load_model_spec_file(dir / "quoted.yaml").status();
   EXPECT_NE(s.message().find("quoted.yaml: model.layers[0].kernel: expected an integer >= 1"),
-            std::string::npos) << s;
+            std::string::npos)
+      << s;
 
   write_text(dir / "broken.yaml", "model: [unclosed\n");
   s = load_model_spec_file(dir / "broken.yaml").status();
@@ -191,7 +220,10 @@ TEST(ModelSpecTest, YamlScalarsBecomeTypedJson) {
   write_text(dir / "s.yaml", "a: 3\nb: 0.5\nc: true\nd: ~\ne: hello\nf: '7'\ng: -2\nh: 1e-5\n");
   Expected<Json> j = read_yaml_file(dir / "s.yaml");
   ASSERT_TRUE(j.ok()) << j.status();
-  EXPECT_EQ(*j, Json::parse(R"({"a": 3, "b": 0.5, "c": true, "d": null, "e": "hello", "f": "7", "g": -2, "h": 1e-5})"));
+  EXPECT_EQ(
+      *j,
+      Json::parse(
+          R"({"a": 3, "b": 0.5, "c": true, "d": null, "e": "hello", "f": "7", "g": -2, "h": 1e-5})"));
 }
 
 }  // namespace

@@ -1,17 +1,18 @@
 // Summaries of built networks: the peer CNN's params and FLOPs, table and JSON.
+#include "kiln/model/summary.h"
+
 #include <gtest/gtest.h>
 
 #include "kiln/model/network.h"
 #include "kiln/model/spec.h"
-#include "kiln/model/summary.h"
 #include "support/test_support.h"
 
 namespace kiln::model {
 namespace {
 
 TEST(SummaryTest, PeerCnnParamsAndFlops) {
-  Expected<ModelSpec> spec = load_model_spec_file(
-      kiln::testing::source_dir() / "examples/fashion-mnist/peer-cnn-model.yaml");
+  Expected<ModelSpec> spec = load_model_spec_file(kiln::testing::source_dir() /
+                                                  "examples/fashion-mnist/peer-cnn-model.yaml");
   ASSERT_TRUE(spec.ok()) << spec.status();
   auto net = NetworkImpl::Create(*spec, {1, 28, 28}, 10);
   ASSERT_TRUE(net.ok()) << net.status();
@@ -19,8 +20,8 @@ TEST(SummaryTest, PeerCnnParamsAndFlops) {
   EXPECT_EQ(j["total_params"], 421642);
   // conv/linear 2*MACs; relu 1/element; maxpool 4/output element; flatten 0.
   int64_t flops = 2 * 9 * 32 * 28 * 28 + 32 * 28 * 28 + 4 * 32 * 14 * 14 +
-                  2 * 32 * 9 * 64 * 14 * 14 + 64 * 14 * 14 + 4 * 64 * 7 * 7 + 2 * 3136 * 128 +
-                  128 + 2 * 128 * 10;
+                  2 * 32 * 9 * 64 * 14 * 14 + 64 * 14 * 14 + 4 * 64 * 7 * 7 + 2 * 3136 * 128 + 128 +
+                  2 * 128 * 10;
   EXPECT_EQ(flops, 8557696);
   EXPECT_EQ(j["total_flops"], flops);
   ASSERT_EQ(j["layers"].size(), 10u);

@@ -71,8 +71,10 @@ int run_summary(const SummaryArgs& a) {
   if (!spec.ok()) return fail(spec.status());
   auto net = model::NetworkImpl::Create(*spec, *shape, a.outputs);
   if (!net.ok()) return fail(net.status());
-  if (a.json) std::cout << model::summary_json(**net).dump(2) << "\n";
-  else std::cout << model::render_summary(**net);
+  if (a.json)
+    std::cout << model::summary_json(**net).dump(2) << "\n";
+  else
+    std::cout << model::render_summary(**net);
   return 0;
 }
 
@@ -85,7 +87,10 @@ void register_model_commands(CLI::App& app, int* exit_code) {
   auto args = std::make_shared<SummaryArgs>();
   CLI::App* summary = model->add_subcommand(
       "summary", "Build a model for an input shape and print its layers, shapes, params and FLOPs");
-  summary->add_option("spec", args->spec, "model spec (.yaml/.json, top level or under model:) or a zoo name (mlp, cnn-small, resnet-small)")
+  summary
+      ->add_option("spec", args->spec,
+                   "model spec (.yaml/.json, top level or under model:) or a zoo name (mlp, "
+                   "cnn-small, resnet-small)")
       ->required();
   add_flag(*summary, Flag::kInput, &args->input);
   add_flag(*summary, Flag::kOutputs, &args->outputs)->check(CLI::PositiveNumber);

@@ -46,7 +46,8 @@ Status LossOptions::validate() const {
   if (std::find(loss_kinds().begin(), loss_kinds().end(), kind_) == loss_kinds().end())
     return bad("kind", "unknown loss '" + kind_ + "' (valid: " + join(loss_kinds()) + ")");
   if (!(label_smoothing_ >= 0 && label_smoothing_ < 1))
-    return bad("label_smoothing", "expected a number in [0, 1), got " + Json(label_smoothing_).dump());
+    return bad("label_smoothing",
+               "expected a number in [0, 1), got " + Json(label_smoothing_).dump());
   if (!(huber_delta_ > 0 && std::isfinite(huber_delta_)))
     return bad("huber_delta", "expected a number > 0, got " + Json(huber_delta_).dump());
   for (size_t i = 0; i < class_weights_.size(); ++i) {
@@ -70,7 +71,8 @@ Json LossOptions::to_json() const {
 }
 
 Expected<LossOptions> LossOptions::from_json(const Json& j) {
-  if (!j.is_object()) return Status::InvalidArgument("loss: expected an object, got " + std::string(j.type_name()));
+  if (!j.is_object())
+    return Status::InvalidArgument("loss: expected an object, got " + std::string(j.type_name()));
   LossOptions o;
   for (const auto& [key, v] : j.items()) {
     if (key == "kind") {
@@ -104,14 +106,16 @@ Expected<LossFn> make_loss(const LossOptions& options, int64_t outputs) {
       return bad("kind", "cross_entropy needs at least 2 outputs (use bce_with_logits for one)");
     if (!options.class_weights_.empty() &&
         static_cast<int64_t>(options.class_weights_.size()) != outputs)
-      return bad("class_weights", "expected " + std::to_string(outputs) + " weights (one per class), got " +
+      return bad("class_weights", "expected " + std::to_string(outputs) +
+                                      " weights (one per class), got " +
                                       std::to_string(options.class_weights_.size()));
     torch::Tensor weights;
     if (!options.class_weights_.empty())
       weights = torch::tensor(options.class_weights_, torch::kDouble).to(torch::kFloat);
     double smoothing = options.label_smoothing_;
     return LossFn([weights, smoothing](const torch::Tensor& output, const torch::Tensor& target) {
-      TORCH_CHECK(output.dim() == 2, "loss: cross_entropy expects N x C outputs, got ", output.sizes());
+      TORCH_CHECK(output.dim() == 2, "loss: cross_entropy expects N x C outputs, got ",
+                  output.sizes());
       TORCH_CHECK(target.dim() == 1 && target.size(0) == output.size(0),
                   "loss: cross_entropy expects N class indices, got target shape ", target.sizes(),
                   " for output shape ", output.sizes());

@@ -58,7 +58,8 @@ struct LossOptions {
 /// "cross_entropy", "mse", "huber", "bce_with_logits".
 const std::vector<std::string>& loss_kinds();
 
-using LossFn = std::function<torch::Tensor(const torch::Tensor& output, const torch::Tensor& target)>;
+using LossFn =
+    std::function<torch::Tensor(const torch::Tensor& output, const torch::Tensor& target)>;
 
 /// A loss function for a model with `outputs` outputs: scalar mean over the batch. Half/bf16
 /// outputs (autocast) are computed in float32. InvalidArgument for bad options (naming the

@@ -76,8 +76,10 @@ void apply_init(const std::string& init, const torch::Tensor& weight, const torc
                 bool is_conv) {
   torch::NoGradGuard no_grad;
   if (init == "kaiming") {
-    if (is_conv) nn::init::kaiming_normal_(weight, 0, torch::kFanOut, torch::kReLU);
-    else nn::init::kaiming_normal_(weight, 0, torch::kFanIn, torch::kReLU);
+    if (is_conv)
+      nn::init::kaiming_normal_(weight, 0, torch::kFanOut, torch::kReLU);
+    else
+      nn::init::kaiming_normal_(weight, 0, torch::kFanIn, torch::kReLU);
   } else if (init == "xavier") {
     nn::init::xavier_uniform_(weight);
   } else if (init == "normal") {
@@ -103,7 +105,8 @@ class Builder {
       info.name = name_prefix + std::to_string(i);
       info.type = layers[i].type;
       info.input_shape = *shape;
-      std::string label = label_prefix + std::to_string(i) + (label_prefix.back() == '[' ? "]" : "");
+      std::string label =
+          label_prefix + std::to_string(i) + (label_prefix.back() == '[' ? "]" : "");
       label += " (" + layers[i].type + ")";
       Expected<nn::AnyModule> module = build_layer(layers[i], label, &info);
       if (!module.ok()) return module.status();
@@ -169,7 +172,8 @@ class Builder {
       bool bias = get_or<bool>(p, "bias", true);
       nn::Linear m(nn::LinearOptions(in[0], out).bias(bias));
       if (p.contains("init"))
-        apply_init(p["init"].get<std::string>(), m->weight, bias ? m->bias : torch::Tensor(), false);
+        apply_init(p["init"].get<std::string>(), m->weight, bias ? m->bias : torch::Tensor(),
+                   false);
       hp = {{"in", in[0]}, {"out", out}, {"bias", bias}};
       info->output_shape = {out};
       info->flops = 2 * in[0] * out;
@@ -194,9 +198,12 @@ class Builder {
                        .bias(bias));
       if (p.contains("init"))
         apply_init(p["init"].get<std::string>(), m->weight, bias ? m->bias : torch::Tensor(), true);
-      hp = {{"in", in[0]},         {"out", out},
-            {"kernel", k.to_json()}, {"stride", s.to_json()},
-            {"padding", pad.to_json()}, {"bias", bias}};
+      hp = {{"in", in[0]},
+            {"out", out},
+            {"kernel", k.to_json()},
+            {"stride", s.to_json()},
+            {"padding", pad.to_json()},
+            {"bias", bias}};
       info->output_shape = o;
       info->flops = 2 * in[0] * k.h * k.w * numel(o);
       module = nn::AnyModule(m);
@@ -210,8 +217,12 @@ class Builder {
       }
       double eps = get_or<double>(p, "eps", 1e-5), momentum = get_or<double>(p, "momentum", 0.1);
       hp = {{"features", in[0]}, {"eps", eps}, {"momentum", momentum}};
-      if (two_d) module = nn::AnyModule(nn::BatchNorm2d(nn::BatchNorm2dOptions(in[0]).eps(eps).momentum(momentum)));
-      else module = nn::AnyModule(nn::BatchNorm1d(nn::BatchNorm1dOptions(in[0]).eps(eps).momentum(momentum)));
+      if (two_d)
+        module = nn::AnyModule(
+            nn::BatchNorm2d(nn::BatchNorm2dOptions(in[0]).eps(eps).momentum(momentum)));
+      else
+        module = nn::AnyModule(
+            nn::BatchNorm1d(nn::BatchNorm1dOptions(in[0]).eps(eps).momentum(momentum)));
       info->output_shape = in;
       info->flops = 2 * numel(in);
     } else if (t == "dropout") {
@@ -239,8 +250,8 @@ class Builder {
       KILN_RETURN_IF_ERROR(need_image(label, in));
       Pair o = get_pair(p, "output_size", {1, 1});
       hp = {{"output_size", o.to_json()}};
-      module = nn::AnyModule(
-          nn::AdaptiveAvgPool2d(nn::AdaptiveAvgPool2dOptions(torch::ExpandingArrayWithOptionalElem<2>({o.h, o.w}))));
+      module = nn::AnyModule(nn::AdaptiveAvgPool2d(
+          nn::AdaptiveAvgPool2dOptions(torch::ExpandingArrayWithOptionalElem<2>({o.h, o.w}))));
       info->output_shape = {in[0], o.h, o.w};
       info->flops = numel(in);
     } else if (t == "flatten") {
@@ -252,11 +263,16 @@ class Builder {
     } else {
       info->output_shape = in;
       info->flops = numel(in);
-      if (t == "relu") module = nn::AnyModule(nn::ReLU());
-      else if (t == "gelu") module = nn::AnyModule(nn::GELU());
-      else if (t == "tanh") module = nn::AnyModule(nn::Tanh());
-      else if (t == "sigmoid") module = nn::AnyModule(nn::Sigmoid());
-      else if (t == "silu") module = nn::AnyModule(nn::SiLU());
+      if (t == "relu")
+        module = nn::AnyModule(nn::ReLU());
+      else if (t == "gelu")
+        module = nn::AnyModule(nn::GELU());
+      else if (t == "tanh")
+        module = nn::AnyModule(nn::Tanh());
+      else if (t == "sigmoid")
+        module = nn::AnyModule(nn::Sigmoid());
+      else if (t == "silu")
+        module = nn::AnyModule(nn::SiLU());
       else if (t == "elu") {
         double alpha = get_or<double>(p, "alpha", 1.0);
         hp = {{"alpha", alpha}};
@@ -315,8 +331,8 @@ class Builder {
       sc.input_shape = in;
       sc.output_shape = shape;
       sc.flops = 2 * in[0] * numel(shape);
-      sc.hparams = {{"in", in[0]}, {"out", shape[0]}, {"stride", stride.to_json()},
-                    {"batchnorm", with_bn}};
+      sc.hparams = {
+          {"in", in[0]}, {"out", shape[0]}, {"stride", stride.to_json()}, {"batchnorm", with_bn}};
       if (with_bn) {
         block->shortcut->push_back(nn::BatchNorm2d(shape[0]));
         sc.flops += 2 * numel(shape);
@@ -401,13 +417,15 @@ Status NetworkImpl::build() {
   KILN_RETURN_IF_ERROR(
       builder.build_sequence(spec_.layers, &shape, "layer ", "layers.", layers, &layer_infos_));
   if (shape != Shape{outputs_}) {
-    return Status::InvalidArgument(
-        "model: the last layer outputs shape " + shape_to_string(shape) + ", expected [" +
-        std::to_string(outputs_) + "] (one value per output): end with linear(out: outputs)");
+    return Status::InvalidArgument("model: the last layer outputs shape " + shape_to_string(shape) +
+                                   ", expected [" + std::to_string(outputs_) +
+                                   "] (one value per output): end with linear(out: outputs)");
   }
   // reset() on a built network replaces the container; Create() and clone() register it.
-  if (named_children().contains("layers")) layers_ = replace_module("layers", layers);
-  else layers_ = register_module("layers", layers);
+  if (named_children().contains("layers"))
+    layers_ = replace_module("layers", layers);
+  else
+    layers_ = register_module("layers", layers);
   return Status::Ok();
 }
 

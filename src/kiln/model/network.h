@@ -19,22 +19,22 @@ namespace kiln::model {
 
 /// What one layer of a built network does to one sample.
 struct LayerInfo {
-  std::string name;                   ///< module path: "layers.3", "layers.3.body.0", "layers.3.shortcut"
-  std::string type;                   ///< spec layer type ("shortcut" for a residual projection)
+  std::string name;  ///< module path: "layers.3", "layers.3.body.0", "layers.3.shortcut"
+  std::string type;  ///< spec layer type ("shortcut" for a residual projection)
   std::vector<int64_t> output_shape;  ///< without the batch dim
   int64_t params = 0;                 ///< trainable parameters (children included)
   /// Per sample. conv2d/linear: 2 x multiply-adds (bias not counted); batchnorm: 2 per element;
   /// activations, residual sum: 1 per element; pooling: window size per output element;
   /// adaptive pooling: 1 per input element; dropout, flatten: 0. Children included.
   int64_t flops = 0;
-  std::vector<int64_t> input_shape;   ///< without the batch dim
+  std::vector<int64_t> input_shape;  ///< without the batch dim
   /// Hyper-parameters with every default filled in and shapes resolved, e.g. conv2d:
   /// {"in", "out", "kernel": [h,w], "stride": [h,w], "padding": [h,w], "bias"}; linear: {"in",
   /// "out", "bias"}; batchnorm: {"features", "eps", "momentum"}; pools: {"kernel", "stride",
   /// "padding"} / {"output_size"}; dropout {"p"}; leaky_relu {"slope"}; elu {"alpha"};
   /// residual {"projection": bool, "stride": [h,w], "projection_batchnorm": bool}.
   Json hparams = Json::object();
-  std::vector<LayerInfo> children;    ///< residual: body layers, then the projection if any
+  std::vector<LayerInfo> children;  ///< residual: body layers, then the projection if any
 };
 
 /// A network built from a ModelSpec for a fixed input shape and number of outputs, shape-checked
@@ -103,7 +103,8 @@ class NetworkImpl : public torch::nn::Cloneable<NetworkImpl> {
   friend class torch::nn::Cloneable<NetworkImpl>;
 };
 
-/// Module holder, for code that prefers LibTorch's value style: `Network net(*NetworkImpl::Create(...))`.
+/// Module holder, for code that prefers LibTorch's value style: `Network
+/// net(*NetworkImpl::Create(...))`.
 TORCH_MODULE(Network);
 
 /// "[32,7,7]".

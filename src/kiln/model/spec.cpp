@@ -2,14 +2,14 @@
 
 #include <yaml-cpp/yaml.h>
 
-#include "kiln/model/zoo.h"
-
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <map>
 #include <set>
+
+#include "kiln/model/zoo.h"
 
 namespace kiln::model {
 namespace {
@@ -63,7 +63,8 @@ Status check_positive_int_or_pair(const Json& v, const std::string& path, bool a
   };
   if (ok_int(v)) return Status::Ok();
   if (v.is_array() && v.size() == 2 && ok_int(v[0]) && ok_int(v[1])) return Status::Ok();
-  return error(path, std::string("expected ") + (allow_zero ? "an integer >= 0" : "an integer >= 1") +
+  return error(path, std::string("expected ") +
+                         (allow_zero ? "an integer >= 0" : "an integer >= 1") +
                          " or a [h, w] pair of them, got " + v.dump());
 }
 
@@ -79,8 +80,8 @@ Status check_number(const Json& v, const std::string& path, double lo, bool lo_o
       std::snprintf(buf, sizeof buf, "%g", x);
       return std::string(buf);
     };
-    std::string range = std::string(lo_open ? "(" : "[") + num(lo) + ", " + num(hi) +
-                        (hi_open ? ")" : "]");
+    std::string range =
+        std::string(lo_open ? "(" : "[") + num(lo) + ", " + num(hi) + (hi_open ? ")" : "]");
     return error(path, "expected a number in " + range + ", got " + v.dump());
   }
   return Status::Ok();
@@ -106,7 +107,8 @@ Status check_param(const std::string& type, const std::string& key, const Json& 
     return error(path, "expected true or false, got " + v.dump());
   }
   if (key == "init") {
-    if (v.is_string() && std::find(kInits.begin(), kInits.end(), v.get<std::string>()) != kInits.end())
+    if (v.is_string() &&
+        std::find(kInits.begin(), kInits.end(), v.get<std::string>()) != kInits.end())
       return Status::Ok();
     return error(path, "unknown init " + v.dump() + " (valid: " + join(kInits) + ")");
   }
@@ -120,7 +122,8 @@ Status check_param(const std::string& type, const std::string& key, const Json& 
 Expected<std::vector<LayerSpec>> parse_layers(const Json& j, const std::string& path);
 
 Expected<LayerSpec> parse_layer(const Json& j, const std::string& path) {
-  if (!j.is_object()) return error(path, "expected a layer object {type: ...}, got " + type_name(j));
+  if (!j.is_object())
+    return error(path, "expected a layer object {type: ...}, got " + type_name(j));
   auto t = j.find("type");
   if (t == j.end()) return error(path, "missing 'type' (valid: " + join(layer_types()) + ")");
   if (!t->is_string()) return error(path + ".type", "expected a string, got " + t->dump());
@@ -261,9 +264,10 @@ Expected<ModelSpec> ModelSpec::from_json(const Json& j, const std::string& where
 
 const std::vector<std::string>& layer_types() {
   static const std::vector<std::string> types = {
-      "linear",  "conv2d",     "batchnorm1d", "batchnorm2d", "dropout", "maxpool2d",
-      "avgpool2d", "adaptive_avgpool2d", "flatten", "relu", "gelu", "elu",
-      "leaky_relu", "tanh", "sigmoid", "silu", "residual"};
+      "linear",    "conv2d",    "batchnorm1d",        "batchnorm2d", "dropout",
+      "maxpool2d", "avgpool2d", "adaptive_avgpool2d", "flatten",     "relu",
+      "gelu",      "elu",       "leaky_relu",         "tanh",        "sigmoid",
+      "silu",      "residual"};
   return types;
 }
 
@@ -273,8 +277,7 @@ Expected<ModelSpec> parse_model_spec(const Json& j, const std::string& where) {
   if (auto z = j.find("zoo"); z != j.end()) {
     if (!z->is_string())
       return error(where + ".zoo", "expected a zoo model name (valid: " + join(zoo_names()) + ")");
-    if (j.contains("layers"))
-      return error(where, "give either 'zoo' or 'layers', not both");
+    if (j.contains("layers")) return error(where, "give either 'zoo' or 'layers', not both");
     Json params = Json::object();
     for (const auto& [key, value] : j.items())
       if (key != "zoo") params[key] = value;
@@ -285,8 +288,8 @@ Expected<ModelSpec> parse_model_spec(const Json& j, const std::string& where) {
     return zoo_model_at(z->get<std::string>(), params, where);
   }
   if (!j.contains("layers"))
-    return error(where, "expected 'zoo: <name>' (valid: " + join(zoo_names()) +
-                            ") or 'layers: [...]'");
+    return error(where,
+                 "expected 'zoo: <name>' (valid: " + join(zoo_names()) + ") or 'layers: [...]'");
   return ModelSpec::from_json(j, where);
 }
 

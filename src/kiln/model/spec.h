@@ -57,9 +57,9 @@ struct LayerSpec {
 ///   Json stored = spec.to_json();                       // into a bundle manifest
 ///   KILN_ASSIGN_OR_RETURN(ModelSpec again, ModelSpec::from_json(stored));
 struct ModelSpec {
-  std::string name = "custom";           ///< zoo name ("mlp", "cnn-small", "resnet-small") or "custom"
-  Json zoo_params = Json::object();      ///< every zoo parameter, defaults included; {} for custom
-  std::vector<LayerSpec> layers;         ///< fully expanded
+  std::string name = "custom";       ///< zoo name ("mlp", "cnn-small", "resnet-small") or "custom"
+  Json zoo_params = Json::object();  ///< every zoo parameter, defaults included; {} for custom
+  std::vector<LayerSpec> layers;     ///< fully expanded
 
   /// {"name", "zoo_params", "layers": [...]}; from_json() (and parse_model_spec()) read it back.
   Json to_json() const;
@@ -72,8 +72,8 @@ struct ModelSpec {
 const std::vector<std::string>& layer_types();
 
 /// Parses the `model:` section of a config (YAML already converted to Json):
-///   {zoo: cnn-small, width: 32, dropout: 0.1}   -> zoo_model("cnn-small", {width: 32, dropout: 0.1})
-///   {layers: [{type: conv2d, out: 32, kernel: 3}, {type: relu}, ...]}  -> a custom model
+///   {zoo: cnn-small, width: 32, dropout: 0.1}   -> zoo_model("cnn-small", {width: 32, dropout:
+///   0.1}) {layers: [{type: conv2d, out: 32, kernel: 3}, {type: relu}, ...]}  -> a custom model
 /// (to_json()'s form is accepted as well). Every error is InvalidArgument naming the path and
 /// listing the valid values, e.g.
 ///   "model.layers[3].type: unknown layer 'conv3d' (valid: linear, conv2d, ...)".

@@ -38,10 +38,14 @@ void collect(const LayerInfo& info, const std::string& index, int depth, std::ve
 
 std::string human(int64_t n) {
   char buf[32];
-  if (n >= 1000000000) std::snprintf(buf, sizeof buf, "%.2fG", n / 1e9);
-  else if (n >= 1000000) std::snprintf(buf, sizeof buf, "%.2fM", n / 1e6);
-  else if (n >= 1000) std::snprintf(buf, sizeof buf, "%.1fK", n / 1e3);
-  else std::snprintf(buf, sizeof buf, "%lld", static_cast<long long>(n));
+  if (n >= 1000000000)
+    std::snprintf(buf, sizeof buf, "%.2fG", n / 1e9);
+  else if (n >= 1000000)
+    std::snprintf(buf, sizeof buf, "%.2fM", n / 1e6);
+  else if (n >= 1000)
+    std::snprintf(buf, sizeof buf, "%.1fK", n / 1e3);
+  else
+    std::snprintf(buf, sizeof buf, "%lld", static_cast<long long>(n));
   return buf;
 }
 
@@ -71,7 +75,9 @@ std::string render_summary(const NetworkImpl& net) {
   if (!net.spec().zoo_params.empty()) os << " " << net.spec().zoo_params.dump();
   os << "\ninput " << shape_to_string(net.input_shape()) << ", outputs " << net.outputs() << "\n";
   auto pad_left = [](const std::string& s, size_t n) { return std::string(n - s.size(), ' ') + s; };
-  auto pad_right = [](const std::string& s, size_t n) { return s + std::string(n - s.size(), ' '); };
+  auto pad_right = [](const std::string& s, size_t n) {
+    return s + std::string(n - s.size(), ' ');
+  };
   for (size_t i = 0; i < rows.size(); ++i) {
     const Row& r = rows[i];
     os << pad_left(r.index, w[0]) << "  " << pad_right(r.name, w[1]) << "  "
@@ -79,9 +85,9 @@ std::string render_summary(const NetworkImpl& net) {
        << pad_left(r.params, w[4]) << "  " << pad_left(r.flops, w[5]) << "\n";
     if (i == 0) os << std::string(w[0] + w[1] + w[2] + w[3] + w[4] + w[5] + 10, '-') << "\n";
   }
-  os << "total params " << with_thousands(net.total_params()) << " ("
-     << human(net.total_params()) << "), FLOPs per sample " << with_thousands(net.total_flops())
-     << " (" << human(net.total_flops()) << ")\n";
+  os << "total params " << with_thousands(net.total_params()) << " (" << human(net.total_params())
+     << "), FLOPs per sample " << with_thousands(net.total_flops()) << " ("
+     << human(net.total_flops()) << ")\n";
   return os.str();
 }
 
@@ -90,12 +96,9 @@ Json summary_json(const NetworkImpl& net) {
   const auto& infos = net.layer_infos();
   for (size_t i = 0; i < infos.size(); ++i)
     layers.push_back(info_json(infos[i], static_cast<int64_t>(i)));
-  return Json{{"name", net.spec().name},
-              {"zoo_params", net.spec().zoo_params},
-              {"input_shape", net.input_shape()},
-              {"outputs", net.outputs()},
-              {"layers", std::move(layers)},
-              {"total_params", net.total_params()},
+  return Json{{"name", net.spec().name},          {"zoo_params", net.spec().zoo_params},
+              {"input_shape", net.input_shape()}, {"outputs", net.outputs()},
+              {"layers", std::move(layers)},      {"total_params", net.total_params()},
               {"total_flops", net.total_flops()}};
 }
 

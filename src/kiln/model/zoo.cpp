@@ -89,12 +89,11 @@ Expected<ModelSpec> zoo_model_at(const std::string& name, const Json& params,
                      "expected an integer >= 1, got " + hidden[i].dump());
     }
     KILN_ASSIGN_OR_RETURN(double dropout, zoo_dropout(p, path));
-    static const std::vector<std::string> kActivations = {"relu", "gelu", "elu", "leaky_relu",
+    static const std::vector<std::string> kActivations = {"relu", "gelu",    "elu", "leaky_relu",
                                                           "tanh", "sigmoid", "silu"};
     const Json& act = p["activation"];
-    if (!act.is_string() ||
-        std::find(kActivations.begin(), kActivations.end(), act.get<std::string>()) ==
-            kActivations.end())
+    if (!act.is_string() || std::find(kActivations.begin(), kActivations.end(),
+                                      act.get<std::string>()) == kActivations.end())
       return error(path + ".activation",
                    "unknown activation " + act.dump() + " (valid: " + join(kActivations) + ")");
     ls.push_back(L("flatten"));
@@ -109,8 +108,9 @@ Expected<ModelSpec> zoo_model_at(const std::string& name, const Json& params,
     KILN_ASSIGN_OR_RETURN(int64_t hidden, zoo_int(p, "hidden", path));
     KILN_ASSIGN_OR_RETURN(double dropout, zoo_dropout(p, path));
     for (int64_t c : {width, 2 * width}) {
-      ls.push_back(L("conv2d", {{"out", c}, {"kernel", 3}, {"padding", 1}, {"bias", false},
-                                {"init", "kaiming"}}));
+      ls.push_back(
+          L("conv2d",
+            {{"out", c}, {"kernel", 3}, {"padding", 1}, {"bias", false}, {"init", "kaiming"}}));
       ls.push_back(L("batchnorm2d"));
       ls.push_back(L("relu"));
       ls.push_back(L("maxpool2d", {{"kernel", 2}}));
@@ -124,10 +124,15 @@ Expected<ModelSpec> zoo_model_at(const std::string& name, const Json& params,
     KILN_ASSIGN_OR_RETURN(int64_t width, zoo_int(p, "width", path));
     KILN_ASSIGN_OR_RETURN(int64_t depth, zoo_int(p, "depth", path));
     KILN_ASSIGN_OR_RETURN(int64_t stages, zoo_int(p, "stages", path));
-    if (stages > 6) return error(path + ".stages", "expected at most 6, got " + std::to_string(stages));
+    if (stages > 6)
+      return error(path + ".stages", "expected at most 6, got " + std::to_string(stages));
     auto conv = [](int64_t out, int64_t stride) {
-      return L("conv2d", {{"out", out}, {"kernel", 3}, {"stride", stride}, {"padding", 1},
-                          {"bias", false}, {"init", "kaiming"}});
+      return L("conv2d", {{"out", out},
+                          {"kernel", 3},
+                          {"stride", stride},
+                          {"padding", 1},
+                          {"bias", false},
+                          {"init", "kaiming"}});
     };
     ls.push_back(conv(width, 1));
     ls.push_back(L("batchnorm2d"));
