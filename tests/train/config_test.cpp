@@ -124,6 +124,10 @@ TEST(TrainConfigTest, SetOverridesApplyBeforeValidation) {
   EXPECT_DOUBLE_EQ(c->schedule.max_lr, 0.2);
   EXPECT_EQ(c->precision, "bf16");
   EXPECT_EQ(c->model["hidden"], Json::parse("[8, 4]"));
+  auto limited = load(dir, kBase, {"data.limit=100"});  // `data: PATH` takes a limit too
+  ASSERT_TRUE(limited.ok()) << limited.status();
+  EXPECT_EQ(limited->data_limit, 100);
+  EXPECT_EQ(limited->data_path, dir / "data/dataset.yaml");
   auto d = load(dir, "data: {path: d.yaml, limit: 50}\nmodel: {zoo: mlp}\n", {"data.limit=100"});
   ASSERT_TRUE(d.ok()) << d.status();
   EXPECT_EQ(d->data_limit, 100);

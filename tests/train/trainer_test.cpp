@@ -228,11 +228,9 @@ precision: auto
 augment: {hflip: 0.5}
 eval_tta: flip
 )",
-                        {});
+                        {"data.limit=2000"});
   ASSERT_TRUE(cfg.ok()) << cfg.status();
-  TrainConfig c = *cfg;
-  c.data_limit = 2000;
-  auto r = train(c, TrainOptions(dir / "out").snapshot_dir(dir / "snapshots").progress(stderr));
+  auto r = train(*cfg, TrainOptions(dir / "out").snapshot_dir(dir / "snapshots").progress(stderr));
   ASSERT_TRUE(r.ok()) << r.status();
   EXPECT_EQ(r->precision, cpu_supports_bf16() ? "bf16" : "fp32");
   EXPECT_GT(r->history.back()["val_accuracy"].get<double>(), 0.6) << r->history.back();

@@ -479,6 +479,11 @@ Expected<TrainConfig> load_train_config(const fs::path& path,
   Expected<Json> j = yaml_to_json(text, &lines);
   if (!j.ok()) return j.status().with_context(path.string());
   if (j->is_null()) *j = Json::object();
+  // `data: PATH` is shorthand for `data: {path: PATH}`; expand it so `--set data.limit=N` works.
+  if (j->is_object() && j->contains("data") && (*j)["data"].is_string()) {
+    (*j)["data"] = Json{{"path", (*j)["data"]}};
+    if (lines.count("data")) lines["data.path"] = lines["data"];
+  }
   for (const auto& o : overrides) {
     KILN_RETURN_IF_ERROR(apply_override(&*j, o));
     lines.erase(o.substr(0, o.find('=')));  // the value no longer comes from the file
