@@ -13,10 +13,7 @@
 namespace kiln::cli {
 namespace {
 
-int fail(const Status& status) {
-  std::fprintf(stderr, "kiln: error: %s\n", status.message().c_str());
-  return exit_code_for(status);
-}
+int fail(const Status& status) { return report_failure(status); }
 
 struct ProfileArgs {
   std::string dataset;

@@ -1,5 +1,9 @@
 #include "kiln/cli/flags.h"
 
+#include <cstdio>
+
+#include "kiln/cli/commands.h"
+
 #include <stdexcept>
 
 namespace kiln::cli {
@@ -50,6 +54,11 @@ CLI::Option* add_flag(CLI::App& c, Flag f, std::vector<std::string>* v) {
 CLI::Option* add_flag(CLI::App& c, Flag f, bool* v) {
   const FlagSpec& spec = flag_spec(f);
   return c.add_flag(spec.names, *v, spec.help);
+}
+
+int report_failure(const Status& status) {
+  std::fprintf(stderr, "kiln: error: %s\n", status.message().c_str());
+  return exit_code_for(status);
 }
 
 }  // namespace kiln::cli

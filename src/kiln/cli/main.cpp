@@ -28,6 +28,7 @@ int main(int argc, char** argv) {
   int exit_code = 0;
   kiln::cli::register_data_commands(app, &exit_code);
   kiln::cli::register_model_commands(app, &exit_code);
+  kiln::cli::register_train_commands(app, &exit_code);
 
   try {
     app.parse(argc, argv);

@@ -17,10 +17,7 @@ namespace {
 
 namespace fs = std::filesystem;
 
-int fail(const Status& status) {
-  std::fprintf(stderr, "kiln: error: %s\n", status.message().c_str());
-  return exit_code_for(status);
-}
+int fail(const Status& status) { return report_failure(status); }
 
 /// "1,28,28" -> {1, 28, 28}; "30" -> {30}.
 Expected<std::vector<int64_t>> parse_shape(const std::string& text) {

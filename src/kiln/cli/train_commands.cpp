@@ -1,0 +1,506 @@
+// `kiln train`, `kiln eval`, `kiln predict`, `kiln export`: from data to a bundle and back.
+#include <torch/script.h>
+#include <torch/torch.h>
+
+#include <chrono>
+#include <cstdio>
+#include <ctime>
+#include <iostream>
+#include <sstream>
+
+#include "kiln/cli/commands.h"
+#include "kiln/cli/flags.h"
+#include "kiln/core/files.h"
+#include "kiln/core/json.h"
+#include "kiln/data/csv.h"
+#include "kiln/data/images.h"
+#include "kiln/data/npy.h"
+#include "kiln/data/prepare.h"
+#include "kiln/data/snapshot.h"
+#include "kiln/data/spec.h"
+#include "kiln/model/bundle.h"
+#include "kiln/model/network.h"
+#include "kiln/train/config.h"
+#include "kiln/train/evaluate.h"
+#include "kiln/train/metrics.h"
+#include "kiln/train/trainer.h"
+
+namespace kiln::cli {
+namespace {
+
+int fail(const Status& status) { return report_failure(status); }
+
+std::string timestamp() {
+  std::time_t now = std::time(nullptr);
+  char buf[32];
+  std::strftime(buf, sizeof buf, "%Y%m%d-%H%M%S", std::gmtime(&now));
+  return buf;
+}
+
+bool is_snapshot_dir(const fs::path& p) {
+  std::error_code ec;
+  if (!fs::is_directory(p, ec)) return false;
+  auto m = read_json_file(p / "manifest.json");
+  return m.ok() && m->value("format", "") == data::kSnapshotFormat;
+}
+
+// ---------------------------------------------------------------------------------------------
+// kiln train
+
+struct TrainArgs {
+  std::string config;
+  std::string out;
+  std::string resume;
+  std::vector<std::string> set;
+  std::string data;    // quick path: a CSV
+  std::string target;  // quick path
+  std::string model = "mlp";
+  bool overwrite = false;
+  bool json = false;
+};
+
+/// The quick path's config: the CSV prepared with defaults, a small MLP, AdamW + one-cycle,
+/// early stopping on the validation split. Sizes follow the data.
+Expected<Json> quick_config(const TrainArgs& a) {
+  KILN_ASSIGN_OR_RETURN(data::DatasetSpec spec, data::resolve_dataset(a.data, a.target));
+  if (spec.kind != data::DatasetKind::kTable)
+    return Status::InvalidArgument("--data: the quick path takes a CSV file");
+  KILN_ASSIGN_OR_RETURN(data::PrepareResult prepared,
+                        data::prepare_dataset(spec, data::PrepareOptions(kiln_home() / "snapshots")));
+  const Json& m = prepared.manifest;
+  const bool classification = m["task"] == "classification";
+  const int64_t rows = m["splits"]["train"]["rows"].get<int64_t>();
+  Json model;
+  if (a.model == "mlp") model = {{"zoo", "mlp"}, {"hidden", Json::array({64, 32})}, {"dropout", 0.1}};
+  else model = {{"zoo", a.model}};
+  Json cfg = {{"data", prepared.snapshot_dir.string()},
+              {"model", model},
+              {"optimizer", {{"name", "adamw"}, {"lr", 3e-3}, {"weight_decay", 1e-4}}},
+              {"schedule", {{"name", "one_cycle"}, {"max_lr", 1e-2}}},
+              {"batch_size", rows >= 2048 ? 128 : 32},
+              {"epochs", rows >= 20000 ? 10 : 60},
+              {"seed", 42},
+              {"early_stopping",
+               {{"metric", classification ? "val_accuracy" : "val_loss"}, {"patience", 15}}}};
+  if (classification) cfg["loss"] = {{"kind", "cross_entropy"}, {"label_smoothing", 0.05}};
+  std::fprintf(stderr, "quick path: %s task, %lld training rows, snapshot %s\n",
+               m["task"].get<std::string>().c_str(), static_cast<long long>(rows),
+               prepared.snapshot_dir.c_str());
+  return cfg;
+}
+
+int run_train(const TrainArgs& a) {
+  if (a.config.empty() && a.data.empty() && a.resume.empty())
+    return fail(Status::InvalidArgument("give a CONFIG.yaml, or --data FILE.csv --target COLUMN"));
+  if (!a.config.empty() && !a.data.empty())
+    return fail(Status::InvalidArgument("give either a CONFIG.yaml or --data, not both"));
+  fs::path out = !a.resume.empty() ? fs::path(a.resume)
+                 : !a.out.empty()  ? fs::path(a.out)
+                                   : kiln_home() / "runs" /
+                                       ((a.config.empty() ? fs::path(a.data).stem().string()
+                                                          : fs::path(a.config).stem().string()) +
+                                        "-" + timestamp());
+  if (!a.resume.empty() && !a.out.empty() && fs::path(a.out) != fs::path(a.resume))
+    return fail(Status::InvalidArgument("--resume DIR continues in DIR; drop --out or make it DIR"));
+
+  // How the run was asked for, so `--resume DIR` alone can rebuild the same config.
+  Json invocation;
+  std::string config_path = a.config;
+  std::vector<std::string> overrides = a.set;
+  if (!a.resume.empty() && config_path.empty() && a.data.empty()) {
+    Expected<Json> saved = read_json_file(out / "invocation.json");
+    if (!saved.ok())
+      return fail(Status::NotFound(a.resume + ": no run to resume (" + saved.status().message() + ")"));
+    invocation = *saved;
+  }
+
+  Expected<train::TrainConfig> config = Status::Internal("unset");
+  if (!invocation.is_null()) {
+    if (invocation.contains("config_json")) {
+      config = train::parse_train_config(invocation["config_json"], {}, (out / "invocation.json").string());
+    } else {
+      std::vector<std::string> saved_set = invocation.value("set", std::vector<std::string>{});
+      saved_set.insert(saved_set.end(), overrides.begin(), overrides.end());
+      config = train::load_train_config(invocation["config"].get<std::string>(), saved_set);
+      overrides = saved_set;
+    }
+  } else if (!a.data.empty()) {
+    Expected<Json> cfg = quick_config(a);
+    if (!cfg.ok()) return fail(cfg.status());
+    for (const auto& s : overrides) {
+      Status st = train::apply_override(&*cfg, s);
+      if (!st.ok()) return fail(st);
+    }
+    invocation = {{"config_json", *cfg}};
+    config = train::parse_train_config(*cfg, {}, "quick path");
+  } else {
+    config = train::load_train_config(config_path, overrides);
+    invocation = {{"config", fs::absolute(config_path).string()}, {"set", overrides}};
+  }
+  if (!config.ok()) return fail(config.status());
+
+  if (a.resume.empty()) {
+    std::error_code ec;
+    fs::create_directories(out, ec);
+    Status st = write_json_file_atomic(out / "invocation.json", invocation);
+    if (!st.ok()) return fail(st);
+  }
+  train::TrainOptions options(out);
+  options.resume(!a.resume.empty()).overwrite(a.overwrite);
+  options.snapshot_dir(kiln_home() / "snapshots");
+  Expected<train::TrainResult> result = train::train(*config, options);
+  if (!result.ok()) return fail(result.status());
+  const train::TrainResult& r = *result;
+  Json summary = {{"out", r.out_dir.string()},
+                  {"bundle", r.bundle_dir.string()},
+                  {"epochs", r.epochs},
+                  {"steps", r.steps},
+                  {"precision", r.precision},
+                  {"seconds", r.seconds},
+                  {"stopped_early", r.stopped_early},
+                  {"test_metrics", r.test_metrics},
+                  {"config_hash", r.config_hash},
+                  {"snapshot_hash", r.snapshot_hash}};
+  if (a.json) {
+    std::cout << summary.dump(2) << "\n";
+  } else {
+    std::cout << "run " << r.out_dir.string() << "\n";
+    if (!r.bundle_dir.empty()) std::cout << "bundle " << r.bundle_dir.string() << "\n";
+    if (r.test_metrics.is_object()) {
+      for (const char* key : {"accuracy", "macro_f1", "mse", "mae", "r2"})
+        if (r.test_metrics.contains(key))
+          std::cout << "test " << key << " " << r.test_metrics[key].get<double>() << "\n";
+    }
+  }
+  return 0;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Raw inputs for a bundle: CSV rows, IDX images or .npy arrays, as float32 N×<raw shape>.
+
+struct RawInputs {
+  torch::Tensor x;            ///< float32, N × raw shape
+  torch::Tensor targets;      ///< classification: int64 class index (-1 unknown); regression: float
+  std::vector<int64_t> lines; ///< CSV lines of the rows (empty otherwise)
+};
+
+std::vector<std::string> bundle_feature_names(const model::Bundle& b) {
+  std::vector<std::string> names;
+  if (b.manifest.contains("schema") && b.manifest["schema"].contains("features"))
+    for (const auto& f : b.manifest["schema"]["features"]) names.push_back(f["name"]);
+  return names;
+}
+
+Expected<RawInputs> read_raw_inputs(const model::Bundle& b, const fs::path& path, bool want_targets) {
+  std::string ext = path.extension().string();
+  for (auto& c : ext) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  const std::vector<int64_t> raw_shape = b.raw_input_shape();
+  RawInputs in;
+  if (ext == ".csv") {
+    std::vector<std::string> features = bundle_feature_names(b);
+    if (features.empty())
+      return Status::InvalidArgument(b.dir.string() + ": the bundle records no feature columns, so it "
+                                     "cannot read CSV rows (give .npy or .idx input)");
+    for (const auto& f : b.manifest["schema"]["features"])
+      if (f.value("type", "numeric") != "numeric")
+        return Status::InvalidArgument(b.dir.string() + ": feature '" + f["name"].get<std::string>() +
+                                       "' is categorical; CSV prediction takes numeric features only");
+    KILN_ASSIGN_OR_RETURN(data::CsvTable t, data::read_csv(path));
+    if (!t.ragged.empty())
+      return Status::InvalidArgument(path.string() + " line " + std::to_string(t.ragged[0].line) +
+                                     ": expected " + std::to_string(t.header.size()) + " fields, got " +
+                                     std::to_string(t.ragged[0].fields));
+    std::vector<int64_t> cols;
+    for (const auto& name : features) {
+      int64_t c = t.column_index(name);
+      if (c < 0) return Status::InvalidArgument(path.string() + ": missing feature column '" + name + "'");
+      cols.push_back(c);
+    }
+    const int64_t n = static_cast<int64_t>(t.rows.size()), f = static_cast<int64_t>(cols.size());
+    in.x = torch::empty({n, f}, torch::kFloat32);
+    auto xa = in.x.accessor<float, 2>();
+    for (int64_t r = 0; r < n; ++r)
+      for (int64_t j = 0; j < f; ++j) {
+        const std::string& cell = t.rows[static_cast<size_t>(r)][static_cast<size_t>(cols[static_cast<size_t>(j)])];
+        double v = std::numeric_limits<double>::quiet_NaN();
+        if (!t.is_missing(cell) && !data::parse_double(cell, &v))
+          return Status::InvalidArgument(path.string() + " line " + std::to_string(t.lines[static_cast<size_t>(r)]) +
+                                         ": column '" + features[static_cast<size_t>(j)] + "': '" + cell +
+                                         "' is not a number");
+        xa[r][j] = static_cast<float>(v);
+      }
+    in.lines = t.lines;
+    std::string target = b.manifest.contains("schema") ? b.manifest["schema"]["target"].value("name", "") : "";
+    int64_t tc = target.empty() ? -1 : t.column_index(target);
+    if (want_targets) {
+      if (tc < 0) return Status::InvalidArgument(path.string() + ": no target column '" + target + "'");
+      if (b.task() == "classification") {
+        std::vector<std::string> labels = b.labels();
+        std::vector<int64_t> y;
+        for (size_t r = 0; r < t.rows.size(); ++r) {
+          const std::string& cell = t.rows[r][static_cast<size_t>(tc)];
+          auto it = std::find(labels.begin(), labels.end(), cell);
+          if (it == labels.end())
+            return Status::InvalidArgument(path.string() + " line " + std::to_string(t.lines[r]) +
+                                           ": label '" + cell + "' is not one of the bundle's classes");
+          y.push_back(it - labels.begin());
+        }
+        in.targets = torch::tensor(y, torch::kLong);
+      } else {
+        std::vector<float> y;
+        for (size_t r = 0; r < t.rows.size(); ++r) {
+          double v;
+          if (!data::parse_double(t.rows[r][static_cast<size_t>(tc)], &v))
+            return Status::InvalidArgument(path.string() + " line " + std::to_string(t.lines[r]) +
+                                           ": target is not a number");
+          y.push_back(static_cast<float>(v));
+        }
+        in.targets = torch::tensor(y, torch::kFloat32);
+      }
+    }
+    return in;
+  }
+  torch::Tensor x;
+  if (ext == ".npy") {
+    KILN_ASSIGN_OR_RETURN(x, data::read_npy(path));
+  } else {  // IDX, gzip or raw (…-idx3-ubyte[.gz])
+    KILN_ASSIGN_OR_RETURN(x, data::read_idx(path));
+  }
+  // Images given without the channel dim (N×H×W) get one.
+  if (x.dim() == static_cast<int64_t>(raw_shape.size()) && raw_shape.size() == 3 && raw_shape[0] == 1)
+    x = x.unsqueeze(1);
+  std::vector<int64_t> want = {x.size(0)};
+  want.insert(want.end(), raw_shape.begin(), raw_shape.end());
+  if (x.sizes().vec() != want) {
+    std::ostringstream got, exp;
+    got << x.sizes();
+    exp << torch::IntArrayRef(want);
+    return Status::InvalidArgument(path.string() + ": input shape " + got.str() + " does not match the bundle's " +
+                                   exp.str());
+  }
+  in.x = x.to(torch::kFloat32).contiguous();
+  return in;
+}
+
+Expected<torch::Tensor> run_module(torch::jit::Module& module, const torch::Tensor& x) {
+  torch::NoGradGuard no_grad;
+  std::vector<torch::Tensor> outs;
+  try {
+    for (int64_t i = 0; i < x.size(0); i += 1024)
+      outs.push_back(module.forward({x.slice(0, i, std::min(x.size(0), i + 1024))}).toTensor());
+  } catch (const std::exception& e) {
+    return Status::InvalidArgument(std::string("the model rejected the input: ") + e.what());
+  }
+  if (outs.empty()) return torch::empty({0});
+  return torch::cat(outs);
+}
+
+// ---------------------------------------------------------------------------------------------
+// kiln eval
+
+struct EvalArgs {
+  std::string bundle;
+  std::string data;
+  std::string split = "test";
+  std::string report;
+  bool json = false;
+};
+
+int run_eval(const EvalArgs& a) {
+  Expected<model::Bundle> bundle = model::read_bundle(a.bundle);
+  if (!bundle.ok()) return fail(bundle.status());
+  const std::string task = bundle->task();
+  const std::string tta = bundle->manifest.contains("training")
+                              ? bundle->manifest["training"].value("eval_tta", "none")
+                              : "none";
+  Expected<Json> metrics = Status::Internal("unset");
+  std::string ext = fs::path(a.data).extension().string();
+  if (ext == ".csv") {
+    Expected<RawInputs> in = read_raw_inputs(*bundle, a.data, /*want_targets=*/true);
+    if (!in.ok()) return fail(in.status());
+    Expected<torch::jit::Module> module = model::load_bundle_module(*bundle);
+    if (!module.ok()) return fail(module.status());
+    Expected<torch::Tensor> out = run_module(*module, in->x);
+    if (!out.ok()) return fail(out.status());
+    metrics = task == "classification"
+                  ? train::classification_metrics(out->argmax(1), in->targets, bundle->labels())
+                  : train::regression_metrics(out->reshape({-1}), in->targets);
+  } else {
+    fs::path snapshot_dir = a.data;
+    if (!is_snapshot_dir(snapshot_dir)) {
+      Expected<data::DatasetSpec> spec = data::resolve_dataset(a.data, "");
+      if (!spec.ok()) return fail(spec.status());
+      Expected<data::PrepareResult> prepared =
+          data::prepare_dataset(*spec, data::PrepareOptions(kiln_home() / "snapshots"));
+      if (!prepared.ok()) return fail(prepared.status());
+      snapshot_dir = prepared->snapshot_dir;
+    }
+    Expected<data::Snapshot> snap = data::read_snapshot(snapshot_dir);
+    if (!snap.ok()) return fail(snap.status());
+    auto split = snap->splits.find(a.split);
+    if (split == snap->splits.end())
+      return fail(Status::InvalidArgument(snapshot_dir.string() + ": no split '" + a.split + "'"));
+    const std::string lineage = bundle->manifest["lineage"].value("snapshot_hash", "");
+    if (!lineage.empty() && lineage != snap->hash())
+      std::fprintf(stderr, "kiln: warning: %s was not prepared like the bundle's training data "
+                   "(snapshot %s, bundle trained on %s)\n", snapshot_dir.c_str(),
+                   snap->hash().substr(0, 12).c_str(), lineage.substr(0, 12).c_str());
+    Expected<std::shared_ptr<model::NetworkImpl>> net = model::load_bundle_network(*bundle);
+    if (!net.ok()) return fail(net.status());
+    train::EvalOptions options = train::eval_options_for(*snap);
+    options.tta(split->second.x.dim() == 4 ? tta : "none");
+    metrics = train::evaluate(**net, split->second, options);
+  }
+  if (!metrics.ok()) return fail(metrics.status());
+  Json report = *metrics;
+  report["bundle"] = a.bundle;
+  report["data"] = a.data;
+  if (ext != ".csv") report["split"] = a.split;
+  if (!a.report.empty()) {
+    Status st = write_json_file_atomic(a.report, report);
+    if (!st.ok()) return fail(st);
+  }
+  if (a.json) {
+    std::cout << report.dump(2) << "\n";
+  } else {
+    for (const char* key : {"accuracy", "macro_f1", "mse", "mae", "r2"})
+      if (report.contains(key)) std::cout << key << " " << report[key].get<double>() << "\n";
+  }
+  return 0;
+}
+
+// ---------------------------------------------------------------------------------------------
+// kiln predict
+
+struct PredictArgs {
+  std::string bundle;
+  std::string input;
+  std::string output;
+  bool json = false;
+};
+
+int run_predict(const PredictArgs& a) {
+  Expected<model::Bundle> bundle = model::read_bundle(a.bundle);
+  if (!bundle.ok()) return fail(bundle.status());
+  Expected<RawInputs> in = read_raw_inputs(*bundle, a.input, /*want_targets=*/false);
+  if (!in.ok()) return fail(in.status());
+  Expected<torch::jit::Module> module = model::load_bundle_module(*bundle);
+  if (!module.ok()) return fail(module.status());
+  Expected<torch::Tensor> out = run_module(*module, in->x);
+  if (!out.ok()) return fail(out.status());
+  const bool classification = bundle->task() == "classification";
+  const std::vector<std::string> labels = bundle->labels();
+  std::ostringstream text;
+  Json rows = Json::array();
+  if (classification) {
+    torch::Tensor probs = torch::softmax(out->to(torch::kFloat64), 1);
+    torch::Tensor pred = probs.argmax(1);
+    text << "row,prediction";
+    for (const auto& l : labels) text << ",prob_" << l;
+    text << "\n";
+    auto pa = probs.accessor<double, 2>();
+    auto ia = pred.accessor<int64_t, 1>();
+    for (int64_t i = 0; i < probs.size(0); ++i) {
+      const std::string& label = labels[static_cast<size_t>(ia[i])];
+      text << i << "," << label;
+      Json p = Json::object();
+      for (size_t c = 0; c < labels.size(); ++c) {
+        char buf[32];
+        std::snprintf(buf, sizeof buf, "%.6g", pa[i][static_cast<int64_t>(c)]);
+        text << "," << buf;
+        p[labels[c]] = pa[i][static_cast<int64_t>(c)];
+      }
+      text << "\n";
+      rows.push_back({{"row", i}, {"prediction", label}, {"probabilities", p}});
+    }
+  } else {
+    torch::Tensor pred = out->reshape({-1}).to(torch::kFloat64);
+    auto pa = pred.accessor<double, 1>();
+    text << "row,prediction\n";
+    for (int64_t i = 0; i < pred.size(0); ++i) {
+      char buf[32];
+      std::snprintf(buf, sizeof buf, "%.9g", pa[i]);
+      text << i << "," << buf << "\n";
+      rows.push_back({{"row", i}, {"prediction", pa[i]}});
+    }
+  }
+  std::string body = a.json ? rows.dump(2) + "\n" : text.str();
+  if (!a.output.empty()) {
+    Status st = write_file_atomic(a.output, body);
+    if (!st.ok()) return fail(st);
+    std::fprintf(stderr, "wrote %lld predictions to %s\n", static_cast<long long>(rows.size()),
+                 a.output.c_str());
+  } else {
+    std::cout << body;
+  }
+  return 0;
+}
+
+// ---------------------------------------------------------------------------------------------
+// kiln export
+
+struct ExportArgs {
+  std::string bundle;
+  std::string format = "torchscript";
+  std::string out;
+};
+
+int run_export(const ExportArgs& a) {
+  if (a.format != "torchscript")
+    return fail(Status::InvalidArgument("--format: '" + a.format + "' is not supported (torchscript)"));
+  Expected<model::Bundle> bundle = model::read_bundle(a.bundle);  // verifies every sha256
+  if (!bundle.ok()) return fail(bundle.status());
+  Expected<std::string> bytes = read_file(bundle->file(model::kBundleModuleFile));
+  if (!bytes.ok()) return fail(bytes.status());
+  Status st = write_file_atomic(a.out, *bytes);
+  if (!st.ok()) return fail(st);
+  std::cout << "wrote " << a.out << " (TorchScript; input " << bundle->manifest["signature"]["inputs"][0].dump()
+            << ", raw values, preprocessing folded in)\n";
+  return 0;
+}
+
+}  // namespace
+
+void register_train_commands(CLI::App& app, int* exit_code) {
+  auto ta = std::make_shared<TrainArgs>();
+  CLI::App* train = app.add_subcommand(
+      "train", "Train a model from a config (or a CSV via --data/--target) into a run directory and bundle");
+  train->add_option("config", ta->config, "training config (.yaml)");
+  add_flag(*train, Flag::kOut, &ta->out)->description("run directory (default $KILN_HOME/runs/<name>-<time>)");
+  train->add_option("--resume", ta->resume, "continue the interrupted run in this directory");
+  train->add_option("--set", ta->set, "override a config value, e.g. --set epochs=3 --set optimizer.lr=0.01");
+  train->add_option("--data", ta->data, "quick path: a CSV file (with --target)");
+  add_flag(*train, Flag::kTarget, &ta->target);
+  train->add_option("--model", ta->model, "quick path: zoo model (mlp, cnn-small, resnet-small)")
+      ->default_str("mlp");
+  train->add_flag("--overwrite", ta->overwrite, "start afresh in a run directory that holds a checkpoint");
+  add_flag(*train, Flag::kJson, &ta->json);
+  train->callback([ta, exit_code] { *exit_code = run_train(*ta); });
+
+  auto ea = std::make_shared<EvalArgs>();
+  CLI::App* eval = app.add_subcommand("eval", "Evaluate a bundle on a dataset spec, snapshot or CSV");
+  eval->add_option("bundle", ea->bundle, "bundle directory")->required();
+  eval->add_option("--data", ea->data, "dataset spec (.yaml), snapshot directory or CSV")->required();
+  eval->add_option("--split", ea->split, "split of a spec or snapshot")->default_str("test");
+  add_flag(*eval, Flag::kReport, &ea->report);
+  add_flag(*eval, Flag::kJson, &ea->json);
+  eval->callback([ea, exit_code] { *exit_code = run_eval(*ea); });
+
+  auto pa = std::make_shared<PredictArgs>();
+  CLI::App* predict = app.add_subcommand(
+      "predict", "Predict from raw inputs (csv, idx, npy) through the bundle's own preprocessing");
+  predict->add_option("bundle", pa->bundle, "bundle directory")->required();
+  predict->add_option("--input", pa->input, "raw inputs: .csv rows, IDX images (.gz or raw) or .npy")->required();
+  predict->add_option("--output", pa->output, "write predictions here (CSV, or JSON with --json)");
+  add_flag(*predict, Flag::kJson, &pa->json);
+  predict->callback([pa, exit_code] { *exit_code = run_predict(*pa); });
+
+  auto xa = std::make_shared<ExportArgs>();
+  CLI::App* exp = app.add_subcommand("export", "Export a bundle's model (TorchScript, preprocessing folded in)");
+  exp->add_option("bundle", xa->bundle, "bundle directory")->required();
+  exp->add_option("--format", xa->format, "torchscript")->default_str("torchscript");
+  add_flag(*exp, Flag::kOut, &xa->out)->required();
+  exp->callback([xa, exit_code] { *exit_code = run_export(*xa); });
+}
+
+}  // namespace kiln::cli
