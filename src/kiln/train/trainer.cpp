@@ -368,6 +368,8 @@ Expected<TrainResult> train(const TrainConfig& cfg, const TrainOptions& opts) {
       return Status::FailedPrecondition(ckpt_path.string() + ": position epoch " +
                                         std::to_string(state.epoch) + " batch " +
                                         std::to_string(state.batch) + " is outside this run");
+    // metrics.jsonl follows the checkpoint (a crash may have come between the two writes).
+    KILN_RETURN_IF_ERROR(write_history_files(out, state.history, d.task));
     if (log)
       std::fprintf(log, "resuming %s at step %lld (epoch %lld, batch %lld)\n", out.c_str(),
                    static_cast<long long>(state.step), static_cast<long long>(state.epoch + 1),
@@ -644,6 +646,7 @@ Expected<TrainResult> train(const TrainConfig& cfg, const TrainOptions& opts) {
     manifest["task"] = d.task;
     manifest["signature"] = model::bundle_signature(d.task, raw_shape, outputs);
     manifest["labels"] = d.labels;
+    if (d.snapshot.manifest.contains("schema")) manifest["schema"] = d.snapshot.manifest["schema"];
     manifest["preprocessing"] = preprocessing;
     manifest["model"] = spec.to_json();
     manifest["input_shape"] = input_shape;
