@@ -347,6 +347,20 @@ Expected<PrepareResult> prepare_table(const DatasetSpec& spec, const PrepareOpti
                         {"output_features", splits["train"].x.size(1)}};
   manifest["cleaning"] = cleaning;
   manifest["splits"] = split_summary(splits, classes);
+  // Where each prepared row came from, so raw rows can be matched to prepared ones (lineage,
+  // and the check that serving the raw rows gives what training saw).
+  for (auto& [name, ids] : parts) {
+    if (ids->empty()) continue;
+    Json lines = Json::array();
+    for (int64_t i : *ids) {
+      size_t r = rows[static_cast<size_t>(i)];
+      if (merged.source_paths.size() > 1)
+        lines.push_back({merged.row_source[r], t.lines[r]});
+      else
+        lines.push_back(t.lines[r]);
+    }
+    manifest["splits"][name]["source_lines"] = lines;
+  }
   manifest["transforms"] = pipeline.to_json();
   if (!encoders_json.empty()) manifest["categorical_encoders"] = encoders_json;
 

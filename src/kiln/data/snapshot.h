@@ -27,7 +27,9 @@ struct SplitTensors {
 /// A prepared dataset, as written by `kiln data prepare` and read by training: a directory named
 /// by its content hash holding `manifest.json` and `<split>_x.npy` / `<split>_y.npy` files. The
 /// manifest records schema, split sizes, cleaning actions, fitted transforms, source hashes and
-/// the sha256 of every file. Plain value type; tensors share storage on copy.
+/// the sha256 of every file; for tables, each split's "source_lines" (the CSV line of every row,
+/// or [source index, line] pairs when several sources were merged). Plain value type; tensors
+/// share storage on copy.
 struct Snapshot {
   fs::path dir;
   Json manifest;

@@ -1,0 +1,232 @@
+// Drives `kiln train / eval / predict / export` on real data: the quick CSV path, raw-row
+// predictions equal to prepared-snapshot ones (no train/serve skew), export loaded by Python,
+// resume after kill -9, and bad input.
+#include <gtest/gtest.h>
+
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <thread>
+
+#include <nlohmann/json.hpp>
+
+#include "support/test_support.h"
+
+namespace kiln {
+namespace {
+
+using testing::CommandResult;
+using testing::read_text;
+using testing::run_kiln;
+using testing::shared_datasets_dir;
+using testing::source_dir;
+using testing::TempDir;
+using testing::write_text;
+using Json = nlohmann::json;
+namespace fs = std::filesystem;
+
+std::string example(const std::string& rel) { return (source_dir() / "examples" / rel).string(); }
+
+/// Trains the breast-cancer example (under a second) into `out`.
+Json train_breast_cancer(const fs::path& home, const fs::path& out) {
+  CommandResult r = run_kiln({"train", example("breast-cancer/train.yaml"), "--out", out.string(), "--json"}, home);
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  return Json::parse(r.out);
+}
+
+std::vector<std::string> lines_of(const std::string& text) {
+  std::vector<std::string> lines;
+  std::istringstream in(text);
+  for (std::string l; std::getline(in, l);) lines.push_back(l);
+  return lines;
+}
+
+TEST(TrainCliTest, QuickCsvPathTrainsAndBundles) {
+  TempDir home;
+  CommandResult r = run_kiln({"train", "--data", (shared_datasets_dir() / "breast_cancer.csv").string(), "--target",
+                              "diagnosis", "--out", (home / "run").string(), "--json"},
+                             home.path());
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  Json j = Json::parse(r.out);
+  EXPECT_GE(j["test_metrics"]["accuracy"].get<double>(), 0.9);
+  EXPECT_TRUE(fs::exists(home / "run" / "bundle" / "model.pt"));
+  EXPECT_TRUE(fs::exists(home / "run" / "metrics.jsonl"));
+  // Regression is chosen by itself for a numeric target with many values.
+  r = run_kiln({"train", "--data", (shared_datasets_dir() / "diabetes.csv").string(), "--target",
+                "disease_progression", "--out", (home / "reg").string(), "--json"},
+               home.path());
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_TRUE(Json::parse(r.out)["test_metrics"].contains("r2"));
+}
+
+// The raw CSV rows of the test split, through the bundle's own TorchScript preprocessing, give the
+// same confusion matrix as the network on the prepared snapshot.
+TEST(TrainCliTest, RawRowPredictionsMatchPreparedSnapshot) {
+  TempDir home;
+  Json run = train_breast_cancer(home.path(), home / "run");
+  fs::path bundle = run["bundle"].get<std::string>();
+  Json manifest = Json::parse(read_text(bundle / "manifest.json"));
+  fs::path snapshot;
+  for (const auto& e : fs::directory_iterator(home / "snapshots")) snapshot = e.path();
+  Json snap = Json::parse(read_text(snapshot / "manifest.json"));
+  ASSERT_EQ(snap["content_hash"], manifest["lineage"]["snapshot_hash"]);
+  // Pick the test split's raw lines out of the original CSV.
+  std::vector<std::string> csv = lines_of(read_text(shared_datasets_dir() / "breast_cancer.csv"));
+  std::string rows = csv[0] + "\n";
+  for (const auto& line : snap["splits"]["test"]["source_lines"]) rows += csv[line.get<size_t>() - 1] + "\n";
+  write_text(home / "test_rows.csv", rows);
+
+  CommandResult raw = run_kiln({"eval", bundle.string(), "--data", (home / "test_rows.csv").string(), "--json"},
+                               home.path());
+  CommandResult prepared =
+      run_kiln({"eval", bundle.string(), "--data", snapshot.string(), "--split", "test", "--json"}, home.path());
+  ASSERT_EQ(raw.exit_code, 0) << raw.err;
+  ASSERT_EQ(prepared.exit_code, 0) << prepared.err;
+  Json a = Json::parse(raw.out), b = Json::parse(prepared.out);
+  EXPECT_EQ(a["confusion_matrix"], b["confusion_matrix"]);
+  EXPECT_DOUBLE_EQ(a["accuracy"].get<double>(), b["accuracy"].get<double>());
+  EXPECT_DOUBLE_EQ(a["accuracy"].get<double>(), run["test_metrics"]["accuracy"].get<double>());
+
+  // predict: one line per row with a label and probabilities summing to 1.
+  CommandResult p = run_kiln({"predict", bundle.string(), "--input", (home / "test_rows.csv").string(), "--output",
+                              (home / "pred.csv").string()},
+                             home.path());
+  ASSERT_EQ(p.exit_code, 0) << p.err;
+  std::vector<std::string> pred = lines_of(read_text(home / "pred.csv"));
+  ASSERT_EQ(pred.size(), snap["splits"]["test"]["source_lines"].size() + 1);
+  EXPECT_EQ(pred[0], "row,prediction,prob_benign,prob_malignant");
+}
+
+// `kiln export` writes a TorchScript file that Python's torch.jit.load runs on the same raw rows
+// with the same outputs.
+TEST(TrainCliTest, ExportedModelMatchesInPython) {
+  if (std::system("/usr/bin/python3 -c 'import torch, numpy' >/dev/null 2>&1") != 0)
+    GTEST_SKIP() << "/usr/bin/python3 lacks torch (apt-get install python3-torch)";
+  TempDir home;
+  Json run = train_breast_cancer(home.path(), home / "run");
+  fs::path bundle = run["bundle"].get<std::string>();
+  CommandResult e = run_kiln({"export", bundle.string(), "--format", "torchscript", "--out", (home / "model.pt").string()},
+                             home.path());
+  ASSERT_EQ(e.exit_code, 0) << e.err;
+  CommandResult p = run_kiln({"predict", bundle.string(), "--input", (shared_datasets_dir() / "breast_cancer.csv").string(),
+                              "--json", "--output", (home / "kiln.json").string()},
+                             home.path());
+  ASSERT_EQ(p.exit_code, 0) << p.err;
+  write_text(home / "check.py", R"(
+import csv, json, sys, numpy as np, torch
+model = torch.jit.load(sys.argv[1])
+rows = list(csv.reader(open(sys.argv[2])))
+x = torch.tensor(np.array([[float(c) for c in r[:-1]] for r in rows[1:]], dtype=np.float32))
+probs = torch.softmax(model(x).double(), 1).numpy()
+kiln = json.load(open(sys.argv[3]))
+labels = list(kiln[0]["probabilities"].keys())
+ref = np.array([[k["probabilities"][l] for l in labels] for k in kiln])
+diff = float(np.abs(probs - ref).max())
+print(diff)
+sys.exit(0 if diff <= 1e-4 else 1)
+)");
+  std::string cmd = "/usr/bin/python3 " + (home / "check.py").string() + " " + (home / "model.pt").string() + " " +
+                    (shared_datasets_dir() / "breast_cancer.csv").string() + " " + (home / "kiln.json").string();
+  EXPECT_EQ(std::system(cmd.c_str()), 0) << cmd;
+}
+
+pid_t spawn_kiln(const std::vector<std::string>& args, const fs::path& home) {
+  pid_t pid = ::fork();
+  if (pid == 0) {
+    ::setenv("KILN_HOME", home.c_str(), 1);
+    std::string bin = testing::kiln_binary().string();
+    std::vector<std::string> copy = args;
+    std::vector<char*> argv{bin.data()};
+    for (auto& a : copy) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    int null_fd = ::open("/dev/null", O_WRONLY);
+    ::dup2(null_fd, 1);
+    ::dup2(null_fd, 2);
+    ::execv(bin.c_str(), argv.data());
+    ::_exit(127);
+  }
+  return pid;
+}
+
+// kill -9 mid-run, then `kiln train --resume DIR`: the same final metrics as an uninterrupted run.
+TEST(TrainCliTest, ResumeAfterKillNineMatchesUninterruptedRun) {
+  TempDir home;
+  const std::vector<std::string> settings = {
+      "--set", "data.limit=3000", "--set", "epochs=2",       "--set", "checkpoint_every=4",
+      "--set", "deterministic=true", "--set", "precision=fp32", "--set", "augment.noise_std=0"};
+  auto args_for = [&](const fs::path& out) {
+    std::vector<std::string> a = {"train", example("fashion-mnist/cnn.yaml"), "--out", out.string(), "--json"};
+    a.insert(a.end(), settings.begin(), settings.end());
+    return a;
+  };
+  CommandResult whole = run_kiln(args_for(home / "whole"), home.path(), {"KILN_THREADS=1"});
+  ASSERT_EQ(whole.exit_code, 0) << whole.err;
+  Json expected = Json::parse(whole.out)["test_metrics"];
+
+  // Kill once a mid-run checkpoint exists (the run is a few seconds long).
+  ::setenv("KILN_THREADS", "1", 1);
+  pid_t pid = spawn_kiln(args_for(home / "killed"), home.path());
+  ::unsetenv("KILN_THREADS");
+  fs::path ckpt = home / "killed" / "checkpoint.pt";
+  for (int i = 0; i < 600 && !fs::exists(ckpt); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  std::this_thread::sleep_for(std::chrono::milliseconds(700));
+  ::kill(pid, SIGKILL);
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  ASSERT_TRUE(fs::exists(ckpt));
+  bool finished = fs::exists(home / "killed" / "bundle" / "manifest.json");
+  CommandResult resumed =
+      run_kiln({"train", "--resume", (home / "killed").string(), "--json"}, home.path(), {"KILN_THREADS=1"});
+  if (finished) GTEST_SKIP() << "the run finished before the kill; nothing to resume";
+  ASSERT_EQ(resumed.exit_code, 0) << resumed.err;
+  Json got = Json::parse(resumed.out)["test_metrics"];
+  EXPECT_EQ(got["confusion_matrix"], expected["confusion_matrix"]);
+  EXPECT_DOUBLE_EQ(got["accuracy"].get<double>(), expected["accuracy"].get<double>());
+}
+
+TEST(TrainCliTest, BadInputExitsTwoAndNamesTheCause) {
+  TempDir home;
+  write_text(home / "typo.yaml", "data: " + example("breast-cancer/dataset.yaml") + "\nmodel: {zoo: mlp}\nepochz: 3\n");
+  CommandResult r = run_kiln({"train", (home / "typo.yaml").string(), "--out", (home / "a").string()}, home.path());
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find("epochz"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("epochs"), std::string::npos) << r.err;  // lists the valid keys
+
+  write_text(home / "layer.yaml", "data: " + example("breast-cancer/dataset.yaml") +
+                                      "\nmodel: {layers: [{type: conv3d, out: 4}]}\n");
+  r = run_kiln({"train", (home / "layer.yaml").string(), "--out", (home / "b").string()}, home.path());
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find("conv3d"), std::string::npos) << r.err;
+
+  // 2 classes, 3 outputs: refused before training.
+  write_text(home / "outputs.yaml", "data: " + example("breast-cancer/dataset.yaml") +
+                                        "\nmodel: {layers: [{type: linear, out: 3}]}\n");
+  r = run_kiln({"train", (home / "outputs.yaml").string(), "--out", (home / "c").string()}, home.path());
+  EXPECT_EQ(r.exit_code, 2) << r.err;
+  EXPECT_FALSE(fs::exists(home / "c" / "bundle"));
+
+  // A tampered bundle is refused by eval, predict and export, naming the file.
+  Json run = train_breast_cancer(home.path(), home / "run");
+  fs::path bundle = run["bundle"].get<std::string>();
+  std::string bytes = read_text(bundle / "weights.pt");
+  bytes[bytes.size() / 2] ^= 1;
+  write_text(bundle / "weights.pt", bytes);
+  for (const auto& args : std::vector<std::vector<std::string>>{
+           {"eval", bundle.string(), "--data", example("breast-cancer/dataset.yaml")},
+           {"predict", bundle.string(), "--input", (shared_datasets_dir() / "breast_cancer.csv").string()},
+           {"export", bundle.string(), "--out", (home / "m.pt").string()}}) {
+    r = run_kiln(args, home.path());
+    EXPECT_EQ(r.exit_code, 2) << args[0] << ": " << r.err;
+    EXPECT_NE(r.err.find("weights.pt"), std::string::npos) << args[0] << ": " << r.err;
+  }
+  EXPECT_FALSE(fs::exists(home / "m.pt"));
+}
+
+}  // namespace
+}  // namespace kiln
