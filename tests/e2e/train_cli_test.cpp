@@ -230,3 +230,21 @@ TEST(TrainCliTest, BadInputExitsTwoAndNamesTheCause) {
 
 }  // namespace
 }  // namespace kiln
+
+namespace kiln {
+namespace {
+
+TEST(TrainCliTest, DivergingLossExitsTwoKeepingTheCheckpoint) {
+  testing::TempDir home;
+  CommandResult r = run_kiln({"train", example("breast-cancer/train.yaml"), "--out", (home / "run").string(), "--set",
+                              "optimizer={name: sgd, lr: 1.0e9}", "--set", "schedule.name=constant", "--set",
+                              "log_every=1"},
+                             home.path());
+  EXPECT_EQ(r.exit_code, 2) << r.err;
+  EXPECT_NE(r.err.find("not finite"), std::string::npos) << r.err;
+  EXPECT_TRUE(fs::exists(home / "run" / "checkpoint.pt"));
+  EXPECT_FALSE(fs::exists(home / "run" / "bundle"));
+}
+
+}  // namespace
+}  // namespace kiln

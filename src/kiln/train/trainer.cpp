@@ -429,7 +429,7 @@ Expected<TrainResult> train(const TrainConfig& cfg, const TrainOptions& opts) {
     const int64_t bad = bad_step.item<int64_t>();
     if (bad >= 0) {
       if (bar) bar->finish("diverged");
-      return Status::FailedPrecondition(
+      return Status::InvalidArgument(
           "training diverged: the loss is not finite (nan or inf) at step " +
           std::to_string(bad + 1) + " (epoch " + std::to_string(bad / steps_per_epoch + 1) +
           ", batch " + std::to_string(bad % steps_per_epoch + 1) + ", lr " +
@@ -449,7 +449,7 @@ Expected<TrainResult> train(const TrainConfig& cfg, const TrainOptions& opts) {
       torch::NoGradGuard no_grad;
       for (const auto& item : net->named_parameters())
         if (!torch::isfinite(item.value()).all().item<bool>())
-          return Status::FailedPrecondition(
+          return Status::InvalidArgument(
               "training diverged: parameter " + item.key() + " is not finite at step " +
               std::to_string(state.step) + "; the last good checkpoint (step " +
               std::to_string(last_good_step) + ") is kept in " + ckpt_path.string() +
@@ -549,7 +549,7 @@ Expected<TrainResult> train(const TrainConfig& cfg, const TrainOptions& opts) {
     line["samples_per_s"] = epoch_seconds > 0 ? static_cast<double>(samples) / epoch_seconds : 0.0;
     if (!std::isfinite(line["train_loss"].get<double>()) ||
         (line.contains("val_loss") && !std::isfinite(metric_value(line, "val_loss"))))
-      return Status::FailedPrecondition(
+      return Status::InvalidArgument(
           "training diverged: the validation loss is not finite at step " +
           std::to_string(state.step) + " (end of epoch " + std::to_string(state.epoch + 1) +
           "); the last good checkpoint (step " + std::to_string(last_good_step) + ") is kept in " +

@@ -107,8 +107,9 @@ struct TrainResult {
 /// Errors (all before the first step unless noted): InvalidArgument for a bad model for the data
 /// (e.g. the model's outputs differ from the number of classes), labels outside the class list,
 /// an early-stopping metric that does not fit the task or a missing val split;
-/// FailedPrecondition when the loss or the weights become NaN/inf (naming the step; the last good
-/// checkpoint stays in place), or on resume when the checkpoint belongs to another config;
+/// InvalidArgument (bad settings: exit 2 at the CLI) when the loss or the weights become NaN/inf,
+/// naming the step (the last good checkpoint stays in place); FailedPrecondition on resume when
+/// the checkpoint belongs to another config;
 /// AlreadyExists / NotFound for a checkpoint present without resume / absent with it.
 ///
 /// Threads: sets LibTorch's intra-op threads (process-wide) to config.threads (or the default)
