@@ -31,6 +31,7 @@ demo: build
 
 bench: build
 	bench/loader_bench.sh
+	bench/train_bench.sh
 
 format:
 	clang-format -i $$(git ls-files '*.h' '*.cpp')
