@@ -12,6 +12,7 @@ namespace kiln {
 namespace {
 
 using testing::CommandResult;
+using testing::example;
 using testing::fashion_mnist_dir;
 using testing::read_text;
 using testing::run_kiln;
@@ -21,8 +22,6 @@ using testing::TempDir;
 using testing::write_text;
 using Json = nlohmann::json;
 namespace fs = std::filesystem;
-
-std::string example(const std::string& rel) { return (source_dir() / "examples" / rel).string(); }
 
 int count_lines(const std::string& s) { return static_cast<int>(std::count(s.begin(), s.end(), '\n')); }
 

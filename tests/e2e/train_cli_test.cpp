@@ -22,6 +22,7 @@ namespace kiln {
 namespace {
 
 using testing::CommandResult;
+using testing::example;
 using testing::read_text;
 using testing::run_kiln;
 using testing::shared_datasets_dir;
@@ -30,8 +31,6 @@ using testing::TempDir;
 using testing::write_text;
 using Json = nlohmann::json;
 namespace fs = std::filesystem;
-
-std::string example(const std::string& rel) { return (source_dir() / "examples" / rel).string(); }
 
 /// Trains the breast-cancer example (under a second) into `out`.
 Json train_breast_cancer(const fs::path& home, const fs::path& out) {

@@ -29,6 +29,8 @@ fs::path source_dir() {
   return KILN_SOURCE_DIR_DEFAULT;
 }
 
+std::string example(const std::string& rel) { return (source_dir() / "examples" / rel).string(); }
+
 fs::path shared_datasets_dir() { return source_dir().parent_path() / "shared" / "datasets"; }
 
 fs::path fashion_mnist_dir() { return "/usr/share/datasets/fashion-mnist"; }

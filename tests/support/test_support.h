@@ -24,6 +24,8 @@ class TempDir {
 
 /// The repository root (KILN_SOURCE_DIR if set, else the configure-time path).
 fs::path source_dir();
+/// examples/<rel> in the repository, as a string for command lines.
+std::string example(const std::string& rel);
 /// ../shared/datasets beside the checkout (read-only in CI: never write there).
 fs::path shared_datasets_dir();
 /// /usr/share/datasets/fashion-mnist

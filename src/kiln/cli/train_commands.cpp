@@ -56,6 +56,7 @@ struct TrainArgs {
   std::string target;  // quick path
   std::string model = "mlp";
   bool overwrite = false;
+  bool deterministic = false;
   bool json = false;
 };
 
@@ -89,11 +90,19 @@ Expected<Json> quick_config(const TrainArgs& a) {
   return cfg;
 }
 
+int run_train_resolved(const TrainArgs& a);
+
 int run_train(const TrainArgs& a) {
   if (a.config.empty() && a.data.empty() && a.resume.empty())
     return fail(Status::InvalidArgument("give a CONFIG.yaml, or --data FILE.csv --target COLUMN"));
   if (!a.config.empty() && !a.data.empty())
     return fail(Status::InvalidArgument("give either a CONFIG.yaml or --data, not both"));
+  TrainArgs args = a;
+  if (a.deterministic) args.set.push_back("deterministic=true");
+  return run_train_resolved(args);
+}
+
+int run_train_resolved(const TrainArgs& a) {
   fs::path out = !a.resume.empty() ? fs::path(a.resume)
                  : !a.out.empty()  ? fs::path(a.out)
                                    : kiln_home() / "runs" /
@@ -474,6 +483,8 @@ void register_train_commands(CLI::App& app, int* exit_code) {
   train->add_option("--model", ta->model, "quick path: zoo model (mlp, cnn-small, resnet-small)")
       ->default_str("mlp");
   train->add_flag("--overwrite", ta->overwrite, "start afresh in a run directory that holds a checkpoint");
+  train->add_flag("--deterministic", ta->deterministic,
+                  "deterministic algorithms: a seeded run repeats bit for bit (same as --set deterministic=true)");
   add_flag(*train, Flag::kJson, &ta->json);
   train->callback([ta, exit_code] { *exit_code = run_train(*ta); });
 

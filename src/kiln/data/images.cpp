@@ -1,5 +1,7 @@
 #include "kiln/data/images.h"
 
+#include "kiln/data/byte_order.h"
+
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <torch/torch.h>
@@ -196,19 +198,6 @@ std::string dims_string(const std::vector<int64_t>& dims) {
 
 uint32_t big_endian_u32(const unsigned char* p) {
   return (uint32_t{p[0]} << 24) | (uint32_t{p[1]} << 16) | (uint32_t{p[2]} << 8) | uint32_t{p[3]};
-}
-
-void swap_bytes(void* data, int64_t count, int64_t elem_size) {
-  if (elem_size == 2) {
-    auto* p = static_cast<uint16_t*>(data);
-    for (int64_t i = 0; i < count; ++i) p[i] = __builtin_bswap16(p[i]);
-  } else if (elem_size == 4) {
-    auto* p = static_cast<uint32_t*>(data);
-    for (int64_t i = 0; i < count; ++i) p[i] = __builtin_bswap32(p[i]);
-  } else if (elem_size == 8) {
-    auto* p = static_cast<uint64_t*>(data);
-    for (int64_t i = 0; i < count; ++i) p[i] = __builtin_bswap64(p[i]);
-  }
 }
 
 Expected<IdxHeader> read_idx_header(ByteSource& src) {

@@ -1,5 +1,7 @@
 #include "kiln/data/npy.h"
 
+#include "kiln/data/byte_order.h"
+
 #include <torch/torch.h>
 
 #include <algorithm>
@@ -46,19 +48,6 @@ std::string shape_repr(const std::vector<int64_t>& shape) {
   for (size_t i = 0; i < shape.size(); ++i) s += (i ? ", " : "") + std::to_string(shape[i]);
   if (shape.size() == 1) s += ",";
   return s + ")";
-}
-
-void swap_bytes(void* data, int64_t count, int64_t elem_size) {
-  if (elem_size == 2) {
-    auto* p = static_cast<uint16_t*>(data);
-    for (int64_t i = 0; i < count; ++i) p[i] = __builtin_bswap16(p[i]);
-  } else if (elem_size == 4) {
-    auto* p = static_cast<uint32_t*>(data);
-    for (int64_t i = 0; i < count; ++i) p[i] = __builtin_bswap32(p[i]);
-  } else if (elem_size == 8) {
-    auto* p = static_cast<uint64_t*>(data);
-    for (int64_t i = 0; i < count; ++i) p[i] = __builtin_bswap64(p[i]);
-  }
 }
 
 /// The three keys of an npy header dict, parsed from its Python-literal text.

@@ -1,6 +1,7 @@
 #include "kiln/model/spec.h"
 
-#include <yaml-cpp/yaml.h>
+#include "kiln/core/yaml.h"
+
 
 #include <algorithm>
 #include <cmath>
@@ -173,48 +174,6 @@ Expected<std::vector<LayerSpec>> parse_layers(const Json& j, const std::string& 
   return layers;
 }
 
-// ---- YAML -> JSON ----------------------------------------------------------------------
-
-Json scalar_to_json(const YAML::Node& node) {
-  const std::string& s = node.Scalar();
-  if (node.Tag() == "!") return s;  // quoted: always a string
-  if (s.empty() || s == "~" || s == "null" || s == "Null" || s == "NULL") return nullptr;
-  if (s == "true" || s == "True" || s == "TRUE") return true;
-  if (s == "false" || s == "False" || s == "FALSE") return false;
-  {
-    char* end = nullptr;
-    errno = 0;
-    long long v = std::strtoll(s.c_str(), &end, 10);
-    if (errno == 0 && end && *end == '\0' && end != s.c_str()) return static_cast<int64_t>(v);
-  }
-  {
-    char* end = nullptr;
-    double d = std::strtod(s.c_str(), &end);
-    if (end && *end == '\0' && end != s.c_str() && std::isfinite(d) &&
-        s.find_first_of("xXnN") == std::string::npos)
-      return d;
-  }
-  return s;
-}
-
-Json yaml_to_json(const YAML::Node& node) {
-  switch (node.Type()) {
-    case YAML::NodeType::Sequence: {
-      Json a = Json::array();
-      for (const auto& item : node) a.push_back(yaml_to_json(item));
-      return a;
-    }
-    case YAML::NodeType::Map: {
-      Json o = Json::object();
-      for (const auto& kv : node) o[kv.first.as<std::string>()] = yaml_to_json(kv.second);
-      return o;
-    }
-    case YAML::NodeType::Scalar:
-      return scalar_to_json(node);
-    default:
-      return nullptr;
-  }
-}
 
 }  // namespace
 
@@ -293,20 +252,7 @@ Expected<ModelSpec> parse_model_spec(const Json& j, const std::string& where) {
   return ModelSpec::from_json(j, where);
 }
 
-Expected<Json> read_yaml_file(const fs::path& path) {
-  std::error_code ec;
-  if (!fs::exists(path, ec)) return Status::NotFound(path.string() + ": no such file");
-  try {
-    return yaml_to_json(YAML::LoadFile(path.string()));
-  } catch (const YAML::BadFile&) {
-    return Status::IoError(path.string() + ": cannot read");
-  } catch (const YAML::ParserException& e) {
-    return Status::InvalidArgument(path.string() + " line " + std::to_string(e.mark.line + 1) +
-                                   ": invalid YAML: " + e.msg);
-  } catch (const YAML::Exception& e) {
-    return Status::InvalidArgument(path.string() + ": invalid YAML: " + e.what());
-  }
-}
+Expected<Json> read_yaml_file(const fs::path& path) { return kiln::read_yaml_file(path); }
 
 Expected<ModelSpec> load_model_spec_file(const fs::path& path) {
   Json root;

@@ -1,7 +1,5 @@
 #include "kiln/train/config.h"
 
-#include <yaml-cpp/yaml.h>
-
 #include <cmath>
 #include <limits>
 #include <set>
@@ -13,69 +11,6 @@
 
 namespace kiln::train {
 namespace {
-
-// ---------------------------------------------------------------------------------------------
-// YAML → JSON
-
-Json scalar_to_json(const YAML::Node& node) {
-  const std::string& s = node.Scalar();
-  if (node.Tag() == "!") return s;  // quoted: always a string
-  if (s.empty() || s == "~" || s == "null" || s == "Null" || s == "NULL") return nullptr;
-  if (s == "true" || s == "True" || s == "TRUE") return true;
-  if (s == "false" || s == "False" || s == "FALSE") return false;
-  // Integers, then floats; anything else is a string.
-  {
-    size_t pos = 0;
-    try {
-      long long v = std::stoll(s, &pos, 10);
-      if (pos == s.size()) return static_cast<int64_t>(v);
-    } catch (const std::exception&) {
-    }
-  }
-  {
-    size_t pos = 0;
-    try {
-      double v = std::stod(s, &pos);
-      if (pos == s.size()) return v;
-    } catch (const std::exception&) {
-    }
-  }
-  if (s == ".inf" || s == ".Inf") return std::numeric_limits<double>::infinity();
-  if (s == "-.inf" || s == "-.Inf") return -std::numeric_limits<double>::infinity();
-  if (s == ".nan" || s == ".NaN") return std::numeric_limits<double>::quiet_NaN();
-  return s;
-}
-
-Json node_to_json(const YAML::Node& node, const std::string& path,
-                  std::map<std::string, int>* lines) {
-  if (lines && !path.empty() && node.Mark().line >= 0 && !lines->count(path))
-    (*lines)[path] = node.Mark().line + 1;
-  switch (node.Type()) {
-    case YAML::NodeType::Null:
-    case YAML::NodeType::Undefined:
-      return nullptr;
-    case YAML::NodeType::Scalar:
-      return scalar_to_json(node);
-    case YAML::NodeType::Sequence: {
-      Json arr = Json::array();
-      size_t i = 0;
-      for (const auto& item : node)
-        arr.push_back(node_to_json(item, path + "[" + std::to_string(i++) + "]", lines));
-      return arr;
-    }
-    case YAML::NodeType::Map: {
-      Json obj = Json::object();
-      for (const auto& kv : node) {
-        std::string key = kv.first.as<std::string>();
-        std::string sub = path.empty() ? key : path + "." + key;
-        if (lines && kv.first.Mark().line >= 0) (*lines)[sub] = kv.first.Mark().line + 1;
-        obj[key] = node_to_json(kv.second, sub, lines);
-      }
-      return obj;
-    }
-  }
-  return nullptr;
-}
 
 // ---------------------------------------------------------------------------------------------
 // Validation helpers: every error names the source, line (when known) and dotted key path.
@@ -272,15 +207,6 @@ Json TrainConfig::to_json() const {
 }
 
 std::string TrainConfig::hash() const { return sha256_hex(canonical_json(to_json())); }
-
-Expected<Json> yaml_to_json(const std::string& text, std::map<std::string, int>* lines) {
-  try {
-    YAML::Node root = YAML::Load(text);
-    return node_to_json(root, "", lines);
-  } catch (const YAML::Exception& e) {
-    return Status::InvalidArgument("line " + std::to_string(e.mark.line + 1) + ": " + e.msg);
-  }
-}
 
 Status apply_override(Json* config, const std::string& assignment) {
   const size_t eq = assignment.find('=');

@@ -9,6 +9,7 @@
 
 #include "kiln/core/expected.h"
 #include "kiln/core/json.h"
+#include "kiln/core/yaml.h"
 #include "kiln/data/augment.h"
 
 namespace kiln::train {
@@ -108,10 +109,8 @@ struct TrainConfig {
 /// The top-level keys a config may hold, in documentation order.
 const std::vector<std::string>& train_config_keys();
 
-/// Converts a YAML document (text) to JSON: quoted scalars stay strings; plain scalars become
-/// null, bool (true/false), integer, float, or string. `lines`, if given, receives the 1-based
-/// line of every dotted key path ("optimizer.lr") for error messages.
-Expected<Json> yaml_to_json(const std::string& text, std::map<std::string, int>* lines = nullptr);
+/// YAML → JSON with key-path line numbers: the one converter in core (kiln/core/yaml.h).
+using kiln::yaml_to_json;
 
 /// Applies one `--set key.path=value` override: the value is parsed as YAML
 /// (`optimizer.betas=[0.9,0.99]`, `precision=bf16`), intermediate mappings are created.

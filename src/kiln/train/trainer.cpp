@@ -443,6 +443,16 @@ Expected<TrainResult> train(const TrainConfig& cfg, const TrainOptions& opts) {
     state.epoch_seconds = epoch_seconds_before + seconds_since(epoch_clock);
     return Status::Ok();
   };
+  // max_steps reached: the checkpoint is saved; report where the run stopped.
+  auto interrupted = [&]() -> Expected<TrainResult> {
+    if (bar) bar->finish("interrupted at step " + std::to_string(state.step));
+    result.interrupted = true;
+    result.steps = state.step;
+    result.epochs = state.epoch;
+    result.history = state.history;
+    result.seconds = seconds_since(t_start);
+    return result;
+  };
   auto checkpoint = [&]() -> Status {
     KILN_RETURN_IF_ERROR(sync_and_check());
     {
@@ -511,13 +521,7 @@ Expected<TrainResult> train(const TrainConfig& cfg, const TrainOptions& opts) {
         KILN_RETURN_IF_ERROR(checkpoint());
       if (opts.max_steps_ > 0 && state.step >= opts.max_steps_ && state.batch < steps_per_epoch) {
         KILN_RETURN_IF_ERROR(checkpoint());
-        if (bar) bar->finish("interrupted at step " + std::to_string(state.step));
-        result.interrupted = true;
-        result.steps = state.step;
-        result.epochs = state.epoch;
-        result.history = state.history;
-        result.seconds = seconds_since(t_start);
-        return result;
+        return interrupted();
       }
     }
 
@@ -602,15 +606,7 @@ Expected<TrainResult> train(const TrainConfig& cfg, const TrainOptions& opts) {
     log_clock = Clock::now();
     KILN_RETURN_IF_ERROR(checkpoint());
     KILN_RETURN_IF_ERROR(write_history_files(out, state.history, d.task));
-    if (opts.max_steps_ > 0 && state.step >= opts.max_steps_ && !state.finished) {
-      if (bar) bar->finish("interrupted at step " + std::to_string(state.step));
-      result.interrupted = true;
-      result.steps = state.step;
-      result.epochs = state.epoch;
-      result.history = state.history;
-      result.seconds = seconds_since(t_start);
-      return result;
-    }
+    if (opts.max_steps_ > 0 && state.step >= opts.max_steps_ && !state.finished) return interrupted();
   }
   if (bar) bar->finish(state.stopped_early ? "stopped early" : "done");
 
