@@ -1,7 +1,6 @@
 // The whole published Fashion-MNIST: in data_slow_tests (ctest label slow). Expected sums were
 // computed independently with Python's gzip module.
 #include <gtest/gtest.h>
-
 #include <torch/torch.h>
 
 #include "kiln/data/images.h"
@@ -10,7 +9,9 @@
 namespace kiln::data {
 namespace {
 
-std::filesystem::path fm(const std::string& name) { return kiln::testing::fashion_mnist_dir() / name; }
+std::filesystem::path fm(const std::string& name) {
+  return kiln::testing::fashion_mnist_dir() / name;
+}
 
 TEST(IdxRead, FashionMnistFull) {
   auto x = read_idx(fm("train-images-idx3-ubyte.gz"));

@@ -1,5 +1,6 @@
-#include <gtest/gtest.h>
+#include "kiln/data/prepare.h"
 
+#include <gtest/gtest.h>
 #include <torch/torch.h>
 
 #include <fstream>
@@ -7,7 +8,6 @@
 
 #include "kiln/core/files.h"
 #include "kiln/data/csv.h"
-#include "kiln/data/prepare.h"
 #include "kiln/data/snapshot.h"
 #include "kiln/data/spec.h"
 #include "support/test_support.h"
@@ -59,7 +59,8 @@ TEST(PrepareTest, SameInputsGiveTheSameSnapshotByteForByte) {
     EXPECT_EQ(file_bytes(entry.path()), file_bytes(rb->snapshot_dir / entry.path().filename()))
         << entry.path();
   // A different seed is a different snapshot.
-  auto rc = prepare_dataset(spec_for("breast-cancer/dataset.yaml"), PrepareOptions(a.path()).seed(7));
+  auto rc =
+      prepare_dataset(spec_for("breast-cancer/dataset.yaml"), PrepareOptions(a.path()).seed(7));
   ASSERT_TRUE(rc.ok());
   EXPECT_NE(rc->content_hash, ra->content_hash);
 }
@@ -210,7 +211,8 @@ TEST(PrepareTest, FashionMnistSubsetCarvesStratifiedValidation) {
   EXPECT_EQ(snap->splits["train"].x.size(0) + snap->splits["val"].x.size(0), 2000);
   EXPECT_EQ(snap->splits["test"].x.size(0), 2000);
   EXPECT_EQ(snap->splits["train"].x.scalar_type(), torch::kUInt8);
-  EXPECT_EQ(snap->splits["val"].x.sizes(), (std::vector<int64_t>{snap->splits["val"].x.size(0), 1, 28, 28}));
+  EXPECT_EQ(snap->splits["val"].x.sizes(),
+            (std::vector<int64_t>{snap->splits["val"].x.size(0), 1, 28, 28}));
   // Each class's share of val is within one image of 10% of its share of the subset.
   torch::Tensor all = torch::cat({snap->splits["train"].y, snap->splits["val"].y});
   torch::Tensor val_counts = torch::bincount(snap->splits["val"].y, {}, 10);

@@ -1,6 +1,7 @@
+#include "kiln/data/profile.h"
+
 #include <gtest/gtest.h>
 
-#include "kiln/data/profile.h"
 #include "kiln/data/spec.h"
 #include "support/test_support.h"
 
@@ -23,9 +24,9 @@ Json profile_csv(const std::string& file, const std::string& target) {
 TEST(ProfileTest, DirtyBreastCancerFaultsAreFoundExactly) {
   Json r = profile_csv("breast_cancer_dirty.csv", "diagnosis");
   const Json& issues = r["issues"];
-  EXPECT_EQ(issues["missing_cells"], 18);      // empty and NA cells
-  EXPECT_EQ(issues["non_numeric_cells"], 3);   // "n/a?" in mean_radius, lines 223, 393, 435
-  EXPECT_EQ(issues["duplicate_rows"], 7);      // the 7 rows appended at the end
+  EXPECT_EQ(issues["missing_cells"], 18);     // empty and NA cells
+  EXPECT_EQ(issues["non_numeric_cells"], 3);  // "n/a?" in mean_radius, lines 223, 393, 435
+  EXPECT_EQ(issues["duplicate_rows"], 7);     // the 7 rows appended at the end
   EXPECT_EQ(issues["duplicate_lines"], Json({572, 573, 574, 575, 576, 577, 578}));
   EXPECT_EQ(issues["ragged_lines"], Json({226}));
   ASSERT_EQ(issues["outliers"].size(), 2u) << issues["outliers"].dump();

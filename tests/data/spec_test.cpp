@@ -1,6 +1,7 @@
+#include "kiln/data/spec.h"
+
 #include <gtest/gtest.h>
 
-#include "kiln/data/spec.h"
 #include "support/test_support.h"
 
 namespace kiln::data {
@@ -32,7 +33,8 @@ TEST(SpecTest, ShippedExamplesLoad) {
 }
 
 TEST(SpecTest, UnknownFieldNamesLineAndField) {
-  Status st = load_text("name: x\nkind: table\nsources: [a.csv]\ntarget: y\ncleaning:\n  mising: drop\n");
+  Status st =
+      load_text("name: x\nkind: table\nsources: [a.csv]\ntarget: y\ncleaning:\n  mising: drop\n");
   ASSERT_FALSE(st.ok());
   EXPECT_NE(st.message().find("line 6"), std::string::npos) << st;
   EXPECT_NE(st.message().find("cleaning.mising"), std::string::npos) << st;
@@ -42,7 +44,8 @@ TEST(SpecTest, BadValuesAreNamed) {
   Status st = load_text("kind: table\nsources: [a.csv]\ntarget: y\ncleaning: {missing: guess}\n");
   EXPECT_NE(st.message().find("cleaning.missing"), std::string::npos) << st;
   EXPECT_NE(st.message().find("median"), std::string::npos) << st;
-  st = load_text("kind: table\nsources: [a.csv]\ntarget: y\nsplit: {train: 0.5, val: 0.1, test: 0.1}\n");
+  st = load_text(
+      "kind: table\nsources: [a.csv]\ntarget: y\nsplit: {train: 0.5, val: 0.1, test: 0.1}\n");
   EXPECT_NE(st.message().find("sum to 1"), std::string::npos) << st;
   st = load_text("kind: table\nsources: [a.csv]\n");
   EXPECT_NE(st.message().find("target"), std::string::npos) << st;

@@ -1,10 +1,9 @@
 // Drives the real `kiln` binary on real data: the CLI contract of the data stage.
 #include <gtest/gtest.h>
 
-#include <nlohmann/json.hpp>
-
 #include <algorithm>
 #include <filesystem>
+#include <nlohmann/json.hpp>
 
 #include "support/test_support.h"
 
@@ -23,7 +22,9 @@ using testing::write_text;
 using Json = nlohmann::json;
 namespace fs = std::filesystem;
 
-int count_lines(const std::string& s) { return static_cast<int>(std::count(s.begin(), s.end(), '\n')); }
+int count_lines(const std::string& s) {
+  return static_cast<int>(std::count(s.begin(), s.end(), '\n'));
+}
 
 bool empty_or_absent(const fs::path& dir) { return !fs::exists(dir) || fs::is_empty(dir); }
 
@@ -46,12 +47,12 @@ TEST(CliTest, HelpAndVersion) {
 
 TEST(CliTest, UsageErrorsExitTwoWithOneLine) {
   TempDir home;
-  for (const auto& args : std::vector<std::vector<std::string>>{
-           {"data", "profile"},
-           {"data", "profile", "x.csv", "--no-such-flag"},
-           {"nosuchstage"},
-           {"data", "profile", "x.csv", "--outlier-z", "-3"},
-           {}}) {
+  for (const auto& args :
+       std::vector<std::vector<std::string>>{{"data", "profile"},
+                                             {"data", "profile", "x.csv", "--no-such-flag"},
+                                             {"nosuchstage"},
+                                             {"data", "profile", "x.csv", "--outlier-z", "-3"},
+                                             {}}) {
     CommandResult r = run_kiln(args, home.path());
     EXPECT_EQ(r.exit_code, 2) << r.err;
     EXPECT_EQ(count_lines(r.err), 1) << r.err;
@@ -62,9 +63,10 @@ TEST(CliTest, UsageErrorsExitTwoWithOneLine) {
 TEST(CliTest, ProfileDirtyCsvReport) {
   TempDir home;
   fs::path report = home / "report.json";
-  CommandResult r = run_kiln({"data", "profile", (shared_datasets_dir() / "breast_cancer_dirty.csv").string(),
-                              "--target", "diagnosis", "--report", report.string()},
-                             home.path());
+  CommandResult r =
+      run_kiln({"data", "profile", (shared_datasets_dir() / "breast_cancer_dirty.csv").string(),
+                "--target", "diagnosis", "--report", report.string()},
+               home.path());
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_NE(r.out.find("needs_cleaning"), std::string::npos);
   Json j = Json::parse(read_text(report));
@@ -76,8 +78,8 @@ TEST(CliTest, ProfileDirtyCsvReport) {
   EXPECT_EQ(j["issues"]["ragged_lines"], Json({226}));
   EXPECT_EQ(j["issues"]["outliers"].size(), 2u);
   // --json prints the same report.
-  r = run_kiln({"data", "profile", (shared_datasets_dir() / "breast_cancer_dirty.csv").string(), "-t",
-                "diagnosis", "--json"},
+  r = run_kiln({"data", "profile", (shared_datasets_dir() / "breast_cancer_dirty.csv").string(),
+                "-t", "diagnosis", "--json"},
                home.path());
   ASSERT_EQ(r.exit_code, 0);
   EXPECT_EQ(Json::parse(r.out)["issues"], j["issues"]);
@@ -85,14 +87,16 @@ TEST(CliTest, ProfileDirtyCsvReport) {
 
 TEST(CliTest, ProfileBadInputExitsTwoNamingTheFile) {
   TempDir home;
-  CommandResult r = run_kiln({"data", "profile", (home / "absent.csv").string(), "--target", "y"}, home.path());
+  CommandResult r =
+      run_kiln({"data", "profile", (home / "absent.csv").string(), "--target", "y"}, home.path());
   EXPECT_EQ(r.exit_code, 2);
   EXPECT_NE(r.err.find("absent.csv"), std::string::npos) << r.err;
   r = run_kiln({"data", "profile", (shared_datasets_dir() / "diabetes.csv").string()}, home.path());
   EXPECT_EQ(r.exit_code, 2);
   EXPECT_NE(r.err.find("--target"), std::string::npos) << r.err;
-  r = run_kiln({"data", "profile", (shared_datasets_dir() / "diabetes.csv").string(), "--target", "nope"},
-               home.path());
+  r = run_kiln(
+      {"data", "profile", (shared_datasets_dir() / "diabetes.csv").string(), "--target", "nope"},
+      home.path());
   EXPECT_EQ(r.exit_code, 2);
   EXPECT_NE(r.err.find("diabetes.csv"), std::string::npos) << r.err;
   write_text(home / "empty.csv", "");
@@ -110,8 +114,9 @@ TEST(CliTest, PrepareIsDeterministicAndContentAddressed) {
   std::string hashes[2];
   for (int i = 0; i < 2; ++i) {
     fs::path out = home / ("out" + std::to_string(i));
-    CommandResult r = run_kiln({"data", "prepare", example("breast-cancer/dirty.yaml"), "--out", out.string(), "--json"},
-                               home.path());
+    CommandResult r = run_kiln(
+        {"data", "prepare", example("breast-cancer/dirty.yaml"), "--out", out.string(), "--json"},
+        home.path());
     ASSERT_EQ(r.exit_code, 0) << r.err;
     Json j = Json::parse(r.out);
     hashes[i] = j["content_hash"];
@@ -140,7 +145,8 @@ TEST(CliTest, PrepareBadImageInputsExitTwoWithoutPartialSnapshot) {
   const std::string real_images = read_text(fashion_mnist_dir() / "t10k-images-idx3-ubyte.gz");
   const std::string real_labels = read_text(fashion_mnist_dir() / "t10k-labels-idx1-ubyte.gz");
   std::string corrupt = real_labels;
-  for (size_t i = 20; i < 60 && i < corrupt.size(); ++i) corrupt[i] = static_cast<char>(corrupt[i] ^ 0x5a);
+  for (size_t i = 20; i < 60 && i < corrupt.size(); ++i)
+    corrupt[i] = static_cast<char>(corrupt[i] ^ 0x5a);
   // Raw IDX labels with a wrong magic number; and 5 labels for 10000 images.
   std::string wrong_magic("\x00\x00\x09\x01\x00\x00\x00\x02\x01\x02", 10);
   std::string few_labels("\x00\x00\x08\x01\x00\x00\x00\x05\x01\x02\x03\x04\x05", 13);
@@ -159,7 +165,8 @@ TEST(CliTest, PrepareBadImageInputsExitTwoWithoutPartialSnapshot) {
                    "\nsplits:\n  train:\n    images: t10k-images-idx3-ubyte.gz\n    labels: " +
                    (dir / "labels.gz").string() + "\n");
     fs::path out = dir / "out";
-    CommandResult r = run_kiln({"data", "prepare", (dir / "dataset.yaml").string(), "--out", out.string()}, home.path());
+    CommandResult r = run_kiln(
+        {"data", "prepare", (dir / "dataset.yaml").string(), "--out", out.string()}, home.path());
     EXPECT_EQ(r.exit_code, 2) << c.name << ": " << r.err;
     EXPECT_NE(r.err.find(c.expect_in_error), std::string::npos) << c.name << ": " << r.err;
     EXPECT_EQ(count_lines(r.err), 1) << c.name << ": " << r.err;
@@ -173,9 +180,11 @@ TEST(CliTest, PrepareCifarRecordOfWrongSizeExitsTwo) {
   std::string batch(3073 * 3 + 100, '\0');  // three whole records, then a truncated fourth
   write_text(home / "data_batch_1.bin", batch);
   write_text(home / "dataset.yaml",
-             "name: cifar\nkind: images\nformat: cifar10\nsplits:\n  train:\n    batches: [data_batch_1.bin]\n");
-  CommandResult r = run_kiln({"data", "prepare", (home / "dataset.yaml").string(), "--out", (home / "out").string()},
-                             home.path());
+             "name: cifar\nkind: images\nformat: cifar10\nsplits:\n  train:\n    batches: "
+             "[data_batch_1.bin]\n");
+  CommandResult r = run_kiln(
+      {"data", "prepare", (home / "dataset.yaml").string(), "--out", (home / "out").string()},
+      home.path());
   EXPECT_EQ(r.exit_code, 2) << r.err;
   EXPECT_NE(r.err.find("data_batch_1.bin"), std::string::npos) << r.err;
   EXPECT_NE(r.err.find("record"), std::string::npos) << r.err;
@@ -186,8 +195,8 @@ TEST(CliTest, PrepareBadCsvInputsExitTwo) {
   TempDir home;
   // Ragged rows with the default policy (error): every line listed, nothing written.
   write_text(home / "ragged.csv", "a,b,y\n1,2,x\n3,4\n5,6,z\n7,8,x,9\n");
-  CommandResult r = run_kiln({"data", "prepare", (home / "ragged.csv").string(), "--target", "y", "--out",
-                              (home / "out").string()},
+  CommandResult r = run_kiln({"data", "prepare", (home / "ragged.csv").string(), "--target", "y",
+                              "--out", (home / "out").string()},
                              home.path());
   EXPECT_EQ(r.exit_code, 2) << r.err;
   EXPECT_NE(r.err.find("ragged.csv"), std::string::npos) << r.err;
@@ -195,14 +204,15 @@ TEST(CliTest, PrepareBadCsvInputsExitTwo) {
   EXPECT_NE(r.err.find("5 (4 fields)"), std::string::npos) << r.err;
   EXPECT_TRUE(empty_or_absent(home / "out"));
   // No target column.
-  r = run_kiln({"data", "prepare", (shared_datasets_dir() / "breast_cancer.csv").string(), "--target", "label",
-                "--out", (home / "out").string()},
+  r = run_kiln({"data", "prepare", (shared_datasets_dir() / "breast_cancer.csv").string(),
+                "--target", "label", "--out", (home / "out").string()},
                home.path());
   EXPECT_EQ(r.exit_code, 2);
   EXPECT_NE(r.err.find("'label'"), std::string::npos) << r.err;
   // Unterminated quote names the line.
   write_text(home / "quote.csv", "a,y\n1,x\n\"2,y\n");
-  r = run_kiln({"data", "prepare", (home / "quote.csv").string(), "--target", "y", "--out", (home / "out").string()},
+  r = run_kiln({"data", "prepare", (home / "quote.csv").string(), "--target", "y", "--out",
+                (home / "out").string()},
                home.path());
   EXPECT_EQ(r.exit_code, 2);
   EXPECT_NE(r.err.find("quote.csv"), std::string::npos) << r.err;

@@ -1,9 +1,8 @@
 // Drives `kiln train / eval / predict / export` on real data: the quick CSV path, raw-row
 // predictions equal to prepared-snapshot ones (no train/serve skew), export loaded by Python,
 // resume after kill -9, and bad input.
-#include <gtest/gtest.h>
-
 #include <fcntl.h>
+#include <gtest/gtest.h>
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -11,10 +10,9 @@
 #include <chrono>
 #include <filesystem>
 #include <fstream>
+#include <nlohmann/json.hpp>
 #include <sstream>
 #include <thread>
-
-#include <nlohmann/json.hpp>
 
 #include "support/test_support.h"
 
@@ -34,7 +32,8 @@ namespace fs = std::filesystem;
 
 /// Trains the breast-cancer example (under a second) into `out`.
 Json train_breast_cancer(const fs::path& home, const fs::path& out) {
-  CommandResult r = run_kiln({"train", example("breast-cancer/train.yaml"), "--out", out.string(), "--json"}, home);
+  CommandResult r = run_kiln(
+      {"train", example("breast-cancer/train.yaml"), "--out", out.string(), "--json"}, home);
   EXPECT_EQ(r.exit_code, 0) << r.err;
   return Json::parse(r.out);
 }
@@ -48,9 +47,10 @@ std::vector<std::string> lines_of(const std::string& text) {
 
 TEST(TrainCliTest, QuickCsvPathTrainsAndBundles) {
   TempDir home;
-  CommandResult r = run_kiln({"train", "--data", (shared_datasets_dir() / "breast_cancer.csv").string(), "--target",
-                              "diagnosis", "--out", (home / "run").string(), "--json"},
-                             home.path());
+  CommandResult r =
+      run_kiln({"train", "--data", (shared_datasets_dir() / "breast_cancer.csv").string(),
+                "--target", "diagnosis", "--out", (home / "run").string(), "--json"},
+               home.path());
   ASSERT_EQ(r.exit_code, 0) << r.err;
   Json j = Json::parse(r.out);
   EXPECT_GE(j["test_metrics"]["accuracy"].get<double>(), 0.9);
@@ -78,13 +78,16 @@ TEST(TrainCliTest, RawRowPredictionsMatchPreparedSnapshot) {
   // Pick the test split's raw lines out of the original CSV.
   std::vector<std::string> csv = lines_of(read_text(shared_datasets_dir() / "breast_cancer.csv"));
   std::string rows = csv[0] + "\n";
-  for (const auto& line : snap["splits"]["test"]["source_lines"]) rows += csv[line.get<size_t>() - 1] + "\n";
+  for (const auto& line : snap["splits"]["test"]["source_lines"])
+    rows += csv[line.get<size_t>() - 1] + "\n";
   write_text(home / "test_rows.csv", rows);
 
-  CommandResult raw = run_kiln({"eval", bundle.string(), "--data", (home / "test_rows.csv").string(), "--json"},
-                               home.path());
+  CommandResult raw =
+      run_kiln({"eval", bundle.string(), "--data", (home / "test_rows.csv").string(), "--json"},
+               home.path());
   CommandResult prepared =
-      run_kiln({"eval", bundle.string(), "--data", snapshot.string(), "--split", "test", "--json"}, home.path());
+      run_kiln({"eval", bundle.string(), "--data", snapshot.string(), "--split", "test", "--json"},
+               home.path());
   ASSERT_EQ(raw.exit_code, 0) << raw.err;
   ASSERT_EQ(prepared.exit_code, 0) << prepared.err;
   Json a = Json::parse(raw.out), b = Json::parse(prepared.out);
@@ -93,9 +96,10 @@ TEST(TrainCliTest, RawRowPredictionsMatchPreparedSnapshot) {
   EXPECT_DOUBLE_EQ(a["accuracy"].get<double>(), run["test_metrics"]["accuracy"].get<double>());
 
   // predict: one line per row with a label and probabilities summing to 1.
-  CommandResult p = run_kiln({"predict", bundle.string(), "--input", (home / "test_rows.csv").string(), "--output",
-                              (home / "pred.csv").string()},
-                             home.path());
+  CommandResult p =
+      run_kiln({"predict", bundle.string(), "--input", (home / "test_rows.csv").string(),
+                "--output", (home / "pred.csv").string()},
+               home.path());
   ASSERT_EQ(p.exit_code, 0) << p.err;
   std::vector<std::string> pred = lines_of(read_text(home / "pred.csv"));
   ASSERT_EQ(pred.size(), snap["splits"]["test"]["source_lines"].size() + 1);
@@ -110,11 +114,13 @@ TEST(TrainCliTest, ExportedModelMatchesInPython) {
   TempDir home;
   Json run = train_breast_cancer(home.path(), home / "run");
   fs::path bundle = run["bundle"].get<std::string>();
-  CommandResult e = run_kiln({"export", bundle.string(), "--format", "torchscript", "--out", (home / "model.pt").string()},
-                             home.path());
+  CommandResult e = run_kiln(
+      {"export", bundle.string(), "--format", "torchscript", "--out", (home / "model.pt").string()},
+      home.path());
   ASSERT_EQ(e.exit_code, 0) << e.err;
-  CommandResult p = run_kiln({"predict", bundle.string(), "--input", (shared_datasets_dir() / "breast_cancer.csv").string(),
-                              "--json", "--output", (home / "kiln.json").string()},
+  CommandResult p = run_kiln({"predict", bundle.string(), "--input",
+                              (shared_datasets_dir() / "breast_cancer.csv").string(), "--json",
+                              "--output", (home / "kiln.json").string()},
                              home.path());
   ASSERT_EQ(p.exit_code, 0) << p.err;
   write_text(home / "check.py", R"(
@@ -130,8 +136,10 @@ diff = float(np.abs(probs - ref).max())
 print(diff)
 sys.exit(0 if diff <= 1e-4 else 1)
 )");
-  std::string cmd = "/usr/bin/python3 " + (home / "check.py").string() + " " + (home / "model.pt").string() + " " +
-                    (shared_datasets_dir() / "breast_cancer.csv").string() + " " + (home / "kiln.json").string();
+  std::string cmd = "/usr/bin/python3 " + (home / "check.py").string() + " " +
+                    (home / "model.pt").string() + " " +
+                    (shared_datasets_dir() / "breast_cancer.csv").string() + " " +
+                    (home / "kiln.json").string();
   EXPECT_EQ(std::system(cmd.c_str()), 0) << cmd;
 }
 
@@ -157,10 +165,11 @@ pid_t spawn_kiln(const std::vector<std::string>& args, const fs::path& home) {
 TEST(TrainCliTest, ResumeAfterKillNineMatchesUninterruptedRun) {
   TempDir home;
   const std::vector<std::string> settings = {
-      "--set", "data.limit=3000", "--set", "epochs=2",       "--set", "checkpoint_every=4",
+      "--set", "data.limit=3000",    "--set", "epochs=2",       "--set", "checkpoint_every=4",
       "--set", "deterministic=true", "--set", "precision=fp32", "--set", "augment.noise_std=0"};
   auto args_for = [&](const fs::path& out) {
-    std::vector<std::string> a = {"train", example("fashion-mnist/cnn.yaml"), "--out", out.string(), "--json"};
+    std::vector<std::string> a = {"train", example("fashion-mnist/cnn.yaml"), "--out", out.string(),
+                                  "--json"};
     a.insert(a.end(), settings.begin(), settings.end());
     return a;
   };
@@ -173,15 +182,16 @@ TEST(TrainCliTest, ResumeAfterKillNineMatchesUninterruptedRun) {
   pid_t pid = spawn_kiln(args_for(home / "killed"), home.path());
   ::unsetenv("KILN_THREADS");
   fs::path ckpt = home / "killed" / "checkpoint.pt";
-  for (int i = 0; i < 600 && !fs::exists(ckpt); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  for (int i = 0; i < 600 && !fs::exists(ckpt); ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
   std::this_thread::sleep_for(std::chrono::milliseconds(700));
   ::kill(pid, SIGKILL);
   int status = 0;
   ::waitpid(pid, &status, 0);
   ASSERT_TRUE(fs::exists(ckpt));
   bool finished = fs::exists(home / "killed" / "bundle" / "manifest.json");
-  CommandResult resumed =
-      run_kiln({"train", "--resume", (home / "killed").string(), "--json"}, home.path(), {"KILN_THREADS=1"});
+  CommandResult resumed = run_kiln({"train", "--resume", (home / "killed").string(), "--json"},
+                                   home.path(), {"KILN_THREADS=1"});
   if (finished) GTEST_SKIP() << "the run finished before the kill; nothing to resume";
   ASSERT_EQ(resumed.exit_code, 0) << resumed.err;
   Json got = Json::parse(resumed.out)["test_metrics"];
@@ -191,22 +201,26 @@ TEST(TrainCliTest, ResumeAfterKillNineMatchesUninterruptedRun) {
 
 TEST(TrainCliTest, BadInputExitsTwoAndNamesTheCause) {
   TempDir home;
-  write_text(home / "typo.yaml", "data: " + example("breast-cancer/dataset.yaml") + "\nmodel: {zoo: mlp}\nepochz: 3\n");
-  CommandResult r = run_kiln({"train", (home / "typo.yaml").string(), "--out", (home / "a").string()}, home.path());
+  write_text(home / "typo.yaml",
+             "data: " + example("breast-cancer/dataset.yaml") + "\nmodel: {zoo: mlp}\nepochz: 3\n");
+  CommandResult r = run_kiln(
+      {"train", (home / "typo.yaml").string(), "--out", (home / "a").string()}, home.path());
   EXPECT_EQ(r.exit_code, 2);
   EXPECT_NE(r.err.find("epochz"), std::string::npos) << r.err;
   EXPECT_NE(r.err.find("epochs"), std::string::npos) << r.err;  // lists the valid keys
 
   write_text(home / "layer.yaml", "data: " + example("breast-cancer/dataset.yaml") +
                                       "\nmodel: {layers: [{type: conv3d, out: 4}]}\n");
-  r = run_kiln({"train", (home / "layer.yaml").string(), "--out", (home / "b").string()}, home.path());
+  r = run_kiln({"train", (home / "layer.yaml").string(), "--out", (home / "b").string()},
+               home.path());
   EXPECT_EQ(r.exit_code, 2);
   EXPECT_NE(r.err.find("conv3d"), std::string::npos) << r.err;
 
   // 2 classes, 3 outputs: refused before training.
   write_text(home / "outputs.yaml", "data: " + example("breast-cancer/dataset.yaml") +
                                         "\nmodel: {layers: [{type: linear, out: 3}]}\n");
-  r = run_kiln({"train", (home / "outputs.yaml").string(), "--out", (home / "c").string()}, home.path());
+  r = run_kiln({"train", (home / "outputs.yaml").string(), "--out", (home / "c").string()},
+               home.path());
   EXPECT_EQ(r.exit_code, 2) << r.err;
   EXPECT_FALSE(fs::exists(home / "c" / "bundle"));
 
@@ -218,7 +232,8 @@ TEST(TrainCliTest, BadInputExitsTwoAndNamesTheCause) {
   write_text(bundle / "weights.pt", bytes);
   for (const auto& args : std::vector<std::vector<std::string>>{
            {"eval", bundle.string(), "--data", example("breast-cancer/dataset.yaml")},
-           {"predict", bundle.string(), "--input", (shared_datasets_dir() / "breast_cancer.csv").string()},
+           {"predict", bundle.string(), "--input",
+            (shared_datasets_dir() / "breast_cancer.csv").string()},
            {"export", bundle.string(), "--out", (home / "m.pt").string()}}) {
     r = run_kiln(args, home.path());
     EXPECT_EQ(r.exit_code, 2) << args[0] << ": " << r.err;
@@ -235,9 +250,9 @@ namespace {
 
 TEST(TrainCliTest, DivergingLossExitsTwoKeepingTheCheckpoint) {
   testing::TempDir home;
-  CommandResult r = run_kiln({"train", example("breast-cancer/train.yaml"), "--out", (home / "run").string(), "--set",
-                              "optimizer={name: sgd, lr: 1.0e9}", "--set", "schedule.name=constant", "--set",
-                              "log_every=1"},
+  CommandResult r = run_kiln({"train", example("breast-cancer/train.yaml"), "--out",
+                              (home / "run").string(), "--set", "optimizer={name: sgd, lr: 1.0e9}",
+                              "--set", "schedule.name=constant", "--set", "log_every=1"},
                              home.path());
   EXPECT_EQ(r.exit_code, 2) << r.err;
   EXPECT_NE(r.err.find("not finite"), std::string::npos) << r.err;

@@ -40,7 +40,6 @@ fs::path kiln_binary() {
   return KILN_BINARY_DEFAULT;
 }
 
-
 CommandResult run_kiln(const std::vector<std::string>& args, const fs::path& home,
                        const std::vector<std::string>& extra_env) {
   TempDir io;

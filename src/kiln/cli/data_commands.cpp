@@ -37,8 +37,10 @@ int run_profile(const ProfileArgs& a) {
     Status st = write_json_file_atomic(a.report, *report);
     if (!st.ok()) return fail(st);
   }
-  if (a.json) std::cout << report->dump(2) << "\n";
-  else std::cout << data::render_profile(*report);
+  if (a.json)
+    std::cout << report->dump(2) << "\n";
+  else
+    std::cout << data::render_profile(*report);
   return 0;
 }
 
@@ -62,7 +64,8 @@ int run_prepare(const PrepareArgs& a) {
       options.seed(std::stoull(a.seed, &pos));
       if (pos != a.seed.size()) throw std::invalid_argument(a.seed);
     } catch (const std::exception&) {
-      return fail(Status::InvalidArgument("--seed: '" + a.seed + "' is not a non-negative integer"));
+      return fail(
+          Status::InvalidArgument("--seed: '" + a.seed + "' is not a non-negative integer"));
     }
   }
   options.limit(a.limit);
@@ -81,8 +84,8 @@ int run_prepare(const PrepareArgs& a) {
   std::cout << "snapshot " << result->snapshot_dir.string() << "\n";
   std::cout << "content hash " << result->content_hash << "\n";
   for (const auto& [name, s] : m["splits"].items())
-    std::cout << "  " << name << ": " << s["rows"].get<int64_t>() << " rows, x " << s["x_shape"].dump()
-              << "\n";
+    std::cout << "  " << name << ": " << s["rows"].get<int64_t>() << " rows, x "
+              << s["x_shape"].dump() << "\n";
   const Json& c = m["cleaning"];
   if (c.contains("dropped_rows")) {
     std::cout << "cleaning: " << c["rows_read"].get<int64_t>() << " rows read, "
@@ -91,8 +94,9 @@ int run_prepare(const PrepareArgs& a) {
               << c["imputed_cells"].get<int64_t>() << " cells imputed, "
               << c["clipped_cells"].get<int64_t>() << " clipped\n";
     for (const auto& r : c["ragged_rejected"])
-      std::cout << "  rejected line " << r["line"].get<int64_t>() << ": " << r["fields"].get<int64_t>()
-                << " fields, expected " << r["expected"].get<int64_t>() << "\n";
+      std::cout << "  rejected line " << r["line"].get<int64_t>() << ": "
+                << r["fields"].get<int64_t>() << " fields, expected "
+                << r["expected"].get<int64_t>() << "\n";
     for (const auto& d : c["dropped_rows"])
       std::cout << "  dropped line " << d["line"].get<int64_t>() << ": "
                 << d["reason"].get<std::string>() << "\n";
@@ -126,7 +130,8 @@ void register_data_commands(CLI::App& app, int* exit_code) {
       ->required();
   add_flag(*prepare, Flag::kTarget, &prepare_args->target);
   add_flag(*prepare, Flag::kOut, &prepare_args->out)
-      ->description("directory that receives the snapshot <name>-<hash> (default $KILN_HOME/snapshots)");
+      ->description(
+          "directory that receives the snapshot <name>-<hash> (default $KILN_HOME/snapshots)");
   add_flag(*prepare, Flag::kSeed, &prepare_args->seed);
   add_flag(*prepare, Flag::kLimit, &prepare_args->limit)->check(CLI::NonNegativeNumber);
   add_flag(*prepare, Flag::kJson, &prepare_args->json);

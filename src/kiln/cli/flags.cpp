@@ -1,10 +1,9 @@
 #include "kiln/cli/flags.h"
 
 #include <cstdio>
+#include <stdexcept>
 
 #include "kiln/cli/commands.h"
-
-#include <stdexcept>
 
 namespace kiln::cli {
 namespace {
@@ -20,8 +19,8 @@ const FlagSpec kFlags[] = {
      "robust z-score (0.6745*|x-median|/MAD) above which a value is an extreme outlier", "100"},
     {Flag::kNaTokens, "--na", "cell values read as missing (replaces the defaults)",
      "'' NA N/A NaN nan null NULL None"},
-    {Flag::kThreads, "--threads", "intra-op threads (default: KILN_THREADS, OMP_NUM_THREADS, cores)",
-     ""},
+    {Flag::kThreads, "--threads",
+     "intra-op threads (default: KILN_THREADS, OMP_NUM_THREADS, cores)", ""},
     {Flag::kLimit, "--limit", "read at most this many records per split (0: all)", "0"},
     {Flag::kInput, "--input", "input shape without the batch dim: C,H,W for images, F for tables",
      "1,28,28"},

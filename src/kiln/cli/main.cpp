@@ -1,9 +1,9 @@
 // The only main(): `kiln <stage> <verb> [args]`.
-#include <cstdio>
-#include <iostream>
+#include <torch/torch.h>
 
 #include <CLI/CLI.hpp>
-#include <torch/torch.h>
+#include <cstdio>
+#include <iostream>
 
 #include "kiln/cli/commands.h"
 #include "kiln/cli/flags.h"
@@ -13,11 +13,15 @@
 
 int main(int argc, char** argv) {
   kiln::init_logging("info");
-  CLI::App app{"Kiln: one native toolkit from raw data to a monitored production endpoint.", "kiln"};
-  app.set_version_flag("--version,-V", std::string("kiln ") + kiln::kVersion +
-                                           (*kiln::kGitCommit ? std::string(" (") + kiln::kGitCommit + ")" : ""));
+  CLI::App app{"Kiln: one native toolkit from raw data to a monitored production endpoint.",
+               "kiln"};
+  app.set_version_flag("--version,-V",
+                       std::string("kiln ") + kiln::kVersion +
+                           (*kiln::kGitCommit ? std::string(" (") + kiln::kGitCommit + ")" : ""));
   app.require_subcommand(1);
-  app.footer("Run 'kiln <stage> --help' for a stage's verbs. KILN_HOME (default ~/.kiln) holds what Kiln stores.");
+  app.footer(
+      "Run 'kiln <stage> --help' for a stage's verbs. KILN_HOME (default ~/.kiln) holds what Kiln "
+      "stores.");
 
   int threads = 0;
   kiln::cli::add_flag(app, kiln::cli::Flag::kThreads, &threads)->check(CLI::NonNegativeNumber);

@@ -66,14 +66,17 @@ Expected<Json> quick_config(const TrainArgs& a) {
   KILN_ASSIGN_OR_RETURN(data::DatasetSpec spec, data::resolve_dataset(a.data, a.target));
   if (spec.kind != data::DatasetKind::kTable)
     return Status::InvalidArgument("--data: the quick path takes a CSV file");
-  KILN_ASSIGN_OR_RETURN(data::PrepareResult prepared,
-                        data::prepare_dataset(spec, data::PrepareOptions(kiln_home() / "snapshots")));
+  KILN_ASSIGN_OR_RETURN(
+      data::PrepareResult prepared,
+      data::prepare_dataset(spec, data::PrepareOptions(kiln_home() / "snapshots")));
   const Json& m = prepared.manifest;
   const bool classification = m["task"] == "classification";
   const int64_t rows = m["splits"]["train"]["rows"].get<int64_t>();
   Json model;
-  if (a.model == "mlp") model = {{"zoo", "mlp"}, {"hidden", Json::array({64, 32})}, {"dropout", 0.1}};
-  else model = {{"zoo", a.model}};
+  if (a.model == "mlp")
+    model = {{"zoo", "mlp"}, {"hidden", Json::array({64, 32})}, {"dropout", 0.1}};
+  else
+    model = {{"zoo", a.model}};
   Json cfg = {{"data", prepared.snapshot_dir.string()},
               {"model", model},
               {"optimizer", {{"name", "adamw"}, {"lr", 3e-3}, {"weight_decay", 1e-4}}},
@@ -106,11 +109,12 @@ int run_train_resolved(const TrainArgs& a) {
   fs::path out = !a.resume.empty() ? fs::path(a.resume)
                  : !a.out.empty()  ? fs::path(a.out)
                                    : kiln_home() / "runs" /
-                                       ((a.config.empty() ? fs::path(a.data).stem().string()
-                                                          : fs::path(a.config).stem().string()) +
-                                        "-" + timestamp());
+                                        ((a.config.empty() ? fs::path(a.data).stem().string()
+                                                           : fs::path(a.config).stem().string()) +
+                                         "-" + timestamp());
   if (!a.resume.empty() && !a.out.empty() && fs::path(a.out) != fs::path(a.resume))
-    return fail(Status::InvalidArgument("--resume DIR continues in DIR; drop --out or make it DIR"));
+    return fail(
+        Status::InvalidArgument("--resume DIR continues in DIR; drop --out or make it DIR"));
 
   // How the run was asked for, so `--resume DIR` alone can rebuild the same config.
   Json invocation;
@@ -119,14 +123,16 @@ int run_train_resolved(const TrainArgs& a) {
   if (!a.resume.empty() && config_path.empty() && a.data.empty()) {
     Expected<Json> saved = read_json_file(out / "invocation.json");
     if (!saved.ok())
-      return fail(Status::NotFound(a.resume + ": no run to resume (" + saved.status().message() + ")"));
+      return fail(
+          Status::NotFound(a.resume + ": no run to resume (" + saved.status().message() + ")"));
     invocation = *saved;
   }
 
   Expected<train::TrainConfig> config = Status::Internal("unset");
   if (!invocation.is_null()) {
     if (invocation.contains("config_json")) {
-      config = train::parse_train_config(invocation["config_json"], {}, (out / "invocation.json").string());
+      config = train::parse_train_config(invocation["config_json"], {},
+                                         (out / "invocation.json").string());
     } else {
       std::vector<std::string> saved_set = invocation.value("set", std::vector<std::string>{});
       saved_set.insert(saved_set.end(), overrides.begin(), overrides.end());
@@ -188,9 +194,9 @@ int run_train_resolved(const TrainArgs& a) {
 // Raw inputs for a bundle: CSV rows, IDX images or .npy arrays, as float32 N×<raw shape>.
 
 struct RawInputs {
-  torch::Tensor x;            ///< float32, N × raw shape
-  torch::Tensor targets;      ///< classification: int64 class index (-1 unknown); regression: float
-  std::vector<int64_t> lines; ///< CSV lines of the rows (empty otherwise)
+  torch::Tensor x;        ///< float32, N × raw shape
+  torch::Tensor targets;  ///< classification: int64 class index (-1 unknown); regression: float
+  std::vector<int64_t> lines;  ///< CSV lines of the rows (empty otherwise)
 };
 
 std::vector<std::string> bundle_feature_names(const model::Bundle& b) {
@@ -200,7 +206,8 @@ std::vector<std::string> bundle_feature_names(const model::Bundle& b) {
   return names;
 }
 
-Expected<RawInputs> read_raw_inputs(const model::Bundle& b, const fs::path& path, bool want_targets) {
+Expected<RawInputs> read_raw_inputs(const model::Bundle& b, const fs::path& path,
+                                    bool want_targets) {
   std::string ext = path.extension().string();
   for (auto& c : ext) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
   const std::vector<int64_t> raw_shape = b.raw_input_shape();
@@ -208,21 +215,24 @@ Expected<RawInputs> read_raw_inputs(const model::Bundle& b, const fs::path& path
   if (ext == ".csv") {
     std::vector<std::string> features = bundle_feature_names(b);
     if (features.empty())
-      return Status::InvalidArgument(b.dir.string() + ": the bundle records no feature columns, so it "
+      return Status::InvalidArgument(b.dir.string() +
+                                     ": the bundle records no feature columns, so it "
                                      "cannot read CSV rows (give .npy or .idx input)");
     for (const auto& f : b.manifest["schema"]["features"])
       if (f.value("type", "numeric") != "numeric")
-        return Status::InvalidArgument(b.dir.string() + ": feature '" + f["name"].get<std::string>() +
-                                       "' is categorical; CSV prediction takes numeric features only");
+        return Status::InvalidArgument(
+            b.dir.string() + ": feature '" + f["name"].get<std::string>() +
+            "' is categorical; CSV prediction takes numeric features only");
     KILN_ASSIGN_OR_RETURN(data::CsvTable t, data::read_csv(path));
     if (!t.ragged.empty())
       return Status::InvalidArgument(path.string() + " line " + std::to_string(t.ragged[0].line) +
-                                     ": expected " + std::to_string(t.header.size()) + " fields, got " +
-                                     std::to_string(t.ragged[0].fields));
+                                     ": expected " + std::to_string(t.header.size()) +
+                                     " fields, got " + std::to_string(t.ragged[0].fields));
     std::vector<int64_t> cols;
     for (const auto& name : features) {
       int64_t c = t.column_index(name);
-      if (c < 0) return Status::InvalidArgument(path.string() + ": missing feature column '" + name + "'");
+      if (c < 0)
+        return Status::InvalidArgument(path.string() + ": missing feature column '" + name + "'");
       cols.push_back(c);
     }
     const int64_t n = static_cast<int64_t>(t.rows.size()), f = static_cast<int64_t>(cols.size());
@@ -230,19 +240,23 @@ Expected<RawInputs> read_raw_inputs(const model::Bundle& b, const fs::path& path
     auto xa = in.x.accessor<float, 2>();
     for (int64_t r = 0; r < n; ++r)
       for (int64_t j = 0; j < f; ++j) {
-        const std::string& cell = t.rows[static_cast<size_t>(r)][static_cast<size_t>(cols[static_cast<size_t>(j)])];
+        const std::string& cell =
+            t.rows[static_cast<size_t>(r)][static_cast<size_t>(cols[static_cast<size_t>(j)])];
         double v = std::numeric_limits<double>::quiet_NaN();
         if (!t.is_missing(cell) && !data::parse_double(cell, &v))
-          return Status::InvalidArgument(path.string() + " line " + std::to_string(t.lines[static_cast<size_t>(r)]) +
-                                         ": column '" + features[static_cast<size_t>(j)] + "': '" + cell +
-                                         "' is not a number");
+          return Status::InvalidArgument(path.string() + " line " +
+                                         std::to_string(t.lines[static_cast<size_t>(r)]) +
+                                         ": column '" + features[static_cast<size_t>(j)] + "': '" +
+                                         cell + "' is not a number");
         xa[r][j] = static_cast<float>(v);
       }
     in.lines = t.lines;
-    std::string target = b.manifest.contains("schema") ? b.manifest["schema"]["target"].value("name", "") : "";
+    std::string target =
+        b.manifest.contains("schema") ? b.manifest["schema"]["target"].value("name", "") : "";
     int64_t tc = target.empty() ? -1 : t.column_index(target);
     if (want_targets) {
-      if (tc < 0) return Status::InvalidArgument(path.string() + ": no target column '" + target + "'");
+      if (tc < 0)
+        return Status::InvalidArgument(path.string() + ": no target column '" + target + "'");
       if (b.task() == "classification") {
         std::vector<std::string> labels = b.labels();
         std::vector<int64_t> y;
@@ -251,7 +265,8 @@ Expected<RawInputs> read_raw_inputs(const model::Bundle& b, const fs::path& path
           auto it = std::find(labels.begin(), labels.end(), cell);
           if (it == labels.end())
             return Status::InvalidArgument(path.string() + " line " + std::to_string(t.lines[r]) +
-                                           ": label '" + cell + "' is not one of the bundle's classes");
+                                           ": label '" + cell +
+                                           "' is not one of the bundle's classes");
           y.push_back(it - labels.begin());
         }
         in.targets = torch::tensor(y, torch::kLong);
@@ -276,7 +291,8 @@ Expected<RawInputs> read_raw_inputs(const model::Bundle& b, const fs::path& path
     KILN_ASSIGN_OR_RETURN(x, data::read_idx(path));
   }
   // Images given without the channel dim (N×H×W) get one.
-  if (x.dim() == static_cast<int64_t>(raw_shape.size()) && raw_shape.size() == 3 && raw_shape[0] == 1)
+  if (x.dim() == static_cast<int64_t>(raw_shape.size()) && raw_shape.size() == 3 &&
+      raw_shape[0] == 1)
     x = x.unsqueeze(1);
   std::vector<int64_t> want = {x.size(0)};
   want.insert(want.end(), raw_shape.begin(), raw_shape.end());
@@ -284,8 +300,8 @@ Expected<RawInputs> read_raw_inputs(const model::Bundle& b, const fs::path& path
     std::ostringstream got, exp;
     got << x.sizes();
     exp << torch::IntArrayRef(want);
-    return Status::InvalidArgument(path.string() + ": input shape " + got.str() + " does not match the bundle's " +
-                                   exp.str());
+    return Status::InvalidArgument(path.string() + ": input shape " + got.str() +
+                                   " does not match the bundle's " + exp.str());
   }
   in.x = x.to(torch::kFloat32).contiguous();
   return in;
@@ -351,9 +367,11 @@ int run_eval(const EvalArgs& a) {
       return fail(Status::InvalidArgument(snapshot_dir.string() + ": no split '" + a.split + "'"));
     const std::string lineage = bundle->manifest["lineage"].value("snapshot_hash", "");
     if (!lineage.empty() && lineage != snap->hash())
-      std::fprintf(stderr, "kiln: warning: %s was not prepared like the bundle's training data "
-                   "(snapshot %s, bundle trained on %s)\n", snapshot_dir.c_str(),
-                   snap->hash().substr(0, 12).c_str(), lineage.substr(0, 12).c_str());
+      std::fprintf(stderr,
+                   "kiln: warning: %s was not prepared like the bundle's training data "
+                   "(snapshot %s, bundle trained on %s)\n",
+                   snapshot_dir.c_str(), snap->hash().substr(0, 12).c_str(),
+                   lineage.substr(0, 12).c_str());
     Expected<std::shared_ptr<model::NetworkImpl>> net = model::load_bundle_network(*bundle);
     if (!net.ok()) return fail(net.status());
     train::EvalOptions options = train::eval_options_for(*snap);
@@ -456,14 +474,16 @@ struct ExportArgs {
 
 int run_export(const ExportArgs& a) {
   if (a.format != "torchscript")
-    return fail(Status::InvalidArgument("--format: '" + a.format + "' is not supported (torchscript)"));
+    return fail(
+        Status::InvalidArgument("--format: '" + a.format + "' is not supported (torchscript)"));
   Expected<model::Bundle> bundle = model::read_bundle(a.bundle);  // verifies every sha256
   if (!bundle.ok()) return fail(bundle.status());
   Expected<std::string> bytes = read_file(bundle->file(model::kBundleModuleFile));
   if (!bytes.ok()) return fail(bytes.status());
   Status st = write_file_atomic(a.out, *bytes);
   if (!st.ok()) return fail(st);
-  std::cout << "wrote " << a.out << " (TorchScript; input " << bundle->manifest["signature"]["inputs"][0].dump()
+  std::cout << "wrote " << a.out << " (TorchScript; input "
+            << bundle->manifest["signature"]["inputs"][0].dump()
             << ", raw values, preprocessing folded in)\n";
   return 0;
 }
@@ -473,25 +493,32 @@ int run_export(const ExportArgs& a) {
 void register_train_commands(CLI::App& app, int* exit_code) {
   auto ta = std::make_shared<TrainArgs>();
   CLI::App* train = app.add_subcommand(
-      "train", "Train a model from a config (or a CSV via --data/--target) into a run directory and bundle");
+      "train",
+      "Train a model from a config (or a CSV via --data/--target) into a run directory and bundle");
   train->add_option("config", ta->config, "training config (.yaml)");
-  add_flag(*train, Flag::kOut, &ta->out)->description("run directory (default $KILN_HOME/runs/<name>-<time>)");
+  add_flag(*train, Flag::kOut, &ta->out)
+      ->description("run directory (default $KILN_HOME/runs/<name>-<time>)");
   train->add_option("--resume", ta->resume, "continue the interrupted run in this directory");
-  train->add_option("--set", ta->set, "override a config value, e.g. --set epochs=3 --set optimizer.lr=0.01");
+  train->add_option("--set", ta->set,
+                    "override a config value, e.g. --set epochs=3 --set optimizer.lr=0.01");
   train->add_option("--data", ta->data, "quick path: a CSV file (with --target)");
   add_flag(*train, Flag::kTarget, &ta->target);
   train->add_option("--model", ta->model, "quick path: zoo model (mlp, cnn-small, resnet-small)")
       ->default_str("mlp");
-  train->add_flag("--overwrite", ta->overwrite, "start afresh in a run directory that holds a checkpoint");
+  train->add_flag("--overwrite", ta->overwrite,
+                  "start afresh in a run directory that holds a checkpoint");
   train->add_flag("--deterministic", ta->deterministic,
-                  "deterministic algorithms: a seeded run repeats bit for bit (same as --set deterministic=true)");
+                  "deterministic algorithms: a seeded run repeats bit for bit (same as --set "
+                  "deterministic=true)");
   add_flag(*train, Flag::kJson, &ta->json);
   train->callback([ta, exit_code] { *exit_code = run_train(*ta); });
 
   auto ea = std::make_shared<EvalArgs>();
-  CLI::App* eval = app.add_subcommand("eval", "Evaluate a bundle on a dataset spec, snapshot or CSV");
+  CLI::App* eval =
+      app.add_subcommand("eval", "Evaluate a bundle on a dataset spec, snapshot or CSV");
   eval->add_option("bundle", ea->bundle, "bundle directory")->required();
-  eval->add_option("--data", ea->data, "dataset spec (.yaml), snapshot directory or CSV")->required();
+  eval->add_option("--data", ea->data, "dataset spec (.yaml), snapshot directory or CSV")
+      ->required();
   eval->add_option("--split", ea->split, "split of a spec or snapshot")->default_str("test");
   add_flag(*eval, Flag::kReport, &ea->report);
   add_flag(*eval, Flag::kJson, &ea->json);
@@ -501,13 +528,16 @@ void register_train_commands(CLI::App& app, int* exit_code) {
   CLI::App* predict = app.add_subcommand(
       "predict", "Predict from raw inputs (csv, idx, npy) through the bundle's own preprocessing");
   predict->add_option("bundle", pa->bundle, "bundle directory")->required();
-  predict->add_option("--input", pa->input, "raw inputs: .csv rows, IDX images (.gz or raw) or .npy")->required();
+  predict
+      ->add_option("--input", pa->input, "raw inputs: .csv rows, IDX images (.gz or raw) or .npy")
+      ->required();
   predict->add_option("--output", pa->output, "write predictions here (CSV, or JSON with --json)");
   add_flag(*predict, Flag::kJson, &pa->json);
   predict->callback([pa, exit_code] { *exit_code = run_predict(*pa); });
 
   auto xa = std::make_shared<ExportArgs>();
-  CLI::App* exp = app.add_subcommand("export", "Export a bundle's model (TorchScript, preprocessing folded in)");
+  CLI::App* exp = app.add_subcommand(
+      "export", "Export a bundle's model (TorchScript, preprocessing folded in)");
   exp->add_option("bundle", xa->bundle, "bundle directory")->required();
   exp->add_option("--format", xa->format, "torchscript")->default_str("torchscript");
   add_flag(*exp, Flag::kOut, &xa->out)->required();

@@ -18,7 +18,7 @@ namespace kiln {
 template <typename T>
 class Expected {
  public:
-  Expected(T value) : state_(std::move(value)) {}  // NOLINT: implicit by design
+  Expected(T value) : state_(std::move(value)) {}        // NOLINT: implicit by design
   Expected(Status status) : state_(std::move(status)) {  // NOLINT
     if (std::get<Status>(state_).ok())
       state_ = Status::Internal("Expected constructed from an ok Status without a value");
@@ -32,9 +32,18 @@ class Expected {
     return ok() ? kOk : std::get<Status>(state_);
   }
 
-  T& value() & { check(); return std::get<T>(state_); }
-  const T& value() const& { check(); return std::get<T>(state_); }
-  T&& value() && { check(); return std::get<T>(std::move(state_)); }
+  T& value() & {
+    check();
+    return std::get<T>(state_);
+  }
+  const T& value() const& {
+    check();
+    return std::get<T>(state_);
+  }
+  T&& value() && {
+    check();
+    return std::get<T>(std::move(state_));
+  }
 
   T& operator*() & { return value(); }
   const T& operator*() const& { return value(); }

@@ -44,7 +44,8 @@ Status write_all(int fd, std::string_view data, const fs::path& path) {
 
 Expected<std::string> read_file(const fs::path& path) {
   std::error_code ec;
-  if (fs::is_directory(path, ec)) return Status::InvalidArgument(path.string() + ": is a directory, expected a file");
+  if (fs::is_directory(path, ec))
+    return Status::InvalidArgument(path.string() + ": is a directory, expected a file");
   std::ifstream in(path, std::ios::binary);
   if (!in) {
     if (!fs::exists(path, ec)) return Status::NotFound(path.string() + ": no such file");
@@ -89,7 +90,8 @@ Expected<StagingDirectory> StagingDirectory::Create(const fs::path& final_path) 
   fs::path parent = final_path.parent_path().empty() ? fs::path(".") : final_path.parent_path();
   std::error_code ec;
   fs::create_directories(parent, ec);
-  if (ec) return Status::IoError("cannot create directory " + parent.string() + ": " + ec.message());
+  if (ec)
+    return Status::IoError("cannot create directory " + parent.string() + ": " + ec.message());
   fs::path tmp = parent / ("." + final_path.filename().string() + ".staging." + unique_suffix());
   if (!fs::create_directory(tmp, ec) || ec)
     return Status::IoError("cannot create directory " + tmp.string() + ": " + ec.message());

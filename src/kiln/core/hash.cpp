@@ -20,9 +20,7 @@ Sha256::Sha256() : impl_(std::make_unique<Impl>()) {
 
 Sha256::~Sha256() { EVP_MD_CTX_free(impl_->ctx); }
 
-void Sha256::update(const void* data, size_t size) {
-  EVP_DigestUpdate(impl_->ctx, data, size);
-}
+void Sha256::update(const void* data, size_t size) { EVP_DigestUpdate(impl_->ctx, data, size); }
 
 std::string Sha256::hex_digest() {
   unsigned char digest[EVP_MAX_MD_SIZE];

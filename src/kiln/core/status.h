@@ -9,9 +9,9 @@ namespace kiln {
 /// What went wrong, coarse enough to map to an exit code or an HTTP status.
 enum class StatusCode {
   kOk = 0,
-  kInvalidArgument,     ///< bad input: a file, line, field or request part is wrong (exit 2, HTTP 400)
-  kNotFound,            ///< a named thing does not exist (exit 2, HTTP 404)
-  kAlreadyExists,       ///< refusing to overwrite (exit 2, HTTP 409)
+  kInvalidArgument,  ///< bad input: a file, line, field or request part is wrong (exit 2, HTTP 400)
+  kNotFound,         ///< a named thing does not exist (exit 2, HTTP 404)
+  kAlreadyExists,    ///< refusing to overwrite (exit 2, HTTP 409)
   kFailedPrecondition,  ///< the state does not allow it (exit 1, HTTP 409)
   kDataLoss,            ///< stored data is corrupt or truncated (exit 2, HTTP 500)
   kIoError,             ///< the OS refused a read or write (exit 2, HTTP 500)
@@ -33,7 +33,9 @@ class Status {
   Status(StatusCode code, std::string message) : code_(code), message_(std::move(message)) {}
 
   static Status Ok() { return Status(); }
-  static Status InvalidArgument(std::string m) { return {StatusCode::kInvalidArgument, std::move(m)}; }
+  static Status InvalidArgument(std::string m) {
+    return {StatusCode::kInvalidArgument, std::move(m)};
+  }
   static Status NotFound(std::string m) { return {StatusCode::kNotFound, std::move(m)}; }
   static Status AlreadyExists(std::string m) { return {StatusCode::kAlreadyExists, std::move(m)}; }
   static Status FailedPrecondition(std::string m) {
@@ -66,10 +68,10 @@ int exit_code_for(const Status& status);
 }  // namespace kiln
 
 /// Returns the status from the enclosing function when `expr` is not ok.
-#define KILN_RETURN_IF_ERROR(expr)                 \
-  do {                                             \
-    ::kiln::Status kiln_status_ = (expr);          \
-    if (!kiln_status_.ok()) return kiln_status_;   \
+#define KILN_RETURN_IF_ERROR(expr)               \
+  do {                                           \
+    ::kiln::Status kiln_status_ = (expr);        \
+    if (!kiln_status_.ok()) return kiln_status_; \
   } while (0)
 
 #define KILN_CONCAT_INNER_(a, b) a##b
@@ -83,9 +85,9 @@ int exit_code_for(const Status& status);
   lhs = std::move(tmp).value()
 
 /// Programmer-error check inside a stage: throws std::logic_error with the location.
-#define KILN_CHECK(cond, msg)                                                              \
-  do {                                                                                     \
-    if (!(cond))                                                                           \
-      throw std::logic_error(std::string(__FILE__) + ":" + std::to_string(__LINE__) +      \
-                             ": check failed: " #cond ": " + std::string(msg));            \
+#define KILN_CHECK(cond, msg)                                                         \
+  do {                                                                                \
+    if (!(cond))                                                                      \
+      throw std::logic_error(std::string(__FILE__) + ":" + std::to_string(__LINE__) + \
+                             ": check failed: " #cond ": " + std::string(msg));       \
   } while (0)

@@ -76,11 +76,13 @@ Expected<Json> yaml_to_json(const std::string& text, std::map<std::string, int>*
     YAML::Node root = YAML::Load(text);
     return node_to_json(root, "", lines);
   } catch (const YAML::Exception& e) {
-    return Status::InvalidArgument("line " + std::to_string(e.mark.line + 1) + ": invalid YAML: " + e.msg);
+    return Status::InvalidArgument("line " + std::to_string(e.mark.line + 1) +
+                                   ": invalid YAML: " + e.msg);
   }
 }
 
-Expected<Json> read_yaml_file(const std::filesystem::path& path, std::map<std::string, int>* lines) {
+Expected<Json> read_yaml_file(const std::filesystem::path& path,
+                              std::map<std::string, int>* lines) {
   KILN_ASSIGN_OR_RETURN(std::string text, read_file(path));
   Expected<Json> j = yaml_to_json(text, lines);
   if (!j.ok()) return Status::InvalidArgument(path.string() + " " + j.status().message());

@@ -19,10 +19,19 @@ const std::vector<std::string>& default_na_tokens();
 ///
 ///   auto table = read_csv("data.csv", CsvOptions().na_tokens({"", "NA"}).max_rows(1000));
 struct CsvOptions {
-  CsvOptions& delimiter(char d) { delimiter_ = d; return *this; }
-  CsvOptions& na_tokens(std::vector<std::string> t) { na_tokens_ = std::move(t); return *this; }
+  CsvOptions& delimiter(char d) {
+    delimiter_ = d;
+    return *this;
+  }
+  CsvOptions& na_tokens(std::vector<std::string> t) {
+    na_tokens_ = std::move(t);
+    return *this;
+  }
   /// Stop after this many data records (0: all). Ragged records count as records.
-  CsvOptions& max_rows(int64_t n) { max_rows_ = n; return *this; }
+  CsvOptions& max_rows(int64_t n) {
+    max_rows_ = n;
+    return *this;
+  }
 
   char delimiter_ = ',';
   std::vector<std::string> na_tokens_ = default_na_tokens();
@@ -31,8 +40,8 @@ struct CsvOptions {
 
 /// A record whose field count differs from the header's.
 struct RaggedLine {
-  int64_t line = 0;    ///< 1-based physical line where the record starts (the header is line 1)
-  size_t fields = 0;   ///< how many fields it had
+  int64_t line = 0;   ///< 1-based physical line where the record starts (the header is line 1)
+  size_t fields = 0;  ///< how many fields it had
 };
 
 /// A CSV file as text cells, unparsed: typing and cleaning decide later what a cell means.

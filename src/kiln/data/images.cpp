@@ -1,7 +1,5 @@
 #include "kiln/data/images.h"
 
-#include "kiln/data/byte_order.h"
-
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <torch/torch.h>
@@ -15,6 +13,8 @@
 #include <limits>
 #include <string>
 #include <system_error>
+
+#include "kiln/data/byte_order.h"
 
 namespace kiln::data {
 namespace {

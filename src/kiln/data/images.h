@@ -1,11 +1,11 @@
 #pragma once
 
+#include <torch/types.h>
+
 #include <cstdint>
 #include <filesystem>
 #include <string>
 #include <vector>
-
-#include <torch/types.h>
 
 #include "kiln/core/expected.h"
 

@@ -1,7 +1,5 @@
 #include "kiln/data/npy.h"
 
-#include "kiln/data/byte_order.h"
-
 #include <torch/torch.h>
 
 #include <algorithm>
@@ -11,6 +9,7 @@
 #include <vector>
 
 #include "kiln/core/files.h"
+#include "kiln/data/byte_order.h"
 
 namespace kiln::data {
 namespace {

@@ -1,9 +1,9 @@
 #pragma once
 
+#include <torch/types.h>
+
 #include <filesystem>
 #include <string>
-
-#include <torch/types.h>
 
 #include "kiln/core/expected.h"
 

@@ -42,7 +42,9 @@ Json split_summary(const std::map<std::string, SplitTensors>& splits,
     if (it == splits.end()) continue;
     const auto& t = it->second;
     std::vector<int64_t> shape(t.x.sizes().begin(), t.x.sizes().end());
-    j[name] = {{"rows", t.x.size(0)}, {"x_shape", shape}, {"x_dtype", t.x.dtype().name()},
+    j[name] = {{"rows", t.x.size(0)},
+               {"x_shape", shape},
+               {"x_dtype", t.x.dtype().name()},
                {"class_counts", class_counts(t.y, classes)}};
   }
   return j;
@@ -54,19 +56,26 @@ torch::Tensor take_rows(const torch::Tensor& t, const std::vector<int64_t>& idx)
 
 std::unique_ptr<features::Transform> make_scaler(ScalingKind kind) {
   switch (kind) {
-    case ScalingKind::kStandard: return std::make_unique<features::StandardScaler>();
-    case ScalingKind::kMinMax: return std::make_unique<features::MinMaxScaler>();
-    case ScalingKind::kRobust: return std::make_unique<features::RobustScaler>();
-    case ScalingKind::kNone: return nullptr;
+    case ScalingKind::kStandard:
+      return std::make_unique<features::StandardScaler>();
+    case ScalingKind::kMinMax:
+      return std::make_unique<features::MinMaxScaler>();
+    case ScalingKind::kRobust:
+      return std::make_unique<features::RobustScaler>();
+    case ScalingKind::kNone:
+      return nullptr;
   }
   return nullptr;
 }
 
 features::ImputeStrategy impute_strategy(MissingPolicy p) {
   switch (p) {
-    case MissingPolicy::kImputeMean: return features::ImputeStrategy::kMean;
-    case MissingPolicy::kImputeMostFrequent: return features::ImputeStrategy::kMostFrequent;
-    default: return features::ImputeStrategy::kMedian;
+    case MissingPolicy::kImputeMean:
+      return features::ImputeStrategy::kMean;
+    case MissingPolicy::kImputeMostFrequent:
+      return features::ImputeStrategy::kMostFrequent;
+    default:
+      return features::ImputeStrategy::kMedian;
   }
 }
 
@@ -88,8 +97,8 @@ Expected<PrepareResult> prepare_table(const DatasetSpec& spec, const PrepareOpti
   // Ragged records: an error, or rejected and listed.
   Json ragged = Json::array();
   for (size_t i = 0; i < t.ragged.size(); ++i) {
-    Json r = {{"line", t.ragged[i].line}, {"fields", t.ragged[i].fields},
-              {"expected", t.header.size()}};
+    Json r = {
+        {"line", t.ragged[i].line}, {"fields", t.ragged[i].fields}, {"expected", t.header.size()}};
     if (merged.source_paths.size() > 1)
       r["source"] = merged.source_paths[merged.ragged_source[i]].filename().string();
     ragged.push_back(r);
@@ -148,7 +157,8 @@ Expected<PrepareResult> prepare_table(const DatasetSpec& spec, const PrepareOpti
   // Target must be present (and numeric for regression).
   for (size_t r = 0; r < n; ++r) {
     const std::string& cell = t.rows[r][target];
-    if (t.is_missing(cell)) drop(r, "missing target");
+    if (t.is_missing(cell))
+      drop(r, "missing target");
     else if (!classification && std::isnan(values[target][r]))
       drop(r, "target '" + cell + "' is not a number");
   }
@@ -160,8 +170,8 @@ Expected<PrepareResult> prepare_table(const DatasetSpec& spec, const PrepareOpti
   for (size_t c : numeric_cols)
     for (size_t r = 0; r < n; ++r)
       if (keep[r] && std::isnan(values[c][r]) && !t.is_missing(t.rows[r][c]))
-        non_numeric.push_back({{"line", t.lines[r]}, {"column", t.header[c]},
-                               {"value", t.rows[r][c]}});
+        non_numeric.push_back(
+            {{"line", t.lines[r]}, {"column", t.header[c]}, {"value", t.rows[r][c]}});
   cleaning["non_numeric_cells"] = non_numeric;
 
   int64_t missing_cells = 0;
@@ -189,8 +199,8 @@ Expected<PrepareResult> prepare_table(const DatasetSpec& spec, const PrepareOpti
       for (size_t r = 0; r < n; ++r) {
         double v = values[c][r];
         if (!keep[r] || std::isnan(v) || rs.z(v) <= z_max) continue;
-        outliers.push_back({{"line", t.lines[r]}, {"column", t.header[c]}, {"value", v},
-                            {"z", rs.z(v)}});
+        outliers.push_back(
+            {{"line", t.lines[r]}, {"column", t.header[c]}, {"value", v}, {"z", rs.z(v)}});
         if (spec.cleaning.outliers == OutlierAction::kDrop) {
           drop(r, "extreme outlier in " + t.header[c]);
         } else if (spec.cleaning.outliers == OutlierAction::kClip) {
@@ -261,9 +271,9 @@ Expected<PrepareResult> prepare_table(const DatasetSpec& spec, const PrepareOpti
   }
 
   const uint64_t seed = options.seed_.value_or(spec.split.seed);
-  SplitIndices idx = split_indices(m, (classification && spec.split.stratify) ? labels
-                                                                              : std::vector<int64_t>{},
-                                   spec.split.train, spec.split.val, seed);
+  SplitIndices idx =
+      split_indices(m, (classification && spec.split.stratify) ? labels : std::vector<int64_t>{},
+                    spec.split.train, spec.split.val, seed);
 
   // Fit the feature pipeline on train only, then apply it to every split.
   features::Pipeline pipeline;
@@ -288,9 +298,10 @@ Expected<PrepareResult> prepare_table(const DatasetSpec& spec, const PrepareOpti
   for (size_t k = 0; k < categorical_cols.size(); ++k) {
     encoders.emplace_back(
         features::OneHotEncoderOptions().handle_unknown(features::UnknownCategory::kIgnore));
-    KILN_RETURN_IF_ERROR(encoders.back()
-                             .fit_categories(pick(categories_raw[k], idx.train))
-                             .with_context(file0 + ": column '" + t.header[categorical_cols[k]] + "'"));
+    KILN_RETURN_IF_ERROR(
+        encoders.back()
+            .fit_categories(pick(categories_raw[k], idx.train))
+            .with_context(file0 + ": column '" + t.header[categorical_cols[k]] + "'"));
   }
 
   std::map<std::string, SplitTensors> splits;
@@ -306,7 +317,8 @@ Expected<PrepareResult> prepare_table(const DatasetSpec& spec, const PrepareOpti
       blocks.push_back(x.to(torch::kFloat32));
     }
     for (size_t k = 0; k < encoders.size(); ++k) {
-      KILN_ASSIGN_OR_RETURN(torch::Tensor onehot, encoders[k].encode(pick(categories_raw[k], *ids)));
+      KILN_ASSIGN_OR_RETURN(torch::Tensor onehot,
+                            encoders[k].encode(pick(categories_raw[k], *ids)));
       blocks.push_back(onehot.to(torch::kFloat32));
     }
     splits[name] = SplitTensors{torch::cat(blocks, 1).contiguous(), take_rows(y, *ids)};
@@ -338,8 +350,7 @@ Expected<PrepareResult> prepare_table(const DatasetSpec& spec, const PrepareOpti
                      {"categories", enc["categories"]}});
     encoders_json.push_back({{"column", t.header[categorical_cols[k]]}, {"encoder", enc}});
   }
-  Json target_json = {{"name", spec.target},
-                      {"type", classification ? "categorical" : "numeric"}};
+  Json target_json = {{"name", spec.target}, {"type", classification ? "categorical" : "numeric"}};
   if (classification) target_json["classes"] = classes;
   manifest["schema"] = {{"features", feats},
                         {"target", target_json},
@@ -364,7 +375,8 @@ Expected<PrepareResult> prepare_table(const DatasetSpec& spec, const PrepareOpti
   manifest["transforms"] = pipeline.to_json();
   if (!encoders_json.empty()) manifest["categorical_encoders"] = encoders_json;
 
-  KILN_ASSIGN_OR_RETURN(fs::path dir, write_snapshot(options.out_dir_, spec.name, manifest, splits));
+  KILN_ASSIGN_OR_RETURN(fs::path dir,
+                        write_snapshot(options.out_dir_, spec.name, manifest, splits));
   KILN_ASSIGN_OR_RETURN(Json written, read_json_file(dir / "manifest.json"));
   return PrepareResult{dir, written["content_hash"].get<std::string>(), written};
 }
@@ -386,11 +398,13 @@ Expected<PrepareResult> prepare_images(const DatasetSpec& spec, const PrepareOpt
                                       : src.batches;
     for (const auto& file : files) {
       KILN_ASSIGN_OR_RETURN(std::string sha, sha256_file(file));
-      sources.push_back({{"split", src.split}, {"file", file.filename().string()}, {"sha256", sha}});
+      sources.push_back(
+          {{"split", src.split}, {"file", file.filename().string()}, {"sha256", sha}});
     }
     sets[src.split] = std::move(*set);
   }
-  if (!sets.count("train")) return Status::InvalidArgument(spec.spec_path.string() + ": splits: needs 'train'");
+  if (!sets.count("train"))
+    return Status::InvalidArgument(spec.spec_path.string() + ": splits: needs 'train'");
   const ImageSet& train = sets["train"];
   int64_t num_classes = train.labels.max().item<int64_t>() + 1;
   for (const auto& [name, set] : sets)
@@ -406,8 +420,9 @@ Expected<PrepareResult> prepare_images(const DatasetSpec& spec, const PrepareOpt
   const uint64_t seed = options.seed_.value_or(spec.split.seed);
   std::vector<int64_t> labels(train.labels.data_ptr<int64_t>(),
                               train.labels.data_ptr<int64_t>() + train.size());
-  SplitIndices idx = split_indices(train.size(), spec.split.stratify ? labels : std::vector<int64_t>{},
-                                   1.0 - spec.split.val, spec.split.val, seed);
+  SplitIndices idx =
+      split_indices(train.size(), spec.split.stratify ? labels : std::vector<int64_t>{},
+                    1.0 - spec.split.val, spec.split.val, seed);
   std::map<std::string, SplitTensors> splits;
   splits["train"] = {take_rows(train.images, idx.train), take_rows(train.labels, idx.train)};
   if (!idx.val.empty())
@@ -430,17 +445,20 @@ Expected<PrepareResult> prepare_images(const DatasetSpec& spec, const PrepareOpt
   if (options.limit_ > 0) manifest["spec"]["limit"] = options.limit_;
   manifest["sources"] = sources;
   std::vector<int64_t> shape(train.images.sizes().begin() + 1, train.images.sizes().end());
-  manifest["schema"] = {{"input", {{"dtype", "uint8"}, {"shape", shape}, {"layout", "NCHW"}}},
-                        {"target", {{"name", "label"}, {"type", "categorical"}, {"classes", classes}}}};
-  manifest["cleaning"] = {{"rows_read", train.size() + (sets.count("test") ? sets["test"].size() : 0)},
-                          {"val_from_train", spec.split.val}};
+  manifest["schema"] = {
+      {"input", {{"dtype", "uint8"}, {"shape", shape}, {"layout", "NCHW"}}},
+      {"target", {{"name", "label"}, {"type", "categorical"}, {"classes", classes}}}};
+  manifest["cleaning"] = {
+      {"rows_read", train.size() + (sets.count("test") ? sets["test"].size() : 0)},
+      {"val_from_train", spec.split.val}};
   manifest["splits"] = split_summary(splits, classes);
   manifest["transforms"] = {{"kind", "image_normalize"},
                             {"version", 1},
                             {"input_scale", 1.0 / 255.0},
                             {"mean", mean_v},
                             {"std", std_v}};
-  KILN_ASSIGN_OR_RETURN(fs::path dir, write_snapshot(options.out_dir_, spec.name, manifest, splits));
+  KILN_ASSIGN_OR_RETURN(fs::path dir,
+                        write_snapshot(options.out_dir_, spec.name, manifest, splits));
   KILN_ASSIGN_OR_RETURN(Json written, read_json_file(dir / "manifest.json"));
   return PrepareResult{dir, written["content_hash"].get<std::string>(), written};
 }
@@ -450,7 +468,8 @@ Expected<PrepareResult> prepare_images(const DatasetSpec& spec, const PrepareOpt
 SplitIndices split_indices(int64_t n, const std::vector<int64_t>& labels, double train_fraction,
                            double val_fraction, uint64_t seed) {
   std::map<int64_t, std::vector<int64_t>> groups;
-  for (int64_t i = 0; i < n; ++i) groups[labels.empty() ? 0 : labels[static_cast<size_t>(i)]].push_back(i);
+  for (int64_t i = 0; i < n; ++i)
+    groups[labels.empty() ? 0 : labels[static_cast<size_t>(i)]].push_back(i);
   SplitIndices out;
   for (auto& [label, members] : groups) {
     deterministic_shuffle(members, mix_seed(seed, static_cast<uint64_t>(label)));

@@ -14,8 +14,14 @@ namespace kiln::data {
 /// Settings of `kiln data prepare` beyond the spec.
 struct PrepareOptions {
   explicit PrepareOptions(std::filesystem::path out_dir) : out_dir_(std::move(out_dir)) {}
-  PrepareOptions& seed(uint64_t s) { seed_ = s; return *this; }
-  PrepareOptions& limit(int64_t n) { limit_ = n; return *this; }
+  PrepareOptions& seed(uint64_t s) {
+    seed_ = s;
+    return *this;
+  }
+  PrepareOptions& limit(int64_t n) {
+    limit_ = n;
+    return *this;
+  }
 
   std::filesystem::path out_dir_;  ///< the snapshot goes into out_dir/<name>-<hash12>/
   std::optional<uint64_t> seed_;   ///< overrides the spec's split seed

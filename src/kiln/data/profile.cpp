@@ -74,9 +74,9 @@ Expected<Json> profile_table(const DatasetSpec& spec, const ProfileOptions& opti
     report["sources"].push_back(
         {{"path", merged.source_paths[i].string()}, {"sha256", merged.source_sha256[i]}});
   report["target"] = spec.target;
-  bool classification = spec.task == TaskKind::kClassification ||
-                        (spec.task == TaskKind::kAuto &&
-                         looks_like_classification(facts[target], t, target));
+  bool classification =
+      spec.task == TaskKind::kClassification ||
+      (spec.task == TaskKind::kAuto && looks_like_classification(facts[target], t, target));
   report["task"] = classification ? "classification" : "regression";
 
   Json split;
@@ -144,8 +144,8 @@ Expected<Json> profile_table(const DatasetSpec& spec, const ProfileOptions& opti
   Json ragged_detail = Json::array();
   for (size_t i = 0; i < t.ragged.size(); ++i) {
     ragged.push_back(t.ragged[i].line);
-    Json d = {{"line", t.ragged[i].line}, {"fields", t.ragged[i].fields},
-              {"expected", t.header.size()}};
+    Json d = {
+        {"line", t.ragged[i].line}, {"fields", t.ragged[i].fields}, {"expected", t.header.size()}};
     if (multi) d["source"] = merged.source_paths[merged.ragged_source[i]].filename().string();
     ragged_detail.push_back(d);
   }
@@ -209,7 +209,8 @@ Expected<Json> profile_images(const DatasetSpec& spec, const ProfileOptions& opt
       hi = std::max(hi, per_label[l]);
     }
     split["class_counts"] = counts;
-    split["imbalance_ratio"] = lo > 0 ? static_cast<double>(hi) / static_cast<double>(lo) : INFINITY;
+    split["imbalance_ratio"] =
+        lo > 0 ? static_cast<double>(hi) / static_cast<double>(lo) : INFINITY;
     torch::Tensor px = set.images.to(torch::kFloat64);
     split["pixel_mean"] = px.mean().item<double>();
     split["pixel_std"] = px.std().item<double>();
@@ -223,7 +224,7 @@ Expected<Json> profile_images(const DatasetSpec& spec, const ProfileOptions& opt
     int64_t dups = 0;
     for (int64_t i = 0; i < n; ++i) {
       std::string key(reinterpret_cast<const char*>(data + i * per_image),
-                       static_cast<size_t>(per_image));
+                      static_cast<size_t>(per_image));
       key.push_back(static_cast<char>(labels[i]));
       if (!seen.insert(std::move(key)).second) ++dups;
     }
@@ -247,8 +248,10 @@ Expected<Json> profile_images(const DatasetSpec& spec, const ProfileOptions& opt
 
 std::string fmt_num(double v) {
   char buf[64];
-  if (std::fabs(v) >= 1e6 || (std::fabs(v) < 1e-3 && v != 0)) std::snprintf(buf, sizeof buf, "%.3g", v);
-  else std::snprintf(buf, sizeof buf, "%.4g", v);
+  if (std::fabs(v) >= 1e6 || (std::fabs(v) < 1e-3 && v != 0))
+    std::snprintf(buf, sizeof buf, "%.3g", v);
+  else
+    std::snprintf(buf, sizeof buf, "%.4g", v);
   return buf;
 }
 
@@ -266,9 +269,10 @@ std::string render_profile(const Json& r) {
       << ", " << r["task"].get<std::string>() << ")\n\n";
   out << "split      rows    classes  imbalance\n";
   for (const auto& [name, s] : r["splits"].items()) {
-    std::snprintf(line, sizeof line, "%-8s %7lld  %7zu  %9s\n", name.c_str(),
-                  static_cast<long long>(s["rows"].get<int64_t>()), s["class_counts"].size(),
-                  s.contains("imbalance_ratio") ? fmt_num(s["imbalance_ratio"].get<double>()).c_str() : "-");
+    std::snprintf(
+        line, sizeof line, "%-8s %7lld  %7zu  %9s\n", name.c_str(),
+        static_cast<long long>(s["rows"].get<int64_t>()), s["class_counts"].size(),
+        s.contains("imbalance_ratio") ? fmt_num(s["imbalance_ratio"].get<double>()).c_str() : "-");
     out << line;
   }
   for (const auto& [name, s] : r["splits"].items()) {
@@ -286,7 +290,8 @@ std::string render_profile(const Json& r) {
           << s["duplicate_images"].get<int64_t>() << "\n";
   }
   if (r.contains("features") && !r["features"].empty()) {
-    out << "\nfeature                       type         min         max        mean         std  missing  unique\n";
+    out << "\nfeature                       type         min         max        mean         std  "
+           "missing  unique\n";
     for (const auto& f : r["features"]) {
       bool numeric = f["type"] == "numeric";
       std::snprintf(line, sizeof line, "%-28.28s  %-11s %11s %11s %11s %11s  %7lld  %6lld%s\n",

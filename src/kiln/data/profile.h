@@ -10,9 +10,18 @@ namespace kiln::data {
 
 /// Settings of `kiln data profile`.
 struct ProfileOptions {
-  ProfileOptions& outlier_z(double z) { outlier_z_ = z; return *this; }
-  ProfileOptions& limit(int64_t n) { limit_ = n; return *this; }
-  ProfileOptions& na_tokens(std::vector<std::string> t) { na_tokens_ = std::move(t); return *this; }
+  ProfileOptions& outlier_z(double z) {
+    outlier_z_ = z;
+    return *this;
+  }
+  ProfileOptions& limit(int64_t n) {
+    limit_ = n;
+    return *this;
+  }
+  ProfileOptions& na_tokens(std::vector<std::string> t) {
+    na_tokens_ = std::move(t);
+    return *this;
+  }
 
   double outlier_z_ = 100.0;  ///< robust z-score above which a value is an extreme outlier
   int64_t limit_ = 0;         ///< records per split/source (0: all)

@@ -56,13 +56,14 @@ Expected<Snapshot> read_snapshot(const fs::path& dir) {
   Snapshot snap;
   snap.dir = dir;
   std::error_code ec;
-  if (!fs::is_directory(dir, ec)) return Status::NotFound(dir.string() + ": not a snapshot directory");
+  if (!fs::is_directory(dir, ec))
+    return Status::NotFound(dir.string() + ": not a snapshot directory");
   KILN_ASSIGN_OR_RETURN(snap.manifest, read_json_file(dir / "manifest.json"));
   if (snap.manifest.value("format", "") != kSnapshotFormat)
-    return Status::InvalidArgument((dir / "manifest.json").string() + ": not a Kiln snapshot manifest");
-  if (snap.manifest.value("format_version", 0) > kSnapshotFormatVersion)
     return Status::InvalidArgument((dir / "manifest.json").string() +
-                                   ": snapshot format version " +
+                                   ": not a Kiln snapshot manifest");
+  if (snap.manifest.value("format_version", 0) > kSnapshotFormatVersion)
+    return Status::InvalidArgument((dir / "manifest.json").string() + ": snapshot format version " +
                                    std::to_string(snap.manifest.value("format_version", 0)) +
                                    " is newer than this Kiln supports");
   const Json& files = snap.manifest["files"];

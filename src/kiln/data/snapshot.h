@@ -1,11 +1,11 @@
 #pragma once
 
+#include <torch/types.h>
+
 #include <filesystem>
 #include <map>
 #include <string>
 #include <vector>
-
-#include <torch/types.h>
 
 #include "kiln/core/expected.h"
 #include "kiln/core/json.h"

@@ -16,10 +16,11 @@ struct EnumName {
   const char* name;
 };
 
-constexpr EnumName<MissingPolicy> kMissing[] = {{MissingPolicy::kDrop, "drop"},
-                                                {MissingPolicy::kImputeMean, "mean"},
-                                                {MissingPolicy::kImputeMedian, "median"},
-                                                {MissingPolicy::kImputeMostFrequent, "most_frequent"}};
+constexpr EnumName<MissingPolicy> kMissing[] = {
+    {MissingPolicy::kDrop, "drop"},
+    {MissingPolicy::kImputeMean, "mean"},
+    {MissingPolicy::kImputeMedian, "median"},
+    {MissingPolicy::kImputeMostFrequent, "most_frequent"}};
 constexpr EnumName<OutlierAction> kOutliers[] = {
     {OutlierAction::kKeep, "keep"}, {OutlierAction::kClip, "clip"}, {OutlierAction::kDrop, "drop"}};
 constexpr EnumName<RaggedPolicy> kRagged[] = {{RaggedPolicy::kError, "error"},
@@ -141,9 +142,12 @@ Status read_images(const SpecReader& r, const YAML::Node& root, const fs::path& 
   if (root["format"]) {
     std::string fmt;
     KILN_RETURN_IF_ERROR(r.get(root["format"], "format", &fmt));
-    if (fmt == "idx") spec->image_format = ImageFormat::kIdx;
-    else if (fmt == "cifar10") spec->image_format = ImageFormat::kCifar10;
-    else return r.error(root["format"], "format", "'" + fmt + "' is not one of idx, cifar10");
+    if (fmt == "idx")
+      spec->image_format = ImageFormat::kIdx;
+    else if (fmt == "cifar10")
+      spec->image_format = ImageFormat::kCifar10;
+    else
+      return r.error(root["format"], "format", "'" + fmt + "' is not one of idx, cifar10");
   }
   const YAML::Node splits = root["splits"];
   if (!splits || !splits.IsMap() || splits.size() == 0)
@@ -205,7 +209,8 @@ Status read_table(const SpecReader& r, const YAML::Node& root, const fs::path& b
       std::string d;
       KILN_RETURN_IF_ERROR(r.get(c["duplicates"], "cleaning.duplicates", &d));
       if (d != "drop" && d != "keep")
-        return r.error(c["duplicates"], "cleaning.duplicates", "'" + d + "' is not one of drop, keep");
+        return r.error(c["duplicates"], "cleaning.duplicates",
+                       "'" + d + "' is not one of drop, keep");
       p.drop_duplicates = d == "drop";
     }
     if (c["outliers"])
@@ -268,8 +273,11 @@ Json DatasetSpec::to_json() const {
                      {"ragged", to_string(cleaning.ragged)}};
     j["scaling"] = to_string(scaling);
   }
-  j["split"] = {{"train", split.train}, {"val", split.val}, {"test", split.test},
-                {"seed", split.seed}, {"stratify", split.stratify}};
+  j["split"] = {{"train", split.train},
+                {"val", split.val},
+                {"test", split.test},
+                {"seed", split.seed},
+                {"stratify", split.stratify}};
   j["limit"] = limit;
   return j;
 }
@@ -288,10 +296,10 @@ Expected<DatasetSpec> load_dataset_spec(const fs::path& path) {
   }
   SpecReader r(path);
   if (!root || root.IsNull()) return Status::InvalidArgument(path.string() + ": empty spec");
-  KILN_RETURN_IF_ERROR(r.check_keys(
-      root, "",
-      {"name", "kind", "format", "root", "splits", "classes", "sources", "target", "task",
-       "na_tokens", "drop_columns", "cleaning", "scaling", "split", "limit"}));
+  KILN_RETURN_IF_ERROR(
+      r.check_keys(root, "",
+                   {"name", "kind", "format", "root", "splits", "classes", "sources", "target",
+                    "task", "na_tokens", "drop_columns", "cleaning", "scaling", "split", "limit"}));
   DatasetSpec spec;
   spec.spec_path = path;
   spec.name = path.parent_path().filename().string();

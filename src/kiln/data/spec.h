@@ -35,10 +35,10 @@ const char* to_string(TaskKind v);
 
 /// One split of an image dataset, e.g. "train" from an IDX pair or CIFAR batches.
 struct ImageSplitSource {
-  std::string split;                  ///< "train" or "test"
-  fs::path images;                    ///< IDX images file (kIdx)
-  fs::path labels;                    ///< IDX labels file (kIdx)
-  std::vector<fs::path> batches;      ///< CIFAR-10 binary batches (kCifar10)
+  std::string split;              ///< "train" or "test"
+  fs::path images;                ///< IDX images file (kIdx)
+  fs::path labels;                ///< IDX labels file (kIdx)
+  std::vector<fs::path> batches;  ///< CIFAR-10 binary batches (kCifar10)
 };
 
 /// Cleaning applied by `kiln data prepare` (tables).

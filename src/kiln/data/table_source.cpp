@@ -47,14 +47,16 @@ Expected<MergedTable> read_table_sources(const DatasetSpec& spec,
       std::vector<std::string> missing, extra;
       for (const auto& name : merged.table.header) {
         int64_t idx = t.column_index(name);
-        if (idx < 0) missing.push_back(name);
-        else order.push_back(static_cast<size_t>(idx));
+        if (idx < 0)
+          missing.push_back(name);
+        else
+          order.push_back(static_cast<size_t>(idx));
       }
       for (const auto& name : t.header)
         if (merged.table.column_index(name) < 0) extra.push_back(name);
       if (!missing.empty() || !extra.empty()) {
-        std::string msg = path.string() + ": schema differs from " +
-                          spec.sources[0].filename().string();
+        std::string msg =
+            path.string() + ": schema differs from " + spec.sources[0].filename().string();
         if (!missing.empty()) msg += "; missing columns: " + join(missing);
         if (!extra.empty()) msg += "; extra columns: " + join(extra);
         return Status::InvalidArgument(msg);

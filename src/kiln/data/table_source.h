@@ -13,8 +13,8 @@ namespace kiln::data {
 /// the same columns (order may differ; later sources are reordered to the first's). Lines stay
 /// those of each row's own file: `row_source[i]` indexes `source_paths`.
 struct MergedTable {
-  CsvTable table;                  ///< rows of all sources; `ragged` of all sources
-  std::vector<size_t> row_source;  ///< per row: which source it came from
+  CsvTable table;                     ///< rows of all sources; `ragged` of all sources
+  std::vector<size_t> row_source;     ///< per row: which source it came from
   std::vector<size_t> ragged_source;  ///< per ragged line: which source it came from
   std::vector<fs::path> source_paths;
   std::vector<std::string> source_sha256;

@@ -35,8 +35,10 @@ RobustStats robust_stats(std::vector<double> values) {
   }
   mean_dev /= static_cast<double>(values.size());
   s.mad = median_of(dev);
-  if (s.mad > 0) s.scale = s.mad / 0.6745;
-  else if (mean_dev > 0) s.scale = 1.2533 * mean_dev;
+  if (s.mad > 0)
+    s.scale = s.mad / 0.6745;
+  else if (mean_dev > 0)
+    s.scale = 1.2533 * mean_dev;
   return s;
 }
 

@@ -1,8 +1,5 @@
 #include "kiln/model/spec.h"
 
-#include "kiln/core/yaml.h"
-
-
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -10,6 +7,7 @@
 #include <map>
 #include <set>
 
+#include "kiln/core/yaml.h"
 #include "kiln/model/zoo.h"
 
 namespace kiln::model {
@@ -173,7 +171,6 @@ Expected<std::vector<LayerSpec>> parse_layers(const Json& j, const std::string& 
   }
   return layers;
 }
-
 
 }  // namespace
 

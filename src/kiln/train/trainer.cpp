@@ -606,7 +606,8 @@ Expected<TrainResult> train(const TrainConfig& cfg, const TrainOptions& opts) {
     log_clock = Clock::now();
     KILN_RETURN_IF_ERROR(checkpoint());
     KILN_RETURN_IF_ERROR(write_history_files(out, state.history, d.task));
-    if (opts.max_steps_ > 0 && state.step >= opts.max_steps_ && !state.finished) return interrupted();
+    if (opts.max_steps_ > 0 && state.step >= opts.max_steps_ && !state.finished)
+      return interrupted();
   }
   if (bar) bar->finish(state.stopped_early ? "stopped early" : "done");
 
