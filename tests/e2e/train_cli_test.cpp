@@ -262,3 +262,24 @@ TEST(TrainCliTest, DivergingLossExitsTwoKeepingTheCheckpoint) {
 
 }  // namespace
 }  // namespace kiln
+
+namespace kiln {
+namespace {
+
+TEST(TrainCliTest, EveryVerbHasHelp) {
+  testing::TempDir home;
+  const std::vector<std::pair<std::string, std::string>> verbs = {
+      {"train", "--resume"}, {"eval", "--split"}, {"predict", "--input"}, {"export", "--format"}};
+  for (const auto& [verb, flag] : verbs) {
+    CommandResult r = run_kiln({verb, "--help"}, home.path());
+    EXPECT_EQ(r.exit_code, 0) << verb << ": " << r.err;
+    EXPECT_NE(r.out.find(flag), std::string::npos) << verb << ": " << r.out;
+  }
+  // A missing required argument is a usage error: exit 2, one line.
+  CommandResult r = run_kiln({"export", "bundle-dir"}, home.path());
+  EXPECT_EQ(r.exit_code, 2) << r.err;
+  EXPECT_NE(r.err.find("kiln export"), std::string::npos) << r.err;
+}
+
+}  // namespace
+}  // namespace kiln
