@@ -9,6 +9,31 @@ function(kiln_add_library stage)
                                                   ${PROJECT_BINARY_DIR}/generated)
   target_link_libraries(kiln_${stage} PUBLIC ${ARG_DEPS})
   kiln_set_warnings(kiln_${stage})
+  if(ARG_DEPS MATCHES "torch")
+    kiln_use_torch_pch(kiln_${stage})
+  endif()
+endfunction()
+
+# One precompiled header (cmake/torch_pch.h) built once by kiln_torch_pch and reused by every
+# target that links LibTorch. Reuse needs identical flags and definitions, so the anchor links the
+# same interface targets as kiln_core plus torch, and every user gets the same warning flags.
+# KILN_NO_PCH=ON turns it off (e.g. to check that each file includes what it uses).
+option(KILN_NO_PCH "Build without the precompiled LibTorch header" OFF)
+function(kiln_add_torch_pch)
+  if(KILN_NO_PCH)
+    return()
+  endif()
+  add_library(kiln_torch_pch STATIC ${PROJECT_SOURCE_DIR}/cmake/torch_pch.cpp)
+  target_link_libraries(kiln_torch_pch PUBLIC OpenSSL::Crypto spdlog::spdlog fmt::fmt
+                        nlohmann_json::nlohmann_json Threads::Threads yaml-cpp ${TORCH_LIBRARIES})
+  kiln_set_warnings(kiln_torch_pch)
+  target_precompile_headers(kiln_torch_pch PRIVATE ${PROJECT_SOURCE_DIR}/cmake/torch_pch.h)
+endfunction()
+
+function(kiln_use_torch_pch target)
+  if(TARGET kiln_torch_pch)
+    target_precompile_headers(${target} REUSE_FROM kiln_torch_pch)
+  endif()
 endfunction()
 
 function(kiln_set_warnings target)
@@ -40,6 +65,9 @@ function(kiln_add_test_executable name sources libs labels)
   add_executable(${name} ${sources})
   target_link_libraries(${name} PRIVATE ${libs} GTest::gtest GTest::gtest_main kiln_test_support)
   kiln_set_warnings(${name})
+  if(libs MATCHES "kiln::(features|model|data|train)")
+    kiln_use_torch_pch(${name})
+  endif()
   gtest_discover_tests(${name}
     DISCOVERY_TIMEOUT 60
     PROPERTIES LABELS "${labels}")
