@@ -25,6 +25,24 @@ const FlagSpec kFlags[] = {
     {Flag::kInput, "--input", "input shape without the batch dim: C,H,W for images, F for tables",
      "1,28,28"},
     {Flag::kOutputs, "--outputs", "number of model outputs (classes, or 1 for regression)", "10"},
+    {Flag::kSpace, "--space", "search space YAML (params: name -> {type, low, high, ...})", ""},
+    {Flag::kTrials, "--trials", "number of finished trials the study ends with", "20"},
+    {Flag::kWorkers, "--workers", "trials run at once, each a separate process", "1"},
+    {Flag::kStudy, "--study", "study name (default: derived from the config and space files)", ""},
+    {Flag::kTimeout, "--timeout", "seconds after which no new trial starts (0: none)", "0"},
+    {Flag::kPush, "--push", "push the best trial's bundle to the registry under this name", ""},
+    {Flag::kObjectiveCmd, "--objective-cmd",
+     "black-box mode: command run with {param} placeholders; the last line it prints is the "
+     "objective",
+     ""},
+    {Flag::kDirection, "--direction", "minimize | maximize the objective",
+     "maximize (training), required (black-box)"},
+    {Flag::kSampler, "--sampler", "random | grid | tpe", "tpe"},
+    {Flag::kPruner, "--pruner", "none | median | asha", "none"},
+    {Flag::kMetric, "--metric", "metrics.jsonl field the study optimises (best epoch)",
+     "val_accuracy"},
+    {Flag::kReductionFactor, "--reduction-factor", "asha: keep the top 1/eta at each rung", "4"},
+    {Flag::kMinResource, "--min-resource", "asha: epochs before the first rung", "1"},
 };
 
 template <typename T>

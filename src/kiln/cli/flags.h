@@ -20,6 +20,19 @@ enum class Flag {
   kLimit,
   kInput,
   kOutputs,
+  kSpace,
+  kTrials,
+  kWorkers,
+  kStudy,
+  kTimeout,
+  kPush,
+  kObjectiveCmd,
+  kDirection,
+  kSampler,
+  kPruner,
+  kMetric,
+  kReductionFactor,
+  kMinResource,
 };
 
 struct FlagSpec {

@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# Hyperparameter optimisation benchmarks (issue 6), Kiln beside Optuna 3.1 in one run:
+#   1. sampler quality: Branin and Hartmann-6, 100 trials x 10 seeds, median best value;
+#      Kiln TPE and random (in process, bench/tune_sampler_bench.cpp) vs Optuna TPE and random
+#   2. per-trial sampling + storage overhead at 1,000 trials (SQLite studies.db)
+#   3. end to end: `kiln tune --objective-cmd` on Branin (awk), 100 trials, 2 workers
+#   4. (FULL=1 only, hours of CPU) Fashion-MNIST CNN space: ASHA vs no pruning, and the 1-hour
+#      headline run of examples/fashion-mnist/tune.yaml
+# Usage: bench/tune_bench.sh   (BUILD_DIR overrides build/). Needs python3-optuna.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BUILD_DIR=${BUILD_DIR:-build}
+kiln="$BUILD_DIR/kiln"
+export KILN_HOME=$(mktemp -d /tmp/kiln-tune-bench-XXXXXX)
+trap 'rm -rf "$KILN_HOME"' EXIT
+echo "date:    $(date -u '+%Y-%m-%d %H:%M UTC')   commit: $(git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)"
+echo "cpu:     $(nproc) x $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')"
+echo "load:    $(cut -d' ' -f1-3 /proc/loadavg)"
+
+echo; echo "== 1-2. sampler quality (100 trials x 10 seeds) and overhead at 1,000 trials"
+"$BUILD_DIR/bench/tune_sampler_bench" --trials 100 --seeds 10 --overhead-trials 1000 --db "$KILN_HOME"
+/usr/bin/python3 bench/tune_optuna_peer.py 100 10
+
+echo; echo "== 3. end to end: kiln tune --objective-cmd (Branin via awk), 100 trials, 2 workers"
+cat > "$KILN_HOME/branin.yaml" <<'YAML'
+params:
+  x1: {type: float, low: -5, high: 10}
+  x2: {type: float, low: 0, high: 15}
+YAML
+start=$(date +%s.%N)
+"$kiln" tune --objective-cmd "awk 'BEGIN { pi = atan2(0, -1); b = 5.1 / (4 * pi * pi); c = 5 / pi; t = 1 / (8 * pi); y = {x2} - b * {x1}^2 + c * {x1} - 6; print y * y + 10 * (1 - t) * cos({x1}) + 10 }'" \
+  --space "$KILN_HOME/branin.yaml" --trials 100 --workers 2 --direction minimize --seed 0 \
+  --study branin-e2e 2>/dev/null | tail -1
+end=$(date +%s.%N)
+/usr/bin/python3 -c "import sys; print(f'wall {float(sys.argv[2]) - float(sys.argv[1]):.1f} s for 100 trials')" "$start" "$end"
+
+if [[ "${FULL:-0}" == 1 ]]; then
+  echo; echo "== 4. Fashion-MNIST CNN space: ASHA vs no pruning (24 trials each, 6 epochs)"
+  for pruner in none asha; do
+    s=$(date +%s)
+    "$kiln" tune examples/fashion-mnist/tune.yaml --space examples/fashion-mnist/tune-space.yaml \
+      --set epochs=6 --trials 24 --workers 1 --seed 0 --pruner "$pruner" --study "fm-$pruner" \
+      2>/dev/null | tail -1
+    echo "pruner $pruner: $(( $(date +%s) - s )) s"
+    "$kiln" tune show "fm-$pruner" --json | /usr/bin/python3 -c "
+import json, sys
+s = json.load(sys.stdin)
+epochs = sum(len(t.get('intermediate', {})) for t in s['trials'])
+print(f\"best val_accuracy {s['best']['value']:.4f}, epochs trained {epochs}\")"
+  done
+  echo; echo "== 5. headline: examples/fashion-mnist/tune.yaml, 1 hour on 2 cores"
+  "$kiln" tune examples/fashion-mnist/tune.yaml --space examples/fashion-mnist/tune-space.yaml \
+    --trials 100 --workers 1 --pruner asha --timeout 3300 --seed 0 --study fm-headline --json \
+    > "$KILN_HOME/headline.json"
+  /usr/bin/python3 -c "
+import json, sys
+s = json.load(open(sys.argv[1]))
+b = s['best']; print('best val_accuracy', b['value'], 'trial', b['number'], b['params'])" "$KILN_HOME/headline.json"
+fi

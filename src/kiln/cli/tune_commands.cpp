@@ -1,0 +1,223 @@
+// `kiln tune`: hyperparameter studies over a training config or any command; `kiln tune show`.
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cmath>
+#include <cstdio>
+#include <iostream>
+
+#include "kiln/cli/commands.h"
+#include "kiln/cli/flags.h"
+#include "kiln/core/files.h"
+#include "kiln/core/hash.h"
+#include "kiln/tune/report.h"
+#include "kiln/tune/space.h"
+#include "kiln/tune/storage.h"
+#include "kiln/tune/study.h"
+
+namespace kiln::cli {
+namespace {
+
+struct TuneArgs {
+  std::string config;
+  std::string space;
+  std::vector<std::string> set;
+  int64_t trials = 20;
+  int64_t workers = 1;
+  std::string study;
+  double timeout = 0;
+  std::string push;
+  std::string objective_cmd;
+  std::string direction;
+  std::string sampler = "tpe";
+  std::string pruner = "none";
+  int64_t seed = 0;
+  std::string metric = "val_accuracy";
+  int64_t reduction_factor = 4;
+  int64_t min_resource = 1;
+  bool json = false;
+};
+
+struct ShowArgs {
+  std::string study;
+  std::string out;
+  bool json = false;
+};
+
+// `kiln registry push BUNDLE --name NAME` run as a child of the same binary.
+Status push_bundle(const fs::path& bundle, const std::string& name) {
+  std::error_code ec;
+  const std::string self = fs::read_symlink("/proc/self/exe", ec).string();
+  const pid_t pid = ::fork();
+  if (pid < 0) return Status::Unavailable("fork failed");
+  if (pid == 0) {
+    ::execl(self.c_str(), self.c_str(), "registry", "push", bundle.c_str(), "--name", name.c_str(),
+            static_cast<char*>(nullptr));
+    ::_exit(127);
+  }
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  if (WIFEXITED(status) && WEXITSTATUS(status) == 0) return Status::Ok();
+  return Status::FailedPrecondition("--push: `kiln registry push " + bundle.string() + " --name " +
+                                    name + "` failed");
+}
+
+int run_tune(const TuneArgs& a) {
+  const bool training = !a.config.empty();
+  if (training == !a.objective_cmd.empty())
+    return report_failure(Status::InvalidArgument(
+        "give a training CONFIG.yaml or --objective-cmd 'CMD {param} ...', not both or neither"));
+  if (a.space.empty())
+    return report_failure(Status::InvalidArgument("--space SPACE.yaml is required"));
+  if (!a.direction.empty() && a.direction != "minimize" && a.direction != "maximize")
+    return report_failure(
+        Status::InvalidArgument("--direction " + a.direction + ": expected minimize or maximize"));
+  if (!training && a.direction.empty())
+    return report_failure(
+        Status::InvalidArgument("--direction minimize|maximize is required with --objective-cmd"));
+  if (!training && !a.push.empty())
+    return report_failure(Status::InvalidArgument("--push needs a training config"));
+  Expected<tune::SearchSpace> space = tune::load_space(a.space);
+  if (!space.ok()) return report_failure(space.status());
+  if (training) {
+    Status st = tune::validate_config_space(a.config, a.set, *space);
+    if (!st.ok()) return report_failure(st);
+  } else {
+    for (const auto& p : space->params)
+      if (a.objective_cmd.find("{" + p.name + "}") == std::string::npos)
+        std::fprintf(stderr, "tune: warning: --objective-cmd has no {%s} placeholder\n",
+                     p.name.c_str());
+  }
+  bool maximize = true;
+  if (!a.direction.empty())
+    maximize = a.direction == "maximize";
+  else
+    maximize = !(a.metric == "val_loss" || a.metric == "val_mse" || a.metric == "val_mae" ||
+                 a.metric == "train_loss");
+  std::string name = a.study;
+  if (name.empty()) {
+    name = training
+               ? fs::path(a.config).stem().string() + "-" + fs::path(a.space).stem().string()
+               : fs::path(a.space).stem().string() + "-" + sha256_hex(a.objective_cmd).substr(0, 8);
+  }
+  for (char c : name)
+    if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_' || c == '.'))
+      return report_failure(Status::InvalidArgument(
+          "--study " + name + ": use letters, digits, '-', '_' and '.' only"));
+
+  tune::AshaOptions asha;
+  asha.min_resource = a.min_resource;
+  asha.reduction_factor = a.reduction_factor;
+  tune::TuneOptions o(name, *space);
+  o.sampler(a.sampler)
+      .pruner(a.pruner)
+      .seed(static_cast<uint64_t>(a.seed))
+      .trials(a.trials)
+      .workers(a.workers)
+      .timeout(a.timeout)
+      .maximize(maximize)
+      .metric(a.metric)
+      .asha(asha)
+      .home(kiln_home());
+  if (training)
+    o.config(a.config).overrides(a.set);
+  else
+    o.objective_cmd(a.objective_cmd);
+  Expected<tune::TuneResult> r = tune::run_study(o);
+  if (!r.ok()) return report_failure(r.status());
+  const tune::TrialRecord* best = tune::best_trial(r->trials, maximize);
+  if (a.json) {
+    std::cout << tune::study_json(r->study, r->trials).dump(2) << "\n";
+  } else {
+    std::cout << "study " << name << ": " << r->trials.size() << " trials in "
+              << "studies.db"
+              << "\n";
+    if (best)
+      std::cout << "best trial " << best->number << " value " << tune::value_text(best->value)
+                << " params " << best->params.dump() << "\n";
+    else
+      std::cout << "no trial completed\n";
+  }
+  if (!best)
+    return report_failure(Status::FailedPrecondition("no trial of study " + name + " completed"));
+  if (!a.push.empty()) {
+    const fs::path bundle = fs::path(best->out_dir) / "run" / "bundle";
+    Status st = push_bundle(bundle, a.push);
+    if (!st.ok()) return report_failure(st);
+    std::cout << "pushed " << bundle.string() << " as " << a.push << "\n";
+  }
+  return 0;
+}
+
+int run_show(const ShowArgs& a) {
+  Expected<std::unique_ptr<tune::StudyStorage>> db =
+      tune::StudyStorage::Open(kiln_home() / "studies.db");
+  if (!db.ok()) return report_failure(db.status());
+  Expected<tune::StudyInfo> study = (*db)->find_study(a.study);
+  if (!study.ok()) {
+    std::string names;
+    for (const auto& n : (*db)->study_names()) names += (names.empty() ? "" : ", ") + n;
+    return report_failure(Status::NotFound("no study named '" + a.study + "' in " +
+                                           (kiln_home() / "studies.db").string() +
+                                           (names.empty() ? "" : " (studies: " + names + ")")));
+  }
+  Expected<std::vector<tune::TrialRecord>> trials = (*db)->trials(study->id);
+  if (!trials.ok()) return report_failure(trials.status());
+  const fs::path plots =
+      a.out.empty() ? kiln_home() / "studies" / study->name / "plots" : fs::path(a.out);
+  Status st = tune::write_study_plots(*study, *trials, plots);
+  if (!st.ok()) return report_failure(st);
+  if (a.json) {
+    Json j = tune::study_json(*study, *trials);
+    j["plots"] = {{"history", (plots / "history.svg").string()},
+                  {"parallel_coordinates", (plots / "parallel_coordinates.svg").string()},
+                  {"importance", (plots / "importance.svg").string()}};
+    std::cout << j.dump(2) << "\n";
+  } else {
+    std::cout << tune::study_table(*study, *trials);
+    std::cout << "plots: " << plots.string() << "/{history,parallel_coordinates,importance}.svg\n";
+  }
+  return 0;
+}
+
+}  // namespace
+
+void register_tune_commands(CLI::App& app, int* exit_code) {
+  auto ta = std::make_shared<TuneArgs>();
+  CLI::App* tune = app.add_subcommand(
+      "tune",
+      "Hyperparameter study: `kiln tune CONFIG.yaml --space SPACE.yaml --trials N --workers W`, or "
+      "any program with --objective-cmd; studies live in $KILN_HOME/studies.db and resume");
+  tune->add_option("config", ta->config, "training config (.yaml)");
+  add_flag(*tune, Flag::kSpace, &ta->space);
+  tune->add_option("--set", ta->set, "override a config key for every trial: key.path=value");
+  add_flag(*tune, Flag::kTrials, &ta->trials)->check(CLI::PositiveNumber);
+  add_flag(*tune, Flag::kWorkers, &ta->workers)->check(CLI::PositiveNumber);
+  add_flag(*tune, Flag::kStudy, &ta->study);
+  add_flag(*tune, Flag::kTimeout, &ta->timeout)->check(CLI::NonNegativeNumber);
+  add_flag(*tune, Flag::kPush, &ta->push);
+  add_flag(*tune, Flag::kObjectiveCmd, &ta->objective_cmd);
+  add_flag(*tune, Flag::kDirection, &ta->direction);
+  add_flag(*tune, Flag::kSampler, &ta->sampler)->check(CLI::IsMember({"random", "grid", "tpe"}));
+  add_flag(*tune, Flag::kPruner, &ta->pruner)->check(CLI::IsMember({"none", "median", "asha"}));
+  add_flag(*tune, Flag::kSeed, &ta->seed);
+  add_flag(*tune, Flag::kMetric, &ta->metric);
+  add_flag(*tune, Flag::kReductionFactor, &ta->reduction_factor);
+  add_flag(*tune, Flag::kMinResource, &ta->min_resource);
+  add_flag(*tune, Flag::kJson, &ta->json);
+
+  auto sa = std::make_shared<ShowArgs>();
+  CLI::App* show =
+      tune->add_subcommand("show", "A study's trials, best trial, parameter importance; SVG plots");
+  show->add_option("study", sa->study, "study name")->required();
+  add_flag(*show, Flag::kJson, &sa->json);
+  add_flag(*show, Flag::kOut, &sa->out)
+      ->description("directory for the SVG plots (default $KILN_HOME/studies/STUDY/plots)");
+  show->callback([sa, exit_code] { *exit_code = run_show(*sa); });
+  tune->callback([ta, show, exit_code] {
+    if (show->parsed()) return;
+    *exit_code = run_tune(*ta);
+  });
+}
+
+}  // namespace kiln::cli

@@ -1,0 +1,154 @@
+#include "kiln/tune/sampler.h"
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <set>
+
+#include "tune_test_util.h"
+
+namespace kiln::tune {
+namespace {
+
+using testing::best_min;
+using testing::branin;
+using testing::optimise;
+
+SearchSpace mixed_space() {
+  auto s = parse_space(Json::parse(R"({"params": {
+      "lr": {"type": "float", "low": 1e-5, "high": 1.0, "log": true},
+      "width": {"type": "int", "low": 16, "high": 128, "step": 16},
+      "opt": {"type": "categorical", "choices": ["sgd", "adam"]},
+      "momentum": {"type": "float", "low": 0.5, "high": 0.99, "when": {"opt": "sgd"}}}})"));
+  EXPECT_TRUE(s.ok()) << s.status();
+  return *s;
+}
+
+SearchSpace branin_space() {
+  auto s = parse_space(Json::parse(R"({"params": {
+      "x1": {"type": "float", "low": -5, "high": 10},
+      "x2": {"type": "float", "low": 0, "high": 15}}})"));
+  EXPECT_TRUE(s.ok()) << s.status();
+  return *s;
+}
+
+double branin_of(const Json& p) { return branin(p["x1"].get<double>(), p["x2"].get<double>()); }
+
+void expect_in_space(const SearchSpace& s, const Json& p) {
+  for (const auto& spec : s.params) {
+    const bool active = SearchSpace::active(spec, p);
+    ASSERT_EQ(p.contains(spec.name), active) << p.dump();
+    if (!active) continue;
+    const Json& v = p[spec.name];
+    if (spec.type == ParamSpec::Type::kCategorical) {
+      EXPECT_NE(std::find(spec.choices.begin(), spec.choices.end(), v), spec.choices.end());
+    } else {
+      EXPECT_GE(v.get<double>(), spec.low);
+      EXPECT_LE(v.get<double>(), spec.high);
+      if (spec.type == ParamSpec::Type::kInt) {
+        ASSERT_TRUE(v.is_number_integer());
+        EXPECT_EQ((v.get<int64_t>() - 16) % 16, 0);
+      }
+    }
+  }
+}
+
+TEST(SamplerTest, RandomIsDeterministicWithASeedAndStaysInTheSpace) {
+  const SearchSpace s = mixed_space();
+  auto a = make_random_sampler(7), b = make_random_sampler(7), c = make_random_sampler(8);
+  std::vector<TrialRecord> none;
+  bool differs = false;
+  std::set<std::string> opts;
+  double min_lr = 1, max_lr = 0;
+  for (int i = 0; i < 200; ++i) {
+    Json pa = *a->sample(s, none, i), pb = *b->sample(s, none, i), pc = *c->sample(s, none, i);
+    EXPECT_EQ(pa, pb);
+    differs = differs || pa != pc;
+    expect_in_space(s, pa);
+    opts.insert(pa["opt"].get<std::string>());
+    min_lr = std::min(min_lr, pa["lr"].get<double>());
+    max_lr = std::max(max_lr, pa["lr"].get<double>());
+  }
+  EXPECT_TRUE(differs);
+  EXPECT_EQ(opts.size(), 2u);
+  // Log-uniform: 200 draws over five decades reach both ends.
+  EXPECT_LT(min_lr, 1e-4);
+  EXPECT_GT(max_lr, 1e-1);
+}
+
+TEST(SamplerTest, GridCoversEveryCombinationOnceThenStops) {
+  auto s = parse_space(Json::parse(R"({"params": {
+      "a": {"type": "int", "low": 1, "high": 3},
+      "b": {"type": "categorical", "choices": ["x", "y"]},
+      "c": {"type": "float", "low": 0, "high": 1, "when": {"b": "y"}}}})"));
+  ASSERT_TRUE(s.ok()) << s.status();
+  auto g = make_grid_sampler(3, 5);
+  auto trials = optimise(
+      *g, *s, [](const Json&) { return 0.0; }, 100);
+  // 3 values of a × (b=x, or b=y × 5 values of c) = 3 × 6 = 18 distinct points.
+  EXPECT_EQ(trials.size(), 18u);
+  std::set<std::string> seen;
+  for (const auto& t : trials) seen.insert(t.params.dump());
+  EXPECT_EQ(seen.size(), 18u);
+  auto again = optimise(
+      *make_grid_sampler(3, 5), *s, [](const Json&) { return 0.0; }, 100);
+  for (size_t i = 0; i < trials.size(); ++i) EXPECT_EQ(trials[i].params, again[i].params);
+  EXPECT_EQ(g->sample(*s, trials, 18).status().code(), StatusCode::kNotFound);
+}
+
+TEST(SamplerTest, TpeDefaultsFollowOptuna) {
+  EXPECT_EQ(tpe_gamma(1), 1);
+  EXPECT_EQ(tpe_gamma(10), 1);
+  EXPECT_EQ(tpe_gamma(11), 2);
+  EXPECT_EQ(tpe_gamma(100), 10);
+  EXPECT_EQ(tpe_gamma(1000), 25);
+  EXPECT_EQ(tpe_weights(10), std::vector<double>(10, 1.0));
+  auto w = tpe_weights(35);
+  ASSERT_EQ(w.size(), 35u);
+  EXPECT_NEAR(w[0], 1.0 / 35, 1e-12);
+  EXPECT_NEAR(w[9], 1.0, 1e-12);
+  EXPECT_EQ(w[34], 1.0);
+}
+
+TEST(SamplerTest, TpeIsDeterministicAndUsesRandomStartup) {
+  const SearchSpace s = mixed_space();
+  auto f = [](const Json& p) {
+    return std::fabs(std::log10(p["lr"].get<double>()) + 2) + p["width"].get<double>() / 128 +
+           (p["opt"] == "sgd" ? 0.0 : 0.5);
+  };
+  auto a = optimise(*make_tpe_sampler(5, false), s, f, 40);
+  auto b = optimise(*make_tpe_sampler(5, false), s, f, 40);
+  auto r = optimise(*make_random_sampler(5), s, f, 10);
+  ASSERT_EQ(a.size(), 40u);
+  for (size_t i = 0; i < a.size(); ++i) {
+    EXPECT_EQ(a[i].params, b[i].params);
+    expect_in_space(s, a[i].params);
+  }
+  for (size_t i = 0; i < 10; ++i) EXPECT_EQ(a[i].params, r[i].params);  // start-up = random
+}
+
+TEST(SamplerTest, TpeBeatsRandomOnBranin) {
+  const SearchSpace s = branin_space();
+  std::vector<double> tpe, rnd;
+  for (uint64_t seed = 0; seed < 7; ++seed) {
+    tpe.push_back(best_min(optimise(*make_tpe_sampler(seed, false), s, branin_of, 60)));
+    rnd.push_back(best_min(optimise(*make_random_sampler(seed), s, branin_of, 60)));
+  }
+  std::sort(tpe.begin(), tpe.end());
+  std::sort(rnd.begin(), rnd.end());
+  EXPECT_LT(tpe[3], rnd[3]) << "median best: tpe " << tpe[3] << " random " << rnd[3];
+  EXPECT_LT(tpe[3], 1.0);  // global minimum 0.398
+}
+
+TEST(SamplerTest, TpeMaximisesWhenAsked) {
+  const SearchSpace s = branin_space();
+  auto neg = [](const Json& p) { return -branin_of(p); };
+  std::vector<TrialRecord> t = optimise(*make_tpe_sampler(1, true), s, neg, 60);
+  double best = -INFINITY;
+  for (const auto& x : t) best = std::max(best, x.value);
+  EXPECT_GT(best, -1.0);
+}
+
+}  // namespace
+}  // namespace kiln::tune

@@ -1,0 +1,128 @@
+#include "kiln/tune/storage.h"
+
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include "kiln/tune/report.h"
+#include "kiln/tune/space.h"
+#include "support/test_support.h"
+
+namespace kiln::tune {
+namespace {
+
+using kiln::testing::TempDir;
+
+Json space_json(double high) {
+  return Json::parse(R"({"params": {"x": {"type": "float", "low": 0.0, "high": )" +
+                     std::to_string(high) + R"(, "log": false}}})");
+}
+
+StudyInfo info(const std::string& name, double high) {
+  StudyInfo s;
+  s.name = name;
+  s.direction = "minimize";
+  s.space = parse_space(space_json(high))->to_json();
+  s.sampler = "tpe";
+  s.pruner = "none";
+  return s;
+}
+
+TEST(StorageTest, StoresTrialsIntermediateValuesAndReloads) {
+  TempDir dir;
+  int64_t study_id = 0;
+  {
+    auto db = StudyStorage::Open(dir / "studies.db");
+    ASSERT_TRUE(db.ok()) << db.status();
+    auto s = (*db)->create_or_load_study(info("s1", 1));
+    ASSERT_TRUE(s.ok()) << s.status();
+    study_id = s->id;
+    auto t0 = (*db)->create_trial(study_id, Json{{"x", 0.5}}, ::getpid(), "");
+    auto t1 = (*db)->create_trial(study_id, Json{{"x", 0.25}}, ::getpid(), "");
+    ASSERT_TRUE(t0.ok() && t1.ok());
+    EXPECT_EQ(t0->number, 0);
+    EXPECT_EQ(t1->number, 1);
+    ASSERT_TRUE((*db)->report(t0->id, 1, 0.9).ok());
+    ASSERT_TRUE((*db)->report(t0->id, 2, 0.7).ok());
+    ASSERT_TRUE((*db)->finish(t0->id, TrialState::kComplete, 0.7, "").ok());
+    ASSERT_TRUE((*db)->finish(t1->id, TrialState::kPruned, NAN, "pruned at epoch 1").ok());
+  }
+  auto db = StudyStorage::Open(dir / "studies.db");
+  ASSERT_TRUE(db.ok());
+  auto s = (*db)->create_or_load_study(info("s1", 1));
+  ASSERT_TRUE(s.ok()) << s.status();
+  EXPECT_EQ(s->id, study_id);
+  auto trials = (*db)->trials(study_id);
+  ASSERT_TRUE(trials.ok());
+  ASSERT_EQ(trials->size(), 2u);
+  EXPECT_EQ((*trials)[0].state, TrialState::kComplete);
+  EXPECT_DOUBLE_EQ((*trials)[0].value, 0.7);
+  EXPECT_EQ((*trials)[0].params["x"], 0.5);
+  ASSERT_EQ((*trials)[0].intermediate.size(), 2u);
+  EXPECT_DOUBLE_EQ((*trials)[0].intermediate.at(1), 0.9);
+  EXPECT_EQ((*trials)[1].state, TrialState::kPruned);
+  EXPECT_TRUE(std::isnan((*trials)[1].value));
+  EXPECT_GE((*trials)[0].duration, 0.0);
+
+  Json j = study_json(*s, *trials);
+  EXPECT_EQ(j["study"], "s1");
+  EXPECT_EQ(j["direction"], "minimize");
+  EXPECT_EQ(j["best"]["number"], 0);
+  EXPECT_EQ(j["trials"][1]["state"], "pruned");
+  EXPECT_TRUE(j["trials"][1]["value"].is_null());
+}
+
+TEST(StorageTest, ReusedNameWithAnotherSpaceIsRefusedShowingTheDifference) {
+  TempDir dir;
+  auto db = StudyStorage::Open(dir / "studies.db");
+  ASSERT_TRUE(db.ok());
+  ASSERT_TRUE((*db)->create_or_load_study(info("s", 1)).ok());
+  auto again = (*db)->create_or_load_study(info("s", 2));
+  ASSERT_FALSE(again.ok());
+  EXPECT_EQ(again.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(again.status().message().find("x:"), std::string::npos) << again.status().message();
+  EXPECT_NE(again.status().message().find("\"high\":2"), std::string::npos)
+      << again.status().message();
+}
+
+TEST(StorageTest, RunningTrialsOfADeadTunerBecomeOrphanedFailures) {
+  TempDir dir;
+  auto db = StudyStorage::Open(dir / "studies.db");
+  ASSERT_TRUE(db.ok());
+  auto s = (*db)->create_or_load_study(info("s", 1));
+  ASSERT_TRUE(s.ok());
+  // A pid that cannot be alive (above pid_max) stands for a killed tuner.
+  auto dead = (*db)->create_trial(s->id, Json{{"x", 0.1}}, 1 << 30, "");
+  auto mine = (*db)->create_trial(s->id, Json{{"x", 0.2}}, ::getppid(), "");
+  ASSERT_TRUE(dead.ok() && mine.ok());
+  auto n = (*db)->fail_orphans(s->id);
+  ASSERT_TRUE(n.ok());
+  EXPECT_EQ(*n, 1);
+  auto trials = (*db)->trials(s->id);
+  EXPECT_EQ((*trials)[0].state, TrialState::kFailed);
+  EXPECT_TRUE((*trials)[0].orphaned);
+  EXPECT_EQ((*trials)[1].state, TrialState::kRunning);  // its tuner (our parent) is alive
+}
+
+TEST(StorageTest, ImportanceFindsTheParameterThatMatters) {
+  auto space = parse_space(Json::parse(R"({"params": {
+      "a": {"type": "float", "low": 0, "high": 1},
+      "b": {"type": "categorical", "choices": ["p", "q"]}}})"));
+  ASSERT_TRUE(space.ok());
+  std::vector<TrialRecord> trials;
+  for (int i = 0; i < 40; ++i) {
+    TrialRecord t;
+    t.number = i;
+    t.state = TrialState::kComplete;
+    const double a = (i % 10) / 10.0;
+    t.params = {{"a", a}, {"b", i % 2 ? "p" : "q"}};
+    t.value = 10 * a + 0.01 * (i % 2);
+    trials.push_back(t);
+  }
+  auto imp = param_importance(*space, trials);
+  ASSERT_EQ(imp.size(), 2u);
+  EXPECT_EQ(imp[0].first, "a");
+  EXPECT_GT(imp[0].second, 0.9);
+}
+
+}  // namespace
+}  // namespace kiln::tune
