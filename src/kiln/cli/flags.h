@@ -20,6 +20,18 @@ enum class Flag {
   kLimit,
   kInput,
   kOutputs,
+  kName,
+  kTag,
+  kDescription,
+  kFormat,
+  kTensorInput,
+  kTensorOutput,
+  kLabels,
+  kParent,
+  kWhere,
+  kSort,
+  kLineage,
+  kGrace,
 };
 
 struct FlagSpec {
