@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # `make demo`: the main job end to end on the embedded defaults: profile and prepare the data,
-# train the Fashion-MNIST default, evaluate, predict from raw files and export. Later stages
-# extend it to a registered, served, monitored model.
+# train the Fashion-MNIST default, evaluate, predict from raw files, export, and register it
+# (alias production). Later stages extend it to a served, monitored model.
 set -euo pipefail
 build=${1:-build}
 kiln="$build/kiln"
@@ -40,5 +40,20 @@ head -6 "$run/predictions.csv" | cut -c1-120
 step "Export TorchScript (raw 0-255 pixels in, logits out; loadable with torch.jit.load)"
 "$kiln" export "$run/bundle" --format torchscript --out "$run/model.pt"
 
-step "Done. Snapshots, runs and reports are under $KILN_HOME"
+step "Register the bundle as fashion-mnist (next immutable version) and point alias production at it"
+pushed=$("$kiln" registry push "$run/bundle" --name fashion-mnist --tag source=demo \
+  --description "make demo: examples/fashion-mnist/cnn.yaml")
+echo "$pushed"
+version=$(echo "$pushed" | sed -n 's/^pushed fashion-mnist@\([0-9]*\).*/\1/p')
+"$kiln" registry alias set fashion-mnist production "$version"
+"$kiln" registry show fashion-mnist@production
+"$kiln" registry list fashion-mnist
+
+step "Evaluate through the registry reference (the verified, materialised copy)"
+"$kiln" eval fashion-mnist@production --data examples/fashion-mnist/dataset.yaml --split test
+
+step "Re-hash every artifact in the registry"
+"$kiln" registry verify
+
+step "Done. Snapshots, runs, reports and the registry (registry.db, artifacts/) are under $KILN_HOME"
 ls "$KILN_HOME/snapshots" "$run"
