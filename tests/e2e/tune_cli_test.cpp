@@ -221,6 +221,8 @@ TEST(TuneCliTest, TrainingConfigStudyOnBreastCancerWithPruning) {
                               "0",
                               "--study",
                               "bc",
+                              "--push",
+                              "bc-best",
                               "--json"},
                              home.path());
   ASSERT_EQ(r.exit_code, 0) << r.err;
@@ -242,8 +244,16 @@ TEST(TuneCliTest, TrainingConfigStudyOnBreastCancerWithPruning) {
   EXPECT_GE(complete, 1);
   EXPECT_GT(out["best"]["value"].get<double>(), 0.85);
   const int n = out["best"]["number"];
-  EXPECT_TRUE(fs::exists(home / "studies" / "bc" / ("trial-" + std::to_string(n)) / "run" /
-                         "bundle" / "manifest.json"));
+  const fs::path bundle =
+      home / "studies" / "bc" / ("trial-" + std::to_string(n)) / "run" / "bundle";
+  EXPECT_TRUE(fs::exists(bundle / "manifest.json"));
+  // --push: the best trial's bundle becomes version 1 of bc-best in the registry.
+  CommandResult shown = run_kiln({"registry", "show", "bc-best@latest", "--json"}, home.path());
+  ASSERT_EQ(shown.exit_code, 0) << shown.err;
+  Json entry = Json::parse(shown.out);
+  EXPECT_EQ(entry["version"], 1) << shown.out;
+  EXPECT_EQ(entry["tags"]["tune_study"], "bc") << shown.out;
+  EXPECT_EQ(entry["tags"]["tune_trial"], std::to_string(n)) << shown.out;
 }
 
 TEST(TuneCliTest, BadInputExits2WithAClearMessage) {

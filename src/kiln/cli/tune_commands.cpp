@@ -45,14 +45,18 @@ struct ShowArgs {
 };
 
 // `kiln registry push BUNDLE --name NAME` run as a child of the same binary.
-Status push_bundle(const fs::path& bundle, const std::string& name) {
+Status push_bundle(const fs::path& bundle, const std::string& name, const std::string& study,
+                   int64_t trial) {
+  const std::string tag_study = "tune_study=" + study;
+  const std::string tag_trial = "tune_trial=" + std::to_string(trial);
   std::error_code ec;
   const std::string self = fs::read_symlink("/proc/self/exe", ec).string();
   const pid_t pid = ::fork();
   if (pid < 0) return Status::Unavailable("fork failed");
   if (pid == 0) {
+    ::dup2(2, 1);  // keep our stdout for the study's own output (e.g. --json)
     ::execl(self.c_str(), self.c_str(), "registry", "push", bundle.c_str(), "--name", name.c_str(),
-            static_cast<char*>(nullptr));
+            "--tag", tag_study.c_str(), "--tag", tag_trial.c_str(), static_cast<char*>(nullptr));
     ::_exit(127);
   }
   int status = 0;
@@ -126,26 +130,28 @@ int run_tune(const TuneArgs& a) {
   Expected<tune::TuneResult> r = tune::run_study(o);
   if (!r.ok()) return report_failure(r.status());
   const tune::TrialRecord* best = tune::best_trial(r->trials, maximize);
+  Json pushed;
+  if (best && !a.push.empty()) {
+    const fs::path bundle = fs::path(best->out_dir) / "run" / "bundle";
+    Status st = push_bundle(bundle, a.push, name, best->number);
+    if (!st.ok()) return report_failure(st);
+    pushed = {{"name", a.push}, {"bundle", bundle.string()}, {"trial", best->number}};
+  }
   if (a.json) {
-    std::cout << tune::study_json(r->study, r->trials).dump(2) << "\n";
+    Json j = tune::study_json(r->study, r->trials);
+    if (!pushed.is_null()) j["pushed"] = pushed;
+    std::cout << j.dump(2) << "\n";
   } else {
     std::cout << "study " << name << ": " << r->trials.size() << " trials in "
-              << "studies.db"
-              << "\n";
+              << (kiln_home() / "studies.db").string() << "\n";
     if (best)
       std::cout << "best trial " << best->number << " value " << tune::value_text(best->value)
                 << " params " << best->params.dump() << "\n";
-    else
-      std::cout << "no trial completed\n";
+    if (!pushed.is_null())
+      std::cout << "pushed " << pushed["bundle"].get<std::string>() << " as " << a.push << "\n";
   }
   if (!best)
     return report_failure(Status::FailedPrecondition("no trial of study " + name + " completed"));
-  if (!a.push.empty()) {
-    const fs::path bundle = fs::path(best->out_dir) / "run" / "bundle";
-    Status st = push_bundle(bundle, a.push);
-    if (!st.ok()) return report_failure(st);
-    std::cout << "pushed " << bundle.string() << " as " << a.push << "\n";
-  }
   return 0;
 }
 
