@@ -256,6 +256,35 @@ TEST(TuneCliTest, TrainingConfigStudyOnBreastCancerWithPruning) {
   EXPECT_EQ(entry["tags"]["tune_trial"], std::to_string(n)) << shown.out;
 }
 
+TEST(TuneCliTest, TimeoutStopsStartingTrialsAndARerunContinuesTheStudy) {
+  TempDir home;
+  write_text(home / "space.yaml", "params:\n  x: {type: int, low: 0, high: 9}\n");
+  const std::vector<std::string> args = {"tune",
+                                         "--objective-cmd",
+                                         "sleep 0.3; echo {x}",
+                                         "--space",
+                                         (home / "space.yaml").string(),
+                                         "--trials",
+                                         "40",
+                                         "--timeout",
+                                         "1",
+                                         "--direction",
+                                         "maximize",
+                                         "--study",
+                                         "t"};
+  CommandResult r = run_kiln(args, home.path());
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  Json s = show(home.path(), "t");
+  const size_t first = s["trials"].size();
+  EXPECT_GE(first, 1u);
+  EXPECT_LT(first, 10u);
+  EXPECT_EQ(count_state(s, "complete"), static_cast<int>(first));
+  // Same command again: the finished trials are kept and more are added.
+  r = run_kiln(args, home.path());
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_GT(show(home.path(), "t")["trials"].size(), first);
+}
+
 TEST(TuneCliTest, BadInputExits2WithAClearMessage) {
   TempDir home;
   write_text(home / "ok.yaml", "params:\n  optimizer.lr: {type: float, low: 0.001, high: 0.1}\n");
