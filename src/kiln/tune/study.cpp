@@ -60,8 +60,11 @@ bool last_line_number(const std::string& text, double* value, std::string* line)
 }
 
 // fork + exec with stdout/stderr to files, its own process group, SIGKILL when the tuner dies.
+// `exec_path` "" runs argv[0]; the tuner's own binary is run as /proc/self/exe, which stays
+// valid even when a rebuild replaces the file during a long study.
 Expected<pid_t> spawn(const std::vector<std::string>& argv, const std::vector<std::string>& env,
-                      const fs::path& out_file, const fs::path& err_file) {
+                      const fs::path& out_file, const fs::path& err_file,
+                      const std::string& exec_path) {
   std::vector<char*> args;
   for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
   args.push_back(nullptr);
@@ -79,7 +82,7 @@ Expected<pid_t> spawn(const std::vector<std::string>& argv, const std::vector<st
     int in = ::open("/dev/null", O_RDONLY);
     if (in >= 0) ::dup2(in, 0);
     for (const auto& e : env) ::putenv(const_cast<char*>(e.c_str()));
-    ::execv(args[0], args.data());
+    ::execv(exec_path.empty() ? args[0] : exec_path.c_str(), args.data());
     std::fprintf(stderr, "exec %s: %s\n", args[0], std::strerror(errno));
     ::_exit(127);
   }
@@ -275,7 +278,8 @@ Expected<TuneResult> run_study(const TuneOptions& o) {
         Json cmd = argv;
         write_file_atomic(r.dir / "command.json", cmd.dump(2) + "\n");
       }
-      Expected<pid_t> pid = spawn(argv, env, out_file, err_file);
+      Expected<pid_t> pid = spawn(argv, env, out_file, err_file,
+                                  training && o.kiln_binary_.empty() ? "/proc/self/exe" : "");
       if (!pid.ok()) {
         KILN_RETURN_IF_ERROR(finish(r, TrialState::kFailed, NAN, pid.status().message(), history));
         continue;
@@ -366,7 +370,9 @@ Expected<TuneResult> run_study(const TuneOptions& o) {
       }
       it = running.erase(it);
     }
-    if (!reaped && !reported) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    // Training trials take seconds per epoch: poll gently so the tuner does not steal their cores.
+    if (!reaped && !reported)
+      std::this_thread::sleep_for(std::chrono::milliseconds(training ? 200 : 20));
   }
   KILN_ASSIGN_OR_RETURN(result.trials, db->trials(study.id));
   result.study = study;
