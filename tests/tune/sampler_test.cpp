@@ -141,6 +141,28 @@ TEST(SamplerTest, TpeBeatsRandomOnBranin) {
   EXPECT_LT(tpe[3], 1.0);  // global minimum 0.398
 }
 
+TEST(SamplerTest, TpeFindsTheOptimumOfSteppedIntegers) {
+  auto s = parse_space(Json::parse(R"({"params": {
+      "k": {"type": "int", "low": 0, "high": 200},
+      "w": {"type": "int", "low": 16, "high": 512, "step": 16}}})"));
+  ASSERT_TRUE(s.ok()) << s.status();
+  auto f = [](const Json& p) {
+    const double k = p["k"].get<double>(), w = p["w"].get<double>();
+    return std::fabs(k - 137) + std::fabs(w - 256) / 16;
+  };
+  std::vector<double> tpe;
+  for (uint64_t seed = 0; seed < 5; ++seed) {
+    auto t = optimise(*make_tpe_sampler(seed, false), *s, f, 60);
+    for (const auto& x : t) {
+      ASSERT_TRUE(x.params["k"].is_number_integer());
+      EXPECT_EQ(x.params["w"].get<int64_t>() % 16, 0);
+    }
+    tpe.push_back(best_min(t));
+  }
+  std::sort(tpe.begin(), tpe.end());
+  EXPECT_LE(tpe[2], 4.0);
+}
+
 TEST(SamplerTest, TpeMaximisesWhenAsked) {
   const SearchSpace s = branin_space();
   auto neg = [](const Json& p) { return -branin_of(p); };

@@ -69,6 +69,16 @@ Json from_internal(const ParamSpec& p, double x) {
   return std::clamp(v, p.low, p.high);
 }
 
+// The bin width of a stepped parameter in the internal coordinate (0: continuous).
+double bin_width(const ParamSpec& p) {
+  return p.type == ParamSpec::Type::kInt && !p.log ? p.step : 0.0;
+}
+// A candidate snapped to the value it stands for (ints), in the internal coordinate.
+double snap(const ParamSpec& p, double x) {
+  if (bin_width(p) <= 0) return x;
+  return static_cast<double>(from_internal(p, x).get<int64_t>());
+}
+
 Json sample_uniform(const ParamSpec& p, SplitMix64& rng) {
   if (p.type == ParamSpec::Type::kCategorical)
     return p.choices[static_cast<size_t>(rng.below(p.choices.size()))];
@@ -163,6 +173,20 @@ struct Parzen {
     const double mass =
         normal_cdf((hi - mus[i]) / sigmas[i]) - normal_cdf((lo - mus[i]) / sigmas[i]);
     return -0.5 * z * z - std::log(sigmas[i] * std::sqrt(2 * kPi) * std::max(mass, 1e-300));
+  }
+  // Optuna's rule for stepped (int) values: the kernel's mass over the value's bin
+  // [x - q/2, x + q/2] (clipped to the range) instead of its density.
+  double log_component_bin(size_t i, double x, double q) const {
+    const double a = std::max(x - 0.5 * q, lo), b = std::min(x + 0.5 * q, hi);
+    const double bin = normal_cdf((b - mus[i]) / sigmas[i]) - normal_cdf((a - mus[i]) / sigmas[i]);
+    const double mass =
+        normal_cdf((hi - mus[i]) / sigmas[i]) - normal_cdf((lo - mus[i]) / sigmas[i]);
+    return std::log(std::max(bin, 1e-300)) - std::log(std::max(mass, 1e-300));
+  }
+  double log_bin(double x, double q) const {
+    double p = 0;
+    for (size_t i = 0; i < mus.size(); ++i) p += weights[i] * std::exp(log_component_bin(i, x, q));
+    return std::log(std::max(p, 1e-300));
   }
   double log_category(size_t i, size_t c) const { return std::log(std::max(cat[i][c], 1e-300)); }
   double log_pdf(double x) const {
@@ -341,9 +365,10 @@ class TpeSampler : public Sampler {
         Parzen l = numeric_parzen(ob, wb, r, o_.prior_weight);
         Parzen g = numeric_parzen(oa, wa, r, o_.prior_weight);
         double best = 0.5 * (r.lo + r.hi), best_score = -INFINITY;
+        const double q = bin_width(p);
         for (int64_t i = 0; i < o_.n_ei_candidates; ++i) {
-          const double x = l.draw(rng);
-          const double s = l.log_pdf(x) - g.log_pdf(x);
+          const double x = snap(p, l.draw(rng));
+          const double s = q > 0 ? l.log_bin(x, q) - g.log_bin(x, q) : l.log_pdf(x) - g.log_pdf(x);
           if (s > best_score) best_score = s, best = x;
         }
         out[p.name] = from_internal(p, best);
@@ -407,7 +432,8 @@ class TpeSampler : public Sampler {
         for (size_t j = 0; j < rel.size(); ++j)
           t += rel[j]->type == ParamSpec::Type::kCategorical
                    ? e[j].log_category(k, static_cast<size_t>(x[j]))
-                   : e[j].log_component(k, x[j]);
+               : bin_width(*rel[j]) > 0 ? e[j].log_component_bin(k, x[j], bin_width(*rel[j]))
+                                        : e[j].log_component(k, x[j]);
         terms[k] = t;
         m = std::max(m, t);
       }
@@ -423,7 +449,7 @@ class TpeSampler : public Sampler {
       for (size_t j = 0; j < rel.size(); ++j)
         x[j] = rel[j]->type == ParamSpec::Type::kCategorical
                    ? static_cast<double>(l[j].draw_category_component(k, rng))
-                   : l[j].draw_component(k, rng);
+                   : snap(*rel[j], l[j].draw_component(k, rng));
       const double score = log_mix(l, x) - log_mix(g, x);
       if (best.empty() || score > best_score) best_score = score, best = x;
     }
