@@ -25,6 +25,27 @@ const FlagSpec kFlags[] = {
     {Flag::kInput, "--input", "input shape without the batch dim: C,H,W for images, F for tables",
      "1,28,28"},
     {Flag::kOutputs, "--outputs", "number of model outputs (classes, or 1 for regression)", "10"},
+    {Flag::kModel, "--model,-m",
+     "model to serve: a bundle directory, or NAME@ALIAS / NAME@VERSION from the registry "
+     "(repeat for several)",
+     ""},
+    {Flag::kHost, "--host", "address to listen on", "127.0.0.1"},
+    {Flag::kPort, "--port", "TCP port to listen on (0: any free port, printed when ready)", "8000"},
+    {Flag::kMaxBatch, "--max-batch", "most samples the dynamic batcher puts in one forward", "64"},
+    {Flag::kMaxDelayUs, "--max-delay-us",
+     "longest a request waits for its batch to fill (microseconds)", "2000"},
+    {Flag::kApiKeyFile, "--api-key-file",
+     "require this file's key ('Authorization: Bearer KEY' or 'X-API-Key: KEY') on every route "
+     "but /v2/health/*",
+     ""},
+    {Flag::kPollIntervalMs, "--poll-interval-ms",
+     "how often to re-resolve each --model for hot reload (0: never)", "1000"},
+    {Flag::kRequestTimeoutMs, "--request-timeout-ms",
+     "fail a request with 503 when its batch has not started after this long (0: never)", "30000"},
+    {Flag::kMaxBodyBytes, "--max-body-bytes", "largest request body accepted (larger: 413)",
+     "16777216"},
+    {Flag::kIoThreads, "--io-threads", "HTTP threads (parse, encode, network)", "1"},
+    {Flag::kAccessLog, "--access-log", "one JSON line per request on stderr", "false"},
 };
 
 template <typename T>

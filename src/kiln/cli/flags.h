@@ -20,6 +20,17 @@ enum class Flag {
   kLimit,
   kInput,
   kOutputs,
+  kModel,
+  kHost,
+  kPort,
+  kMaxBatch,
+  kMaxDelayUs,
+  kApiKeyFile,
+  kPollIntervalMs,
+  kRequestTimeoutMs,
+  kMaxBodyBytes,
+  kIoThreads,
+  kAccessLog,
 };
 
 struct FlagSpec {
