@@ -1,5 +1,6 @@
 #include "kiln/serve/batcher.h"
 
+#include <algorithm>
 #include <cstring>
 
 namespace kiln::serve {
@@ -24,15 +25,20 @@ DynamicBatcher::DynamicBatcher(const BatcherOptions& options, std::vector<int64_
 DynamicBatcher::~DynamicBatcher() { stop(); }
 
 Status DynamicBatcher::submit(BatchJob&& job) {
+  bool wake = false;
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (stopping_) return Status::Unavailable("the model version is shutting down");
     job.enqueued = Clock::now();
     last_arrival_ = job.enqueued;
+    // Wake the worker only when it waits for a first job or the batch is now full: while it
+    // waits for the batch to fill it sleeps until its own deadline and then rereads
+    // last_arrival_, so arrivals cost no context switch.
+    wake = queue_.empty() || queued_rows_ + job.rows >= options_.max_batch_;
     queued_rows_ += job.rows;
     queue_.push_back(std::move(job));
   }
-  cv_.notify_one();
+  if (wake) cv_.notify_one();
   return Status::Ok();
 }
 
@@ -54,7 +60,8 @@ int64_t DynamicBatcher::pending() const {
 void DynamicBatcher::loop() {
   const auto max_delay = std::chrono::microseconds(options_.max_delay_us_);
   const auto gap = std::chrono::microseconds(
-      options_.arrival_gap_us_ >= 0 ? options_.arrival_gap_us_ : options_.max_delay_us_ / 10);
+      options_.arrival_gap_us_ >= 0 ? options_.arrival_gap_us_
+                                    : std::min<int64_t>(100, options_.max_delay_us_ / 10));
   std::vector<BatchJob> jobs;
   for (;;) {
     {

@@ -30,7 +30,8 @@ struct BatcherOptions {
     max_delay_us_ = v;
     return *this;
   }
-  /// Stop waiting for more requests once none has arrived for this long (-1: max_delay_us / 10).
+  /// Stop waiting for more requests once none has arrived for this long (-1: max_delay_us / 10,
+  /// at most 100 us).
   /// This keeps a lone request (or a closed-loop client set that is all queued) from paying the
   /// whole max delay.
   BatcherOptions& arrival_gap_us(int64_t v) {
