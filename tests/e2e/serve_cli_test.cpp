@@ -189,9 +189,9 @@ TEST_F(ServeCliTest, EndpointsAnswerTheOpenInferenceProtocol) {
 
 TEST_F(ServeCliTest, ErrorsAre4xxWithAnErrorField) {
   TempDir t;
-  ServerProcess srv(
-      {"--model", bundle(1).string(), "--max-batch", "8", "--max-body-bytes", "100000"}, t.path(),
-      t / "log");
+  ServerProcess srv({"--model", bundle(1).string(), "--max-batch", "8", "--max-body-bytes",
+                     "100000", "--access-log"},
+                    t.path(), t / "log");
   ASSERT_TRUE(srv.ready()) << srv.log();
   HttpClient c(srv.port());
   auto expect = [&](const HttpResult& r, int status, const std::string& part) {
@@ -234,6 +234,12 @@ TEST_F(ServeCliTest, ErrorsAre4xxWithAnErrorField) {
   EXPECT_EQ(c2.post(infer, body(2)).status, 200);
   srv.signal(SIGTERM);
   EXPECT_EQ(srv.wait_exit(), 0);
+  // --access-log: one JSON line per request.
+  const std::string log = srv.log();
+  EXPECT_NE(log.find("\"method\": \"GET\", \"path\": \"/v3/what\", \"status\": 404"),
+            std::string::npos)
+      << log;
+  EXPECT_NE(log.find("\"status\": 413"), std::string::npos) << log;
 }
 
 TEST_F(ServeCliTest, ApiKeyIsRequiredExceptForHealth) {

@@ -24,6 +24,7 @@ using tcp = net::ip::tcp;
 struct HttpServer::Impl {
   HttpServerOptions options;
   HttpHandler handler;
+  HttpRejectHook on_reject;
   net::io_context ioc;
   tcp::acceptor acceptor{ioc};
   // Keeps run() going while every connection waits on a batcher (no pending IO at all).
@@ -82,6 +83,7 @@ class Session : public std::enable_shared_from_this<Session> {
     if (ec == http::error::body_limit) {
       server_->in_flight.fetch_add(1);
       keep_alive_ = false;
+      if (server_->on_reject) server_->on_reject(413, "request body too large");
       return write(simple_response(http::status::payload_too_large,
                                    "{\"error\": \"request body exceeds the limit of " +
                                        std::to_string(server_->options.max_body_bytes_) +
@@ -91,6 +93,7 @@ class Session : public std::enable_shared_from_this<Session> {
     if (ec) {
       server_->in_flight.fetch_add(1);
       keep_alive_ = false;
+      if (server_->on_reject) server_->on_reject(400, "malformed HTTP: " + ec.message());
       return write(simple_response(http::status::bad_request,
                                    "{\"error\": \"malformed HTTP request: " + ec.message() + "\"}",
                                    11));
@@ -182,10 +185,12 @@ HttpServer::HttpServer(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 HttpServer::~HttpServer() { stop(); }
 
 Expected<std::unique_ptr<HttpServer>> HttpServer::Create(const HttpServerOptions& options,
-                                                         HttpHandler handler) {
+                                                         HttpHandler handler,
+                                                         HttpRejectHook on_reject) {
   auto impl = std::make_unique<Impl>();
   impl->options = options;
   impl->handler = std::move(handler);
+  impl->on_reject = std::move(on_reject);
   const std::string where = options.host_ + ":" + std::to_string(options.port_);
   beast::error_code ec;
   auto address = net::ip::make_address(options.host_, ec);

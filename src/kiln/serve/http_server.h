@@ -20,6 +20,9 @@ using HttpReply = std::function<void(HttpResponse&&)>;
 /// Handles one request; may reply at once or later (e.g. from a batcher thread). Called on an IO
 /// thread: must not block.
 using HttpHandler = std::function<void(HttpRequest&&, HttpReply)>;
+/// Told about each request the server answers by itself (413 body too large, 400 unparsable
+/// HTTP) with the status and a short reason; for metrics and access logs. Called on an IO thread.
+using HttpRejectHook = std::function<void(unsigned status, const std::string& reason)>;
 
 /// Options of HttpServer.
 struct HttpServerOptions {
@@ -62,7 +65,8 @@ class HttpServer {
   /// Binds and listens (so port() is known and connections queue), serving nothing yet.
   /// Unavailable when the address cannot be bound, naming it.
   static Expected<std::unique_ptr<HttpServer>> Create(const HttpServerOptions& options,
-                                                      HttpHandler handler);
+                                                      HttpHandler handler,
+                                                      HttpRejectHook on_reject = nullptr);
   ~HttpServer();
   uint16_t port() const;
   /// Starts the IO threads.

@@ -155,6 +155,25 @@ struct InferenceServer::Impl {
   }
 
   void handle(HttpRequest&& req, HttpReply reply);
+  void log_access(const std::string& method, const std::string& target, unsigned code,
+                  Clock::time_point t0) const {
+    if (!options.access_log_) return;
+    std::string line = "{\"ts\": " +
+                       std::to_string(std::chrono::duration<double>(
+                                          std::chrono::system_clock::now().time_since_epoch())
+                                          .count()) +
+                       ", \"method\": ";
+    append_json_string(&line, method);
+    line += ", \"path\": ";
+    append_json_string(&line, target);
+    line += ", \"status\": " + std::to_string(code) +
+            ", \"ms\": " + std::to_string(seconds_since(t0) * 1000) + "}\n";
+    std::fputs(line.c_str(), stderr);
+  }
+  void rejected(unsigned status, const std::string& reason) {
+    http_requests->with({std::to_string(status)}).inc();
+    log_access("-", "- (" + reason + ")", status, Clock::now());
+  }
   void handle_infer(HttpRequest&& req, const std::string& name, const std::string& version,
                     HttpReply reply);
   HttpResponse model_metadata(const ModelVersion& mv) const;
@@ -184,19 +203,7 @@ void InferenceServer::Impl::handle(HttpRequest&& req, HttpReply reply) {
   HttpReply send = [this, reply = std::move(reply), method, target, t0](HttpResponse&& res) {
     const unsigned code = res.result_int();
     http_requests->with({std::to_string(code)}).inc();
-    if (options.access_log_) {
-      std::string line = "{\"ts\": " +
-                         std::to_string(std::chrono::duration<double>(
-                                            std::chrono::system_clock::now().time_since_epoch())
-                                            .count()) +
-                         ", \"method\": ";
-      append_json_string(&line, method);
-      line += ", \"path\": ";
-      append_json_string(&line, target);
-      line += ", \"status\": " + std::to_string(code) +
-              ", \"ms\": " + std::to_string(seconds_since(t0) * 1000) + "}\n";
-      std::fputs(line.c_str(), stderr);
-    }
+    log_access(method, target, code, t0);
     reply(std::move(res));
   };
 
@@ -510,10 +517,14 @@ Expected<std::unique_ptr<InferenceServer>> InferenceServer::Create(
   KILN_ASSIGN_OR_RETURN(impl->models, ModelManager::Create(std::move(source), refs, options.models_,
                                                            impl->metrics.get()));
   Impl* raw = impl.get();
-  KILN_ASSIGN_OR_RETURN(
-      impl->http, HttpServer::Create(options.http_, [raw](HttpRequest&& req, HttpReply reply) {
-        raw->handle(std::move(req), std::move(reply));
-      }));
+  KILN_ASSIGN_OR_RETURN(impl->http, HttpServer::Create(
+                                        options.http_,
+                                        [raw](HttpRequest&& req, HttpReply reply) {
+                                          raw->handle(std::move(req), std::move(reply));
+                                        },
+                                        [raw](unsigned status, const std::string& reason) {
+                                          raw->rejected(status, reason);
+                                        }));
   return std::unique_ptr<InferenceServer>(new InferenceServer(std::move(impl)));
 }
 
