@@ -27,13 +27,14 @@ ratio() { /usr/bin/python3 -c "import sys; print(f'{float(sys.argv[1])/float(sys
 rps() { grep 'Requests/sec' | awk '{print $2}'; }
 pct() { grep -E "^ +$1%" | awk '{print $2}'; }
 rss_mib() { awk '/VmRSS/ {printf "%.1f", $2/1024}' "/proc/$1/status"; }
-# Mean batch size of the requests answered since the last call (from /metrics).
+# batch_mean VAR: VAR = mean batch size of the requests answered since the last call (/metrics).
 bs_prev_sum=0; bs_prev_count=0
 batch_mean() {
+  local s c
   read -r s c < <(curl -s "http://127.0.0.1:$kport/metrics" |
-    awk '/^kiln_inference_batch_size_sum/ {s=$2} /^kiln_inference_batch_size_count/ {c=$2} END {print s+0, c+0}')
-  /usr/bin/python3 -c "import sys; s,c,ps,pc=map(float,sys.argv[1:]); print(f'{(s-ps)/max(1,c-pc):.1f}')" \
-    "$s" "$c" "$bs_prev_sum" "$bs_prev_count"
+    awk '/^kiln_inference_batch_size_sum/ {s=$2} /^kiln_inference_batch_size_count/ {c=$2} END {printf "%.0f %.0f\n", s, c}')
+  printf -v "$1" '%s' "$(/usr/bin/python3 -c "import sys; s,c,ps,pc=map(float,sys.argv[1:]); print(f'{(s-ps)/max(1,c-pc):.1f}')" \
+    "$s" "$c" "$bs_prev_sum" "$bs_prev_count")"
   bs_prev_sum=$s; bs_prev_count=$c
 }
 wait_http() { for _ in $(seq 1 300); do curl -sf "$1" >/dev/null 2>&1 && return 0; sleep 0.1; done; return 1; }
@@ -74,9 +75,9 @@ purl="http://127.0.0.1:$pport/v2/models/mlp/infer"
 
 echo; echo "== 1. wrk -t1 -c16 -d${DURATION}s --latency -s post.lua (same body, same run)"
 peer_out=$(run_wrk "$purl" 16 "$PEERS/post.lua" env)
-batch_mean >/dev/null
+batch_mean _
 kiln_out=$(run_wrk "$kurl" 16 "$PEERS/post.lua" env)
-bm_c16=$(batch_mean)
+batch_mean bm_c16
 p_rps=$(echo "$peer_out" | rps); k_rps=$(echo "$kiln_out" | rps)
 echo "peer: $p_rps req/s  p50 $(echo "$peer_out" | pct 50)  p99 $(echo "$peer_out" | pct 99)"
 echo "kiln: $k_rps req/s  p50 $(echo "$kiln_out" | pct 50)  p99 $(echo "$kiln_out" | pct 99)"
@@ -85,13 +86,13 @@ echo "kiln/peer throughput = $(ratio "$k_rps" "$p_rps")x  (target >= 15x)"
 echo; echo "== 2. kiln at the peer's request rate (16 connections, per-connection delay)"
 delay_ms=$(/usr/bin/python3 -c "print(max(0, round(16 * 1000 / $p_rps)))")
 rate_out=$(run_wrk "$kurl" 16 "$root/bench/post_rate.lua" env DELAY_MS="$delay_ms")
-bm_rate=$(batch_mean)
+batch_mean bm_rate
 echo "delay ${delay_ms} ms/connection -> $(echo "$rate_out" | rps) req/s (peer: $p_rps)"
 echo "kiln p50 $(echo "$rate_out" | pct 50)  p90 $(echo "$rate_out" | pct 90)  p99 $(echo "$rate_out" | pct 99)  (target p99 <= 2 ms)"
 
 echo; echo "== 3. saturation: wrk -t1 -c64 (kiln --max-batch 64, 1 compute thread) vs offline forward"
 sat_out=$(run_wrk "$kurl" 64 "$PEERS/post.lua" env)
-bm_c64=$(batch_mean)
+batch_mean bm_c64
 s_rps=$(echo "$sat_out" | rps)
 off=$("$root/$BUILD_DIR/bench/serve_forward_bench" "$KILN_HOME/run/bundle" --batch 64 --threads 1 --seconds 3 | awk '{print $(NF-1)}')
 echo "kiln saturation: $s_rps samples/s  p50 $(echo "$sat_out" | pct 50)  p99 $(echo "$sat_out" | pct 99)"
@@ -100,7 +101,7 @@ echo "saturation / offline = $(ratio "$s_rps" "$off")  (target >= 0.50; wrk shar
 
 echo; echo "== 4. batch sizes grow with load (mean rows per forward, per request, from /metrics)"
 one_out=$(run_wrk "$kurl" 1 "$PEERS/post.lua" env)
-bm_c1=$(batch_mean)
+batch_mean bm_c1
 echo "  1 connection, closed loop:      $(echo "$one_out" | rps) req/s, p99 $(echo "$one_out" | pct 99), mean batch $bm_c1"
 echo "  16 connections at the peer rate: mean batch $bm_rate"
 echo "  16 connections, closed loop:     mean batch $bm_c16"

@@ -111,7 +111,10 @@ void register_serve_commands(CLI::App& app, int* exit_code) {
   add_flag(*serve, Flag::kPort, &args->port)->check(CLI::Range(0, 65535));
   add_flag(*serve, Flag::kMaxBatch, &args->max_batch)->check(CLI::PositiveNumber);
   add_flag(*serve, Flag::kMaxDelayUs, &args->max_delay_us)->check(CLI::NonNegativeNumber);
-  add_flag(*serve, Flag::kThreads, &args->threads)->check(CLI::NonNegativeNumber);
+  add_flag(*serve, Flag::kThreads, &args->threads)
+      ->check(CLI::NonNegativeNumber)
+      ->description(
+          "compute (intra-op) threads (default: half the cores; HTTP runs on --io-threads)");
   add_flag(*serve, Flag::kApiKeyFile, &args->api_key_file);
   add_flag(*serve, Flag::kPollIntervalMs, &args->poll_interval_ms)->check(CLI::NonNegativeNumber);
   add_flag(*serve, Flag::kRequestTimeoutMs, &args->request_timeout_ms)
