@@ -4,7 +4,7 @@
 #   2. MLP 784-256-128-10, same settings: samples/s
 #   3. time to accuracy: examples/fashion-mnist/cnn.yaml (the shipped default), with peak RSS
 #   4. tabular, raw CSVs through the data stage, against scikit-learn StandardScaler + MLP on the
-#      same split
+#      same split (bench/tabular_bench.sh)
 # Usage: bench/train_bench.sh   (BUILD_DIR overrides build/). Needs python3-torch, python3-sklearn.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -52,25 +52,5 @@ test = m.get("test", m)
 print(f"epochs {len(lines)}, training wall time {train_s:.1f} s, test accuracy {test['accuracy']:.4f}")
 PY
 
-echo; echo "== 4. tabular from the raw CSVs (kiln vs scikit-learn on the same snapshot split)"
-for ex in breast-cancer diabetes; do
-  "$kiln" train examples/$ex/train.yaml --out "$KILN_HOME/$ex" --json 2>/dev/null > "$KILN_HOME/$ex.json"
-  /usr/bin/python3 - "$KILN_HOME/$ex.json" "$KILN_HOME/$ex" <<'PY'
-import json, sys, numpy as np
-from sklearn.neural_network import MLPClassifier, MLPRegressor
-from sklearn.preprocessing import StandardScaler
-from sklearn.metrics import r2_score
-r = json.load(open(sys.argv[1])); snap = json.load(open(sys.argv[2] + "/bundle/manifest.json"))["lineage"]["snapshot_hash"]
-import glob
-d = [p for p in glob.glob(sys.argv[2] + "/../snapshots/*") if json.load(open(p + "/manifest.json"))["content_hash"] == snap][0]
-X, y, Xt, yt = (np.load(f"{d}/{n}.npy") for n in ("train_x", "train_y", "test_x", "test_y"))
-s = StandardScaler().fit(X); X, Xt = s.transform(X), s.transform(Xt)
-t = r["test_metrics"]
-if "accuracy" in t:
-    sk = [MLPClassifier(random_state=k, max_iter=2000).fit(X, y).score(Xt, yt) for k in range(3)]
-    print(f"{d.split('/')[-1]}: kiln test accuracy {t['accuracy']:.4f}; sklearn MLP {np.mean(sk):.4f} (seeds 0-2: {', '.join(f'{v:.4f}' for v in sk)})")
-else:
-    sk = [r2_score(yt, MLPRegressor(random_state=k, max_iter=5000).fit(X, y).predict(Xt)) for k in range(3)]
-    print(f"{d.split('/')[-1]}: kiln test R2 {t['r2']:.4f}; sklearn MLP R2 {np.mean(sk):.4f} (seeds 0-2: {', '.join(f'{v:.4f}' for v in sk)})")
-PY
-done
+echo; echo "== 4. tabular from the raw CSVs: bench/tabular_bench.sh"
+BUILD_DIR="$BUILD_DIR" bench/tabular_bench.sh

@@ -47,6 +47,48 @@ TEST(SplitIndicesTest, StratifiedFractionsPerClass) {
   EXPECT_NE(s.train, other.train);
 }
 
+// Expected values printed by numpy 1.24 / scikit-learn 1.2 (Debian 12):
+//   np.random.RandomState(42).permutation(20); np.random.RandomState(7).permutation(569)[:12]
+//   sorted(train_test_split(np.arange(569), test_size=0.2, random_state=42)[1])[:10]
+TEST(SplitIndicesTest, NumpyLegacyPermutationMatchesNumpyBitForBit) {
+  EXPECT_EQ(numpy_legacy_permutation(20, 42),
+            (std::vector<int64_t>{0, 17, 15, 1, 8, 5, 11, 3, 18, 16, 13, 2, 9, 19, 4, 12, 7, 10,
+                                  14, 6}));
+  std::vector<int64_t> p = numpy_legacy_permutation(569, 7);
+  EXPECT_EQ(std::vector<int64_t>(p.begin(), p.begin() + 12),
+            (std::vector<int64_t>{350, 259, 115, 60, 275, 53, 221, 284, 146, 480, 283, 516}));
+}
+
+TEST(SplitIndicesTest, SklearnMethodReproducesTrainTestSplit) {
+  SplitIndices s = sklearn_split_indices(569, 0.2, 0.1, 42);
+  ASSERT_EQ(s.test.size(), 114u);  // ceil(569 * 0.2), as scikit-learn
+  EXPECT_EQ(std::vector<int64_t>(s.test.begin(), s.test.begin() + 10),
+            (std::vector<int64_t>{2, 6, 9, 10, 11, 29, 30, 39, 55, 70}));
+  EXPECT_EQ(s.val.size(), 57u);  // round(569 * 0.1), carved from scikit-learn's train part
+  EXPECT_EQ(s.train.size(), 569u - 114u - 57u);
+  std::set<int64_t> all(s.train.begin(), s.train.end());
+  all.insert(s.val.begin(), s.val.end());
+  all.insert(s.test.begin(), s.test.end());
+  EXPECT_EQ(all.size(), 569u);
+}
+
+TEST(PrepareTest, SklearnSplitExampleHoldsScikitLearnsTestRows) {
+  TempDir out;
+  auto r = prepare_dataset(spec_for("breast-cancer/dataset-sklearn-split.yaml"),
+                           PrepareOptions(out.path()));
+  ASSERT_TRUE(r.ok()) << r.status();
+  const Json& splits = r->manifest["splits"];
+  EXPECT_EQ(splits["train"]["rows"], 455);
+  EXPECT_EQ(splits["test"]["rows"], 114);
+  EXPECT_FALSE(splits.contains("val"));
+  // CSV lines (header = line 1) of scikit-learn's first ten test indices, sorted, plus 2.
+  std::vector<int64_t> lines = splits["test"]["source_lines"].get<std::vector<int64_t>>();
+  std::sort(lines.begin(), lines.end());
+  EXPECT_EQ(std::vector<int64_t>(lines.begin(), lines.begin() + 10),
+            (std::vector<int64_t>{4, 8, 11, 12, 13, 31, 32, 41, 57, 72}));
+  EXPECT_EQ(r->manifest["spec"]["split"]["method"], "sklearn");
+}
+
 TEST(PrepareTest, SameInputsGiveTheSameSnapshotByteForByte) {
   TempDir a, b;
   auto ra = prepare_dataset(spec_for("breast-cancer/dataset.yaml"), PrepareOptions(a.path()));

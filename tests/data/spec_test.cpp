@@ -19,7 +19,9 @@ Status load_text(const std::string& yaml) {
 
 TEST(SpecTest, ShippedExamplesLoad) {
   for (const char* example : {"fashion-mnist/dataset.yaml", "breast-cancer/dataset.yaml",
-                              "breast-cancer/dirty.yaml", "diabetes/dataset.yaml"}) {
+                              "breast-cancer/dirty.yaml", "diabetes/dataset.yaml",
+                              "breast-cancer/dataset-sklearn-split.yaml",
+                              "diabetes/dataset-sklearn-split.yaml"}) {
     auto spec = load_dataset_spec(source_dir() / "examples" / example);
     ASSERT_TRUE(spec.ok()) << example << ": " << spec.status();
   }
@@ -49,6 +51,13 @@ TEST(SpecTest, BadValuesAreNamed) {
   EXPECT_NE(st.message().find("sum to 1"), std::string::npos) << st;
   st = load_text("kind: table\nsources: [a.csv]\n");
   EXPECT_NE(st.message().find("target"), std::string::npos) << st;
+  st = load_text(
+      "kind: table\nsources: [a.csv]\ntarget: y\n"
+      "split: {method: sklearn, stratify: true, train: 0.8, val: 0, test: 0.2}\n");
+  EXPECT_NE(st.message().find("split.stratify"), std::string::npos) << st;
+  st = load_text("kind: table\nsources: [a.csv]\ntarget: y\nsplit: {method: numpy}\n");
+  EXPECT_NE(st.message().find("split.method"), std::string::npos) << st;
+  EXPECT_NE(st.message().find("sklearn"), std::string::npos) << st;
   st = load_text("kind: images\nsplits: {train: {images: a}}\n");
   EXPECT_NE(st.message().find("labels"), std::string::npos) << st;
   st = load_text("kind: [oops\n");

@@ -6,6 +6,8 @@
 #include <cmath>
 #include <limits>
 #include <map>
+#include <numeric>
+#include <random>
 #include <set>
 
 #include "kiln/core/hash.h"
@@ -271,9 +273,15 @@ Expected<PrepareResult> prepare_table(const DatasetSpec& spec, const PrepareOpti
   }
 
   const uint64_t seed = options.seed_.value_or(spec.split.seed);
-  SplitIndices idx =
-      split_indices(m, (classification && spec.split.stratify) ? labels : std::vector<int64_t>{},
-                    spec.split.train, spec.split.val, seed);
+  SplitIndices idx;
+  if (spec.split.method == SplitPolicy::Method::kSklearn) {
+    if (seed > 0xffffffffULL)
+      return Status::InvalidArgument(file0 + ": split.method sklearn takes a seed below 2^32");
+    idx = sklearn_split_indices(m, spec.split.test, spec.split.val, static_cast<uint32_t>(seed));
+  } else {
+    idx = split_indices(m, (classification && spec.split.stratify) ? labels : std::vector<int64_t>{},
+                        spec.split.train, spec.split.val, seed);
+  }
 
   // Fit the feature pipeline on train only, then apply it to every split.
   features::Pipeline pipeline;
@@ -482,6 +490,44 @@ SplitIndices split_indices(int64_t n, const std::vector<int64_t>& labels, double
     out.val.insert(out.val.end(), members.begin() + n_train, members.begin() + n_train + n_val);
     out.test.insert(out.test.end(), members.begin() + n_train + n_val, members.end());
   }
+  for (auto* v : {&out.train, &out.val, &out.test}) std::sort(v->begin(), v->end());
+  return out;
+}
+
+std::vector<int64_t> numpy_legacy_permutation(int64_t n, uint32_t seed) {
+  std::vector<int64_t> out(static_cast<size_t>(std::max<int64_t>(n, 0)));
+  std::iota(out.begin(), out.end(), int64_t{0});
+  std::mt19937 mt(seed);
+  for (int64_t i = n - 1; i >= 1; --i) {
+    const uint64_t max = static_cast<uint64_t>(i);
+    uint64_t mask = max;
+    for (int shift : {1, 2, 4, 8, 16, 32}) mask |= mask >> shift;
+    uint64_t j;
+    if (max <= 0xffffffffULL) {
+      do j = static_cast<uint64_t>(mt()) & mask;
+      while (j > max);
+    } else {
+      do {
+        const uint64_t hi = mt();
+        j = ((hi << 32) | mt()) & mask;
+      } while (j > max);
+    }
+    std::swap(out[static_cast<size_t>(i)], out[static_cast<size_t>(j)]);
+  }
+  return out;
+}
+
+SplitIndices sklearn_split_indices(int64_t n, double test_fraction, double val_fraction,
+                                   uint32_t seed) {
+  const std::vector<int64_t> perm = numpy_legacy_permutation(n, seed);
+  const auto count = [n](double v) { return std::clamp<int64_t>(v, 0, n); };
+  const int64_t n_test = count(std::ceil(test_fraction * static_cast<double>(n) - 1e-9));
+  const int64_t n_val = std::min(count(std::llround(val_fraction * static_cast<double>(n))),
+                                 n - n_test);
+  SplitIndices out;
+  out.test.assign(perm.begin(), perm.begin() + n_test);
+  out.val.assign(perm.begin() + n_test, perm.begin() + n_test + n_val);
+  out.train.assign(perm.begin() + n_test + n_val, perm.end());
   for (auto* v : {&out.train, &out.val, &out.test}) std::sort(v->begin(), v->end());
   return out;
 }

@@ -56,4 +56,15 @@ struct SplitIndices {
 SplitIndices split_indices(int64_t n, const std::vector<int64_t>& labels, double train_fraction,
                            double val_fraction, uint64_t seed);
 
+/// numpy's np.random.RandomState(seed).permutation(n), bit for bit: MT19937 seeded like numpy's
+/// legacy seeding (std::mt19937's seeding is the same init_genrand) and numpy's Fisher-Yates with
+/// masked rejection sampling (random_interval).
+std::vector<int64_t> numpy_legacy_permutation(int64_t n, uint32_t seed);
+
+/// The rows of scikit-learn's train_test_split(range(n), test_size=test_fraction,
+/// random_state=seed) (shuffle, no stratify): test = the first ceil(n*test) of
+/// numpy_legacy_permutation, val = the next round(n*val), train = the rest. Sorted ascending.
+SplitIndices sklearn_split_indices(int64_t n, double test_fraction, double val_fraction,
+                                   uint32_t seed);
+
 }  // namespace kiln::data

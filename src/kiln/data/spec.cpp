@@ -119,7 +119,14 @@ class SpecReader {
 };
 
 Status read_split_policy(const SpecReader& r, const YAML::Node& node, SplitPolicy* split) {
-  KILN_RETURN_IF_ERROR(r.check_keys(node, "split", {"train", "val", "test", "seed", "stratify"}));
+  KILN_RETURN_IF_ERROR(
+      r.check_keys(node, "split", {"method", "train", "val", "test", "seed", "stratify"}));
+  if (node["method"]) {
+    static constexpr EnumName<SplitPolicy::Method> kMethods[] = {
+        {SplitPolicy::Method::kKiln, "kiln"}, {SplitPolicy::Method::kSklearn, "sklearn"}};
+    KILN_RETURN_IF_ERROR(r.get_enum(node["method"], "split.method", kMethods, &split->method));
+    if (split->method == SplitPolicy::Method::kSklearn) split->stratify = false;
+  }
   if (node["train"]) KILN_RETURN_IF_ERROR(r.get(node["train"], "split.train", &split->train));
   if (node["val"]) KILN_RETURN_IF_ERROR(r.get(node["val"], "split.val", &split->val));
   if (node["test"]) KILN_RETURN_IF_ERROR(r.get(node["test"], "split.test", &split->test));
@@ -128,6 +135,14 @@ Status read_split_policy(const SpecReader& r, const YAML::Node& node, SplitPolic
     KILN_RETURN_IF_ERROR(r.get(node["stratify"], "split.stratify", &split->stratify));
   for (double f : {split->train, split->val, split->test})
     if (!(f >= 0.0 && f <= 1.0)) return r.error(node, "split", "fractions must lie in [0, 1]");
+  if (split->method == SplitPolicy::Method::kSklearn) {
+    if (split->stratify)
+      return r.error(node["stratify"], "split.stratify",
+                     "method sklearn reproduces train_test_split without stratify; drop "
+                     "'stratify: true' or use method kiln");
+    if (split->seed > 0xffffffffULL)
+      return r.error(node["seed"], "split.seed", "method sklearn takes a seed below 2^32");
+  }
   return Status::Ok();
 }
 
@@ -278,6 +293,8 @@ Json DatasetSpec::to_json() const {
                 {"test", split.test},
                 {"seed", split.seed},
                 {"stratify", split.stratify}};
+  // Only non-default methods are recorded, so existing snapshot hashes stay as they were.
+  if (split.method == SplitPolicy::Method::kSklearn) j["split"]["method"] = "sklearn";
   j["limit"] = limit;
   return j;
 }
