@@ -217,6 +217,9 @@ TEST_F(ServeCliTest, ErrorsAre4xxWithAnErrorField) {
   Json count = b;
   count["inputs"][0]["shape"] = {2, 30};
   expect(c.post(infer, count.dump()), 400, "holds 60 elements, the data has 30");
+  Json huge = b;
+  huge["inputs"][0]["shape"] = {4294967296LL, 4294967296LL};
+  expect(c.post(infer, huge.dump()), 400, "inputs[0].shape");
   Json name = b;
   name["inputs"][0]["name"] = "pixels";
   expect(c.post(infer, name.dump()), 400, "inputs[0].name");

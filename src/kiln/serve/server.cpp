@@ -338,7 +338,10 @@ void InferenceServer::Impl::handle_infer(HttpRequest&& req, const std::string& n
                 "inputs[0].shape: [] is not batched; the model takes " + want_text);
   const int64_t rows = in.shape[0];
   int64_t per_row = 1;
-  for (size_t i = 1; i < in.shape.size(); ++i) per_row *= in.shape[i];
+  for (size_t i = 1; i < in.shape.size(); ++i)
+    if (__builtin_mul_overflow(per_row, in.shape[i], &per_row))
+      return fail(http::status::bad_request, "client_error",
+                  "inputs[0].shape: " + shape_text(in.shape) + " is too large");
   const bool exact =
       in.shape.size() == sig.input.shape.size() + 1 &&
       std::equal(sig.input.shape.begin(), sig.input.shape.end(), in.shape.begin() + 1);
@@ -350,11 +353,14 @@ void InferenceServer::Impl::handle_infer(HttpRequest&& req, const std::string& n
   if (rows < 1)
     return fail(http::status::bad_request, "client_error",
                 "inputs[0].shape: the batch dimension must be at least 1");
-  if (static_cast<int64_t>(in.data.size()) != rows * per_row)
+  int64_t elements = 0;
+  if (__builtin_mul_overflow(rows, per_row, &elements))
     return fail(http::status::bad_request, "client_error",
-                "inputs[0]: shape " + shape_text(in.shape) + " holds " +
-                    std::to_string(rows * per_row) + " elements, the data has " +
-                    std::to_string(in.data.size()));
+                "inputs[0].shape: " + shape_text(in.shape) + " is too large");
+  if (static_cast<int64_t>(in.data.size()) != elements)
+    return fail(http::status::bad_request, "client_error",
+                "inputs[0]: shape " + shape_text(in.shape) + " holds " + std::to_string(elements) +
+                    " elements, the data has " + std::to_string(in.data.size()));
   const int64_t max_batch = options.models_.batcher_.max_batch_;
   if (rows > max_batch)
     return fail(http::status::bad_request, "client_error",
