@@ -407,10 +407,15 @@ TEST_F(ServeCliTest, HotReloadUnderLoadFailsNoRequestAndKeepsServingPastABrokenV
 
 TEST_F(ServeCliTest, SigtermAnswersInFlightRequestsThenExitsZero) {
   TempDir t;
-  // A long batching delay keeps the requests queued when SIGTERM arrives.
-  ServerProcess srv({"--model", bundle(1).string(), "--max-delay-us", "3000000"}, t.path(),
-                    t / "log");
+  // A long batching delay and quiet gap keep the requests queued when SIGTERM arrives; an idle
+  // keep-alive connection keeps the batcher from concluding that nothing more can come.
+  ServerProcess srv(
+      {"--model", bundle(1).string(), "--max-delay-us", "1500000", "--batch-gap-us", "1500000"},
+      t.path(), t / "log");
   ASSERT_TRUE(srv.ready()) << srv.log();
+  HttpClient idle(srv.port());
+  ASSERT_EQ(idle.get("/v2/health/live").status, 200);
+  const auto t0 = std::chrono::steady_clock::now();
   std::atomic<int> ok{0};
   std::vector<std::thread> clients;
   for (int k = 0; k < 6; ++k)
@@ -422,6 +427,8 @@ TEST_F(ServeCliTest, SigtermAnswersInFlightRequestsThenExitsZero) {
   srv.signal(SIGTERM);
   for (auto& th : clients) th.join();
   EXPECT_EQ(ok.load(), 6) << srv.log();
+  // They were answered by the batch (after the 1.5 s delay), not before SIGTERM.
+  EXPECT_GT(std::chrono::steady_clock::now() - t0, std::chrono::milliseconds(1000));
   EXPECT_EQ(srv.wait_exit(), 0) << srv.log();
   EXPECT_NE(srv.stdout_text().find("kiln serve: stopped"), std::string::npos);
 }

@@ -82,3 +82,25 @@ TEST(Batcher, ExpiredRequestsFailAndStopDrainsTheQueue) {
 
 }  // namespace
 }  // namespace kiln::serve
+
+namespace kiln::serve {
+namespace {
+
+TEST(Batcher, DispatchesAtOnceWhenEveryConnectionHasARequestQueued) {
+  auto rec = std::make_shared<Recorder>();
+  auto queued = std::make_shared<std::atomic<int64_t>>(0);
+  std::atomic<int64_t> connections{3};
+  DynamicBatcher b(
+      BatcherOptions().max_batch(64).max_delay_us(5000000).arrival_gap_us(5000000).arrivals(
+          queued, [&connections] { return connections.load(); }),
+      {2}, [rec](const torch::Tensor& t) { return (*rec)(t); });
+  const auto t0 = Clock::now();
+  std::vector<std::promise<BatchResult>> ps(3);
+  for (int i = 0; i < 3; ++i) ASSERT_TRUE(b.submit(job(float(i), 1, &ps[i])).ok());
+  for (int i = 0; i < 3; ++i) EXPECT_EQ(ps[i].get_future().get().batch_size, 3);
+  EXPECT_LT(Clock::now() - t0, std::chrono::seconds(2));  // not the 5 s delay
+  EXPECT_EQ(queued->load(), 0);
+}
+
+}  // namespace
+}  // namespace kiln::serve

@@ -31,6 +31,7 @@ enum class Flag {
   kMaxBodyBytes,
   kIoThreads,
   kAccessLog,
+  kBatchGapUs,
 };
 
 struct FlagSpec {

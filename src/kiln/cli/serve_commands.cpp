@@ -25,6 +25,7 @@ struct ServeArgs {
   int port = 8000;
   int64_t max_batch = 64;
   int64_t max_delay_us = 2000;
+  int64_t batch_gap_us = -1;
   int threads = 0;
   std::string api_key_file;
   int64_t poll_interval_ms = 1000;
@@ -73,10 +74,12 @@ int run_serve(const ServeArgs& a) {
                 .port(a.port)
                 .io_threads(a.io_threads)
                 .max_body_bytes(a.max_body_bytes))
-      .models(
-          serve::ModelManagerOptions()
-              .batcher(serve::BatcherOptions().max_batch(a.max_batch).max_delay_us(a.max_delay_us))
-              .poll_interval_ms(a.poll_interval_ms))
+      .models(serve::ModelManagerOptions()
+                  .batcher(serve::BatcherOptions()
+                               .max_batch(a.max_batch)
+                               .max_delay_us(a.max_delay_us)
+                               .arrival_gap_us(a.batch_gap_us))
+                  .poll_interval_ms(a.poll_interval_ms))
       .api_key(api_key)
       .request_timeout_ms(a.request_timeout_ms)
       .access_log(a.access_log);
@@ -122,6 +125,7 @@ void register_serve_commands(CLI::App& app, int* exit_code) {
   add_flag(*serve, Flag::kMaxBodyBytes, &args->max_body_bytes)->check(CLI::PositiveNumber);
   add_flag(*serve, Flag::kIoThreads, &args->io_threads)->check(CLI::PositiveNumber);
   add_flag(*serve, Flag::kAccessLog, &args->access_log);
+  add_flag(*serve, Flag::kBatchGapUs, &args->batch_gap_us)->check(CLI::Range(-1, 60000000));
   serve->footer(
       "Classifiers also return \"probabilities\" and \"labels\" when the request names them in "
       "\"outputs\". SIGTERM/SIGINT: stop accepting, answer in-flight requests, exit 0.");

@@ -34,7 +34,9 @@ Status DynamicBatcher::submit(BatchJob&& job) {
     // Wake the worker only when it waits for a first job or the batch is now full: while it
     // waits for the batch to fill it sleeps until its own deadline and then rereads
     // last_arrival_, so arrivals cost no context switch.
-    wake = queue_.empty() || queued_rows_ + job.rows >= options_.max_batch_;
+    if (options_.queued_everywhere_) options_.queued_everywhere_->fetch_add(1);
+    wake = queue_.empty() || queued_rows_ + job.rows >= options_.max_batch_ ||
+           options_.nothing_more_coming();
     queued_rows_ += job.rows;
     queue_.push_back(std::move(job));
   }
@@ -74,7 +76,7 @@ void DynamicBatcher::loop() {
         const auto oldest_deadline = queue_.front().enqueued + max_delay;
         const auto quiet_deadline = last_arrival_ + gap;
         const auto until = std::min(oldest_deadline, quiet_deadline);
-        if (Clock::now() >= until) break;
+        if (Clock::now() >= until || options_.nothing_more_coming()) break;
         cv_.wait_until(lock, until);
       }
       int64_t rows = 0;
@@ -86,6 +88,8 @@ void DynamicBatcher::loop() {
       }
       queued_rows_ -= rows;
       running_ = static_cast<int64_t>(jobs.size());
+      if (options_.queued_everywhere_)
+        options_.queued_everywhere_->fetch_sub(static_cast<int64_t>(jobs.size()));
     }
     run_batch(jobs);
     jobs.clear();

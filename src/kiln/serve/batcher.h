@@ -2,11 +2,13 @@
 
 #include <torch/types.h>
 
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
 #include <functional>
+#include <memory>
 #include <mutex>
 #include <thread>
 #include <vector>
@@ -38,9 +40,29 @@ struct BatcherOptions {
     arrival_gap_us_ = v;
     return *this;
   }
+  /// Requests queued in every batcher of the server (shared counter, kept up to date by each
+  /// batcher), and the number of open client connections. When every connection already has a
+  /// request queued, no further request can arrive before a response goes out (HTTP/1.1 without
+  /// pipelining), so the batch is dispatched at once instead of waiting: closed-loop clients do
+  /// not pay the quiet gap. Both unset: plain delay/gap rules.
+  BatcherOptions& arrivals(std::shared_ptr<std::atomic<int64_t>> queued_everywhere,
+                           std::function<int64_t()> open_connections) {
+    queued_everywhere_ = std::move(queued_everywhere);
+    open_connections_ = std::move(open_connections);
+    return *this;
+  }
   int64_t max_batch_ = 64;
   int64_t max_delay_us_ = 2000;
   int64_t arrival_gap_us_ = -1;
+  std::shared_ptr<std::atomic<int64_t>> queued_everywhere_;
+  std::function<int64_t()> open_connections_;
+
+  /// True when the arrivals hint says nothing more can come now.
+  bool nothing_more_coming() const {
+    if (!queued_everywhere_ || !open_connections_) return false;
+    const int64_t open = open_connections_();
+    return open > 0 && queued_everywhere_->load(std::memory_order_relaxed) >= open;
+  }
 };
 
 /// The outcome of one job: the outputs' rows for it (views into the batch's outputs) or an error.

@@ -31,6 +31,7 @@ struct HttpServer::Impl {
   std::optional<net::executor_work_guard<net::io_context::executor_type>> work;
   std::vector<std::thread> threads;
   std::atomic<int64_t> in_flight{0};
+  std::atomic<int64_t> connections{0};
   std::atomic<bool> stopping{false};
   std::mutex idle_mu;
   std::condition_variable idle_cv;
@@ -58,7 +59,10 @@ HttpResponse simple_response(http::status status, const std::string& json, unsig
 class Session : public std::enable_shared_from_this<Session> {
  public:
   Session(tcp::socket&& socket, HttpServer::Impl* server)
-      : stream_(std::move(socket)), server_(server) {}
+      : stream_(std::move(socket)), server_(server) {
+    server_->connections.fetch_add(1);
+  }
+  ~Session() { server_->connections.fetch_sub(1); }
 
   void start() {
     net::dispatch(stream_.get_executor(), [self = shared_from_this()] { self->do_read(); });
@@ -237,6 +241,8 @@ bool HttpServer::wait_idle(std::chrono::milliseconds timeout) {
 }
 
 int64_t HttpServer::in_flight() const { return impl_->in_flight.load(); }
+
+int64_t HttpServer::open_connections() const { return impl_->connections.load(); }
 
 void HttpServer::stop() {
   if (!impl_) return;

@@ -78,6 +78,8 @@ class HttpServer {
   bool wait_idle(std::chrono::milliseconds timeout);
   /// Requests read and not yet answered.
   int64_t in_flight() const;
+  /// Client connections open now.
+  int64_t open_connections() const;
   /// Stops the IO threads (open connections are dropped) and joins them. Blocks.
   void stop();
 

@@ -94,6 +94,7 @@ struct InferenceServer::Impl {
   std::unique_ptr<monitor::MetricsRegistry> metrics;
   std::unique_ptr<ModelManager> models;
   std::unique_ptr<HttpServer> http;
+  std::atomic<HttpServer*> http_ptr{nullptr};  // for the batchers' arrivals hint
   std::atomic<bool> stopping{false};
   std::atomic<bool> shut_down{false};
 
@@ -518,10 +519,17 @@ Expected<std::unique_ptr<InferenceServer>> InferenceServer::Create(
     return Status::InvalidArgument("--max-delay-us must not be negative");
   auto impl = std::make_unique<Impl>();
   impl->options = options;
+  Impl* self = impl.get();
+  impl->options.models_.batcher_.arrivals(
+      std::make_shared<std::atomic<int64_t>>(0), [self]() -> int64_t {
+        HttpServer* http = self->http_ptr.load(std::memory_order_acquire);
+        return http ? http->open_connections() : 0;
+      });
   impl->metrics = std::make_unique<monitor::MetricsRegistry>();
   impl->init_metrics();
-  KILN_ASSIGN_OR_RETURN(impl->models, ModelManager::Create(std::move(source), refs, options.models_,
-                                                           impl->metrics.get()));
+  KILN_ASSIGN_OR_RETURN(
+      impl->models,
+      ModelManager::Create(std::move(source), refs, impl->options.models_, impl->metrics.get()));
   Impl* raw = impl.get();
   KILN_ASSIGN_OR_RETURN(impl->http, HttpServer::Create(
                                         options.http_,
@@ -531,6 +539,7 @@ Expected<std::unique_ptr<InferenceServer>> InferenceServer::Create(
                                         [raw](unsigned status, const std::string& reason) {
                                           raw->rejected(status, reason);
                                         }));
+  impl->http_ptr.store(impl->http.get(), std::memory_order_release);
   return std::unique_ptr<InferenceServer>(new InferenceServer(std::move(impl)));
 }
 
