@@ -32,6 +32,7 @@ demo: build
 bench: build
 	bench/loader_bench.sh
 	bench/train_bench.sh
+	bench/registry_bench.sh
 	BUILD_DIR=$(BUILD_DIR) bench/serve_bench.sh
 
 format:

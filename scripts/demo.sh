@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # `make demo`: the main job end to end on the embedded defaults: profile and prepare the data,
-# train the Fashion-MNIST default, evaluate, predict from raw files, export, and serve it over
-# HTTP (one prediction, then a graceful stop). Later stages extend it to a registered, monitored model.
+# train the Fashion-MNIST default, evaluate, predict from raw files, export, register it
+# (alias production) and serve fashion-mnist@production over HTTP (one prediction, then a
+# graceful stop). Later stages extend it to a monitored model.
 set -euo pipefail
 build=${1:-build}
 kiln="$build/kiln"
@@ -40,14 +41,29 @@ head -6 "$run/predictions.csv" | cut -c1-120
 step "Export TorchScript (raw 0-255 pixels in, logits out; loadable with torch.jit.load)"
 "$kiln" export "$run/bundle" --format torchscript --out "$run/model.pt"
 
-step "Serve the bundle (Open Inference Protocol v2), classify one test image over HTTP, stop with SIGTERM"
+step "Register the bundle as fashion-mnist (next immutable version) and point alias production at it"
+pushed=$("$kiln" registry push "$run/bundle" --name fashion-mnist --tag source=demo \
+  --description "make demo: examples/fashion-mnist/cnn.yaml")
+echo "$pushed"
+version=$(echo "$pushed" | sed -n 's/^pushed fashion-mnist@\([0-9]*\).*/\1/p')
+"$kiln" registry alias set fashion-mnist production "$version"
+"$kiln" registry show fashion-mnist@production
+"$kiln" registry list fashion-mnist
+
+step "Evaluate through the registry reference (the verified, materialised copy)"
+"$kiln" eval fashion-mnist@production --data examples/fashion-mnist/dataset.yaml --split test
+
+step "Re-hash every artifact in the registry"
+"$kiln" registry verify
+
+step "Serve fashion-mnist@production (Open Inference Protocol v2), classify one test image over HTTP, stop with SIGTERM"
 serve_out="$KILN_HOME/serve-demo.out"
-"$kiln" serve --model "$run/bundle" --port 0 --poll-interval-ms 0 >"$serve_out" 2>"$KILN_HOME/serve-demo.log" &
+"$kiln" serve --model fashion-mnist@production --port 0 --poll-interval-ms 0 >"$serve_out" 2>"$KILN_HOME/serve-demo.log" &
 serve_pid=$!
 for _ in $(seq 1 300); do grep -q "ready on" "$serve_out" 2>/dev/null && break; sleep 0.1; done
 cat "$serve_out"
 url=$(grep -o 'http://[0-9.:]*' "$serve_out")
-# The first test image, raw 0-255 pixels, as a 1x1x28x28 FP32 tensor; ask for the label too.
+# The first test image, raw 0-255 pixels, as a 1x1x28x28 UINT8 tensor; ask for the label too.
 /usr/bin/python3 - "$url" <<'PY'
 import gzip, json, sys, urllib.request
 with gzip.open("/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz") as f:
@@ -57,16 +73,16 @@ with gzip.open("/usr/share/datasets/fashion-mnist/t10k-labels-idx1-ubyte.gz") as
 body = {"id": "demo-1",
         "inputs": [{"name": "input", "shape": [1, 1, 28, 28], "datatype": "UINT8", "data": pixels}],
         "outputs": [{"name": "labels"}, {"name": "probabilities"}]}
-req = urllib.request.Request(sys.argv[1] + "/v2/models/bundle/infer", json.dumps(body).encode(),
+req = urllib.request.Request(sys.argv[1] + "/v2/models/fashion-mnist/infer", json.dumps(body).encode(),
                              {"Content-Type": "application/json"})
 out = json.load(urllib.request.urlopen(req))
 label, probs = out["outputs"][0]["data"][0], out["outputs"][1]["data"]
-names = json.load(urllib.request.urlopen(sys.argv[1] + "/v2/models/bundle"))["parameters"]["labels"]
-print(f"POST /v2/models/bundle/infer -> model_version {out['model_version']}: "
+names = json.load(urllib.request.urlopen(sys.argv[1] + "/v2/models/fashion-mnist"))["parameters"]["labels"]
+print(f"POST /v2/models/fashion-mnist/infer -> model_version {out['model_version']}: "
       f"prediction '{label}' (p = {max(probs):.3f}); true class '{names[truth]}'")
 PY
 kill -TERM "$serve_pid"
 wait "$serve_pid" && echo "kiln serve stopped cleanly (exit 0)"
 
-step "Done. Snapshots, runs and reports are under $KILN_HOME"
+step "Done. Snapshots, runs, reports and the registry (registry.db, artifacts/) are under $KILN_HOME"
 ls "$KILN_HOME/snapshots" "$run"

@@ -6,6 +6,7 @@
 #include <torch/torch.h>
 
 #include <fstream>
+#include <sstream>
 #include <string>
 
 #include "export_helpers.h"
@@ -269,6 +270,53 @@ TEST(Bundle, NoPartialDirectoryOnFailure) {
   ASSERT_FALSE(d.ok());
   EXPECT_EQ(d.status().code(), StatusCode::kIoError) << d.status();
   EXPECT_TRUE(fs::is_empty(tmp.path())) << "partial bundle or staging directory left behind";
+}
+
+}  // namespace
+}  // namespace kiln::model
+
+namespace kiln::model {
+namespace {
+
+// A TorchScript-only bundle (a model trained elsewhere): manifest + model.pt, no spec or weights.
+TEST(Bundle, ModuleOnlyBundleRoundTripAndClearErrors) {
+  Fixture f = make_fixture();
+  kiln::testing::TempDir tmp;
+  std::ostringstream os;
+  f.module.save(os);
+  Json m = {{"task", "custom"},
+            {"signature",
+             {{"inputs", {{{"name", "input"}, {"dtype", "FP32"}, {"shape", {-1, 1, 12, 12}}}}},
+              {"outputs", {{{"name", "logits"}, {"dtype", "FP32"}, {"shape", {-1, 3}}}}}}}};
+  auto written = write_module_bundle(tmp / "b", m, os.str());
+  ASSERT_TRUE(written.ok()) << written.status();
+  EXPECT_FALSE(fs::exists(tmp / "b" / "weights.pt"));
+  auto b = read_bundle(tmp / "b");
+  ASSERT_TRUE(b.ok()) << b.status();
+  EXPECT_EQ(b->task(), "custom");
+  EXPECT_FALSE(b->has_network());
+  EXPECT_EQ(b->raw_input_shape(), (std::vector<int64_t>{1, 12, 12}));
+  EXPECT_EQ(b->outputs(), 3);
+  auto module = load_bundle_module(*b);
+  ASSERT_TRUE(module.ok()) << module.status();
+  EXPECT_EQ(module->forward({torch::zeros({2, 1, 12, 12})}).toTensor().sizes(),
+            (std::vector<int64_t>{2, 3}));
+  EXPECT_EQ(load_bundle_weights(*b).status().code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(load_bundle_network(*b).status().code(), StatusCode::kInvalidArgument);
+  // Labels make it a classifier; their count must match the output width.
+  Json labelled = m;
+  labelled["task"] = "classification";
+  labelled["labels"] = {"a", "b"};
+  EXPECT_EQ(write_module_bundle(tmp / "c", labelled, os.str()).status().code(),
+            StatusCode::kInvalidArgument);
+  labelled["labels"] = {"a", "b", "c"};
+  EXPECT_TRUE(write_module_bundle(tmp / "c", labelled, os.str()).ok());
+  // A signature is required without a model spec; a spec-less manifest is refused by write_bundle.
+  Json unsigned_m = {{"task", "custom"}};
+  EXPECT_EQ(write_module_bundle(tmp / "d", unsigned_m, os.str()).status().code(),
+            StatusCode::kInvalidArgument);
+  EXPECT_EQ(write_bundle(tmp / "e", m, network_state(*f.net), f.module).status().code(),
+            StatusCode::kInvalidArgument);
 }
 
 }  // namespace

@@ -20,6 +20,7 @@
 #include "kiln/data/spec.h"
 #include "kiln/model/bundle.h"
 #include "kiln/model/network.h"
+#include "kiln/registry/model_store.h"
 #include "kiln/train/config.h"
 #include "kiln/train/evaluate.h"
 #include "kiln/train/metrics.h"
@@ -35,6 +36,12 @@ std::string timestamp() {
   char buf[32];
   std::strftime(buf, sizeof buf, "%Y%m%d-%H%M%S", std::gmtime(&now));
   return buf;
+}
+
+/// A bundle path, NAME@VERSION or NAME@ALIAS, read (every sha256 verified).
+Expected<model::Bundle> read_model_ref(const std::string& ref) {
+  KILN_ASSIGN_OR_RETURN(registry::ResolvedModel resolved, registry::resolve_model_ref(ref));
+  return model::read_bundle(resolved.bundle_dir);
 }
 
 bool is_snapshot_dir(const fs::path& p) {
@@ -323,6 +330,8 @@ Expected<torch::Tensor> run_module(torch::jit::Module& module, const torch::Tens
 // ---------------------------------------------------------------------------------------------
 // kiln eval
 
+std::string ext_of(const std::string& path) { return fs::path(path).extension().string(); }
+
 struct EvalArgs {
   std::string bundle;
   std::string data;
@@ -332,9 +341,19 @@ struct EvalArgs {
 };
 
 int run_eval(const EvalArgs& a) {
-  Expected<model::Bundle> bundle = model::read_bundle(a.bundle);
+  Expected<model::Bundle> bundle = read_model_ref(a.bundle);
   if (!bundle.ok()) return fail(bundle.status());
   const std::string task = bundle->task();
+  if (task != "classification" && task != "regression")
+    return fail(Status::InvalidArgument(
+        a.bundle + ": a '" + task +
+        "' TorchScript bundle has no task or labels to evaluate against (push it with --labels "
+        "to make it a classifier)"));
+  if (!bundle->has_network() && ext_of(a.data) != ".csv")
+    return fail(Status::InvalidArgument(
+        a.bundle +
+        ": a TorchScript-only bundle is evaluated on a CSV (--data FILE.csv); it has "
+        "no model spec to run on a snapshot"));
   const std::string tta = bundle->manifest.contains("training")
                               ? bundle->manifest["training"].value("eval_tta", "none")
                               : "none";
@@ -407,7 +426,7 @@ struct PredictArgs {
 };
 
 int run_predict(const PredictArgs& a) {
-  Expected<model::Bundle> bundle = model::read_bundle(a.bundle);
+  Expected<model::Bundle> bundle = read_model_ref(a.bundle);
   if (!bundle.ok()) return fail(bundle.status());
   Expected<RawInputs> in = read_raw_inputs(*bundle, a.input, /*want_targets=*/false);
   if (!in.ok()) return fail(in.status());
@@ -415,8 +434,8 @@ int run_predict(const PredictArgs& a) {
   if (!module.ok()) return fail(module.status());
   Expected<torch::Tensor> out = run_module(*module, in->x);
   if (!out.ok()) return fail(out.status());
-  const bool classification = bundle->task() == "classification";
   const std::vector<std::string> labels = bundle->labels();
+  const bool classification = bundle->task() == "classification" && !labels.empty();
   std::ostringstream text;
   Json rows = Json::array();
   if (classification) {
@@ -439,6 +458,23 @@ int run_predict(const PredictArgs& a) {
       }
       text << "\n";
       rows.push_back({{"row", i}, {"prediction", label}, {"probabilities", p}});
+    }
+  } else if (bundle->task() == model::kCustomTask && out->dim() > 1 && out->size(1) > 1) {
+    // A custom model's outputs, uninterpreted: one row of values per input.
+    torch::Tensor values = out->reshape({out->size(0), -1}).to(torch::kFloat64);
+    auto va = values.accessor<double, 2>();
+    text << "row,outputs\n";
+    for (int64_t i = 0; i < values.size(0); ++i) {
+      Json row = Json::array();
+      text << i;
+      for (int64_t j = 0; j < values.size(1); ++j) {
+        char buf[32];
+        std::snprintf(buf, sizeof buf, "%.9g", va[i][j]);
+        text << "," << buf;
+        row.push_back(va[i][j]);
+      }
+      text << "\n";
+      rows.push_back({{"row", i}, {"outputs", row}});
     }
   } else {
     torch::Tensor pred = out->reshape({-1}).to(torch::kFloat64);
@@ -476,7 +512,7 @@ int run_export(const ExportArgs& a) {
   if (a.format != "torchscript")
     return fail(
         Status::InvalidArgument("--format: '" + a.format + "' is not supported (torchscript)"));
-  Expected<model::Bundle> bundle = model::read_bundle(a.bundle);  // verifies every sha256
+  Expected<model::Bundle> bundle = read_model_ref(a.bundle);  // verifies every sha256
   if (!bundle.ok()) return fail(bundle.status());
   Expected<std::string> bytes = read_file(bundle->file(model::kBundleModuleFile));
   if (!bytes.ok()) return fail(bytes.status());
@@ -516,7 +552,8 @@ void register_train_commands(CLI::App& app, int* exit_code) {
   auto ea = std::make_shared<EvalArgs>();
   CLI::App* eval =
       app.add_subcommand("eval", "Evaluate a bundle on a dataset spec, snapshot or CSV");
-  eval->add_option("bundle", ea->bundle, "bundle directory")->required();
+  eval->add_option("bundle", ea->bundle, "bundle directory, NAME@VERSION or NAME@ALIAS")
+      ->required();
   eval->add_option("--data", ea->data, "dataset spec (.yaml), snapshot directory or CSV")
       ->required();
   eval->add_option("--split", ea->split, "split of a spec or snapshot")->default_str("test");
@@ -527,7 +564,8 @@ void register_train_commands(CLI::App& app, int* exit_code) {
   auto pa = std::make_shared<PredictArgs>();
   CLI::App* predict = app.add_subcommand(
       "predict", "Predict from raw inputs (csv, idx, npy) through the bundle's own preprocessing");
-  predict->add_option("bundle", pa->bundle, "bundle directory")->required();
+  predict->add_option("bundle", pa->bundle, "bundle directory, NAME@VERSION or NAME@ALIAS")
+      ->required();
   predict
       ->add_option("--input", pa->input, "raw inputs: .csv rows, IDX images (.gz or raw) or .npy")
       ->required();
@@ -538,7 +576,7 @@ void register_train_commands(CLI::App& app, int* exit_code) {
   auto xa = std::make_shared<ExportArgs>();
   CLI::App* exp = app.add_subcommand(
       "export", "Export a bundle's model (TorchScript, preprocessing folded in)");
-  exp->add_option("bundle", xa->bundle, "bundle directory")->required();
+  exp->add_option("bundle", xa->bundle, "bundle directory, NAME@VERSION or NAME@ALIAS")->required();
   exp->add_option("--format", xa->format, "torchscript")->default_str("torchscript");
   add_flag(*exp, Flag::kOut, &xa->out)->required();
   exp->callback([xa, exit_code] { *exit_code = run_export(*xa); });

@@ -50,28 +50,64 @@ Expected<std::vector<int64_t>> int_list(const Json& j, const std::string& field)
   return out;
 }
 
-/// The checks both writing and reading apply to the fields stages rely on.
+/// A signature entry list: [{"name": str, "dtype": str, "shape": [int, ...]}, ...], non-empty.
+Status validate_tensor_list(const Json& list, const std::string& field) {
+  if (!list.is_array() || list.empty())
+    return Status::InvalidArgument("\"" + field + "\" must be a non-empty array");
+  for (size_t i = 0; i < list.size(); ++i) {
+    const Json& t = list[i];
+    const std::string where = field + "[" + std::to_string(i) + "]";
+    if (!t.is_object() || !t.contains("name") || !t.at("name").is_string() ||
+        !t.contains("dtype") || !t.at("dtype").is_string() || !t.contains("shape"))
+      return Status::InvalidArgument("\"" + where + "\" must hold \"name\", \"dtype\", \"shape\"");
+    KILN_RETURN_IF_ERROR(int_list(t.at("shape"), where + ".shape").status());
+  }
+  return Status::Ok();
+}
+
+/// The checks both writing and reading apply to the fields stages rely on. A bundle with a
+/// "model" spec (trained by Kiln) needs input_shape and outputs; a module-only bundle (a
+/// TorchScript file trained elsewhere) needs a full signature instead.
 Status validate_manifest(const Json& m) {
   if (!m.is_object()) return Status::InvalidArgument("manifest must be a JSON object");
   const std::string task = m.value("task", "");
-  if (task != "classification" && task != "regression")
-    return Status::InvalidArgument("\"task\" must be \"classification\" or \"regression\"");
-  if (!m.contains("model")) return Status::InvalidArgument("missing \"model\"");
-  KILN_RETURN_IF_ERROR(ModelSpec::from_json(m.at("model"), "model").status());
-  if (!m.contains("input_shape")) return Status::InvalidArgument("missing \"input_shape\"");
-  KILN_ASSIGN_OR_RETURN(std::vector<int64_t> shape, int_list(m.at("input_shape"), "input_shape"));
-  for (int64_t d : shape)
-    if (d <= 0) return Status::InvalidArgument("\"input_shape\" must hold positive sizes");
-  if (!m.contains("outputs") || !m.at("outputs").is_number_integer() ||
-      m.at("outputs").get<int64_t>() < 1)
-    return Status::InvalidArgument("\"outputs\" must be a positive integer");
+  if (task != "classification" && task != "regression" && task != kCustomTask)
+    return Status::InvalidArgument(
+        "\"task\" must be \"classification\", \"regression\" or \"custom\"");
+  const bool network = m.contains("model");
+  if (!network) {
+    if (!m.contains("signature") || !m.at("signature").is_object())
+      return Status::InvalidArgument(
+          "missing \"model\" (and no \"signature\" for a TorchScript-only bundle)");
+    const Json& s = m.at("signature");
+    KILN_RETURN_IF_ERROR(validate_tensor_list(s.value("inputs", Json()), "signature.inputs"));
+    KILN_RETURN_IF_ERROR(validate_tensor_list(s.value("outputs", Json()), "signature.outputs"));
+  } else {
+    if (task == kCustomTask)
+      return Status::InvalidArgument("a \"custom\" task bundle carries no \"model\" spec");
+    KILN_RETURN_IF_ERROR(ModelSpec::from_json(m.at("model"), "model").status());
+    if (!m.contains("input_shape")) return Status::InvalidArgument("missing \"input_shape\"");
+    KILN_ASSIGN_OR_RETURN(std::vector<int64_t> shape, int_list(m.at("input_shape"), "input_shape"));
+    for (int64_t d : shape)
+      if (d <= 0) return Status::InvalidArgument("\"input_shape\" must hold positive sizes");
+    if (!m.contains("outputs") || !m.at("outputs").is_number_integer() ||
+        m.at("outputs").get<int64_t>() < 1)
+      return Status::InvalidArgument("\"outputs\" must be a positive integer");
+  }
   if (m.contains("labels") && !m.at("labels").is_null()) {
     const Json& labels = m.at("labels");
     if (!labels.is_array()) return Status::InvalidArgument("\"labels\" must be an array");
-    if (task == "classification" && !labels.empty() &&
-        static_cast<int64_t>(labels.size()) != m.at("outputs").get<int64_t>())
+    int64_t outputs = 0;
+    if (network) {
+      outputs = m.at("outputs").get<int64_t>();
+    } else {
+      const Json& shape = m.at("signature").at("outputs").at(0).at("shape");
+      if (!shape.empty() && shape.back().get<int64_t>() > 0) outputs = shape.back().get<int64_t>();
+    }
+    if (task == "classification" && !labels.empty() && outputs > 0 &&
+        static_cast<int64_t>(labels.size()) != outputs)
       return Status::InvalidArgument("\"labels\" has " + std::to_string(labels.size()) +
-                                     " entries for " + m.at("outputs").dump() + " outputs");
+                                     " entries for " + std::to_string(outputs) + " outputs");
   }
   if (m.contains("signature")) {
     const Json& s = m.at("signature");
@@ -138,7 +174,9 @@ std::vector<std::string> Bundle::labels() const {
 
 Expected<ModelSpec> Bundle::model_spec() const {
   if (!manifest.contains("model"))
-    return Status::InvalidArgument((dir / kBundleManifestFile).string() + ": missing \"model\"");
+    return Status::InvalidArgument(dir.string() +
+                                   ": a TorchScript-only bundle (no model spec or weights; only "
+                                   "model.pt can be loaded)");
   return ModelSpec::from_json(manifest.at("model"), "model");
 }
 
@@ -151,7 +189,17 @@ std::vector<int64_t> Bundle::input_shape() const {
   return shape.ok() ? *shape : std::vector<int64_t>{};
 }
 
-int64_t Bundle::outputs() const { return manifest.value("outputs", int64_t{0}); }
+int64_t Bundle::outputs() const {
+  if (manifest.contains("outputs")) return manifest.value("outputs", int64_t{0});
+  try {  // a TorchScript-only bundle: the last dim of the first output, when fixed
+    const Json& shape = manifest.at("signature").at("outputs").at(0).at("shape");
+    if (!shape.empty() && shape.back().get<int64_t>() > 0) return shape.back().get<int64_t>();
+  } catch (const nlohmann::json::exception&) {
+  }
+  return 0;
+}
+
+bool Bundle::has_network() const { return manifest.contains("model"); }
 
 std::vector<int64_t> Bundle::raw_input_shape() const {
   try {
@@ -174,11 +222,21 @@ Json bundle_signature(const std::string& task, const std::vector<int64_t>& raw_i
                                     {"shape", std::vector<int64_t>{-1, outputs}}}})}};
 }
 
+namespace {
+Expected<fs::path> publish_bundle(const fs::path& dir, Json m,
+                                  const std::vector<std::pair<std::string, std::string>>& files,
+                                  bool non_empty);
+}  // namespace
+
 Expected<fs::path> write_bundle(const fs::path& dir, const Json& manifest, const TensorMap& state,
                                 const torch::jit::Module& scripted,
                                 const std::map<std::string, std::string>& extra_files,
                                 const WriteBundleOptions& options) {
   const std::string where = dir.string() + ": ";
+  if (!manifest.is_object() || !manifest.contains("model"))
+    return Status::InvalidArgument(where +
+                                   "manifest: missing \"model\" (write_module_bundle writes "
+                                   "TorchScript-only bundles)");
   KILN_RETURN_IF_ERROR(validate_manifest(manifest).with_context(dir.string() + ": manifest"));
   for (const auto& [name, bytes] : extra_files) {
     (void)bytes;
@@ -215,6 +273,17 @@ Expected<fs::path> write_bundle(const fs::path& dir, const Json& manifest, const
     m["signature"] =
         bundle_signature(m.at("task").get<std::string>(), raw, m.at("outputs").get<int64_t>());
   }
+  return publish_bundle(dir, std::move(m), files, non_empty);
+}
+
+namespace {
+
+Expected<fs::path> publish_bundle(const fs::path& dir, Json m,
+                                  const std::vector<std::pair<std::string, std::string>>& files,
+                                  bool non_empty) {
+  const std::string where = dir.string() + ": ";
+  std::error_code ec;
+  const bool exists = fs::exists(dir, ec);
   if (!m.contains("lineage") || !m.at("lineage").is_object()) m["lineage"] = Json::object();
   if (!m["lineage"].contains("kiln_version")) m["lineage"]["kiln_version"] = kVersion;
   if (!m["lineage"].contains("git_commit")) m["lineage"]["git_commit"] = kGitCommit;
@@ -249,6 +318,31 @@ Expected<fs::path> write_bundle(const fs::path& dir, const Json& manifest, const
   return dir;
 }
 
+}  // namespace
+
+Expected<fs::path> write_module_bundle(const fs::path& dir, const Json& manifest,
+                                       const std::string& module_bytes,
+                                       const WriteBundleOptions& options) {
+  if (manifest.contains("model"))
+    return Status::InvalidArgument(dir.string() +
+                                   ": manifest: a TorchScript-only bundle takes no \"model\"");
+  KILN_RETURN_IF_ERROR(validate_manifest(manifest).with_context(dir.string() + ": manifest"));
+  std::error_code ec;
+  const bool exists = fs::exists(dir, ec);
+  if (exists && !fs::is_directory(dir, ec))
+    return Status::AlreadyExists(dir.string() + ": exists and is not a directory");
+  const bool non_empty = exists && !fs::is_empty(dir, ec);
+  if (non_empty && !options.overwrite_)
+    return Status::AlreadyExists(dir.string() +
+                                 ": exists and is not empty (pass overwrite to replace it)");
+  Json m = Json::object();
+  m["format"] = kBundleFormat;
+  m["format_version"] = kBundleFormatVersion;
+  for (const auto& [key, value] : manifest.items())
+    if (key != "format" && key != "format_version" && key != "files") m[key] = value;
+  return publish_bundle(dir, std::move(m), {{kBundleModuleFile, module_bytes}}, non_empty);
+}
+
 Expected<Bundle> read_bundle(const fs::path& dir) {
   std::error_code ec;
   if (!fs::is_directory(dir, ec))
@@ -273,7 +367,9 @@ Expected<Bundle> read_bundle(const fs::path& dir) {
   KILN_RETURN_IF_ERROR(validate_manifest(m).with_context(mpath.string()));
   if (!m.contains("files") || !m.at("files").is_object())
     return Status::InvalidArgument(mpath.string() + ": missing \"files\"");
-  for (const char* required : {kBundleWeightsFile, kBundleModuleFile})
+  std::vector<const char*> required{kBundleModuleFile};
+  if (m.contains("model")) required.push_back(kBundleWeightsFile);
+  for (const char* required : required)
     if (!m.at("files").contains(required))
       return Status::DataLoss(mpath.string() + ": \"files\" does not list " + required);
   for (const auto& [name, hash] : m.at("files").items()) {
@@ -290,6 +386,9 @@ Expected<Bundle> read_bundle(const fs::path& dir) {
 }
 
 Expected<TensorMap> load_bundle_weights(const Bundle& bundle) {
+  if (!bundle.has_network())
+    return Status::InvalidArgument(bundle.dir.string() +
+                                   ": a TorchScript-only bundle has no weights.pt (only model.pt)");
   KILN_ASSIGN_OR_RETURN(std::string bytes, read_verified(bundle, kBundleWeightsFile));
   const std::string path = (bundle.dir / kBundleWeightsFile).string();
   TensorMap out;

@@ -27,10 +27,12 @@ inline constexpr int kBundleFormatVersion = 1;
 inline constexpr const char* kBundleManifestFile = "manifest.json";
 inline constexpr const char* kBundleWeightsFile = "weights.pt";
 inline constexpr const char* kBundleModuleFile = "model.pt";
+/// The task of a TorchScript-only bundle whose outputs Kiln does not interpret.
+inline constexpr const char* kCustomTask = "custom";
 
 /// A trained model as every stage exchanges it: a directory holding
 ///   manifest.json  {"format": "kiln.bundle", "format_version": 1,
-///                   "task": "classification" | "regression",
+///                   "task": "classification" | "regression" | "custom",
 ///                   "signature": {"inputs": [{"name": "input", "dtype": "FP32", "shape": [-1,
 ///                   ...]}],
 ///                                 "outputs": [{"name": "logits" | "predictions", "dtype": "FP32",
@@ -70,6 +72,10 @@ struct Bundle {
   int64_t outputs() const;
   /// The raw per-sample input shape from the signature (what model.pt takes).
   std::vector<int64_t> raw_input_shape() const;
+  /// True for bundles Kiln trained (model spec + weights.pt); false for TorchScript-only ones
+  /// (write_module_bundle: a model.pt trained elsewhere, its signature, task "custom" or
+  /// classification/regression with labels; weights/spec accessors give clear errors).
+  bool has_network() const;
   /// dir / name.
   fs::path file(const std::string& name) const { return dir / name; }
 };
@@ -109,6 +115,15 @@ Expected<fs::path> write_bundle(const fs::path& dir, const Json& manifest, const
                                 const torch::jit::Module& scripted,
                                 const std::map<std::string, std::string>& extra_files = {},
                                 const WriteBundleOptions& options = {});
+
+/// Writes a TorchScript-only bundle: manifest.json and model.pt (`module_bytes`, as saved by
+/// torch.jit.save), no weights or model spec. `manifest` needs "task" ("custom", or
+/// "classification"/"regression" with "labels") and a "signature" whose inputs/outputs each hold
+/// name, dtype (OIP: FP32, INT64, ...) and shape (-1 for a free dim). Same atomicity, errors and
+/// blocking as write_bundle(); the caller checks that the module loads.
+Expected<fs::path> write_module_bundle(const fs::path& dir, const Json& manifest,
+                                       const std::string& module_bytes,
+                                       const WriteBundleOptions& options = {});
 
 /// Reads `dir`/manifest.json and verifies the sha256 of every file it lists. Errors: NotFound
 /// (no such directory or no manifest.json); InvalidArgument (not a bundle, a newer
