@@ -83,7 +83,7 @@ int run_serve(const ServeArgs& a) {
       .api_key(api_key)
       .request_timeout_ms(a.request_timeout_ms)
       .access_log(a.access_log);
-  auto source = std::make_shared<serve::BundlePathSource>();
+  auto source = std::make_shared<serve::RegistryModelSource>();
   auto server = serve::InferenceServer::Create(options, source, a.models);
   if (!server.ok()) return report_failure(server.status());
   (*server)->start();

@@ -1,6 +1,7 @@
 #include "kiln/serve/model_source.h"
 
 #include "kiln/core/hash.h"
+#include "kiln/registry/model_store.h"
 
 namespace kiln::serve {
 
@@ -20,6 +21,16 @@ Expected<ResolvedModel> BundlePathSource::resolve(const std::string& ref) {
   m.version = 0;
   m.bundle_dir = dir;
   KILN_ASSIGN_OR_RETURN(m.bundle_sha256, sha256_file(manifest));
+  return m;
+}
+
+Expected<ResolvedModel> RegistryModelSource::resolve(const std::string& ref) {
+  KILN_ASSIGN_OR_RETURN(registry::ResolvedModel r, registry::resolve_model_ref(ref));
+  ResolvedModel m;
+  m.name = r.name;
+  m.version = r.version;
+  m.bundle_dir = r.bundle_dir;
+  m.bundle_sha256 = r.bundle_sha256;
   return m;
 }
 

@@ -35,4 +35,13 @@ class BundlePathSource : public ModelSource {
   Expected<ResolvedModel> resolve(const std::string& ref) override;
 };
 
+/// What `kiln serve` uses: registry references (NAME@VERSION, NAME@ALIAS, NAME@latest) through
+/// the registry under kiln_home(), and bundle directories as BundlePathSource does
+/// (registry::resolve_model_ref). Each resolve opens the store (SQLite, WAL): an alias moved by
+/// `kiln registry alias set` is seen at the next poll. Thread-safe.
+class RegistryModelSource : public ModelSource {
+ public:
+  Expected<ResolvedModel> resolve(const std::string& ref) override;
+};
+
 }  // namespace kiln::serve
