@@ -154,6 +154,35 @@ TEST_F(ServeCliTest, EndpointsAnswerTheOpenInferenceProtocol) {
   // The first rows of the dataset are malignant; a trained model says so.
   EXPECT_EQ(j["outputs"][1]["data"][0], "malignant");
 
+  // "Expect: 100-continue" (curl's habit for large bodies): the headers alone get an interim
+  // "100 Continue" at once, then the body gets the answer.
+  {
+    const std::string b1 = body(1);
+    int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_port = htons(static_cast<uint16_t>(srv.port()));
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ASSERT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+    const std::string head =
+        "POST /v2/models/bundle/infer HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        "Expect: 100-continue\r\nConnection: close\r\nContent-Length: " +
+        std::to_string(b1.size()) + "\r\n\r\n";
+    ASSERT_EQ(::send(fd, head.data(), head.size(), 0), static_cast<ssize_t>(head.size()));
+    pollfd pfd{fd, POLLIN, 0};
+    ASSERT_EQ(::poll(&pfd, 1, 2000), 1) << "no interim response to Expect: 100-continue";
+    char buf[65536];
+    ssize_t n = ::recv(fd, buf, sizeof(buf), 0);
+    ASSERT_GT(n, 0);
+    EXPECT_EQ(std::string(buf, static_cast<size_t>(n)).rfind("HTTP/1.1 100 Continue\r\n", 0), 0u);
+    ASSERT_EQ(::send(fd, b1.data(), b1.size(), 0), static_cast<ssize_t>(b1.size()));
+    std::string reply;
+    while (::poll(&pfd, 1, 5000) == 1 && (n = ::recv(fd, buf, sizeof(buf), 0)) > 0)
+      reply.append(buf, static_cast<size_t>(n));
+    ::close(fd);
+    EXPECT_EQ(reply.rfind("HTTP/1.1 200 OK\r\n", 0), 0u) << reply;
+  }
+
   // Other numeric datatypes are converted: FP64 and INT32 (integers in the data).
   Json b = Json::parse(body(1));
   b["inputs"][0]["datatype"] = "FP64";

@@ -122,6 +122,7 @@ class HttpClient {
     size_t line_end = head.find("\r\n");
     std::string status_line = head.substr(0, line_end);
     r.status = std::stoi(status_line.substr(9, 3));
+    if (r.status == 100) return read_response();  // interim "100 Continue"
     size_t pos = line_end == std::string::npos ? head.size() : line_end + 2;
     while (pos < head.size()) {
       size_t e = head.find("\r\n", pos);

@@ -74,6 +74,31 @@ class Session : public std::enable_shared_from_this<Session> {
     parser_->body_limit(static_cast<uint64_t>(server_->options.max_body_bytes_));
     parser_->header_limit(64 * 1024);
     stream_.expires_after(std::chrono::seconds(server_->options.idle_timeout_s_));
+    http::async_read_header(
+        stream_, buffer_, *parser_,
+        [self = shared_from_this()](beast::error_code ec, std::size_t) { self->on_header(ec); });
+  }
+
+  /// Answers "Expect: 100-continue" (curl sends it for large bodies and would otherwise wait a
+  /// second), then reads the body. A body over the limit fails already at the header (413).
+  void on_header(beast::error_code ec) {
+    if (ec) return on_read(ec);
+    const auto& req = parser_->get();
+    if (beast::iequals(req[http::field::expect], "100-continue")) {
+      continue_ = std::make_shared<http::response<http::empty_body>>(http::status::continue_,
+                                                                     req.version());
+      http::async_write(stream_, *continue_,
+                        [self = shared_from_this()](beast::error_code ec, std::size_t) {
+                          self->continue_.reset();
+                          if (ec) return self->close();
+                          self->read_body();
+                        });
+      return;
+    }
+    read_body();
+  }
+
+  void read_body() {
     http::async_read(
         stream_, buffer_, *parser_,
         [self = shared_from_this()](beast::error_code ec, std::size_t) { self->on_read(ec); });
@@ -164,6 +189,7 @@ class Session : public std::enable_shared_from_this<Session> {
   beast::flat_buffer buffer_;
   std::optional<http::request_parser<http::string_body>> parser_;
   std::shared_ptr<HttpResponse> response_;
+  std::shared_ptr<http::response<http::empty_body>> continue_;
   std::shared_ptr<std::array<char, 16384>> discard_;
   bool keep_alive_ = true;
   unsigned version_ = 11;
