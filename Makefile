@@ -33,6 +33,7 @@ bench: build
 	bench/loader_bench.sh
 	bench/train_bench.sh
 	bench/registry_bench.sh
+	BUILD_DIR=$(BUILD_DIR) bench/serve_bench.sh
 
 format:
 	clang-format -i $$(git ls-files '*.h' '*.cpp')

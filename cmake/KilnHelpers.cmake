@@ -65,7 +65,7 @@ function(kiln_add_test_executable name sources libs labels)
   add_executable(${name} ${sources})
   target_link_libraries(${name} PRIVATE ${libs} GTest::gtest GTest::gtest_main kiln_test_support)
   kiln_set_warnings(${name})
-  if(libs MATCHES "kiln::(features|model|registry|data|train)")
+  if(libs MATCHES "kiln::(features|model|registry|data|train|serve)")
     kiln_use_torch_pch(${name})
   endif()
   gtest_discover_tests(${name}

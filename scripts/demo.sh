@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # `make demo`: the main job end to end on the embedded defaults: profile and prepare the data,
-# train the Fashion-MNIST default, evaluate, predict from raw files, export, and register it
-# (alias production). Later stages extend it to a served, monitored model.
+# train the Fashion-MNIST default, evaluate, predict from raw files, export, register it
+# (alias production) and serve fashion-mnist@production over HTTP (one prediction, then a
+# graceful stop). Later stages extend it to a monitored model.
 set -euo pipefail
 build=${1:-build}
 kiln="$build/kiln"
@@ -54,6 +55,34 @@ step "Evaluate through the registry reference (the verified, materialised copy)"
 
 step "Re-hash every artifact in the registry"
 "$kiln" registry verify
+
+step "Serve fashion-mnist@production (Open Inference Protocol v2), classify one test image over HTTP, stop with SIGTERM"
+serve_out="$KILN_HOME/serve-demo.out"
+"$kiln" serve --model fashion-mnist@production --port 0 --poll-interval-ms 0 >"$serve_out" 2>"$KILN_HOME/serve-demo.log" &
+serve_pid=$!
+for _ in $(seq 1 300); do grep -q "ready on" "$serve_out" 2>/dev/null && break; sleep 0.1; done
+cat "$serve_out"
+url=$(grep -o 'http://[0-9.:]*' "$serve_out")
+# The first test image, raw 0-255 pixels, as a 1x1x28x28 UINT8 tensor; ask for the label too.
+/usr/bin/python3 - "$url" <<'PY'
+import gzip, json, sys, urllib.request
+with gzip.open("/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz") as f:
+    pixels = list(f.read(16 + 784)[16:])
+with gzip.open("/usr/share/datasets/fashion-mnist/t10k-labels-idx1-ubyte.gz") as f:
+    truth = f.read(9)[8]
+body = {"id": "demo-1",
+        "inputs": [{"name": "input", "shape": [1, 1, 28, 28], "datatype": "UINT8", "data": pixels}],
+        "outputs": [{"name": "labels"}, {"name": "probabilities"}]}
+req = urllib.request.Request(sys.argv[1] + "/v2/models/fashion-mnist/infer", json.dumps(body).encode(),
+                             {"Content-Type": "application/json"})
+out = json.load(urllib.request.urlopen(req))
+label, probs = out["outputs"][0]["data"][0], out["outputs"][1]["data"]
+names = json.load(urllib.request.urlopen(sys.argv[1] + "/v2/models/fashion-mnist"))["parameters"]["labels"]
+print(f"POST /v2/models/fashion-mnist/infer -> model_version {out['model_version']}: "
+      f"prediction '{label}' (p = {max(probs):.3f}); true class '{names[truth]}'")
+PY
+kill -TERM "$serve_pid"
+wait "$serve_pid" && echo "kiln serve stopped cleanly (exit 0)"
 
 step "Done. Snapshots, runs, reports and the registry (registry.db, artifacts/) are under $KILN_HOME"
 ls "$KILN_HOME/snapshots" "$run"

@@ -12,6 +12,7 @@ void register_data_commands(CLI::App& app, int* exit_code);
 void register_model_commands(CLI::App& app, int* exit_code);
 void register_train_commands(CLI::App& app, int* exit_code);
 void register_registry_commands(CLI::App& app, int* exit_code);
+void register_serve_commands(CLI::App& app, int* exit_code);
 void register_tune_commands(CLI::App& app, int* exit_code);
 
 /// Prints "kiln: error: <message>" on stderr and returns the exit code for the status.

@@ -34,6 +34,7 @@ int main(int argc, char** argv) {
   kiln::cli::register_model_commands(app, &exit_code);
   kiln::cli::register_train_commands(app, &exit_code);
   kiln::cli::register_registry_commands(app, &exit_code);
+  kiln::cli::register_serve_commands(app, &exit_code);
   kiln::cli::register_tune_commands(app, &exit_code);
 
   try {

@@ -1,0 +1,119 @@
+#!/usr/bin/env bash
+# Serving benchmark: `kiln serve` beside the FastAPI peer (../shared/peers/py_serve_fastapi.py) in
+# one run, on the same 784-256-128-10 MLP and the same 1x784 JSON body (peers/infer_1x784.json):
+#   1. wrk -t1 -c16 -d10s --latency against each (closed loop): throughput ratio
+#   2. Kiln at the peer's request rate (wrk with a per-connection delay): p50/p99
+#   3. Kiln saturation (wrk -c64) against the offline batched forward of the same model.pt
+#   4. time to ready; batch sizes from /metrics; RSS before/after (SOAK_S=600 for the soak)
+# Usage: bench/serve_bench.sh   (BUILD_DIR overrides build/; DURATION=10; SOAK_S=0 [SOAK_DELAY_MS=5])
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$(pwd)
+BUILD_DIR=${BUILD_DIR:-build}
+PEERS=$(cd "${PEERS:-../shared/peers}" && pwd)
+DURATION=${DURATION:-10}
+SOAK_S=${SOAK_S:-0}
+kiln="$root/$BUILD_DIR/kiln"
+export KILN_HOME=$(mktemp -d /tmp/kiln-serve-bench-XXXXXX)
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$KILN_HOME"
+}
+trap cleanup EXIT
+free_port() { /usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+ratio() { /usr/bin/python3 -c "import sys; print(f'{float(sys.argv[1])/float(sys.argv[2]):.2f}')" "$1" "$2"; }
+rps() { grep 'Requests/sec' | awk '{print $2}'; }
+pct() { grep -E "^ +$1%" | awk '{print $2}'; }
+rss_mib() { awk '/VmRSS/ {printf "%.1f", $2/1024}' "/proc/$1/status"; }
+# batch_mean VAR: VAR = mean batch size of the requests answered since the last call (/metrics).
+bs_prev_sum=0; bs_prev_count=0
+batch_mean() {
+  local s c
+  read -r s c < <(curl -s "http://127.0.0.1:$kport/metrics" |
+    awk '/^kiln_inference_batch_size_sum/ {s=$2} /^kiln_inference_batch_size_count/ {c=$2} END {printf "%.0f %.0f\n", s, c}')
+  printf -v "$1" '%s' "$(/usr/bin/python3 -c "import sys; s,c,ps,pc=map(float,sys.argv[1:]); print(f'{(s-ps)/max(1,c-pc):.1f}')" \
+    "$s" "$c" "$bs_prev_sum" "$bs_prev_count")"
+  bs_prev_sum=$s; bs_prev_count=$c
+}
+wait_http() { for _ in $(seq 1 300); do curl -sf "$1" >/dev/null 2>&1 && return 0; sleep 0.1; done; return 1; }
+
+echo "date:    $(date -u '+%Y-%m-%d %H:%M UTC')   commit: $(git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)"
+echo "cpu:     $(nproc) x $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')"
+echo "load:    $(cut -d' ' -f1-3 /proc/loadavg)"
+
+echo; echo "== model: MLP 784-256-128-10 trained 1 epoch on Fashion-MNIST (examples/fashion-mnist/mlp.yaml)"
+"$kiln" train examples/fashion-mnist/mlp.yaml --set epochs=1 --out "$KILN_HOME/run" >/dev/null 2>&1
+ln -s "$KILN_HOME/run/bundle" "$KILN_HOME/mlp"   # served as "mlp", the peer's model name
+
+pport=$(free_port)
+/usr/bin/python3 "$PEERS/py_serve_fastapi.py" "$pport" >"$KILN_HOME/peer.log" 2>&1 &
+pids+=($!)
+kport=$(free_port)
+t0=$(date +%s.%N)
+"$kiln" serve --model "$KILN_HOME/mlp" --port "$kport" --threads 1 --poll-interval-ms 1000 \
+  >"$KILN_HOME/serve.out" 2>"$KILN_HOME/serve.err" &
+kpid=$!
+pids+=($kpid)
+until grep -q "ready on" "$KILN_HOME/serve.out" 2>/dev/null; do
+  kill -0 $kpid 2>/dev/null || { cat "$KILN_HOME/serve.err"; exit 1; }
+  sleep 0.01
+done
+t1=$(date +%s.%N)
+ready_s=$(/usr/bin/python3 -c "print(f'{$t1-$t0:.3f}')")
+echo "kiln serve ready after ${ready_s} s: $(cat "$KILN_HOME/serve.out")"
+wait_http "http://127.0.0.1:$pport/v2/health/ready"
+rss_start=$(rss_mib $kpid)
+
+run_wrk() {  # url connections script [extra env]
+  (cd "$PEERS" && BODY=infer_1x784.json "${@:4}" wrk -t1 -c"$2" -d"${DURATION}s" --latency \
+    -s "$3" "$1")
+}
+kurl="http://127.0.0.1:$kport/v2/models/mlp/infer"
+purl="http://127.0.0.1:$pport/v2/models/mlp/infer"
+
+echo; echo "== 1. wrk -t1 -c16 -d${DURATION}s --latency -s post.lua (same body, same run)"
+peer_out=$(run_wrk "$purl" 16 "$PEERS/post.lua" env)
+batch_mean _
+kiln_out=$(run_wrk "$kurl" 16 "$PEERS/post.lua" env)
+batch_mean bm_c16
+p_rps=$(echo "$peer_out" | rps); k_rps=$(echo "$kiln_out" | rps)
+echo "peer: $p_rps req/s  p50 $(echo "$peer_out" | pct 50)  p99 $(echo "$peer_out" | pct 99)"
+echo "kiln: $k_rps req/s  p50 $(echo "$kiln_out" | pct 50)  p99 $(echo "$kiln_out" | pct 99)"
+echo "kiln/peer throughput = $(ratio "$k_rps" "$p_rps")x  (target >= 15x)"
+
+echo; echo "== 2. kiln at the peer's request rate (16 connections, per-connection delay)"
+delay_ms=$(/usr/bin/python3 -c "print(max(0, round(16 * 1000 / $p_rps)))")
+rate_out=$(run_wrk "$kurl" 16 "$root/bench/post_rate.lua" env DELAY_MS="$delay_ms")
+batch_mean bm_rate
+echo "delay ${delay_ms} ms/connection -> $(echo "$rate_out" | rps) req/s (peer: $p_rps)"
+echo "kiln p50 $(echo "$rate_out" | pct 50)  p90 $(echo "$rate_out" | pct 90)  p99 $(echo "$rate_out" | pct 99)  (target p99 <= 2 ms)"
+
+echo; echo "== 3. saturation: wrk -t1 -c64 (kiln --max-batch 64, 1 compute thread) vs offline forward"
+sat_out=$(run_wrk "$kurl" 64 "$PEERS/post.lua" env)
+batch_mean bm_c64
+s_rps=$(echo "$sat_out" | rps)
+off=$("$root/$BUILD_DIR/bench/serve_forward_bench" "$KILN_HOME/run/bundle" --batch 64 --threads 1 --seconds 3 | awk '{print $(NF-1)}')
+echo "kiln saturation: $s_rps samples/s  p50 $(echo "$sat_out" | pct 50)  p99 $(echo "$sat_out" | pct 99)"
+echo "offline forward, batch 64, 1 thread: $off samples/s"
+echo "saturation / offline = $(ratio "$s_rps" "$off")  (target >= 0.50; wrk shares the 2 cores)"
+
+echo; echo "== 4. batch sizes grow with load (mean rows per forward, per request, from /metrics)"
+one_out=$(run_wrk "$kurl" 1 "$PEERS/post.lua" env)
+batch_mean bm_c1
+echo "  1 connection, closed loop:      $(echo "$one_out" | rps) req/s, p99 $(echo "$one_out" | pct 99), mean batch $bm_c1"
+echo "  16 connections at the peer rate: mean batch $bm_rate"
+echo "  16 connections, closed loop:     mean batch $bm_c16"
+echo "  64 connections, closed loop:     mean batch $bm_c64"
+
+if [ "$SOAK_S" -gt 0 ]; then
+  echo; echo "== 5. soak: ${SOAK_S} s, 16 connections, ${SOAK_DELAY_MS:-5} ms between requests each; RSS every 60 s"
+  (cd "$PEERS" && BODY=infer_1x784.json DELAY_MS=${SOAK_DELAY_MS:-5} wrk -t1 -c16 -d"${SOAK_S}s" \
+    -s "$root/bench/post_rate.lua" "$kurl" | grep -E "requests in|Requests/sec|Non-2xx|Socket errors") &
+  wpid=$!
+  for _ in $(seq 1 $((SOAK_S / 60))); do sleep 60; echo "  RSS $(rss_mib $kpid) MiB"; done
+  wait $wpid || true
+fi
+echo; echo "kiln RSS: start $rss_start MiB, end $(rss_mib $kpid) MiB"
+kill -TERM $kpid; wait $kpid; echo "kiln serve exit code after SIGTERM: $?"

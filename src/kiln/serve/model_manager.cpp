@@ -1,0 +1,299 @@
+#include "kiln/serve/model_manager.h"
+
+#include <torch/torch.h>
+
+#include "kiln/core/logging.h"
+#include "kiln/model/bundle.h"
+#include "kiln/monitor/metrics.h"
+#include "kiln/serve/runner.h"
+
+namespace kiln::serve {
+namespace {
+
+Expected<std::vector<int64_t>> dims(const Json& shape, const std::string& where) {
+  if (!shape.is_array() || shape.empty())
+    return Status::InvalidArgument(where + ": \"shape\" must be a non-empty array");
+  std::vector<int64_t> out;
+  for (size_t i = 1; i < shape.size(); ++i) {  // [0] is the batch dimension
+    if (!shape[i].is_number_integer())
+      return Status::InvalidArgument(where + ": \"shape\" must hold integers");
+    out.push_back(shape[i].get<int64_t>());
+  }
+  return out;
+}
+
+Expected<TensorInfo> tensor_info(const Json& t, const std::string& where) {
+  if (!t.is_object() || !t.contains("name") || !t.at("name").is_string())
+    return Status::InvalidArgument(where + ": needs a \"name\"");
+  TensorInfo info;
+  info.name = t.at("name").get<std::string>();
+  info.datatype = t.value("dtype", t.value("datatype", std::string("FP32")));
+  KILN_ASSIGN_OR_RETURN(info.shape, dims(t.value("shape", Json()), where));
+  return info;
+}
+
+Expected<ModelSignature> parse_signature(const model::Bundle& b) {
+  const std::string where = (b.dir / model::kBundleManifestFile).string() + ": signature";
+  const Json& m = b.manifest;
+  if (!m.contains("signature") || !m.at("signature").is_object())
+    return Status::InvalidArgument(where + ": missing");
+  const Json& s = m.at("signature");
+  if (!s.contains("inputs") || !s.at("inputs").is_array() || s.at("inputs").size() != 1)
+    return Status::InvalidArgument(where + ".inputs: Kiln serves models with exactly one input");
+  if (!s.contains("outputs") || !s.at("outputs").is_array() || s.at("outputs").empty())
+    return Status::InvalidArgument(where + ".outputs: missing or empty");
+  ModelSignature sig;
+  KILN_ASSIGN_OR_RETURN(sig.input, tensor_info(s.at("inputs")[0], where + ".inputs[0]"));
+  if (sig.input.datatype != "FP32")
+    return Status::InvalidArgument(where + ".inputs[0]: dtype " + sig.input.datatype +
+                                   " is not served (FP32 only)");
+  for (int64_t d : sig.input.shape) {
+    if (d <= 0)
+      return Status::InvalidArgument(where +
+                                     ".inputs[0].shape: every dimension after the batch must be "
+                                     "fixed (positive)");
+    sig.sample_numel *= d;
+  }
+  for (size_t i = 0; i < s.at("outputs").size(); ++i) {
+    KILN_ASSIGN_OR_RETURN(TensorInfo o, tensor_info(s.at("outputs")[i],
+                                                    where + ".outputs[" + std::to_string(i) + "]"));
+    if (o.name == "probabilities" || o.name == "labels")
+      return Status::InvalidArgument(where + ".outputs: \"" + o.name + "\" is reserved");
+    sig.outputs.push_back(o);
+  }
+  sig.task = b.task();
+  sig.labels = b.labels();
+  const auto& first = sig.outputs[0].shape;
+  if (!sig.labels.empty() &&
+      (first.size() != 1 || first[0] != static_cast<int64_t>(sig.labels.size())))
+    sig.labels.clear();  // labels that do not name the first output's columns: no extras
+  return sig;
+}
+
+std::string shape_string(const std::vector<int64_t>& shape) {
+  std::string s = "[";
+  for (size_t i = 0; i < shape.size(); ++i) s += (i ? "," : "") + std::to_string(shape[i]);
+  return s + "]";
+}
+
+/// Runs `n` zero samples through the runner and checks the outputs against the signature.
+Status warm_up(Runner& runner, const ModelSignature& sig, int64_t n, const std::string& where) {
+  std::vector<int64_t> shape{n};
+  shape.insert(shape.end(), sig.input.shape.begin(), sig.input.shape.end());
+  Expected<std::vector<torch::Tensor>> run = runner.run(torch::zeros(shape, torch::kFloat32));
+  if (!run.ok()) {
+    // The interpreter's message ends with the cause; its traceback is noise here.
+    std::string why = run.status().message();
+    while (!why.empty() && why.back() == '\n') why.pop_back();
+    if (auto nl = why.rfind('\n'); nl != std::string::npos) why = why.substr(nl + 1);
+    return Status::InvalidArgument(where +
+                                   ": model.pt does not match the signature: a warm-up "
+                                   "batch of shape " +
+                                   shape_string(shape) + " failed: " + why);
+  }
+  std::vector<torch::Tensor> outs = std::move(run).value();
+  if (outs.size() < sig.outputs.size())
+    return Status::InvalidArgument(where + ": model.pt returns " + std::to_string(outs.size()) +
+                                   " outputs, the signature lists " +
+                                   std::to_string(sig.outputs.size()));
+  for (size_t i = 0; i < sig.outputs.size(); ++i) {
+    const auto& want = sig.outputs[i].shape;
+    const torch::Tensor& t = outs[i];
+    bool ok = t.dim() == static_cast<int64_t>(want.size()) + 1 && t.size(0) == n;
+    for (size_t d = 0; ok && d < want.size(); ++d)
+      ok = want[d] < 0 || t.size(static_cast<int64_t>(d) + 1) == want[d];
+    if (!ok) {
+      std::string got;
+      for (int64_t d : t.sizes()) got += (got.empty() ? "" : ",") + std::to_string(d);
+      return Status::InvalidArgument(where + ": output \"" + sig.outputs[i].name +
+                                     "\" has shape [" + got + "] for a batch of " +
+                                     std::to_string(n) + ", which does not match the signature");
+    }
+  }
+  return Status::Ok();
+}
+
+}  // namespace
+
+ModelManager::ModelManager(std::shared_ptr<ModelSource> source, ModelManagerOptions options,
+                           monitor::MetricsRegistry* metrics)
+    : source_(std::move(source)), options_(std::move(options)), metrics_(metrics) {}
+
+Expected<std::unique_ptr<ModelManager>> ModelManager::Create(std::shared_ptr<ModelSource> source,
+                                                             const std::vector<std::string>& refs,
+                                                             const ModelManagerOptions& options,
+                                                             monitor::MetricsRegistry* metrics) {
+  if (refs.empty()) return Status::InvalidArgument("--model: give at least one model");
+  std::unique_ptr<ModelManager> mm(new ModelManager(std::move(source), options, metrics));
+  for (const std::string& ref : refs) {
+    KILN_ASSIGN_OR_RETURN(ResolvedModel r, mm->source_->resolve(ref));
+    for (const Slot& s : mm->slots_)
+      if (s.name == r.name)
+        return Status::InvalidArgument("--model " + ref + ": a model named \"" + r.name +
+                                       "\" is already served (from " + s.ref + ")");
+    Slot slot;
+    slot.ref = ref;
+    slot.name = r.name;
+    const std::string version = std::to_string(r.version > 0 ? r.version : slot.generation);
+    auto loaded = mm->load(r, version);
+    if (!loaded.ok()) {
+      if (metrics)
+        metrics
+            ->counter("kiln_model_load_failures_total", "Model versions that failed to load.",
+                      {"model"})
+            .with({r.name})
+            .inc();
+      return loaded.status().with_context("--model " + ref);
+    }
+    slot.current = *loaded;
+    mm->slots_.push_back(std::move(slot));
+  }
+  return mm;
+}
+
+ModelManager::~ModelManager() { stop(); }
+
+Expected<std::shared_ptr<ModelVersion>> ModelManager::load(const ResolvedModel& resolved,
+                                                           const std::string& version) {
+  const std::string where = resolved.bundle_dir.string();
+  KILN_ASSIGN_OR_RETURN(model::Bundle bundle, model::read_bundle(resolved.bundle_dir));
+  KILN_ASSIGN_OR_RETURN(ModelSignature sig, parse_signature(bundle));
+  KILN_ASSIGN_OR_RETURN(torch::jit::Module module, model::load_bundle_module(bundle));
+  auto runner = std::make_shared<TorchScriptRunner>(std::move(module));
+  KILN_RETURN_IF_ERROR(warm_up(*runner, sig, 1, where));
+  const int64_t max_batch = std::max<int64_t>(1, options_.batcher_.max_batch_);
+  if (max_batch > 1) KILN_RETURN_IF_ERROR(warm_up(*runner, sig, max_batch, where));
+  auto batcher = std::make_unique<DynamicBatcher>(
+      options_.batcher_, sig.input.shape,
+      [runner](const torch::Tensor& batch) { return runner->run(batch); });
+  if (metrics_)
+    metrics_->counter("kiln_model_loads_total", "Model versions loaded.", {"model"})
+        .with({resolved.name})
+        .inc();
+  return std::make_shared<ModelVersion>(resolved, version, std::move(sig), std::move(batcher));
+}
+
+std::shared_ptr<ModelVersion> ModelManager::current(const std::string& name) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  for (const Slot& s : slots_)
+    if (s.name == name) return s.current;
+  return nullptr;
+}
+
+std::vector<std::string> ModelManager::names() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  std::vector<std::string> out;
+  for (const Slot& s : slots_) out.push_back(s.name);
+  return out;
+}
+
+Status ModelManager::poll_once() {
+  std::lock_guard<std::mutex> poll_lock(poll_mu_);
+  Status first_error;
+  std::vector<Slot> snapshot;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    snapshot = slots_;
+  }
+  for (const Slot& s : snapshot) {
+    Expected<ResolvedModel> r = source_->resolve(s.ref);
+    if (!r.ok()) {
+      // The reference may be mid-update; keep serving and say so once per distinct error.
+      KILN_LOG_DEBUG("poll {}: {}", s.ref, r.status().message());
+      continue;
+    }
+    if (r->bundle_sha256 == s.current->resolved().bundle_sha256 &&
+        r->version == s.current->resolved().version)
+      continue;
+    if (r->bundle_sha256 == s.failed_sha) continue;
+    if (r->name != s.name) {
+      KILN_LOG_WARN("model {}: {} now resolves to a model named \"{}\"; keeping the name", s.name,
+                    s.ref, r->name);
+      r->name = s.name;
+    }
+    const int64_t generation = s.generation + 1;
+    const std::string version = std::to_string(r->version > 0 ? r->version : generation);
+    KILN_LOG_INFO("model {}: loading version {} from {}", s.name, version, r->bundle_dir.string());
+    auto loaded = load(*r, version);
+    std::lock_guard<std::mutex> lock(mu_);
+    for (Slot& slot : slots_) {
+      if (slot.name != s.name) continue;
+      if (!loaded.ok()) {
+        slot.failed_sha = r->bundle_sha256;
+        KILN_LOG_ERROR("model {}: version {} failed to load; version {} keeps serving: {}", s.name,
+                       version, slot.current->version(), loaded.status().message());
+        if (metrics_)
+          metrics_
+              ->counter("kiln_model_load_failures_total", "Model versions that failed to load.",
+                        {"model"})
+              .with({s.name})
+              .inc();
+        if (first_error.ok()) first_error = loaded.status();
+        break;
+      }
+      KILN_LOG_INFO("model {}: switched from version {} to {}; draining {}", s.name,
+                    slot.current->version(), version, slot.current->version());
+      retired_.push_back(slot.current);
+      slot.current = *loaded;
+      slot.generation = generation;
+      slot.failed_sha.clear();
+      break;
+    }
+  }
+  snapshot.clear();  // drop its references, so drained versions can be reaped now
+  reap_retired();
+  return first_error;
+}
+
+void ModelManager::reap_retired() {
+  std::vector<std::shared_ptr<ModelVersion>> done;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (auto it = retired_.begin(); it != retired_.end();) {
+      // Only the manager holds it and nothing is queued: no request can reach it any more.
+      if (it->use_count() == 1 && (*it)->batcher().pending() == 0) {
+        done.push_back(std::move(*it));
+        it = retired_.erase(it);
+      } else {
+        ++it;
+      }
+    }
+  }
+  for (auto& v : done) {
+    v->drain();
+    KILN_LOG_INFO("model {}: version {} drained and unloaded", v->name(), v->version());
+  }
+}
+
+void ModelManager::start_polling() {
+  if (options_.poll_interval_ms_ <= 0 || poller_.joinable()) return;
+  poller_ = std::thread([this] {
+    const auto interval = std::chrono::milliseconds(options_.poll_interval_ms_);
+    std::unique_lock<std::mutex> lock(stop_mu_);
+    while (!stopping_) {
+      if (stop_cv_.wait_for(lock, interval, [this] { return stopping_; })) break;
+      lock.unlock();
+      (void)poll_once();
+      lock.lock();
+    }
+  });
+}
+
+void ModelManager::stop() {
+  {
+    std::lock_guard<std::mutex> lock(stop_mu_);
+    stopping_ = true;
+  }
+  stop_cv_.notify_all();
+  if (poller_.joinable()) poller_.join();
+  std::vector<std::shared_ptr<ModelVersion>> all;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (auto& s : slots_)
+      if (s.current) all.push_back(s.current);
+    for (auto& r : retired_) all.push_back(r);
+  }
+  for (auto& v : all) v->drain();
+}
+
+}  // namespace kiln::serve

@@ -1,0 +1,142 @@
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "kiln/core/expected.h"
+#include "kiln/core/json.h"
+#include "kiln/serve/batcher.h"
+#include "kiln/serve/model_source.h"
+
+namespace kiln::monitor {
+class MetricsRegistry;
+class Counter;
+class Gauge;
+}  // namespace kiln::monitor
+
+namespace kiln::serve {
+
+/// One tensor of a served model's signature (shape without the batch dimension).
+struct TensorInfo {
+  std::string name;
+  std::string datatype;
+  std::vector<int64_t> shape;  ///< per sample; -1 for a free dimension (outputs only)
+};
+
+/// What a loaded version takes and gives, from the bundle manifest's signature and labels.
+struct ModelSignature {
+  TensorInfo input;  ///< the one FP32 input, fully specified per sample
+  std::vector<TensorInfo> outputs;
+  std::vector<std::string> labels;  ///< class names in output order; empty: not a classifier
+  std::string task;
+  int64_t sample_numel = 1;
+  /// Classifiers (labels matching the first output's width) also offer "probabilities" (softmax
+  /// of the first output) and "labels" (the arg-max class name, BYTES).
+  bool classifier() const { return !labels.empty(); }
+};
+
+/// One loaded, warmed-up model version with its batcher. Owned through shared_ptr by the manager
+/// and by every request using it; the manager keeps retired versions until their last request is
+/// done, then stops their batchers (drain). Thread-safe.
+class ModelVersion {
+ public:
+  ModelVersion(ResolvedModel resolved, std::string version, ModelSignature signature,
+               std::unique_ptr<DynamicBatcher> batcher)
+      : resolved_(std::move(resolved)),
+        version_(std::move(version)),
+        signature_(std::move(signature)),
+        batcher_(std::move(batcher)) {}
+  const std::string& name() const { return resolved_.name; }
+  const std::string& version() const { return version_; }
+  const ResolvedModel& resolved() const { return resolved_; }
+  const ModelSignature& signature() const { return signature_; }
+  DynamicBatcher& batcher() { return *batcher_; }
+  /// Finishes queued work and joins the batcher thread. Blocks.
+  void drain() { batcher_->stop(); }
+
+ private:
+  ResolvedModel resolved_;
+  std::string version_;
+  ModelSignature signature_;
+  std::unique_ptr<DynamicBatcher> batcher_;
+};
+
+/// Options of ModelManager.
+struct ModelManagerOptions {
+  ModelManagerOptions& batcher(const BatcherOptions& v) {
+    batcher_ = v;
+    return *this;
+  }
+  ModelManagerOptions& poll_interval_ms(int64_t v) {
+    poll_interval_ms_ = v;
+    return *this;
+  }
+  BatcherOptions batcher_;
+  int64_t poll_interval_ms_ = 1000;  ///< 0: no polling
+};
+
+/// Loads the `--model` references, serves the current version of each, and hot-reloads: a poll
+/// thread resolves every reference again each poll interval; when the bundle digest changes it
+/// loads the new version beside the old one (reads and verifies the bundle, loads model.pt,
+/// checks it against its signature with warm-up forwards at batch 1 and max batch), then swaps
+/// the current pointer atomically; requests already holding the old version finish on it and it
+/// is drained once the last one is done. A version that fails to load is logged, counted in
+/// kiln_model_load_failures_total and skipped (until its digest changes again); the old version
+/// keeps serving. Thread-safe.
+class ModelManager {
+ public:
+  /// Loads every reference (blocks); any failure is returned, naming the reference.
+  static Expected<std::unique_ptr<ModelManager>> Create(std::shared_ptr<ModelSource> source,
+                                                        const std::vector<std::string>& refs,
+                                                        const ModelManagerOptions& options,
+                                                        monitor::MetricsRegistry* metrics);
+  ~ModelManager();
+
+  /// The version now serving `name`; null if no such model.
+  std::shared_ptr<ModelVersion> current(const std::string& name) const;
+  /// Served model names, in --model order.
+  std::vector<std::string> names() const;
+  /// Starts the poll thread (no-op with poll_interval_ms 0).
+  void start_polling();
+  /// One poll of every reference (what the poll thread does). Returns the first load error.
+  Status poll_once();
+  /// Stops polling and drains every version (current and retired). Blocks.
+  void stop();
+
+ private:
+  ModelManager(std::shared_ptr<ModelSource> source, ModelManagerOptions options,
+               monitor::MetricsRegistry* metrics);
+  Expected<std::shared_ptr<ModelVersion>> load(const ResolvedModel& resolved,
+                                               const std::string& version);
+  void reap_retired();
+
+  struct Slot {
+    std::string ref;
+    std::string name;
+    std::shared_ptr<ModelVersion> current;
+    std::string failed_sha;  ///< digest that failed to load last (not retried)
+    int64_t generation = 1;  ///< served version for bundle paths (registry versions as given)
+  };
+
+  std::shared_ptr<ModelSource> source_;
+  const ModelManagerOptions options_;
+  monitor::MetricsRegistry* metrics_;
+  mutable std::mutex mu_;
+  std::vector<Slot> slots_;
+  std::vector<std::shared_ptr<ModelVersion>> retired_;
+  std::mutex poll_mu_;  // one poll at a time
+  std::mutex stop_mu_;
+  std::condition_variable stop_cv_;
+  bool stopping_ = false;
+  std::thread poller_;
+};
+
+}  // namespace kiln::serve

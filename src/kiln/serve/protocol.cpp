@@ -1,0 +1,696 @@
+#include "kiln/serve/protocol.h"
+
+#include <charconv>
+#include <cmath>
+#include <cstring>
+#include <limits>
+
+#include "kiln/core/json.h"
+
+namespace kiln::serve {
+namespace {
+
+struct TypeInfo {
+  DataType type;
+  const char* name;
+  size_t size;
+};
+constexpr TypeInfo kTypes[] = {
+    {DataType::kBool, "BOOL", 1},     {DataType::kUint8, "UINT8", 1},
+    {DataType::kUint16, "UINT16", 2}, {DataType::kUint32, "UINT32", 4},
+    {DataType::kUint64, "UINT64", 8}, {DataType::kInt8, "INT8", 1},
+    {DataType::kInt16, "INT16", 2},   {DataType::kInt32, "INT32", 4},
+    {DataType::kInt64, "INT64", 8},   {DataType::kFp16, "FP16", 2},
+    {DataType::kFp32, "FP32", 4},     {DataType::kFp64, "FP64", 8},
+    {DataType::kBytes, "BYTES", 0},
+};
+
+bool is_int_type(DataType t) {
+  return t != DataType::kBool && t != DataType::kFp16 && t != DataType::kFp32 &&
+         t != DataType::kFp64 && t != DataType::kBytes;
+}
+
+/// Range of an integer datatype as doubles.
+void int_range(DataType t, double* lo, double* hi) {
+  switch (t) {
+    case DataType::kUint8:
+      *lo = 0;
+      *hi = 255;
+      break;
+    case DataType::kUint16:
+      *lo = 0;
+      *hi = 65535;
+      break;
+    case DataType::kUint32:
+      *lo = 0;
+      *hi = 4294967295.0;
+      break;
+    case DataType::kUint64:
+      *lo = 0;
+      *hi = 18446744073709551615.0;
+      break;
+    case DataType::kInt8:
+      *lo = -128;
+      *hi = 127;
+      break;
+    case DataType::kInt16:
+      *lo = -32768;
+      *hi = 32767;
+      break;
+    case DataType::kInt32:
+      *lo = -2147483648.0;
+      *hi = 2147483647.0;
+      break;
+    default:
+      *lo = -9223372036854775808.0;
+      *hi = 9223372036854775807.0;
+      break;
+  }
+}
+
+float half_to_float(uint16_t h) {
+  const uint32_t sign = (h & 0x8000u) << 16;
+  uint32_t exp = (h >> 10) & 0x1f, mant = h & 0x3ffu, bits;
+  if (exp == 0) {
+    if (mant == 0) {
+      bits = sign;
+    } else {  // subnormal: normalise
+      exp = 127 - 15 + 1;
+      while (!(mant & 0x400u)) {
+        mant <<= 1;
+        --exp;
+      }
+      mant &= 0x3ffu;
+      bits = sign | (exp << 23) | (mant << 13);
+    }
+  } else if (exp == 31) {
+    bits = sign | 0x7f800000u | (mant << 13);
+  } else {
+    bits = sign | ((exp - 15 + 127) << 23) | (mant << 13);
+  }
+  float f;
+  std::memcpy(&f, &bits, 4);
+  return f;
+}
+
+template <typename T>
+void convert_raw(const char* p, size_t n, std::vector<float>* out) {
+  out->resize(n);
+  for (size_t i = 0; i < n; ++i) {
+    T v;
+    std::memcpy(&v, p + i * sizeof(T), sizeof(T));
+    (*out)[i] = static_cast<float>(v);
+  }
+}
+
+/// What a `data` array held, for checking it against the declared datatype afterwards (the
+/// datatype may come after the data in the object).
+struct DataScan {
+  bool any_string = false, any_bool = false, any_fraction = false, any_number = false;
+  bool any_non01 = false;
+  double min = std::numeric_limits<double>::infinity();
+  double max = -std::numeric_limits<double>::infinity();
+  int64_t first_string = -1, first_bool = -1, first_fraction = -1, first_number = -1;
+  int64_t first_non01 = -1, argmin = -1, argmax = -1;
+};
+
+class Parser {
+ public:
+  Parser(const char* begin, const char* end) : start_(begin), p_(begin), end_(end) {}
+
+  Status parse_request(InferRequest* req) {
+    ws();
+    if (!eat('{')) return err("request", "expected a JSON object");
+    ws();
+    bool have_inputs = false;
+    if (!eat('}')) {
+      for (;;) {
+        std::string key;
+        KILN_RETURN_IF_ERROR(string(&key, "request key"));
+        ws();
+        if (!eat(':')) return err("request", "expected ':' after \"" + key + "\"");
+        ws();
+        if (key == "id") {
+          if (peek() != '"') return err("id", "must be a string");
+          KILN_RETURN_IF_ERROR(string(&req->id, "id"));
+          req->has_id = true;
+        } else if (key == "inputs") {
+          KILN_RETURN_IF_ERROR(inputs(req));
+          have_inputs = true;
+        } else if (key == "outputs") {
+          KILN_RETURN_IF_ERROR(outputs(req));
+        } else if (key == "parameters") {
+          Json params;
+          KILN_RETURN_IF_ERROR(object_value(&params, "parameters"));
+          if (params.contains("binary_data_output")) {
+            if (!params["binary_data_output"].is_boolean())
+              return err("parameters.binary_data_output", "must be a boolean");
+            req->binary_data_output = params["binary_data_output"].get<bool>();
+          }
+        } else {
+          KILN_RETURN_IF_ERROR(skip_value(key));
+        }
+        ws();
+        if (eat(',')) {
+          ws();
+          continue;
+        }
+        if (eat('}')) break;
+        return err("request", "expected ',' or '}'");
+      }
+    }
+    ws();
+    if (p_ != end_) return err("request", "unexpected text after the JSON object");
+    if (!have_inputs) return err("inputs", "missing (required)");
+    return Status::Ok();
+  }
+
+ private:
+  Status err(const std::string& where, const std::string& what) const {
+    return Status::InvalidArgument(where + ": " + what + " (at byte " +
+                                   std::to_string(p_ - start_) + ")");
+  }
+  void ws() {
+    while (p_ < end_ && (*p_ == ' ' || *p_ == '\n' || *p_ == '\r' || *p_ == '\t')) ++p_;
+  }
+  char peek() const { return p_ < end_ ? *p_ : '\0'; }
+  bool eat(char c) {
+    if (p_ < end_ && *p_ == c) {
+      ++p_;
+      return true;
+    }
+    return false;
+  }
+  bool eat_word(const char* w) {
+    const size_t n = std::strlen(w);
+    if (static_cast<size_t>(end_ - p_) >= n && std::memcmp(p_, w, n) == 0) {
+      p_ += n;
+      return true;
+    }
+    return false;
+  }
+
+  Status string(std::string* out, const std::string& where) {
+    if (!eat('"')) return err(where, "expected a string");
+    out->clear();
+    while (p_ < end_) {
+      const char* run = p_;
+      while (p_ < end_ && *p_ != '"' && *p_ != '\\' && static_cast<unsigned char>(*p_) >= 0x20)
+        ++p_;
+      out->append(run, p_);
+      if (p_ >= end_) break;
+      const char c = *p_++;
+      if (c == '"') return Status::Ok();
+      if (c != '\\') return err(where, "control character in a string");
+      if (p_ >= end_) break;
+      const char e = *p_++;
+      switch (e) {
+        case '"':
+          out->push_back('"');
+          break;
+        case '\\':
+          out->push_back('\\');
+          break;
+        case '/':
+          out->push_back('/');
+          break;
+        case 'b':
+          out->push_back('\b');
+          break;
+        case 'f':
+          out->push_back('\f');
+          break;
+        case 'n':
+          out->push_back('\n');
+          break;
+        case 'r':
+          out->push_back('\r');
+          break;
+        case 't':
+          out->push_back('\t');
+          break;
+        case 'u': {
+          if (end_ - p_ < 4) return err(where, "bad \\u escape");
+          unsigned cp = 0;
+          auto r = std::from_chars(p_, p_ + 4, cp, 16);
+          if (r.ptr != p_ + 4) return err(where, "bad \\u escape");
+          p_ += 4;
+          // Surrogate pairs are rare in names and ids; encode each unit as UTF-8 on its own.
+          if (cp < 0x80) {
+            out->push_back(static_cast<char>(cp));
+          } else if (cp < 0x800) {
+            out->push_back(static_cast<char>(0xc0 | (cp >> 6)));
+            out->push_back(static_cast<char>(0x80 | (cp & 0x3f)));
+          } else {
+            out->push_back(static_cast<char>(0xe0 | (cp >> 12)));
+            out->push_back(static_cast<char>(0x80 | ((cp >> 6) & 0x3f)));
+            out->push_back(static_cast<char>(0x80 | (cp & 0x3f)));
+          }
+          break;
+        }
+        default:
+          return err(where, "bad escape in a string");
+      }
+    }
+    return err(where, "unterminated string");
+  }
+
+  /// Skips any JSON value (validating its syntax).
+  Status skip_value(const std::string& where, int depth = 0) {
+    if (depth > 64) return err(where, "nested too deeply");
+    ws();
+    const char c = peek();
+    if (c == '"') {
+      std::string s;
+      return string(&s, where);
+    }
+    if (c == '{' || c == '[') {
+      const char close = c == '{' ? '}' : ']';
+      ++p_;
+      ws();
+      if (eat(close)) return Status::Ok();
+      for (;;) {
+        if (c == '{') {
+          std::string k;
+          KILN_RETURN_IF_ERROR(string(&k, where));
+          ws();
+          if (!eat(':')) return err(where, "expected ':'");
+        }
+        KILN_RETURN_IF_ERROR(skip_value(where, depth + 1));
+        ws();
+        if (eat(',')) {
+          ws();
+          continue;
+        }
+        if (eat(close)) return Status::Ok();
+        return err(where, std::string("expected ',' or '") + close + "'");
+      }
+    }
+    if (eat_word("true") || eat_word("false") || eat_word("null")) return Status::Ok();
+    double d;
+    auto r = std::from_chars(p_, end_, d);
+    if (r.ec != std::errc() || r.ptr == p_) return err(where, "expected a JSON value");
+    p_ = r.ptr;
+    return Status::Ok();
+  }
+
+  /// An object value parsed with nlohmann (parameters: small and rare).
+  Status object_value(Json* out, const std::string& where) {
+    ws();
+    if (peek() != '{') return err(where, "must be an object");
+    const char* begin = p_;
+    KILN_RETURN_IF_ERROR(skip_value(where));
+    try {
+      *out = Json::parse(begin, p_);
+    } catch (const nlohmann::json::exception& e) {
+      return err(where, e.what());
+    }
+    return Status::Ok();
+  }
+
+  Status shape(std::vector<int64_t>* out, const std::string& where) {
+    if (!eat('[')) return err(where, "must be an array of non-negative integers");
+    ws();
+    if (eat(']')) return Status::Ok();
+    for (;;) {
+      ws();
+      int64_t v = 0;
+      auto r = std::from_chars(p_, end_, v);
+      if (r.ec != std::errc() || r.ptr == p_ || v < 0 ||
+          (r.ptr < end_ && (*r.ptr == '.' || *r.ptr == 'e' || *r.ptr == 'E')))
+        return err(where + "[" + std::to_string(out->size()) + "]",
+                   "must be a non-negative integer");
+      p_ = r.ptr;
+      out->push_back(v);
+      ws();
+      if (eat(',')) continue;
+      if (eat(']')) return Status::Ok();
+      return err(where, "expected ',' or ']'");
+    }
+  }
+
+  /// A (possibly nested) array of scalars, flattened into `out`.
+  Status data(std::vector<float>* out, DataScan* scan, const std::string& where, int depth = 0) {
+    if (depth > 32) return err(where, "nested too deeply");
+    if (!eat('[')) {
+      if (depth == 0) return err(where, "must be an array");
+      return element(out, scan, where);
+    }
+    ws();
+    if (eat(']')) return Status::Ok();
+    for (;;) {
+      ws();
+      if (peek() == '[') {
+        KILN_RETURN_IF_ERROR(data(out, scan, where, depth + 1));
+      } else {
+        KILN_RETURN_IF_ERROR(element(out, scan, where));
+      }
+      ws();
+      if (eat(',')) continue;
+      if (eat(']')) return Status::Ok();
+      return err(where, "expected ',' or ']'");
+    }
+  }
+
+  Status element(std::vector<float>* out, DataScan* scan, const std::string& where) {
+    const int64_t i = static_cast<int64_t>(out->size());
+    const char c = peek();
+    if (c == '"') {
+      std::string s;
+      KILN_RETURN_IF_ERROR(string(&s, where));
+      if (scan->first_string < 0) scan->first_string = i;
+      scan->any_string = true;
+      out->push_back(0.f);
+      return Status::Ok();
+    }
+    if (c == 't' || c == 'f') {
+      const bool v = c == 't';
+      if (!eat_word(v ? "true" : "false"))
+        return err(where + "[" + std::to_string(i) + "]", "expected a number or a boolean");
+      if (scan->first_bool < 0) scan->first_bool = i;
+      scan->any_bool = true;
+      out->push_back(v ? 1.f : 0.f);
+      return Status::Ok();
+    }
+    double d;
+    auto r = std::from_chars(p_, end_, d);
+    if (r.ec != std::errc() || r.ptr == p_) {
+      if (r.ec == std::errc::result_out_of_range)
+        return err(where + "[" + std::to_string(i) + "]", "number out of range");
+      return err(where + "[" + std::to_string(i) + "]", "expected a number");
+    }
+    bool fraction = false;
+    for (const char* q = p_; q < r.ptr; ++q)
+      if (*q == '.' || *q == 'e' || *q == 'E') {
+        fraction = d != std::floor(d);
+        break;
+      }
+    p_ = r.ptr;
+    scan->any_number = true;
+    if (scan->first_number < 0) scan->first_number = i;
+    if (fraction && scan->first_fraction < 0) scan->first_fraction = i;
+    scan->any_fraction |= fraction;
+    if (d != 0 && d != 1 && scan->first_non01 < 0) scan->first_non01 = i;
+    if (d < scan->min) {
+      scan->min = d;
+      scan->argmin = i;
+    }
+    if (d > scan->max) {
+      scan->max = d;
+      scan->argmax = i;
+    }
+    out->push_back(static_cast<float>(d));
+    return Status::Ok();
+  }
+
+  Status check_scan(const InputTensor& in, DataType t, const DataScan& s,
+                    const std::string& where) {
+    auto at = [&](int64_t i) { return where + ".data[" + std::to_string(i) + "]"; };
+    if (t == DataType::kBytes)
+      return Status::InvalidArgument(where + ".datatype: BYTES is not accepted for input \"" +
+                                     in.name + "\" (the model takes numbers)");
+    if (s.any_string)
+      return Status::InvalidArgument(at(s.first_string) + ": a string in a " + in.datatype +
+                                     " tensor (expected numbers)");
+    if (t == DataType::kBool) {
+      if (s.first_non01 >= 0)
+        return Status::InvalidArgument(at(s.first_non01) +
+                                       ": not a boolean (BOOL takes true/false)");
+      return Status::Ok();
+    }
+    if (s.any_bool)
+      return Status::InvalidArgument(at(s.first_bool) + ": a boolean in a " + in.datatype +
+                                     " tensor");
+    if (is_int_type(t)) {
+      if (s.any_fraction)
+        return Status::InvalidArgument(at(s.first_fraction) + ": not an integer (datatype " +
+                                       in.datatype + ")");
+      double lo, hi;
+      int_range(t, &lo, &hi);
+      if (s.any_number && s.min < lo)
+        return Status::InvalidArgument(at(s.argmin) + ": out of range for " + in.datatype);
+      if (s.any_number && s.max > hi)
+        return Status::InvalidArgument(at(s.argmax) + ": out of range for " + in.datatype);
+    }
+    return Status::Ok();
+  }
+
+  Status input(InputTensor* in, const std::string& where) {
+    if (!eat('{')) return err(where, "must be an object");
+    ws();
+    DataScan scan;
+    bool have_name = false, have_shape = false, have_type = false;
+    if (!eat('}')) {
+      for (;;) {
+        std::string key;
+        KILN_RETURN_IF_ERROR(string(&key, where));
+        ws();
+        if (!eat(':')) return err(where, "expected ':'");
+        ws();
+        if (key == "name") {
+          KILN_RETURN_IF_ERROR(string(&in->name, where + ".name"));
+          have_name = true;
+        } else if (key == "shape") {
+          KILN_RETURN_IF_ERROR(shape(&in->shape, where + ".shape"));
+          have_shape = true;
+        } else if (key == "datatype") {
+          KILN_RETURN_IF_ERROR(string(&in->datatype, where + ".datatype"));
+          have_type = true;
+        } else if (key == "data") {
+          in->data.reserve(1024);
+          KILN_RETURN_IF_ERROR(data(&in->data, &scan, where + ".data"));
+          in->has_data = true;
+        } else if (key == "parameters") {
+          Json params;
+          KILN_RETURN_IF_ERROR(object_value(&params, where + ".parameters"));
+          if (params.contains("binary_data_size")) {
+            const Json& b = params["binary_data_size"];
+            if (!b.is_number_integer() || b.get<int64_t>() < 0)
+              return err(where + ".parameters.binary_data_size", "must be a non-negative integer");
+            in->binary_data_size = b.get<int64_t>();
+          }
+        } else {
+          KILN_RETURN_IF_ERROR(skip_value(where + "." + key));
+        }
+        ws();
+        if (eat(',')) {
+          ws();
+          continue;
+        }
+        if (eat('}')) break;
+        return err(where, "expected ',' or '}'");
+      }
+    }
+    if (!have_name) return Status::InvalidArgument(where + ".name: missing (required)");
+    if (!have_shape) return Status::InvalidArgument(where + ".shape: missing (required)");
+    if (!have_type) return Status::InvalidArgument(where + ".datatype: missing (required)");
+    KILN_ASSIGN_OR_RETURN(DataType t, parse_datatype(in->datatype, where + ".datatype"));
+    if (in->has_data && in->binary_data_size >= 0)
+      return Status::InvalidArgument(where + ": has both \"data\" and parameters.binary_data_size");
+    if (!in->has_data && in->binary_data_size < 0)
+      return Status::InvalidArgument(where + ".data: missing (required without binary data)");
+    if (in->has_data) KILN_RETURN_IF_ERROR(check_scan(*in, t, scan, where));
+    return Status::Ok();
+  }
+
+  Status inputs(InferRequest* req) {
+    if (!eat('[')) return err("inputs", "must be an array");
+    ws();
+    if (eat(']')) return err("inputs", "is empty");
+    for (;;) {
+      ws();
+      req->inputs.emplace_back();
+      KILN_RETURN_IF_ERROR(
+          input(&req->inputs.back(), "inputs[" + std::to_string(req->inputs.size() - 1) + "]"));
+      ws();
+      if (eat(',')) continue;
+      if (eat(']')) return Status::Ok();
+      return err("inputs", "expected ',' or ']'");
+    }
+  }
+
+  Status outputs(InferRequest* req) {
+    if (!eat('[')) return err("outputs", "must be an array");
+    ws();
+    if (eat(']')) return Status::Ok();
+    for (;;) {
+      ws();
+      const std::string where = "outputs[" + std::to_string(req->outputs.size()) + "]";
+      Json o;
+      KILN_RETURN_IF_ERROR(object_value(&o, where));
+      RequestedOutput out;
+      if (!o.contains("name") || !o["name"].is_string())
+        return Status::InvalidArgument(where + ".name: missing (required)");
+      out.name = o["name"].get<std::string>();
+      if (o.contains("parameters") && o["parameters"].is_object() &&
+          o["parameters"].contains("binary_data")) {
+        if (!o["parameters"]["binary_data"].is_boolean())
+          return Status::InvalidArgument(where + ".parameters.binary_data: must be a boolean");
+        out.binary = o["parameters"]["binary_data"].get<bool>();
+      }
+      req->outputs.push_back(out);
+      ws();
+      if (eat(',')) continue;
+      if (eat(']')) return Status::Ok();
+      return err("outputs", "expected ',' or ']'");
+    }
+  }
+
+  const char* start_;
+  const char* p_;
+  const char* end_;
+};
+
+}  // namespace
+
+Expected<DataType> parse_datatype(std::string_view name, const std::string& where) {
+  for (const auto& t : kTypes)
+    if (name == t.name) return t.type;
+  return Status::InvalidArgument(where + ": unknown datatype \"" + std::string(name) +
+                                 "\" (BOOL, UINT8..UINT64, INT8..INT64, FP16, FP32, FP64, BYTES)");
+}
+
+const char* datatype_name(DataType t) {
+  for (const auto& i : kTypes)
+    if (i.type == t) return i.name;
+  return "?";
+}
+
+size_t datatype_size(DataType t) {
+  for (const auto& i : kTypes)
+    if (i.type == t) return i.size;
+  return 0;
+}
+
+Expected<InferRequest> parse_infer_request(std::string_view body, size_t json_length) {
+  if (json_length > body.size())
+    return Status::InvalidArgument("Inference-Header-Content-Length " +
+                                   std::to_string(json_length) + " exceeds the body size " +
+                                   std::to_string(body.size()));
+  InferRequest req;
+  Parser parser(body.data(), body.data() + json_length);
+  KILN_RETURN_IF_ERROR(parser.parse_request(&req));
+  // Binary tensor data follows the JSON header, in input order.
+  size_t offset = json_length;
+  for (size_t i = 0; i < req.inputs.size(); ++i) {
+    InputTensor& in = req.inputs[i];
+    if (in.binary_data_size < 0) continue;
+    const std::string where = "inputs[" + std::to_string(i) + "]";
+    const size_t n = static_cast<size_t>(in.binary_data_size);
+    if (offset + n > body.size())
+      return Status::InvalidArgument(where + ".parameters.binary_data_size: " + std::to_string(n) +
+                                     " bytes, but only " + std::to_string(body.size() - offset) +
+                                     " remain after the JSON header");
+    KILN_ASSIGN_OR_RETURN(DataType t, parse_datatype(in.datatype, where + ".datatype"));
+    if (t == DataType::kBytes)
+      return Status::InvalidArgument(where + ".datatype: BYTES is not accepted for input \"" +
+                                     in.name + "\" (the model takes numbers)");
+    const size_t size = datatype_size(t);
+    if (n % size != 0)
+      return Status::InvalidArgument(where + ".parameters.binary_data_size: " + std::to_string(n) +
+                                     " is not a multiple of the " + in.datatype + " element size " +
+                                     std::to_string(size));
+    const char* p = body.data() + offset;
+    const size_t count = n / size;
+    switch (t) {
+      case DataType::kBool:
+      case DataType::kUint8:
+        convert_raw<uint8_t>(p, count, &in.data);
+        break;
+      case DataType::kUint16:
+        convert_raw<uint16_t>(p, count, &in.data);
+        break;
+      case DataType::kUint32:
+        convert_raw<uint32_t>(p, count, &in.data);
+        break;
+      case DataType::kUint64:
+        convert_raw<uint64_t>(p, count, &in.data);
+        break;
+      case DataType::kInt8:
+        convert_raw<int8_t>(p, count, &in.data);
+        break;
+      case DataType::kInt16:
+        convert_raw<int16_t>(p, count, &in.data);
+        break;
+      case DataType::kInt32:
+        convert_raw<int32_t>(p, count, &in.data);
+        break;
+      case DataType::kInt64:
+        convert_raw<int64_t>(p, count, &in.data);
+        break;
+      case DataType::kFp32:
+        convert_raw<float>(p, count, &in.data);
+        break;
+      case DataType::kFp64:
+        convert_raw<double>(p, count, &in.data);
+        break;
+      case DataType::kFp16: {
+        in.data.resize(count);
+        for (size_t k = 0; k < count; ++k) {
+          uint16_t h;
+          std::memcpy(&h, p + 2 * k, 2);
+          in.data[k] = half_to_float(h);
+        }
+        break;
+      }
+      case DataType::kBytes:
+        break;
+    }
+    if (t == DataType::kBool)
+      for (size_t k = 0; k < count; ++k)
+        if (in.data[k] != 0.f && in.data[k] != 1.f)
+          return Status::InvalidArgument(where + ": binary BOOL element " + std::to_string(k) +
+                                         " is not 0 or 1");
+    in.has_data = true;
+    offset += n;
+  }
+  if (offset != body.size())
+    return Status::InvalidArgument(std::to_string(body.size() - offset) +
+                                   " bytes after the JSON header are not claimed by any "
+                                   "input's binary_data_size");
+  return req;
+}
+
+void append_json_string(std::string* out, std::string_view s) {
+  out->push_back('"');
+  for (char c : s) {
+    switch (c) {
+      case '"':
+        *out += "\\\"";
+        break;
+      case '\\':
+        *out += "\\\\";
+        break;
+      case '\n':
+        *out += "\\n";
+        break;
+      case '\r':
+        *out += "\\r";
+        break;
+      case '\t':
+        *out += "\\t";
+        break;
+      default:
+        if (static_cast<unsigned char>(c) < 0x20) {
+          char buf[8];
+          std::snprintf(buf, sizeof(buf), "\\u%04x", c);
+          *out += buf;
+        } else {
+          out->push_back(c);
+        }
+    }
+  }
+  out->push_back('"');
+}
+
+void append_json_float(std::string* out, float v) {
+  if (!std::isfinite(v)) {
+    *out += "null";
+    return;
+  }
+  char buf[32];
+  auto r = std::to_chars(buf, buf + sizeof(buf), v);
+  out->append(buf, r.ptr);
+}
+
+}  // namespace kiln::serve

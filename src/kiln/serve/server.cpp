@@ -1,0 +1,577 @@
+#include "kiln/serve/server.h"
+
+#include <torch/torch.h>
+
+#include <charconv>
+#include <cstdio>
+#include <cstring>
+
+#include "kiln/core/logging.h"
+#include "kiln/core/version.h"
+#include "kiln/monitor/metrics.h"
+#include "kiln/monitor/process_stats.h"
+#include "kiln/serve/protocol.h"
+
+namespace kiln::serve {
+
+namespace http = boost::beast::http;
+
+namespace {
+
+double seconds_since(Clock::time_point t) {
+  return std::chrono::duration<double>(Clock::now() - t).count();
+}
+
+HttpResponse json_response(http::status status, std::string body) {
+  HttpResponse res{status, 11};
+  res.set(http::field::content_type, "application/json");
+  res.body() = std::move(body);
+  return res;
+}
+
+HttpResponse error_response(http::status status, const std::string& message) {
+  std::string body = "{\"error\": ";
+  append_json_string(&body, message);
+  body += "}";
+  return json_response(status, std::move(body));
+}
+
+http::status http_status_for(const Status& s) {
+  switch (s.code()) {
+    case StatusCode::kInvalidArgument:
+    case StatusCode::kAlreadyExists:
+    case StatusCode::kFailedPrecondition:
+      return http::status::bad_request;
+    case StatusCode::kNotFound:
+      return http::status::not_found;
+    case StatusCode::kUnavailable:
+      return http::status::service_unavailable;
+    default:
+      return http::status::internal_server_error;
+  }
+}
+
+std::vector<std::string> split_path(std::string_view target) {
+  if (auto q = target.find('?'); q != std::string_view::npos) target = target.substr(0, q);
+  std::vector<std::string> parts;
+  size_t i = 0;
+  while (i < target.size()) {
+    while (i < target.size() && target[i] == '/') ++i;
+    size_t j = i;
+    while (j < target.size() && target[j] != '/') ++j;
+    if (j > i) parts.emplace_back(target.substr(i, j - i));
+    i = j;
+  }
+  return parts;
+}
+
+void append_shape(std::string* out, const std::vector<int64_t>& shape) {
+  *out += "[";
+  for (size_t i = 0; i < shape.size(); ++i) {
+    if (i) *out += ",";
+    *out += std::to_string(shape[i]);
+  }
+  *out += "]";
+}
+
+std::string shape_text(const std::vector<int64_t>& shape) {
+  std::string s;
+  append_shape(&s, shape);
+  return s;
+}
+
+Json tensor_json(const std::string& name, const std::string& datatype,
+                 const std::vector<int64_t>& sample_shape) {
+  std::vector<int64_t> shape{-1};
+  shape.insert(shape.end(), sample_shape.begin(), sample_shape.end());
+  return Json{{"name", name}, {"datatype", datatype}, {"shape", shape}};
+}
+
+}  // namespace
+
+struct InferenceServer::Impl {
+  ServerOptions options;
+  std::unique_ptr<monitor::MetricsRegistry> metrics;
+  std::unique_ptr<ModelManager> models;
+  std::unique_ptr<HttpServer> http;
+  std::atomic<HttpServer*> http_ptr{nullptr};  // for the batchers' arrivals hint
+  std::atomic<bool> stopping{false};
+  std::atomic<bool> shut_down{false};
+
+  monitor::CounterFamily* requests = nullptr;
+  monitor::CounterFamily* http_requests = nullptr;
+  monitor::CounterFamily* samples = nullptr;
+  monitor::HistogramFamily* queue_seconds = nullptr;
+  monitor::HistogramFamily* compute_seconds = nullptr;
+  monitor::HistogramFamily* request_seconds = nullptr;
+  monitor::HistogramFamily* batch_size = nullptr;
+  monitor::GaugeFamily* in_flight = nullptr;
+
+  void init_metrics() {
+    auto& m = *metrics;
+    requests = &m.counter("kiln_inference_requests_total",
+                          "Inference requests by model, version and outcome (success, "
+                          "client_error, timeout, server_error).",
+                          {"model", "version", "outcome"});
+    samples =
+        &m.counter("kiln_inference_samples_total",
+                   "Samples (batch rows) inferred, by model and version.", {"model", "version"});
+    const auto latency = monitor::exponential_buckets(0.00005, 2, 16);  // 50 us .. 1.6 s
+    queue_seconds =
+        &m.histogram("kiln_inference_queue_seconds", "Time requests waited in the batcher queue.",
+                     {"model", "version"}, latency);
+    compute_seconds = &m.histogram("kiln_inference_compute_seconds",
+                                   "Forward time of the batch each request ran in.",
+                                   {"model", "version"}, latency);
+    request_seconds = &m.histogram("kiln_inference_request_duration_seconds",
+                                   "Inference request time from parsed headers to response.",
+                                   {"model", "version"}, latency);
+    std::vector<double> sizes;
+    for (int64_t b = 1; b <= 1024; b *= 2) sizes.push_back(static_cast<double>(b));
+    batch_size = &m.histogram("kiln_inference_batch_size",
+                              "Rows in the batch each request ran in (one observation per "
+                              "request).",
+                              {"model", "version"}, sizes);
+    in_flight = &m.gauge("kiln_inference_requests_in_flight",
+                         "Inference requests received and not yet answered.", {"model"});
+    http_requests =
+        &m.counter("kiln_http_requests_total", "HTTP requests by status code.", {"code"});
+    m.counter("kiln_model_load_failures_total", "Model versions that failed to load.", {"model"});
+    m.counter("kiln_model_loads_total", "Model versions loaded.", {"model"});
+    monitor::register_process_metrics(m);
+  }
+
+  bool authorized(const HttpRequest& req) const {
+    if (options.api_key_.empty()) return true;
+    auto auth = req.find(http::field::authorization);
+    if (auth != req.end()) {
+      std::string_view v(auth->value().data(), auth->value().size());
+      if (v.rfind("Bearer ", 0) == 0 && v.substr(7) == options.api_key_) return true;
+    }
+    auto key = req.find("X-API-Key");
+    if (key != req.end() &&
+        std::string_view(key->value().data(), key->value().size()) == options.api_key_)
+      return true;
+    return false;
+  }
+
+  void handle(HttpRequest&& req, HttpReply reply);
+  void log_access(const std::string& method, const std::string& target, unsigned code,
+                  Clock::time_point t0) const {
+    if (!options.access_log_) return;
+    std::string line = "{\"ts\": " +
+                       std::to_string(std::chrono::duration<double>(
+                                          std::chrono::system_clock::now().time_since_epoch())
+                                          .count()) +
+                       ", \"method\": ";
+    append_json_string(&line, method);
+    line += ", \"path\": ";
+    append_json_string(&line, target);
+    line += ", \"status\": " + std::to_string(code) +
+            ", \"ms\": " + std::to_string(seconds_since(t0) * 1000) + "}\n";
+    std::fputs(line.c_str(), stderr);
+  }
+  void rejected(unsigned status, const std::string& reason) {
+    http_requests->with({std::to_string(status)}).inc();
+    log_access("-", "- (" + reason + ")", status, Clock::now());
+  }
+  void handle_infer(HttpRequest&& req, const std::string& name, const std::string& version,
+                    HttpReply reply);
+  HttpResponse model_metadata(const ModelVersion& mv) const;
+  /// The version `version` ("" = current) of `name`, or an error response.
+  std::shared_ptr<ModelVersion> find(const std::string& name, const std::string& version,
+                                     HttpResponse* error) const {
+    auto mv = models->current(name);
+    if (!mv) {
+      *error = error_response(http::status::not_found, "unknown model \"" + name + "\"");
+      return nullptr;
+    }
+    if (!version.empty() && version != mv->version()) {
+      *error = error_response(http::status::not_found, "model \"" + name + "\" has no version \"" +
+                                                           version + "\" ready (serving version " +
+                                                           mv->version() + ")");
+      return nullptr;
+    }
+    return mv;
+  }
+};
+
+void InferenceServer::Impl::handle(HttpRequest&& req, HttpReply reply) {
+  const auto t0 = Clock::now();
+  const std::string method(req.method_string());
+  const std::string target(req.target());
+  // Every response goes through here: status counter and the optional access log.
+  HttpReply send = [this, reply = std::move(reply), method, target, t0](HttpResponse&& res) {
+    const unsigned code = res.result_int();
+    http_requests->with({std::to_string(code)}).inc();
+    log_access(method, target, code, t0);
+    reply(std::move(res));
+  };
+
+  const std::vector<std::string> p = split_path(target);
+  const bool get = req.method() == http::verb::get;
+  const bool post = req.method() == http::verb::post;
+  auto method_not_allowed = [&] {
+    send(error_response(http::status::method_not_allowed, method + " is not allowed on " + target));
+  };
+  if (p.size() == 3 && p[0] == "v2" && p[1] == "health" && (p[2] == "live" || p[2] == "ready")) {
+    if (!get) return method_not_allowed();
+    if (p[2] == "live") return send(json_response(http::status::ok, "{\"live\": true}"));
+    if (stopping)
+      return send(json_response(http::status::service_unavailable, "{\"ready\": false}"));
+    return send(json_response(http::status::ok, "{\"ready\": true}"));
+  }
+  if (!authorized(req)) {
+    HttpResponse res = error_response(http::status::unauthorized,
+                                      "missing or wrong API key (send 'Authorization: Bearer KEY' "
+                                      "or 'X-API-Key: KEY')");
+    res.set(http::field::www_authenticate, "Bearer");
+    return send(std::move(res));
+  }
+  if (p.size() == 1 && p[0] == "metrics") {
+    if (!get) return method_not_allowed();
+    HttpResponse res{http::status::ok, 11};
+    res.set(http::field::content_type, "text/plain; version=0.0.4; charset=utf-8");
+    res.body() = metrics->expose();
+    return send(std::move(res));
+  }
+  if (p.size() == 1 && p[0] == "v2") {
+    if (!get) return method_not_allowed();
+    std::string body = "{\"name\": \"kiln\", \"version\": ";
+    append_json_string(&body, kVersion);
+    body += ", \"extensions\": [\"binary_tensor_data\"]}";
+    return send(json_response(http::status::ok, std::move(body)));
+  }
+  if (p.size() >= 3 && p[0] == "v2" && p[1] == "models") {
+    const std::string& name = p[2];
+    std::string version;
+    size_t rest = 3;
+    if (p.size() >= 5 && p[3] == "versions") {
+      version = p[4];
+      rest = 5;
+    }
+    const std::string action = p.size() == rest + 1 ? p[rest] : "";
+    if (p.size() <= rest + 1 && (action.empty() || action == "ready" || action == "infer")) {
+      if (action == "infer") {
+        if (!post) return method_not_allowed();
+        return handle_infer(std::move(req), name, version, std::move(send));
+      }
+      if (!get) return method_not_allowed();
+      HttpResponse err;
+      auto mv = find(name, version, &err);
+      if (!mv) return send(std::move(err));
+      if (action == "ready") {
+        std::string body = "{\"name\": ";
+        append_json_string(&body, name);
+        body += ", \"ready\": true}";
+        return send(json_response(http::status::ok, std::move(body)));
+      }
+      return send(model_metadata(*mv));
+    }
+  }
+  send(error_response(http::status::not_found, "no route for " + method + " " + target));
+}
+
+HttpResponse InferenceServer::Impl::model_metadata(const ModelVersion& mv) const {
+  const ModelSignature& sig = mv.signature();
+  Json outputs = Json::array();
+  for (const auto& o : sig.outputs) outputs.push_back(tensor_json(o.name, "FP32", o.shape));
+  if (sig.classifier()) {
+    outputs.push_back(tensor_json("probabilities", "FP32", sig.outputs[0].shape));
+    outputs.push_back(tensor_json("labels", "BYTES", {}));
+  }
+  Json body{{"name", mv.name()},
+            {"versions", Json::array({mv.version()})},
+            {"platform", "pytorch_torchscript"},
+            {"inputs", Json::array({tensor_json(sig.input.name, "FP32", sig.input.shape)})},
+            {"outputs", outputs}};
+  Json params{{"max_batch_size", options.models_.batcher_.max_batch_}};
+  if (!sig.task.empty()) params["task"] = sig.task;
+  if (!sig.labels.empty()) params["labels"] = sig.labels;
+  body["parameters"] = params;
+  return json_response(http::status::ok, body.dump());
+}
+
+void InferenceServer::Impl::handle_infer(HttpRequest&& req, const std::string& name,
+                                         const std::string& version, HttpReply send) {
+  const auto t0 = Clock::now();
+  HttpResponse err;
+  std::shared_ptr<ModelVersion> mv = find(name, version, &err);
+  if (!mv) return send(std::move(err));
+  const std::string& v = mv->version();
+  auto fail = [&](http::status status, const std::string& outcome, const std::string& message) {
+    requests->with({name, v, outcome}).inc();
+    send(error_response(status, message));
+  };
+
+  size_t json_length = req.body().size();
+  if (auto h = req.find("Inference-Header-Content-Length"); h != req.end()) {
+    std::string_view s(h->value().data(), h->value().size());
+    size_t n = 0;
+    auto r = std::from_chars(s.data(), s.data() + s.size(), n);
+    if (r.ec != std::errc() || r.ptr != s.data() + s.size())
+      return fail(http::status::bad_request, "client_error",
+                  "Inference-Header-Content-Length: not a number");
+    json_length = n;
+  }
+  Expected<InferRequest> parsed = parse_infer_request(req.body(), json_length);
+  if (!parsed.ok())
+    return fail(http::status::bad_request, "client_error", parsed.status().message());
+  InferRequest& r = *parsed;
+  const ModelSignature& sig = mv->signature();
+  if (r.inputs.size() != 1)
+    return fail(http::status::bad_request, "client_error",
+                "inputs: model \"" + name + "\" takes 1 input (\"" + sig.input.name + "\"), got " +
+                    std::to_string(r.inputs.size()));
+  InputTensor& in = r.inputs[0];
+  if (in.name != sig.input.name)
+    return fail(http::status::bad_request, "client_error",
+                "inputs[0].name: \"" + in.name + "\" is not an input of model \"" + name +
+                    "\" (it takes \"" + sig.input.name + "\")");
+  std::vector<int64_t> want{-1};
+  want.insert(want.end(), sig.input.shape.begin(), sig.input.shape.end());
+  const std::string want_text =
+      shape_text(want) + (sig.input.shape.size() > 1
+                              ? " (or [-1," + std::to_string(sig.sample_numel) + "] flattened)"
+                              : "");
+  if (in.shape.empty())
+    return fail(http::status::bad_request, "client_error",
+                "inputs[0].shape: [] is not batched; the model takes " + want_text);
+  const int64_t rows = in.shape[0];
+  int64_t per_row = 1;
+  for (size_t i = 1; i < in.shape.size(); ++i)
+    if (__builtin_mul_overflow(per_row, in.shape[i], &per_row))
+      return fail(http::status::bad_request, "client_error",
+                  "inputs[0].shape: " + shape_text(in.shape) + " is too large");
+  const bool exact =
+      in.shape.size() == sig.input.shape.size() + 1 &&
+      std::equal(sig.input.shape.begin(), sig.input.shape.end(), in.shape.begin() + 1);
+  const bool flat = in.shape.size() == 2 && per_row == sig.sample_numel;
+  if (!exact && !flat)
+    return fail(
+        http::status::bad_request, "client_error",
+        "inputs[0].shape: " + shape_text(in.shape) + " does not match the model's " + want_text);
+  if (rows < 1)
+    return fail(http::status::bad_request, "client_error",
+                "inputs[0].shape: the batch dimension must be at least 1");
+  int64_t elements = 0;
+  if (__builtin_mul_overflow(rows, per_row, &elements))
+    return fail(http::status::bad_request, "client_error",
+                "inputs[0].shape: " + shape_text(in.shape) + " is too large");
+  if (static_cast<int64_t>(in.data.size()) != elements)
+    return fail(http::status::bad_request, "client_error",
+                "inputs[0]: shape " + shape_text(in.shape) + " holds " + std::to_string(elements) +
+                    " elements, the data has " + std::to_string(in.data.size()));
+  const int64_t max_batch = options.models_.batcher_.max_batch_;
+  if (rows > max_batch)
+    return fail(http::status::bad_request, "client_error",
+                "inputs[0].shape: a batch of " + std::to_string(rows) +
+                    " rows exceeds the server's max batch of " + std::to_string(max_batch));
+  // Which outputs, in which form.
+  struct Out {
+    std::string name;
+    int index;  // signature output index; -1 probabilities, -2 labels
+    bool binary;
+  };
+  std::vector<Out> outs;
+  if (r.outputs.empty()) {
+    for (size_t i = 0; i < sig.outputs.size(); ++i)
+      outs.push_back({sig.outputs[i].name, static_cast<int>(i), r.binary_data_output});
+  } else {
+    for (size_t k = 0; k < r.outputs.size(); ++k) {
+      const RequestedOutput& o = r.outputs[k];
+      int index = -100;
+      for (size_t i = 0; i < sig.outputs.size(); ++i)
+        if (sig.outputs[i].name == o.name) index = static_cast<int>(i);
+      if (sig.classifier() && o.name == "probabilities") index = -1;
+      if (sig.classifier() && o.name == "labels") index = -2;
+      if (index == -100) {
+        std::string known;
+        for (const auto& so : sig.outputs)
+          known += (known.empty() ? "\"" : ", \"") + so.name + "\"";
+        if (sig.classifier()) known += ", \"probabilities\", \"labels\"";
+        return fail(http::status::bad_request, "client_error",
+                    "outputs[" + std::to_string(k) + "].name: model \"" + name +
+                        "\" has no output \"" + o.name + "\" (it has " + known + ")");
+      }
+      outs.push_back({o.name, index, o.binary || r.binary_data_output});
+    }
+  }
+
+  BatchJob job;
+  job.rows = rows;
+  job.data = std::move(in.data);
+  if (options.request_timeout_ms_ > 0)
+    job.deadline = Clock::now() + std::chrono::milliseconds(options.request_timeout_ms_);
+  monitor::Gauge* flight = &in_flight->with({name});
+  flight->inc();
+  job.done = [this, mv, send, outs = std::move(outs), id = std::move(r.id), has_id = r.has_id, t0,
+              flight](BatchResult&& result) {
+    const std::string& name = mv->name();
+    const std::string& v = mv->version();
+    flight->dec();
+    const monitor::LabelValues labels{name, v};
+    if (!result.status.ok()) {
+      const bool timeout = result.status.code() == StatusCode::kUnavailable;
+      requests->with({name, v, timeout ? "timeout" : "server_error"}).inc();
+      request_seconds->with(labels).observe(seconds_since(t0));
+      return send(error_response(http_status_for(result.status), result.status.message()));
+    }
+    const ModelSignature& sig = mv->signature();
+    std::string body;
+    std::string binary;
+    body.reserve(256 + 16 * static_cast<size_t>(result.outputs[0].numel()));
+    body += "{\"model_name\": ";
+    append_json_string(&body, name);
+    body += ", \"model_version\": ";
+    append_json_string(&body, v);
+    if (has_id) {
+      body += ", \"id\": ";
+      append_json_string(&body, id);
+    }
+    body += ", \"outputs\": [";
+    for (size_t k = 0; k < outs.size(); ++k) {
+      const Out& o = outs[k];
+      if (k) body += ", ";
+      body += "{\"name\": ";
+      append_json_string(&body, o.name);
+      if (o.index == -2) {  // labels: arg-max class names
+        torch::Tensor idx = result.outputs[0].argmax(1).contiguous();
+        const int64_t n = idx.size(0);
+        body += ", \"datatype\": \"BYTES\", \"shape\": [" + std::to_string(n) + "]";
+        const int64_t* ip = idx.data_ptr<int64_t>();
+        if (o.binary) {
+          const size_t before = binary.size();
+          for (int64_t i = 0; i < n; ++i) {
+            const std::string& l = sig.labels[static_cast<size_t>(ip[i])];
+            const uint32_t len = static_cast<uint32_t>(l.size());
+            binary.append(reinterpret_cast<const char*>(&len), 4);
+            binary += l;
+          }
+          body +=
+              ", \"parameters\": {\"binary_data_size\": " + std::to_string(binary.size() - before) +
+              "}}";
+        } else {
+          body += ", \"data\": [";
+          for (int64_t i = 0; i < n; ++i) {
+            if (i) body += ",";
+            append_json_string(&body, sig.labels[static_cast<size_t>(ip[i])]);
+          }
+          body += "]}";
+        }
+        continue;
+      }
+      torch::Tensor t = o.index == -1 ? torch::softmax(result.outputs[0], 1).contiguous()
+                                      : result.outputs[static_cast<size_t>(o.index)].contiguous();
+      body += ", \"datatype\": \"FP32\", \"shape\": ";
+      append_shape(&body, t.sizes().vec());
+      const float* fp = t.data_ptr<float>();
+      const int64_t n = t.numel();
+      if (o.binary) {
+        binary.append(reinterpret_cast<const char*>(fp), static_cast<size_t>(n) * sizeof(float));
+        body += ", \"parameters\": {\"binary_data_size\": " +
+                std::to_string(static_cast<size_t>(n) * sizeof(float)) + "}}";
+      } else {
+        body += ", \"data\": [";
+        for (int64_t i = 0; i < n; ++i) {
+          if (i) body += ",";
+          append_json_float(&body, fp[i]);
+        }
+        body += "]}";
+      }
+    }
+    body += "]}";
+    HttpResponse res{http::status::ok, 11};
+    if (binary.empty() &&
+        std::none_of(outs.begin(), outs.end(), [](const Out& o) { return o.binary; })) {
+      res.set(http::field::content_type, "application/json");
+      res.body() = std::move(body);
+    } else {
+      res.set(http::field::content_type, "application/octet-stream");
+      res.set("Inference-Header-Content-Length", std::to_string(body.size()));
+      res.body() = std::move(body) + binary;
+    }
+    requests->with({name, v, "success"}).inc();
+    samples->with(labels).inc(static_cast<double>(result.outputs[0].size(0)));
+    queue_seconds->with(labels).observe(result.queue_seconds);
+    compute_seconds->with(labels).observe(result.compute_seconds);
+    batch_size->with(labels).observe(static_cast<double>(result.batch_size));
+    request_seconds->with(labels).observe(seconds_since(t0));
+    send(std::move(res));
+  };
+  Status s = mv->batcher().submit(std::move(job));
+  if (!s.ok()) {
+    flight->dec();
+    fail(http::status::service_unavailable, "server_error", s.message());
+  }
+}
+
+InferenceServer::InferenceServer(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+
+InferenceServer::~InferenceServer() { shutdown(std::chrono::milliseconds(0)); }
+
+Expected<std::unique_ptr<InferenceServer>> InferenceServer::Create(
+    const ServerOptions& options, std::shared_ptr<ModelSource> source,
+    const std::vector<std::string>& refs) {
+  if (options.models_.batcher_.max_batch_ < 1)
+    return Status::InvalidArgument("--max-batch must be at least 1");
+  if (options.models_.batcher_.max_delay_us_ < 0)
+    return Status::InvalidArgument("--max-delay-us must not be negative");
+  auto impl = std::make_unique<Impl>();
+  impl->options = options;
+  Impl* self = impl.get();
+  impl->options.models_.batcher_.arrivals(
+      std::make_shared<std::atomic<int64_t>>(0), [self]() -> int64_t {
+        HttpServer* http = self->http_ptr.load(std::memory_order_acquire);
+        return http ? http->open_connections() : 0;
+      });
+  impl->metrics = std::make_unique<monitor::MetricsRegistry>();
+  impl->init_metrics();
+  KILN_ASSIGN_OR_RETURN(
+      impl->models,
+      ModelManager::Create(std::move(source), refs, impl->options.models_, impl->metrics.get()));
+  Impl* raw = impl.get();
+  KILN_ASSIGN_OR_RETURN(impl->http, HttpServer::Create(
+                                        options.http_,
+                                        [raw](HttpRequest&& req, HttpReply reply) {
+                                          raw->handle(std::move(req), std::move(reply));
+                                        },
+                                        [raw](unsigned status, const std::string& reason) {
+                                          raw->rejected(status, reason);
+                                        }));
+  impl->http_ptr.store(impl->http.get(), std::memory_order_release);
+  return std::unique_ptr<InferenceServer>(new InferenceServer(std::move(impl)));
+}
+
+uint16_t InferenceServer::port() const { return impl_->http->port(); }
+
+ModelManager& InferenceServer::models() { return *impl_->models; }
+
+std::string InferenceServer::describe_models() const {
+  std::string out;
+  for (const std::string& name : impl_->models->names()) {
+    auto mv = impl_->models->current(name);
+    if (!mv) continue;
+    out += (out.empty() ? "" : ", ") + name + ":" + mv->version();
+  }
+  return out;
+}
+
+void InferenceServer::start() {
+  impl_->http->start();
+  impl_->models->start_polling();
+}
+
+void InferenceServer::shutdown(std::chrono::milliseconds grace) {
+  if (!impl_ || impl_->shut_down.exchange(true)) return;
+  impl_->stopping = true;
+  impl_->http->stop_accepting();
+  if (!impl_->http->wait_idle(grace))
+    KILN_LOG_WARN("shutdown: {} requests still in flight after {} ms", impl_->http->in_flight(),
+                  grace.count());
+  impl_->models->stop();  // drains the batchers: queued jobs still reply
+  impl_->http->wait_idle(std::chrono::milliseconds(1000));
+  impl_->http->stop();
+}
+
+}  // namespace kiln::serve

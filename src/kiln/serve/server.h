@@ -1,0 +1,85 @@
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "kiln/core/expected.h"
+#include "kiln/serve/http_server.h"
+#include "kiln/serve/model_manager.h"
+
+namespace kiln::monitor {
+class MetricsRegistry;
+}
+
+namespace kiln::serve {
+
+/// Options of InferenceServer (the `kiln serve` flags).
+struct ServerOptions {
+  ServerOptions& http(const HttpServerOptions& v) {
+    http_ = v;
+    return *this;
+  }
+  ServerOptions& models(const ModelManagerOptions& v) {
+    models_ = v;
+    return *this;
+  }
+  ServerOptions& api_key(std::string v) {
+    api_key_ = std::move(v);
+    return *this;
+  }
+  ServerOptions& request_timeout_ms(int64_t v) {
+    request_timeout_ms_ = v;
+    return *this;
+  }
+  ServerOptions& access_log(bool v) {
+    access_log_ = v;
+    return *this;
+  }
+  HttpServerOptions http_;
+  ModelManagerOptions models_;
+  std::string api_key_;                 ///< empty: no authentication
+  int64_t request_timeout_ms_ = 30000;  ///< longest a request may wait before its batch runs
+  bool access_log_ = false;             ///< one JSON line per request on stderr
+};
+
+/// `kiln serve`: the Open Inference Protocol v2 over HTTP (KServe/Triton REST) for the models of a
+/// ModelManager, plus GET /metrics (Prometheus text). Routes:
+///   GET  /v2/health/live, /v2/health/ready, /v2
+///   GET  /v2/models/{name}[/versions/{v}], .../ready
+///   POST /v2/models/{name}[/versions/{v}]/infer   (JSON, or the binary tensor data extension)
+///   GET  /metrics
+/// Errors are {"error": "..."} with 400 (bad request part), 401 (API key), 404 (unknown model,
+/// version or route), 405, 413 (body too large), 503 (timed out, shutting down), 500.
+/// Thread-safe; owns its HTTP server and model manager.
+///
+///   KILN_ASSIGN_OR_RETURN(auto srv, InferenceServer::Create(opts, source, {"runs/x/bundle"}));
+///   srv->start();                 // serving; srv->port() is bound
+///   srv->shutdown(30s);           // stop accepting, finish in-flight requests, drain, stop
+class InferenceServer {
+ public:
+  static Expected<std::unique_ptr<InferenceServer>> Create(const ServerOptions& options,
+                                                           std::shared_ptr<ModelSource> source,
+                                                           const std::vector<std::string>& refs);
+  ~InferenceServer();
+  uint16_t port() const;
+  /// Served model names and versions, e.g. "mlp:1, iris:3".
+  std::string describe_models() const;
+  /// Starts the IO threads and the registry poll.
+  void start();
+  /// Graceful stop: not ready, no new connections, in-flight requests answered (up to `grace`),
+  /// batchers drained, threads joined. Blocks. Idempotent.
+  void shutdown(std::chrono::milliseconds grace);
+  /// The model manager (e.g. to poll at once in tests).
+  ModelManager& models();
+
+  struct Impl;
+
+ private:
+  explicit InferenceServer(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace kiln::serve

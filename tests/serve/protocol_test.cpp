@@ -1,0 +1,118 @@
+#include "kiln/serve/protocol.h"
+
+#include <gtest/gtest.h>
+
+#include <cstring>
+
+namespace kiln::serve {
+namespace {
+
+Expected<InferRequest> parse(const std::string& body) {
+  return parse_infer_request(body, body.size());
+}
+
+void expect_error(const std::string& body, const std::string& part) {
+  auto r = parse(body);
+  ASSERT_FALSE(r.ok()) << body;
+  EXPECT_EQ(r.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(r.status().message().find(part), std::string::npos) << r.status().message();
+}
+
+TEST(Protocol, ParsesTheSpecExampleShape) {
+  auto r = parse(R"({"id" : "42", "inputs" : [ { "name" : "input0", "shape" : [ 2, 2 ],
+      "datatype" : "UINT32", "data" : [ [1, 2], [3, 4] ] } ],
+      "outputs" : [ { "name" : "output0" } ], "extra": {"a": [1, null, "x"]}})");
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->id, "42");
+  EXPECT_TRUE(r->has_id);
+  ASSERT_EQ(r->inputs.size(), 1u);
+  EXPECT_EQ(r->inputs[0].name, "input0");
+  EXPECT_EQ(r->inputs[0].shape, (std::vector<int64_t>{2, 2}));
+  EXPECT_EQ(r->inputs[0].data, (std::vector<float>{1, 2, 3, 4}));
+  ASSERT_EQ(r->outputs.size(), 1u);
+  EXPECT_EQ(r->outputs[0].name, "output0");
+}
+
+TEST(Protocol, DatatypeMayFollowDataAndFloatsRoundTrip) {
+  auto r = parse(
+      R"({"inputs":[{"data":[0.8444,-1e-3,3.5e2,0],"name":"x","shape":[1,4],"datatype":"FP64"}]})");
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->inputs[0].data, (std::vector<float>{0.8444f, -1e-3f, 350.f, 0.f}));
+  EXPECT_FALSE(r->has_id);
+}
+
+TEST(Protocol, BoolAndIntegerChecks) {
+  auto b =
+      parse(R"({"inputs":[{"name":"x","shape":[3],"datatype":"BOOL","data":[true,false,1]}]})");
+  ASSERT_TRUE(b.ok()) << b.status();
+  EXPECT_EQ(b->inputs[0].data, (std::vector<float>{1, 0, 1}));
+  expect_error(R"({"inputs":[{"name":"x","shape":[1],"datatype":"BOOL","data":[2]}]})",
+               "inputs[0].data[0]");
+  expect_error(R"({"inputs":[{"name":"x","shape":[2],"datatype":"INT32","data":[1,2.5]}]})",
+               "inputs[0].data[1]: not an integer");
+  expect_error(R"({"inputs":[{"name":"x","shape":[2],"datatype":"UINT8","data":[1,256]}]})",
+               "inputs[0].data[1]: out of range for UINT8");
+  expect_error(R"({"inputs":[{"name":"x","shape":[1],"datatype":"INT8","data":[true]}]})",
+               "a boolean in a INT8 tensor");
+  expect_error(R"({"inputs":[{"name":"x","shape":[1],"datatype":"FP32","data":["a"]}]})",
+               "inputs[0].data[0]: a string");
+  expect_error(R"({"inputs":[{"name":"x","shape":[1],"datatype":"BYTES","data":["a"]}]})",
+               "BYTES is not accepted");
+  expect_error(R"({"inputs":[{"name":"x","shape":[1],"datatype":"FP8","data":[1]}]})",
+               "unknown datatype \"FP8\"");
+}
+
+TEST(Protocol, MalformedRequestsNameThePart) {
+  expect_error("", "request: expected a JSON object");
+  expect_error("{\"inputs\": [", "inputs");
+  expect_error(R"({"id": 5, "inputs": []})", "id: must be a string");
+  expect_error(R"({"inputs": []})", "inputs: is empty");
+  expect_error(R"({"outputs": []})", "inputs: missing");
+  expect_error(R"({"inputs":[{"shape":[1],"datatype":"FP32","data":[1]}]})",
+               "inputs[0].name: missing");
+  expect_error(R"({"inputs":[{"name":"x","datatype":"FP32","data":[1]}]})",
+               "inputs[0].shape: missing");
+  expect_error(R"({"inputs":[{"name":"x","shape":[-1],"datatype":"FP32","data":[1]}]})",
+               "inputs[0].shape[0]");
+  expect_error(R"({"inputs":[{"name":"x","shape":[1],"datatype":"FP32","data":[1,]}]})",
+               "inputs[0].data[1]: expected a number");
+  expect_error(R"({"inputs":[{"name":"x","shape":[1],"datatype":"FP32","data":[1]}]} x)",
+               "unexpected text");
+  expect_error(R"({"inputs":[{"name":"x","shape":[1],"datatype":"FP32"}]})",
+               "inputs[0].data: missing");
+}
+
+TEST(Protocol, BinaryTensorExtension) {
+  const std::string header =
+      R"({"inputs":[{"name":"a","shape":[2],"datatype":"FP32","parameters":{"binary_data_size":8}},)"
+      R"({"name":"b","shape":[2],"datatype":"FP16","parameters":{"binary_data_size":4}}],)"
+      R"("outputs":[{"name":"o","parameters":{"binary_data":true}}]})";
+  std::string body = header;
+  const float f[2] = {1.5f, -2.f};
+  body.append(reinterpret_cast<const char*>(f), 8);
+  const uint16_t h[2] = {0x3c00, 0xc000};  // 1.0, -2.0
+  body.append(reinterpret_cast<const char*>(h), 4);
+  auto r = parse_infer_request(body, header.size());
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->inputs[0].data, (std::vector<float>{1.5f, -2.f}));
+  EXPECT_EQ(r->inputs[1].data, (std::vector<float>{1.f, -2.f}));
+  EXPECT_TRUE(r->outputs[0].binary);
+  auto short_body = parse_infer_request(body.substr(0, body.size() - 1), header.size());
+  ASSERT_FALSE(short_body.ok());
+  EXPECT_NE(short_body.status().message().find("inputs[1].parameters.binary_data_size"),
+            std::string::npos);
+  auto too_long = parse_infer_request(body, body.size() + 1);
+  EXPECT_FALSE(too_long.ok());
+}
+
+TEST(Protocol, JsonWriters) {
+  std::string s;
+  append_json_string(&s, "a\"b\\\n");
+  EXPECT_EQ(s, "\"a\\\"b\\\\\\n\"");
+  s.clear();
+  append_json_float(&s, 0.1f);
+  EXPECT_EQ(s, "0.1");
+}
+
+}  // namespace
+}  // namespace kiln::serve
