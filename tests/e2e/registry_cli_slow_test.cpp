@@ -24,34 +24,13 @@ namespace {
 using testing::CommandResult;
 using testing::example;
 using testing::run_kiln;
+using testing::train_breast_cancer_bundle;
+using testing::spawn_kiln;
 using testing::TempDir;
 using Json = nlohmann::json;
 namespace fs = std::filesystem;
 
-fs::path train_bundle(const fs::path& home, const fs::path& out) {
-  CommandResult r = run_kiln(
-      {"train", example("breast-cancer/train.yaml"), "--out", out.string(), "--json"}, home);
-  EXPECT_EQ(r.exit_code, 0) << r.err;
-  return out / "bundle";
-}
 
-pid_t spawn_kiln(const std::vector<std::string>& args, const fs::path& home) {
-  pid_t pid = ::fork();
-  if (pid == 0) {
-    ::setenv("KILN_HOME", home.c_str(), 1);
-    std::string bin = testing::kiln_binary().string();
-    std::vector<std::string> copy = args;
-    std::vector<char*> argv{bin.data()};
-    for (auto& a : copy) argv.push_back(a.data());
-    argv.push_back(nullptr);
-    int null_fd = ::open("/dev/null", O_WRONLY);
-    ::dup2(null_fd, 1);
-    ::dup2(null_fd, 2);
-    ::execv(bin.c_str(), argv.data());
-    ::_exit(127);
-  }
-  return pid;
-}
 
 /// A copy of `src` with an extra 4 MB file of bytes seeded by `seed` (listed in the manifest), so
 /// every push has new content to copy and fsync: a long window for the kill to land in.
@@ -107,7 +86,7 @@ void expect_registry_whole(const fs::path& home, const std::string& name) {
 
 TEST(RegistryCliSlowTest, TwoProcessesPushingFiftyEachGetDistinctGapFreeVersions) {
   TempDir home;
-  const fs::path bundle = train_bundle(home.path(), home / "run");
+  const fs::path bundle = train_breast_cancer_bundle(home.path(), home / "run");
   auto pusher = [&](int who, std::vector<int64_t>* got) {
     for (int i = 0; i < 50; ++i) {
       CommandResult r = run_kiln({"registry", "push", bundle.string(), "--name", "shared", "--tag",
@@ -141,7 +120,7 @@ TEST(RegistryCliSlowTest, TwoProcessesPushingFiftyEachGetDistinctGapFreeVersions
 
 TEST(RegistryCliSlowTest, KillNineDuringPushNeverLeavesAHalfMadeVersion) {
   TempDir home;
-  const fs::path bundle = train_bundle(home.path(), home / "run");
+  const fs::path bundle = train_breast_cancer_bundle(home.path(), home / "run");
   // Half the kills land at a random moment of a whole push (mostly process start); the other
   // half a random 0-30 ms after the push starts writing artifacts: during the copies, the fsyncs,
   // the renames and the version transaction.

@@ -18,19 +18,13 @@ using testing::CommandResult;
 using testing::example;
 using testing::read_text;
 using testing::run_kiln;
+using testing::train_breast_cancer_bundle;
 using testing::shared_datasets_dir;
 using testing::TempDir;
 using testing::write_text;
 using Json = nlohmann::json;
 namespace fs = std::filesystem;
 
-/// Trains the breast-cancer example (about a second) and returns its bundle directory.
-fs::path train_bundle(const fs::path& home, const fs::path& out) {
-  CommandResult r = run_kiln(
-      {"train", example("breast-cancer/train.yaml"), "--out", out.string(), "--json"}, home);
-  EXPECT_EQ(r.exit_code, 0) << r.err;
-  return out / "bundle";
-}
 
 void flip_byte(const fs::path& path) {
   ::chmod(path.c_str(), 0644);
@@ -46,7 +40,7 @@ void flip_byte(const fs::path& path) {
 
 TEST(RegistryCliTest, EveryVerbOnATrainedBundle) {
   TempDir home;
-  const fs::path bundle = train_bundle(home.path(), home / "run");
+  const fs::path bundle = train_breast_cancer_bundle(home.path(), home / "run");
   const std::string csv = (shared_datasets_dir() / "breast_cancer.csv").string();
 
   CommandResult r = run_kiln({"registry", "push", bundle.string(), "--name", "cancer", "--tag",
@@ -159,7 +153,7 @@ TEST(RegistryCliTest, EveryVerbOnATrainedBundle) {
 
 TEST(RegistryCliTest, BadNamesAndReferencesAreClearErrors) {
   TempDir home;
-  const fs::path bundle = train_bundle(home.path(), home / "run");
+  const fs::path bundle = train_breast_cancer_bundle(home.path(), home / "run");
   for (const char* bad : {"../x", "a/b", "", ".hidden", "has space"}) {
     CommandResult r = run_kiln({"registry", "push", bundle.string(), "--name", bad}, home.path());
     EXPECT_EQ(r.exit_code, 2) << bad;
@@ -193,7 +187,7 @@ TEST(RegistryCliTest, BadNamesAndReferencesAreClearErrors) {
 
 TEST(RegistryCliTest, FlippedByteIsNamedByVerifyAndRefusedEverywhere) {
   TempDir home;
-  const fs::path bundle = train_bundle(home.path(), home / "run");
+  const fs::path bundle = train_breast_cancer_bundle(home.path(), home / "run");
   CommandResult r =
       run_kiln({"registry", "push", bundle.string(), "--name", "cancer", "--json"}, home.path());
   ASSERT_EQ(r.exit_code, 0) << r.err;

@@ -23,6 +23,7 @@ using testing::CommandResult;
 using testing::example;
 using testing::read_text;
 using testing::run_kiln;
+using testing::spawn_kiln;
 using testing::shared_datasets_dir;
 using testing::source_dir;
 using testing::TempDir;
@@ -143,23 +144,6 @@ sys.exit(0 if diff <= 1e-4 else 1)
   EXPECT_EQ(std::system(cmd.c_str()), 0) << cmd;
 }
 
-pid_t spawn_kiln(const std::vector<std::string>& args, const fs::path& home) {
-  pid_t pid = ::fork();
-  if (pid == 0) {
-    ::setenv("KILN_HOME", home.c_str(), 1);
-    std::string bin = testing::kiln_binary().string();
-    std::vector<std::string> copy = args;
-    std::vector<char*> argv{bin.data()};
-    for (auto& a : copy) argv.push_back(a.data());
-    argv.push_back(nullptr);
-    int null_fd = ::open("/dev/null", O_WRONLY);
-    ::dup2(null_fd, 1);
-    ::dup2(null_fd, 2);
-    ::execv(bin.c_str(), argv.data());
-    ::_exit(127);
-  }
-  return pid;
-}
 
 // kill -9 mid-run, then `kiln train --resume DIR`: the same final metrics as an uninterrupted run.
 TEST(TrainCliTest, ResumeAfterKillNineMatchesUninterruptedRun) {

@@ -23,6 +23,7 @@ using testing::CommandResult;
 using testing::example;
 using testing::read_text;
 using testing::run_kiln;
+using testing::spawn_kiln;
 using testing::TempDir;
 using testing::write_text;
 using Json = nlohmann::json;
@@ -128,23 +129,6 @@ TEST(TuneCliTest, WorkersRunTrialsAtOnceAndCrashesAreIsolated) {
   EXPECT_EQ(s["best"]["value"].get<double>(), 5.0) << s.dump();
 }
 
-pid_t spawn_kiln(const std::vector<std::string>& args, const fs::path& home) {
-  pid_t pid = ::fork();
-  if (pid == 0) {
-    ::setenv("KILN_HOME", home.c_str(), 1);
-    std::string bin = testing::kiln_binary().string();
-    std::vector<std::string> copy = args;
-    std::vector<char*> argv{bin.data()};
-    for (auto& a : copy) argv.push_back(a.data());
-    argv.push_back(nullptr);
-    int null_fd = ::open("/dev/null", O_WRONLY);
-    ::dup2(null_fd, 1);
-    ::dup2(null_fd, 2);
-    ::execv(bin.c_str(), argv.data());
-    ::_exit(127);
-  }
-  return pid;
-}
 
 TEST(TuneCliTest, KillMinus9ThenTheSameCommandResumesAndEndsWithNTrials) {
   TempDir home;

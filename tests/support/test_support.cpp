@@ -9,6 +9,8 @@
 #include <sstream>
 #include <stdexcept>
 
+#include <gtest/gtest.h>
+
 #include "kiln/core/files.h"
 
 namespace kiln::testing {
@@ -38,6 +40,31 @@ fs::path fashion_mnist_dir() { return "/usr/share/datasets/fashion-mnist"; }
 fs::path kiln_binary() {
   if (const char* s = std::getenv("KILN_BINARY"); s && *s) return s;
   return KILN_BINARY_DEFAULT;
+}
+
+pid_t spawn_kiln(const std::vector<std::string>& args, const fs::path& home) {
+  pid_t pid = ::fork();
+  if (pid == 0) {
+    ::setenv("KILN_HOME", home.c_str(), 1);
+    std::string bin = kiln_binary().string();
+    std::vector<std::string> copy = args;
+    std::vector<char*> argv{bin.data()};
+    for (auto& a : copy) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    int null_fd = ::open("/dev/null", O_WRONLY);
+    ::dup2(null_fd, 1);
+    ::dup2(null_fd, 2);
+    ::execv(bin.c_str(), argv.data());
+    ::_exit(127);
+  }
+  return pid;
+}
+
+fs::path train_breast_cancer_bundle(const fs::path& home, const fs::path& out) {
+  CommandResult r = run_kiln(
+      {"train", example("breast-cancer/train.yaml"), "--out", out.string(), "--json"}, home);
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  return out / "bundle";
 }
 
 CommandResult run_kiln(const std::vector<std::string>& args, const fs::path& home,

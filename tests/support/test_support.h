@@ -1,5 +1,7 @@
 #pragma once
 
+#include <sys/types.h>
+
 #include <filesystem>
 #include <string>
 #include <vector>
@@ -44,6 +46,14 @@ struct CommandResult {
 /// Blocks until the process exits.
 CommandResult run_kiln(const std::vector<std::string>& args, const fs::path& home,
                        const std::vector<std::string>& extra_env = {});
+
+/// Starts `kiln args...` with `KILN_HOME=home` in the background, output discarded, and returns
+/// its pid at once (for kill -9 and concurrency tests); reap it with waitpid.
+pid_t spawn_kiln(const std::vector<std::string>& args, const fs::path& home);
+
+/// Trains examples/breast-cancer/train.yaml (a couple of seconds) into `out` and returns the
+/// bundle directory, out/bundle. A failed run fails the calling test.
+fs::path train_breast_cancer_bundle(const fs::path& home, const fs::path& out);
 
 /// Writes a text file (test fixtures), creating parent directories.
 void write_text(const fs::path& path, const std::string& text);
