@@ -12,6 +12,7 @@
 #include "kiln/core/version.h"
 
 int main(int argc, char** argv) {
+  kiln::configure_allocator_for_tensors();
   kiln::init_logging("info");
   CLI::App app{"Kiln: one native toolkit from raw data to a monitored production endpoint.",
                "kiln"};

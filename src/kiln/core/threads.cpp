@@ -4,7 +4,19 @@
 #include <string>
 #include <thread>
 
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
+
 namespace kiln {
+
+void configure_allocator_for_tensors() {
+#if defined(__GLIBC__)
+  mallopt(M_MMAP_THRESHOLD, 32 * 1024 * 1024);
+  mallopt(M_TRIM_THRESHOLD, 1024 * 1024 * 1024);
+#endif
+}
+
 namespace {
 int parse_positive(const char* text) {
   if (!text || !*text) return 0;
