@@ -11,6 +11,7 @@
 #include <set>
 #include <sstream>
 
+#include "kiln/core/clock.h"
 #include "kiln/core/files.h"
 #include "kiln/core/hash.h"
 #include "kiln/core/version.h"
@@ -19,15 +20,6 @@
 namespace kiln::model {
 
 namespace {
-
-std::string utc_now_iso8601() {
-  std::time_t now = std::time(nullptr);
-  std::tm tm{};
-  gmtime_r(&now, &tm);
-  char buf[32];
-  std::strftime(buf, sizeof(buf), "%Y-%m-%dT%H:%M:%SZ", &tm);
-  return buf;
-}
 
 /// A plain file name: no directory part, not "." or "..", no control characters.
 bool plain_file_name(const std::string& name) {

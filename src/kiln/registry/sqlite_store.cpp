@@ -11,6 +11,7 @@
 #include <thread>
 #include <unordered_map>
 
+#include "kiln/core/clock.h"
 #include "kiln/core/files.h"
 #include "kiln/core/hash.h"
 #include "kiln/model/bundle.h"
@@ -73,15 +74,6 @@ CREATE TABLE IF NOT EXISTS alias_history (
   at TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS alias_history_by_alias ON alias_history (name, alias, id);
 )sql";
-
-std::string utc_now() {
-  std::time_t now = std::time(nullptr);
-  std::tm tm{};
-  gmtime_r(&now, &tm);
-  char buf[32];
-  std::strftime(buf, sizeof(buf), "%Y-%m-%dT%H:%M:%SZ", &tm);
-  return buf;
-}
 
 std::string join(const std::vector<std::string>& items, const std::string& sep = ", ") {
   std::string s;
@@ -418,7 +410,7 @@ Expected<std::vector<int64_t>> alias_stack(Impl& impl, const std::string& name,
 
 Status record_alias(Impl& impl, const std::string& name, const std::string& alias,
                     const std::string& action, int64_t version) {
-  const std::string now = utc_now();
+  const std::string now = utc_now_iso8601();
   if (action == "rm") {
     Query d(impl, "DELETE FROM aliases WHERE name = ?1 AND alias = ?2");
     KILN_RETURN_IF_ERROR(d.bind(1, name).bind(2, alias).run());
@@ -618,7 +610,7 @@ Expected<VersionInfo> SqliteModelStore::push(const PushRequest& req) {
   for (const auto& [file, sha] : files)
     if (!impl_->artifacts.contains(sha))
       KILN_RETURN_IF_ERROR(impl_->artifacts.put_file(dir / file, sha));
-  const std::string now = utc_now();
+  const std::string now = utc_now_iso8601();
   {
     Query q(*impl_,
             "INSERT OR IGNORE INTO models (name, next_version, created_at) VALUES (?1, 1, ?2)");
