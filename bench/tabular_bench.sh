@@ -15,9 +15,8 @@ DATASETS=${DATASETS:-../shared/datasets}
 kiln="$BUILD_DIR/kiln"
 export KILN_HOME=$(mktemp -d /tmp/kiln-bench-XXXXXX)
 trap 'rm -rf "$KILN_HOME"' EXIT
-echo "date:    $(date -u '+%Y-%m-%d %H:%M UTC')   commit: $(git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)"
-echo "cpu:     $(nproc) x $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')"
-echo "load:    $(cut -d' ' -f1-3 /proc/loadavg)"
+source bench/lib.sh
+print_machine
 
 if [ "${SECTION:-all}" != 2 ]; then
 echo; echo "== 1. scikit-learn's split (test_size=0.2, random_state=42)"

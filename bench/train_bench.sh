@@ -13,9 +13,8 @@ PEERS=${PEERS:-../shared/peers}
 kiln="$BUILD_DIR/kiln"
 export KILN_HOME=$(mktemp -d /tmp/kiln-bench-XXXXXX)
 trap 'rm -rf "$KILN_HOME"' EXIT
-echo "date:    $(date -u '+%Y-%m-%d %H:%M UTC')   commit: $(git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)"
-echo "cpu:     $(nproc) x $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')"
-echo "load:    $(cut -d' ' -f1-3 /proc/loadavg)"
+source bench/lib.sh
+print_machine
 
 # samples/s of the first epoch of a finished run (metrics.jsonl)
 kiln_rate() { /usr/bin/python3 -c "import json,sys; print(round(json.loads(open(sys.argv[1]).readline())['samples_per_s']))" "$1/metrics.jsonl"; }
