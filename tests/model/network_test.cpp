@@ -103,6 +103,7 @@ TEST(NetworkTest, ZooModelsBuildAndProduceOutputs) {
                          {"mlp", {{"hidden", {16}}, {"dropout", 0.3}}, {30}, 1},
                          {"cnn-small", Json::object(), {1, 28, 28}, 10},
                          {"cnn-small", {{"width", 8}}, {3, 32, 32}, 10},
+                         {"cnn-small", {{"width", 8}, {"convs", 2}}, {1, 28, 28}, 10},
                          {"resnet-small", Json::object(), {3, 32, 32}, 10},
                          {"resnet-small", {{"depth", 2}, {"width", 8}}, {1, 28, 28}, 3}}) {
     SCOPED_TRACE(c.name + " " + c.params.dump());

@@ -111,11 +111,12 @@ TEST(ModelSpecTest, ErrorsNameThePathAndListValidValues) {
       std::string::npos)
       << s;
   s = parse_error(R"({"zoo": "cnn-small", "widht": 3})");
-  EXPECT_NE(
-      s.message().find(
-          "model.widht: unknown parameter for zoo model cnn-small (valid: width, hidden, dropout)"),
-      std::string::npos)
+  EXPECT_NE(s.message().find("model.widht: unknown parameter for zoo model cnn-small (valid: "
+                             "width, hidden, dropout, convs)"),
+            std::string::npos)
       << s;
+  s = parse_error(R"({"zoo": "cnn-small", "convs": 5})");
+  EXPECT_NE(s.message().find("model.convs: expected at most 4, got 5"), std::string::npos) << s;
   s = parse_error(R"({"zoo": "cnn-small", "width": 0})");
   EXPECT_NE(s.message().find("model.width: expected an integer >= 1, got 0"), std::string::npos)
       << s;
@@ -135,7 +136,7 @@ TEST(ModelSpecTest, ZooModelsExpandToPlainLayers) {
   Expected<ModelSpec> cnn = zoo_model("cnn-small", {{"width", 8}});
   ASSERT_TRUE(cnn.ok()) << cnn.status();
   EXPECT_EQ(cnn->name, "cnn-small");
-  EXPECT_EQ(cnn->zoo_params, Json::parse(R"({"width": 8, "hidden": 128, "dropout": 0.2})"));
+  EXPECT_EQ(cnn->zoo_params, Json::parse(R"({"width": 8, "hidden": 128, "dropout": 0.2, "convs": 1})"));
   EXPECT_EQ(types(cnn->layers),
             (std::vector<std::string>{"conv2d", "batchnorm2d", "relu", "maxpool2d", "conv2d",
                                       "batchnorm2d", "relu", "maxpool2d", "flatten", "linear",

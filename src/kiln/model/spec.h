@@ -91,8 +91,9 @@ Expected<Json> read_yaml_file(const std::filesystem::path& path);
 /// Builds a zoo model with `params` (an object; absent keys take their defaults):
 ///   mlp           hidden [256, 128], dropout 0, activation relu (any activation layer type)
 ///                 -> flatten, (linear(h), activation, dropout if > 0) per h, linear(outputs)
-///   cnn-small     width 32, hidden 128, dropout 0.2
-///                 -> conv(width,3,pad 1)-bn-relu-maxpool, conv(2*width,3,pad 1)-bn-relu-maxpool,
+///   cnn-small     width 32, hidden 128, dropout 0.2, convs 1 (conv layers per block, 1-4)
+///                 -> [conv(width,3,pad 1)-bn-relu] x convs, maxpool,
+///                    [conv(2*width,3,pad 1)-bn-relu] x convs, maxpool,
 ///                    flatten, linear(hidden)-relu, dropout (if > 0), linear(outputs)
 ///   resnet-small  width 16, depth 1 (blocks per stage), stages 3
 ///                 -> conv(width,3,pad 1)-bn-relu, then per stage s (channels width*2^s) `depth`

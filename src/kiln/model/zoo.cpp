@@ -37,7 +37,7 @@ struct ZooParam {
 const std::map<std::string, std::vector<ZooParam>>& zoo_params_table() {
   static const auto* table = new std::map<std::string, std::vector<ZooParam>>{
       {"mlp", {{"hidden", Json::array({256, 128})}, {"dropout", 0.0}, {"activation", "relu"}}},
-      {"cnn-small", {{"width", 32}, {"hidden", 128}, {"dropout", 0.2}}},
+      {"cnn-small", {{"width", 32}, {"hidden", 128}, {"dropout", 0.2}, {"convs", 1}}},
       {"resnet-small", {{"width", 16}, {"depth", 1}, {"stages", 3}}},
   };
   return *table;
@@ -107,12 +107,19 @@ Expected<ModelSpec> zoo_model_at(const std::string& name, const Json& params,
     KILN_ASSIGN_OR_RETURN(int64_t width, zoo_int(p, "width", path));
     KILN_ASSIGN_OR_RETURN(int64_t hidden, zoo_int(p, "hidden", path));
     KILN_ASSIGN_OR_RETURN(double dropout, zoo_dropout(p, path));
+    KILN_ASSIGN_OR_RETURN(int64_t convs, zoo_int(p, "convs", path));
+    if (convs > 4)
+      return error(path + ".convs", "expected at most 4, got " + std::to_string(convs));
+    // Two blocks of `convs` 3x3 conv-BN-ReLU layers, each block closed by a 2x2 max pool;
+    // convs: 2 is the VGG pattern.
     for (int64_t c : {width, 2 * width}) {
-      ls.push_back(
-          L("conv2d",
-            {{"out", c}, {"kernel", 3}, {"padding", 1}, {"bias", false}, {"init", "kaiming"}}));
-      ls.push_back(L("batchnorm2d"));
-      ls.push_back(L("relu"));
+      for (int64_t i = 0; i < convs; ++i) {
+        ls.push_back(
+            L("conv2d",
+              {{"out", c}, {"kernel", 3}, {"padding", 1}, {"bias", false}, {"init", "kaiming"}}));
+        ls.push_back(L("batchnorm2d"));
+        ls.push_back(L("relu"));
+      }
       ls.push_back(L("maxpool2d", {{"kernel", 2}}));
     }
     ls.push_back(L("flatten"));

@@ -12,7 +12,7 @@
 namespace kiln::model {
 
 /// Every parameter of a zoo model with its default, e.g. {"width": 32, "hidden": 128,
-/// "dropout": 0.2} for cnn-small; {} for an unknown name.
+/// "dropout": 0.2, "convs": 1} for cnn-small; {} for an unknown name.
 Json zoo_defaults(const std::string& name);
 
 /// zoo_model() whose errors name `where` (e.g. "model" -> "model.width: expected ...").
