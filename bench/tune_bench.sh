@@ -21,7 +21,7 @@ echo "load:    $(cut -d' ' -f1-3 /proc/loadavg)"
 
 SEEDS=${SEEDS:-30}
 echo; echo "== 1-2. sampler quality (100 trials x $SEEDS seeds) and overhead at 1,000 trials"
-# tpe: Kiln's default; tpe/uni/scott/noep/o31: Optuna 3.1's univariate TPE re-implemented;
+# tpe: Kiln's default; tpe/uni/noep/o31: Optuna 3.1's univariate TPE re-implemented;
 # tpe/joint/scott/noep: Optuna's multivariate=True with the exact density.
 "$BUILD_DIR/bench/tune_sampler_bench" --trials 100 --seeds "$SEEDS" --overhead-trials 1000 \
   --db "$KILN_HOME" --samplers tpe,tpe/uni/noep/o31,tpe/joint/scott/noep,random

@@ -6,9 +6,9 @@
 // minimised (the same functions and spaces as bench/tune_optuna_peer.py); the median over seeds
 // 0-9 and over all seeds of the best value after --trials trials. A sampler is random, grid, tpe
 // (the default TpeOptions) or tpe/FLAG/FLAG... with FLAG one of uni | joint (univariate or joint
-// estimator), scott | nb (joint bandwidth rule), exact | o31 (kernel density). Overhead: a 6-parameter
-// TPE study stored in SQLite; per trial the time to read the history from the DB, sample, create
-// the trial and record its result (the objective itself excluded).
+// estimator), scott | nb (joint bandwidth rule), exact | o31 (kernel density). Overhead: a
+// 6-parameter TPE study stored in SQLite; per trial the time to read the history from the DB,
+// sample, create the trial and record its result (the objective itself excluded).
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -203,14 +203,14 @@ int main(int argc, char** argv) {
     for (const std::string& sampler : split(samplers)) {
       std::vector<double> bests;
       for (int seed = 0; seed < seeds; ++seed)
-        bests.push_back(run(*make_named(sampler, static_cast<uint64_t>(seed)), space, fn->f,
-                            trials));
+        bests.push_back(
+            run(*make_named(sampler, static_cast<uint64_t>(seed)), space, fn->f, trials));
       const std::vector<double> first(bests.begin(), bests.begin() + std::min(seeds, 10));
       out[name][sampler] = {
           {"median_best", median(first)}, {"median_best_all", median(bests)}, {"bests", bests}};
       std::printf("%-16s kiln   %-14s median best, seeds 0-%d: %.6f   seeds 0-%d: %.6f\n",
-                  name.c_str(), sampler.c_str(), std::min(seeds, 10) - 1, median(first),
-                  seeds - 1, median(bests));
+                  name.c_str(), sampler.c_str(), std::min(seeds, 10) - 1, median(first), seeds - 1,
+                  median(bests));
       std::fflush(stdout);
     }
   }

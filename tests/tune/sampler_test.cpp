@@ -132,19 +132,43 @@ TEST(SamplerTest, TpeDensityMatchesOptunasParzenEstimator) {
     TpeDensity density;
     std::vector<double> want;
   } cases[] = {
-      {&lin, &lin_obs, &lin_at, false, TpeDensity::kOptuna31,
+      {&lin,
+       &lin_obs,
+       &lin_at,
+       false,
+       TpeDensity::kOptuna31,
        {-1.17264061149, -0.838376822814, -0.722646433705, -0.710166886022, -1.14165710948,
         -1.28163018363}},
-      {&lin, &lin_obs, &lin_at, false, TpeDensity::kExact,
+      {&lin,
+       &lin_obs,
+       &lin_at,
+       false,
+       TpeDensity::kExact,
        {-3.09747014733, -2.45392529954, -2.19572783884, -2.16973410041, -3.20916515741,
         -3.39547510528}},
-      {&lg, &log_obs, &log_at, false, TpeDensity::kOptuna31,
+      {&lg,
+       &log_obs,
+       &log_at,
+       false,
+       TpeDensity::kOptuna31,
        {-1.47547230782, -0.949706005148, -0.951879315976, -1.04911978022}},
-      {&lg, &log_obs, &log_at, false, TpeDensity::kExact,
+      {&lg,
+       &log_obs,
+       &log_at,
+       false,
+       TpeDensity::kExact,
        {-3.03304091011, -2.00368835878, -2.16153901221, -2.38717990775}},
-      {&lg, &log_obs, &log_at, true, TpeDensity::kOptuna31,
+      {&lg,
+       &log_obs,
+       &log_at,
+       true,
+       TpeDensity::kOptuna31,
        {-1.35276257604, -0.925480925144, -0.877384306425, -1.04568652059}},
-      {&lg, &log_obs, &log_at, true, TpeDensity::kExact,
+      {&lg,
+       &log_obs,
+       &log_at,
+       true,
+       TpeDensity::kExact,
        {-2.89847951239, -2.11701466518, -2.10303137628, -2.38151388867}},
   };
   for (const Case& c : cases) {
@@ -152,7 +176,8 @@ TEST(SamplerTest, TpeDensityMatchesOptunasParzenEstimator) {
         *c.p, *c.obs, *c.at, TpeOptions().endpoints(c.endpoints).kernel_density(c.density));
     ASSERT_EQ(got.size(), c.want.size());
     for (size_t i = 0; i < got.size(); ++i)
-      EXPECT_NEAR(got[i], c.want[i], 1e-7) << c.p->name << " endpoints " << c.endpoints << " #" << i;
+      EXPECT_NEAR(got[i], c.want[i], 1e-7)
+          << c.p->name << " endpoints " << c.endpoints << " #" << i;
   }
 }
 

@@ -174,8 +174,8 @@ struct Parzen {
     const double z = (x - mus[i]) / sigmas[i];
     const double mass =
         normal_cdf((hi - mus[i]) / sigmas[i]) - normal_cdf((lo - mus[i]) / sigmas[i]);
-    return -0.5 * z * z - std::log((unscaled ? 1.0 : sigmas[i]) * std::sqrt(2 * kPi) *
-                                   std::max(mass, 1e-300));
+    return -0.5 * z * z -
+           std::log((unscaled ? 1.0 : sigmas[i]) * std::sqrt(2 * kPi) * std::max(mass, 1e-300));
   }
   // Optuna's rule for stepped (int) values: the kernel's mass over the value's bin
   // [x - q/2, x + q/2] (clipped to the range) instead of its density.
@@ -416,19 +416,18 @@ class TpeSampler : public Sampler {
       }
       const size_t n = cols[0].size();
       const std::vector<double> w = tpe_weights(static_cast<int64_t>(n));
-      const double sigma0 =
-          o_.joint_bandwidth == TpeBandwidth::kNeighbour
-              ? 0.0
-              : 0.2 * std::pow(static_cast<double>(std::max<size_t>(n, 1)),
-                               -1.0 / (static_cast<double>(rel.size()) + 4.0));
+      const double sigma0 = o_.joint_bandwidth == TpeBandwidth::kNeighbour
+                                ? 0.0
+                                : 0.2 * std::pow(static_cast<double>(std::max<size_t>(n, 1)),
+                                                 -1.0 / (static_cast<double>(rel.size()) + 4.0));
       std::vector<Parzen> est;
       for (size_t j = 0; j < rel.size(); ++j) {
         if (rel[j]->type == ParamSpec::Type::kCategorical)
           est.push_back(categorical_parzen(cols[j], w, rel[j]->choices.size(), o_.prior_weight));
         else
           est.push_back(numeric_parzen(cols[j], w, internal_range(*rel[j]), o_.prior_weight,
-                                       o_.density == TpeDensity::kOptuna31,
-                                       o_.consider_endpoints, sigma0));
+                                       o_.density == TpeDensity::kOptuna31, o_.consider_endpoints,
+                                       sigma0));
       }
       return est;
     };

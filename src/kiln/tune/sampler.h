@@ -99,10 +99,11 @@ std::unique_ptr<Sampler> make_random_sampler(uint64_t seed);
 /// too) are skipped; NotFound once all are used.
 std::unique_ptr<Sampler> make_grid_sampler(uint64_t seed, int64_t float_points = 5);
 
-/// Univariate Tree-structured Parzen Estimator (Bergstra et al. 2011, Optuna's TPESampler).
-/// Complete trials rank by value, pruned ones after them by (deeper step first, then last
-/// intermediate value); the best gamma(n) form l(x), the rest g(x); the candidate drawn from l
-/// with the largest l(x)/g(x) wins. `maximize` says which values are better.
+/// Tree-structured Parzen Estimator (Bergstra et al. 2011, Optuna's TPESampler; TpeOptions for
+/// the variant). Complete trials rank by value, pruned ones after them by (deeper step first,
+/// then last intermediate value); the best gamma(n) form l(x), the rest g(x); of the candidates
+/// drawn from l (jointly over the unconditional parameters by default, conditional ones one by
+/// one) the one with the largest l(x)/g(x) wins. `maximize` says which values are better.
 std::unique_ptr<Sampler> make_tpe_sampler(uint64_t seed, bool maximize,
                                           const TpeOptions& options = {});
 
