@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Hyperparameter optimisation benchmarks (issue 6), Kiln beside Optuna 3.1 in one run:
-#   1. sampler quality: Branin and Hartmann-6, 100 trials x 10 seeds, median best value;
-#      Kiln TPE and random (in process, bench/tune_sampler_bench.cpp) vs Optuna TPE and random
+#   1. sampler quality: Branin, Hartmann-6, Styblinski-Tang 4-d, Rosenbrock 4-d and a mixed
+#      log-float/int/categorical toy, 100 trials x SEEDS seeds (default 30), median best value over
+#      seeds 0-9 and over all; Kiln TPE (default, Optuna-3.1-like univariate and multivariate
+#      modes) and random (in process, bench/tune_sampler_bench.cpp) vs Optuna TPE and random
 #   2. per-trial sampling + storage overhead at 1,000 trials (SQLite studies.db)
 #   3. end to end: `kiln tune --objective-cmd` on Branin (awk), 100 trials, 2 workers
 #   4. (FULL=1 only, hours of CPU) Fashion-MNIST CNN space: ASHA vs no pruning, and the 1-hour
@@ -17,9 +19,13 @@ echo "date:    $(date -u '+%Y-%m-%d %H:%M UTC')   commit: $(git rev-parse --shor
 echo "cpu:     $(nproc) x $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')"
 echo "load:    $(cut -d' ' -f1-3 /proc/loadavg)"
 
-echo; echo "== 1-2. sampler quality (100 trials x 10 seeds) and overhead at 1,000 trials"
-"$BUILD_DIR/bench/tune_sampler_bench" --trials 100 --seeds 10 --overhead-trials 1000 --db "$KILN_HOME"
-/usr/bin/python3 bench/tune_optuna_peer.py 100 10
+SEEDS=${SEEDS:-30}
+echo; echo "== 1-2. sampler quality (100 trials x $SEEDS seeds) and overhead at 1,000 trials"
+# tpe: Kiln's default; tpe/uni/noep/o31: Optuna 3.1's univariate TPE re-implemented;
+# tpe/joint/scott/noep: Optuna's multivariate=True with the exact density.
+"$BUILD_DIR/bench/tune_sampler_bench" --trials 100 --seeds "$SEEDS" --overhead-trials 1000 \
+  --db "$KILN_HOME" --samplers tpe,tpe/uni/noep/o31,tpe/joint/scott/noep,random
+/usr/bin/python3 bench/tune_optuna_peer.py 100 "$SEEDS" "${PEER_SAMPLERS:-tpe,random}"
 
 echo; echo "== 3. end to end: kiln tune --objective-cmd (Branin via awk), 100 trials, 2 workers"
 cat > "$KILN_HOME/branin.yaml" <<'YAML'

@@ -1,14 +1,20 @@
 // Sampler quality and per-trial overhead of kiln::tune, in process.
 //   tune_sampler_bench [--trials 100] [--seeds 10] [--overhead-trials 1000] [--db DIR]
-// Quality: Branin (2-d, min 0.397887) and Hartmann-6 (6-d, min -3.32237), minimised; the median
-// over seeds of the best value after --trials trials, for TPE and random. Overhead: a 6-parameter
-// TPE study stored in SQLite; per trial the time to read the history from the DB, sample, create
-// the trial and record its result (the objective itself excluded).
+//                      [--samplers tpe,tpe/uni,random] [--functions branin,hartmann6,...]
+// Quality: Branin (2-d, min 0.397887), Hartmann-6 (6-d, min -3.32237), Styblinski-Tang 4-d
+// (min -156.66466), Rosenbrock 4-d (min 0) and a mixed log-float/int/categorical toy (min 0),
+// minimised (the same functions and spaces as bench/tune_optuna_peer.py); the median over seeds
+// 0-9 and over all seeds of the best value after --trials trials. A sampler is random, grid, tpe
+// (the default TpeOptions) or tpe/FLAG/FLAG... with FLAG one of uni | joint (univariate or joint
+// estimator), scott | nb (joint bandwidth rule), exact | o31 (kernel density). Overhead: a
+// 6-parameter TPE study stored in SQLite; per trial the time to read the history from the DB,
+// sample, create the trial and record its result (the objective itself excluded).
 #include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -51,16 +57,93 @@ double hartmann6(const Json& p) {
   return -s;
 }
 
-SearchSpace make_space(bool six) {
+double styblinski_tang4(const Json& p) {
+  double s = 0;
+  for (int j = 1; j <= 4; ++j) {
+    const double v = p["x" + std::to_string(j)];
+    s += v * v * v * v - 16 * v * v + 5 * v;
+  }
+  return s / 2;
+}
+
+double rosenbrock4(const Json& p) {
+  double x[4];
+  for (int j = 0; j < 4; ++j) x[j] = p["x" + std::to_string(j + 1)];
+  double s = 0;
+  for (int j = 0; j < 3; ++j)
+    s += 100 * (x[j + 1] - x[j] * x[j]) * (x[j + 1] - x[j] * x[j]) + (1 - x[j]) * (1 - x[j]);
+  return s;
+}
+
+// A hyperparameter-like toy, min 0 at lr = 1e-3, width = 96, act = relu, dropout = 0.2.
+double mixed(const Json& p) {
+  const double lr = p["lr"], width = p["width"].get<double>(), dropout = p["dropout"];
+  const std::string act = p["act"];
+  const double offset = act == "relu" ? 0.0 : act == "gelu" ? 0.15 : act == "tanh" ? 0.5 : 1.0;
+  const double a = std::log10(lr) + 3, b = (width - 96) / 64, c = dropout - 0.2;
+  return a * a / 4 + b * b + offset + 4 * c * c;
+}
+
+Json box(int d, double lo, double hi) {
   Json params = Json::object();
-  if (six) {
-    for (int j = 1; j <= 6; ++j)
-      params["x" + std::to_string(j)] = {{"type", "float"}, {"low", 0.0}, {"high", 1.0}};
+  for (int j = 1; j <= d; ++j)
+    params["x" + std::to_string(j)] = {{"type", "float"}, {"low", lo}, {"high", hi}};
+  return params;
+}
+
+SearchSpace make_space(const std::string& fn) {
+  Json params = Json::object();
+  if (fn == "hartmann6") {
+    params = box(6, 0, 1);
+  } else if (fn == "styblinski_tang4") {
+    params = box(4, -5, 5);
+  } else if (fn == "rosenbrock4") {
+    params = box(4, -2, 2);
+  } else if (fn == "mixed") {
+    params = Json::parse(R"({
+      "lr": {"type": "float", "low": 1e-5, "high": 1.0, "log": true},
+      "width": {"type": "int", "low": 16, "high": 256, "step": 16},
+      "act": {"type": "categorical", "choices": ["relu", "gelu", "tanh", "sigmoid"]},
+      "dropout": {"type": "float", "low": 0.0, "high": 0.8}})");
   } else {
     params["x1"] = {{"type", "float"}, {"low", -5.0}, {"high", 10.0}};
     params["x2"] = {{"type", "float"}, {"low", 0.0}, {"high", 15.0}};
   }
   return *parse_space(Json{{"params", params}});
+}
+
+std::unique_ptr<Sampler> make_named(const std::string& spec, uint64_t seed) {
+  if (spec.rfind("tpe/", 0) != 0) return make_sampler(spec, seed, false).value();
+  TpeOptions o;
+  size_t at = 4;
+  while (at <= spec.size()) {
+    size_t end = spec.find('/', at);
+    if (end == std::string::npos) end = spec.size();
+    const std::string f = spec.substr(at, end - at);
+    if (f == "uni") o.joint(false);
+    if (f == "joint") o.joint(true);
+    if (f == "scott") o.bandwidth(TpeBandwidth::kScott);
+    if (f == "nb") o.bandwidth(TpeBandwidth::kNeighbour);
+    if (f == "exact") o.kernel_density(TpeDensity::kExact);
+    if (f == "o31") o.kernel_density(TpeDensity::kOptuna31);
+    if (f == "ep") o.endpoints(true);
+    if (f == "noep") o.endpoints(false);
+    if (f.size() > 1 && f[0] == 'c') o.ei_candidates(std::atoi(f.c_str() + 1));
+    at = end + 1;
+  }
+  return make_tpe_sampler(seed, false, o);
+}
+
+std::vector<std::string> split(const std::string& s) {
+  std::vector<std::string> out;
+  size_t at = 0;
+  while (at <= s.size()) {
+    size_t end = s.find(',', at);
+    if (end == std::string::npos) end = s.size();
+    if (end > at) out.push_back(s.substr(at, end - at));
+    at = end + 1;
+  }
+  return out;
 }
 
 double run(Sampler& s, const SearchSpace& space, double (*f)(const Json&), int n) {
@@ -89,33 +172,46 @@ double median(std::vector<double> v) {
 
 int main(int argc, char** argv) {
   int trials = 100, seeds = 10, overhead_trials = 1000;
-  std::string db_dir;
+  std::string db_dir, samplers = "tpe,tpe/uni,random",
+                      functions = "branin,hartmann6,styblinski_tang4,rosenbrock4,mixed";
   for (int i = 1; i + 1 < argc; i += 2) {
     if (!std::strcmp(argv[i], "--trials")) trials = std::atoi(argv[i + 1]);
     if (!std::strcmp(argv[i], "--seeds")) seeds = std::atoi(argv[i + 1]);
     if (!std::strcmp(argv[i], "--overhead-trials")) overhead_trials = std::atoi(argv[i + 1]);
     if (!std::strcmp(argv[i], "--db")) db_dir = argv[i + 1];
+    if (!std::strcmp(argv[i], "--samplers")) samplers = argv[i + 1];
+    if (!std::strcmp(argv[i], "--functions")) functions = argv[i + 1];
   }
   struct Fn {
     const char* name;
-    bool six;
     double (*f)(const Json&);
-  } fns[] = {{"branin", false, branin}, {"hartmann6", true, hartmann6}};
+  } fns[] = {{"branin", branin},
+             {"hartmann6", hartmann6},
+             {"styblinski_tang4", styblinski_tang4},
+             {"rosenbrock4", rosenbrock4},
+             {"mixed", mixed}};
   Json out = Json::object();
-  for (const auto& fn : fns) {
-    const SearchSpace space = make_space(fn.six);
-    for (std::string sampler : {"tpe", "tpe-univariate", "random"}) {
+  for (const std::string& name : split(functions)) {
+    const Fn* fn = nullptr;
+    for (const auto& f : fns)
+      if (name == f.name) fn = &f;
+    if (!fn) {
+      std::fprintf(stderr, "unknown function %s\n", name.c_str());
+      return 2;
+    }
+    const SearchSpace space = make_space(name);
+    for (const std::string& sampler : split(samplers)) {
       std::vector<double> bests;
-      for (int seed = 0; seed < seeds; ++seed) {
-        std::unique_ptr<Sampler> s =
-            sampler == "tpe-univariate"
-                ? make_tpe_sampler(static_cast<uint64_t>(seed), false, TpeOptions().joint(false))
-                : make_sampler(sampler, static_cast<uint64_t>(seed), false).value();
-        bests.push_back(run(*s, space, fn.f, trials));
-      }
-      out[fn.name][sampler] = {{"median_best", median(bests)}, {"bests", bests}};
-      std::printf("%-10s kiln %-14s median best over %d seeds (%d trials): %.6f\n", fn.name,
-                  sampler.c_str(), seeds, trials, median(bests));
+      for (int seed = 0; seed < seeds; ++seed)
+        bests.push_back(
+            run(*make_named(sampler, static_cast<uint64_t>(seed)), space, fn->f, trials));
+      const std::vector<double> first(bests.begin(), bests.begin() + std::min(seeds, 10));
+      out[name][sampler] = {
+          {"median_best", median(first)}, {"median_best_all", median(bests)}, {"bests", bests}};
+      std::printf("%-16s kiln   %-14s median best, seeds 0-%d: %.6f   seeds 0-%d: %.6f\n",
+                  name.c_str(), sampler.c_str(), std::min(seeds, 10) - 1, median(first), seeds - 1,
+                  median(bests));
+      std::fflush(stdout);
     }
   }
   if (overhead_trials > 0) {
@@ -125,7 +221,7 @@ int main(int argc, char** argv) {
       std::fprintf(stderr, "%s\n", db.status().message().c_str());
       return 1;
     }
-    const SearchSpace space = make_space(true);
+    const SearchSpace space = make_space("hartmann6");
     StudyInfo info;
     info.name = "overhead-" + std::to_string(::getpid());
     info.direction = "minimize";

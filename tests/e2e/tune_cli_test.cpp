@@ -129,7 +129,6 @@ TEST(TuneCliTest, WorkersRunTrialsAtOnceAndCrashesAreIsolated) {
   EXPECT_EQ(s["best"]["value"].get<double>(), 5.0) << s.dump();
 }
 
-
 TEST(TuneCliTest, KillMinus9ThenTheSameCommandResumesAndEndsWithNTrials) {
   TempDir home;
   write_text(home / "space.yaml", kQuadraticSpace);
@@ -231,6 +230,16 @@ TEST(TuneCliTest, TrainingConfigStudyOnBreastCancerWithPruning) {
   const fs::path bundle =
       home / "studies" / "bc" / ("trial-" + std::to_string(n)) / "run" / "bundle";
   EXPECT_TRUE(fs::exists(bundle / "manifest.json"));
+  // --keep-trials best (the default): the other trials keep their logs and metrics only.
+  for (const auto& t : out["trials"]) {
+    if (t["number"] == n) continue;
+    const fs::path dir =
+        home / "studies" / "bc" / ("trial-" + std::to_string(t["number"].get<int>()));
+    EXPECT_TRUE(fs::exists(dir / "train.log")) << dir;
+    EXPECT_FALSE(fs::exists(dir / "run" / "bundle")) << dir;
+    EXPECT_FALSE(fs::exists(dir / "run" / "checkpoint.pt")) << dir;
+    EXPECT_TRUE(fs::exists(dir / "run" / "metrics.jsonl")) << dir;
+  }
   // --push: the best trial's bundle becomes version 1 of bc-best in the registry.
   CommandResult shown = run_kiln({"registry", "show", "bc-best@latest", "--json"}, home.path());
   ASSERT_EQ(shown.exit_code, 0) << shown.err;
@@ -238,6 +247,60 @@ TEST(TuneCliTest, TrainingConfigStudyOnBreastCancerWithPruning) {
   EXPECT_EQ(entry["version"], 1) << shown.out;
   EXPECT_EQ(entry["tags"]["tune_study"], "bc") << shown.out;
   EXPECT_EQ(entry["tags"]["tune_trial"], std::to_string(n)) << shown.out;
+}
+
+TEST(TuneCliTest, KeepTrialsAllKeepsEveryBundleAndNoneKeepsOnlyLogsAndMetrics) {
+  TempDir home;
+  write_text(home / "space.yaml",
+             "params:\n  optimizer.lr: {type: float, low: 1.0e-4, high: 3.0e-2, log: true}\n");
+  for (const std::string keep : {"all", "none"}) {
+    CommandResult r = run_kiln(
+        {"tune", example("breast-cancer/train.yaml"), "--space", (home / "space.yaml").string(),
+         "--set", "epochs=2", "--trials", "2", "--study", keep, "--keep-trials", keep},
+        home.path());
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    for (int n = 0; n < 2; ++n) {
+      const fs::path dir = home / "studies" / keep / ("trial-" + std::to_string(n));
+      EXPECT_TRUE(fs::exists(dir / "train.log")) << dir;
+      EXPECT_TRUE(fs::exists(dir / "run" / "metrics.jsonl")) << dir;
+      EXPECT_EQ(fs::exists(dir / "run" / "bundle" / "manifest.json"), keep == "all") << dir;
+    }
+  }
+  CommandResult bad = run_kiln({"tune", example("breast-cancer/train.yaml"), "--space",
+                                (home / "space.yaml").string(), "--keep-trials", "some"},
+                               home.path());
+  EXPECT_EQ(bad.exit_code, 2);
+}
+
+// Two tuners started at once on the same study end with exactly --trials N between them: the
+// claim of a trial number checks the count in the same transaction.
+TEST(TuneCliTest, TwoTunersOnOneStudyNeverOvershootTheTrialCount) {
+  TempDir home;
+  write_text(home / "space.yaml", "params:\n  x: {type: int, low: 0, high: 99}\n");
+  const std::vector<std::string> args = {"tune",
+                                         "--objective-cmd",
+                                         "sleep 0.3; echo {x}",
+                                         "--space",
+                                         (home / "space.yaml").string(),
+                                         "--trials",
+                                         "6",
+                                         "--workers",
+                                         "3",
+                                         "--sampler",
+                                         "random",
+                                         "--direction",
+                                         "maximize",
+                                         "--study",
+                                         "shared"};
+  pid_t other = spawn_kiln(args, home.path());
+  CommandResult r = run_kiln(args, home.path());
+  int status = 0;
+  ::waitpid(other, &status, 0);
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+  Json s = show(home.path(), "shared");
+  EXPECT_EQ(s["trials"].size(), 6u) << s.dump();
+  EXPECT_EQ(count_state(s, "complete"), 6) << s.dump();
 }
 
 TEST(TuneCliTest, TimeoutStopsStartingTrialsAndARerunContinuesTheStudy) {

@@ -111,6 +111,76 @@ TEST(SamplerTest, TpeDefaultsFollowOptuna) {
   EXPECT_EQ(w[34], 1.0);
 }
 
+// Reference numbers from Optuna 3.1's own _ParzenEstimator (Debian python3-optuna: prior weight 1,
+// magic clip, default_weights, univariate): its log_pdf for kOptuna31, and the exact truncated
+// normal mixture over the same mus/sigmas/weights for kExact; consider_endpoints off and on.
+TEST(SamplerTest, TpeDensityMatchesOptunasParzenEstimator) {
+  auto spec = [](const char* json) {
+    auto s = parse_space(Json::parse(std::string(R"({"params": {"x": )") + json + "}}"));
+    EXPECT_TRUE(s.ok()) << s.status();
+    return s->params.at(0);
+  };
+  const ParamSpec lin = spec(R"({"type": "float", "low": -5, "high": 10})");
+  const ParamSpec lg = spec(R"({"type": "float", "low": 1e-4, "high": 1.0, "log": true})");
+  const std::vector<double> lin_obs = {3.0, -4.5, 0.2, 9.0, 1.0, 1.3};
+  const std::vector<double> lin_at = {-5.0, -1.0, 0.5, 1.1, 7.5, 10.0};
+  const std::vector<double> log_obs = {1e-3, 2e-3, 0.5, 0.05}, log_at = {1e-4, 1e-3, 0.01, 0.9};
+  struct Case {
+    const ParamSpec* p;
+    const std::vector<double>*obs, *at;
+    bool endpoints;
+    TpeDensity density;
+    std::vector<double> want;
+  } cases[] = {
+      {&lin,
+       &lin_obs,
+       &lin_at,
+       false,
+       TpeDensity::kOptuna31,
+       {-1.17264061149, -0.838376822814, -0.722646433705, -0.710166886022, -1.14165710948,
+        -1.28163018363}},
+      {&lin,
+       &lin_obs,
+       &lin_at,
+       false,
+       TpeDensity::kExact,
+       {-3.09747014733, -2.45392529954, -2.19572783884, -2.16973410041, -3.20916515741,
+        -3.39547510528}},
+      {&lg,
+       &log_obs,
+       &log_at,
+       false,
+       TpeDensity::kOptuna31,
+       {-1.47547230782, -0.949706005148, -0.951879315976, -1.04911978022}},
+      {&lg,
+       &log_obs,
+       &log_at,
+       false,
+       TpeDensity::kExact,
+       {-3.03304091011, -2.00368835878, -2.16153901221, -2.38717990775}},
+      {&lg,
+       &log_obs,
+       &log_at,
+       true,
+       TpeDensity::kOptuna31,
+       {-1.35276257604, -0.925480925144, -0.877384306425, -1.04568652059}},
+      {&lg,
+       &log_obs,
+       &log_at,
+       true,
+       TpeDensity::kExact,
+       {-2.89847951239, -2.11701466518, -2.10303137628, -2.38151388867}},
+  };
+  for (const Case& c : cases) {
+    const std::vector<double> got = tpe_log_density(
+        *c.p, *c.obs, *c.at, TpeOptions().endpoints(c.endpoints).kernel_density(c.density));
+    ASSERT_EQ(got.size(), c.want.size());
+    for (size_t i = 0; i < got.size(); ++i)
+      EXPECT_NEAR(got[i], c.want[i], 1e-7)
+          << c.p->name << " endpoints " << c.endpoints << " #" << i;
+  }
+}
+
 TEST(SamplerTest, TpeIsDeterministicAndUsesRandomStartup) {
   const SearchSpace s = mixed_space();
   auto f = [](const Json& p) {

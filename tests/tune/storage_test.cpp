@@ -3,6 +3,10 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <atomic>
+#include <thread>
+#include <vector>
+
 #include "kiln/tune/report.h"
 #include "kiln/tune/space.h"
 #include "support/test_support.h"
@@ -101,6 +105,55 @@ TEST(StorageTest, RunningTrialsOfADeadTunerBecomeOrphanedFailures) {
   EXPECT_EQ((*trials)[0].state, TrialState::kFailed);
   EXPECT_TRUE((*trials)[0].orphaned);
   EXPECT_EQ((*trials)[1].state, TrialState::kRunning);  // its tuner (our parent) is alive
+}
+
+// Two tuners on one study (two connections, two threads claiming at once) never claim more
+// than --trials N between them; orphaned failures free their place.
+TEST(StorageTest, ClaimsFromSeveralConnectionsNeverOvershootTheTrialCount) {
+  TempDir dir;
+  int64_t study_id = 0;
+  {
+    auto db = StudyStorage::Open(dir / "studies.db");
+    ASSERT_TRUE(db.ok());
+    auto s = (*db)->create_or_load_study(info("s", 1));
+    ASSERT_TRUE(s.ok());
+    study_id = s->id;
+  }
+  // Claims carry our parent's pid: a live tuner that is not this process (fail_orphans fails
+  // running trials of this process, as a resumed tuner's own leftovers).
+  std::atomic<int> claimed{0}, refused{0};
+  std::vector<std::thread> tuners;
+  for (int k = 0; k < 2; ++k)
+    tuners.emplace_back([&, k] {
+      auto db = StudyStorage::Open(dir / "studies.db");
+      ASSERT_TRUE(db.ok());
+      for (int i = 0; i < 10; ++i) {
+        auto t = (*db)->create_trial(study_id, Json{{"x", 0.1 * k}}, ::getppid(), "", 7);
+        if (t.ok()) {
+          ++claimed;
+        } else {
+          EXPECT_EQ(t.status().code(), StatusCode::kFailedPrecondition) << t.status();
+          ++refused;
+        }
+      }
+    });
+  for (auto& t : tuners) t.join();
+  EXPECT_EQ(claimed.load(), 7);
+  EXPECT_EQ(refused.load(), 13);
+  auto db = StudyStorage::Open(dir / "studies.db");
+  ASSERT_TRUE(db.ok());
+  auto trials = (*db)->trials(study_id);
+  ASSERT_TRUE(trials.ok());
+  ASSERT_EQ(trials->size(), 7u);
+  for (size_t i = 0; i < trials->size(); ++i) EXPECT_EQ((*trials)[i].number, int64_t(i));
+  // A running trial of a dead tuner becomes an orphaned failure: it no longer counts.
+  auto full = (*db)->create_trial(study_id, Json{{"x", 0.5}}, ::getppid(), "", 8);
+  ASSERT_TRUE(full.ok());
+  auto dead = (*db)->create_trial(study_id, Json{{"x", 0.5}}, 1 << 30, "", 9);
+  ASSERT_TRUE(dead.ok());
+  EXPECT_FALSE((*db)->create_trial(study_id, Json{{"x", 0.5}}, ::getppid(), "", 9).ok());
+  ASSERT_EQ(*(*db)->fail_orphans(study_id), 1);
+  EXPECT_TRUE((*db)->create_trial(study_id, Json{{"x", 0.5}}, ::getppid(), "", 9).ok());
 }
 
 TEST(StorageTest, ImportanceFindsTheParameterThatMatters) {

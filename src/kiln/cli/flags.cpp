@@ -14,7 +14,10 @@ const FlagSpec kFlags[] = {
     {Flag::kReport, "--report", "also write the full result as JSON to this file", ""},
     {Flag::kJson, "--json", "print machine-readable JSON instead of tables", "false"},
     {Flag::kOut, "--out,-o", "output directory", ""},
-    {Flag::kSeed, "--seed", "random seed (overrides the spec's)", ""},
+    {Flag::kSeed, "--seed",
+     "random seed: the same seed makes the same random choices (data prepare: default the "
+     "spec's seed; tune: the sampler's seed, default 0)",
+     ""},
     {Flag::kOutlierZ, "--outlier-z",
      "robust z-score (0.6745*|x-median|/MAD) above which a value is an extreme outlier", "100"},
     {Flag::kNaTokens, "--na", "cell values read as missing (replaces the defaults)",
@@ -87,6 +90,10 @@ const FlagSpec kFlags[] = {
      "val_accuracy"},
     {Flag::kReductionFactor, "--reduction-factor", "asha: keep the top 1/eta at each rung", "4"},
     {Flag::kMinResource, "--min-resource", "asha: epochs before the first rung", "1"},
+    {Flag::kKeepTrials, "--keep-trials",
+     "trial files kept: all | best (the best trial's training output; other trials keep only "
+     "their logs and metrics) | none (logs and metrics only, after --push)",
+     "best"},
 };
 
 template <typename T>

@@ -57,6 +57,7 @@ enum class Flag {
   kMetric,
   kReductionFactor,
   kMinResource,
+  kKeepTrials,
 };
 
 struct FlagSpec {

@@ -36,6 +36,7 @@ struct TuneArgs {
   int64_t reduction_factor = 4;
   int64_t min_resource = 1;
   bool json = false;
+  std::string keep_trials = "best";
 };
 
 struct ShowArgs {
@@ -122,6 +123,7 @@ int run_tune(const TuneArgs& a) {
       .maximize(maximize)
       .metric(a.metric)
       .asha(asha)
+      .keep_trials(a.keep_trials)
       .home(kiln_home());
   if (training)
     o.config(a.config).overrides(a.set);
@@ -137,6 +139,8 @@ int run_tune(const TuneArgs& a) {
     if (!st.ok()) return report_failure(st);
     pushed = {{"name", a.push}, {"bundle", bundle.string()}, {"trial", best->number}};
   }
+  // --keep-trials none: the best trial's training output goes too, now that --push has it.
+  if (best && a.keep_trials == "none") tune::drop_trial_outputs(best->out_dir);
   if (a.json) {
     Json j = tune::study_json(r->study, r->trials);
     if (!pushed.is_null()) j["pushed"] = pushed;
@@ -211,6 +215,8 @@ void register_tune_commands(CLI::App& app, int* exit_code) {
   add_flag(*tune, Flag::kReductionFactor, &ta->reduction_factor);
   add_flag(*tune, Flag::kMinResource, &ta->min_resource);
   add_flag(*tune, Flag::kJson, &ta->json);
+  add_flag(*tune, Flag::kKeepTrials, &ta->keep_trials)
+      ->check(CLI::IsMember({"all", "best", "none"}));
 
   auto sa = std::make_shared<ShowArgs>();
   CLI::App* show =

@@ -166,13 +166,16 @@ struct Parzen {
   std::vector<double> weights, mus, sigmas;  // numeric
   std::vector<std::vector<double>> cat;      // categorical: one distribution per kernel
   double lo = 0, hi = 1;
+  // TpeDensity::kOptuna31: a kernel's density lacks the 1/sigma factor (Optuna <= 3.4).
+  bool unscaled = false;
 
   size_t kernels() const { return weights.size(); }
   double log_component(size_t i, double x) const {
     const double z = (x - mus[i]) / sigmas[i];
     const double mass =
         normal_cdf((hi - mus[i]) / sigmas[i]) - normal_cdf((lo - mus[i]) / sigmas[i]);
-    return -0.5 * z * z - std::log(sigmas[i] * std::sqrt(2 * kPi) * std::max(mass, 1e-300));
+    return -0.5 * z * z -
+           std::log((unscaled ? 1.0 : sigmas[i]) * std::sqrt(2 * kPi) * std::max(mass, 1e-300));
   }
   // Optuna's rule for stepped (int) values: the kernel's mass over the value's bin
   // [x - q/2, x + q/2] (clipped to the range) instead of its density.
@@ -231,8 +234,9 @@ struct Parzen {
 // sigma0 > 0: multivariate bandwidth (sigma0 · range for every kernel), else Optuna's univariate
 // neighbour-gap rule.
 Parzen numeric_parzen(const std::vector<double>& obs, const std::vector<double>& w, Range r,
-                      double prior_weight, double sigma0 = 0) {
+                      double prior_weight, bool unscaled, bool endpoints, double sigma0 = 0) {
   Parzen pz;
+  pz.unscaled = unscaled;
   pz.lo = r.lo;
   pz.hi = r.hi;
   std::vector<double> mus = obs, weights = w;
@@ -253,8 +257,8 @@ Parzen numeric_parzen(const std::vector<double>& obs, const std::vector<double>&
     sorted[n + 1] = r.hi;
     for (size_t i = 0; i < n; ++i) {
       double s = std::max(sorted[i + 1] - sorted[i], sorted[i + 2] - sorted[i + 1]);
-      if (n >= 2 && i == 0) s = sorted[2] - sorted[1];  // consider_endpoints=False
-      if (n >= 2 && i == n - 1) s = sorted[n] - sorted[n - 1];
+      if (!endpoints && n >= 2 && i == 0) s = sorted[2] - sorted[1];
+      if (!endpoints && n >= 2 && i == n - 1) s = sorted[n] - sorted[n - 1];
       sigmas[order[i]] = s;
     }
   }
@@ -362,8 +366,9 @@ class TpeSampler : public Sampler {
         out[p.name] = p.choices[best];
       } else {
         const Range r = internal_range(p);
-        Parzen l = numeric_parzen(ob, wb, r, o_.prior_weight);
-        Parzen g = numeric_parzen(oa, wa, r, o_.prior_weight);
+        const bool unscaled = o_.density == TpeDensity::kOptuna31;
+        Parzen l = numeric_parzen(ob, wb, r, o_.prior_weight, unscaled, o_.consider_endpoints);
+        Parzen g = numeric_parzen(oa, wa, r, o_.prior_weight, unscaled, o_.consider_endpoints);
         double best = 0.5 * (r.lo + r.hi), best_score = -INFINITY;
         const double q = bin_width(p);
         for (int64_t i = 0; i < o_.n_ei_candidates; ++i) {
@@ -411,15 +416,18 @@ class TpeSampler : public Sampler {
       }
       const size_t n = cols[0].size();
       const std::vector<double> w = tpe_weights(static_cast<int64_t>(n));
-      const double sigma0 = 0.2 * std::pow(static_cast<double>(std::max<size_t>(n, 1)),
-                                           -1.0 / (static_cast<double>(rel.size()) + 4.0));
+      const double sigma0 = o_.joint_bandwidth == TpeBandwidth::kNeighbour
+                                ? 0.0
+                                : 0.2 * std::pow(static_cast<double>(std::max<size_t>(n, 1)),
+                                                 -1.0 / (static_cast<double>(rel.size()) + 4.0));
       std::vector<Parzen> est;
       for (size_t j = 0; j < rel.size(); ++j) {
         if (rel[j]->type == ParamSpec::Type::kCategorical)
           est.push_back(categorical_parzen(cols[j], w, rel[j]->choices.size(), o_.prior_weight));
         else
-          est.push_back(
-              numeric_parzen(cols[j], w, internal_range(*rel[j]), o_.prior_weight, sigma0));
+          est.push_back(numeric_parzen(cols[j], w, internal_range(*rel[j]), o_.prior_weight,
+                                       o_.density == TpeDensity::kOptuna31, o_.consider_endpoints,
+                                       sigma0));
       }
       return est;
     };
@@ -482,6 +490,22 @@ std::vector<double> tpe_weights(int64_t n) {
                           : 1.0 / n + (1.0 - 1.0 / n) * static_cast<double>(i) / (ramp - 1));
   for (int64_t i = 0; i < 25; ++i) w.push_back(1.0);
   return w;
+}
+
+std::vector<double> tpe_log_density(const ParamSpec& p, const std::vector<double>& observations,
+                                    const std::vector<double>& points, const TpeOptions& o) {
+  std::vector<double> obs;
+  for (double v : observations) obs.push_back(to_internal(p, v));
+  const Parzen pz =
+      numeric_parzen(obs, tpe_weights(static_cast<int64_t>(obs.size())), internal_range(p),
+                     o.prior_weight, o.density == TpeDensity::kOptuna31, o.consider_endpoints);
+  std::vector<double> out;
+  const double q = bin_width(p);
+  for (double v : points) {
+    const double x = to_internal(p, v);
+    out.push_back(q > 0 ? pz.log_bin(x, q) : pz.log_pdf(x));
+  }
+  return out;
 }
 
 std::unique_ptr<Sampler> make_random_sampler(uint64_t seed) {

@@ -25,19 +25,57 @@ class Sampler {
                                 int64_t number) = 0;
 };
 
-/// Optuna's TPE defaults (lifecycle.md §1.1): 10 random start-up trials, 24 EI candidates,
-/// gamma(n) = min(ceil(0.1 n), 25), weights: 1 for n < 25, else a linear ramp 1/n..1 over the
-/// older n-25 observations and 1 for the newest 25; prior weight 1, magic clip, no endpoints.
+/// How a kernel's density is evaluated when l(x)/g(x) is scored. kExact: the truncated normal
+/// density (integrates to 1; Optuna >= 3.5, after optuna#5109). kOptuna31: Optuna 3.1-3.4's
+/// `_truncnorm.logpdf`, which omits the 1/sigma factor, so each kernel counts with weight
+/// w_i * sigma_i in the score (candidates are still drawn with weights w_i). Stepped values are
+/// scored by bin mass in both modes.
+enum class TpeDensity { kExact, kOptuna31 };
+
+/// The bandwidths of the joint (multivariate) estimator. kScott: sigma = 0.2 n^(-1/(d+4)) range
+/// in every dimension for every kernel (Optuna's multivariate=True). kNeighbour: per dimension
+/// and kernel, the univariate rule (larger gap to the sorted neighbours, magic clip), so that
+/// kernels narrow where observations crowd.
+enum class TpeBandwidth { kScott, kNeighbour };
+
+/// Kiln's TPE. Optuna's defaults (lifecycle.md §1.1): 10 random start-up trials, 24 EI
+/// candidates, gamma(n) = min(ceil(0.1 n), 25), weights 1 for n < 25, else a linear ramp 1/n..1
+/// over the older n-25 observations and 1 for the newest 25; prior weight 1; magic clip
+/// (sigma >= range / min(100, n + 2)). Where Kiln's default differs, it follows the recommended
+/// setting of Watanabe 2023 ("Tree-structured Parzen estimator: understanding its algorithm
+/// components and their roles for better empirical performance", arXiv 2304.11127): a joint
+/// (multivariate) estimator whose bandwidths come from the neighbour rule with the range ends
+/// counted as neighbours (its "hyperopt" bandwidth, consider_endpoints), and the exact kernel
+/// density (as Optuna >= 3.5). docs/benchmarks.md has the comparison with Optuna 3.1 that chose it.
+/// `TpeOptions().joint(false).bandwidth(kScott).endpoints(false).kernel_density(kOptuna31)` is
+/// Optuna 3.1's default univariate TPE; `.joint(true)` with kScott is its multivariate=True.
 struct TpeOptions {
   int64_t n_startup_trials = 10;
   int64_t n_ei_candidates = 24;
   double prior_weight = 1.0;
   int64_t gamma_cap = 25;
   double gamma_fraction = 0.1;
-  /// Joint Parzen estimator over the unconditional parameters (Optuna's multivariate TPE, the
-  /// default for one objective on Optuna's master, lifecycle.md §1.1); conditional parameters
-  /// are sampled univariately. false: Optuna 3.x/4.x's univariate default.
+  /// Joint Parzen estimator over the unconditional parameters (one product kernel per
+  /// observation, candidates drawn and scored jointly, as Optuna's multivariate=True);
+  /// conditional parameters are sampled univariately. false: Optuna 3.x/4.x's univariate mode.
   bool multivariate = true;
+  TpeDensity density = TpeDensity::kExact;
+  TpeBandwidth joint_bandwidth = TpeBandwidth::kNeighbour;
+  /// The neighbour rule counts the range ends as neighbours of the outermost kernels too
+  /// (Optuna's consider_endpoints, false there; true in Watanabe 2023's recommended setting).
+  bool consider_endpoints = true;
+  TpeOptions& endpoints(bool on) {
+    consider_endpoints = on;
+    return *this;
+  }
+  TpeOptions& kernel_density(TpeDensity d) {
+    density = d;
+    return *this;
+  }
+  TpeOptions& bandwidth(TpeBandwidth b) {
+    joint_bandwidth = b;
+    return *this;
+  }
   TpeOptions& startup(int64_t n) {
     n_startup_trials = n;
     return *this;
@@ -61,16 +99,24 @@ std::unique_ptr<Sampler> make_random_sampler(uint64_t seed);
 /// too) are skipped; NotFound once all are used.
 std::unique_ptr<Sampler> make_grid_sampler(uint64_t seed, int64_t float_points = 5);
 
-/// Univariate Tree-structured Parzen Estimator (Bergstra et al. 2011, Optuna's TPESampler).
-/// Complete trials rank by value, pruned ones after them by (deeper step first, then last
-/// intermediate value); the best gamma(n) form l(x), the rest g(x); the candidate drawn from l
-/// with the largest l(x)/g(x) wins. `maximize` says which values are better.
+/// Tree-structured Parzen Estimator (Bergstra et al. 2011, Optuna's TPESampler; TpeOptions for
+/// the variant). Complete trials rank by value, pruned ones after them by (deeper step first,
+/// then last intermediate value); the best gamma(n) form l(x), the rest g(x); of the candidates
+/// drawn from l (jointly over the unconditional parameters by default, conditional ones one by
+/// one) the one with the largest l(x)/g(x) wins. `maximize` says which values are better.
 std::unique_ptr<Sampler> make_tpe_sampler(uint64_t seed, bool maximize,
                                           const TpeOptions& options = {});
 
 /// "random" | "grid" | "tpe"; InvalidArgument otherwise.
 Expected<std::unique_ptr<Sampler>> make_sampler(const std::string& name, uint64_t seed,
                                                 bool maximize);
+
+/// log l(x) of the univariate Parzen estimator TPE builds for numeric parameter `p` from
+/// `observations` (values as the user sees them, oldest first, Optuna's weights, the prior
+/// kernel), at each of `points`; exposed so tests can compare it with Optuna's own numbers.
+std::vector<double> tpe_log_density(const ParamSpec& p, const std::vector<double>& observations,
+                                    const std::vector<double>& points,
+                                    const TpeOptions& options = {});
 
 /// Optuna's default_gamma and default_weights, exposed for tests.
 int64_t tpe_gamma(int64_t n, const TpeOptions& options = {});

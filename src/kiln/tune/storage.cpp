@@ -171,9 +171,24 @@ Expected<StudyInfo> StudyStorage::create_or_load_study(const StudyInfo& wanted) 
 }
 
 Expected<TrialRecord> StudyStorage::create_trial(int64_t study_id, const Json& params,
-                                                 int64_t tuner_pid, const std::string& out_dir) {
+                                                 int64_t tuner_pid, const std::string& out_dir,
+                                                 int64_t max_trials) {
   KILN_RETURN_IF_ERROR(exec("BEGIN IMMEDIATE"));
   TrialRecord t;
+  if (max_trials >= 0) {
+    Stmt q(db_, "SELECT COUNT(*) FROM trials WHERE study_id = ? AND orphaned = 0");
+    q.bind(1, study_id);
+    if (q.step() != SQLITE_ROW) {
+      exec("ROLLBACK");
+      return db_error(db_, "count trials");
+    }
+    const int64_t counted = q.i64(0);
+    if (counted >= max_trials) {
+      exec("ROLLBACK");
+      return Status::FailedPrecondition("the study already has " + std::to_string(counted) +
+                                        " of its " + std::to_string(max_trials) + " trials");
+    }
+  }
   {
     Stmt q(db_, "SELECT COALESCE(MAX(number), -1) + 1 FROM trials WHERE study_id = ?");
     q.bind(1, study_id);

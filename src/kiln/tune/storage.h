@@ -48,8 +48,12 @@ class StudyStorage {
   std::vector<std::string> study_names();
 
   /// A new running trial numbered after the study's last one, owned by process `tuner_pid`.
+  /// With `max_trials` >= 0 the claim is refused (FailedPrecondition, nothing written) when the
+  /// study already holds that many counted trials (running or finished, orphaned failures not
+  /// counted): the count and the insert are one IMMEDIATE transaction, so tuners sharing a study
+  /// (other processes, other connections) never overshoot --trials together.
   Expected<TrialRecord> create_trial(int64_t study_id, const Json& params, int64_t tuner_pid,
-                                     const std::string& out_dir);
+                                     const std::string& out_dir, int64_t max_trials = -1);
   Status set_out_dir(int64_t trial_id, const std::string& out_dir);
   Status report(int64_t trial_id, int64_t step, double value);
   Status finish(int64_t trial_id, TrialState state, double value, const std::string& note);

@@ -13,6 +13,7 @@
 #include <cstring>
 #include <map>
 #include <memory>
+#include <set>
 #include <sstream>
 #include <thread>
 
@@ -128,6 +129,16 @@ std::string short_params(const Json& params) {
 
 }  // namespace
 
+void drop_trial_outputs(const fs::path& trial_dir) {
+  std::error_code ec;
+  const fs::path run = trial_dir / "run";
+  if (!fs::is_directory(run, ec)) return;
+  std::vector<fs::path> doomed;
+  for (fs::directory_iterator it(run, ec), end; !ec && it != end; it.increment(ec))
+    if (it->path().filename() != "metrics.jsonl") doomed.push_back(it->path());
+  for (const auto& p : doomed) fs::remove_all(p, ec);
+}
+
 const TrialRecord* best_trial(const std::vector<TrialRecord>& trials, bool maximize) {
   const TrialRecord* best = nullptr;
   for (const auto& t : trials) {
@@ -232,8 +243,23 @@ Expected<TuneResult> run_study(const TuneOptions& o) {
     return Status::Ok();
   };
 
+  // --keep-trials best | none: drop the training output of finished trials that are not the
+  // best (each once; the study's best is recomputed from the database every time).
+  std::set<int64_t> dropped;
+  auto tidy = [&](const std::vector<TrialRecord>& h) {
+    if (o.keep_trials_ == "all") return;
+    const TrialRecord* best = best_trial(h, o.maximize_);
+    for (const auto& t : h) {
+      if (!t.finished() || t.out_dir.empty() || (best && t.id == best->id) || dropped.count(t.id))
+        continue;
+      drop_trial_outputs(t.out_dir);
+      dropped.insert(t.id);
+    }
+  };
+
   while (true) {
     KILN_ASSIGN_OR_RETURN(std::vector<TrialRecord> history, db->trials(study.id));
+    tidy(history);
     int64_t counted = 0;
     for (const auto& t : history)
       if (t.finished() && !t.orphaned) ++counted;
@@ -248,7 +274,17 @@ Expected<TuneResult> run_study(const TuneOptions& o) {
         exhausted = true;
         continue;
       }
-      KILN_ASSIGN_OR_RETURN(TrialRecord trial, db->create_trial(study.id, *params, ::getpid(), ""));
+      // The claim re-checks the count inside one transaction: another tuner on the same study
+      // may have claimed trials since `history` was read.
+      Expected<TrialRecord> claimed =
+          db->create_trial(study.id, *params, ::getpid(), "", o.trials_);
+      if (!claimed.ok()) {
+        if (claimed.status().code() != StatusCode::kFailedPrecondition) return claimed.status();
+        if (running.empty()) break;
+        exhausted = true;  // full: wait for this tuner's running trials, claim no more
+        continue;
+      }
+      TrialRecord trial = std::move(*claimed);
       Running r;
       r.trial = trial;
       r.dir = study_dir / ("trial-" + std::to_string(trial.number));
@@ -375,6 +411,7 @@ Expected<TuneResult> run_study(const TuneOptions& o) {
       std::this_thread::sleep_for(std::chrono::milliseconds(training ? 200 : 20));
   }
   KILN_ASSIGN_OR_RETURN(result.trials, db->trials(study.id));
+  tidy(result.trials);
   result.study = study;
   return result;
 }

@@ -45,6 +45,7 @@ struct TuneOptions {
   KILN_TUNE_SETTER(fs::path, home)
   KILN_TUNE_SETTER(fs::path, kiln_binary)
   KILN_TUNE_SETTER(bool, quiet)
+  KILN_TUNE_SETTER(std::string, keep_trials)
 #undef KILN_TUNE_SETTER
 
   std::string study_;
@@ -64,6 +65,12 @@ struct TuneOptions {
   fs::path home_;         ///< KILN_HOME: studies.db and studies/<name>/trial-<n>/
   fs::path kiln_binary_;  ///< training mode: the `kiln` to run (default /proc/self/exe)
   bool quiet_ = false;
+  /// all: every trial directory stays whole. best | none: once a trial is finished and is not
+  /// the study's best (pruned, failed, or beaten), its training output is deleted
+  /// (drop_trial_outputs); the best trial's stays, so --push and the user have its bundle.
+  /// run_study treats none as best; the caller drops the best trial's output once it is done
+  /// with it (`kiln tune --keep-trials none` does so after --push).
+  std::string keep_trials_ = "best";
 };
 
 /// The study after run_study: its info and every trial.
@@ -83,6 +90,11 @@ Status validate_config_space(const std::string& config, const std::vector<std::s
 /// exits non-zero, is killed (OOM) or prints no number is recorded as failed and the study goes
 /// on. Not thread-safe (one tuner per process).
 Expected<TuneResult> run_study(const TuneOptions& options);
+
+/// Deletes a trial's training output — everything in TRIAL_DIR/run (checkpoint, bundle) except
+/// metrics.jsonl — keeping its logs and command (a few KB). Nothing to do in black-box mode.
+/// Best effort (errors ignored); blocks (file I/O).
+void drop_trial_outputs(const fs::path& trial_dir);
 
 /// The best finished trial (complete, finite value), or nullptr.
 const TrialRecord* best_trial(const std::vector<TrialRecord>& trials, bool maximize);
