@@ -15,9 +15,8 @@ BUILD_DIR=${BUILD_DIR:-build}
 kiln="$BUILD_DIR/kiln"
 export KILN_HOME=$(mktemp -d /tmp/kiln-tune-bench-XXXXXX)
 trap 'rm -rf "$KILN_HOME"' EXIT
-echo "date:    $(date -u '+%Y-%m-%d %H:%M UTC')   commit: $(git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)"
-echo "cpu:     $(nproc) x $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')"
-echo "load:    $(cut -d' ' -f1-3 /proc/loadavg)"
+source bench/lib.sh
+print_machine
 
 SEEDS=${SEEDS:-30}
 echo; echo "== 1-2. sampler quality (100 trials x $SEEDS seeds) and overhead at 1,000 trials"
