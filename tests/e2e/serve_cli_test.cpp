@@ -462,6 +462,33 @@ TEST_F(ServeCliTest, SigtermAnswersInFlightRequestsThenExitsZero) {
   EXPECT_NE(srv.stdout_text().find("kiln serve: stopped"), std::string::npos);
 }
 
+TEST_F(ServeCliTest, RequestWaitingPastTheTimeoutGets503) {
+  TempDir t;
+  // The batch waits 1.5 s to fill (an idle keep-alive connection keeps the batcher from
+  // concluding that nothing more can come); the request may wait only 200 ms.
+  ServerProcess srv({"--model", bundle(1).string(), "--max-delay-us", "1500000", "--batch-gap-us",
+                     "1500000", "--request-timeout-ms", "200"},
+                    t.path(), t / "log");
+  ASSERT_TRUE(srv.ready()) << srv.log();
+  HttpClient idle(srv.port());
+  ASSERT_EQ(idle.get("/v2/health/live").status, 200);
+  HttpClient c(srv.port());
+  HttpResult r = c.post("/v2/models/bundle/infer", body(1));
+  EXPECT_EQ(r.status, 503) << r.body;
+  EXPECT_NE(error_of(r).find("request timed out after"), std::string::npos) << r.body;
+  const std::string metrics = c.get("/metrics").body;
+  EXPECT_NE(metrics.find(
+                R"(kiln_inference_requests_total{model="bundle",version="1",outcome="timeout"} 1)"),
+            std::string::npos)
+      << metrics;
+  // Without the long delay the same request is answered.
+  ServerProcess quick({"--model", bundle(1).string(), "--request-timeout-ms", "200"}, t.path(),
+                      t / "log2");
+  ASSERT_TRUE(quick.ready()) << quick.log();
+  HttpClient q(quick.port());
+  EXPECT_EQ(q.post("/v2/models/bundle/infer", body(1)).status, 200);
+}
+
 TEST_F(ServeCliTest, BadStartIsReported) {
   TempDir t;
   CommandResult r =
