@@ -106,8 +106,9 @@ void convert_raw(const char* p, size_t n, std::vector<float>* out) {
 /// The common JSON number forms, -?digits(.digits)?([eE][+-]?digits)? with at most 18 digits and
 /// a mantissa below 2^53, converted exactly as std::from_chars would (Clinger's fast path: one
 /// correctly rounded multiplication or division by an exact power of ten), about 5x faster.
-/// Returns the end of the number, or null when the text needs the general parser.
-const char* fast_number(const char* p, const char* end, double* out) {
+/// Returns the end of the number, or null when the text needs the general parser;
+/// `fraction_syntax`: the text has a '.' or an exponent.
+const char* fast_number(const char* p, const char* end, double* out, bool* fraction_syntax) {
   static constexpr double kPow10[] = {1e0,  1e1,  1e2,  1e3,  1e4,  1e5,  1e6,  1e7,
                                       1e8,  1e9,  1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
                                       1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22};
@@ -142,6 +143,7 @@ const char* fast_number(const char* p, const char* end, double* out) {
     scale += exp_negative ? -exp : exp;
   }
   if (digits > 18 || mantissa > (uint64_t{1} << 53) || scale < -22 || scale > 22) return nullptr;
+  *fraction_syntax = p - int_begin > digits;  // a '.' or an exponent
   double d = static_cast<double>(mantissa);
   d = scale < 0 ? d / kPow10[-scale] : d * kPow10[scale];
   *out = negative ? -d : d;
@@ -388,7 +390,16 @@ class Parser {
       if (peek() == '[') {
         KILN_RETURN_IF_ERROR(data(out, scan, where, depth + 1));
       } else {
-        KILN_RETURN_IF_ERROR(element(out, scan, where));
+        // The common case inline: a plain number within float32's range.
+        double d;
+        bool fraction_syntax;
+        const char* q = fast_number(p_, end_, &d, &fraction_syntax);
+        if (q && std::fabs(d) <= std::numeric_limits<float>::max()) {
+          p_ = q;
+          number(out, scan, d, fraction_syntax);
+        } else {
+          KILN_RETURN_IF_ERROR(element(out, scan, where));
+        }
       }
       ws();
       if (eat(',')) continue;
@@ -418,8 +429,13 @@ class Parser {
       return Status::Ok();
     }
     double d;
-    std::from_chars_result r{fast_number(p_, end_, &d), std::errc()};
-    if (!r.ptr) r = std::from_chars(p_, end_, d);
+    bool fraction_syntax = false;
+    std::from_chars_result r{fast_number(p_, end_, &d, &fraction_syntax), std::errc()};
+    if (!r.ptr) {
+      r = std::from_chars(p_, end_, d);
+      for (const char* q = p_; q < r.ptr; ++q)
+        fraction_syntax |= *q == '.' || *q == 'e' || *q == 'E';
+    }
     if (r.ec != std::errc() || r.ptr == p_) {
       if (r.ec == std::errc::result_out_of_range)
         return err(where + "[" + std::to_string(i) + "]", "number out of range");
@@ -429,18 +445,21 @@ class Parser {
       return err(where + "[" + std::to_string(i) + "]", "NaN and Infinity are not JSON numbers");
     if (std::fabs(d) > std::numeric_limits<float>::max())
       return err(where + "[" + std::to_string(i) + "]", "number out of range for float32");
-    bool fraction = false;
-    for (const char* q = p_; q < r.ptr; ++q)
-      if (*q == '.' || *q == 'e' || *q == 'E') {
-        fraction = d != std::floor(d);
-        break;
-      }
     p_ = r.ptr;
+    number(out, scan, d, fraction_syntax);
+    return Status::Ok();
+  }
+
+  /// Appends a parsed number and notes what the datatype check needs.
+  static void number(std::vector<float>* out, DataScan* scan, double d, bool fraction_syntax) {
+    const int64_t i = static_cast<int64_t>(out->size());
     scan->any_number = true;
     if (scan->first_number < 0) scan->first_number = i;
-    if (fraction && scan->first_fraction < 0) scan->first_fraction = i;
-    scan->any_fraction |= fraction;
-    if (d != 0 && d != 1 && scan->first_non01 < 0) scan->first_non01 = i;
+    if (fraction_syntax && scan->first_fraction < 0 && d != std::floor(d)) {
+      scan->first_fraction = i;
+      scan->any_fraction = true;
+    }
+    if (scan->first_non01 < 0 && d != 0 && d != 1) scan->first_non01 = i;
     if (d < scan->min) {
       scan->min = d;
       scan->argmin = i;
@@ -450,7 +469,6 @@ class Parser {
       scan->argmax = i;
     }
     out->push_back(static_cast<float>(d));
-    return Status::Ok();
   }
 
   Status check_scan(const InputTensor& in, DataType t, const DataScan& s,
