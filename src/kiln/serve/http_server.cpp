@@ -56,18 +56,21 @@ struct Buffer {
 
   std::string_view view() const { return {data.get() + begin, end - begin}; }
   /// Moves the unconsumed bytes to the front and grows to at least `total` bytes of capacity.
-  void make_room(size_t total) {
+  /// True when the bytes moved (views into them are stale).
+  bool make_room(size_t total) {
+    const bool moved = begin > 0 || cap < total;
     if (begin > 0) {
       std::memmove(data.get(), data.get() + begin, end - begin);
       end -= begin;
       begin = 0;
     }
-    if (cap >= total) return;
+    if (cap >= total) return moved;
     const size_t n = std::max(total, cap * 2);
     std::unique_ptr<char[]> bigger(new char[n]);
     if (end) std::memcpy(bigger.get(), data.get(), end);
     data = std::move(bigger);
     cap = n;
+    return moved;
   }
 };
 
@@ -80,6 +83,7 @@ struct Conn {
   HttpRequest req;
   HeadParse head;
   bool have_head = false;
+  bool head_moved = false;  // the buffer moved since `req`'s views were taken
   bool continue_sent = false;
   bool busy = false;        // a request was handed over and is not answered yet
   int flight_pending = 0;   // responses in `out` not fully sent
@@ -306,7 +310,8 @@ struct Loop : std::enable_shared_from_this<Loop> {
         return;
       }
       c->want_read = false;
-      if (c->in.cap - c->in.end < 4096) c->in.make_room(c->in.end - c->in.begin + 16384);
+      if (c->in.cap - c->in.end < 4096 && c->in.make_room(c->in.end - c->in.begin + 16384))
+        c->head_moved = true;
       const size_t space = c->in.cap - c->in.end;
       const ssize_t n = ::recv(c->fd, c->in.data.get() + c->in.end, space, 0);
       if (n < 0) {
@@ -353,6 +358,7 @@ struct Loop : std::enable_shared_from_this<Loop> {
         }
         c->head = std::move(h);
         c->have_head = true;
+        c->head_moved = false;
         c->continue_sent = false;
       }
       const size_t total = c->head.head_bytes + c->head.content_length;
@@ -363,6 +369,10 @@ struct Loop : std::enable_shared_from_this<Loop> {
           c->out += " 100 Continue\r\n\r\n";
         }
         break;
+      }
+      if (c->head_moved) {  // the body arrived over several reads and the buffer moved
+        parse_request_head(data, shared->limits, &c->req);
+        c->head_moved = false;
       }
       c->req.body = data.substr(c->head.head_bytes, c->head.content_length);
       c->have_head = false;
