@@ -104,3 +104,50 @@ TEST(Batcher, DispatchesAtOnceWhenEveryConnectionHasARequestQueued) {
 
 }  // namespace
 }  // namespace kiln::serve
+
+namespace kiln::serve {
+namespace {
+
+TEST(Batcher, DispatchRunsTheBatchOnTheCallerOnlyWhenNothingMoreCanCome) {
+  auto queued = std::make_shared<std::atomic<int64_t>>(0);
+  std::atomic<int64_t> connections{2};
+  std::mutex mu;
+  std::vector<std::thread::id> ran_on;
+  DynamicBatcher b(
+      BatcherOptions().max_batch(64).max_delay_us(1000000).arrival_gap_us(30000).arrivals(
+          queued, [&connections] { return connections.load(); }),
+      {2}, [&](const torch::Tensor& t) -> Expected<std::vector<torch::Tensor>> {
+        {
+          std::lock_guard<std::mutex> lock(mu);
+          ran_on.push_back(std::this_thread::get_id());
+        }
+        std::this_thread::sleep_for(std::chrono::milliseconds(60));
+        return std::vector<torch::Tensor>{t * 2};
+      });
+  // One of two connections has a request: dispatch() leaves it to the worker, which waits the
+  // 30 ms gap for company.
+  std::promise<BatchResult> a, b2, c;
+  ASSERT_TRUE(b.submit_deferred(job(1, 1, &a)).ok());
+  b.dispatch();
+  std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  // Both connections have one now: dispatch() runs the batch here, at once.
+  ASSERT_TRUE(b.submit_deferred(job(2, 1, &b2)).ok());
+  b.dispatch();
+  auto fa = a.get_future();
+  ASSERT_EQ(fa.wait_for(std::chrono::seconds(0)), std::future_status::ready);
+  EXPECT_EQ(fa.get().batch_size, 2);
+  // The worker woke at its gap deadline during that forward and waits for it to end; a new
+  // lone request must still be taken by the worker afterwards (not stranded).
+  ASSERT_TRUE(b.submit_deferred(job(3, 1, &c)).ok());
+  b.dispatch();
+  auto fc = c.get_future();
+  ASSERT_EQ(fc.wait_for(std::chrono::seconds(3)), std::future_status::ready);
+  EXPECT_EQ(fc.get().batch_size, 1);
+  std::lock_guard<std::mutex> lock(mu);
+  ASSERT_EQ(ran_on.size(), 2u);
+  EXPECT_EQ(ran_on[0], std::this_thread::get_id());
+  EXPECT_NE(ran_on[1], std::this_thread::get_id());
+}
+
+}  // namespace
+}  // namespace kiln::serve

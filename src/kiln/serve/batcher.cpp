@@ -26,7 +26,11 @@ DynamicBatcher::DynamicBatcher(const BatcherOptions& options, std::vector<int64_
 
 DynamicBatcher::~DynamicBatcher() { stop(); }
 
-Status DynamicBatcher::submit(BatchJob&& job) {
+Status DynamicBatcher::submit(BatchJob&& job) { return enqueue(std::move(job), true); }
+
+Status DynamicBatcher::submit_deferred(BatchJob&& job) { return enqueue(std::move(job), false); }
+
+Status DynamicBatcher::enqueue(BatchJob&& job, bool may_wake) {
   bool wake = false;
   {
     std::lock_guard<std::mutex> lock(mu_);
@@ -37,13 +41,52 @@ Status DynamicBatcher::submit(BatchJob&& job) {
     // waits for the batch to fill it sleeps until its own deadline and then rereads
     // last_arrival_, so arrivals cost no context switch.
     if (options_.queued_everywhere_) options_.queued_everywhere_->fetch_add(1);
-    wake = queue_.empty() || queued_rows_ + job.rows >= options_.max_batch_ ||
-           options_.nothing_more_coming();
+    wake = may_wake && (queue_.empty() || queued_rows_ + job.rows >= options_.max_batch_ ||
+                        options_.nothing_more_coming());
     queued_rows_ += job.rows;
     queue_.push_back(std::move(job));
   }
   if (wake) cv_.notify_one();
   return Status::Ok();
+}
+
+void DynamicBatcher::dispatch() {
+  std::vector<BatchJob> jobs;
+  {
+    std::unique_lock<std::mutex> lock(mu_);
+    if (queue_.empty()) return;
+    // Only when nothing more can come does the caller have nothing better to do than the
+    // forward; a full batch otherwise goes to the worker, so reading and parsing overlap it.
+    if (running_ > 0 || !options_.nothing_more_coming()) {
+      // The worker takes it as usual (at once when full, else after the fill wait).
+      if (worker_idle_ || queued_rows_ >= options_.max_batch_) cv_.notify_one();
+      return;
+    }
+    take_batch(&jobs);
+  }
+  // OpenMP's thread count is per thread (see loop()).
+  thread_local bool threads_set = false;
+  if (!threads_set) {
+    at::init_num_threads();
+    threads_set = true;
+  }
+  run_batch(jobs);
+  std::lock_guard<std::mutex> lock(mu_);
+  running_ = 0;
+  cv_.notify_all();  // the worker may wait for this forward to finish
+}
+
+void DynamicBatcher::take_batch(std::vector<BatchJob>* jobs) {
+  int64_t rows = 0;
+  while (!queue_.empty() && (jobs->empty() || rows + queue_.front().rows <= options_.max_batch_)) {
+    rows += queue_.front().rows;
+    jobs->push_back(std::move(queue_.front()));
+    queue_.pop_front();
+  }
+  queued_rows_ -= rows;
+  running_ = static_cast<int64_t>(jobs->size());
+  if (options_.queued_everywhere_)
+    options_.queued_everywhere_->fetch_sub(static_cast<int64_t>(jobs->size()));
 }
 
 void DynamicBatcher::stop() {
@@ -75,33 +118,34 @@ void DynamicBatcher::loop() {
   for (;;) {
     {
       std::unique_lock<std::mutex> lock(mu_);
-      cv_.wait(lock, [this] { return !queue_.empty() || stopping_; });
-      if (queue_.empty()) return;  // stopping and drained
+      // A batch run by dispatch() on another thread holds running_: one forward at a time.
+      worker_idle_ = true;
+      cv_.wait(lock, [this] { return (!queue_.empty() && running_ == 0) || stopping_; });
+      worker_idle_ = false;
+      if (queue_.empty() && stopping_) return;  // stopping and drained
       // Wait for the batch to fill: until max_batch rows, the oldest request's max delay, or a
       // quiet gap with no new arrival.
-      while (!stopping_ && queued_rows_ < options_.max_batch_) {
+      while (!stopping_ && !queue_.empty() && queued_rows_ < options_.max_batch_) {
         const auto oldest_deadline = queue_.front().enqueued + max_delay;
         const auto quiet_deadline = last_arrival_ + gap;
         const auto until = std::min(oldest_deadline, quiet_deadline);
         if (Clock::now() >= until || options_.nothing_more_coming()) break;
         cv_.wait_until(lock, until);
       }
-      int64_t rows = 0;
-      while (!queue_.empty() &&
-             (jobs.empty() || rows + queue_.front().rows <= options_.max_batch_)) {
-        rows += queue_.front().rows;
-        jobs.push_back(std::move(queue_.front()));
-        queue_.pop_front();
+      // dispatch() may have taken the jobs (or be running a batch) meanwhile.
+      if (running_ > 0) {
+        worker_idle_ = true;
+        cv_.wait(lock, [this] { return running_ == 0; });
+        worker_idle_ = false;
       }
-      queued_rows_ -= rows;
-      running_ = static_cast<int64_t>(jobs.size());
-      if (options_.queued_everywhere_)
-        options_.queued_everywhere_->fetch_sub(static_cast<int64_t>(jobs.size()));
+      if (queue_.empty()) continue;
+      take_batch(&jobs);
     }
     run_batch(jobs);
     jobs.clear();
     std::lock_guard<std::mutex> lock(mu_);
     running_ = 0;
+    cv_.notify_all();  // a dispatch() or stop() may wait for the forward to finish
   }
 }
 

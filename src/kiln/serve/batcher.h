@@ -105,13 +105,24 @@ class DynamicBatcher {
   /// Queues a job (rows <= max_batch, data sized rows x sample elements: the caller checked).
   /// Unavailable after stop().
   Status submit(BatchJob&& job);
+  /// As submit(), but wakes nobody: the caller (an event loop that submits every request it
+  /// has read, then calls dispatch()) must call dispatch() before it waits for more input.
+  Status submit_deferred(BatchJob&& job);
+  /// When the arrivals hint says nothing more can come now and no batch is running, runs the
+  /// next batch on the calling thread (blocks for the forward; the jobs' done callbacks run
+  /// here); otherwise leaves the queue to the worker, waking it if needed. Saves the two thread
+  /// hand-offs per batch of a closed-loop load, where the event loop would only wait anyway.
+  void dispatch();
   /// Stops accepting, runs every queued job, joins the worker. Idempotent. Blocks.
   void stop();
   /// Jobs queued or running now.
   int64_t pending() const;
 
  private:
+  Status enqueue(BatchJob&& job, bool may_wake);
   void loop();
+  /// Moves the next batch's jobs out of the queue and marks them running. Holds mu_.
+  void take_batch(std::vector<BatchJob>* jobs);
   void run_batch(std::vector<BatchJob>& jobs);
 
   const BatcherOptions options_;
@@ -122,7 +133,8 @@ class DynamicBatcher {
   std::condition_variable cv_;
   std::deque<BatchJob> queue_;
   int64_t queued_rows_ = 0;
-  int64_t running_ = 0;
+  int64_t running_ = 0;       // jobs in the forward now (worker or dispatch())
+  bool worker_idle_ = false;  // the worker waits for a job or for dispatch()'s forward
   Clock::time_point last_arrival_;
   bool stopping_ = false;
   std::thread worker_;

@@ -217,6 +217,7 @@ struct Loop : std::enable_shared_from_this<Loop> {
           on_event(it->second.get(), ev);
         }
       }
+      if (shared->options.after_events_) shared->options.after_events_();
       bury();
       const auto now = Clock::now();
       if (now - last_sweep >= std::chrono::seconds(1)) sweep(now);

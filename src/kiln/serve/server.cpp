@@ -86,6 +86,23 @@ Json tensor_json(const std::string& name, const std::string& datatype,
 
 }  // namespace
 
+/// The model versions the IO thread submitted requests to since its last round of socket
+/// events (null on other threads).
+thread_local std::vector<std::shared_ptr<ModelVersion>>* t_submitted = nullptr;
+
+/// After a round of socket events: lets each touched batcher run its batch on this thread when
+/// nothing more can arrive (the answers it writes may resume pipelined requests: repeat).
+void run_submitted() {
+  thread_local std::vector<std::shared_ptr<ModelVersion>> submitted;
+  if (!t_submitted) t_submitted = &submitted;
+  std::vector<std::shared_ptr<ModelVersion>> now;
+  while (!submitted.empty()) {
+    now.swap(submitted);
+    for (auto& mv : now) mv->batcher().dispatch();
+    now.clear();
+  }
+}
+
 /// Metric children of one model version, resolved once (Family::with() takes a lock and a map
 /// lookup; a request touches eight of them).
 struct VersionMetrics {
@@ -542,7 +559,15 @@ void InferenceServer::Impl::handle_infer(const HttpRequest& req, const std::stri
     vm.request_seconds->observe(seconds_since(t0));
     send(std::move(res));
   };
-  Status s = mv->batcher().submit(std::move(job));
+  // On an IO thread the batch is dispatched after the round of socket events (run_submitted);
+  // anywhere else the batcher's worker is woken as usual.
+  Status s;
+  if (t_submitted) {
+    s = mv->batcher().submit_deferred(std::move(job));
+    if (s.ok() && (t_submitted->empty() || t_submitted->back() != mv)) t_submitted->push_back(mv);
+  } else {
+    s = mv->batcher().submit(std::move(job));
+  }
   if (!s.ok()) {
     vm.in_flight->dec();
     fail(503, vm.server_error, s.message());
@@ -577,7 +602,7 @@ Expected<std::unique_ptr<InferenceServer>> InferenceServer::Create(
   KILN_ASSIGN_OR_RETURN(
       impl->http,
       HttpServer::Create(
-          options.http_,
+          HttpServerOptions(options.http_).after_events(run_submitted),
           [raw](const HttpRequest& req, HttpReply reply) { raw->handle(req, std::move(reply)); },
           [raw](unsigned status, const std::string& reason) { raw->rejected(status, reason); }));
   impl->http_ptr.store(impl->http.get(), std::memory_order_release);
