@@ -20,6 +20,9 @@ DynamicBatcher::DynamicBatcher(const BatcherOptions& options, std::vector<int64_
         for (int64_t d : sample_shape_) n *= d;
         return n;
       }()),
+      gap_(std::chrono::microseconds(options_.arrival_gap_us_ >= 0
+                                         ? options_.arrival_gap_us_
+                                         : std::min<int64_t>(100, options_.max_delay_us_ / 10))),
       run_(std::move(run)) {
   worker_ = std::thread([this] { loop(); });
 }
@@ -50,30 +53,34 @@ Status DynamicBatcher::enqueue(BatchJob&& job, bool may_wake) {
   return Status::Ok();
 }
 
-void DynamicBatcher::dispatch() {
-  std::vector<BatchJob> jobs;
-  {
-    std::unique_lock<std::mutex> lock(mu_);
-    if (queue_.empty()) return;
-    // Only when nothing more can come does the caller have nothing better to do than the
-    // forward; a full batch otherwise goes to the worker, so reading and parsing overlap it.
-    if (running_ > 0 || !options_.nothing_more_coming()) {
-      // The worker takes it as usual (at once when full, else after the fill wait).
-      if (worker_idle_ || queued_rows_ >= options_.max_batch_) cv_.notify_one();
-      return;
+Clock::time_point DynamicBatcher::dispatch() {
+  const auto max_delay = std::chrono::microseconds(options_.max_delay_us_);
+  for (;;) {
+    std::vector<BatchJob> jobs;
+    {
+      std::unique_lock<std::mutex> lock(mu_);
+      if (queue_.empty()) return Clock::time_point::max();
+      if (running_ > 0 || queued_rows_ >= options_.max_batch_) {
+        // The worker takes it: after the running forward, or at once when full (so reading and
+        // parsing the next requests overlap the forward).
+        if (worker_idle_ || queued_rows_ >= options_.max_batch_) cv_.notify_one();
+        return Clock::time_point::max();
+      }
+      const auto due = std::min(queue_.front().enqueued + max_delay, last_arrival_ + gap_);
+      if (!options_.nothing_more_coming() && Clock::now() < due) return due;
+      take_batch(&jobs);
     }
-    take_batch(&jobs);
+    // OpenMP's thread count is per thread (see loop()).
+    thread_local bool threads_set = false;
+    if (!threads_set) {
+      at::init_num_threads();
+      threads_set = true;
+    }
+    run_batch(jobs);
+    std::lock_guard<std::mutex> lock(mu_);
+    running_ = 0;
+    if (worker_waits_forward_ || stopping_) cv_.notify_all();
   }
-  // OpenMP's thread count is per thread (see loop()).
-  thread_local bool threads_set = false;
-  if (!threads_set) {
-    at::init_num_threads();
-    threads_set = true;
-  }
-  run_batch(jobs);
-  std::lock_guard<std::mutex> lock(mu_);
-  running_ = 0;
-  cv_.notify_all();  // the worker may wait for this forward to finish
 }
 
 void DynamicBatcher::take_batch(std::vector<BatchJob>* jobs) {
@@ -111,9 +118,7 @@ void DynamicBatcher::loop() {
   // instead of 60 us).
   at::init_num_threads();
   const auto max_delay = std::chrono::microseconds(options_.max_delay_us_);
-  const auto gap = std::chrono::microseconds(
-      options_.arrival_gap_us_ >= 0 ? options_.arrival_gap_us_
-                                    : std::min<int64_t>(100, options_.max_delay_us_ / 10));
+  const auto gap = gap_;
   std::vector<BatchJob> jobs;
   for (;;) {
     {
@@ -134,9 +139,9 @@ void DynamicBatcher::loop() {
       }
       // dispatch() may have taken the jobs (or be running a batch) meanwhile.
       if (running_ > 0) {
-        worker_idle_ = true;
+        worker_waits_forward_ = true;
         cv_.wait(lock, [this] { return running_ == 0; });
-        worker_idle_ = false;
+        worker_waits_forward_ = false;
       }
       if (queue_.empty()) continue;
       take_batch(&jobs);
@@ -145,7 +150,6 @@ void DynamicBatcher::loop() {
     jobs.clear();
     std::lock_guard<std::mutex> lock(mu_);
     running_ = 0;
-    cv_.notify_all();  // a dispatch() or stop() may wait for the forward to finish
   }
 }
 

@@ -105,14 +105,17 @@ class DynamicBatcher {
   /// Queues a job (rows <= max_batch, data sized rows x sample elements: the caller checked).
   /// Unavailable after stop().
   Status submit(BatchJob&& job);
-  /// As submit(), but wakes nobody: the caller (an event loop that submits every request it
-  /// has read, then calls dispatch()) must call dispatch() before it waits for more input.
+  /// As submit(), but wakes nobody: for an event loop that submits the requests it has read,
+  /// then calls dispatch() and calls it again by the time it returns.
   Status submit_deferred(BatchJob&& job);
-  /// When the arrivals hint says nothing more can come now and no batch is running, runs the
-  /// next batch on the calling thread (blocks for the forward; the jobs' done callbacks run
-  /// here); otherwise leaves the queue to the worker, waking it if needed. Saves the two thread
-  /// hand-offs per batch of a closed-loop load, where the event loop would only wait anyway.
-  void dispatch();
+  /// Drives the batching of deferred submissions from the calling thread (an event loop):
+  /// when the batch is due (the arrivals hint says nothing more can come now, or the oldest
+  /// request has waited max_delay_us, or none arrived for the quiet gap) and none is running, runs
+  /// it here (blocks for the forward; the jobs' done callbacks run here) and repeats. A full batch,
+  /// or work queued behind a running forward, goes to the worker. Returns when to call again
+  /// (time_point::max(): not needed). No thread hand-off per batch for loads the event loop
+  /// would otherwise only wait on.
+  Clock::time_point dispatch();
   /// Stops accepting, runs every queued job, joins the worker. Idempotent. Blocks.
   void stop();
   /// Jobs queued or running now.
@@ -128,13 +131,16 @@ class DynamicBatcher {
   const BatcherOptions options_;
   const std::vector<int64_t> sample_shape_;
   const int64_t sample_numel_;
+  const Clock::duration gap_;  // the quiet gap in effect
   RunFn run_;
   mutable std::mutex mu_;
   std::condition_variable cv_;
   std::deque<BatchJob> queue_;
   int64_t queued_rows_ = 0;
   int64_t running_ = 0;       // jobs in the forward now (worker or dispatch())
-  bool worker_idle_ = false;  // the worker waits for a job or for dispatch()'s forward
+  bool worker_idle_ = false;  // the worker waits for a job
+  bool worker_waits_forward_ =
+      false;  // the worker took its turn and waits for dispatch()'s forward
   Clock::time_point last_arrival_;
   bool stopping_ = false;
   std::thread worker_;

@@ -9,6 +9,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <charconv>
@@ -187,8 +188,9 @@ struct Loop : std::enable_shared_from_this<Loop> {
     std::vector<std::pair<uint64_t, HttpResponse>> replies;
     std::vector<std::function<void()>> cmds;
     last_sweep = Clock::now();
+    Clock::time_point wake_at = Clock::time_point::max();  // the after_events hook's next call
     while (!quit.load(std::memory_order_relaxed)) {
-      const int n = ::epoll_wait(epfd, events.data(), static_cast<int>(events.size()), 1000);
+      const int n = wait(events, wake_at);
       if (n < 0 && errno != EINTR) {
         KILN_LOG_ERROR("epoll_wait: {}", strerror(errno));
         break;
@@ -217,7 +219,7 @@ struct Loop : std::enable_shared_from_this<Loop> {
           on_event(it->second.get(), ev);
         }
       }
-      if (shared->options.after_events_) shared->options.after_events_();
+      if (shared->options.after_events_) wake_at = shared->options.after_events_();
       bury();
       const auto now = Clock::now();
       if (now - last_sweep >= std::chrono::seconds(1)) sweep(now);
@@ -229,6 +231,26 @@ struct Loop : std::enable_shared_from_this<Loop> {
       pending.clear();
     }
     tls_loop = nullptr;
+  }
+
+  /// epoll_wait until an event, `wake_at` or the next sweep (at most 1 s), with microsecond
+  /// precision where the kernel has epoll_pwait2 (5.11+), else rounded up to milliseconds.
+  int wait(std::vector<epoll_event>& events, Clock::time_point wake_at) {
+    const int max_events = static_cast<int>(events.size());
+    auto timeout = std::chrono::nanoseconds(std::chrono::seconds(1));
+    if (wake_at != Clock::time_point::max())
+      timeout = std::clamp<std::chrono::nanoseconds>(wake_at - Clock::now(),
+                                                     std::chrono::nanoseconds(0), timeout);
+    static std::atomic<bool> have_pwait2{true};
+    if (have_pwait2.load(std::memory_order_relaxed)) {
+      timespec ts{static_cast<time_t>(timeout.count() / 1000000000),
+                  static_cast<long>(timeout.count() % 1000000000)};
+      const int n = ::epoll_pwait2(epfd, events.data(), max_events, &ts, nullptr);
+      if (n >= 0 || errno != ENOSYS) return n;
+      have_pwait2 = false;
+    }
+    const auto ms = std::chrono::ceil<std::chrono::milliseconds>(timeout).count();
+    return ::epoll_wait(epfd, events.data(), max_events, static_cast<int>(ms));
   }
 
   void accept_all() {

@@ -78,9 +78,10 @@ struct HttpServerOptions {
     idle_timeout_s_ = v;
     return *this;
   }
-  /// Called on each IO thread after it handled a round of socket events, before it waits for
-  /// more (e.g. to run the batch those requests completed).
-  HttpServerOptions& after_events(std::function<void()> v) {
+  /// Called on each IO thread after each round of socket events (or a timeout), before it waits
+  /// for more (e.g. to run the batch those requests completed); returns when to call it again
+  /// even without events (time_point::max(): no need).
+  HttpServerOptions& after_events(std::function<std::chrono::steady_clock::time_point()> v) {
     after_events_ = std::move(v);
     return *this;
   }
@@ -90,7 +91,7 @@ struct HttpServerOptions {
   int64_t max_body_bytes_ = 16 << 20;    ///< larger bodies get 413
   int64_t max_header_bytes_ = 64 << 10;  ///< larger request heads get 431
   int idle_timeout_s_ = 60;              ///< keep-alive connections idle this long are closed
-  std::function<void()> after_events_;
+  std::function<std::chrono::steady_clock::time_point()> after_events_;
 };
 
 /// HTTP/1.1 server on epoll and non-blocking sockets (Linux): a fixed pool of IO threads, each

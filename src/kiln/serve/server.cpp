@@ -2,6 +2,7 @@
 
 #include <torch/torch.h>
 
+#include <algorithm>
 #include <array>
 #include <charconv>
 #include <cstdio>
@@ -90,17 +91,30 @@ Json tensor_json(const std::string& name, const std::string& datatype,
 /// events (null on other threads).
 thread_local std::vector<std::shared_ptr<ModelVersion>>* t_submitted = nullptr;
 
-/// After a round of socket events: lets each touched batcher run its batch on this thread when
-/// nothing more can arrive (the answers it writes may resume pipelined requests: repeat).
-void run_submitted() {
+/// After a round of socket events (or a timeout): drives the batchers this IO thread submitted
+/// to (see DynamicBatcher::dispatch); the answers it writes may resume pipelined requests, which
+/// submit again: repeat. Returns when the earliest waiting batch is due.
+Clock::time_point run_submitted() {
   thread_local std::vector<std::shared_ptr<ModelVersion>> submitted;
+  thread_local std::vector<std::shared_ptr<ModelVersion>> waiting;
   if (!t_submitted) t_submitted = &submitted;
-  std::vector<std::shared_ptr<ModelVersion>> now;
-  while (!submitted.empty()) {
-    now.swap(submitted);
-    for (auto& mv : now) mv->batcher().dispatch();
-    now.clear();
-  }
+  Clock::time_point next = Clock::time_point::max();
+  do {
+    for (auto& mv : submitted)
+      if (std::find(waiting.begin(), waiting.end(), mv) == waiting.end()) waiting.push_back(mv);
+    submitted.clear();
+    next = Clock::time_point::max();
+    for (size_t i = 0; i < waiting.size();) {
+      const Clock::time_point due = waiting[i]->batcher().dispatch();
+      if (due == Clock::time_point::max()) {
+        waiting.erase(waiting.begin() + static_cast<std::ptrdiff_t>(i));
+      } else {
+        next = std::min(next, due);
+        ++i;
+      }
+    }
+  } while (!submitted.empty());
+  return next;
 }
 
 /// Metric children of one model version, resolved once (Family::with() takes a lock and a map
