@@ -89,7 +89,9 @@ struct BatchJob {
 /// batch is full, or when the oldest request has waited max_delay_us, or when no new request has
 /// arrived for arrival_gap_us. Requests whose deadline passed before their batch started fail
 /// with Unavailable. Batch sizes therefore grow with load: while a forward runs, requests queue.
-/// submit() is thread-safe and never blocks on compute; the worker owns the runner.
+/// submit() is thread-safe and never blocks on compute. An event loop may instead drive the
+/// batching itself (submit_deferred() + dispatch(): same rules, the due batches run on its
+/// thread); one forward runs at a time either way, so the runner needs no thread-safety.
 ///
 ///   DynamicBatcher b(BatcherOptions().max_batch(64), {1, 28, 28}, run_fn);
 ///   b.submit(std::move(job));   // job.done(...) is called on the worker thread
