@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 #include <sys/wait.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cmath>
 #include <cstdio>
@@ -274,6 +275,51 @@ TEST_F(ServeCliTest, ErrorsAre4xxWithAnErrorField) {
   EXPECT_NE(log.find("\"status\": 413"), std::string::npos) << log;
 }
 
+TEST_F(ServeCliTest, PipelinedRequestsAreAnsweredInOrder) {
+  TempDir t;
+  ServerProcess srv({"--model", bundle(1).string()}, t.path(), t / "log");
+  ASSERT_TRUE(srv.ready()) << srv.log();
+  // Three inferences (ids a, b, c), a health check and a bad request in one write on one
+  // connection; the last request closes it.
+  std::string all;
+  auto post = [&](const std::string& b, const std::string& extra_header) {
+    all += "POST /v2/models/bundle/infer HTTP/1.1\r\nHost: x\r\n" + extra_header +
+           "Content-Type: application/json\r\nContent-Length: " + std::to_string(b.size()) +
+           "\r\n\r\n" + b;
+  };
+  post(body(1, R"("id": "a")"), "");
+  post(body(2, R"("id": "b")"), "");
+  all += "GET /v2/health/ready HTTP/1.1\r\nHost: x\r\n\r\n";
+  post(body(1, R"("id": "c")"), "");
+  post("{", "Connection: close\r\n");
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<uint16_t>(srv.port()));
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+  ASSERT_EQ(::send(fd, all.data(), all.size(), 0), static_cast<ssize_t>(all.size()));
+  std::string reply;
+  char buf[65536];
+  pollfd pfd{fd, POLLIN, 0};
+  ssize_t n;
+  while (::poll(&pfd, 1, 10000) == 1 && (n = ::recv(fd, buf, sizeof(buf), 0)) > 0)
+    reply.append(buf, static_cast<size_t>(n));
+  ::close(fd);
+  std::vector<size_t> at;
+  for (const char* want : {"\"id\": \"a\"", "\"id\": \"b\"", "{\"ready\": true}", "\"id\": \"c\"",
+                           "HTTP/1.1 400 Bad Request"}) {
+    at.push_back(reply.find(want));
+    ASSERT_NE(at.back(), std::string::npos) << want << " in:\n" << reply;
+  }
+  EXPECT_TRUE(std::is_sorted(at.begin(), at.end())) << reply;
+  size_t oks = 0;
+  for (size_t p = reply.find("HTTP/1.1 200 OK"); p != std::string::npos;
+       p = reply.find("HTTP/1.1 200 OK", p + 1))
+    ++oks;
+  EXPECT_EQ(oks, 4u) << reply;
+}
+
 TEST_F(ServeCliTest, ApiKeyIsRequiredExceptForHealth) {
   TempDir t;
   write_text(t / "key", "s3cret\n");
@@ -460,6 +506,33 @@ TEST_F(ServeCliTest, SigtermAnswersInFlightRequestsThenExitsZero) {
   EXPECT_GT(std::chrono::steady_clock::now() - t0, std::chrono::milliseconds(1000));
   EXPECT_EQ(srv.wait_exit(), 0) << srv.log();
   EXPECT_NE(srv.stdout_text().find("kiln serve: stopped"), std::string::npos);
+}
+
+TEST_F(ServeCliTest, RequestWaitingPastTheTimeoutGets503) {
+  TempDir t;
+  // The batch waits 1.5 s to fill (an idle keep-alive connection keeps the batcher from
+  // concluding that nothing more can come); the request may wait only 200 ms.
+  ServerProcess srv({"--model", bundle(1).string(), "--max-delay-us", "1500000", "--batch-gap-us",
+                     "1500000", "--request-timeout-ms", "200"},
+                    t.path(), t / "log");
+  ASSERT_TRUE(srv.ready()) << srv.log();
+  HttpClient idle(srv.port());
+  ASSERT_EQ(idle.get("/v2/health/live").status, 200);
+  HttpClient c(srv.port());
+  HttpResult r = c.post("/v2/models/bundle/infer", body(1));
+  EXPECT_EQ(r.status, 503) << r.body;
+  EXPECT_NE(error_of(r).find("request timed out after"), std::string::npos) << r.body;
+  const std::string metrics = c.get("/metrics").body;
+  EXPECT_NE(metrics.find(
+                R"(kiln_inference_requests_total{model="bundle",version="1",outcome="timeout"} 1)"),
+            std::string::npos)
+      << metrics;
+  // Without the long delay the same request is answered.
+  ServerProcess quick({"--model", bundle(1).string(), "--request-timeout-ms", "200"}, t.path(),
+                      t / "log2");
+  ASSERT_TRUE(quick.ready()) << quick.log();
+  HttpClient q(quick.port());
+  EXPECT_EQ(q.post("/v2/models/bundle/infer", body(1)).status, 200);
 }
 
 TEST_F(ServeCliTest, BadStartIsReported) {

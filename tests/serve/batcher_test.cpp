@@ -104,3 +104,71 @@ TEST(Batcher, DispatchesAtOnceWhenEveryConnectionHasARequestQueued) {
 
 }  // namespace
 }  // namespace kiln::serve
+
+namespace kiln::serve {
+namespace {
+
+TEST(Batcher, DispatchDrivesDeferredSubmissionsFromTheCaller) {
+  auto queued = std::make_shared<std::atomic<int64_t>>(0);
+  std::atomic<int64_t> connections{2};
+  std::mutex mu;
+  std::vector<std::thread::id> ran_on;
+  DynamicBatcher b(
+      BatcherOptions().max_batch(64).max_delay_us(1000000).arrival_gap_us(30000).arrivals(
+          queued, [&connections] { return connections.load(); }),
+      {2}, [&](const torch::Tensor& t) -> Expected<std::vector<torch::Tensor>> {
+        {
+          std::lock_guard<std::mutex> lock(mu);
+          ran_on.push_back(std::this_thread::get_id());
+        }
+        std::this_thread::sleep_for(std::chrono::milliseconds(60));
+        return std::vector<torch::Tensor>{t * 2};
+      });
+  const auto me = std::this_thread::get_id();
+  auto ready = [](std::future<BatchResult>& f, int ms) {
+    return f.wait_for(std::chrono::milliseconds(ms)) == std::future_status::ready;
+  };
+  // One of two connections has a request: not due yet; dispatch() says when (the 30 ms gap).
+  std::promise<BatchResult> a, b2, c, d, e;
+  auto fa = a.get_future(), fb = b2.get_future(), fc = c.get_future(), fd = d.get_future(),
+       fe = e.get_future();
+  ASSERT_TRUE(b.submit_deferred(job(1, 1, &a)).ok());
+  Clock::time_point due = b.dispatch();
+  ASSERT_NE(due, Clock::time_point::max());
+  EXPECT_LE(due - Clock::now(), std::chrono::milliseconds(30));
+  EXPECT_FALSE(ready(fa, 0));
+  // Both connections have one now: the batch runs here, at once.
+  ASSERT_TRUE(b.submit_deferred(job(2, 1, &b2)).ok());
+  EXPECT_EQ(b.dispatch(), Clock::time_point::max());
+  ASSERT_TRUE(ready(fa, 0));
+  EXPECT_EQ(fa.get().batch_size, 2);
+  // A lone request runs here once its gap has passed.
+  ASSERT_TRUE(b.submit_deferred(job(3, 1, &c)).ok());
+  due = b.dispatch();
+  ASSERT_NE(due, Clock::time_point::max());
+  EXPECT_FALSE(ready(fc, 0));
+  std::this_thread::sleep_until(due);
+  EXPECT_EQ(b.dispatch(), Clock::time_point::max());
+  ASSERT_TRUE(ready(fc, 0));
+  EXPECT_EQ(fc.get().batch_size, 1);
+  // A full batch goes to the worker; a request queued behind its forward is the worker's too
+  // (taken after the forward, not stranded).
+  ASSERT_TRUE(b.submit_deferred(job(4, 64, &d)).ok());
+  EXPECT_EQ(b.dispatch(), Clock::time_point::max());
+  std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  ASSERT_TRUE(b.submit_deferred(job(5, 1, &e)).ok());
+  EXPECT_EQ(b.dispatch(), Clock::time_point::max());
+  ASSERT_TRUE(ready(fd, 3000));
+  ASSERT_TRUE(ready(fe, 3000));
+  EXPECT_EQ(fd.get().batch_size, 64);
+  EXPECT_EQ(fe.get().batch_size, 1);
+  std::lock_guard<std::mutex> lock(mu);
+  ASSERT_EQ(ran_on.size(), 4u);
+  EXPECT_EQ(ran_on[0], me);
+  EXPECT_EQ(ran_on[1], me);
+  EXPECT_NE(ran_on[2], me);
+  EXPECT_NE(ran_on[3], me);
+}
+
+}  // namespace
+}  // namespace kiln::serve

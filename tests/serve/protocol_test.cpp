@@ -2,7 +2,9 @@
 
 #include <gtest/gtest.h>
 
+#include <charconv>
 #include <cstring>
+#include <random>
 
 namespace kiln::serve {
 namespace {
@@ -39,6 +41,86 @@ TEST(Protocol, DatatypeMayFollowDataAndFloatsRoundTrip) {
   ASSERT_TRUE(r.ok()) << r.status();
   EXPECT_EQ(r->inputs[0].data, (std::vector<float>{0.8444f, -1e-3f, 350.f, 0.f}));
   EXPECT_FALSE(r->has_id);
+}
+
+/// The request body for one FP32 input holding `numbers` (JSON text, comma-separated).
+std::string fp32_body(const std::string& numbers, int count) {
+  return R"({"inputs":[{"name":"x","shape":[1,)" + std::to_string(count) +
+         R"(],"datatype":"FP32","data":[)" + numbers + "]}]}";
+}
+
+TEST(Protocol, NumbersConvertExactlyAsFromChars) {
+  // Short decimals (the fast path), long ones, exponents, integers, negative zero: each must
+  // give the float of the correctly rounded double, as std::from_chars does.
+  std::vector<std::string> texts = {"0",
+                                    "-0",
+                                    "1",
+                                    "0.8444",
+                                    "-1e-3",
+                                    "3.5e2",
+                                    "1E+2",
+                                    "123456789",
+                                    "0.1",
+                                    "2.5e-22",
+                                    "1e22",
+                                    "9007199254740993",
+                                    "0.30000000000000004",
+                                    "1234567890123456789",
+                                    "1e-30",
+                                    "-7.0e0",
+                                    "5e-324",
+                                    "12345678.87654321",
+                                    "0.000000001",
+                                    "99999999",
+                                    "100000000.5",
+                                    "0.12345678",
+                                    "1.2345678901234567",
+                                    "00000012",
+                                    "-0.00001234"};
+  std::mt19937_64 rng(7);
+  std::uniform_real_distribution<double> uni(-1000, 1000);
+  for (int i = 0; i < 2000; ++i) {
+    char buf[64];
+    const int precision = 1 + i % 17;
+    const double v = i % 3 ? uni(rng) : uni(rng) * 1e-6;
+    const int n = std::snprintf(buf, sizeof(buf), i % 2 ? "%.*g" : "%.*f", precision, v);
+    texts.emplace_back(buf, static_cast<size_t>(n));
+  }
+  std::string joined;
+  std::vector<float> want;
+  for (const auto& t : texts) {
+    double d = 0;
+    auto r = std::from_chars(t.data(), t.data() + t.size(), d);
+    ASSERT_EQ(r.ptr, t.data() + t.size()) << t;
+    want.push_back(static_cast<float>(d));
+    joined += (joined.empty() ? "" : ",") + t;
+  }
+  auto r = parse(fp32_body(joined, static_cast<int>(texts.size())));
+  ASSERT_TRUE(r.ok()) << r.status();
+  ASSERT_EQ(r->inputs[0].data.size(), want.size());
+  for (size_t i = 0; i < want.size(); ++i) {
+    EXPECT_EQ(std::memcmp(&r->inputs[0].data[i], &want[i], sizeof(float)), 0)
+        << texts[i] << ": " << r->inputs[0].data[i] << " vs " << want[i];
+  }
+}
+
+TEST(Protocol, BadNumbersNaNAndInfinityAreRefused) {
+  expect_error(fp32_body("1,NaN", 2), "inputs[0].data[1]: NaN and Infinity are not JSON numbers");
+  expect_error(fp32_body("Infinity", 1), "inputs[0].data[0]: NaN and Infinity");
+  expect_error(fp32_body("-inf", 1), "inputs[0].data[0]: NaN and Infinity");
+  expect_error(fp32_body("1e39", 1), "inputs[0].data[0]: number out of range for float32");
+  expect_error(fp32_body("-3.5e38", 1), "inputs[0].data[0]: number out of range for float32");
+  expect_error(fp32_body("1e400", 1), "inputs[0].data[0]: number out of range");
+  expect_error(fp32_body("1,-", 2), "inputs[0].data[1]: expected a number");
+  expect_error(fp32_body("1,+2", 2), "inputs[0].data[1]: expected a number");
+  expect_error(fp32_body("0x10", 1), "inputs[0].data: expected ',' or ']'");
+  expect_error(fp32_body("1.5.2", 1), "inputs[0].data: expected ',' or ']'");
+  expect_error(fp32_body("1e5e", 1), "inputs[0].data: expected ',' or ']'");
+  expect_error(fp32_body("1 2", 1), "inputs[0].data: expected ',' or ']'");
+  // Float32's largest value is fine; the count is checked by the server against the shape.
+  auto r = parse(fp32_body("3.4028234e38,1e-45", 3));
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->inputs[0].data.size(), 2u);
 }
 
 TEST(Protocol, BoolAndIntegerChecks) {

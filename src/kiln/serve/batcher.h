@@ -89,7 +89,9 @@ struct BatchJob {
 /// batch is full, or when the oldest request has waited max_delay_us, or when no new request has
 /// arrived for arrival_gap_us. Requests whose deadline passed before their batch started fail
 /// with Unavailable. Batch sizes therefore grow with load: while a forward runs, requests queue.
-/// submit() is thread-safe and never blocks on compute; the worker owns the runner.
+/// submit() is thread-safe and never blocks on compute. An event loop may instead drive the
+/// batching itself (submit_deferred() + dispatch(): same rules, the due batches run on its
+/// thread); one forward runs at a time either way, so the runner needs no thread-safety.
 ///
 ///   DynamicBatcher b(BatcherOptions().max_batch(64), {1, 28, 28}, run_fn);
 ///   b.submit(std::move(job));   // job.done(...) is called on the worker thread
@@ -105,24 +107,42 @@ class DynamicBatcher {
   /// Queues a job (rows <= max_batch, data sized rows x sample elements: the caller checked).
   /// Unavailable after stop().
   Status submit(BatchJob&& job);
+  /// As submit(), but wakes nobody: for an event loop that submits the requests it has read,
+  /// then calls dispatch() and calls it again by the time it returns.
+  Status submit_deferred(BatchJob&& job);
+  /// Drives the batching of deferred submissions from the calling thread (an event loop):
+  /// when the batch is due (the arrivals hint says nothing more can come now, or the oldest
+  /// request has waited max_delay_us, or none arrived for the quiet gap) and none is running, runs
+  /// it here (blocks for the forward; the jobs' done callbacks run here) and repeats. A full batch,
+  /// or work queued behind a running forward, goes to the worker. Returns when to call again
+  /// (time_point::max(): not needed). No thread hand-off per batch for loads the event loop
+  /// would otherwise only wait on.
+  Clock::time_point dispatch();
   /// Stops accepting, runs every queued job, joins the worker. Idempotent. Blocks.
   void stop();
   /// Jobs queued or running now.
   int64_t pending() const;
 
  private:
+  Status enqueue(BatchJob&& job, bool may_wake);
   void loop();
+  /// Moves the next batch's jobs out of the queue and marks them running. Holds mu_.
+  void take_batch(std::vector<BatchJob>* jobs);
   void run_batch(std::vector<BatchJob>& jobs);
 
   const BatcherOptions options_;
   const std::vector<int64_t> sample_shape_;
   const int64_t sample_numel_;
+  const Clock::duration gap_;  // the quiet gap in effect
   RunFn run_;
   mutable std::mutex mu_;
   std::condition_variable cv_;
   std::deque<BatchJob> queue_;
   int64_t queued_rows_ = 0;
-  int64_t running_ = 0;
+  int64_t running_ = 0;       // jobs in the forward now (worker or dispatch())
+  bool worker_idle_ = false;  // the worker waits for a job
+  bool worker_waits_forward_ =
+      false;  // the worker took its turn and waits for dispatch()'s forward
   Clock::time_point last_arrival_;
   bool stopping_ = false;
   std::thread worker_;

@@ -61,12 +61,21 @@ class ModelVersion {
   DynamicBatcher& batcher() { return *batcher_; }
   /// Finishes queued work and joins the batcher thread. Blocks.
   void drain() { batcher_->stop(); }
+  /// Per-version state of the server (e.g. metric handles resolved once), made by `make` on the
+  /// first call and kept for the version's lifetime. Thread-safe; cheap after the first call.
+  template <typename T, typename Make>
+  T& attached(Make&& make) {
+    std::call_once(attached_once_, [&] { attached_ = std::shared_ptr<T>(make()); });
+    return *static_cast<T*>(attached_.get());
+  }
 
  private:
   ResolvedModel resolved_;
   std::string version_;
   ModelSignature signature_;
   std::unique_ptr<DynamicBatcher> batcher_;
+  std::once_flag attached_once_;
+  std::shared_ptr<void> attached_;
 };
 
 /// Options of ModelManager.

