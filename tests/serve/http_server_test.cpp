@@ -247,5 +247,58 @@ TEST(HttpServer, StopAcceptingClosesTheListenerAndMarksAnswersClose) {
   EXPECT_NE(out.find("Connection: close"), std::string::npos) << out;
 }
 
+TEST(HttpServer, HeadAnswersHeadersWithoutABodyAndKeepsTheConnectionInStep) {
+  EchoServer echo;
+  // HEAD then GET on one connection: the HEAD answer carries the GET's Content-Length but no
+  // body, so the GET answer that follows parses from the first byte of its status line.
+  const std::string out = send_and_read(
+      echo.port(), "HEAD /h HTTP/1.1\r\n\r\nGET /g HTTP/1.1\r\nConnection: close\r\n\r\n");
+  const std::string first =
+      "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 8\r\n\r\n";
+  ASSERT_EQ(out.rfind(first, 0), 0u) << out;
+  EXPECT_EQ(out.find("HTTP/1.1 200 OK\r\n", first.size()), first.size()) << out;
+  EXPECT_EQ(out.find("HEAD /h"), std::string::npos) << out;
+  EXPECT_NE(out.find("GET /g "), std::string::npos) << out;
+}
+
+TEST(HttpServer, ListensOnIpv6LoopbackAndRefusesHostsThatAreNotAddresses) {
+  auto bad = HttpServer::Create(
+      HttpServerOptions().host("localhost").port(0),
+      [](const HttpRequest&, HttpReply reply) { reply(HttpResponse(200, "x", "text/plain")); });
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.status().message().find("--host localhost: not an IPv4 or IPv6 address"),
+            std::string::npos)
+      << bad.status().message();
+
+  const int probe = ::socket(AF_INET6, SOCK_STREAM, 0);
+  sockaddr_in6 any6{};
+  any6.sin6_family = AF_INET6;
+  any6.sin6_addr = in6addr_loopback;
+  const bool have_v6 =
+      probe >= 0 && ::bind(probe, reinterpret_cast<sockaddr*>(&any6), sizeof(any6)) == 0;
+  if (probe >= 0) ::close(probe);
+  if (!have_v6) GTEST_SKIP() << "no IPv6 loopback on this machine";
+  for (const char* host : {"::1", "[::1]"}) {
+    SCOPED_TRACE(host);
+    auto srv = HttpServer::Create(HttpServerOptions().host(host).port(0),
+                                  [](const HttpRequest& req, HttpReply reply) {
+                                    reply(HttpResponse(200, std::string(req.target), "text/plain"));
+                                  });
+    ASSERT_TRUE(srv.ok()) << srv.status().message();
+    (*srv)->start();
+    const int fd = ::socket(AF_INET6, SOCK_STREAM, 0);
+    sockaddr_in6 addr = any6;
+    addr.sin6_port = htons((*srv)->port());
+    ASSERT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+    const std::string req = "GET /six HTTP/1.1\r\nConnection: close\r\n\r\n";
+    ASSERT_EQ(::send(fd, req.data(), req.size(), MSG_NOSIGNAL), static_cast<ssize_t>(req.size()));
+    const std::string out = read_until_close(fd);
+    ::close(fd);
+    EXPECT_EQ(out.rfind("HTTP/1.1 200 OK\r\n", 0), 0u) << out;
+    EXPECT_NE(out.find("\r\n\r\n/six"), std::string::npos) << out;
+    (*srv)->stop();
+  }
+}
+
 }  // namespace
 }  // namespace kiln::serve

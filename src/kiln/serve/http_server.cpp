@@ -86,10 +86,11 @@ struct Conn {
   bool have_head = false;
   bool head_moved = false;  // the buffer moved since `req`'s views were taken
   bool continue_sent = false;
-  bool busy = false;        // a request was handed over and is not answered yet
-  int flight_pending = 0;   // responses in `out` not fully sent
-  bool want_read = false;   // readable while busy: read when the reply is out
-  bool in_process = false;  // process_input() is on the stack
+  bool head_method = false;  // the request being answered is a HEAD: headers only
+  bool busy = false;         // a request was handed over and is not answered yet
+  int flight_pending = 0;    // responses in `out` not fully sent
+  bool want_read = false;    // readable while busy: read when the reply is out
+  bool in_process = false;   // process_input() is on the stack
   bool close_after_write = false;
   bool peer_closed = false;
   bool lingering = false;
@@ -108,6 +109,7 @@ struct Loop : std::enable_shared_from_this<Loop> {
   std::shared_ptr<Shared> shared;
   int epfd = -1;
   int evfd = -1;
+  int spare_fd = -1;  // held in reserve: freed to shed one connection when out of descriptors
   std::thread thread;
   std::unordered_map<uint64_t, std::unique_ptr<Conn>> conns;
   std::vector<uint64_t> graveyard;
@@ -131,11 +133,13 @@ struct Loop : std::enable_shared_from_this<Loop> {
     }
     if (epfd >= 0) ::close(epfd);
     if (evfd >= 0) ::close(evfd);
+    if (spare_fd >= 0) ::close(spare_fd);
   }
 
   Status init() {
     epfd = ::epoll_create1(EPOLL_CLOEXEC);
     evfd = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    spare_fd = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
     if (epfd < 0 || evfd < 0) return Status::Internal(std::string("epoll: ") + strerror(errno));
     epoll_event ev{};
     ev.events = EPOLLIN;
@@ -258,6 +262,17 @@ struct Loop : std::enable_shared_from_this<Loop> {
       const int fd = ::accept4(shared->listen_fd, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
       if (fd < 0) {
         if (errno == EINTR || errno == ECONNABORTED) continue;
+        if ((errno == EMFILE || errno == ENFILE) && spare_fd >= 0) {
+          // Out of descriptors: the listen socket stays readable, so waiting would spin. Free
+          // the reserve, accept the connection and close it at once (the client sees the close
+          // rather than a hang), then take the reserve back.
+          KILN_LOG_WARN("accept failed: {}; closing a new connection", strerror(errno));
+          ::close(spare_fd);
+          const int shed = ::accept4(shared->listen_fd, nullptr, nullptr, SOCK_CLOEXEC);
+          if (shed >= 0) ::close(shed);
+          spare_fd = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+          continue;
+        }
         if (errno != EAGAIN && errno != EWOULDBLOCK)
           KILN_LOG_WARN("accept failed: {}", strerror(errno));
         return;
@@ -398,6 +413,7 @@ struct Loop : std::enable_shared_from_this<Loop> {
         c->head_moved = false;
       }
       c->req.body = data.substr(c->head.head_bytes, c->head.content_length);
+      c->head_method = c->req.method == "HEAD";
       c->have_head = false;
       c->busy = true;
       shared->in_flight.fetch_add(1);
@@ -442,6 +458,7 @@ struct Loop : std::enable_shared_from_this<Loop> {
     append_json_string(&body, message);
     body += "}";
     c->req.minor_version = 1;
+    c->head_method = false;
     serialize(c, HttpResponse(status, std::move(body)), false);
   }
 
@@ -473,7 +490,7 @@ struct Loop : std::enable_shared_from_this<Loop> {
     else if (c->req.minor_version == 0)
       o += "Connection: keep-alive\r\n";
     o += "\r\n";
-    o += res.body;
+    if (!c->head_method) o += res.body;  // HEAD: the same headers, no body (RFC 9110 9.3.2)
     ++c->flight_pending;
     if (!keep) c->close_after_write = true;
   }
@@ -551,18 +568,34 @@ Expected<std::unique_ptr<HttpServer>> HttpServer::Create(const HttpServerOptions
   shared->handler = std::move(handler);
   shared->on_reject = std::move(on_reject);
   const std::string where = options.host_ + ":" + std::to_string(options.port_);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  if (::inet_pton(AF_INET, options.host_.c_str(), &addr.sin_addr) != 1)
-    return Status::InvalidArgument("--host " + options.host_ + ": not an IPv4 address");
   if (options.port_ < 0 || options.port_ > 65535)
     return Status::InvalidArgument("--port " + std::to_string(options.port_) + ": out of range");
-  addr.sin_port = htons(static_cast<uint16_t>(options.port_));
-  const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  // An IPv4 literal (127.0.0.1, 0.0.0.0) or an IPv6 one (::1, ::; brackets optional).
+  sockaddr_storage addr{};
+  socklen_t addr_len = 0;
+  std::string host = options.host_;
+  if (host.size() >= 2 && host.front() == '[' && host.back() == ']')
+    host = host.substr(1, host.size() - 2);
+  const auto port_be = htons(static_cast<uint16_t>(options.port_));
+  auto* v4 = reinterpret_cast<sockaddr_in*>(&addr);
+  auto* v6 = reinterpret_cast<sockaddr_in6*>(&addr);
+  if (::inet_pton(AF_INET, host.c_str(), &v4->sin_addr) == 1) {
+    v4->sin_family = AF_INET;
+    v4->sin_port = port_be;
+    addr_len = sizeof(sockaddr_in);
+  } else if (::inet_pton(AF_INET6, host.c_str(), &v6->sin6_addr) == 1) {
+    v6->sin6_family = AF_INET6;
+    v6->sin6_port = port_be;
+    addr_len = sizeof(sockaddr_in6);
+  } else {
+    return Status::InvalidArgument("--host " + options.host_ +
+                                   ": not an IPv4 or IPv6 address (e.g. 127.0.0.1, 0.0.0.0, ::1)");
+  }
+  const int fd = ::socket(addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   if (fd < 0) return Status::Unavailable("cannot listen on " + where + ": " + strerror(errno));
   int one = 1;
   ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-  if (::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0 ||
+  if (::bind(fd, reinterpret_cast<sockaddr*>(&addr), addr_len) != 0 ||
       ::listen(fd, SOMAXCONN) != 0) {
     const std::string why = strerror(errno);
     ::close(fd);
@@ -571,7 +604,7 @@ Expected<std::unique_ptr<HttpServer>> HttpServer::Create(const HttpServerOptions
   socklen_t len = sizeof(addr);
   ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
   shared->listen_fd = fd;
-  shared->port = ntohs(addr.sin_port);
+  shared->port = ntohs(addr.ss_family == AF_INET6 ? v6->sin6_port : v4->sin_port);
   auto impl = std::make_unique<Impl>();
   impl->shared = shared;
   const int n = std::max(1, options.io_threads_);

@@ -293,7 +293,7 @@ void InferenceServer::Impl::handle(const HttpRequest& req, HttpReply reply) {
         std::make_shared<const std::string>(std::string(method) + "\n" + std::string(target));
 
   const std::vector<std::string_view> p = split_path(target);
-  const bool get = method == "GET";
+  const bool get = method == "GET" || method == "HEAD";  // HEAD: the GET headers, no body
   const bool post = method == "POST";
   auto method_not_allowed = [&] {
     send(error_response(405, std::string(method) + " is not allowed on " + std::string(target)));
