@@ -159,12 +159,8 @@ TEST_F(ServeCliTest, EndpointsAnswerTheOpenInferenceProtocol) {
   // "100 Continue" at once, then the body gets the answer.
   {
     const std::string b1 = body(1);
-    int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-    sockaddr_in addr{};
-    addr.sin_family = AF_INET;
-    addr.sin_port = htons(static_cast<uint16_t>(srv.port()));
-    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    ASSERT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+    const int fd = testing::connect_loopback(srv.port());
+    ASSERT_GE(fd, 0);
     const std::string head =
         "POST /v2/models/bundle/infer HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
         "Expect: 100-continue\r\nConnection: close\r\nContent-Length: " +
@@ -292,12 +288,8 @@ TEST_F(ServeCliTest, PipelinedRequestsAreAnsweredInOrder) {
   all += "GET /v2/health/ready HTTP/1.1\r\nHost: x\r\n\r\n";
   post(body(1, R"("id": "c")"), "");
   post("{", "Connection: close\r\n");
-  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_port = htons(static_cast<uint16_t>(srv.port()));
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ASSERT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+  const int fd = testing::connect_loopback(srv.port());
+  ASSERT_GE(fd, 0);
   ASSERT_EQ(::send(fd, all.data(), all.size(), 0), static_cast<ssize_t>(all.size()));
   std::string reply;
   char buf[65536];

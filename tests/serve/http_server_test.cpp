@@ -14,6 +14,8 @@
 #include <thread>
 #include <vector>
 
+#include "support/test_support.h"
+
 namespace kiln::serve {
 namespace {
 
@@ -50,20 +52,7 @@ class EchoServer {
   std::unique_ptr<HttpServer> server_;
 };
 
-int connect_to(int port) {
-  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_port = htons(static_cast<uint16_t>(port));
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
-    ::close(fd);
-    return -1;
-  }
-  int one = 1;
-  ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-  return fd;
-}
+int connect_to(int port) { return kiln::testing::connect_loopback(port); }
 
 /// Everything the server sends until it closes the connection (or 5 s pass).
 std::string read_until_close(int fd) {

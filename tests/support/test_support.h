@@ -55,6 +55,9 @@ pid_t spawn_kiln(const std::vector<std::string>& args, const fs::path& home);
 /// bundle directory, out/bundle. A failed run fails the calling test.
 fs::path train_breast_cancer_bundle(const fs::path& home, const fs::path& out);
 
+/// A TCP connection to 127.0.0.1:port with TCP_NODELAY (raw HTTP tests); -1 if refused.
+int connect_loopback(int port);
+
 /// Writes a text file (test fixtures), creating parent directories.
 void write_text(const fs::path& path, const std::string& text);
 std::string read_text(const fs::path& path);
