@@ -44,7 +44,8 @@ if [[ "${FULL:-0}" == 1 ]]; then
   for pruner in none asha; do
     s=$(date +%s)
     "$kiln" tune examples/fashion-mnist/tune.yaml --space examples/fashion-mnist/tune-space.yaml \
-      --set epochs=6 --trials 24 --workers 1 --seed 0 --pruner "$pruner" --study "fm-$pruner" \
+      --set epochs=6 --trials 24 --workers 2 --seed 0 --pruner "$pruner" --reduction-factor 3 \
+      --study "fm-$pruner" \
       2>/dev/null | tail -1
     echo "pruner $pruner: $(( $(date +%s) - s )) s"
     "$kiln" tune show "fm-$pruner" --json | /usr/bin/python3 -c "
