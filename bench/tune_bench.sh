@@ -45,6 +45,7 @@ if [[ "${FULL:-0}" == 1 ]]; then
     s=$(date +%s)
     "$kiln" tune examples/fashion-mnist/tune.yaml --space examples/fashion-mnist/tune-space.yaml \
       --set epochs=6 --trials 24 --workers 2 --seed 0 --pruner "$pruner" --reduction-factor 3 \
+      --min-resource 2 \
       --study "fm-$pruner" \
       2>/dev/null | tail -1
     echo "pruner $pruner: $(( $(date +%s) - s )) s"
