@@ -6,9 +6,12 @@
 #      modes) and random (in process, bench/tune_sampler_bench.cpp) vs Optuna TPE and random
 #   2. per-trial sampling + storage overhead at 1,000 trials (SQLite studies.db)
 #   3. end to end: `kiln tune --objective-cmd` on Branin (awk), 100 trials, 2 workers
-#   4. (FULL=1 only, hours of CPU) Fashion-MNIST CNN space: ASHA vs no pruning, and the 1-hour
-#      headline run of examples/fashion-mnist/tune.yaml
-# Usage: bench/tune_bench.sh   (BUILD_DIR overrides build/). Needs python3-optuna.
+#   4. (FULL=1 only, ~1.5 h of CPU) Fashion-MNIST CNN space, full data, the config's own 20-epoch
+#      one-cycle schedule: ASHA (reduction factor 3, rungs after 2, 6 and 18 epochs) vs no pruning,
+#      16 trials each, 2 workers
+#   5. (FULL=1 only, 1 hour) the headline run of examples/fashion-mnist/tune.yaml
+# Usage: bench/tune_bench.sh   (BUILD_DIR overrides build/; SECTIONS="4" runs only section 4,
+#        default "1 3", FULL=1 adds 4 and 5). Needs python3-optuna.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BUILD_DIR=${BUILD_DIR:-build}
@@ -18,14 +21,20 @@ trap 'rm -rf "$KILN_HOME"' EXIT
 source bench/lib.sh
 print_machine
 
+if [[ "${FULL:-0}" == 1 ]]; then SECTIONS=${SECTIONS:-1 3 4 5}; else SECTIONS=${SECTIONS:-1 3}; fi
+section() { [[ " $SECTIONS " == *" $1 "* ]]; }
+
 SEEDS=${SEEDS:-30}
+if section 1; then
 echo; echo "== 1-2. sampler quality (100 trials x $SEEDS seeds) and overhead at 1,000 trials"
 # tpe: Kiln's default; tpe/uni/noep/o31: Optuna 3.1's univariate TPE re-implemented;
 # tpe/joint/scott/noep: Optuna's multivariate=True with the exact density.
 "$BUILD_DIR/bench/tune_sampler_bench" --trials 100 --seeds "$SEEDS" --overhead-trials 1000 \
   --db "$KILN_HOME" --samplers tpe,tpe/uni/noep/o31,tpe/joint/scott/noep,random
 /usr/bin/python3 bench/tune_optuna_peer.py 100 "$SEEDS" "${PEER_SAMPLERS:-tpe,random}"
+fi
 
+if section 3; then
 echo; echo "== 3. end to end: kiln tune --objective-cmd (Branin via awk), 100 trials, 2 workers"
 cat > "$KILN_HOME/branin.yaml" <<'YAML'
 params:
@@ -38,14 +47,16 @@ start=$(date +%s.%N)
   --study branin-e2e 2>/dev/null | tail -1
 end=$(date +%s.%N)
 /usr/bin/python3 -c "import sys; print(f'wall {float(sys.argv[2]) - float(sys.argv[1]):.1f} s for 100 trials')" "$start" "$end"
+fi
 
-if [[ "${FULL:-0}" == 1 ]]; then
-  echo; echo "== 4. Fashion-MNIST CNN space: ASHA vs no pruning (24 trials each, 6 epochs)"
-  for pruner in none asha; do
+if section 4; then
+  echo; echo "== 4. Fashion-MNIST CNN space, full data: ASHA vs no pruning (16 trials each, 20 epochs)"
+  # The config's own one-cycle schedule peaks at epoch 5 (pct_start 0.25): the first rung (2)
+  # comes before the peak, the second (6) after it, the third at 18 of 20 epochs.
+  for pruner in asha none; do
     s=$(date +%s)
     "$kiln" tune examples/fashion-mnist/tune.yaml --space examples/fashion-mnist/tune-space.yaml \
-      --set epochs=6 --trials 24 --workers 2 --seed 0 --pruner "$pruner" --reduction-factor 3 \
-      --min-resource 2 \
+      --trials 16 --workers 2 --seed 0 --pruner "$pruner" --reduction-factor 3 --min-resource 2 \
       --study "fm-$pruner" \
       2>/dev/null | tail -1
     echo "pruner $pruner: $(( $(date +%s) - s )) s"
@@ -55,6 +66,8 @@ s = json.load(sys.stdin)
 epochs = sum(len(t.get('intermediate', {})) for t in s['trials'])
 print(f\"best val_accuracy {s['best']['value']:.4f}, epochs trained {epochs}\")"
   done
+fi
+if section 5; then
   echo; echo "== 5. headline: examples/fashion-mnist/tune.yaml, 1 hour on 2 cores"
   # No trial starts after 45 min; the ones running then finish (a 20-epoch trial takes ~15 min
   # on one core), so the study ends within the hour. The best trial's test accuracy is the
