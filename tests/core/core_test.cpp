@@ -1,4 +1,5 @@
 #include <gtest/gtest.h>
+#include <sqlite3.h>
 
 #include <cstdlib>
 #include <set>
@@ -9,6 +10,7 @@
 #include "kiln/core/json.h"
 #include "kiln/core/progress.h"
 #include "kiln/core/random.h"
+#include "kiln/core/sqlite.h"
 #include "kiln/core/threads.h"
 #include "support/test_support.h"
 
@@ -102,6 +104,21 @@ TEST(FilesTest, StagingDirectoryIsInvisibleUntilPublished) {
   int entries = 0;
   for (auto& e : fs::directory_iterator(dir.path())) (void)e, ++entries;
   EXPECT_EQ(entries, 1);
+}
+
+TEST(SqliteTest, OpensInWalModeAndNamesThePathOnError) {
+  TempDir dir;
+  auto db = open_sqlite_wal(dir / "a.db");
+  ASSERT_TRUE(db.ok()) << db.status();
+  sqlite3_stmt* stmt = nullptr;
+  ASSERT_EQ(sqlite3_prepare_v2(db->get(), "PRAGMA journal_mode", -1, &stmt, nullptr), SQLITE_OK);
+  ASSERT_EQ(sqlite3_step(stmt), SQLITE_ROW);
+  EXPECT_STREQ(reinterpret_cast<const char*>(sqlite3_column_text(stmt, 0)), "wal");
+  sqlite3_finalize(stmt);
+  auto missing = open_sqlite_wal(dir / "no-such-dir" / "b.db");
+  ASSERT_FALSE(missing.ok());
+  EXPECT_EQ(missing.status().code(), StatusCode::kIoError);
+  EXPECT_NE(missing.status().message().find("no-such-dir/b.db"), std::string::npos);
 }
 
 TEST(HashTest, KnownVectors) {

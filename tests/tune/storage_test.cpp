@@ -1,9 +1,11 @@
 #include "kiln/tune/storage.h"
 
 #include <gtest/gtest.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <atomic>
+#include <cstdio>
 #include <thread>
 #include <vector>
 
@@ -109,6 +111,36 @@ TEST(StorageTest, RunningTrialsOfADeadTunerBecomeOrphanedFailures) {
 
 // Two tuners on one study (two connections, two threads claiming at once) never claim more
 // than --trials N between them; orphaned failures free their place.
+TEST(StorageTest, ProcessesOpeningOneFreshDatabaseAtOnceAllSucceed) {
+  // Two tuners started together on a fresh KILN_HOME race to create studies.db; switching a new
+  // file to WAL is not retried by SQLite's busy handler, so Open must retry it itself.
+  for (int round = 0; round < 5; ++round) {
+    TempDir dir;
+    const auto path = dir / "studies.db";
+    std::vector<pid_t> children;
+    for (int k = 0; k < 8; ++k) {
+      const pid_t pid = ::fork();
+      ASSERT_GE(pid, 0);
+      if (pid == 0) {
+        auto db = StudyStorage::Open(path);
+        if (!db.ok()) {
+          std::fprintf(stderr, "child %d: %s\n", k, db.status().message().c_str());
+          ::_exit(1);
+        }
+        auto s = (*db)->create_or_load_study(info("s", 1));
+        if (!s.ok()) std::fprintf(stderr, "child %d: %s\n", k, s.status().message().c_str());
+        ::_exit(s.ok() ? 0 : 1);
+      }
+      children.push_back(pid);
+    }
+    for (pid_t pid : children) {
+      int status = 0;
+      ASSERT_EQ(::waitpid(pid, &status, 0), pid);
+      EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "round " << round;
+    }
+  }
+}
+
 TEST(StorageTest, ClaimsFromSeveralConnectionsNeverOvershootTheTrialCount) {
   TempDir dir;
   int64_t study_id = 0;

@@ -14,6 +14,7 @@
 #include "kiln/core/clock.h"
 #include "kiln/core/files.h"
 #include "kiln/core/hash.h"
+#include "kiln/core/sqlite.h"
 #include "kiln/model/bundle.h"
 #include "kiln/registry/artifact_store.h"
 #include "kiln/registry/query.h"
@@ -482,23 +483,12 @@ Expected<std::unique_ptr<SqliteModelStore>> SqliteModelStore::Create(const Store
     if (ec) return Status::IoError("cannot create directory " + d.string() + ": " + ec.message());
   }
   const fs::path db_path = impl->root / "registry.db";
-  int rc =
-      sqlite3_open_v2(db_path.c_str(), &impl->db,
-                      SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX, nullptr);
-  if (rc != SQLITE_OK) return impl->error("cannot open", rc);
-  sqlite3_busy_timeout(impl->db, options.busy_timeout_ms_);
-  // Switching to WAL needs a moment alone with a brand-new file: retry while another process
-  // creates it at the same time.
-  const auto deadline =
-      std::chrono::steady_clock::now() + std::chrono::milliseconds(options.busy_timeout_ms_);
-  for (;;) {
-    Status st = impl->exec("PRAGMA journal_mode=WAL");
-    if (st.ok()) break;
-    if (st.code() != StatusCode::kUnavailable || std::chrono::steady_clock::now() > deadline)
-      return st;
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  }
-  KILN_RETURN_IF_ERROR(impl->exec("PRAGMA synchronous=FULL"));
+  SqliteOpenOptions open_options;
+  open_options.busy_timeout_ms = options.busy_timeout_ms_;
+  open_options.full_sync = true;
+  open_options.serialized = true;
+  KILN_ASSIGN_OR_RETURN(SqliteConnection db, open_sqlite_wal(db_path, open_options));
+  impl->db = db.release();
   {
     Query q(*impl, "PRAGMA user_version");
     KILN_ASSIGN_OR_RETURN(bool row, q.step());

@@ -8,6 +8,7 @@
 #include <chrono>
 #include <cmath>
 
+#include "kiln/core/sqlite.h"
 #include "kiln/tune/space.h"
 
 namespace kiln::tune {
@@ -79,16 +80,8 @@ double unix_now() {
 Expected<std::unique_ptr<StudyStorage>> StudyStorage::Open(const std::filesystem::path& path) {
   std::error_code ec;
   if (path.has_parent_path()) std::filesystem::create_directories(path.parent_path(), ec);
-  sqlite3* db = nullptr;
-  if (sqlite3_open(path.c_str(), &db) != SQLITE_OK) {
-    std::string msg = db ? sqlite3_errmsg(db) : "out of memory";
-    sqlite3_close(db);
-    return Status::IoError(path.string() + ": cannot open: " + msg);
-  }
-  std::unique_ptr<StudyStorage> s(new StudyStorage(db));
-  sqlite3_busy_timeout(db, 10000);
-  KILN_RETURN_IF_ERROR(s->exec("PRAGMA journal_mode=WAL"));
-  KILN_RETURN_IF_ERROR(s->exec("PRAGMA synchronous=NORMAL"));
+  KILN_ASSIGN_OR_RETURN(SqliteConnection db, open_sqlite_wal(path));
+  std::unique_ptr<StudyStorage> s(new StudyStorage(db.release()));
   KILN_RETURN_IF_ERROR(s->exec(
       "CREATE TABLE IF NOT EXISTS studies (id INTEGER PRIMARY KEY, name TEXT UNIQUE NOT NULL, "
       "direction TEXT NOT NULL, space TEXT NOT NULL, sampler TEXT, pruner TEXT, metric TEXT, "
@@ -134,29 +127,10 @@ std::vector<std::string> StudyStorage::study_names() {
 }
 
 Expected<StudyInfo> StudyStorage::create_or_load_study(const StudyInfo& wanted) {
-  Expected<StudyInfo> found = find_study(wanted.name);
-  if (found.ok()) {
-    if (found->space != wanted.space) {
-      Expected<SearchSpace> a = parse_space(wanted.space), b = parse_space(found->space);
-      std::string diff = a.ok() && b.ok() ? a->difference(*b) : std::string("spaces differ");
-      return Status::InvalidArgument("study '" + wanted.name +
-                                     "' exists with a different search space (" + diff +
-                                     "); use another --study name");
-    }
-    if (found->direction != wanted.direction)
-      return Status::InvalidArgument("study '" + wanted.name + "' exists with direction " +
-                                     found->direction + ", not " + wanted.direction +
-                                     "; use another --study name");
-    if (found->metric != wanted.metric)
-      return Status::InvalidArgument("study '" + wanted.name + "' exists with metric '" +
-                                     found->metric + "', not '" + wanted.metric +
-                                     "'; use another --study name");
-    return found;
-  }
-  if (found.status().code() != StatusCode::kNotFound) return found.status();
+  // Insert-if-absent, then compare: two tuners starting the same study at once both succeed.
   Stmt s(db_,
          "INSERT INTO studies (name, direction, space, sampler, pruner, metric, objective, "
-         "created) VALUES (?, ?, ?, ?, ?, ?, ?, ?)");
+         "created) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(name) DO NOTHING");
   if (!s.ok()) return db_error(db_, "insert study");
   s.bind(1, wanted.name)
       .bind(2, wanted.direction)
@@ -167,7 +141,23 @@ Expected<StudyInfo> StudyStorage::create_or_load_study(const StudyInfo& wanted) 
       .bind(7, wanted.objective)
       .bind(8, unix_now());
   if (s.step() != SQLITE_DONE) return db_error(db_, "insert study");
-  return find_study(wanted.name);
+  KILN_ASSIGN_OR_RETURN(StudyInfo found, find_study(wanted.name));
+  if (found.space != wanted.space) {
+    Expected<SearchSpace> a = parse_space(wanted.space), b = parse_space(found.space);
+    std::string diff = a.ok() && b.ok() ? a->difference(*b) : std::string("spaces differ");
+    return Status::InvalidArgument("study '" + wanted.name +
+                                   "' exists with a different search space (" + diff +
+                                   "); use another --study name");
+  }
+  if (found.direction != wanted.direction)
+    return Status::InvalidArgument("study '" + wanted.name + "' exists with direction " +
+                                   found.direction + ", not " + wanted.direction +
+                                   "; use another --study name");
+  if (found.metric != wanted.metric)
+    return Status::InvalidArgument("study '" + wanted.name + "' exists with metric '" +
+                                   found.metric + "', not '" + wanted.metric +
+                                   "'; use another --study name");
+  return found;
 }
 
 Expected<TrialRecord> StudyStorage::create_trial(int64_t study_id, const Json& params,
