@@ -254,11 +254,21 @@ TEST(TuneCliTest, KeepTrialsAllKeepsEveryBundleAndNoneKeepsOnlyLogsAndMetrics) {
   write_text(home / "space.yaml",
              "params:\n  optimizer.lr: {type: float, low: 1.0e-4, high: 3.0e-2, log: true}\n");
   for (const std::string keep : {"all", "none"}) {
-    CommandResult r = run_kiln(
-        {"tune", example("breast-cancer/train.yaml"), "--space", (home / "space.yaml").string(),
-         "--set", "epochs=2", "--trials", "2", "--study", keep, "--keep-trials", keep},
-        home.path());
+    CommandResult r =
+        run_kiln({"tune", example("breast-cancer/train.yaml"), "--space",
+                  (home / "space.yaml").string(), "--set", "epochs=2", "--trials", "2", "--study",
+                  keep, "--keep-trials", keep, "--push", "bc-" + keep, "--json"},
+                 home.path());
     ASSERT_EQ(r.exit_code, 0) << r.err;
+    // The pushed version is reported; the bundle's path only while it still exists.
+    const Json pushed = Json::parse(r.out)["pushed"];
+    EXPECT_EQ(pushed["name"], "bc-" + keep) << r.out;
+    EXPECT_EQ(pushed["version"], 1) << r.out;
+    EXPECT_EQ(pushed.contains("bundle"), keep == "all") << r.out;
+    if (keep == "all") {
+      EXPECT_TRUE(fs::exists(pushed["bundle"].get<std::string>()));
+    }
+    EXPECT_EQ(run_kiln({"registry", "show", "bc-" + keep + "@1"}, home.path()).exit_code, 0);
     for (int n = 0; n < 2; ++n) {
       const fs::path dir = home / "studies" / keep / ("trial-" + std::to_string(n));
       EXPECT_TRUE(fs::exists(dir / "train.log")) << dir;

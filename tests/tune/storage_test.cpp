@@ -207,6 +207,14 @@ TEST(StorageTest, ImportanceFindsTheParameterThatMatters) {
   ASSERT_EQ(imp.size(), 2u);
   EXPECT_EQ(imp[0].first, "a");
   EXPECT_GT(imp[0].second, 0.9);
+  // With few trials a numeric parameter still gets two bins: it is not outranked by a
+  // categorical one that does not matter just because it has groups.
+  trials.resize(kMinTrialsForImportance);
+  imp = param_importance(*space, trials);
+  ASSERT_EQ(imp.size(), 2u);
+  EXPECT_EQ(imp[0].first, "a");
+  trials.resize(kMinTrialsForImportance - 1);
+  EXPECT_TRUE(param_importance(*space, trials).empty());
 }
 
 }  // namespace

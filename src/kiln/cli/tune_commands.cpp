@@ -1,6 +1,4 @@
 // `kiln tune`: hyperparameter studies over a training config or any command; `kiln tune show`.
-#include <sys/wait.h>
-#include <unistd.h>
 
 #include <cmath>
 #include <cstdio>
@@ -10,6 +8,8 @@
 #include "kiln/cli/flags.h"
 #include "kiln/core/files.h"
 #include "kiln/core/hash.h"
+#include "kiln/registry/model_store.h"
+#include "kiln/registry/ref.h"
 #include "kiln/tune/report.h"
 #include "kiln/tune/space.h"
 #include "kiln/tune/storage.h"
@@ -45,26 +45,17 @@ struct ShowArgs {
   bool json = false;
 };
 
-// `kiln registry push BUNDLE --name NAME` run as a child of the same binary.
-Status push_bundle(const fs::path& bundle, const std::string& name, const std::string& study,
-                   int64_t trial) {
-  const std::string tag_study = "tune_study=" + study;
-  const std::string tag_trial = "tune_trial=" + std::to_string(trial);
-  std::error_code ec;
-  const std::string self = fs::read_symlink("/proc/self/exe", ec).string();
-  const pid_t pid = ::fork();
-  if (pid < 0) return Status::Unavailable("fork failed");
-  if (pid == 0) {
-    ::dup2(2, 1);  // keep our stdout for the study's own output (e.g. --json)
-    ::execl(self.c_str(), self.c_str(), "registry", "push", bundle.c_str(), "--name", name.c_str(),
-            "--tag", tag_study.c_str(), "--tag", tag_trial.c_str(), static_cast<char*>(nullptr));
-    ::_exit(127);
-  }
-  int status = 0;
-  ::waitpid(pid, &status, 0);
-  if (WIFEXITED(status) && WEXITSTATUS(status) == 0) return Status::Ok();
-  return Status::FailedPrecondition("--push: `kiln registry push " + bundle.string() + " --name " +
-                                    name + "` failed");
+// Pushes the best trial's bundle to the registry, tagged with its study and trial; returns
+// {"name", "version", "trial"} for the report.
+Expected<Json> push_bundle(const fs::path& bundle, const std::string& name,
+                           const std::string& study, int64_t trial) {
+  KILN_RETURN_IF_ERROR(registry::validate_name(name).with_context("--push"));
+  registry::PushRequest req(bundle, name);
+  req.tag("tune_study", study).tag("tune_trial", std::to_string(trial));
+  KILN_ASSIGN_OR_RETURN(auto store, registry::open_model_store());
+  Expected<registry::VersionInfo> v = store->push(req);
+  if (!v.ok()) return v.status().with_context("--push " + name);
+  return Json{{"name", v->name}, {"version", v->version}, {"trial", trial}};
 }
 
 int run_tune(const TuneArgs& a) {
@@ -135,11 +126,13 @@ int run_tune(const TuneArgs& a) {
   Json pushed;
   if (best && !a.push.empty()) {
     const fs::path bundle = fs::path(best->out_dir) / "run" / "bundle";
-    Status st = push_bundle(bundle, a.push, name, best->number);
-    if (!st.ok()) return report_failure(st);
-    pushed = {{"name", a.push}, {"bundle", bundle.string()}, {"trial", best->number}};
+    Expected<Json> p = push_bundle(bundle, a.push, name, best->number);
+    if (!p.ok()) return report_failure(p.status());
+    pushed = std::move(*p);
+    // --keep-trials none: the best trial's training output goes too, now that the registry
+    // holds the bundle; only a kept bundle is reported by path.
+    if (a.keep_trials != "none") pushed["bundle"] = bundle.string();
   }
-  // --keep-trials none: the best trial's training output goes too, now that --push has it.
   if (best && a.keep_trials == "none") tune::drop_trial_outputs(best->out_dir);
   if (a.json) {
     Json j = tune::study_json(r->study, r->trials);
@@ -152,7 +145,8 @@ int run_tune(const TuneArgs& a) {
       std::cout << "best trial " << best->number << " value " << tune::value_text(best->value)
                 << " params " << best->params.dump() << "\n";
     if (!pushed.is_null())
-      std::cout << "pushed " << pushed["bundle"].get<std::string>() << " as " << a.push << "\n";
+      std::cout << "pushed trial " << best->number << " as " << a.push << "@"
+                << pushed["version"].get<int64_t>() << "\n";
   }
   if (!best)
     return report_failure(Status::FailedPrecondition("no trial of study " + name + " completed"));

@@ -79,7 +79,7 @@ std::vector<std::pair<std::string, double>> param_importance(
   for (const auto& t : trials)
     if (t.state == TrialState::kComplete && std::isfinite(t.value)) done.push_back(&t);
   std::vector<std::pair<std::string, double>> out;
-  if (done.size() < 3) return out;
+  if (done.size() < kMinTrialsForImportance) return out;
   double mean = 0;
   for (auto* t : done) mean += t->value;
   mean /= static_cast<double>(done.size());
@@ -101,7 +101,8 @@ std::vector<std::pair<std::string, double>> param_importance(
         if (it != t->params.end() && it->is_number()) xs.push_back(it->get<double>());
       }
       std::sort(xs.begin(), xs.end());
-      const size_t bins = std::min<size_t>(5, std::max<size_t>(1, xs.size() / 3));
+      // At least two bins, so that numeric parameters can explain variance as categorical ones do.
+      const size_t bins = std::min<size_t>(5, std::max<size_t>(2, xs.size() / 3));
       std::vector<double> edges;
       for (size_t b = 1; b < bins; ++b) edges.push_back(xs[b * xs.size() / bins]);
       for (size_t i = 0; i < done.size(); ++i) {
@@ -161,11 +162,18 @@ std::string study_table(const StudyInfo& study, const std::vector<TrialRecord>& 
   }
   Expected<SearchSpace> space = parse_space(study.space);
   if (space.ok()) {
+    const auto complete = std::count_if(trials.begin(), trials.end(), [](const TrialRecord& t) {
+      return t.state == TrialState::kComplete && std::isfinite(t.value);
+    });
     auto imp = param_importance(*space, trials);
     if (!imp.empty()) {
-      s += "importance (variance explained, normalised):";
+      s += "importance (variance explained, normalised, " + std::to_string(complete) +
+           " complete trials):";
       for (const auto& [n, v] : imp) s += " " + n + " " + fmt(v, 3);
       s += "\n";
+    } else {
+      s += "importance: needs " + std::to_string(kMinTrialsForImportance) +
+           " complete trials (have " + std::to_string(complete) + ")\n";
     }
   }
   return s;

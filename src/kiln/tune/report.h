@@ -21,7 +21,9 @@ Json study_json(const StudyInfo& study, const std::vector<TrialRecord>& trials);
 /// of the complete trials' objective explained by the parameter alone (the correlation ratio
 /// η² = between-group variance / total variance, numeric values cut into up to 5 quantile bins,
 /// categories as groups, trials lacking the parameter as one more group), normalised to sum to 1.
-/// Empty when fewer than 3 complete trials. Pure.
+/// Empty when fewer than kMinTrialsForImportance complete trials (with fewer, the bins hold one
+/// or two trials each and the shares are noise). Pure.
+inline constexpr size_t kMinTrialsForImportance = 5;
 std::vector<std::pair<std::string, double>> param_importance(
     const SearchSpace& space, const std::vector<TrialRecord>& trials);
 
