@@ -49,6 +49,16 @@ int count_state(const Json& s, const std::string& state, bool orphaned = false) 
   return n;
 }
 
+// `kiln tune --objective-cmd CMD --space SPACE --study STUDY`, then `rest`.
+std::vector<std::string> objective_study(const std::string& cmd, const fs::path& space,
+                                         const std::string& study,
+                                         std::initializer_list<std::string> rest) {
+  std::vector<std::string> args = {"tune",         "--objective-cmd", cmd,  "--space",
+                                   space.string(), "--study",         study};
+  args.insert(args.end(), rest);
+  return args;
+}
+
 TEST(TuneCliTest, BlackBoxTpeMinimisesAQuadraticAndShowPrintsTheStudy) {
   TempDir home;
   write_text(home / "space.yaml", kQuadraticSpace);
@@ -133,21 +143,9 @@ TEST(TuneCliTest, KillMinus9ThenTheSameCommandResumesAndEndsWithNTrials) {
   TempDir home;
   write_text(home / "space.yaml", kQuadraticSpace);
   const std::string cmd = std::string("sleep 0.4; ") + kQuadraticCmd;
-  const std::vector<std::string> args = {"tune",
-                                         "--objective-cmd",
-                                         cmd,
-                                         "--space",
-                                         (home / "space.yaml").string(),
-                                         "--trials",
-                                         "10",
-                                         "--workers",
-                                         "2",
-                                         "--direction",
-                                         "minimize",
-                                         "--study",
-                                         "resume",
-                                         "--seed",
-                                         "1"};
+  const std::vector<std::string> args = objective_study(
+      cmd, home / "space.yaml", "resume",
+      {"--trials", "10", "--workers", "2", "--direction", "minimize", "--seed", "1"});
   pid_t pid = spawn_kiln(args, home.path());
   // Wait for a few finished trials (the DB is readable while the tuner writes).
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
@@ -287,21 +285,9 @@ TEST(TuneCliTest, KeepTrialsAllKeepsEveryBundleAndNoneKeepsOnlyLogsAndMetrics) {
 TEST(TuneCliTest, TwoTunersOnOneStudyNeverOvershootTheTrialCount) {
   TempDir home;
   write_text(home / "space.yaml", "params:\n  x: {type: int, low: 0, high: 99}\n");
-  const std::vector<std::string> args = {"tune",
-                                         "--objective-cmd",
-                                         "sleep 0.3; echo {x}",
-                                         "--space",
-                                         (home / "space.yaml").string(),
-                                         "--trials",
-                                         "6",
-                                         "--workers",
-                                         "3",
-                                         "--sampler",
-                                         "random",
-                                         "--direction",
-                                         "maximize",
-                                         "--study",
-                                         "shared"};
+  const std::vector<std::string> args = objective_study(
+      "sleep 0.3; echo {x}", home / "space.yaml", "shared",
+      {"--trials", "6", "--workers", "3", "--sampler", "random", "--direction", "maximize"});
   pid_t other = spawn_kiln(args, home.path());
   CommandResult r = run_kiln(args, home.path());
   int status = 0;
@@ -313,22 +299,47 @@ TEST(TuneCliTest, TwoTunersOnOneStudyNeverOvershootTheTrialCount) {
   EXPECT_EQ(count_state(s, "complete"), 6) << s.dump();
 }
 
+// A tuner that finds the study full waits for the other tuners' trials: when one of them is
+// killed, its running trials become orphaned failures and the survivor runs them again, so the
+// study still ends with N complete trials without a rerun.
+TEST(TuneCliTest, ASurvivingTunerRerunsTheTrialsOfOneKilledMidStudy) {
+  TempDir home;
+  write_text(home / "space.yaml", "params:\n  x: {type: int, low: 0, high: 99}\n");
+  const fs::path gate = home / "gate";  // trials run until it exists
+  const std::vector<std::string> args = objective_study(
+      "while [ ! -e " + gate.string() + " ]; do sleep 0.05; done; echo {x}", home / "space.yaml",
+      "s", {"--trials", "4", "--workers", "2", "--sampler", "random", "--direction", "maximize"});
+  auto wait_running = [&](int n) {
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+    while (std::chrono::steady_clock::now() < deadline) {
+      CommandResult r = run_kiln({"tune", "show", "s", "--json"}, home.path());
+      if (r.exit_code == 0 && count_state(Json::parse(r.out), "running") == n) return true;
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    return false;
+  };
+  pid_t doomed = spawn_kiln(args, home.path());
+  ASSERT_TRUE(wait_running(2));
+  pid_t survivor = spawn_kiln(args, home.path());
+  ASSERT_TRUE(wait_running(4));  // the survivor found the study full after two claims
+  ::kill(doomed, SIGKILL);
+  int status = 0;
+  ::waitpid(doomed, &status, 0);
+  write_text(gate, "");
+  ASSERT_EQ(::waitpid(survivor, &status, 0), survivor);
+  ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+  Json s = show(home.path(), "s");
+  EXPECT_EQ(count_state(s, "complete"), 4) << s.dump();
+  EXPECT_EQ(count_state(s, "failed", /*orphaned=*/true), 2) << s.dump();
+  EXPECT_EQ(count_state(s, "running"), 0) << s.dump();
+}
+
 TEST(TuneCliTest, TimeoutStopsStartingTrialsAndARerunContinuesTheStudy) {
   TempDir home;
   write_text(home / "space.yaml", "params:\n  x: {type: int, low: 0, high: 9}\n");
-  const std::vector<std::string> args = {"tune",
-                                         "--objective-cmd",
-                                         "sleep 0.3; echo {x}",
-                                         "--space",
-                                         (home / "space.yaml").string(),
-                                         "--trials",
-                                         "40",
-                                         "--timeout",
-                                         "1",
-                                         "--direction",
-                                         "maximize",
-                                         "--study",
-                                         "t"};
+  const std::vector<std::string> args =
+      objective_study("sleep 0.3; echo {x}", home / "space.yaml", "t",
+                      {"--trials", "40", "--timeout", "1", "--direction", "maximize"});
   CommandResult r = run_kiln(args, home.path());
   ASSERT_EQ(r.exit_code, 0) << r.err;
   Json s = show(home.path(), "t");

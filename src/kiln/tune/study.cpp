@@ -220,7 +220,8 @@ Expected<TuneResult> run_study(const TuneOptions& o) {
   std::map<pid_t, Running> running;
   TuneResult result;
   const auto t0 = std::chrono::steady_clock::now();
-  bool exhausted = false;
+  bool exhausted = false;  // the sampler has nothing more to propose
+  bool full = false;       // every trial is claimed: wait for ours, then check the others'
   auto elapsed = [&] {
     return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   };
@@ -264,7 +265,7 @@ Expected<TuneResult> run_study(const TuneOptions& o) {
     for (const auto& t : history)
       if (t.finished() && !t.orphaned) ++counted;
     const bool timed_out = o.timeout_ > 0 && elapsed() >= o.timeout_;
-    if (!exhausted && !timed_out && static_cast<int64_t>(running.size()) < o.workers_ &&
+    if (!exhausted && !full && !timed_out && static_cast<int64_t>(running.size()) < o.workers_ &&
         counted + static_cast<int64_t>(running.size()) < o.trials_) {
       const int64_t number = history.empty() ? 0 : history.back().number + 1;
       Expected<Json> params = sampler->sample(o.space_, history, number);
@@ -280,8 +281,7 @@ Expected<TuneResult> run_study(const TuneOptions& o) {
           db->create_trial(study.id, *params, ::getpid(), "", o.trials_);
       if (!claimed.ok()) {
         if (claimed.status().code() != StatusCode::kFailedPrecondition) return claimed.status();
-        if (running.empty()) break;
-        exhausted = true;  // full: wait for this tuner's running trials, claim no more
+        full = true;  // claim no more while this tuner's own trials run
         continue;
       }
       TrialRecord trial = std::move(*claimed);
@@ -324,7 +324,23 @@ Expected<TuneResult> run_study(const TuneOptions& o) {
       running.emplace(*pid, std::move(r));
       continue;
     }
-    if (running.empty()) break;
+    if (running.empty()) {
+      if (!full || timed_out) break;
+      // The study is full and the trials still running belong to other tuners on it. Wait for
+      // them: if one of those tuners dies, its trials become orphaned failures and their places
+      // are claimed here, so the study still ends with N trials.
+      KILN_ASSIGN_OR_RETURN(int64_t orphaned, db->fail_orphans(study.id));
+      const bool others_running =
+          std::any_of(history.begin(), history.end(),
+                      [](const TrialRecord& t) { return t.state == TrialState::kRunning; });
+      if (orphaned == 0 && !others_running) break;
+      if (orphaned > 0 && !o.quiet_)
+        std::fprintf(stderr, "tune: %lld trial(s) of a tuner that died marked failed; re-run\n",
+                     static_cast<long long>(orphaned));
+      if (orphaned == 0) std::this_thread::sleep_for(std::chrono::milliseconds(200));
+      full = false;  // try to claim again
+      continue;
+    }
 
     // Poll the running trials: new epochs (and pruning), then exits.
     bool reported = false;
