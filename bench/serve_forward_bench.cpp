@@ -1,6 +1,7 @@
 // Offline batched forward throughput of a bundle's model.pt through the server's own runner
-// (TorchScript, InferenceMode): the ceiling `kiln serve` saturation is compared with.
-// Usage: serve_forward_bench BUNDLE_DIR [--batch 64] [--threads 1] [--seconds 3]
+// (TorchScript, InferenceMode), prepared as `kiln serve` prepares it (XNNPACK prepacked
+// operators; --no-prepack: as saved): the ceiling `kiln serve` saturation is compared with.
+// Usage: serve_forward_bench BUNDLE_DIR [--batch 64] [--threads 1] [--seconds 3] [--no-prepack]
 #include <torch/torch.h>
 
 #include <chrono>
@@ -19,10 +20,13 @@ int main(int argc, char** argv) {
   int64_t batch = 64;
   int threads = 1;
   double seconds = 3;
-  for (int i = 2; i + 1 < argc; i += 2) {
-    if (!std::strcmp(argv[i], "--batch")) batch = std::stoll(argv[i + 1]);
-    if (!std::strcmp(argv[i], "--threads")) threads = std::stoi(argv[i + 1]);
-    if (!std::strcmp(argv[i], "--seconds")) seconds = std::stod(argv[i + 1]);
+  bool prepack = true;
+  for (int i = 2; i < argc; ++i) {
+    const bool has_value = i + 1 < argc;
+    if (!std::strcmp(argv[i], "--no-prepack")) prepack = false;
+    if (!std::strcmp(argv[i], "--batch") && has_value) batch = std::stoll(argv[++i]);
+    if (!std::strcmp(argv[i], "--threads") && has_value) threads = std::stoi(argv[++i]);
+    if (!std::strcmp(argv[i], "--seconds") && has_value) seconds = std::stod(argv[++i]);
   }
   torch::set_num_threads(threads);
   auto bundle = kiln::model::read_bundle(argv[1]);
@@ -35,10 +39,12 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "%s\n", module.status().to_string().c_str());
     return 2;
   }
-  kiln::serve::TorchScriptRunner runner(*module);
   std::vector<int64_t> shape{batch};
   for (int64_t d : bundle->raw_input_shape()) shape.push_back(d);
   torch::Tensor x = torch::rand(shape) * 255;
+  kiln::serve::ServingModule prepared{*module, false, "--no-prepack"};
+  if (prepack) prepared = kiln::serve::prepack_for_cpu_serving(*module, x);
+  kiln::serve::TorchScriptRunner runner(prepared.module);
   for (int i = 0; i < 20; ++i) (void)runner.run(x);
   using Clock = std::chrono::steady_clock;
   const auto t0 = Clock::now();
@@ -49,7 +55,8 @@ int main(int argc, char** argv) {
     n += batch;
   }
   const double s = std::chrono::duration<double>(Clock::now() - t0).count();
-  std::printf("offline forward: batch %lld, %d thread(s): %.0f samples/s\n",
+  std::printf("offline forward (%s): batch %lld, %d thread(s): %.0f samples/s\n",
+              prepared.prepacked ? "XNNPACK prepacked" : prepared.note.c_str(),
               static_cast<long long>(batch), threads, n / s);
   return 0;
 }

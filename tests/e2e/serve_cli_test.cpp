@@ -213,6 +213,30 @@ TEST_F(ServeCliTest, EndpointsAnswerTheOpenInferenceProtocol) {
   for (int i = 0; i < 4; ++i) EXPECT_NEAR(got[i], logits[static_cast<size_t>(i)], 1e-4);
 }
 
+// The default serves linear layers through XNNPACK's prepacked operators (checked at load);
+// --no-prepack serves model.pt as saved; both give the same logits.
+TEST_F(ServeCliTest, PrepackedAndAsSavedServingGiveTheSameLogits) {
+  TempDir t;
+  ServerProcess prepacked({"--model", bundle(1).string()}, t.path(), t / "log1");
+  ServerProcess as_saved({"--model", bundle(1).string(), "--no-prepack"}, t.path(), t / "log2");
+  ASSERT_TRUE(prepacked.ready()) << prepacked.log();
+  ASSERT_TRUE(as_saved.ready()) << as_saved.log();
+  EXPECT_NE(prepacked.log().find("XNNPACK prepacked operators (outputs checked)"),
+            std::string::npos)
+      << prepacked.log();
+  EXPECT_EQ(as_saved.log().find("XNNPACK"), std::string::npos) << as_saved.log();
+  std::vector<std::vector<float>> logits;
+  for (ServerProcess* srv : {&prepacked, &as_saved}) {
+    HttpResult r = HttpClient(srv->port()).post("/v2/models/bundle/infer", body(4));
+    ASSERT_EQ(r.status, 200) << r.body;
+    logits.push_back(Json::parse(r.body)["outputs"][0]["data"].get<std::vector<float>>());
+  }
+  ASSERT_EQ(logits[0].size(), 8u);
+  ASSERT_EQ(logits[1].size(), 8u);
+  for (size_t i = 0; i < 8; ++i)
+    EXPECT_NEAR(logits[0][i], logits[1][i], 1e-4 * (1 + std::abs(logits[1][i]))) << i;
+}
+
 TEST_F(ServeCliTest, ErrorsAre4xxWithAnErrorField) {
   TempDir t;
   ServerProcess srv({"--model", bundle(1).string(), "--max-batch", "8", "--max-body-bytes",

@@ -68,6 +68,10 @@ const FlagSpec kFlags[] = {
      "16777216"},
     {Flag::kIoThreads, "--io-threads", "HTTP threads (parse, encode, network)", "1"},
     {Flag::kAccessLog, "--access-log", "one JSON line per request on stderr", "false"},
+    {Flag::kNoPrepack, "--no-prepack",
+     "serve model.pt as saved (default: linear/conv weights prepacked for XNNPACK at load, kept "
+     "only when the outputs match)",
+     "false"},
     {Flag::kBatchGapUs, "--batch-gap-us",
      "dispatch a filling batch once no request arrived for this long (-1: max-delay/10, at most "
      "100)",

@@ -43,6 +43,7 @@ enum class Flag {
   kMaxBodyBytes,
   kIoThreads,
   kAccessLog,
+  kNoPrepack,
   kBatchGapUs,
   kSpace,
   kTrials,

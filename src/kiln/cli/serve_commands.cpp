@@ -33,6 +33,7 @@ struct ServeArgs {
   int64_t max_body_bytes = 16 << 20;
   int io_threads = 1;
   bool access_log = false;
+  bool no_prepack = false;
 };
 
 Expected<std::string> read_api_key(const std::string& path) {
@@ -79,7 +80,8 @@ int run_serve(const ServeArgs& a) {
                                .max_batch(a.max_batch)
                                .max_delay_us(a.max_delay_us)
                                .arrival_gap_us(a.batch_gap_us))
-                  .poll_interval_ms(a.poll_interval_ms))
+                  .poll_interval_ms(a.poll_interval_ms)
+                  .prepack(!a.no_prepack))
       .api_key(api_key)
       .request_timeout_ms(a.request_timeout_ms)
       .access_log(a.access_log);
@@ -125,6 +127,7 @@ void register_serve_commands(CLI::App& app, int* exit_code) {
   add_flag(*serve, Flag::kMaxBodyBytes, &args->max_body_bytes)->check(CLI::PositiveNumber);
   add_flag(*serve, Flag::kIoThreads, &args->io_threads)->check(CLI::PositiveNumber);
   add_flag(*serve, Flag::kAccessLog, &args->access_log);
+  add_flag(*serve, Flag::kNoPrepack, &args->no_prepack);
   add_flag(*serve, Flag::kBatchGapUs, &args->batch_gap_us)->check(CLI::Range(-1, 60000000));
   serve->footer(
       "Classifiers also return \"probabilities\" and \"labels\" when the request names them in "

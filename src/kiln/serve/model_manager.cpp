@@ -159,6 +159,27 @@ Expected<std::shared_ptr<ModelVersion>> ModelManager::load(const ResolvedModel& 
   KILN_ASSIGN_OR_RETURN(model::Bundle bundle, model::read_bundle(resolved.bundle_dir));
   KILN_ASSIGN_OR_RETURN(ModelSignature sig, parse_signature(bundle));
   KILN_ASSIGN_OR_RETURN(torch::jit::Module module, model::load_bundle_module(bundle));
+  {
+    // The saved module must match its signature before it is rewritten.
+    TorchScriptRunner saved(module);
+    KILN_RETURN_IF_ERROR(warm_up(saved, sig, 1, where));
+  }
+  if (options_.prepack_) {
+    // A deterministic probe of 3 samples in [-1, 1], away from all-zero inputs.
+    std::vector<int64_t> shape{3};
+    shape.insert(shape.end(), sig.input.shape.begin(), sig.input.shape.end());
+    int64_t numel = 1;
+    for (int64_t d : shape) numel *= d;
+    const torch::Tensor probe = torch::arange(numel, torch::kFloat32).sin().reshape(shape);
+    ServingModule prepared = prepack_for_cpu_serving(module, probe);
+    if (prepared.prepacked) {
+      module = std::move(prepared.module);
+      KILN_LOG_INFO("{} v{}: XNNPACK prepacked operators (outputs checked)", resolved.name,
+                    version);
+    } else {
+      KILN_LOG_INFO("{} v{}: served as saved ({})", resolved.name, version, prepared.note);
+    }
+  }
   auto runner = std::make_shared<TorchScriptRunner>(std::move(module));
   KILN_RETURN_IF_ERROR(warm_up(*runner, sig, 1, where));
   const int64_t max_batch = std::max<int64_t>(1, options_.batcher_.max_batch_);

@@ -88,8 +88,15 @@ struct ModelManagerOptions {
     poll_interval_ms_ = v;
     return *this;
   }
+  /// Serve each version with XNNPACK's prepacked operators where they give the same outputs
+  /// (prepack_for_cpu_serving); false: the TorchScript module as saved.
+  ModelManagerOptions& prepack(bool v) {
+    prepack_ = v;
+    return *this;
+  }
   BatcherOptions batcher_;
   int64_t poll_interval_ms_ = 1000;  ///< 0: no polling
+  bool prepack_ = true;
 };
 
 /// Loads the `--model` references, serves the current version of each, and hot-reloads: a poll

@@ -106,7 +106,8 @@ void convert_raw(const char* p, size_t n, std::vector<float>* out) {
 /// Appends the decimal digits at `p` to `mantissa` and advances past them; returns how many.
 /// Eight at a time where eight bytes are readable (SWAR on little-endian machines). Past 19
 /// digits the mantissa overflows: callers refuse more than 18.
-__attribute__((always_inline)) inline int read_digits(const char*& p, const char* end, uint64_t* mantissa) {
+__attribute__((always_inline)) inline int read_digits(const char*& p, const char* end,
+                                                      uint64_t* mantissa) {
   int count = 0;
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
   static constexpr uint64_t kPow10[] = {1,      10,      100,      1000,     10000,
@@ -144,7 +145,8 @@ __attribute__((always_inline)) inline int read_digits(const char*& p, const char
 /// correctly rounded multiplication or division by an exact power of ten), about 5x faster.
 /// Returns the end of the number, or null when the text needs the general parser;
 /// `fraction_syntax`: the text has a '.' or an exponent.
-__attribute__((always_inline)) inline const char* fast_number(const char* p, const char* end, double* out, bool* fraction_syntax) {
+__attribute__((always_inline)) inline const char* fast_number(const char* p, const char* end,
+                                                              double* out, bool* fraction_syntax) {
   static constexpr double kPow10[] = {1e0,  1e1,  1e2,  1e3,  1e4,  1e5,  1e6,  1e7,
                                       1e8,  1e9,  1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
                                       1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22};

@@ -1,6 +1,7 @@
 #include "kiln/serve/runner.h"
 
 #include <c10/core/InferenceMode.h>
+#include <torch/csrc/jit/passes/xnnpack_rewrite.h>
 
 namespace kiln::serve {
 
@@ -33,6 +34,56 @@ Expected<std::vector<torch::Tensor>> TorchScriptRunner::run(const torch::Tensor&
   } catch (const std::exception& e) {
     return Status::Internal(std::string("model forward failed: ") + e.what());
   }
+}
+
+namespace {
+
+bool has_node_kind_prefix(const torch::jit::Block* block, const std::string& prefix) {
+  for (const torch::jit::Node* node : block->nodes()) {
+    if (std::string(node->kind().toQualString()).rfind(prefix, 0) == 0) return true;
+    for (const torch::jit::Block* inner : node->blocks())
+      if (has_node_kind_prefix(inner, prefix)) return true;
+  }
+  return false;
+}
+
+}  // namespace
+
+ServingModule prepack_for_cpu_serving(const torch::jit::Module& module,
+                                      const torch::Tensor& probe) {
+  ServingModule out{module, false, ""};
+  torch::jit::Module rewritten;
+  try {
+    rewritten = torch::jit::optimizeForMobile(module);
+  } catch (const c10::Error& e) {
+    std::string why = e.what_without_backtrace();
+    out.note = "XNNPACK rewrite unavailable: " + why.substr(0, why.find('\n'));
+    return out;
+  }
+  // XNNPACK's convolutions were slower than the saved module's at batch 16 (CNN of the
+  // Fashion-MNIST example, docs/benchmarks.md); its linear layers are faster at every batch.
+  if (has_node_kind_prefix(rewritten.get_method("forward").graph()->block(), "prepacked::conv")) {
+    out.note = "convolutions are faster as saved at serving batch sizes";
+    return out;
+  }
+  TorchScriptRunner original_runner(module), rewritten_runner(rewritten);
+  Expected<std::vector<torch::Tensor>> want = original_runner.run(probe);
+  Expected<std::vector<torch::Tensor>> got = rewritten_runner.run(probe);
+  if (!want.ok() || !got.ok() || want->size() != got->size()) {
+    out.note = "the XNNPACK rewrite does not run like the original";
+    return out;
+  }
+  for (size_t i = 0; i < want->size(); ++i) {
+    const torch::Tensor& a = (*want)[i];
+    const torch::Tensor& b = (*got)[i];
+    if (a.sizes() != b.sizes() || !torch::allclose(a, b, 1e-4, 1e-5, /*equal_nan=*/true)) {
+      out.note = "the XNNPACK rewrite changes output " + std::to_string(i);
+      return out;
+    }
+  }
+  out.module = std::move(rewritten);
+  out.prepacked = true;
+  return out;
 }
 
 }  // namespace kiln::serve
