@@ -155,7 +155,13 @@ __attribute__((always_inline)) inline const char* fast_number(const char* p, con
   uint64_t mantissa = 0;
   int digits = 0, scale = 0;
   const char* int_begin = p;
-  digits += read_digits(p, end, &mantissa);
+  if (end - p >= 2 && static_cast<unsigned>(p[0] - '0') < 10 && p[1] == '.') {
+    mantissa = static_cast<unsigned>(p[0] - '0');  // one integer digit (0.8444): no SWAR
+    digits = 1;
+    ++p;
+  } else {
+    digits += read_digits(p, end, &mantissa);
+  }
   if (p == int_begin) return nullptr;
   if (p < end && *p == '.') {
     const char* frac_begin = ++p;
@@ -422,13 +428,22 @@ class Parser {
       if (peek() == '[') {
         KILN_RETURN_IF_ERROR(data(out, scan, where, depth + 1));
       } else {
-        // The common case inline: a plain number within float32's range.
+        // The common case inline: plain numbers within float32's range, separated by ", " or
+        // ",", read in a tight loop until anything else.
         double d;
         bool fraction_syntax;
         const char* q = fast_number(p_, end_, &d, &fraction_syntax);
         if (q && std::fabs(d) <= std::numeric_limits<float>::max()) {
           p_ = q;
           number(out, scan, d, fraction_syntax);
+          while (end_ - p_ >= 2 && *p_ == ',') {
+            const char* n = p_ + 1;
+            if (*n == ' ') ++n;
+            q = fast_number(n, end_, &d, &fraction_syntax);
+            if (!q || !(std::fabs(d) <= std::numeric_limits<float>::max())) break;
+            p_ = q;
+            number(out, scan, d, fraction_syntax);
+          }
         } else {
           KILN_RETURN_IF_ERROR(element(out, scan, where));
         }
