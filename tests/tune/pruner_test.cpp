@@ -87,6 +87,26 @@ TEST(PrunerTest, AshaPromotesTheTopQuarterAtEachRung) {
   EXPECT_FALSE(p->should_prune(t, 4, all));
 }
 
+TEST(PrunerTest, AshaDoesNotStopTrialsAtTheTopRung) {
+  // 20-epoch trials, rungs 2, 6 and 18: a trial promoted at 18 could not reach a next rung, so
+  // 18 is the top rung and trials there finish their last two epochs.
+  AshaOptions o;
+  o.min_resource = 2;
+  o.reduction_factor = 3;
+  o.max_resource = 20;
+  auto p = make_asha_pruner(true, o);
+  std::vector<TrialRecord> all;
+  for (int i = 0; i < 6; ++i)
+    all.push_back(curve(i, 0.9 + 0.01 * i, 0.5, 20, TrialState::kComplete));
+  TrialRecord worst = curve(99, 0.5, 0.5, 18, TrialState::kRunning);
+  all.push_back(worst);
+  EXPECT_TRUE(p->should_prune(worst, 2, all));
+  EXPECT_TRUE(p->should_prune(worst, 6, all));
+  EXPECT_FALSE(p->should_prune(worst, 18, all));
+  o.max_resource = 0;  // unknown: Optuna's behaviour, 18 is a rung like the others
+  EXPECT_TRUE(make_asha_pruner(true, o)->should_prune(worst, 18, all));
+}
+
 TEST(PrunerTest, AshaOnSyntheticCurvesStopsMostOfTheWorstTrials) {
   AshaOptions o;
   o.min_resource = 1;

@@ -51,6 +51,7 @@ class AshaPruner : public Pruner {
     int64_t rung_step = o_.min_resource;
     while (rung_step < step) rung_step *= o_.reduction_factor;
     if (rung_step != step) return false;
+    if (o_.max_resource > 0 && step * o_.reduction_factor > o_.max_resource) return false;
     std::vector<double> competing{mine->second};
     for (const auto& t : all) {
       if (t.id == trial.id) continue;

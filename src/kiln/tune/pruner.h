@@ -39,6 +39,11 @@ struct MedianPrunerOptions {
 struct AshaOptions {
   int64_t min_resource = 1;      ///< epochs
   int64_t reduction_factor = 4;  ///< η
+  /// The epochs a trial trains in all (R; 0: unknown). Rungs are min_resource · η^k; one from
+  /// which a promoted trial could not reach the next rung (rung · η > R) is the top rung, where
+  /// trials finish rather than being stopped a few epochs before the end (ASHA's s_max; Optuna's
+  /// SuccessiveHalvingPruner, which has no R, prunes there).
+  int64_t max_resource = 0;
 };
 
 std::unique_ptr<Pruner> make_median_pruner(bool maximize, const MedianPrunerOptions& o = {});

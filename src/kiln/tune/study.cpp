@@ -186,8 +186,15 @@ Expected<TuneResult> run_study(const TuneOptions& o) {
   if (o.workers_ < 1) return Status::InvalidArgument("--workers must be >= 1");
   KILN_ASSIGN_OR_RETURN(std::unique_ptr<Sampler> sampler,
                         make_sampler(o.sampler_, o.seed_, o.maximize_));
-  KILN_ASSIGN_OR_RETURN(std::unique_ptr<Pruner> pruner,
-                        make_pruner(o.pruner_, o.maximize_, o.asha_));
+  AshaOptions asha = o.asha_;
+  if (training && asha.max_resource == 0 &&
+      std::none_of(o.space_.params.begin(), o.space_.params.end(),
+                   [](const ParamSpec& p) { return p.name == "epochs"; })) {
+    // Every trial trains the config's epochs: ASHA's top rung is known.
+    Expected<train::TrainConfig> config = train::load_train_config(o.config_, o.overrides_);
+    if (config.ok()) asha.max_resource = config->epochs;
+  }
+  KILN_ASSIGN_OR_RETURN(std::unique_ptr<Pruner> pruner, make_pruner(o.pruner_, o.maximize_, asha));
   if (pruner && !training)
     return Status::InvalidArgument(
         "--pruner needs a training config (black-box objectives report no intermediate values)");
