@@ -69,8 +69,8 @@ const FlagSpec kFlags[] = {
     {Flag::kIoThreads, "--io-threads", "HTTP threads (parse, encode, network)", "1"},
     {Flag::kAccessLog, "--access-log", "one JSON line per request on stderr", "false"},
     {Flag::kNoPrepack, "--no-prepack",
-     "serve model.pt as saved (default: linear/conv weights prepacked for XNNPACK at load, kept "
-     "only when the outputs match)",
+     "serve model.pt as saved (default: models without convolutions get XNNPACK's prepacked "
+     "linear layers at load, kept only when their outputs match)",
      "false"},
     {Flag::kBatchGapUs, "--batch-gap-us",
      "dispatch a filling batch once no request arrived for this long (-1: max-delay/10, at most "
