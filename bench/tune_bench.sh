@@ -7,7 +7,7 @@
 #   2. per-trial sampling + storage overhead at 1,000 trials (SQLite studies.db)
 #   3. end to end: `kiln tune --objective-cmd` on Branin (awk), 100 trials, 2 workers
 #   4. (FULL=1 only, ~1.5 h of CPU) Fashion-MNIST CNN space, full data, the config's own 20-epoch
-#      one-cycle schedule: ASHA (reduction factor 3, rungs after 2, 6 and 18 epochs) vs no pruning,
+#      one-cycle schedule: ASHA (reduction factor 3, rungs after 2 and 6 epochs) vs no pruning,
 #      16 trials each, 2 workers
 #   5. (FULL=1 only, 1 hour) the headline run of examples/fashion-mnist/tune.yaml
 # Usage: bench/tune_bench.sh   (BUILD_DIR overrides build/; SECTIONS="4" runs only section 4,
@@ -52,7 +52,7 @@ fi
 if section 4; then
   echo; echo "== 4. Fashion-MNIST CNN space, full data: ASHA vs no pruning (16 trials each, 20 epochs)"
   # The config's own one-cycle schedule peaks at epoch 5 (pct_start 0.25): the first rung (2)
-  # comes before the peak, the second (6) after it, the third at 18 of 20 epochs.
+  # comes before the peak, the second (6) after it; trials that reach 18 finish their 20.
   for pruner in asha none; do
     s=$(date +%s)
     "$kiln" tune examples/fashion-mnist/tune.yaml --space examples/fashion-mnist/tune-space.yaml \
