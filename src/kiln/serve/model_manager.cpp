@@ -159,11 +159,8 @@ Expected<std::shared_ptr<ModelVersion>> ModelManager::load(const ResolvedModel& 
   KILN_ASSIGN_OR_RETURN(model::Bundle bundle, model::read_bundle(resolved.bundle_dir));
   KILN_ASSIGN_OR_RETURN(ModelSignature sig, parse_signature(bundle));
   KILN_ASSIGN_OR_RETURN(torch::jit::Module module, model::load_bundle_module(bundle));
-  {
-    // The saved module must match its signature before it is rewritten.
-    TorchScriptRunner saved(module);
-    KILN_RETURN_IF_ERROR(warm_up(saved, sig, 1, where));
-  }
+  // A module that does not fit its signature fails the probe, stays as saved, and fails the
+  // warm-up below with the reason.
   if (options_.prepack_) {
     // A deterministic probe of 3 samples in [-1, 1], away from all-zero inputs.
     std::vector<int64_t> shape{3};

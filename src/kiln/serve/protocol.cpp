@@ -429,24 +429,20 @@ class Parser {
         KILN_RETURN_IF_ERROR(data(out, scan, where, depth + 1));
       } else {
         // The common case inline: plain numbers within float32's range, separated by ", " or
-        // ",", read in a tight loop until anything else.
-        double d;
-        bool fraction_syntax;
-        const char* q = fast_number(p_, end_, &d, &fraction_syntax);
-        if (q && std::fabs(d) <= std::numeric_limits<float>::max()) {
+        // ",", read in a tight loop until anything else (which the general path takes).
+        const char* const first = p_;
+        for (const char* next = p_;;) {
+          double d;
+          bool fraction_syntax;
+          const char* q = fast_number(next, end_, &d, &fraction_syntax);
+          if (!q || !(std::fabs(d) <= std::numeric_limits<float>::max())) break;
           p_ = q;
           number(out, scan, d, fraction_syntax);
-          while (end_ - p_ >= 2 && *p_ == ',') {
-            const char* n = p_ + 1;
-            if (*n == ' ') ++n;
-            q = fast_number(n, end_, &d, &fraction_syntax);
-            if (!q || !(std::fabs(d) <= std::numeric_limits<float>::max())) break;
-            p_ = q;
-            number(out, scan, d, fraction_syntax);
-          }
-        } else {
-          KILN_RETURN_IF_ERROR(element(out, scan, where));
+          if (end_ - p_ < 2 || *p_ != ',') break;
+          next = p_ + 1;
+          if (*next == ' ') ++next;
         }
+        if (p_ == first) KILN_RETURN_IF_ERROR(element(out, scan, where));
       }
       ws();
       if (eat(',')) continue;

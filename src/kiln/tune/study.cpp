@@ -337,15 +337,22 @@ Expected<TuneResult> run_study(const TuneOptions& o) {
       // them: if one of those tuners dies, its trials become orphaned failures and their places
       // are claimed here, so the study still ends with N trials.
       KILN_ASSIGN_OR_RETURN(int64_t orphaned, db->fail_orphans(study.id));
-      const bool others_running =
-          std::any_of(history.begin(), history.end(),
-                      [](const TrialRecord& t) { return t.state == TrialState::kRunning; });
-      if (orphaned == 0 && !others_running) break;
       if (orphaned > 0 && !o.quiet_)
         std::fprintf(stderr, "tune: %lld trial(s) of a tuner that died marked failed; re-run\n",
                      static_cast<long long>(orphaned));
-      if (orphaned == 0) std::this_thread::sleep_for(std::chrono::milliseconds(200));
-      full = false;  // try to claim again
+      const bool room = orphaned > 0 ||
+                        std::count_if(history.begin(), history.end(),
+                                      [](const TrialRecord& t) { return !t.orphaned; }) < o.trials_;
+      const bool others_running =
+          std::any_of(history.begin(), history.end(),
+                      [](const TrialRecord& t) { return t.state == TrialState::kRunning; });
+      if (room) {
+        full = false;  // claim (and sample) again
+      } else if (!others_running) {
+        break;
+      } else {
+        std::this_thread::sleep_for(std::chrono::milliseconds(200));
+      }
       continue;
     }
 
