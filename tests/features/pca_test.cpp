@@ -92,7 +92,7 @@ TEST(Pca, MatchesEigendecompositionOfCovariance) {
   torch::Tensor x = train.to(torch::kFloat64);
   torch::Tensor xc = x - x.mean(0);
   torch::Tensor cov = torch::matmul(xc.t(), xc) / static_cast<double>(x.size(0) - 1);
-  auto [evals, evecs] = torch::linalg::eigh(cov, "L");
+  auto [evals, evecs] = torch::linalg_eigh(cov, "L");
   evals = evals.flip(0);
   evecs = evecs.flip(1).t();  // rows = components, descending
   torch::Tensor pivot = evecs.abs().argmax(1, true);

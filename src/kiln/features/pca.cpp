@@ -27,7 +27,7 @@ Status Pca::fit(const torch::Tensor& x) {
   torch::Tensor mean = x64.mean(0);
   torch::Tensor centred = x64 - mean;
   torch::Tensor s, vh;
-  std::tie(std::ignore, s, vh) = torch::linalg::svd(centred, /*full_matrices=*/false, c10::nullopt);
+  std::tie(std::ignore, s, vh) = torch::linalg_svd(centred, /*full_matrices=*/false);
 
   // svd_flip, V-based: make the largest-magnitude entry of each component positive.
   torch::Tensor pivot = vh.abs().argmax(1, /*keepdim=*/true);

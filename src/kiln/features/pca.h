@@ -13,7 +13,7 @@
 namespace kiln::features {
 
 /// Principal component analysis fitted in float64: centres on the training mean, takes the SVD of
-/// the centred data (torch::linalg::svd) and keeps n_components, or the fewest components whose
+/// the centred data (torch::linalg_svd) and keeps n_components, or the fewest components whose
 /// explained-variance ratios sum to more than variance_fraction, or all min(N, F). Signs follow
 /// scikit-learn's svd_flip (u_based_decision=False): in each component the entry of largest
 /// absolute value is positive, so refitting the same data gives the same components.
