@@ -2,16 +2,20 @@
 # Hyperparameter optimisation benchmarks (issue 6), Kiln beside Optuna 3.1 in one run:
 #   1. sampler quality: Branin, Hartmann-6, Styblinski-Tang 4-d, Rosenbrock 4-d and a mixed
 #      log-float/int/categorical toy, 100 trials x SEEDS seeds (default 30), median best value over
-#      seeds 0-9 and over all; Kiln TPE (default, Optuna-3.1-like univariate and multivariate
-#      modes) and random (in process, bench/tune_sampler_bench.cpp) vs Optuna TPE and random
+#      seeds 0-9 and over all; Kiln TPE (default, the previous default, Optuna-3.1-like univariate
+#      and multivariate modes) and random (in process, bench/tune_sampler_bench.cpp) vs Optuna
+#      TPE and random
 #   2. per-trial sampling + storage overhead at 1,000 trials (SQLite studies.db)
 #   3. end to end: `kiln tune --objective-cmd` on Branin (awk), 100 trials, 2 workers
 #   4. (FULL=1 only, ~1.5 h of CPU) Fashion-MNIST CNN space, full data, the config's own 20-epoch
 #      one-cycle schedule: ASHA (reduction factor 3, rungs after 2 and 6 epochs) vs no pruning,
 #      16 trials each, 2 workers
 #   5. (FULL=1 only, 1 hour) the headline run of examples/fashion-mnist/tune.yaml
+#   6. held-out seeds: Kiln's default TPE and Optuna's on seeds 110-209 (none of them used to
+#      choose Kiln's defaults), 100 trials, with a bootstrap interval of the difference of
+#      medians and a Mann-Whitney test (bench/tune_compare.py); ~10 min
 # Usage: bench/tune_bench.sh   (BUILD_DIR overrides build/; SECTIONS="4" runs only section 4,
-#        default "1 3", FULL=1 adds 4 and 5). Needs python3-optuna.
+#        default "1 3 6", FULL=1 adds 4 and 5). Needs python3-optuna and python3-scipy.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BUILD_DIR=${BUILD_DIR:-build}
@@ -21,17 +25,26 @@ trap 'rm -rf "$KILN_HOME"' EXIT
 source bench/lib.sh
 print_machine
 
-if [[ "${FULL:-0}" == 1 ]]; then SECTIONS=${SECTIONS:-1 3 4 5}; else SECTIONS=${SECTIONS:-1 3}; fi
+if [[ "${FULL:-0}" == 1 ]]; then SECTIONS=${SECTIONS:-1 3 6 4 5}; else SECTIONS=${SECTIONS:-1 3 6}; fi
 section() { [[ " $SECTIONS " == *" $1 "* ]]; }
 
 SEEDS=${SEEDS:-30}
 if section 1; then
 echo; echo "== 1-2. sampler quality (100 trials x $SEEDS seeds) and overhead at 1,000 trials"
-# tpe: Kiln's default; tpe/uni/noep/o31: Optuna 3.1's univariate TPE re-implemented;
-# tpe/joint/scott/noep: Optuna's multivariate=True with the exact density.
+# tpe: Kiln's default; tpe/m1: the same with Optuna's magic clip (Kiln's default until
+# 2026-11-28); tpe/uni/noep/o31/m1: Optuna 3.1's univariate TPE re-implemented;
+# tpe/joint/scott/noep/m1: Optuna's multivariate=True with the exact density.
 "$BUILD_DIR/bench/tune_sampler_bench" --trials 100 --seeds "$SEEDS" --overhead-trials 1000 \
-  --db "$KILN_HOME" --samplers tpe,tpe/uni/noep/o31,tpe/joint/scott/noep,random
+  --db "$KILN_HOME" --samplers tpe,tpe/m1,tpe/uni/noep/o31/m1,tpe/joint/scott/noep/m1,random
 /usr/bin/python3 bench/tune_optuna_peer.py 100 "$SEEDS" "${PEER_SAMPLERS:-tpe,random}"
+fi
+
+if section 6; then
+echo; echo "== 6. held-out seeds 110-209: Kiln's default TPE vs Optuna's, 100 trials"
+"$BUILD_DIR/bench/tune_sampler_bench" --trials 100 --seeds 100 --first-seed 110 \
+  --overhead-trials 0 --samplers tpe > "$KILN_HOME/kiln-heldout.txt"
+/usr/bin/python3 bench/tune_optuna_peer.py 100 100 tpe all 110 > "$KILN_HOME/optuna-heldout.txt"
+/usr/bin/python3 bench/tune_compare.py "$KILN_HOME/kiln-heldout.txt" "$KILN_HOME/optuna-heldout.txt"
 fi
 
 if section 3; then

@@ -4,6 +4,7 @@
 the best value after N trials for each seed, and the median over the seeds.
 
     tune_optuna_peer.py [TRIALS=100] [SEEDS=10] [SAMPLERS=tpe,random] [FUNCTIONS=all]
+                        [FIRST_SEED=0]
 
 SAMPLERS: tpe (TPESampler(seed=s), Optuna's defaults), tpe-mv (multivariate=True), random.
 The functions and spaces are the same as in tune_sampler_bench.cpp (keep them in step)."""
@@ -86,13 +87,14 @@ def main():
     samplers = (sys.argv[3] if len(sys.argv) > 3 else "tpe,random").split(",")
     names = sys.argv[4].split(",") if len(sys.argv) > 4 and sys.argv[4] != "all" else list(
         FUNCTIONS)
+    first = int(sys.argv[5]) if len(sys.argv) > 5 else 0
     out = {"optuna": optuna.__version__}
     for name in names:
         f = FUNCTIONS[name]
         out[name] = {}
         for sname in samplers:
             bests = []
-            for seed in range(seeds):
+            for seed in range(first, first + seeds):
                 study = optuna.create_study(direction="minimize",
                                             sampler=make_sampler(sname, seed))
                 study.optimize(f, n_trials=trials)
@@ -100,8 +102,9 @@ def main():
             med = statistics.median(bests)
             med10 = statistics.median(bests[:10])
             out[name][sname] = {"median_best": med10, "median_best_all": med, "bests": bests}
-            print(f"{name:16s} optuna {sname:14s} median best, seeds 0-{min(seeds, 10) - 1}: "
-                  f"{med10:.6f}   seeds 0-{seeds - 1}: {med:.6f}", flush=True)
+            print(f"{name:16s} optuna {sname:14s} median best, seeds {first}-"
+                  f"{first + min(seeds, 10) - 1}: {med10:.6f}   seeds {first}-{first + seeds - 1}: "
+                  f"{med:.6f}", flush=True)
     print(json.dumps(out))
 
 

@@ -9,7 +9,7 @@ packages=(
   libgtest-dev libgmock-dev
   wrk prometheus
   dataset-fashion-mnist python3-numpy python3-torch python3-torchvision python3-sklearn
-  python3-optuna python3-fastapi python3-uvicorn
+  python3-optuna python3-scipy python3-fastapi python3-uvicorn
 )
 missing=()
 for p in "${packages[@]}"; do

@@ -173,12 +173,51 @@ TEST(SamplerTest, TpeDensityMatchesOptunasParzenEstimator) {
   };
   for (const Case& c : cases) {
     const std::vector<double> got = tpe_log_density(
-        *c.p, *c.obs, *c.at, TpeOptions().endpoints(c.endpoints).kernel_density(c.density));
+        *c.p, *c.obs, *c.at,
+        TpeOptions().endpoints(c.endpoints).kernel_density(c.density).magic_clip(1.0, 0.01));
     ASSERT_EQ(got.size(), c.want.size());
     for (size_t i = 0; i < got.size(); ++i)
       EXPECT_NEAR(got[i], c.want[i], 1e-7)
           << c.p->name << " endpoints " << c.endpoints << " #" << i;
   }
+}
+
+// Five observations at 2 on [0, 10] plus the prior kernel: the neighbour rule gives the three
+// inner copies a bandwidth of 0, so the magic clip sets it. With n = 6 kernels the floor is
+// 10 * max(f, 7^-e): Optuna's (e = 1, f = 0.01) 1.4286, Kiln's default (e = 1.5) 0.5399, and a
+// fixed floor (e = infinity, f = 0.05) 0.5. The outer copies keep 2 (gap to 0) and 3 (gap to
+// the prior's centre 5); the prior kernel is N(5, 10). All six weigh 1/6.
+TEST(SamplerTest, TpeMagicClipSetsTheFloorOfCrowdedKernels) {
+  auto s = parse_space(Json::parse(R"({"params": {"x": {"type": "float", "low": 0, "high": 10}}})"));
+  ASSERT_TRUE(s.ok()) << s.status();
+  const ParamSpec& p = s->params.at(0);
+  auto truncated_normal = [](double x, double mu, double sigma) {
+    const double phi = std::exp(-0.5 * (x - mu) * (x - mu) / (sigma * sigma)) /
+                       (sigma * std::sqrt(2 * M_PI));
+    auto cdf = [&](double v) { return 0.5 * std::erfc(-(v - mu) / (sigma * std::sqrt(2.0))); };
+    return phi / (cdf(10) - cdf(0));
+  };
+  auto want = [&](double x, double floor) {
+    const double d = truncated_normal(x, 2, 2) + 3 * truncated_normal(x, 2, floor) +
+                     truncated_normal(x, 2, 3) + truncated_normal(x, 5, 10);
+    return std::log(d / 6);
+  };
+  const std::vector<double> obs(5, 2.0), at = {2.0, 2.4, 6.0};
+  struct Case {
+    TpeOptions options;
+    double floor;
+  } cases[] = {{TpeOptions().magic_clip(1.0, 0.01), 10.0 / 7},
+               {TpeOptions(), 10.0 * std::pow(7.0, -1.5)},
+               {TpeOptions().magic_clip(INFINITY, 0.05), 0.5}};
+  for (const Case& c : cases) {
+    const std::vector<double> got = tpe_log_density(p, obs, at, c.options);
+    ASSERT_EQ(got.size(), at.size());
+    for (size_t i = 0; i < at.size(); ++i)
+      EXPECT_NEAR(got[i], want(at[i], c.floor), 1e-9) << "floor " << c.floor << " at " << at[i];
+  }
+  // A narrower floor puts more density on the crowded point.
+  EXPECT_GT(tpe_log_density(p, obs, {2.0})[0],
+            tpe_log_density(p, obs, {2.0}, TpeOptions().magic_clip(1.0, 0.01))[0] + 0.5);
 }
 
 TEST(SamplerTest, TpeIsDeterministicAndUsesRandomStartup) {

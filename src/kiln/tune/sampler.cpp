@@ -231,12 +231,16 @@ struct Parzen {
 };
 
 // Observations (internal coordinate or category index) with their weights, oldest first.
-// sigma0 > 0: multivariate bandwidth (sigma0 · range for every kernel), else Optuna's univariate
-// neighbour-gap rule.
+// Bandwidths by `rule`: kNeighbour, the neighbour-gap rule (Optuna's univariate one); kScott,
+// sigma0 · range for every kernel (Optuna's multivariate one); kDataScott, Scott's rule of thumb
+// on the kernel centres, 1.059 min(IQR / 1.34, sd) n^(-1/5) (Watanabe 2023's "scott").
 Parzen numeric_parzen(const std::vector<double>& obs, const std::vector<double>& w, Range r,
-                      double prior_weight, bool unscaled, bool endpoints, double sigma0 = 0) {
+                      const TpeOptions& o, TpeBandwidth rule = TpeBandwidth::kNeighbour,
+                      double sigma0 = 0) {
   Parzen pz;
-  pz.unscaled = unscaled;
+  pz.unscaled = o.density == TpeDensity::kOptuna31;
+  const double prior_weight = o.prior_weight;
+  const bool endpoints = o.consider_endpoints;
   pz.lo = r.lo;
   pz.hi = r.hi;
   std::vector<double> mus = obs, weights = w;
@@ -245,7 +249,22 @@ Parzen numeric_parzen(const std::vector<double>& obs, const std::vector<double>&
   weights.push_back(prior_weight);
   const size_t n = mus.size();
   std::vector<double> sigmas(n, sigma0 * (r.hi - r.lo));
-  if (sigma0 <= 0) {
+  if (rule == TpeBandwidth::kDataScott) {
+    std::vector<double> sorted = mus;
+    std::sort(sorted.begin(), sorted.end());
+    const double mean = std::accumulate(sorted.begin(), sorted.end(), 0.0) / n;
+    double ss = 0;
+    for (double m : sorted) ss += (m - mean) * (m - mean);
+    const double sd = std::sqrt(ss / static_cast<double>(n > 1 ? n - 1 : 1));
+    auto quantile = [&](double q) {  // numpy's linear interpolation
+      const double at = q * static_cast<double>(n - 1);
+      const size_t i = static_cast<size_t>(at);
+      return i + 1 < n ? sorted[i] + (at - i) * (sorted[i + 1] - sorted[i]) : sorted[i];
+    };
+    const double iqr = quantile(0.75) - quantile(0.25);
+    std::fill(sigmas.begin(), sigmas.end(),
+              1.059 * std::min(iqr / 1.34, sd) * std::pow(static_cast<double>(n), -0.2));
+  } else if (rule == TpeBandwidth::kNeighbour) {
     // The larger gap to the sorted neighbours (endpoints lo/hi), no endpoints for the extremes.
     std::vector<size_t> order(n);
     std::iota(order.begin(), order.end(), 0);
@@ -263,7 +282,11 @@ Parzen numeric_parzen(const std::vector<double>& obs, const std::vector<double>&
     }
   }
   const double max_sigma = r.hi - r.lo;
-  const double min_sigma = (r.hi - r.lo) / std::min(100.0, 1.0 + static_cast<double>(n));
+  // The magic clip (n counts the prior kernel): with exponent 1 and factor 0.01 this is
+  // Optuna's range / min(100, n + 1).
+  const double min_sigma =
+      (r.hi - r.lo) * std::max(o.min_bandwidth_factor,
+                               std::pow(1.0 + static_cast<double>(n), -o.magic_clip_exponent));
   for (auto& s : sigmas) s = std::clamp(s, min_sigma, max_sigma);
   sigmas[n - 1] = prior_sigma;
   const double total = std::accumulate(weights.begin(), weights.end(), 0.0);
@@ -366,9 +389,8 @@ class TpeSampler : public Sampler {
         out[p.name] = p.choices[best];
       } else {
         const Range r = internal_range(p);
-        const bool unscaled = o_.density == TpeDensity::kOptuna31;
-        Parzen l = numeric_parzen(ob, wb, r, o_.prior_weight, unscaled, o_.consider_endpoints);
-        Parzen g = numeric_parzen(oa, wa, r, o_.prior_weight, unscaled, o_.consider_endpoints);
+        Parzen l = numeric_parzen(ob, wb, r, o_);
+        Parzen g = numeric_parzen(oa, wa, r, o_);
         double best = 0.5 * (r.lo + r.hi), best_score = -INFINITY;
         const double q = bin_width(p);
         for (int64_t i = 0; i < o_.n_ei_candidates; ++i) {
@@ -416,18 +438,15 @@ class TpeSampler : public Sampler {
       }
       const size_t n = cols[0].size();
       const std::vector<double> w = tpe_weights(static_cast<int64_t>(n));
-      const double sigma0 = o_.joint_bandwidth == TpeBandwidth::kNeighbour
-                                ? 0.0
-                                : 0.2 * std::pow(static_cast<double>(std::max<size_t>(n, 1)),
+      const double sigma0 = 0.2 * std::pow(static_cast<double>(std::max<size_t>(n, 1)),
                                                  -1.0 / (static_cast<double>(rel.size()) + 4.0));
       std::vector<Parzen> est;
       for (size_t j = 0; j < rel.size(); ++j) {
         if (rel[j]->type == ParamSpec::Type::kCategorical)
           est.push_back(categorical_parzen(cols[j], w, rel[j]->choices.size(), o_.prior_weight));
         else
-          est.push_back(numeric_parzen(cols[j], w, internal_range(*rel[j]), o_.prior_weight,
-                                       o_.density == TpeDensity::kOptuna31, o_.consider_endpoints,
-                                       sigma0));
+          est.push_back(
+              numeric_parzen(cols[j], w, internal_range(*rel[j]), o_, o_.joint_bandwidth, sigma0));
       }
       return est;
     };
@@ -497,8 +516,7 @@ std::vector<double> tpe_log_density(const ParamSpec& p, const std::vector<double
   std::vector<double> obs;
   for (double v : observations) obs.push_back(to_internal(p, v));
   const Parzen pz =
-      numeric_parzen(obs, tpe_weights(static_cast<int64_t>(obs.size())), internal_range(p),
-                     o.prior_weight, o.density == TpeDensity::kOptuna31, o.consider_endpoints);
+      numeric_parzen(obs, tpe_weights(static_cast<int64_t>(obs.size())), internal_range(p), o);
   std::vector<double> out;
   const double q = bin_width(p);
   for (double v : points) {

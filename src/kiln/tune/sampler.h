@@ -35,20 +35,23 @@ enum class TpeDensity { kExact, kOptuna31 };
 /// The bandwidths of the joint (multivariate) estimator. kScott: sigma = 0.2 n^(-1/(d+4)) range
 /// in every dimension for every kernel (Optuna's multivariate=True). kNeighbour: per dimension
 /// and kernel, the univariate rule (larger gap to the sorted neighbours, magic clip), so that
-/// kernels narrow where observations crowd.
-enum class TpeBandwidth { kScott, kNeighbour };
+/// kernels narrow where observations crowd. kDataScott: Scott's rule of thumb on each dimension's
+/// kernel centres, 1.059 min(IQR / 1.34, sd) n^(-1/5) (Watanabe 2023's "scott").
+enum class TpeBandwidth { kScott, kNeighbour, kDataScott };
 
 /// Kiln's TPE. Optuna's defaults (lifecycle.md §1.1): 10 random start-up trials, 24 EI
 /// candidates, gamma(n) = min(ceil(0.1 n), 25), weights 1 for n < 25, else a linear ramp 1/n..1
-/// over the older n-25 observations and 1 for the newest 25; prior weight 1; magic clip
-/// (sigma >= range / min(100, n + 2)). Where Kiln's default differs, it follows the recommended
-/// setting of Watanabe 2023 ("Tree-structured Parzen estimator: understanding its algorithm
-/// components and their roles for better empirical performance", arXiv 2304.11127): a joint
-/// (multivariate) estimator whose bandwidths come from the neighbour rule with the range ends
-/// counted as neighbours (its "hyperopt" bandwidth, consider_endpoints), and the exact kernel
-/// density (as Optuna >= 3.5). docs/benchmarks.md has the comparison with Optuna 3.1 that chose it.
-/// `TpeOptions().joint(false).bandwidth(kScott).endpoints(false).kernel_density(kOptuna31)` is
-/// Optuna 3.1's default univariate TPE; `.joint(true)` with kScott is its multivariate=True.
+/// over the older n-25 observations and 1 for the newest 25; prior weight 1. Where Kiln's
+/// default differs, it follows Watanabe 2023 ("Tree-structured Parzen estimator: understanding
+/// its algorithm components and their roles for better empirical performance", arXiv
+/// 2304.11127): a joint (multivariate) estimator whose bandwidths come from the neighbour rule
+/// with the range ends counted as neighbours (its "hyperopt" bandwidth, consider_endpoints), the
+/// exact kernel density (as Optuna >= 3.5), and a magic clip that shrinks faster with the
+/// number of kernels (its b_magic_exponent: 1.5 instead of Optuna's 1), so that the few kernels
+/// of l(x) can narrow onto an optimum. docs/benchmarks.md has the comparisons with Optuna 3.1
+/// that chose these. `TpeOptions().joint(false).bandwidth(kScott).endpoints(false)
+/// .kernel_density(kOptuna31).magic_clip(1, 0.01)` is Optuna 3.1's default univariate TPE;
+/// `.joint(true)` with kScott is its multivariate=True.
 struct TpeOptions {
   int64_t n_startup_trials = 10;
   int64_t n_ei_candidates = 24;
@@ -64,6 +67,17 @@ struct TpeOptions {
   /// The neighbour rule counts the range ends as neighbours of the outermost kernels too
   /// (Optuna's consider_endpoints, false there; true in Watanabe 2023's recommended setting).
   bool consider_endpoints = true;
+  /// The magic clip's floor on a kernel's bandwidth, as a fraction of the range:
+  /// max(min_bandwidth_factor, 1 / (n + 2)^magic_clip_exponent) for an estimator of n
+  /// observations and the prior kernel (Watanabe 2023's b_magic_exponent). 1 and 0.01:
+  /// Optuna's range / min(100, n + 2); infinity: a fixed floor of min_bandwidth_factor.
+  double magic_clip_exponent = 1.5;
+  double min_bandwidth_factor = 0.01;
+  TpeOptions& magic_clip(double exponent, double min_factor) {
+    magic_clip_exponent = exponent;
+    min_bandwidth_factor = min_factor;
+    return *this;
+  }
   TpeOptions& endpoints(bool on) {
     consider_endpoints = on;
     return *this;
