@@ -1,16 +1,19 @@
 // Sampler quality and per-trial overhead of kiln::tune, in process.
 //   tune_sampler_bench [--trials 100] [--seeds 10] [--first-seed 0] [--overhead-trials 1000]
-//                      [--db DIR] [--samplers tpe,tpe/uni,random] [--functions branin,hartmann6,...]
+//                      [--db DIR] [--samplers tpe,tpe/uni,random] [--functions
+//                      branin,hartmann6,...]
 // Quality: Branin (2-d, min 0.397887), Hartmann-6 (6-d, min -3.32237), Styblinski-Tang 4-d
 // (min -156.66466), Rosenbrock 4-d (min 0) and a mixed log-float/int/categorical toy (min 0),
 // minimised (the same functions and spaces as bench/tune_optuna_peer.py); the median over the
 // first 10 seeds and over all seeds of the best value after --trials trials. A sampler is random,
 // grid, tpe (the default TpeOptions) or tpe/FLAG/FLAG... with FLAG one of uni | joint
 // (univariate or joint estimator), scott | nb | dscott (joint bandwidth rule), exact | o31
-// (kernel density), ep | noep (endpoints), cN (N EI candidates), mE or mE:F (magic clip exponent
-// E, "inf" allowed, and floor F, default 0.01). Overhead: a
+// (kernel density), ep | noep (endpoints), cN (N EI candidates), mE or mE:F (l(x)'s magic clip
+// exponent E, "inf" allowed, and the floor F, default 0.01), gE (g(x)'s exponent). Overhead: a
 // 6-parameter TPE study stored in SQLite; per trial the time to read the history from the DB,
 // sample, create the trial and record its result (the objective itself excluded).
+#include <unistd.h>
+
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -19,8 +22,6 @@
 #include <memory>
 #include <string>
 #include <vector>
-
-#include <unistd.h>
 
 #include "kiln/core/files.h"
 #include "kiln/tune/sampler.h"
@@ -129,12 +130,14 @@ std::unique_ptr<Sampler> make_named(const std::string& spec, uint64_t seed) {
     if (f == "scott") o.bandwidth(TpeBandwidth::kScott);
     if (f == "nb") o.bandwidth(TpeBandwidth::kNeighbour);
     if (f == "dscott") o.bandwidth(TpeBandwidth::kDataScott);
-    // mEXP or mEXP:FACTOR: the magic clip's exponent ("inf" allowed) and floor
+    // mE, mE:F: the magic clip's exponent for l(x) ("inf" allowed) and its floor; gE: for g(x)
     if (f.size() > 1 && f[0] == 'm') {
       const size_t colon = f.find(':');
-      o.magic_clip(std::strtod(f.substr(1, colon - 1).c_str(), nullptr),
-                   colon == std::string::npos ? 0.01 : std::strtod(f.c_str() + colon + 1, nullptr));
+      o.clip_exponent_below = std::strtod(f.substr(1, colon - 1).c_str(), nullptr);
+      if (colon != std::string::npos)
+        o.min_bandwidth_factor = std::strtod(f.c_str() + colon + 1, nullptr);
     }
+    if (f.size() > 1 && f[0] == 'g') o.clip_exponent_above = std::strtod(f.c_str() + 1, nullptr);
     if (f == "exact") o.kernel_density(TpeDensity::kExact);
     if (f == "o31") o.kernel_density(TpeDensity::kOptuna31);
     if (f == "ep") o.endpoints(true);

@@ -174,7 +174,7 @@ TEST(SamplerTest, TpeDensityMatchesOptunasParzenEstimator) {
   for (const Case& c : cases) {
     const std::vector<double> got = tpe_log_density(
         *c.p, *c.obs, *c.at,
-        TpeOptions().endpoints(c.endpoints).kernel_density(c.density).magic_clip(1.0, 0.01));
+        TpeOptions().endpoints(c.endpoints).kernel_density(c.density).magic_clip(1.0, 1.0, 0.01));
     ASSERT_EQ(got.size(), c.want.size());
     for (size_t i = 0; i < got.size(); ++i)
       EXPECT_NEAR(got[i], c.want[i], 1e-7)
@@ -188,12 +188,13 @@ TEST(SamplerTest, TpeDensityMatchesOptunasParzenEstimator) {
 // fixed floor (e = infinity, f = 0.05) 0.5. The outer copies keep 2 (gap to 0) and 3 (gap to
 // the prior's centre 5); the prior kernel is N(5, 10). All six weigh 1/6.
 TEST(SamplerTest, TpeMagicClipSetsTheFloorOfCrowdedKernels) {
-  auto s = parse_space(Json::parse(R"({"params": {"x": {"type": "float", "low": 0, "high": 10}}})"));
+  auto s =
+      parse_space(Json::parse(R"({"params": {"x": {"type": "float", "low": 0, "high": 10}}})"));
   ASSERT_TRUE(s.ok()) << s.status();
   const ParamSpec& p = s->params.at(0);
   auto truncated_normal = [](double x, double mu, double sigma) {
-    const double phi = std::exp(-0.5 * (x - mu) * (x - mu) / (sigma * sigma)) /
-                       (sigma * std::sqrt(2 * M_PI));
+    const double phi =
+        std::exp(-0.5 * (x - mu) * (x - mu) / (sigma * sigma)) / (sigma * std::sqrt(2 * M_PI));
     auto cdf = [&](double v) { return 0.5 * std::erfc(-(v - mu) / (sigma * std::sqrt(2.0))); };
     return phi / (cdf(10) - cdf(0));
   };
@@ -206,9 +207,9 @@ TEST(SamplerTest, TpeMagicClipSetsTheFloorOfCrowdedKernels) {
   struct Case {
     TpeOptions options;
     double floor;
-  } cases[] = {{TpeOptions().magic_clip(1.0, 0.01), 10.0 / 7},
+  } cases[] = {{TpeOptions().magic_clip(1.0, 1.0, 0.01), 10.0 / 7},
                {TpeOptions(), 10.0 * std::pow(7.0, -1.5)},
-               {TpeOptions().magic_clip(INFINITY, 0.05), 0.5}};
+               {TpeOptions().magic_clip(INFINITY, 1.0, 0.05), 0.5}};
   for (const Case& c : cases) {
     const std::vector<double> got = tpe_log_density(p, obs, at, c.options);
     ASSERT_EQ(got.size(), at.size());
@@ -217,7 +218,7 @@ TEST(SamplerTest, TpeMagicClipSetsTheFloorOfCrowdedKernels) {
   }
   // A narrower floor puts more density on the crowded point.
   EXPECT_GT(tpe_log_density(p, obs, {2.0})[0],
-            tpe_log_density(p, obs, {2.0}, TpeOptions().magic_clip(1.0, 0.01))[0] + 0.5);
+            tpe_log_density(p, obs, {2.0}, TpeOptions().magic_clip(1.0, 1.0, 0.01))[0] + 0.5);
 }
 
 TEST(SamplerTest, TpeIsDeterministicAndUsesRandomStartup) {

@@ -234,9 +234,10 @@ struct Parzen {
 // Bandwidths by `rule`: kNeighbour, the neighbour-gap rule (Optuna's univariate one); kScott,
 // sigma0 · range for every kernel (Optuna's multivariate one); kDataScott, Scott's rule of thumb
 // on the kernel centres, 1.059 min(IQR / 1.34, sd) n^(-1/5) (Watanabe 2023's "scott").
+// The magic clip's floor shrinks as (n + 1)^-clip_exponent over the n kernels.
 Parzen numeric_parzen(const std::vector<double>& obs, const std::vector<double>& w, Range r,
-                      const TpeOptions& o, TpeBandwidth rule = TpeBandwidth::kNeighbour,
-                      double sigma0 = 0) {
+                      const TpeOptions& o, double clip_exponent,
+                      TpeBandwidth rule = TpeBandwidth::kNeighbour, double sigma0 = 0) {
   Parzen pz;
   pz.unscaled = o.density == TpeDensity::kOptuna31;
   const double prior_weight = o.prior_weight;
@@ -285,8 +286,8 @@ Parzen numeric_parzen(const std::vector<double>& obs, const std::vector<double>&
   // The magic clip (n counts the prior kernel): with exponent 1 and factor 0.01 this is
   // Optuna's range / min(100, n + 1).
   const double min_sigma =
-      (r.hi - r.lo) * std::max(o.min_bandwidth_factor,
-                               std::pow(1.0 + static_cast<double>(n), -o.magic_clip_exponent));
+      (r.hi - r.lo) *
+      std::max(o.min_bandwidth_factor, std::pow(1.0 + static_cast<double>(n), -clip_exponent));
   for (auto& s : sigmas) s = std::clamp(s, min_sigma, max_sigma);
   sigmas[n - 1] = prior_sigma;
   const double total = std::accumulate(weights.begin(), weights.end(), 0.0);
@@ -389,8 +390,8 @@ class TpeSampler : public Sampler {
         out[p.name] = p.choices[best];
       } else {
         const Range r = internal_range(p);
-        Parzen l = numeric_parzen(ob, wb, r, o_);
-        Parzen g = numeric_parzen(oa, wa, r, o_);
+        Parzen l = numeric_parzen(ob, wb, r, o_, o_.clip_exponent_below);
+        Parzen g = numeric_parzen(oa, wa, r, o_, o_.clip_exponent_above);
         double best = 0.5 * (r.lo + r.hi), best_score = -INFINITY;
         const double q = bin_width(p);
         for (int64_t i = 0; i < o_.n_ei_candidates; ++i) {
@@ -424,7 +425,7 @@ class TpeSampler : public Sampler {
       *x = to_internal(p, v.get<double>());
       return true;
     };
-    auto build = [&](const std::vector<const TrialRecord*>& group) {
+    auto build = [&](const std::vector<const TrialRecord*>& group, double clip_exponent) {
       std::vector<std::vector<double>> cols(rel.size());
       for (const TrialRecord* t : group) {
         std::vector<double> row(rel.size());
@@ -439,18 +440,19 @@ class TpeSampler : public Sampler {
       const size_t n = cols[0].size();
       const std::vector<double> w = tpe_weights(static_cast<int64_t>(n));
       const double sigma0 = 0.2 * std::pow(static_cast<double>(std::max<size_t>(n, 1)),
-                                                 -1.0 / (static_cast<double>(rel.size()) + 4.0));
+                                           -1.0 / (static_cast<double>(rel.size()) + 4.0));
       std::vector<Parzen> est;
       for (size_t j = 0; j < rel.size(); ++j) {
         if (rel[j]->type == ParamSpec::Type::kCategorical)
           est.push_back(categorical_parzen(cols[j], w, rel[j]->choices.size(), o_.prior_weight));
         else
-          est.push_back(
-              numeric_parzen(cols[j], w, internal_range(*rel[j]), o_, o_.joint_bandwidth, sigma0));
+          est.push_back(numeric_parzen(cols[j], w, internal_range(*rel[j]), o_, clip_exponent,
+                                       o_.joint_bandwidth, sigma0));
       }
       return est;
     };
-    const std::vector<Parzen> l = build(below), g = build(above);
+    const std::vector<Parzen> l = build(below, o_.clip_exponent_below),
+                              g = build(above, o_.clip_exponent_above);
     auto log_mix = [&](const std::vector<Parzen>& e, const std::vector<double>& x) {
       std::vector<double> terms(e[0].kernels());
       double m = -INFINITY;
@@ -515,8 +517,8 @@ std::vector<double> tpe_log_density(const ParamSpec& p, const std::vector<double
                                     const std::vector<double>& points, const TpeOptions& o) {
   std::vector<double> obs;
   for (double v : observations) obs.push_back(to_internal(p, v));
-  const Parzen pz =
-      numeric_parzen(obs, tpe_weights(static_cast<int64_t>(obs.size())), internal_range(p), o);
+  const Parzen pz = numeric_parzen(obs, tpe_weights(static_cast<int64_t>(obs.size())),
+                                   internal_range(p), o, o.clip_exponent_below);
   std::vector<double> out;
   const double q = bin_width(p);
   for (double v : points) {

@@ -46,11 +46,11 @@ enum class TpeBandwidth { kScott, kNeighbour, kDataScott };
 /// its algorithm components and their roles for better empirical performance", arXiv
 /// 2304.11127): a joint (multivariate) estimator whose bandwidths come from the neighbour rule
 /// with the range ends counted as neighbours (its "hyperopt" bandwidth, consider_endpoints), the
-/// exact kernel density (as Optuna >= 3.5), and a magic clip that shrinks faster with the
-/// number of kernels (its b_magic_exponent: 1.5 instead of Optuna's 1), so that the few kernels
-/// of l(x) can narrow onto an optimum. docs/benchmarks.md has the comparisons with Optuna 3.1
+/// exact kernel density (as Optuna >= 3.5), and for l(x) a magic clip that shrinks faster with
+/// the number of kernels (its b_magic_exponent: 1.5 instead of Optuna's 1), so that l's few
+/// kernels can narrow onto an optimum. docs/benchmarks.md has the comparisons with Optuna 3.1
 /// that chose these. `TpeOptions().joint(false).bandwidth(kScott).endpoints(false)
-/// .kernel_density(kOptuna31).magic_clip(1, 0.01)` is Optuna 3.1's default univariate TPE;
+/// .kernel_density(kOptuna31).magic_clip(1, 1, 0.01)` is Optuna 3.1's default univariate TPE;
 /// `.joint(true)` with kScott is its multivariate=True.
 struct TpeOptions {
   int64_t n_startup_trials = 10;
@@ -68,13 +68,16 @@ struct TpeOptions {
   /// (Optuna's consider_endpoints, false there; true in Watanabe 2023's recommended setting).
   bool consider_endpoints = true;
   /// The magic clip's floor on a kernel's bandwidth, as a fraction of the range:
-  /// max(min_bandwidth_factor, 1 / (n + 2)^magic_clip_exponent) for an estimator of n
-  /// observations and the prior kernel (Watanabe 2023's b_magic_exponent). 1 and 0.01:
-  /// Optuna's range / min(100, n + 2); infinity: a fixed floor of min_bandwidth_factor.
-  double magic_clip_exponent = 1.5;
+  /// max(min_bandwidth_factor, 1 / (n + 2)^exponent) for an estimator of n observations and the
+  /// prior kernel (Watanabe 2023's b_magic_exponent; 1 with floor 0.01 is Optuna's
+  /// range / min(100, n + 2)). Kiln's l(x) uses 1.5, so that its few kernels (gamma(n) of the n
+  /// trials) can narrow onto an optimum; g(x) keeps Optuna's 1.
+  double clip_exponent_below = 1.5;
+  double clip_exponent_above = 1.0;
   double min_bandwidth_factor = 0.01;
-  TpeOptions& magic_clip(double exponent, double min_factor) {
-    magic_clip_exponent = exponent;
+  TpeOptions& magic_clip(double below, double above, double min_factor) {
+    clip_exponent_below = below;
+    clip_exponent_above = above;
     min_bandwidth_factor = min_factor;
     return *this;
   }
@@ -127,7 +130,8 @@ Expected<std::unique_ptr<Sampler>> make_sampler(const std::string& name, uint64_
 
 /// log l(x) of the univariate Parzen estimator TPE builds for numeric parameter `p` from
 /// `observations` (values as the user sees them, oldest first, Optuna's weights, the prior
-/// kernel), at each of `points`; exposed so tests can compare it with Optuna's own numbers.
+/// kernel, l's magic clip), at each of `points`; exposed so tests can compare it with Optuna's
+/// own numbers.
 std::vector<double> tpe_log_density(const ParamSpec& p, const std::vector<double>& observations,
                                     const std::vector<double>& points,
                                     const TpeOptions& options = {});
