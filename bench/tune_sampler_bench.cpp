@@ -7,7 +7,7 @@
 // minimised (the same functions and spaces as bench/tune_optuna_peer.py); the median over the
 // first 10 seeds and over all seeds of the best value after --trials trials. A sampler is random,
 // grid, tpe (the default TpeOptions) or tpe/FLAG/FLAG... with FLAG one of uni | joint
-// (univariate or joint estimator), scott | nb | dscott (joint bandwidth rule), exact | o31
+// (univariate or joint estimator), scott | nb (joint bandwidth rule), exact | o31
 // (kernel density), ep | noep (endpoints), cN (N EI candidates), mE or mE:F (l(x)'s magic clip
 // exponent E, "inf" allowed, and the floor F, default 0.01), gE (g(x)'s exponent). Overhead: a
 // 6-parameter TPE study stored in SQLite; per trial the time to read the history from the DB,
@@ -129,7 +129,6 @@ std::unique_ptr<Sampler> make_named(const std::string& spec, uint64_t seed) {
     if (f == "joint") o.joint(true);
     if (f == "scott") o.bandwidth(TpeBandwidth::kScott);
     if (f == "nb") o.bandwidth(TpeBandwidth::kNeighbour);
-    if (f == "dscott") o.bandwidth(TpeBandwidth::kDataScott);
     // mE, mE:F: the magic clip's exponent for l(x) ("inf" allowed) and its floor; gE: for g(x)
     if (f.size() > 1 && f[0] == 'm') {
       const size_t colon = f.find(':');

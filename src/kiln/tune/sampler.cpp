@@ -232,9 +232,8 @@ struct Parzen {
 
 // Observations (internal coordinate or category index) with their weights, oldest first.
 // Bandwidths by `rule`: kNeighbour, the neighbour-gap rule (Optuna's univariate one); kScott,
-// sigma0 · range for every kernel (Optuna's multivariate one); kDataScott, Scott's rule of thumb
-// on the kernel centres, 1.059 min(IQR / 1.34, sd) n^(-1/5) (Watanabe 2023's "scott").
-// The magic clip's floor shrinks as (n + 1)^-clip_exponent over the n kernels.
+// sigma0 · range for every kernel (Optuna's multivariate one). The magic clip's floor shrinks as
+// (n + 1)^-clip_exponent over the n kernels (the prior's included).
 Parzen numeric_parzen(const std::vector<double>& obs, const std::vector<double>& w, Range r,
                       const TpeOptions& o, double clip_exponent,
                       TpeBandwidth rule = TpeBandwidth::kNeighbour, double sigma0 = 0) {
@@ -250,22 +249,7 @@ Parzen numeric_parzen(const std::vector<double>& obs, const std::vector<double>&
   weights.push_back(prior_weight);
   const size_t n = mus.size();
   std::vector<double> sigmas(n, sigma0 * (r.hi - r.lo));
-  if (rule == TpeBandwidth::kDataScott) {
-    std::vector<double> sorted = mus;
-    std::sort(sorted.begin(), sorted.end());
-    const double mean = std::accumulate(sorted.begin(), sorted.end(), 0.0) / n;
-    double ss = 0;
-    for (double m : sorted) ss += (m - mean) * (m - mean);
-    const double sd = std::sqrt(ss / static_cast<double>(n > 1 ? n - 1 : 1));
-    auto quantile = [&](double q) {  // numpy's linear interpolation
-      const double at = q * static_cast<double>(n - 1);
-      const size_t i = static_cast<size_t>(at);
-      return i + 1 < n ? sorted[i] + (at - i) * (sorted[i + 1] - sorted[i]) : sorted[i];
-    };
-    const double iqr = quantile(0.75) - quantile(0.25);
-    std::fill(sigmas.begin(), sigmas.end(),
-              1.059 * std::min(iqr / 1.34, sd) * std::pow(static_cast<double>(n), -0.2));
-  } else if (rule == TpeBandwidth::kNeighbour) {
+  if (rule == TpeBandwidth::kNeighbour) {
     // The larger gap to the sorted neighbours (endpoints lo/hi), no endpoints for the extremes.
     std::vector<size_t> order(n);
     std::iota(order.begin(), order.end(), 0);

@@ -35,9 +35,8 @@ enum class TpeDensity { kExact, kOptuna31 };
 /// The bandwidths of the joint (multivariate) estimator. kScott: sigma = 0.2 n^(-1/(d+4)) range
 /// in every dimension for every kernel (Optuna's multivariate=True). kNeighbour: per dimension
 /// and kernel, the univariate rule (larger gap to the sorted neighbours, magic clip), so that
-/// kernels narrow where observations crowd. kDataScott: Scott's rule of thumb on each dimension's
-/// kernel centres, 1.059 min(IQR / 1.34, sd) n^(-1/5) (Watanabe 2023's "scott").
-enum class TpeBandwidth { kScott, kNeighbour, kDataScott };
+/// kernels narrow where observations crowd.
+enum class TpeBandwidth { kScott, kNeighbour };
 
 /// Kiln's TPE. Optuna's defaults (lifecycle.md §1.1): 10 random start-up trials, 24 EI
 /// candidates, gamma(n) = min(ceil(0.1 n), 25), weights 1 for n < 25, else a linear ramp 1/n..1
