@@ -231,12 +231,11 @@ struct Parzen {
 };
 
 // Observations (internal coordinate or category index) with their weights, oldest first.
-// Bandwidths by `rule`: kNeighbour, the neighbour-gap rule (Optuna's univariate one); kScott,
-// sigma0 · range for every kernel (Optuna's multivariate one). The magic clip's floor shrinks as
-// (n + 1)^-clip_exponent over the n kernels (the prior's included).
+// sigma0 > 0: multivariate bandwidth (sigma0 · range for every kernel), else Optuna's univariate
+// neighbour-gap rule. The magic clip's floor shrinks as (n + 1)^-clip_exponent over the n
+// kernels (the prior's included).
 Parzen numeric_parzen(const std::vector<double>& obs, const std::vector<double>& w, Range r,
-                      const TpeOptions& o, double clip_exponent,
-                      TpeBandwidth rule = TpeBandwidth::kNeighbour, double sigma0 = 0) {
+                      const TpeOptions& o, double clip_exponent, double sigma0 = 0) {
   Parzen pz;
   pz.unscaled = o.density == TpeDensity::kOptuna31;
   const double prior_weight = o.prior_weight;
@@ -249,7 +248,7 @@ Parzen numeric_parzen(const std::vector<double>& obs, const std::vector<double>&
   weights.push_back(prior_weight);
   const size_t n = mus.size();
   std::vector<double> sigmas(n, sigma0 * (r.hi - r.lo));
-  if (rule == TpeBandwidth::kNeighbour) {
+  if (sigma0 <= 0) {
     // The larger gap to the sorted neighbours (endpoints lo/hi), no endpoints for the extremes.
     std::vector<size_t> order(n);
     std::iota(order.begin(), order.end(), 0);
@@ -423,15 +422,17 @@ class TpeSampler : public Sampler {
       }
       const size_t n = cols[0].size();
       const std::vector<double> w = tpe_weights(static_cast<int64_t>(n));
-      const double sigma0 = 0.2 * std::pow(static_cast<double>(std::max<size_t>(n, 1)),
-                                           -1.0 / (static_cast<double>(rel.size()) + 4.0));
+      const double sigma0 = o_.joint_bandwidth == TpeBandwidth::kNeighbour
+                                ? 0.0
+                                : 0.2 * std::pow(static_cast<double>(std::max<size_t>(n, 1)),
+                                                 -1.0 / (static_cast<double>(rel.size()) + 4.0));
       std::vector<Parzen> est;
       for (size_t j = 0; j < rel.size(); ++j) {
         if (rel[j]->type == ParamSpec::Type::kCategorical)
           est.push_back(categorical_parzen(cols[j], w, rel[j]->choices.size(), o_.prior_weight));
         else
-          est.push_back(numeric_parzen(cols[j], w, internal_range(*rel[j]), o_, clip_exponent,
-                                       o_.joint_bandwidth, sigma0));
+          est.push_back(
+              numeric_parzen(cols[j], w, internal_range(*rel[j]), o_, clip_exponent, sigma0));
       }
       return est;
     };
