@@ -22,6 +22,9 @@ def last_json(path):
 
 
 def main():
+    if len(sys.argv) < 3 or sys.argv[1] in ("-h", "--help"):
+        print(__doc__)
+        sys.exit(0 if len(sys.argv) > 1 and sys.argv[1] in ("-h", "--help") else 2)
     kiln, optuna = last_json(sys.argv[1]), last_json(sys.argv[2])
     ks = sys.argv[3] if len(sys.argv) > 3 else "tpe"
     os_ = sys.argv[4] if len(sys.argv) > 4 else "tpe"

@@ -7,6 +7,11 @@
 # by `scripts/libtorch2-check.sh --pack`) and the generated version header from .gpu/generated.
 # Writes a summary, and each failing unit's first errors, to $OUT (or ./libtorch2-check).
 set -uo pipefail
+if [[ "${1:-}" == -h || "${1:-}" == --help ]]; then
+  sed -n '2,/^set /p' "$0" | sed '$d; s/^# \{0,1\}//'
+  echo "Usage: scripts/libtorch2-check.sh [--pack]   (env: OUT, HEADERS, STDS, UNITS, PYTHON)"
+  exit 0
+fi
 cd "$(dirname "$0")/.."
 if [[ "${1:-}" == --pack ]]; then
   rm -rf .gpu && mkdir -p .gpu/include/openssl
