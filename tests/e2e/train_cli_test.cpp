@@ -23,9 +23,9 @@ using testing::CommandResult;
 using testing::example;
 using testing::read_text;
 using testing::run_kiln;
-using testing::spawn_kiln;
 using testing::shared_datasets_dir;
 using testing::source_dir;
+using testing::spawn_kiln;
 using testing::TempDir;
 using testing::write_text;
 using Json = nlohmann::json;
@@ -57,12 +57,124 @@ TEST(TrainCliTest, QuickCsvPathTrainsAndBundles) {
   EXPECT_GE(j["test_metrics"]["accuracy"].get<double>(), 0.9);
   EXPECT_TRUE(fs::exists(home / "run" / "bundle" / "model.pt"));
   EXPECT_TRUE(fs::exists(home / "run" / "metrics.jsonl"));
+  // The model was chosen by 5-fold cross-validation on the training rows, and refitted.
+  ASSERT_TRUE(j.contains("model_search")) << r.out;
+  EXPECT_EQ(j["model_search"]["folds"], 5);
+  const Json& chosen = j["model_search"]["candidates"][j["model_search"]["chosen"].get<size_t>()];
+  Json manifest = Json::parse(read_text(home / "run" / "bundle" / "manifest.json"));
+  EXPECT_EQ(manifest["training"]["optimizer"]["name"], "lbfgs");
+  EXPECT_EQ(manifest["training"]["model"]["hidden"], chosen["hidden"]);
+  EXPECT_NE(r.err.find("<- chosen"), std::string::npos) << r.err;
   // Regression is chosen by itself for a numeric target with many values.
   r = run_kiln({"train", "--data", (shared_datasets_dir() / "diabetes.csv").string(), "--target",
                 "disease_progression", "--out", (home / "reg").string(), "--json"},
                home.path());
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_TRUE(Json::parse(r.out)["test_metrics"].contains("r2"));
+}
+
+// A table too small to cross-validate (8 rows, 4 after dropping duplicates) trains a default
+// model and says why, instead of failing on an option the user never set.
+TEST(TrainCliTest, TinyTableTrainsWithoutASearchAndSaysWhy) {
+  TempDir home;
+  std::vector<std::string> csv = lines_of(read_text(shared_datasets_dir() / "breast_cancer.csv"));
+  std::vector<std::string> picked;  // two rows of each class
+  int malignant = 0, benign = 0;
+  for (size_t row = 1; row < csv.size() && picked.size() < 4; ++row) {
+    const bool is_benign = csv[row].find(",benign") != std::string::npos;
+    int& count = is_benign ? benign : malignant;
+    if (count < 2) {
+      picked.push_back(csv[row]);
+      ++count;
+    }
+  }
+  ASSERT_EQ(picked.size(), 4u);
+  std::string text = csv[0] + "\n";
+  for (int copy = 0; copy < 2; ++copy)
+    for (const auto& row : picked) text += row + "\n";
+  write_text(home / "tiny.csv", text);
+  CommandResult r = run_kiln({"train", "--data", (home / "tiny.csv").string(), "--target",
+                              "diagnosis", "--out", (home / "run").string(), "--json"},
+                             home.path());
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.err.find("too few for cross-validation"), std::string::npos) << r.err;
+  EXPECT_EQ(r.err.find("early_stopping"), std::string::npos) << r.err;
+  EXPECT_TRUE(fs::exists(home / "run" / "bundle" / "model.pt"));
+}
+
+// eval, predict, export and registry push take a run directory and use its bundle/.
+TEST(TrainCliTest, RunDirectoryStandsForItsBundle) {
+  TempDir home;
+  train_breast_cancer(home.path(), home / "run");
+  const std::string run = (home / "run").string();
+  const std::string csv = (shared_datasets_dir() / "breast_cancer.csv").string();
+  CommandResult r = run_kiln({"eval", run, "--data", csv, "--json"}, home.path());
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_GT(Json::parse(r.out)["accuracy"].get<double>(), 0.9);
+  r = run_kiln({"predict", run, "--input", csv, "--output", (home / "p.csv").string()},
+               home.path());
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  r = run_kiln({"export", run, "--format", "torchscript", "--out", (home / "m.pt").string()},
+               home.path());
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_TRUE(fs::exists(home / "m.pt"));
+  r = run_kiln({"registry", "push", run, "--name", "cancer"}, home.path());
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("pushed cancer@1"), std::string::npos) << r.out;
+  // A directory with neither manifest.json nor bundle/ is still a clear error.
+  fs::create_directories(home / "empty");
+  r = run_kiln({"eval", (home / "empty").string(), "--data", csv}, home.path());
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.err.find("manifest.json"), std::string::npos) << r.err;
+}
+
+// What the bundle claims is what it serves: Python's torch.jit.load runs the bundle's model.pt on
+// the raw test rows, which Python picks itself with scikit-learn's train_test_split, and counts
+// exactly as many correct as the manifest's accuracy says; the registry shows the same figure.
+TEST(TrainCliTest, ManifestMetricsAreThoseOfTheServedModuleInPython) {
+  if (std::system("/usr/bin/python3 -c 'import torch, numpy, sklearn' >/dev/null 2>&1") != 0)
+    GTEST_SKIP() << "/usr/bin/python3 lacks torch or sklearn (python3-torch, python3-sklearn)";
+  TempDir home;
+  CommandResult r = run_kiln({"train", example("breast-cancer/train-sklearn-split.yaml"), "--out",
+                              (home / "run").string(), "--json"},
+                             home.path());
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  write_text(home / "check.py", R"(
+import csv, json, sys, numpy as np, torch
+from sklearn.model_selection import train_test_split
+bundle, data = sys.argv[1], sys.argv[2]
+rows = list(csv.reader(open(data)))
+t = rows[0].index("diagnosis")
+x = np.array([[float(v) for j, v in enumerate(r) if j != t] for r in rows[1:]], dtype=np.float32)
+y = np.array([r[t] for r in rows[1:]])
+_, x_test, _, y_test = train_test_split(x, y, test_size=0.2, random_state=42)
+m = json.load(open(bundle + "/manifest.json"))
+with torch.no_grad():
+    out = torch.jit.load(bundle + "/model.pt")(torch.from_numpy(x_test))
+predicted = np.array(m["labels"])[out.argmax(1).numpy()]
+correct = int((predicted == y_test).sum())
+test = m["metrics"]["test"]
+claimed = round(test["accuracy"] * test["samples"])
+print(correct, claimed, len(y_test), test["samples"])
+sys.exit(0 if correct == claimed and len(y_test) == test["samples"] else 1)
+)");
+  const std::string bundle = (home / "run" / "bundle").string();
+  std::string cmd = "/usr/bin/python3 " + (home / "check.py").string() + " " + bundle + " " +
+                    (shared_datasets_dir() / "breast_cancer.csv").string();
+  EXPECT_EQ(std::system(cmd.c_str()), 0) << cmd;
+  Json manifest = Json::parse(read_text(home / "run" / "bundle" / "manifest.json"));
+  r = run_kiln({"registry", "push", bundle, "--name", "cancer"}, home.path());
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  r = run_kiln({"registry", "show", "cancer@1", "--json"}, home.path());
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(Json::parse(r.out)["manifest"]["metrics"]["test"]["accuracy"],
+            manifest["metrics"]["test"]["accuracy"]);
+  // kiln eval on the prepared snapshot runs the same module on the same raw rows.
+  fs::path snapshot;
+  for (const auto& e : fs::directory_iterator(home / "snapshots")) snapshot = e.path();
+  r = run_kiln({"eval", "cancer@1", "--data", snapshot.string(), "--json"}, home.path());
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(Json::parse(r.out)["accuracy"], manifest["metrics"]["test"]["accuracy"]);
 }
 
 // The raw CSV rows of the test split, through the bundle's own TorchScript preprocessing, give the
@@ -143,7 +255,6 @@ sys.exit(0 if diff <= 1e-4 else 1)
                     (home / "kiln.json").string();
   EXPECT_EQ(std::system(cmd.c_str()), 0) << cmd;
 }
-
 
 // kill -9 mid-run, then `kiln train --resume DIR`: the same final metrics as an uninterrupted run.
 TEST(TrainCliTest, ResumeAfterKillNineMatchesUninterruptedRun) {

@@ -138,6 +138,33 @@ TEST(Export, ImageNormalizationFoldedIn) {
   EXPECT_NE(bad.status().message().find("image_normalize"), std::string::npos);
 }
 
+// Flip test-time augmentation folded into the module: the mean of the eager network's logits for
+// the (normalised) image and its mirror, as the evaluator computes it; refused for tables.
+TEST(Export, FlipTestTimeAugmentationFoldedIn) {
+  auto net = build_net(testing::kPeerCnn, {1, 28, 28}, 10);
+  ASSERT_TRUE(net);
+  const std::vector<double> mean{0.2860}, stdev{0.3530};
+  auto m = export_torchscript(*net, testing::image_normalize(mean, stdev), kTtaFlip);
+  ASSERT_TRUE(m.ok()) << m.status();
+  torch::Tensor raw = torch::randint(0, 256, {4, 1, 28, 28}).to(torch::kFloat32);
+  torch::NoGradGuard no_grad;
+  torch::Tensor x = testing::normalise_images(raw, mean, stdev);
+  torch::Tensor want = (net->forward(x) + net->forward(x.flip({3}))) * 0.5;
+  torch::Tensor plain = net->forward(x);
+  torch::Tensor got = run(*m, raw);
+  EXPECT_LE(max_abs_diff(got, want), 1e-5);
+  EXPECT_GT(max_abs_diff(got, plain), 1e-4);  // the mirror really is part of the answer
+
+  auto table = build_net(R"({"layers": [{"type": "linear", "out": 2}]})", {30}, 2);
+  ASSERT_TRUE(table);
+  auto bad = export_torchscript(*table, Json(), kTtaFlip);
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.status().message().find("image inputs"), std::string::npos) << bad.status();
+  auto unknown = export_torchscript(*net, Json(), "rotate");
+  ASSERT_FALSE(unknown.ok());
+  EXPECT_NE(unknown.status().message().find("rotate"), std::string::npos) << unknown.status();
+}
+
 /// breast_cancer features with some cells knocked out (NaN), and a train/test split.
 struct Tables {
   torch::Tensor train, test;

@@ -24,6 +24,7 @@
 #include "kiln/train/config.h"
 #include "kiln/train/evaluate.h"
 #include "kiln/train/metrics.h"
+#include "kiln/train/table_search.h"
 #include "kiln/train/trainer.h"
 
 namespace kiln::cli {
@@ -61,43 +62,107 @@ struct TrainArgs {
   std::vector<std::string> set;
   std::string data;    // quick path: a CSV
   std::string target;  // quick path
-  std::string model = "mlp";
+  std::string model = "auto";
+  int64_t split_seed = 42;  // quick path
   bool overwrite = false;
   bool deterministic = false;
   bool json = false;
 };
 
-/// The quick path's config: the CSV prepared with defaults, a small MLP, AdamW + one-cycle,
-/// early stopping on the validation split. Sizes follow the data.
-Expected<Json> quick_config(const TrainArgs& a) {
+/// Tables up to this many training rows get the cross-validated model search; larger ones the
+/// minibatch recipe (a search would take minutes, and big tables leave less to choose).
+constexpr int64_t kQuickSearchMaxRows = 20000;
+
+/// The quick path's plan: the config to train, and the model search that chose it (null when
+/// there was none).
+struct QuickPlan {
+  Json config;
+  Json search;
+};
+
+/// The quick path: the CSV prepared with defaults and an 80/20 split (stratified by class), then
+///  - up to kQuickSearchMaxRows training rows: the model chosen among linear models and MLPs by
+///    k-fold cross-validation on the training rows only (train::search_table_model), refitted on
+///    all of them with full-batch L-BFGS;
+///  - more rows, or --model NAME: that zoo model (default mlp 64-32) with AdamW + one-cycle.
+/// There is no validation split: the search does the choosing, so nothing needs early stopping.
+Expected<QuickPlan> quick_config(const TrainArgs& a) {
   KILN_ASSIGN_OR_RETURN(data::DatasetSpec spec, data::resolve_dataset(a.data, a.target));
   if (spec.kind != data::DatasetKind::kTable)
     return Status::InvalidArgument("--data: the quick path takes a CSV file");
+  spec.split.train = 0.8;
+  spec.split.val = 0.0;
+  spec.split.test = 0.2;
+  spec.split.seed = static_cast<uint64_t>(a.split_seed);
   KILN_ASSIGN_OR_RETURN(
       data::PrepareResult prepared,
       data::prepare_dataset(spec, data::PrepareOptions(kiln_home() / "snapshots")));
   const Json& m = prepared.manifest;
-  const bool classification = m["task"] == "classification";
+  const std::string task = m["task"].get<std::string>();
+  const bool classification = task == "classification";
   const int64_t rows = m["splits"]["train"]["rows"].get<int64_t>();
-  Json model;
-  if (a.model == "mlp")
-    model = {{"zoo", "mlp"}, {"hidden", Json::array({64, 32})}, {"dropout", 0.1}};
-  else
-    model = {{"zoo", a.model}};
-  Json cfg = {{"data", prepared.snapshot_dir.string()},
-              {"model", model},
-              {"optimizer", {{"name", "adamw"}, {"lr", 3e-3}, {"weight_decay", 1e-4}}},
-              {"schedule", {{"name", "one_cycle"}, {"max_lr", 1e-2}}},
-              {"batch_size", rows >= 2048 ? 128 : 32},
-              {"epochs", rows >= 20000 ? 10 : 60},
-              {"seed", 42},
-              {"early_stopping",
-               {{"metric", classification ? "val_accuracy" : "val_loss"}, {"patience", 15}}}};
-  if (classification) cfg["loss"] = {{"kind", "cross_entropy"}, {"label_smoothing", 0.05}};
-  std::fprintf(stderr, "quick path: %s task, %lld training rows, snapshot %s\n",
-               m["task"].get<std::string>().c_str(), static_cast<long long>(rows),
+  const int64_t test_rows =
+      m["splits"].contains("test") ? m["splits"]["test"].value("rows", int64_t{0}) : 0;
+  std::fprintf(stderr, "quick path: %s task, %lld training rows, %lld test rows, snapshot %s\n",
+               task.c_str(), static_cast<long long>(rows), static_cast<long long>(test_rows),
                prepared.snapshot_dir.c_str());
-  return cfg;
+  if (test_rows == 0)
+    std::fprintf(stderr,
+                 "quick path: %lld rows leave none for a test split: the bundle will have no "
+                 "test metrics\n",
+                 static_cast<long long>(rows));
+  QuickPlan plan;
+  plan.config = {{"data", prepared.snapshot_dir.string()}, {"seed", a.split_seed}};
+  if (a.model != "auto" || rows > kQuickSearchMaxRows) {
+    const std::string zoo = a.model == "auto" ? "mlp" : a.model;
+    Json model = zoo == "mlp" ? Json{{"zoo", "mlp"}, {"hidden", {64, 32}}, {"dropout", 0.1}}
+                              : Json{{"zoo", zoo}};
+    plan.config.update({{"model", model},
+                        {"optimizer", {{"name", "adamw"}, {"lr", 3e-3}, {"weight_decay", 1e-4}}},
+                        {"schedule", {{"name", "one_cycle"}, {"max_lr", 1e-2}}},
+                        {"batch_size", rows >= 2048 ? 128 : 32},
+                        {"epochs", rows >= 20000 ? 10 : 60}});
+    if (classification)
+      plan.config["loss"] = {{"kind", "cross_entropy"}, {"label_smoothing", 0.05}};
+    std::fprintf(stderr, "quick path: %s with AdamW, one-cycle, %lld epochs%s\n", zoo.c_str(),
+                 static_cast<long long>(plan.config["epochs"].get<int64_t>()),
+                 a.model == "auto" ? " (too many rows for a model search)" : "");
+    return plan;
+  }
+  KILN_ASSIGN_OR_RETURN(data::Snapshot snapshot, data::read_snapshot(prepared.snapshot_dir));
+  const data::SplitTensors& train = snapshot.splits.at("train");
+  const int64_t classes =
+      classification ? static_cast<int64_t>(m["schema"]["target"]["classes"].size()) : 1;
+  Expected<train::TableSearchResult> search = train::search_table_model(
+      train.x, train.y, task, classes,
+      train::TableSearchOptions().seed(static_cast<uint64_t>(a.split_seed)));
+  train::TableCandidate choice;
+  if (search.ok()) {
+    plan.search = search->to_json();
+    choice = search->choice();
+    std::fprintf(stderr, "quick path: %lld-fold cross-validation on the training rows (%.1f s):\n",
+                 static_cast<long long>(search->folds), search->seconds);
+    for (size_t i = 0; i < search->scores.size(); ++i) {
+      const auto& sc = search->scores[i];
+      std::fprintf(stderr, "  %-8s weight_decay %-6g %s %.4f +- %.4f%s\n",
+                   sc.candidate.name.c_str(), sc.candidate.weight_decay,
+                   classification ? "accuracy" : "R2", sc.mean, sc.standard_error,
+                   i == search->chosen ? "  <- chosen" : "");
+    }
+  } else {
+    // Too few rows to cross-validate: the most regularised linear model, and why.
+    choice = train::default_table_candidates().front();
+    std::fprintf(stderr,
+                 "quick path: %lld training rows: too few for cross-validation (%s); training a "
+                 "%s model with weight_decay %g, no model search\n",
+                 static_cast<long long>(rows), search.status().message().c_str(),
+                 choice.name.c_str(), choice.weight_decay);
+  }
+  plan.config.update({{"model", choice.model_json()},
+                      {"optimizer", choice.optimizer_json()},
+                      {"batch_size", std::max<int64_t>(1, rows)},
+                      {"epochs", choice.epochs}});
+  return plan;
 }
 
 int run_train_resolved(const TrainArgs& a);
@@ -147,14 +212,15 @@ int run_train_resolved(const TrainArgs& a) {
       overrides = saved_set;
     }
   } else if (!a.data.empty()) {
-    Expected<Json> cfg = quick_config(a);
-    if (!cfg.ok()) return fail(cfg.status());
+    Expected<QuickPlan> plan = quick_config(a);
+    if (!plan.ok()) return fail(plan.status());
     for (const auto& s : overrides) {
-      Status st = train::apply_override(&*cfg, s);
+      Status st = train::apply_override(&plan->config, s);
       if (!st.ok()) return fail(st);
     }
-    invocation = {{"config_json", *cfg}};
-    config = train::parse_train_config(*cfg, {}, "quick path");
+    invocation = {{"config_json", plan->config}};
+    if (!plan->search.is_null()) invocation["model_search"] = plan->search;
+    config = train::parse_train_config(plan->config, {}, "quick path");
   } else {
     config = train::load_train_config(config_path, overrides);
     invocation = {{"config", fs::absolute(config_path).string()}, {"set", overrides}};
@@ -181,8 +247,10 @@ int run_train_resolved(const TrainArgs& a) {
                   {"seconds", r.seconds},
                   {"stopped_early", r.stopped_early},
                   {"test_metrics", r.test_metrics},
+                  {"val_metrics", r.val_metrics},
                   {"config_hash", r.config_hash},
                   {"snapshot_hash", r.snapshot_hash}};
+  if (invocation.contains("model_search")) summary["model_search"] = invocation["model_search"];
   if (a.json) {
     std::cout << summary.dump(2) << "\n";
   } else {
@@ -330,8 +398,6 @@ Expected<torch::Tensor> run_module(torch::jit::Module& module, const torch::Tens
 // ---------------------------------------------------------------------------------------------
 // kiln eval
 
-std::string ext_of(const std::string& path) { return fs::path(path).extension().string(); }
-
 struct EvalArgs {
   std::string bundle;
   std::string data;
@@ -349,26 +415,12 @@ int run_eval(const EvalArgs& a) {
         a.bundle + ": a '" + task +
         "' TorchScript bundle has no task or labels to evaluate against (push it with --labels "
         "to make it a classifier)"));
-  if (!bundle->has_network() && ext_of(a.data) != ".csv")
-    return fail(Status::InvalidArgument(
-        a.bundle +
-        ": a TorchScript-only bundle is evaluated on a CSV (--data FILE.csv); it has "
-        "no model spec to run on a snapshot"));
-  const std::string tta = bundle->manifest.contains("training")
-                              ? bundle->manifest["training"].value("eval_tta", "none")
-                              : "none";
-  Expected<Json> metrics = Status::Internal("unset");
+  data::SplitTensors rows;
   std::string ext = fs::path(a.data).extension().string();
   if (ext == ".csv") {
     Expected<RawInputs> in = read_raw_inputs(*bundle, a.data, /*want_targets=*/true);
     if (!in.ok()) return fail(in.status());
-    Expected<torch::jit::Module> module = model::load_bundle_module(*bundle);
-    if (!module.ok()) return fail(module.status());
-    Expected<torch::Tensor> out = run_module(*module, in->x);
-    if (!out.ok()) return fail(out.status());
-    metrics = task == "classification"
-                  ? train::classification_metrics(out->argmax(1), in->targets, bundle->labels())
-                  : train::regression_metrics(out->reshape({-1}), in->targets);
+    rows = data::SplitTensors{in->x, in->targets, {}};
   } else {
     fs::path snapshot_dir = a.data;
     if (!is_snapshot_dir(snapshot_dir)) {
@@ -391,12 +443,20 @@ int run_eval(const EvalArgs& a) {
                    "(snapshot %s, bundle trained on %s)\n",
                    snapshot_dir.c_str(), snap->hash().substr(0, 12).c_str(),
                    lineage.substr(0, 12).c_str());
-    Expected<std::shared_ptr<model::NetworkImpl>> net = model::load_bundle_network(*bundle);
-    if (!net.ok()) return fail(net.status());
-    train::EvalOptions options = train::eval_options_for(*snap);
-    options.tta(split->second.x.dim() == 4 ? tta : "none");
-    metrics = train::evaluate(**net, split->second, options);
+    if (snap->manifest.value("kind", "") == "table" && !split->second.raw_x.defined())
+      return fail(Status::InvalidArgument(
+          snapshot_dir.string() + ": the " + a.split + " split has no raw features (" + a.split +
+          "_raw_x.npy: prepared by an older Kiln, or with categorical columns); prepare the "
+          "dataset again, or evaluate on a CSV (--data FILE.csv)"));
+    rows = data::SplitTensors{split->second.served_inputs(), split->second.y, {}};
   }
+  // The bundle's own module (model.pt, as served and exported) on raw inputs.
+  Expected<torch::jit::Module> module = model::load_bundle_module(*bundle);
+  if (!module.ok()) return fail(module.status());
+  train::EvalOptions options(task);
+  options.labels(bundle->labels()).scale_uint8(false);
+  Expected<Json> metrics = train::evaluate(
+      [&](const torch::Tensor& x) { return module->forward({x}).toTensor(); }, rows, options);
   if (!metrics.ok()) return fail(metrics.status());
   Json report = *metrics;
   report["bundle"] = a.bundle;
@@ -539,8 +599,14 @@ void register_train_commands(CLI::App& app, int* exit_code) {
                     "override a config value, e.g. --set epochs=3 --set optimizer.lr=0.01");
   train->add_option("--data", ta->data, "quick path: a CSV file (with --target)");
   add_flag(*train, Flag::kTarget, &ta->target);
-  train->add_option("--model", ta->model, "quick path: zoo model (mlp, cnn-small, resnet-small)")
-      ->default_str("mlp");
+  train
+      ->add_option("--model", ta->model,
+                   "quick path: auto (a linear model or MLP chosen by cross-validation on the "
+                   "training rows), or a zoo model (mlp, cnn-small, resnet-small)")
+      ->default_str("auto");
+  add_flag(*train, Flag::kSeed, &ta->split_seed)
+      ->description("quick path: seed of the 80/20 split, the model search and the weights")
+      ->default_str("42");
   train->add_flag("--overwrite", ta->overwrite,
                   "start afresh in a run directory that holds a checkpoint");
   train->add_flag("--deterministic", ta->deterministic,

@@ -318,8 +318,9 @@ Expected<PrepareResult> prepare_table(const DatasetSpec& spec, const PrepareOpti
   for (auto& [name, ids] : parts) {
     if (ids->empty()) continue;
     std::vector<torch::Tensor> blocks;
+    torch::Tensor raw;
     if (f > 0) {
-      torch::Tensor raw = take_rows(x_raw, *ids);
+      raw = take_rows(x_raw, *ids);
       imputed += torch::isnan(raw).sum().item<int64_t>();
       KILN_ASSIGN_OR_RETURN(torch::Tensor x, pipeline.apply(raw));
       blocks.push_back(x.to(torch::kFloat32));
@@ -329,7 +330,10 @@ Expected<PrepareResult> prepare_table(const DatasetSpec& spec, const PrepareOpti
                             encoders[k].encode(pick(categories_raw[k], *ids)));
       blocks.push_back(onehot.to(torch::kFloat32));
     }
-    splits[name] = SplitTensors{torch::cat(blocks, 1).contiguous(), take_rows(y, *ids)};
+    splits[name] = SplitTensors{torch::cat(blocks, 1).contiguous(), take_rows(y, *ids), {}};
+    // What the bundle's module takes for these rows (it folds the numeric transforms only).
+    if (f > 0 && encoders.empty())
+      splits[name].raw_x = raw.to(torch::kFloat32).contiguous();
   }
   cleaning["missing_cells"] = missing_cells;
   cleaning["imputed_cells"] = imputed;

@@ -30,6 +30,10 @@ Expected<fs::path> write_snapshot(const fs::path& parent, const std::string& nam
     KILN_ASSIGN_OR_RETURN(std::string yb, encode_npy(it->second.y.contiguous()));
     files.emplace_back(std::string(split) + "_x.npy", std::move(xb));
     files.emplace_back(std::string(split) + "_y.npy", std::move(yb));
+    if (it->second.raw_x.defined()) {
+      KILN_ASSIGN_OR_RETURN(std::string rb, encode_npy(it->second.raw_x.contiguous()));
+      files.emplace_back(std::string(split) + "_raw_x.npy", std::move(rb));
+    }
   }
   Json file_hashes = Json::object();
   for (const auto& [fname, bytes] : files) file_hashes[fname] = sha256_hex(bytes);
@@ -78,7 +82,9 @@ Expected<Snapshot> read_snapshot(const fs::path& dir) {
     auto x = tensors.find(std::string(split) + "_x.npy");
     auto y = tensors.find(std::string(split) + "_y.npy");
     if (x == tensors.end() || y == tensors.end()) continue;
-    snap.splits[split] = SplitTensors{x->second, y->second};
+    auto raw = tensors.find(std::string(split) + "_raw_x.npy");
+    snap.splits[split] =
+        SplitTensors{x->second, y->second, raw == tensors.end() ? torch::Tensor() : raw->second};
   }
   return snap;
 }

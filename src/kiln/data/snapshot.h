@@ -22,10 +22,17 @@ inline constexpr int kSnapshotFormatVersion = 1;
 struct SplitTensors {
   torch::Tensor x;  ///< images: uint8 N×C×H×W (stored pixels); tables: float32 N×F (transformed)
   torch::Tensor y;  ///< classification: int64 N; regression: float32 N
+  /// Tables: float32 N×R, the cleaned feature columns before the fitted transforms (NaN where a
+  /// cell is missing), i.e. what a bundle's model.pt takes. Undefined for images (x is raw).
+  torch::Tensor raw_x;
+
+  /// The inputs of the served module for these rows: raw_x for tables, x for images.
+  const torch::Tensor& served_inputs() const { return raw_x.defined() ? raw_x : x; }
 };
 
 /// A prepared dataset, as written by `kiln data prepare` and read by training: a directory named
-/// by its content hash holding `manifest.json` and `<split>_x.npy` / `<split>_y.npy` files. The
+/// by its content hash holding `manifest.json` and `<split>_x.npy` / `<split>_y.npy` files (tables
+/// also `<split>_raw_x.npy`, the untransformed features). The
 /// manifest records schema, split sizes, cleaning actions, fitted transforms, source hashes and
 /// the sha256 of every file; for tables, each split's "source_lines" (the CSV line of every row,
 /// or [source index, line] pairs when several sources were merged). Plain value type; tensors

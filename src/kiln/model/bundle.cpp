@@ -335,6 +335,13 @@ Expected<fs::path> write_module_bundle(const fs::path& dir, const Json& manifest
   return publish_bundle(dir, std::move(m), {{kBundleModuleFile, module_bytes}}, non_empty);
 }
 
+fs::path bundle_dir_of(const fs::path& path) {
+  std::error_code ec;
+  if (fs::exists(path / kBundleManifestFile, ec)) return path;
+  if (fs::exists(path / "bundle" / kBundleManifestFile, ec)) return path / "bundle";
+  return path;
+}
+
 Expected<Bundle> read_bundle(const fs::path& dir) {
   std::error_code ec;
   if (!fs::is_directory(dir, ec))

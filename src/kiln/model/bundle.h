@@ -38,6 +38,7 @@ inline constexpr const char* kCustomTask = "custom";
 ///                                 "outputs": [{"name": "logits" | "predictions", "dtype": "FP32",
 ///                                              "shape": [-1, outputs]}]},
 ///                   "labels": [...], "preprocessing": {...} (see export_torchscript),
+///                   "test_time_augmentation": "none" | "flip" (folded into model.pt),
 ///                   "model": ModelSpec::to_json(), "input_shape": [...] (the network's, after
 ///                   preprocessing), "outputs": N, "training": {...}, "metrics": {...},
 ///                   "lineage": {"snapshot_hash", "config_hash", "parent", "kiln_version",
@@ -50,7 +51,9 @@ inline constexpr const char* kCustomTask = "custom";
 ///                  preprocessing folded in): torch::jit::load / torch.jit.load
 ///   <extra files>  e.g. curves.csv, confusion.json; hashed like the others.
 /// The signature's input shape is the raw input (before preprocessing); input_shape is the
-/// network's. A Bundle is a plain value read from disk; it owns no tensors. Thread-compatible.
+/// network's. "metrics" test/val are those of model.pt on the raw rows (what serving gives);
+/// "metrics.history" is the per-epoch training-time monitor. A Bundle is a plain value read from
+/// disk; it owns no tensors. Thread-compatible.
 ///
 ///   KILN_ASSIGN_OR_RETURN(Bundle b, read_bundle(dir));      // every file's sha256 verified
 ///   KILN_ASSIGN_OR_RETURN(torch::jit::Module m, load_bundle_module(b));
@@ -124,6 +127,13 @@ Expected<fs::path> write_bundle(const fs::path& dir, const Json& manifest, const
 Expected<fs::path> write_module_bundle(const fs::path& dir, const Json& manifest,
                                        const std::string& module_bytes,
                                        const WriteBundleOptions& options = {});
+
+/// The bundle directory a user names: `path` itself when it holds manifest.json, else
+/// `path`/bundle when that does (a `kiln train` run directory), else `path` unchanged (reading it
+/// then reports what is missing). Touches the file system only to test for those two files.
+///
+///   bundle_dir_of("runs/fmnist") == "runs/fmnist/bundle"
+fs::path bundle_dir_of(const fs::path& path);
 
 /// Reads `dir`/manifest.json and verifies the sha256 of every file it lists. Errors: NotFound
 /// (no such directory or no manifest.json); InvalidArgument (not a bundle, a newer

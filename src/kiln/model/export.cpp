@@ -107,7 +107,12 @@ class Generator {
   /// Every state tensor must have been used (num_batches_tracked excepted).
   Status check_all_used(const std::string& model_name) const;
 
-  std::string source() const { return "def forward(self, x):\n" + body_.str() + "    return x\n"; }
+  /// The lines emitted since the last call, which start the next section.
+  std::string take_lines() {
+    std::string lines = body_.str();
+    body_.str("");
+    return lines;
+  }
   const std::vector<std::pair<std::string, torch::Tensor>>& parameters() const { return params_; }
   const std::vector<std::pair<std::string, torch::Tensor>>& buffers() const { return buffers_; }
 
@@ -505,7 +510,10 @@ struct Generated {
 
 Expected<Generated> generate(const ModelSpec& spec, const TensorMap& state,
                              const std::vector<int64_t>& input_shape, int64_t outputs,
-                             const Json& preprocessing) {
+                             const Json& preprocessing, const std::string& tta) {
+  if (tta != kTtaNone && tta != kTtaFlip)
+    return Status::InvalidArgument("test-time augmentation '" + tta +
+                                   "' is not one of: none, flip");
   if (input_shape.empty())
     return Status::InvalidArgument("model '" + spec.name + "': empty input shape");
   for (int64_t d : input_shape)
@@ -517,13 +525,27 @@ Expected<Generated> generate(const ModelSpec& spec, const TensorMap& state,
   Generator gen(state);
   Generated out;
   KILN_RETURN_IF_ERROR(gen.prologue(preprocessing, input_shape, &out.raw_shape));
+  const std::string prologue = gen.take_lines();
+  if (tta == kTtaFlip && out.raw_shape.size() != 3)
+    return Status::InvalidArgument(
+        "test-time augmentation 'flip' needs image inputs [C,H,W], got " +
+        shape_str(out.raw_shape));
   std::vector<int64_t> shape = input_shape;
   KILN_RETURN_IF_ERROR(gen.layers(spec.layers, "layers.", &shape, 1));
   if (shape != std::vector<int64_t>{outputs})
     return Status::InvalidArgument("model '" + spec.name + "' produces " + shape_str(shape) +
                                    " per sample, expected [" + std::to_string(outputs) + "]");
   KILN_RETURN_IF_ERROR(gen.check_all_used(spec.name));
-  out.source = gen.source();
+  const std::string network = gen.take_lines();
+  if (tta == kTtaNone) {
+    out.source = "def forward(self, x):\n" + prologue + network + "    return x\n";
+  } else {
+    // The mean of the logits of x and of its horizontal mirror, as the evaluator computes it.
+    out.source = "def forward(self, x):\n" + prologue +
+                 "    return (self.network(x) + self.network(torch.flip(x, [3]))) * 0.5\n\n"
+                 "def network(self, x):\n" +
+                 network + "    return x\n";
+  }
   out.parameters = gen.parameters();
   out.buffers = gen.buffers();
   return out;
@@ -551,15 +573,18 @@ Expected<std::vector<int64_t>> raw_input_shape(const Json& preprocessing,
 
 Expected<std::string> torchscript_source(const ModelSpec& spec, const TensorMap& state,
                                          const std::vector<int64_t>& input_shape, int64_t outputs,
-                                         const Json& preprocessing) {
-  KILN_ASSIGN_OR_RETURN(Generated g, generate(spec, state, input_shape, outputs, preprocessing));
+                                         const Json& preprocessing, const std::string& tta) {
+  KILN_ASSIGN_OR_RETURN(Generated g,
+                        generate(spec, state, input_shape, outputs, preprocessing, tta));
   return g.source;
 }
 
 Expected<torch::jit::Module> export_torchscript(const ModelSpec& spec, const TensorMap& state,
                                                 const std::vector<int64_t>& input_shape,
-                                                int64_t outputs, const Json& preprocessing) {
-  KILN_ASSIGN_OR_RETURN(Generated g, generate(spec, state, input_shape, outputs, preprocessing));
+                                                int64_t outputs, const Json& preprocessing,
+                                                const std::string& tta) {
+  KILN_ASSIGN_OR_RETURN(Generated g,
+                        generate(spec, state, input_shape, outputs, preprocessing, tta));
   torch::jit::Module module("KilnModel");
   try {
     for (const auto& [name, t] : g.parameters) module.register_parameter(name, t, false);
@@ -586,9 +611,10 @@ Expected<torch::jit::Module> export_torchscript(const ModelSpec& spec, const Ten
   return module;
 }
 
-Expected<torch::jit::Module> export_torchscript(const NetworkImpl& net, const Json& preprocessing) {
+Expected<torch::jit::Module> export_torchscript(const NetworkImpl& net, const Json& preprocessing,
+                                                const std::string& tta) {
   return export_torchscript(net.spec(), network_state(net), net.input_shape(), net.outputs(),
-                            preprocessing);
+                            preprocessing, tta);
 }
 
 }  // namespace kiln::model

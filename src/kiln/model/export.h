@@ -19,6 +19,12 @@ class NetworkImpl;
 /// ("layers.<i>.weight", "layers.<i>.running_mean", ...).
 using TensorMap = std::map<std::string, torch::Tensor>;
 
+/// Test-time augmentation folded into an exported module: none, or "flip" (images: the mean of
+/// the logits of x and of its horizontal mirror). Whatever a bundle's metrics were measured with
+/// is what its module computes.
+inline constexpr const char* kTtaNone = "none";
+inline constexpr const char* kTtaFlip = "flip";
+
 /// Every parameter and buffer of `net` by its full name, detached (sharing storage with the
 /// network: clone before mutating either). Not thread-safe against a concurrent optimiser step.
 TensorMap network_state(const NetworkImpl& net);
@@ -44,7 +50,9 @@ Expected<std::vector<int64_t>> raw_input_shape(const Json& preprocessing,
 ///  - null or an empty object: identity.
 /// and returns logits (classification) or predictions (regression), N x outputs, equal to the
 /// eager NetworkImpl in eval mode (dropout off, batch norm on running statistics) up to float32
-/// rounding. The module is in eval mode and holds no reference to `state`.
+/// rounding. With `tta` kTtaFlip (images only) forward() returns the mean of the network's
+/// logits for x and for x mirrored along W, computed by a second method network(x). The module is
+/// in eval mode and holds no reference to `state`.
 ///
 /// Errors: InvalidArgument for an unsupported layer or preprocessing step (named, e.g.
 /// "preprocessing step 2 (one_hot_encoder): not supported"), a missing or unused tensor, or shapes
@@ -60,16 +68,19 @@ Expected<std::vector<int64_t>> raw_input_shape(const Json& preprocessing,
 Expected<torch::jit::Module> export_torchscript(const ModelSpec& spec, const TensorMap& state,
                                                 const std::vector<int64_t>& input_shape,
                                                 int64_t outputs,
-                                                const Json& preprocessing = Json());
+                                                const Json& preprocessing = Json(),
+                                                const std::string& tta = kTtaNone);
 
 /// export_torchscript(net.spec(), network_state(net), net.input_shape(), net.outputs(), ...).
 Expected<torch::jit::Module> export_torchscript(const NetworkImpl& net,
-                                                const Json& preprocessing = Json());
+                                                const Json& preprocessing = Json(),
+                                                const std::string& tta = kTtaNone);
 
 /// The generated TorchScript source for the same arguments (what export_torchscript compiles), for
 /// inspection and debugging. Same errors, without the compile and dry run.
 Expected<std::string> torchscript_source(const ModelSpec& spec, const TensorMap& state,
                                          const std::vector<int64_t>& input_shape, int64_t outputs,
-                                         const Json& preprocessing = Json());
+                                         const Json& preprocessing = Json(),
+                                         const std::string& tta = kTtaNone);
 
 }  // namespace kiln::model

@@ -2,6 +2,7 @@
 
 #include "kiln/core/files.h"
 #include "kiln/core/hash.h"
+#include "kiln/model/bundle.h"
 #include "kiln/registry/sqlite_store.h"
 
 namespace kiln::registry {
@@ -74,7 +75,7 @@ Expected<ResolvedModel> resolve_model_ref(const std::string& ref) {
   KILN_ASSIGN_OR_RETURN(ModelRef parsed, parse_model_ref(ref));
   if (parsed.is_path()) {
     ResolvedModel r;
-    r.bundle_dir = parsed.path;
+    r.bundle_dir = model::bundle_dir_of(parsed.path);
     fs::path p = parsed.path;
     if (p.filename().empty()) p = p.parent_path();
     r.name = p.filename().string();
@@ -84,7 +85,7 @@ Expected<ResolvedModel> resolve_model_ref(const std::string& ref) {
       return Status::NotFound(ref +
                               ": no such bundle directory (a reference is NAME@VERSION, "
                               "NAME@ALIAS or a bundle directory)");
-    KILN_ASSIGN_OR_RETURN(std::string manifest, read_file(parsed.path / "manifest.json"));
+    KILN_ASSIGN_OR_RETURN(std::string manifest, read_file(r.bundle_dir / "manifest.json"));
     r.bundle_sha256 = sha256_hex(manifest);
     return r;
   }

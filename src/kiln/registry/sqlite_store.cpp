@@ -544,7 +544,7 @@ Expected<VersionInfo> SqliteModelStore::push(const PushRequest& req) {
   for (const auto& [k, v] : req.tags_) KILN_RETURN_IF_ERROR(validate_tag(k, v));
   if (req.description_.size() > 4096)
     return Status::InvalidArgument("--description is longer than 4096 bytes");
-  const fs::path dir = req.bundle_dir_;
+  const fs::path dir = model::bundle_dir_of(req.bundle_dir_);  // a run directory: its bundle/
   KILN_ASSIGN_OR_RETURN(model::Bundle bundle, model::read_bundle(dir));  // verifies every sha256
   (void)bundle;
   // The manifest bytes we hash are the ones we store and parse: every file is then checked

@@ -1,6 +1,7 @@
 #include "kiln/serve/model_source.h"
 
 #include "kiln/core/hash.h"
+#include "kiln/model/bundle.h"
 #include "kiln/registry/model_store.h"
 
 namespace kiln::serve {
@@ -8,14 +9,15 @@ namespace kiln::serve {
 namespace fs = std::filesystem;
 
 Expected<ResolvedModel> BundlePathSource::resolve(const std::string& ref) {
-  fs::path dir(ref);
+  const fs::path given(ref);
   std::error_code ec;
-  if (!fs::is_directory(dir, ec)) return Status::NotFound(ref + ": no such bundle directory");
+  if (!fs::is_directory(given, ec)) return Status::NotFound(ref + ": no such bundle directory");
+  const fs::path dir = model::bundle_dir_of(given);
   const fs::path manifest = dir / "manifest.json";
   if (!fs::exists(manifest, ec))
     return Status::NotFound(manifest.string() + ": missing (not a bundle)");
   ResolvedModel m;
-  fs::path clean = dir.lexically_normal();
+  fs::path clean = given.lexically_normal();  // a run directory names the model, not "bundle"
   if (clean.filename().empty()) clean = clean.parent_path();
   m.name = clean.filename().string();
   m.version = 0;

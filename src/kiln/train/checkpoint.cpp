@@ -91,13 +91,21 @@ Expected<TrainState> TrainState::from_json(const Json& j) {
   }
 }
 
+namespace {
+bool is_lbfgs(const torch::optim::Optimizer& optimizer) {
+  return dynamic_cast<const torch::optim::LBFGS*>(&optimizer) != nullptr;
+}
+}  // namespace
+
 Status save_checkpoint(const fs::path& path, const torch::nn::Module& model,
                        const torch::optim::Optimizer& optimizer, const TrainState& state) {
   torch::serialize::OutputArchive archive;
   try {
     torch::serialize::OutputArchive model_archive, optim_archive;
     model.save(model_archive);
-    optimizer.save(optim_archive);
+    // L-BFGS keeps undefined tensors in its history, which LibTorch cannot serialise: a resumed
+    // full-batch L-BFGS run rebuilds its curvature history from the restored weights.
+    if (!is_lbfgs(optimizer)) optimizer.save(optim_archive);
     archive.write("model", model_archive);
     archive.write("optimizer", optim_archive);
     torch::Tensor rng;
@@ -131,7 +139,7 @@ Expected<TrainState> load_checkpoint(const fs::path& path, torch::nn::Module& mo
     torch::serialize::InputArchive model_archive;
     archive.read("model", model_archive);
     model.load(model_archive);
-    if (optimizer) {
+    if (optimizer && !is_lbfgs(*optimizer)) {
       torch::serialize::InputArchive optim_archive;
       archive.read("optimizer", optim_archive);
       optimizer->load(optim_archive);

@@ -282,8 +282,10 @@ Expected<TrainConfig> parse_train_config(const Json& j, const fs::path& base_dir
     const Json& o = j["optimizer"];
     KILN_RETURN_IF_ERROR(r.check_keys(o, "optimizer", kOptimizerKeys));
     KILN_RETURN_IF_ERROR(r.get(o, "optimizer", "name", &c.optimizer.name));
-    KILN_RETURN_IF_ERROR(r.one_of("optimizer.name", c.optimizer.name, {"sgd", "adam", "adamw"}));
+    KILN_RETURN_IF_ERROR(
+        r.one_of("optimizer.name", c.optimizer.name, {"sgd", "adam", "adamw", "lbfgs"}));
     if (c.optimizer.name == "adamw") c.optimizer.weight_decay = 0.01;
+    if (c.optimizer.name == "lbfgs") c.optimizer.lr = 1.0;
     KILN_RETURN_IF_ERROR(r.get(o, "optimizer", "lr", &c.optimizer.lr));
     KILN_RETURN_IF_ERROR(r.get(o, "optimizer", "momentum", &c.optimizer.momentum));
     KILN_RETURN_IF_ERROR(r.get(o, "optimizer", "nesterov", &c.optimizer.nesterov));

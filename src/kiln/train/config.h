@@ -18,11 +18,14 @@ namespace fs = std::filesystem;
 
 /// `optimizer:` — which torch::optim optimiser and its hyperparameters.
 struct OptimizerConfig {
-  std::string name = "adam";  ///< sgd | adam | adamw
-  double lr = 1e-3;
+  /// sgd | adam | adamw | lbfgs (full batch: an epoch is one L-BFGS step of up to
+  /// kLbfgsIterationsPerStep iterations over every training row; weight_decay is an L2 penalty)
+  std::string name = "adam";
+  double lr = 1e-3;  ///< default 1 for lbfgs
   double momentum = 0.9;      ///< sgd
   bool nesterov = false;      ///< sgd
-  double weight_decay = 0.0;  ///< default 0.01 for adamw, 0 otherwise (decoupled for adamw)
+  double weight_decay = 0.0;  ///< default 0.01 for adamw, 0 otherwise (decoupled for adamw;
+                              ///< lbfgs: see l2_penalty in optim.h)
   std::array<double, 2> betas{0.9, 0.999};  ///< adam, adamw
   double eps = 1e-8;                        ///< adam, adamw
   Json to_json() const;

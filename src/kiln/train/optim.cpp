@@ -28,11 +28,37 @@ Expected<std::unique_ptr<torch::optim::Optimizer>> make_optimizer(
                                                     .betas(std::make_tuple(c.betas[0], c.betas[1]))
                                                     .eps(c.eps)
                                                     .weight_decay(c.weight_decay));
+  } else if (c.name == "lbfgs") {
+    opt = std::make_unique<torch::optim::LBFGS>(params, torch::optim::LBFGSOptions(c.lr)
+                                                            .max_iter(kLbfgsIterationsPerStep)
+                                                            .history_size(20)
+                                                            .tolerance_grad(1e-6)
+                                                            .tolerance_change(1e-9)
+                                                            .line_search_fn("strong_wolfe"));
   } else {
     return Status::InvalidArgument("optimizer.name: '" + c.name +
-                                   "' is not one of: sgd, adam, adamw");
+                                   "' is not one of: sgd, adam, adamw, lbfgs");
   }
   return opt;
+}
+
+torch::Tensor l2_penalty(const std::vector<torch::Tensor>& params, double coefficient) {
+  torch::Tensor sum = torch::zeros({});
+  if (coefficient == 0) return sum;
+  for (const auto& p : params)
+    if (p.dim() >= 2) sum = sum + p.pow(2).sum();
+  return sum * (0.5 * coefficient);
+}
+
+torch::Tensor lbfgs_step(torch::optim::Optimizer& optimizer,
+                         const std::function<torch::Tensor()>& objective) {
+  auto closure = [&]() -> torch::Tensor {
+    optimizer.zero_grad();
+    torch::Tensor loss = objective();
+    loss.backward();
+    return loss;
+  };
+  return static_cast<torch::optim::LBFGS&>(optimizer).step(closure).detach();
 }
 
 void set_learning_rate(torch::optim::Optimizer& optimizer, double lr) {

@@ -321,8 +321,12 @@ Expected<TrainResult> train(const TrainConfig& cfg, const TrainOptions& opts) {
 
   // --- Loader and schedule ---------------------------------------------------------------------
   const int64_t n_train = train_split.x.size(0);
-  data::LoaderOptions lo(cfg.batch_size);
-  lo.shuffle(true).workers(cfg.workers).seed(cfg.seed).drop_last(n_train > cfg.batch_size);
+  // L-BFGS is full batch: every step sees every training row, and weight_decay is an L2 penalty.
+  const bool lbfgs = cfg.optimizer.name == "lbfgs";
+  const double lbfgs_penalty = lbfgs ? cfg.optimizer.weight_decay : 0.0;
+  const int64_t batch_size = lbfgs ? n_train : cfg.batch_size;
+  data::LoaderOptions lo(batch_size);
+  lo.shuffle(!lbfgs).workers(cfg.workers).seed(cfg.seed).drop_last(n_train > batch_size);
   if (d.images) {
     lo.augment(cfg.augment).channels_last(channels_last);
     if (!d.mean.empty()) lo.normalize(d.mean, d.stdev);
@@ -480,14 +484,23 @@ Expected<TrainResult> train(const TrainConfig& cfg, const TrainOptions& opts) {
       set_learning_rate(*optimizer, last_lr);
       optimizer->zero_grad();
       torch::Tensor loss, logits;
-      {
-        AutocastScope autocast(bf16);
+      if (lbfgs) {
+        loss = lbfgs_step(*optimizer, [&] {
+          return loss_fn(net->forward(batch->inputs), batch->targets) +
+                 l2_penalty(net->parameters(), lbfgs_penalty);
+        });
+        torch::NoGradGuard no_grad;
         logits = net->forward(batch->inputs);
-        loss = loss_fn(logits, batch->targets);
+      } else {
+        {
+          AutocastScope autocast(bf16);
+          logits = net->forward(batch->inputs);
+          loss = loss_fn(logits, batch->targets);
+        }
+        loss.backward();
+        if (cfg.grad_clip > 0) torch::nn::utils::clip_grad_norm_(net->parameters(), cfg.grad_clip);
+        optimizer->step();
       }
-      loss.backward();
-      if (cfg.grad_clip > 0) torch::nn::utils::clip_grad_norm_(net->parameters(), cfg.grad_clip);
-      optimizer->step();
       {
         torch::NoGradGuard no_grad;
         torch::Tensor l = loss.detach();
@@ -615,16 +628,42 @@ Expected<TrainResult> train(const TrainConfig& cfg, const TrainOptions& opts) {
   if (es.enabled() && es.restore_best && fs::exists(best_path, ec))
     KILN_RETURN_IF_ERROR(load_weights(best_path, *net));
   net->eval();
+  // The final metrics are those of the exported module (model.pt: what `kiln serve` runs and
+  // `kiln export` writes), on raw inputs, in float32, with the test-time augmentation folded in.
+  const Json& preprocessing =
+      d.snapshot.manifest.contains("transforms") ? d.snapshot.manifest["transforms"] : Json();
+  const std::string tta = d.images ? cfg.eval_tta : model::kTtaNone;
+  // The exporter and the bundle take contiguous weights (channels_last is a training detail).
+  model::TensorMap state_map;
+  for (auto& [name, t] : model::network_state(*net)) state_map[name] = t.contiguous();
+  KILN_ASSIGN_OR_RETURN(
+      torch::jit::Module scripted,
+      model::export_torchscript(spec, state_map, input_shape, outputs, preprocessing, tta));
+  EvalOptions served_opts(d.task);
+  served_opts.labels(d.labels).scale_uint8(false).loss(eval_opts.loss_);
+  auto served_eval = [&](const std::string& name,
+                         const data::SplitTensors& split) -> Expected<Json> {
+    if (!d.images && !split.raw_x.defined())
+      return Status::InvalidArgument("data: " + cfg.data_path.string() + ": the " + name +
+                                     " split has no raw features (" + name +
+                                     "_raw_x.npy), so the exported module cannot be evaluated; "
+                                     "prepare the snapshot again with this Kiln");
+    return evaluate([&](const torch::Tensor& x) { return scripted.forward({x}).toTensor(); },
+                    data::SplitTensors{split.served_inputs(), split.y, {}}, served_opts);
+  };
   if (val_split) {
-    KILN_ASSIGN_OR_RETURN(result.val_metrics, run_eval(*val_split));
+    KILN_ASSIGN_OR_RETURN(result.val_metrics, served_eval("val", *val_split));
   }
-  const data::SplitTensors* final_split = test_split ? test_split : val_split;
-  if (final_split) {
-    KILN_ASSIGN_OR_RETURN(result.test_metrics, run_eval(*final_split));
+  if (test_split) {
+    KILN_ASSIGN_OR_RETURN(result.test_metrics, served_eval("test", *test_split));
+  } else {
+    result.test_metrics = result.val_metrics;
   }
   Json final_json = {{"split", test_split ? "test" : (val_split ? "val" : "none")},
                      {"test", result.test_metrics},
                      {"val", result.val_metrics},
+                     {"evaluated", "model.pt"},
+                     {"test_time_augmentation", tta},
                      {"best_epoch", state.best_epoch},
                      {"monitor", es.metric}};
   KILN_RETURN_IF_ERROR(write_json_file_atomic(out / "final_metrics.json", final_json));
@@ -634,8 +673,6 @@ Expected<TrainResult> train(const TrainConfig& cfg, const TrainOptions& opts) {
                           confusion_matrix_svg(result.test_metrics["confusion_matrix"], d.labels)));
 
   if (opts.bundle_) {
-    const Json& preprocessing =
-        d.snapshot.manifest.contains("transforms") ? d.snapshot.manifest["transforms"] : Json();
     KILN_ASSIGN_OR_RETURN(std::vector<int64_t> raw_shape,
                           model::raw_input_shape(preprocessing, input_shape));
     Json manifest;
@@ -645,6 +682,7 @@ Expected<TrainResult> train(const TrainConfig& cfg, const TrainOptions& opts) {
     manifest["labels"] = d.labels;
     if (d.snapshot.manifest.contains("schema")) manifest["schema"] = d.snapshot.manifest["schema"];
     manifest["preprocessing"] = preprocessing;
+    manifest["test_time_augmentation"] = tta;
     manifest["model"] = spec.to_json();
     manifest["input_shape"] = input_shape;
     manifest["outputs"] = outputs;
@@ -655,12 +693,6 @@ Expected<TrainResult> train(const TrainConfig& cfg, const TrainOptions& opts) {
                            {"config_hash", cfg.hash()},
                            {"kiln_version", kVersion},
                            {"git_commit", kGitCommit}};
-    // The exporter and the bundle take contiguous weights (channels_last is a training detail).
-    model::TensorMap state_map;
-    for (auto& [name, t] : model::network_state(*net)) state_map[name] = t.contiguous();
-    KILN_ASSIGN_OR_RETURN(
-        torch::jit::Module scripted,
-        model::export_torchscript(spec, state_map, input_shape, outputs, preprocessing));
     std::map<std::string, std::string> extra;
     for (const char* f :
          {"metrics.jsonl", "loss_curve.svg", "metric_curve.svg", "confusion_matrix.svg"}) {

@@ -120,6 +120,15 @@ double metric_of(const Json& line, const std::string& metric) {
   return it != line.end() && it->is_number() ? it->get<double>() : NAN;
 }
 
+/// A finished training trial's value: `metric` ("val_accuracy", ...) as the run's bundle measures
+/// it (final_metrics.json: the exported module, as served); NaN when the run has none there.
+double served_metric_of(const fs::path& run_dir, const std::string& metric) {
+  if (metric.rfind("val_", 0) != 0) return NAN;
+  Expected<Json> final_metrics = read_json_file(run_dir / "final_metrics.json");
+  if (!final_metrics.ok() || !final_metrics->contains("val")) return NAN;
+  return metric_of((*final_metrics)["val"], metric.substr(4));
+}
+
 std::string short_params(const Json& params) {
   std::string s;
   for (auto it = params.begin(); it != params.end(); ++it)
@@ -418,6 +427,9 @@ Expected<TuneResult> run_study(const TuneOptions& o) {
           if (std::isfinite(v) && (!std::isfinite(best) || (o.maximize_ ? v > best : v < best)))
             best = v;
         }
+        // The trial's value is its bundle's (the served module's), not its best epoch's.
+        const double served = served_metric_of(r.dir / "run", o.metric_);
+        if (std::isfinite(served)) best = served;
         if (std::isfinite(best))
           KILN_RETURN_IF_ERROR(finish(r, TrialState::kComplete, best, "", now));
         else
