@@ -29,10 +29,11 @@ TEST(TableSearch, CrossValidatesEveryCandidateAndChoosesWithinOneStandardError) 
   auto r = search_table_model(t.x, t.y, "classification", 2, TableSearchOptions().seed(7));
   ASSERT_TRUE(r.ok()) << r.status();
   EXPECT_EQ(r->folds, 5);
+  EXPECT_EQ(r->repeats, kSmallTableRepeats);  // 569 rows: a small table
   ASSERT_EQ(r->scores.size(), default_table_candidates().size());
   double best = 0;
   for (const auto& s : r->scores) {
-    EXPECT_EQ(s.fold_scores.size(), 5u);
+    EXPECT_EQ(s.fold_scores.size(), static_cast<size_t>(5 * kSmallTableRepeats));
     best = std::max(best, s.mean);
   }
   EXPECT_GT(best, 0.9);

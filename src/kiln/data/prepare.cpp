@@ -279,8 +279,9 @@ Expected<PrepareResult> prepare_table(const DatasetSpec& spec, const PrepareOpti
       return Status::InvalidArgument(file0 + ": split.method sklearn takes a seed below 2^32");
     idx = sklearn_split_indices(m, spec.split.test, spec.split.val, static_cast<uint32_t>(seed));
   } else {
-    idx = split_indices(m, (classification && spec.split.stratify) ? labels : std::vector<int64_t>{},
-                        spec.split.train, spec.split.val, seed);
+    idx =
+        split_indices(m, (classification && spec.split.stratify) ? labels : std::vector<int64_t>{},
+                      spec.split.train, spec.split.val, seed);
   }
 
   // Fit the feature pipeline on train only, then apply it to every split.
@@ -332,8 +333,7 @@ Expected<PrepareResult> prepare_table(const DatasetSpec& spec, const PrepareOpti
     }
     splits[name] = SplitTensors{torch::cat(blocks, 1).contiguous(), take_rows(y, *ids), {}};
     // What the bundle's module takes for these rows (it folds the numeric transforms only).
-    if (f > 0 && encoders.empty())
-      splits[name].raw_x = raw.to(torch::kFloat32).contiguous();
+    if (f > 0 && encoders.empty()) splits[name].raw_x = raw.to(torch::kFloat32).contiguous();
   }
   cleaning["missing_cells"] = missing_cells;
   cleaning["imputed_cells"] = imputed;
@@ -436,10 +436,11 @@ Expected<PrepareResult> prepare_images(const DatasetSpec& spec, const PrepareOpt
       split_indices(train.size(), spec.split.stratify ? labels : std::vector<int64_t>{},
                     1.0 - spec.split.val, spec.split.val, seed);
   std::map<std::string, SplitTensors> splits;
-  splits["train"] = {take_rows(train.images, idx.train), take_rows(train.labels, idx.train)};
+  // Images are stored raw (uint8 pixels), so they need no separate raw_x.
+  splits["train"] = {take_rows(train.images, idx.train), take_rows(train.labels, idx.train), {}};
   if (!idx.val.empty())
-    splits["val"] = {take_rows(train.images, idx.val), take_rows(train.labels, idx.val)};
-  if (sets.count("test")) splits["test"] = {sets["test"].images, sets["test"].labels};
+    splits["val"] = {take_rows(train.images, idx.val), take_rows(train.labels, idx.val), {}};
+  if (sets.count("test")) splits["test"] = {sets["test"].images, sets["test"].labels, {}};
 
   // Normalisation statistics from train only: x' = (x/255 - mean[c]) / std[c].
   torch::Tensor px = splits["train"].x.to(torch::kFloat64).div_(255.0);
@@ -526,8 +527,8 @@ SplitIndices sklearn_split_indices(int64_t n, double test_fraction, double val_f
   const std::vector<int64_t> perm = numpy_legacy_permutation(n, seed);
   const auto count = [n](double v) { return std::clamp<int64_t>(v, 0, n); };
   const int64_t n_test = count(std::ceil(test_fraction * static_cast<double>(n) - 1e-9));
-  const int64_t n_val = std::min(count(std::llround(val_fraction * static_cast<double>(n))),
-                                 n - n_test);
+  const int64_t n_val =
+      std::min(count(std::llround(val_fraction * static_cast<double>(n))), n - n_test);
   SplitIndices out;
   out.test.assign(perm.begin(), perm.begin() + n_test);
   out.val.assign(perm.begin() + n_test, perm.begin() + n_test + n_val);

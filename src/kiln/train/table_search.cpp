@@ -87,6 +87,7 @@ Json TableSearchResult::to_json() const {
                     {"standard_error", s.standard_error},
                     {"fold_scores", s.fold_scores}});
   return {{"folds", folds},
+          {"repeats", repeats},
           {"rule",
            "the simplest architecture within one standard error of the best mean; its best "
            "weight_decay"},
@@ -120,13 +121,21 @@ Expected<TableSearchResult> search_table_model(const torch::Tensor& x, const tor
         std::to_string(kMinFoldRows) + " rows" +
         (classification ? ", each with a row of every class)" : ")"));
 
-  const std::vector<int64_t> fold = assign_folds(y, classification, k, o.seed_);
-  torch::Tensor fold_t = torch::tensor(fold, torch::kLong);
-  std::vector<torch::Tensor> train_idx, val_idx;
-  for (int64_t f = 0; f < k; ++f) {
-    train_idx.push_back(fold_t.ne(f).nonzero().reshape({-1}));
-    val_idx.push_back(fold_t.eq(f).nonzero().reshape({-1}));
+  // Small tables are cross-validated several times over differently shuffled folds: their
+  // scores are the noisiest, and their fits the cheapest.
+  const int64_t repeats =
+      o.repeats_ > 0 ? o.repeats_ : (n <= kRepeatedSearchMaxRows ? kSmallTableRepeats : 1);
+  std::vector<torch::Tensor> train_idx, val_idx;  // [repeat * k + fold]
+  for (int64_t r = 0; r < repeats; ++r) {
+    const std::vector<int64_t> fold =
+        assign_folds(y, classification, k, mix_seed(o.seed_, static_cast<uint64_t>(r)));
+    torch::Tensor fold_t = torch::tensor(fold, torch::kLong);
+    for (int64_t f = 0; f < k; ++f) {
+      train_idx.push_back(fold_t.ne(f).nonzero().reshape({-1}));
+      val_idx.push_back(fold_t.eq(f).nonzero().reshape({-1}));
+    }
   }
+  const int64_t fits = repeats * k;
   const torch::Tensor xf = x.to(torch::kFloat32).contiguous();
   const torch::Tensor yt = classification ? y.to(torch::kLong) : y.to(torch::kFloat32);
   const int64_t outputs = classification ? classes : 1;
@@ -197,6 +206,7 @@ Expected<TableSearchResult> search_table_model(const torch::Tensor& x, const tor
 
   TableSearchResult result;
   result.folds = k;
+  result.repeats = repeats;
   result.scores.resize(o.candidates_.size());
   for (size_t c = 0; c < o.candidates_.size(); ++c) result.scores[c].candidate = o.candidates_[c];
   for (const Job& job : jobs) {
@@ -210,9 +220,11 @@ Expected<TableSearchResult> search_table_model(const torch::Tensor& x, const tor
     auto& s = result.scores[c];
     double sum = 0, sq = 0;
     for (double v : s.fold_scores) sum += v;
-    s.mean = sum / static_cast<double>(k);
+    s.mean = sum / static_cast<double>(fits);
     for (double v : s.fold_scores) sq += (v - s.mean) * (v - s.mean);
-    s.standard_error = std::sqrt(sq / static_cast<double>(std::max<int64_t>(1, k - 1))) /
+    // The standard error of one k-fold estimate: repeats share their rows, so they narrow the
+    // mean's noise less than independent data would.
+    s.standard_error = std::sqrt(sq / static_cast<double>(std::max<int64_t>(1, fits - 1))) /
                        std::sqrt(static_cast<double>(k));
     if (s.mean > result.scores[best].mean) best = c;
   }

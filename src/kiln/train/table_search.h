@@ -30,6 +30,10 @@ struct TableCandidate {
 /// same for every table: nothing is tuned to a dataset.
 const std::vector<TableCandidate>& default_table_candidates();
 
+/// Tables of up to this many training rows are cross-validated kSmallTableRepeats times.
+inline constexpr int64_t kRepeatedSearchMaxRows = 1000;
+inline constexpr int64_t kSmallTableRepeats = 3;
+
 /// How search_table_model() cross-validates.
 ///
 ///   auto opts = TableSearchOptions().folds(5).seed(42).threads(2);
@@ -50,12 +54,19 @@ struct TableSearchOptions {
     threads_ = n;
     return *this;
   }
+  /// Cross-validation rounds over differently shuffled folds; 0 (the default):
+  /// kSmallTableRepeats for tables of up to kRepeatedSearchMaxRows rows, else 1.
+  TableSearchOptions& repeats(int64_t r) {
+    repeats_ = r;
+    return *this;
+  }
   TableSearchOptions& candidates(std::vector<TableCandidate> c) {
     candidates_ = std::move(c);
     return *this;
   }
 
   int64_t folds_ = 5;
+  int64_t repeats_ = 0;
   uint64_t seed_ = 42;
   int threads_ = 2;
   std::vector<TableCandidate> candidates_ = default_table_candidates();
@@ -65,13 +76,14 @@ struct TableSearchOptions {
 struct TableSearchResult {
   struct Score {
     TableCandidate candidate;
-    std::vector<double> fold_scores;  ///< accuracy (classification) or R² (regression) per fold
+    std::vector<double> fold_scores;  ///< accuracy (classification) or R² per fold and repeat
     double mean = 0;
     double standard_error = 0;  ///< std of fold_scores / sqrt(folds)
   };
   std::vector<Score> scores;  ///< in candidate order
   size_t chosen = 0;          ///< index into scores
   int64_t folds = 0;          ///< k actually used
+  int64_t repeats = 1;        ///< rounds of k-fold cross-validation
   double seconds = 0;
 
   const TableCandidate& choice() const { return scores[chosen].candidate; }
