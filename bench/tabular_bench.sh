@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # Tabular benchmark: Kiln from the raw CSVs through the data stage, beside scikit-learn's
 # StandardScaler + MLP (the peer a Python user reaches for) in the same run.
+#   0. the quick path (`kiln train --data FILE.csv --target COL`, model chosen by cross-validation)
+#      on five tables x split seeds 1-5, beside scikit-learn's MLP and LogisticRegression
+#      (LinearRegression) on the same rows: bench/tabular_quick_path.py. SECTION=0 runs it alone.
 #   1. scikit-learn's own split, train_test_split(test_size=0.2, random_state=42), which Kiln
 #      reproduces row for row (split.method: sklearn; the script checks the test rows match):
 #      examples/{breast-cancer,diabetes}/train-sklearn-split.yaml, Kiln seeds 1-5 vs sklearn
@@ -17,6 +20,12 @@ export KILN_HOME=$(mktemp -d /tmp/kiln-bench-XXXXXX)
 trap 'rm -rf "$KILN_HOME"' EXIT
 source bench/lib.sh
 print_machine
+
+if [ "${SECTION:-all}" = all ] || [ "${SECTION:-all}" = 0 ]; then
+echo; echo "== 0. the quick path, cross-validated model choice, beside scikit-learn"
+/usr/bin/python3 bench/tabular_quick_path.py "$kiln" "$KILN_HOME/quick" "$DATASETS"
+fi
+[ "${SECTION:-all}" = 0 ] && exit 0
 
 if [ "${SECTION:-all}" != 2 ]; then
 echo; echo "== 1. scikit-learn's split (test_size=0.2, random_state=42)"

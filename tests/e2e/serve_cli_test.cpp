@@ -42,8 +42,11 @@ class ServeCliTest : public ::testing::Test {
     for (int seed : {1, 2}) {
       const fs::path out = home_->path() / ("run" + std::to_string(seed));
       CommandResult r = run_kiln(
+          // --model mlp: a two-hidden-layer MLP without the model search (faster, and its
+          // linear layers exercise prepacking).
           {"train", "--data", (shared_datasets_dir() / "breast_cancer.csv").string(), "--target",
-           "diagnosis", "--set", "seed=" + std::to_string(seed), "--out", out.string()},
+           "diagnosis", "--model", "mlp", "--set", "seed=" + std::to_string(seed), "--out",
+           out.string()},
           home_->path(), {"KILN_THREADS=1"});
       ASSERT_EQ(r.exit_code, 0) << r.err;
     }
@@ -568,6 +571,19 @@ TEST_F(ServeCliTest, BadStartIsReported) {
   EXPECT_NE(r.err.find("cannot listen on 127.0.0.1:" + std::to_string(first.port())),
             std::string::npos)
       << r.err;
+}
+
+// A run directory stands for its bundle/, and names the model after itself.
+TEST_F(ServeCliTest, ServesARunDirectory) {
+  TempDir t;
+  const fs::path run = bundle(1).parent_path();  // .../run1
+  ServerProcess srv({"--model", run.string()}, t.path(), t / "log");
+  ASSERT_TRUE(srv.ready()) << srv.log();
+  EXPECT_NE(srv.ready_line().find("(models: run1:1)"), std::string::npos) << srv.ready_line();
+  HttpClient c(srv.port());
+  HttpResult r = c.post("/v2/models/run1/infer", body(2));
+  ASSERT_EQ(r.status, 200) << r.body;
+  EXPECT_EQ(Json::parse(r.body)["outputs"][0]["shape"], Json::array({2, 2})) << r.body;
 }
 
 /// A model written by Python's torch.jit.save (not by Kiln) served end to end: a scripted

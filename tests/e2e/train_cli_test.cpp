@@ -304,6 +304,13 @@ TEST(TrainCliTest, BadInputExitsTwoAndNamesTheCause) {
   EXPECT_NE(r.err.find("epochz"), std::string::npos) << r.err;
   EXPECT_NE(r.err.find("epochs"), std::string::npos) << r.err;  // lists the valid keys
 
+  // --seed is the quick path's; a config run says how to set its seed instead.
+  r = run_kiln({"train", example("breast-cancer/train.yaml"), "--seed", "3", "--out",
+                (home / "s").string()},
+               home.path());
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find("--set seed="), std::string::npos) << r.err;
+
   write_text(home / "layer.yaml", "data: " + example("breast-cancer/dataset.yaml") +
                                       "\nmodel: {layers: [{type: conv3d, out: 4}]}\n");
   r = run_kiln({"train", (home / "layer.yaml").string(), "--out", (home / "b").string()},

@@ -188,7 +188,7 @@ TEST(TrainerTest, LabelsOutsideTheClassListAreRejected) {
                    {"task", "classification"},
                    {"schema", {{"target", {{"name", "y"}, {"classes", {"a", "b"}}}}}}};
   std::map<std::string, data::SplitTensors> splits;
-  splits["train"] = {torch::randn({20, 4}), torch::arange(20, torch::kInt64).remainder(3)};
+  splits["train"] = {torch::randn({20, 4}), torch::arange(20, torch::kInt64).remainder(3), {}};
   auto snap = data::write_snapshot(dir.path(), "toy", manifest, splits);
   ASSERT_TRUE(snap.ok()) << snap.status();
   auto cfg = config_for(*snap, "model: {zoo: mlp}\nepochs: 1\n");

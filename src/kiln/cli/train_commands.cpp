@@ -63,7 +63,7 @@ struct TrainArgs {
   std::string data;    // quick path: a CSV
   std::string target;  // quick path
   std::string model = "auto";
-  int64_t split_seed = 42;  // quick path
+  int64_t split_seed = -1;  // quick path; -1: kQuickPathSeed
   bool overwrite = false;
   bool deterministic = false;
   bool json = false;
@@ -72,6 +72,8 @@ struct TrainArgs {
 /// Tables up to this many training rows get the cross-validated model search; larger ones the
 /// minibatch recipe (a search would take minutes, and big tables leave less to choose).
 constexpr int64_t kQuickSearchMaxRows = 20000;
+/// The quick path's split, search and weight seed when --seed is not given.
+constexpr int64_t kQuickPathSeed = 42;
 
 /// The quick path's plan: the config to train, and the model search that chose it (null when
 /// there was none).
@@ -93,7 +95,8 @@ Expected<QuickPlan> quick_config(const TrainArgs& a) {
   spec.split.train = 0.8;
   spec.split.val = 0.0;
   spec.split.test = 0.2;
-  spec.split.seed = static_cast<uint64_t>(a.split_seed);
+  const int64_t seed = a.split_seed >= 0 ? a.split_seed : kQuickPathSeed;
+  spec.split.seed = static_cast<uint64_t>(seed);
   KILN_ASSIGN_OR_RETURN(
       data::PrepareResult prepared,
       data::prepare_dataset(spec, data::PrepareOptions(kiln_home() / "snapshots")));
@@ -112,7 +115,7 @@ Expected<QuickPlan> quick_config(const TrainArgs& a) {
                  "test metrics\n",
                  static_cast<long long>(rows));
   QuickPlan plan;
-  plan.config = {{"data", prepared.snapshot_dir.string()}, {"seed", a.split_seed}};
+  plan.config = {{"data", prepared.snapshot_dir.string()}, {"seed", seed}};
   if (a.model != "auto" || rows > kQuickSearchMaxRows) {
     const std::string zoo = a.model == "auto" ? "mlp" : a.model;
     Json model = zoo == "mlp" ? Json{{"zoo", "mlp"}, {"hidden", {64, 32}}, {"dropout", 0.1}}
@@ -135,7 +138,7 @@ Expected<QuickPlan> quick_config(const TrainArgs& a) {
       classification ? static_cast<int64_t>(m["schema"]["target"]["classes"].size()) : 1;
   Expected<train::TableSearchResult> search = train::search_table_model(
       train.x, train.y, task, classes,
-      train::TableSearchOptions().seed(static_cast<uint64_t>(a.split_seed)));
+      train::TableSearchOptions().seed(static_cast<uint64_t>(seed)));
   train::TableCandidate choice;
   if (search.ok()) {
     plan.search = search->to_json();
@@ -172,6 +175,10 @@ int run_train(const TrainArgs& a) {
     return fail(Status::InvalidArgument("give a CONFIG.yaml, or --data FILE.csv --target COLUMN"));
   if (!a.config.empty() && !a.data.empty())
     return fail(Status::InvalidArgument("give either a CONFIG.yaml or --data, not both"));
+  if (a.split_seed >= 0 && a.data.empty())
+    return fail(Status::InvalidArgument(
+        "--seed belongs to the quick path (--data FILE.csv); a config sets its seed with "
+        "--set seed=N"));
   TrainArgs args = a;
   if (a.deterministic) args.set.push_back("deterministic=true");
   return run_train_resolved(args);
@@ -606,7 +613,7 @@ void register_train_commands(CLI::App& app, int* exit_code) {
       ->default_str("auto");
   add_flag(*train, Flag::kSeed, &ta->split_seed)
       ->description("quick path: seed of the 80/20 split, the model search and the weights")
-      ->default_str("42");
+      ->default_str(std::to_string(kQuickPathSeed));
   train->add_flag("--overwrite", ta->overwrite,
                   "start afresh in a run directory that holds a checkpoint");
   train->add_flag("--deterministic", ta->deterministic,

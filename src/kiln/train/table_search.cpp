@@ -156,7 +156,7 @@ Expected<TableSearchResult> search_table_model(const torch::Tensor& x, const tor
   for (size_t c = 0; c < o.candidates_.size(); ++c) {
     KILN_ASSIGN_OR_RETURN(model::ModelSpec spec,
                           model::parse_model_spec(o.candidates_[c].model_json(), "model"));
-    for (int64_t f = 0; f < k; ++f) {
+    for (int64_t f = 0; f < fits; ++f) {
       KILN_ASSIGN_OR_RETURN(auto net,
                             model::NetworkImpl::Create(spec, {x.size(1)}, outputs, o.seed_));
       jobs.push_back({c, f, net, 0.0, ""});
