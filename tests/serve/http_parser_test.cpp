@@ -104,11 +104,71 @@ TEST(HttpParser, LimitsAndChunkedBodies) {
   limits.max_body_bytes = 1000;
   EXPECT_EQ(refused("POST / HTTP/1.1\r\nContent-Length: 1000\r\n\r\n", limits), 0);
   EXPECT_EQ(refused("POST / HTTP/1.1\r\nContent-Length: 1001\r\n\r\n", limits), 413);
-  EXPECT_EQ(refused("POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n", limits), 411);
+  // Chunked bodies are accepted (alone, in HTTP/1.1); other codings are 501.
+  EXPECT_EQ(refused("POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n", limits), 0);
+  EXPECT_EQ(refused("POST / HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n", limits), 501);
+  EXPECT_EQ(
+      refused("POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n", limits),
+      400);
+  EXPECT_EQ(refused("POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n", limits), 400);
   const std::string big = "GET / HTTP/1.1\r\nX: " + std::string(300, 'a');
   EXPECT_EQ(refused(big, limits), 431);               // still incomplete: already too long
   EXPECT_EQ(refused(big + "\r\n\r\n", limits), 431);  // complete but too long
   EXPECT_EQ(refused(big.substr(0, 150), limits), 0);  // incomplete, within the limit
+}
+
+TEST(HttpParser, ChunkedBodiesAreDecodedWithinTheLimits) {
+  HttpRequest req;
+  HeadParse h = parse("POST /x HTTP/1.1\r\ntransfer-encoding: Chunked\r\n\r\n", &req);
+  ASSERT_EQ(h.result, HeadParse::kDone) << h.error;
+  EXPECT_TRUE(h.chunked);
+  EXPECT_EQ(h.content_length, 0u);
+
+  // Sizes in hex, an extension ignored, a trailer field skipped, then the next request.
+  const std::string body = "5\r\nhello\r\n1;name=v\r\n \r\nA\r\n0123456789\r\n0\r\nX-T: 1\r\n\r\n";
+  const std::string next = "GET / HTTP/1.1\r\n\r\n";
+  ChunkedParse c = parse_chunked_body(body + next, {}, nullptr);
+  ASSERT_EQ(c.result, ChunkedParse::kDone) << c.error;
+  EXPECT_EQ(c.consumed, body.size());
+  EXPECT_EQ(c.body_bytes, 16u);
+  std::string decoded;
+  parse_chunked_body(body + next, {}, &decoded);
+  EXPECT_EQ(decoded, "hello 0123456789");
+  for (size_t k = 0; k < body.size(); ++k)
+    EXPECT_EQ(parse_chunked_body(body.substr(0, k), {}, nullptr).result, ChunkedParse::kNeedMore)
+        << "prefix of " << k << " bytes";
+  // Resumed a byte at a time with a cursor: the same end, and the cursor only moves forward.
+  ChunkedCursor cursor;
+  ChunkedParse last;
+  for (size_t k = 0; k <= body.size(); ++k) {
+    const size_t before = cursor.pos;
+    last = parse_chunked_body(body.substr(0, k), {}, nullptr, &cursor);
+    EXPECT_GE(cursor.pos, before);
+    if (k < body.size()) {
+      EXPECT_EQ(last.result, ChunkedParse::kNeedMore) << k;
+    }
+  }
+  ASSERT_EQ(last.result, ChunkedParse::kDone);
+  EXPECT_EQ(last.consumed, body.size());
+  EXPECT_EQ(last.body_bytes, 16u);
+
+  auto status = [](const std::string& text, HttpLimits limits = {}) {
+    ChunkedParse p = parse_chunked_body(text, limits, nullptr);
+    return p.result == ChunkedParse::kError ? p.error_status : 0;
+  };
+  EXPECT_EQ(status("zz\r\n"), 400);                  // not hex
+  EXPECT_EQ(status("\r\n"), 400);                    // no size
+  EXPECT_EQ(status("3\r\nabcX\r\n0\r\n\r\n"), 400);  // data longer than its size
+  HttpLimits small;
+  small.max_body_bytes = 10;
+  small.max_header_bytes = 64;
+  EXPECT_EQ(status("B\r\n", small), 413);                       // one chunk over the limit
+  EXPECT_EQ(status("6\r\nabcdef\r\n6\r\n", small), 413);        // the sum over the limit
+  EXPECT_EQ(status("1;" + std::string(100, 'e'), small), 400);  // a size line too long
+  // Tiny chunks with long extensions: the framing may not exceed twice the body limit.
+  std::string framed;
+  for (int i = 0; i < 3; ++i) framed += "1;" + std::string(40, 'e') + "\r\nx\r\n";
+  EXPECT_EQ(status(framed, small), 413);
 }
 
 TEST(HttpParser, Reasons) {

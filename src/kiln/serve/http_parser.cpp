@@ -1,5 +1,6 @@
 #include "kiln/serve/http_parser.h"
 
+#include <algorithm>
 #include <charconv>
 #include <cstring>
 
@@ -123,7 +124,12 @@ HeadParse parse_request_head(std::string_view data, const HttpLimits& limits, Ht
       have_length = true;
       out.content_length = n;
     } else if (iequals(name, "transfer-encoding")) {
-      return error(411, "Transfer-Encoding is not supported: send the body with a Content-Length");
+      if (!iequals(value, "chunked"))
+        return error(501, "Transfer-Encoding '" + std::string(value) +
+                              "' is not supported (chunked is, or a Content-Length)");
+      if (out.chunked)
+        return error(400, "malformed HTTP request: more than one Transfer-Encoding header");
+      out.chunked = true;
     } else if (iequals(name, "connection")) {
       close |= has_token(value, "close");
       keep_alive |= has_token(value, "keep-alive");
@@ -131,6 +137,10 @@ HeadParse parse_request_head(std::string_view data, const HttpLimits& limits, Ht
       out.expect_continue = iequals(value, "100-continue");
     }
   }
+  if (out.chunked && have_length)  // RFC 9112 6.1: a request smuggling vector; refuse it
+    return error(400, "malformed HTTP request: both Transfer-Encoding and Content-Length");
+  if (out.chunked && req->minor_version == 0)
+    return error(400, "malformed HTTP request: Transfer-Encoding in an HTTP/1.0 request");
   req->keep_alive = !close && (req->minor_version >= 1 || keep_alive);
   if (out.content_length > static_cast<uint64_t>(limits.max_body_bytes))
     return error(413, "request body exceeds the limit of " + std::to_string(limits.max_body_bytes) +
@@ -138,6 +148,85 @@ HeadParse parse_request_head(std::string_view data, const HttpLimits& limits, Ht
   out.result = HeadParse::kDone;
   out.head_bytes = end + 4;
   return out;
+}
+
+namespace {
+
+ChunkedParse chunked_error(int status, std::string message) {
+  ChunkedParse p;
+  p.result = ChunkedParse::kError;
+  p.error_status = status;
+  p.error = std::move(message);
+  return p;
+}
+
+}  // namespace
+
+ChunkedParse parse_chunked_body(std::string_view data, const HttpLimits& limits, std::string* body,
+                                ChunkedCursor* cursor) {
+  const auto too_long = [&](size_t line_bytes) { return line_bytes > limits.max_header_bytes; };
+  // Framing (sizes, extensions, CRLFs) may at most double the body: many tiny chunks with long
+  // extensions must not make the server buffer without bound.
+  const size_t raw_limit = 2 * static_cast<size_t>(std::max<int64_t>(0, limits.max_body_bytes)) +
+                           limits.max_header_bytes;
+  const auto need_more = [&]() -> ChunkedParse {
+    if (data.size() > raw_limit)
+      return chunked_error(413, "the chunked request body's framing exceeds " +
+                                    std::to_string(raw_limit) + " bytes");
+    return {};
+  };
+  size_t pos = cursor ? cursor->pos : 0;
+  uint64_t total = cursor ? cursor->total : 0;
+  for (;;) {
+    if (pos > raw_limit) return need_more();
+    // chunk-size [; chunk-ext] CRLF
+    size_t eol = data.find("\r\n", pos);
+    if (eol == std::string_view::npos) {
+      if (too_long(data.size() - pos))
+        return chunked_error(400, "malformed chunked body: a chunk-size line is too long");
+      return need_more();
+    }
+    std::string_view size_text = data.substr(pos, eol - pos);
+    size_text = trim(size_text.substr(0, size_text.find(';')));
+    uint64_t size = 0;
+    auto r = std::from_chars(size_text.data(), size_text.data() + size_text.size(), size, 16);
+    if (size_text.empty() || size_text.size() > 16 || r.ec != std::errc() ||
+        r.ptr != size_text.data() + size_text.size())
+      return chunked_error(400, "malformed chunked body: bad chunk size '" +
+                                    std::string(size_text.substr(0, 32)) + "'");
+    pos = eol + 2;
+    if (size == 0) {  // last-chunk, then trailer fields and the blank line
+      const size_t trailers = pos;
+      for (;;) {
+        eol = data.find("\r\n", pos);
+        if (eol == std::string_view::npos) {
+          if (too_long(data.size() - trailers))
+            return chunked_error(400, "malformed chunked body: trailers exceed the limit");
+          return need_more();
+        }
+        if (too_long(eol - trailers))
+          return chunked_error(400, "malformed chunked body: trailers exceed the limit");
+        if (eol == pos) break;
+        pos = eol + 2;
+      }
+      ChunkedParse done;
+      done.result = ChunkedParse::kDone;
+      done.consumed = eol + 2;
+      done.body_bytes = total;
+      return done;
+    }
+    if (size > static_cast<uint64_t>(limits.max_body_bytes) ||
+        total + size > static_cast<uint64_t>(limits.max_body_bytes))
+      return chunked_error(413, "request body exceeds the limit of " +
+                                    std::to_string(limits.max_body_bytes) + " bytes");
+    total += size;
+    if (data.size() - pos < size + 2) return need_more();
+    if (data.substr(pos + size, 2) != "\r\n")
+      return chunked_error(400, "malformed chunked body: chunk data is not followed by CRLF");
+    if (body) body->append(data.data() + pos, size);
+    pos += size + 2;
+    if (cursor) *cursor = {pos, total};
+  }
 }
 
 const char* http_reason(int status) {
@@ -164,6 +253,8 @@ const char* http_reason(int status) {
       return "Request Header Fields Too Large";
     case 500:
       return "Internal Server Error";
+    case 501:
+      return "Not Implemented";
     case 503:
       return "Service Unavailable";
     case 505:

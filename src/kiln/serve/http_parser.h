@@ -35,16 +35,48 @@ struct HeadParse {
   size_t head_bytes = 0;         ///< kDone: request line and headers with the blank line
   uint64_t content_length = 0;   ///< kDone: body bytes that follow
   bool expect_continue = false;  ///< kDone: "Expect: 100-continue"
-  int error_status = 0;          ///< kError: 400, 411, 413, 431 or 505
+  bool chunked = false;          ///< kDone: "Transfer-Encoding: chunked" (parse_chunked_body)
+  int error_status = 0;          ///< kError: 400, 413, 431, 501 or 505
   std::string error;             ///< kError: what was wrong, for the {"error": ...} body
 };
 
 /// Parses the request line and headers of one HTTP/1.0 or 1.1 request at the start of `data`
-/// (CRLF line ends; a strict subset of RFC 9112: no obsolete line folding, no chunked bodies:
-/// Transfer-Encoding is answered 411, a missing Content-Length means no body). Fills `req`
-/// (method, target, version, keep_alive, headers; not body) with views into `data`. kNeedMore
-/// when the head is not complete yet and within limits. Pure; thread-safe.
+/// (CRLF line ends; a strict subset of RFC 9112: no obsolete line folding; a missing
+/// Content-Length and Transfer-Encoding means no body). "Transfer-Encoding: chunked" (HTTP/1.1
+/// only, without a Content-Length) sets `chunked`: the body then follows in chunks; any other
+/// transfer coding is 501. Fills `req` (method, target, version, keep_alive, headers; not body)
+/// with views into `data`. kNeedMore when the head is not complete yet and within limits. Pure;
+/// thread-safe.
 HeadParse parse_request_head(std::string_view data, const HttpLimits& limits, HttpRequest* req);
+
+/// What parse_chunked_body() found.
+struct ChunkedParse {
+  enum Result { kNeedMore, kDone, kError };
+  Result result = kNeedMore;
+  size_t consumed = 0;      ///< kDone: bytes of `data` the chunked body took, trailers included
+  uint64_t body_bytes = 0;  ///< kDone: decoded size
+  int error_status = 0;     ///< kError: 400 (malformed) or 413 (decoded size over the limit)
+  std::string error;
+};
+
+/// Where a scan of a partly arrived chunked body may resume: the offset just after the last
+/// complete chunk and the decoded bytes before it. Start from {}; a new body starts afresh.
+struct ChunkedCursor {
+  size_t pos = 0;
+  uint64_t total = 0;
+};
+
+/// Reads a chunked message body (RFC 9112 section 7.1: hex chunk sizes, chunk extensions
+/// ignored, trailer fields skipped) at the start of `data`, which begins right after the head.
+/// The decoded size is held to limits.max_body_bytes (413) and the chunk-size and trailer lines
+/// to limits.max_header_bytes (400). With `body` non-null and the body complete, appends the
+/// decoded bytes to it; scan first with nullptr (cheap: it jumps over chunk data) and decode
+/// once kDone. With `cursor`, a scan starts where the last one left off and moves it past each
+/// complete chunk, so a body arriving over many reads is scanned once in all (the caller keeps
+/// the cursor with the connection; decode without one). Pure apart from `cursor`;
+/// thread-compatible.
+ChunkedParse parse_chunked_body(std::string_view data, const HttpLimits& limits, std::string* body,
+                                ChunkedCursor* cursor = nullptr);
 
 /// Case-insensitive ASCII comparison.
 bool iequals(std::string_view a, std::string_view b);

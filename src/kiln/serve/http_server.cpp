@@ -83,6 +83,8 @@ struct Conn {
   size_t out_pos = 0;
   HttpRequest req;
   HeadParse head;
+  std::string chunked_body;    // the decoded body of a chunked request, while it is answered
+  ChunkedCursor chunk_cursor;  // how far the chunked body in `in` has been scanned
   bool have_head = false;
   bool head_moved = false;  // the buffer moved since `req`'s views were taken
   bool continue_sent = false;
@@ -388,19 +390,34 @@ struct Loop : std::enable_shared_from_this<Loop> {
           reject(c, h.error_status, h.error);
           break;
         }
-        const size_t total = h.head_bytes + h.content_length;
+        const size_t total = h.head_bytes + (h.chunked ? 0 : h.content_length);
         if (c->in.begin + total > c->in.cap) {
           c->in.make_room(total);
           data = c->in.view();
           h = parse_request_head(data, shared->limits, &c->req);  // views moved
         }
         c->head = std::move(h);
+        c->chunk_cursor = {};
         c->have_head = true;
         c->head_moved = false;
         c->continue_sent = false;
       }
-      const size_t total = c->head.head_bytes + c->head.content_length;
-      if (data.size() < total) {
+      // The request's end: after Content-Length bytes, or after the last chunk (the buffer grows
+      // by itself as a chunked body arrives; the scan holds it to the limits).
+      size_t total = c->head.head_bytes + c->head.content_length;
+      bool complete = data.size() >= total;
+      if (c->head.chunked) {
+        const ChunkedParse scan = parse_chunked_body(data.substr(c->head.head_bytes),
+                                                     shared->limits, nullptr, &c->chunk_cursor);
+        if (scan.result == ChunkedParse::kError) {
+          c->have_head = false;
+          reject(c, scan.error_status, scan.error);
+          break;
+        }
+        complete = scan.result == ChunkedParse::kDone;
+        total = c->head.head_bytes + scan.consumed;
+      }
+      if (!complete) {
         if (c->head.expect_continue && !c->continue_sent) {
           c->continue_sent = true;
           c->out += c->req.minor_version == 0 ? "HTTP/1.0" : "HTTP/1.1";
@@ -412,7 +429,13 @@ struct Loop : std::enable_shared_from_this<Loop> {
         parse_request_head(data, shared->limits, &c->req);
         c->head_moved = false;
       }
-      c->req.body = data.substr(c->head.head_bytes, c->head.content_length);
+      if (c->head.chunked) {
+        c->chunked_body.clear();
+        parse_chunked_body(data.substr(c->head.head_bytes), shared->limits, &c->chunked_body);
+        c->req.body = c->chunked_body;
+      } else {
+        c->req.body = data.substr(c->head.head_bytes, c->head.content_length);
+      }
       c->head_method = c->req.method == "HEAD";
       c->have_head = false;
       c->busy = true;

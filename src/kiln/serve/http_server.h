@@ -48,7 +48,7 @@ class HttpReply {
 /// thread: must not block. `req` (views into the read buffer) is valid only during the call.
 using HttpHandler = std::function<void(const HttpRequest& req, HttpReply reply)>;
 /// Told about each request the server answers by itself (413 body too large, 400 unparsable
-/// HTTP, 411, 431, 505) with the status and a short reason; for metrics and access logs. Called
+/// HTTP, 431, 501, 505) with the status and a short reason; for metrics and access logs. Called
 /// on an IO thread.
 using HttpRejectHook = std::function<void(unsigned status, const std::string& reason)>;
 
@@ -97,8 +97,9 @@ struct HttpServerOptions {
 /// HTTP/1.1 server on epoll and non-blocking sockets (Linux): a fixed pool of IO threads, each
 /// an event loop owning its connections (no thread per request or connection). Keep-alive and
 /// pipelining (one request per connection at a time, answered in order); "Expect: 100-continue"
-/// answered; bodies over max_body_bytes answered 413, heads over max_header_bytes 431,
-/// Transfer-Encoding 411, unparsable requests 400 (each then closes the connection). A response
+/// answered; chunked request bodies decoded (held to the same limit); bodies over
+/// max_body_bytes answered 413, heads over max_header_bytes 431, transfer codings other than
+/// chunked 501, unparsable requests 400 (each then closes the connection). A response
 /// is written with one send() from the connection's reused buffer.
 /// Thread-safe: stop_accepting()/stop() may be called from any thread (not from an IO thread).
 ///
