@@ -104,19 +104,26 @@ TEST(HttpServer, KeepAlivePipeliningInOrderAndClose) {
   EXPECT_EQ(echo.server().in_flight(), 0);
 }
 
-TEST(HttpServer, RequestSplitAtEveryByte) {
-  EchoServer echo;
-  const std::string req =
-      "POST /v2/x HTTP/1.1\r\nHost: h\r\nContent-Length: 11\r\n\r\nhello worldGET /y HTTP/1.1\r\n"
-      "Connection: close\r\n\r\n";
-  const int fd = connect_to(echo.port());
-  ASSERT_GE(fd, 0);
-  for (char c : req) {
-    ASSERT_EQ(::send(fd, &c, 1, MSG_NOSIGNAL), 1);
+/// Sends `data` one byte at a time (300 us apart), then reads until the server closes.
+std::string send_byte_by_byte(int port, const std::string& data) {
+  const int fd = connect_to(port);
+  EXPECT_GE(fd, 0);
+  if (fd < 0) return "";
+  for (char c : data) {
+    EXPECT_EQ(::send(fd, &c, 1, MSG_NOSIGNAL), 1);
     std::this_thread::sleep_for(std::chrono::microseconds(300));
   }
-  const std::string out = read_until_close(fd);
+  std::string out = read_until_close(fd);
   ::close(fd);
+  return out;
+}
+
+TEST(HttpServer, RequestSplitAtEveryByte) {
+  EchoServer echo;
+  const std::string out = send_byte_by_byte(
+      echo.port(),
+      "POST /v2/x HTTP/1.1\r\nHost: h\r\nContent-Length: 11\r\n\r\nhello worldGET /y HTTP/1.1\r\n"
+      "Connection: close\r\n\r\n");
   EXPECT_NE(out.find("POST /v2/x hello world"), std::string::npos) << out;
   EXPECT_NE(out.find("GET /y "), std::string::npos) << out;
   EXPECT_EQ(count(out, "HTTP/1.1 200 OK"), 2u) << out;
@@ -126,17 +133,10 @@ TEST(HttpServer, RequestSplitAtEveryByte) {
 // answered too.
 TEST(HttpServer, ChunkedBodySplitAtEveryByte) {
   EchoServer echo;
-  const std::string req =
+  const std::string out = send_byte_by_byte(
+      echo.port(),
       "POST /c HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n6\r\nhello \r\n5;x=y\r\nworld\r\n"
-      "0\r\n\r\nGET /y HTTP/1.1\r\nConnection: close\r\n\r\n";
-  const int fd = connect_to(echo.port());
-  ASSERT_GE(fd, 0);
-  for (char c : req) {
-    ASSERT_EQ(::send(fd, &c, 1, MSG_NOSIGNAL), 1);
-    std::this_thread::sleep_for(std::chrono::microseconds(300));
-  }
-  const std::string out = read_until_close(fd);
-  ::close(fd);
+      "0\r\n\r\nGET /y HTTP/1.1\r\nConnection: close\r\n\r\n");
   EXPECT_NE(out.find("POST /c hello world"), std::string::npos) << out;
   EXPECT_NE(out.find("GET /y "), std::string::npos) << out;
   EXPECT_EQ(count(out, "HTTP/1.1 200 OK"), 2u) << out;

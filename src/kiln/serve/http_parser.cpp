@@ -32,12 +32,18 @@ bool has_token(std::string_view value, std::string_view token) {
   return false;
 }
 
-HeadParse error(int status, std::string message) {
-  HeadParse p;
-  p.result = HeadParse::kError;
+/// A refusal: HeadParse or ChunkedParse with kError, the status and what was wrong.
+template <typename Parse>
+Parse failure(int status, std::string message) {
+  Parse p;
+  p.result = Parse::kError;
   p.error_status = status;
   p.error = std::move(message);
   return p;
+}
+
+HeadParse error(int status, std::string message) {
+  return failure<HeadParse>(status, std::move(message));
 }
 
 }  // namespace
@@ -150,18 +156,6 @@ HeadParse parse_request_head(std::string_view data, const HttpLimits& limits, Ht
   return out;
 }
 
-namespace {
-
-ChunkedParse chunked_error(int status, std::string message) {
-  ChunkedParse p;
-  p.result = ChunkedParse::kError;
-  p.error_status = status;
-  p.error = std::move(message);
-  return p;
-}
-
-}  // namespace
-
 ChunkedParse parse_chunked_body(std::string_view data, const HttpLimits& limits, std::string* body,
                                 ChunkedCursor* cursor) {
   const auto too_long = [&](size_t line_bytes) { return line_bytes > limits.max_header_bytes; };
@@ -171,8 +165,8 @@ ChunkedParse parse_chunked_body(std::string_view data, const HttpLimits& limits,
                            limits.max_header_bytes;
   const auto need_more = [&]() -> ChunkedParse {
     if (data.size() > raw_limit)
-      return chunked_error(413, "the chunked request body's framing exceeds " +
-                                    std::to_string(raw_limit) + " bytes");
+      return failure<ChunkedParse>(413, "the chunked request body's framing exceeds " +
+                                            std::to_string(raw_limit) + " bytes");
     return {};
   };
   size_t pos = cursor ? cursor->pos : 0;
@@ -183,7 +177,7 @@ ChunkedParse parse_chunked_body(std::string_view data, const HttpLimits& limits,
     size_t eol = data.find("\r\n", pos);
     if (eol == std::string_view::npos) {
       if (too_long(data.size() - pos))
-        return chunked_error(400, "malformed chunked body: a chunk-size line is too long");
+        return failure<ChunkedParse>(400, "malformed chunked body: a chunk-size line is too long");
       return need_more();
     }
     std::string_view size_text = data.substr(pos, eol - pos);
@@ -192,8 +186,8 @@ ChunkedParse parse_chunked_body(std::string_view data, const HttpLimits& limits,
     auto r = std::from_chars(size_text.data(), size_text.data() + size_text.size(), size, 16);
     if (size_text.empty() || size_text.size() > 16 || r.ec != std::errc() ||
         r.ptr != size_text.data() + size_text.size())
-      return chunked_error(400, "malformed chunked body: bad chunk size '" +
-                                    std::string(size_text.substr(0, 32)) + "'");
+      return failure<ChunkedParse>(400, "malformed chunked body: bad chunk size '" +
+                                            std::string(size_text.substr(0, 32)) + "'");
     pos = eol + 2;
     if (size == 0) {  // last-chunk, then trailer fields and the blank line
       const size_t trailers = pos;
@@ -201,11 +195,11 @@ ChunkedParse parse_chunked_body(std::string_view data, const HttpLimits& limits,
         eol = data.find("\r\n", pos);
         if (eol == std::string_view::npos) {
           if (too_long(data.size() - trailers))
-            return chunked_error(400, "malformed chunked body: trailers exceed the limit");
+            return failure<ChunkedParse>(400, "malformed chunked body: trailers exceed the limit");
           return need_more();
         }
         if (too_long(eol - trailers))
-          return chunked_error(400, "malformed chunked body: trailers exceed the limit");
+          return failure<ChunkedParse>(400, "malformed chunked body: trailers exceed the limit");
         if (eol == pos) break;
         pos = eol + 2;
       }
@@ -217,12 +211,13 @@ ChunkedParse parse_chunked_body(std::string_view data, const HttpLimits& limits,
     }
     if (size > static_cast<uint64_t>(limits.max_body_bytes) ||
         total + size > static_cast<uint64_t>(limits.max_body_bytes))
-      return chunked_error(413, "request body exceeds the limit of " +
-                                    std::to_string(limits.max_body_bytes) + " bytes");
+      return failure<ChunkedParse>(413, "request body exceeds the limit of " +
+                                            std::to_string(limits.max_body_bytes) + " bytes");
     total += size;
     if (data.size() - pos < size + 2) return need_more();
     if (data.substr(pos + size, 2) != "\r\n")
-      return chunked_error(400, "malformed chunked body: chunk data is not followed by CRLF");
+      return failure<ChunkedParse>(400,
+                                   "malformed chunked body: chunk data is not followed by CRLF");
     if (body) body->append(data.data() + pos, size);
     pos += size + 2;
     if (cursor) *cursor = {pos, total};
