@@ -165,9 +165,9 @@ TEST(RandomTest, ShuffleIsAFixedPermutationOfTheSeed) {
   deterministic_shuffle(c, 8);
   EXPECT_NE(a, c);
   // Pinned values: a change here changes every snapshot's split.
-  SplitMix64 r(42);
+  Rng r(42);
   EXPECT_EQ(r.next(), 0xbdd732262feb6e95ULL);
-  SplitMix64 u(1);
+  Rng u(1);
   for (int i = 0; i < 1000; ++i) EXPECT_LT(u.below(10), 10u);
 }
 

@@ -59,9 +59,9 @@ TEST(AugmentRng, StreamsAreReproducibleAndInRange) {
   Rng a = Rng::from_key(1, 2, 3), b = Rng::from_key(1, 2, 3), c = Rng::from_key(1, 2, 4);
   bool differs = false;
   for (int i = 0; i < 100; ++i) {
-    const uint64_t va = a.next_u64();
-    EXPECT_EQ(va, b.next_u64());
-    differs |= va != c.next_u64();
+    const uint64_t va = a.next();
+    EXPECT_EQ(va, b.next());
+    differs |= va != c.next();
   }
   EXPECT_TRUE(differs);
   Rng r(7);
@@ -72,9 +72,9 @@ TEST(AugmentRng, StreamsAreReproducibleAndInRange) {
     ASSERT_GE(k, -2);
     ASSERT_LE(k, 2);
     ++counts[k + 2];
-    const float u = r.uniform();
-    ASSERT_GE(u, 0.f);
-    ASSERT_LT(u, 1.f);
+    const double u = r.uniform();
+    ASSERT_GE(u, 0.0);
+    ASSERT_LT(u, 1.0);
     float n1, n2;
     r.normal_pair(&n1, &n2);
     sum += n1 + n2;

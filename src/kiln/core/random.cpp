@@ -2,7 +2,7 @@
 
 namespace kiln {
 
-uint64_t SplitMix64::below(uint64_t n) {
+uint64_t Rng::below(uint64_t n) {
   // 128-bit multiply keeps the high word; reject the small biased band.
   uint64_t x = next();
   __uint128_t m = static_cast<__uint128_t>(x) * n;
@@ -19,11 +19,11 @@ uint64_t SplitMix64::below(uint64_t n) {
 }
 
 uint64_t mix_seed(uint64_t a, uint64_t b, uint64_t c) {
-  SplitMix64 r(a ^ 0x5851f42d4c957f2dULL);
+  Rng r(a ^ 0x5851f42d4c957f2dULL);
   uint64_t h = r.next() ^ b;
-  SplitMix64 r2(h);
+  Rng r2(h);
   uint64_t h2 = r2.next() ^ c;
-  SplitMix64 r3(h2);
+  Rng r3(h2);
   return r3.next();
 }
 

@@ -187,7 +187,7 @@ Status Augmenter::apply(torch::Tensor& batch, Rng& rng) const {
   float* data = batch.data_ptr<float>();
   std::vector<float> scratch;
   for (int64_t i = 0; i < n; ++i) {
-    Rng sample_rng(rng.next_u64());
+    Rng sample_rng(rng.next());
     apply_sample(data + i * c * h * w, c, h, w, sample_rng, scratch);
   }
   return Status::Ok();

@@ -9,81 +9,11 @@
 
 #include "kiln/core/expected.h"
 #include "kiln/core/json.h"
+#include "kiln/core/random.h"
 
 namespace kiln::data {
 
-/// A small, fast, seedable random generator (xoshiro256** seeded through SplitMix64) whose
-/// streams are identical on every platform and library version: Kiln derives every random
-/// decision of data loading from one, so runs reproduce bit for bit. Value type, cheap to copy;
-/// not thread-safe (give each thread its own).
-///
-///   Rng rng = Rng::from_key(seed, epoch, batch);  // independent stream per (seed, epoch, batch)
-///   float u = rng.uniform();                       // [0, 1)
-///   int64_t k = rng.uniform_int(-2, 2);            // inclusive
-class Rng {
- public:
-  explicit Rng(uint64_t seed) {
-    for (auto& word : s_) {
-      seed += kGolden;
-      word = mix(seed);
-    }
-  }
-  /// A stream for a tuple of keys: different tuples give unrelated streams.
-  static Rng from_key(uint64_t a, uint64_t b = 0, uint64_t c = 0, uint64_t d = 0) {
-    uint64_t h = 0x6b696c6e2d726e67ULL;  // "kiln-rng"
-    for (uint64_t k : {a, b, c, d}) h = mix(h ^ k) + kGolden;
-    return Rng(h);
-  }
-
-  uint64_t next_u64() {
-    const uint64_t result = rotl(s_[1] * 5, 7) * 9;
-    const uint64_t t = s_[1] << 17;
-    s_[2] ^= s_[0];
-    s_[3] ^= s_[1];
-    s_[1] ^= s_[2];
-    s_[0] ^= s_[3];
-    s_[2] ^= t;
-    s_[3] = rotl(s_[3], 45);
-    return result;
-  }
-  /// Uniform in [0, 1) with 24 random bits.
-  float uniform() { return static_cast<float>(next_u64() >> 40) * 0x1.0p-24f; }
-  /// Uniform in [lo, hi).
-  float uniform(float lo, float hi) { return lo + (hi - lo) * uniform(); }
-  /// Uniform integer in [lo, hi] (inclusive); lo when hi < lo.
-  int64_t uniform_int(int64_t lo, int64_t hi) {
-    if (hi <= lo) return lo;
-    const uint64_t span = static_cast<uint64_t>(hi - lo) + 1;
-    // Multiply-shift (Lemire) on 32 random bits; the bias is < span / 2^32, far below what data
-    // augmentation or shuffling can notice, and the mapping is exactly reproducible.
-    if (span <= (1ULL << 32)) return lo + static_cast<int64_t>(((next_u64() >> 32) * span) >> 32);
-    return lo + static_cast<int64_t>(next_u64() % span);
-  }
-  /// True with probability p.
-  bool bernoulli(float p) { return p > 0.f && uniform() < p; }
-  /// Two independent standard normal values (Box–Muller).
-  void normal_pair(float* a, float* b) {
-    const uint64_t bits = next_u64();
-    // u1 in (0, 1] so log() is finite; u2 in [0, 1).
-    const float u1 = (static_cast<float>(bits >> 40) + 1.f) * 0x1.0p-24f;
-    const float u2 = static_cast<float>((bits >> 8) & 0xFFFFFFu) * 0x1.0p-24f;
-    const float r = std::sqrt(-2.f * std::log(u1));
-    const float theta = 6.2831853071795864769f * u2;
-    *a = r * std::cos(theta);
-    *b = r * std::sin(theta);
-  }
-
- private:
-  static constexpr uint64_t kGolden = 0x9e3779b97f4a7c15ULL;
-  // The SplitMix64 finaliser.
-  static uint64_t mix(uint64_t z) {
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-    return z ^ (z >> 31);
-  }
-  static uint64_t rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
-  uint64_t s_[4];
-};
+using kiln::Rng;  // the one generator, core/random.h
 
 /// Which random image augmentations to apply, per sample, and how strongly. All are off by
 /// default, so `AugmentOptions()` is the identity. Values are in the loader's scaled pixel space
@@ -159,7 +89,7 @@ struct AugmentOptions {
 
 /// Applies AugmentOptions to float32 N×C×H×W batches with plain loops over contiguous memory: no
 /// ATen kernels run, so it never starts OpenMP work and is safe and cheap on loader worker
-/// threads. Each sample draws its own stream from the batch Rng (`Rng(rng.next_u64())`, in sample
+/// threads. Each sample draws its own stream from the batch Rng (`Rng(rng.next())`, in sample
 /// order), so a batch's result depends only on the pixels and the Rng state. Immutable after
 /// creation; apply() is thread-safe with a separate Rng per thread.
 ///

@@ -195,7 +195,7 @@ Expected<Batch> Loader::Impl::build(int64_t e, int64_t k, const std::vector<int6
       std::memcpy(x, inputs.data_ptr<float>() + rows[i] * sample, sample * sizeof(float));
     }
     if (augmenter) {
-      Rng sample_rng(batch_rng.next_u64());
+      Rng sample_rng(batch_rng.next());
       augmenter->apply_sample(x, channels, inputs.size(2), inputs.size(3), sample_rng, scratch);
     }
     if (!mean.empty()) {

@@ -53,7 +53,7 @@ struct CleaningPolicy {
 /// How rows are divided. Fractions sum to 1 for tables; for images with given train/test
 /// splits only `val` is used (carved from train).
 struct SplitPolicy {
-  /// kKiln: per-class (stratified) SplitMix64 shuffle, portable across platforms.
+  /// kKiln: per-class (stratified) Rng shuffle, portable across platforms.
   /// kSklearn: the exact rows of scikit-learn's train_test_split(test_size=test,
   /// random_state=seed) (numpy's legacy MT19937 permutation; unstratified): test takes the first
   /// ceil(n*test) rows of the permutation, val the next round(n*val), train the rest. For

@@ -34,8 +34,8 @@ namespace {
 
 constexpr double kPi = 3.14159265358979323846;
 
-// A standard normal draw (Box–Muller) from a SplitMix64 stream.
-double normal(SplitMix64& rng) {
+// A standard normal draw (Box–Muller) from a Rng stream.
+double normal(Rng& rng) {
   double u1 = rng.uniform();
   while (u1 <= 1e-300) u1 = rng.uniform();
   const double u2 = rng.uniform();
@@ -79,7 +79,7 @@ double snap(const ParamSpec& p, double x) {
   return static_cast<double>(from_internal(p, x).get<int64_t>());
 }
 
-Json sample_uniform(const ParamSpec& p, SplitMix64& rng) {
+Json sample_uniform(const ParamSpec& p, Rng& rng) {
   if (p.type == ParamSpec::Type::kCategorical)
     return p.choices[static_cast<size_t>(rng.below(p.choices.size()))];
   if (p.type == ParamSpec::Type::kInt && !p.log)
@@ -93,7 +93,7 @@ class RandomSampler : public Sampler {
   explicit RandomSampler(uint64_t seed) : seed_(seed) {}
   Expected<Json> sample(const SearchSpace& space, const std::vector<TrialRecord>&,
                         int64_t number) override {
-    SplitMix64 rng(mix_seed(seed_, static_cast<uint64_t>(number), 0x52414e44));
+    Rng rng(mix_seed(seed_, static_cast<uint64_t>(number), 0x52414e44));
     Json out = Json::object();
     for (const auto& p : space.params)
       if (SearchSpace::active(p, out)) out[p.name] = sample_uniform(p, rng);
@@ -202,7 +202,7 @@ struct Parzen {
     for (size_t i = 0; i < cat.size(); ++i) p += weights[i] * cat[i][c];
     return std::log(std::max(p, 1e-300));
   }
-  size_t pick(SplitMix64& rng) const {
+  size_t pick(Rng& rng) const {
     double u = rng.uniform(), acc = 0;
     for (size_t i = 0; i < weights.size(); ++i) {
       acc += weights[i];
@@ -210,14 +210,14 @@ struct Parzen {
     }
     return weights.size() - 1;
   }
-  double draw_component(size_t i, SplitMix64& rng) const {
+  double draw_component(size_t i, Rng& rng) const {
     for (int tries = 0; tries < 64; ++tries) {
       const double x = mus[i] + sigmas[i] * normal(rng);
       if (x >= lo && x <= hi) return x;
     }
     return std::clamp(mus[i], lo, hi);
   }
-  size_t draw_category_component(size_t i, SplitMix64& rng) const {
+  size_t draw_category_component(size_t i, Rng& rng) const {
     const std::vector<double>& d = cat[i];
     double u = rng.uniform(), acc = 0;
     for (size_t c = 0; c < d.size(); ++c) {
@@ -226,8 +226,8 @@ struct Parzen {
     }
     return d.size() - 1;
   }
-  double draw(SplitMix64& rng) const { return draw_component(pick(rng), rng); }
-  size_t draw_category(SplitMix64& rng) const { return draw_category_component(pick(rng), rng); }
+  double draw(Rng& rng) const { return draw_component(pick(rng), rng); }
+  size_t draw_category(Rng& rng) const { return draw_category_component(pick(rng), rng); }
 };
 
 // Observations (internal coordinate or category index) with their weights, oldest first.
@@ -336,7 +336,7 @@ class TpeSampler : public Sampler {
     std::sort(below.begin(), below.end(), by_number);
     std::sort(above.begin(), above.end(), by_number);
 
-    SplitMix64 rng(mix_seed(seed_, static_cast<uint64_t>(number), 0x545045));
+    Rng rng(mix_seed(seed_, static_cast<uint64_t>(number), 0x545045));
     Json out = Json::object();
     if (o_.multivariate) sample_joint(space, below, above, rng, &out);
     for (const auto& p : space.params) {
@@ -392,7 +392,7 @@ class TpeSampler : public Sampler {
   // Optuna's multivariate TPE over the unconditional parameters: one product kernel per
   // observation (bandwidth 0.2 · n^(-1/(d+4)) · range, magic clip), candidates drawn jointly.
   void sample_joint(const SearchSpace& space, const std::vector<const TrialRecord*>& below,
-                    const std::vector<const TrialRecord*>& above, SplitMix64& rng,
+                    const std::vector<const TrialRecord*>& above, Rng& rng,
                     Json* out) const {
     std::vector<const ParamSpec*> rel;
     for (const auto& p : space.params)
