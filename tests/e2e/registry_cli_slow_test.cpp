@@ -42,7 +42,7 @@ fs::path variant_bundle(const fs::path& src, const fs::path& dst, uint32_t seed)
   testing::write_text(dst / "big.bin", big);
   Json m = Json::parse(testing::read_text(dst / "manifest.json"));
   m["files"]["big.bin"] = sha256_hex(big);
-  testing::write_text(dst / "manifest.json", m.dump(2));
+  testing::write_sealed_manifest(dst, m);
   return dst;
 }
 

@@ -435,7 +435,7 @@ TEST_F(ServeCliTest, HotReloadUnderLoadFailsNoRequestAndKeepsServingPastABrokenV
   {
     Json man = Json::parse(read_text(t / "wrongsig" / "manifest.json"));
     man["signature"]["inputs"][0]["shape"] = {-1, 20};
-    write_text(t / "wrongsig" / "manifest.json", man.dump(2));
+    testing::write_sealed_manifest(t / "wrongsig", man);
   }
 
   ServerProcess srv({"--model", link.string(), "--poll-interval-ms", "100"}, t.path(), t / "log");
@@ -613,7 +613,7 @@ TEST_F(ServeCliTest, ServesAModelSavedByPythonTorchJitSave) {
       0);
   Json man = Json::parse(read_text(b / "manifest.json"));
   man["files"]["model.pt"] = sha256_file(b / "model.pt").value();
-  write_text(b / "manifest.json", man.dump(2));
+  testing::write_sealed_manifest(b, man);
 
   ServerProcess srv({"--model", b.string()}, t.path(), t / "log");
   ASSERT_TRUE(srv.ready()) << srv.log();

@@ -68,7 +68,8 @@ TEST(Bundle, WriteReadRoundTrip) {
   ASSERT_TRUE(b.ok()) << b.status();
   const Json& m = b->manifest;
   EXPECT_EQ(m["format"], "kiln.bundle");
-  EXPECT_EQ(m["format_version"], 1);
+  EXPECT_EQ(m["format_version"], 2);
+  EXPECT_EQ(m["manifest_sha256"], manifest_sha256(m));
   EXPECT_EQ(b->task(), "classification");
   EXPECT_EQ(b->labels(), (std::vector<std::string>{"cat", "dog", "emu"}));
   EXPECT_EQ(b->input_shape(), (std::vector<int64_t>{1, 12, 12}));
@@ -195,27 +196,74 @@ TEST(Bundle, WrongFormatOrNewerVersionIsInvalidArgument) {
   auto original = read_json_file(mpath);
   ASSERT_TRUE(original.ok());
 
+  // Each edit is resealed, so these test the field checks rather than the self-hash.
+  const auto write_sealed = [&](Json m) {
+    m["manifest_sha256"] = manifest_sha256(m);
+    return write_json_file_atomic(mpath, m).ok();
+  };
   Json newer = *original;
-  newer["format_version"] = 2;
-  ASSERT_TRUE(write_json_file_atomic(mpath, newer).ok());
+  newer["format_version"] = 3;
+  ASSERT_TRUE(write_sealed(newer));
   auto b = read_bundle(tmp / "b");
   ASSERT_FALSE(b.ok());
   EXPECT_EQ(b.status().code(), StatusCode::kInvalidArgument);
-  EXPECT_NE(b.status().message().find("version 2"), std::string::npos) << b.status();
+  EXPECT_NE(b.status().message().find("version 3"), std::string::npos) << b.status();
 
   Json other = *original;
   other["format"] = "kiln.snapshot";
-  ASSERT_TRUE(write_json_file_atomic(mpath, other).ok());
+  ASSERT_TRUE(write_sealed(other));
   b = read_bundle(tmp / "b");
   ASSERT_FALSE(b.ok());
   EXPECT_EQ(b.status().code(), StatusCode::kInvalidArgument);
 
   Json no_task = *original;
   no_task.erase("task");
-  ASSERT_TRUE(write_json_file_atomic(mpath, no_task).ok());
+  ASSERT_TRUE(write_sealed(no_task));
   b = read_bundle(tmp / "b");
   ASSERT_FALSE(b.ok());
   EXPECT_NE(b.status().message().find("task"), std::string::npos) << b.status();
+}
+
+TEST(Bundle, ManifestSealsItselfAndVersionOneStillReads) {
+  Fixture f = make_fixture();
+  kiln::testing::TempDir tmp;
+  ASSERT_TRUE(write(f, tmp / "b").ok());
+  const fs::path mpath = tmp / "b" / "manifest.json";
+  auto original = read_json_file(mpath);
+  ASSERT_TRUE(original.ok());
+
+  // An edit outside "files" (a better metric, say) is tampering, caught like a changed file.
+  Json edited = *original;
+  edited["metrics"]["val_accuracy"] = 0.99;
+  ASSERT_TRUE(write_json_file_atomic(mpath, edited).ok());
+  auto b = read_bundle(tmp / "b");
+  ASSERT_FALSE(b.ok());
+  EXPECT_EQ(b.status().code(), StatusCode::kDataLoss);
+  EXPECT_NE(b.status().message().find("manifest.json: edited after it was written"),
+            std::string::npos)
+      << b.status();
+
+  Json unsealed = *original;
+  unsealed.erase("manifest_sha256");
+  ASSERT_TRUE(write_json_file_atomic(mpath, unsealed).ok());
+  b = read_bundle(tmp / "b");
+  ASSERT_FALSE(b.ok());
+  EXPECT_EQ(b.status().code(), StatusCode::kDataLoss);
+
+  // Reordered keys and other whitespace are the same manifest.
+  nlohmann::json sorted = *original;  // keys sorted
+  ASSERT_TRUE(write_file_atomic(mpath, sorted.dump(4)).ok());
+  b = read_bundle(tmp / "b");
+  ASSERT_TRUE(b.ok()) << b.status();
+
+  // A version 1 bundle (written before the seal) reads as before.
+  Json v1 = *original;
+  v1.erase("manifest_sha256");
+  v1["format_version"] = 1;
+  ASSERT_TRUE(write_json_file_atomic(mpath, v1).ok());
+  b = read_bundle(tmp / "b");
+  ASSERT_TRUE(b.ok()) << b.status();
+  EXPECT_EQ(b->manifest["metrics"]["val_accuracy"], 0.75);
 }
 
 TEST(Bundle, OverwriteRefusedUnlessAsked) {

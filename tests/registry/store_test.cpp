@@ -118,7 +118,7 @@ TEST(StoreTest, PushNumbersVersionsAndDeduplicatesArtifacts) {
     auto m = read_json_file(b3 / "manifest.json");
     (*m)["files"]["notes.txt"] = sha256_hex("three");
     ASSERT_TRUE(write_file_atomic(b3 / "notes.txt", "three").ok());
-    ASSERT_TRUE(write_json_file_atomic(b3 / "manifest.json", *m).ok());
+    kiln::testing::write_sealed_manifest(b3, *m);
   }
   auto v3 = store->push(PushRequest(b3, "m"));
   ASSERT_TRUE(v3.ok()) << v3.status();

@@ -15,6 +15,7 @@
 #include <stdexcept>
 
 #include "kiln/core/files.h"
+#include "kiln/core/hash.h"
 
 namespace kiln::testing {
 
@@ -109,6 +110,12 @@ void write_text(const fs::path& path, const std::string& text) {
   if (path.has_parent_path()) fs::create_directories(path.parent_path());
   std::ofstream f(path, std::ios::binary);
   f << text;
+}
+
+void write_sealed_manifest(const fs::path& bundle_dir, nlohmann::json manifest) {
+  manifest.erase("manifest_sha256");
+  manifest["manifest_sha256"] = sha256_hex(manifest.dump());  // nlohmann::json sorts keys
+  write_text(bundle_dir / "manifest.json", manifest.dump(2));
 }
 
 std::string read_text(const fs::path& path) {

@@ -3,6 +3,7 @@
 #include <sys/types.h>
 
 #include <filesystem>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
 
@@ -61,5 +62,11 @@ int connect_loopback(int port);
 /// Writes a text file (test fixtures), creating parent directories.
 void write_text(const fs::path& path, const std::string& text);
 std::string read_text(const fs::path& path);
+
+/// Writes `manifest` as bundle_dir/manifest.json, resealed: "manifest_sha256" recomputed as the
+/// bundle format documents it (sha256 of the compact, key-sorted JSON without that key), written
+/// here independently of Kiln's code. For tests that edit a manifest on purpose (a file added, a
+/// signature changed), so the edit tests what it means to and not the seal.
+void write_sealed_manifest(const fs::path& bundle_dir, nlohmann::json manifest);
 
 }  // namespace kiln::testing

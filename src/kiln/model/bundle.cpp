@@ -21,95 +21,6 @@ namespace kiln::model {
 
 namespace {
 
-/// A plain file name: no directory part, not "." or "..", no control characters.
-bool plain_file_name(const std::string& name) {
-  if (name.empty() || name == "." || name == ".." || name.size() > 255) return false;
-  for (char c : name)
-    if (c == '/' || c == '\\' || static_cast<unsigned char>(c) < 0x20) return false;
-  return true;
-}
-
-Expected<std::vector<int64_t>> int_list(const Json& j, const std::string& field) {
-  if (!j.is_array() || j.empty())
-    return Status::InvalidArgument("\"" + field + "\" must be a non-empty array of integers");
-  std::vector<int64_t> out;
-  for (const Json& e : j) {
-    if (!e.is_number_integer())
-      return Status::InvalidArgument("\"" + field + "\" must be an array of integers, got " +
-                                     j.dump());
-    out.push_back(e.get<int64_t>());
-  }
-  return out;
-}
-
-/// A signature entry list: [{"name": str, "dtype": str, "shape": [int, ...]}, ...], non-empty.
-Status validate_tensor_list(const Json& list, const std::string& field) {
-  if (!list.is_array() || list.empty())
-    return Status::InvalidArgument("\"" + field + "\" must be a non-empty array");
-  for (size_t i = 0; i < list.size(); ++i) {
-    const Json& t = list[i];
-    const std::string where = field + "[" + std::to_string(i) + "]";
-    if (!t.is_object() || !t.contains("name") || !t.at("name").is_string() ||
-        !t.contains("dtype") || !t.at("dtype").is_string() || !t.contains("shape"))
-      return Status::InvalidArgument("\"" + where + "\" must hold \"name\", \"dtype\", \"shape\"");
-    KILN_RETURN_IF_ERROR(int_list(t.at("shape"), where + ".shape").status());
-  }
-  return Status::Ok();
-}
-
-/// The checks both writing and reading apply to the fields stages rely on. A bundle with a
-/// "model" spec (trained by Kiln) needs input_shape and outputs; a module-only bundle (a
-/// TorchScript file trained elsewhere) needs a full signature instead.
-Status validate_manifest(const Json& m) {
-  if (!m.is_object()) return Status::InvalidArgument("manifest must be a JSON object");
-  const std::string task = m.value("task", "");
-  if (task != "classification" && task != "regression" && task != kCustomTask)
-    return Status::InvalidArgument(
-        "\"task\" must be \"classification\", \"regression\" or \"custom\"");
-  const bool network = m.contains("model");
-  if (!network) {
-    if (!m.contains("signature") || !m.at("signature").is_object())
-      return Status::InvalidArgument(
-          "missing \"model\" (and no \"signature\" for a TorchScript-only bundle)");
-    const Json& s = m.at("signature");
-    KILN_RETURN_IF_ERROR(validate_tensor_list(s.value("inputs", Json()), "signature.inputs"));
-    KILN_RETURN_IF_ERROR(validate_tensor_list(s.value("outputs", Json()), "signature.outputs"));
-  } else {
-    if (task == kCustomTask)
-      return Status::InvalidArgument("a \"custom\" task bundle carries no \"model\" spec");
-    KILN_RETURN_IF_ERROR(ModelSpec::from_json(m.at("model"), "model").status());
-    if (!m.contains("input_shape")) return Status::InvalidArgument("missing \"input_shape\"");
-    KILN_ASSIGN_OR_RETURN(std::vector<int64_t> shape, int_list(m.at("input_shape"), "input_shape"));
-    for (int64_t d : shape)
-      if (d <= 0) return Status::InvalidArgument("\"input_shape\" must hold positive sizes");
-    if (!m.contains("outputs") || !m.at("outputs").is_number_integer() ||
-        m.at("outputs").get<int64_t>() < 1)
-      return Status::InvalidArgument("\"outputs\" must be a positive integer");
-  }
-  if (m.contains("labels") && !m.at("labels").is_null()) {
-    const Json& labels = m.at("labels");
-    if (!labels.is_array()) return Status::InvalidArgument("\"labels\" must be an array");
-    int64_t outputs = 0;
-    if (network) {
-      outputs = m.at("outputs").get<int64_t>();
-    } else {
-      const Json& shape = m.at("signature").at("outputs").at(0).at("shape");
-      if (!shape.empty() && shape.back().get<int64_t>() > 0) outputs = shape.back().get<int64_t>();
-    }
-    if (task == "classification" && !labels.empty() && outputs > 0 &&
-        static_cast<int64_t>(labels.size()) != outputs)
-      return Status::InvalidArgument("\"labels\" has " + std::to_string(labels.size()) +
-                                     " entries for " + std::to_string(outputs) + " outputs");
-  }
-  if (m.contains("signature")) {
-    const Json& s = m.at("signature");
-    if (!s.is_object() || !s.contains("inputs") || !s.contains("outputs") ||
-        !s.at("inputs").is_array() || !s.at("outputs").is_array())
-      return Status::InvalidArgument("\"signature\" must hold \"inputs\" and \"outputs\" arrays");
-  }
-  return Status::Ok();
-}
-
 Expected<std::string> module_bytes(const torch::jit::Module& scripted) {
   try {
     std::ostringstream os;
@@ -152,68 +63,6 @@ Expected<std::string> read_verified(const Bundle& b, const std::string& name) {
 
 }  // namespace
 
-// ---- Bundle accessors: read_bundle() validated the fields they read.
-
-std::string Bundle::task() const { return manifest.value("task", ""); }
-
-std::vector<std::string> Bundle::labels() const {
-  std::vector<std::string> out;
-  if (manifest.contains("labels") && manifest.at("labels").is_array())
-    for (const Json& l : manifest.at("labels"))
-      out.push_back(l.is_string() ? l.get<std::string>() : l.dump());
-  return out;
-}
-
-Expected<ModelSpec> Bundle::model_spec() const {
-  if (!manifest.contains("model"))
-    return Status::InvalidArgument(dir.string() +
-                                   ": a TorchScript-only bundle (no model spec or weights; only "
-                                   "model.pt can be loaded)");
-  return ModelSpec::from_json(manifest.at("model"), "model");
-}
-
-Json Bundle::preprocessing() const {
-  return manifest.contains("preprocessing") ? manifest.at("preprocessing") : Json();
-}
-
-std::vector<int64_t> Bundle::input_shape() const {
-  auto shape = int_list(manifest.value("input_shape", Json()), "input_shape");
-  return shape.ok() ? *shape : std::vector<int64_t>{};
-}
-
-int64_t Bundle::outputs() const {
-  if (manifest.contains("outputs")) return manifest.value("outputs", int64_t{0});
-  try {  // a TorchScript-only bundle: the last dim of the first output, when fixed
-    const Json& shape = manifest.at("signature").at("outputs").at(0).at("shape");
-    if (!shape.empty() && shape.back().get<int64_t>() > 0) return shape.back().get<int64_t>();
-  } catch (const nlohmann::json::exception&) {
-  }
-  return 0;
-}
-
-bool Bundle::has_network() const { return manifest.contains("model"); }
-
-std::vector<int64_t> Bundle::raw_input_shape() const {
-  try {
-    auto shape = int_list(manifest.at("signature").at("inputs").at(0).at("shape"), "shape");
-    if (shape.ok() && !shape->empty())
-      return std::vector<int64_t>(shape->begin() + 1, shape->end());
-  } catch (const nlohmann::json::exception&) {
-  }
-  return input_shape();
-}
-
-Json bundle_signature(const std::string& task, const std::vector<int64_t>& raw_input_shape,
-                      int64_t outputs) {
-  std::vector<int64_t> in{-1};
-  in.insert(in.end(), raw_input_shape.begin(), raw_input_shape.end());
-  return Json{
-      {"inputs", Json::array({Json{{"name", "input"}, {"dtype", "FP32"}, {"shape", in}}})},
-      {"outputs", Json::array({Json{{"name", task == "regression" ? "predictions" : "logits"},
-                                    {"dtype", "FP32"},
-                                    {"shape", std::vector<int64_t>{-1, outputs}}}})}};
-}
-
 namespace {
 Expected<fs::path> publish_bundle(const fs::path& dir, Json m,
                                   const std::vector<std::pair<std::string, std::string>>& files,
@@ -229,10 +78,10 @@ Expected<fs::path> write_bundle(const fs::path& dir, const Json& manifest, const
     return Status::InvalidArgument(where +
                                    "manifest: missing \"model\" (write_module_bundle writes "
                                    "TorchScript-only bundles)");
-  KILN_RETURN_IF_ERROR(validate_manifest(manifest).with_context(dir.string() + ": manifest"));
+  KILN_RETURN_IF_ERROR(validate_bundle_manifest(manifest).with_context(dir.string() + ": manifest"));
   for (const auto& [name, bytes] : extra_files) {
     (void)bytes;
-    if (!plain_file_name(name) || name == kBundleManifestFile || name == kBundleWeightsFile ||
+    if (!is_plain_bundle_file_name(name) || name == kBundleManifestFile || name == kBundleWeightsFile ||
         name == kBundleModuleFile)
       return Status::InvalidArgument(where + "extra file name \"" + name +
                                      "\" is not a plain file name or is reserved");
@@ -257,9 +106,10 @@ Expected<fs::path> write_bundle(const fs::path& dir, const Json& manifest, const
   m["format"] = kBundleFormat;
   m["format_version"] = kBundleFormatVersion;
   for (const auto& [key, value] : manifest.items())
-    if (key != "format" && key != "format_version" && key != "files") m[key] = value;
+    if (key != "format" && key != "format_version" && key != "files" && key != kManifestHashKey)
+      m[key] = value;
   if (!m.contains("signature")) {
-    KILN_ASSIGN_OR_RETURN(std::vector<int64_t> shape, int_list(m.at("input_shape"), "input_shape"));
+    KILN_ASSIGN_OR_RETURN(std::vector<int64_t> shape, json_int_list(m.at("input_shape"), "input_shape"));
     Json pre = m.contains("preprocessing") ? m.at("preprocessing") : Json();
     KILN_ASSIGN_OR_RETURN(std::vector<int64_t> raw, raw_input_shape(pre, shape));
     m["signature"] =
@@ -283,6 +133,8 @@ Expected<fs::path> publish_bundle(const fs::path& dir, Json m,
   Json hashes = Json::object();
   for (const auto& [name, bytes] : files) hashes[name] = sha256_hex(bytes);
   m["files"] = hashes;
+  m.erase(kManifestHashKey);
+  m[kManifestHashKey] = manifest_sha256(m);  // last, so it seals everything above
 
   KILN_ASSIGN_OR_RETURN(StagingDirectory staging, StagingDirectory::Create(dir));
   for (const auto& [name, bytes] : files)
@@ -318,7 +170,7 @@ Expected<fs::path> write_module_bundle(const fs::path& dir, const Json& manifest
   if (manifest.contains("model"))
     return Status::InvalidArgument(dir.string() +
                                    ": manifest: a TorchScript-only bundle takes no \"model\"");
-  KILN_RETURN_IF_ERROR(validate_manifest(manifest).with_context(dir.string() + ": manifest"));
+  KILN_RETURN_IF_ERROR(validate_bundle_manifest(manifest).with_context(dir.string() + ": manifest"));
   std::error_code ec;
   const bool exists = fs::exists(dir, ec);
   if (exists && !fs::is_directory(dir, ec))
@@ -331,57 +183,9 @@ Expected<fs::path> write_module_bundle(const fs::path& dir, const Json& manifest
   m["format"] = kBundleFormat;
   m["format_version"] = kBundleFormatVersion;
   for (const auto& [key, value] : manifest.items())
-    if (key != "format" && key != "format_version" && key != "files") m[key] = value;
+    if (key != "format" && key != "format_version" && key != "files" && key != kManifestHashKey)
+      m[key] = value;
   return publish_bundle(dir, std::move(m), {{kBundleModuleFile, module_bytes}}, non_empty);
-}
-
-fs::path bundle_dir_of(const fs::path& path) {
-  std::error_code ec;
-  if (fs::exists(path / kBundleManifestFile, ec)) return path;
-  if (fs::exists(path / "bundle" / kBundleManifestFile, ec)) return path / "bundle";
-  return path;
-}
-
-Expected<Bundle> read_bundle(const fs::path& dir) {
-  std::error_code ec;
-  if (!fs::is_directory(dir, ec))
-    return Status::NotFound(dir.string() + ": no such bundle directory");
-  const fs::path mpath = dir / kBundleManifestFile;
-  if (!fs::exists(mpath, ec)) return Status::NotFound(mpath.string() + ": missing (not a bundle)");
-  Bundle b;
-  b.dir = dir;
-  KILN_ASSIGN_OR_RETURN(b.manifest, read_json_file(mpath));
-  const Json& m = b.manifest;
-  if (!m.is_object() || m.value("format", "") != kBundleFormat)
-    return Status::InvalidArgument(mpath.string() +
-                                   ": not a Kiln bundle manifest (\"format\" is not \"" +
-                                   kBundleFormat + "\")");
-  if (!m.contains("format_version") || !m.at("format_version").is_number_integer())
-    return Status::InvalidArgument(mpath.string() + ": missing integer \"format_version\"");
-  const int64_t version = m.at("format_version").get<int64_t>();
-  if (version > kBundleFormatVersion || version < 1)
-    return Status::InvalidArgument(mpath.string() + ": bundle format version " +
-                                   std::to_string(version) + " is not supported (this Kiln reads " +
-                                   std::to_string(kBundleFormatVersion) + ")");
-  KILN_RETURN_IF_ERROR(validate_manifest(m).with_context(mpath.string()));
-  if (!m.contains("files") || !m.at("files").is_object())
-    return Status::InvalidArgument(mpath.string() + ": missing \"files\"");
-  std::vector<const char*> required{kBundleModuleFile};
-  if (m.contains("model")) required.push_back(kBundleWeightsFile);
-  for (const char* required : required)
-    if (!m.at("files").contains(required))
-      return Status::DataLoss(mpath.string() + ": \"files\" does not list " + required);
-  for (const auto& [name, hash] : m.at("files").items()) {
-    if (!plain_file_name(name) || !hash.is_string())
-      return Status::InvalidArgument(mpath.string() + ": bad \"files\" entry \"" + name + "\"");
-    const fs::path path = dir / name;
-    if (!fs::is_regular_file(path, ec))
-      return Status::DataLoss(path.string() + ": missing (listed in the bundle manifest)");
-    KILN_ASSIGN_OR_RETURN(std::string actual, sha256_file(path));
-    if (actual != hash.get<std::string>())
-      return Status::DataLoss(path.string() + ": sha256 does not match the bundle manifest");
-  }
-  return b;
 }
 
 Expected<TensorMap> load_bundle_weights(const Bundle& bundle) {
