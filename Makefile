@@ -4,7 +4,7 @@ BUILD_TYPE ?= RelWithDebInfo
 JOBS ?= $(shell nproc)
 CTEST_ARGS ?=
 
-.PHONY: all deps build test test-fast demo bench format clean
+.PHONY: all deps build build-cli test test-fast demo bench format clean
 
 all: build
 
@@ -18,6 +18,10 @@ $(BUILD_DIR)/build.ninja:
 build: deps $(BUILD_DIR)/build.ninja
 	cmake --build $(BUILD_DIR) -j $(JOBS)
 
+# Only what the demo runs: kiln and the kiln-engine it hands tensor work to (no test binaries).
+build-cli: deps $(BUILD_DIR)/build.ninja
+	cmake --build $(BUILD_DIR) -j $(JOBS) --target kiln
+
 # The whole suite, slow-labelled tests included.
 test: build
 	cd $(BUILD_DIR) && ctest --output-on-failure -j $(JOBS) --timeout 900 $(CTEST_ARGS)
@@ -26,7 +30,7 @@ test: build
 test-fast: build
 	cd $(BUILD_DIR) && ctest --output-on-failure -j $(JOBS) -LE slow $(CTEST_ARGS)
 
-demo: build
+demo: build-cli
 	@scripts/demo.sh $(BUILD_DIR)
 
 bench: build

@@ -1,4 +1,4 @@
-// `kiln data <verb>`: profile and prepare datasets.
+// `kiln data profile` (both binaries; `data prepare` is in data_prepare_command.cpp).
 #include <cstdio>
 #include <iostream>
 
@@ -6,7 +6,6 @@
 #include "kiln/cli/flags.h"
 #include "kiln/core/files.h"
 #include "kiln/core/json.h"
-#include "kiln/data/prepare.h"
 #include "kiln/data/profile.h"
 #include "kiln/data/spec.h"
 
@@ -31,7 +30,14 @@ int run_profile(const ProfileArgs& a) {
   data::ProfileOptions options;
   options.outlier_z(a.outlier_z).limit(a.limit);
   if (!a.na.empty()) options.na_tokens(a.na);
-  Expected<Json> report = data::profile_dataset(*spec, options);
+  // Tables are profiled here; images need LibTorch (kiln-engine).
+  Expected<Json> report = Json();
+  if (spec->kind == data::DatasetKind::kImages) {
+    if (!engine_hooks().profile_dataset) return hand_off_to_engine();
+    report = engine_hooks().profile_dataset(*spec, options);
+  } else {
+    report = data::profile_table_dataset(*spec, options);
+  }
   if (!report.ok()) return fail(report.status());
   if (!a.report.empty()) {
     Status st = write_json_file_atomic(a.report, *report);
@@ -44,70 +50,10 @@ int run_profile(const ProfileArgs& a) {
   return 0;
 }
 
-struct PrepareArgs {
-  std::string dataset;
-  std::string target;
-  std::string out;
-  std::string seed;
-  int64_t limit = 0;
-  bool json = false;
-};
-
-int run_prepare(const PrepareArgs& a) {
-  Expected<data::DatasetSpec> spec = data::resolve_dataset(a.dataset, a.target);
-  if (!spec.ok()) return fail(spec.status());
-  fs::path out = a.out.empty() ? kiln_home() / "snapshots" : fs::path(a.out);
-  data::PrepareOptions options(out);
-  if (!a.seed.empty()) {
-    try {
-      size_t pos = 0;
-      options.seed(std::stoull(a.seed, &pos));
-      if (pos != a.seed.size()) throw std::invalid_argument(a.seed);
-    } catch (const std::exception&) {
-      return fail(
-          Status::InvalidArgument("--seed: '" + a.seed + "' is not a non-negative integer"));
-    }
-  }
-  options.limit(a.limit);
-  Expected<data::PrepareResult> result = data::prepare_dataset(*spec, options);
-  if (!result.ok()) return fail(result.status());
-  const Json& m = result->manifest;
-  if (a.json) {
-    std::cout << Json{{"snapshot", result->snapshot_dir.string()},
-                      {"content_hash", result->content_hash},
-                      {"splits", m["splits"]},
-                      {"cleaning", m["cleaning"]}}
-                     .dump(2)
-              << "\n";
-    return 0;
-  }
-  std::cout << "snapshot " << result->snapshot_dir.string() << "\n";
-  std::cout << "content hash " << result->content_hash << "\n";
-  for (const auto& [name, s] : m["splits"].items())
-    std::cout << "  " << name << ": " << s["rows"].get<int64_t>() << " rows, x "
-              << s["x_shape"].dump() << "\n";
-  const Json& c = m["cleaning"];
-  if (c.contains("dropped_rows")) {
-    std::cout << "cleaning: " << c["rows_read"].get<int64_t>() << " rows read, "
-              << c["rows_kept"].get<int64_t>() << " kept, " << c["dropped_rows"].size()
-              << " dropped, " << c["ragged_rejected"].size() << " ragged rejected, "
-              << c["imputed_cells"].get<int64_t>() << " cells imputed, "
-              << c["clipped_cells"].get<int64_t>() << " clipped\n";
-    for (const auto& r : c["ragged_rejected"])
-      std::cout << "  rejected line " << r["line"].get<int64_t>() << ": "
-                << r["fields"].get<int64_t>() << " fields, expected "
-                << r["expected"].get<int64_t>() << "\n";
-    for (const auto& d : c["dropped_rows"])
-      std::cout << "  dropped line " << d["line"].get<int64_t>() << ": "
-                << d["reason"].get<std::string>() << "\n";
-  }
-  return 0;
-}
-
 }  // namespace
 
-void register_data_commands(CLI::App& app, int* exit_code) {
-  CLI::App* data = app.add_subcommand("data", "Data stage: profile and prepare datasets");
+CLI::App* register_data_commands(CLI::App& app, int* exit_code) {
+  CLI::App* data = app.add_subcommand("data", kDataVerbsHelp);
   data->require_subcommand(1);
 
   auto profile_args = std::make_shared<ProfileArgs>();
@@ -123,19 +69,7 @@ void register_data_commands(CLI::App& app, int* exit_code) {
   add_flag(*profile, Flag::kNaTokens, &profile_args->na);
   profile->callback([profile_args, exit_code] { *exit_code = run_profile(*profile_args); });
 
-  auto prepare_args = std::make_shared<PrepareArgs>();
-  CLI::App* prepare = data->add_subcommand(
-      "prepare", "Clean, encode, split and scale a dataset into a content-addressed snapshot");
-  prepare->add_option("dataset", prepare_args->dataset, "dataset spec (.yaml) or CSV file")
-      ->required();
-  add_flag(*prepare, Flag::kTarget, &prepare_args->target);
-  add_flag(*prepare, Flag::kOut, &prepare_args->out)
-      ->description(
-          "directory that receives the snapshot <name>-<hash> (default $KILN_HOME/snapshots)");
-  add_flag(*prepare, Flag::kSeed, &prepare_args->seed);
-  add_flag(*prepare, Flag::kLimit, &prepare_args->limit)->check(CLI::NonNegativeNumber);
-  add_flag(*prepare, Flag::kJson, &prepare_args->json);
-  prepare->callback([prepare_args, exit_code] { *exit_code = run_prepare(*prepare_args); });
+  return data;
 }
 
 }  // namespace kiln::cli

@@ -78,7 +78,7 @@ int run_summary(const SummaryArgs& a) {
 }  // namespace
 
 void register_model_commands(CLI::App& app, int* exit_code) {
-  CLI::App* model = app.add_subcommand("model", "Model stage: inspect model specs");
+  CLI::App* model = app.add_subcommand("model", kModelHelp);
   model->require_subcommand(1);
 
   auto args = std::make_shared<SummaryArgs>();

@@ -100,10 +100,11 @@ int run_push(const PushArgs& a) {
     std::stringstream ss(a.labels);
     for (std::string l; std::getline(ss, l, ',');)
       if (!l.empty()) imp.labels.push_back(l);
+    if (!engine_hooks().import_torchscript) return hand_off_to_engine();  // loads the module
     auto dir = make_temp_directory("kiln-push-");
     if (!dir.ok()) return fail(dir.status());
     temp = *dir;
-    auto bundle = registry::import_torchscript(a.source, imp, temp / "bundle");
+    auto bundle = engine_hooks().import_torchscript(a.source, imp, temp / "bundle");
     if (!bundle.ok()) {
       fs::remove_all(temp);
       return fail(bundle.status());

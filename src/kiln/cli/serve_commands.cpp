@@ -107,10 +107,7 @@ int run_serve(const ServeArgs& a) {
 
 void register_serve_commands(CLI::App& app, int* exit_code) {
   auto args = std::make_shared<ServeArgs>();
-  CLI::App* serve = app.add_subcommand(
-      "serve",
-      "Serve models over HTTP: Open Inference Protocol v2 (KServe/Triton REST), dynamic "
-      "batching, hot reload, Prometheus /metrics");
+  CLI::App* serve = app.add_subcommand("serve", kServeHelp);
   add_flag(*serve, Flag::kModel, &args->models)->required();
   add_flag(*serve, Flag::kHost, &args->host);
   add_flag(*serve, Flag::kPort, &args->port)->check(CLI::Range(0, 65535));

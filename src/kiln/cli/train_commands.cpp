@@ -595,9 +595,7 @@ int run_export(const ExportArgs& a) {
 
 void register_train_commands(CLI::App& app, int* exit_code) {
   auto ta = std::make_shared<TrainArgs>();
-  CLI::App* train = app.add_subcommand(
-      "train",
-      "Train a model from a config (or a CSV via --data/--target) into a run directory and bundle");
+  CLI::App* train = app.add_subcommand("train", kTrainHelp);
   train->add_option("config", ta->config, "training config (.yaml)");
   add_flag(*train, Flag::kOut, &ta->out)
       ->description("run directory (default $KILN_HOME/runs/<name>-<time>)");
@@ -624,7 +622,7 @@ void register_train_commands(CLI::App& app, int* exit_code) {
 
   auto ea = std::make_shared<EvalArgs>();
   CLI::App* eval =
-      app.add_subcommand("eval", "Evaluate a bundle on a dataset spec, snapshot or CSV");
+      app.add_subcommand("eval", kEvalHelp);
   eval->add_option("bundle", ea->bundle, "bundle directory, NAME@VERSION or NAME@ALIAS")
       ->required();
   eval->add_option("--data", ea->data, "dataset spec (.yaml), snapshot directory or CSV")
@@ -635,8 +633,7 @@ void register_train_commands(CLI::App& app, int* exit_code) {
   eval->callback([ea, exit_code] { *exit_code = run_eval(*ea); });
 
   auto pa = std::make_shared<PredictArgs>();
-  CLI::App* predict = app.add_subcommand(
-      "predict", "Predict from raw inputs (csv, idx, npy) through the bundle's own preprocessing");
+  CLI::App* predict = app.add_subcommand("predict", kPredictHelp);
   predict->add_option("bundle", pa->bundle, "bundle directory, NAME@VERSION or NAME@ALIAS")
       ->required();
   predict
@@ -647,8 +644,7 @@ void register_train_commands(CLI::App& app, int* exit_code) {
   predict->callback([pa, exit_code] { *exit_code = run_predict(*pa); });
 
   auto xa = std::make_shared<ExportArgs>();
-  CLI::App* exp = app.add_subcommand(
-      "export", "Export a bundle's model (TorchScript, preprocessing folded in)");
+  CLI::App* exp = app.add_subcommand("export", kExportHelp);
   exp->add_option("bundle", xa->bundle, "bundle directory, NAME@VERSION or NAME@ALIAS")->required();
   exp->add_option("--format", xa->format, "torchscript")->default_str("torchscript");
   add_flag(*exp, Flag::kOut, &xa->out)->required();

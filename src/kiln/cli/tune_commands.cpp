@@ -1,4 +1,5 @@
-// `kiln tune`: hyperparameter studies over a training config or any command; `kiln tune show`.
+// `kiln tune`: hyperparameter studies over a training config or any command (kiln-engine);
+// `kiln tune show` is in tune_show_command.cpp.
 
 #include <cmath>
 #include <cstdio>
@@ -37,12 +38,6 @@ struct TuneArgs {
   int64_t min_resource = 1;
   bool json = false;
   std::string keep_trials = "best";
-};
-
-struct ShowArgs {
-  std::string study;
-  std::string out;
-  bool json = false;
 };
 
 // Pushes the best trial's bundle to the registry, tagged with its study and trial; returns
@@ -153,45 +148,11 @@ int run_tune(const TuneArgs& a) {
   return 0;
 }
 
-int run_show(const ShowArgs& a) {
-  Expected<std::unique_ptr<tune::StudyStorage>> db =
-      tune::StudyStorage::Open(kiln_home() / "studies.db");
-  if (!db.ok()) return report_failure(db.status());
-  Expected<tune::StudyInfo> study = (*db)->find_study(a.study);
-  if (!study.ok()) {
-    std::string names;
-    for (const auto& n : (*db)->study_names()) names += (names.empty() ? "" : ", ") + n;
-    return report_failure(Status::NotFound("no study named '" + a.study + "' in " +
-                                           (kiln_home() / "studies.db").string() +
-                                           (names.empty() ? "" : " (studies: " + names + ")")));
-  }
-  Expected<std::vector<tune::TrialRecord>> trials = (*db)->trials(study->id);
-  if (!trials.ok()) return report_failure(trials.status());
-  const fs::path plots =
-      a.out.empty() ? kiln_home() / "studies" / study->name / "plots" : fs::path(a.out);
-  Status st = tune::write_study_plots(*study, *trials, plots);
-  if (!st.ok()) return report_failure(st);
-  if (a.json) {
-    Json j = tune::study_json(*study, *trials);
-    j["plots"] = {{"history", (plots / "history.svg").string()},
-                  {"parallel_coordinates", (plots / "parallel_coordinates.svg").string()},
-                  {"importance", (plots / "importance.svg").string()}};
-    std::cout << j.dump(2) << "\n";
-  } else {
-    std::cout << tune::study_table(*study, *trials);
-    std::cout << "plots: " << plots.string() << "/{history,parallel_coordinates,importance}.svg\n";
-  }
-  return 0;
-}
-
 }  // namespace
 
 void register_tune_commands(CLI::App& app, int* exit_code) {
   auto ta = std::make_shared<TuneArgs>();
-  CLI::App* tune = app.add_subcommand(
-      "tune",
-      "Hyperparameter study: `kiln tune CONFIG.yaml --space SPACE.yaml --trials N --workers W`, or "
-      "any program with --objective-cmd; studies live in $KILN_HOME/studies.db and resume");
+  CLI::App* tune = app.add_subcommand("tune", kTuneHelp);
   tune->add_option("config", ta->config, "training config (.yaml)");
   add_flag(*tune, Flag::kSpace, &ta->space);
   tune->add_option("--set", ta->set, "override a config key for every trial: key.path=value");
@@ -212,14 +173,7 @@ void register_tune_commands(CLI::App& app, int* exit_code) {
   add_flag(*tune, Flag::kKeepTrials, &ta->keep_trials)
       ->check(CLI::IsMember({"all", "best", "none"}));
 
-  auto sa = std::make_shared<ShowArgs>();
-  CLI::App* show =
-      tune->add_subcommand("show", "A study's trials, best trial, parameter importance; SVG plots");
-  show->add_option("study", sa->study, "study name")->required();
-  add_flag(*show, Flag::kJson, &sa->json);
-  add_flag(*show, Flag::kOut, &sa->out)
-      ->description("directory for the SVG plots (default $KILN_HOME/studies/STUDY/plots)");
-  show->callback([sa, exit_code] { *exit_code = run_show(*sa); });
+  CLI::App* show = register_tune_show_command(*tune, exit_code);
   tune->callback([ta, show, exit_code] {
     if (show->parsed()) return;
     *exit_code = run_tune(*ta);

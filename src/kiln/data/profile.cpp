@@ -1,7 +1,5 @@
 #include "kiln/data/profile.h"
 
-#include <torch/torch.h>
-
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -10,7 +8,6 @@
 #include <unordered_set>
 
 #include "kiln/core/hash.h"
-#include "kiln/data/images.h"
 #include "kiln/data/table_source.h"
 #include "kiln/data/table_stats.h"
 
@@ -164,88 +161,6 @@ Expected<Json> profile_table(const DatasetSpec& spec, const ProfileOptions& opti
   return report;
 }
 
-Expected<ImageSet> read_image_split(const DatasetSpec& spec, const ImageSplitSource& src,
-                                    int64_t limit) {
-  if (spec.image_format == ImageFormat::kIdx) return read_idx_images(src.images, src.labels, limit);
-  return read_cifar10(src.batches, limit);
-}
-
-Expected<Json> profile_images(const DatasetSpec& spec, const ProfileOptions& options) {
-  Json report;
-  report["dataset"] = spec.name;
-  report["kind"] = "images";
-  report["task"] = "classification";
-  report["sources"] = Json::array();
-  Json splits = Json::object();
-  int64_t total_dups = 0;
-  Json dup_detail = Json::object();
-  const int64_t limit = options.limit_ > 0 ? options.limit_ : spec.limit;
-  for (const auto& src : spec.image_splits) {
-    KILN_ASSIGN_OR_RETURN(ImageSet set, read_image_split(spec, src, limit));
-    std::vector<fs::path> files = spec.image_format == ImageFormat::kIdx
-                                      ? std::vector<fs::path>{src.images, src.labels}
-                                      : src.batches;
-    for (const auto& f : files) {
-      KILN_ASSIGN_OR_RETURN(std::string sha, sha256_file(f));
-      report["sources"].push_back({{"split", src.split}, {"path", f.string()}, {"sha256", sha}});
-    }
-    const int64_t n = set.size();
-    Json split;
-    split["rows"] = n;
-    std::vector<int64_t> shape(set.images.sizes().begin(), set.images.sizes().end());
-    split["shape"] = shape;
-    auto labels = set.labels.accessor<int64_t, 1>();
-    std::vector<int64_t> per_label;
-    for (int64_t i = 0; i < n; ++i) {
-      int64_t l = labels[i];
-      if (l >= static_cast<int64_t>(per_label.size())) per_label.resize(static_cast<size_t>(l) + 1);
-      per_label[static_cast<size_t>(l)]++;
-    }
-    Json counts = Json::object();  // in label order
-    int64_t lo = INT64_MAX, hi = 0;
-    for (size_t l = 0; l < per_label.size(); ++l) {
-      counts[l < spec.classes.size() ? spec.classes[l] : std::to_string(l)] = per_label[l];
-      lo = std::min(lo, per_label[l]);
-      hi = std::max(hi, per_label[l]);
-    }
-    split["class_counts"] = counts;
-    split["imbalance_ratio"] =
-        lo > 0 ? static_cast<double>(hi) / static_cast<double>(lo) : INFINITY;
-    torch::Tensor px = set.images.to(torch::kFloat64);
-    split["pixel_mean"] = px.mean().item<double>();
-    split["pixel_std"] = px.std().item<double>();
-    split["pixel_min"] = set.images.min().item<int64_t>();
-    split["pixel_max"] = set.images.max().item<int64_t>();
-    // Exact duplicate images (pixels and label) within the split.
-    const int64_t per_image = set.images[0].numel();
-    torch::Tensor flat = set.images.reshape({n, per_image}).contiguous();
-    const uint8_t* data = flat.data_ptr<uint8_t>();
-    std::unordered_set<std::string> seen;
-    int64_t dups = 0;
-    for (int64_t i = 0; i < n; ++i) {
-      std::string key(reinterpret_cast<const char*>(data + i * per_image),
-                      static_cast<size_t>(per_image));
-      key.push_back(static_cast<char>(labels[i]));
-      if (!seen.insert(std::move(key)).second) ++dups;
-    }
-    split["duplicate_images"] = dups;
-    total_dups += dups;
-    splits[src.split] = split;
-  }
-  report["splits"] = splits;
-  report["classes"] = spec.classes;
-  Json issues;
-  issues["missing_cells"] = 0;
-  issues["non_numeric_cells"] = 0;
-  issues["duplicate_rows"] = total_dups;
-  issues["ragged_lines"] = Json::array();
-  issues["outliers"] = Json::array();
-  issues["constant_columns"] = Json::array();
-  report["issues"] = issues;
-  report["verdict"] = verdict(issues, splits);
-  return report;
-}
-
 std::string fmt_num(double v) {
   char buf[64];
   if (std::fabs(v) >= 1e6 || (std::fabs(v) < 1e-3 && v != 0))
@@ -257,8 +172,11 @@ std::string fmt_num(double v) {
 
 }  // namespace
 
-Expected<Json> profile_dataset(const DatasetSpec& spec, const ProfileOptions& options) {
-  if (spec.kind == DatasetKind::kImages) return profile_images(spec, options);
+Json profile_verdict(const Json& issues, const Json& splits) { return verdict(issues, splits); }
+
+Expected<Json> profile_table_dataset(const DatasetSpec& spec, const ProfileOptions& options) {
+  if (spec.kind == DatasetKind::kImages)
+    return Status::InvalidArgument(spec.name + ": an image dataset (profile_dataset reads it)");
   return profile_table(spec, options);
 }
 

@@ -40,6 +40,13 @@ struct ProfileOptions {
 /// corrupt files, no target column) are returned as Status.
 Expected<Json> profile_dataset(const DatasetSpec& spec, const ProfileOptions& options = {});
 
+/// profile_dataset() for tables only, free of LibTorch (what the torch-free `kiln` front binary
+/// links); InvalidArgument for an image dataset.
+Expected<Json> profile_table_dataset(const DatasetSpec& spec, const ProfileOptions& options = {});
+
+/// The report's "verdict" from its "issues" and "splits" (shared by the table and image paths).
+Json profile_verdict(const Json& issues, const Json& splits);
+
 /// The report as readable tables for a terminal.
 std::string render_profile(const Json& report);
 

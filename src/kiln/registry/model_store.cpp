@@ -2,7 +2,7 @@
 
 #include "kiln/core/files.h"
 #include "kiln/core/hash.h"
-#include "kiln/model/bundle.h"
+#include "kiln/model/manifest.h"
 #include "kiln/registry/sqlite_store.h"
 
 namespace kiln::registry {

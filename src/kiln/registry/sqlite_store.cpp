@@ -15,7 +15,7 @@
 #include "kiln/core/files.h"
 #include "kiln/core/hash.h"
 #include "kiln/core/sqlite.h"
-#include "kiln/model/bundle.h"
+#include "kiln/model/manifest.h"
 #include "kiln/registry/artifact_store.h"
 #include "kiln/registry/query.h"
 

@@ -23,12 +23,6 @@ const DtypeName kDtypes[] = {
     {"FP32", c10::ScalarType::Float}, {"FP64", c10::ScalarType::Double},
 };
 
-std::string dtype_list() {
-  std::string s;
-  for (const auto& d : kDtypes) s += (s.empty() ? "" : " ") + std::string(d.name);
-  return s;
-}
-
 const char* dtype_name(c10::ScalarType t) {
   for (const auto& d : kDtypes)
     if (d.type == t) return d.name;
@@ -43,44 +37,6 @@ std::string shape_text(const std::vector<int64_t>& shape) {
 
 }  // namespace
 
-Json TensorDecl::to_json() const {
-  return Json{{"name", name}, {"dtype", dtype}, {"shape", shape}};
-}
-
-Expected<TensorDecl> parse_tensor_decl(const std::string& text, const std::string& flag) {
-  const std::string form =
-      flag + " '" + text + "': expected NAME:DTYPE:SHAPE, e.g. input:FP32:-1,784";
-  const size_t a = text.find(':');
-  const size_t b = a == std::string::npos ? a : text.find(':', a + 1);
-  if (b == std::string::npos) return Status::InvalidArgument(form);
-  TensorDecl d;
-  d.name = text.substr(0, a);
-  d.dtype = text.substr(a + 1, b - a - 1);
-  const std::string shape = text.substr(b + 1);
-  if (d.name.empty()) return Status::InvalidArgument(form + " (empty NAME)");
-  for (char& c : d.dtype) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
-  bool known = false;
-  for (const auto& k : kDtypes) known = known || d.dtype == k.name;
-  if (!known)
-    return Status::InvalidArgument(flag + " '" + text + "': unknown DTYPE '" + d.dtype +
-                                   "' (one of " + dtype_list() + ")");
-  std::stringstream ss(shape);
-  std::string part;
-  while (std::getline(ss, part, ',')) {
-    try {
-      size_t pos = 0;
-      long long v = std::stoll(part, &pos);
-      if (pos != part.size() || v == 0 || v < -1) throw std::invalid_argument(part);
-      d.shape.push_back(v);
-    } catch (const std::exception&) {
-      return Status::InvalidArgument(form + " (SHAPE holds positive sizes or -1, got '" + part +
-                                     "')");
-    }
-  }
-  if (d.shape.empty() || shape.back() == ',')
-    return Status::InvalidArgument(form + " (empty SHAPE)");
-  return d;
-}
 
 Expected<fs::path> import_torchscript(const fs::path& model_pt, const TorchScriptImport& options,
                                       const fs::path& out_dir) {

@@ -9,6 +9,15 @@
 
 namespace kiln::tune {
 
+const TrialRecord* best_trial(const std::vector<TrialRecord>& trials, bool maximize) {
+  const TrialRecord* best = nullptr;
+  for (const auto& t : trials) {
+    if (t.state != TrialState::kComplete || !std::isfinite(t.value)) continue;
+    if (!best || (maximize ? t.value > best->value : t.value < best->value)) best = &t;
+  }
+  return best;
+}
+
 const char* trial_state_name(TrialState s) {
   switch (s) {
     case TrialState::kRunning:

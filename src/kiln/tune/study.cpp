@@ -148,15 +148,6 @@ void drop_trial_outputs(const fs::path& trial_dir) {
   for (const auto& p : doomed) fs::remove_all(p, ec);
 }
 
-const TrialRecord* best_trial(const std::vector<TrialRecord>& trials, bool maximize) {
-  const TrialRecord* best = nullptr;
-  for (const auto& t : trials) {
-    if (t.state != TrialState::kComplete || !std::isfinite(t.value)) continue;
-    if (!best || (maximize ? t.value > best->value : t.value < best->value)) best = &t;
-  }
-  return best;
-}
-
 std::string substitute(const std::string& cmd, const Json& params, const SearchSpace& space) {
   std::string out = cmd;
   for (const auto& p : space.params) {

@@ -96,8 +96,6 @@ Expected<TuneResult> run_study(const TuneOptions& options);
 /// Best effort (errors ignored); blocks (file I/O).
 void drop_trial_outputs(const fs::path& trial_dir);
 
-/// The best finished trial (complete, finite value), or nullptr.
-const TrialRecord* best_trial(const std::vector<TrialRecord>& trials, bool maximize);
 
 /// `{name}` placeholders of `cmd` replaced by value_text of the params (inactive ones by "").
 std::string substitute(const std::string& cmd, const Json& params, const SearchSpace& space);

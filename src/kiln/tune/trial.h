@@ -4,6 +4,7 @@
 #include <limits>
 #include <map>
 #include <string>
+#include <vector>
 
 #include "kiln/core/json.h"
 
@@ -33,5 +34,8 @@ struct TrialRecord {
 
   bool finished() const { return state != TrialState::kRunning; }
 };
+
+/// The best finished trial (complete, finite value), or nullptr.
+const TrialRecord* best_trial(const std::vector<TrialRecord>& trials, bool maximize);
 
 }  // namespace kiln::tune

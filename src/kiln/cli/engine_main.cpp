@@ -1,0 +1,31 @@
+// `kiln-engine`: every verb, LibTorch linked. Users run `kiln`, which hands these command lines
+// over (see commands.h); running kiln-engine directly works the same.
+#include <torch/torch.h>
+
+#include "kiln/cli/commands.h"
+#include "kiln/core/logging.h"
+#include "kiln/core/threads.h"
+#include "kiln/data/profile.h"
+#include "kiln/registry/torchscript_import.h"
+
+int main(int argc, char** argv) {
+  kiln::configure_allocator_for_tensors();
+  kiln::init_logging("info");
+  using namespace kiln::cli;
+  engine_hooks().profile_dataset = &kiln::data::profile_dataset;
+  engine_hooks().import_torchscript = &kiln::registry::import_torchscript;
+  return run_cli(
+      argc, argv,
+      [](CLI::App& app, int* exit_code) {
+        CLI::App* data = register_data_commands(app, exit_code);
+        register_data_prepare_command(*data, exit_code);
+        register_model_commands(app, exit_code);
+        register_train_commands(app, exit_code);
+        register_registry_commands(app, exit_code);
+        register_serve_commands(app, exit_code);
+        register_tune_commands(app, exit_code);
+      },
+      [](int threads) {
+        torch::set_num_threads(threads > 0 ? threads : kiln::default_intra_op_threads());
+      });
+}
