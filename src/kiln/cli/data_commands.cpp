@@ -12,7 +12,6 @@
 namespace kiln::cli {
 namespace {
 
-int fail(const Status& status) { return report_failure(status); }
 
 struct ProfileArgs {
   std::string dataset;
@@ -26,7 +25,7 @@ struct ProfileArgs {
 
 int run_profile(const ProfileArgs& a) {
   Expected<data::DatasetSpec> spec = data::resolve_dataset(a.dataset, a.target);
-  if (!spec.ok()) return fail(spec.status());
+  if (!spec.ok()) return report_failure(spec.status());
   data::ProfileOptions options;
   options.outlier_z(a.outlier_z).limit(a.limit);
   if (!a.na.empty()) options.na_tokens(a.na);
@@ -38,10 +37,10 @@ int run_profile(const ProfileArgs& a) {
   } else {
     report = data::profile_table_dataset(*spec, options);
   }
-  if (!report.ok()) return fail(report.status());
+  if (!report.ok()) return report_failure(report.status());
   if (!a.report.empty()) {
     Status st = write_json_file_atomic(a.report, *report);
-    if (!st.ok()) return fail(st);
+    if (!st.ok()) return report_failure(st);
   }
   if (a.json)
     std::cout << report->dump(2) << "\n";

@@ -13,7 +13,6 @@ namespace {
 
 namespace fs = std::filesystem;
 
-int fail(const Status& status) { return report_failure(status); }
 
 struct PrepareArgs {
   std::string dataset;
@@ -26,7 +25,7 @@ struct PrepareArgs {
 
 int run_prepare(const PrepareArgs& a) {
   Expected<data::DatasetSpec> spec = data::resolve_dataset(a.dataset, a.target);
-  if (!spec.ok()) return fail(spec.status());
+  if (!spec.ok()) return report_failure(spec.status());
   fs::path out = a.out.empty() ? kiln_home() / "snapshots" : fs::path(a.out);
   data::PrepareOptions options(out);
   if (!a.seed.empty()) {
@@ -35,13 +34,13 @@ int run_prepare(const PrepareArgs& a) {
       options.seed(std::stoull(a.seed, &pos));
       if (pos != a.seed.size()) throw std::invalid_argument(a.seed);
     } catch (const std::exception&) {
-      return fail(
+      return report_failure(
           Status::InvalidArgument("--seed: '" + a.seed + "' is not a non-negative integer"));
     }
   }
   options.limit(a.limit);
   Expected<data::PrepareResult> result = data::prepare_dataset(*spec, options);
-  if (!result.ok()) return fail(result.status());
+  if (!result.ok()) return report_failure(result.status());
   const Json& m = result->manifest;
   if (a.json) {
     std::cout << Json{{"snapshot", result->snapshot_dir.string()},

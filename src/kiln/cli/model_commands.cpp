@@ -17,7 +17,6 @@ namespace {
 
 namespace fs = std::filesystem;
 
-int fail(const Status& status) { return report_failure(status); }
 
 /// "1,28,28" -> {1, 28, 28}; "30" -> {30}.
 Expected<std::vector<int64_t>> parse_shape(const std::string& text) {
@@ -63,11 +62,11 @@ struct SummaryArgs {
 
 int run_summary(const SummaryArgs& a) {
   Expected<std::vector<int64_t>> shape = parse_shape(a.input);
-  if (!shape.ok()) return fail(shape.status());
+  if (!shape.ok()) return report_failure(shape.status());
   Expected<model::ModelSpec> spec = resolve_spec(a.spec);
-  if (!spec.ok()) return fail(spec.status());
+  if (!spec.ok()) return report_failure(spec.status());
   auto net = model::NetworkImpl::Create(*spec, *shape, a.outputs);
-  if (!net.ok()) return fail(net.status());
+  if (!net.ok()) return report_failure(net.status());
   if (a.json)
     std::cout << model::summary_json(**net).dump(2) << "\n";
   else

@@ -18,7 +18,6 @@ namespace fs = std::filesystem;
 using registry::ModelStore;
 using registry::VersionInfo;
 
-int fail(const Status& status) { return report_failure(status); }
 
 Expected<std::unique_ptr<ModelStore>> open_store() { return registry::open_model_store(); }
 
@@ -76,11 +75,11 @@ struct PushArgs {
 
 int run_push(const PushArgs& a) {
   Status valid = registry::validate_name(a.name).with_context("--name");
-  if (!valid.ok()) return fail(valid);
+  if (!valid.ok()) return report_failure(valid);
   registry::PushRequest req(a.source, a.name);
   for (const auto& t : a.tags) {
     auto kv = split_kv(t, "--tag");
-    if (!kv.ok()) return fail(kv.status());
+    if (!kv.ok()) return report_failure(kv.status());
     req.tag(kv->first, kv->second);
   }
   req.description(a.description).parent(a.parent);
@@ -89,12 +88,12 @@ int run_push(const PushArgs& a) {
     registry::TorchScriptImport imp;
     for (const auto& s : a.inputs) {
       auto d = registry::parse_tensor_decl(s, "--input");
-      if (!d.ok()) return fail(d.status());
+      if (!d.ok()) return report_failure(d.status());
       imp.inputs.push_back(*d);
     }
     for (const auto& s : a.outputs) {
       auto d = registry::parse_tensor_decl(s, "--output");
-      if (!d.ok()) return fail(d.status());
+      if (!d.ok()) return report_failure(d.status());
       imp.outputs.push_back(*d);
     }
     std::stringstream ss(a.labels);
@@ -102,19 +101,19 @@ int run_push(const PushArgs& a) {
       if (!l.empty()) imp.labels.push_back(l);
     if (!engine_hooks().import_torchscript) return hand_off_to_engine();  // loads the module
     auto dir = make_temp_directory("kiln-push-");
-    if (!dir.ok()) return fail(dir.status());
+    if (!dir.ok()) return report_failure(dir.status());
     temp = *dir;
     auto bundle = engine_hooks().import_torchscript(a.source, imp, temp / "bundle");
     if (!bundle.ok()) {
       fs::remove_all(temp);
-      return fail(bundle.status());
+      return report_failure(bundle.status());
     }
     req.bundle_dir_ = *bundle;
   } else if (a.format != "bundle") {
-    return fail(Status::InvalidArgument("--format: '" + a.format +
+    return report_failure(Status::InvalidArgument("--format: '" + a.format +
                                         "' is not supported (bundle, torchscript)"));
   } else if (!a.inputs.empty() || !a.outputs.empty() || !a.labels.empty()) {
-    return fail(Status::InvalidArgument(
+    return report_failure(Status::InvalidArgument(
         "--input/--output/--labels declare a TorchScript file's signature: add --format "
         "torchscript (a bundle carries its own)"));
   }
@@ -122,7 +121,7 @@ int run_push(const PushArgs& a) {
   Expected<VersionInfo> v =
       store.ok() ? (*store)->push(req) : Expected<VersionInfo>(store.status());
   if (!temp.empty()) fs::remove_all(temp);
-  if (!v.ok()) return fail(v.status());
+  if (!v.ok()) return report_failure(v.status());
   if (a.json) {
     std::cout << v->to_json().dump(2) << "\n";
   } else {
@@ -144,12 +143,12 @@ struct ListArgs {
 
 int run_list(const ListArgs& a) {
   auto store = open_store();
-  if (!store.ok()) return fail(store.status());
+  if (!store.ok()) return report_failure(store.status());
   registry::ListQuery q;
   q.name(a.name).sort(a.sort);
   for (const auto& w : a.where) q.where(w);
   auto versions = (*store)->list(q);
-  if (!versions.ok()) return fail(versions.status());
+  if (!versions.ok()) return report_failure(versions.status());
   if (a.json) {
     Json out = Json::array();
     for (const auto& v : *versions) out.push_back(v.to_json());
@@ -209,15 +208,15 @@ struct ShowArgs {
 
 int run_show(const ShowArgs& a) {
   auto store = open_store();
-  if (!store.ok()) return fail(store.status());
+  if (!store.ok()) return report_failure(store.status());
   std::vector<VersionInfo> chain;
   if (a.lineage) {
     auto c = (*store)->lineage(a.ref);
-    if (!c.ok()) return fail(c.status());
+    if (!c.ok()) return report_failure(c.status());
     chain = std::move(*c);
   } else {
     auto v = (*store)->show(a.ref);
-    if (!v.ok()) return fail(v.status());
+    if (!v.ok()) return report_failure(v.status());
     chain.push_back(std::move(*v));
   }
   if (a.json) {
@@ -251,9 +250,9 @@ struct AliasArgs {
 
 int run_diff(const std::string& a, const std::string& b, bool json) {
   auto store = open_store();
-  if (!store.ok()) return fail(store.status());
+  if (!store.ok()) return report_failure(store.status());
   auto d = (*store)->diff(a, b);
-  if (!d.ok()) return fail(d.status());
+  if (!d.ok()) return report_failure(d.status());
   if (json) {
     std::cout << d->dump(2) << "\n";
     return 0;
@@ -328,12 +327,12 @@ void register_registry_commands(CLI::App& app, int* exit_code) {
   aset->callback([aa, exit_code] {
     auto store = open_store();
     if (!store.ok()) {
-      *exit_code = fail(store.status());
+      *exit_code = report_failure(store.status());
       return;
     }
     Status st = (*store)->set_alias(aa->name, aa->alias, aa->version);
     if (!st.ok()) {
-      *exit_code = fail(st);
+      *exit_code = report_failure(st);
       return;
     }
     std::cout << aa->name << "@" << aa->alias << " -> " << aa->version << "\n";
@@ -346,7 +345,7 @@ void register_registry_commands(CLI::App& app, int* exit_code) {
     auto store = open_store();
     Status st = store.ok() ? (*store)->remove_alias(aa->name, aa->alias) : store.status();
     if (!st.ok()) {
-      *exit_code = fail(st);
+      *exit_code = report_failure(st);
       return;
     }
     std::cout << "removed " << aa->name << "@" << aa->alias << "\n";
@@ -359,12 +358,12 @@ void register_registry_commands(CLI::App& app, int* exit_code) {
   ahist->callback([aa, exit_code] {
     auto store = open_store();
     if (!store.ok()) {
-      *exit_code = fail(store.status());
+      *exit_code = report_failure(store.status());
       return;
     }
     auto h = (*store)->alias_history(aa->name, aa->alias);
     if (!h.ok()) {
-      *exit_code = fail(h.status());
+      *exit_code = report_failure(h.status());
       return;
     }
     Json out = Json::array();
@@ -387,7 +386,7 @@ void register_registry_commands(CLI::App& app, int* exit_code) {
     Expected<int64_t> v = store.ok() ? (*store)->rollback_alias(aa->name, aa->alias)
                                      : Expected<int64_t>(store.status());
     if (!v.ok()) {
-      *exit_code = fail(v.status());
+      *exit_code = report_failure(v.status());
       return;
     }
     std::cout << aa->name << "@" << aa->alias << " -> " << *v << " (rolled back)\n";
@@ -402,13 +401,13 @@ void register_registry_commands(CLI::App& app, int* exit_code) {
   tag->callback([tag_ref, kv, exit_code] {
     auto pair = split_kv(*kv, "tag");
     if (!pair.ok()) {
-      *exit_code = fail(pair.status());
+      *exit_code = report_failure(pair.status());
       return;
     }
     auto store = open_store();
     Status st = store.ok() ? (*store)->tag(*tag_ref, pair->first, pair->second) : store.status();
     if (!st.ok()) {
-      *exit_code = fail(st);
+      *exit_code = report_failure(st);
       return;
     }
     std::cout << "tagged " << *tag_ref << " " << *kv << "\n";
@@ -434,7 +433,7 @@ void register_registry_commands(CLI::App& app, int* exit_code) {
     Expected<fs::path> p =
         store.ok() ? (*store)->pull(*pull_ref, *pull_out) : Expected<fs::path>(store.status());
     if (!p.ok()) {
-      *exit_code = fail(p.status());
+      *exit_code = report_failure(p.status());
       return;
     }
     std::cout << "pulled " << *pull_ref << " to " << p->string() << "\n";
@@ -449,7 +448,7 @@ void register_registry_commands(CLI::App& app, int* exit_code) {
     auto store = open_store();
     Status st = store.ok() ? (*store)->remove(*del_ref) : store.status();
     if (!st.ok()) {
-      *exit_code = fail(st);
+      *exit_code = report_failure(st);
       return;
     }
     std::cout << "deleted " << *del_ref << " (run 'kiln registry gc' to free its artifacts)\n";
@@ -466,7 +465,7 @@ void register_registry_commands(CLI::App& app, int* exit_code) {
     Expected<registry::GcReport> r =
         store.ok() ? (*store)->gc(*grace) : Expected<registry::GcReport>(store.status());
     if (!r.ok()) {
-      *exit_code = fail(r.status());
+      *exit_code = report_failure(r.status());
       return;
     }
     if (*gjson)
@@ -489,7 +488,7 @@ void register_registry_commands(CLI::App& app, int* exit_code) {
     Expected<registry::VerifyReport> r =
         store.ok() ? (*store)->verify() : Expected<registry::VerifyReport>(store.status());
     if (!r.ok()) {
-      *exit_code = fail(r.status());
+      *exit_code = report_failure(r.status());
       return;
     }
     if (*vjson) {

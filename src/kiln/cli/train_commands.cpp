@@ -30,7 +30,6 @@
 namespace kiln::cli {
 namespace {
 
-int fail(const Status& status) { return report_failure(status); }
 
 std::string timestamp() {
   std::time_t now = std::time(nullptr);
@@ -172,11 +171,11 @@ int run_train_resolved(const TrainArgs& a);
 
 int run_train(const TrainArgs& a) {
   if (a.config.empty() && a.data.empty() && a.resume.empty())
-    return fail(Status::InvalidArgument("give a CONFIG.yaml, or --data FILE.csv --target COLUMN"));
+    return report_failure(Status::InvalidArgument("give a CONFIG.yaml, or --data FILE.csv --target COLUMN"));
   if (!a.config.empty() && !a.data.empty())
-    return fail(Status::InvalidArgument("give either a CONFIG.yaml or --data, not both"));
+    return report_failure(Status::InvalidArgument("give either a CONFIG.yaml or --data, not both"));
   if (a.split_seed >= 0 && a.data.empty())
-    return fail(Status::InvalidArgument(
+    return report_failure(Status::InvalidArgument(
         "--seed belongs to the quick path (--data FILE.csv); a config sets its seed with "
         "--set seed=N"));
   TrainArgs args = a;
@@ -192,7 +191,7 @@ int run_train_resolved(const TrainArgs& a) {
                                                            : fs::path(a.config).stem().string()) +
                                          "-" + timestamp());
   if (!a.resume.empty() && !a.out.empty() && fs::path(a.out) != fs::path(a.resume))
-    return fail(
+    return report_failure(
         Status::InvalidArgument("--resume DIR continues in DIR; drop --out or make it DIR"));
 
   // How the run was asked for, so `--resume DIR` alone can rebuild the same config.
@@ -202,7 +201,7 @@ int run_train_resolved(const TrainArgs& a) {
   if (!a.resume.empty() && config_path.empty() && a.data.empty()) {
     Expected<Json> saved = read_json_file(out / "invocation.json");
     if (!saved.ok())
-      return fail(
+      return report_failure(
           Status::NotFound(a.resume + ": no run to resume (" + saved.status().message() + ")"));
     invocation = *saved;
   }
@@ -220,10 +219,10 @@ int run_train_resolved(const TrainArgs& a) {
     }
   } else if (!a.data.empty()) {
     Expected<QuickPlan> plan = quick_config(a);
-    if (!plan.ok()) return fail(plan.status());
+    if (!plan.ok()) return report_failure(plan.status());
     for (const auto& s : overrides) {
       Status st = train::apply_override(&plan->config, s);
-      if (!st.ok()) return fail(st);
+      if (!st.ok()) return report_failure(st);
     }
     invocation = {{"config_json", plan->config}};
     if (!plan->search.is_null()) invocation["model_search"] = plan->search;
@@ -232,19 +231,19 @@ int run_train_resolved(const TrainArgs& a) {
     config = train::load_train_config(config_path, overrides);
     invocation = {{"config", fs::absolute(config_path).string()}, {"set", overrides}};
   }
-  if (!config.ok()) return fail(config.status());
+  if (!config.ok()) return report_failure(config.status());
 
   if (a.resume.empty()) {
     std::error_code ec;
     fs::create_directories(out, ec);
     Status st = write_json_file_atomic(out / "invocation.json", invocation);
-    if (!st.ok()) return fail(st);
+    if (!st.ok()) return report_failure(st);
   }
   train::TrainOptions options(out);
   options.resume(!a.resume.empty()).overwrite(a.overwrite);
   options.snapshot_dir(kiln_home() / "snapshots");
   Expected<train::TrainResult> result = train::train(*config, options);
-  if (!result.ok()) return fail(result.status());
+  if (!result.ok()) return report_failure(result.status());
   const train::TrainResult& r = *result;
   Json summary = {{"out", r.out_dir.string()},
                   {"bundle", r.bundle_dir.string()},
@@ -415,10 +414,10 @@ struct EvalArgs {
 
 int run_eval(const EvalArgs& a) {
   Expected<model::Bundle> bundle = read_model_ref(a.bundle);
-  if (!bundle.ok()) return fail(bundle.status());
+  if (!bundle.ok()) return report_failure(bundle.status());
   const std::string task = bundle->task();
   if (task != "classification" && task != "regression")
-    return fail(Status::InvalidArgument(
+    return report_failure(Status::InvalidArgument(
         a.bundle + ": a '" + task +
         "' TorchScript bundle has no task or labels to evaluate against (push it with --labels "
         "to make it a classifier)"));
@@ -426,23 +425,23 @@ int run_eval(const EvalArgs& a) {
   std::string ext = fs::path(a.data).extension().string();
   if (ext == ".csv") {
     Expected<RawInputs> in = read_raw_inputs(*bundle, a.data, /*want_targets=*/true);
-    if (!in.ok()) return fail(in.status());
+    if (!in.ok()) return report_failure(in.status());
     rows = data::SplitTensors{in->x, in->targets, {}};
   } else {
     fs::path snapshot_dir = a.data;
     if (!is_snapshot_dir(snapshot_dir)) {
       Expected<data::DatasetSpec> spec = data::resolve_dataset(a.data, "");
-      if (!spec.ok()) return fail(spec.status());
+      if (!spec.ok()) return report_failure(spec.status());
       Expected<data::PrepareResult> prepared =
           data::prepare_dataset(*spec, data::PrepareOptions(kiln_home() / "snapshots"));
-      if (!prepared.ok()) return fail(prepared.status());
+      if (!prepared.ok()) return report_failure(prepared.status());
       snapshot_dir = prepared->snapshot_dir;
     }
     Expected<data::Snapshot> snap = data::read_snapshot(snapshot_dir);
-    if (!snap.ok()) return fail(snap.status());
+    if (!snap.ok()) return report_failure(snap.status());
     auto split = snap->splits.find(a.split);
     if (split == snap->splits.end())
-      return fail(Status::InvalidArgument(snapshot_dir.string() + ": no split '" + a.split + "'"));
+      return report_failure(Status::InvalidArgument(snapshot_dir.string() + ": no split '" + a.split + "'"));
     const std::string lineage = bundle->manifest["lineage"].value("snapshot_hash", "");
     if (!lineage.empty() && lineage != snap->hash())
       std::fprintf(stderr,
@@ -451,7 +450,7 @@ int run_eval(const EvalArgs& a) {
                    snapshot_dir.c_str(), snap->hash().substr(0, 12).c_str(),
                    lineage.substr(0, 12).c_str());
     if (snap->manifest.value("kind", "") == "table" && !split->second.raw_x.defined())
-      return fail(Status::InvalidArgument(
+      return report_failure(Status::InvalidArgument(
           snapshot_dir.string() + ": the " + a.split + " split has no raw features (" + a.split +
           "_raw_x.npy: prepared by an older Kiln, or with categorical columns); prepare the "
           "dataset again, or evaluate on a CSV (--data FILE.csv)"));
@@ -459,19 +458,19 @@ int run_eval(const EvalArgs& a) {
   }
   // The bundle's own module (model.pt, as served and exported) on raw inputs.
   Expected<torch::jit::Module> module = model::load_bundle_module(*bundle);
-  if (!module.ok()) return fail(module.status());
+  if (!module.ok()) return report_failure(module.status());
   train::EvalOptions options(task);
   options.labels(bundle->labels()).scale_uint8(false);
   Expected<Json> metrics = train::evaluate(
       [&](const torch::Tensor& x) { return module->forward({x}).toTensor(); }, rows, options);
-  if (!metrics.ok()) return fail(metrics.status());
+  if (!metrics.ok()) return report_failure(metrics.status());
   Json report = *metrics;
   report["bundle"] = a.bundle;
   report["data"] = a.data;
   if (ext != ".csv") report["split"] = a.split;
   if (!a.report.empty()) {
     Status st = write_json_file_atomic(a.report, report);
-    if (!st.ok()) return fail(st);
+    if (!st.ok()) return report_failure(st);
   }
   if (a.json) {
     std::cout << report.dump(2) << "\n";
@@ -494,13 +493,13 @@ struct PredictArgs {
 
 int run_predict(const PredictArgs& a) {
   Expected<model::Bundle> bundle = read_model_ref(a.bundle);
-  if (!bundle.ok()) return fail(bundle.status());
+  if (!bundle.ok()) return report_failure(bundle.status());
   Expected<RawInputs> in = read_raw_inputs(*bundle, a.input, /*want_targets=*/false);
-  if (!in.ok()) return fail(in.status());
+  if (!in.ok()) return report_failure(in.status());
   Expected<torch::jit::Module> module = model::load_bundle_module(*bundle);
-  if (!module.ok()) return fail(module.status());
+  if (!module.ok()) return report_failure(module.status());
   Expected<torch::Tensor> out = run_module(*module, in->x);
-  if (!out.ok()) return fail(out.status());
+  if (!out.ok()) return report_failure(out.status());
   const std::vector<std::string> labels = bundle->labels();
   const bool classification = bundle->task() == "classification" && !labels.empty();
   std::ostringstream text;
@@ -557,7 +556,7 @@ int run_predict(const PredictArgs& a) {
   std::string body = a.json ? rows.dump(2) + "\n" : text.str();
   if (!a.output.empty()) {
     Status st = write_file_atomic(a.output, body);
-    if (!st.ok()) return fail(st);
+    if (!st.ok()) return report_failure(st);
     std::fprintf(stderr, "wrote %lld predictions to %s\n", static_cast<long long>(rows.size()),
                  a.output.c_str());
   } else {
@@ -577,14 +576,14 @@ struct ExportArgs {
 
 int run_export(const ExportArgs& a) {
   if (a.format != "torchscript")
-    return fail(
+    return report_failure(
         Status::InvalidArgument("--format: '" + a.format + "' is not supported (torchscript)"));
   Expected<model::Bundle> bundle = read_model_ref(a.bundle);  // verifies every sha256
-  if (!bundle.ok()) return fail(bundle.status());
+  if (!bundle.ok()) return report_failure(bundle.status());
   Expected<std::string> bytes = read_file(bundle->file(model::kBundleModuleFile));
-  if (!bytes.ok()) return fail(bytes.status());
+  if (!bytes.ok()) return report_failure(bytes.status());
   Status st = write_file_atomic(a.out, *bytes);
-  if (!st.ok()) return fail(st);
+  if (!st.ok()) return report_failure(st);
   std::cout << "wrote " << a.out << " (TorchScript; input "
             << bundle->manifest["signature"]["inputs"][0].dump()
             << ", raw values, preprocessing folded in)\n";
