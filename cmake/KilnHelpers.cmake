@@ -91,9 +91,10 @@ function(kiln_quoted_includes file out_includes out_direct)
 endfunction()
 
 # kiln_use_torch_pch(<target> [UNITY]): the shared precompiled header for the target's files that
-# use LibTorch. UNITY (stage libraries, kiln-engine) also compiles those files in unity batches of
-# KILN_UNITY_BATCH: each batch loads the header once and instantiates LibTorch's templates once.
-option(KILN_UNITY_BUILD "Compile the LibTorch-using files of libraries in unity batches" ON)
+# use LibTorch. UNITY (stage libraries, kiln-engine, test executables) also compiles those files
+# in unity batches of KILN_UNITY_BATCH: each batch loads the header once and instantiates
+# LibTorch's templates once. Names at file scope must then differ between a target's files.
+option(KILN_UNITY_BUILD "Compile the LibTorch-using files of each target in unity batches" ON)
 set(KILN_UNITY_BATCH 4 CACHE STRING "Files per unity batch (KILN_UNITY_BUILD)")
 function(kiln_use_torch_pch target)
   cmake_parse_arguments(ARG "UNITY" "" "" ${ARGN})
@@ -158,7 +159,7 @@ function(kiln_add_test_executable name sources libs labels)
   target_link_libraries(${name} PRIVATE ${libs} GTest::gtest GTest::gtest_main kiln_test_support)
   kiln_set_warnings(${name})
   if(libs MATCHES "kiln::(features|model|registry|data|train|serve)")
-    kiln_use_torch_pch(${name})
+    kiln_use_torch_pch(${name} UNITY)
   endif()
   gtest_discover_tests(${name}
     DISCOVERY_TIMEOUT 60
