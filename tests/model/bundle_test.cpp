@@ -188,20 +188,26 @@ TEST(Bundle, MissingFileIsDataLoss) {
   EXPECT_EQ(none.status().code(), StatusCode::kNotFound);
 }
 
-TEST(Bundle, WrongFormatOrNewerVersionIsInvalidArgument) {
+// Writes the fixture's bundle to `dir` and returns its manifest as written.
+Json written_manifest(const fs::path& dir) {
   Fixture f = make_fixture();
+  EXPECT_TRUE(write(f, dir).ok());
+  auto m = read_json_file(dir / "manifest.json");
+  EXPECT_TRUE(m.ok()) << m.status();
+  return m.ok() ? *m : Json();
+}
+
+TEST(Bundle, WrongFormatOrNewerVersionIsInvalidArgument) {
   kiln::testing::TempDir tmp;
-  ASSERT_TRUE(write(f, tmp / "b").ok());
   const fs::path mpath = tmp / "b" / "manifest.json";
-  auto original = read_json_file(mpath);
-  ASSERT_TRUE(original.ok());
+  const Json original = written_manifest(tmp / "b");
 
   // Each edit is resealed, so these test the field checks rather than the self-hash.
   const auto write_sealed = [&](Json m) {
     m["manifest_sha256"] = manifest_sha256(m);
     return write_json_file_atomic(mpath, m).ok();
   };
-  Json newer = *original;
+  Json newer = original;
   newer["format_version"] = 3;
   ASSERT_TRUE(write_sealed(newer));
   auto b = read_bundle(tmp / "b");
@@ -209,14 +215,14 @@ TEST(Bundle, WrongFormatOrNewerVersionIsInvalidArgument) {
   EXPECT_EQ(b.status().code(), StatusCode::kInvalidArgument);
   EXPECT_NE(b.status().message().find("version 3"), std::string::npos) << b.status();
 
-  Json other = *original;
+  Json other = original;
   other["format"] = "kiln.snapshot";
   ASSERT_TRUE(write_sealed(other));
   b = read_bundle(tmp / "b");
   ASSERT_FALSE(b.ok());
   EXPECT_EQ(b.status().code(), StatusCode::kInvalidArgument);
 
-  Json no_task = *original;
+  Json no_task = original;
   no_task.erase("task");
   ASSERT_TRUE(write_sealed(no_task));
   b = read_bundle(tmp / "b");
@@ -225,15 +231,12 @@ TEST(Bundle, WrongFormatOrNewerVersionIsInvalidArgument) {
 }
 
 TEST(Bundle, ManifestSealsItselfAndVersionOneStillReads) {
-  Fixture f = make_fixture();
   kiln::testing::TempDir tmp;
-  ASSERT_TRUE(write(f, tmp / "b").ok());
   const fs::path mpath = tmp / "b" / "manifest.json";
-  auto original = read_json_file(mpath);
-  ASSERT_TRUE(original.ok());
+  const Json original = written_manifest(tmp / "b");
 
   // An edit outside "files" (a better metric, say) is tampering, caught like a changed file.
-  Json edited = *original;
+  Json edited = original;
   edited["metrics"]["val_accuracy"] = 0.99;
   ASSERT_TRUE(write_json_file_atomic(mpath, edited).ok());
   auto b = read_bundle(tmp / "b");
@@ -243,7 +246,7 @@ TEST(Bundle, ManifestSealsItselfAndVersionOneStillReads) {
             std::string::npos)
       << b.status();
 
-  Json unsealed = *original;
+  Json unsealed = original;
   unsealed.erase("manifest_sha256");
   ASSERT_TRUE(write_json_file_atomic(mpath, unsealed).ok());
   b = read_bundle(tmp / "b");
@@ -251,13 +254,13 @@ TEST(Bundle, ManifestSealsItselfAndVersionOneStillReads) {
   EXPECT_EQ(b.status().code(), StatusCode::kDataLoss);
 
   // Reordered keys and other whitespace are the same manifest.
-  nlohmann::json sorted = *original;  // keys sorted
+  nlohmann::json sorted = original;  // keys sorted
   ASSERT_TRUE(write_file_atomic(mpath, sorted.dump(4)).ok());
   b = read_bundle(tmp / "b");
   ASSERT_TRUE(b.ok()) << b.status();
 
   // A version 1 bundle (written before the seal) reads as before.
-  Json v1 = *original;
+  Json v1 = original;
   v1.erase("manifest_sha256");
   v1["format_version"] = 1;
   ASSERT_TRUE(write_json_file_atomic(mpath, v1).ok());

@@ -18,8 +18,7 @@ namespace {
 
 namespace fs = std::filesystem;
 
-int g_argc = 0;
-char** g_argv = nullptr;
+char** g_argv = nullptr;  // this process's command line, for hand_off_to_engine()
 
 }  // namespace
 
@@ -55,7 +54,6 @@ CLI::App* add_engine_verb(CLI::App& parent, const std::string& name, const std::
 
 int run_cli(int argc, char** argv, const std::function<void(CLI::App&, int*)>& register_commands,
             const std::function<void(int)>& set_threads) {
-  g_argc = argc;
   g_argv = argv;
   CLI::App app{"Kiln: one native toolkit from raw data to a monitored production endpoint.",
                "kiln"};

@@ -12,7 +12,6 @@
 namespace kiln::cli {
 namespace {
 
-
 struct ProfileArgs {
   std::string dataset;
   std::string target;

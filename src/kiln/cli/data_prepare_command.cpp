@@ -13,7 +13,6 @@ namespace {
 
 namespace fs = std::filesystem;
 
-
 struct PrepareArgs {
   std::string dataset;
   std::string target;

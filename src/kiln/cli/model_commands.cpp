@@ -17,7 +17,6 @@ namespace {
 
 namespace fs = std::filesystem;
 
-
 /// "1,28,28" -> {1, 28, 28}; "30" -> {30}.
 Expected<std::vector<int64_t>> parse_shape(const std::string& text) {
   std::vector<int64_t> shape;

@@ -18,7 +18,6 @@ namespace fs = std::filesystem;
 using registry::ModelStore;
 using registry::VersionInfo;
 
-
 Expected<std::unique_ptr<ModelStore>> open_store() { return registry::open_model_store(); }
 
 std::string human_size(int64_t bytes) {

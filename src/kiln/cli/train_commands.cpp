@@ -30,7 +30,6 @@
 namespace kiln::cli {
 namespace {
 
-
 std::string timestamp() {
   std::time_t now = std::time(nullptr);
   char buf[32];
