@@ -22,6 +22,7 @@
 #include "kiln/model/network.h"
 #include "kiln/registry/model_store.h"
 #include "kiln/train/config.h"
+#include "kiln/train/eval_inputs.h"
 #include "kiln/train/evaluate.h"
 #include "kiln/train/metrics.h"
 #include "kiln/train/table_search.h"
@@ -30,24 +31,16 @@
 namespace kiln::cli {
 namespace {
 
+using train::RawInputs;
+using train::read_model_ref;
+using train::read_raw_inputs;
+using train::run_module;
+
 std::string timestamp() {
   std::time_t now = std::time(nullptr);
   char buf[32];
   std::strftime(buf, sizeof buf, "%Y%m%d-%H%M%S", std::gmtime(&now));
   return buf;
-}
-
-/// A bundle path, NAME@VERSION or NAME@ALIAS, read (every sha256 verified).
-Expected<model::Bundle> read_model_ref(const std::string& ref) {
-  KILN_ASSIGN_OR_RETURN(registry::ResolvedModel resolved, registry::resolve_model_ref(ref));
-  return model::read_bundle(resolved.bundle_dir);
-}
-
-bool is_snapshot_dir(const fs::path& p) {
-  std::error_code ec;
-  if (!fs::is_directory(p, ec)) return false;
-  auto m = read_json_file(p / "manifest.json");
-  return m.ok() && m->value("format", "") == data::kSnapshotFormat;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -134,9 +127,9 @@ Expected<QuickPlan> quick_config(const TrainArgs& a) {
   const data::SplitTensors& train = snapshot.splits.at("train");
   const int64_t classes =
       classification ? static_cast<int64_t>(m["schema"]["target"]["classes"].size()) : 1;
-  Expected<train::TableSearchResult> search = train::search_table_model(
-      train.x, train.y, task, classes,
-      train::TableSearchOptions().seed(static_cast<uint64_t>(seed)));
+  Expected<train::TableSearchResult> search =
+      train::search_table_model(train.x, train.y, task, classes,
+                                train::TableSearchOptions().seed(static_cast<uint64_t>(seed)));
   train::TableCandidate choice;
   if (search.ok()) {
     plan.search = search->to_json();
@@ -170,7 +163,8 @@ int run_train_resolved(const TrainArgs& a);
 
 int run_train(const TrainArgs& a) {
   if (a.config.empty() && a.data.empty() && a.resume.empty())
-    return report_failure(Status::InvalidArgument("give a CONFIG.yaml, or --data FILE.csv --target COLUMN"));
+    return report_failure(
+        Status::InvalidArgument("give a CONFIG.yaml, or --data FILE.csv --target COLUMN"));
   if (!a.config.empty() && !a.data.empty())
     return report_failure(Status::InvalidArgument("give either a CONFIG.yaml or --data, not both"));
   if (a.split_seed >= 0 && a.data.empty())
@@ -271,136 +265,6 @@ int run_train_resolved(const TrainArgs& a) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Raw inputs for a bundle: CSV rows, IDX images or .npy arrays, as float32 N×<raw shape>.
-
-struct RawInputs {
-  torch::Tensor x;        ///< float32, N × raw shape
-  torch::Tensor targets;  ///< classification: int64 class index (-1 unknown); regression: float
-  std::vector<int64_t> lines;  ///< CSV lines of the rows (empty otherwise)
-};
-
-std::vector<std::string> bundle_feature_names(const model::Bundle& b) {
-  std::vector<std::string> names;
-  if (b.manifest.contains("schema") && b.manifest["schema"].contains("features"))
-    for (const auto& f : b.manifest["schema"]["features"]) names.push_back(f["name"]);
-  return names;
-}
-
-Expected<RawInputs> read_raw_inputs(const model::Bundle& b, const fs::path& path,
-                                    bool want_targets) {
-  std::string ext = path.extension().string();
-  for (auto& c : ext) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  const std::vector<int64_t> raw_shape = b.raw_input_shape();
-  RawInputs in;
-  if (ext == ".csv") {
-    std::vector<std::string> features = bundle_feature_names(b);
-    if (features.empty())
-      return Status::InvalidArgument(b.dir.string() +
-                                     ": the bundle records no feature columns, so it "
-                                     "cannot read CSV rows (give .npy or .idx input)");
-    for (const auto& f : b.manifest["schema"]["features"])
-      if (f.value("type", "numeric") != "numeric")
-        return Status::InvalidArgument(
-            b.dir.string() + ": feature '" + f["name"].get<std::string>() +
-            "' is categorical; CSV prediction takes numeric features only");
-    KILN_ASSIGN_OR_RETURN(data::CsvTable t, data::read_csv(path));
-    if (!t.ragged.empty())
-      return Status::InvalidArgument(path.string() + " line " + std::to_string(t.ragged[0].line) +
-                                     ": expected " + std::to_string(t.header.size()) +
-                                     " fields, got " + std::to_string(t.ragged[0].fields));
-    std::vector<int64_t> cols;
-    for (const auto& name : features) {
-      int64_t c = t.column_index(name);
-      if (c < 0)
-        return Status::InvalidArgument(path.string() + ": missing feature column '" + name + "'");
-      cols.push_back(c);
-    }
-    const int64_t n = static_cast<int64_t>(t.rows.size()), f = static_cast<int64_t>(cols.size());
-    in.x = torch::empty({n, f}, torch::kFloat32);
-    auto xa = in.x.accessor<float, 2>();
-    for (int64_t r = 0; r < n; ++r)
-      for (int64_t j = 0; j < f; ++j) {
-        const std::string& cell =
-            t.rows[static_cast<size_t>(r)][static_cast<size_t>(cols[static_cast<size_t>(j)])];
-        double v = std::numeric_limits<double>::quiet_NaN();
-        if (!t.is_missing(cell) && !data::parse_double(cell, &v))
-          return Status::InvalidArgument(path.string() + " line " +
-                                         std::to_string(t.lines[static_cast<size_t>(r)]) +
-                                         ": column '" + features[static_cast<size_t>(j)] + "': '" +
-                                         cell + "' is not a number");
-        xa[r][j] = static_cast<float>(v);
-      }
-    in.lines = t.lines;
-    std::string target =
-        b.manifest.contains("schema") ? b.manifest["schema"]["target"].value("name", "") : "";
-    int64_t tc = target.empty() ? -1 : t.column_index(target);
-    if (want_targets) {
-      if (tc < 0)
-        return Status::InvalidArgument(path.string() + ": no target column '" + target + "'");
-      if (b.task() == "classification") {
-        std::vector<std::string> labels = b.labels();
-        std::vector<int64_t> y;
-        for (size_t r = 0; r < t.rows.size(); ++r) {
-          const std::string& cell = t.rows[r][static_cast<size_t>(tc)];
-          auto it = std::find(labels.begin(), labels.end(), cell);
-          if (it == labels.end())
-            return Status::InvalidArgument(path.string() + " line " + std::to_string(t.lines[r]) +
-                                           ": label '" + cell +
-                                           "' is not one of the bundle's classes");
-          y.push_back(it - labels.begin());
-        }
-        in.targets = torch::tensor(y, torch::kLong);
-      } else {
-        std::vector<float> y;
-        for (size_t r = 0; r < t.rows.size(); ++r) {
-          double v;
-          if (!data::parse_double(t.rows[r][static_cast<size_t>(tc)], &v))
-            return Status::InvalidArgument(path.string() + " line " + std::to_string(t.lines[r]) +
-                                           ": target is not a number");
-          y.push_back(static_cast<float>(v));
-        }
-        in.targets = torch::tensor(y, torch::kFloat32);
-      }
-    }
-    return in;
-  }
-  torch::Tensor x;
-  if (ext == ".npy") {
-    KILN_ASSIGN_OR_RETURN(x, data::read_npy(path));
-  } else {  // IDX, gzip or raw (…-idx3-ubyte[.gz])
-    KILN_ASSIGN_OR_RETURN(x, data::read_idx(path));
-  }
-  // Images given without the channel dim (N×H×W) get one.
-  if (x.dim() == static_cast<int64_t>(raw_shape.size()) && raw_shape.size() == 3 &&
-      raw_shape[0] == 1)
-    x = x.unsqueeze(1);
-  std::vector<int64_t> want = {x.size(0)};
-  want.insert(want.end(), raw_shape.begin(), raw_shape.end());
-  if (x.sizes().vec() != want) {
-    std::ostringstream got, exp;
-    got << x.sizes();
-    exp << torch::IntArrayRef(want);
-    return Status::InvalidArgument(path.string() + ": input shape " + got.str() +
-                                   " does not match the bundle's " + exp.str());
-  }
-  in.x = x.to(torch::kFloat32).contiguous();
-  return in;
-}
-
-Expected<torch::Tensor> run_module(torch::jit::Module& module, const torch::Tensor& x) {
-  torch::NoGradGuard no_grad;
-  std::vector<torch::Tensor> outs;
-  try {
-    for (int64_t i = 0; i < x.size(0); i += 1024)
-      outs.push_back(module.forward({x.slice(0, i, std::min(x.size(0), i + 1024))}).toTensor());
-  } catch (const std::exception& e) {
-    return Status::InvalidArgument(std::string("the model rejected the input: ") + e.what());
-  }
-  if (outs.empty()) return torch::empty({0});
-  return torch::cat(outs);
-}
-
-// ---------------------------------------------------------------------------------------------
 // kiln eval
 
 struct EvalArgs {
@@ -420,41 +284,10 @@ int run_eval(const EvalArgs& a) {
         a.bundle + ": a '" + task +
         "' TorchScript bundle has no task or labels to evaluate against (push it with --labels "
         "to make it a classifier)"));
-  data::SplitTensors rows;
-  std::string ext = fs::path(a.data).extension().string();
-  if (ext == ".csv") {
-    Expected<RawInputs> in = read_raw_inputs(*bundle, a.data, /*want_targets=*/true);
-    if (!in.ok()) return report_failure(in.status());
-    rows = data::SplitTensors{in->x, in->targets, {}};
-  } else {
-    fs::path snapshot_dir = a.data;
-    if (!is_snapshot_dir(snapshot_dir)) {
-      Expected<data::DatasetSpec> spec = data::resolve_dataset(a.data, "");
-      if (!spec.ok()) return report_failure(spec.status());
-      Expected<data::PrepareResult> prepared =
-          data::prepare_dataset(*spec, data::PrepareOptions(kiln_home() / "snapshots"));
-      if (!prepared.ok()) return report_failure(prepared.status());
-      snapshot_dir = prepared->snapshot_dir;
-    }
-    Expected<data::Snapshot> snap = data::read_snapshot(snapshot_dir);
-    if (!snap.ok()) return report_failure(snap.status());
-    auto split = snap->splits.find(a.split);
-    if (split == snap->splits.end())
-      return report_failure(Status::InvalidArgument(snapshot_dir.string() + ": no split '" + a.split + "'"));
-    const std::string lineage = bundle->manifest["lineage"].value("snapshot_hash", "");
-    if (!lineage.empty() && lineage != snap->hash())
-      std::fprintf(stderr,
-                   "kiln: warning: %s was not prepared like the bundle's training data "
-                   "(snapshot %s, bundle trained on %s)\n",
-                   snapshot_dir.c_str(), snap->hash().substr(0, 12).c_str(),
-                   lineage.substr(0, 12).c_str());
-    if (snap->manifest.value("kind", "") == "table" && !split->second.raw_x.defined())
-      return report_failure(Status::InvalidArgument(
-          snapshot_dir.string() + ": the " + a.split + " split has no raw features (" + a.split +
-          "_raw_x.npy: prepared by an older Kiln, or with categorical columns); prepare the "
-          "dataset again, or evaluate on a CSV (--data FILE.csv)"));
-    rows = data::SplitTensors{split->second.served_inputs(), split->second.y, {}};
-  }
+  Expected<train::RawInputs> in = train::read_labelled_rows(*bundle, a.data, a.split);
+  if (!in.ok()) return report_failure(in.status());
+  const data::SplitTensors rows{in->x, in->targets, {}};
+  const std::string ext = fs::path(a.data).extension().string();
   // The bundle's own module (model.pt, as served and exported) on raw inputs.
   Expected<torch::jit::Module> module = model::load_bundle_module(*bundle);
   if (!module.ok()) return report_failure(module.status());
@@ -619,8 +452,7 @@ void register_train_commands(CLI::App& app, int* exit_code) {
   train->callback([ta, exit_code] { *exit_code = run_train(*ta); });
 
   auto ea = std::make_shared<EvalArgs>();
-  CLI::App* eval =
-      app.add_subcommand("eval", kEvalHelp);
+  CLI::App* eval = app.add_subcommand("eval", kEvalHelp);
   eval->add_option("bundle", ea->bundle, "bundle directory, NAME@VERSION or NAME@ALIAS")
       ->required();
   eval->add_option("--data", ea->data, "dataset spec (.yaml), snapshot directory or CSV")

@@ -1,5 +1,6 @@
 #include "kiln/model/manifest.h"
 
+#include <cmath>
 #include <nlohmann/json.hpp>
 
 #include "kiln/core/files.h"
@@ -67,7 +68,8 @@ Status validate_bundle_manifest(const Json& m) {
       return Status::InvalidArgument("a \"custom\" task bundle carries no \"model\" spec");
     KILN_RETURN_IF_ERROR(ModelSpec::from_json(m.at("model"), "model").status());
     if (!m.contains("input_shape")) return Status::InvalidArgument("missing \"input_shape\"");
-    KILN_ASSIGN_OR_RETURN(std::vector<int64_t> shape, json_int_list(m.at("input_shape"), "input_shape"));
+    KILN_ASSIGN_OR_RETURN(std::vector<int64_t> shape,
+                          json_int_list(m.at("input_shape"), "input_shape"));
     for (int64_t d : shape)
       if (d <= 0) return Status::InvalidArgument("\"input_shape\" must hold positive sizes");
     if (!m.contains("outputs") || !m.at("outputs").is_number_integer() ||
@@ -222,6 +224,29 @@ Expected<Bundle> read_bundle(const fs::path& dir) {
       return Status::DataLoss(path.string() + ": sha256 does not match the bundle manifest");
   }
   return b;
+}
+
+bool accepts_missing_values(const Json& preprocessing) {
+  if (!preprocessing.is_object()) return false;
+  if (preprocessing.value("kind", "") == "imputer") return true;
+  if (preprocessing.contains("steps") && preprocessing["steps"].is_array())
+    for (const auto& step : preprocessing["steps"])
+      if (step.is_object() && step.value("kind", "") == "imputer") return true;
+  return false;
+}
+
+Status check_input_values(const float* values, int64_t rows, int64_t row_size, bool allow_nan) {
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t i = 0; i < row_size; ++i) {
+      const float v = values[r * row_size + i];
+      if (std::isinf(v) || (!allow_nan && std::isnan(v)))
+        return Status::InvalidArgument(
+            "row " + std::to_string(r) + ", value " + std::to_string(i) + " is " +
+            (std::isnan(v) ? std::string("NaN") : std::string(v > 0 ? "+Infinity" : "-Infinity")) +
+            (std::isnan(v) ? " (this model has no imputer to take missing values)"
+                           : " (not a value any model can use)"));
+    }
+  return Status::Ok();
 }
 
 }  // namespace kiln::model

@@ -114,6 +114,16 @@ Expected<std::vector<int64_t>> json_int_list(const Json& j, const std::string& f
 ///   bundle_dir_of("runs/fmnist") == "runs/fmnist/bundle"
 fs::path bundle_dir_of(const fs::path& path);
 
+/// Whether a bundle's model.pt takes NaN as a missing value (a table pipeline whose imputer fills
+/// it in). Images and pipelines without an imputer do not: a NaN there is garbage in.
+bool accepts_missing_values(const Json& preprocessing);
+
+/// Refuses input values a model would silently turn into garbage predictions: ±Infinity always,
+/// NaN unless `allow_nan` (accepts_missing_values). `values` holds `rows` rows of `row_size`
+/// floats. InvalidArgument names the first offending row and position ("row 3, value 17 is
+/// NaN"). What serving and `kiln predict` apply before a forward pass. Pure; thread-safe.
+Status check_input_values(const float* values, int64_t rows, int64_t row_size, bool allow_nan);
+
 /// Reads `dir`/manifest.json and verifies the sha256 of every file it lists. Errors: NotFound
 /// (no such directory or no manifest.json); InvalidArgument (not a bundle, a newer
 /// format_version, a missing or malformed field, naming it); DataLoss naming the file that is
