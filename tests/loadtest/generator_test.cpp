@@ -14,6 +14,8 @@
 #include <thread>
 #include <vector>
 
+#include "kiln/loadtest/find_max.h"
+
 namespace kiln::loadtest {
 namespace {
 
@@ -191,6 +193,38 @@ TEST(LoadtestGenerator, RejectsBadOptions) {
   EXPECT_FALSE(run_load(LoadOptions(o).duration_s(0)).ok());
   EXPECT_FALSE(run_load(LoadOptions(o).threads(3).connections(2)).ok());
   EXPECT_FALSE(run_load(LoadOptions(o.target_, {})).ok());
+}
+
+TEST(LoadtestFindMax, StepsUpToTheCapWhenEveryStageHolds) {
+  TinyServer server;
+  FindMaxOptions fm;
+  fm.start_rate = 200;
+  fm.factor = 2;
+  fm.stage_s = 0.3;
+  fm.max_rate = 1000;
+  std::vector<double> seen;
+  auto r = find_max(options_for(server.port()).connections(4), *parse_slo("p99<200ms"), fm,
+                    [&](const FindMaxStage& s) { seen.push_back(s.rate); });
+  ASSERT_TRUE(r.ok()) << r.status().to_string();
+  EXPECT_EQ(seen, (std::vector<double>{200, 400, 800}));
+  EXPECT_EQ(r->best_rate, 800);
+}
+
+TEST(LoadtestFindMax, BisectsBelowTheRateThatBreaksTheSlo) {
+  // One connection and 4 ms per answer: about 250 req/s at most, then the queue grows.
+  TinyServer server([](int64_t) { return 4; });
+  FindMaxOptions fm;
+  fm.start_rate = 100;
+  fm.factor = 2;
+  fm.stage_s = 0.4;
+  fm.bisect_steps = 2;
+  auto r = find_max(options_for(server.port()).connections(1), *parse_slo("p99<40ms"), fm, nullptr);
+  ASSERT_TRUE(r.ok());
+  EXPECT_GE(r->best_rate, 100);
+  EXPECT_LT(r->best_rate, 400);
+  ASSERT_GE(r->stages.size(), 3u);
+  EXPECT_TRUE(r->stages[0].ok);
+  EXPECT_FALSE(r->stages.back().ok && r->stages.back().rate > r->best_rate);
 }
 
 }  // namespace

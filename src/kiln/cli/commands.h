@@ -38,6 +38,10 @@ inline constexpr const char* kExportHelp =
 inline constexpr const char* kServeHelp =
     "Serve models over HTTP: Open Inference Protocol v2 (KServe/Triton REST), dynamic batching, "
     "hot reload, Prometheus /metrics";
+inline constexpr const char* kLoadtestHelp =
+    "Load-test an HTTP server (a URL, or `kiln serve` started on --model): open-loop constant "
+    "rate with coordinated-omission-safe latency, or closed loop; percentiles, errors, "
+    "timeline, --find-max under an SLO";
 inline constexpr const char* kTuneHelp =
     "Hyperparameter study: `kiln tune CONFIG.yaml --space SPACE.yaml --trials N --workers W`, or "
     "any program with --objective-cmd; studies live in $KILN_HOME/studies.db and resume";
@@ -80,6 +84,8 @@ void register_train_commands(CLI::App& app, int* exit_code);  // train, eval, pr
 void register_registry_commands(CLI::App& app, int* exit_code);
 void register_serve_commands(CLI::App& app, int* exit_code);
 void register_tune_commands(CLI::App& app, int* exit_code);
+/// `loadtest` (torch-free: both binaries run it).
+void register_loadtest_command(CLI::App& app, int* exit_code);
 /// `tune show` under `tune`; returns it.
 CLI::App* register_tune_show_command(CLI::App& tune, int* exit_code);
 

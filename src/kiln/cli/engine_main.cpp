@@ -22,6 +22,7 @@ int main(int argc, char** argv) {
         register_model_commands(app, exit_code);
         register_train_commands(app, exit_code);
         register_registry_commands(app, exit_code);
+        register_loadtest_command(app, exit_code);
         register_serve_commands(app, exit_code);
         register_tune_commands(app, exit_code);
       },

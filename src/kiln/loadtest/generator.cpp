@@ -21,7 +21,7 @@ namespace {
 constexpr int64_t kSecond = 1'000'000'000;
 constexpr int64_t kLateNs = 1'000'000;           // a send this late counts as backed up
 constexpr int64_t kHousekeepingNs = 10'000'000;  // timeout scan / reconnect cadence
-constexpr int64_t kSpinNs = 20'000;              // closer than this: spin instead of sleeping
+constexpr int64_t kSpinNs = 5'000;  // closer than this: spin (epoll_wait 0) instead of a timer
 constexpr int64_t kReconnectDelayNs = 10'000'000;
 constexpr size_t kBufferBytes = 16384;  // response headers must fit
 constexpr int64_t kTimelineHighestNs = 100 * kSecond;
@@ -50,6 +50,7 @@ struct Conn {
   int status = 0;
   bool close_after = false;
   bool reused = false;  ///< has answered before (an EOF before any byte may be a stale socket)
+  uint32_t events = 0;  ///< the epoll interest set now registered
 };
 
 /// Case-insensitive: does header line [b, e) start with `name` (lower case, with the colon)?
@@ -219,11 +220,15 @@ class Worker {
     ev.events = rc == 0 ? EPOLLIN : EPOLLOUT;
     ev.data.u64 = static_cast<uint64_t>(i);
     epoll_ctl(epfd_, EPOLL_CTL_ADD, c.fd, &ev);
+    c.events = ev.events;
     c.state = rc == 0 ? ConnState::kWriting : ConnState::kConnecting;
     return true;
   }
 
-  void set_events(const Conn& c, int i, uint32_t events) {
+  /// One epoll_ctl only when the interest set changes (not once per request).
+  void set_events(Conn& c, int i, uint32_t events) {
+    if (c.events == events) return;
+    c.events = events;
     epoll_event ev{};
     ev.events = events;
     ev.data.u64 = static_cast<uint64_t>(i);
@@ -390,6 +395,7 @@ class Worker {
       ::close(c.fd);
     }
     c.fd = -1;
+    c.events = 0;
     c.len = 0;
     c.in_body = false;
   }
