@@ -31,15 +31,27 @@ Expected<torch::Tensor> Context::outputs_of(const std::string& ref) {
       return Status::InvalidArgument(ref +
                                      ": takes inputs of another shape than the model under "
                                      "test, so it cannot be scored on the same rows");
-    if (b.task() != bundle.task() || b.labels() != bundle.labels())
+    std::vector<std::string> mine = bundle.labels(), theirs = b.labels();
+    std::sort(mine.begin(), mine.end());
+    std::sort(theirs.begin(), theirs.end());
+    if (b.task() != bundle.task() || mine != theirs)
       return Status::InvalidArgument(ref +
-                                     ": has another task or other labels than the model "
+                                     ": has another task or other classes than the model "
                                      "under test");
     KILN_ASSIGN_OR_RETURN(torch::jit::Module m, model::load_bundle_module(b));
     it = others.emplace(ref, std::make_pair(std::move(b), std::move(m))).first;
   }
   KILN_ASSIGN_OR_RETURN(torch::Tensor out,
                         train::run_module(it->second.second, rows.x, kForwardBatch));
+  // Its output columns in the order of the model under test's labels (the same classes may be
+  // listed in another order).
+  const std::vector<std::string> theirs = it->second.first.labels();
+  if (!labels.empty() && theirs != labels) {
+    std::vector<int64_t> column;
+    for (const auto& l : labels)
+      column.push_back(std::find(theirs.begin(), theirs.end(), l) - theirs.begin());
+    out = out.index_select(1, torch::tensor(column, torch::kLong));
+  }
   return out.to(torch::kFloat32);
 }
 

@@ -201,6 +201,24 @@ Expected<RawInputs> read_labelled_rows(const model::Bundle& bundle, const std::s
   RawInputs in;
   in.x = it->second.served_inputs().to(torch::kFloat32).contiguous();
   in.targets = it->second.y;
+  if (bundle.task() == "classification") {
+    // Snapshot targets index the snapshot's class list; the model's outputs index the bundle's
+    // labels. Map by name, so a bundle whose labels are in another order is scored truthfully.
+    const Json& target = snap.manifest["schema"]["target"];
+    if (target.contains("classes")) {
+      const std::vector<std::string> labels = bundle.labels();
+      std::vector<int64_t> to_bundle;
+      for (const auto& cls : target["classes"]) {
+        const std::string name = cls.is_string() ? cls.get<std::string>() : cls.dump();
+        auto pos = std::find(labels.begin(), labels.end(), name);
+        if (pos == labels.end())
+          return Status::InvalidArgument(snapshot_dir.string() + ": class '" + name +
+                                         "' is not one of the bundle's labels");
+        to_bundle.push_back(pos - labels.begin());
+      }
+      in.targets = torch::tensor(to_bundle, torch::kLong).index_select(0, in.targets);
+    }
+  }
   in.source = snapshot_dir.string() + " split " + split;
   return in;
 }
