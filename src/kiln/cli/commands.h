@@ -38,6 +38,10 @@ inline constexpr const char* kExportHelp =
 inline constexpr const char* kServeHelp =
     "Serve models over HTTP: Open Inference Protocol v2 (KServe/Triton REST), dynamic batching, "
     "hot reload, Prometheus /metrics";
+inline constexpr const char* kTestHelp =
+    "Test a bundle before deploying it: a suite of model, smoke, boundary, invariance, "
+    "integration, champion/challenger and latency checks (exit 0 all pass, 1 a check failed, "
+    "2 bad input)";
 inline constexpr const char* kLoadtestHelp =
     "Load-test an HTTP server (a URL, or `kiln serve` started on --model): open-loop constant "
     "rate with coordinated-omission-safe latency, or closed loop; percentiles, errors, "
@@ -50,12 +54,11 @@ inline constexpr const char* kTuneHelp =
 /// start; in the front they stay null and such a verb calls hand_off_to_engine(). Set once
 /// before parsing; read-only after.
 struct EngineHooks {
-  Expected<Json> (*profile_dataset)(const data::DatasetSpec&, const data::ProfileOptions&) =
-      nullptr;
-  Expected<std::filesystem::path> (*import_torchscript)(const std::filesystem::path& model_pt,
-                                                        const registry::TorchScriptImport&,
-                                                        const std::filesystem::path& out_dir) =
-      nullptr;
+  Expected<Json> (*profile_dataset)(const data::DatasetSpec&,
+                                    const data::ProfileOptions&) = nullptr;
+  Expected<std::filesystem::path> (*import_torchscript)(
+      const std::filesystem::path& model_pt, const registry::TorchScriptImport&,
+      const std::filesystem::path& out_dir) = nullptr;
 };
 EngineHooks& engine_hooks();
 
@@ -86,6 +89,7 @@ void register_serve_commands(CLI::App& app, int* exit_code);
 void register_tune_commands(CLI::App& app, int* exit_code);
 /// `loadtest` (torch-free: both binaries run it).
 void register_loadtest_command(CLI::App& app, int* exit_code);
+void register_test_command(CLI::App& app, int* exit_code);
 /// `tune show` under `tune`; returns it.
 CLI::App* register_tune_show_command(CLI::App& tune, int* exit_code);
 

@@ -20,6 +20,7 @@ int main(int argc, char** argv) {
         register_registry_commands(app, exit_code);
         register_loadtest_command(app, exit_code);
         add_engine_verb(app, "serve", kServeHelp, exit_code);
+        add_engine_verb(app, "test", kTestHelp, exit_code);
         // `tune show` runs here; `tune CONFIG ...` (a study) and `tune --help` go to kiln-engine.
         CLI::App* tune = add_engine_verb(app, "tune", kTuneHelp, exit_code);
         CLI::App* show = register_tune_show_command(*tune, exit_code);
