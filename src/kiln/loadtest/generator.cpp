@@ -4,6 +4,7 @@
 #include <netinet/tcp.h>
 #include <sys/epoll.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/timerfd.h>
 #include <time.h>
@@ -136,17 +137,28 @@ class Worker {
 
       int64_t wake = std::min(next_housekeeping, sending ? end_ns_ : drain_end_ns_);
       if (open && sending && !free_.empty()) wake = std::min(wake, next_due);
-      int timeout_ms = -1;
-      if (wake - now <= kSpinNs) {
-        timeout_ms = 0;
-      } else if (wake != armed) {
-        itimerspec its{};
-        its.it_value.tv_sec = wake / kSecond;
-        its.it_value.tv_nsec = wake % kSecond;
-        timerfd_settime(timerfd_, TFD_TIMER_ABSTIME, &its, nullptr);
-        armed = wake;
+      // Sleep until `wake` (or an event): epoll_pwait2's nanosecond timeout where the kernel has
+      // it (5.11+), else a timerfd armed at `wake`. Closer than kSpinNs: poll without sleeping.
+      const int64_t wait_ns = wake - now <= kSpinNs ? 0 : wake - now;
+      int got;
+      if (use_pwait2_) {
+        const timespec ts{static_cast<time_t>(wait_ns / kSecond),
+                          static_cast<long>(wait_ns % kSecond)};
+        got = epoll_pwait2(epfd_, events, 256, &ts, nullptr);
+        if (got < 0 && errno == ENOSYS) {
+          use_pwait2_ = false;
+          continue;
+        }
+      } else {
+        if (wait_ns > 0 && wake != armed) {
+          itimerspec its{};
+          its.it_value.tv_sec = wake / kSecond;
+          its.it_value.tv_nsec = wake % kSecond;
+          timerfd_settime(timerfd_, TFD_TIMER_ABSTIME, &its, nullptr);
+          armed = wake;
+        }
+        got = epoll_wait(epfd_, events, 256, wait_ns > 0 ? -1 : 0);
       }
-      const int got = epoll_wait(epfd_, events, 256, timeout_ms);
       if (got < 0 && errno != EINTR) break;
       for (int e = 0; e < got; ++e) {
         if (events[e].data.u64 == UINT64_MAX) {
@@ -458,6 +470,7 @@ class Worker {
   int64_t busy_ = 0;
   int64_t end_ns_ = 0, drain_end_ns_ = 0, timeout_ns_ = 0;
   int epfd_ = -1, timerfd_ = -1;
+  bool use_pwait2_ = true;
 };
 
 void merge_into(LoadResult* into, LoadResult& from) {
@@ -502,6 +515,21 @@ Expected<LoadResult> run_load(const LoadOptions& o) {
   if (!(o.duration_s_ > 0) || o.duration_s_ > 3600)
     return Status::InvalidArgument("--duration must be in (0, 3600] seconds");
   if (!(o.timeout_s_ > 0)) return Status::InvalidArgument("--timeout must be positive");
+  // Too few file descriptors would look like connect errors of the server: raise the soft
+  // limit if the hard one allows, else refuse up front.
+  const rlim_t needed = static_cast<rlim_t>(o.connections_) + 64;
+  rlimit lim{};
+  if (getrlimit(RLIMIT_NOFILE, &lim) == 0 && lim.rlim_cur < needed) {
+    if (lim.rlim_max >= needed || lim.rlim_max == RLIM_INFINITY) {
+      lim.rlim_cur = needed;
+      setrlimit(RLIMIT_NOFILE, &lim);
+    } else {
+      return Status::InvalidArgument("--connections " + std::to_string(o.connections_) +
+                                     " needs about " + std::to_string(needed) +
+                                     " file descriptors; the hard limit is " +
+                                     std::to_string(lim.rlim_max) + " (ulimit -Hn)");
+    }
+  }
 
   const int n = o.threads_;
   std::vector<LoadResult> parts(static_cast<size_t>(n));

@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -56,6 +57,7 @@ Expected<std::unique_ptr<ServeProcess>> ServeProcess::Start(
   p->pid_ = ::fork();
   if (p->pid_ < 0) return Status::IoError(std::string("fork: ") + std::strerror(errno));
   if (p->pid_ == 0) {
+    ::prctl(PR_SET_PDEATHSIG, SIGTERM);  // no orphaned server if loadtest is killed
     ::dup2(out[1], 1);
     ::dup2(log_fd, 2);
     ::execv(kiln_binary.c_str(), argv.data());
