@@ -10,6 +10,7 @@
 #include <cmath>
 #include <cstdio>
 #include <fstream>
+#include <limits>
 #include <nlohmann/json.hpp>
 #include <set>
 #include <sstream>
@@ -214,6 +215,25 @@ TEST_F(ServeCliTest, EndpointsAnswerTheOpenInferenceProtocol) {
   float got[4];
   std::memcpy(got, r.body.data() + json_len, 16);
   for (int i = 0; i < 4; ++i) EXPECT_NEAR(got[i], logits[static_cast<size_t>(i)], 1e-4);
+
+  // Non-finite values (only the binary extension can carry them): an Infinity is refused with a
+  // 400 naming the row and position; a NaN is a missing value this bundle's imputer fills in.
+  auto binary_request = [&](float planted) {
+    std::string body = header;
+    for (int i = 0; i < 2; ++i)
+      for (size_t j = 0; j < 30; ++j) {
+        float f = i == 1 && j == 7 ? planted : static_cast<float>(rows_[static_cast<size_t>(i)][j]);
+        body.append(reinterpret_cast<const char*>(&f), 4);
+      }
+    return c.post("/v2/models/bundle/infer", body,
+                  {"Content-Type: application/octet-stream",
+                   "Inference-Header-Content-Length: " + std::to_string(header.size())});
+  };
+  r = binary_request(std::numeric_limits<float>::infinity());
+  EXPECT_EQ(r.status, 400) << r.body;
+  EXPECT_NE(r.body.find("row 1, value 7 is +Infinity"), std::string::npos) << r.body;
+  r = binary_request(std::numeric_limits<float>::quiet_NaN());
+  EXPECT_EQ(r.status, 200) << r.body;
 }
 
 // The default serves linear layers through XNNPACK's prepacked operators (checked at load);

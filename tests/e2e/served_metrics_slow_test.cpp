@@ -6,6 +6,7 @@
 
 #include <filesystem>
 #include <nlohmann/json.hpp>
+#include <set>
 
 #include "support/test_support.h"
 
@@ -61,6 +62,18 @@ sys.exit(0 if correct == claimed else 1)
       home.path());
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_EQ(Json::parse(r.out)["accuracy"], test["accuracy"]);
+  // The default model-test suite (what `make demo` runs before registering) passes on it, image
+  // checks included, on the 10,000 test images of the training snapshot.
+  r = run_kiln({"test", (home / "run").string(), "--json"}, home.path());
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+  Json report = Json::parse(r.out);
+  EXPECT_EQ(report["rows"], 10000);
+  std::set<std::string> names;
+  for (const auto& c : report["checks"]) names.insert(c["name"].get<std::string>());
+  for (const char* name :
+       {"smoke", "trivial_baseline", "recorded_metrics", "boundary", "invariance/shift",
+        "invariance/brightness", "invariance/flip", "serve", "latency"})
+    EXPECT_EQ(names.count(name), 1u) << name;
 }
 
 }  // namespace

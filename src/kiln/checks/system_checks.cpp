@@ -15,6 +15,7 @@
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
+#include <limits>
 #include <thread>
 
 #include "kiln/checks/check_context.h"
@@ -104,12 +105,16 @@ class ServeChild {
   int port() const { return port_; }
 
   /// One request on a keep-alive loopback connection: the status and body (status 0: no answer).
-  std::pair<int, std::string> post(const std::string& path, const std::string& body) {
+  /// `json_length` > 0: a binary-extension body whose JSON header is that long.
+  std::pair<int, std::string> post(const std::string& path, const std::string& body,
+                                   size_t json_length = 0) {
     if (fd_ < 0 && !connect_loopback()) return {0, "cannot connect"};
-    std::string req = "POST " + path +
-                      " HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-                      "Content-Length: " +
-                      std::to_string(body.size()) + "\r\n\r\n" + body;
+    std::string req = "POST " + path + " HTTP/1.1\r\nHost: 127.0.0.1\r\n" +
+                      (json_length > 0 ? "Content-Type: application/octet-stream\r\n"
+                                         "Inference-Header-Content-Length: " +
+                                             std::to_string(json_length) + "\r\n"
+                                       : std::string("Content-Type: application/json\r\n")) +
+                      "Content-Length: " + std::to_string(body.size()) + "\r\n\r\n" + body;
     for (size_t off = 0; off < req.size();) {
       const ssize_t n = ::send(fd_, req.data() + off, req.size() - off, MSG_NOSIGNAL);
       if (n <= 0) return {0, "send failed"};
@@ -273,23 +278,48 @@ Status run_serve(Context& ctx, const CheckSpec& spec, CheckResult& result) {
     std::vector<float> out = answer["outputs"][0]["data"].get<std::vector<float>>();
     served.push_back(torch::tensor(out).reshape({part.size(0), -1}));
   }
+  // A value no model can use travels only in the binary extension: the server must refuse it.
+  int infinity_status = 0;
+  {
+    torch::Tensor row = x.slice(0, 0, 1).clone().contiguous();
+    row.view({-1})[0] = std::numeric_limits<float>::infinity();
+    Json shape = Json::array({1});
+    for (int64_t d : raw) shape.push_back(d);
+    const std::string header = Json{{"inputs",
+                                     {{{"name", "input"},
+                                       {"shape", shape},
+                                       {"datatype", "FP32"},
+                                       {"parameters", {{"binary_data_size", row.numel() * 4}}}}}}}
+                                   .dump();
+    std::string body = header;
+    body.append(reinterpret_cast<const char*>(row.data_ptr<float>()),
+                static_cast<size_t>(row.numel()) * 4);
+    infinity_status = server.post("/v2/models/" + name + "/infer", body, header.size()).first;
+  }
   torch::Tensor online = torch::cat(served);
   const double diff = max_abs_diff(online, offline.reshape(online.sizes()));
   const double scale = std::max(1.0, offline.abs().max().item<double>());
   double agree = 1.0;
   if (ctx.classification)
     agree = (online.argmax(1) == offline.argmax(1)).to(torch::kFloat64).mean().item<double>();
-  result.details = {
-      {"rows", sent}, {"port", server.port()}, {"max_abs_diff", diff}, {"same_class", agree}};
+  result.details = {{"rows", sent},
+                    {"port", server.port()},
+                    {"max_abs_diff", diff},
+                    {"same_class", agree},
+                    {"infinity_status", infinity_status}};
   result.measured =
       "max diff " + fmt(diff) + (ctx.classification ? ", same class " + fmt(agree) : "");
   result.threshold = "diff <= " + fmt(tolerance) + (ctx.classification ? ", same class 1" : "");
-  const bool ok = diff <= tolerance * scale && agree == 1.0;
-  result.outcome = ok ? Outcome::kPass : Outcome::kFail;
-  if (!ok)
+  const bool same = diff <= tolerance * scale && agree == 1.0;
+  result.outcome = same && infinity_status == 400 ? Outcome::kPass : Outcome::kFail;
+  if (!same)
     result.message =
         "the served answers differ from the offline module's (train/serve skew): max |diff| " +
         fmt(diff) + ", same class on " + fmt(100 * agree) + "% of the rows";
+  if (infinity_status != 400)
+    result.message += (result.message.empty() ? "" : "; ") + std::string("kiln serve answered ") +
+                      std::to_string(infinity_status) +
+                      " to an input holding +Infinity (expected a 400 refusal)";
   return Status::Ok();
 }
 

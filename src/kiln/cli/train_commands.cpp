@@ -330,6 +330,11 @@ int run_predict(const PredictArgs& a) {
   if (!in.ok()) return report_failure(in.status());
   Expected<torch::jit::Module> module = model::load_bundle_module(*bundle);
   if (!module.ok()) return report_failure(module.status());
+  // The gate serving applies: no Infinity, and NaN only where an imputer fills it in.
+  Status values = model::check_input_values(in->x.data_ptr<float>(), in->x.size(0),
+                                            in->x.size(0) > 0 ? in->x[0].numel() : 0,
+                                            model::accepts_missing_values(bundle->preprocessing()));
+  if (!values.ok()) return report_failure(values.with_context(a.input));
   Expected<torch::Tensor> out = run_module(*module, in->x);
   if (!out.ok()) return report_failure(out.status());
   const std::vector<std::string> labels = bundle->labels();

@@ -63,6 +63,7 @@ Expected<ModelSignature> parse_signature(const model::Bundle& b) {
   }
   sig.task = b.task();
   sig.labels = b.labels();
+  sig.accepts_missing = model::accepts_missing_values(b.preprocessing());
   const auto& first = sig.outputs[0].shape;
   if (!sig.labels.empty() &&
       (first.size() != 1 || first[0] != static_cast<int64_t>(sig.labels.size())))

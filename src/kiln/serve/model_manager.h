@@ -38,6 +38,9 @@ struct ModelSignature {
   std::vector<std::string> labels;  ///< class names in output order; empty: not a classifier
   std::string task;
   int64_t sample_numel = 1;
+  /// NaN inputs are missing values the model imputes (model::accepts_missing_values); otherwise
+  /// a NaN, like an Infinity, is refused with 400.
+  bool accepts_missing = false;
   /// Classifiers (labels matching the first output's width) also offer "probabilities" (softmax
   /// of the first output) and "labels" (the arg-max class name, BYTES).
   bool classifier() const { return !labels.empty(); }

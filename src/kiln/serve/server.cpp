@@ -10,6 +10,7 @@
 
 #include "kiln/core/logging.h"
 #include "kiln/core/version.h"
+#include "kiln/model/manifest.h"
 #include "kiln/monitor/metrics.h"
 #include "kiln/monitor/process_stats.h"
 #include "kiln/serve/protocol.h"
@@ -438,6 +439,9 @@ void InferenceServer::Impl::handle_infer(const HttpRequest& req, const std::stri
     return fail(400, vm.client_error,
                 "inputs[0]: shape " + shape_text(in.shape) + " holds " + std::to_string(elements) +
                     " elements, the data has " + std::to_string(in.data.size()));
+  if (Status values = model::check_input_values(in.data.data(), rows, per_row, sig.accepts_missing);
+      !values.ok())
+    return fail(400, vm.client_error, "inputs[0]: " + values.message());
   const int64_t max_batch = options.models_.batcher_.max_batch_;
   if (rows > max_batch)
     return fail(400, vm.client_error,
