@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # `make demo`: the main job end to end on the embedded defaults: profile and prepare the data,
-# train the Fashion-MNIST default, evaluate, predict from raw files, export, register it
+# train the Fashion-MNIST default, evaluate, predict from raw files, export, test it (`kiln test`,
+# the default suite), register it
 # (alias production) and serve fashion-mnist@production over HTTP (one prediction, then a
 # graceful stop). Later stages extend it to a monitored model.
 set -euo pipefail
@@ -41,8 +42,14 @@ head -6 "$run/predictions.csv" | cut -c1-120
 step "Export TorchScript (raw 0-255 pixels in, logits out; loadable with torch.jit.load)"
 "$kiln" export "$run/bundle" --format torchscript --out "$run/model.pt"
 
-step "Register the bundle as fashion-mnist (next immutable version) and point alias production at it"
-pushed=$("$kiln" registry push "$run/bundle" --name fashion-mnist --tag source=demo \
+step "Test the bundle before registering it: the default suite (smoke, baselines, boundary, invariance, serve skew, latency); a failed check stops here"
+"$kiln" test "$run/bundle" --junit "$run/test-junit.xml" --report "$run/test-report.json"
+test_tags=$(/usr/bin/python3 -c 'import json, sys; r = json.load(open(sys.argv[1]))
+print("--tag test.result=" + ("passed" if r["passed"] else "failed"), "--tag test.suite=" + r["suite"] + "@" + r["suite_sha256"][:12])' "$run/test-report.json")
+
+step "Register the tested bundle as fashion-mnist (next immutable version) and point alias production at it"
+# shellcheck disable=SC2086
+pushed=$("$kiln" registry push "$run/bundle" --name fashion-mnist --tag source=demo $test_tags \
   --description "make demo: examples/fashion-mnist/cnn.yaml")
 echo "$pushed"
 version=$(echo "$pushed" | sed -n 's/^pushed fashion-mnist@\([0-9]*\).*/\1/p')

@@ -355,16 +355,20 @@ Status run_latency(Context& ctx, const CheckSpec& spec, CheckResult& result) {
       ms.push_back(std::chrono::duration<double, std::milli>(SteadyClock::now() - t0).count());
     }
     const double p50 = percentile_ms(ms, 0.5), p99 = percentile_ms(ms, 0.99);
-    const double p50_budget = budget("p50_ms", size, INFINITY);
-    // Without a budget: 50 ms + 2 ms a row, loose enough for a loaded CI machine, tight enough
-    // to catch a model that went quadratic or fell off its fast path.
-    const double p99_budget = budget("p99_ms", size, 50.0 + 2.0 * static_cast<double>(size));
+    // Without a budget: a median of 25 ms + 1 ms a row, loose enough for a loaded CI machine
+    // (whose p99 is the scheduler's, not the model's), tight enough to catch a model that went
+    // quadratic or fell off its fast path. A suite's p99_ms is held as given.
+    const bool named = spec.params.contains("p50_ms") || spec.params.contains("p99_ms");
+    const double p50_budget =
+        budget("p50_ms", size, named ? INFINITY : 25.0 + static_cast<double>(size));
+    const double p99_budget = budget("p99_ms", size, INFINITY);
     result.details["batches"][std::to_string(size)] = {{"p50_ms", p50},
                                                        {"p99_ms", p99},
                                                        {"runs", ms.size()},
                                                        {"p50_budget_ms", p50_budget},
                                                        {"p99_budget_ms", p99_budget}};
-    measured += (measured.empty() ? "" : " ") + std::to_string(size) + ":" + fmt(p99) + "ms";
+    measured += (measured.empty() ? "" : " ") + std::to_string(size) + ":" + fmt(p50) + "/" +
+                fmt(p99) + "ms";
     if (p99 > p99_budget || p50 > p50_budget) {
       result.outcome = Outcome::kFail;
       result.message += (result.message.empty() ? "" : "; ") + std::string("batch ") +
@@ -372,10 +376,10 @@ Status run_latency(Context& ctx, const CheckSpec& spec, CheckResult& result) {
                         " ms over its budget";
     }
   }
-  result.measured = "p99 " + measured;
+  result.measured = "p50/p99 " + measured;
   result.threshold = spec.params.contains("p99_ms") || spec.params.contains("p50_ms")
                          ? "within the suite's budget"
-                         : "p99 <= 50 ms + 2 ms/row";
+                         : "p50 <= 25 ms + 1 ms/row";
   return Status::Ok();
 }
 
