@@ -89,6 +89,16 @@ TEST_F(ModelTestCliTest, GoodBundlePassesItsDefaultSuiteWithServeSkewAndJunit) {
   EXPECT_EQ(std::system(cmd.c_str()), 0) << read_text(t / "junit.xml");
 }
 
+TEST_F(ModelTestCliTest, TheShippedExampleSuitePasses) {
+  CommandResult r = run_kiln(
+      {"test", bundle_.string(), "--suite", example("breast-cancer/suite.yaml"), "--json"},
+      home_->path());
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+  Json report = Json::parse(r.out);
+  EXPECT_EQ(report["suite"], "breast-cancer-release");
+  EXPECT_EQ(report["counts"]["pass"].get<int>(), static_cast<int>(report["checks"].size()));
+}
+
 TEST_F(ModelTestCliTest, PermutedLabelsFailWithTheFailingChecksNamed) {
   TempDir t;
   const fs::path broken = permuted_labels_copy(bundle_, t / "broken");
