@@ -1,25 +1,21 @@
 // Checks of the model as software: smoke (loads, signature, determinism, the module against its
 // weights), serve (train/serve skew through a real `kiln serve`) and latency.
 #include <arpa/inet.h>
-#include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
-#include <signal.h>
 #include <sys/socket.h>
-#include <sys/wait.h>
 #include <torch/torch.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
-#include <cstdlib>
 #include <cstring>
 #include <limits>
-#include <thread>
 
 #include "kiln/checks/check_context.h"
 #include "kiln/core/files.h"
+#include "kiln/loadtest/serve_process.h"
 #include "kiln/model/bundle.h"
 
 namespace kiln::checks::detail {
@@ -27,84 +23,16 @@ namespace {
 
 using SteadyClock = std::chrono::steady_clock;
 
-/// `kiln serve --model DIR --port 0` as a child process, stopped (SIGTERM, then SIGKILL) when
-/// this object dies. stderr goes to a temp file so a failed start can be explained.
-class ServeChild {
+/// A blocking keep-alive HTTP/1.1 connection to a loopback port (the serve check's client).
+class LoopbackClient {
  public:
-  ServeChild(const fs::path& binary, const fs::path& bundle_dir) {
-    char log_template[] = "/tmp/kiln-test-serve-XXXXXX";
-    const int log_fd = ::mkstemp(log_template);
-    log_path_ = log_template;
-    int out[2];
-    if (log_fd < 0 || ::pipe(out) != 0) {
-      error_ = "cannot create a pipe or log file for kiln serve";
-      return;
-    }
-    pid_ = ::fork();
-    if (pid_ == 0) {
-      ::dup2(out[1], 1);
-      ::dup2(log_fd, 2);
-      ::close(out[0]);
-      std::vector<std::string> args = {binary.string(), "serve",     "--model", bundle_dir.string(),
-                                       "--host",        "127.0.0.1", "--port",  "0",
-                                       "--threads",     "1"};
-      std::vector<char*> argv;
-      for (auto& a : args) argv.push_back(a.data());
-      argv.push_back(nullptr);
-      ::execv(binary.c_str(), argv.data());
-      ::_exit(127);
-    }
-    ::close(out[1]);
-    ::close(log_fd);
-    std::string text;
-    const auto deadline = SteadyClock::now() + std::chrono::seconds(60);
-    while (SteadyClock::now() < deadline) {
-      const size_t at = text.find("ready on http://");
-      if (at != std::string::npos && text.find('\n', at) != std::string::npos) {
-        const size_t colon = text.find(':', at + 16);
-        port_ = std::atoi(text.c_str() + colon + 1);
-        break;
-      }
-      pollfd p{out[0], POLLIN, 0};
-      if (::poll(&p, 1, 200) > 0) {
-        char buf[4096];
-        const ssize_t n = ::read(out[0], buf, sizeof buf);
-        if (n <= 0) break;
-        text.append(buf, static_cast<size_t>(n));
-      }
-    }
-    ::close(out[0]);
-    if (port_ <= 0) {
-      Expected<std::string> log = read_file(log_path_);
-      error_ = "kiln serve did not become ready: " + (log.ok() ? log->substr(0, 2000) : text);
-    }
-  }
-  ~ServeChild() {
+  explicit LoopbackClient(int port) : port_(port) {}
+  ~LoopbackClient() {
     if (fd_ >= 0) ::close(fd_);
-    if (pid_ > 0) {
-      ::kill(pid_, SIGTERM);
-      for (int i = 0; i < 200; ++i) {
-        if (::waitpid(pid_, nullptr, WNOHANG) == pid_) {
-          pid_ = -1;
-          break;
-        }
-        std::this_thread::sleep_for(std::chrono::milliseconds(25));
-      }
-      if (pid_ > 0) {
-        ::kill(pid_, SIGKILL);
-        ::waitpid(pid_, nullptr, 0);
-      }
-    }
-    std::error_code ec;
-    fs::remove(log_path_, ec);
   }
-  ServeChild(const ServeChild&) = delete;
-  ServeChild& operator=(const ServeChild&) = delete;
+  LoopbackClient(const LoopbackClient&) = delete;
+  LoopbackClient& operator=(const LoopbackClient&) = delete;
 
-  const std::string& error() const { return error_; }
-  int port() const { return port_; }
-
-  /// One request on a keep-alive loopback connection: the status and body (status 0: no answer).
   /// `json_length` > 0: a binary-extension body whose JSON header is that long.
   std::pair<int, std::string> post(const std::string& path, const std::string& body,
                                    size_t json_length = 0) {
@@ -164,12 +92,9 @@ class ServeChild {
     return true;
   }
 
-  pid_t pid_ = -1;
   int port_ = 0;
   int fd_ = -1;
   std::string buffer_;
-  std::string error_;
-  fs::path log_path_;
 };
 
 double max_abs_diff(const torch::Tensor& a, const torch::Tensor& b) {
@@ -244,8 +169,11 @@ Status run_serve(Context& ctx, const CheckSpec& spec, CheckResult& result) {
   const int64_t rows = std::min<int64_t>(spec.params.value("rows", int64_t{256}), ctx.n());
   const int64_t batch = std::max<int64_t>(1, spec.params.value("batch", int64_t{32}));
   const double tolerance = spec.params.value("tolerance", 1e-4);
-  ServeChild server(binary, ctx.bundle.dir);
-  if (!server.error().empty()) return Status::Unavailable(server.error());
+  KILN_ASSIGN_OR_RETURN(
+      std::unique_ptr<loadtest::ServeProcess> server,
+      loadtest::ServeProcess::Start(binary.string(), ctx.bundle.dir.string(),
+                                    {"--host", "127.0.0.1", "--threads", "1"}, 60));
+  LoopbackClient client(server->port());
   const std::string name = ctx.bundle.dir.filename().string();
   const std::vector<int64_t> raw = ctx.bundle.raw_input_shape();
   // OIP's JSON has no NaN: rows with a missing value stay offline.
@@ -268,7 +196,7 @@ Status run_serve(Context& ctx, const CheckSpec& spec, CheckResult& result) {
     for (float v : values) data.push_back(v);
     Json body = {
         {"inputs", {{{"name", "input"}, {"shape", shape}, {"datatype", "FP32"}, {"data", data}}}}};
-    auto [status, text] = server.post("/v2/models/" + name + "/infer", body.dump());
+    auto [status, text] = client.post("/v2/models/" + name + "/infer", body.dump());
     if (status != 200)
       return Status::Unavailable("kiln serve answered " + std::to_string(status) + ": " +
                                  text.substr(0, 300));
@@ -294,7 +222,7 @@ Status run_serve(Context& ctx, const CheckSpec& spec, CheckResult& result) {
     std::string body = header;
     body.append(reinterpret_cast<const char*>(row.data_ptr<float>()),
                 static_cast<size_t>(row.numel()) * 4);
-    infinity_status = server.post("/v2/models/" + name + "/infer", body, header.size()).first;
+    infinity_status = client.post("/v2/models/" + name + "/infer", body, header.size()).first;
   }
   torch::Tensor online = torch::cat(served);
   const double diff = max_abs_diff(online, offline.reshape(online.sizes()));
@@ -303,7 +231,7 @@ Status run_serve(Context& ctx, const CheckSpec& spec, CheckResult& result) {
   if (ctx.classification)
     agree = (online.argmax(1) == offline.argmax(1)).to(torch::kFloat64).mean().item<double>();
   result.details = {{"rows", sent},
-                    {"port", server.port()},
+                    {"port", server->port()},
                     {"max_abs_diff", diff},
                     {"same_class", agree},
                     {"infinity_status", infinity_status}};

@@ -1,6 +1,4 @@
 // `kiln test REF`: a suite of checks against a bundle before it is deployed (see kiln/checks).
-#include <unistd.h>
-
 #include <cstdio>
 #include <iostream>
 
@@ -11,6 +9,7 @@
 #include "kiln/core/clock.h"
 #include "kiln/core/files.h"
 #include "kiln/core/hash.h"
+#include "kiln/loadtest/serve_process.h"
 #include "kiln/model/manifest.h"
 #include "kiln/registry/model_store.h"
 #include "kiln/registry/ref.h"
@@ -30,12 +29,6 @@ struct TestArgs {
   bool push = false;
   bool quiet = false;
 };
-
-fs::path own_executable() {
-  std::error_code ec;
-  fs::path self = fs::read_symlink("/proc/self/exe", ec);
-  return ec ? fs::path() : self;
-}
 
 /// Records the run on the registry version: tags test.result, test.suite, test.checks, test.at.
 Status push_result(const std::string& ref, const checks::SuiteResult& r) {
@@ -73,7 +66,7 @@ int run_test(const TestArgs& a) {
     suite = checks::default_suite(*bundle);
   }
   checks::RunOptions options;
-  options.ref(a.ref).data(a.data).split(a.split).kiln_binary(own_executable());
+  options.ref(a.ref).data(a.data).split(a.split).kiln_binary(loadtest::self_executable());
   if (!a.json && !a.quiet)
     options.on_check([](const checks::CheckResult& r) {
       std::fprintf(stderr, "  %-12s %s (%.2f s)\n", checks::to_string(r.outcome), r.name.c_str(),
