@@ -1,0 +1,152 @@
+#pragma once
+// Data drift of a model's inputs and predictions against what it was trained on: the reference
+// profile a bundle records at training time (reference_profile.json), the features it is
+// computed on, and the tests that compare a batch of live or offline rows with it (PSI on the
+// reference's quantile bins, two-sample Kolmogorov–Smirnov, Jensen–Shannon distance).
+// Torch-free: `kiln serve`, `kiln monitor drift` and the trainer share it. Pure functions and
+// plain values; thread-compatible.
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "kiln/core/expected.h"
+#include "kiln/core/json.h"
+
+namespace kiln::monitor {
+
+/// The bundle file the reference profile lives in (an extra file, hashed like the others).
+inline constexpr const char* kReferenceProfileFile = "reference_profile.json";
+
+/// What is monitored of a model's raw inputs. Tables: every raw feature column (NaN = missing).
+/// Images (C×H×W, values 0..255): per image the mean and standard deviation of its pixels and
+/// the mean of each cell of a 4×4 grid (what a brightness change or a translation moves), plus
+/// the pixel-intensity histogram of the whole batch (32 bins over 0..256).
+struct FeatureSchema {
+  std::string kind;                  ///< "table" or "image"
+  std::vector<int64_t> input_shape;  ///< raw per-row shape
+  std::vector<std::string> names;    ///< one per monitored feature
+
+  int64_t row_numel() const;
+  Json to_json() const;
+  static Expected<FeatureSchema> from_json(const Json& j);
+};
+
+/// The schema for a raw input shape: "image" when it is C×H×W, else "table" with
+/// `table_feature_names` (f0, f1, ... when empty).
+FeatureSchema feature_schema(const std::vector<int64_t>& raw_shape,
+                             const std::vector<std::string>& table_feature_names);
+
+/// Appends the monitored features of `rows` raw rows (row-major, schema.row_numel() floats each)
+/// to `features` (rows × names.size(), row-major), and for images adds each pixel to
+/// `intensity_counts` (32 bins; resized as needed; may be null).
+void extract_features(const FeatureSchema& schema, const float* x, int64_t rows,
+                      std::vector<double>* features, std::vector<double>* intensity_counts);
+
+/// One numeric quantity's reference: summary statistics, the inner edges of its (up to) 10
+/// quantile bins with the reference share of each bin, and a sorted sample (up to 1000 values)
+/// for the Kolmogorov–Smirnov test.
+struct NumericReference {
+  std::string name;
+  int64_t rows = 0;
+  double missing_rate = 0.0;
+  double mean = 0.0, stddev = 0.0, min = 0.0, max = 0.0;
+  std::vector<double> edges;   ///< strictly increasing inner edges; bins = edges.size() + 1
+  std::vector<double> shares;  ///< reference share of each bin
+  std::vector<double> sample;  ///< sorted, NaN-free
+
+  Json to_json() const;
+  static Expected<NumericReference> from_json(const Json& j);
+};
+
+/// The reference of `values` (NaN = missing). `sample_seed` picks the KS sample when there are
+/// more than `sample_size` values.
+NumericReference numeric_reference(const std::string& name, const std::vector<double>& values,
+                                   int64_t sample_size = 1000, uint64_t sample_seed = 0);
+
+/// What a model was trained on, as recorded in its bundle.
+struct ReferenceProfile {
+  FeatureSchema schema;
+  int64_t rows = 0;                        ///< training rows profiled
+  std::vector<NumericReference> features;  ///< one per schema name
+  std::vector<double> intensity_shares;    ///< images: 32 bins
+  std::vector<std::string> labels;         ///< classification: class names
+  std::vector<double> class_prior;         ///< classification: training class shares
+  std::vector<double> predicted_shares;    ///< classification: predicted-class shares (eval split)
+  NumericReference confidence;             ///< classification: max probability (eval split)
+  NumericReference prediction;             ///< regression: the predictions (eval split)
+  std::string predictions_split;           ///< which split the predictions came from
+
+  Json to_json() const;
+  static Expected<ReferenceProfile> from_json(const Json& j);
+};
+
+/// Options of compare_to_reference(), Evidently's defaults.
+struct DriftOptions {
+  double alpha = 0.05;         ///< KS p-value at or below which a numeric feature drifted
+  double psi_threshold = 0.1;  ///< PSI at or above which the predicted classes drifted
+  double js_threshold = 0.1;   ///< Jensen–Shannon distance for the intensity histogram
+  double drift_share = 0.5;    ///< dataset drift: at least this share of features drifted
+};
+
+/// One feature's comparison.
+struct FeatureDrift {
+  std::string name;
+  std::string test;  ///< "ks" or "jensen_shannon" (intensity histogram)
+  int64_t rows = 0;  ///< non-missing current values
+  int64_t missing = 0;
+  int64_t out_of_range = 0;  ///< values outside the reference's [min, max]
+  double psi = 0.0;
+  double statistic = 0.0;  ///< KS D, or the JS distance
+  double p_value = 1.0;    ///< KS only (1 for JS)
+  bool drifted = false;
+};
+
+/// A batch compared with the reference.
+struct DriftReport {
+  int64_t rows = 0;
+  std::vector<FeatureDrift> features;
+  double drift_share = 0.0;  ///< share of drifted features
+  bool dataset_drift = false;
+  double prediction_psi = 0.0;  ///< predicted classes (or the regression output's bins)
+  bool prediction_drift = false;
+  double confidence_p_value = 1.0;       ///< KS of the max probability (classification)
+  std::vector<double> predicted_shares;  ///< classification: current predicted-class shares
+
+  Json to_json() const;
+};
+
+/// Compares a batch with `ref`: `features` rows × ref.features.size() (NaN = missing),
+/// `intensity_counts` (images, may be empty), and the model's outputs for the same rows:
+/// classification `predicted` class indices and `confidence` (max probability); regression
+/// `predictions`. Outputs may be empty (input drift only).
+DriftReport compare_to_reference(const ReferenceProfile& ref, const std::vector<double>& features,
+                                 const std::vector<double>& intensity_counts,
+                                 const std::vector<int64_t>& predicted,
+                                 const std::vector<double>& confidence,
+                                 const std::vector<double>& predictions,
+                                 const DriftOptions& options = {});
+
+/// Population stability index Σ (cur − ref)·ln(cur/ref) of two share vectors of equal length;
+/// empty bins take 1e-4 (or min/1e6 when a share is already below that), as Evidently.
+double population_stability_index(const std::vector<double>& reference,
+                                  const std::vector<double>& current);
+/// Shares of `values` (NaN skipped) in the bins of `edges` (value v goes to the number of edges
+/// <= v).
+std::vector<double> bin_shares(const std::vector<double>& edges, const std::vector<double>& values);
+
+/// Two-sample Kolmogorov–Smirnov test: D = max |F_ref − F_cur| (as scipy.stats.ks_2samp), p from
+/// the asymptotic Kolmogorov distribution with Stephens' small-sample correction,
+/// Q((√n_e + 0.12 + 0.11/√n_e)·D), n_e = n·m/(n + m) (Numerical Recipes' probks).
+struct KsResult {
+  double statistic = 0.0;
+  double p_value = 1.0;
+};
+KsResult ks_two_sample(const std::vector<double>& sorted_reference, std::vector<double> current);
+/// Q_KS(λ) = 2 Σ_{j≥1} (−1)^{j−1} exp(−2 j² λ²), clamped to [0, 1].
+double kolmogorov_sf(double lambda);
+/// Jensen–Shannon distance (natural log; scipy.spatial.distance.jensenshannon) of two
+/// histograms, normalised first.
+double jensen_shannon_distance(const std::vector<double>& p, const std::vector<double>& q);
+
+}  // namespace kiln::monitor

@@ -1,0 +1,155 @@
+#include "kiln/monitor/drift.h"
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdio>
+#include <fstream>
+#include <sstream>
+
+#include "support/test_support.h"
+
+namespace kiln::monitor {
+namespace {
+
+/// The numeric columns of breast_cancer.csv (all but diagnosis), by name, in file order.
+std::vector<std::pair<std::string, std::vector<double>>> read_breast_cancer() {
+  std::ifstream in(testing::shared_datasets_dir() / "breast_cancer.csv");
+  std::string line;
+  auto read_line = [&](std::string& l) {
+    if (!std::getline(in, l)) return false;
+    if (!l.empty() && l.back() == '\r') l.pop_back();  // the file has CRLF line ends
+    return true;
+  };
+  read_line(line);
+  std::vector<std::string> header;
+  std::stringstream hs(line);
+  for (std::string cell; std::getline(hs, cell, ',');) header.push_back(cell);
+  std::vector<std::pair<std::string, std::vector<double>>> columns;
+  for (const auto& h : header) columns.push_back({h, {}});
+  while (read_line(line)) {
+    std::stringstream ls(line);
+    size_t i = 0;
+    for (std::string cell; std::getline(ls, cell, ','); ++i)
+      if (header[i] != "diagnosis") columns[i].second.push_back(std::stod(cell));
+  }
+  columns.erase(std::remove_if(columns.begin(), columns.end(),
+                               [](const auto& c) { return c.first == "diagnosis"; }),
+                columns.end());
+  return columns;
+}
+
+TEST(DriftTest, PsiAndKsMatchAnIndependentPythonComputation) {
+  const int kReferenceRows = 300;
+  const std::string shifted = "mean_radius";
+  const double factor = 1.3;
+  auto columns = read_breast_cancer();
+  ASSERT_EQ(columns.size(), 30u);
+  ReferenceProfile ref;
+  std::vector<std::string> names;
+  for (const auto& c : columns) names.push_back(c.first);
+  ref.schema = feature_schema({30}, names);
+  const size_t rows = columns[0].second.size();
+  const size_t current_rows = rows - kReferenceRows;
+  std::vector<double> current(current_rows * 30);
+  for (size_t k = 0; k < 30; ++k) {
+    const auto& values = columns[k].second;
+    ref.features.push_back(numeric_reference(
+        columns[k].first, std::vector<double>(values.begin(), values.begin() + kReferenceRows)));
+    for (size_t r = 0; r < current_rows; ++r)
+      current[r * 30 + k] = values[kReferenceRows + r] * (columns[k].first == shifted ? factor : 1.0);
+  }
+  DriftReport report = compare_to_reference(ref, current, {}, {}, {}, {});
+  ASSERT_EQ(report.features.size(), 30u);
+
+  const std::string cmd = "/usr/bin/python3 " +
+                          (testing::source_dir() / "tests/monitor/drift_reference.py").string() +
+                          " " + (testing::shared_datasets_dir() / "breast_cancer.csv").string() +
+                          " " + std::to_string(kReferenceRows) + " " + shifted + " 1.3";
+  std::FILE* p = ::popen(cmd.c_str(), "r");
+  ASSERT_NE(p, nullptr);
+  std::string text;
+  char buf[4096];
+  while (size_t n = std::fread(buf, 1, sizeof buf, p)) text.append(buf, n);
+  const int rc = ::pclose(p);
+  if (rc != 0 || text.empty()) GTEST_SKIP() << "/usr/bin/python3 with numpy and scipy is needed";
+  Json python = Json::parse(text);
+  for (const auto& d : report.features) {
+    const Json& want = python[d.name];
+    EXPECT_NEAR(d.psi, want["psi"].get<double>(), 1e-6) << d.name;
+    EXPECT_NEAR(d.statistic, want["ks_statistic"].get<double>(), 1e-12) << d.name;
+    EXPECT_NEAR(d.statistic, want["scipy_ks_statistic"].get<double>(), 1e-12) << d.name;
+    EXPECT_NEAR(d.p_value, want["ks_p_value"].get<double>(), 1e-6) << d.name;
+  }
+  // The planted shift is found (the file is not shuffled, so other columns drift too: the later
+  // rows hold a different mix of diagnoses).
+  const auto radius = std::find_if(report.features.begin(), report.features.end(),
+                                   [&](const FeatureDrift& d) { return d.name == shifted; });
+  EXPECT_TRUE(radius->drifted);
+  EXPECT_GT(radius->psi, 0.25);
+}
+
+TEST(DriftTest, ImageFeaturesSeeBrightnessAndTranslation) {
+  FeatureSchema schema = feature_schema({1, 8, 8}, {});
+  ASSERT_EQ(schema.kind, "image");
+  ASSERT_EQ(schema.names.size(), 18u);  // mean, std, 16 cells
+  // A bright square in the top-left corner of each image.
+  std::vector<float> img(64, 0.0f), moved(64, 0.0f);
+  for (int y = 0; y < 2; ++y)
+    for (int x = 0; x < 2; ++x) {
+      img[y * 8 + x] = 200.0f;
+      moved[(y + 4) * 8 + (x + 4)] = 200.0f;  // translated by 4 pixels each way
+    }
+  std::vector<double> a, b, counts;
+  extract_features(schema, img.data(), 1, &a, &counts);
+  extract_features(schema, moved.data(), 1, &b, nullptr);
+  ASSERT_EQ(a.size(), 18u);
+  EXPECT_DOUBLE_EQ(a[0], 4 * 200.0 / 64);  // mean unchanged by a translation...
+  EXPECT_DOUBLE_EQ(a[0], b[0]);
+  EXPECT_DOUBLE_EQ(a[2], 200.0);  // ...but cell (0, 0) empties and cell (2, 2) fills
+  EXPECT_DOUBLE_EQ(b[2], 0.0);
+  EXPECT_DOUBLE_EQ(b[2 + 2 * 4 + 2], 200.0);
+  EXPECT_DOUBLE_EQ(counts[0], 60.0);   // intensity bin of 0
+  EXPECT_DOUBLE_EQ(counts[25], 4.0);   // 200 * 32 / 256 = 25
+}
+
+TEST(DriftTest, StatisticsOnKnownCases) {
+  EXPECT_DOUBLE_EQ(population_stability_index({0.5, 0.5}, {0.5, 0.5}), 0.0);
+  EXPECT_NEAR(population_stability_index({0.5, 0.5}, {0.9, 0.1}),
+              0.4 * std::log(0.9 / 0.5) - 0.4 * std::log(0.1 / 0.5), 1e-12);
+  // An empty current bin takes 1e-4, not an infinite PSI.
+  EXPECT_TRUE(std::isfinite(population_stability_index({0.5, 0.5}, {1.0, 0.0})));
+  EXPECT_EQ(bin_shares({1.0, 2.0}, {0.5, 1.0, 1.5, 2.0, 3.0, NAN}),
+            (std::vector<double>{0.2, 0.4, 0.4}));
+  EXPECT_DOUBLE_EQ(ks_two_sample({1, 2, 3}, {1, 2, 3}).statistic, 0.0);
+  EXPECT_DOUBLE_EQ(ks_two_sample({1, 2, 3}, {4, 5, 6}).statistic, 1.0);
+  EXPECT_NEAR(kolmogorov_sf(1.36), 0.0494, 5e-4);  // the 5% critical value
+  EXPECT_EQ(kolmogorov_sf(0.0), 1.0);
+  EXPECT_DOUBLE_EQ(jensen_shannon_distance({1, 0}, {1, 0}), 0.0);
+  EXPECT_NEAR(jensen_shannon_distance({1, 0}, {0, 1}), std::sqrt(std::log(2.0)), 1e-12);
+}
+
+TEST(DriftTest, ProfileRoundTripsThroughJsonAndRejectsDamage) {
+  ReferenceProfile p;
+  p.schema = feature_schema({2}, {"a", "b"});
+  p.rows = 4;
+  p.features = {numeric_reference("a", {1, 2, 3, NAN}), numeric_reference("b", {5, 5, 5, 6})};
+  p.labels = {"x", "y"};
+  p.class_prior = {0.5, 0.5};
+  p.predicted_shares = {0.25, 0.75};
+  p.confidence = numeric_reference("confidence", {0.9, 0.8, 0.99, 0.6});
+  EXPECT_NEAR(p.features[0].missing_rate, 0.25, 1e-12);
+  Expected<ReferenceProfile> back = ReferenceProfile::from_json(p.to_json());
+  ASSERT_TRUE(back.ok()) << back.status().to_string();
+  EXPECT_EQ(back->to_json(), p.to_json());
+  Json broken = p.to_json();
+  broken["features"][1]["shares"] = Json::array({1.0});
+  EXPECT_FALSE(ReferenceProfile::from_json(broken).ok());
+  broken = p.to_json();
+  broken["features"].erase(1);
+  EXPECT_FALSE(ReferenceProfile::from_json(broken).ok());
+  EXPECT_FALSE(ReferenceProfile::from_json(Json{{"format", "other"}}).ok());
+}
+
+}  // namespace
+}  // namespace kiln::monitor
