@@ -106,7 +106,6 @@ int run_loadtest(LoadtestArgs a) {
     return report_failure(bad("--find-max needs --slo (e.g. --slo 'p99<5ms')"));
   if (a.find_max && !a.svg.empty())
     return report_failure(bad("--svg plots a single run; it does not apply to --find-max"));
-  if (a.rate < 0) return report_failure(bad("--rate must be positive"));
   if (!a.path.empty() && a.path[0] != '/') return report_failure(bad("--path must start with '/'"));
   std::vector<SloTerm> slo;
   if (!a.slo.empty()) {
@@ -254,7 +253,8 @@ void register_loadtest_command(CLI::App& app, int* exit_code) {
   c->add_option("--path", a->path, "request path (default: the URL's, or the model's infer path)");
   c->add_option("--rate,-R", a->rate,
                 "intended requests per second (open loop; default 1000 unless only --connections "
-                "is given)");
+                "is given)")
+      ->check(CLI::PositiveNumber);
   c->add_option("--connections,-c", a->connections,
                 "keep-alive connections (default 64); alone: closed loop")
       ->check(CLI::PositiveNumber);

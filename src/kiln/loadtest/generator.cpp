@@ -387,6 +387,7 @@ class Worker {
     const int64_t done = now_ns();
     const int64_t latency = done - c.start_ns;
     out_->latency_ns.record(latency);
+    out_->latency_from_send_ns.record(done - c.sent_ns);
     ++out_->completed;
     ++out_->status_counts[c.status];
     const bool error = c.status >= 400;
@@ -488,6 +489,7 @@ void merge_into(LoadResult* into, LoadResult& from) {
   into->late_sends += from.late_sends;
   into->max_send_lag_ns = std::max(into->max_send_lag_ns, from.max_send_lag_ns);
   into->latency_ns.add(from.latency_ns);
+  into->latency_from_send_ns.add(from.latency_from_send_ns);
   if (into->timeline.size() < from.timeline.size()) into->timeline.resize(from.timeline.size());
   for (size_t s = 0; s < from.timeline.size(); ++s) {
     SecondStats& a = into->timeline[s];

@@ -75,6 +75,9 @@ struct LoadResult {
   int64_t late_sends = 0;  ///< open loop: sent more than 1 ms after the intended time
   int64_t max_send_lag_ns = 0;
   Histogram latency_ns;  ///< every completed request (3 significant digits)
+  /// The same answers timed from the actual send (wrk2's "uncorrected" latency): in open loop
+  /// the gap to latency_ns is time spent waiting for a free connection or for the generator.
+  Histogram latency_from_send_ns;
   std::vector<SecondStats> timeline;
 
   int64_t errors() const {

@@ -66,6 +66,11 @@ Json result_json(const LoadResult& r) {
   for (double p : kPercentiles) lat[pct_key(p)] = us(r.latency_ns.value_at_percentile(p));
   lat["max_us"] = us(r.latency_ns.max());
   j["latency"] = lat;
+  const Histogram& u = r.latency_from_send_ns;
+  Json from_send{{"count", u.total_count()}};
+  for (double p : kPercentiles) from_send[pct_key(p)] = us(u.value_at_percentile(p));
+  from_send["max_us"] = us(u.max());
+  j["latency_from_send"] = from_send;
   Json tl = Json::array();
   for (size_t s = 0; s < r.timeline.size(); ++s) {
     const SecondStats& x = r.timeline[s];
@@ -116,6 +121,13 @@ std::string result_text(const LoadResult& r) {
   for (double p : kPercentiles)
     o += "  p" + fmt("%g", p) + " " + format_ns(static_cast<double>(h.value_at_percentile(p)));
   o += "  max " + format_ns(static_cast<double>(h.max())) + "\n";
+  if (r.open_loop) {
+    const Histogram& u = r.latency_from_send_ns;
+    o += "  from the actual send (not corrected):";
+    for (double p : kPercentiles)
+      o += "  p" + fmt("%g", p) + " " + format_ns(static_cast<double>(u.value_at_percentile(p)));
+    o += "  max " + format_ns(static_cast<double>(u.max())) + "\n";
+  }
   if (r.open_loop && r.late_sends > 0) {
     std::snprintf(line, sizeof line,
                   "warning: %lld requests (%.1f%%) went out more than 1 ms after their intended "
