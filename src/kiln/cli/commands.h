@@ -46,6 +46,8 @@ inline constexpr const char* kLoadtestHelp =
     "Load-test an HTTP server (a URL, or `kiln serve` started on --model): open-loop constant "
     "rate with coordinated-omission-safe latency, or closed loop; percentiles, errors, "
     "timeline, --find-max under an SLO";
+inline constexpr const char* kMonitorHelp =
+    "Monitoring: data drift against a bundle's reference profile, Prometheus alert rules";
 inline constexpr const char* kTuneHelp =
     "Hyperparameter study: `kiln tune CONFIG.yaml --space SPACE.yaml --trials N --workers W`, or "
     "any program with --objective-cmd; studies live in $KILN_HOME/studies.db and resume";
@@ -90,6 +92,9 @@ void register_tune_commands(CLI::App& app, int* exit_code);
 /// `loadtest` (torch-free: both binaries run it).
 void register_loadtest_command(CLI::App& app, int* exit_code);
 void register_test_command(CLI::App& app, int* exit_code);
+/// `monitor` with drift (engine) and rules; the front registers rules itself and hands drift on.
+CLI::App* register_monitor_commands(CLI::App& app, int* exit_code);
+CLI::App* register_monitor_rules_command(CLI::App& monitor, int* exit_code);
 /// `tune show` under `tune`; returns it.
 CLI::App* register_tune_show_command(CLI::App& tune, int* exit_code);
 

@@ -26,6 +26,7 @@ int main(int argc, char** argv) {
         register_serve_commands(app, exit_code);
         register_tune_commands(app, exit_code);
         register_test_command(app, exit_code);
+        register_monitor_commands(app, exit_code);
       },
       [](int threads) {
         torch::set_num_threads(threads > 0 ? threads : kiln::default_intra_op_threads());

@@ -21,6 +21,12 @@ int main(int argc, char** argv) {
         register_loadtest_command(app, exit_code);
         add_engine_verb(app, "serve", kServeHelp, exit_code);
         add_engine_verb(app, "test", kTestHelp, exit_code);
+        // `monitor rules` runs here; `monitor drift` (tensors) goes to kiln-engine.
+        CLI::App* monitor = add_engine_verb(app, "monitor", kMonitorHelp, exit_code);
+        CLI::App* rules = register_monitor_rules_command(*monitor, exit_code);
+        monitor->callback([monitor, rules, exit_code] {
+          if (!rules->parsed() || !monitor->remaining().empty()) *exit_code = hand_off_to_engine();
+        });
         // `tune show` runs here; `tune CONFIG ...` (a study) and `tune --help` go to kiln-engine.
         CLI::App* tune = add_engine_verb(app, "tune", kTuneHelp, exit_code);
         CLI::App* show = register_tune_show_command(*tune, exit_code);

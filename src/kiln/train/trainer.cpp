@@ -30,6 +30,7 @@
 #include "kiln/train/metrics.h"
 #include "kiln/train/optim.h"
 #include "kiln/train/plots.h"
+#include "kiln/train/reference_profile.h"
 
 namespace kiln::train {
 namespace {
@@ -694,6 +695,24 @@ Expected<TrainResult> train(const TrainConfig& cfg, const TrainOptions& opts) {
                            {"kiln_version", kVersion},
                            {"git_commit", kGitCommit}};
     std::map<std::string, std::string> extra;
+    {
+      // What drift monitoring compares live traffic with: the training rows, and model.pt's
+      // predictions on the held-out split.
+      const data::SplitTensors& eval_split =
+          val_split ? *val_split : (test_split ? *test_split : train_split);
+      const std::string eval_name = val_split ? "val" : (test_split ? "test" : "train");
+      std::vector<std::string> feature_names;
+      if (manifest.contains("schema") && manifest["schema"].contains("features"))
+        for (const auto& f : manifest["schema"]["features"])
+          feature_names.push_back(f.value("name", ""));
+      if (d.images || train_split.raw_x.defined()) {
+        KILN_ASSIGN_OR_RETURN(
+            monitor::ReferenceProfile profile,
+            build_reference_profile(scripted, train_split, eval_split, eval_name, d.task, d.labels,
+                                    feature_names, static_cast<uint64_t>(cfg.seed)));
+        extra[monitor::kReferenceProfileFile] = profile.to_json().dump();
+      }
+    }
     for (const char* f :
          {"metrics.jsonl", "loss_curve.svg", "metric_curve.svg", "confusion_matrix.svg"}) {
       if (!fs::exists(out / f, ec)) continue;
