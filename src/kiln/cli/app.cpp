@@ -37,8 +37,10 @@ int hand_off_to_engine() {
   } else {
     errno = EINVAL;
   }
-  std::fprintf(stderr, "kiln: error: cannot run %s: %s (it is built beside kiln and runs every "
-               "verb that uses LibTorch)\n", engine.c_str(), std::strerror(errno));
+  std::fprintf(stderr,
+               "kiln: error: cannot run %s: %s (it is built beside kiln and runs every "
+               "verb that uses LibTorch)\n",
+               engine.c_str(), std::strerror(errno));
   return 1;
 }
 
@@ -57,9 +59,9 @@ int run_cli(int argc, char** argv, const std::function<void(CLI::App&, int*)>& r
   g_argv = argv;
   CLI::App app{"Kiln: one native toolkit from raw data to a monitored production endpoint.",
                "kiln"};
-  app.set_version_flag("--version,-V",
-                       std::string("kiln ") + kVersion +
-                           (*kGitCommit ? std::string(" (") + kGitCommit + ")" : ""));
+  app.set_version_flag(
+      "--version,-V",
+      std::string("kiln ") + kVersion + (*kGitCommit ? std::string(" (") + kGitCommit + ")" : ""));
   app.require_subcommand(1);
   app.footer(
       "Run 'kiln <stage> --help' for a stage's verbs. KILN_HOME (default ~/.kiln) holds what Kiln "

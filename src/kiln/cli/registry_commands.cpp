@@ -110,7 +110,7 @@ int run_push(const PushArgs& a) {
     req.bundle_dir_ = *bundle;
   } else if (a.format != "bundle") {
     return report_failure(Status::InvalidArgument("--format: '" + a.format +
-                                        "' is not supported (bundle, torchscript)"));
+                                                  "' is not supported (bundle, torchscript)"));
   } else if (!a.inputs.empty() || !a.outputs.empty() || !a.labels.empty()) {
     return report_failure(Status::InvalidArgument(
         "--input/--output/--labels declare a TorchScript file's signature: add --format "
