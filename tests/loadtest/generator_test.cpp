@@ -23,8 +23,9 @@ namespace {
 /// request number n (counted over all connections) waits `delay_ms(n)` first.
 class TinyServer {
  public:
-  explicit TinyServer(std::function<int(int64_t)> delay_ms = nullptr, bool answer = true)
-      : delay_ms_(std::move(delay_ms)), answer_(answer) {
+  explicit TinyServer(std::function<int(int64_t)> delay_ms = nullptr, bool answer = true,
+                      std::string reply = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+      : delay_ms_(std::move(delay_ms)), answer_(answer), reply_(std::move(reply)) {
     fd_ = ::socket(AF_INET, SOCK_STREAM, 0);
     const int one = 1;
     setsockopt(fd_, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
@@ -80,14 +81,14 @@ class TinyServer {
         const int d = delay_ms_(n);
         if (d > 0) std::this_thread::sleep_for(std::chrono::milliseconds(d));
       }
-      static const char kReply[] = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
-      if (::send(c, kReply, sizeof kReply - 1, MSG_NOSIGNAL) <= 0) break;
+      if (::send(c, reply_.data(), reply_.size(), MSG_NOSIGNAL) <= 0) break;
     }
     ::close(c);
   }
 
   std::function<int(int64_t)> delay_ms_;
   bool answer_;
+  std::string reply_;
   int fd_ = -1;
   int port_ = 0;
   std::atomic<bool> stop_{false};
@@ -175,6 +176,32 @@ TEST(LoadtestGenerator, RefusedConnectionsAreConnectErrors) {
   ASSERT_TRUE(r.ok());
   EXPECT_GT(r->errors_connect, 0);
   EXPECT_EQ(r->completed, 0);
+  EXPECT_EQ(r->first_error.rfind("connect: ", 0), 0u) << r->first_error;
+}
+
+TEST(LoadtestGenerator, ChunkedAndErrorAnswersAreCountedAndNamed) {
+  {
+    TinyServer server(nullptr, true,
+                      "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n");
+    LoadOptions o = options_for(server.port());
+    o.rate(100).connections(2).duration_s(0.2);
+    auto r = run_load(o);
+    ASSERT_TRUE(r.ok());
+    EXPECT_GT(r->errors_read, 0);
+    EXPECT_EQ(r->completed, 0);
+    EXPECT_NE(r->first_error.find("chunked"), std::string::npos) << r->first_error;
+  }
+  {
+    TinyServer server(nullptr, true,
+                      "HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n");
+    LoadOptions o = options_for(server.port());
+    o.rate(100).connections(2).duration_s(0.2);
+    auto r = run_load(o);
+    ASSERT_TRUE(r.ok());
+    EXPECT_EQ(r->completed, 20);
+    EXPECT_EQ(r->errors_status, 20);
+    EXPECT_EQ(r->status_counts.at(503), 20);
+  }
 }
 
 TEST(LoadtestGenerator, UnansweredRequestsTimeOut) {

@@ -217,7 +217,7 @@ class Worker {
     c.fd = ::socket(o_.target_.addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     c.reused = false;
     if (c.fd < 0) {
-      fail(i, Failure::kConnect);
+      fail(i, Failure::kConnect, std::strerror(errno));
       return false;
     }
     const int one = 1;
@@ -225,7 +225,7 @@ class Worker {
     const int rc =
         ::connect(c.fd, reinterpret_cast<const sockaddr*>(&o_.target_.addr), o_.target_.addr_len);
     if (rc != 0 && errno != EINPROGRESS) {
-      fail(i, Failure::kConnect);
+      fail(i, Failure::kConnect, std::strerror(errno));
       return false;
     }
     epoll_event ev{};
@@ -266,7 +266,7 @@ class Worker {
         if (connect(i) && c.state == ConnState::kWriting) write_some(i);
         return;
       }
-      fail(i, Failure::kWrite);
+      fail(i, Failure::kWrite, n < 0 ? std::strerror(errno) : "connection closed");
       return;
     }
     if (c.state != ConnState::kReading) {
@@ -283,12 +283,13 @@ class Worker {
         int err = 0;
         socklen_t len = sizeof err;
         getsockopt(c.fd, SOL_SOCKET, SO_ERROR, &err, &len);
-        if (err != 0 || (events & (EPOLLERR | EPOLLHUP))) return fail(i, Failure::kConnect);
+        if (err != 0 || (events & (EPOLLERR | EPOLLHUP)))
+          return fail(i, Failure::kConnect, err ? std::strerror(err) : "connection failed");
         c.state = ConnState::kWriting;
         return write_some(i);
       }
       case ConnState::kWriting:
-        if (events & EPOLLERR) return fail(i, Failure::kWrite);
+        if (events & EPOLLERR) return fail(i, Failure::kWrite, "socket error");
         return write_some(i);
       case ConnState::kReading:
         return read_some(i);
@@ -306,7 +307,7 @@ class Worker {
     const ssize_t n = ::recv(c.fd, c.buf + c.len, kBufferBytes - c.len, 0);
     if (n < 0) {
       if (errno == EAGAIN || errno == EWOULDBLOCK) return;
-      return fail(i, Failure::kRead);
+      return fail(i, Failure::kRead, std::strerror(errno));
     }
     if (n == 0) {
       if (c.reused && c.len == 0 && !c.in_body) {  // stale keep-alive socket: resend once
@@ -318,7 +319,7 @@ class Worker {
         c.reused = false;
         return;
       }
-      return fail(i, Failure::kRead);
+      return fail(i, Failure::kRead, "the server closed the connection before answering");
     }
     c.len += static_cast<size_t>(n);
     if (!c.in_body) {
@@ -331,10 +332,11 @@ class Worker {
           break;
         }
       if (!head_end) {
-        if (c.len == kBufferBytes) return fail(i, Failure::kRead);  // headers too large
+        if (c.len == kBufferBytes) return fail(i, Failure::kRead, "response headers over 16 KiB");
         return;
       }
-      if (c.len < 12 || std::memcmp(b, "HTTP/1.", 7) != 0) return fail(i, Failure::kRead);
+      if (c.len < 12 || std::memcmp(b, "HTTP/1.", 7) != 0)
+        return fail(i, Failure::kRead, "not an HTTP/1.x response");
       c.status = (b[9] - '0') * 100 + (b[10] - '0') * 10 + (b[11] - '0');
       c.body_left = -1;
       c.close_after = b[7] == '0';  // HTTP/1.0
@@ -346,7 +348,7 @@ class Worker {
         if (header_is(ls, le, "content-length:", 15)) {
           c.body_left = std::strtoll(skip_spaces(ls + 15, le), nullptr, 10);
         } else if (header_is(ls, le, "transfer-encoding:", 18)) {
-          return fail(i, Failure::kRead);  // chunked bodies are not supported
+          return fail(i, Failure::kRead, "chunked responses (Transfer-Encoding) are not supported");
         } else if (header_is(ls, le, "connection:", 11)) {
           const char* v = skip_spaces(ls + 11, le);
           c.close_after = header_is(v, le, "close", 5);
@@ -357,7 +359,7 @@ class Worker {
         if (c.status == 204 || c.status == 304 || c.status < 200)
           c.body_left = 0;
         else
-          return fail(i, Failure::kRead);  // would need read-until-close
+          return fail(i, Failure::kRead, "a response without Content-Length is not supported");
       }
       c.in_body = true;
       const int64_t have = static_cast<int64_t>(e - (head_end + 4));
@@ -414,7 +416,7 @@ class Worker {
   }
 
   /// The request on conns_[i] failed: count it, close the socket, rest the connection briefly.
-  void fail(int i, Failure kind) {
+  void fail(int i, Failure kind, const char* why = "") {
     Conn& c = conns_[static_cast<size_t>(i)];
     switch (kind) {
       case Failure::kConnect:
@@ -429,6 +431,10 @@ class Worker {
       case Failure::kTimeout:
         ++out_->errors_timeout;
         break;
+    }
+    if (out_->first_error.empty()) {
+      static const char* const kKinds[] = {"connect", "read", "write", "timeout"};
+      out_->first_error = std::string(kKinds[static_cast<int>(kind)]) + ": " + why;
     }
     const int64_t now = now_ns();
     record(now, -1, true);
@@ -452,7 +458,7 @@ class Worker {
       } else if ((c.state == ConnState::kConnecting || c.state == ConnState::kWriting ||
                   c.state == ConnState::kReading) &&
                  now - c.sent_ns > timeout_ns_) {
-        fail(static_cast<int>(i), Failure::kTimeout);
+        fail(static_cast<int>(i), Failure::kTimeout, "no answer within --timeout");
       }
     }
   }
@@ -486,6 +492,7 @@ void merge_into(LoadResult* into, LoadResult& from) {
   into->errors_read += from.errors_read;
   into->errors_write += from.errors_write;
   into->errors_timeout += from.errors_timeout;
+  if (into->first_error.empty()) into->first_error = from.first_error;
   into->late_sends += from.late_sends;
   into->max_send_lag_ns = std::max(into->max_send_lag_ns, from.max_send_lag_ns);
   into->latency_ns.add(from.latency_ns);

@@ -72,7 +72,8 @@ struct LoadResult {
   int64_t errors_read = 0;  ///< reset/closed while reading, or an unparsable response
   int64_t errors_write = 0;
   int64_t errors_timeout = 0;
-  int64_t late_sends = 0;  ///< open loop: sent more than 1 ms after the intended time
+  std::string first_error;  ///< "KIND: why" of the first failed request ("" if none)
+  int64_t late_sends = 0;   ///< open loop: sent more than 1 ms after the intended time
   int64_t max_send_lag_ns = 0;
   Histogram latency_ns;  ///< every completed request (3 significant digits)
   /// The same answers timed from the actual send (wrk2's "uncorrected" latency): in open loop

@@ -55,6 +55,7 @@ Json result_json(const LoadResult& r) {
   j["errors"] = {{"total", r.errors()},         {"status", r.errors_status},
                  {"connect", r.errors_connect}, {"read", r.errors_read},
                  {"write", r.errors_write},     {"timeout", r.errors_timeout}};
+  if (!r.first_error.empty()) j["errors"]["first"] = r.first_error;
   j["error_ratio"] =
       r.finished() > 0 ? static_cast<double>(r.errors()) / static_cast<double>(r.finished()) : 0.0;
   j["late_sends"] = r.late_sends;
@@ -114,19 +115,24 @@ std::string result_text(const LoadResult& r) {
                 static_cast<long long>(r.errors_connect), static_cast<long long>(r.errors_read),
                 static_cast<long long>(r.errors_write), static_cast<long long>(r.errors_timeout));
   o += line;
-  const Histogram& h = r.latency_ns;
-  o += "latency";
-  o += r.open_loop ? " (from the intended send time):" : " (from the actual send time):";
-  o += "\n  min " + format_ns(static_cast<double>(h.min())) + "  mean " + format_ns(h.mean());
-  for (double p : kPercentiles)
-    o += "  p" + fmt("%g", p) + " " + format_ns(static_cast<double>(h.value_at_percentile(p)));
-  o += "  max " + format_ns(static_cast<double>(h.max())) + "\n";
-  if (r.open_loop) {
-    const Histogram& u = r.latency_from_send_ns;
-    o += "  from the actual send (not corrected):";
+  if (!r.first_error.empty()) o += "first error: " + r.first_error + "\n";
+  if (r.latency_ns.total_count() == 0) {
+    o += "latency: no answers\n";
+  } else {
+    const Histogram& h = r.latency_ns;
+    o += "latency";
+    o += r.open_loop ? " (from the intended send time):" : " (from the actual send time):";
+    o += "\n  min " + format_ns(static_cast<double>(h.min())) + "  mean " + format_ns(h.mean());
     for (double p : kPercentiles)
-      o += "  p" + fmt("%g", p) + " " + format_ns(static_cast<double>(u.value_at_percentile(p)));
-    o += "  max " + format_ns(static_cast<double>(u.max())) + "\n";
+      o += "  p" + fmt("%g", p) + " " + format_ns(static_cast<double>(h.value_at_percentile(p)));
+    o += "  max " + format_ns(static_cast<double>(h.max())) + "\n";
+    if (r.open_loop) {
+      const Histogram& u = r.latency_from_send_ns;
+      o += "  from the actual send (not corrected):";
+      for (double p : kPercentiles)
+        o += "  p" + fmt("%g", p) + " " + format_ns(static_cast<double>(u.value_at_percentile(p)));
+      o += "  max " + format_ns(static_cast<double>(u.max())) + "\n";
+    }
   }
   if (r.open_loop && r.late_sends > 0) {
     std::snprintf(line, sizeof line,
