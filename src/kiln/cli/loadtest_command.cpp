@@ -78,7 +78,7 @@ Expected<std::vector<std::string>> build_requests(const LoadtestArgs& a, const T
   KILN_ASSIGN_OR_RETURN(HttpReply meta, http_exchange(target, "/v2/models/" + name));
   if (meta.status != 200)
     return Status::InvalidArgument("GET /v2/models/" + name + ": HTTP " +
-                                      std::to_string(meta.status) + " " + meta.body);
+                                   std::to_string(meta.status) + " " + meta.body);
   KILN_ASSIGN_OR_RETURN(ModelInput input, parse_model_metadata(name, meta.body));
   std::vector<std::string> bodies;
   if (!a.data.empty()) {
