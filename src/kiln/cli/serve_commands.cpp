@@ -34,6 +34,7 @@ struct ServeArgs {
   int io_threads = 1;
   bool access_log = false;
   bool no_prepack = false;
+  int64_t monitor_window = 1000;
 };
 
 Expected<std::string> read_api_key(const std::string& path) {
@@ -84,7 +85,8 @@ int run_serve(const ServeArgs& a) {
                   .prepack(!a.no_prepack))
       .api_key(api_key)
       .request_timeout_ms(a.request_timeout_ms)
-      .access_log(a.access_log);
+      .access_log(a.access_log)
+      .monitor_window(a.monitor_window);
   auto source = std::make_shared<serve::RegistryModelSource>();
   auto server = serve::InferenceServer::Create(options, source, a.models);
   if (!server.ok()) return report_failure(server.status());
@@ -126,6 +128,12 @@ void register_serve_commands(CLI::App& app, int* exit_code) {
   add_flag(*serve, Flag::kAccessLog, &args->access_log);
   add_flag(*serve, Flag::kNoPrepack, &args->no_prepack);
   add_flag(*serve, Flag::kBatchGapUs, &args->batch_gap_us)->check(CLI::Range(-1, 60000000));
+  serve
+      ->add_option("--monitor-window", args->monitor_window,
+                   "rows in each version's live drift window and labelled rows for live "
+                   "accuracy (GET .../monitor, POST .../feedback, kiln_drift_* metrics); 0: off")
+      ->default_val(1000)
+      ->check(CLI::NonNegativeNumber);
   serve->footer(
       "Classifiers also return \"probabilities\" and \"labels\" when the request names them in "
       "\"outputs\". SIGTERM/SIGINT: stop accepting, answer in-flight requests, exit 0.");

@@ -8,11 +8,13 @@
 #include <cstdio>
 #include <cstring>
 
+#include "kiln/core/files.h"
 #include "kiln/core/logging.h"
 #include "kiln/core/version.h"
 #include "kiln/model/manifest.h"
 #include "kiln/monitor/metrics.h"
 #include "kiln/monitor/process_stats.h"
+#include "kiln/serve/live_monitor.h"
 #include "kiln/serve/protocol.h"
 
 namespace kiln::serve {
@@ -120,6 +122,27 @@ Clock::time_point run_submitted() {
 
 /// Metric children of one model version, resolved once (Family::with() takes a lock and a map
 /// lookup; a request touches eight of them).
+/// Hands a finished request's rows to its version's live monitor: the classes and confidences
+/// (classifiers) or the predictions the model gave.
+void record_live(LiveMonitor& live, const ModelSignature& sig, const std::string& id,
+                 const std::vector<double>& monitored, const std::vector<double>& intensity,
+                 const torch::Tensor& output) {
+  std::vector<int64_t> predicted;
+  std::vector<double> confidence, predictions;
+  if (sig.classifier()) {
+    auto [conf, cls] = torch::softmax(output.to(torch::kFloat32), 1).max(1);
+    conf = conf.to(torch::kFloat64).contiguous();
+    cls = cls.contiguous();
+    predicted.assign(cls.data_ptr<int64_t>(), cls.data_ptr<int64_t>() + cls.numel());
+    confidence.assign(conf.data_ptr<double>(), conf.data_ptr<double>() + conf.numel());
+  } else {
+    torch::Tensor p =
+        output.reshape({output.size(0), -1}).select(1, 0).to(torch::kFloat64).contiguous();
+    predictions.assign(p.data_ptr<double>(), p.data_ptr<double>() + p.numel());
+  }
+  live.record(id, monitored, intensity, predicted, confidence, predictions);
+}
+
 struct VersionMetrics {
   monitor::Counter* success = nullptr;
   monitor::Counter* client_error = nullptr;
@@ -131,6 +154,7 @@ struct VersionMetrics {
   monitor::Histogram* request_seconds = nullptr;
   monitor::Histogram* batch_size = nullptr;
   monitor::Gauge* in_flight = nullptr;
+  std::unique_ptr<LiveMonitor> live;  ///< null when live monitoring is off
 };
 
 struct InferenceServer::Impl {
@@ -152,6 +176,15 @@ struct InferenceServer::Impl {
   monitor::GaugeFamily* in_flight = nullptr;
   /// kiln_http_requests_total{code} children by status code, resolved on first use.
   std::array<std::atomic<monitor::Counter*>, 600> code_counters{};
+  LiveMonitorMetrics live_metrics;
+  const std::string id_prefix = [] {
+    char buf[24];
+    std::snprintf(buf, sizeof buf, "%08llx-",
+                  static_cast<unsigned long long>(
+                      std::chrono::system_clock::now().time_since_epoch().count() & 0xffffffffULL));
+    return std::string(buf);
+  }();
+  std::atomic<uint64_t> id_counter{1};
 
   void init_metrics() {
     auto& m = *metrics;
@@ -185,6 +218,63 @@ struct InferenceServer::Impl {
     m.counter("kiln_model_load_failures_total", "Model versions that failed to load.", {"model"});
     m.counter("kiln_model_loads_total", "Model versions loaded.", {"model"});
     monitor::register_process_metrics(m);
+    const std::vector<std::string> mv_labels = {"model", "version"};
+    live_metrics.drift_share = &m.gauge(
+        "kiln_drift_share", "Share of input features drifted in the live window.", mv_labels);
+    live_metrics.feature_psi =
+        &m.gauge("kiln_feature_psi",
+                 "Population stability index of a feature in the live window against the "
+                 "training reference.",
+                 {"model", "version", "feature"});
+    live_metrics.prediction_psi = &m.gauge(
+        "kiln_prediction_psi",
+        "Population stability index of the predicted classes (or predictions) in the live window.",
+        mv_labels);
+    live_metrics.window_rows =
+        &m.gauge("kiln_drift_window_rows", "Rows in the live drift window.", mv_labels);
+    live_metrics.live_accuracy = &m.gauge(
+        "kiln_live_accuracy", "Accuracy over the latest rows labelled by feedback.", mv_labels);
+    live_metrics.live_labelled_rows =
+        &m.gauge("kiln_live_labelled_rows", "Rows the live accuracy is computed over.", mv_labels);
+    live_metrics.reference_accuracy =
+        &m.gauge("kiln_reference_accuracy", "Test accuracy the bundle records.", mv_labels);
+    live_metrics.quality_issues = &m.counter(
+        "kiln_input_quality_issues_total",
+        "Input values refused or flagged: non_finite (refused), out_of_range (outside the "
+        "training range), missing (NaN an imputer fills).",
+        {"model", "version", "kind"});
+    live_metrics.feedback =
+        &m.counter("kiln_feedback_total", "Ground-truth labels joined to predictions.", mv_labels);
+  }
+
+  /// A version's live monitor, with the reference profile and test accuracy its bundle records.
+  std::unique_ptr<LiveMonitor> make_live_monitor(const ModelVersion& mv) {
+    if (options.monitor_window_ <= 0) return nullptr;
+    const std::filesystem::path dir = mv.resolved().bundle_dir;
+    std::shared_ptr<const monitor::ReferenceProfile> reference;
+    Expected<Json> profile = read_json_file(dir / monitor::kReferenceProfileFile);
+    if (profile.ok()) {
+      Expected<monitor::ReferenceProfile> parsed = monitor::ReferenceProfile::from_json(*profile);
+      if (parsed.ok())
+        reference = std::make_shared<const monitor::ReferenceProfile>(std::move(*parsed));
+      else
+        KILN_LOG_WARN("{}: reference profile unreadable, drift unavailable: {}", mv.name(),
+                      parsed.status().message());
+    }
+    double accuracy = -1;
+    Expected<Json> manifest = read_json_file(dir / "manifest.json");
+    if (manifest.ok() && manifest->contains("metrics") && (*manifest)["metrics"].contains("test") &&
+        (*manifest)["metrics"]["test"].contains("accuracy"))
+      accuracy = (*manifest)["metrics"]["test"]["accuracy"].get<double>();
+    LiveMonitorOptions lo;
+    lo.window = options.monitor_window_;
+    return std::make_unique<LiveMonitor>(mv.name(), mv.version(), std::move(reference),
+                                         mv.signature().labels, accuracy, live_metrics, lo);
+  }
+
+  /// A request id for a response whose request gave none: unique within this server's life.
+  std::string generated_id() {
+    return id_prefix + std::to_string(id_counter.fetch_add(1, std::memory_order_relaxed));
   }
 
   VersionMetrics& version_metrics(ModelVersion& mv) {
@@ -202,6 +292,7 @@ struct InferenceServer::Impl {
       vm->request_seconds = &request_seconds->with({n, v});
       vm->batch_size = &batch_size->with({n, v});
       vm->in_flight = &in_flight->with({n});
+      vm->live = make_live_monitor(mv);
       return vm.release();
     });
   }
@@ -266,6 +357,7 @@ struct InferenceServer::Impl {
   void handle_infer(const HttpRequest& req, const std::string& name, const std::string& version,
                     const Send& send);
   HttpResponse model_metadata(const ModelVersion& mv) const;
+  HttpResponse handle_feedback(LiveMonitor& live, const std::string& body);
   /// The version `version` ("" = current) of `name`, or an error response.
   std::shared_ptr<ModelVersion> find(const std::string& name, const std::string& version,
                                      HttpResponse* error) const {
@@ -332,6 +424,17 @@ void InferenceServer::Impl::handle(const HttpRequest& req, HttpReply reply) {
       rest = 5;
     }
     const std::string_view action = p.size() == rest + 1 ? p[rest] : std::string_view();
+    if (p.size() == rest + 1 && (action == "monitor" || action == "feedback")) {
+      if (action == "monitor" ? !get : !post) return method_not_allowed();
+      HttpResponse err;
+      auto mv = find(name, version, &err);
+      if (!mv) return send(std::move(err));
+      VersionMetrics& vm = version_metrics(*mv);
+      if (!vm.live)
+        return send(error_response(404, "live monitoring is off (kiln serve --monitor-window 0)"));
+      if (action == "monitor") return send(json_response(200, vm.live->report().dump()));
+      return send(handle_feedback(*vm.live, std::string(req.body)));
+    }
     if (p.size() <= rest + 1 && (action.empty() || action == "ready" || action == "infer")) {
       if (action == "infer") {
         if (!post) return method_not_allowed();
@@ -351,6 +454,35 @@ void InferenceServer::Impl::handle(const HttpRequest& req, HttpReply reply) {
     }
   }
   send(error_response(404, "no route for " + std::string(method) + " " + std::string(target)));
+}
+
+HttpResponse InferenceServer::Impl::handle_feedback(LiveMonitor& live, const std::string& body) {
+  Json doc = Json::parse(body, nullptr, false);
+  if (doc.is_discarded()) return error_response(400, "feedback: the body is not JSON");
+  if (doc.is_object() && doc.contains("feedback")) doc = doc["feedback"];
+  if (doc.is_object()) doc = Json::array({doc});
+  if (!doc.is_array() || doc.empty())
+    return error_response(400, "feedback: give {\"id\": ..., \"truth\": ...} or a list of them");
+  Json results = Json::array();
+  int64_t joined = 0, duplicate = 0, unknown = 0;
+  for (size_t i = 0; i < doc.size(); ++i) {
+    const Json& item = doc[i];
+    const std::string where = "feedback[" + std::to_string(i) + "]";
+    if (!item.is_object() || !item.contains("id") || !item["id"].is_string() ||
+        !item.contains("truth"))
+      return error_response(400, where + ": needs \"id\" (a string) and \"truth\"");
+    Expected<std::string> r = live.feedback(item["id"].get<std::string>(), item["truth"]);
+    if (!r.ok() && r.status().code() == StatusCode::kInvalidArgument)
+      return error_response(400, where + "." + r.status().message());
+    const std::string outcome = r.ok() ? *r : "unknown";
+    joined += outcome == "joined";
+    duplicate += outcome == "duplicate";
+    unknown += outcome == "unknown";
+    results.push_back({{"id", item["id"]}, {"result", outcome}});
+  }
+  Json answer = {
+      {"joined", joined}, {"duplicate", duplicate}, {"unknown", unknown}, {"results", results}};
+  return json_response(200, answer.dump());
 }
 
 HttpResponse InferenceServer::Impl::model_metadata(const ModelVersion& mv) const {
@@ -440,8 +572,10 @@ void InferenceServer::Impl::handle_infer(const HttpRequest& req, const std::stri
                 "inputs[0]: shape " + shape_text(in.shape) + " holds " + std::to_string(elements) +
                     " elements, the data has " + std::to_string(in.data.size()));
   if (Status values = model::check_input_values(in.data.data(), rows, per_row, sig.accepts_missing);
-      !values.ok())
+      !values.ok()) {
+    if (vm.live) vm.live->count_quality_issue("non_finite");
     return fail(400, vm.client_error, "inputs[0]: " + values.message());
+  }
   const int64_t max_batch = options.models_.batcher_.max_batch_;
   if (rows > max_batch)
     return fail(400, vm.client_error,
@@ -478,13 +612,18 @@ void InferenceServer::Impl::handle_infer(const HttpRequest& req, const std::stri
     }
   }
 
+  // Live monitoring: the monitored features are taken here, before the rows go to the batch.
+  std::vector<double> monitored, intensity;
+  if (vm.live) vm.live->extract(in.data.data(), rows, &monitored, &intensity);
+  if (!r.has_id) r.id = generated_id();
   BatchJob job;
   job.rows = rows;
   job.data = std::move(in.data);
   if (options.request_timeout_ms_ > 0)
     job.deadline = Clock::now() + std::chrono::milliseconds(options.request_timeout_ms_);
   vm.in_flight->inc();
-  job.done = [mv, vmp = &vm, send, outs = std::move(outs), id = std::move(r.id), has_id = r.has_id,
+  job.done = [mv, vmp = &vm, send, outs = std::move(outs), id = std::move(r.id),
+              monitored = std::move(monitored), intensity = std::move(intensity),
               t0](BatchResult&& result) {
     const VersionMetrics& vm = *vmp;
     const std::string& name = mv->name();
@@ -504,10 +643,8 @@ void InferenceServer::Impl::handle_infer(const HttpRequest& req, const std::stri
     append_json_string(&body, name);
     body += ", \"model_version\": ";
     append_json_string(&body, v);
-    if (has_id) {
-      body += ", \"id\": ";
-      append_json_string(&body, id);
-    }
+    body += ", \"id\": ";
+    append_json_string(&body, id);
     body += ", \"outputs\": [";
     for (size_t k = 0; k < outs.size(); ++k) {
       const Out& o = outs[k];
@@ -569,6 +706,7 @@ void InferenceServer::Impl::handle_infer(const HttpRequest& req, const std::stri
       res.headers.emplace_back("Inference-Header-Content-Length", std::to_string(body.size()));
       res.body = std::move(body) + binary;
     }
+    if (vm.live) record_live(*vm.live, sig, id, monitored, intensity, result.outputs[0]);
     vm.success->inc();
     vm.samples->inc(static_cast<double>(result.outputs[0].size(0)));
     vm.queue_seconds->observe(result.queue_seconds);

@@ -38,18 +38,29 @@ struct ServerOptions {
     access_log_ = v;
     return *this;
   }
+  /// Rows in each version's live drift window (and labelled rows for live accuracy); 0 turns
+  /// live monitoring off.
+  ServerOptions& monitor_window(int64_t v) {
+    monitor_window_ = v;
+    return *this;
+  }
   HttpServerOptions http_;
   ModelManagerOptions models_;
   std::string api_key_;                 ///< empty: no authentication
   int64_t request_timeout_ms_ = 30000;  ///< longest a request may wait before its batch runs
   bool access_log_ = false;             ///< one JSON line per request on stderr
+  int64_t monitor_window_ = 1000;
 };
 
 /// `kiln serve`: the Open Inference Protocol v2 over HTTP (KServe/Triton REST) for the models of a
 /// ModelManager, plus GET /metrics (Prometheus text). Routes:
 ///   GET  /v2/health/live, /v2/health/ready, /v2
 ///   GET  /v2/models/{name}[/versions/{v}], .../ready
-///   POST /v2/models/{name}[/versions/{v}]/infer   (JSON, or the binary tensor data extension)
+///   POST /v2/models/{name}[/versions/{v}]/infer   (JSON, or the binary tensor data extension;
+///        every response carries an id: the request's, or a generated one)
+///   GET  /v2/models/{name}[/versions/{v}]/monitor  (live drift, quality, live accuracy: JSON)
+///   POST /v2/models/{name}[/versions/{v}]/feedback {"id": ..., "truth": ...} or a list of them
+///        (ground truth joined to the remembered prediction; a batch's rows are ID#0, ID#1, ...)
 ///   GET  /metrics
 /// Errors are {"error": "..."} with 400 (bad request part), 401 (API key), 404 (unknown model,
 /// version or route), 405, 413 (body too large), 503 (timed out, shutting down), 500.

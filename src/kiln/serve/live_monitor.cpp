@@ -1,0 +1,213 @@
+#include "kiln/serve/live_monitor.h"
+
+#include <algorithm>
+#include <cmath>
+
+namespace kiln::serve {
+
+LiveMonitor::LiveMonitor(std::string model, std::string version,
+                         std::shared_ptr<const monitor::ReferenceProfile> reference,
+                         std::vector<std::string> labels, double reference_accuracy,
+                         const LiveMonitorMetrics& metrics, const LiveMonitorOptions& options)
+    : model_(std::move(model)),
+      version_(std::move(version)),
+      reference_(std::move(reference)),
+      labels_(std::move(labels)),
+      options_(options),
+      metrics_(metrics),
+      reference_accuracy_(reference_accuracy) {
+  feature_count_ = reference_ ? reference_->features.size() : 0;
+  if (metrics_.reference_accuracy && reference_accuracy_ >= 0)
+    metrics_.reference_accuracy->with({model_, version_}).set(reference_accuracy_);
+}
+
+void LiveMonitor::extract(const float* x, int64_t rows, std::vector<double>* features,
+                          std::vector<double>* intensity) const {
+  if (!reference_) return;
+  monitor::extract_features(reference_->schema, x, rows, features,
+                            reference_->schema.kind == "image" ? intensity : nullptr);
+}
+
+void LiveMonitor::count_quality_issue(const std::string& kind, double n) {
+  if (metrics_.quality_issues) metrics_.quality_issues->with({model_, version_, kind}).inc(n);
+}
+
+void LiveMonitor::record(const std::string& id, std::vector<double> features,
+                         const std::vector<double>& intensity,
+                         const std::vector<int64_t>& predicted,
+                         const std::vector<double>& confidence,
+                         const std::vector<double>& predictions) {
+  const size_t rows = std::max(predicted.size(), predictions.size());
+  int64_t out_of_range = 0, missing = 0;
+  std::lock_guard<std::mutex> lock(mu_);
+  // Remember each row's prediction under id (one row) or id#k (row k of a batch).
+  for (size_t r = 0; r < rows; ++r) {
+    const std::string key = rows == 1 ? id : id + "#" + std::to_string(r);
+    Remembered& m = remembered_[key];
+    m.predicted = r < predicted.size() ? predicted[r] : -1;
+    m.prediction = r < predictions.size() ? predictions[r] : 0.0;
+    remembered_order_.push_back(key);
+  }
+  while (static_cast<int64_t>(remembered_order_.size()) > options_.remembered_predictions) {
+    remembered_.erase(remembered_order_.front());
+    remembered_order_.pop_front();
+  }
+  rows_total_ += static_cast<int64_t>(rows);
+  if (!reference_ || feature_count_ == 0) return;
+  const size_t window = static_cast<size_t>(options_.window);
+  for (size_t r = 0; r < rows && (r + 1) * feature_count_ <= features.size(); ++r) {
+    std::vector<double> row(
+        features.begin() + static_cast<std::ptrdiff_t>(r * feature_count_),
+        features.begin() + static_cast<std::ptrdiff_t>((r + 1) * feature_count_));
+    for (size_t k = 0; k < feature_count_; ++k) {
+      const double v = row[k];
+      if (std::isnan(v))
+        ++missing;
+      else if (v < reference_->features[k].min || v > reference_->features[k].max)
+        ++out_of_range;
+    }
+    window_features_.push_back(std::move(row));
+    if (r < predicted.size()) window_predicted_.push_back(predicted[r]);
+    if (r < confidence.size()) window_confidence_.push_back(confidence[r]);
+    if (r < predictions.size()) window_predictions_.push_back(predictions[r]);
+  }
+  if (!intensity.empty()) {
+    window_intensity_.push_back(intensity);
+    window_intensity_rows_.push_back(static_cast<int64_t>(rows));
+  }
+  while (window_features_.size() > window) window_features_.pop_front();
+  while (window_predicted_.size() > window) window_predicted_.pop_front();
+  while (window_confidence_.size() > window) window_confidence_.pop_front();
+  while (window_predictions_.size() > window) window_predictions_.pop_front();
+  int64_t intensity_rows = 0;
+  for (int64_t n : window_intensity_rows_) intensity_rows += n;
+  while (!window_intensity_rows_.empty() &&
+         intensity_rows - window_intensity_rows_.front() >= static_cast<int64_t>(window)) {
+    intensity_rows -= window_intensity_rows_.front();
+    window_intensity_rows_.pop_front();
+    window_intensity_.pop_front();
+  }
+  if (out_of_range) count_quality_issue("out_of_range", static_cast<double>(out_of_range));
+  if (missing) count_quality_issue("missing", static_cast<double>(missing));
+  out_of_range_total_ += out_of_range;
+  missing_total_ += missing;
+  rows_since_recompute_ += static_cast<int64_t>(rows);
+  const auto now = std::chrono::steady_clock::now();
+  if (now - last_recompute_ >= options_.recompute_interval) recompute_locked();
+}
+
+void LiveMonitor::recompute_locked() {
+  if (!reference_ || rows_since_recompute_ == 0 || window_features_.empty()) return;
+  last_recompute_ = std::chrono::steady_clock::now();
+  rows_since_recompute_ = 0;
+  std::vector<double> features;
+  features.reserve(window_features_.size() * feature_count_);
+  for (const auto& row : window_features_) features.insert(features.end(), row.begin(), row.end());
+  std::vector<double> intensity;
+  for (const auto& counts : window_intensity_) {
+    if (intensity.size() < counts.size()) intensity.resize(counts.size(), 0.0);
+    for (size_t i = 0; i < counts.size(); ++i) intensity[i] += counts[i];
+  }
+  monitor::DriftReport report = monitor::compare_to_reference(
+      *reference_, features, intensity,
+      std::vector<int64_t>(window_predicted_.begin(), window_predicted_.end()),
+      std::vector<double>(window_confidence_.begin(), window_confidence_.end()),
+      std::vector<double>(window_predictions_.begin(), window_predictions_.end()));
+  if (static_cast<int64_t>(window_features_.size()) >= options_.window) {
+    ++windows_checked_;
+    windows_drifted_ += report.dataset_drift;
+  }
+  if (metrics_.drift_share) metrics_.drift_share->with({model_, version_}).set(report.drift_share);
+  if (metrics_.prediction_psi)
+    metrics_.prediction_psi->with({model_, version_}).set(report.prediction_psi);
+  if (metrics_.window_rows)
+    metrics_.window_rows->with({model_, version_}).set(static_cast<double>(report.rows));
+  if (metrics_.feature_psi)
+    for (const auto& f : report.features)
+      metrics_.feature_psi->with({model_, version_, f.name}).set(f.psi);
+  last_report_ = std::move(report);
+}
+
+Expected<std::string> LiveMonitor::feedback(const std::string& id, const Json& truth) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = remembered_.find(id);
+  if (it == remembered_.end())
+    return Status::NotFound("no prediction with id '" + id + "' is remembered (the last " +
+                            std::to_string(options_.remembered_predictions) +
+                            " are; a batch's rows are ID#0, ID#1, ...)");
+  Remembered& m = it->second;
+  double score;
+  if (!labels_.empty()) {
+    int64_t cls = -1;
+    if (truth.is_string()) {
+      auto pos = std::find(labels_.begin(), labels_.end(), truth.get<std::string>());
+      if (pos != labels_.end()) cls = pos - labels_.begin();
+    } else if (truth.is_number_integer()) {
+      cls = truth.get<int64_t>();
+    }
+    if (cls < 0 || cls >= static_cast<int64_t>(labels_.size()))
+      return Status::InvalidArgument("truth: " + truth.dump() +
+                                     " is not one of the model's classes");
+    score = cls == m.predicted ? 1.0 : 0.0;
+  } else {
+    if (!truth.is_number())
+      return Status::InvalidArgument("truth: a number for a regression model");
+    score = std::fabs(truth.get<double>() - m.prediction);
+  }
+  if (m.labelled) return std::string("duplicate");
+  m.labelled = true;
+  labelled_scores_.push_back(score);
+  ++labelled_total_;
+  while (static_cast<int64_t>(labelled_scores_.size()) > options_.window)
+    labelled_scores_.pop_front();
+  double mean = 0;
+  for (double s : labelled_scores_) mean += s;
+  mean /= static_cast<double>(labelled_scores_.size());
+  if (metrics_.live_accuracy && !labels_.empty())
+    metrics_.live_accuracy->with({model_, version_}).set(mean);
+  if (metrics_.live_labelled_rows)
+    metrics_.live_labelled_rows->with({model_, version_})
+        .set(static_cast<double>(labelled_scores_.size()));
+  if (metrics_.feedback) metrics_.feedback->with({model_, version_}).inc();
+  return std::string("joined");
+}
+
+Json LiveMonitor::report() {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (rows_since_recompute_ > 0) recompute_locked();
+  Json j = {{"model", model_},
+            {"version", version_},
+            {"rows_total", rows_total_},
+            {"window", options_.window},
+            {"quality", {{"out_of_range", out_of_range_total_}, {"missing", missing_total_}}}};
+  if (!reference_) {
+    j["drift"] = {{"available", false},
+                  {"reason", "the bundle has no reference profile (trained by an older Kiln)"}};
+  } else if (last_report_) {
+    j["drift"] = last_report_->to_json();
+    j["drift"]["available"] = true;
+    j["drift"]["windows_checked"] = windows_checked_;
+    j["drift"]["windows_drifted"] = windows_drifted_;
+    j["reference"] = {{"rows", reference_->rows}};
+    if (!reference_->labels.empty()) {
+      j["reference"]["labels"] = reference_->labels;
+      j["reference"]["predicted_shares"] = reference_->predicted_shares;
+      j["reference"]["class_prior"] = reference_->class_prior;
+    }
+  } else {
+    j["drift"] = {{"available", true}, {"rows", 0}};
+  }
+  Json live = {{"labelled_rows", static_cast<int64_t>(labelled_scores_.size())},
+               {"labelled_total", labelled_total_}};
+  if (!labelled_scores_.empty()) {
+    double mean = 0;
+    for (double s : labelled_scores_) mean += s;
+    mean /= static_cast<double>(labelled_scores_.size());
+    live[labels_.empty() ? "mae" : "accuracy"] = mean;
+  }
+  if (reference_accuracy_ >= 0) live["reference_accuracy"] = reference_accuracy_;
+  j["live"] = live;
+  return j;
+}
+
+}  // namespace kiln::serve

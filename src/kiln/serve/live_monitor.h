@@ -1,0 +1,117 @@
+#pragma once
+// Live monitoring of one served model version: the drift of its inputs and predictions over a
+// sliding window against the reference profile its bundle recorded at training, the quality of
+// its inputs, and its live accuracy from feedback (ground truth joined to logged predictions by
+// request id). Torch-free. Results go to /metrics (gauges updated here) and to the JSON endpoint
+// GET /v2/models/NAME/monitor.
+
+#include <chrono>
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "kiln/core/expected.h"
+#include "kiln/core/json.h"
+#include "kiln/monitor/drift.h"
+#include "kiln/monitor/metrics.h"
+
+namespace kiln::serve {
+
+/// Options of LiveMonitor.
+struct LiveMonitorOptions {
+  int64_t window = 1000;  ///< rows in the sliding drift window, and labelled rows for accuracy
+  /// Drift is recomputed at most this often (and only after new rows): its cost stays off the
+  /// request path's budget (about a millisecond per recompute).
+  std::chrono::milliseconds recompute_interval{1000};
+  int64_t remembered_predictions = 100000;  ///< predictions kept for feedback, oldest dropped
+};
+
+/// The metric families a LiveMonitor updates (children labelled model, version[, feature|kind]).
+/// Owned by the server's registry; the pointers outlive every monitor.
+struct LiveMonitorMetrics {
+  monitor::GaugeFamily* drift_share = nullptr;
+  monitor::GaugeFamily* feature_psi = nullptr;
+  monitor::GaugeFamily* prediction_psi = nullptr;
+  monitor::GaugeFamily* window_rows = nullptr;
+  monitor::GaugeFamily* live_accuracy = nullptr;
+  monitor::GaugeFamily* live_labelled_rows = nullptr;
+  monitor::GaugeFamily* reference_accuracy = nullptr;
+  monitor::CounterFamily* quality_issues = nullptr;
+  monitor::CounterFamily* feedback = nullptr;
+};
+
+/// One version's monitor. Thread-safe: record() comes from batcher threads, feedback() and
+/// report() from IO threads.
+class LiveMonitor {
+ public:
+  /// `reference` may be null (a bundle without a profile: drift "unavailable", feedback and
+  /// accuracy still work). `labels` empty for regression. `reference_accuracy` < 0: unknown.
+  LiveMonitor(std::string model, std::string version,
+              std::shared_ptr<const monitor::ReferenceProfile> reference,
+              std::vector<std::string> labels, double reference_accuracy,
+              const LiveMonitorMetrics& metrics, const LiveMonitorOptions& options);
+
+  bool has_reference() const { return reference_ != nullptr; }
+  /// The monitored features of raw rows (row-major floats), for record(). Cheap; no lock.
+  void extract(const float* x, int64_t rows, std::vector<double>* features,
+               std::vector<double>* intensity) const;
+  /// After a forward pass: each row's features (from extract), the batch's intensity counts, and
+  /// the model's outputs: classification `predicted` + `confidence`, regression `predictions`;
+  /// `id` names the request (its rows are remembered as id, id#1, id#2, ...).
+  void record(const std::string& id, std::vector<double> features,
+              const std::vector<double>& intensity, const std::vector<int64_t>& predicted,
+              const std::vector<double>& confidence, const std::vector<double>& predictions);
+  /// Counts an input refused or flagged before inference ("nan", "inf").
+  void count_quality_issue(const std::string& kind, double n = 1);
+
+  /// Ground truth for a remembered prediction: a class name or index (classification) or a
+  /// number (regression). "duplicate" when that id was labelled before (nothing changes);
+  /// NotFound for an unknown or forgotten id; InvalidArgument for a truth of the wrong kind.
+  Expected<std::string> feedback(const std::string& id, const Json& truth);
+
+  /// The latest drift report, live accuracy and counts, as JSON; recomputes the drift first when
+  /// rows arrived since (so a caller sees the current window).
+  Json report();
+
+ private:
+  void recompute_locked();
+
+  const std::string model_, version_;
+  const std::shared_ptr<const monitor::ReferenceProfile> reference_;
+  const std::vector<std::string> labels_;
+  const LiveMonitorOptions options_;
+  const LiveMonitorMetrics metrics_;
+
+  std::mutex mu_;
+  size_t feature_count_ = 0;
+  std::deque<std::vector<double>> window_features_;   ///< one entry per row
+  std::deque<std::vector<double>> window_intensity_;  ///< one entry per record() (images)
+  std::deque<int64_t> window_intensity_rows_;
+  std::deque<int64_t> window_predicted_;
+  std::deque<double> window_confidence_, window_predictions_;
+  int64_t rows_total_ = 0;
+  int64_t rows_since_recompute_ = 0;
+  std::chrono::steady_clock::time_point last_recompute_{};
+  std::optional<monitor::DriftReport> last_report_;
+  int64_t out_of_range_total_ = 0;
+  int64_t missing_total_ = 0;
+  int64_t windows_checked_ = 0, windows_drifted_ = 0;
+
+  struct Remembered {
+    int64_t predicted = -1;
+    double prediction = 0.0;
+    bool labelled = false;
+  };
+  std::unordered_map<std::string, Remembered> remembered_;
+  std::deque<std::string> remembered_order_;
+  std::deque<double> labelled_scores_;  ///< 1/0 correct (classification) or |error| (regression)
+  int64_t labelled_total_ = 0;
+  double reference_accuracy_ = -1;
+};
+
+}  // namespace kiln::serve
