@@ -3,7 +3,7 @@
 # train the Fashion-MNIST default, evaluate, predict from raw files, export, test it (`kiln test`,
 # the default suite), register it
 # (alias production) and serve fashion-mnist@production over HTTP (one prediction, then a
-# graceful stop). Later stages extend it to a monitored model.
+# graceful stop), with live drift monitoring seeing a clean stream and then a shifted one.
 set -euo pipefail
 build=${1:-build}
 kiln="$build/kiln"
@@ -65,7 +65,8 @@ step "Re-hash every artifact in the registry"
 
 step "Serve fashion-mnist@production (Open Inference Protocol v2), classify one test image over HTTP, stop with SIGTERM"
 serve_out="$KILN_HOME/serve-demo.out"
-"$kiln" serve --model fashion-mnist@production --port 0 --poll-interval-ms 0 >"$serve_out" 2>"$KILN_HOME/serve-demo.log" &
+"$kiln" serve --model fashion-mnist@production --port 0 --poll-interval-ms 0 --monitor-window 500 \
+  >"$serve_out" 2>"$KILN_HOME/serve-demo.log" &
 serve_pid=$!
 for _ in $(seq 1 300); do grep -q "ready on" "$serve_out" 2>/dev/null && break; sleep 0.1; done
 cat "$serve_out"
@@ -87,7 +88,31 @@ label, probs = out["outputs"][0]["data"][0], out["outputs"][1]["data"]
 names = json.load(urllib.request.urlopen(sys.argv[1] + "/v2/models/fashion-mnist"))["parameters"]["labels"]
 print(f"POST /v2/models/fashion-mnist/infer -> model_version {out['model_version']}: "
       f"prediction '{label}' (p = {max(probs):.3f}); true class '{names[truth]}'")
+
+# Live monitoring: 500 clean test images, then 500 of the next ones dimmed to 70% brightness (a
+# planted covariate shift), 50 per request; the server's drift window holds the last 500 rows.
+with gzip.open("/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz") as f:
+    raw = f.read()[16:]
+def send(first, scale):
+    for start in range(first, first + 500, 50):
+        pixels = [min(255, int(p * scale)) for p in raw[start * 784:(start + 50) * 784]]
+        body = {"inputs": [{"name": "input", "shape": [50, 1, 28, 28], "datatype": "UINT8",
+                            "data": pixels}]}
+        urllib.request.urlopen(urllib.request.Request(
+            sys.argv[1] + "/v2/models/fashion-mnist/infer", json.dumps(body).encode(),
+            {"Content-Type": "application/json"})).read()
+    m = json.load(urllib.request.urlopen(sys.argv[1] + "/v2/models/fashion-mnist/monitor"))
+    d = m["drift"]
+    drifted = [f["name"] for f in d["features"] if f["drifted"]]
+    print(f"  after {m['rows_total']} rows: {100 * d['drift_share']:.0f}% of {len(d['features'])} "
+          f"features drifted ({'DATASET DRIFT' if d['dataset_drift'] else 'no dataset drift'}), "
+          f"predicted classes PSI {d['prediction_psi']:.3f}"
+          + (f"; drifted: {', '.join(drifted[:6])}{' ...' if len(drifted) > 6 else ''}" if drifted else ""))
+print("live drift monitor (GET /v2/models/fashion-mnist/monitor):")
+send(1000, 1.0)
+send(2000, 0.7)
 PY
+curl -s "$url/metrics" | grep -E '^kiln_(drift_share|prediction_psi)' || true
 kill -TERM "$serve_pid"
 wait "$serve_pid" && echo "kiln serve stopped cleanly (exit 0)"
 
