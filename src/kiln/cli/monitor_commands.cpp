@@ -121,10 +121,12 @@ int run_drift(const DriftArgs& a) {
   if (!profile_json.ok()) return report_failure(profile_json.status());
   Expected<monitor::ReferenceProfile> profile = monitor::ReferenceProfile::from_json(*profile_json);
   if (!profile.ok()) return report_failure(profile.status().with_context(profile_path.string()));
+  // Files of raw rows (no labels needed) or a snapshot / dataset spec split.
+  const std::string ext = fs::path(a.data).extension().string();
+  const bool raw_file = ext == ".csv" || ext == ".npy" || a.data.find("idx") != std::string::npos;
   Expected<train::RawInputs> rows =
-      fs::path(a.data).extension() == ".csv"
-          ? train::read_raw_inputs(*bundle, a.data, /*want_targets=*/false)
-          : train::read_labelled_rows(*bundle, a.data, a.split);
+      raw_file ? train::read_raw_inputs(*bundle, a.data, /*want_targets=*/false)
+               : train::read_labelled_rows(*bundle, a.data, a.split);
   if (!rows.ok()) return report_failure(rows.status());
   torch::Tensor x = rows->x;
   if (a.limit > 0 && x.size(0) > a.limit) x = x.slice(0, 0, a.limit);
@@ -178,7 +180,10 @@ CLI::App* register_monitor_commands(CLI::App& app, int* exit_code) {
   CLI::App* drift = monitor->add_subcommand(
       "drift", "Drift of a dataset against the bundle's reference profile (Evidently's tests)");
   drift->add_option("ref", da->ref, "bundle directory, NAME@VERSION or NAME@ALIAS")->required();
-  drift->add_option("--data", da->data, "rows to test: a CSV, snapshot directory or dataset spec")
+  drift
+      ->add_option("--data", da->data,
+                   "rows to test: a CSV, .npy or IDX file of raw inputs, a snapshot directory or "
+                   "a dataset spec")
       ->required();
   drift->add_option("--split", da->split, "split of a snapshot or spec")->default_str("test");
   drift->add_option("--limit", da->limit, "the first N rows only (0: all)");

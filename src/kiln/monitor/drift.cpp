@@ -107,27 +107,41 @@ void extract_features(const FeatureSchema& schema, const float* x, int64_t rows,
                 w = schema.input_shape[2];
   if (intensity_counts && intensity_counts->size() != kIntensityBins)
     intensity_counts->assign(kIntensityBins, 0.0);
-  std::vector<double> cell_sum(kGrid * kGrid), cell_n(kGrid * kGrid);
+  // Cell of each column and row, computed once (no division per pixel).
+  std::vector<int> cell_of_x(static_cast<size_t>(w)), cell_of_y(static_cast<size_t>(h));
+  for (int64_t xx = 0; xx < w; ++xx)
+    cell_of_x[static_cast<size_t>(xx)] = static_cast<int>(xx * kGrid / w);
+  for (int64_t y = 0; y < h; ++y)
+    cell_of_y[static_cast<size_t>(y)] = static_cast<int>(y * kGrid / h) * kGrid;
+  std::vector<double> cell_n(kGrid * kGrid, 0.0);
+  for (int64_t y = 0; y < h; ++y)
+    for (int64_t xx = 0; xx < w; ++xx)
+      cell_n[static_cast<size_t>(cell_of_y[static_cast<size_t>(y)] +
+                                 cell_of_x[static_cast<size_t>(xx)])] +=
+          static_cast<double>(channels);
+  double* counts = intensity_counts ? intensity_counts->data() : nullptr;
+  std::vector<double> cell_sum(kGrid * kGrid);
   for (int64_t r = 0; r < rows; ++r) {
     const float* img = x + r * numel;
     double sum = 0, sum2 = 0;
     std::fill(cell_sum.begin(), cell_sum.end(), 0.0);
-    std::fill(cell_n.begin(), cell_n.end(), 0.0);
     for (int64_t c = 0; c < channels; ++c)
-      for (int64_t y = 0; y < h; ++y)
+      for (int64_t y = 0; y < h; ++y) {
+        const float* line = img + (c * h + y) * w;
+        double* cells = cell_sum.data() + cell_of_y[static_cast<size_t>(y)];
         for (int64_t xx = 0; xx < w; ++xx) {
-          const double v = img[(c * h + y) * w + xx];
+          const double v = line[xx];
           sum += v;
           sum2 += v * v;
-          const size_t cell = static_cast<size_t>((y * kGrid / h) * kGrid + xx * kGrid / w);
-          cell_sum[cell] += v;
-          cell_n[cell] += 1;
-          if (intensity_counts) {
+          cells[cell_of_x[static_cast<size_t>(xx)]] += v;
+          if (counts) {
+            // 32 bins over 0..256: v / 8, clamped (values outside 0..255 land in the end bins).
             const int bin =
-                std::clamp(static_cast<int>(v * kIntensityBins / 256.0), 0, kIntensityBins - 1);
-            (*intensity_counts)[static_cast<size_t>(bin)] += 1;
+                v <= 0 ? 0 : (v >= 255.0 ? kIntensityBins - 1 : static_cast<int>(v * 0.125));
+            counts[bin] += 1;
           }
         }
+      }
     const double n = static_cast<double>(numel);
     const double mean = sum / n;
     features->push_back(mean);

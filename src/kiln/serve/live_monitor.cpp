@@ -24,8 +24,17 @@ LiveMonitor::LiveMonitor(std::string model, std::string version,
 void LiveMonitor::extract(const float* x, int64_t rows, std::vector<double>* features,
                           std::vector<double>* intensity) const {
   if (!reference_) return;
-  monitor::extract_features(reference_->schema, x, rows, features,
-                            reference_->schema.kind == "image" ? intensity : nullptr);
+  if (reference_->schema.kind != "image") {
+    monitor::extract_features(reference_->schema, x, rows, features, nullptr);
+    return;
+  }
+  const int64_t numel = reference_->schema.row_numel();
+  std::vector<double> counts;
+  for (int64_t r = 0; r < rows; ++r) {
+    counts.clear();
+    monitor::extract_features(reference_->schema, x + r * numel, 1, features, &counts);
+    intensity->insert(intensity->end(), counts.begin(), counts.end());
+  }
 }
 
 void LiveMonitor::count_quality_issue(const std::string& kind, double n) {
@@ -55,10 +64,18 @@ void LiveMonitor::record(const std::string& id, std::vector<double> features,
   rows_total_ += static_cast<int64_t>(rows);
   if (!reference_ || feature_count_ == 0) return;
   const size_t window = static_cast<size_t>(options_.window);
+  if (ring_features_.empty()) {
+    ring_features_.assign(window * feature_count_, 0.0);
+    ring_predicted_.assign(window, -1);
+    ring_confidence_.assign(window, 0.0);
+    ring_predictions_.assign(window, 0.0);
+  }
+  if (!intensity.empty() && rows > 0 && intensity_bins_ == 0) {
+    intensity_bins_ = intensity.size() / rows;
+    ring_intensity_.assign(window * intensity_bins_, 0.0);
+  }
   for (size_t r = 0; r < rows && (r + 1) * feature_count_ <= features.size(); ++r) {
-    std::vector<double> row(
-        features.begin() + static_cast<std::ptrdiff_t>(r * feature_count_),
-        features.begin() + static_cast<std::ptrdiff_t>((r + 1) * feature_count_));
+    const double* row = features.data() + r * feature_count_;
     for (size_t k = 0; k < feature_count_; ++k) {
       const double v = row[k];
       if (std::isnan(v))
@@ -66,26 +83,18 @@ void LiveMonitor::record(const std::string& id, std::vector<double> features,
       else if (v < reference_->features[k].min || v > reference_->features[k].max)
         ++out_of_range;
     }
-    window_features_.push_back(std::move(row));
-    if (r < predicted.size()) window_predicted_.push_back(predicted[r]);
-    if (r < confidence.size()) window_confidence_.push_back(confidence[r]);
-    if (r < predictions.size()) window_predictions_.push_back(predictions[r]);
-  }
-  if (!intensity.empty()) {
-    window_intensity_.push_back(intensity);
-    window_intensity_rows_.push_back(static_cast<int64_t>(rows));
-  }
-  while (window_features_.size() > window) window_features_.pop_front();
-  while (window_predicted_.size() > window) window_predicted_.pop_front();
-  while (window_confidence_.size() > window) window_confidence_.pop_front();
-  while (window_predictions_.size() > window) window_predictions_.pop_front();
-  int64_t intensity_rows = 0;
-  for (int64_t n : window_intensity_rows_) intensity_rows += n;
-  while (!window_intensity_rows_.empty() &&
-         intensity_rows - window_intensity_rows_.front() >= static_cast<int64_t>(window)) {
-    intensity_rows -= window_intensity_rows_.front();
-    window_intensity_rows_.pop_front();
-    window_intensity_.pop_front();
+    std::copy(row, row + feature_count_,
+              ring_features_.begin() + static_cast<std::ptrdiff_t>(ring_next_ * feature_count_));
+    if (intensity_bins_ > 0 && (r + 1) * intensity_bins_ <= intensity.size())
+      std::copy(
+          intensity.begin() + static_cast<std::ptrdiff_t>(r * intensity_bins_),
+          intensity.begin() + static_cast<std::ptrdiff_t>((r + 1) * intensity_bins_),
+          ring_intensity_.begin() + static_cast<std::ptrdiff_t>(ring_next_ * intensity_bins_));
+    ring_predicted_[ring_next_] = r < predicted.size() ? predicted[r] : -1;
+    ring_confidence_[ring_next_] = r < confidence.size() ? confidence[r] : 0.0;
+    ring_predictions_[ring_next_] = r < predictions.size() ? predictions[r] : 0.0;
+    ring_next_ = (ring_next_ + 1) % window;
+    ring_filled_ = std::min(window, ring_filled_ + 1);
   }
   if (out_of_range) count_quality_issue("out_of_range", static_cast<double>(out_of_range));
   if (missing) count_quality_issue("missing", static_cast<double>(missing));
@@ -97,23 +106,29 @@ void LiveMonitor::record(const std::string& id, std::vector<double> features,
 }
 
 void LiveMonitor::recompute_locked() {
-  if (!reference_ || rows_since_recompute_ == 0 || window_features_.empty()) return;
+  if (!reference_ || rows_since_recompute_ == 0 || ring_filled_ == 0) return;
   last_recompute_ = std::chrono::steady_clock::now();
   rows_since_recompute_ = 0;
-  std::vector<double> features;
-  features.reserve(window_features_.size() * feature_count_);
-  for (const auto& row : window_features_) features.insert(features.end(), row.begin(), row.end());
-  std::vector<double> intensity;
-  for (const auto& counts : window_intensity_) {
-    if (intensity.size() < counts.size()) intensity.resize(counts.size(), 0.0);
-    for (size_t i = 0; i < counts.size(); ++i) intensity[i] += counts[i];
+  // The statistics do not depend on row order: the filled part of each ring is the window.
+  const auto rows = static_cast<std::ptrdiff_t>(ring_filled_);
+  std::vector<double> features(
+      ring_features_.begin(),
+      ring_features_.begin() + rows * static_cast<std::ptrdiff_t>(feature_count_));
+  std::vector<double> intensity(intensity_bins_, 0.0);
+  for (std::ptrdiff_t r = 0; r < rows && intensity_bins_ > 0; ++r)
+    for (size_t b = 0; b < intensity_bins_; ++b)
+      intensity[b] += ring_intensity_[static_cast<size_t>(r) * intensity_bins_ + b];
+  std::vector<int64_t> predicted;
+  std::vector<double> confidence, predictions;
+  if (!labels_.empty()) {
+    predicted.assign(ring_predicted_.begin(), ring_predicted_.begin() + rows);
+    confidence.assign(ring_confidence_.begin(), ring_confidence_.begin() + rows);
+  } else {
+    predictions.assign(ring_predictions_.begin(), ring_predictions_.begin() + rows);
   }
-  monitor::DriftReport report = monitor::compare_to_reference(
-      *reference_, features, intensity,
-      std::vector<int64_t>(window_predicted_.begin(), window_predicted_.end()),
-      std::vector<double>(window_confidence_.begin(), window_confidence_.end()),
-      std::vector<double>(window_predictions_.begin(), window_predictions_.end()));
-  if (static_cast<int64_t>(window_features_.size()) >= options_.window) {
+  monitor::DriftReport report = monitor::compare_to_reference(*reference_, features, intensity,
+                                                              predicted, confidence, predictions);
+  if (static_cast<int64_t>(ring_filled_) >= options_.window) {
     ++windows_checked_;
     windows_drifted_ += report.dataset_drift;
   }

@@ -57,10 +57,11 @@ class LiveMonitor {
               const LiveMonitorMetrics& metrics, const LiveMonitorOptions& options);
 
   bool has_reference() const { return reference_ != nullptr; }
-  /// The monitored features of raw rows (row-major floats), for record(). Cheap; no lock.
+  /// The monitored features of raw rows (row-major floats) and, for images, each row's
+  /// intensity histogram (rows × bins), for record(). Cheap; no lock.
   void extract(const float* x, int64_t rows, std::vector<double>* features,
                std::vector<double>* intensity) const;
-  /// After a forward pass: each row's features (from extract), the batch's intensity counts, and
+  /// After a forward pass: each row's features and intensity histogram (from extract), and
   /// the model's outputs: classification `predicted` + `confidence`, regression `predictions`;
   /// `id` names the request (its rows are remembered as id, id#1, id#2, ...).
   void record(const std::string& id, std::vector<double> features,
@@ -89,11 +90,13 @@ class LiveMonitor {
 
   std::mutex mu_;
   size_t feature_count_ = 0;
-  std::deque<std::vector<double>> window_features_;   ///< one entry per row
-  std::deque<std::vector<double>> window_intensity_;  ///< one entry per record() (images)
-  std::deque<int64_t> window_intensity_rows_;
-  std::deque<int64_t> window_predicted_;
-  std::deque<double> window_confidence_, window_predictions_;
+  // The sliding window as flat rings of `window` rows (no allocation per row): features
+  // (feature_count_ per row), intensity histograms (images, kIntensityBins per row) and outputs.
+  std::vector<double> ring_features_, ring_intensity_, ring_confidence_, ring_predictions_;
+  std::vector<int64_t> ring_predicted_;
+  size_t ring_next_ = 0;    ///< where the next row goes
+  size_t ring_filled_ = 0;  ///< rows held (<= window)
+  size_t intensity_bins_ = 0;
   int64_t rows_total_ = 0;
   int64_t rows_since_recompute_ = 0;
   std::chrono::steady_clock::time_point last_recompute_{};

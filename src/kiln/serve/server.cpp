@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <array>
 #include <charconv>
+#include <cmath>
 #include <cstdio>
 #include <cstring>
 
@@ -127,18 +128,28 @@ Clock::time_point run_submitted() {
 void record_live(LiveMonitor& live, const ModelSignature& sig, const std::string& id,
                  const std::vector<double>& monitored, const std::vector<double>& intensity,
                  const torch::Tensor& output) {
+  // Plain loops over the float32 rows: a few LibTorch ops here would cost more than the
+  // request's own parsing (tens of microseconds of dispatch each).
+  const torch::Tensor out = output.scalar_type() == torch::kFloat32 && output.is_contiguous()
+                                ? output
+                                : output.to(torch::kFloat32).contiguous();
+  const int64_t rows = out.size(0), width = out.numel() / std::max<int64_t>(1, rows);
+  const float* p = out.data_ptr<float>();
   std::vector<int64_t> predicted;
   std::vector<double> confidence, predictions;
-  if (sig.classifier()) {
-    auto [conf, cls] = torch::softmax(output.to(torch::kFloat32), 1).max(1);
-    conf = conf.to(torch::kFloat64).contiguous();
-    cls = cls.contiguous();
-    predicted.assign(cls.data_ptr<int64_t>(), cls.data_ptr<int64_t>() + cls.numel());
-    confidence.assign(conf.data_ptr<double>(), conf.data_ptr<double>() + conf.numel());
-  } else {
-    torch::Tensor p =
-        output.reshape({output.size(0), -1}).select(1, 0).to(torch::kFloat64).contiguous();
-    predictions.assign(p.data_ptr<double>(), p.data_ptr<double>() + p.numel());
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* row = p + r * width;
+    if (sig.classifier()) {
+      int64_t best = 0;
+      for (int64_t k = 1; k < width; ++k)
+        if (row[k] > row[best]) best = k;
+      double denominator = 0;
+      for (int64_t k = 0; k < width; ++k) denominator += std::exp(double(row[k]) - row[best]);
+      predicted.push_back(best);
+      confidence.push_back(1.0 / denominator);
+    } else {
+      predictions.push_back(row[0]);
+    }
   }
   live.record(id, monitored, intensity, predicted, confidence, predictions);
 }
