@@ -37,6 +37,22 @@ void LiveMonitor::extract(const float* x, int64_t rows, std::vector<double>* fea
   }
 }
 
+bool LiveMonitor::admit(int64_t rows) {
+  if (!reference_) return false;
+  if (options_.max_rows_per_second <= 0) return true;
+  const int64_t second = std::chrono::duration_cast<std::chrono::seconds>(
+                             std::chrono::steady_clock::now().time_since_epoch())
+                             .count();
+  int64_t seen = admit_second_.load(std::memory_order_relaxed);
+  if (seen != second && admit_second_.compare_exchange_strong(seen, second))
+    admitted_rows_.store(0, std::memory_order_relaxed);
+  if (admitted_rows_.fetch_add(rows, std::memory_order_relaxed) + rows <=
+      options_.max_rows_per_second)
+    return true;
+  skipped_rows_.fetch_add(rows, std::memory_order_relaxed);
+  return false;
+}
+
 void LiveMonitor::count_quality_issue(const std::string& kind, double n) {
   if (metrics_.quality_issues) metrics_.quality_issues->with({model_, version_, kind}).inc(n);
 }
@@ -100,7 +116,7 @@ void LiveMonitor::record(const std::string& id, std::vector<double> features,
   if (missing) count_quality_issue("missing", static_cast<double>(missing));
   out_of_range_total_ += out_of_range;
   missing_total_ += missing;
-  rows_since_recompute_ += static_cast<int64_t>(rows);
+  rows_since_recompute_ += static_cast<int64_t>(std::min(rows, features.size() / feature_count_));
   const auto now = std::chrono::steady_clock::now();
   if (now - last_recompute_ >= options_.recompute_interval) recompute_locked();
 }
@@ -194,6 +210,8 @@ Json LiveMonitor::report() {
             {"version", version_},
             {"rows_total", rows_total_},
             {"window", options_.window},
+            {"rows_not_profiled", skipped_rows_.load(std::memory_order_relaxed)},
+            {"max_rows_per_second", options_.max_rows_per_second},
             {"quality", {{"out_of_range", out_of_range_total_}, {"missing", missing_total_}}}};
   if (!reference_) {
     j["drift"] = {{"available", false},

@@ -5,6 +5,7 @@
 // request id). Torch-free. Results go to /metrics (gauges updated here) and to the JSON endpoint
 // GET /v2/models/NAME/monitor.
 
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <deque>
@@ -29,6 +30,10 @@ struct LiveMonitorOptions {
   /// request path's budget (about a millisecond per recompute).
   std::chrono::milliseconds recompute_interval{1000};
   int64_t remembered_predictions = 100000;  ///< predictions kept for feedback, oldest dropped
+  /// Rows a second whose features enter the drift window; above it the rest of that second's
+  /// rows are predicted and remembered for feedback but not profiled, so monitoring costs a
+  /// bounded share of a busy server (a few microseconds a 784-pixel image). 0: no limit.
+  int64_t max_rows_per_second = 2000;
 };
 
 /// The metric families a LiveMonitor updates (children labelled model, version[, feature|kind]).
@@ -57,6 +62,8 @@ class LiveMonitor {
               const LiveMonitorMetrics& metrics, const LiveMonitorOptions& options);
 
   bool has_reference() const { return reference_ != nullptr; }
+  /// Whether `rows` more rows may be profiled this second (see max_rows_per_second). Lock-free.
+  bool admit(int64_t rows);
   /// The monitored features of raw rows (row-major floats) and, for images, each row's
   /// intensity histogram (rows × bins), for record(). Cheap; no lock.
   void extract(const float* x, int64_t rows, std::vector<double>* features,
@@ -87,6 +94,10 @@ class LiveMonitor {
   const std::vector<std::string> labels_;
   const LiveMonitorOptions options_;
   const LiveMonitorMetrics metrics_;
+
+  std::atomic<int64_t> admit_second_{-1};
+  std::atomic<int64_t> admitted_rows_{0};
+  std::atomic<int64_t> skipped_rows_{0};
 
   std::mutex mu_;
   size_t feature_count_ = 0;

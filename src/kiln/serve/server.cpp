@@ -625,7 +625,8 @@ void InferenceServer::Impl::handle_infer(const HttpRequest& req, const std::stri
 
   // Live monitoring: the monitored features are taken here, before the rows go to the batch.
   std::vector<double> monitored, intensity;
-  if (vm.live) vm.live->extract(in.data.data(), rows, &monitored, &intensity);
+  if (vm.live && vm.live->admit(rows))
+    vm.live->extract(in.data.data(), rows, &monitored, &intensity);
   if (!r.has_id) r.id = generated_id();
   BatchJob job;
   job.rows = rows;
