@@ -241,12 +241,7 @@ Status run_directional(Context& ctx, const CheckSpec& spec, CheckResult& result)
   const std::string expect = spec.params["expect"].get<std::string>();
   if (expect != "increasing" && expect != "decreasing")
     return Status::InvalidArgument("expect: '" + expect + "' (increasing or decreasing)");
-  int64_t column = -1, i = 0;
-  if (ctx.bundle.manifest.contains("schema") && ctx.bundle.manifest["schema"].contains("features"))
-    for (const auto& f : ctx.bundle.manifest["schema"]["features"]) {
-      if (f.value("name", "") == feature) column = i;
-      ++i;
-    }
+  const int64_t column = ctx.bundle.feature_index(feature);
   if (column < 0)
     return Status::InvalidArgument("feature '" + feature + "' is not one of the bundle's");
   int64_t output = 0;

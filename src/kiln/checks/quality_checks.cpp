@@ -54,13 +54,7 @@ Expected<torch::Tensor> slice_rows(const Context& ctx, const Json& slice) {
       if (value_matches(ctx.rows.table->rows[static_cast<size_t>(r)][static_cast<size_t>(c)]))
         keep.push_back(r);
   } else {  // a snapshot of a table: the bundle's raw feature columns
-    int64_t c = -1, i = 0;
-    if (ctx.bundle.manifest.contains("schema") &&
-        ctx.bundle.manifest["schema"].contains("features"))
-      for (const auto& f : ctx.bundle.manifest["schema"]["features"]) {
-        if (f.value("name", "") == column) c = i;
-        ++i;
-      }
+    const int64_t c = ctx.bundle.feature_index(column);
     if (c < 0 || ctx.images)
       return Status::InvalidArgument("slice: '" + column +
                                      "' is not a feature column of the bundle (column slices of "

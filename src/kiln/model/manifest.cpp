@@ -1,5 +1,6 @@
 #include "kiln/model/manifest.h"
 
+#include <algorithm>
 #include <cmath>
 #include <nlohmann/json.hpp>
 
@@ -110,6 +111,19 @@ std::vector<std::string> Bundle::labels() const {
     for (const Json& l : manifest.at("labels"))
       out.push_back(l.is_string() ? l.get<std::string>() : l.dump());
   return out;
+}
+
+std::vector<std::string> Bundle::feature_names() const {
+  std::vector<std::string> out;
+  if (manifest.contains("schema") && manifest.at("schema").contains("features"))
+    for (const Json& f : manifest.at("schema").at("features")) out.push_back(f.value("name", ""));
+  return out;
+}
+
+int64_t Bundle::feature_index(const std::string& name) const {
+  const std::vector<std::string> names = feature_names();
+  auto it = std::find(names.begin(), names.end(), name);
+  return it == names.end() ? -1 : it - names.begin();
 }
 
 Expected<ModelSpec> Bundle::model_spec() const {

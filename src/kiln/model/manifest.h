@@ -67,6 +67,11 @@ struct Bundle {
   std::string task() const;
   /// Class names in output order; empty for regression.
   std::vector<std::string> labels() const;
+  /// A table bundle's raw feature columns (schema.features names) in model.pt's input order;
+  /// empty for images.
+  std::vector<std::string> feature_names() const;
+  /// The position of `name` among feature_names(), or -1.
+  int64_t feature_index(const std::string& name) const;
   /// The model spec, parsed from manifest["model"].
   Expected<ModelSpec> model_spec() const;
   /// The fitted preprocessing (null when none).

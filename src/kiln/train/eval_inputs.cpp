@@ -18,17 +18,6 @@
 
 namespace kiln::train {
 
-namespace {
-
-std::vector<std::string> bundle_feature_names(const model::Bundle& b) {
-  std::vector<std::string> names;
-  if (b.manifest.contains("schema") && b.manifest["schema"].contains("features"))
-    for (const auto& f : b.manifest["schema"]["features"]) names.push_back(f["name"]);
-  return names;
-}
-
-}  // namespace
-
 Expected<RawInputs> read_raw_inputs(const model::Bundle& b, const fs::path& path,
                                     bool want_targets) {
   std::string ext = path.extension().string();
@@ -36,7 +25,7 @@ Expected<RawInputs> read_raw_inputs(const model::Bundle& b, const fs::path& path
   const std::vector<int64_t> raw_shape = b.raw_input_shape();
   RawInputs in;
   if (ext == ".csv") {
-    std::vector<std::string> features = bundle_feature_names(b);
+    std::vector<std::string> features = b.feature_names();
     if (features.empty())
       return Status::InvalidArgument(b.dir.string() +
                                      ": the bundle records no feature columns, so it "
