@@ -54,6 +54,15 @@ CLI::App* add_engine_verb(CLI::App& parent, const std::string& name, const std::
   return verb;
 }
 
+CLI::App* add_verb_subcommand(CLI::App& parent, const std::string& name,
+                              const std::string& description) {
+  CLI::App* sub = parent.add_subcommand(name, description);
+  sub->prefix_command(false);
+  sub->allow_extras(false);
+  sub->set_help_flag("-h,--help", "Print this help message and exit");
+  return sub;
+}
+
 int run_cli(int argc, char** argv, const std::function<void(CLI::App&, int*)>& register_commands,
             const std::function<void(int)>& set_threads) {
   g_argv = argv;

@@ -68,6 +68,12 @@ EngineHooks& engine_hooks();
 /// process. Returns only if that fails, with the exit code after printing why.
 int hand_off_to_engine();
 
+/// A subcommand parsed normally (its own --help, unknown flags refused) even under a verb made by
+/// add_engine_verb, whose pass-through settings CLI11 would otherwise copy into it. For the
+/// torch-free subcommands the front runs itself (`tune show`, `monitor rules`).
+CLI::App* add_verb_subcommand(CLI::App& parent, const std::string& name,
+                              const std::string& description);
+
 /// A placeholder for a verb that kiln-engine runs: listed with `description`, it takes any
 /// arguments (its own --help included) and hands the command line to kiln-engine.
 CLI::App* add_engine_verb(CLI::App& parent, const std::string& name, const std::string& description,

@@ -49,8 +49,8 @@ int run_rules(RulesArgs a) {
 CLI::App* register_monitor_rules_command(CLI::App& monitor, int* exit_code) {
   auto ra = std::make_shared<RulesArgs>();
   monitor::AlertRulesOptions& o = ra->options;
-  CLI::App* rules = monitor.add_subcommand(
-      "rules",
+  CLI::App* rules = add_verb_subcommand(
+      monitor, "rules",
       "Prometheus alerting rules for kiln serve (error rate, p99 latency, drift, feature PSI, "
       "prediction drift, live accuracy, load failures, no traffic) and their promtool tests");
   rules->add_option("--slo-p99-ms", o.slo_p99_ms_, "p99 latency objective, ms")

@@ -53,8 +53,8 @@ int run_show(const ShowArgs& a) {
 
 CLI::App* register_tune_show_command(CLI::App& tune, int* exit_code) {
   auto sa = std::make_shared<ShowArgs>();
-  CLI::App* show =
-      tune.add_subcommand("show", "A study's trials, best trial, parameter importance; SVG plots");
+  CLI::App* show = add_verb_subcommand(
+      tune, "show", "A study's trials, best trial, parameter importance; SVG plots");
   show->add_option("study", sa->study, "study name")->required();
   add_flag(*show, Flag::kJson, &sa->json);
   add_flag(*show, Flag::kOut, &sa->out)
