@@ -48,9 +48,9 @@ TEST(MonitorCliTest, DriftOnACsvCleanAndShifted) {
   EXPECT_TRUE(manifest["files"].contains("reference_profile.json"));
 
   const std::string clean = (testing::shared_datasets_dir() / "breast_cancer.csv").string();
-  CommandResult r = run_kiln({"monitor", "drift", bundle.string(), "--data", clean, "--json",
-                              "--fail-on-drift"},
-                             home.path());
+  CommandResult r =
+      run_kiln({"monitor", "drift", bundle.string(), "--data", clean, "--json", "--fail-on-drift"},
+               home.path());
   ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
   Json report = Json::parse(r.out);
   EXPECT_EQ(report["rows"], 569);
@@ -59,10 +59,10 @@ TEST(MonitorCliTest, DriftOnACsvCleanAndShifted) {
   EXPECT_LT(report["drift_share"].get<double>(), 0.1);
 
   write_text(home / "shifted.csv", scaled_csv(20, 1.5));
-  r = run_kiln({"monitor", "drift", bundle.string(), "--data", (home / "shifted.csv").string(),
-                "--report", (home / "drift.json").string(), "--html",
-                (home / "drift.html").string(), "--fail-on-drift"},
-               home.path());
+  r = run_kiln(
+      {"monitor", "drift", bundle.string(), "--data", (home / "shifted.csv").string(), "--report",
+       (home / "drift.json").string(), "--html", (home / "drift.html").string(), "--fail-on-drift"},
+      home.path());
   EXPECT_EQ(r.exit_code, 1) << r.out << r.err;
   EXPECT_NE(r.out.find("DATASET DRIFT"), std::string::npos) << r.out;
   report = Json::parse(read_text(home / "drift.json"));
@@ -89,19 +89,40 @@ TEST(MonitorCliTest, DriftOnACsvCleanAndShifted) {
   EXPECT_NE(r.err.find("no reference profile"), std::string::npos) << r.err;
 }
 
+TEST(MonitorCliTest, NewVerbsHaveHelpAndDriftRefusesBadInput) {
+  TempDir home;
+  for (std::vector<std::string> verb : {std::vector<std::string>{"test"},
+                                        {"monitor", "drift"},
+                                        {"monitor", "rules"},
+                                        {"loadtest"}}) {
+    verb.push_back("--help");
+    CommandResult r = run_kiln(verb, home.path());
+    EXPECT_EQ(r.exit_code, 0) << verb[0] << r.err;
+    EXPECT_NE(r.out.find("Usage"), std::string::npos) << verb[0] << r.out;
+  }
+  CommandResult r = run_kiln({"monitor", "drift", (home / "nosuch").string(), "--data",
+                              (testing::shared_datasets_dir() / "breast_cancer.csv").string()},
+                             home.path());
+  EXPECT_EQ(r.exit_code, 2) << r.err;
+  EXPECT_NE(r.err.find("nosuch"), std::string::npos) << r.err;
+  r = run_kiln({"monitor", "drift", (home / "nosuch").string()}, home.path());
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find("--data is required"), std::string::npos) << r.err;
+}
+
 TEST(MonitorCliTest, RulesPassPromtoolCheckAndTheirTests) {
   if (std::system("promtool --version >/dev/null 2>&1") != 0)
     GTEST_SKIP() << "promtool is not installed (apt-get install prometheus)";
   TempDir t;
-  CommandResult r = run_kiln({"monitor", "rules", "--slo-p99-ms", "20", "--out",
-                              (t / "alerts.yml").string(), "--tests",
-                              (t / "tests" / "alerts_test.yml").string()},
-                             t.path());
+  CommandResult r =
+      run_kiln({"monitor", "rules", "--slo-p99-ms", "20", "--out", (t / "alerts.yml").string(),
+                "--tests", (t / "tests" / "alerts_test.yml").string()},
+               t.path());
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_NE(read_text(t / "alerts.yml").find("KilnDataDrift"), std::string::npos);
-  EXPECT_EQ(std::system(("promtool check rules " + (t / "alerts.yml").string() + " >/dev/null")
-                            .c_str()),
-            0);
+  EXPECT_EQ(
+      std::system(("promtool check rules " + (t / "alerts.yml").string() + " >/dev/null").c_str()),
+      0);
   EXPECT_EQ(std::system(("promtool test rules " + (t / "tests" / "alerts_test.yml").string() +
                          " >/dev/null")
                             .c_str()),
