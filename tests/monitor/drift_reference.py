@@ -1,20 +1,24 @@
 """Independent computation of Kiln's drift formulas (numpy/scipy, written from the formulas, not
 from Kiln's code), for tests/monitor/drift_test.cpp.
 
-usage: drift_reference.py CSV REF_ROWS SHIFT_COLUMN SHIFT_FACTOR
+usage: drift_reference.py CSV REF_ROWS SHIFT_COLUMN SHIFT_FACTOR [TARGET_COLUMN]
 Reference = the first REF_ROWS rows, current = the rest with column SHIFT_COLUMN multiplied by
-SHIFT_FACTOR. Prints JSON: per numeric column, PSI on the reference's 10 quantile bins and the
-two-sample KS statistic and p-value (asymptotic Kolmogorov with Stephens' correction), plus
-scipy's ks_2samp statistic for the same samples."""
+SHIFT_FACTOR; every column but TARGET_COLUMN (default diagnosis) is a feature. Prints JSON: per
+numeric column, PSI on the reference's 10 quantile bins and the two-sample KS statistic and
+p-value (asymptotic Kolmogorov with Stephens' correction), plus scipy's ks_2samp statistic for
+the same samples. A column whose reference values are integers with 2 to 10 distinct codes is
+categorical: PSI on the codes' shares (plus a bin for unseen codes) and scipy's chisquare of the
+current counts against the reference shares."""
 import csv, json, math, sys
 
 import numpy as np
-from scipy.stats import ks_2samp
+from scipy.stats import chisquare, ks_2samp
 
 path, ref_rows, shift_col, factor = sys.argv[1], int(sys.argv[2]), sys.argv[3], float(sys.argv[4])
 with open(path) as f:
     rows = list(csv.DictReader(f))
-names = [n for n in rows[0] if n != "diagnosis"]
+target = sys.argv[5] if len(sys.argv) > 5 else "diagnosis"
+names = [n for n in rows[0] if n != target]
 
 
 def psi(ref, cur):
@@ -46,6 +50,16 @@ for name in names:
     ref, cur = values[:ref_rows], values[ref_rows:].copy()
     if name == shift_col:
         cur *= factor
+    codes = np.unique(ref)
+    if np.all(ref == np.round(ref)) and 2 <= codes.size <= 10:
+        ref_shares = np.array([np.mean(ref == c) for c in codes])
+        counts = np.array([np.sum(cur == c) for c in codes], dtype=float)
+        unseen = float(cur.size - counts.sum())
+        chi = chisquare(counts, ref_shares * counts.sum())
+        p = psi(np.append(ref_shares, 0.0), np.append(counts, unseen) / cur.size)
+        out[name] = {"test": "chi_square", "psi": p, "statistic": float(chi.statistic),
+                     "p_value": float(chi.pvalue), "out_of_vocabulary": unseen}
+        continue
     edges = []
     for k in range(1, 10):
         e = float(np.quantile(ref, k / 10))
@@ -60,6 +74,7 @@ for name in names:
     cdf_cur = np.searchsorted(np.sort(cur), pooled, side="right") / cur.size
     d = float(np.max(np.abs(cdf_ref - cdf_cur)))
     en = math.sqrt(ref.size * cur.size / (ref.size + cur.size))
-    out[name] = {"psi": p, "ks_statistic": d, "ks_p_value": kolmogorov_q((en + 0.12 + 0.11 / en) * d),
+    out[name] = {"test": "ks", "psi": p, "statistic": d,
+                 "p_value": kolmogorov_q((en + 0.12 + 0.11 / en) * d),
                  "scipy_ks_statistic": float(ks_2samp(ref, cur).statistic)}
 print(json.dumps(out))

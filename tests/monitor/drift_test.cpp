@@ -12,13 +12,14 @@
 namespace kiln::monitor {
 namespace {
 
-/// The numeric columns of breast_cancer.csv (all but diagnosis), by name, in file order.
-std::vector<std::pair<std::string, std::vector<double>>> read_breast_cancer() {
-  std::ifstream in(testing::shared_datasets_dir() / "breast_cancer.csv");
+/// The numeric columns of a CSV in ../shared/datasets (all but `target`), by name, in file order.
+std::vector<std::pair<std::string, std::vector<double>>> read_columns(const std::string& file,
+                                                                      const std::string& target) {
+  std::ifstream in(testing::shared_datasets_dir() / file);
   std::string line;
   auto read_line = [&](std::string& l) {
     if (!std::getline(in, l)) return false;
-    if (!l.empty() && l.back() == '\r') l.pop_back();  // the file has CRLF line ends
+    if (!l.empty() && l.back() == '\r') l.pop_back();  // the files have CRLF line ends
     return true;
   };
   read_line(line);
@@ -31,62 +32,123 @@ std::vector<std::pair<std::string, std::vector<double>>> read_breast_cancer() {
     std::stringstream ls(line);
     size_t i = 0;
     for (std::string cell; std::getline(ls, cell, ','); ++i)
-      if (header[i] != "diagnosis") columns[i].second.push_back(std::stod(cell));
+      if (header[i] != target) columns[i].second.push_back(std::stod(cell));
   }
   columns.erase(std::remove_if(columns.begin(), columns.end(),
-                               [](const auto& c) { return c.first == "diagnosis"; }),
+                               [&](const auto& c) { return c.first == target; }),
                 columns.end());
   return columns;
 }
 
-TEST(DriftTest, PsiAndKsMatchAnIndependentPythonComputation) {
+/// Profiles the first `reference_rows` rows of `file` as the trainer profiles a table (integer
+/// columns with few codes categorical), compares the rest (column `shifted` × `factor`) with
+/// it, and checks every feature's test, PSI, statistic and p-value against
+/// tests/monitor/drift_reference.py (numpy/scipy). Returns the report.
+DriftReport check_against_python(const std::string& file, const std::string& target,
+                                 const std::string& shifted, double factor) {
   const int kReferenceRows = 300;
-  const std::string shifted = "mean_radius";
-  const double factor = 1.3;
-  auto columns = read_breast_cancer();
-  ASSERT_EQ(columns.size(), 30u);
+  auto columns = read_columns(file, target);
+  const size_t f = columns.size();
   ReferenceProfile ref;
   std::vector<std::string> names;
   for (const auto& c : columns) names.push_back(c.first);
-  ref.schema = feature_schema({30}, names);
+  ref.schema = feature_schema({static_cast<int64_t>(f)}, names);
   const size_t rows = columns[0].second.size();
   const size_t current_rows = rows - kReferenceRows;
-  std::vector<double> current(current_rows * 30);
-  for (size_t k = 0; k < 30; ++k) {
+  std::vector<double> current(current_rows * f);
+  for (size_t k = 0; k < f; ++k) {
     const auto& values = columns[k].second;
     ref.features.push_back(numeric_reference(
-        columns[k].first, std::vector<double>(values.begin(), values.begin() + kReferenceRows)));
+        columns[k].first, std::vector<double>(values.begin(), values.begin() + kReferenceRows),
+        1000, 0, kMaxCategories));
     for (size_t r = 0; r < current_rows; ++r)
-      current[r * 30 + k] = values[kReferenceRows + r] * (columns[k].first == shifted ? factor : 1.0);
+      current[r * f + k] =
+          values[kReferenceRows + r] * (columns[k].first == shifted ? factor : 1.0);
   }
   DriftReport report = compare_to_reference(ref, current, {}, {}, {}, {});
-  ASSERT_EQ(report.features.size(), 30u);
+  EXPECT_EQ(report.features.size(), f);
 
-  const std::string cmd = "/usr/bin/python3 " +
-                          (testing::source_dir() / "tests/monitor/drift_reference.py").string() +
-                          " " + (testing::shared_datasets_dir() / "breast_cancer.csv").string() +
-                          " " + std::to_string(kReferenceRows) + " " + shifted + " 1.3";
+  const std::string cmd =
+      "/usr/bin/python3 " + (testing::source_dir() / "tests/monitor/drift_reference.py").string() +
+      " " + (testing::shared_datasets_dir() / file).string() + " " +
+      std::to_string(kReferenceRows) + " " + shifted + " " + std::to_string(factor) + " " + target;
   std::FILE* p = ::popen(cmd.c_str(), "r");
-  ASSERT_NE(p, nullptr);
+  EXPECT_NE(p, nullptr);
+  if (!p) return report;
   std::string text;
   char buf[4096];
   while (size_t n = std::fread(buf, 1, sizeof buf, p)) text.append(buf, n);
-  const int rc = ::pclose(p);
-  if (rc != 0 || text.empty()) GTEST_SKIP() << "/usr/bin/python3 with numpy and scipy is needed";
+  EXPECT_EQ(::pclose(p), 0) << cmd << " (/usr/bin/python3 with numpy and scipy is needed)";
+  if (text.empty()) return report;
   Json python = Json::parse(text);
   for (const auto& d : report.features) {
     const Json& want = python[d.name];
+    EXPECT_EQ(d.test, want["test"].get<std::string>()) << d.name;
     EXPECT_NEAR(d.psi, want["psi"].get<double>(), 1e-6) << d.name;
-    EXPECT_NEAR(d.statistic, want["ks_statistic"].get<double>(), 1e-12) << d.name;
-    EXPECT_NEAR(d.statistic, want["scipy_ks_statistic"].get<double>(), 1e-12) << d.name;
-    EXPECT_NEAR(d.p_value, want["ks_p_value"].get<double>(), 1e-6) << d.name;
+    EXPECT_NEAR(d.statistic, want["statistic"].get<double>(), 1e-9) << d.name;
+    EXPECT_NEAR(d.p_value, want["p_value"].get<double>(), 1e-6) << d.name;
+    if (d.test == "ks")
+      EXPECT_NEAR(d.statistic, want["scipy_ks_statistic"].get<double>(), 1e-12) << d.name;
   }
+  return report;
+}
+
+const FeatureDrift& feature(const DriftReport& report, const std::string& name) {
+  return *std::find_if(report.features.begin(), report.features.end(),
+                       [&](const FeatureDrift& d) { return d.name == name; });
+}
+
+TEST(DriftTest, PsiAndKsMatchAnIndependentPythonComputation) {
+  const DriftReport report =
+      check_against_python("breast_cancer.csv", "diagnosis", "mean_radius", 1.3);
+  ASSERT_EQ(report.features.size(), 30u);
   // The planted shift is found (the file is not shuffled, so other columns drift too: the later
   // rows hold a different mix of diagnoses).
-  const auto radius = std::find_if(report.features.begin(), report.features.end(),
-                                   [&](const FeatureDrift& d) { return d.name == shifted; });
-  EXPECT_TRUE(radius->drifted);
-  EXPECT_GT(radius->psi, 0.25);
+  EXPECT_TRUE(feature(report, "mean_radius").drifted);
+  EXPECT_GT(feature(report, "mean_radius").psi, 0.25);
+}
+
+TEST(DriftTest, ChiSquareForACategoricalColumnMatchesScipy) {
+  // diabetes.csv's sex (codes 1 and 2) is categorical: χ², as scipy.stats.chisquare.
+  const DriftReport report =
+      check_against_python("diabetes.csv", "disease_progression", "bmi", 1.2);
+  ASSERT_EQ(report.features.size(), 10u);
+  EXPECT_EQ(feature(report, "sex").test, "chi_square");
+  EXPECT_FALSE(feature(report, "sex").drifted);
+  EXPECT_TRUE(feature(report, "bmi").drifted);
+}
+
+TEST(DriftTest, CategoricalDriftAndUnseenCodes) {
+  // 70/30 in training; 30/70 live drifts, a code never seen is counted and weighs in the PSI.
+  std::vector<double> train(700, 1.0);
+  train.resize(1000, 2.0);
+  ReferenceProfile ref;
+  ref.schema = feature_schema({1}, {"plan"});
+  ref.features = {numeric_reference("plan", train, 1000, 0, kMaxCategories)};
+  ASSERT_TRUE(ref.features[0].categorical());
+  EXPECT_EQ(ref.features[0].categories, (std::vector<double>{1.0, 2.0}));
+  std::vector<double> live(30, 1.0);
+  live.resize(100, 2.0);
+  DriftReport r = compare_to_reference(ref, live, {}, {}, {}, {});
+  EXPECT_TRUE(r.features[0].drifted);
+  EXPECT_LT(r.features[0].p_value, 1e-6);
+  std::vector<double> same(70, 1.0);
+  same.resize(97, 2.0);
+  same.resize(100, 7.0);  // 3 rows of an unseen code
+  r = compare_to_reference(ref, same, {}, {}, {}, {});
+  EXPECT_FALSE(r.features[0].drifted);
+  EXPECT_EQ(r.features[0].out_of_vocabulary, 3);
+  EXPECT_GT(r.features[0].psi, 0.05);
+  // χ² survival on known points: P(χ²(1) ≥ 3.841459) = 0.05, P(χ²(4) ≥ 9.487729) = 0.05.
+  EXPECT_NEAR(chi_square_survival(3.841458820694124, 1), 0.05, 1e-9);
+  EXPECT_NEAR(chi_square_survival(9.487729036781154, 4), 0.05, 1e-9);
+  EXPECT_NEAR(chi_square_survival(0.5, 3), 0.9188914116, 1e-9);
+  // Few codes but not integers, or too many codes: numeric.
+  EXPECT_FALSE(numeric_reference("x", {0.5, 1.5, 0.5, 1.5}, 1000, 0, kMaxCategories).categorical());
+  std::vector<double> many;
+  for (int i = 0; i < 50; ++i) many.push_back(i % 20);
+  EXPECT_FALSE(numeric_reference("x", many, 1000, 0, kMaxCategories).categorical());
+  EXPECT_FALSE(numeric_reference("x", {1, 2, 1, 2}).categorical()) << "off by default";
 }
 
 TEST(DriftTest, ImageFeaturesSeeBrightnessAndTranslation) {
@@ -109,8 +171,8 @@ TEST(DriftTest, ImageFeaturesSeeBrightnessAndTranslation) {
   EXPECT_DOUBLE_EQ(a[2], 200.0);  // ...but cell (0, 0) empties and cell (2, 2) fills
   EXPECT_DOUBLE_EQ(b[2], 0.0);
   EXPECT_DOUBLE_EQ(b[2 + 2 * 4 + 2], 200.0);
-  EXPECT_DOUBLE_EQ(counts[0], 60.0);   // intensity bin of 0
-  EXPECT_DOUBLE_EQ(counts[25], 4.0);   // 200 * 32 / 256 = 25
+  EXPECT_DOUBLE_EQ(counts[0], 60.0);  // intensity bin of 0
+  EXPECT_DOUBLE_EQ(counts[25], 4.0);  // 200 * 32 / 256 = 25
 }
 
 TEST(DriftTest, StatisticsOnKnownCases) {
@@ -133,7 +195,9 @@ TEST(DriftTest, ProfileRoundTripsThroughJsonAndRejectsDamage) {
   ReferenceProfile p;
   p.schema = feature_schema({2}, {"a", "b"});
   p.rows = 4;
-  p.features = {numeric_reference("a", {1, 2, 3, NAN}), numeric_reference("b", {5, 5, 5, 6})};
+  p.features = {numeric_reference("a", {1, 2, 3, NAN}),
+                numeric_reference("b", {5, 5, 5, 6}, 1000, 0, kMaxCategories)};
+  ASSERT_TRUE(p.features[1].categorical());
   p.labels = {"x", "y"};
   p.class_prior = {0.5, 0.5};
   p.predicted_shares = {0.25, 0.75};
@@ -145,6 +209,9 @@ TEST(DriftTest, ProfileRoundTripsThroughJsonAndRejectsDamage) {
   Json broken = p.to_json();
   broken["features"][1]["shares"] = Json::array({1.0});
   EXPECT_FALSE(ReferenceProfile::from_json(broken).ok());
+  broken = p.to_json();
+  broken["features"][1]["categories"] = Json::array({5.0, 6.0, 7.0});
+  EXPECT_FALSE(ReferenceProfile::from_json(broken).ok()) << "a share per category";
   broken = p.to_json();
   broken["features"].erase(1);
   EXPECT_FALSE(ReferenceProfile::from_json(broken).ok());

@@ -37,7 +37,7 @@ std::string num(double v, const char* format = "%.4g") {
 
 /// Reference vs current bin shares of one feature as a small inline SVG bar chart.
 std::string bins_svg(const monitor::NumericReference& ref, const std::vector<double>& current) {
-  const std::vector<double> cur = monitor::bin_shares(ref.edges, current);
+  const std::vector<double> cur = monitor::shares_in_reference_bins(ref, current);
   const int w = 240, h = 60;
   const double bar = static_cast<double>(w) / static_cast<double>(ref.shares.size());
   double top = 1e-9;
@@ -94,9 +94,10 @@ std::string drift_html(const std::string& ref_name, const std::string& source,
   for (size_t k = 0; k < report.features.size(); ++k) {
     const auto& d = report.features[k];
     h << "<tr><td>" << html_escape(d.name) << "</td><td>" << d.test << "</td><td>"
-      << num(d.statistic) << "</td><td>" << (d.test == "ks" ? num(d.p_value) : "-") << "</td><td>"
-      << num(d.psi) << "</td><td>" << d.out_of_range << "</td><td>" << d.missing << "</td><td"
-      << (d.drifted ? " class=\"drift\">drifted" : ">-") << "</td><td>";
+      << num(d.statistic) << "</td><td>" << (d.test != "jensen_shannon" ? num(d.p_value) : "-")
+      << "</td><td>" << num(d.psi) << "</td><td>" << d.out_of_range + d.out_of_vocabulary
+      << "</td><td>" << d.missing << "</td><td" << (d.drifted ? " class=\"drift\">drifted" : ">-")
+      << "</td><td>";
     if (k < f) {
       std::vector<double> column(features.size() / f);
       for (size_t r = 0; r < column.size(); ++r) column[r] = features[r * f + k];
@@ -158,9 +159,9 @@ int run_drift(const DriftArgs& a) {
                 "p-value", "psi", "outside", "missing", "drift");
     for (const auto& d : report.features)
       std::printf("%-28s %-15s %10.4g %10s %8.4f %8lld %8lld  %s\n", d.name.c_str(), d.test.c_str(),
-                  d.statistic, d.test == "ks" ? num(d.p_value).c_str() : "-", d.psi,
-                  static_cast<long long>(d.out_of_range), static_cast<long long>(d.missing),
-                  d.drifted ? "DRIFT" : "-");
+                  d.statistic, d.test != "jensen_shannon" ? num(d.p_value).c_str() : "-", d.psi,
+                  static_cast<long long>(d.out_of_range + d.out_of_vocabulary),
+                  static_cast<long long>(d.missing), d.drifted ? "DRIFT" : "-");
     std::printf(
         "%lld rows from %s: %.0f%% of features drifted (%s); predicted classes PSI %.4f%s\n",
         static_cast<long long>(report.rows), rows->source.c_str(), 100 * report.drift_share,

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <iterator>
 #include <numeric>
 
 #include "kiln/core/random.h"
@@ -48,7 +49,79 @@ std::vector<double> normalised(const std::vector<double>& counts) {
   return out;
 }
 
+/// Shares of `values` (NaN skipped) among sorted `categories`; values outside them are counted
+/// in `*unknown` (when given) and left out of the shares' total. With `counts_only`, the raw
+/// counts instead of shares.
+std::vector<double> category_shares(const std::vector<double>& categories,
+                                    const std::vector<double>& values, int64_t* unknown,
+                                    bool counts_only = false) {
+  std::vector<double> counts(categories.size(), 0.0);
+  for (double v : values) {
+    if (std::isnan(v)) continue;
+    auto it = std::lower_bound(categories.begin(), categories.end(), v);
+    if (it != categories.end() && *it == v)
+      counts[static_cast<size_t>(it - categories.begin())] += 1;
+    else if (unknown)
+      ++*unknown;
+  }
+  return counts_only ? counts : normalised(counts);
+}
+
+/// Q(a, x), the regularised upper incomplete gamma function (Numerical Recipes' gammq: series
+/// below x < a + 1, continued fraction above).
+double gamma_q(double a, double x) {
+  if (x <= 0) return 1.0;
+  const double log_prefix = -x + a * std::log(x) - std::lgamma(a);
+  if (x < a + 1) {
+    double term = 1.0 / a, sum = term;
+    for (int n = 1; n < 1000; ++n) {
+      term *= x / (a + n);
+      sum += term;
+      if (std::fabs(term) < std::fabs(sum) * 1e-15) break;
+    }
+    return std::max(0.0, 1.0 - sum * std::exp(log_prefix));
+  }
+  const double tiny = 1e-300;
+  double b = x + 1 - a, c = 1 / tiny, d = 1 / b, h = d;
+  for (int i = 1; i < 1000; ++i) {
+    const double an = -i * (i - a);
+    b += 2;
+    d = an * d + b;
+    if (std::fabs(d) < tiny) d = tiny;
+    c = b + an / c;
+    if (std::fabs(c) < tiny) c = tiny;
+    d = 1 / d;
+    const double delta = d * c;
+    h *= delta;
+    if (std::fabs(delta - 1) < 1e-15) break;
+  }
+  return std::min(1.0, std::exp(log_prefix) * h);
+}
+
 }  // namespace
+
+double chi_square_survival(double x, double dof) {
+  if (dof <= 0) return 1.0;
+  return gamma_q(dof / 2, x / 2);
+}
+
+ChiSquareResult chi_square_test(const std::vector<double>& shares,
+                                const std::vector<double>& counts) {
+  ChiSquareResult r;
+  double n = 0;
+  for (size_t i = 0; i < counts.size() && i < shares.size(); ++i)
+    if (shares[i] > 0) n += counts[i];
+  if (n <= 0) return r;
+  int categories = 0;
+  for (size_t i = 0; i < counts.size() && i < shares.size(); ++i) {
+    if (shares[i] <= 0) continue;
+    const double expected = shares[i] * n;
+    r.statistic += (counts[i] - expected) * (counts[i] - expected) / expected;
+    ++categories;
+  }
+  r.p_value = chi_square_survival(r.statistic, categories - 1);
+  return r;
+}
 
 int64_t FeatureSchema::row_numel() const {
   int64_t n = 1;
@@ -152,16 +225,18 @@ void extract_features(const FeatureSchema& schema, const float* x, int64_t rows,
 }
 
 Json NumericReference::to_json() const {
-  return {{"name", name},
-          {"rows", rows},
-          {"missing_rate", missing_rate},
-          {"mean", mean},
-          {"std", stddev},
-          {"min", min},
-          {"max", max},
-          {"edges", numbers(edges)},
-          {"shares", numbers(shares)},
-          {"sample", numbers(sample)}};
+  Json j = {{"name", name},
+            {"rows", rows},
+            {"missing_rate", missing_rate},
+            {"mean", mean},
+            {"std", stddev},
+            {"min", min},
+            {"max", max},
+            {"edges", numbers(edges)},
+            {"shares", numbers(shares)},
+            {"sample", numbers(sample)}};
+  if (!categories.empty()) j["categories"] = numbers(categories);
+  return j;
 }
 
 Expected<NumericReference> NumericReference::from_json(const Json& j) {
@@ -178,6 +253,13 @@ Expected<NumericReference> NumericReference::from_json(const Json& j) {
   KILN_ASSIGN_OR_RETURN(r.edges, read_numbers(j, "edges"));
   KILN_ASSIGN_OR_RETURN(r.shares, read_numbers(j, "shares"));
   KILN_ASSIGN_OR_RETURN(r.sample, read_numbers(j, "sample"));
+  KILN_ASSIGN_OR_RETURN(r.categories, read_numbers(j, "categories"));
+  if (r.categorical()) {
+    if (r.shares.size() != r.categories.size() || !r.edges.empty())
+      return Status::InvalidArgument("reference profile: categorical feature '" + r.name +
+                                     "' needs one share per category and no edges");
+    return r;
+  }
   if (r.shares.size() != r.edges.size() + 1)
     return Status::InvalidArgument("reference profile: feature '" + r.name + "' has " +
                                    std::to_string(r.shares.size()) + " shares for " +
@@ -186,7 +268,8 @@ Expected<NumericReference> NumericReference::from_json(const Json& j) {
 }
 
 NumericReference numeric_reference(const std::string& name, const std::vector<double>& values,
-                                   int64_t sample_size, uint64_t sample_seed) {
+                                   int64_t sample_size, uint64_t sample_seed,
+                                   int64_t max_categories) {
   NumericReference r;
   r.name = name;
   std::vector<double> present;
@@ -210,11 +293,23 @@ NumericReference numeric_reference(const std::string& name, const std::vector<do
   r.mean = sum / static_cast<double>(sorted.size());
   for (double v : sorted) sum2 += (v - r.mean) * (v - r.mean);
   r.stddev = sorted.size() > 1 ? std::sqrt(sum2 / static_cast<double>(sorted.size() - 1)) : 0.0;
-  for (int k = 1; k < kQuantileBins; ++k) {
-    const double e = quantile_sorted(sorted, static_cast<double>(k) / kQuantileBins);
-    if (r.edges.empty() || e > r.edges.back()) r.edges.push_back(e);
+  std::vector<double> distinct;
+  if (max_categories > 0 &&
+      std::all_of(sorted.begin(), sorted.end(), [](double v) { return v == std::round(v); })) {
+    std::unique_copy(sorted.begin(), sorted.end(), std::back_inserter(distinct));
+    if (distinct.size() < 2 || static_cast<int64_t>(distinct.size()) > max_categories)
+      distinct.clear();
   }
-  r.shares = bin_shares(r.edges, sorted);
+  if (!distinct.empty()) {
+    r.categories = distinct;
+    r.shares = category_shares(distinct, sorted, nullptr);
+  } else {
+    for (int k = 1; k < kQuantileBins; ++k) {
+      const double e = quantile_sorted(sorted, static_cast<double>(k) / kQuantileBins);
+      if (r.edges.empty() || e > r.edges.back()) r.edges.push_back(e);
+    }
+    r.shares = bin_shares(r.edges, sorted);
+  }
   if (static_cast<int64_t>(present.size()) <= sample_size) {
     r.sample = sorted;
   } else {
@@ -229,6 +324,12 @@ NumericReference numeric_reference(const std::string& name, const std::vector<do
     std::sort(r.sample.begin(), r.sample.end());
   }
   return r;
+}
+
+std::vector<double> shares_in_reference_bins(const NumericReference& ref,
+                                             const std::vector<double>& values) {
+  return ref.categorical() ? category_shares(ref.categories, values, nullptr)
+                           : bin_shares(ref.edges, values);
 }
 
 Json ReferenceProfile::to_json() const {
@@ -372,6 +473,7 @@ Json DriftReport::to_json() const {
                  {"rows", d.rows},
                  {"missing", d.missing},
                  {"out_of_range", d.out_of_range},
+                 {"out_of_vocabulary", d.out_of_vocabulary},
                  {"psi", d.psi},
                  {"statistic", d.statistic},
                  {"p_value", d.p_value},
@@ -414,11 +516,28 @@ DriftReport compare_to_reference(const ReferenceProfile& ref, const std::vector<
       }
     }
     d.rows = static_cast<int64_t>(rows) - d.missing;
-    d.psi = population_stability_index(nr.shares, bin_shares(nr.edges, column));
-    const KsResult ks = ks_two_sample(nr.sample, column);
-    d.statistic = ks.statistic;
-    d.p_value = ks.p_value;
-    d.drifted = d.rows > 0 && ks.p_value <= options.alpha;
+    if (nr.categorical()) {
+      // χ² over the known codes; unknown codes are counted, and weigh in the PSI as a bin the
+      // reference never filled.
+      d.test = "chi_square";
+      d.out_of_range = 0;
+      const std::vector<double> counts =
+          category_shares(nr.categories, column, &d.out_of_vocabulary, true);
+      const ChiSquareResult chi = chi_square_test(nr.shares, counts);
+      std::vector<double> ref_shares = nr.shares, cur_counts = counts;
+      ref_shares.push_back(0.0);
+      cur_counts.push_back(static_cast<double>(d.out_of_vocabulary));
+      d.psi = population_stability_index(ref_shares, normalised(cur_counts));
+      d.statistic = chi.statistic;
+      d.p_value = chi.p_value;
+      d.drifted = d.rows > 0 && (chi.p_value <= options.alpha || d.out_of_vocabulary * 2 > d.rows);
+    } else {
+      d.psi = population_stability_index(nr.shares, bin_shares(nr.edges, column));
+      const KsResult ks = ks_two_sample(nr.sample, column);
+      d.statistic = ks.statistic;
+      d.p_value = ks.p_value;
+      d.drifted = d.rows > 0 && ks.p_value <= options.alpha;
+    }
     drifted += d.drifted;
     report.features.push_back(d);
   }

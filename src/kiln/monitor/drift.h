@@ -45,7 +45,8 @@ void extract_features(const FeatureSchema& schema, const float* x, int64_t rows,
 
 /// One numeric quantity's reference: summary statistics, the inner edges of its (up to) 10
 /// quantile bins with the reference share of each bin, and a sorted sample (up to 1000 values)
-/// for the Kolmogorov–Smirnov test.
+/// for the Kolmogorov–Smirnov test. A categorical feature (a table column holding a few integer
+/// codes) keeps its categories instead of bins and is tested with χ².
 struct NumericReference {
   std::string name;
   int64_t rows = 0;
@@ -54,15 +55,30 @@ struct NumericReference {
   std::vector<double> edges;   ///< strictly increasing inner edges; bins = edges.size() + 1
   std::vector<double> shares;  ///< reference share of each bin
   std::vector<double> sample;  ///< sorted, NaN-free
+  /// Categorical features: the codes seen in training, sorted; `shares` is then one per code
+  /// and `edges` is empty. Empty for a numeric feature.
+  std::vector<double> categories;
 
+  bool categorical() const { return !categories.empty(); }
   Json to_json() const;
   static Expected<NumericReference> from_json(const Json& j);
 };
 
 /// The reference of `values` (NaN = missing). `sample_seed` picks the KS sample when there are
-/// more than `sample_size` values.
+/// more than `sample_size` values. With `max_categories` > 0, values that are all integers with
+/// between 2 and `max_categories` distinct codes (diabetes' sex 1/2, a label-encoded column)
+/// make a categorical reference.
 NumericReference numeric_reference(const std::string& name, const std::vector<double>& values,
-                                   int64_t sample_size = 1000, uint64_t sample_seed = 0);
+                                   int64_t sample_size = 1000, uint64_t sample_seed = 0,
+                                   int64_t max_categories = 0);
+
+/// Shares of `values` (NaN skipped) in `ref`'s bins: its quantile bins, or its categories
+/// (codes it never saw left out). Same length as ref.shares.
+std::vector<double> shares_in_reference_bins(const NumericReference& ref,
+                                             const std::vector<double>& values);
+
+/// Distinct codes up to which the trainer profiles an integer-valued table column as categorical.
+inline constexpr int64_t kMaxCategories = 10;
 
 /// What a model was trained on, as recorded in its bundle.
 struct ReferenceProfile {
@@ -92,10 +108,11 @@ struct DriftOptions {
 /// One feature's comparison.
 struct FeatureDrift {
   std::string name;
-  std::string test;  ///< "ks" or "jensen_shannon" (intensity histogram)
+  std::string test;  ///< "ks", "chi_square" (categorical) or "jensen_shannon" (intensity)
   int64_t rows = 0;  ///< non-missing current values
   int64_t missing = 0;
-  int64_t out_of_range = 0;  ///< values outside the reference's [min, max]
+  int64_t out_of_range = 0;       ///< values outside the reference's [min, max]
+  int64_t out_of_vocabulary = 0;  ///< categorical: codes the reference never saw
   double psi = 0.0;
   double statistic = 0.0;  ///< KS D, or the JS distance
   double p_value = 1.0;    ///< KS only (1 for JS)
@@ -147,6 +164,17 @@ KsResult ks_two_sample(const std::vector<double>& sorted_reference, std::vector<
 double kolmogorov_sf(double lambda);
 /// Jensen–Shannon distance (natural log; scipy.spatial.distance.jensenshannon) of two
 /// histograms, normalised first.
+/// Pearson's χ² goodness-of-fit of category `counts` against the reference `shares` (expected
+/// count shares[i]·n), as scipy.stats.chisquare; p from the χ² distribution with k − 1 degrees
+/// of freedom (categories with a zero reference share are left out).
+struct ChiSquareResult {
+  double statistic = 0.0;
+  double p_value = 1.0;
+};
+ChiSquareResult chi_square_test(const std::vector<double>& shares,
+                                const std::vector<double>& counts);
+/// P(X ≥ x) for X ~ χ²(dof): the regularised upper incomplete gamma Q(dof/2, x/2).
+double chi_square_survival(double x, double dof);
 double jensen_shannon_distance(const std::vector<double>& p, const std::vector<double>& q);
 
 }  // namespace kiln::monitor

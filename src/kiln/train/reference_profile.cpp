@@ -63,7 +63,8 @@ Expected<monitor::ReferenceProfile> build_reference_profile(
   const size_t columns = p.schema.names.size();
   for (size_t k = 0; k < columns; ++k)
     p.features.push_back(monitor::numeric_reference(
-        p.schema.names[k], column_of(features, columns, k), 1000, seed + k));
+        p.schema.names[k], column_of(features, columns, k), 1000, seed + k,
+        p.schema.kind == "table" ? monitor::kMaxCategories : 0));
   if (!intensity.empty()) {
     double total = 0;
     for (double c : intensity) total += c;
