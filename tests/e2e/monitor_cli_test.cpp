@@ -46,6 +46,20 @@ TEST(MonitorCliTest, DriftOnACsvCleanAndShifted) {
   ASSERT_TRUE(fs::exists(bundle / "reference_profile.json"));
   Json manifest = Json::parse(read_text(bundle / "manifest.json"));
   EXPECT_TRUE(manifest["files"].contains("reference_profile.json"));
+  // The penultimate layer of the mlp (hidden [100]: linear, relu, linear) is the relu's output.
+  const Json profile = Json::parse(read_text(bundle / "reference_profile.json"));
+  const Json& embedding = profile["embedding"];
+  EXPECT_EQ(embedding["layer_type"], "relu") << embedding.dump().substr(0, 300);
+  EXPECT_EQ(embedding["units"], 100);
+  EXPECT_GT(embedding["rows"].get<int>(), 50);
+  ASSERT_EQ(embedding["q50"].size(), 100u);
+  for (size_t u = 0; u < 100; ++u) {
+    EXPECT_GE(embedding["q05"][u].get<double>(), 0.0) << "a relu's output";
+    EXPECT_LE(embedding["q05"][u].get<double>(), embedding["q50"][u].get<double>());
+    EXPECT_LE(embedding["q50"][u].get<double>(), embedding["q95"][u].get<double>());
+  }
+  EXPECT_GT(embedding["norm"]["mean"].get<double>(), 0.0);
+  EXPECT_EQ(profile["features"][0]["name"], "mean_radius");
 
   const std::string clean = (testing::shared_datasets_dir() / "breast_cancer.csv").string();
   CommandResult r =

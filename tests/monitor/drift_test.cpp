@@ -191,6 +191,31 @@ TEST(DriftTest, StatisticsOnKnownCases) {
   EXPECT_NEAR(jensen_shannon_distance({1, 0}, {0, 1}), std::sqrt(std::log(2.0)), 1e-12);
 }
 
+TEST(DriftTest, EmbeddingSummaryPerUnitQuantilesAndNorms) {
+  // 5 rows × 2 units: unit 0 = 0..4, unit 1 = 10 × unit 0.
+  std::vector<double> e;
+  for (int r = 0; r < 5; ++r) {
+    e.push_back(r);
+    e.push_back(10.0 * r);
+  }
+  const EmbeddingSummary s = summarize_embedding("layers.1", "relu", e, 5, 2);
+  ASSERT_EQ(s.mean.size(), 2u);
+  EXPECT_DOUBLE_EQ(s.mean[0], 2.0);
+  EXPECT_DOUBLE_EQ(s.mean[1], 20.0);
+  EXPECT_DOUBLE_EQ(s.q50[1], 20.0);
+  EXPECT_DOUBLE_EQ(s.q25[0], 1.0);  // numpy.quantile([0..4], 0.25)
+  EXPECT_NEAR(s.q05[0], 0.2, 1e-12);
+  EXPECT_NEAR(s.q95[1], 38.0, 1e-12);
+  EXPECT_NEAR(s.norm.max, 4.0 * std::sqrt(101.0), 1e-9);
+  Expected<EmbeddingSummary> back = EmbeddingSummary::from_json(s.to_json());
+  ASSERT_TRUE(back.ok()) << back.status().to_string();
+  EXPECT_EQ(back->to_json(), s.to_json());
+  Json broken = s.to_json();
+  broken["q95"] = Json::array({1.0});
+  EXPECT_FALSE(EmbeddingSummary::from_json(broken).ok());
+  EXPECT_TRUE(summarize_embedding("x", "y", e, 3, 2).empty()) << "size mismatch";
+}
+
 TEST(DriftTest, ProfileRoundTripsThroughJsonAndRejectsDamage) {
   ReferenceProfile p;
   p.schema = feature_schema({2}, {"a", "b"});

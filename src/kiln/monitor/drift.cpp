@@ -326,6 +326,72 @@ NumericReference numeric_reference(const std::string& name, const std::vector<do
   return r;
 }
 
+EmbeddingSummary summarize_embedding(std::string layer, std::string layer_type,
+                                     const std::vector<double>& embedding, int64_t rows,
+                                     int64_t units, uint64_t sample_seed) {
+  EmbeddingSummary e;
+  e.layer = std::move(layer);
+  e.layer_type = std::move(layer_type);
+  e.rows = rows;
+  e.units = units;
+  if (rows <= 0 || units <= 0 || static_cast<int64_t>(embedding.size()) != rows * units) {
+    e.rows = 0;
+    return e;
+  }
+  const auto r_count = static_cast<size_t>(rows), u_count = static_cast<size_t>(units);
+  std::vector<double> column(r_count), norms(r_count, 0.0);
+  for (size_t r = 0; r < r_count; ++r)
+    for (size_t u = 0; u < u_count; ++u)
+      norms[r] += embedding[r * u_count + u] * embedding[r * u_count + u];
+  for (double& n : norms) n = std::sqrt(n);
+  e.norm = numeric_reference("embedding_norm", norms, 1000, sample_seed);
+  const size_t summarised = std::min<size_t>(u_count, kMaxEmbeddingUnits);
+  for (size_t u = 0; u < summarised; ++u) {
+    for (size_t r = 0; r < r_count; ++r) column[r] = embedding[r * u_count + u];
+    std::sort(column.begin(), column.end());
+    e.mean.push_back(std::accumulate(column.begin(), column.end(), 0.0) /
+                     static_cast<double>(r_count));
+    e.q05.push_back(quantile_sorted(column, 0.05));
+    e.q25.push_back(quantile_sorted(column, 0.25));
+    e.q50.push_back(quantile_sorted(column, 0.50));
+    e.q75.push_back(quantile_sorted(column, 0.75));
+    e.q95.push_back(quantile_sorted(column, 0.95));
+  }
+  return e;
+}
+
+Json EmbeddingSummary::to_json() const {
+  return {{"layer", layer},      {"layer_type", layer_type}, {"rows", rows},
+          {"units", units},      {"mean", numbers(mean)},    {"q05", numbers(q05)},
+          {"q25", numbers(q25)}, {"q50", numbers(q50)},      {"q75", numbers(q75)},
+          {"q95", numbers(q95)}, {"norm", norm.to_json()}};
+}
+
+Expected<EmbeddingSummary> EmbeddingSummary::from_json(const Json& j) {
+  if (!j.is_object())
+    return Status::InvalidArgument("reference profile: 'embedding' is not an object");
+  EmbeddingSummary e;
+  e.layer = j.value("layer", "");
+  e.layer_type = j.value("layer_type", "");
+  e.rows = j.value("rows", int64_t{0});
+  e.units = j.value("units", int64_t{0});
+  KILN_ASSIGN_OR_RETURN(e.mean, read_numbers(j, "mean"));
+  KILN_ASSIGN_OR_RETURN(e.q05, read_numbers(j, "q05"));
+  KILN_ASSIGN_OR_RETURN(e.q25, read_numbers(j, "q25"));
+  KILN_ASSIGN_OR_RETURN(e.q50, read_numbers(j, "q50"));
+  KILN_ASSIGN_OR_RETURN(e.q75, read_numbers(j, "q75"));
+  KILN_ASSIGN_OR_RETURN(e.q95, read_numbers(j, "q95"));
+  const size_t n = e.mean.size();
+  if (static_cast<int64_t>(n) != std::min(e.units, kMaxEmbeddingUnits) || e.q05.size() != n ||
+      e.q25.size() != n || e.q50.size() != n || e.q75.size() != n || e.q95.size() != n)
+    return Status::InvalidArgument(
+        "reference profile: 'embedding' needs mean and quantiles for each of its units");
+  if (j.contains("norm")) {
+    KILN_ASSIGN_OR_RETURN(e.norm, NumericReference::from_json(j["norm"]));
+  }
+  return e;
+}
+
 std::vector<double> shares_in_reference_bins(const NumericReference& ref,
                                              const std::vector<double>& values) {
   return ref.categorical() ? category_shares(ref.categories, values, nullptr)
@@ -350,6 +416,7 @@ Json ReferenceProfile::to_json() const {
     j["prediction"] = prediction.to_json();
   }
   j["predictions_split"] = predictions_split;
+  if (!embedding.empty()) j["embedding"] = embedding.to_json();
   return j;
 }
 
@@ -378,6 +445,9 @@ Expected<ReferenceProfile> ReferenceProfile::from_json(const Json& j) {
     KILN_ASSIGN_OR_RETURN(p.prediction, NumericReference::from_json(j["prediction"]));
   }
   p.predictions_split = j.value("predictions_split", "");
+  if (j.contains("embedding")) {
+    KILN_ASSIGN_OR_RETURN(p.embedding, EmbeddingSummary::from_json(j["embedding"]));
+  }
   return p;
 }
 

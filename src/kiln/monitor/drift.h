@@ -80,6 +80,29 @@ std::vector<double> shares_in_reference_bins(const NumericReference& ref,
 /// Distinct codes up to which the trainer profiles an integer-valued table column as categorical.
 inline constexpr int64_t kMaxCategories = 10;
 
+/// What the network's penultimate layer (the output of every top-level layer but the last)
+/// gives on a sample of held-out rows: per unit the mean and the 5/25/50/75/95 % quantiles, and
+/// the distribution of each row's L2 norm. A compact picture of the learned representation, to
+/// compare a retrained or fine-tuned model's with, or live rows' when the weights are at hand.
+struct EmbeddingSummary {
+  std::string layer;       ///< module path of the layer whose output it is ("layers.4")
+  std::string layer_type;  ///< spec layer type ("relu")
+  int64_t rows = 0;
+  int64_t units = 0;  ///< width of the (flattened) output; summarised up to kMaxEmbeddingUnits
+  std::vector<double> mean, q05, q25, q50, q75, q95;  ///< per summarised unit
+  NumericReference norm;                              ///< per-row L2 norm over every unit
+
+  bool empty() const { return rows == 0; }
+  Json to_json() const;
+  static Expected<EmbeddingSummary> from_json(const Json& j);
+};
+inline constexpr int64_t kMaxEmbeddingUnits = 512;
+
+/// The summary of `embedding` (rows × units, row-major).
+EmbeddingSummary summarize_embedding(std::string layer, std::string layer_type,
+                                     const std::vector<double>& embedding, int64_t rows,
+                                     int64_t units, uint64_t sample_seed = 0);
+
 /// What a model was trained on, as recorded in its bundle.
 struct ReferenceProfile {
   FeatureSchema schema;
@@ -92,6 +115,7 @@ struct ReferenceProfile {
   NumericReference confidence;             ///< classification: max probability (eval split)
   NumericReference prediction;             ///< regression: the predictions (eval split)
   std::string predictions_split;           ///< which split the predictions came from
+  EmbeddingSummary embedding;              ///< on the predictions split; empty when unknown
 
   Json to_json() const;
   static Expected<ReferenceProfile> from_json(const Json& j);

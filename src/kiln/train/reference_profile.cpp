@@ -46,6 +46,47 @@ Expected<MonitoredRows> monitored_rows(torch::jit::Module& module,
   return out;
 }
 
+Expected<monitor::EmbeddingSummary> embedding_summary(model::NetworkImpl& net,
+                                                      const data::SplitTensors& eval,
+                                                      const EvalOptions& options, uint64_t seed,
+                                                      int64_t max_rows) {
+  std::vector<torch::nn::AnyModule> layers(net.layers()->begin(), net.layers()->end());
+  if (layers.size() < 2 || !eval.x.defined() || eval.x.size(0) == 0)
+    return monitor::EmbeddingSummary{};
+  const std::string layer = "layers." + std::to_string(layers.size() - 2);
+  std::string layer_type;
+  for (const model::LayerInfo& info : net.layer_infos())
+    if (info.name == layer) layer_type = info.type;
+  // A seeded sample of rows (targets with them: evaluate() scores them, and that is discarded).
+  data::SplitTensors sample;
+  const int64_t n = eval.x.size(0);
+  torch::Tensor idx = torch::arange(n);
+  if (n > max_rows) {
+    torch::Generator gen = at::detail::createCPUGenerator(seed);
+    idx = std::get<0>(torch::randperm(n, gen, torch::kLong).slice(0, 0, max_rows).sort());
+  }
+  sample.x = eval.x.index_select(0, idx);
+  sample.y = eval.y.index_select(0, idx);
+  EvalOptions opts = options;
+  opts.tta("none");
+  std::vector<torch::Tensor> parts;
+  const bool was_training = net.is_training();
+  net.eval();
+  Expected<Json> scored = evaluate(
+      [&](const torch::Tensor& x) {
+        torch::Tensor h = x;
+        for (size_t i = 0; i + 1 < layers.size(); ++i) h = layers[i].forward(h);
+        parts.push_back(h.flatten(1).to(torch::kFloat64).contiguous());
+        return layers.back().forward(h);
+      },
+      sample, opts);
+  net.train(was_training);
+  if (!scored.ok()) return scored.status().with_context("embedding summary");
+  torch::Tensor all = torch::cat(parts, 0).contiguous();
+  std::vector<double> values(all.data_ptr<double>(), all.data_ptr<double>() + all.numel());
+  return monitor::summarize_embedding(layer, layer_type, values, all.size(0), all.size(1), seed);
+}
+
 Expected<monitor::ReferenceProfile> build_reference_profile(
     torch::jit::Module& module, const data::SplitTensors& train, const data::SplitTensors& eval,
     const std::string& eval_split_name, const std::string& task,

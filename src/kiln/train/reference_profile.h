@@ -10,7 +10,9 @@
 
 #include "kiln/core/expected.h"
 #include "kiln/data/snapshot.h"
+#include "kiln/model/network.h"
 #include "kiln/monitor/drift.h"
+#include "kiln/train/evaluate.h"
 
 namespace kiln::train {
 
@@ -27,6 +29,15 @@ Expected<monitor::ReferenceProfile> build_reference_profile(
     const std::string& eval_split_name, const std::string& task,
     const std::vector<std::string>& labels, const std::vector<std::string>& feature_names,
     uint64_t seed);
+
+/// The summary of `net`'s penultimate layer (every top-level layer but the last) on up to
+/// `max_rows` rows of `eval` (a seeded sample), each batch prepared exactly as evaluate() prepares
+/// it with `options` (scaling, normalisation; test-time augmentation off). Runs `net` in eval
+/// mode and restores its mode. Not thread-safe against other users of `net`.
+Expected<monitor::EmbeddingSummary> embedding_summary(model::NetworkImpl& net,
+                                                      const data::SplitTensors& eval,
+                                                      const EvalOptions& options, uint64_t seed,
+                                                      int64_t max_rows = 2000);
 
 /// Monitored features, intensity counts (images) and the module's class predictions,
 /// confidences (classification) or predictions (regression) for raw rows `x` (float32, N × raw

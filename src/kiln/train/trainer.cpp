@@ -710,6 +710,9 @@ Expected<TrainResult> train(const TrainConfig& cfg, const TrainOptions& opts) {
             monitor::ReferenceProfile profile,
             build_reference_profile(scripted, train_split, eval_split, eval_name, d.task, d.labels,
                                     feature_names, static_cast<uint64_t>(cfg.seed)));
+        KILN_ASSIGN_OR_RETURN(
+            profile.embedding,
+            embedding_summary(*net, eval_split, eval_opts, static_cast<uint64_t>(cfg.seed)));
         extra[monitor::kReferenceProfileFile] = profile.to_json().dump();
       }
     }
