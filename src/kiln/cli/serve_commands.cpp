@@ -35,6 +35,9 @@ struct ServeArgs {
   bool access_log = false;
   bool no_prepack = false;
   int64_t monitor_window = 1000;
+  std::string prediction_log = "hash";
+  int64_t prediction_log_max_mb = 64;
+  int prediction_log_files = 5;
 };
 
 Expected<std::string> read_api_key(const std::string& path) {
@@ -86,7 +89,11 @@ int run_serve(const ServeArgs& a) {
       .api_key(api_key)
       .request_timeout_ms(a.request_timeout_ms)
       .access_log(a.access_log)
-      .monitor_window(a.monitor_window);
+      .monitor_window(a.monitor_window)
+      .prediction_log(serve::PredictionLogOptions(kiln_home() / "logs")
+                          .inputs(*serve::parse_prediction_log_inputs(a.prediction_log))
+                          .max_bytes(a.prediction_log_max_mb << 20)
+                          .max_files(a.prediction_log_files));
   auto source = std::make_shared<serve::RegistryModelSource>();
   auto server = serve::InferenceServer::Create(options, source, a.models);
   if (!server.ok()) return report_failure(server.status());
@@ -134,6 +141,24 @@ void register_serve_commands(CLI::App& app, int* exit_code) {
                    "accuracy (GET .../monitor, POST .../feedback, kiln_drift_* metrics); 0: off")
       ->default_val(1000)
       ->check(CLI::NonNegativeNumber);
+  serve
+      ->add_option("--prediction-log", args->prediction_log,
+                   "one JSON line per predicted row and per feedback item in "
+                   "$KILN_HOME/logs/predictions-PORT.jsonl: hash (the row's inputs as the "
+                   "sha256 of its float32 bytes), inputs (the values), off (no log)")
+      ->default_val("hash")
+      ->check(CLI::IsMember({"off", "hash", "inputs"}));
+  serve
+      ->add_option("--prediction-log-max-mb", args->prediction_log_max_mb,
+                   "size at which the prediction log is rotated (to .1, .2, ...), in MiB")
+      ->default_val(64)
+      ->check(CLI::Range(int64_t{1}, int64_t{1} << 20));
+  serve
+      ->add_option("--prediction-log-files", args->prediction_log_files,
+                   "rotated prediction log files kept (the oldest is deleted); disk use stays "
+                   "under max-mb x (files + 1)")
+      ->default_val(5)
+      ->check(CLI::Range(0, 1000));
   serve->footer(
       "Classifiers also return \"probabilities\" and \"labels\" when the request names them in "
       "\"outputs\". SIGTERM/SIGINT: stop accepting, answer in-flight requests, exit 0.");

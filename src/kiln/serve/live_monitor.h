@@ -61,6 +61,8 @@ class LiveMonitor {
               std::vector<std::string> labels, double reference_accuracy,
               const LiveMonitorMetrics& metrics, const LiveMonitorOptions& options);
 
+  const std::string& model() const { return model_; }
+  const std::string& version() const { return version_; }
   bool has_reference() const { return reference_ != nullptr; }
   /// Whether `rows` more rows may be profiled this second (see max_rows_per_second). Lock-free.
   bool admit(int64_t rows);

@@ -154,6 +154,19 @@ void record_live(LiveMonitor& live, const ModelSignature& sig, const std::string
   live.record(id, monitored, intensity, predicted, confidence, predictions);
 }
 
+/// Hands a finished request's rows to the prediction log: the raw inputs and the first output as
+/// float32 (copies; the log's writer thread formats and hashes them).
+void log_predictions(PredictionLog& log, std::shared_ptr<const LoggedModel> model,
+                     const std::string& id, std::vector<float> inputs,
+                     const torch::Tensor& output) {
+  const torch::Tensor out = output.scalar_type() == torch::kFloat32 && output.is_contiguous()
+                                ? output
+                                : output.to(torch::kFloat32).contiguous();
+  const float* p = out.data_ptr<float>();
+  log.log_predictions(std::move(model), id, out.size(0), std::move(inputs),
+                      std::vector<float>(p, p + out.numel()));
+}
+
 struct VersionMetrics {
   monitor::Counter* success = nullptr;
   monitor::Counter* client_error = nullptr;
@@ -165,7 +178,8 @@ struct VersionMetrics {
   monitor::Histogram* request_seconds = nullptr;
   monitor::Histogram* batch_size = nullptr;
   monitor::Gauge* in_flight = nullptr;
-  std::unique_ptr<LiveMonitor> live;  ///< null when live monitoring is off
+  std::unique_ptr<LiveMonitor> live;          ///< null when live monitoring is off
+  std::shared_ptr<const LoggedModel> logged;  ///< null when there is no prediction log
 };
 
 struct InferenceServer::Impl {
@@ -173,6 +187,8 @@ struct InferenceServer::Impl {
   std::unique_ptr<monitor::MetricsRegistry> metrics;
   std::unique_ptr<ModelManager> models;
   std::unique_ptr<HttpServer> http;
+  std::unique_ptr<PredictionLog> prediction_log;  ///< null when off
+  PredictionLogMetrics prediction_log_metrics;
   std::atomic<HttpServer*> http_ptr{nullptr};  // for the batchers' arrivals hint
   std::atomic<bool> stopping{false};
   std::atomic<bool> shut_down{false};
@@ -256,6 +272,16 @@ struct InferenceServer::Impl {
         {"model", "version", "kind"});
     live_metrics.feedback =
         &m.counter("kiln_feedback_total", "Ground-truth labels joined to predictions.", mv_labels);
+    prediction_log_metrics.lines =
+        &m.counter("kiln_prediction_log_lines_total",
+                   "Lines (predicted rows and feedback items) written to the prediction log.")
+             .with({});
+    prediction_log_metrics.dropped =
+        &m.counter("kiln_prediction_log_dropped_total",
+                   "Predicted rows and feedback items not logged: the log's queue was full (the "
+                   "disk is slower than the traffic), a line was longer than a log file may be, "
+                   "or a write failed.")
+             .with({});
   }
 
   /// A version's live monitor, with the reference profile and test accuracy its bundle records.
@@ -304,6 +330,10 @@ struct InferenceServer::Impl {
       vm->batch_size = &batch_size->with({n, v});
       vm->in_flight = &in_flight->with({n});
       vm->live = make_live_monitor(mv);
+      if (prediction_log)
+        vm->logged = std::make_shared<const LoggedModel>(LoggedModel{
+            n, v,
+            mv.signature().classifier() ? mv.signature().labels : std::vector<std::string>()});
       return vm.release();
     });
   }
@@ -490,6 +520,9 @@ HttpResponse InferenceServer::Impl::handle_feedback(LiveMonitor& live, const std
     duplicate += outcome == "duplicate";
     unknown += outcome == "unknown";
     results.push_back({{"id", item["id"]}, {"result", outcome}});
+    if (prediction_log)
+      prediction_log->log_feedback(live.model(), live.version(), item["id"].get<std::string>(),
+                                   item["truth"].dump());
   }
   Json answer = {
       {"joined", joined}, {"duplicate", duplicate}, {"unknown", unknown}, {"results", results}};
@@ -628,6 +661,8 @@ void InferenceServer::Impl::handle_infer(const HttpRequest& req, const std::stri
   if (vm.live && vm.live->admit(rows))
     vm.live->extract(in.data.data(), rows, &monitored, &intensity);
   if (!r.has_id) r.id = generated_id();
+  std::vector<float> logged_inputs;  // the prediction log's copy of the raw rows
+  if (vm.logged) logged_inputs = in.data;
   BatchJob job;
   job.rows = rows;
   job.data = std::move(in.data);
@@ -636,7 +671,8 @@ void InferenceServer::Impl::handle_infer(const HttpRequest& req, const std::stri
   vm.in_flight->inc();
   job.done = [mv, vmp = &vm, send, outs = std::move(outs), id = std::move(r.id),
               monitored = std::move(monitored), intensity = std::move(intensity),
-              t0](BatchResult&& result) {
+              logged_inputs = std::move(logged_inputs), log = prediction_log.get(),
+              t0](BatchResult&& result) mutable {
     const VersionMetrics& vm = *vmp;
     const std::string& name = mv->name();
     const std::string& v = mv->version();
@@ -719,6 +755,8 @@ void InferenceServer::Impl::handle_infer(const HttpRequest& req, const std::stri
       res.body = std::move(body) + binary;
     }
     if (vm.live) record_live(*vm.live, sig, id, monitored, intensity, result.outputs[0]);
+    if (vm.logged)
+      log_predictions(*log, vm.logged, id, std::move(logged_inputs), result.outputs[0]);
     vm.success->inc();
     vm.samples->inc(static_cast<double>(result.outputs[0].size(0)));
     vm.queue_seconds->observe(result.queue_seconds);
@@ -774,6 +812,13 @@ Expected<std::unique_ptr<InferenceServer>> InferenceServer::Create(
           [raw](const HttpRequest& req, HttpReply reply) { raw->handle(req, std::move(reply)); },
           [raw](unsigned status, const std::string& reason) { raw->rejected(status, reason); }));
   impl->http_ptr.store(impl->http.get(), std::memory_order_release);
+  if (!options.prediction_log_.dir_.empty() &&
+      options.prediction_log_.inputs_ != PredictionLogInputs::kOff) {
+    PredictionLogOptions lo = options.prediction_log_;
+    lo.file_name("predictions-" + std::to_string(impl->http->port()) + ".jsonl");
+    KILN_ASSIGN_OR_RETURN(impl->prediction_log,
+                          PredictionLog::Create(lo, impl->prediction_log_metrics));
+  }
   return std::unique_ptr<InferenceServer>(new InferenceServer(std::move(impl)));
 }
 
@@ -806,6 +851,7 @@ void InferenceServer::shutdown(std::chrono::milliseconds grace) {
   impl_->models->stop();  // drains the batchers: queued jobs still reply
   impl_->http->wait_idle(std::chrono::milliseconds(1000));
   impl_->http->stop();
+  if (impl_->prediction_log) impl_->prediction_log->close();  // writes every queued line
 }
 
 }  // namespace kiln::serve

@@ -9,6 +9,7 @@
 #include "kiln/core/expected.h"
 #include "kiln/serve/http_server.h"
 #include "kiln/serve/model_manager.h"
+#include "kiln/serve/prediction_log.h"
 
 namespace kiln::monitor {
 class MetricsRegistry;
@@ -44,12 +45,20 @@ struct ServerOptions {
     monitor_window_ = v;
     return *this;
   }
+  /// The prediction log: one line per inference row and per feedback item. On when its dir_ is
+  /// set and its inputs_ is not off; the server names the file `predictions-PORT.jsonl` (PORT
+  /// the bound port), so servers sharing a KILN_HOME write separate files.
+  ServerOptions& prediction_log(const PredictionLogOptions& v) {
+    prediction_log_ = v;
+    return *this;
+  }
   HttpServerOptions http_;
   ModelManagerOptions models_;
   std::string api_key_;                 ///< empty: no authentication
   int64_t request_timeout_ms_ = 30000;  ///< longest a request may wait before its batch runs
   bool access_log_ = false;             ///< one JSON line per request on stderr
   int64_t monitor_window_ = 1000;
+  PredictionLogOptions prediction_log_;  ///< default: no directory, no log
 };
 
 /// `kiln serve`: the Open Inference Protocol v2 over HTTP (KServe/Triton REST) for the models of a
@@ -62,6 +71,8 @@ struct ServerOptions {
 ///   POST /v2/models/{name}[/versions/{v}]/feedback {"id": ..., "truth": ...} or a list of them
 ///        (ground truth joined to the remembered prediction; a batch's rows are ID#0, ID#1, ...)
 ///   GET  /metrics
+/// With a prediction log (ServerOptions::prediction_log), every answered row and every feedback
+/// item is also a line in it.
 /// Errors are {"error": "..."} with 400 (bad request part), 401 (API key), 404 (unknown model,
 /// version or route), 405, 413 (body too large), 503 (timed out, shutting down), 500.
 /// Thread-safe; owns its HTTP server and model manager.
