@@ -1,6 +1,7 @@
 #include "kiln/serve/prediction_log.h"
 
 #include <fcntl.h>
+#include <openssl/evp.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -40,6 +41,39 @@ fs::path with_suffix(const fs::path& p, int k) {
 
 }  // namespace
 
+/// SHA-256 of many short byte strings with one context and the algorithm fetched once: OpenSSL 3
+/// looks the algorithm up again on every EVP_sha256() init, 0.3-0.5 us a row, 15-20% of hashing
+/// a 784-float row. Not thread-safe (the writer's, used under write_mu_).
+class PredictionLog::RowHasher {
+ public:
+  RowHasher() : md_(EVP_MD_fetch(nullptr, "SHA256", nullptr)), ctx_(EVP_MD_CTX_new()) {}
+  ~RowHasher() {
+    EVP_MD_CTX_free(ctx_);
+    EVP_MD_free(md_);
+  }
+  RowHasher(const RowHasher&) = delete;
+  RowHasher& operator=(const RowHasher&) = delete;
+
+  void append_hex(std::string* out, const void* data, size_t size) {
+    unsigned char digest[EVP_MAX_MD_SIZE];
+    unsigned int len = 0;
+    if (!md_ || !ctx_ || EVP_DigestInit_ex2(ctx_, md_, nullptr) != 1 ||
+        EVP_DigestUpdate(ctx_, data, size) != 1 || EVP_DigestFinal_ex(ctx_, digest, &len) != 1) {
+      *out += sha256_hex(std::string_view(static_cast<const char*>(data), size));
+      return;
+    }
+    static const char* kHex = "0123456789abcdef";
+    for (unsigned int i = 0; i < len; ++i) {
+      out->push_back(kHex[digest[i] >> 4]);
+      out->push_back(kHex[digest[i] & 15]);
+    }
+  }
+
+ private:
+  EVP_MD* md_;
+  EVP_MD_CTX* ctx_;
+};
+
 Expected<PredictionLogInputs> parse_prediction_log_inputs(std::string_view text) {
   if (text == "off") return PredictionLogInputs::kOff;
   if (text == "hash") return PredictionLogInputs::kHash;
@@ -74,7 +108,7 @@ int64_t PredictionLog::Record::bytes() const {
 }
 
 PredictionLog::PredictionLog(const PredictionLogOptions& options, PredictionLogMetrics metrics)
-    : options_(options), metrics_(metrics) {}
+    : options_(options), metrics_(metrics), hasher_(std::make_unique<RowHasher>()) {}
 
 Expected<std::unique_ptr<PredictionLog>> PredictionLog::Create(const PredictionLogOptions& options,
                                                                PredictionLogMetrics metrics) {
@@ -265,8 +299,7 @@ void PredictionLog::drain_locked() {
       const float* in = r.inputs.data() + k * in_width;
       if (options_.inputs_ == PredictionLogInputs::kHash) {
         line += ", \"input_sha256\": \"";
-        line += sha256_hex(std::string_view(reinterpret_cast<const char*>(in),
-                                            static_cast<size_t>(in_width) * sizeof(float)));
+        hasher_->append_hex(&line, in, static_cast<size_t>(in_width) * sizeof(float));
         line += "\"";
       } else {
         line += ", \"inputs\": [";

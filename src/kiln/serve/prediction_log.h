@@ -172,6 +172,8 @@ class PredictionLog {
     int64_t bytes() const;
   };
 
+  class RowHasher;
+
   PredictionLog(const PredictionLogOptions& options, PredictionLogMetrics metrics);
   Status open_file();
   void enqueue(Record&& record);
@@ -199,6 +201,7 @@ class PredictionLog {
   std::string buffer_;      ///< whole lines not yet written
   int64_t buffered_lines_ = 0;
   bool warned_ = false;
+  std::unique_ptr<RowHasher> hasher_;
 
   std::atomic<int64_t> lines_written_{0};
   std::atomic<int64_t> rows_dropped_{0};
