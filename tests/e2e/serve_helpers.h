@@ -15,6 +15,8 @@
 #include <chrono>
 #include <cstring>
 #include <map>
+#include <nlohmann/json.hpp>
+#include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
@@ -246,5 +248,45 @@ class ServerProcess {
   bool exited_ = false;
   std::string stdout_, ready_line_;
 };
+
+/// One row of ../shared/datasets/breast_cancer.csv: 30 features and the diagnosis.
+struct BreastCancerRow {
+  std::vector<double> features;
+  std::string diagnosis;
+};
+
+/// Every row of breast_cancer.csv (569), in file order.
+inline std::vector<BreastCancerRow> breast_cancer_rows() {
+  std::istringstream in(read_text(shared_datasets_dir() / "breast_cancer.csv"));
+  std::string line;
+  std::getline(in, line);
+  std::vector<BreastCancerRow> rows;
+  while (std::getline(in, line)) {
+    if (!line.empty() && line.back() == '\r') line.pop_back();
+    std::istringstream cells(line);
+    BreastCancerRow row;
+    for (std::string cell; std::getline(cells, cell, ',');) {
+      if (row.features.size() < 30)
+        row.features.push_back(std::stod(cell));
+      else
+        row.diagnosis = cell;
+    }
+    rows.push_back(row);
+  }
+  return rows;
+}
+
+/// A JSON infer request for one breast-cancer row, its first 20 features multiplied by
+/// `scale_first_20` (1: unshifted; 1.5: a planted shift), with `id` when not empty.
+inline std::string breast_cancer_infer_body(const std::vector<double>& features,
+                                            double scale_first_20, const std::string& id = "") {
+  nlohmann::json data = nlohmann::json::array();
+  for (size_t i = 0; i < features.size(); ++i)
+    data.push_back(features[i] * (i < 20 ? scale_first_20 : 1.0));
+  nlohmann::json body = {
+      {"inputs", {{{"name", "input"}, {"shape", {1, 30}}, {"datatype", "FP32"}, {"data", data}}}}};
+  if (!id.empty()) body["id"] = id;
+  return body.dump();
+}
 
 }  // namespace kiln::testing

@@ -6,7 +6,6 @@
 #include <cstdlib>
 #include <limits>
 #include <nlohmann/json.hpp>
-#include <sstream>
 
 #include "serve_helpers.h"
 #include "support/test_support.h"
@@ -22,39 +21,9 @@ using testing::TempDir;
 using testing::write_text;
 using Json = nlohmann::json;
 
-struct Row {
-  std::vector<double> features;
-  std::string diagnosis;
-};
-
-std::vector<Row> breast_cancer_rows() {
-  std::istringstream in(read_text(testing::shared_datasets_dir() / "breast_cancer.csv"));
-  std::string line;
-  std::getline(in, line);
-  std::vector<Row> rows;
-  while (std::getline(in, line)) {
-    if (!line.empty() && line.back() == '\r') line.pop_back();
-    std::istringstream cells(line);
-    Row row;
-    for (std::string cell; std::getline(cells, cell, ',');) {
-      if (row.features.size() < 30)
-        row.features.push_back(std::stod(cell));
-      else
-        row.diagnosis = cell;
-    }
-    rows.push_back(row);
-  }
-  return rows;
-}
-
-std::string infer_body(const std::vector<double>& features, double scale_first_20) {
-  Json data = Json::array();
-  for (size_t i = 0; i < features.size(); ++i)
-    data.push_back(features[i] * (i < 20 ? scale_first_20 : 1.0));
-  return Json{
-      {"inputs", {{{"name", "input"}, {"shape", {1, 30}}, {"datatype", "FP32"}, {"data", data}}}}}
-      .dump();
-}
+using Row = testing::BreastCancerRow;
+using testing::breast_cancer_infer_body;
+using testing::breast_cancer_rows;
 
 TEST(ServeMonitorCliTest, DriftFeedbackLiveAccuracyAndQualityOnARealServer) {
   TempDir home;
@@ -70,7 +39,8 @@ TEST(ServeMonitorCliTest, DriftFeedbackLiveAccuracyAndQualityOnARealServer) {
   // order, one of them twice.
   std::vector<std::pair<std::string, std::string>> answered;
   for (size_t i = 0; i < 250; ++i) {
-    HttpResult r = c.post("/v2/models/bundle/infer", infer_body(rows[i].features, 1.0));
+    HttpResult r =
+        c.post("/v2/models/bundle/infer", breast_cancer_infer_body(rows[i].features, 1.0));
     ASSERT_EQ(r.status, 200) << r.body;
     answered.push_back({Json::parse(r.body)["id"].get<std::string>(), rows[i].diagnosis});
   }
@@ -106,7 +76,9 @@ TEST(ServeMonitorCliTest, DriftFeedbackLiveAccuracyAndQualityOnARealServer) {
 
   // A shifted stream (20 features x1.5): the window fills with it and drift is flagged.
   for (size_t i = 250; i < 450; ++i)
-    ASSERT_EQ(c.post("/v2/models/bundle/infer", infer_body(rows[i].features, 1.5)).status, 200);
+    ASSERT_EQ(
+        c.post("/v2/models/bundle/infer", breast_cancer_infer_body(rows[i].features, 1.5)).status,
+        200);
   m = Json::parse(c.get("/v2/models/bundle/monitor").body);
   EXPECT_TRUE(m["drift"]["dataset_drift"].get<bool>()) << m["drift"].dump();
   EXPECT_GT(m["drift"]["drift_share"].get<double>(), 0.5);
@@ -152,7 +124,7 @@ TEST(ServeMonitorCliTest, MonitoringOffAnswers404AndServingIsUnchanged) {
   ASSERT_TRUE(srv.ready()) << srv.log();
   HttpClient c(srv.port());
   const std::vector<Row> rows = breast_cancer_rows();
-  HttpResult r = c.post("/v2/models/bundle/infer", infer_body(rows[0].features, 1.0));
+  HttpResult r = c.post("/v2/models/bundle/infer", breast_cancer_infer_body(rows[0].features, 1.0));
   ASSERT_EQ(r.status, 200);
   EXPECT_TRUE(Json::parse(r.body).contains("id"));
   EXPECT_EQ(c.get("/v2/models/bundle/monitor").status, 404);

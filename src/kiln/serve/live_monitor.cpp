@@ -63,7 +63,7 @@ void LiveMonitor::record(const std::string& id, std::vector<double> features,
                          const std::vector<double>& confidence,
                          const std::vector<double>& predictions) {
   const size_t rows = std::max(predicted.size(), predictions.size());
-  int64_t out_of_range = 0, missing = 0;
+  int64_t out_of_range = 0, out_of_vocabulary = 0, missing = 0;
   std::lock_guard<std::mutex> lock(mu_);
   // Remember each row's prediction under id (one row) or id#k (row k of a batch).
   for (size_t r = 0; r < rows; ++r) {
@@ -94,10 +94,13 @@ void LiveMonitor::record(const std::string& id, std::vector<double> features,
     const double* row = features.data() + r * feature_count_;
     for (size_t k = 0; k < feature_count_; ++k) {
       const double v = row[k];
+      const monitor::NumericReference& ref = reference_->features[k];
       if (std::isnan(v))
         ++missing;
-      else if (v < reference_->features[k].min || v > reference_->features[k].max)
-        ++out_of_range;
+      else if (ref.categorical()
+                   ? !std::binary_search(ref.categories.begin(), ref.categories.end(), v)
+                   : (v < ref.min || v > ref.max))
+        ++(ref.categorical() ? out_of_vocabulary : out_of_range);
     }
     std::copy(row, row + feature_count_,
               ring_features_.begin() + static_cast<std::ptrdiff_t>(ring_next_ * feature_count_));
@@ -114,6 +117,9 @@ void LiveMonitor::record(const std::string& id, std::vector<double> features,
   }
   if (out_of_range) count_quality_issue("out_of_range", static_cast<double>(out_of_range));
   if (missing) count_quality_issue("missing", static_cast<double>(missing));
+  if (out_of_vocabulary)
+    count_quality_issue("out_of_vocabulary", static_cast<double>(out_of_vocabulary));
+  out_of_vocabulary_total_ += out_of_vocabulary;
   out_of_range_total_ += out_of_range;
   missing_total_ += missing;
   rows_since_recompute_ += static_cast<int64_t>(std::min(rows, features.size() / feature_count_));
@@ -156,7 +162,37 @@ void LiveMonitor::recompute_locked() {
   if (metrics_.feature_psi)
     for (const auto& f : report.features)
       metrics_.feature_psi->with({model_, version_, f.name}).set(f.psi);
+  append_history_locked(report);
   last_report_ = std::move(report);
+}
+
+void LiveMonitor::append_history_locked(const monitor::DriftReport& report) {
+  const auto now = std::chrono::steady_clock::now();
+  if (!history_.empty() && now - last_history_ < options_.history_interval) {
+    // Within the interval the newest point follows the window, so the plot ends at "now".
+    history_.pop_back();
+  } else {
+    last_history_ = now;
+  }
+  HistoryPoint point;
+  point.unix_seconds =
+      std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
+  point.rows_total = rows_total_;
+  point.drift_share = report.drift_share;
+  point.prediction_psi = report.prediction_psi;
+  point.live_score = live_score_locked();
+  point.feature_psi.reserve(report.features.size());
+  for (const auto& f : report.features) point.feature_psi.push_back(f.psi);
+  history_.push_back(std::move(point));
+  while (static_cast<int64_t>(history_.size()) > std::max<int64_t>(1, options_.history_points))
+    history_.pop_front();
+}
+
+double LiveMonitor::live_score_locked() const {
+  if (labelled_scores_.empty()) return std::nan("");
+  double sum = 0;
+  for (double s : labelled_scores_) sum += s;
+  return sum / static_cast<double>(labelled_scores_.size());
 }
 
 Expected<std::string> LiveMonitor::feedback(const std::string& id, const Json& truth) {
@@ -191,9 +227,7 @@ Expected<std::string> LiveMonitor::feedback(const std::string& id, const Json& t
   ++labelled_total_;
   while (static_cast<int64_t>(labelled_scores_.size()) > options_.window)
     labelled_scores_.pop_front();
-  double mean = 0;
-  for (double s : labelled_scores_) mean += s;
-  mean /= static_cast<double>(labelled_scores_.size());
+  const double mean = live_score_locked();
   if (metrics_.live_accuracy && !labels_.empty())
     metrics_.live_accuracy->with({model_, version_}).set(mean);
   if (metrics_.live_labelled_rows)
@@ -201,6 +235,30 @@ Expected<std::string> LiveMonitor::feedback(const std::string& id, const Json& t
         .set(static_cast<double>(labelled_scores_.size()));
   if (metrics_.feedback) metrics_.feedback->with({model_, version_}).inc();
   return std::string("joined");
+}
+
+Json LiveMonitor::history_json_locked() const {
+  Json t = Json::array(), rows = Json::array(), share = Json::array(), prediction = Json::array(),
+       live = Json::array(), names = Json::array(), psi = Json::array();
+  // The features of the latest report (the reference's, and for images the intensity
+  // histogram); every history point has the same ones.
+  if (last_report_)
+    for (const auto& f : last_report_->features) {
+      names.push_back(f.name);
+      psi.push_back(Json::array());
+    }
+  for (const HistoryPoint& p : history_) {
+    t.push_back(std::round(p.unix_seconds * 1000) / 1000);
+    rows.push_back(p.rows_total);
+    share.push_back(p.drift_share);
+    prediction.push_back(p.prediction_psi);
+    live.push_back(std::isnan(p.live_score) ? Json() : Json(p.live_score));
+    for (size_t k = 0; k < psi.size() && k < p.feature_psi.size(); ++k)
+      psi[k].push_back(p.feature_psi[k]);
+  }
+  return {
+      {"t", t},       {"rows_total", rows}, {"drift_share", share}, {"prediction_psi", prediction},
+      {"live", live}, {"features", names},  {"feature_psi", psi}};
 }
 
 Json LiveMonitor::report() {
@@ -212,7 +270,10 @@ Json LiveMonitor::report() {
             {"window", options_.window},
             {"rows_not_profiled", skipped_rows_.load(std::memory_order_relaxed)},
             {"max_rows_per_second", options_.max_rows_per_second},
-            {"quality", {{"out_of_range", out_of_range_total_}, {"missing", missing_total_}}}};
+            {"quality",
+             {{"out_of_range", out_of_range_total_},
+              {"out_of_vocabulary", out_of_vocabulary_total_},
+              {"missing", missing_total_}}}};
   if (!reference_) {
     j["drift"] = {{"available", false},
                   {"reason", "the bundle has no reference profile (trained by an older Kiln)"}};
@@ -232,14 +293,10 @@ Json LiveMonitor::report() {
   }
   Json live = {{"labelled_rows", static_cast<int64_t>(labelled_scores_.size())},
                {"labelled_total", labelled_total_}};
-  if (!labelled_scores_.empty()) {
-    double mean = 0;
-    for (double s : labelled_scores_) mean += s;
-    mean /= static_cast<double>(labelled_scores_.size());
-    live[labels_.empty() ? "mae" : "accuracy"] = mean;
-  }
+  if (!labelled_scores_.empty()) live[labels_.empty() ? "mae" : "accuracy"] = live_score_locked();
   if (reference_accuracy_ >= 0) live["reference_accuracy"] = reference_accuracy_;
   j["live"] = live;
+  j["history"] = history_json_locked();
   return j;
 }
 

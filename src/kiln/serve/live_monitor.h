@@ -34,6 +34,9 @@ struct LiveMonitorOptions {
   /// rows are predicted and remembered for feedback but not profiled, so monitoring costs a
   /// bounded share of a busy server (a few microseconds a 784-pixel image). 0: no limit.
   int64_t max_rows_per_second = 2000;
+  /// The drift history the dashboard plots: at most one point per interval, the newest kept.
+  std::chrono::milliseconds history_interval{5000};
+  int64_t history_points = 360;
 };
 
 /// The metric families a LiveMonitor updates (children labelled model, version[, feature|kind]).
@@ -84,12 +87,17 @@ class LiveMonitor {
   /// NotFound for an unknown or forgotten id; InvalidArgument for a truth of the wrong kind.
   Expected<std::string> feedback(const std::string& id, const Json& truth);
 
-  /// The latest drift report, live accuracy and counts, as JSON; recomputes the drift first when
-  /// rows arrived since (so a caller sees the current window).
+  /// The latest drift report, live accuracy, counts and the drift history ("history": per point
+  /// t, rows_total, drift_share, prediction_psi, live, and feature_psi per feature), as JSON;
+  /// recomputes the drift first when rows arrived since (so a caller sees the current window).
   Json report();
 
  private:
   void recompute_locked();
+  void append_history_locked(const monitor::DriftReport& report);
+  /// Live accuracy (classification) or MAE (regression) over the labelled window; NaN: none.
+  double live_score_locked() const;
+  Json history_json_locked() const;
 
   const std::string model_, version_;
   const std::shared_ptr<const monitor::ReferenceProfile> reference_;
@@ -114,9 +122,20 @@ class LiveMonitor {
   int64_t rows_since_recompute_ = 0;
   std::chrono::steady_clock::time_point last_recompute_{};
   std::optional<monitor::DriftReport> last_report_;
-  int64_t out_of_range_total_ = 0;
+  int64_t out_of_range_total_ = 0, out_of_vocabulary_total_ = 0;
   int64_t missing_total_ = 0;
   int64_t windows_checked_ = 0, windows_drifted_ = 0;
+
+  /// One point of the drift history (wall-clock time, for the dashboard's time axis).
+  struct HistoryPoint {
+    double unix_seconds = 0;
+    int64_t rows_total = 0;
+    double drift_share = 0, prediction_psi = 0;
+    double live_score = 0;  ///< NaN: no labelled rows yet
+    std::vector<double> feature_psi;
+  };
+  std::deque<HistoryPoint> history_;
+  std::chrono::steady_clock::time_point last_history_{};
 
   struct Remembered {
     int64_t predicted = -1;

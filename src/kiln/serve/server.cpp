@@ -4,10 +4,12 @@
 
 #include <algorithm>
 #include <array>
+#include <cctype>
 #include <charconv>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
+#include <string>
 
 #include "kiln/core/files.h"
 #include "kiln/core/logging.h"
@@ -15,6 +17,7 @@
 #include "kiln/model/manifest.h"
 #include "kiln/monitor/metrics.h"
 #include "kiln/monitor/process_stats.h"
+#include "kiln/serve/dashboard_page.h"
 #include "kiln/serve/live_monitor.h"
 #include "kiln/serve/protocol.h"
 
@@ -65,6 +68,47 @@ std::vector<std::string_view> split_path(std::string_view target) {
     i = j;
   }
   return parts;
+}
+
+/// The percent-decoded value of query parameter `name` in a request target ("" when absent).
+std::string query_parameter(std::string_view target, std::string_view name) {
+  const size_t q = target.find('?');
+  if (q == std::string_view::npos) return {};
+  std::string_view query = target.substr(q + 1);
+  while (!query.empty()) {
+    const size_t amp = query.find('&');
+    const std::string_view pair = query.substr(0, amp);
+    query = amp == std::string_view::npos ? std::string_view() : query.substr(amp + 1);
+    const size_t eq = pair.find('=');
+    if (pair.substr(0, eq) != name || eq == std::string_view::npos) continue;
+    std::string value;
+    const std::string_view raw = pair.substr(eq + 1);
+    for (size_t i = 0; i < raw.size(); ++i) {
+      if (raw[i] == '%' && i + 2 < raw.size() &&
+          std::isxdigit(static_cast<unsigned char>(raw[i + 1])) &&
+          std::isxdigit(static_cast<unsigned char>(raw[i + 2]))) {
+        value += static_cast<char>(std::stoi(std::string(raw.substr(i + 1, 2)), nullptr, 16));
+        i += 2;
+      } else {
+        value += raw[i] == '+' ? ' ' : raw[i];
+      }
+    }
+    return value;
+  }
+  return {};
+}
+
+/// `target` with the value of any key= query parameter masked, for the access log.
+std::string mask_key_parameter(std::string_view target) {
+  std::string out(target);
+  const size_t q = out.find('?');
+  if (q == std::string::npos) return out;
+  for (size_t at = out.find("key=", q); at != std::string::npos; at = out.find("key=", at + 1)) {
+    if (out[at - 1] != '?' && out[at - 1] != '&') continue;
+    const size_t end = std::min(out.find('&', at), out.size());
+    out.replace(at + 4, end - at - 4, "***");
+  }
+  return out;
 }
 
 void append_shape(std::string* out, const std::vector<int64_t>& shape) {
@@ -268,7 +312,8 @@ struct InferenceServer::Impl {
     live_metrics.quality_issues = &m.counter(
         "kiln_input_quality_issues_total",
         "Input values refused or flagged: non_finite (refused), out_of_range (outside the "
-        "training range), missing (NaN an imputer fills).",
+        "training range), out_of_vocabulary (a categorical code training never saw), missing "
+        "(NaN an imputer fills).",
         {"model", "version", "kind"});
     live_metrics.feedback =
         &m.counter("kiln_feedback_total", "Ground-truth labels joined to predictions.", mv_labels);
@@ -386,7 +431,7 @@ struct InferenceServer::Impl {
                        ", \"method\": ";
     append_json_string(&line, method);
     line += ", \"path\": ";
-    append_json_string(&line, target);
+    append_json_string(&line, mask_key_parameter(target));
     line += ", \"status\": " + std::to_string(code) +
             ", \"ms\": " + std::to_string(seconds_since(t0) * 1000) + "}\n";
     std::fputs(line.c_str(), stderr);
@@ -399,6 +444,25 @@ struct InferenceServer::Impl {
                     const Send& send);
   HttpResponse model_metadata(const ModelVersion& mv) const;
   HttpResponse handle_feedback(LiveMonitor& live, const std::string& body);
+  /// GET /v2/monitor: every served model's current version and its live monitor report.
+  Json monitor_overview() {
+    Json models = Json::array();
+    for (const std::string& name : this->models->names()) {
+      std::shared_ptr<ModelVersion> mv = this->models->current(name);
+      if (!mv) continue;
+      VersionMetrics& vm = version_metrics(*mv);
+      if (vm.live) {
+        models.push_back(vm.live->report());
+      } else {
+        models.push_back({{"model", name}, {"version", mv->version()}, {"monitoring", false}});
+      }
+    }
+    // The server's clock: the dashboard's rates divide by it, not by the browser's (which a
+    // background tab or a headless browser's virtual time skews).
+    const double now =
+        std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
+    return {{"models", models}, {"monitor_window", options.monitor_window_}, {"time", now}};
+  }
   /// The version `version` ("" = current) of `name`, or an error response.
   std::shared_ptr<ModelVersion> find(const std::string& name, const std::string& version,
                                      HttpResponse* error) const {
@@ -438,6 +502,26 @@ void InferenceServer::Impl::handle(const HttpRequest& req, HttpReply reply) {
     if (stopping) return send(json_response(503, "{\"ready\": false}"));
     return send(json_response(200, "{\"ready\": true}"));
   }
+  if (p.size() == 1 && p[0] == "dashboard") {
+    if (!get) return method_not_allowed();
+    // A browser cannot send the key as a header when it opens a page, so the page alone also
+    // takes it as ?key=KEY (the access log masks it); the page then sends it as a header with
+    // every request for data.
+    if (!authorized(req) &&
+        !(!options.api_key_.empty() && query_parameter(target, "key") == options.api_key_))
+      return send(
+          HttpResponse(401,
+                       "<!doctype html><title>Kiln</title><p>Missing or wrong API key: open "
+                       "/dashboard?key=KEY.</p>",
+                       "text/html; charset=utf-8"));
+    HttpResponse res(200, std::string(dashboard_page()), "text/html; charset=utf-8");
+    res.headers.emplace_back("Cache-Control", "no-store");
+    res.headers.emplace_back("Content-Security-Policy",
+                             "default-src 'self'; script-src 'unsafe-inline'; "
+                             "style-src 'unsafe-inline'; img-src 'self' data:");
+    res.headers.emplace_back("Referrer-Policy", "no-referrer");
+    return send(std::move(res));
+  }
   if (!authorized(req)) {
     HttpResponse res = error_response(401,
                                       "missing or wrong API key (send 'Authorization: Bearer KEY' "
@@ -448,6 +532,10 @@ void InferenceServer::Impl::handle(const HttpRequest& req, HttpReply reply) {
   if (p.size() == 1 && p[0] == "metrics") {
     if (!get) return method_not_allowed();
     return send(HttpResponse(200, metrics->expose(), "text/plain; version=0.0.4; charset=utf-8"));
+  }
+  if (p.size() == 2 && p[0] == "v2" && p[1] == "monitor") {
+    if (!get) return method_not_allowed();
+    return send(json_response(200, monitor_overview().dump()));
   }
   if (p.size() == 1 && p[0] == "v2") {
     if (!get) return method_not_allowed();

@@ -1,0 +1,160 @@
+// The monitoring dashboard of a real `kiln serve`, loaded in a real browser (headless Chromium):
+// the page is served under the API key rule, renders the server's live numbers (throughput,
+// latency, memory, live accuracy, drift share, one row per feature, one bar per class), and shows
+// a planted drift.
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <cstdlib>
+#include <nlohmann/json.hpp>
+#include <regex>
+#include <thread>
+
+#include "serve_helpers.h"
+#include "support/test_support.h"
+
+namespace kiln {
+namespace {
+
+using testing::breast_cancer_infer_body;
+using testing::breast_cancer_rows;
+using testing::BreastCancerRow;
+using testing::HttpClient;
+using testing::HttpResult;
+using testing::read_text;
+using testing::ServerProcess;
+using testing::TempDir;
+using testing::write_text;
+using Json = nlohmann::json;
+namespace fs = std::filesystem;
+
+/// The DOM headless Chromium renders for `url` after `budget_ms` of (virtual) time, the page's
+/// scripts and fetches included, without the script's own text (so a match is rendered markup).
+/// Chromium's profile and HOME live in `dir` (hermetic).
+std::string rendered_dom(const std::string& url, const fs::path& dir, int budget_ms = 6000) {
+  const fs::path dom = dir / "dom.html", log = dir / "chromium.log";
+  const std::string command = "env HOME=" + dir.string() +
+                              " chromium --headless --no-sandbox --disable-gpu "
+                              "--disable-dev-shm-usage --no-first-run --user-data-dir=" +
+                              (dir / "profile").string() +
+                              " --virtual-time-budget=" + std::to_string(budget_ms) +
+                              " --dump-dom '" + url + "' > " + dom.string() + " 2> " + log.string();
+  const int rc = std::system(command.c_str());
+  EXPECT_EQ(rc, 0) << "chromium failed (scripts/install-deps.sh installs it): " << command << "\n"
+                   << read_text(log);
+  std::string html = read_text(dom);
+  const size_t script = html.find("<script>"), end = html.find("</script>");
+  if (script != std::string::npos && end != std::string::npos) html.erase(script, end - script);
+  return html;
+}
+
+/// The data-value attribute of the element with `id` (the number the page rendered), or NaN.
+double rendered_value(const std::string& dom, const std::string& attribute_match) {
+  std::smatch m;
+  const std::regex re(attribute_match + "[^>]*data-value=\"([^\"]+)\"");
+  if (!std::regex_search(dom, m, re)) return std::nan("");
+  return std::stod(m[1].str());
+}
+
+size_t count(const std::string& text, const std::string& needle) {
+  size_t n = 0;
+  for (size_t at = text.find(needle); at != std::string::npos; at = text.find(needle, at + 1)) ++n;
+  return n;
+}
+
+TEST(DashboardCliTest, HeadlessChromiumRendersLiveNumbersAndAPlantedDrift) {
+  TempDir home;
+  const auto bundle = testing::train_breast_cancer_bundle(home.path(), home / "bundle-run");
+  write_text(home / "key", "dashboard-key\n");
+  ServerProcess srv({"--model", bundle.string(), "--monitor-window", "100", "--api-key-file",
+                     (home / "key").string()},
+                    home.path(), home / "log");
+  ASSERT_TRUE(srv.ready()) << srv.log();
+  const std::string auth = "Authorization: Bearer dashboard-key";
+  HttpClient c(srv.port());
+
+  // The page: under the API key rule (header, or ?key= for a browser), self-contained.
+  EXPECT_EQ(c.get("/dashboard").status, 401);
+  EXPECT_EQ(c.get("/dashboard?key=wrong").status, 401);
+  EXPECT_EQ(c.get("/v2/monitor").status, 401);
+  HttpResult page = c.get("/dashboard", {auth});
+  ASSERT_EQ(page.status, 200);
+  EXPECT_NE(page.body.find("<title>Kiln serve"), std::string::npos);
+  EXPECT_EQ(page.body.find("src=\"http"), std::string::npos) << "no CDN: every byte is served";
+  EXPECT_EQ(page.body.find("href=\"http"), std::string::npos);
+  EXPECT_EQ(c.get("/dashboard?key=dashboard-key").status, 200);
+  EXPECT_EQ(c.post("/dashboard", "{}", {auth}).status, 405);
+
+  // A clean stream with ground truth for most of it.
+  const std::vector<BreastCancerRow> rows = breast_cancer_rows();
+  Json feedback = Json::array();
+  for (size_t i = 0; i < 150; ++i) {
+    const std::string id = "clean-" + std::to_string(i);
+    ASSERT_EQ(c.post("/v2/models/bundle/infer", breast_cancer_infer_body(rows[i].features, 1.0, id),
+                     {auth})
+                  .status,
+              200);
+    if (i < 120) feedback.push_back({{"id", id}, {"truth", rows[i].diagnosis}});
+  }
+  ASSERT_EQ(c.post("/v2/models/bundle/feedback", feedback.dump(), {auth}).status, 200);
+  const Json monitor = Json::parse(c.get("/v2/models/bundle/monitor", {auth}).body);
+  const double live_accuracy = monitor["live"]["accuracy"].get<double>();
+  ASSERT_GT(live_accuracy, 0.8);
+
+  // Traffic keeps flowing while the browser watches, so the rates are live.
+  std::atomic<bool> stop{false};
+  std::thread load([&] {
+    HttpClient lc(srv.port());
+    for (size_t i = 200; !stop.load(); i = i + 1 < rows.size() ? i + 1 : 200)
+      lc.post("/v2/models/bundle/infer", breast_cancer_infer_body(rows[i].features, 1.0), {auth});
+  });
+  const std::string url =
+      "http://127.0.0.1:" + std::to_string(srv.port()) + "/dashboard?key=dashboard-key";
+  const std::string clean = rendered_dom(url, home.path());
+  stop = true;
+  load.join();
+  write_text(home / "clean.html", clean);
+  ASSERT_FALSE(clean.empty());
+
+  std::smatch updates;
+  ASSERT_TRUE(std::regex_search(clean, updates, std::regex("data-updates=\"([0-9]+)\"")))
+      << clean.substr(0, 2000);
+  EXPECT_GE(std::stoi(updates[1].str()), 2) << "the page refreshed itself";
+  EXPECT_EQ(clean.find("class=\"error\""), std::string::npos) << clean.substr(0, 2000);
+  EXPECT_GT(rendered_value(clean, "id=\"throughput\""), 0.0);
+  EXPECT_GE(rendered_value(clean, "id=\"requests-total\""), 150.0);
+  EXPECT_GT(rendered_value(clean, "id=\"latency-p50\""), 0.0);
+  EXPECT_GE(rendered_value(clean, "id=\"latency-p99\""),
+            rendered_value(clean, "id=\"latency-p50\""));
+  EXPECT_EQ(rendered_value(clean, "id=\"error-rate\""), 0.0);
+  EXPECT_GT(rendered_value(clean, "id=\"rss\""), 10.0);  // MiB
+  EXPECT_GE(rendered_value(clean, "id=\"batch-size\""), 1.0);
+  // The model's section: live accuracy as the server computed it (no feedback came since), drift
+  // share low, every feature in the drift table, both classes in the live-vs-reference bars.
+  EXPECT_NE(clean.find("data-model=\"bundle\""), std::string::npos);
+  EXPECT_NEAR(rendered_value(clean, "class=\"live-accuracy\""), live_accuracy, 1e-9);
+  EXPECT_LT(rendered_value(clean, "class=\"drift-share\""), 0.5);
+  EXPECT_NE(clean.find("no drift"), std::string::npos);
+  EXPECT_EQ(count(clean, "<tr data-feature="), 30u);
+  EXPECT_NE(clean.find("data-feature=\"mean_radius\""), std::string::npos);
+  EXPECT_EQ(count(clean, "class=\"row class-bar\""), 2u);
+  EXPECT_NE(clean.find("data-class=\"malignant\""), std::string::npos);
+  EXPECT_GE(count(clean, "<rect "), 30u) << "the PSI-over-time heatmap: a row a feature";
+
+  // A planted shift fills the window: the page shows the drift.
+  for (size_t i = 250; i < 360; ++i)
+    ASSERT_EQ(
+        c.post("/v2/models/bundle/infer", breast_cancer_infer_body(rows[i].features, 1.5), {auth})
+            .status,
+        200);
+  const std::string shifted = rendered_dom(url, home.path(), 3000);
+  write_text(home / "shifted.html", shifted);
+  EXPECT_NE(shifted.find("drift detected"), std::string::npos);
+  EXPECT_GT(rendered_value(shifted, "class=\"drift-share\""), 0.5);
+  EXPECT_NE(shifted.find("<tr data-feature=\"mean_radius\" class=\"drifted\""), std::string::npos);
+  // The key never reaches the access log or stays in the page's address.
+  EXPECT_EQ(srv.log().find("dashboard-key"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace kiln
