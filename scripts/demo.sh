@@ -113,6 +113,13 @@ send(1000, 1.0)
 send(2000, 0.7)
 PY
 curl -s "$url/metrics" | grep -E '^kiln_(drift_share|prediction_psi)' || true
+# The dashboard as a browser renders it (headless Chromium, installed by install-deps.sh).
+if command -v chromium >/dev/null 2>&1 &&
+  chromium --headless --no-sandbox --disable-gpu --disable-dev-shm-usage --hide-scrollbars \
+    --user-data-dir="$KILN_HOME/.chromium" --window-size=1400,1450 --virtual-time-budget=5000 \
+    --screenshot="$KILN_HOME/dashboard.png" "$url/dashboard" >/dev/null 2>&1; then
+  echo "dashboard: $url/dashboard (rendered by headless Chromium: $KILN_HOME/dashboard.png)"
+fi
 kill -TERM "$serve_pid"
 wait "$serve_pid" && echo "kiln serve stopped cleanly (exit 0)"
 
