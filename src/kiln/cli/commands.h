@@ -98,6 +98,8 @@ void register_tune_commands(CLI::App& app, int* exit_code);
 /// `loadtest` (torch-free: both binaries run it).
 void register_loadtest_command(CLI::App& app, int* exit_code);
 void register_test_command(CLI::App& app, int* exit_code);
+/// `pipeline run|status|show|dag` (torch-free: both binaries run it).
+void register_pipeline_command(CLI::App& app, int* exit_code);
 /// `monitor` with drift (engine) and rules; the front registers rules itself and hands drift on.
 CLI::App* register_monitor_commands(CLI::App& app, int* exit_code);
 CLI::App* register_monitor_rules_command(CLI::App& monitor, int* exit_code);

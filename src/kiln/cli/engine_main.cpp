@@ -26,6 +26,7 @@ int main(int argc, char** argv) {
         register_serve_commands(app, exit_code);
         register_tune_commands(app, exit_code);
         register_test_command(app, exit_code);
+        register_pipeline_command(app, exit_code);
         register_monitor_commands(app, exit_code);
       },
       [](int threads) {
