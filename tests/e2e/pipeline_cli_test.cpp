@@ -177,6 +177,21 @@ TEST_F(PipelineCliTest, KillMinus9LeavesNoStageDoneThatWasNotAndRunResumes) {
   EXPECT_EQ(testing::read_text(work_ / "last.txt"), "s\n");
 }
 
+TEST_F(PipelineCliTest, ASecondRunOfTheSamePipelineIsRefusedWhileOneRuns) {
+  pipeline("stages:\n  wait: {kind: shell, cmd: \"touch started.txt; sleep 2\"}\n");
+  const pid_t pid =
+      spawn_kiln({"pipeline", "run", (work_ / "pipeline.yaml").string()}, home_.path());
+  for (int i = 0; i < 100 && !fs::exists(work_ / "started.txt"); ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  CommandResult second = kiln({"pipeline", "run", (work_ / "pipeline.yaml").string()});
+  EXPECT_EQ(second.exit_code, 1);
+  EXPECT_NE(second.err.find("another `kiln pipeline run` is running it"), std::string::npos)
+      << second.err;
+  int wstatus = 0;
+  ::waitpid(pid, &wstatus, 0);
+  EXPECT_TRUE(WIFEXITED(wstatus) && WEXITSTATUS(wstatus) == 0);
+}
+
 TEST_F(PipelineCliTest, FailedGateBlocksThePushWithNotBlessed) {
   pipeline(R"(stages:
   test: {kind: shell, cmd: "echo 'check accuracy: FAILED (0.61 < 0.99)'; exit 1"}

@@ -1,6 +1,9 @@
 #include "kiln/pipeline/runner.h"
 
 #include <fcntl.h>
+#include <signal.h>
+#include <sys/file.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -10,6 +13,7 @@
 #include <cstring>
 #include <deque>
 #include <map>
+#include <optional>
 #include <set>
 #include <sstream>
 
@@ -158,9 +162,13 @@ Expected<pid_t> spawn(const Launch& launch, const fs::path& log_path) {
   argv.push_back(nullptr);
   const std::string cwd = launch.cwd.string();
   const std::string log = log_path.string();
+  const pid_t parent = ::getpid();
   const pid_t pid = ::fork();
   if (pid < 0) return Status::IoError(std::string("fork: ") + std::strerror(errno));
   if (pid == 0) {  // child: async-signal-safe calls only
+    // A stage dies with its runner (kill -9 included): none goes on writing into a work
+    // directory that the next run starts afresh. Also when the runner died before this line.
+    if (::prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || ::getppid() != parent) ::_exit(127);
     const int out = ::open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     const int in = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
     if (out < 0 || in < 0 || ::dup2(in, 0) < 0 || ::dup2(out, 1) < 0 || ::dup2(out, 2) < 0 ||
@@ -218,6 +226,31 @@ Expected<Json> collect_outputs(const PipelineFile& file, const StageSpec& s, con
   return out;
 }
 
+/// An exclusive flock on a pipeline's work directory for one run; the kernel drops it when the
+/// runner exits or dies. Move-only.
+class RunLock {
+ public:
+  static Expected<RunLock> Acquire(const fs::path& path, const std::string& pipeline) {
+    const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (fd < 0) return Status::IoError(path.string() + ": " + std::strerror(errno));
+    if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
+      ::close(fd);
+      return Status::Unavailable(pipeline + ": another `kiln pipeline run` is running it (lock " +
+                                 path.string() + ")");
+    }
+    return RunLock(fd);
+  }
+  RunLock(RunLock&& other) noexcept : fd_(other.fd_) { other.fd_ = -1; }
+  RunLock& operator=(RunLock&&) = delete;
+  ~RunLock() {
+    if (fd_ >= 0) ::close(fd_);
+  }
+
+ private:
+  explicit RunLock(int fd) : fd_(fd) {}
+  int fd_;
+};
+
 struct Running {
   const StageSpec* stage;
   StageRecord record;
@@ -259,6 +292,12 @@ Expected<RunSummary> run_pipeline(const PipelineFile& file, RunStore& store,
     std::error_code ec;
     fs::create_directories(root / "logs", ec);
     if (ec) return Status::IoError((root / "logs").string() + ": " + ec.message());
+  }
+  // One run of a pipeline at a time: two would race on its work directories.
+  std::optional<RunLock> lock;
+  if (!options.dry_run_) {
+    KILN_ASSIGN_OR_RETURN(RunLock held, RunLock::Acquire(root / "run.lock", key));
+    lock.emplace(std::move(held));
     KILN_ASSIGN_OR_RETURN(summary.run_id, store.begin_run(key, now_s()));
   }
 
@@ -420,7 +459,9 @@ Expected<std::vector<StageState>> pipeline_status(const PipelineFile& file, RunS
     if (latest && (latest->status == "failed" || latest->status == "blocked") &&
         (!good || good->run_id < latest->run_id)) {
       st.state = latest->status;
-      st.detail = latest->reason;
+      st.detail = latest->status == "failed"
+                      ? "exit " + std::to_string(latest->exit_code) + "; it ran: " + latest->reason
+                      : latest->reason;
     } else if (!good) {
       st.state = "never run";
     } else if (d.run) {

@@ -54,6 +54,8 @@ struct RunSummary {
 /// outputs. A failed stage blocks what depends on it; a stage whose gate failed is "blocked" with
 /// "not blessed: ...". Each outcome is committed to `store` once final. Progress lines go to
 /// `log`. Blocks until every stage is decided. Not thread-safe (one run per store instance).
+/// A run holds an exclusive lock on the pipeline's work directory (Unavailable while another
+/// process runs the same pipeline); stage processes are killed if the runner dies.
 /// Errors: a `--force` naming no stage (InvalidArgument), I/O and database failures.
 Expected<RunSummary> run_pipeline(const PipelineFile& file, RunStore& store,
                                   const RunOptions& options, std::ostream& log);
