@@ -175,7 +175,8 @@ void register_pipeline_command(CLI::App& app, int* exit_code) {
       "run", "Run the stages whose inputs changed (exit 1: a stage failed or a gate blocked)");
   add_file(run, ra.get());
   run->add_option("--jobs,-j", ra->jobs, "independent stages run at once")->default_val(1);
-  run->add_option("--force", ra->force, "run this stage even if up to date (repeatable)");
+  run->add_option("--force", ra->force, "run this stage even if up to date (repeatable)")
+      ->allow_extra_args(false);  // `--force train PIPELINE.yaml`: the file is no stage
   run->add_flag("--dry-run", ra->dry_run, "print what would run and why; run nothing");
   add_flag(*run, Flag::kJson, &ra->json);
   run->callback([ra, exit_code] { *exit_code = run_run(*ra); });
