@@ -3,6 +3,7 @@
 #include <signal.h>
 #include <torch/torch.h>
 
+#include <cctype>
 #include <cstdio>
 #include <cstring>
 #include <iostream>
@@ -38,6 +39,8 @@ struct ServeArgs {
   std::string prediction_log = "hash";
   int64_t prediction_log_max_mb = 64;
   int prediction_log_files = 5;
+  std::vector<std::string> routes;
+  std::string route_key_header = "X-Kiln-Route-Key";
 };
 
 Expected<std::string> read_api_key(const std::string& path) {
@@ -94,6 +97,15 @@ int run_serve(const ServeArgs& a) {
                           .inputs(*serve::parse_prediction_log_inputs(a.prediction_log))
                           .max_bytes(a.prediction_log_max_mb << 20)
                           .max_files(a.prediction_log_files));
+  std::vector<serve::RouteSpec> routes;
+  for (const std::string& r : a.routes) {
+    Expected<serve::RouteSpec> spec = serve::RouteSpec::parse(r);
+    if (!spec.ok()) return report_failure(spec.status());
+    routes.push_back(std::move(*spec));
+  }
+  std::string key_header = a.route_key_header;
+  for (char& c : key_header) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  options.routes(std::move(routes)).route_key_header(key_header);
   auto source = std::make_shared<serve::RegistryModelSource>();
   auto server = serve::InferenceServer::Create(options, source, a.models);
   if (!server.ok()) return report_failure(server.status());
@@ -159,6 +171,16 @@ void register_serve_commands(CLI::App& app, int* exit_code) {
                    "under max-mb x (files + 1)")
       ->default_val(5)
       ->check(CLI::Range(0, 1000));
+  serve->add_option("--route", args->routes,
+                    "NAME=TARGET:WEIGHT,TARGET:WEIGHT[,shadow:TARGET]: serve NAME by splitting its "
+                    "requests between served models by weight (sticky per --route-key-header), "
+                    "and copying each to the shadow (compared, never returned); name the targets "
+                    "with --model TARGET=REF. Repeatable");
+  serve
+      ->add_option("--route-key-header", args->route_key_header,
+                   "request header whose value keeps a client on one route target (requests "
+                   "without it are spread by weighted round robin)")
+      ->default_val("X-Kiln-Route-Key");
   serve->footer(
       "Classifiers also return \"probabilities\" and \"labels\" when the request names them in "
       "\"outputs\". SIGTERM/SIGINT: stop accepting, answer in-flight requests, exit 0.");

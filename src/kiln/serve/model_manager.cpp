@@ -2,6 +2,9 @@
 
 #include <torch/torch.h>
 
+#include <cctype>
+#include <filesystem>
+
 #include "kiln/core/logging.h"
 #include "kiln/model/bundle.h"
 #include "kiln/monitor/metrics.h"
@@ -116,6 +119,20 @@ Status warm_up(Runner& runner, const ModelSignature& sig, int64_t n, const std::
 
 }  // namespace
 
+void split_named_ref(const std::string& text, std::string* name, std::string* ref) {
+  name->clear();
+  *ref = text;
+  const size_t eq = text.find('=');
+  if (eq == std::string::npos || eq == 0 || eq + 1 == text.size()) return;
+  const std::string left = text.substr(0, eq);
+  for (char c : left)
+    if (!std::isalnum(static_cast<unsigned char>(c)) && c != '-' && c != '_' && c != '.') return;
+  std::error_code ec;
+  if (std::filesystem::exists(text, ec)) return;  // a directory whose name holds '='
+  *name = left;
+  *ref = text.substr(eq + 1);
+}
+
 ModelManager::ModelManager(std::shared_ptr<ModelSource> source, ModelManagerOptions options,
                            monitor::MetricsRegistry* metrics)
     : source_(std::move(source)), options_(std::move(options)), metrics_(metrics) {}
@@ -126,15 +143,20 @@ Expected<std::unique_ptr<ModelManager>> ModelManager::Create(std::shared_ptr<Mod
                                                              monitor::MetricsRegistry* metrics) {
   if (refs.empty()) return Status::InvalidArgument("--model: give at least one model");
   std::unique_ptr<ModelManager> mm(new ModelManager(std::move(source), options, metrics));
-  for (const std::string& ref : refs) {
+  for (const std::string& given : refs) {
+    std::string served_name, ref = given;
+    split_named_ref(given, &served_name, &ref);
     KILN_ASSIGN_OR_RETURN(ResolvedModel r, mm->source_->resolve(ref));
+    if (!served_name.empty()) r.name = served_name;
     for (const Slot& s : mm->slots_)
       if (s.name == r.name)
-        return Status::InvalidArgument("--model " + ref + ": a model named \"" + r.name +
-                                       "\" is already served (from " + s.ref + ")");
+        return Status::InvalidArgument("--model " + given + ": a model named \"" + r.name +
+                                       "\" is already served (from " + s.ref +
+                                       "); name one NAME=REF");
     Slot slot;
     slot.ref = ref;
     slot.name = r.name;
+    slot.named = !served_name.empty();
     const std::string version = std::to_string(r.version > 0 ? r.version : slot.generation);
     auto loaded = mm->load(r, version);
     if (!loaded.ok()) {
@@ -225,11 +247,11 @@ Status ModelManager::poll_once() {
         r->version == s.current->resolved().version)
       continue;
     if (r->bundle_sha256 == s.failed_sha) continue;
-    if (r->name != s.name) {
+    if (r->name != s.name && !s.named) {
       KILN_LOG_WARN("model {}: {} now resolves to a model named \"{}\"; keeping the name", s.name,
                     s.ref, r->name);
-      r->name = s.name;
     }
+    r->name = s.name;
     const int64_t generation = s.generation + 1;
     const std::string version = std::to_string(r->version > 0 ? r->version : generation);
     KILN_LOG_INFO("model {}: loading version {} from {}", s.name, version, r->bundle_dir.string());

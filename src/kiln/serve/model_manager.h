@@ -102,6 +102,11 @@ struct ModelManagerOptions {
   bool prepack_ = true;
 };
 
+/// `--model NAME=REF` serves REF under NAME (e.g. two aliases of one registry model side by side:
+/// `prod=cancer@production cand=cancer@candidate`). Splits `text` into `name` ("" when none) and
+/// `ref`; a path that exists as given is never split.
+void split_named_ref(const std::string& text, std::string* name, std::string* ref);
+
 /// Loads the `--model` references, serves the current version of each, and hot-reloads: a poll
 /// thread resolves every reference again each poll interval; when the bundle digest changes it
 /// loads the new version beside the old one (reads and verifies the bundle, loads model.pt,
@@ -143,6 +148,7 @@ class ModelManager {
     std::shared_ptr<ModelVersion> current;
     std::string failed_sha;  ///< digest that failed to load last (not retried)
     int64_t generation = 1;  ///< served version for bundle paths (registry versions as given)
+    bool named = false;      ///< served under a name given as NAME=REF
   };
 
   std::shared_ptr<ModelSource> source_;

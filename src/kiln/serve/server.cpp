@@ -9,6 +9,9 @@
 #include <cmath>
 #include <cstdio>
 #include <cstring>
+#include <functional>
+#include <map>
+#include <mutex>
 #include <string>
 
 #include "kiln/core/files.h"
@@ -20,6 +23,7 @@
 #include "kiln/serve/dashboard_page.h"
 #include "kiln/serve/live_monitor.h"
 #include "kiln/serve/protocol.h"
+#include "kiln/serve/router.h"
 
 namespace kiln::serve {
 
@@ -248,6 +252,10 @@ struct InferenceServer::Impl {
   /// kiln_http_requests_total{code} children by status code, resolved on first use.
   std::array<std::atomic<monitor::Counter*>, 600> code_counters{};
   LiveMonitorMetrics live_metrics;
+  /// --route: served names that split traffic between served models (fixed at start).
+  std::map<std::string, std::unique_ptr<TrafficRouter>> routers;
+  monitor::CounterFamily* route_requests = nullptr;   // {route, target}
+  monitor::CounterFamily* shadow_requests = nullptr;  // {route, target, outcome}
   const std::string id_prefix = [] {
     char buf[24];
     std::snprintf(buf, sizeof buf, "%08llx-",
@@ -315,6 +323,14 @@ struct InferenceServer::Impl {
         "training range), out_of_vocabulary (a categorical code training never saw), missing "
         "(NaN an imputer fills).",
         {"model", "version", "kind"});
+    route_requests = &m.counter("kiln_route_requests_total",
+                                "Requests to a route (--route), by the target model they went to.",
+                                {"route", "target"});
+    shadow_requests = &m.counter(
+        "kiln_shadow_requests_total",
+        "Requests copied to a route's shadow, by outcome: agree or disagree (its answer against "
+        "the one returned: arg-max class, or value), shadow_error, uncompared.",
+        {"route", "target", "outcome"});
     live_metrics.feedback =
         &m.counter("kiln_feedback_total", "Ground-truth labels joined to predictions.", mv_labels);
     prediction_log_metrics.lines =
@@ -409,7 +425,13 @@ struct InferenceServer::Impl {
     HttpReply reply;
     Clock::time_point t0;
     std::shared_ptr<const std::string> method_target;  // access log only: "METHOD\nTARGET"
+    /// Routes: sees (and may add to) the response before it goes out.
+    std::function<void(HttpResponse&)> inspect;
+    /// false for a shadow's copy of a request: no client; nothing is counted, logged or sent.
+    bool to_client = true;
     void operator()(HttpResponse&& res) const {
+      if (inspect) inspect(res);
+      if (!to_client) return;
       impl->code_counter(res.status).inc();
       if (method_target) {
         const size_t nl = method_target->find('\n');
@@ -440,10 +462,18 @@ struct InferenceServer::Impl {
     code_counter(static_cast<int>(status)).inc();
     log_access("-", "- (" + reason + ")", status, Clock::now());
   }
+  /// `fallback_id`: the id a request without one gets ("" : a generated one); a route gives the
+  /// primary and its shadow the same, so feedback reaches both.
   void handle_infer(const HttpRequest& req, const std::string& name, const std::string& version,
-                    const Send& send);
+                    const Send& send, const std::string& fallback_id = "");
   HttpResponse model_metadata(const ModelVersion& mv) const;
-  HttpResponse handle_feedback(LiveMonitor& live, const std::string& body);
+  /// Ground truth for remembered predictions; each item goes to the first of `monitors` that
+  /// remembers its id (a route's targets), and also to `also` (its shadow) when given.
+  HttpResponse handle_feedback(const std::vector<LiveMonitor*>& monitors, const std::string& body,
+                               LiveMonitor* also = nullptr);
+  void handle_route(const HttpRequest& req, TrafficRouter& router, const std::string& action,
+                    bool whole_model, const Send& send);
+  void route_infer(const HttpRequest& req, TrafficRouter& router, const Send& send);
   /// GET /v2/monitor: every served model's current version and its live monitor report.
   Json monitor_overview() {
     Json models = Json::array();
@@ -553,6 +583,15 @@ void InferenceServer::Impl::handle(const HttpRequest& req, HttpReply reply) {
       rest = 5;
     }
     const std::string_view action = p.size() == rest + 1 ? p[rest] : std::string_view();
+    if (auto route = routers.find(name); route != routers.end() && p.size() <= rest + 1) {
+      if (!version.empty())
+        return send(error_response(404, "\"" + name +
+                                            "\" is a route: it has no versions (address one of "
+                                            "its target models for that)"));
+      if (action == "infer" ? !post : !(action == "feedback" ? post : get))
+        return method_not_allowed();
+      return handle_route(req, *route->second, std::string(action), p.size() == rest, send);
+    }
     if (p.size() == rest + 1 && (action == "monitor" || action == "feedback")) {
       if (action == "monitor" ? !get : !post) return method_not_allowed();
       HttpResponse err;
@@ -562,7 +601,7 @@ void InferenceServer::Impl::handle(const HttpRequest& req, HttpReply reply) {
       if (!vm.live)
         return send(error_response(404, "live monitoring is off (kiln serve --monitor-window 0)"));
       if (action == "monitor") return send(json_response(200, vm.live->report().dump()));
-      return send(handle_feedback(*vm.live, std::string(req.body)));
+      return send(handle_feedback({vm.live.get()}, std::string(req.body)));
     }
     if (p.size() <= rest + 1 && (action.empty() || action == "ready" || action == "infer")) {
       if (action == "infer") {
@@ -585,7 +624,156 @@ void InferenceServer::Impl::handle(const HttpRequest& req, HttpReply reply) {
   send(error_response(404, "no route for " + std::string(method) + " " + std::string(target)));
 }
 
-HttpResponse InferenceServer::Impl::handle_feedback(LiveMonitor& live, const std::string& body) {
+void InferenceServer::Impl::handle_route(const HttpRequest& req, TrafficRouter& router,
+                                         const std::string& action, bool whole_model,
+                                         const Send& send) {
+  const RouteSpec spec = router.spec();
+  if (action == "infer") return route_infer(req, router, send);
+  std::vector<std::shared_ptr<ModelVersion>> targets;
+  for (const auto& t : spec.targets) {
+    HttpResponse err;
+    auto mv = find(t.first, "", &err);
+    if (!mv) return send(std::move(err));
+    targets.push_back(std::move(mv));
+  }
+  std::shared_ptr<ModelVersion> shadow;
+  if (!spec.shadow.empty()) {
+    HttpResponse err;
+    shadow = find(spec.shadow, "", &err);
+  }
+  Json route = {{"name", spec.name}, {"spec", spec.to_string()}, {"targets", Json::array()}};
+  for (size_t i = 0; i < spec.targets.size(); ++i)
+    route["targets"].push_back({{"model", spec.targets[i].first},
+                                {"version", targets[i]->version()},
+                                {"weight", spec.targets[i].second}});
+  if (shadow) route["shadow"] = {{"model", spec.shadow}, {"version", shadow->version()}};
+  if (whole_model) {
+    // The first target's metadata under the route's name: every target takes the same input.
+    HttpResponse meta = model_metadata(*targets.front());
+    Json body = Json::parse(meta.body);
+    body["name"] = spec.name;
+    body["parameters"]["route"] = route;
+    return send(json_response(200, body.dump()));
+  }
+  if (action == "ready") {
+    std::string body = "{\"name\": ";
+    append_json_string(&body, spec.name);
+    body += ", \"ready\": true}";
+    return send(json_response(200, std::move(body)));
+  }
+  std::vector<LiveMonitor*> monitors;
+  Json reports = Json::array();
+  for (auto& mv : targets)
+    if (LiveMonitor* live = version_metrics(*mv).live.get()) {
+      monitors.push_back(live);
+      reports.push_back(live->report());
+    }
+  LiveMonitor* shadow_live = shadow ? version_metrics(*shadow).live.get() : nullptr;
+  if (monitors.empty())
+    return send(error_response(404, "live monitoring is off (kiln serve --monitor-window 0)"));
+  if (action == "feedback")
+    return send(handle_feedback(monitors, std::string(req.body), shadow_live));
+  route["reports"] = reports;
+  if (shadow_live) route["shadow_report"] = shadow_live->report();
+  return send(json_response(200, route.dump()));
+}
+
+namespace {
+
+/// The first output's per-row answer in an infer response body: the arg-max class (a row of
+/// several values) or the value; empty when the body is not a JSON answer.
+std::vector<double> answers_of(const std::string& body) {
+  Json doc = Json::parse(body, nullptr, false);
+  std::vector<double> out;
+  if (doc.is_discarded() || !doc.contains("outputs") || doc["outputs"].empty()) return out;
+  const Json& o = doc["outputs"][0];
+  if (!o.contains("data") || !o.contains("shape") || !o["data"].is_array()) return out;
+  const std::vector<int64_t> shape = o["shape"].get<std::vector<int64_t>>();
+  const Json& data = o["data"];
+  const int64_t rows = shape.empty() ? 1 : shape[0];
+  if (rows <= 0 || data.empty() || data.size() % static_cast<size_t>(rows) != 0) return out;
+  const size_t width = data.size() / static_cast<size_t>(rows);
+  for (size_t r = 0; r < static_cast<size_t>(rows); ++r) {
+    if (!data[r * width].is_number()) return {};
+    size_t best = 0;
+    for (size_t k = 1; k < width; ++k)
+      if (data[r * width + k].get<double>() > data[r * width + best].get<double>()) best = k;
+    out.push_back(width == 1 ? data[r * width].get<double>() : static_cast<double>(best));
+  }
+  return out;
+}
+
+/// A request's primary and shadow answers, compared once both are in. Thread-safe.
+struct ShadowComparison {
+  std::mutex mu;
+  int arrived = 0;
+  int primary_status = 0, shadow_status = 0;
+  std::string primary_body, shadow_body;
+  monitor::CounterFamily* outcomes = nullptr;
+  std::string route, shadow;
+
+  void arrive(bool is_primary, const HttpResponse& res) {
+    std::unique_lock<std::mutex> lock(mu);
+    (is_primary ? primary_status : shadow_status) = res.status;
+    if (std::string_view(res.content_type) == "application/json")
+      (is_primary ? primary_body : shadow_body) = res.body;
+    if (++arrived < 2) return;
+    lock.unlock();
+    std::string outcome;
+    if (shadow_status != 200) {
+      outcome = "shadow_error";
+    } else if (primary_status != 200) {
+      outcome = "uncompared";
+    } else {
+      const std::vector<double> a = answers_of(primary_body), b = answers_of(shadow_body);
+      if (a.empty() || a.size() != b.size()) {
+        outcome = "uncompared";
+      } else {
+        bool same = true;
+        for (size_t i = 0; i < a.size(); ++i)
+          same &= std::fabs(a[i] - b[i]) <= 1e-6 * std::max(1.0, std::fabs(a[i]));
+        outcome = same ? "agree" : "disagree";
+      }
+    }
+    outcomes->with({route, shadow, outcome}).inc();
+  }
+};
+
+}  // namespace
+
+void InferenceServer::Impl::route_infer(const HttpRequest& req, TrafficRouter& router,
+                                        const Send& send) {
+  std::string_view key;
+  if (const std::string_view* h = req.find_header(options.route_key_header_)) key = *h;
+  const std::string target = router.pick(key);
+  route_requests->with({router.name(), target}).inc();
+  Send primary = send;
+  std::shared_ptr<ShadowComparison> comparison;
+  if (!router.shadow().empty()) {
+    comparison = std::make_shared<ShadowComparison>();
+    comparison->outcomes = shadow_requests;
+    comparison->route = router.name();
+    comparison->shadow = router.shadow();
+  }
+  primary.inspect = [target, comparison](HttpResponse& res) {
+    res.headers.emplace_back("X-Kiln-Route-Target", target);
+    if (comparison) comparison->arrive(true, res);
+  };
+  if (!comparison) return handle_infer(req, target, "", primary);
+  const std::string id = generated_id();
+  handle_infer(req, target, "", primary, id);
+  // The shadow gets the same request; its answer is compared and logged, never returned.
+  Send shadow{this,
+              HttpReply(),
+              Clock::now(),
+              nullptr,
+              [comparison](HttpResponse& res) { comparison->arrive(false, res); },
+              false};
+  handle_infer(req, router.shadow(), "", shadow, id);
+}
+
+HttpResponse InferenceServer::Impl::handle_feedback(const std::vector<LiveMonitor*>& monitors,
+                                                    const std::string& body, LiveMonitor* also) {
   Json doc = Json::parse(body, nullptr, false);
   if (doc.is_discarded()) return error_response(400, "feedback: the body is not JSON");
   if (doc.is_object() && doc.contains("feedback")) doc = doc["feedback"];
@@ -600,17 +788,24 @@ HttpResponse InferenceServer::Impl::handle_feedback(LiveMonitor& live, const std
     if (!item.is_object() || !item.contains("id") || !item["id"].is_string() ||
         !item.contains("truth"))
       return error_response(400, where + ": needs \"id\" (a string) and \"truth\"");
-    Expected<std::string> r = live.feedback(item["id"].get<std::string>(), item["truth"]);
+    const std::string id = item["id"].get<std::string>();
+    Expected<std::string> r = Status::NotFound(id);
+    LiveMonitor* live = monitors.front();
+    for (LiveMonitor* m : monitors) {
+      r = m->feedback(id, item["truth"]);
+      live = m;
+      if (r.ok() || r.status().code() != StatusCode::kNotFound) break;
+    }
     if (!r.ok() && r.status().code() == StatusCode::kInvalidArgument)
       return error_response(400, where + "." + r.status().message());
+    if (also) (void)also->feedback(id, item["truth"]);  // the shadow's live accuracy
     const std::string outcome = r.ok() ? *r : "unknown";
     joined += outcome == "joined";
     duplicate += outcome == "duplicate";
     unknown += outcome == "unknown";
     results.push_back({{"id", item["id"]}, {"result", outcome}});
     if (prediction_log)
-      prediction_log->log_feedback(live.model(), live.version(), item["id"].get<std::string>(),
-                                   item["truth"].dump());
+      prediction_log->log_feedback(live->model(), live->version(), id, item["truth"].dump());
   }
   Json answer = {
       {"joined", joined}, {"duplicate", duplicate}, {"unknown", unknown}, {"results", results}};
@@ -638,7 +833,8 @@ HttpResponse InferenceServer::Impl::model_metadata(const ModelVersion& mv) const
 }
 
 void InferenceServer::Impl::handle_infer(const HttpRequest& req, const std::string& name,
-                                         const std::string& version, const Send& send) {
+                                         const std::string& version, const Send& send,
+                                         const std::string& fallback_id) {
   const auto t0 = Clock::now();
   HttpResponse err;
   std::shared_ptr<ModelVersion> mv = find(name, version, &err);
@@ -748,7 +944,7 @@ void InferenceServer::Impl::handle_infer(const HttpRequest& req, const std::stri
   std::vector<double> monitored, intensity;
   if (vm.live && vm.live->admit(rows))
     vm.live->extract(in.data.data(), rows, &monitored, &intensity);
-  if (!r.has_id) r.id = generated_id();
+  if (!r.has_id) r.id = fallback_id.empty() ? generated_id() : fallback_id;
   std::vector<float> logged_inputs;  // the prediction log's copy of the raw rows
   if (vm.logged) logged_inputs = in.data;
   BatchJob job;
@@ -900,6 +1096,20 @@ Expected<std::unique_ptr<InferenceServer>> InferenceServer::Create(
           [raw](const HttpRequest& req, HttpReply reply) { raw->handle(req, std::move(reply)); },
           [raw](unsigned status, const std::string& reason) { raw->rejected(status, reason); }));
   impl->http_ptr.store(impl->http.get(), std::memory_order_release);
+  for (const RouteSpec& route : options.routes_) {
+    const std::string where = "--route " + route.to_string();
+    if (impl->models->current(route.name) || impl->routers.count(route.name))
+      return Status::InvalidArgument(where + ": \"" + route.name +
+                                     "\" is already a served model or route");
+    std::vector<std::string> needed;
+    for (const auto& t : route.targets) needed.push_back(t.first);
+    if (!route.shadow.empty()) needed.push_back(route.shadow);
+    for (const std::string& t : needed)
+      if (!impl->models->current(t))
+        return Status::InvalidArgument(where + ": no served model \"" + t +
+                                       "\" (serve it with --model " + t + "=REF)");
+    impl->routers.emplace(route.name, std::make_unique<TrafficRouter>(route));
+  }
   if (!options.prediction_log_.dir_.empty() &&
       options.prediction_log_.inputs_ != PredictionLogInputs::kOff) {
     PredictionLogOptions lo = options.prediction_log_;

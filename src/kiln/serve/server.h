@@ -10,6 +10,7 @@
 #include "kiln/serve/http_server.h"
 #include "kiln/serve/model_manager.h"
 #include "kiln/serve/prediction_log.h"
+#include "kiln/serve/router.h"
 
 namespace kiln::monitor {
 class MetricsRegistry;
@@ -52,8 +53,20 @@ struct ServerOptions {
     prediction_log_ = v;
     return *this;
   }
+  /// Served names that split traffic between served models (canary, shadow).
+  ServerOptions& routes(std::vector<RouteSpec> v) {
+    routes_ = std::move(v);
+    return *this;
+  }
+  /// The request header whose value keeps a client on one route target (lower case).
+  ServerOptions& route_key_header(std::string v) {
+    route_key_header_ = std::move(v);
+    return *this;
+  }
   HttpServerOptions http_;
   ModelManagerOptions models_;
+  std::vector<RouteSpec> routes_;
+  std::string route_key_header_ = "x-kiln-route-key";
   std::string api_key_;                 ///< empty: no authentication
   int64_t request_timeout_ms_ = 30000;  ///< longest a request may wait before its batch runs
   bool access_log_ = false;             ///< one JSON line per request on stderr
@@ -70,7 +83,10 @@ struct ServerOptions {
 ///   GET  /v2/models/{name}[/versions/{v}]/monitor  (live drift, quality, live accuracy: JSON)
 ///   POST /v2/models/{name}[/versions/{v}]/feedback {"id": ..., "truth": ...} or a list of them
 ///        (ground truth joined to the remembered prediction; a batch's rows are ID#0, ID#1, ...)
-///   GET  /metrics
+///   GET  /metrics, /v2/monitor (every model's monitor report), /dashboard (the web page)
+/// A route (ServerOptions::routes) is a served name: its infer requests go to one of its target
+/// models by weight (sticky per route_key_header value), a copy to its shadow (compared, never
+/// returned); its metadata, ready, monitor and feedback routes cover its targets.
 /// With a prediction log (ServerOptions::prediction_log), every answered row and every feedback
 /// item is also a line in it.
 /// Errors are {"error": "..."} with 400 (bad request part), 401 (API key), 404 (unknown model,

@@ -1,0 +1,58 @@
+#pragma once
+// Progressive delivery in `kiln serve`: one served name whose requests are split between several
+// served models by weight (a canary), sticky per client, with an optional shadow that gets a copy
+// of every request and whose answers are compared, never returned. Torch-free.
+
+#include <atomic>
+#include <cstdint>
+#include <mutex>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "kiln/core/expected.h"
+
+namespace kiln::serve {
+
+/// A route: `NAME=TARGET:WEIGHT,TARGET:WEIGHT[,shadow:TARGET]` (the `--route` flag), where each
+/// TARGET is the name of a served model (`--model TARGET=REF` names one).
+struct RouteSpec {
+  std::string name;
+  std::vector<std::pair<std::string, int64_t>> targets;  ///< served model, weight (>= 0)
+  std::string shadow;                                    ///< "" when none
+
+  /// "cancer=prod:90,cand:10,shadow:next"; InvalidArgument naming the part that is wrong.
+  static Expected<RouteSpec> parse(std::string_view text);
+  std::string to_string() const;
+};
+
+/// Picks a route's target for each request. With a key (a client's sticky header), the target
+/// is a pure function of the key's hash and the weights: a client stays on its target while the
+/// weights stand, and moving weight only moves the clients in the moved share. Without one,
+/// smooth weighted round robin (nginx's): exact proportions over every sum-of-weights requests.
+/// Thread-safe; set_weights() may run while requests are routed.
+class TrafficRouter {
+ public:
+  explicit TrafficRouter(RouteSpec spec);
+
+  const std::string& name() const { return spec_.name; }
+  const std::string& shadow() const { return spec_.shadow; }
+  /// The targets in spec order (names fixed; weights as last set).
+  RouteSpec spec() const;
+  /// The served model for one request; `key` empty: round robin.
+  std::string pick(std::string_view key);
+  /// New weights, one per target in spec order (a rollout step). InvalidArgument when the count
+  /// differs, a weight is negative, or all are zero.
+  Status set_weights(const std::vector<int64_t>& weights);
+
+ private:
+  mutable std::mutex mu_;
+  RouteSpec spec_;
+  std::vector<int64_t> current_;  ///< smooth round robin state
+};
+
+/// FNV-1a 64 of `text` (the sticky key's hash; stable across builds and machines).
+uint64_t route_key_hash(std::string_view text);
+
+}  // namespace kiln::serve

@@ -1,0 +1,140 @@
+// Progressive delivery in a real `kiln serve`: a route splits one served name between two served
+// models by weight (exact without a client key, sticky with one), and a shadow gets a copy of
+// every request whose answer is compared and counted, never returned.
+#include <gtest/gtest.h>
+
+#include <map>
+#include <nlohmann/json.hpp>
+#include <thread>
+
+#include "serve_helpers.h"
+#include "support/test_support.h"
+
+namespace kiln {
+namespace {
+
+using testing::breast_cancer_infer_body;
+using testing::breast_cancer_rows;
+using testing::HttpClient;
+using testing::HttpResult;
+using testing::ServerProcess;
+using testing::TempDir;
+using Json = nlohmann::json;
+
+/// The value of the sample `series` (name{labels}) in a Prometheus text body, or -1.
+double metric(const std::string& text, const std::string& series) {
+  const size_t at = text.find(series + " ");
+  if (at == std::string::npos) return -1;
+  return std::stod(text.substr(at + series.size() + 1));
+}
+
+TEST(ServeRouteCliTest, WeightedStickyRoutesAndAShadowThatIsNeverReturned) {
+  TempDir home;
+  const auto bundle = testing::train_breast_cancer_bundle(home.path(), home / "bundle-run");
+  ServerProcess srv(
+      {"--model", "stable=" + bundle.string(), "--model", "canary=" + bundle.string(), "--route",
+       "cancer=stable:80,canary:20", "--route", "mirrored=stable:100,shadow:canary"},
+      home.path(), home / "log");
+  ASSERT_TRUE(srv.ready()) << srv.log();
+  HttpClient c(srv.port());
+  const auto rows = breast_cancer_rows();
+
+  // The route's metadata: the targets' signature under the route's name, and the split.
+  Json meta = Json::parse(c.get("/v2/models/cancer").body);
+  EXPECT_EQ(meta["name"], "cancer");
+  EXPECT_EQ(meta["parameters"]["route"]["spec"], "cancer=stable:80,canary:20");
+  EXPECT_EQ(c.get("/v2/models/cancer/ready").status, 200);
+  EXPECT_EQ(c.post("/v2/models/cancer/versions/1/infer", "{}").status, 404);
+
+  // No client key: weighted round robin, exact over every 100 requests.
+  std::map<std::string, int> seen;
+  for (int i = 0; i < 500; ++i) {
+    HttpResult r = c.post("/v2/models/cancer/infer",
+                          breast_cancer_infer_body(rows[static_cast<size_t>(i)].features, 1.0));
+    ASSERT_EQ(r.status, 200) << r.body;
+    const std::string target = r.headers["x-kiln-route-target"];
+    EXPECT_EQ(Json::parse(r.body)["model_name"], target);
+    ++seen[target];
+  }
+  EXPECT_EQ(seen["stable"], 400);
+  EXPECT_EQ(seen["canary"], 100);
+
+  // A client key: every request of one client lands on one target; about 20 % of clients on
+  // the canary.
+  int canary_clients = 0;
+  for (int k = 0; k < 300; ++k) {
+    const std::string key = "X-Kiln-Route-Key: user-" + std::to_string(k);
+    std::string first;
+    for (int i = 0; i < 3; ++i) {
+      HttpResult r =
+          c.post("/v2/models/cancer/infer",
+                 breast_cancer_infer_body(rows[static_cast<size_t>(k)].features, 1.0), {key});
+      ASSERT_EQ(r.status, 200);
+      if (i == 0) first = r.headers["x-kiln-route-target"];
+      EXPECT_EQ(r.headers["x-kiln-route-target"], first) << key;
+    }
+    canary_clients += first == "canary";
+  }
+  EXPECT_NEAR(canary_clients, 60, 25);  // binomial(300, 0.2): sd ~7
+
+  // The shadow: answers always come from the primary; the shadow's are compared (the same
+  // model: they agree), and feedback reaches both (the shadow's live accuracy).
+  Json feedback = Json::array();
+  for (int i = 0; i < 40; ++i) {
+    const std::string id = "m-" + std::to_string(i);
+    HttpResult r = c.post("/v2/models/mirrored/infer",
+                          breast_cancer_infer_body(rows[static_cast<size_t>(i)].features, 1.0, id));
+    ASSERT_EQ(r.status, 200) << r.body;
+    EXPECT_EQ(Json::parse(r.body)["model_name"], "stable");
+    EXPECT_EQ(r.headers["x-kiln-route-target"], "stable");
+    feedback.push_back({{"id", id}, {"truth", rows[static_cast<size_t>(i)].diagnosis}});
+  }
+  // A request without an id: the primary and the shadow remember it under the same one.
+  HttpResult anonymous =
+      c.post("/v2/models/mirrored/infer", breast_cancer_infer_body(rows[100].features, 1.0));
+  ASSERT_EQ(anonymous.status, 200);
+  feedback.push_back({{"id", Json::parse(anonymous.body)["id"]}, {"truth", rows[100].diagnosis}});
+  HttpResult fb = c.post("/v2/models/mirrored/feedback", feedback.dump());
+  ASSERT_EQ(fb.status, 200) << fb.body;
+  EXPECT_EQ(Json::parse(fb.body)["joined"], 41);
+
+  std::string metrics;
+  for (int attempt = 0; attempt < 50; ++attempt) {  // the shadow answers asynchronously
+    metrics = c.get("/metrics").body;
+    if (metric(metrics,
+               R"(kiln_shadow_requests_total{route="mirrored",target="canary",outcome="agree"})") >=
+        41)
+      break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  EXPECT_EQ(
+      metric(metrics,
+             R"(kiln_shadow_requests_total{route="mirrored",target="canary",outcome="agree"})"),
+      41);
+  EXPECT_EQ(metric(metrics, R"(kiln_route_requests_total{route="cancer",target="stable"})"),
+            400 + 900 - 3 * canary_clients);
+  EXPECT_EQ(metric(metrics, R"(kiln_route_requests_total{route="mirrored",target="stable"})"), 41);
+  // Shadow copies are not client requests: the HTTP counter saw each request once.
+  const Json report = Json::parse(c.get("/v2/models/mirrored/monitor").body);
+  EXPECT_EQ(report["reports"][0]["live"]["labelled_total"], 41);
+  EXPECT_EQ(report["shadow_report"]["live"]["labelled_total"], 41);
+}
+
+TEST(ServeRouteCliTest, BadRoutesExitNamingTheProblem) {
+  TempDir home;
+  const auto bundle = testing::train_breast_cancer_bundle(home.path(), home / "bundle-run");
+  for (const std::vector<std::string>& route :
+       std::vector<std::vector<std::string>>{{"--route", "cancer=stable:80,nosuch:20"},
+                                             {"--route", "cancer=stable:0"},
+                                             {"--route", "stable=stable:1"},
+                                             {"--route", "cancer=stable"}}) {
+    std::vector<std::string> args{"serve", "--model", "stable=" + bundle.string(), "--port", "0"};
+    args.insert(args.end(), route.begin(), route.end());
+    const testing::CommandResult r = testing::run_kiln(args, home.path());
+    EXPECT_NE(r.exit_code, 0) << route[1];
+    EXPECT_NE(r.err.find("--route"), std::string::npos) << route[1] << ": " << r.err;
+  }
+}
+
+}  // namespace
+}  // namespace kiln
