@@ -44,6 +44,22 @@ TEST(ContentHashTest, KindStagesHashTheFilesTheirYamlNames) {
   EXPECT_NE(dependency_hash(*after), before);
 }
 
+TEST(ContentHashTest, ImageSpecsHashTheirSplitFilesUnderRoot) {
+  TempDir dir;
+  write_text(dir / "raw/train-images.gz", "i");
+  write_text(dir / "raw/train-labels.gz", "l");
+  write_text(dir / "dataset.yaml",
+             "name: d\nkind: images\nroot: raw\nsplits:\n  train: {images: train-images.gz, "
+             "labels: train-labels.gz}\n");
+  write_text(dir / "p.yaml", "stages:\n  prepare: {kind: prepare, spec: dataset.yaml}\n");
+  auto file = read_pipeline_file(dir / "p.yaml");
+  ASSERT_TRUE(file.ok()) << file.status();
+  auto inputs = stage_inputs(*file, file->stages[0], {});
+  ASSERT_TRUE(inputs.ok()) << inputs.status();
+  EXPECT_TRUE(inputs->count("raw/train-images.gz"));
+  EXPECT_TRUE(inputs->count("raw/train-labels.gz"));
+}
+
 TEST(ContentHashTest, UpstreamHashIsAnInput) {
   TempDir dir;
   write_text(dir / "p.yaml",

@@ -12,8 +12,8 @@ namespace {
 
 constexpr const char* kMissing = "missing";
 
-/// The files a stage's YAML (dataset spec, training config, suite) names, followed through
-/// nested YAML, as paths relative to the YAML that names them.
+/// The files a stage's YAML (dataset spec, training config, suite) names (`data`, `spec`,
+/// `sources`, an image spec's split files under `root`), followed through nested YAML.
 void collect_yaml_inputs(const fs::path& yaml, std::set<fs::path>* visited,
                          std::vector<fs::path>* out) {
   if (!visited->insert(yaml.lexically_normal()).second) return;
@@ -27,6 +27,17 @@ void collect_yaml_inputs(const fs::path& yaml, std::set<fs::path>* visited,
     if (v.is_array())
       for (const Json& item : v)
         if (item.is_string()) named.push_back(item.get<std::string>());
+  }
+  // Image specs: splits.<split>.{images,labels} under `root`.
+  if (doc->contains("splits") && (*doc)["splits"].is_object()) {
+    std::string root = ".";
+    if (doc->contains("root") && (*doc)["root"].is_string()) root = (*doc)["root"];
+    for (const auto& split : (*doc)["splits"].items()) {
+      if (!split.value().is_object()) continue;
+      for (const char* key : {"images", "labels"})
+        if (split.value().contains(key) && split.value()[key].is_string())
+          named.push_back((fs::path(root) / split.value()[key].get<std::string>()).string());
+    }
   }
   for (const std::string& n : named) {
     if (n.find('@') != std::string::npos) continue;  // a registry reference, not a file
