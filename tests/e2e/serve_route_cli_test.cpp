@@ -3,6 +3,7 @@
 // every request whose answer is compared and counted, never returned.
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <thread>
@@ -118,6 +119,58 @@ TEST(ServeRouteCliTest, WeightedStickyRoutesAndAShadowThatIsNeverReturned) {
   const Json report = Json::parse(c.get("/v2/models/mirrored/monitor").body);
   EXPECT_EQ(report["reports"][0]["live"]["labelled_total"], 41);
   EXPECT_EQ(report["shadow_report"]["live"]["labelled_total"], 41);
+}
+
+TEST(ServeRouteCliTest, WeightsChangeUnderLoadWithoutAFailedRequest) {
+  TempDir home;
+  const auto bundle = testing::train_breast_cancer_bundle(home.path(), home / "bundle-run");
+  ServerProcess srv({"--model", "stable=" + bundle.string(), "--model", "canary=" + bundle.string(),
+                     "--route", "cancer=stable:100,canary:0"},
+                    home.path(), home / "log");
+  ASSERT_TRUE(srv.ready()) << srv.log();
+  HttpClient c(srv.port());
+  const auto rows = breast_cancer_rows();
+  Json routes = Json::parse(c.get("/v2/routes").body);
+  ASSERT_EQ(routes["routes"].size(), 1u);
+  EXPECT_EQ(routes["routes"][0]["spec"], "cancer=stable:100,canary:0");
+  EXPECT_EQ(c.post("/v2/routes/cancer", R"({"weights": {"stable": 50}})").status, 400);
+  EXPECT_EQ(c.post("/v2/routes/cancer", R"({"weights": {"stable": 0, "canary": 0}})").status, 400);
+  EXPECT_EQ(c.post("/v2/routes/cancer", "[1]").status, 400);
+  EXPECT_EQ(c.post("/v2/routes/nosuch", R"({"weights": {}})").status, 404);
+
+  // Two clients keep sending while the weights move 0 -> 10 -> 50 -> 100 -> 0 % canary, twice.
+  std::atomic<bool> stop{false};
+  std::atomic<int> sent{0}, failed{0}, on_canary{0};
+  std::vector<std::thread> clients;
+  for (int t = 0; t < 2; ++t)
+    clients.emplace_back([&, t] {
+      HttpClient lc(srv.port());
+      for (size_t i = static_cast<size_t>(t); !stop.load(); i = (i + 2) % rows.size()) {
+        HttpResult r =
+            lc.post("/v2/models/cancer/infer", breast_cancer_infer_body(rows[i].features, 1.0));
+        ++sent;
+        if (r.status != 200) ++failed;
+        if (r.headers["x-kiln-route-target"] == "canary") ++on_canary;
+      }
+    });
+  for (int round = 0; round < 2; ++round)
+    for (int canary : {10, 50, 100, 0}) {
+      const Json body = {{"weights", {{"stable", 100 - canary}, {"canary", canary}}}};
+      HttpResult r = c.post("/v2/routes/cancer", body.dump());
+      ASSERT_EQ(r.status, 200) << r.body;
+      EXPECT_EQ(Json::parse(r.body)["targets"][1]["weight"], canary);
+      std::this_thread::sleep_for(std::chrono::milliseconds(150));
+    }
+  stop = true;
+  for (auto& t : clients) t.join();
+  EXPECT_GT(sent.load(), 100);
+  EXPECT_EQ(failed.load(), 0);
+  EXPECT_GT(on_canary.load(), 0);
+  // Back at 0 %: nothing reaches the canary.
+  for (int i = 0; i < 20; ++i)
+    EXPECT_EQ(c.post("/v2/models/cancer/infer", breast_cancer_infer_body(rows[0].features, 1.0))
+                  .headers["x-kiln-route-target"],
+              "stable");
 }
 
 TEST(ServeRouteCliTest, BadRoutesExitNamingTheProblem) {

@@ -474,6 +474,38 @@ struct InferenceServer::Impl {
   void handle_route(const HttpRequest& req, TrafficRouter& router, const std::string& action,
                     bool whole_model, const Send& send);
   void route_infer(const HttpRequest& req, TrafficRouter& router, const Send& send);
+  /// A route's split: {"name", "spec", "targets": [{"model", "weight"}], "shadow"}.
+  static Json route_json(const TrafficRouter& router) {
+    const RouteSpec spec = router.spec();
+    Json targets = Json::array();
+    for (const auto& t : spec.targets)
+      targets.push_back({{"model", t.first}, {"weight", t.second}});
+    Json j = {{"name", spec.name}, {"spec", spec.to_string()}, {"targets", targets}};
+    if (!spec.shadow.empty()) j["shadow"] = spec.shadow;
+    return j;
+  }
+  /// POST /v2/routes/NAME {"weights": {"stable": 75, "canary": 25}}: a rollout step. Every
+  /// target needs a weight; the split changes at once for the next request.
+  HttpResponse set_route_weights(TrafficRouter& router, const std::string& body) {
+    Json doc = Json::parse(body, nullptr, false);
+    if (doc.is_discarded() || !doc.is_object() || !doc.contains("weights") ||
+        !doc["weights"].is_object())
+      return error_response(400, "give {\"weights\": {\"TARGET\": WEIGHT, ...}}");
+    const RouteSpec spec = router.spec();
+    std::vector<int64_t> weights;
+    for (const auto& t : spec.targets) {
+      if (!doc["weights"].contains(t.first) || !doc["weights"][t.first].is_number_integer())
+        return error_response(400, "weights." + t.first + ": an integer weight is needed");
+      weights.push_back(doc["weights"][t.first].get<int64_t>());
+    }
+    if (doc["weights"].size() != spec.targets.size())
+      return error_response(400, "weights: route \"" + spec.name + "\" has targets " +
+                                     spec.to_string().substr(spec.name.size() + 1));
+    if (Status st = router.set_weights(weights); !st.ok())
+      return error_response(400, "weights: " + st.message());
+    KILN_LOG_INFO("route {}: weights now {}", spec.name, router.spec().to_string());
+    return json_response(200, route_json(router).dump());
+  }
   /// GET /v2/monitor: every served model's current version and its live monitor report.
   Json monitor_overview() {
     Json models = Json::array();
@@ -562,6 +594,20 @@ void InferenceServer::Impl::handle(const HttpRequest& req, HttpReply reply) {
   if (p.size() == 1 && p[0] == "metrics") {
     if (!get) return method_not_allowed();
     return send(HttpResponse(200, metrics->expose(), "text/plain; version=0.0.4; charset=utf-8"));
+  }
+  if (p.size() >= 2 && p.size() <= 3 && p[0] == "v2" && p[1] == "routes") {
+    if (p.size() == 2) {
+      if (!get) return method_not_allowed();
+      Json all = Json::array();
+      for (const auto& [name, router] : routers) all.push_back(route_json(*router));
+      return send(json_response(200, Json{{"routes", all}}.dump()));
+    }
+    auto route = routers.find(std::string(p[2]));
+    if (route == routers.end())
+      return send(error_response(404, "no route \"" + std::string(p[2]) + "\""));
+    if (get) return send(json_response(200, route_json(*route->second).dump()));
+    if (!post) return method_not_allowed();
+    return send(set_route_weights(*route->second, std::string(req.body)));
   }
   if (p.size() == 2 && p[0] == "v2" && p[1] == "monitor") {
     if (!get) return method_not_allowed();
