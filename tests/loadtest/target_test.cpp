@@ -44,6 +44,13 @@ TEST(LoadtestTarget, BuildsKeepAliveRequests) {
   EXPECT_EQ(post.rfind("POST /infer HTTP/1.1\r\n", 0), 0u);
   EXPECT_NE(post.find("Content-Type: application/json\r\nContent-Length: 2\r\n\r\n{}"),
             std::string::npos);
+  // An Authorization header leaves a JSON body JSON; only a binary OIP header makes it binary.
+  const std::string authed = build_request(*t, "/v2/routes/r", "{}", {"Authorization: Bearer k"});
+  EXPECT_NE(authed.find("Authorization: Bearer k\r\nContent-Type: application/json\r\n"),
+            std::string::npos);
+  const std::string binary =
+      build_request(*t, "/infer", "{}", {"Inference-Header-Content-Length: 2"});
+  EXPECT_NE(binary.find("Content-Type: application/octet-stream\r\n"), std::string::npos);
 }
 
 TEST(LoadtestTarget, ReadsJsonAndBinaryBodies) {

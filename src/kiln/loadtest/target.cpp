@@ -139,7 +139,10 @@ std::string build_request(const Target& target, const std::string& path, const s
   for (const auto& h : extra_headers) r += h + "\r\n";
   if (!body.empty()) {
     r += "Content-Type: application/";
-    r += extra_headers.empty() ? "json" : "octet-stream";
+    bool binary = false;
+    for (const auto& h : extra_headers)
+      binary = binary || h.rfind("Inference-Header-Content-Length:", 0) == 0;
+    r += binary ? "octet-stream" : "json";
     r += "\r\nContent-Length: " + std::to_string(body.size()) + "\r\n";
   }
   r += "\r\n";
@@ -296,7 +299,8 @@ Expected<std::vector<std::string>> csv_bodies(const std::filesystem::path& path,
 }
 
 Expected<HttpReply> http_exchange(const Target& target, const std::string& path,
-                                  const std::string& body, int timeout_ms) {
+                                  const std::string& body, int timeout_ms,
+                                  const std::vector<std::string>& headers) {
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
   const auto left_ms = [&] {
     return static_cast<int>(std::max<int64_t>(
@@ -314,7 +318,7 @@ Expected<HttpReply> http_exchange(const Target& target, const std::string& path,
   } closer{fd};
   if (::connect(fd, reinterpret_cast<const sockaddr*>(&target.addr), target.addr_len) != 0)
     return Status::Unavailable(what + ": connect: " + std::strerror(errno));
-  std::string req = build_request(target, path, body);
+  std::string req = build_request(target, path, body, headers);
   req.insert(req.find("\r\n\r\n"), "\r\nConnection: close");
   for (size_t off = 0; off < req.size();) {
     const ssize_t n = ::send(fd, req.data() + off, req.size() - off, MSG_NOSIGNAL);

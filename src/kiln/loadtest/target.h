@@ -29,7 +29,8 @@ struct Target {
 Expected<Target> parse_target(const std::string& url, bool allow_remote);
 
 /// One serialised HTTP/1.1 request (keep-alive) for `path` on `target`; a body makes it a POST.
-/// `extra_headers` are full lines without CRLF, e.g. "Inference-Header-Content-Length: 120".
+/// `extra_headers` are full lines without CRLF, e.g. "Inference-Header-Content-Length: 120" (which
+/// makes the body application/octet-stream; otherwise it is sent as JSON).
 std::string build_request(const Target& target, const std::string& path, const std::string& body,
                           const std::vector<std::string>& extra_headers = {});
 
@@ -69,12 +70,14 @@ Expected<std::vector<std::string>> csv_bodies(const std::filesystem::path& path,
                                               const ModelInput& input, size_t max_rows = 10000);
 
 /// A small blocking HTTP/1.1 exchange (one connection, Connection: close) for setup calls
-/// such as model metadata. Blocks up to `timeout_ms`.
+/// such as model metadata or a route's weights; `headers` as in build_request (e.g.
+/// "Authorization: Bearer KEY"). Blocks up to `timeout_ms`. Thread-safe.
 struct HttpReply {
   int status = 0;
   std::string body;
 };
 Expected<HttpReply> http_exchange(const Target& target, const std::string& path,
-                                  const std::string& body = "", int timeout_ms = 10000);
+                                  const std::string& body = "", int timeout_ms = 10000,
+                                  const std::vector<std::string>& headers = {});
 
 }  // namespace kiln::loadtest
