@@ -1,0 +1,248 @@
+#include "kiln/rollout/rollout.h"
+
+#include <chrono>
+#include <cstdio>
+#include <ostream>
+#include <thread>
+
+#include "kiln/core/files.h"
+#include "kiln/rollout/live_metrics.h"
+
+namespace kiln::rollout {
+namespace {
+
+std::string fmt(const char* format, double v) {
+  char buf[64];
+  std::snprintf(buf, sizeof buf, format, v);
+  return buf;
+}
+
+std::string weights_text(const Json& weights) {
+  std::string s;
+  for (const auto& [k, v] : weights.items()) s += (s.empty() ? "" : ",") + k + ":" + v.dump();
+  return s;
+}
+
+}  // namespace
+
+std::string check_window(const RolloutOptions& o, const WindowStats& w, bool* inconclusive) {
+  *inconclusive = false;
+  if (w.requests < static_cast<double>(o.min_requests_)) {
+    *inconclusive = true;
+    return "inconclusive: " + fmt("%.0f", w.requests) + " requests reached " + o.candidate_ +
+           " (--min-requests " + std::to_string(o.min_requests_) + ")";
+  }
+  if (w.error_rate > o.max_error_rate_)
+    return "error rate " + fmt("%.4f", w.error_rate) + " (" + fmt("%.0f", w.errors) + " of " +
+           fmt("%.0f", w.requests) + ") > --max-error-rate " + fmt("%g", o.max_error_rate_);
+  if (o.max_p99_ms_ >= 0 && w.p99_ms > o.max_p99_ms_)
+    return "p99 " + fmt("%.3f", w.p99_ms) + " ms > --max-p99-ms " + fmt("%g", o.max_p99_ms_);
+  if (o.min_live_accuracy_ >= 0) {
+    if (w.live_accuracy < 0 || w.labelled_rows < static_cast<double>(o.min_labelled_rows_)) {
+      *inconclusive = true;
+      return "inconclusive: live accuracy over " + fmt("%.0f", w.labelled_rows) +
+             " labelled rows (--min-labelled-rows " + std::to_string(o.min_labelled_rows_) + ")";
+    }
+    if (w.live_accuracy < o.min_live_accuracy_)
+      return "live accuracy " + fmt("%.4f", w.live_accuracy) + " < --min-live-accuracy " +
+             fmt("%g", o.min_live_accuracy_);
+  }
+  return "";
+}
+
+Expected<std::unique_ptr<Rollout>> Rollout::Create(const RolloutOptions& options,
+                                                   std::filesystem::path state_path,
+                                                   PromoteFn promote) {
+  std::unique_ptr<Rollout> r(new Rollout(options, std::move(state_path), std::move(promote)));
+  Expected<loadtest::Target> target = loadtest::parse_target(options.server_, false);
+  if (!target.ok()) return Status(target.status().code(), "--server: " + target.status().message());
+  r->target_ = *target;
+  if (!options.api_key_file_.empty()) {
+    KILN_ASSIGN_OR_RETURN(std::string key, read_file(options.api_key_file_));
+    while (!key.empty() && (key.back() == '\n' || key.back() == '\r' || key.back() == ' '))
+      key.pop_back();
+    if (key.empty())
+      return Status::InvalidArgument("--api-key-file " + options.api_key_file_ + ": empty key");
+    r->headers_.push_back("Authorization: Bearer " + key);
+  }
+  if (!options.promote_.empty()) KILN_RETURN_IF_ERROR(parse_promote(options.promote_).status());
+  return r;
+}
+
+Expected<std::vector<std::string>> Rollout::route_targets() {
+  const std::string path = "/v2/routes/" + options_.route_;
+  Expected<loadtest::HttpReply> got = loadtest::http_exchange(target_, path, "", 10000, headers_);
+  if (!got.ok()) return Status(got.status().code(), "--server: " + got.status().message());
+  const loadtest::HttpReply& reply = *got;
+  if (reply.status == 401 || reply.status == 403)
+    return Status::InvalidArgument("GET " + path + ": HTTP " + std::to_string(reply.status) +
+                                   " (--api-key-file: the server wants its API key)");
+  if (reply.status == 404)
+    return Status::NotFound("route \"" + options_.route_ + "\": the server at " + options_.server_ +
+                            " has no such route (see GET /v2/routes)");
+  if (reply.status != 200)
+    return Status::Unavailable("GET " + path + ": HTTP " + std::to_string(reply.status) + " " +
+                               reply.body.substr(0, 200));
+  Json doc = Json::parse(reply.body, nullptr, false);
+  if (doc.is_discarded() || !doc.contains("targets") || !doc["targets"].is_array())
+    return Status::Unavailable("GET " + path + ": not a route: " + reply.body.substr(0, 200));
+  std::vector<std::string> targets;
+  for (const auto& t : doc["targets"]) targets.push_back(t.value("model", ""));
+  bool found = false;
+  for (const auto& t : targets) found = found || t == options_.candidate_;
+  if (!found) {
+    std::string all;
+    for (const auto& t : targets) all += (all.empty() ? "" : ", ") + t;
+    return Status::InvalidArgument("--candidate " + options_.candidate_ +
+                                   ": not a target of route \"" + options_.route_ + "\" (" + all +
+                                   ")");
+  }
+  if (targets.size() < 2)
+    return Status::InvalidArgument("route \"" + options_.route_ +
+                                   "\": only one target, nothing to roll back to");
+  return targets;
+}
+
+Status Rollout::set_weights(const Json& weights) {
+  const std::string path = "/v2/routes/" + options_.route_;
+  KILN_ASSIGN_OR_RETURN(
+      loadtest::HttpReply reply,
+      loadtest::http_exchange(target_, path, Json{{"weights", weights}}.dump(), 10000, headers_));
+  if (reply.status != 200)
+    return Status::Unavailable("POST " + path + " " + weights_text(weights) + ": HTTP " +
+                               std::to_string(reply.status) + " " + reply.body.substr(0, 200));
+  return Status::Ok();
+}
+
+Expected<std::string> Rollout::metrics_text() {
+  KILN_ASSIGN_OR_RETURN(loadtest::HttpReply reply,
+                        loadtest::http_exchange(target_, "/metrics", "", 10000, headers_));
+  if (reply.status != 200)
+    return Status::Unavailable("GET /metrics: HTTP " + std::to_string(reply.status));
+  return reply.body;
+}
+
+Status Rollout::start(std::ostream& out) {
+  Expected<RolloutState> previous = load_rollout_state(state_path_);
+  if (previous.ok() && previous->status == RolloutState::kRunning)
+    return Status::AlreadyExists("a rollout of route \"" + options_.route_ + "\" is in progress (" +
+                                 state_path_.string() + ", step " +
+                                 std::to_string(previous->current_step + 1) + " of " +
+                                 std::to_string(previous->options.steps_.size()) + ", started " +
+                                 previous->started + "): --resume or --abort it");
+  if (!previous.ok() && previous.status().code() != StatusCode::kNotFound) return previous.status();
+  KILN_ASSIGN_OR_RETURN(targets_, route_targets());
+  RolloutState state;
+  state.options = options_;
+  state.started = utc_now();
+  KILN_RETURN_IF_ERROR(save_rollout_state(state_path_, state));
+  return run_from(state, out);
+}
+
+Status Rollout::resume(RolloutState state, std::ostream& out) {
+  KILN_ASSIGN_OR_RETURN(targets_, route_targets());
+  out << "resuming " << options_.route_ << " at step " << state.current_step + 1 << " of "
+      << options_.steps_.size() << "\n";
+  return run_from(state, out);
+}
+
+Status Rollout::abort(RolloutState state, std::ostream& out) {
+  KILN_ASSIGN_OR_RETURN(targets_, route_targets());
+  state.history.push_back({{"step", state.current_step + 1},
+                           {"verdict", "aborted"},
+                           {"reason", "--abort"},
+                           {"at", utc_now()}});
+  Status st = roll_back(state, out, "aborted");
+  if (!st.ok()) return st;
+  return Status::Ok();
+}
+
+Status Rollout::roll_back(RolloutState& state, std::ostream& out, const std::string& why) {
+  const Json weights = step_weights(targets_, options_.candidate_, 0);
+  if (Status st = set_weights(weights); !st.ok())
+    return Status(st.code(), "rolling back (" + why + ") failed, the rollout stays running (" +
+                                 "--resume or --abort it): " + st.message());
+  state.status = RolloutState::kRolledBack;
+  KILN_RETURN_IF_ERROR(save_rollout_state(state_path_, state));
+  out << "rolled back: " << weights_text(weights) << "\n" << std::flush;
+  return Status::Ok();
+}
+
+Status Rollout::run_from(RolloutState& state, std::ostream& out) {
+  const auto& steps = options_.steps_;
+  for (size_t i = state.current_step; i < steps.size(); ++i) {
+    const Json weights = step_weights(targets_, options_.candidate_, steps[i]);
+    state.current_step = i;
+    KILN_RETURN_IF_ERROR(save_rollout_state(state_path_, state));
+    // Any error past this point (server gone, bad metrics) rolls back like a failed check.
+    auto fail = [&](const std::string& reason, const Status& cause) -> Status {
+      state.history.push_back({{"step", i + 1},
+                               {"weights", weights},
+                               {"verdict", "error"},
+                               {"reason", reason},
+                               {"at", utc_now()}});
+      out << "step " << i + 1 << "/" << steps.size() << " error: " << reason << "\n";
+      KILN_RETURN_IF_ERROR(roll_back(state, out, reason));
+      return cause;
+    };
+    if (Status st = set_weights(weights); !st.ok()) return fail(st.message(), st);
+    Expected<std::string> before_text = metrics_text();
+    if (!before_text.ok()) return fail(before_text.status().message(), before_text.status());
+    std::this_thread::sleep_for(std::chrono::milliseconds(options_.interval_ms_));
+    Expected<std::string> after_text = metrics_text();
+    if (!after_text.ok()) return fail(after_text.status().message(), after_text.status());
+    Expected<ModelSnapshot> before = parse_model_snapshot(*before_text, options_.candidate_);
+    Expected<ModelSnapshot> after = parse_model_snapshot(*after_text, options_.candidate_);
+    if (!before.ok() || !after.ok()) {
+      const Status& st = before.ok() ? after.status() : before.status();
+      return fail(st.message(), Status::Unavailable(st.message()));
+    }
+    const WindowStats w = diff_window(*before, *after);
+    bool inconclusive = false;
+    const std::string failed = check_window(options_, w, &inconclusive);
+    const std::string verdict = failed.empty() ? "pass" : inconclusive ? "inconclusive" : "fail";
+    state.history.push_back({{"step", i + 1},
+                             {"weights", weights},
+                             {"requests", w.requests},
+                             {"errors", w.errors},
+                             {"error_rate", w.error_rate},
+                             {"p99_ms", w.p99_ms},
+                             {"live_accuracy", w.live_accuracy},
+                             {"labelled_rows", w.labelled_rows},
+                             {"verdict", verdict},
+                             {"reason", failed},
+                             {"at", utc_now()}});
+    out << "step " << i + 1 << "/" << steps.size() << " " << weights_text(weights) << "  requests "
+        << fmt("%.0f", w.requests) << "  error rate " << fmt("%.4f", w.error_rate) << "  p99 "
+        << (w.p99_ms < 0 ? std::string("-") : fmt("%.3f", w.p99_ms) + " ms") << "  accuracy "
+        << (w.live_accuracy < 0 ? std::string("-") : fmt("%.4f", w.live_accuracy)) << "  "
+        << verdict << (failed.empty() ? "" : ": " + failed) << "\n"
+        << std::flush;
+    if (!failed.empty()) {
+      KILN_RETURN_IF_ERROR(roll_back(state, out, failed));
+      return Status::FailedPrecondition("step " + std::to_string(i + 1) + " (" +
+                                        options_.candidate_ + " " + std::to_string(steps[i]) +
+                                        " %): " + failed + "; rolled back to " +
+                                        options_.candidate_ + " 0 %");
+    }
+  }
+  state.current_step = steps.size();
+  KILN_RETURN_IF_ERROR(save_rollout_state(state_path_, state));
+  if (!options_.promote_.empty()) {
+    KILN_ASSIGN_OR_RETURN(PromoteTarget p, parse_promote(options_.promote_));
+    if (!promote_) return Status::Internal("--promote without a registry");
+    // A failure leaves the state running at the end: --resume retries only the promotion.
+    if (Status st = promote_(p); !st.ok())
+      return Status(st.code(), "--promote " + options_.promote_ + ": " + st.message() +
+                                   " (the candidate keeps 100 %; --resume retries)");
+    out << "promoted: " << p.name << "@" << p.alias << " -> " << p.version << "\n";
+  } else {
+    out << "promoted: " << options_.candidate_ << " has 100 % of " << options_.route_ << "\n";
+  }
+  state.status = RolloutState::kPromoted;
+  state.history.push_back(
+      {{"verdict", "promoted"}, {"reason", options_.promote_}, {"at", utc_now()}});
+  return save_rollout_state(state_path_, state);
+}
+
+}  // namespace kiln::rollout

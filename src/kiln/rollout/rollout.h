@@ -1,0 +1,66 @@
+#pragma once
+
+#include <functional>
+#include <iosfwd>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "kiln/core/expected.h"
+#include "kiln/loadtest/target.h"
+#include "kiln/rollout/live_metrics.h"
+#include "kiln/rollout/plan.h"
+#include "kiln/rollout/state.h"
+
+namespace kiln::rollout {
+
+/// Moves a registry alias (the CLI opens the registry: this library stays torch-free).
+using PromoteFn = std::function<Status(const PromoteTarget&)>;
+
+/// Drives one rollout of a `kiln serve` route: per step it POSTs the weights, waits the interval,
+/// diffs the candidate's /metrics and checks them; a failed or inconclusive step rolls back at
+/// once (candidate 0 %). The state file is rewritten after every change. Blocks for the whole
+/// rollout; not thread-safe; one runner per route at a time.
+///
+///   KILN_ASSIGN_OR_RETURN(auto r, Rollout::Create(options, state_path, promote));
+///   Status done = r->start(std::cout);   // FailedPrecondition: a check failed, rolled back
+class Rollout {
+ public:
+  /// Resolves the server URL and reads the API key file; contacts nothing yet.
+  static Expected<std::unique_ptr<Rollout>> Create(const RolloutOptions& options,
+                                                   std::filesystem::path state_path,
+                                                   PromoteFn promote);
+
+  /// A new rollout from the first step. Refused (AlreadyExists) while the state file says one is
+  /// running; NotFound for an unknown route, InvalidArgument for a candidate that is no target.
+  Status start(std::ostream& out);
+  /// Continues `state` (status running) from its recorded step, re-applying that step's weights.
+  Status resume(RolloutState state, std::ostream& out);
+  /// Rolls `state` back (candidate 0 %) and records rolled_back.
+  Status abort(RolloutState state, std::ostream& out);
+
+ private:
+  Rollout(RolloutOptions options, std::filesystem::path state_path, PromoteFn promote)
+      : options_(std::move(options)),
+        state_path_(std::move(state_path)),
+        promote_(std::move(promote)) {}
+  Expected<std::vector<std::string>> route_targets();
+  Status set_weights(const Json& weights);
+  Expected<std::string> metrics_text();
+  Status run_from(RolloutState& state, std::ostream& out);
+  Status roll_back(RolloutState& state, std::ostream& out, const std::string& why);
+
+  RolloutOptions options_;
+  std::filesystem::path state_path_;
+  PromoteFn promote_;
+  loadtest::Target target_;
+  std::vector<std::string> headers_;
+  std::vector<std::string> targets_;
+};
+
+/// The step's verdict against the options: "" when every check holds, else which check failed
+/// with the numbers. `inconclusive` is set when too little traffic or feedback came to judge.
+std::string check_window(const RolloutOptions& options, const WindowStats& stats,
+                         bool* inconclusive);
+
+}  // namespace kiln::rollout
