@@ -244,7 +244,8 @@ TEST_F(PipelineCliTest, DagDrawsTextAndSvg) {
 }
 
 /// The real breast-cancer pipeline (examples/breast-cancer/pipeline.yaml), about 12 s: prepare ->
-/// train -> test -> push into a temp registry, then a second run that skips every stage.
+/// train -> test -> push -> promote into a temp registry, then a second run that skips every
+/// stage.
 std::map<std::string, Json> stages_of(const CommandResult& r) {
   std::map<std::string, Json> out;
   Json j = Json::parse(r.out, nullptr, false);
@@ -260,10 +261,11 @@ TEST(PipelineExampleTest, BreastCancerRunsEndToEndThenSkipsEveryStage) {
   CommandResult first = run_kiln({"pipeline", "run", file, "--json"}, home.path());
   ASSERT_EQ(first.exit_code, 0) << first.err;
   auto ran = stages_of(first);
-  for (const char* s : {"prepare", "train", "test", "push"})
+  for (const char* s : {"prepare", "train", "test", "push", "promote"})
     EXPECT_EQ(ran[s]["status"], "done") << s;
   EXPECT_EQ(ran["push"]["outputs"]["ref"], "breast-cancer@1");
-  CommandResult shown = run_kiln({"registry", "show", "breast-cancer@1"}, home.path());
+  EXPECT_EQ(ran["promote"]["outputs"]["alias"], "breast-cancer@production");
+  CommandResult shown = run_kiln({"registry", "show", "breast-cancer@production"}, home.path());
   EXPECT_EQ(shown.exit_code, 0) << shown.err;
   EXPECT_NE(shown.out.find("test.result"), std::string::npos) << shown.out;
 

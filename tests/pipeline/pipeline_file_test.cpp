@@ -57,6 +57,8 @@ TEST(PipelineFileTest, MissingNeedsAndGatesAreRefused) {
   EXPECT_NE(g.message().find("gate 'nope'"), std::string::npos) << g;
   const Status t = parse_error("stages:\n  t: {kind: test}\n");
   EXPECT_NE(t.message().find("needs a train stage upstream"), std::string::npos) << t;
+  const Status pr = parse_error("stages:\n  p: {kind: promote, alias: production}\n");
+  EXPECT_NE(pr.message().find("needs a push stage upstream"), std::string::npos) << pr;
 }
 
 TEST(PipelineFileTest, CycleNamesAStageOnIt) {

@@ -23,6 +23,7 @@ const std::vector<KindInfo>& kinds() {
       {StageKind::kTrain, "train", "config", {"config"}},
       {StageKind::kTest, "test", "", {"suite"}},
       {StageKind::kPush, "push", "name", {"name"}},
+      {StageKind::kPromote, "promote", "alias", {"alias"}},
       {StageKind::kShell, "shell", "cmd", {"cmd"}},
   };
   return table;
@@ -105,13 +106,13 @@ Expected<PipelineFile> parse_pipeline(const std::string& text, const fs::path& p
     const std::string who = "stage '" + s.name + "': ";
     if (!s.node.is_object()) return bad(key, who + "a stage is a mapping with `kind:`");
     if (!s.node.contains("kind") || !s.node["kind"].is_string())
-      return bad(key, who + "`kind:` is required (prepare, train, test, push, shell)");
+      return bad(key, who + "`kind:` is required (prepare, train, test, push, promote, shell)");
     const std::string kind = s.node["kind"];
     auto info = std::find_if(kinds().begin(), kinds().end(),
                              [&](const KindInfo& k) { return kind == k.name; });
     if (info == kinds().end())
       return bad(key + ".kind",
-                 who + "unknown kind '" + kind + "' (prepare, train, test, push, shell)");
+                 who + "unknown kind '" + kind + "' (prepare, train, test, push, promote, shell)");
     s.kind = info->kind;
     for (auto f = s.node.begin(); f != s.node.end(); ++f) {
       const std::string& field = f.key();
@@ -147,6 +148,7 @@ Expected<PipelineFile> parse_pipeline(const std::string& text, const fs::path& p
       if (field == "name") s.push_name = value;
       if (field == "cmd") s.cmd = value;
       if (field == "gate") s.gate = value;
+      if (field == "alias") s.alias = value;
     }
     if (*info->required && !s.node.contains(info->required))
       return bad(key, who + "kind " + kind + " needs `" + info->required + ":`");
@@ -171,23 +173,26 @@ Expected<PipelineFile> parse_pipeline(const std::string& text, const fs::path& p
         return bad(key + ".gate",
                    "stage '" + s.name + "': gate '" + s.gate + "' must be a test (or shell) stage");
     }
-    if ((s.kind == StageKind::kTest || s.kind == StageKind::kPush)) {
-      // Their bundle comes from a train stage upstream.
+    // Test and push take the bundle of a train stage upstream; promote the version a push made.
+    const bool wants_bundle = s.kind == StageKind::kTest || s.kind == StageKind::kPush;
+    if (wants_bundle || s.kind == StageKind::kPromote) {
+      const StageKind source = wants_bundle ? StageKind::kTrain : StageKind::kPush;
       std::set<std::string> seen;
-      std::function<bool(const std::string&)> reaches_train = [&](const std::string& n) {
+      std::function<bool(const std::string&)> reaches = [&](const std::string& n) {
         if (!seen.insert(n).second) return false;
         auto st = std::find_if(parsed.begin(), parsed.end(),
                                [&](const StageSpec& x) { return x.name == n; });
-        if (st->kind == StageKind::kTrain) return true;
+        if (st->kind == source) return true;
         for (const std::string& u : st->upstream())
-          if (reaches_train(u)) return true;
+          if (reaches(u)) return true;
         return false;
       };
       bool found = false;
-      for (const std::string& u : s.upstream()) found = found || reaches_train(u);
+      for (const std::string& u : s.upstream()) found = found || reaches(u);
       if (!found)
-        return bad(key, "stage '" + s.name + "': kind " + stage_kind_name(s.kind) +
-                            " needs a train stage upstream (its bundle)");
+        return bad(key, "stage '" + s.name + "': kind " + stage_kind_name(s.kind) + " needs a " +
+                            stage_kind_name(source) + " stage upstream (its " +
+                            (wants_bundle ? "bundle" : "registered version") + ")");
     }
   }
 

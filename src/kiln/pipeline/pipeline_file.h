@@ -13,9 +13,9 @@ namespace kiln::pipeline {
 namespace fs = std::filesystem;
 
 /// What a stage runs: a `kiln` verb, or any shell command.
-enum class StageKind { kPrepare, kTrain, kTest, kPush, kShell };
+enum class StageKind { kPrepare, kTrain, kTest, kPush, kPromote, kShell };
 
-/// "prepare", "train", "test", "push", "shell".
+/// "prepare", "train", "test", "push", "promote", "shell".
 const char* stage_kind_name(StageKind kind);
 
 /// One stage of a pipeline file, as written. Paths are relative to the pipeline file's directory.
@@ -27,6 +27,7 @@ struct StageSpec {
   std::string config;              ///< train: training config
   std::string suite;               ///< test: suite YAML ("" = the bundle's default suite)
   std::string push_name;           ///< push: registered model name
+  std::string alias;               ///< promote: the alias moved to the version pushed upstream
   std::string cmd;                 ///< shell: command for /bin/sh -c
   std::string gate;                ///< a test stage that must have passed ("" = none)
   std::vector<std::string> needs;  ///< stages that run before this one

@@ -148,6 +148,14 @@ Expected<Launch> stage_command(const PipelineFile& file, const StageSpec& s,
       if (!s.gate.empty()) l.argv.insert(l.argv.end(), {"--tag", "test.result=passed"});
       break;
     }
+    case StageKind::kPromote: {
+      const std::string ref = upstream_output(file, s, StageKind::kPush, "ref", outputs);
+      const size_t at = ref.rfind('@');
+      if (at == std::string::npos)
+        return Status::FailedPrecondition("stage '" + s.name + "': no version from a push stage");
+      l.argv = {kiln, "registry", "alias", "set", ref.substr(0, at), s.alias, ref.substr(at + 1)};
+      break;
+    }
     case StageKind::kShell:
       l.argv = {"/bin/sh", "-c", s.cmd};
       break;
@@ -182,7 +190,8 @@ Expected<pid_t> spawn(const Launch& launch, const fs::path& log_path) {
 
 /// A finished stage's outputs from its work dir and log; an error when a promised one is missing.
 Expected<Json> collect_outputs(const PipelineFile& file, const StageSpec& s, const fs::path& work,
-                               const std::string& log_text) {
+                               const std::string& log_text,
+                               const std::map<std::string, Json>& outputs) {
   Json out = Json::object();
   std::error_code ec;
   switch (s.kind) {
@@ -208,6 +217,12 @@ Expected<Json> collect_outputs(const PipelineFile& file, const StageSpec& s, con
     case StageKind::kPush: {
       const std::string ref = line_value(log_text, "pushed ");
       if (ref.empty()) return Status::FailedPrecondition("kiln registry push printed no reference");
+      out["ref"] = ref;
+      break;
+    }
+    case StageKind::kPromote: {
+      const std::string ref = upstream_output(file, s, StageKind::kPush, "ref", outputs);
+      out["alias"] = ref.substr(0, ref.rfind('@')) + "@" + s.alias;
       out["ref"] = ref;
       break;
     }
@@ -416,7 +431,7 @@ Expected<RunSummary> run_pipeline(const PipelineFile& file, RunStore& store,
     std::string text;
     if (auto t = read_file(done.log); t.ok()) text = *t;
     if (r.exit_code == 0) {
-      auto collected = collect_outputs(file, *done.stage, done.work, text);
+      auto collected = collect_outputs(file, *done.stage, done.work, text, outputs);
       if (collected.ok()) {
         r.status = "done";
         r.outputs = *collected;
