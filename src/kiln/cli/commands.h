@@ -46,6 +46,10 @@ inline constexpr const char* kLoadtestHelp =
     "Load-test an HTTP server (a URL, or `kiln serve` started on --model): open-loop constant "
     "rate with coordinated-omission-safe latency, or closed loop; percentiles, errors, "
     "timeline, --find-max under an SLO";
+inline constexpr const char* kRolloutHelp =
+    "Progressive delivery on a `kiln serve` route: move weight to a candidate step by step, "
+    "check its live error rate, p99 and accuracy each step, promote (move a registry alias) or "
+    "roll back at the first failed check; resumable";
 inline constexpr const char* kMonitorHelp =
     "Monitoring: data drift against a bundle's reference profile, Prometheus alert rules";
 inline constexpr const char* kTuneHelp =
@@ -98,6 +102,8 @@ void register_tune_commands(CLI::App& app, int* exit_code);
 /// `loadtest` (torch-free: both binaries run it).
 void register_loadtest_command(CLI::App& app, int* exit_code);
 void register_test_command(CLI::App& app, int* exit_code);
+/// `rollout ROUTE --server URL --candidate TARGET ...` (torch-free: both binaries run it).
+void register_rollout_command(CLI::App& app, int* exit_code);
 /// `pipeline run|status|show|dag` (torch-free: both binaries run it).
 void register_pipeline_command(CLI::App& app, int* exit_code);
 /// `monitor` with drift (engine) and rules; the front registers rules itself and hands drift on.

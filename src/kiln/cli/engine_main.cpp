@@ -23,6 +23,7 @@ int main(int argc, char** argv) {
         register_train_commands(app, exit_code);
         register_registry_commands(app, exit_code);
         register_loadtest_command(app, exit_code);
+        register_rollout_command(app, exit_code);
         register_serve_commands(app, exit_code);
         register_tune_commands(app, exit_code);
         register_test_command(app, exit_code);

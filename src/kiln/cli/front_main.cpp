@@ -19,6 +19,7 @@ int main(int argc, char** argv) {
         add_engine_verb(app, "export", kExportHelp, exit_code);
         register_registry_commands(app, exit_code);
         register_loadtest_command(app, exit_code);
+        register_rollout_command(app, exit_code);
         add_engine_verb(app, "serve", kServeHelp, exit_code);
         add_engine_verb(app, "test", kTestHelp, exit_code);
         register_pipeline_command(app, exit_code);

@@ -1,0 +1,197 @@
+// `kiln rollout` against a real `kiln serve` route under steady load: a healthy candidate is
+// promoted (registry alias moved), one that fails a check is rolled back at once, and a runner
+// killed mid-step leaves a running state that refuses a plain rerun and is aborted or resumed.
+// Throughout, the client sees no failed request.
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/wait.h>
+
+#include <atomic>
+#include <nlohmann/json.hpp>
+#include <thread>
+
+#include "serve_helpers.h"
+#include "support/test_support.h"
+
+namespace kiln {
+namespace {
+
+using testing::breast_cancer_infer_body;
+using testing::breast_cancer_rows;
+using testing::HttpClient;
+using testing::HttpResult;
+using testing::run_kiln;
+using testing::ServerProcess;
+using testing::TempDir;
+using Json = nlohmann::json;
+
+/// Two served copies of one trained breast-cancer bundle, "stable" and "canary", behind route
+/// "cancer" (stable 100 %), and a client thread that sends one request after another to the
+/// route until the test ends, counting the answers that are not 200.
+class RolloutCliTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    bundle_ = testing::train_breast_cancer_bundle(home_.path(), home_ / "bundle-run");
+    server_ = std::make_unique<ServerProcess>(
+        std::vector<std::string>{"--model", "stable=" + bundle_.string(), "--model",
+                                 "canary=" + bundle_.string(), "--route",
+                                 "cancer=stable:100,canary:0"},
+        home_.path(), home_ / "serve.log");
+    ASSERT_TRUE(server_->ready()) << server_->log();
+    url_ = "http://127.0.0.1:" + std::to_string(server_->port());
+    load_ = std::thread([this] {
+      const auto rows = breast_cancer_rows();
+      HttpClient c(server_->port());
+      for (size_t i = 0; !stop_.load(); i = (i + 1) % rows.size()) {
+        HttpResult r =
+            c.post("/v2/models/cancer/infer", breast_cancer_infer_body(rows[i].features, 1.0));
+        ++sent_;
+        if (r.status != 200) ++failed_;
+      }
+    });
+  }
+  void TearDown() override {
+    stop_ = true;
+    if (load_.joinable()) load_.join();
+  }
+
+  /// The canary's weight on the route now.
+  int canary_weight() {
+    HttpClient c(server_->port());
+    const Json route = Json::parse(c.get("/v2/routes/cancer").body);
+    for (const auto& t : route["targets"])
+      if (t["model"] == "canary") return t["weight"].get<int>();
+    return -1;
+  }
+  Json state() { return Json::parse(testing::read_text(home_ / "rollouts" / "cancer.json")); }
+
+  TempDir home_;
+  std::filesystem::path bundle_;
+  std::unique_ptr<ServerProcess> server_;
+  std::string url_;
+  std::thread load_;
+  std::atomic<bool> stop_{false};
+  std::atomic<int> sent_{0}, failed_{0};
+};
+
+TEST_F(RolloutCliTest, AHealthyCandidateIsPromotedWithoutAFailedRequest) {
+  for (int i = 0; i < 2; ++i)
+    ASSERT_EQ(
+        run_kiln({"registry", "push", bundle_.string(), "--name", "bc"}, home_.path()).exit_code,
+        0);
+  ASSERT_EQ(run_kiln({"registry", "alias", "set", "bc", "production", "1"}, home_.path()).exit_code,
+            0);
+  const testing::CommandResult r =
+      run_kiln({"rollout", "cancer", "--server", url_, "--candidate", "canary", "--steps",
+                "25,50,100", "--interval", "1s", "--max-error-rate", "0.01", "--max-p99-ms", "1000",
+                "--promote", "bc@production=2"},
+               home_.path());
+  EXPECT_EQ(r.exit_code, 0) << r.out << r.err;
+  EXPECT_NE(r.out.find("step 1/3 stable:75,canary:25"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("step 3/3 stable:0,canary:100"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("promoted: bc@production -> 2"), std::string::npos) << r.out;
+  EXPECT_EQ(canary_weight(), 100);
+  const Json s = state();
+  EXPECT_EQ(s["status"], "promoted");
+  EXPECT_EQ(s["current_step"], 3);
+  ASSERT_EQ(s["history"].size(), 4u);
+  for (int i = 0; i < 3; ++i) {
+    EXPECT_EQ(s["history"][i]["verdict"], "pass") << s.dump(2);
+    EXPECT_GE(s["history"][i]["requests"].get<double>(), 20);
+  }
+  const testing::CommandResult alias =
+      run_kiln({"registry", "alias", "history", "bc", "production"}, home_.path());
+  EXPECT_EQ(alias.exit_code, 0) << alias.err;
+  const testing::CommandResult show =
+      run_kiln({"registry", "show", "bc@production", "--json"}, home_.path());
+  ASSERT_EQ(show.exit_code, 0) << show.err;
+  EXPECT_EQ(Json::parse(show.out)["version"], 2);
+  stop_ = true;
+  load_.join();
+  EXPECT_GT(sent_.load(), 100);
+  EXPECT_EQ(failed_.load(), 0);
+}
+
+TEST_F(RolloutCliTest, AFailedCheckRollsBackAtOnce) {
+  // No candidate answers a request within a microsecond: the p99 check fails honestly.
+  const testing::CommandResult r =
+      run_kiln({"rollout", "cancer", "--server", url_, "--candidate", "canary", "--steps", "50,100",
+                "--interval", "1s", "--max-p99-ms", "0.001"},
+               home_.path());
+  EXPECT_EQ(r.exit_code, 1) << r.out << r.err;
+  EXPECT_NE(r.err.find("--max-p99-ms 0.001"), std::string::npos) << r.err;
+  EXPECT_NE(r.out.find("rolled back: stable:100,canary:0"), std::string::npos) << r.out;
+  EXPECT_EQ(canary_weight(), 0);
+  const Json s = state();
+  EXPECT_EQ(s["status"], "rolled_back");
+  ASSERT_EQ(s["history"].size(), 1u);
+  EXPECT_EQ(s["history"][0]["verdict"], "fail");
+  stop_ = true;
+  load_.join();
+  EXPECT_EQ(failed_.load(), 0);
+}
+
+TEST_F(RolloutCliTest, AKilledRunnerLeavesARunningStateToAbortOrResume) {
+  const std::vector<std::string> args{"rollout",     "cancer", "--server", url_,
+                                      "--candidate", "canary", "--steps",  "25,50,100",
+                                      "--interval",  "1s"};
+  for (const std::string how : {"--abort", "--resume"}) {
+    const pid_t pid = testing::spawn_kiln(args, home_.path());
+    // Kill it mid-step: once the first step's weights are on the route.
+    for (int i = 0; i < 200 && canary_weight() != 25; ++i)
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    ASSERT_EQ(canary_weight(), 25) << how;
+    ASSERT_EQ(::kill(pid, SIGKILL), 0);
+    ::waitpid(pid, nullptr, 0);
+    EXPECT_EQ(state()["status"], "running");
+
+    const testing::CommandResult again = run_kiln(args, home_.path());
+    EXPECT_EQ(again.exit_code, 2) << again.out << again.err;
+    EXPECT_NE(again.err.find("in progress"), std::string::npos) << again.err;
+    EXPECT_EQ(canary_weight(), 25);
+
+    const testing::CommandResult r = run_kiln({"rollout", "cancer", how}, home_.path());
+    EXPECT_EQ(r.exit_code, 0) << how << ": " << r.out << r.err;
+    if (how == "--abort") {
+      EXPECT_EQ(canary_weight(), 0);
+      EXPECT_EQ(state()["status"], "rolled_back");
+      EXPECT_EQ(state()["history"].back()["verdict"], "aborted");
+    } else {
+      EXPECT_NE(r.out.find("resuming cancer at step 1 of 3"), std::string::npos) << r.out;
+      EXPECT_EQ(canary_weight(), 100);
+      EXPECT_EQ(state()["status"], "promoted");
+    }
+  }
+  stop_ = true;
+  load_.join();
+  EXPECT_EQ(failed_.load(), 0);
+}
+
+TEST_F(RolloutCliTest, BadInputNamesTheFlag) {
+  struct Case {
+    std::vector<std::string> args;
+    int exit_code;
+    std::string says;
+  };
+  const std::vector<Case> cases = {
+      {{"nosuch", "--server", url_, "--candidate", "canary"}, 2, "nosuch"},
+      {{"cancer", "--server", url_, "--candidate", "other"}, 2, "--candidate"},
+      {{"cancer", "--server", url_, "--candidate", "canary", "--steps", "10,5,100"}, 2, "--steps"},
+      {{"cancer", "--server", url_, "--candidate", "canary", "--steps", "10,150"}, 2, "--steps"},
+      {{"cancer", "--server", url_, "--candidate", "canary", "--interval", "5"}, 2, "--interval"},
+      {{"cancer", "--server", "http://127.0.0.1:1", "--candidate", "canary"}, 1, "--server"},
+      {{"cancer", "--candidate", "canary"}, 2, "--server"},
+      {{"cancer", "--resume"}, 2, "--resume"},
+  };
+  for (const Case& c : cases) {
+    std::vector<std::string> args{"rollout"};
+    args.insert(args.end(), c.args.begin(), c.args.end());
+    const testing::CommandResult r = run_kiln(args, home_.path());
+    EXPECT_EQ(r.exit_code, c.exit_code) << c.args[0] << " " << c.args.back() << ": " << r.err;
+    EXPECT_NE(r.err.find(c.says), std::string::npos) << r.err;
+  }
+  EXPECT_EQ(canary_weight(), 0);
+}
+
+}  // namespace
+}  // namespace kiln
