@@ -1,7 +1,13 @@
 #include "kiln/rollout/rollout.h"
 
+#include <fcntl.h>
+#include <sys/file.h>
+#include <unistd.h>
+
+#include <cerrno>
 #include <chrono>
 #include <cstdio>
+#include <cstring>
 #include <ostream>
 #include <thread>
 
@@ -69,6 +75,30 @@ Expected<std::unique_ptr<Rollout>> Rollout::Create(const RolloutOptions& options
   return r;
 }
 
+Rollout::~Rollout() {
+  if (lock_fd_ >= 0) ::close(lock_fd_);
+}
+
+Status Rollout::lock() {
+  if (lock_fd_ >= 0) return Status::Ok();
+  std::error_code ec;
+  std::filesystem::create_directories(state_path_.parent_path(), ec);
+  const std::string path = state_path_.string() + ".lock";
+  const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  if (fd < 0) return Status::IoError(path + ": " + std::strerror(errno));
+  if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
+    const int err = errno;
+    ::close(fd);
+    if (err == EWOULDBLOCK)
+      return Status::AlreadyExists("a rollout of route \"" + options_.route_ +
+                                   "\" is in progress: another runner drives it now (" + path +
+                                   " is locked)");
+    return Status::IoError(path + ": flock: " + std::strerror(err));
+  }
+  lock_fd_ = fd;
+  return Status::Ok();
+}
+
 Expected<std::vector<std::string>> Rollout::route_targets() {
   const std::string path = "/v2/routes/" + options_.route_;
   Expected<loadtest::HttpReply> got = loadtest::http_exchange(target_, path, "", 10000, headers_);
@@ -123,6 +153,7 @@ Expected<std::string> Rollout::metrics_text() {
 }
 
 Status Rollout::start(std::ostream& out) {
+  KILN_RETURN_IF_ERROR(lock());
   Expected<RolloutState> previous = load_rollout_state(state_path_);
   if (previous.ok() && previous->status == RolloutState::kRunning)
     return Status::AlreadyExists("a rollout of route \"" + options_.route_ + "\" is in progress (" +
@@ -140,6 +171,7 @@ Status Rollout::start(std::ostream& out) {
 }
 
 Status Rollout::resume(RolloutState state, std::ostream& out) {
+  KILN_RETURN_IF_ERROR(lock());
   KILN_ASSIGN_OR_RETURN(targets_, route_targets());
   out << "resuming " << options_.route_ << " at step " << state.current_step + 1 << " of "
       << options_.steps_.size() << "\n";
@@ -147,6 +179,7 @@ Status Rollout::resume(RolloutState state, std::ostream& out) {
 }
 
 Status Rollout::abort(RolloutState state, std::ostream& out) {
+  KILN_RETURN_IF_ERROR(lock());
   KILN_ASSIGN_OR_RETURN(targets_, route_targets());
   state.history.push_back({{"step", state.current_step + 1},
                            {"verdict", "aborted"},

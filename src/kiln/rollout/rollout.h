@@ -20,7 +20,9 @@ using PromoteFn = std::function<Status(const PromoteTarget&)>;
 /// Drives one rollout of a `kiln serve` route: per step it POSTs the weights, waits the interval,
 /// diffs the candidate's /metrics and checks them; a failed or inconclusive step rolls back at
 /// once (candidate 0 %). The state file is rewritten after every change. Blocks for the whole
-/// rollout; not thread-safe; one runner per route at a time.
+/// rollout; not thread-safe. One runner per route at a time: start/resume/abort take an
+/// exclusive lock (flock on ROUTE.json.lock beside the state, released when the process dies, so
+/// a runner killed with -9 never blocks the next) and refuse while another process holds it.
 ///
 ///   KILN_ASSIGN_OR_RETURN(auto r, Rollout::Create(options, state_path, promote));
 ///   Status done = r->start(std::cout);   // FailedPrecondition: a check failed, rolled back
@@ -30,6 +32,9 @@ class Rollout {
   static Expected<std::unique_ptr<Rollout>> Create(const RolloutOptions& options,
                                                    std::filesystem::path state_path,
                                                    PromoteFn promote);
+  ~Rollout();
+  Rollout(const Rollout&) = delete;
+  Rollout& operator=(const Rollout&) = delete;
 
   /// A new rollout from the first step. Refused (AlreadyExists) while the state file says one is
   /// running; NotFound for an unknown route, InvalidArgument for a candidate that is no target.
@@ -44,6 +49,8 @@ class Rollout {
       : options_(std::move(options)),
         state_path_(std::move(state_path)),
         promote_(std::move(promote)) {}
+  /// AlreadyExists while another process drives this route's rollout.
+  Status lock();
   Expected<std::vector<std::string>> route_targets();
   Status set_weights(const Json& weights);
   Expected<std::string> metrics_text();
@@ -56,6 +63,7 @@ class Rollout {
   loadtest::Target target_;
   std::vector<std::string> headers_;
   std::vector<std::string> targets_;
+  int lock_fd_ = -1;
 };
 
 /// The step's verdict against the options: "" when every check holds, else which check failed
