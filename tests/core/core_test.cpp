@@ -12,6 +12,7 @@
 #include "kiln/core/random.h"
 #include "kiln/core/sqlite.h"
 #include "kiln/core/threads.h"
+#include "kiln/core/xml.h"
 #include "support/test_support.h"
 
 namespace kiln {
@@ -194,3 +195,9 @@ TEST(ProgressTest, PlainLinesWhenNotATty) {
 
 }  // namespace
 }  // namespace kiln
+
+TEST(XmlEscapeTest, EntitiesAndForbiddenControlCharacters) {
+  EXPECT_EQ(kiln::xml_escape("a<b>&\"c\"'d'"), "a&lt;b&gt;&amp;&quot;c&quot;&apos;d&apos;");
+  EXPECT_EQ(kiln::xml_escape(std::string("x\x01y\tz\n", 6)), "xy\tz\n");
+  EXPECT_EQ(kiln::xml_escape("µ-naïve"), "µ-naïve") << "UTF-8 passes through";
+}

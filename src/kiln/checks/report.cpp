@@ -4,6 +4,8 @@
 #include <cstdio>
 #include <sstream>
 
+#include "kiln/core/xml.h"
+
 namespace kiln::checks {
 
 const char* to_string(Outcome o) {
@@ -56,34 +58,6 @@ Json SuiteResult::to_json() const {
             {"inconclusive", count(Outcome::kInconclusive)},
             {"error", count(Outcome::kError)}}},
           {"checks", list}};
-}
-
-std::string xml_escape(const std::string& text) {
-  std::string out;
-  out.reserve(text.size());
-  for (char ch : text) {
-    const auto u = static_cast<unsigned char>(ch);
-    switch (ch) {
-      case '&':
-        out += "&amp;";
-        break;
-      case '<':
-        out += "&lt;";
-        break;
-      case '>':
-        out += "&gt;";
-        break;
-      case '"':
-        out += "&quot;";
-        break;
-      case '\'':
-        out += "&apos;";
-        break;
-      default:
-        if (u >= 0x20 || ch == '\n' || ch == '\t') out += ch;
-    }
-  }
-  return out;
 }
 
 std::string SuiteResult::junit_xml() const {

@@ -51,7 +51,4 @@ struct SuiteResult {
   std::string table() const;
 };
 
-/// XML text escaping (& < > " ' and control characters other than tab/newline dropped).
-std::string xml_escape(const std::string& text);
-
 }  // namespace kiln::checks

@@ -10,6 +10,7 @@
 #include "kiln/cli/commands.h"
 #include "kiln/cli/flags.h"
 #include "kiln/core/files.h"
+#include "kiln/core/xml.h"
 #include "kiln/model/bundle.h"
 #include "kiln/monitor/drift.h"
 #include "kiln/train/eval_inputs.h"
@@ -59,21 +60,6 @@ std::string bins_svg(const monitor::NumericReference& ref, const std::vector<dou
   return s.str();
 }
 
-std::string html_escape(const std::string& text) {
-  std::string out;
-  for (char c : text) {
-    if (c == '<')
-      out += "&lt;";
-    else if (c == '>')
-      out += "&gt;";
-    else if (c == '&')
-      out += "&amp;";
-    else
-      out += c;
-  }
-  return out;
-}
-
 std::string drift_html(const std::string& ref_name, const std::string& source,
                        const monitor::ReferenceProfile& profile, const monitor::DriftReport& report,
                        const std::vector<double>& features) {
@@ -82,8 +68,8 @@ std::string drift_html(const std::string& ref_name, const std::string& source,
        "<style>body{font:14px sans-serif;margin:2em}table{border-collapse:collapse}"
        "td,th{padding:4px 10px;border-bottom:1px solid #ddd;text-align:left}"
        ".drift{color:#b30;font-weight:bold}</style></head><body>"
-    << "<h1>Data drift: " << html_escape(ref_name) << "</h1><p>" << report.rows
-    << " current rows from " << html_escape(source) << " against the " << profile.rows
+    << "<h1>Data drift: " << xml_escape(ref_name) << "</h1><p>" << report.rows
+    << " current rows from " << xml_escape(source) << " against the " << profile.rows
     << " training rows the bundle profiled. Drifted features: "
     << num(100 * report.drift_share, "%.0f") << "% ("
     << (report.dataset_drift ? "<span class=\"drift\">dataset drift</span>" : "no dataset drift")
@@ -93,7 +79,7 @@ std::string drift_html(const std::string& ref_name, const std::string& source,
   const size_t f = profile.features.size();
   for (size_t k = 0; k < report.features.size(); ++k) {
     const auto& d = report.features[k];
-    h << "<tr><td>" << html_escape(d.name) << "</td><td>" << d.test << "</td><td>"
+    h << "<tr><td>" << xml_escape(d.name) << "</td><td>" << d.test << "</td><td>"
       << num(d.statistic) << "</td><td>" << (d.test != "jensen_shannon" ? num(d.p_value) : "-")
       << "</td><td>" << num(d.psi) << "</td><td>" << d.out_of_range + d.out_of_vocabulary
       << "</td><td>" << d.missing << "</td><td" << (d.drifted ? " class=\"drift\">drifted" : ">-")

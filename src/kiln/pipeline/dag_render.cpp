@@ -4,27 +4,10 @@
 #include <map>
 #include <sstream>
 
+#include "kiln/core/xml.h"
+
 namespace kiln::pipeline {
-namespace {
-
-std::string xml_escape(const std::string& s) {
-  std::string out;
-  for (char c : s) {
-    if (c == '<')
-      out += "&lt;";
-    else if (c == '>')
-      out += "&gt;";
-    else if (c == '&')
-      out += "&amp;";
-    else if (c == '"')
-      out += "&quot;";
-    else
-      out += c;
-  }
-  return out;
-}
-
-}  // namespace
+namespace {}  // namespace
 
 std::string dag_text(const PipelineFile& file) {
   size_t width = 0;

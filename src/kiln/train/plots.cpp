@@ -6,31 +6,10 @@
 #include <limits>
 #include <sstream>
 
+#include "kiln/core/xml.h"
+
 namespace kiln::train {
 namespace {
-
-std::string escape(const std::string& s) {
-  std::string out;
-  for (char c : s) {
-    switch (c) {
-      case '<':
-        out += "&lt;";
-        break;
-      case '>':
-        out += "&gt;";
-        break;
-      case '&':
-        out += "&amp;";
-        break;
-      case '"':
-        out += "&quot;";
-        break;
-      default:
-        out += c;
-    }
-  }
-  return out;
-}
 
 std::string num(double v) {
   char buf[32];
@@ -65,7 +44,7 @@ std::string line_chart_svg(const std::string& title, const std::string& x_label,
      << "\" font-family=\"sans-serif\" font-size=\"12\">\n"
      << "<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n"
      << "<text x=\"" << w / 2 << "\" y=\"22\" text-anchor=\"middle\" font-size=\"15\">"
-     << escape(title) << "</text>\n"
+     << xml_escape(title) << "</text>\n"
      << "<rect x=\"" << left << "\" y=\"" << top << "\" width=\"" << pw << "\" height=\"" << ph
      << "\" fill=\"none\" stroke=\"#333\"/>\n";
   for (int i = 0; i <= 4; ++i) {
@@ -78,7 +57,7 @@ std::string line_chart_svg(const std::string& title, const std::string& x_label,
        << num(xv) << "</text>\n";
   }
   os << "<text x=\"" << left + pw / 2 << "\" y=\"" << h - 10 << "\" text-anchor=\"middle\">"
-     << escape(x_label) << "</text>\n";
+     << xml_escape(x_label) << "</text>\n";
   for (size_t i = 0; i < series.size(); ++i) {
     const char* color = kColors[i % (sizeof kColors / sizeof kColors[0])];
     std::ostringstream pts;
@@ -93,7 +72,7 @@ std::string line_chart_svg(const std::string& title, const std::string& x_label,
     const double ly = top + 16 + 20.0 * static_cast<double>(i);
     os << "<line x1=\"" << left + pw + 12 << "\" x2=\"" << left + pw + 32 << "\" y1=\"" << ly - 4
        << "\" y2=\"" << ly - 4 << "\" stroke=\"" << color << "\" stroke-width=\"2\"/>\n"
-       << "<text x=\"" << left + pw + 38 << "\" y=\"" << ly << "\">" << escape(series[i].name)
+       << "<text x=\"" << left + pw + 38 << "\" y=\"" << ly << "\">" << xml_escape(series[i].name)
        << "</text>\n";
   }
   os << "</svg>\n";
@@ -118,7 +97,7 @@ std::string confusion_matrix_svg(const Json& matrix, const std::vector<std::stri
   for (size_t r = 0; r < k; ++r) {
     const double y = top + cell * static_cast<double>(r);
     os << "<text x=\"" << left - 6 << "\" y=\"" << y + cell / 2 + 4 << "\" text-anchor=\"end\">"
-       << escape(label(r)) << "</text>\n";
+       << xml_escape(label(r)) << "</text>\n";
     for (size_t c = 0; c < k; ++c) {
       const double v = matrix[r][c].get<double>();
       const double x = left + cell * static_cast<double>(c);
@@ -135,7 +114,7 @@ std::string confusion_matrix_svg(const Json& matrix, const std::vector<std::stri
     const double x = left + cell * static_cast<double>(c) + cell / 2;
     const double y = top + size + 8;
     os << "<text x=\"" << x << "\" y=\"" << y << "\" text-anchor=\"end\" transform=\"rotate(-60 "
-       << x << " " << y << ")\">" << escape(label(c)) << "</text>\n";
+       << x << " " << y << ")\">" << xml_escape(label(c)) << "</text>\n";
   }
   os << "</svg>\n";
   return os.str();

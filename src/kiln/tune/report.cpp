@@ -7,6 +7,7 @@
 #include <set>
 
 #include "kiln/core/files.h"
+#include "kiln/core/xml.h"
 #include "kiln/train/plots.h"
 #include "kiln/tune/study.h"
 
@@ -14,21 +15,6 @@ namespace kiln::tune {
 namespace {
 
 Json number_or_null(double v) { return std::isfinite(v) ? Json(v) : Json(nullptr); }
-
-std::string xml_escape(const std::string& s) {
-  std::string o;
-  for (char c : s) {
-    if (c == '<')
-      o += "&lt;";
-    else if (c == '>')
-      o += "&gt;";
-    else if (c == '&')
-      o += "&amp;";
-    else
-      o += c;
-  }
-  return o;
-}
 
 std::string fmt(double v, int prec = 4) {
   char b[48];
