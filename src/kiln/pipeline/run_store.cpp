@@ -2,46 +2,12 @@
 
 #include <sqlite3.h>
 
+#include "kiln/core/sqlite_statement.h"
+
 namespace kiln::pipeline {
 namespace {
 
-/// A prepared statement, finalised on destruction.
-class Statement {
- public:
-  Statement(sqlite3* db, const char* sql) : db_(db) {
-    rc_ = sqlite3_prepare_v2(db, sql, -1, &stmt_, nullptr);
-  }
-  ~Statement() { sqlite3_finalize(stmt_); }
-  Statement(const Statement&) = delete;
-  Statement& operator=(const Statement&) = delete;
-  Status status() const {
-    return rc_ == SQLITE_OK ? Status::Ok()
-                            : Status::IoError(std::string("pipelines.db: ") + sqlite3_errmsg(db_));
-  }
-  void bind(int i, const std::string& v) {
-    sqlite3_bind_text(stmt_, i, v.c_str(), static_cast<int>(v.size()), SQLITE_TRANSIENT);
-  }
-  void bind(int i, int64_t v) { sqlite3_bind_int64(stmt_, i, v); }
-  void bind(int i, double v) { sqlite3_bind_double(stmt_, i, v); }
-  /// SQLITE_ROW, SQLITE_DONE or an error code.
-  int step() { return sqlite3_step(stmt_); }
-  Status done() {
-    const int rc = step();
-    if (rc == SQLITE_DONE || rc == SQLITE_ROW) return Status::Ok();
-    return Status::IoError(std::string("pipelines.db: ") + sqlite3_errmsg(db_));
-  }
-  std::string text(int i) {
-    const unsigned char* t = sqlite3_column_text(stmt_, i);
-    return t ? reinterpret_cast<const char*>(t) : "";
-  }
-  int64_t integer(int i) { return sqlite3_column_int64(stmt_, i); }
-  double real(int i) { return sqlite3_column_double(stmt_, i); }
-
- private:
-  sqlite3* db_;
-  sqlite3_stmt* stmt_ = nullptr;
-  int rc_;
-};
+constexpr const char* kDatabase = "pipelines.db";  // names the file in errors
 
 constexpr const char* kSchema = R"sql(
 CREATE TABLE IF NOT EXISTS runs (
@@ -85,7 +51,7 @@ Expected<std::unique_ptr<RunStore>> RunStore::Open(const fs::path& db_path) {
 }
 
 Expected<int64_t> RunStore::begin_run(const std::string& pipeline, double started) {
-  Statement st(db_.get(), "INSERT INTO runs (pipeline, started) VALUES (?, ?)");
+  SqliteStatement st(db_.get(), "INSERT INTO runs (pipeline, started) VALUES (?, ?)", kDatabase);
   KILN_RETURN_IF_ERROR(st.status());
   st.bind(1, pipeline);
   st.bind(2, started);
@@ -94,7 +60,7 @@ Expected<int64_t> RunStore::begin_run(const std::string& pipeline, double starte
 }
 
 Status RunStore::finish_run(int64_t run_id, const std::string& status, double finished) {
-  Statement st(db_.get(), "UPDATE runs SET status = ?, finished = ? WHERE id = ?");
+  SqliteStatement st(db_.get(), "UPDATE runs SET status = ?, finished = ? WHERE id = ?", kDatabase);
   KILN_RETURN_IF_ERROR(st.status());
   st.bind(1, status);
   st.bind(2, finished);
@@ -103,10 +69,12 @@ Status RunStore::finish_run(int64_t run_id, const std::string& status, double fi
 }
 
 Status RunStore::record_stage(const StageRecord& r) {
-  Statement st(db_.get(),
-               "INSERT OR REPLACE INTO stages (run_id, pipeline, stage, status, reason, started, "
-               "duration_s, exit_code, outputs, dep_hash, inputs) VALUES "
-               "(?, (SELECT pipeline FROM runs WHERE id = ?), ?, ?, ?, ?, ?, ?, ?, ?, ?)");
+  SqliteStatement st(
+      db_.get(),
+      "INSERT OR REPLACE INTO stages (run_id, pipeline, stage, status, reason, started, "
+      "duration_s, exit_code, outputs, dep_hash, inputs) VALUES "
+      "(?, (SELECT pipeline FROM runs WHERE id = ?), ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+      kDatabase);
   KILN_RETURN_IF_ERROR(st.status());
   Json inputs = Json::object();
   for (const auto& [k, v] : r.inputs) inputs[k] = v;
@@ -127,7 +95,7 @@ Status RunStore::record_stage(const StageRecord& r) {
 Expected<std::vector<StageRecord>> RunStore::query_stages(const std::string& sql,
                                                           const std::vector<std::string>& text_args,
                                                           int64_t int_arg) {
-  Statement st(db_.get(), sql.c_str());
+  SqliteStatement st(db_.get(), sql.c_str(), kDatabase);
   KILN_RETURN_IF_ERROR(st.status());
   int i = 1;
   for (const std::string& a : text_args) st.bind(i++, a);
@@ -180,9 +148,10 @@ Expected<std::optional<StageRecord>> RunStore::last(const std::string& pipeline,
 }
 
 Expected<std::optional<RunRecord>> RunStore::last_run(const std::string& pipeline) {
-  Statement st(db_.get(),
-               "SELECT id, pipeline, started, finished, status FROM runs WHERE pipeline = ? "
-               "ORDER BY id DESC LIMIT 1");
+  SqliteStatement st(db_.get(),
+                     "SELECT id, pipeline, started, finished, status FROM runs WHERE pipeline = ? "
+                     "ORDER BY id DESC LIMIT 1",
+                     kDatabase);
   KILN_RETURN_IF_ERROR(st.status());
   st.bind(1, pipeline);
   const int rc = st.step();

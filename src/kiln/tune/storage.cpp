@@ -9,57 +9,19 @@
 #include <cmath>
 
 #include "kiln/core/sqlite.h"
+#include "kiln/core/sqlite_statement.h"
 #include "kiln/tune/space.h"
 
 namespace kiln::tune {
 namespace {
 
-// A prepared statement, finalized on scope exit.
-class Stmt {
- public:
-  Stmt(sqlite3* db, const char* sql) : db_(db) {
-    rc_ = sqlite3_prepare_v2(db, sql, -1, &stmt_, nullptr);
-  }
-  ~Stmt() { sqlite3_finalize(stmt_); }
-  bool ok() const { return rc_ == SQLITE_OK; }
-  Stmt& bind(int i, int64_t v) {
-    sqlite3_bind_int64(stmt_, i, v);
-    return *this;
-  }
-  Stmt& bind(int i, double v) {
-    if (std::isfinite(v))
-      sqlite3_bind_double(stmt_, i, v);
-    else
-      sqlite3_bind_null(stmt_, i);
-    return *this;
-  }
-  Stmt& bind(int i, const std::string& v) {
-    sqlite3_bind_text(stmt_, i, v.c_str(), static_cast<int>(v.size()), SQLITE_TRANSIENT);
-    return *this;
-  }
-  int step() { return sqlite3_step(stmt_); }
-  int64_t i64(int c) { return sqlite3_column_int64(stmt_, c); }
-  double dbl(int c) {
-    return sqlite3_column_type(stmt_, c) == SQLITE_NULL ? NAN : sqlite3_column_double(stmt_, c);
-  }
-  std::string text(int c) {
-    const unsigned char* t = sqlite3_column_text(stmt_, c);
-    return t ? reinterpret_cast<const char*>(t) : "";
-  }
-
- private:
-  sqlite3* db_;
-  sqlite3_stmt* stmt_ = nullptr;
-  int rc_;
-};
-
 Status db_error(sqlite3* db, const std::string& what) {
   return Status::IoError("studies.db: " + what + ": " + sqlite3_errmsg(db));
 }
 
-StudyInfo read_study(Stmt& s) {
+StudyInfo read_study(SqliteStatement& s) {
   StudyInfo info;
-  info.id = s.i64(0);
+  info.id = s.integer(0);
   info.name = s.text(1);
   info.direction = s.text(2);
   info.space = Json::parse(s.text(3), nullptr, false);
@@ -67,7 +29,7 @@ StudyInfo read_study(Stmt& s) {
   info.pruner = s.text(5);
   info.metric = s.text(6);
   info.objective = s.text(7);
-  info.created = s.dbl(8);
+  info.created = s.real(8);
   return info;
 }
 
@@ -108,9 +70,11 @@ Status StudyStorage::exec(const std::string& sql) {
 }
 
 Expected<StudyInfo> StudyStorage::find_study(const std::string& name) {
-  Stmt s(db_,
-         "SELECT id, name, direction, space, sampler, pruner, metric, objective, created FROM "
-         "studies WHERE name = ?");
+  SqliteStatement s(
+      db_,
+      "SELECT id, name, direction, space, sampler, pruner, metric, objective, created FROM "
+      "studies WHERE name = ?",
+      "studies.db");
   if (!s.ok()) return db_error(db_, "query");
   s.bind(1, name);
   const int rc = s.step();
@@ -121,16 +85,18 @@ Expected<StudyInfo> StudyStorage::find_study(const std::string& name) {
 
 std::vector<std::string> StudyStorage::study_names() {
   std::vector<std::string> names;
-  Stmt s(db_, "SELECT name FROM studies ORDER BY id");
+  SqliteStatement s(db_, "SELECT name FROM studies ORDER BY id", "studies.db");
   while (s.ok() && s.step() == SQLITE_ROW) names.push_back(s.text(0));
   return names;
 }
 
 Expected<StudyInfo> StudyStorage::create_or_load_study(const StudyInfo& wanted) {
   // Insert-if-absent, then compare: two tuners starting the same study at once both succeed.
-  Stmt s(db_,
-         "INSERT INTO studies (name, direction, space, sampler, pruner, metric, objective, "
-         "created) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(name) DO NOTHING");
+  SqliteStatement s(
+      db_,
+      "INSERT INTO studies (name, direction, space, sampler, pruner, metric, objective, "
+      "created) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(name) DO NOTHING",
+      "studies.db");
   if (!s.ok()) return db_error(db_, "insert study");
   s.bind(1, wanted.name)
       .bind(2, wanted.direction)
@@ -166,13 +132,14 @@ Expected<TrialRecord> StudyStorage::create_trial(int64_t study_id, const Json& p
   KILN_RETURN_IF_ERROR(exec("BEGIN IMMEDIATE"));
   TrialRecord t;
   if (max_trials >= 0) {
-    Stmt q(db_, "SELECT COUNT(*) FROM trials WHERE study_id = ? AND orphaned = 0");
+    SqliteStatement q(db_, "SELECT COUNT(*) FROM trials WHERE study_id = ? AND orphaned = 0",
+                      "studies.db");
     q.bind(1, study_id);
     if (q.step() != SQLITE_ROW) {
       exec("ROLLBACK");
       return db_error(db_, "count trials");
     }
-    const int64_t counted = q.i64(0);
+    const int64_t counted = q.integer(0);
     if (counted >= max_trials) {
       exec("ROLLBACK");
       return Status::FailedPrecondition("the study already has " + std::to_string(counted) +
@@ -180,20 +147,23 @@ Expected<TrialRecord> StudyStorage::create_trial(int64_t study_id, const Json& p
     }
   }
   {
-    Stmt q(db_, "SELECT COALESCE(MAX(number), -1) + 1 FROM trials WHERE study_id = ?");
+    SqliteStatement q(db_, "SELECT COALESCE(MAX(number), -1) + 1 FROM trials WHERE study_id = ?",
+                      "studies.db");
     q.bind(1, study_id);
     if (q.step() != SQLITE_ROW) {
       exec("ROLLBACK");
       return db_error(db_, "number trial");
     }
-    t.number = q.i64(0);
+    t.number = q.integer(0);
   }
   t.params = params;
   t.started = unix_now();
   t.out_dir = out_dir;
-  Stmt s(db_,
-         "INSERT INTO trials (study_id, number, state, params, tuner_pid, started, out_dir) "
-         "VALUES (?, ?, 'running', ?, ?, ?, ?)");
+  SqliteStatement s(
+      db_,
+      "INSERT INTO trials (study_id, number, state, params, tuner_pid, started, out_dir) "
+      "VALUES (?, ?, 'running', ?, ?, ?, ?)",
+      "studies.db");
   s.bind(1, study_id)
       .bind(2, t.number)
       .bind(3, params.dump())
@@ -210,22 +180,26 @@ Expected<TrialRecord> StudyStorage::create_trial(int64_t study_id, const Json& p
 }
 
 Status StudyStorage::set_out_dir(int64_t trial_id, const std::string& out_dir) {
-  Stmt s(db_, "UPDATE trials SET out_dir = ? WHERE id = ?");
+  SqliteStatement s(db_, "UPDATE trials SET out_dir = ? WHERE id = ?", "studies.db");
   s.bind(1, out_dir).bind(2, trial_id);
   return s.step() == SQLITE_DONE ? Status::Ok() : db_error(db_, "update trial");
 }
 
 Status StudyStorage::report(int64_t trial_id, int64_t step, double value) {
-  Stmt s(db_, "INSERT OR REPLACE INTO intermediate (trial_id, step, value) VALUES (?, ?, ?)");
+  SqliteStatement s(db_,
+                    "INSERT OR REPLACE INTO intermediate (trial_id, step, value) VALUES (?, ?, ?)",
+                    "studies.db");
   s.bind(1, trial_id).bind(2, step).bind(3, value);
   return s.step() == SQLITE_DONE ? Status::Ok() : db_error(db_, "report");
 }
 
 Status StudyStorage::finish(int64_t trial_id, TrialState state, double value,
                             const std::string& note) {
-  Stmt s(db_,
-         "UPDATE trials SET state = ?, value = ?, note = ?, finished = ?, duration = ? - started "
-         "WHERE id = ?");
+  SqliteStatement s(
+      db_,
+      "UPDATE trials SET state = ?, value = ?, note = ?, finished = ?, duration = ? - started "
+      "WHERE id = ?",
+      "studies.db");
   const double now = unix_now();
   s.bind(1, std::string(trial_state_name(state)))
       .bind(2, value)
@@ -239,23 +213,25 @@ Status StudyStorage::finish(int64_t trial_id, TrialState state, double value,
 Expected<std::vector<TrialRecord>> StudyStorage::trials(int64_t study_id) {
   std::vector<TrialRecord> out;
   {
-    Stmt s(db_,
-           "SELECT id, number, state, value, params, orphaned, started, duration, note, out_dir "
-           "FROM trials WHERE study_id = ? ORDER BY number");
+    SqliteStatement s(
+        db_,
+        "SELECT id, number, state, value, params, orphaned, started, duration, note, out_dir "
+        "FROM trials WHERE study_id = ? ORDER BY number",
+        "studies.db");
     if (!s.ok()) return db_error(db_, "query trials");
     s.bind(1, study_id);
     int rc;
     while ((rc = s.step()) == SQLITE_ROW) {
       TrialRecord t;
-      t.id = s.i64(0);
-      t.number = s.i64(1);
+      t.id = s.integer(0);
+      t.number = s.integer(1);
       t.state = trial_state_from_name(s.text(2));
-      t.value = s.dbl(3);
+      t.value = s.real(3);
       t.params = Json::parse(s.text(4), nullptr, false);
       if (t.params.is_discarded()) t.params = Json::object();
-      t.orphaned = s.i64(5) != 0;
-      t.started = s.dbl(6);
-      t.duration = s.dbl(7);
+      t.orphaned = s.integer(5) != 0;
+      t.started = s.real(6);
+      t.duration = s.real(7);
       t.note = s.text(8);
       t.out_dir = s.text(9);
       out.push_back(std::move(t));
@@ -263,15 +239,17 @@ Expected<std::vector<TrialRecord>> StudyStorage::trials(int64_t study_id) {
     if (rc != SQLITE_DONE) return db_error(db_, "query trials");
   }
   if (out.empty()) return out;
-  Stmt s(db_,
-         "SELECT i.trial_id, i.step, i.value FROM intermediate i JOIN trials t ON t.id = "
-         "i.trial_id WHERE t.study_id = ?");
+  SqliteStatement s(
+      db_,
+      "SELECT i.trial_id, i.step, i.value FROM intermediate i JOIN trials t ON t.id = "
+      "i.trial_id WHERE t.study_id = ?",
+      "studies.db");
   s.bind(1, study_id);
   std::map<int64_t, TrialRecord*> by_id;
   for (auto& t : out) by_id[t.id] = &t;
   while (s.step() == SQLITE_ROW) {
-    auto it = by_id.find(s.i64(0));
-    if (it != by_id.end()) it->second->intermediate[s.i64(1)] = s.dbl(2);
+    auto it = by_id.find(s.integer(0));
+    if (it != by_id.end()) it->second->intermediate[s.integer(1)] = s.real(2);
   }
   return out;
 }
@@ -279,17 +257,21 @@ Expected<std::vector<TrialRecord>> StudyStorage::trials(int64_t study_id) {
 Expected<int64_t> StudyStorage::fail_orphans(int64_t study_id) {
   std::vector<std::pair<int64_t, int64_t>> running;  // id, pid
   {
-    Stmt s(db_, "SELECT id, tuner_pid FROM trials WHERE study_id = ? AND state = 'running'");
+    SqliteStatement s(db_,
+                      "SELECT id, tuner_pid FROM trials WHERE study_id = ? AND state = 'running'",
+                      "studies.db");
     s.bind(1, study_id);
-    while (s.step() == SQLITE_ROW) running.emplace_back(s.i64(0), s.i64(1));
+    while (s.step() == SQLITE_ROW) running.emplace_back(s.integer(0), s.integer(1));
   }
   int64_t n = 0;
   for (const auto& [id, pid] : running) {
     const bool alive = pid > 0 && (::kill(static_cast<pid_t>(pid), 0) == 0 || errno == EPERM);
     if (alive && pid != ::getpid()) continue;  // another live tuner owns it
-    Stmt s(db_,
-           "UPDATE trials SET state = 'failed', orphaned = 1, note = 'the tuner running it died; "
-           "re-run', finished = ? WHERE id = ?");
+    SqliteStatement s(
+        db_,
+        "UPDATE trials SET state = 'failed', orphaned = 1, note = 'the tuner running it died; "
+        "re-run', finished = ? WHERE id = ?",
+        "studies.db");
     s.bind(1, unix_now()).bind(2, id);
     if (s.step() != SQLITE_DONE) return db_error(db_, "mark orphans");
     ++n;
