@@ -1,9 +1,8 @@
 // The prediction log of a real `kiln serve`: one line per answered row (the response's id, ID#k
-// for a batch's rows) with its class, confidence and the sha256 of the row's float32 bytes, a
+// for a batch's rows) with its class, confidence and the XXH3-128 of the row's float32 bytes, a
 // line per feedback item, written by the time the server has stopped; --prediction-log off
 // writes nothing; bad flag values exit 2.
 #include <gtest/gtest.h>
-#include <openssl/evp.h>
 #include <signal.h>
 
 #include <algorithm>
@@ -11,6 +10,9 @@
 #include <fstream>
 #include <map>
 #include <nlohmann/json.hpp>
+
+#define XXH_INLINE_ALL
+#include <xxhash.h>
 
 #include "serve_helpers.h"
 #include "support/test_support.h"
@@ -25,15 +27,15 @@ using testing::TempDir;
 using Json = nlohmann::json;
 namespace fs = std::filesystem;
 
-/// sha256 of the float32 bytes of `row`, by OpenSSL directly (not Kiln's hashing code).
-std::string sha256_of_floats(const std::vector<float>& row) {
-  unsigned char md[EVP_MAX_MD_SIZE];
-  unsigned int len = 0;
-  EVP_Digest(row.data(), row.size() * sizeof(float), md, &len, EVP_sha256(), nullptr);
+/// XXH3-128 of the float32 bytes of `row` in canonical hex, by libxxhash directly (not Kiln's
+/// code): what `xxh128sum` prints for those bytes.
+std::string xxh128_of_floats(const std::vector<float>& row) {
+  XXH128_canonical_t c;
+  XXH128_canonicalFromHash(&c, XXH3_128bits(row.data(), row.size() * sizeof(float)));
   std::string hex;
   char buf[3];
-  for (unsigned int i = 0; i < len; ++i) {
-    std::snprintf(buf, sizeof buf, "%02x", md[i]);
+  for (unsigned char b : c.digest) {
+    std::snprintf(buf, sizeof buf, "%02x", b);
     hex += buf;
   }
   return hex;
@@ -131,7 +133,7 @@ TEST(ServePredictionLogCliTest, LogsEveryRowWithItsIdPredictionAndInputHashAndTh
   for (const auto& [id, row] : sent) {
     ASSERT_TRUE(predicted.count(id)) << id;
     const Json& line = predicted[id];
-    EXPECT_EQ(line["input_sha256"], sha256_of_floats(row)) << line;
+    EXPECT_EQ(line["input_xxh128"], xxh128_of_floats(row)) << line;
     EXPECT_FALSE(line.contains("inputs"));
     EXPECT_NE(std::find(labels.begin(), labels.end(), line["prediction"]), labels.end()) << line;
     EXPECT_GE(line["confidence"].get<double>(), 0.5) << line;
@@ -155,7 +157,7 @@ TEST(ServePredictionLogCliTest, LogsEveryRowWithItsIdPredictionAndInputHashAndTh
         home / "logs" / ("predictions-" + std::to_string(inputs.port()) + ".jsonl"));
     ASSERT_EQ(lines.size(), 1u);
     EXPECT_EQ(lines[0]["inputs"].get<std::vector<float>>(), sent["a"]);
-    EXPECT_FALSE(lines[0].contains("input_sha256"));
+    EXPECT_FALSE(lines[0].contains("input_xxh128"));
   }
   fs::remove_all(home / "logs");
   ServerProcess off({"--model", bundle.string(), "--prediction-log", "off"}, home.path(),

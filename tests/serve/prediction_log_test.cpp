@@ -8,7 +8,10 @@
 #include <nlohmann/json.hpp>
 #include <thread>
 
-#include "kiln/core/hash.h"
+#include <fmt/format.h>
+#define XXH_INLINE_ALL
+#include <xxhash.h>
+
 #include "kiln/monitor/metrics.h"
 #include "support/test_support.h"
 
@@ -39,9 +42,22 @@ std::shared_ptr<const LoggedModel> regressor() {
   return std::make_shared<const LoggedModel>(LoggedModel{"price", "1", {}});
 }
 
-std::string float_bytes_sha256(const std::vector<float>& v) {
-  return sha256_hex(
-      std::string_view(reinterpret_cast<const char*>(v.data()), v.size() * sizeof(float)));
+/// XXH3-128 of the float32 bytes of `v` in canonical hex, by libxxhash itself (not Kiln's code).
+std::string float_bytes_xxh128(const std::vector<float>& v) {
+  XXH128_canonical_t c;
+  XXH128_canonicalFromHash(&c, XXH3_128bits(v.data(), v.size() * sizeof(float)));
+  std::string hex;
+  for (unsigned char b : c.digest) hex += fmt::format("{:02x}", b);
+  return hex;
+}
+
+/// Captures `inputs` (rows × width) as the server does, then queues the rows.
+void log_rows(PredictionLog& log, std::shared_ptr<const LoggedModel> model, std::string id,
+              int64_t rows, const std::vector<float>& inputs, std::vector<float> outputs) {
+  log.log_predictions(std::move(model), std::move(id), rows,
+                      log.capture_inputs(inputs.data(), rows,
+                                         static_cast<int64_t>(inputs.size()) / rows),
+                      std::move(outputs));
 }
 
 TEST(PredictionLog, ParsesTheFlagValues) {
@@ -60,8 +76,8 @@ TEST(PredictionLog, HashModeLogsEachBatchRowWithItsIdClassConfidenceAndInputHash
   std::vector<float> inputs = row0;
   inputs.insert(inputs.end(), row1.begin(), row1.end());
   const std::vector<float> logits{0.f, 2.f, 1.f, 5.f, 0.f, 0.f};
-  (*log)->log_predictions(classifier(), "req", 2, inputs, logits);
-  (*log)->log_predictions(classifier(), "single", 1, row1, {3.f, 0.f, 0.f});
+  log_rows(**log, classifier(), "req", 2, inputs, logits);
+  log_rows(**log, classifier(), "single", 1, row1, {3.f, 0.f, 0.f});
   (*log)->log_feedback("mlp", "3", "req#1", "\"a\"");
   (*log)->close();
   const std::vector<Json> lines = read_lines(dir / "logs" / "p.jsonl");
@@ -79,9 +95,9 @@ TEST(PredictionLog, HashModeLogsEachBatchRowWithItsIdClassConfidenceAndInputHash
   EXPECT_NEAR(lines[0]["confidence"].get<double>(),
               std::exp(2.0) / (1 + std::exp(2.0) + std::exp(1.0)), 1e-6);
   EXPECT_EQ(lines[1]["prediction"], "a");
-  EXPECT_EQ(lines[0]["input_sha256"], float_bytes_sha256(row0));
-  EXPECT_EQ(lines[1]["input_sha256"], float_bytes_sha256(row1));
-  EXPECT_EQ(lines[2]["input_sha256"], float_bytes_sha256(row1));
+  EXPECT_EQ(lines[0]["input_xxh128"], float_bytes_xxh128(row0));
+  EXPECT_EQ(lines[1]["input_xxh128"], float_bytes_xxh128(row1));
+  EXPECT_EQ(lines[2]["input_xxh128"], float_bytes_xxh128(row1));
   EXPECT_EQ(lines[3], (Json{{"ts", lines[3]["ts"]},
                             {"id", "req#1"},
                             {"model", "mlp"},
@@ -96,7 +112,7 @@ TEST(PredictionLog, InputsModeStoresTheRowValuesAndRegressionTheValue) {
       PredictionLog::Create(PredictionLogOptions(dir.path()).inputs(PredictionLogInputs::kInputs));
   ASSERT_TRUE(log.ok()) << log.status();
   EXPECT_EQ((*log)->path(), dir / "predictions.jsonl");
-  (*log)->log_predictions(regressor(), "x", 2, {1.5f, 0.1f, -3.f, 1e20f}, {12.5f, -0.25f});
+  log_rows(**log, regressor(), "x", 2, {1.5f, 0.1f, -3.f, 1e20f}, {12.5f, -0.25f});
   (*log)->log_feedback("price", "1", "x#0", "13");
   (*log)->close();
   const std::vector<Json> lines = read_lines(dir / "predictions.jsonl");
@@ -106,7 +122,7 @@ TEST(PredictionLog, InputsModeStoresTheRowValuesAndRegressionTheValue) {
   EXPECT_EQ(lines[1]["inputs"].get<std::vector<float>>(), (std::vector<float>{-3.f, 1e20f}));
   EXPECT_EQ(lines[0]["prediction"], 12.5);
   EXPECT_EQ(lines[1]["prediction"], -0.25);
-  EXPECT_FALSE(lines[0].contains("input_sha256"));
+  EXPECT_FALSE(lines[0].contains("input_xxh128"));
   EXPECT_FALSE(lines[0].contains("confidence"));
   EXPECT_EQ(lines[2]["truth"], 13);
 }
@@ -117,7 +133,7 @@ TEST(PredictionLog, OffWritesNothingAndOpensNoFile) {
       PredictionLog::Create(PredictionLogOptions(dir / "logs").inputs(PredictionLogInputs::kOff));
   ASSERT_TRUE(log.ok()) << log.status();
   EXPECT_FALSE((*log)->enabled());
-  (*log)->log_predictions(classifier(), "r", 1, {1.f, 2.f}, {0.f, 1.f, 2.f});
+  log_rows(**log, classifier(), "r", 1, {1.f, 2.f}, {0.f, 1.f, 2.f});
   (*log)->log_feedback("mlp", "3", "r", "\"a\"");
   (*log)->close();
   EXPECT_FALSE(fs::exists(dir / "logs"));
@@ -136,7 +152,7 @@ TEST(PredictionLog, RotatesBetweenWholeLinesAndBoundsEveryFile) {
   ASSERT_TRUE(log.ok()) << log.status();
   constexpr int kLines = 3000;
   for (int i = 0; i < kLines; ++i)
-    (*log)->log_predictions(regressor(), "r" + std::to_string(i), 1,
+    log_rows(**log, regressor(), "r" + std::to_string(i), 1,
                             {static_cast<float>(i), 0.5f, 0.25f}, {static_cast<float>(i) / 7});
   (*log)->close();
   EXPECT_EQ((*log)->rows_dropped(), 0);
@@ -167,7 +183,7 @@ TEST(PredictionLog, MaxFilesZeroKeepsOnlyTheLiveFile) {
   auto log = PredictionLog::Create(
       PredictionLogOptions(dir.path()).max_bytes(1000).max_files(0).background_writer(false));
   ASSERT_TRUE(log.ok()) << log.status();
-  for (int i = 0; i < 100; ++i) (*log)->log_predictions(regressor(), "r", 1, {1.f}, {2.f});
+  for (int i = 0; i < 100; ++i) log_rows(**log, regressor(), "r", 1, {1.f}, {2.f});
   (*log)->close();
   EXPECT_LE(fs::file_size(dir / "predictions.jsonl"), 1000u);
   EXPECT_FALSE(fs::exists(dir / "predictions.jsonl.1"));
@@ -179,21 +195,24 @@ TEST(PredictionLog, AFullQueueDropsAndCountsRowsWithoutBlocking) {
   PredictionLogMetrics metrics;
   metrics.lines = &registry.counter("kiln_prediction_log_lines_total", "Lines.", {}).with({});
   metrics.dropped = &registry.counter("kiln_prediction_log_dropped_total", "Dropped.", {}).with({});
-  // Rows of 1000 floats (4000 bytes): two requests fit in the queue, the third does not. No
-  // writer thread, so nothing drains the queue until flush().
-  auto log = PredictionLog::Create(
-      PredictionLogOptions(dir.path()).max_queue_bytes(10000).background_writer(false), metrics);
+  // Rows of 1000 floats (4000 bytes, kept whole in inputs mode): two requests fit in the queue,
+  // the third does not. No writer thread, so nothing drains the queue until flush().
+  auto log = PredictionLog::Create(PredictionLogOptions(dir.path())
+                                       .inputs(PredictionLogInputs::kInputs)
+                                       .max_queue_bytes(10000)
+                                       .background_writer(false),
+                                   metrics);
   ASSERT_TRUE(log.ok()) << log.status();
   const std::vector<float> row(1000, 0.5f);
   for (int i = 0; i < 10; ++i)
-    (*log)->log_predictions(classifier(), "r" + std::to_string(i), 1, row, {1.f, 0.f, 0.f});
+    log_rows(**log, classifier(), "r" + std::to_string(i), 1, row, {1.f, 0.f, 0.f});
   EXPECT_EQ((*log)->rows_dropped(), 8);
   (*log)->flush();
   EXPECT_EQ((*log)->lines_written(), 2);
   // Room again once written; a batch's rows are dropped together.
   std::vector<float> two_rows(2000, 0.25f);
-  (*log)->log_predictions(classifier(), "b", 2, two_rows, {0.f, 1.f, 0.f, 0.f, 0.f, 1.f});
-  (*log)->log_predictions(classifier(), "c", 2, two_rows, {0.f, 1.f, 0.f, 0.f, 0.f, 1.f});
+  log_rows(**log, classifier(), "b", 2, two_rows, {0.f, 1.f, 0.f, 0.f, 0.f, 1.f});
+  log_rows(**log, classifier(), "c", 2, two_rows, {0.f, 1.f, 0.f, 0.f, 0.f, 1.f});
   (*log)->close();
   EXPECT_EQ((*log)->rows_dropped(), 10);
   EXPECT_EQ((*log)->lines_written(), 4);
@@ -206,7 +225,7 @@ TEST(PredictionLog, AFullQueueDropsAndCountsRowsWithoutBlocking) {
   EXPECT_EQ(lines[2]["id"], "b#0");
   EXPECT_EQ(lines[3]["id"], "b#1");
   // After close, nothing is queued or counted.
-  (*log)->log_predictions(classifier(), "late", 1, row, {1.f, 0.f, 0.f});
+  log_rows(**log, classifier(), "late", 1, row, {1.f, 0.f, 0.f});
   EXPECT_EQ((*log)->rows_dropped(), 10);
 }
 
@@ -217,8 +236,8 @@ TEST(PredictionLog, ALineLongerThanAFileIsDroppedAndCounted) {
                                        .max_bytes(200)
                                        .background_writer(false));
   ASSERT_TRUE(log.ok()) << log.status();
-  (*log)->log_predictions(regressor(), "big", 1, std::vector<float>(100, 0.123f), {1.f});
-  (*log)->log_predictions(regressor(), "small", 1, {1.f}, {1.f});
+  log_rows(**log, regressor(), "big", 1, std::vector<float>(100, 0.123f), {1.f});
+  log_rows(**log, regressor(), "small", 1, {1.f}, {1.f});
   (*log)->close();
   EXPECT_EQ((*log)->rows_dropped(), 1);
   const std::vector<Json> lines = read_lines(dir / "predictions.jsonl");
@@ -231,7 +250,7 @@ TEST(PredictionLog, BackgroundWriterWritesWithinTheFlushInterval) {
   auto log = PredictionLog::Create(
       PredictionLogOptions(dir.path()).flush_interval(std::chrono::milliseconds(50)));
   ASSERT_TRUE(log.ok()) << log.status();
-  (*log)->log_predictions(regressor(), "soon", 1, {1.f}, {2.f});
+  log_rows(**log, regressor(), "soon", 1, {1.f}, {2.f});
   for (int i = 0; i < 200 && (*log)->lines_written() == 0; ++i)
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
   EXPECT_EQ((*log)->lines_written(), 1);

@@ -157,7 +157,7 @@ void register_serve_commands(CLI::App& app, int* exit_code) {
       ->add_option("--prediction-log", args->prediction_log,
                    "one JSON line per predicted row and per feedback item in "
                    "$KILN_HOME/logs/predictions-PORT.jsonl: hash (the row's inputs as the "
-                   "sha256 of its float32 bytes), inputs (the values), off (no log)")
+                   "XXH3-128 of its float32 bytes), inputs (the values), off (no log)")
       ->default_val("hash")
       ->check(CLI::IsMember({"off", "hash", "inputs"}));
   serve

@@ -15,6 +15,7 @@ LiveMonitor::LiveMonitor(std::string model, std::string version,
       labels_(std::move(labels)),
       options_(options),
       metrics_(metrics),
+      remembered_(options.remembered_predictions),
       reference_accuracy_(reference_accuracy) {
   feature_count_ = reference_ ? reference_->features.size() : 0;
   if (metrics_.reference_accuracy && reference_accuracy_ >= 0)
@@ -66,17 +67,10 @@ void LiveMonitor::record(const std::string& id, std::vector<double> features,
   int64_t out_of_range = 0, out_of_vocabulary = 0, missing = 0;
   std::lock_guard<std::mutex> lock(mu_);
   // Remember each row's prediction under id (one row) or id#k (row k of a batch).
-  for (size_t r = 0; r < rows; ++r) {
-    const std::string key = rows == 1 ? id : id + "#" + std::to_string(r);
-    Remembered& m = remembered_[key];
-    m.predicted = r < predicted.size() ? predicted[r] : -1;
-    m.prediction = r < predictions.size() ? predictions[r] : 0.0;
-    remembered_order_.push_back(key);
-  }
-  while (static_cast<int64_t>(remembered_order_.size()) > options_.remembered_predictions) {
-    remembered_.erase(remembered_order_.front());
-    remembered_order_.pop_front();
-  }
+  for (size_t r = 0; r < rows; ++r)
+    remembered_.remember(id, static_cast<int64_t>(r), static_cast<int64_t>(rows),
+                         r < predicted.size() ? predicted[r] : -1,
+                         r < predictions.size() ? predictions[r] : 0.0);
   rows_total_ += static_cast<int64_t>(rows);
   if (!reference_ || feature_count_ == 0) return;
   const size_t window = static_cast<size_t>(options_.window);
@@ -197,12 +191,12 @@ double LiveMonitor::live_score_locked() const {
 
 Expected<std::string> LiveMonitor::feedback(const std::string& id, const Json& truth) {
   std::lock_guard<std::mutex> lock(mu_);
-  auto it = remembered_.find(id);
-  if (it == remembered_.end())
+  PredictionMemory::Entry* found = remembered_.find(id);
+  if (!found)
     return Status::NotFound("no prediction with id '" + id + "' is remembered (the last " +
                             std::to_string(options_.remembered_predictions) +
                             " are; a batch's rows are ID#0, ID#1, ...)");
-  Remembered& m = it->second;
+  PredictionMemory::Entry& m = *found;
   double score;
   if (!labels_.empty()) {
     int64_t cls = -1;

@@ -13,13 +13,13 @@
 #include <mutex>
 #include <optional>
 #include <string>
-#include <unordered_map>
 #include <vector>
 
 #include "kiln/core/expected.h"
 #include "kiln/core/json.h"
 #include "kiln/monitor/drift.h"
 #include "kiln/monitor/metrics.h"
+#include "kiln/serve/prediction_memory.h"
 
 namespace kiln::serve {
 
@@ -75,7 +75,7 @@ class LiveMonitor {
                std::vector<double>* intensity) const;
   /// After a forward pass: each row's features and intensity histogram (from extract), and
   /// the model's outputs: classification `predicted` + `confidence`, regression `predictions`;
-  /// `id` names the request (its rows are remembered as id, id#1, id#2, ...).
+  /// `id` names the request (its rows are remembered as id, or id#0, id#1, ... for a batch).
   void record(const std::string& id, std::vector<double> features,
               const std::vector<double>& intensity, const std::vector<int64_t>& predicted,
               const std::vector<double>& confidence, const std::vector<double>& predictions);
@@ -137,13 +137,7 @@ class LiveMonitor {
   std::deque<HistoryPoint> history_;
   std::chrono::steady_clock::time_point last_history_{};
 
-  struct Remembered {
-    int64_t predicted = -1;
-    double prediction = 0.0;
-    bool labelled = false;
-  };
-  std::unordered_map<std::string, Remembered> remembered_;
-  std::deque<std::string> remembered_order_;
+  PredictionMemory remembered_;
   std::deque<double> labelled_scores_;  ///< 1/0 correct (classification) or |error| (regression)
   int64_t labelled_total_ = 0;
   double reference_accuracy_ = -1;

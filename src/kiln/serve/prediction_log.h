@@ -7,7 +7,6 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
-#include <deque>
 #include <filesystem>
 #include <memory>
 #include <mutex>
@@ -27,7 +26,9 @@ namespace kiln::serve {
 /// What a prediction line records of the row's inputs.
 enum class PredictionLogInputs {
   kOff,     ///< no log at all (no file, no thread)
-  kHash,    ///< "input_sha256": SHA-256 of the row's float32 bytes (little-endian, row-major)
+  /// "input_xxh128": XXH3-128 of the row's float32 bytes (little-endian, row-major), in the
+  /// canonical hex that `xxh128sum` and Python's `xxhash.xxh3_128_hexdigest` print
+  kHash,
   kInputs,  ///< "inputs": the row's values as a JSON array
 };
 
@@ -103,6 +104,13 @@ struct LoggedModel {
   std::vector<std::string> labels;
 };
 
+/// What the log keeps of a request's input rows until they are written: each row's XXH3-128
+/// (hash mode) or its values (inputs mode). Made by PredictionLog::capture_inputs().
+struct LoggedInputs {
+  std::vector<uint64_t> hashes;  ///< 2 per row: high and low 64 bits
+  std::vector<float> values;     ///< rows × width
+};
+
 /// Counters the log keeps up to date (either may be null): lines written, rows dropped (queue
 /// full, or a line longer than max_bytes, or a failed write). Owned by the caller; they must
 /// outlive the log.
@@ -116,18 +124,21 @@ struct PredictionLogMetrics {
 /// Prediction line, one per row (`id` is the request's for one row, `ID#k` for row k of a batch,
 /// the ids feedback uses):
 ///   {"ts": 1718000000.123, "id": "r1#0", "model": "mlp", "version": "3",
-///    "prediction": "cat", "confidence": 0.91, "input_sha256": "9f86…"}
+///    "prediction": "cat", "confidence": 0.91, "input_xxh128": "9f86…"}
 /// (regression: "prediction": 12.5; `--prediction-log inputs`: "inputs": [0.1, …] instead of
 /// the hash). Feedback line: {"ts": …, "id": "r1#0", "model": "mlp", "version": "3",
 /// "truth": "dog"}.
 ///
-/// log_*() only queue the raw floats (a copy and a lock, no formatting, no I/O) and never block
-/// on the disk: when the queue is full the rows are dropped and counted. One writer thread
-/// formats, hashes and writes the lines (buffered; written out within flush_interval), rotating
+/// capture_inputs() takes what a row's line records of its inputs on the request path (the hash:
+/// XXH3 runs at memory speed, ~0.1 us for a 784-pixel row; or a copy of the values); log_*()
+/// only queue (a lock, no formatting, no I/O) and never block on the disk: when the queue is full
+/// the rows are dropped and counted. One writer thread, at a lower CPU priority than the serving
+/// threads, formats and writes the lines (buffered; written out within flush_interval), rotating
 /// between whole lines, so no file ever holds half a line. Thread-safe; owns its thread and file.
 ///
 ///   KILN_ASSIGN_OR_RETURN(auto log, PredictionLog::Create(PredictionLogOptions(dir), metrics));
-///   log->log_predictions(model, "r1", 1, std::move(inputs), std::move(logits));
+///   LoggedInputs inputs = log->capture_inputs(x, rows, row_numel);  // before x is moved on
+///   log->log_predictions(model, "r1", rows, std::move(inputs), std::move(logits));
 ///   log->close();  // drains, writes, joins (the destructor does too)
 class PredictionLog {
  public:
@@ -143,11 +154,14 @@ class PredictionLog {
   /// The live file (empty when off).
   const std::filesystem::path& path() const { return path_; }
 
-  /// Queues `rows` rows: `inputs` holds rows × (inputs.size() / rows) float32 values as the
-  /// model received them, `outputs` rows × (outputs.size() / rows) of its first output (logits
-  /// for a classifier). Never blocks on I/O; drops (and counts) the rows when the queue is full.
+  /// What the log records of `rows` rows of `width` float32 values each (row-major, as the
+  /// model receives them): their hashes or a copy, by the log's mode; empty when off. Any thread.
+  LoggedInputs capture_inputs(const float* data, int64_t rows, int64_t width) const;
+  /// Queues `rows` rows: `inputs` from capture_inputs(), `outputs` rows × (outputs.size() / rows)
+  /// of the model's first output (logits for a classifier). Never blocks on I/O; drops (and
+  /// counts) the rows when the queue is full.
   void log_predictions(std::shared_ptr<const LoggedModel> model, std::string id, int64_t rows,
-                       std::vector<float> inputs, std::vector<float> outputs);
+                       LoggedInputs inputs, std::vector<float> outputs);
   /// Queues a feedback line; `truth_json` is the truth as JSON text (e.g. "\"cat\"" or "3.5").
   void log_feedback(std::string_view model, std::string_view version, std::string id,
                     std::string truth_json);
@@ -167,19 +181,19 @@ class PredictionLog {
     std::shared_ptr<const LoggedModel> model;
     std::string id;
     int64_t rows = 0;
-    std::vector<float> inputs, outputs;
+    LoggedInputs inputs;
+    std::vector<float> outputs;
     std::string truth_json;  ///< feedback line when not empty
     int64_t bytes() const;
   };
-
-  class RowHasher;
 
   PredictionLog(const PredictionLogOptions& options, PredictionLogMetrics metrics);
   Status open_file();
   void enqueue(Record&& record);
   void run_writer();
-  /// Formats and writes the queued records (holding write_mu_).
-  void drain_locked();
+  /// Formats the queued records into the buffer, and writes the buffer out when `write_out` or a
+  /// chunk is full (holding write_mu_).
+  void drain_locked(bool write_out);
   void append_line(const std::string& line);
   void write_buffer();
   void rotate();
@@ -191,7 +205,7 @@ class PredictionLog {
 
   std::mutex mu_;  ///< guards the queue
   std::condition_variable wake_;
-  std::deque<Record> queue_;
+  std::vector<Record> queue_;  ///< swapped with draining_, so neither reallocates once warm
   int64_t queued_bytes_ = 0;
   bool closed_ = false;
 
@@ -199,9 +213,9 @@ class PredictionLog {
   int fd_ = -1;
   int64_t file_bytes_ = 0;  ///< bytes in the live file, written or buffered
   std::string buffer_;      ///< whole lines not yet written
+  std::vector<Record> draining_;  ///< the records being formatted
   int64_t buffered_lines_ = 0;
   bool warned_ = false;
-  std::unique_ptr<RowHasher> hasher_;
 
   std::atomic<int64_t> lines_written_{0};
   std::atomic<int64_t> rows_dropped_{0};

@@ -169,8 +169,6 @@ Clock::time_point run_submitted() {
   return next;
 }
 
-/// Metric children of one model version, resolved once (Family::with() takes a lock and a map
-/// lookup; a request touches eight of them).
 /// Hands a finished request's rows to its version's live monitor: the classes and confidences
 /// (classifiers) or the predictions the model gave.
 void record_live(LiveMonitor& live, const ModelSignature& sig, const std::string& id,
@@ -183,18 +181,26 @@ void record_live(LiveMonitor& live, const ModelSignature& sig, const std::string
                                 : output.to(torch::kFloat32).contiguous();
   const int64_t rows = out.size(0), width = out.numel() / std::max<int64_t>(1, rows);
   const float* p = out.data_ptr<float>();
-  std::vector<int64_t> predicted;
-  std::vector<double> confidence, predictions;
+  const bool profiled = !monitored.empty();
+  // Scratch kept per batcher thread: no allocation per request.
+  thread_local std::vector<int64_t> predicted;
+  thread_local std::vector<double> confidence, predictions;
+  predicted.clear();
+  confidence.clear();
+  predictions.clear();
   for (int64_t r = 0; r < rows; ++r) {
     const float* row = p + r * width;
     if (sig.classifier()) {
       int64_t best = 0;
       for (int64_t k = 1; k < width; ++k)
         if (row[k] > row[best]) best = k;
-      double denominator = 0;
-      for (int64_t k = 0; k < width; ++k) denominator += std::exp(double(row[k]) - row[best]);
       predicted.push_back(best);
-      confidence.push_back(1.0 / denominator);
+      // The confidence enters only the drift window, which takes admitted (profiled) rows.
+      if (profiled) {
+        double denominator = 0;
+        for (int64_t k = 0; k < width; ++k) denominator += std::exp(double(row[k]) - row[best]);
+        confidence.push_back(1.0 / denominator);
+      }
     } else {
       predictions.push_back(row[0]);
     }
@@ -202,11 +208,10 @@ void record_live(LiveMonitor& live, const ModelSignature& sig, const std::string
   live.record(id, monitored, intensity, predicted, confidence, predictions);
 }
 
-/// Hands a finished request's rows to the prediction log: the raw inputs and the first output as
-/// float32 (copies; the log's writer thread formats and hashes them).
+/// Hands a finished request's rows to the prediction log: what it captured of the inputs and the
+/// first output as float32 (a copy; the log's writer thread formats them).
 void log_predictions(PredictionLog& log, std::shared_ptr<const LoggedModel> model,
-                     const std::string& id, std::vector<float> inputs,
-                     const torch::Tensor& output) {
+                     const std::string& id, LoggedInputs inputs, const torch::Tensor& output) {
   const torch::Tensor out = output.scalar_type() == torch::kFloat32 && output.is_contiguous()
                                 ? output
                                 : output.to(torch::kFloat32).contiguous();
@@ -215,6 +220,8 @@ void log_predictions(PredictionLog& log, std::shared_ptr<const LoggedModel> mode
                       std::vector<float>(p, p + out.numel()));
 }
 
+/// Metric children of one model version, resolved once (Family::with() takes a lock and a map
+/// lookup; a request touches eight of them).
 struct VersionMetrics {
   monitor::Counter* success = nullptr;
   monitor::Counter* client_error = nullptr;
@@ -547,7 +554,7 @@ void InferenceServer::Impl::handle(const HttpRequest& req, HttpReply reply) {
   const std::string_view method = req.method;
   const std::string_view target = req.target;
   // Every response goes through `send`: status counter and the optional access log.
-  Send send{this, std::move(reply), t0, nullptr};
+  Send send{this, std::move(reply), t0, nullptr, {}, true};
   if (options.access_log_)
     send.method_target =
         std::make_shared<const std::string>(std::string(method) + "\n" + std::string(target));
@@ -991,8 +998,10 @@ void InferenceServer::Impl::handle_infer(const HttpRequest& req, const std::stri
   if (vm.live && vm.live->admit(rows))
     vm.live->extract(in.data.data(), rows, &monitored, &intensity);
   if (!r.has_id) r.id = fallback_id.empty() ? generated_id() : fallback_id;
-  std::vector<float> logged_inputs;  // the prediction log's copy of the raw rows
-  if (vm.logged) logged_inputs = in.data;
+  LoggedInputs logged_inputs;  // what the prediction log keeps of the rows (hashes or values)
+  if (vm.logged)
+    logged_inputs = prediction_log->capture_inputs(in.data.data(), rows,
+                                                   static_cast<int64_t>(in.data.size()) / rows);
   BatchJob job;
   job.rows = rows;
   job.data = std::move(in.data);
