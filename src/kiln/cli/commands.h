@@ -50,6 +50,10 @@ inline constexpr const char* kRolloutHelp =
     "Progressive delivery on a `kiln serve` route: move weight to a candidate step by step, "
     "check its live error rate, p99 and accuracy each step, promote (move a registry alias) or "
     "roll back at the first failed check; resumable";
+inline constexpr const char* kImproveHelp =
+    "Continuous improvement: from labelled production rows (prediction log + feedback), train a "
+    "challenger, beat the champion on held-out rows (McNemar), canary and promote it; triggers "
+    "with a cool-down; `kiln improve history NAME`";
 inline constexpr const char* kMonitorHelp =
     "Monitoring: data drift against a bundle's reference profile, Prometheus alert rules";
 inline constexpr const char* kTuneHelp =
@@ -106,6 +110,8 @@ void register_test_command(CLI::App& app, int* exit_code);
 void register_rollout_command(CLI::App& app, int* exit_code);
 /// `pipeline run|status|show|dag` (torch-free: both binaries run it).
 void register_pipeline_command(CLI::App& app, int* exit_code);
+/// `improve NAME ...` and `improve history NAME` (engine).
+void register_improve_command(CLI::App& app, int* exit_code);
 /// `monitor` with drift (engine) and rules; the front registers rules itself and hands drift on.
 CLI::App* register_monitor_commands(CLI::App& app, int* exit_code);
 CLI::App* register_monitor_rules_command(CLI::App& monitor, int* exit_code);

@@ -29,6 +29,7 @@ int main(int argc, char** argv) {
         register_test_command(app, exit_code);
         register_pipeline_command(app, exit_code);
         register_monitor_commands(app, exit_code);
+        register_improve_command(app, exit_code);
       },
       [](int threads) {
         torch::set_num_threads(threads > 0 ? threads : kiln::default_intra_op_threads());

@@ -1,0 +1,652 @@
+#include "kiln/improve/improve.h"
+
+#include <fcntl.h>
+#include <sys/file.h>
+#include <torch/torch.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <ostream>
+#include <thread>
+
+#include "kiln/checks/statistics.h"
+#include "kiln/core/files.h"
+#include "kiln/data/snapshot.h"
+#include "kiln/improve/production_rows.h"
+#include "kiln/loadtest/target.h"
+#include "kiln/model/bundle.h"
+#include "kiln/model/manifest.h"
+#include "kiln/registry/model_store.h"
+#include "kiln/rollout/rollout.h"
+#include "kiln/train/config.h"
+#include "kiln/train/eval_inputs.h"
+#include "kiln/train/trainer.h"
+
+namespace kiln::improve {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double seconds_since(Clock::time_point t0) {
+  return std::chrono::duration<double>(Clock::now() - t0).count();
+}
+
+double unix_now() {
+  return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
+}
+
+double round3(double v) { return std::round(v * 1000) / 1000; }
+
+/// The server, with the API key header when there is one.
+struct Server {
+  loadtest::Target target;
+  std::vector<std::string> headers;
+
+  static Expected<Server> Connect(const ImproveOptions& o) {
+    Server s;
+    Expected<loadtest::Target> t = loadtest::parse_target(o.server, false);
+    if (!t.ok()) return Status(t.status().code(), "--server: " + t.status().message());
+    s.target = *t;
+    if (!o.api_key_file.empty()) {
+      KILN_ASSIGN_OR_RETURN(std::string key, read_file(o.api_key_file));
+      while (!key.empty() && (key.back() == '\n' || key.back() == '\r' || key.back() == ' '))
+        key.pop_back();
+      if (key.empty()) return Status::InvalidArgument("--api-key-file: empty key");
+      s.headers.push_back("Authorization: Bearer " + key);
+    }
+    return s;
+  }
+  Expected<Json> get(const std::string& path) const {
+    KILN_ASSIGN_OR_RETURN(loadtest::HttpReply r,
+                          loadtest::http_exchange(target, path, "", 10000, headers));
+    if (r.status != 200)
+      return Status::Unavailable("GET " + path + ": HTTP " + std::to_string(r.status) + " " +
+                                 r.body.substr(0, 200));
+    Json j = Json::parse(r.body, nullptr, false);
+    if (j.is_discarded()) return Status::Unavailable("GET " + path + ": not JSON");
+    return j;
+  }
+  Status post(const std::string& path, const Json& body) const {
+    KILN_ASSIGN_OR_RETURN(loadtest::HttpReply r,
+                          loadtest::http_exchange(target, path, body.dump(), 10000, headers));
+    if (r.status != 200)
+      return Status::Unavailable("POST " + path + ": HTTP " + std::to_string(r.status) + " " +
+                                 r.body.substr(0, 200));
+    return Status::Ok();
+  }
+  /// Waits until `model` serves `version` (the server re-resolves aliases by itself).
+  Status wait_for_version(const std::string& model, int64_t version, int64_t timeout_ms) const {
+    const auto deadline = Clock::now() + std::chrono::milliseconds(timeout_ms);
+    const std::string want = std::to_string(version);
+    std::string last = "?";
+    while (true) {
+      Expected<Json> meta = get("/v2/models/" + model);
+      if (meta.ok() && meta->contains("versions") && (*meta)["versions"].is_array() &&
+          !(*meta)["versions"].empty()) {
+        last = (*meta)["versions"][0].is_string() ? (*meta)["versions"][0].get<std::string>()
+                                                  : (*meta)["versions"][0].dump();
+        if (last == want) return Status::Ok();
+      }
+      if (Clock::now() >= deadline)
+        return Status::Unavailable("the server's model '" + model + "' still serves version " +
+                                   last + ", not " + want + ", after " +
+                                   std::to_string(timeout_ms / 1000) + " s");
+      std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    }
+  }
+};
+
+/// Exclusive lock on the model's improve directory (flock: released when the process dies).
+class DirectoryLock {
+ public:
+  static Expected<DirectoryLock> Take(const fs::path& dir) {
+    std::error_code ec;
+    fs::create_directories(dir, ec);
+    if (ec) return Status::IoError("cannot create " + dir.string() + ": " + ec.message());
+    const fs::path p = dir / ".lock";
+    int fd = ::open(p.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (fd < 0) return Status::IoError("cannot open " + p.string());
+    if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
+      ::close(fd);
+      return Status::AlreadyExists("another `kiln improve` is running for this model (" +
+                                   p.string() + ")");
+    }
+    return DirectoryLock(fd);
+  }
+  DirectoryLock(DirectoryLock&& o) noexcept : fd_(o.fd_) { o.fd_ = -1; }
+  DirectoryLock& operator=(DirectoryLock&&) = delete;
+  ~DirectoryLock() {
+    if (fd_ >= 0) ::close(fd_);
+  }
+
+ private:
+  explicit DirectoryLock(int fd) : fd_(fd) {}
+  int fd_;
+};
+
+Status append_history(const std::string& name, const Json& record) {
+  const fs::path path = history_path(name);
+  std::string text;
+  std::error_code ec;
+  if (fs::exists(path, ec)) {
+    KILN_ASSIGN_OR_RETURN(text, read_file(path));
+  }
+  if (!text.empty() && text.back() != '\n') text += '\n';
+  text += record.dump() + "\n";
+  return write_file_atomic(path, text);
+}
+
+/// The last decision that ran a cycle (not a skip), or null.
+Json last_cycle(const std::vector<Json>& history) {
+  for (auto it = history.rbegin(); it != history.rend(); ++it)
+    if (it->value("decision", "") != "skipped") return *it;
+  return Json();
+}
+
+/// The snapshot directory under $KILN_HOME/snapshots whose content hash is `hash`.
+Expected<fs::path> find_snapshot(const std::string& hash) {
+  const fs::path root = kiln_home() / "snapshots";
+  std::error_code ec;
+  if (hash.size() >= 12 && fs::is_directory(root, ec))
+    for (const auto& e : fs::directory_iterator(root, ec)) {
+      const std::string n = e.path().filename().string();
+      if (n.size() > 12 && n.compare(n.size() - 12, 12, hash.substr(0, 12)) == 0) return e.path();
+    }
+  return Status::NotFound("the champion's training snapshot " + hash.substr(0, 12) + " is not in " +
+                          root.string() + " (improve retrains on it plus the production rows)");
+}
+
+/// The class index of a feedback truth: a label or an index.
+Expected<int64_t> class_of(const Json& truth, const std::vector<std::string>& labels,
+                           const std::string& id) {
+  if (truth.is_string()) {
+    auto it = std::find(labels.begin(), labels.end(), truth.get<std::string>());
+    if (it != labels.end()) return static_cast<int64_t>(it - labels.begin());
+  } else if (truth.is_number_integer()) {
+    const int64_t k = truth.get<int64_t>();
+    if (k >= 0 && k < static_cast<int64_t>(labels.size())) return k;
+  }
+  return Status::InvalidArgument("feedback for '" + id + "': truth " + truth.dump() +
+                                 " is not one of the model's classes");
+}
+
+Json class_counts(const torch::Tensor& y, const std::vector<std::string>& labels) {
+  Json c = Json::object();
+  torch::Tensor counts = torch::bincount(y, {}, static_cast<int64_t>(labels.size()));
+  for (size_t k = 0; k < labels.size(); ++k)
+    c[labels[k]] = counts[static_cast<int64_t>(k)].item<int64_t>();
+  return c;
+}
+
+/// Rows as the served module takes them: float32 [n, shape...].
+torch::Tensor served_tensor(const std::vector<const LabelledRow*>& rows,
+                            const std::vector<int64_t>& shape) {
+  int64_t width = 1;
+  for (int64_t d : shape) width *= d;
+  torch::Tensor x = torch::empty({static_cast<int64_t>(rows.size()), width}, torch::kFloat32);
+  float* p = x.data_ptr<float>();
+  for (size_t i = 0; i < rows.size(); ++i)
+    std::copy(rows[i]->inputs.begin(), rows[i]->inputs.end(), p + static_cast<int64_t>(i) * width);
+  std::vector<int64_t> full{static_cast<int64_t>(rows.size())};
+  full.insert(full.end(), shape.begin(), shape.end());
+  return x.reshape(full);
+}
+
+struct Cycle {
+  Json record;
+  Clock::time_point phase_start = Clock::now();
+  void phase(const std::string& name) {
+    record["phases"][name + "_s"] = round3(seconds_since(phase_start));
+    phase_start = Clock::now();
+  }
+};
+
+}  // namespace
+
+Expected<Trigger> parse_trigger(const std::string& text) {
+  if (text == "drift") return Trigger::kDrift;
+  if (text == "accuracy") return Trigger::kAccuracy;
+  if (text == "new-data") return Trigger::kNewData;
+  if (text == "schedule") return Trigger::kSchedule;
+  return Status::InvalidArgument("--trigger: '" + text +
+                                 "' is not one of drift, accuracy, new-data, schedule");
+}
+
+const char* to_string(Trigger t) {
+  switch (t) {
+    case Trigger::kDrift:
+      return "drift";
+    case Trigger::kAccuracy:
+      return "accuracy";
+    case Trigger::kNewData:
+      return "new-data";
+    case Trigger::kSchedule:
+      return "schedule";
+  }
+  return "?";
+}
+
+fs::path history_path(const std::string& name) {
+  return kiln_home() / "improve" / name / "history.jsonl";
+}
+
+Expected<std::vector<Json>> read_history(const std::string& name) {
+  std::vector<Json> out;
+  const fs::path path = history_path(name);
+  std::error_code ec;
+  if (!fs::exists(path, ec)) return out;
+  KILN_ASSIGN_OR_RETURN(std::string text, read_file(path));
+  size_t start = 0;
+  int line = 0;
+  while (start < text.size()) {
+    size_t end = text.find('\n', start);
+    if (end == std::string::npos) end = text.size();
+    ++line;
+    if (end > start) {
+      Json j = Json::parse(text.substr(start, end - start), nullptr, false);
+      if (j.is_discarded())
+        return Status::DataLoss(path.string() + " line " + std::to_string(line) + ": not JSON");
+      out.push_back(std::move(j));
+    }
+    start = end + 1;
+  }
+  return out;
+}
+
+namespace {
+
+Status check_options(const ImproveOptions& o) {
+  if (o.name.empty()) return Status::InvalidArgument("a model name is required");
+  for (const auto& [flag, v] : {std::pair<const char*, const std::string*>{"--server", &o.server},
+                                {"--route", &o.route},
+                                {"--champion-target", &o.champion_target},
+                                {"--candidate-target", &o.candidate_target}})
+    if (v->empty()) return Status::InvalidArgument(std::string(flag) + " is required");
+  if (o.champion_target == o.candidate_target)
+    return Status::InvalidArgument("--champion-target and --candidate-target must differ");
+  if (!(o.holdout > 0 && o.holdout < 1))
+    return Status::InvalidArgument("--holdout: a share in (0, 1)");
+  if (o.triggers.empty() && !o.force)
+    return Status::InvalidArgument("no --trigger given (or --force)");
+  return Status::Ok();
+}
+
+/// Which triggers fire now, with the numbers behind each ("" when none).
+Expected<std::vector<std::string>> fired_triggers(const ImproveOptions& o, const Server& server,
+                                                  const Json& last, int64_t labelled_rows,
+                                                  Json* evidence) {
+  std::vector<std::string> fired;
+  Json monitor;
+  for (Trigger t : o.triggers) {
+    if ((t == Trigger::kDrift || t == Trigger::kAccuracy) && monitor.is_null()) {
+      KILN_ASSIGN_OR_RETURN(monitor, server.get("/v2/models/" + o.champion_target + "/monitor"));
+    }
+    switch (t) {
+      case Trigger::kDrift: {
+        const Json& d = monitor.contains("drift") ? monitor["drift"] : Json::object();
+        (*evidence)["drift_share"] = d.value("drift_share", 0.0);
+        if (d.value("dataset_drift", false))
+          fired.push_back("drift (share " + std::to_string(d.value("drift_share", 0.0)) + ")");
+        break;
+      }
+      case Trigger::kAccuracy: {
+        const Json& live = monitor.contains("live") ? monitor["live"] : Json::object();
+        const int64_t n = live.value("labelled_rows", int64_t{0});
+        (*evidence)["live_labelled_rows"] = n;
+        if (live.contains("accuracy") && live.contains("reference_accuracy") && n >= 30) {
+          const double acc = live["accuracy"].get<double>();
+          const double ref = live["reference_accuracy"].get<double>();
+          (*evidence)["live_accuracy"] = acc;
+          (*evidence)["reference_accuracy"] = ref;
+          if (acc < ref - o.accuracy_margin)
+            fired.push_back("accuracy (live " + std::to_string(acc) + " < bundle " +
+                            std::to_string(ref) + " - " + std::to_string(o.accuracy_margin) + ")");
+        }
+        break;
+      }
+      case Trigger::kNewData: {
+        const int64_t before = last.is_object() && last.contains("rows")
+                                   ? last["rows"].value("labelled_rows", int64_t{0})
+                                   : 0;
+        (*evidence)["new_labelled_rows"] = labelled_rows - before;
+        if (labelled_rows - before >= o.min_new_rows)
+          fired.push_back("new-data (" + std::to_string(labelled_rows - before) +
+                          " labelled rows since the last cycle)");
+        break;
+      }
+      case Trigger::kSchedule: {
+        const double since = last.is_null() ? 1e18 : unix_now() - last.value("started", 0.0);
+        if (since * 1000 >= static_cast<double>(o.schedule_ms))
+          fired.push_back("schedule (" +
+                          (last.is_null() ? std::string("no cycle yet")
+                                          : std::to_string(static_cast<int64_t>(since)) +
+                                                " s since the last cycle") +
+                          ")");
+        break;
+      }
+    }
+  }
+  return fired;
+}
+
+/// Builds the challenger's snapshot: the base snapshot's train split plus the production training
+/// rows (repeated), its val split, and the held-out production rows as the test split.
+Expected<fs::path> build_snapshot(const ImproveOptions& o, const model::Bundle& champion,
+                                  int64_t champion_version,
+                                  const std::vector<const LabelledRow*>& train_rows,
+                                  const std::vector<const LabelledRow*>& holdout_rows,
+                                  int64_t* repeat_out, Json* about) {
+  const std::string hash = champion.manifest.contains("lineage")
+                               ? champion.manifest["lineage"].value("snapshot_hash", "")
+                               : std::string();
+  if (hash.empty())
+    return Status::FailedPrecondition(
+        "the champion's bundle records no training snapshot (lineage.snapshot_hash)");
+  KILN_ASSIGN_OR_RETURN(fs::path dir, find_snapshot(hash));
+  KILN_ASSIGN_OR_RETURN(data::Snapshot snap, data::read_snapshot(dir));
+  // A snapshot an earlier cycle built: start again from its base, with all production rows.
+  if (snap.manifest.contains("improve")) {
+    KILN_ASSIGN_OR_RETURN(dir, find_snapshot(snap.manifest["improve"].value("base_snapshot", "")));
+    KILN_ASSIGN_OR_RETURN(snap, data::read_snapshot(dir));
+  }
+  if (snap.manifest.value("kind", "") != "images")
+    return Status::FailedPrecondition(
+        "kiln improve builds challengers for image models so far; this one was trained on a "
+        "table snapshot");
+  if (!snap.splits.count("train"))
+    return Status::FailedPrecondition(dir.string() + ": no train split");
+  const std::vector<std::string> labels = champion.labels();
+  const std::vector<int64_t> shape = champion.raw_input_shape();
+  int64_t width = 1;
+  for (int64_t d : shape) width *= d;
+  auto to_split = [&](const std::vector<const LabelledRow*>& rows,
+                      int64_t repeat) -> Expected<data::SplitTensors> {
+    const int64_t n = static_cast<int64_t>(rows.size());
+    torch::Tensor x = torch::empty({n, width}, torch::kUInt8);
+    torch::Tensor y = torch::empty({n}, torch::kLong);
+    uint8_t* xp = x.data_ptr<uint8_t>();
+    int64_t* yp = y.data_ptr<int64_t>();
+    for (int64_t i = 0; i < n; ++i) {
+      const LabelledRow& r = *rows[static_cast<size_t>(i)];
+      if (static_cast<int64_t>(r.inputs.size()) != width)
+        return Status::InvalidArgument("production row '" + r.id +
+                                       "': " + std::to_string(r.inputs.size()) +
+                                       " inputs, the model takes " + std::to_string(width));
+      for (int64_t k = 0; k < width; ++k)
+        xp[i * width + k] = static_cast<uint8_t>(
+            std::clamp(std::lround(r.inputs[static_cast<size_t>(k)]), 0L, 255L));
+      KILN_ASSIGN_OR_RETURN(yp[i], class_of(r.truth, labels, r.id));
+    }
+    std::vector<int64_t> full{n};
+    full.insert(full.end(), shape.begin(), shape.end());
+    x = x.reshape(full);
+    if (repeat > 1) {
+      x = x.repeat_interleave(repeat, 0);
+      y = y.repeat_interleave(repeat, 0);
+    }
+    data::SplitTensors s;
+    s.x = x;
+    s.y = y;
+    return s;
+  };
+  const data::SplitTensors& base_train = snap.splits.at("train");
+  const int64_t base_rows = base_train.x.size(0);
+  int64_t repeat = o.production_repeat;
+  if (repeat <= 0)
+    repeat = std::clamp<int64_t>(
+        base_rows / std::max<int64_t>(1, static_cast<int64_t>(train_rows.size())), 1, 10);
+  KILN_ASSIGN_OR_RETURN(data::SplitTensors prod, to_split(train_rows, repeat));
+  KILN_ASSIGN_OR_RETURN(data::SplitTensors held, to_split(holdout_rows, 1));
+  std::map<std::string, data::SplitTensors> splits;
+  data::SplitTensors train;
+  train.x = torch::cat({base_train.x, prod.x.to(base_train.x.scalar_type())}, 0);
+  train.y = torch::cat({base_train.y, prod.y.to(base_train.y.scalar_type())}, 0);
+  splits["train"] = train;
+  if (snap.splits.count("val")) splits["val"] = snap.splits.at("val");
+  splits["test"] = held;
+  Json manifest = snap.manifest;
+  manifest.erase("files");
+  manifest.erase("content_hash");
+  for (const auto& [name, s] : splits) {
+    Json& m = manifest["splits"][name];
+    m["rows"] = s.x.size(0);
+    m["x_shape"] = s.x.sizes().vec();
+    m["class_counts"] = class_counts(s.y, labels);
+  }
+  manifest["improve"] = {{"base_snapshot", snap.hash()},
+                         {"model", o.name},
+                         {"champion_version", champion_version},
+                         {"production_train_rows", static_cast<int64_t>(train_rows.size())},
+                         {"production_repeat", repeat},
+                         {"holdout_rows", static_cast<int64_t>(holdout_rows.size())},
+                         {"test_split", "held-out production rows"}};
+  *repeat_out = repeat;
+  *about = manifest["improve"];
+  const std::string base_name = manifest.value("name", o.name);
+  return data::write_snapshot(kiln_home() / "snapshots", base_name + "-improve", manifest, splits);
+}
+
+/// Predicted classes of a bundle's served module on `x`.
+Expected<torch::Tensor> predict_classes(const model::Bundle& bundle, const torch::Tensor& x) {
+  KILN_ASSIGN_OR_RETURN(torch::jit::Module m, model::load_bundle_module(bundle));
+  KILN_ASSIGN_OR_RETURN(torch::Tensor out, train::run_module(m, x, 256));
+  return out.argmax(1);
+}
+
+Expected<Json> run_cycle(const ImproveOptions& o, const Server& server, const ProductionRows& rows,
+                         Cycle& cycle, std::ostream& out) {
+  Json& rec = cycle.record;
+  // The champion, as the registry names it now.
+  const std::string champion_ref = o.name + "@" + o.champion_alias;
+  KILN_ASSIGN_OR_RETURN(registry::ResolvedModel resolved,
+                        registry::resolve_model_ref(champion_ref));
+  KILN_ASSIGN_OR_RETURN(model::Bundle champion, model::read_bundle(resolved.bundle_dir));
+  rec["champion"] = {{"version", resolved.version}};
+  if (champion.task() != "classification")
+    return Status::FailedPrecondition("kiln improve compares classifiers so far (McNemar)");
+
+  std::vector<const LabelledRow*> train_rows, holdout_rows;
+  for (const LabelledRow& r : rows.rows)
+    (in_holdout(r.id, o.holdout) ? holdout_rows : train_rows).push_back(&r);
+  if (static_cast<int64_t>(holdout_rows.size()) > o.max_holdout_rows)
+    holdout_rows.erase(holdout_rows.begin(),
+                       holdout_rows.end() - static_cast<std::ptrdiff_t>(o.max_holdout_rows));
+  out << "improve: " << train_rows.size() << " production rows to train on, " << holdout_rows.size()
+      << " held out\n";
+
+  int64_t repeat = 1;
+  Json about;
+  KILN_ASSIGN_OR_RETURN(
+      fs::path snapshot_dir,
+      build_snapshot(o, champion, resolved.version, train_rows, holdout_rows, &repeat, &about));
+  rec["snapshot"] = {{"dir", snapshot_dir.string()}, {"production_repeat", repeat}};
+  out << "improve: snapshot " << snapshot_dir.filename().string() << "\n";
+  cycle.phase("snapshot");
+
+  // The challenger: the champion's own training config on the new snapshot.
+  Json config = champion.manifest.value("training", Json::object());
+  config["data"] = snapshot_dir.string();
+  for (const std::string& s : o.train_overrides)
+    KILN_RETURN_IF_ERROR(train::apply_override(&config, s));
+  KILN_ASSIGN_OR_RETURN(train::TrainConfig cfg,
+                        train::parse_train_config(config, {}, "the champion's training config"));
+  const fs::path run_dir =
+      history_path(o.name).parent_path() / ("cycle-" + std::to_string(rec["cycle"].get<int64_t>()));
+  std::error_code ec;
+  fs::remove_all(run_dir, ec);
+  out << "improve: training the challenger in " << run_dir.string() << "\n";
+  out.flush();
+  KILN_ASSIGN_OR_RETURN(
+      train::TrainResult trained,
+      train::train(cfg, train::TrainOptions(run_dir).snapshot_dir(kiln_home() / "snapshots")));
+  if (trained.bundle_dir.empty()) return Status::Internal("training wrote no bundle");
+  rec["challenger"] = {{"run_dir", run_dir.string()},
+                       {"epochs", trained.epochs},
+                       {"train_seconds", round3(trained.seconds)}};
+  cycle.phase("train");
+
+  // Champion vs challenger on the held-out production rows, as the server received them.
+  KILN_ASSIGN_OR_RETURN(model::Bundle challenger, model::read_bundle(trained.bundle_dir));
+  if (challenger.labels() != champion.labels())
+    return Status::Internal("the challenger's classes differ from the champion's");
+  const torch::Tensor x = served_tensor(holdout_rows, champion.raw_input_shape());
+  torch::Tensor y = torch::empty({static_cast<int64_t>(holdout_rows.size())}, torch::kLong);
+  int64_t* yp = y.data_ptr<int64_t>();
+  for (size_t i = 0; i < holdout_rows.size(); ++i) {
+    KILN_ASSIGN_OR_RETURN(yp[i],
+                          class_of(holdout_rows[i]->truth, champion.labels(), holdout_rows[i]->id));
+  }
+  KILN_ASSIGN_OR_RETURN(torch::Tensor champion_pred, predict_classes(champion, x));
+  KILN_ASSIGN_OR_RETURN(torch::Tensor challenger_pred, predict_classes(challenger, x));
+  const torch::Tensor champion_right = champion_pred == y, challenger_right = challenger_pred == y;
+  const int64_t b = (champion_right & ~challenger_right).sum().item<int64_t>();
+  const int64_t c = (challenger_right & ~champion_right).sum().item<int64_t>();
+  const checks::McNemarResult m = checks::mcnemar(b, c);
+  const std::string verdict = checks::mcnemar_verdict(m, o.alpha);
+  const double n = static_cast<double>(std::max<size_t>(1, holdout_rows.size()));
+  const double champion_acc = champion_right.sum().item<int64_t>() / n;
+  const double challenger_acc = challenger_right.sum().item<int64_t>() / n;
+  rec["holdout"] = {{"rows", static_cast<int64_t>(holdout_rows.size())},
+                    {"champion_accuracy", round3(champion_acc)},
+                    {"challenger_accuracy", round3(challenger_acc)},
+                    {"b_champion_only_right", b},
+                    {"c_challenger_only_right", c},
+                    {"p_value", m.p_value},
+                    {"test", m.exact ? "mcnemar_exact" : "mcnemar_chi2_corrected"},
+                    {"verdict", verdict}};
+  out << "improve: held-out production rows " << holdout_rows.size() << ": champion "
+      << round3(champion_acc) << ", challenger " << round3(challenger_acc) << " (McNemar b=" << b
+      << " c=" << c << " p=" << m.p_value << "): " << verdict << "\n";
+  cycle.phase("compare");
+  if (verdict != "better") {
+    rec["decision"] = "rejected";
+    rec["why"] = "the challenger is " + verdict + " than the champion on the held-out rows";
+    return rec;
+  }
+
+  // Push, point the candidate alias at it, and wait for the server to load it.
+  KILN_ASSIGN_OR_RETURN(auto store, registry::open_model_store());
+  KILN_ASSIGN_OR_RETURN(
+      registry::VersionInfo pushed,
+      store->push(registry::PushRequest(trained.bundle_dir, o.name)
+                      .parent(o.name + "@" + std::to_string(resolved.version))
+                      .tag("improve.cycle", std::to_string(rec["cycle"].get<int64_t>()))
+                      .description("kiln improve: champion v" + std::to_string(resolved.version) +
+                                   " + " + std::to_string(train_rows.size()) +
+                                   " labelled production rows")));
+  KILN_RETURN_IF_ERROR(store->set_alias(o.name, o.candidate_alias, pushed.version));
+  rec["challenger"]["version"] = pushed.version;
+  out << "improve: pushed " << o.name << " v" << pushed.version << " as @" << o.candidate_alias
+      << "\n";
+  KILN_RETURN_IF_ERROR(
+      server.wait_for_version(o.candidate_target, pushed.version, o.reload_timeout_ms));
+  cycle.phase("push");
+
+  // The canary: `kiln rollout`'s path, promoting the champion alias at the end.
+  rollout::RolloutOptions ro(o.route, o.server, o.candidate_target);
+  ro.steps(o.steps)
+      .interval_ms(o.step_interval_ms)
+      .max_error_rate(o.max_error_rate)
+      .max_p99_ms(o.max_p99_ms)
+      .min_requests(o.min_requests)
+      .api_key_file(o.api_key_file)
+      .promote(o.name + "@" + o.champion_alias + "=" + std::to_string(pushed.version));
+  auto promote = [&store](const rollout::PromoteTarget& p) {
+    return store->set_alias(p.name, p.alias, p.version);
+  };
+  KILN_ASSIGN_OR_RETURN(fs::path state_path, rollout::rollout_state_path(o.route));
+  KILN_ASSIGN_OR_RETURN(auto r, rollout::Rollout::Create(ro, state_path, promote));
+  const Status rolled = r->start(out);
+  cycle.phase("rollout");
+  if (!rolled.ok()) {
+    rec["decision"] = "rolled_back";
+    rec["why"] = rolled.message();
+    return rec;
+  }
+  // Promoted: once the champion target serves the new version, it takes the traffic again and
+  // the candidate target waits, at weight 0, for the next cycle.
+  KILN_RETURN_IF_ERROR(
+      server.wait_for_version(o.champion_target, pushed.version, o.reload_timeout_ms));
+  KILN_RETURN_IF_ERROR(
+      server.post("/v2/routes/" + o.route,
+                  Json{{"weights", {{o.champion_target, 100}, {o.candidate_target, 0}}}}));
+  cycle.phase("promote");
+  rec["decision"] = "promoted";
+  rec["why"] = "better on " + std::to_string(holdout_rows.size()) +
+               " held-out production rows and healthy through the canary";
+  out << "improve: promoted " << o.name << " v" << pushed.version << " to @" << o.champion_alias
+      << "\n";
+  return rec;
+}
+
+}  // namespace
+
+Expected<Json> run_improve(const ImproveOptions& options, std::ostream& out) {
+  KILN_RETURN_IF_ERROR(check_options(options));
+  ImproveOptions o = options;
+  if (o.log_dir.empty()) o.log_dir = kiln_home() / "logs";
+  KILN_ASSIGN_OR_RETURN(DirectoryLock lock,
+                        DirectoryLock::Take(history_path(o.name).parent_path()));
+  KILN_ASSIGN_OR_RETURN(Server server, Server::Connect(o));
+  KILN_ASSIGN_OR_RETURN(std::vector<Json> history, read_history(o.name));
+  const Json last = last_cycle(history);
+
+  Cycle cycle;
+  Json& rec = cycle.record;
+  rec["started"] = round3(unix_now());
+  rec["model"] = o.name;
+  // The labelled production rows of the route's targets.
+  KILN_ASSIGN_OR_RETURN(ProductionRows rows,
+                        read_production_rows(o.log_dir, {o.champion_target, o.candidate_target}));
+  rec["rows"] = rows.to_json();
+  cycle.phase("collect");
+  Json evidence = Json::object();
+  KILN_ASSIGN_OR_RETURN(
+      std::vector<std::string> fired,
+      fired_triggers(o, server, last, static_cast<int64_t>(rows.rows.size()), &evidence));
+  if (o.force) fired.insert(fired.begin(), "forced (--force)");
+  rec["triggers"] = fired;
+  rec["evidence"] = evidence;
+  if (fired.empty()) {
+    rec["decision"] = "none";
+    rec["why"] = "no trigger fired";
+    out << "improve: no trigger fired (" << evidence.dump() << ")\n";
+    return rec;  // printed, not recorded: a watch loop checks often
+  }
+  out << "improve: triggered by " << fired.front() << (fired.size() > 1 ? " and more" : "") << "\n";
+  const double since_last = last.is_null() ? 1e18 : unix_now() - last.value("started", 0.0);
+  if (!o.force && since_last * 1000 < static_cast<double>(o.cooldown_ms)) {
+    rec["decision"] = "skipped";
+    rec["why"] = "cool-down: the last cycle started " + std::to_string(int64_t(since_last)) +
+                 " s ago, the cool-down is " + std::to_string(o.cooldown_ms / 1000) + " s";
+  } else if (static_cast<int64_t>(rows.rows.size()) < o.min_rows) {
+    rec["decision"] = "skipped";
+    rec["why"] =
+        std::to_string(rows.rows.size()) + " labelled production rows, " +
+        std::to_string(o.min_rows) + " needed" +
+        (rows.hashed_predictions > 0
+             ? " (" + std::to_string(rows.hashed_predictions) +
+                   " predictions were logged as hashes: serve with --prediction-log inputs)"
+             : "");
+  } else {
+    rec["cycle"] =
+        static_cast<int64_t>(1 + std::count_if(history.begin(), history.end(),
+                                               [](const Json& h) { return h.contains("cycle"); }));
+    Expected<Json> done = run_cycle(o, server, rows, cycle, out);
+    if (!done.ok()) {
+      rec["decision"] = "failed";
+      rec["why"] = done.status().message();
+    }
+  }
+  rec["finished"] = round3(unix_now());
+  rec["seconds"] = round3(rec["finished"].get<double>() - rec["started"].get<double>());
+  out << "improve: " << rec["decision"].get<std::string>() << ": " << rec["why"].get<std::string>()
+      << "\n";
+  KILN_RETURN_IF_ERROR(append_history(o.name, rec));
+  return rec;
+}
+
+}  // namespace kiln::improve
