@@ -53,8 +53,8 @@ class PredictionMemory {
   void catch_up_index();
 
   int64_t capacity_;
-  std::vector<Slot> ring_;  ///< grows to capacity, then wraps
-  int64_t next_seq_ = 0;    ///< sequence number of the next row; row s lives in slot s % capacity
+  std::vector<Slot> ring_;   ///< grows to capacity, then wraps
+  int64_t next_seq_ = 0;     ///< sequence number of the next row; row s lives in slot s % capacity
   int64_t indexed_seq_ = 0;  ///< rows before this are in index_
   /// 64-bit hash of a row id → its latest sequence number; find() checks the slot still holds
   /// that id (two live ids sharing a hash, odds ~1e-10 at 100,000 rows, would shadow each other).
