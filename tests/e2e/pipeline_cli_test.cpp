@@ -12,6 +12,7 @@
 #include <nlohmann/json.hpp>
 #include <thread>
 
+#include "kiln/core/hash.h"
 #include "support/test_support.h"
 
 namespace kiln {
@@ -276,6 +277,44 @@ TEST(PipelineExampleTest, BreastCancerRunsEndToEndThenSkipsEveryStage) {
   EXPECT_EQ(status.exit_code, 0);
   EXPECT_EQ(status.out.find("changed"), std::string::npos) << status.out;
   EXPECT_EQ(status.out.find("never run"), std::string::npos) << status.out;
+}
+
+TEST(PipelineExampleTest, ATuneStageHandsItsBestTrialsBundleToThePush) {
+  TempDir home;
+  TempDir work;
+  write_text(work / "space.yaml",
+             "params:\n  optimizer.lr: {type: float, low: 0.001, high: 0.01, log: true}\n");
+  write_text(work / "pipeline.yaml",
+             "stages:\n  prepare: {kind: prepare, spec: " + example("breast-cancer/dataset.yaml") +
+                 "}\n  search: {kind: tune, config: " + example("breast-cancer/train.yaml") +
+                 ", space: space.yaml, args: [--trials, 2, --set, "
+                 "epochs=4], needs: [prepare]}\n  push: {kind: push, "
+                 "name: tuned, needs: [search]}\n");
+  const std::string file = (work / "pipeline.yaml").string();
+  CommandResult first = run_kiln({"pipeline", "run", file, "--json"}, home.path());
+  ASSERT_EQ(first.exit_code, 0) << first.out << first.err;
+  auto ran = stages_of(first);
+  for (const char* s : {"prepare", "search", "push"}) EXPECT_EQ(ran[s]["status"], "done") << s;
+  const std::string bundle = ran["search"]["outputs"]["bundle"];
+  EXPECT_TRUE(fs::exists(fs::path(bundle) / "manifest.json")) << bundle;
+  EXPECT_FALSE(ran["search"]["outputs"]["study"].get<std::string>().empty());
+  EXPECT_EQ(ran["push"]["outputs"]["ref"], "tuned@1");
+  // The pushed version is the best trial's bundle.
+  CommandResult shown = run_kiln({"registry", "show", "tuned@1", "--json"}, home.path());
+  ASSERT_EQ(shown.exit_code, 0) << shown.err;
+  EXPECT_EQ(Json::parse(shown.out)["bundle_sha256"],
+            *sha256_file(fs::path(bundle) / "manifest.json"));
+  // Unchanged: nothing runs again; the space edited: the search and the push run again.
+  CommandResult second = run_kiln({"pipeline", "run", file, "--json"}, home.path());
+  for (const auto& [name, st] : stages_of(second)) EXPECT_EQ(st["status"], "skipped") << name;
+  write_text(work / "space.yaml",
+             "params:\n  optimizer.lr: {type: float, low: 0.002, high: 0.01, log: true}\n");
+  CommandResult third = run_kiln({"pipeline", "run", file, "--json"}, home.path());
+  ASSERT_EQ(third.exit_code, 0) << third.err;
+  auto again = stages_of(third);
+  EXPECT_EQ(again["prepare"]["status"], "skipped") << third.out;
+  EXPECT_EQ(again["search"]["status"], "done");
+  EXPECT_EQ(again["push"]["outputs"]["ref"], "tuned@2");
 }
 
 }  // namespace

@@ -199,5 +199,35 @@ TEST_F(RolloutCliTest, BadInputNamesTheFlag) {
   EXPECT_EQ(canary_weight(), 0);
 }
 
+TEST_F(RolloutCliTest, APipelineRolloutStagePromotesTheVersionItsPushRegistered) {
+  const std::filesystem::path dir = home_ / "pipeline";
+  testing::write_text(
+      dir / "pipeline.yaml",
+      "stages:\n  train: {kind: train, config: " + testing::example("breast-cancer/train.yaml") +
+          "}\n  push: {kind: push, name: bc, needs: [train]}\n  canary: {kind: rollout, "
+          "route: cancer, server: \"" +
+          url_ +
+          "\", candidate: canary, alias: production, args: [--steps, \"50,100\", --interval, "
+          "1s, --min-requests, 5], needs: [push]}\n");
+  auto r = run_kiln({"pipeline", "run", (dir / "pipeline.yaml").string(), "--json"}, home_.path());
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+  const Json out = Json::parse(r.out);
+  for (const Json& s : out["stages"]) EXPECT_EQ(s["status"], "done") << s.dump();
+  EXPECT_EQ(state()["status"], "promoted");
+  EXPECT_EQ(canary_weight(), 100);
+  auto shown = run_kiln({"registry", "show", "bc@production", "--json"}, home_.path());
+  ASSERT_EQ(shown.exit_code, 0) << shown.err;
+  EXPECT_EQ(Json::parse(shown.out)["version"], 1);
+  EXPECT_EQ(failed_.load(), 0);
+  // A candidate that is no target of the route: the stage fails, nothing moves.
+  testing::write_text(dir / "bad.yaml",
+                      "stages:\n  canary: {kind: rollout, route: cancer, "
+                      "server: \"" +
+                          url_ + "\", candidate: nobody}\n");
+  r = run_kiln({"pipeline", "run", (dir / "bad.yaml").string(), "--json"}, home_.path());
+  EXPECT_EQ(r.exit_code, 1) << r.out << r.err;
+  EXPECT_EQ(Json::parse(r.out)["stages"][0]["status"], "failed");
+}
+
 }  // namespace
 }  // namespace kiln

@@ -60,6 +60,20 @@ TEST(ContentHashTest, ImageSpecsHashTheirSplitFilesUnderRoot) {
   EXPECT_TRUE(inputs->count("raw/train-labels.gz"));
 }
 
+TEST(ContentHashTest, ATuneStageHashesItsSearchSpace) {
+  TempDir dir;
+  write_text(dir / "train.yaml", "data: d.csv\nepochs: 1\n");
+  write_text(dir / "space.yaml", "params:\n  lr: {type: float, low: 0.1, high: 1}\n");
+  write_text(dir / "p.yaml", "stages:\n  s: {kind: tune, config: train.yaml, space: space.yaml}\n");
+  auto file = read_pipeline_file(dir / "p.yaml");
+  ASSERT_TRUE(file.ok()) << file.status();
+  auto before = stage_inputs(*file, file->stages[0], {});
+  ASSERT_TRUE(before.ok()) << before.status();
+  ASSERT_TRUE(before->count("space.yaml"));
+  write_text(dir / "space.yaml", "params:\n  lr: {type: float, low: 0.2, high: 1}\n");
+  EXPECT_NE(stage_inputs(*file, file->stages[0], {})->at("space.yaml"), before->at("space.yaml"));
+}
+
 TEST(ContentHashTest, UpstreamHashIsAnInput) {
   TempDir dir;
   write_text(dir / "p.yaml",

@@ -83,5 +83,45 @@ TEST(PipelineFileTest, DagDrawsEveryStageAndEdge) {
   EXPECT_NE(svg.find(">b</text>"), std::string::npos);
 }
 
+TEST(PipelineFileTest, TuneAndRolloutStagesTakeTheirFieldsAndArgs) {
+  auto p = parse_pipeline(R"(stages:
+  search: {kind: tune, config: train.yaml, space: space.yaml, args: [--trials, 4, --pruner, asha]}
+  test: {kind: test, needs: [search]}
+  push: {kind: push, name: m, needs: [test], gate: test}
+  canary: {kind: rollout, route: m, server: "http://127.0.0.1:1", candidate: c, alias: production, needs: [push]}
+)",
+                          "p.yaml");
+  ASSERT_TRUE(p.ok()) << p.status();
+  const StageSpec* search = p->find("search");
+  EXPECT_EQ(search->kind, StageKind::kTune);
+  EXPECT_EQ(search->space, "space.yaml");
+  EXPECT_EQ(search->args, (std::vector<std::string>{"--trials", "4", "--pruner", "asha"}));
+  const StageSpec* canary = p->find("canary");
+  EXPECT_EQ(canary->kind, StageKind::kRollout);
+  EXPECT_EQ(canary->route, "m");
+  EXPECT_EQ(canary->candidate, "c");
+  EXPECT_EQ(canary->alias, "production");
+  EXPECT_STREQ(stage_kind_name(StageKind::kRollout), "rollout");
+}
+
+TEST(PipelineFileTest, TuneAndRolloutStagesMissingWhatTheyNeedAreRefused) {
+  EXPECT_NE(parse_error("stages:\n  s: {kind: tune, config: t.yaml}\n")
+                .message()
+                .find("kind tune needs `space:`"),
+            std::string::npos);
+  EXPECT_NE(parse_error("stages:\n  r: {kind: rollout, route: m, server: http://x:1}\n")
+                .message()
+                .find("needs `server:` and `candidate:`"),
+            std::string::npos);
+  // Promoting at the end of a rollout needs the version a push registered.
+  const Status s = parse_error(
+      "stages:\n  r: {kind: rollout, route: m, server: http://x:1, candidate: c, alias: prod}\n");
+  EXPECT_NE(s.message().find("needs a push stage upstream"), std::string::npos) << s;
+  // A rollout without an alias moves weights only and needs nothing upstream.
+  EXPECT_TRUE(
+      parse_error("stages:\n  r: {kind: rollout, route: m, server: http://x:1, candidate: c}\n")
+          .ok());
+}
+
 }  // namespace
 }  // namespace kiln::pipeline

@@ -139,6 +139,12 @@ int run_tune(const TuneArgs& a) {
     if (best)
       std::cout << "best trial " << best->number << " value " << tune::value_text(best->value)
                 << " params " << best->params.dump() << "\n";
+    // The kept bundle of the best trial (what a pipeline's tune stage hands downstream).
+    if (best && a.keep_trials != "none" && training) {
+      const fs::path bundle = fs::path(best->out_dir) / "run" / "bundle";
+      std::error_code ec;
+      if (fs::is_directory(bundle, ec)) std::cout << "best bundle " << bundle.string() << "\n";
+    }
     if (!pushed.is_null())
       std::cout << "pushed trial " << best->number << " as " << a.push << "@"
                 << pushed["version"].get<int64_t>() << "\n";

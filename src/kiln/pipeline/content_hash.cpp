@@ -87,7 +87,7 @@ Expected<std::map<std::string, std::string>> stage_inputs(
   };
   std::vector<fs::path> paths;
   for (const std::string& d : stage.deps) paths.push_back((dir / d).lexically_normal());
-  for (const std::string* yaml : {&stage.spec, &stage.config, &stage.suite}) {
+  for (const std::string* yaml : {&stage.spec, &stage.config, &stage.suite, &stage.space}) {
     if (yaml->empty()) continue;
     const fs::path p = (dir / *yaml).lexically_normal();
     paths.push_back(p);

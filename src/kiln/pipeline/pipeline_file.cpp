@@ -21,12 +21,20 @@ const std::vector<KindInfo>& kinds() {
   static const std::vector<KindInfo> table = {
       {StageKind::kPrepare, "prepare", "spec", {"spec"}},
       {StageKind::kTrain, "train", "config", {"config"}},
+      {StageKind::kTune, "tune", "config", {"config", "space", "args"}},
       {StageKind::kTest, "test", "", {"suite"}},
       {StageKind::kPush, "push", "name", {"name"}},
       {StageKind::kPromote, "promote", "alias", {"alias"}},
+      {StageKind::kRollout, "rollout", "route", {"route", "server", "candidate", "alias", "args"}},
       {StageKind::kShell, "shell", "cmd", {"cmd"}},
   };
   return table;
+}
+
+std::string kind_list() {
+  std::string out;
+  for (const KindInfo& k : kinds()) out += (out.empty() ? "" : ", ") + std::string(k.name);
+  return out;
 }
 
 const std::vector<std::string> kCommonFields = {"kind", "needs", "gate", "deps", "outs", "desc"};
@@ -106,13 +114,12 @@ Expected<PipelineFile> parse_pipeline(const std::string& text, const fs::path& p
     const std::string who = "stage '" + s.name + "': ";
     if (!s.node.is_object()) return bad(key, who + "a stage is a mapping with `kind:`");
     if (!s.node.contains("kind") || !s.node["kind"].is_string())
-      return bad(key, who + "`kind:` is required (prepare, train, test, push, promote, shell)");
+      return bad(key, who + "`kind:` is required (" + kind_list() + ")");
     const std::string kind = s.node["kind"];
     auto info = std::find_if(kinds().begin(), kinds().end(),
                              [&](const KindInfo& k) { return kind == k.name; });
     if (info == kinds().end())
-      return bad(key + ".kind",
-                 who + "unknown kind '" + kind + "' (prepare, train, test, push, promote, shell)");
+      return bad(key + ".kind", who + "unknown kind '" + kind + "' (" + kind_list() + ")");
     s.kind = info->kind;
     for (auto f = s.node.begin(); f != s.node.end(); ++f) {
       const std::string& field = f.key();
@@ -122,9 +129,10 @@ Expected<PipelineFile> parse_pipeline(const std::string& text, const fs::path& p
         return bad(key + "." + field, who + "unknown field '" + field + "' for kind " + kind);
       if (field == "kind" || field == "desc") continue;
       const Json& v = f.value();
-      if (field == "needs" || field == "deps" || field == "outs") {
+      if (field == "needs" || field == "deps" || field == "outs" || field == "args") {
         std::vector<std::string>* list = field == "needs"  ? &s.needs
                                          : field == "deps" ? &s.deps
+                                         : field == "args" ? &s.args
                                                            : &s.outs;
         if (v.is_string()) {
           list->push_back(v.get<std::string>());
@@ -133,6 +141,10 @@ Expected<PipelineFile> parse_pipeline(const std::string& text, const fs::path& p
         if (!v.is_array())
           return bad(key + "." + field, who + "`" + field + "` is a list of names");
         for (const Json& item : v) {
+          if (field == "args" && (item.is_number() || item.is_boolean())) {
+            list->push_back(item.dump());  // `args: [--trials, 4]`
+            continue;
+          }
           if (!item.is_string())
             return bad(key + "." + field, who + "`" + field + "` entries are strings");
           list->push_back(item.get<std::string>());
@@ -149,7 +161,15 @@ Expected<PipelineFile> parse_pipeline(const std::string& text, const fs::path& p
       if (field == "cmd") s.cmd = value;
       if (field == "gate") s.gate = value;
       if (field == "alias") s.alias = value;
+      if (field == "space") s.space = value;
+      if (field == "route") s.route = value;
+      if (field == "server") s.server = value;
+      if (field == "candidate") s.candidate = value;
     }
+    if (s.kind == StageKind::kTune && s.space.empty())
+      return bad(key, who + "kind tune needs `space:` (the search space YAML)");
+    if (s.kind == StageKind::kRollout && (s.server.empty() || s.candidate.empty()))
+      return bad(key, who + "kind rollout needs `server:` and `candidate:`");
     if (*info->required && !s.node.contains(info->required))
       return bad(key, who + "kind " + kind + " needs `" + info->required + ":`");
     parsed.push_back(std::move(s));
@@ -173,16 +193,18 @@ Expected<PipelineFile> parse_pipeline(const std::string& text, const fs::path& p
         return bad(key + ".gate",
                    "stage '" + s.name + "': gate '" + s.gate + "' must be a test (or shell) stage");
     }
-    // Test and push take the bundle of a train stage upstream; promote the version a push made.
+    // Test and push take the bundle of a train (or tune) stage upstream; promote, and a rollout
+    // that promotes, the version a push made.
     const bool wants_bundle = s.kind == StageKind::kTest || s.kind == StageKind::kPush;
-    if (wants_bundle || s.kind == StageKind::kPromote) {
+    if (wants_bundle || s.kind == StageKind::kPromote ||
+        (s.kind == StageKind::kRollout && !s.alias.empty())) {
       const StageKind source = wants_bundle ? StageKind::kTrain : StageKind::kPush;
       std::set<std::string> seen;
       std::function<bool(const std::string&)> reaches = [&](const std::string& n) {
         if (!seen.insert(n).second) return false;
         auto st = std::find_if(parsed.begin(), parsed.end(),
                                [&](const StageSpec& x) { return x.name == n; });
-        if (st->kind == source) return true;
+        if (st->kind == source || (wants_bundle && st->kind == StageKind::kTune)) return true;
         for (const std::string& u : st->upstream())
           if (reaches(u)) return true;
         return false;

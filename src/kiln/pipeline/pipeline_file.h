@@ -13,9 +13,9 @@ namespace kiln::pipeline {
 namespace fs = std::filesystem;
 
 /// What a stage runs: a `kiln` verb, or any shell command.
-enum class StageKind { kPrepare, kTrain, kTest, kPush, kPromote, kShell };
+enum class StageKind { kPrepare, kTrain, kTune, kTest, kPush, kPromote, kRollout, kShell };
 
-/// "prepare", "train", "test", "push", "promote", "shell".
+/// "prepare", "train", "tune", "test", "push", "promote", "rollout", "shell".
 const char* stage_kind_name(StageKind kind);
 
 /// One stage of a pipeline file, as written. Paths are relative to the pipeline file's directory.
@@ -24,10 +24,16 @@ struct StageSpec {
   std::string name;
   StageKind kind = StageKind::kShell;
   std::string spec;                ///< prepare: dataset spec
-  std::string config;              ///< train: training config
+  std::string config;              ///< train, tune: training config
+  std::string space;               ///< tune: search space YAML
   std::string suite;               ///< test: suite YAML ("" = the bundle's default suite)
   std::string push_name;           ///< push: registered model name
-  std::string alias;               ///< promote: the alias moved to the version pushed upstream
+  std::string alias;               ///< promote: the alias moved to the version pushed upstream;
+                                   ///< rollout: the alias promoted to it after the last step
+  std::string route;               ///< rollout: the server's route
+  std::string server;              ///< rollout: http://127.0.0.1:PORT
+  std::string candidate;           ///< rollout: the route target that takes the traffic
+  std::vector<std::string> args;   ///< tune, rollout: more flags for the verb, as written
   std::string cmd;                 ///< shell: command for /bin/sh -c
   std::string gate;                ///< a test stage that must have passed ("" = none)
   std::vector<std::string> needs;  ///< stages that run before this one

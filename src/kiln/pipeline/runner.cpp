@@ -120,8 +120,10 @@ Expected<Launch> stage_command(const PipelineFile& file, const StageSpec& s,
   l.cwd = file.directory();
   auto bundle = [&]() -> Expected<std::string> {
     std::string b = upstream_output(file, s, StageKind::kTrain, "bundle", outputs);
+    if (b.empty()) b = upstream_output(file, s, StageKind::kTune, "bundle", outputs);
     if (b.empty())
-      return Status::FailedPrecondition("stage '" + s.name + "': no bundle from a train stage");
+      return Status::FailedPrecondition("stage '" + s.name +
+                                        "': no bundle from a train or tune stage");
     return b;
   };
   switch (s.kind) {
@@ -133,6 +135,30 @@ Expected<Launch> stage_command(const PipelineFile& file, const StageSpec& s,
       const std::string snapshot =
           upstream_output(file, s, StageKind::kPrepare, "snapshot", outputs);
       if (!snapshot.empty()) l.argv.insert(l.argv.end(), {"--set", "data=" + snapshot});
+      break;
+    }
+    case StageKind::kTune: {
+      // A fresh study per run of the stage (a study of the same name would resume).
+      const std::string study = file.path.stem().string() + "-" + s.name + "-" +
+                                std::to_string(static_cast<int64_t>(::time(nullptr)));
+      l.argv = {kiln, "tune", s.config, "--space", s.space, "--study", study};
+      const std::string snapshot =
+          upstream_output(file, s, StageKind::kPrepare, "snapshot", outputs);
+      if (!snapshot.empty()) l.argv.insert(l.argv.end(), {"--set", "data=" + snapshot});
+      l.argv.insert(l.argv.end(), s.args.begin(), s.args.end());
+      break;
+    }
+    case StageKind::kRollout: {
+      l.argv = {kiln, "rollout", s.route, "--server", s.server, "--candidate", s.candidate};
+      if (!s.alias.empty()) {
+        const std::string ref = upstream_output(file, s, StageKind::kPush, "ref", outputs);
+        const size_t at = ref.rfind('@');
+        if (at == std::string::npos)
+          return Status::FailedPrecondition("stage '" + s.name + "': no version from a push stage");
+        l.argv.insert(l.argv.end(),
+                      {"--promote", ref.substr(0, at) + "@" + s.alias + "=" + ref.substr(at + 1)});
+      }
+      l.argv.insert(l.argv.end(), s.args.begin(), s.args.end());
       break;
     }
     case StageKind::kTest: {
@@ -209,6 +235,23 @@ Expected<Json> collect_outputs(const PipelineFile& file, const StageSpec& s, con
       out["run"] = (work / "run").string();
       out["bundle"] = (work / "run" / "bundle").string();
       break;
+    case StageKind::kTune: {
+      const std::string bundle = line_value(log_text, "best bundle ");
+      if (bundle.empty() || !fs::is_directory(bundle, ec))
+        return Status::FailedPrecondition(
+            "kiln tune printed no best bundle (is --keep-trials none among the args?)");
+      out["bundle"] = bundle;
+      std::string study = line_value(log_text, "study ");
+      if (!study.empty() && study.back() == ':') study.pop_back();
+      out["study"] = study;
+      break;
+    }
+    case StageKind::kRollout: {
+      const std::string promoted = line_value(log_text, "promoted: ");
+      out["route"] = s.route;
+      if (!promoted.empty()) out["promoted"] = promoted;
+      break;
+    }
     case StageKind::kTest:
       if (!fs::exists(work / "report.json", ec))
         return Status::FailedPrecondition("kiln test wrote no report");
