@@ -229,5 +229,29 @@ TEST_F(RolloutCliTest, APipelineRolloutStagePromotesTheVersionItsPushRegistered)
   EXPECT_EQ(Json::parse(r.out)["stages"][0]["status"], "failed");
 }
 
+TEST_F(RolloutCliTest, SigtermMidStepRollsBackAtOnce) {
+  const pid_t pid = testing::spawn_kiln({"rollout", "cancer", "--server", url_, "--candidate",
+                                         "canary", "--steps", "25,100", "--interval", "30s"},
+                                        home_.path());
+  for (int i = 0; i < 200 && canary_weight() != 25; ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  ASSERT_EQ(canary_weight(), 25);
+  const auto t0 = std::chrono::steady_clock::now();
+  ASSERT_EQ(::kill(pid, SIGTERM), 0);
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  // Within a poll, not at the end of the 30 s step.
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(10));
+  ASSERT_TRUE(WIFEXITED(status));
+  EXPECT_EQ(WEXITSTATUS(status), 1);
+  EXPECT_EQ(canary_weight(), 0);
+  EXPECT_EQ(state()["status"], "rolled_back");
+  EXPECT_NE(state()["history"].back().dump().find("interrupted"), std::string::npos)
+      << state().dump(1);
+  stop_ = true;
+  load_.join();
+  EXPECT_EQ(failed_.load(), 0);
+}
+
 }  // namespace
 }  // namespace kiln

@@ -54,6 +54,10 @@ Status run(ImproveArgs& a) {
   KILN_ASSIGN_OR_RETURN(int64_t check_every_ms,
                         rollout::parse_duration_ms(a.check_every, "--check-every"));
   std::ostream& progress = a.json ? std::cerr : std::cout;
+  // SIGINT/SIGTERM: a canary under way rolls back; --watch stops after the current check.
+  std::signal(SIGINT, [](int) { g_stop = 1; });
+  std::signal(SIGTERM, [](int) { g_stop = 1; });
+  o.interrupted = [] { return g_stop != 0; };
   if (!a.watch) {
     KILN_ASSIGN_OR_RETURN(Json decision, run_improve(o, progress));
     if (a.json) std::cout << decision.dump(2) << "\n";
@@ -63,8 +67,6 @@ Status run(ImproveArgs& a) {
   }
   // --watch: a check every --check-every until SIGINT/SIGTERM; a failed cycle is recorded and
   // the loop goes on (the cool-down spaces the retries).
-  std::signal(SIGINT, [](int) { g_stop = 1; });
-  std::signal(SIGTERM, [](int) { g_stop = 1; });
   while (!g_stop) {
     Expected<Json> decision = run_improve(o, progress);
     if (!decision.ok()) {

@@ -1,5 +1,6 @@
 // `kiln rollout ROUTE`: progressive delivery on a running `kiln serve` route (issue 17).
 // Torch-free: runs in the front; the registry is opened only to move the --promote alias.
+#include <csignal>
 #include <iostream>
 #include <memory>
 
@@ -30,6 +31,15 @@ struct RolloutArgs {
   bool abort = false;
 };
 
+volatile std::sig_atomic_t g_interrupted = 0;
+
+/// SIGINT/SIGTERM roll the rollout back (the runner polls the flag while a step waits).
+void catch_interrupts(Rollout& r) {
+  std::signal(SIGINT, [](int) { g_interrupted = 1; });
+  std::signal(SIGTERM, [](int) { g_interrupted = 1; });
+  r.set_interrupted([] { return g_interrupted != 0; });
+}
+
 Status promote_alias(const PromoteTarget& p) {
   KILN_ASSIGN_OR_RETURN(auto store, registry::open_model_store());
   return store->set_alias(p.name, p.alias, p.version);
@@ -52,6 +62,7 @@ Status run_rollout(const RolloutArgs& a) {
                                      ": the rollout of route \"" + a.route + "\" is " +
                                      state->status + ", not running");
     KILN_ASSIGN_OR_RETURN(auto r, Rollout::Create(state->options, state_path, promote_alias));
+    catch_interrupts(*r);
     return a.resume ? r->resume(std::move(*state), std::cout)
                     : r->abort(std::move(*state), std::cout);
   }
@@ -70,6 +81,7 @@ Status run_rollout(const RolloutArgs& a) {
       .api_key_file(a.api_key_file)
       .promote(a.promote);
   KILN_ASSIGN_OR_RETURN(auto r, Rollout::Create(options, state_path, promote_alias));
+  catch_interrupts(*r);
   return r->start(std::cout);
 }
 

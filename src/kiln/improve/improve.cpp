@@ -559,6 +559,7 @@ Expected<Json> run_cycle(const ImproveOptions& o, const Server& server, const Pr
   };
   KILN_ASSIGN_OR_RETURN(fs::path state_path, rollout::rollout_state_path(o.route));
   KILN_ASSIGN_OR_RETURN(auto r, rollout::Rollout::Create(ro, state_path, promote));
+  if (o.interrupted) r->set_interrupted(o.interrupted);
   const Status rolled = r->start(out);
   cycle.phase("rollout");
   if (!rolled.ok()) {

@@ -7,6 +7,7 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <iosfwd>
 #include <string>
 #include <vector>
@@ -65,6 +66,8 @@ struct ImproveOptions {
   double max_p99_ms = -1;
   int64_t min_requests = 20;
   int64_t reload_timeout_ms = 60000;  ///< how long the server may take to load a new version
+  /// Polled during the canary: true rolls it back at once (the CLI: SIGINT/SIGTERM).
+  std::function<bool()> interrupted;
 };
 
 /// Runs one check and, when a trigger fires (or `force`), one cycle: collect → snapshot → train →

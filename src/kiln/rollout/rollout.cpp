@@ -221,7 +221,16 @@ Status Rollout::run_from(RolloutState& state, std::ostream& out) {
     if (Status st = set_weights(weights); !st.ok()) return fail(st.message(), st);
     Expected<std::string> before_text = metrics_text();
     if (!before_text.ok()) return fail(before_text.status().message(), before_text.status());
-    std::this_thread::sleep_for(std::chrono::milliseconds(options_.interval_ms_));
+    for (int64_t waited = 0; waited < options_.interval_ms_;) {
+      if (interrupted_ && interrupted_()) {
+        const std::string why = "interrupted (SIGINT/SIGTERM)";
+        return fail(why, Status::FailedPrecondition(why + "; rolled back to " +
+                                                    options_.candidate_ + " 0 %"));
+      }
+      const int64_t slice = std::min<int64_t>(100, options_.interval_ms_ - waited);
+      std::this_thread::sleep_for(std::chrono::milliseconds(slice));
+      waited += slice;
+    }
     Expected<std::string> after_text = metrics_text();
     if (!after_text.ok()) return fail(after_text.status().message(), after_text.status());
     Expected<ModelSnapshot> before = parse_model_snapshot(*before_text, options_.candidate_);

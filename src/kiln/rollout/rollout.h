@@ -36,6 +36,12 @@ class Rollout {
   Rollout(const Rollout&) = delete;
   Rollout& operator=(const Rollout&) = delete;
 
+  /// Polled while a step waits (every 100 ms): once it returns true, the rollout rolls back at
+  /// once (candidate 0 %, "interrupted") and start()/resume() return FailedPrecondition. The CLI
+  /// sets it from SIGINT/SIGTERM, so a stopped runner never leaves a rollout half-way (SIGKILL
+  /// still does: --resume or --abort).
+  void set_interrupted(std::function<bool()> interrupted) { interrupted_ = std::move(interrupted); }
+
   /// A new rollout from the first step. Refused (AlreadyExists) while the state file says one is
   /// running; NotFound for an unknown route, InvalidArgument for a candidate that is no target.
   Status start(std::ostream& out);
@@ -64,6 +70,7 @@ class Rollout {
   std::vector<std::string> headers_;
   std::vector<std::string> targets_;
   int lock_fd_ = -1;
+  std::function<bool()> interrupted_;
 };
 
 /// The step's verdict against the options: "" when every check holds, else which check failed
