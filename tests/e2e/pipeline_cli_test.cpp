@@ -317,5 +317,18 @@ TEST(PipelineExampleTest, ATuneStageHandsItsBestTrialsBundleToThePush) {
   EXPECT_EQ(again["push"]["outputs"]["ref"], "tuned@2");
 }
 
+TEST(PipelineExampleTest, EveryExamplePipelineParses) {
+  TempDir home;
+  int seen = 0;
+  for (const auto& dir : fs::directory_iterator(testing::source_dir() / "examples")) {
+    const fs::path file = dir.path() / "pipeline.yaml";
+    if (!fs::exists(file)) continue;
+    ++seen;
+    CommandResult r = run_kiln({"pipeline", "dag", file.string()}, home.path());
+    EXPECT_EQ(r.exit_code, 0) << file << ": " << r.err;
+  }
+  EXPECT_GE(seen, 2);
+}
+
 }  // namespace
 }  // namespace kiln
