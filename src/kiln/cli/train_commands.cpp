@@ -51,6 +51,7 @@ struct TrainArgs {
   std::string out;
   std::string resume;
   std::vector<std::string> set;
+  std::string init;    // --init REF: same as --set init=REF
   std::string data;    // quick path: a CSV
   std::string target;  // quick path
   std::string model = "auto";
@@ -191,6 +192,7 @@ int run_train_resolved(const TrainArgs& a) {
   Json invocation;
   std::string config_path = a.config;
   std::vector<std::string> overrides = a.set;
+  if (!a.init.empty()) overrides.push_back("init=" + a.init);
   if (!a.resume.empty() && config_path.empty() && a.data.empty()) {
     Expected<Json> saved = read_json_file(out / "invocation.json");
     if (!saved.ok())
@@ -438,6 +440,10 @@ void register_train_commands(CLI::App& app, int* exit_code) {
   train->add_option("--resume", ta->resume, "continue the interrupted run in this directory");
   train->add_option("--set", ta->set,
                     "override a config value, e.g. --set epochs=3 --set optimizer.lr=0.01");
+  train->add_option("--init", ta->init,
+                    "fine-tune: start from a model's weights (NAME@VERSION, NAME@ALIAS or a bundle "
+                    "directory), matched by name and shape; a changed head starts fresh (same as "
+                    "--set init=REF; freeze: and param_groups: in the config)");
   train->add_option("--data", ta->data, "quick path: a CSV file (with --target)");
   add_flag(*train, Flag::kTarget, &ta->target);
   train

@@ -132,7 +132,7 @@ const std::vector<std::string>& train_config_keys() {
       "data",      "model",         "loss",      "optimizer",      "schedule",         "batch_size",
       "epochs",    "seed",          "grad_clip", "early_stopping", "checkpoint_every", "augment",
       "precision", "channels_last", "threads",   "workers",        "deterministic",    "eval_tta",
-      "log_every"};
+      "log_every", "init",          "freeze",    "param_groups"};
   return keys;
 }
 
@@ -203,6 +203,15 @@ Json TrainConfig::to_json() const {
   j["deterministic"] = deterministic;
   j["eval_tta"] = eval_tta;
   j["log_every"] = log_every;
+  // Fine-tuning keys only when set, so the hash of every other config stays what it was.
+  if (!init.empty()) j["init"] = init;
+  if (!freeze.empty()) j["freeze"] = freeze;
+  if (!param_groups.empty()) {
+    Json groups = Json::array();
+    for (const auto& g : param_groups)
+      groups.push_back({{"layers", g.layers}, {"lr_scale", g.lr_scale}});
+    j["param_groups"] = groups;
+  }
   return j;
 }
 
@@ -397,6 +406,39 @@ Expected<TrainConfig> parse_train_config(const Json& j, const fs::path& base_dir
   KILN_RETURN_IF_ERROR(r.one_of("eval_tta", c.eval_tta, {"none", "flip"}));
   KILN_RETURN_IF_ERROR(r.get(j, "", "log_every", &c.log_every));
   KILN_RETURN_IF_ERROR(r.positive("log_every", static_cast<double>(c.log_every)));
+  KILN_RETURN_IF_ERROR(r.get(j, "", "init", &c.init));
+  // Layer lists: indices or module paths, as strings.
+  auto layer_list = [&](const Json& v, const std::string& key,
+                        std::vector<std::string>* out) -> Status {
+    const Json list = v.is_array() ? v : Json::array({v});
+    for (const Json& item : list) {
+      if (item.is_number_integer() && item.get<int64_t>() >= 0)
+        out->push_back(std::to_string(item.get<int64_t>()));
+      else if (item.is_string() && !item.get<std::string>().empty())
+        out->push_back(item.get<std::string>());
+      else
+        return r.error(key,
+                       "a list of layer indices or module paths (layers.3), got " + item.dump());
+    }
+    return Status::Ok();
+  };
+  if (j.contains("freeze")) KILN_RETURN_IF_ERROR(layer_list(j["freeze"], "freeze", &c.freeze));
+  if (j.contains("param_groups")) {
+    const Json& groups = j["param_groups"];
+    if (!groups.is_array()) return r.error("param_groups", "a list of {layers, lr_scale}");
+    for (size_t k = 0; k < groups.size(); ++k) {
+      const std::string key = "param_groups." + std::to_string(k);
+      const Json& g = groups[k];
+      if (!g.is_object() || !g.contains("layers"))
+        return r.error(key, "each group is {layers: [...], lr_scale: X}");
+      KILN_RETURN_IF_ERROR(r.check_keys(g, key, {"layers", "lr_scale"}));
+      TrainConfig::ParamGroup pg;
+      KILN_RETURN_IF_ERROR(layer_list(g["layers"], key + ".layers", &pg.layers));
+      KILN_RETURN_IF_ERROR(r.get(g, key, "lr_scale", &pg.lr_scale));
+      KILN_RETURN_IF_ERROR(r.positive(key + ".lr_scale", pg.lr_scale));
+      c.param_groups.push_back(std::move(pg));
+    }
+  }
   return c;
 }
 

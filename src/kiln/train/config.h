@@ -21,7 +21,7 @@ struct OptimizerConfig {
   /// sgd | adam | adamw | lbfgs (full batch: an epoch is one L-BFGS step of up to
   /// kLbfgsIterationsPerStep iterations over every training row; weight_decay is an L2 penalty)
   std::string name = "adam";
-  double lr = 1e-3;  ///< default 1 for lbfgs
+  double lr = 1e-3;           ///< default 1 for lbfgs
   double momentum = 0.9;      ///< sgd
   bool nesterov = false;      ///< sgd
   double weight_decay = 0.0;  ///< default 0.01 for adamw, 0 otherwise (decoupled for adamw;
@@ -74,6 +74,9 @@ struct EarlyStoppingConfig {
 /// epochs: 10
 /// augment: {crop_padding: 2, hflip: 0.5}
 /// early_stopping: {metric: val_accuracy, patience: 3}
+/// init: fmnist@production                 # fine-tune: weights by name and shape (new head: fresh)
+/// freeze: [0, 1]                          # layers kept as loaded
+/// param_groups: [{layers: [6], lr_scale: 10}]
 /// ```
 ///
 /// `checkpoint_every` counts optimizer steps: a checkpoint is also written at every epoch end,
@@ -102,6 +105,18 @@ struct TrainConfig {
   bool deterministic = false;     ///< deterministic algorithms; seeded runs repeat bit for bit
   std::string eval_tta = "none";  ///< none | flip (images: average logits with the mirror)
   int64_t log_every = 50;         ///< steps between progress lines (each costs one host sync)
+  /// `init:` fine-tuning: start from these weights (NAME@VERSION, NAME@ALIAS or a bundle or run
+  /// directory), matched by parameter name and shape; "" = a fresh initialisation.
+  std::string init;
+  /// `freeze:` layers whose parameters stay as initialised: top-level layer indices ("3") or
+  /// module paths ("layers.3", "layers.4.body.0").
+  std::vector<std::string> freeze;
+  /// `param_groups:` per-group learning rates, each a multiplier on the schedule's rate.
+  struct ParamGroup {
+    std::vector<std::string> layers;  ///< as in freeze
+    double lr_scale = 1.0;
+  };
+  std::vector<ParamGroup> param_groups;
 
   /// Every field with defaults filled in, keys in a fixed order (machine paths excluded).
   Json to_json() const;

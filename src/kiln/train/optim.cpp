@@ -61,8 +61,11 @@ torch::Tensor lbfgs_step(torch::optim::Optimizer& optimizer,
   return static_cast<torch::optim::LBFGS&>(optimizer).step(closure).detach();
 }
 
-void set_learning_rate(torch::optim::Optimizer& optimizer, double lr) {
-  for (auto& group : optimizer.param_groups()) group.options().set_lr(lr);
+void set_learning_rate(torch::optim::Optimizer& optimizer, double lr,
+                       const std::vector<double>& scales) {
+  auto& groups = optimizer.param_groups();
+  for (size_t k = 0; k < groups.size(); ++k)
+    groups[k].options().set_lr(k < scales.size() ? lr * scales[k] : lr);
 }
 
 LrSchedule::LrSchedule(const ScheduleConfig& config, double base_lr, int64_t steps_per_epoch,

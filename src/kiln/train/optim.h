@@ -29,7 +29,9 @@ Expected<std::unique_ptr<torch::optim::Optimizer>> make_optimizer(
     const std::vector<torch::Tensor>& params, const OptimizerConfig& config);
 
 /// Sets the learning rate of every parameter group (SGD, Adam, AdamW, LBFGS).
-void set_learning_rate(torch::optim::Optimizer& optimizer, double lr);
+/// Group k gets lr × scales[k] (1 where scales is shorter): per-group rates follow the schedule.
+void set_learning_rate(torch::optim::Optimizer& optimizer, double lr,
+                       const std::vector<double>& scales = {});
 
 /// The L2 penalty a full-batch L-BFGS fit adds to its mean loss: coefficient/2 × Σ‖W‖² over the
 /// weight tensors (2-D and up; biases and batch-norm scales are not penalised), as scikit-learn's

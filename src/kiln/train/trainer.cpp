@@ -27,6 +27,7 @@
 #include "kiln/model/spec.h"
 #include "kiln/train/checkpoint.h"
 #include "kiln/train/evaluate.h"
+#include "kiln/train/fine_tune.h"
 #include "kiln/train/metrics.h"
 #include "kiln/train/optim.h"
 #include "kiln/train/plots.h"
@@ -305,6 +306,18 @@ Expected<TrainResult> train(const TrainConfig& cfg, const TrainOptions& opts) {
     return Status::InvalidArgument("model: has " + std::to_string(net->outputs()) +
                                    " outputs but the data has " + std::to_string(outputs) +
                                    " classes");
+  // Fine-tuning: weights from another model, by name and shape (before the layout changes).
+  std::optional<InitReport> init_report;
+  if (!cfg.init.empty()) {
+    KILN_ASSIGN_OR_RETURN(init_report, init_from(cfg.init, *net));
+    if (log) std::fprintf(log, "%s\n", init_report->summary().c_str());
+  }
+  KILN_ASSIGN_OR_RETURN(TrainableGroups groups,
+                        trainable_groups(*net, cfg.freeze, cfg.param_groups));
+  if (log && (groups.frozen > 0 || groups.params.size() > 1))
+    std::fprintf(log, "trainable parameters %lld, frozen %lld, learning-rate groups %zu\n",
+                 static_cast<long long>(groups.trainable), static_cast<long long>(groups.frozen),
+                 groups.params.size());
   const bool conv = has_conv(spec.layers);
   const bool channels_last = d.images && conv && cfg.channels_last;
   if (channels_last) to_channels_last(*net);
@@ -318,7 +331,7 @@ Expected<TrainResult> train(const TrainConfig& cfg, const TrainOptions& opts) {
     loss_opts.kind("mse");
   }
   KILN_ASSIGN_OR_RETURN(model::LossFn loss_fn, model::make_loss(loss_opts, outputs));
-  KILN_ASSIGN_OR_RETURN(auto optimizer, make_optimizer(net->parameters(), cfg.optimizer));
+  KILN_ASSIGN_OR_RETURN(auto optimizer, make_grouped_optimizer(groups, cfg.optimizer));
 
   // --- Loader and schedule ---------------------------------------------------------------------
   const int64_t n_train = train_split.x.size(0);
@@ -482,7 +495,7 @@ Expected<TrainResult> train(const TrainConfig& cfg, const TrainOptions& opts) {
       if (!batch) break;
       const int64_t b = batch->size();
       last_lr = schedule.lr(state.step);
-      set_learning_rate(*optimizer, last_lr);
+      set_learning_rate(*optimizer, last_lr, groups.scales);
       optimizer->zero_grad();
       torch::Tensor loss, logits;
       if (lbfgs) {
@@ -694,6 +707,11 @@ Expected<TrainResult> train(const TrainConfig& cfg, const TrainOptions& opts) {
                            {"config_hash", cfg.hash()},
                            {"kiln_version", kVersion},
                            {"git_commit", kGitCommit}};
+    if (init_report) {
+      // The registry reads lineage.parent (NAME@VERSION) when the bundle is pushed.
+      if (!init_report->parent.empty()) manifest["lineage"]["parent"] = init_report->parent;
+      manifest["lineage"]["init"] = init_report->to_json();
+    }
     std::map<std::string, std::string> extra;
     {
       // What drift monitoring compares live traffic with: the training rows, and model.pt's
