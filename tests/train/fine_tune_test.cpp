@@ -57,6 +57,8 @@ const fs::path& parent_bundle() {
   return bundle;
 }
 
+std::vector<std::string> parent_labels() { return model::read_bundle(parent_bundle())->labels(); }
+
 model::TensorMap weights_of(const fs::path& bundle_dir) {
   auto b = model::read_bundle(bundle_dir);
   EXPECT_TRUE(b.ok()) << b.status();
@@ -93,7 +95,7 @@ TEST(FineTuneTest, ChangedShapesStartFreshAndAddedOrRemovedLayersAreReported) {
       7);
   ASSERT_TRUE(net.ok()) << net.status();
   const torch::Tensor fresh_head = (*net)->named_parameters()["layers.3.weight"].clone();
-  auto report = init_from(parent_bundle().string(), **net);
+  auto report = init_from(parent_bundle().string(), **net, parent_labels());
   ASSERT_TRUE(report.ok()) << report.status();
   EXPECT_EQ(report->loaded, (std::vector<std::string>{"layers.1.bias", "layers.1.weight"}));
   EXPECT_EQ(report->reinitialised.size(), 2u) << report->summary();
@@ -145,6 +147,24 @@ TEST(FineTuneTest, AnotherArchitectureOrAMissingReferenceIsAClearError) {
   auto missing = init_from("nobody@production", **net);
   ASSERT_FALSE(missing.ok());
   EXPECT_NE(missing.status().message().find("init:"), std::string::npos) << missing.status();
+}
+
+TEST(FineTuneTest, AHeadForOtherClassesStartsFreshThoughItsShapeFits) {
+  auto spec = model::parse_model_spec(Json::parse(R"({"zoo": "mlp", "hidden": [16, 8]})"), "model");
+  auto net = model::NetworkImpl::Create(*spec, {30}, 2, 7);
+  ASSERT_TRUE(net.ok());
+  const torch::Tensor fresh_head = (*net)->named_parameters()["layers.5.weight"].clone();
+  auto report = init_from(parent_bundle().string(), **net, {"cat", "dog"});
+  ASSERT_TRUE(report.ok()) << report.status();
+  EXPECT_EQ(report->loaded.size(), 4u);
+  EXPECT_EQ(report->reinitialised,
+            (std::vector<std::string>{"layers.5.bias (a head for other classes)",
+                                      "layers.5.weight (a head for other classes)"}));
+  EXPECT_TRUE(torch::equal((*net)->named_parameters()["layers.5.weight"], fresh_head));
+  // The same classes: everything loads.
+  auto same = init_from(parent_bundle().string(), **net, parent_labels());
+  ASSERT_TRUE(same.ok());
+  EXPECT_EQ(same->loaded.size(), 6u);
 }
 
 }  // namespace

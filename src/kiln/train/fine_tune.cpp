@@ -47,7 +47,8 @@ std::string InitReport::summary() const {
          std::to_string(dropped.size()) + list(dropped);
 }
 
-Expected<InitReport> init_from(const std::string& ref, model::NetworkImpl& net) {
+Expected<InitReport> init_from(const std::string& ref, model::NetworkImpl& net,
+                               const std::vector<std::string>& labels) {
   InitReport report;
   report.ref = ref;
   Expected<registry::ResolvedModel> resolved = registry::resolve_model_ref(ref);
@@ -61,11 +62,24 @@ Expected<InitReport> init_from(const std::string& ref, model::NetworkImpl& net) 
   std::map<std::string, torch::Tensor> targets;
   for (const auto& item : net.named_parameters(true)) targets[item.key()] = item.value();
   for (const auto& item : net.named_buffers(true)) targets[item.key()] = item.value();
+  // Other classes: the head (the last top-level layer with parameters) means something else now.
+  std::string head;
+  if (bundle.labels() != labels) {
+    int last = -1;
+    for (const auto& item : net.named_parameters(true)) {
+      const std::string& n = item.key();
+      if (n.rfind("layers.", 0) == 0)
+        last = std::max(last, std::stoi(n.substr(7, n.find('.', 7) - 7)));
+    }
+    if (last >= 0) head = "layers." + std::to_string(last);
+  }
   torch::NoGradGuard no_grad;
   for (const auto& [name, target] : targets) {
     auto it = weights->find(name);
     if (it == weights->end()) {
       report.fresh.push_back(name);
+    } else if (!head.empty() && under(name, head)) {
+      report.reinitialised.push_back(name + " (a head for other classes)");
     } else if (it->second.sizes() != target.sizes()) {
       report.reinitialised.push_back(name + " " + shape_text(target) + " was " +
                                      shape_text(it->second));

@@ -29,10 +29,14 @@ struct InitReport {
   std::string summary() const;
 };
 
-/// Copies into `net` every tensor of `ref`'s weights with the same name and shape. InvalidArgument
-/// when nothing matches (another architecture altogether) or the reference is a TorchScript-only
-/// bundle; NotFound for an unknown reference. Not thread-safe against users of `net`.
-Expected<InitReport> init_from(const std::string& ref, model::NetworkImpl& net);
+/// Copies into `net` every tensor of `ref`'s weights with the same name and shape. `labels` are
+/// the new task's classes (empty: regression): when they differ from the source's (other names or
+/// order), the last layer with parameters, the head, starts fresh even where its shape fits.
+/// InvalidArgument when nothing matches (another architecture altogether) or the reference is a
+/// TorchScript-only bundle; NotFound for an unknown reference. Not thread-safe against users of
+/// `net`.
+Expected<InitReport> init_from(const std::string& ref, model::NetworkImpl& net,
+                               const std::vector<std::string>& labels = {});
 
 /// The trainable parameters, grouped: group 0 at the schedule's rate (scale 1), then one group
 /// per `param_groups` entry; the parameters of `freeze` layers get requires_grad false and no

@@ -309,7 +309,7 @@ Expected<TrainResult> train(const TrainConfig& cfg, const TrainOptions& opts) {
   // Fine-tuning: weights from another model, by name and shape (before the layout changes).
   std::optional<InitReport> init_report;
   if (!cfg.init.empty()) {
-    KILN_ASSIGN_OR_RETURN(init_report, init_from(cfg.init, *net));
+    KILN_ASSIGN_OR_RETURN(init_report, init_from(cfg.init, *net, d.labels));
     if (log) std::fprintf(log, "%s\n", init_report->summary().c_str());
   }
   KILN_ASSIGN_OR_RETURN(TrainableGroups groups,
