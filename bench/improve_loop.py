@@ -31,7 +31,7 @@ import numpy as np
 DATA = "/usr/share/datasets/fashion-mnist"
 BUDGETS = {
     # train rows, champion epochs, shifted labelled rows before the check, canary steps
-    "small": dict(limit=3000, epochs=2, challenger_epochs=2, feedback_rows=700, steps="50,100",
+    "small": dict(limit=3000, epochs=2, challenger_epochs=2, feedback_rows=1200, steps="50,100",
                   interval="3s", eval_rows=600, min_rows=300),
     "full": dict(limit=0, epochs=2, challenger_epochs=2, feedback_rows=3000, steps="25,50,100",
                  interval="10s", eval_rows=2000, min_rows=1000),

@@ -4,9 +4,12 @@
 // a planted drift.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstdlib>
 #include <nlohmann/json.hpp>
+#include <numeric>
+#include <random>
 #include <regex>
 #include <thread>
 
@@ -103,10 +106,17 @@ TEST(DashboardCliTest, HeadlessChromiumRendersLiveNumbersAndAPlantedDrift) {
 
   // Traffic keeps flowing while the browser watches, so the rates are live.
   std::atomic<bool> stop{false};
+  // In a shuffled order: the CSV's rows come in runs (by diagnosis, by source), so a drift window
+  // of 100 consecutive rows could differ from the training rows for real, depending on where the
+  // load thread happens to be when the page renders.
+  std::vector<size_t> order(rows.size());
+  std::iota(order.begin(), order.end(), size_t{0});
+  std::shuffle(order.begin(), order.end(), std::mt19937(7));
   std::thread load([&] {
     HttpClient lc(srv.port());
-    for (size_t i = 200; !stop.load(); i = i + 1 < rows.size() ? i + 1 : 200)
-      lc.post("/v2/models/bundle/infer", breast_cancer_infer_body(rows[i].features, 1.0), {auth});
+    for (size_t k = 0; !stop.load(); k = (k + 1) % order.size())
+      lc.post("/v2/models/bundle/infer", breast_cancer_infer_body(rows[order[k]].features, 1.0),
+              {auth});
   });
   const std::string url =
       "http://127.0.0.1:" + std::to_string(srv.port()) + "/dashboard?key=dashboard-key";

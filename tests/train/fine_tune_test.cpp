@@ -3,12 +3,11 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
-#include "kiln/data/prepare.h"
-#include "kiln/data/spec.h"
 #include "kiln/model/bundle.h"
 #include "kiln/model/manifest.h"
 #include "kiln/train/trainer.h"
 #include "support/test_support.h"
+#include "train_test_data.h"
 
 namespace kiln::train {
 namespace {
@@ -17,22 +16,8 @@ using kiln::testing::source_dir;
 using kiln::testing::TempDir;
 using kiln::testing::write_text;
 
-const fs::path& breast_cancer_snapshot() {
-  static TempDir* dir = new TempDir();
-  static fs::path snapshot = [] {
-    auto spec = data::load_dataset_spec(source_dir() / "examples/breast-cancer/dataset.yaml");
-    EXPECT_TRUE(spec.ok()) << spec.status();
-    auto r = data::prepare_dataset(*spec, data::PrepareOptions(dir->path()));
-    EXPECT_TRUE(r.ok()) << r.status();
-    return r->snapshot_dir;
-  }();
-  return snapshot;
-}
-
-Expected<TrainConfig> config_for(const std::string& yaml) {
-  TempDir dir;
-  write_text(dir / "train.yaml", "data: " + breast_cancer_snapshot().string() + "\n" + yaml);
-  return load_train_config(dir / "train.yaml");
+Expected<TrainConfig> mlp_config(const std::string& yaml) {
+  return config_for(breast_cancer_snapshot(), yaml);
 }
 
 const char* kMlp = R"(model: {zoo: mlp, hidden: [16, 8]}
@@ -48,7 +33,7 @@ deterministic: true
 const fs::path& parent_bundle() {
   static TempDir* dir = new TempDir();
   static fs::path bundle = [] {
-    auto cfg = config_for(kMlp);
+    auto cfg = mlp_config(kMlp);
     EXPECT_TRUE(cfg.ok()) << cfg.status();
     auto r = train(*cfg, TrainOptions(dir->path()).progress(nullptr));
     EXPECT_TRUE(r.ok()) << r.status();
@@ -69,7 +54,7 @@ model::TensorMap weights_of(const fs::path& bundle_dir) {
 
 TEST(FineTuneTest, InitLoadsMatchingTensorsAndFrozenLayersStayAsLoaded) {
   // mlp [16, 8]: layers 1, 3, 5 are linear (0 flattens, 2 and 4 are activations).
-  auto cfg = config_for(std::string(kMlp) + "init: " + parent_bundle().string() +
+  auto cfg = mlp_config(std::string(kMlp) + "init: " + parent_bundle().string() +
                         "\nfreeze: [1]\nparam_groups: [{layers: [5], lr_scale: 3}]\n");
   ASSERT_TRUE(cfg.ok()) << cfg.status();
   TempDir out;

@@ -15,6 +15,7 @@
 #include "kiln/train/evaluate.h"
 #include "kiln/train/optim.h"
 #include "support/test_support.h"
+#include "train_test_data.h"
 
 namespace kiln::train {
 namespace {
@@ -22,26 +23,6 @@ namespace {
 using kiln::testing::source_dir;
 using kiln::testing::TempDir;
 using kiln::testing::write_text;
-
-// One breast-cancer snapshot per test process (each gtest case runs in its own process).
-const fs::path& breast_cancer_snapshot() {
-  static TempDir* dir = new TempDir();  // lives until exit, like the snapshot it holds
-  static fs::path snapshot = [] {
-    auto spec = data::load_dataset_spec(source_dir() / "examples/breast-cancer/dataset.yaml");
-    EXPECT_TRUE(spec.ok()) << spec.status();
-    auto r = data::prepare_dataset(*spec, data::PrepareOptions(dir->path()));
-    EXPECT_TRUE(r.ok()) << r.status();
-    return r->snapshot_dir;
-  }();
-  return snapshot;
-}
-
-Expected<TrainConfig> config_for(const fs::path& data, const std::string& yaml,
-                                 const std::vector<std::string>& overrides = {}) {
-  TempDir dir;
-  write_text(dir / "train.yaml", "data: " + data.string() + "\n" + yaml);
-  return load_train_config(dir / "train.yaml", overrides);
-}
 
 const char* kMlp = R"(model: {zoo: mlp, hidden: [32], dropout: 0.1}
 optimizer: {name: adam, lr: 0.005}

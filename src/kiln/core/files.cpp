@@ -1,6 +1,7 @@
 #include "kiln/core/files.h"
 
 #include <fcntl.h>
+#include <sys/file.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -150,6 +151,24 @@ Expected<fs::path> make_temp_directory(const std::string& prefix) {
   if (::mkdtemp(templ.data()) == nullptr)
     return Status::IoError(os_error("cannot create temp directory", templ));
   return fs::path(templ);
+}
+
+Expected<FileLock> FileLock::TryAcquire(const fs::path& path, Status if_held) {
+  std::error_code ec;
+  if (path.has_parent_path()) fs::create_directories(path.parent_path(), ec);
+  const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  if (fd < 0) return Status::IoError(path.string() + ": " + std::strerror(errno));
+  if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
+    const int err = errno;
+    ::close(fd);
+    if (err == EWOULDBLOCK) return if_held;
+    return Status::IoError(path.string() + ": flock: " + std::strerror(err));
+  }
+  return FileLock(fd);
+}
+
+FileLock::~FileLock() {
+  if (fd_ >= 0) ::close(fd_);
 }
 
 }  // namespace kiln

@@ -52,6 +52,26 @@ class StagingDirectory {
   bool active_ = true;
 };
 
+/// An exclusive flock(2) on a lock file, held until destroyed. The kernel drops it when the
+/// process dies (kill -9 included), so a crashed holder never blocks the next one. Move-only.
+///
+///   KILN_ASSIGN_OR_RETURN(FileLock lock, FileLock::TryAcquire(dir / "run.lock",
+///                                                    Status::Unavailable("already running")));
+class FileLock {
+ public:
+  /// Creates `path` (and its directory) if missing and takes the lock without waiting; returns
+  /// `if_held` when another process holds it, IoError naming the path for anything else.
+  static Expected<FileLock> TryAcquire(const fs::path& path, Status if_held);
+  FileLock(FileLock&& other) noexcept : fd_(other.fd_) { other.fd_ = -1; }
+  FileLock& operator=(FileLock&&) = delete;
+  FileLock(const FileLock&) = delete;
+  ~FileLock();
+
+ private:
+  explicit FileLock(int fd) : fd_(fd) {}
+  int fd_;
+};
+
 /// `$KILN_HOME`, or `~/.kiln` when unset. Not created here.
 fs::path kiln_home();
 

@@ -99,34 +99,6 @@ struct Server {
   }
 };
 
-/// Exclusive lock on the model's improve directory (flock: released when the process dies).
-class DirectoryLock {
- public:
-  static Expected<DirectoryLock> Take(const fs::path& dir) {
-    std::error_code ec;
-    fs::create_directories(dir, ec);
-    if (ec) return Status::IoError("cannot create " + dir.string() + ": " + ec.message());
-    const fs::path p = dir / ".lock";
-    int fd = ::open(p.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
-    if (fd < 0) return Status::IoError("cannot open " + p.string());
-    if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
-      ::close(fd);
-      return Status::AlreadyExists("another `kiln improve` is running for this model (" +
-                                   p.string() + ")");
-    }
-    return DirectoryLock(fd);
-  }
-  DirectoryLock(DirectoryLock&& o) noexcept : fd_(o.fd_) { o.fd_ = -1; }
-  DirectoryLock& operator=(DirectoryLock&&) = delete;
-  ~DirectoryLock() {
-    if (fd_ >= 0) ::close(fd_);
-  }
-
- private:
-  explicit DirectoryLock(int fd) : fd_(fd) {}
-  int fd_;
-};
-
 Status append_history(const std::string& name, const Json& record) {
   const fs::path path = history_path(name);
   std::string text;
@@ -589,8 +561,12 @@ Expected<Json> run_improve(const ImproveOptions& options, std::ostream& out) {
   KILN_RETURN_IF_ERROR(check_options(options));
   ImproveOptions o = options;
   if (o.log_dir.empty()) o.log_dir = kiln_home() / "logs";
-  KILN_ASSIGN_OR_RETURN(DirectoryLock lock,
-                        DirectoryLock::Take(history_path(o.name).parent_path()));
+  const fs::path lock_path = history_path(o.name).parent_path() / ".lock";
+  KILN_ASSIGN_OR_RETURN(
+      FileLock lock,
+      FileLock::TryAcquire(lock_path, Status::AlreadyExists("another `kiln improve` is running for "
+                                                            "this model (" +
+                                                            lock_path.string() + ")")));
   KILN_ASSIGN_OR_RETURN(Server server, Server::Connect(o));
   KILN_ASSIGN_OR_RETURN(std::vector<Json> history, read_history(o.name));
   const Json last = last_cycle(history);

@@ -284,31 +284,6 @@ Expected<Json> collect_outputs(const PipelineFile& file, const StageSpec& s, con
   return out;
 }
 
-/// An exclusive flock on a pipeline's work directory for one run; the kernel drops it when the
-/// runner exits or dies. Move-only.
-class RunLock {
- public:
-  static Expected<RunLock> Acquire(const fs::path& path, const std::string& pipeline) {
-    const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
-    if (fd < 0) return Status::IoError(path.string() + ": " + std::strerror(errno));
-    if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
-      ::close(fd);
-      return Status::Unavailable(pipeline + ": another `kiln pipeline run` is running it (lock " +
-                                 path.string() + ")");
-    }
-    return RunLock(fd);
-  }
-  RunLock(RunLock&& other) noexcept : fd_(other.fd_) { other.fd_ = -1; }
-  RunLock& operator=(RunLock&&) = delete;
-  ~RunLock() {
-    if (fd_ >= 0) ::close(fd_);
-  }
-
- private:
-  explicit RunLock(int fd) : fd_(fd) {}
-  int fd_;
-};
-
 struct Running {
   const StageSpec* stage;
   StageRecord record;
@@ -352,9 +327,15 @@ Expected<RunSummary> run_pipeline(const PipelineFile& file, RunStore& store,
     if (ec) return Status::IoError((root / "logs").string() + ": " + ec.message());
   }
   // One run of a pipeline at a time: two would race on its work directories.
-  std::optional<RunLock> lock;
+  std::optional<FileLock> lock;
   if (!options.dry_run_) {
-    KILN_ASSIGN_OR_RETURN(RunLock held, RunLock::Acquire(root / "run.lock", key));
+    KILN_ASSIGN_OR_RETURN(
+        FileLock held,
+        FileLock::TryAcquire(root / "run.lock",
+                             Status::Unavailable(key +
+                                                 ": another `kiln pipeline run` is running "
+                                                 "it (lock " +
+                                                 (root / "run.lock").string() + ")")));
     lock.emplace(std::move(held));
     KILN_ASSIGN_OR_RETURN(summary.run_id, store.begin_run(key, now_s()));
   }

@@ -75,27 +75,18 @@ Expected<std::unique_ptr<Rollout>> Rollout::Create(const RolloutOptions& options
   return r;
 }
 
-Rollout::~Rollout() {
-  if (lock_fd_ >= 0) ::close(lock_fd_);
-}
+Rollout::~Rollout() = default;
 
 Status Rollout::lock() {
-  if (lock_fd_ >= 0) return Status::Ok();
-  std::error_code ec;
-  std::filesystem::create_directories(state_path_.parent_path(), ec);
+  if (lock_) return Status::Ok();
   const std::string path = state_path_.string() + ".lock";
-  const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
-  if (fd < 0) return Status::IoError(path + ": " + std::strerror(errno));
-  if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
-    const int err = errno;
-    ::close(fd);
-    if (err == EWOULDBLOCK)
-      return Status::AlreadyExists("a rollout of route \"" + options_.route_ +
-                                   "\" is in progress: another runner drives it now (" + path +
-                                   " is locked)");
-    return Status::IoError(path + ": flock: " + std::strerror(err));
-  }
-  lock_fd_ = fd;
+  KILN_ASSIGN_OR_RETURN(
+      FileLock held,
+      FileLock::TryAcquire(path, Status::AlreadyExists("a rollout of route \"" + options_.route_ +
+                                                       "\" is in progress: another runner drives "
+                                                       "it now (" +
+                                                       path + " is locked)")));
+  lock_.emplace(std::move(held));
   return Status::Ok();
 }
 

@@ -3,10 +3,12 @@
 #include <functional>
 #include <iosfwd>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "kiln/core/expected.h"
+#include "kiln/core/files.h"
 #include "kiln/loadtest/target.h"
 #include "kiln/rollout/live_metrics.h"
 #include "kiln/rollout/plan.h"
@@ -69,7 +71,7 @@ class Rollout {
   loadtest::Target target_;
   std::vector<std::string> headers_;
   std::vector<std::string> targets_;
-  int lock_fd_ = -1;
+  std::optional<FileLock> lock_;
   std::function<bool()> interrupted_;
 };
 
