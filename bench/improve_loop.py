@@ -163,6 +163,9 @@ def main():
     ap.add_argument("--json", help="write the report here too")
     ap.add_argument("--keep", action="store_true")
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--improve-set", action="append", default=[],
+                    help="more --set overrides for the challenger (e.g. init=fmnist@production "
+                         "to fine-tune the champion instead of retraining)")
     args = ap.parse_args()
     b = BUDGETS[args.budget]
     kiln = os.path.abspath(args.kiln)
@@ -226,7 +229,9 @@ def main():
             [kiln, "improve", "fmnist", "--server", f"http://127.0.0.1:{port}", "--route",
              "fmnist", "--champion-target", "stable", "--candidate-target", "canary",
              "--trigger", "accuracy", "--trigger", "drift", "--min-rows", str(b["min_rows"]),
-             "--set", f"epochs={b['challenger_epochs']}", "--steps", b["steps"], "--interval",
+             "--set", f"epochs={b['challenger_epochs']}",
+             *[a for kv in args.improve_set for a in ("--set", kv)], "--steps", b["steps"],
+             "--interval",
              b["interval"], "--min-requests", "10", "--max-error-rate", "0", "--watch",
              "--check-every", "2s", "--json"],
             env=env, stdout=subprocess.PIPE, stderr=open(f"{home}/improve.log", "w"), text=True)
