@@ -259,19 +259,33 @@ void PredictionLog::drain_locked(bool write_out) {
     return;
   }
   std::string line;
+  // What every line of one model version repeats, escaped once: consecutive records mostly share
+  // their version, so this is rebuilt rarely.
+  const LoggedModel* cached = nullptr;
+  std::string model_fields;                // , "model": "...", "version": "..."
+  std::vector<std::string> label_strings;  // each label as a JSON string
   for (const Record& r : records) {
     const int64_t in_width = static_cast<int64_t>(r.inputs.values.size()) / r.rows;
     const int64_t out_width = static_cast<int64_t>(r.outputs.size()) / r.rows;
+    if (r.model.get() != cached) {
+      cached = r.model.get();
+      model_fields = ", \"model\": ";
+      append_json_string(&model_fields, r.model->model);
+      model_fields += ", \"version\": ";
+      append_json_string(&model_fields, r.model->version);
+      label_strings.clear();
+      for (const std::string& label : r.model->labels) {
+        label_strings.emplace_back();
+        append_json_string(&label_strings.back(), label);
+      }
+    }
     for (int64_t k = 0; k < r.rows; ++k) {
       line.clear();
       line += "{\"ts\": ";
       append_fixed(&line, r.ts, 3);
       line += ", \"id\": ";
       append_json_string(&line, r.rows == 1 ? r.id : r.id + "#" + std::to_string(k));
-      line += ", \"model\": ";
-      append_json_string(&line, r.model->model);
-      line += ", \"version\": ";
-      append_json_string(&line, r.model->version);
+      line += model_fields;
       if (!r.truth_json.empty()) {
         line += ", \"truth\": ";
         line += r.truth_json;
@@ -280,20 +294,20 @@ void PredictionLog::drain_locked(bool write_out) {
         continue;
       }
       const float* out = r.outputs.data() + k * out_width;
-      const std::vector<std::string>& labels = r.model->labels;
-      if (!labels.empty() && out_width > 0) {
+      if (!label_strings.empty() && out_width > 0) {
         int64_t best = 0;
         for (int64_t j = 1; j < out_width; ++j)
           if (out[j] > out[best]) best = j;
-        double denominator = 0;
-        for (int64_t j = 0; j < out_width; ++j) denominator += std::exp(double(out[j]) - out[best]);
+        // float exp: the confidence is written as a float32 anyway.
+        float denominator = 0;
+        for (int64_t j = 0; j < out_width; ++j) denominator += std::exp(out[j] - out[best]);
         line += ", \"prediction\": ";
-        if (best < static_cast<int64_t>(labels.size()))
-          append_json_string(&line, labels[static_cast<size_t>(best)]);
+        if (best < static_cast<int64_t>(label_strings.size()))
+          line += label_strings[static_cast<size_t>(best)];
         else
           line += std::to_string(best);
         line += ", \"confidence\": ";
-        append_json_float(&line, static_cast<float>(1.0 / denominator));
+        append_json_float(&line, 1.0f / denominator);
       } else if (out_width == 1) {
         line += ", \"prediction\": ";
         append_json_float(&line, out[0]);
