@@ -51,11 +51,8 @@ struct Server {
     if (!t.ok()) return Status(t.status().code(), "--server: " + t.status().message());
     s.target = *t;
     if (!o.api_key_file.empty()) {
-      KILN_ASSIGN_OR_RETURN(std::string key, read_file(o.api_key_file));
-      while (!key.empty() && (key.back() == '\n' || key.back() == '\r' || key.back() == ' '))
-        key.pop_back();
-      if (key.empty()) return Status::InvalidArgument("--api-key-file: empty key");
-      s.headers.push_back("Authorization: Bearer " + key);
+      KILN_ASSIGN_OR_RETURN(std::string header, loadtest::api_key_header(o.api_key_file));
+      s.headers.push_back(std::move(header));
     }
     return s;
   }

@@ -344,4 +344,13 @@ Expected<HttpReply> http_exchange(const Target& target, const std::string& path,
   return reply;
 }
 
+Expected<std::string> api_key_header(const std::filesystem::path& key_file) {
+  KILN_ASSIGN_OR_RETURN(std::string key, read_file(key_file));
+  while (!key.empty() && (key.back() == '\n' || key.back() == '\r' || key.back() == ' '))
+    key.pop_back();
+  if (key.empty())
+    return Status::InvalidArgument("--api-key-file " + key_file.string() + ": empty key");
+  return "Authorization: Bearer " + key;
+}
+
 }  // namespace kiln::loadtest

@@ -76,6 +76,11 @@ struct HttpReply {
   int status = 0;
   std::string body;
 };
+/// The header that carries the API key in `key_file` (trailing newline and spaces trimmed) to a
+/// `kiln serve --api-key-file`: "Authorization: Bearer KEY". InvalidArgument naming
+/// --api-key-file for an empty key; the read's error for a missing file.
+Expected<std::string> api_key_header(const std::filesystem::path& key_file);
+
 Expected<HttpReply> http_exchange(const Target& target, const std::string& path,
                                   const std::string& body = "", int timeout_ms = 10000,
                                   const std::vector<std::string>& headers = {});

@@ -126,6 +126,14 @@ Expected<Launch> stage_command(const PipelineFile& file, const StageSpec& s,
                                         "': no bundle from a train or tune stage");
     return b;
   };
+  // The push stage upstream's NAME@VERSION, split: (NAME, VERSION).
+  auto pushed_version = [&]() -> Expected<std::pair<std::string, std::string>> {
+    const std::string ref = upstream_output(file, s, StageKind::kPush, "ref", outputs);
+    const size_t at = ref.rfind('@');
+    if (at == std::string::npos)
+      return Status::FailedPrecondition("stage '" + s.name + "': no version from a push stage");
+    return std::make_pair(ref.substr(0, at), ref.substr(at + 1));
+  };
   switch (s.kind) {
     case StageKind::kPrepare:
       l.argv = {kiln, "data", "prepare", s.spec};
@@ -151,12 +159,9 @@ Expected<Launch> stage_command(const PipelineFile& file, const StageSpec& s,
     case StageKind::kRollout: {
       l.argv = {kiln, "rollout", s.route, "--server", s.server, "--candidate", s.candidate};
       if (!s.alias.empty()) {
-        const std::string ref = upstream_output(file, s, StageKind::kPush, "ref", outputs);
-        const size_t at = ref.rfind('@');
-        if (at == std::string::npos)
-          return Status::FailedPrecondition("stage '" + s.name + "': no version from a push stage");
+        KILN_ASSIGN_OR_RETURN(auto pushed, pushed_version());
         l.argv.insert(l.argv.end(),
-                      {"--promote", ref.substr(0, at) + "@" + s.alias + "=" + ref.substr(at + 1)});
+                      {"--promote", pushed.first + "@" + s.alias + "=" + pushed.second});
       }
       l.argv.insert(l.argv.end(), s.args.begin(), s.args.end());
       break;
@@ -175,11 +180,8 @@ Expected<Launch> stage_command(const PipelineFile& file, const StageSpec& s,
       break;
     }
     case StageKind::kPromote: {
-      const std::string ref = upstream_output(file, s, StageKind::kPush, "ref", outputs);
-      const size_t at = ref.rfind('@');
-      if (at == std::string::npos)
-        return Status::FailedPrecondition("stage '" + s.name + "': no version from a push stage");
-      l.argv = {kiln, "registry", "alias", "set", ref.substr(0, at), s.alias, ref.substr(at + 1)};
+      KILN_ASSIGN_OR_RETURN(auto pushed, pushed_version());
+      l.argv = {kiln, "registry", "alias", "set", pushed.first, s.alias, pushed.second};
       break;
     }
     case StageKind::kShell:

@@ -64,12 +64,8 @@ Expected<std::unique_ptr<Rollout>> Rollout::Create(const RolloutOptions& options
   if (!target.ok()) return Status(target.status().code(), "--server: " + target.status().message());
   r->target_ = *target;
   if (!options.api_key_file_.empty()) {
-    KILN_ASSIGN_OR_RETURN(std::string key, read_file(options.api_key_file_));
-    while (!key.empty() && (key.back() == '\n' || key.back() == '\r' || key.back() == ' '))
-      key.pop_back();
-    if (key.empty())
-      return Status::InvalidArgument("--api-key-file " + options.api_key_file_ + ": empty key");
-    r->headers_.push_back("Authorization: Bearer " + key);
+    KILN_ASSIGN_OR_RETURN(std::string header, loadtest::api_key_header(options.api_key_file_));
+    r->headers_.push_back(std::move(header));
   }
   if (!options.promote_.empty()) KILN_RETURN_IF_ERROR(parse_promote(options.promote_).status());
   return r;
