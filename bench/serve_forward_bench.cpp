@@ -1,7 +1,9 @@
 // Offline batched forward throughput of a bundle's model.pt through the server's own runner
 // (TorchScript, InferenceMode), prepared as `kiln serve` prepares it (XNNPACK prepacked
 // operators; --no-prepack: as saved): the ceiling `kiln serve` saturation is compared with.
+// --precision bf16 runs the bundle's bf16 module (model_bf16.pt) as `kiln serve --precision` does.
 // Usage: serve_forward_bench BUNDLE_DIR [--batch 64] [--threads 1] [--seconds 3] [--no-prepack]
+//                            [--precision fp32|bf16]
 #include <torch/torch.h>
 
 #include <chrono>
@@ -9,6 +11,7 @@
 #include <cstring>
 #include <string>
 
+#include "kiln/core/threads.h"
 #include "kiln/model/bundle.h"
 #include "kiln/serve/runner.h"
 
@@ -21,20 +24,23 @@ int main(int argc, char** argv) {
   int threads = 1;
   double seconds = 3;
   bool prepack = true;
+  std::string precision = "fp32";
   for (int i = 2; i < argc; ++i) {
     const bool has_value = i + 1 < argc;
     if (!std::strcmp(argv[i], "--no-prepack")) prepack = false;
     if (!std::strcmp(argv[i], "--batch") && has_value) batch = std::stoll(argv[++i]);
     if (!std::strcmp(argv[i], "--threads") && has_value) threads = std::stoi(argv[++i]);
     if (!std::strcmp(argv[i], "--seconds") && has_value) seconds = std::stod(argv[++i]);
+    if (!std::strcmp(argv[i], "--precision") && has_value) precision = argv[++i];
   }
+  kiln::configure_allocator_for_tensors();  // as kiln-engine does at start-up
   torch::set_num_threads(threads);
   auto bundle = kiln::model::read_bundle(argv[1]);
   if (!bundle.ok()) {
     std::fprintf(stderr, "%s\n", bundle.status().to_string().c_str());
     return 2;
   }
-  auto module = kiln::model::load_bundle_module(*bundle);
+  auto module = kiln::model::load_bundle_module(*bundle, precision);
   if (!module.ok()) {
     std::fprintf(stderr, "%s\n", module.status().to_string().c_str());
     return 2;
@@ -43,7 +49,8 @@ int main(int argc, char** argv) {
   for (int64_t d : bundle->raw_input_shape()) shape.push_back(d);
   torch::Tensor x = torch::rand(shape) * 255;
   kiln::serve::ServingModule prepared{*module, false, "--no-prepack"};
-  if (prepack) prepared = kiln::serve::prepack_for_cpu_serving(*module, x);
+  if (precision != "fp32") prepared.note = precision;
+  if (prepack && precision == "fp32") prepared = kiln::serve::prepack_for_cpu_serving(*module, x);
   kiln::serve::TorchScriptRunner runner(prepared.module);
   for (int i = 0; i < 20; ++i) (void)runner.run(x);
   using Clock = std::chrono::steady_clock;

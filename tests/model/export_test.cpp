@@ -6,6 +6,7 @@
 #include <torch/torch.h>
 
 #include <limits>
+#include <sstream>
 
 #include "export_helpers.h"
 #include "kiln/features/imputer.h"
@@ -163,6 +164,73 @@ TEST(Export, FlipTestTimeAugmentationFoldedIn) {
   auto unknown = export_torchscript(*net, Json(), "rotate");
   ASSERT_FALSE(unknown.ok());
   EXPECT_NE(unknown.status().message().find("rotate"), std::string::npos) << unknown.status();
+}
+
+/// A bf16 export of `net` against the eager fp32 network on `x`: same shape, float32 logits,
+/// close within bf16's 8-bit mantissa (relative to the logits' scale), same arg-max on nearly
+/// every row.
+void expect_bf16_export_close(NetworkImpl& net, const torch::Tensor& x, const Json& pre = Json(),
+                              const torch::Tensor& eager_x = {}) {
+  auto m = export_torchscript(net, pre, kTtaNone, kPrecisionBf16);
+  ASSERT_TRUE(m.ok()) << m.status();
+  torch::NoGradGuard no_grad;
+  torch::Tensor want = net.forward(eager_x.defined() ? eager_x : x);
+  torch::Tensor got = run(*m, x);
+  EXPECT_EQ(got.scalar_type(), torch::kFloat32);
+  const double scale = want.abs().max().item<double>();
+  EXPECT_LE(max_abs_diff(got, want), 0.05 * scale + 0.02);
+  const double agree = got.argmax(1).eq(want.argmax(1)).to(torch::kFloat64).mean().item<double>();
+  EXPECT_GE(agree, 0.9);
+}
+
+TEST(ExportBf16, CnnBatchNormFoldedAndWeightsInBf16) {
+  auto net = build_net(R"({"layers": [
+      {"type": "conv2d", "out": 8, "kernel": 3, "padding": 1, "bias": false},
+      {"type": "batchnorm2d", "eps": 0.001}, {"type": "relu"},
+      {"type": "maxpool2d", "kernel": 2},
+      {"type": "conv2d", "out": 16, "kernel": [3, 5], "stride": [2, 1], "padding": [1, 2]},
+      {"type": "batchnorm2d"}, {"type": "relu"},
+      {"type": "flatten"}, {"type": "linear", "out": 24}, {"type": "batchnorm1d"},
+      {"type": "relu"}, {"type": "batchnorm1d"},
+      {"type": "linear", "out": "outputs"}]})",
+                       {3, 12, 12}, 4);
+  ASSERT_TRUE(net);
+  expect_bf16_export_close(*net, torch::randn({64, 3, 12, 12}) * 3);
+  auto source = torchscript_source(net->spec(), network_state(*net), net->input_shape(),
+                                   net->outputs(), Json(), kTtaNone, kPrecisionBf16);
+  ASSERT_TRUE(source.ok()) << source.status();
+  EXPECT_EQ(source->find("batch_norm"), std::string::npos) << *source;
+  EXPECT_NE(source->find("folded into the layer above"), std::string::npos) << *source;
+  EXPECT_NE(source->find("channels_last"), std::string::npos) << *source;
+  EXPECT_NE(source->find("memory_format=2"), std::string::npos) << *source;
+  auto m = export_torchscript(*net, Json(), kTtaNone, kPrecisionBf16);
+  ASSERT_TRUE(m.ok()) << m.status();
+  for (const auto& p : m->parameters()) EXPECT_EQ(p.scalar_type(), torch::kBFloat16);
+  // Saved and loaded, it computes the same.
+  std::stringstream saved;
+  m->save(saved);
+  torch::jit::Module loaded = torch::jit::load(saved);
+  torch::Tensor x = torch::randn({5, 3, 12, 12});
+  torch::NoGradGuard no_grad;
+  EXPECT_TRUE(torch::equal(run(*m, x), run(loaded, x)));
+}
+
+TEST(ExportBf16, ResidualsFlipAndImageNormalization) {
+  auto spec = zoo_model("resnet-small", Json{{"width", 8}, {"depth", 2}, {"stages", 3}});
+  ASSERT_TRUE(spec.ok()) << spec.status();
+  auto net = build_net(spec->to_json().dump(), {1, 16, 16}, 10);
+  ASSERT_TRUE(net);
+  const std::vector<double> mean{0.2860}, stdev{0.3530};
+  torch::Tensor raw = torch::randint(0, 256, {32, 1, 16, 16}).to(torch::kFloat32);
+  expect_bf16_export_close(*net, raw, testing::image_normalize(mean, stdev),
+                           testing::normalise_images(raw, mean, stdev));
+  auto flip =
+      export_torchscript(*net, testing::image_normalize(mean, stdev), kTtaFlip, kPrecisionBf16);
+  ASSERT_TRUE(flip.ok()) << flip.status();
+  EXPECT_EQ(run(*flip, raw).sizes(), (c10::IntArrayRef{32, 10}));
+  auto bad = export_torchscript(*net, Json(), kTtaNone, "fp8");
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.status().message().find("fp8"), std::string::npos) << bad.status();
 }
 
 /// breast_cancer features with some cells knocked out (NaN), and a train/test split.

@@ -6,6 +6,7 @@
 #include <chrono>
 
 #include "kiln/core/files.h"
+#include "kiln/core/threads.h"
 #include "kiln/data/prepare.h"
 #include "kiln/data/snapshot.h"
 #include "kiln/data/spec.h"

@@ -72,6 +72,10 @@ const FlagSpec kFlags[] = {
      "serve model.pt as saved (default: models without convolutions get XNNPACK's prepacked "
      "linear layers at load, kept only when their outputs match)",
      "false"},
+    {Flag::kServePrecision, "--precision",
+     "number format to serve: auto (the bundle's bf16 module where it records one and the CPU "
+     "has avx512_bf16, checked against model.pt at load), fp32, or bf16",
+     "auto"},
     {Flag::kBatchGapUs, "--batch-gap-us",
      "dispatch a filling batch once no request arrived for this long (-1: max-delay/10, at most "
      "100)",

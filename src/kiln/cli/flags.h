@@ -44,6 +44,7 @@ enum class Flag {
   kIoThreads,
   kAccessLog,
   kNoPrepack,
+  kServePrecision,
   kBatchGapUs,
   kSpace,
   kTrials,

@@ -35,6 +35,7 @@ struct ServeArgs {
   int io_threads = 1;
   bool access_log = false;
   bool no_prepack = false;
+  std::string precision = "auto";
   int64_t monitor_window = 1000;
   std::string prediction_log = "hash";
   int64_t prediction_log_max_mb = 64;
@@ -88,7 +89,8 @@ int run_serve(const ServeArgs& a) {
                                .max_delay_us(a.max_delay_us)
                                .arrival_gap_us(a.batch_gap_us))
                   .poll_interval_ms(a.poll_interval_ms)
-                  .prepack(!a.no_prepack))
+                  .prepack(!a.no_prepack)
+                  .precision(a.precision))
       .api_key(api_key)
       .request_timeout_ms(a.request_timeout_ms)
       .access_log(a.access_log)
@@ -146,6 +148,8 @@ void register_serve_commands(CLI::App& app, int* exit_code) {
   add_flag(*serve, Flag::kIoThreads, &args->io_threads)->check(CLI::PositiveNumber);
   add_flag(*serve, Flag::kAccessLog, &args->access_log);
   add_flag(*serve, Flag::kNoPrepack, &args->no_prepack);
+  add_flag(*serve, Flag::kServePrecision, &args->precision)
+      ->check(CLI::IsMember({"auto", "fp32", "bf16"}));
   add_flag(*serve, Flag::kBatchGapUs, &args->batch_gap_us)->check(CLI::Range(-1, 60000000));
   serve
       ->add_option("--monitor-window", args->monitor_window,

@@ -1,6 +1,8 @@
 #include "kiln/core/threads.h"
 
 #include <cstdlib>
+#include <fstream>
+#include <sstream>
 #include <string>
 #include <thread>
 
@@ -35,6 +37,23 @@ int default_intra_op_threads() {
   if (int n = parse_positive(std::getenv("OMP_NUM_THREADS")); n > 0) return n;
   unsigned hw = std::thread::hardware_concurrency();
   return hw > 0 ? static_cast<int>(hw) : 1;
+}
+
+bool cpu_supports_bf16() {
+  static const bool supported = [] {
+    std::ifstream in("/proc/cpuinfo");
+    std::string line;
+    while (std::getline(in, line)) {
+      if (line.rfind("flags", 0) != 0) continue;
+      std::istringstream words(line);
+      std::string w;
+      while (words >> w)
+        if (w == "avx512_bf16" || w == "amx_bf16") return true;
+      return false;
+    }
+    return false;
+  }();
+  return supported;
 }
 
 }  // namespace kiln

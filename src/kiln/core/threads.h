@@ -14,4 +14,8 @@ int default_intra_op_threads();
 /// before threads start; does nothing on other C libraries. Not thread-safe.
 void configure_allocator_for_tensors();
 
+/// True when the CPU advertises avx512_bf16 or amx_bf16 (/proc/cpuinfo): bf16 training (autocast)
+/// and bf16 serving pay off only there. Cached after the first call; thread-safe.
+bool cpu_supports_bf16();
+
 }  // namespace kiln

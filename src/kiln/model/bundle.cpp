@@ -78,11 +78,12 @@ Expected<fs::path> write_bundle(const fs::path& dir, const Json& manifest, const
     return Status::InvalidArgument(where +
                                    "manifest: missing \"model\" (write_module_bundle writes "
                                    "TorchScript-only bundles)");
-  KILN_RETURN_IF_ERROR(validate_bundle_manifest(manifest).with_context(dir.string() + ": manifest"));
+  KILN_RETURN_IF_ERROR(
+      validate_bundle_manifest(manifest).with_context(dir.string() + ": manifest"));
   for (const auto& [name, bytes] : extra_files) {
     (void)bytes;
-    if (!is_plain_bundle_file_name(name) || name == kBundleManifestFile || name == kBundleWeightsFile ||
-        name == kBundleModuleFile)
+    if (!is_plain_bundle_file_name(name) || name == kBundleManifestFile ||
+        name == kBundleWeightsFile || name == kBundleModuleFile)
       return Status::InvalidArgument(where + "extra file name \"" + name +
                                      "\" is not a plain file name or is reserved");
   }
@@ -109,7 +110,8 @@ Expected<fs::path> write_bundle(const fs::path& dir, const Json& manifest, const
     if (key != "format" && key != "format_version" && key != "files" && key != kManifestHashKey)
       m[key] = value;
   if (!m.contains("signature")) {
-    KILN_ASSIGN_OR_RETURN(std::vector<int64_t> shape, json_int_list(m.at("input_shape"), "input_shape"));
+    KILN_ASSIGN_OR_RETURN(std::vector<int64_t> shape,
+                          json_int_list(m.at("input_shape"), "input_shape"));
     Json pre = m.contains("preprocessing") ? m.at("preprocessing") : Json();
     KILN_ASSIGN_OR_RETURN(std::vector<int64_t> raw, raw_input_shape(pre, shape));
     m["signature"] =
@@ -170,7 +172,8 @@ Expected<fs::path> write_module_bundle(const fs::path& dir, const Json& manifest
   if (manifest.contains("model"))
     return Status::InvalidArgument(dir.string() +
                                    ": manifest: a TorchScript-only bundle takes no \"model\"");
-  KILN_RETURN_IF_ERROR(validate_bundle_manifest(manifest).with_context(dir.string() + ": manifest"));
+  KILN_RETURN_IF_ERROR(
+      validate_bundle_manifest(manifest).with_context(dir.string() + ": manifest"));
   std::error_code ec;
   const bool exists = fs::exists(dir, ec);
   if (exists && !fs::is_directory(dir, ec))
@@ -209,15 +212,22 @@ Expected<TensorMap> load_bundle_weights(const Bundle& bundle) {
   return out;
 }
 
-Expected<torch::jit::Module> load_bundle_module(const Bundle& bundle) {
-  KILN_ASSIGN_OR_RETURN(std::string bytes, read_verified(bundle, kBundleModuleFile));
+Expected<torch::jit::Module> load_bundle_module(const Bundle& bundle,
+                                                const std::string& precision) {
+  const Json entry = bundle.precision_entry(precision);
+  if (!entry.is_object() || !entry.contains("file") || !entry.at("file").is_string())
+    return Status::NotFound(bundle.dir.string() + ": the bundle records no " + precision +
+                            " module (Kiln records bf16 for convolutional models trained on a "
+                            "CPU with avx512_bf16; train it again there, or serve fp32)");
+  const std::string file = entry.at("file").get<std::string>();
+  KILN_ASSIGN_OR_RETURN(std::string bytes, read_verified(bundle, file));
   try {
     std::istringstream is(bytes);
     torch::jit::Module m = torch::jit::load(is, c10::Device(c10::kCPU));
     m.eval();
     return m;
   } catch (const c10::Error& e) {
-    return Status::DataLoss((bundle.dir / kBundleModuleFile).string() +
+    return Status::DataLoss((bundle.dir / file).string() +
                             ": cannot load TorchScript: " + e.what_without_backtrace());
   }
 }

@@ -29,12 +29,12 @@ struct WriteBundleOptions {
 
 /// Writes a bundle to `dir`: `manifest` (everything but "files"; "format", "format_version" and
 /// the closing "manifest_sha256" are set, "created_at" and "signature" filled in when absent,
-/// "lineage.kiln_version"/"git_commit" likewise), `state` as weights.pt, `scripted` as model.pt and each extra file (name -> bytes;
-/// plain file names only), each hashed into "files". Built in a hidden sibling directory and
-/// renamed into place, so `dir` never holds a partial bundle, even on failure or crash.
-/// Errors: InvalidArgument for a manifest missing task/model/input_shape/outputs or a bad extra
-/// file name; AlreadyExists when `dir` exists and is not empty (unless overwrite); IoError.
-/// Blocks on file I/O and fsync. Thread-safe for distinct `dir`s.
+/// "lineage.kiln_version"/"git_commit" likewise), `state` as weights.pt, `scripted` as model.pt and
+/// each extra file (name -> bytes; plain file names only), each hashed into "files". Built in a
+/// hidden sibling directory and renamed into place, so `dir` never holds a partial bundle, even on
+/// failure or crash. Errors: InvalidArgument for a manifest missing task/model/input_shape/outputs
+/// or a bad extra file name; AlreadyExists when `dir` exists and is not empty (unless overwrite);
+/// IoError. Blocks on file I/O and fsync. Thread-safe for distinct `dir`s.
 ///
 ///   Json m = {{"task", "classification"}, {"labels", classes}, {"preprocessing", pre},
 ///             {"model", spec.to_json()}, {"input_shape", {1, 28, 28}}, {"outputs", 10}};
@@ -59,8 +59,11 @@ Expected<fs::path> write_module_bundle(const fs::path& dir, const Json& manifest
 /// The weights by name, from weights.pt (re-verified against its sha256). DataLoss names the file.
 Expected<TensorMap> load_bundle_weights(const Bundle& bundle);
 
-/// The TorchScript module from model.pt (re-verified against its sha256), on the CPU, in eval mode.
-Expected<torch::jit::Module> load_bundle_module(const Bundle& bundle);
+/// The TorchScript module from model.pt (re-verified against its sha256), on the CPU, in eval
+/// mode; with `precision` other than fp32, the module the manifest's "precisions" records for it
+/// (NotFound when it records none, saying how to get one).
+Expected<torch::jit::Module> load_bundle_module(const Bundle& bundle,
+                                                const std::string& precision = kPrecisionFp32);
 
 /// Rebuilds the eager network from the manifest's spec, input_shape and outputs and loads the
 /// weights into it (eval mode). For evaluation, fine-tuning and compression.

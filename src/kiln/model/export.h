@@ -9,6 +9,7 @@
 
 #include "kiln/core/expected.h"
 #include "kiln/core/json.h"
+#include "kiln/model/manifest.h"
 #include "kiln/model/spec.h"
 
 namespace kiln::model {
@@ -67,20 +68,22 @@ Expected<std::vector<int64_t>> raw_input_shape(const Json& preprocessing,
 ///   m.save("model.pt");   // torch.jit.load("model.pt")(x) in Python, torch::jit::load in C++
 Expected<torch::jit::Module> export_torchscript(const ModelSpec& spec, const TensorMap& state,
                                                 const std::vector<int64_t>& input_shape,
-                                                int64_t outputs,
-                                                const Json& preprocessing = Json(),
-                                                const std::string& tta = kTtaNone);
+                                                int64_t outputs, const Json& preprocessing = Json(),
+                                                const std::string& tta = kTtaNone,
+                                                const std::string& precision = kPrecisionFp32);
 
 /// export_torchscript(net.spec(), network_state(net), net.input_shape(), net.outputs(), ...).
 Expected<torch::jit::Module> export_torchscript(const NetworkImpl& net,
                                                 const Json& preprocessing = Json(),
-                                                const std::string& tta = kTtaNone);
+                                                const std::string& tta = kTtaNone,
+                                                const std::string& precision = kPrecisionFp32);
 
 /// The generated TorchScript source for the same arguments (what export_torchscript compiles), for
 /// inspection and debugging. Same errors, without the compile and dry run.
 Expected<std::string> torchscript_source(const ModelSpec& spec, const TensorMap& state,
                                          const std::vector<int64_t>& input_shape, int64_t outputs,
                                          const Json& preprocessing = Json(),
-                                         const std::string& tta = kTtaNone);
+                                         const std::string& tta = kTtaNone,
+                                         const std::string& precision = kPrecisionFp32);
 
 }  // namespace kiln::model

@@ -263,4 +263,21 @@ Status check_input_values(const float* values, int64_t rows, int64_t row_size, b
   return Status::Ok();
 }
 
+Json Bundle::precision_entry(const std::string& precision) const {
+  if (precision == kPrecisionFp32)
+    return Json{{"file", kBundleModuleFile}, {"metrics", manifest.value("metrics", Json())}};
+  if (!manifest.contains("precisions") || !manifest.at("precisions").is_object() ||
+      !manifest.at("precisions").contains(precision))
+    return Json();
+  return manifest.at("precisions").at(precision);
+}
+
+Json Bundle::test_metrics(const std::string& precision) const {
+  const Json entry = precision_entry(precision);
+  if (!entry.is_object() || !entry.contains("metrics") || !entry.at("metrics").is_object() ||
+      !entry.at("metrics").contains("test"))
+    return Json();
+  return entry.at("metrics").at("test");
+}
+
 }  // namespace kiln::model

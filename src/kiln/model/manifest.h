@@ -27,6 +27,17 @@ inline constexpr const char* kManifestHashKey = "manifest_sha256";
 inline constexpr const char* kBundleManifestFile = "manifest.json";
 inline constexpr const char* kBundleWeightsFile = "weights.pt";
 inline constexpr const char* kBundleModuleFile = "model.pt";
+/// The same network exported in bfloat16 (export_torchscript's kPrecisionBf16), when recorded.
+inline constexpr const char* kBundleBf16ModuleFile = "model_bf16.pt";
+/// The number format an exported module computes its network in. "bf16": bfloat16 weights and
+/// activations (images in channels_last), every batch norm folded into the convolution or linear
+/// layer before it (or a per-channel affine); the prologue and the returned logits stay float32.
+/// On CPUs with avx512_bf16 oneDNN runs such convolutions 5-16x faster than Debian LibTorch's
+/// fp32 ones (docs/benchmarks.md); its accuracy is measured, not assumed (the trainer evaluates
+/// it on the test split and the bundle records it apart).
+inline constexpr const char* kPrecisionFp32 = "fp32";
+inline constexpr const char* kPrecisionBf16 = "bf16";
+
 /// The task of a TorchScript-only bundle whose outputs Kiln does not interpret.
 inline constexpr const char* kCustomTask = "custom";
 
@@ -43,6 +54,10 @@ inline constexpr const char* kCustomTask = "custom";
 ///                   preprocessing), "outputs": N, "training": {...}, "metrics": {...},
 ///                   "lineage": {"snapshot_hash", "config_hash", "parent", "kiln_version",
 ///                               "git_commit"},
+///                   "precisions": {"bf16": {"file": "model_bf16.pt",
+///                                           "metrics": {"test": {...}, "val": {...}}}}
+///                     (optional: other number formats of the same network, each with the
+///                     metrics of that module on the same splits; serving picks one),
 ///                   "created_at": ISO 8601 UTC (informational),
 ///                   "files": {"weights.pt": sha256, "model.pt": sha256, <extra>: sha256},
 ///                   "manifest_sha256": manifest_sha256() of the rest}
@@ -85,6 +100,11 @@ struct Bundle {
   /// (write_module_bundle: a model.pt trained elsewhere, its signature, task "custom" or
   /// classification/regression with labels; weights/spec accessors give clear errors).
   bool has_network() const;
+  /// manifest["precisions"][precision] ({"file", "metrics"}), or null when the bundle records
+  /// no module in that number format. "fp32" is model.pt with manifest["metrics"].
+  Json precision_entry(const std::string& precision) const;
+  /// The test metrics of the module in `precision` (null when unrecorded).
+  Json test_metrics(const std::string& precision) const;
   /// dir / name.
   fs::path file(const std::string& name) const { return dir / name; }
 };

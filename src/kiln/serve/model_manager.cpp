@@ -6,6 +6,7 @@
 #include <filesystem>
 
 #include "kiln/core/logging.h"
+#include "kiln/core/threads.h"
 #include "kiln/model/bundle.h"
 #include "kiln/monitor/metrics.h"
 #include "kiln/serve/runner.h"
@@ -117,6 +118,65 @@ Status warm_up(Runner& runner, const ModelSignature& sig, int64_t n, const std::
   return Status::Ok();
 }
 
+/// The number format to serve `bundle` in, for `wanted` (auto | fp32 | bf16).
+Expected<std::string> choose_precision(const model::Bundle& bundle, const std::string& wanted,
+                                       const std::string& where) {
+  if (wanted == model::kPrecisionFp32) return std::string(model::kPrecisionFp32);
+  const bool recorded = bundle.precision_entry(model::kPrecisionBf16).is_object();
+  if (wanted == model::kPrecisionBf16) {
+    if (!recorded)
+      return Status::InvalidArgument(
+          where +
+          ": --precision bf16: the bundle records no bf16 module (Kiln records one for "
+          "convolutional models trained on a CPU with avx512_bf16); serve it with "
+          "--precision fp32 or auto");
+    if (!cpu_supports_bf16())
+      KILN_LOG_WARN("{}: --precision bf16 on a CPU without avx512_bf16 runs slower than fp32",
+                    where);
+    return std::string(model::kPrecisionBf16);
+  }
+  if (wanted != "auto")
+    return Status::InvalidArgument("--precision " + wanted + ": expected auto, fp32 or bf16");
+  if (recorded && cpu_supports_bf16()) return std::string(model::kPrecisionBf16);
+  return std::string(model::kPrecisionFp32);
+}
+
+/// Whether `variant` (another number format of `reference`) gives the same outputs on a
+/// deterministic probe batch of 16 samples, within the rounding of bf16 (an 8-bit mantissa):
+/// |a - b| <= 0.05 * max|a| + 0.05 on every output. A bundle whose variant file belongs to
+/// other weights fails this.
+Status check_same_outputs(const torch::jit::Module& reference, const torch::jit::Module& variant,
+                          const ModelSignature& sig) {
+  std::vector<int64_t> shape{16};
+  shape.insert(shape.end(), sig.input.shape.begin(), sig.input.shape.end());
+  int64_t numel = 1;
+  for (int64_t d : shape) numel *= d;
+  // Images take pixel values 0..255, tables standardised-looking values; both are covered by a
+  // probe of the scale the reference's own inputs have: 0..255 for images, -2..2 otherwise.
+  torch::Tensor probe = torch::arange(numel, torch::kFloat32).sin().reshape(shape);
+  probe = sig.input.shape.size() == 3 ? (probe + 1) * 127.5 : probe * 2;
+  TorchScriptRunner a(reference), b(variant);
+  Expected<std::vector<torch::Tensor>> want = a.run(probe);
+  Expected<std::vector<torch::Tensor>> got = b.run(probe);
+  if (!want.ok()) return want.status();
+  if (!got.ok())
+    return Status::InvalidArgument("fails on a probe batch: " + got.status().message());
+  if (want->size() != got->size()) return Status::InvalidArgument("returns other outputs");
+  for (size_t i = 0; i < want->size(); ++i) {
+    const torch::Tensor& x = (*want)[i];
+    const torch::Tensor& y = (*got)[i];
+    if (x.sizes() != y.sizes())
+      return Status::InvalidArgument("returns output " + std::to_string(i) + " in another shape");
+    const double tolerance = 0.05 * x.abs().max().item<double>() + 0.05;
+    const double diff = (x - y).abs().max().item<double>();
+    if (!(diff <= tolerance))
+      return Status::InvalidArgument("differs from model.pt by " + std::to_string(diff) +
+                                     " on a probe batch (tolerance " + std::to_string(tolerance) +
+                                     "): not the same network");
+  }
+  return Status::Ok();
+}
+
 }  // namespace
 
 void split_named_ref(const std::string& text, std::string* name, std::string* ref) {
@@ -182,9 +242,32 @@ Expected<std::shared_ptr<ModelVersion>> ModelManager::load(const ResolvedModel& 
   KILN_ASSIGN_OR_RETURN(model::Bundle bundle, model::read_bundle(resolved.bundle_dir));
   KILN_ASSIGN_OR_RETURN(ModelSignature sig, parse_signature(bundle));
   KILN_ASSIGN_OR_RETURN(torch::jit::Module module, model::load_bundle_module(bundle));
+  KILN_ASSIGN_OR_RETURN(std::string precision,
+                        choose_precision(bundle, options_.precision_, where));
+  if (precision != model::kPrecisionFp32) {
+    KILN_ASSIGN_OR_RETURN(torch::jit::Module variant, model::load_bundle_module(bundle, precision));
+    Status agree = check_same_outputs(module, variant, sig);
+    if (!agree.ok() && options_.precision_ != "auto")
+      return Status::InvalidArgument(where + ": the " + precision + " module " + agree.message());
+    if (!agree.ok()) {
+      KILN_LOG_WARN("{} v{}: serving fp32: the {} module {}", resolved.name, version, precision,
+                    agree.message());
+      precision = model::kPrecisionFp32;
+    } else {
+      module = std::move(variant);
+    }
+  }
+  const Json test_metrics = bundle.test_metrics(precision);
+  const double test_accuracy = test_metrics.is_object() && test_metrics.contains("accuracy")
+                                   ? test_metrics.at("accuracy").get<double>()
+                                   : -1;
+  if (precision != model::kPrecisionFp32)
+    KILN_LOG_INFO("{} v{}: serving the {} module (test accuracy {:.4f}; fp32 {:.4f})",
+                  resolved.name, version, precision, test_accuracy,
+                  bundle.test_metrics(model::kPrecisionFp32).value("accuracy", -1.0));
   // A module that does not fit its signature fails the probe, stays as saved, and fails the
   // warm-up below with the reason.
-  if (options_.prepack_) {
+  if (options_.prepack_ && precision == model::kPrecisionFp32) {
     // A deterministic probe of 3 samples in [-1, 1], away from all-zero inputs.
     std::vector<int64_t> shape{3};
     shape.insert(shape.end(), sig.input.shape.begin(), sig.input.shape.end());
@@ -211,7 +294,8 @@ Expected<std::shared_ptr<ModelVersion>> ModelManager::load(const ResolvedModel& 
     metrics_->counter("kiln_model_loads_total", "Model versions loaded.", {"model"})
         .with({resolved.name})
         .inc();
-  return std::make_shared<ModelVersion>(resolved, version, std::move(sig), std::move(batcher));
+  return std::make_shared<ModelVersion>(resolved, version, std::move(sig), std::move(batcher),
+                                        precision, test_accuracy);
 }
 
 std::shared_ptr<ModelVersion> ModelManager::current(const std::string& name) const {

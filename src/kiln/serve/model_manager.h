@@ -51,12 +51,19 @@ struct ModelSignature {
 /// done, then stops their batchers (drain). Thread-safe.
 class ModelVersion {
  public:
+  /// `precision` is the number format of the module served ("fp32", "bf16"); `test_accuracy`
+  /// the test accuracy the bundle records for that module (-1: none recorded).
   ModelVersion(ResolvedModel resolved, std::string version, ModelSignature signature,
-               std::unique_ptr<DynamicBatcher> batcher)
+               std::unique_ptr<DynamicBatcher> batcher, std::string precision = "fp32",
+               double test_accuracy = -1)
       : resolved_(std::move(resolved)),
         version_(std::move(version)),
         signature_(std::move(signature)),
-        batcher_(std::move(batcher)) {}
+        batcher_(std::move(batcher)),
+        precision_(std::move(precision)),
+        test_accuracy_(test_accuracy) {}
+  const std::string& precision() const { return precision_; }
+  double test_accuracy() const { return test_accuracy_; }
   const std::string& name() const { return resolved_.name; }
   const std::string& version() const { return version_; }
   const ResolvedModel& resolved() const { return resolved_; }
@@ -77,6 +84,8 @@ class ModelVersion {
   std::string version_;
   ModelSignature signature_;
   std::unique_ptr<DynamicBatcher> batcher_;
+  std::string precision_;
+  double test_accuracy_;
   std::once_flag attached_once_;
   std::shared_ptr<void> attached_;
 };
@@ -97,9 +106,18 @@ struct ModelManagerOptions {
     prepack_ = v;
     return *this;
   }
+  /// The number format to serve: "auto" (the bundle's bf16 module where it records one and the
+  /// CPU has avx512_bf16, else fp32), "fp32" (model.pt), or "bf16" (refuses bundles without a
+  /// bf16 module). A bf16 module must agree with model.pt on a probe batch (auto falls back to
+  /// fp32 otherwise, saying why).
+  ModelManagerOptions& precision(std::string v) {
+    precision_ = std::move(v);
+    return *this;
+  }
   BatcherOptions batcher_;
   int64_t poll_interval_ms_ = 1000;  ///< 0: no polling
   bool prepack_ = true;
+  std::string precision_ = "auto";
 };
 
 /// `--model NAME=REF` serves REF under NAME (e.g. two aliases of one registry model side by side:

@@ -366,11 +366,7 @@ struct InferenceServer::Impl {
         KILN_LOG_WARN("{}: reference profile unreadable, drift unavailable: {}", mv.name(),
                       parsed.status().message());
     }
-    double accuracy = -1;
-    Expected<Json> manifest = read_json_file(dir / "manifest.json");
-    if (manifest.ok() && manifest->contains("metrics") && (*manifest)["metrics"].contains("test") &&
-        (*manifest)["metrics"]["test"].contains("accuracy"))
-      accuracy = (*manifest)["metrics"]["test"]["accuracy"].get<double>();
+    const double accuracy = mv.test_accuracy();  // of the module served (fp32 or bf16)
     LiveMonitorOptions lo;
     lo.window = options.monitor_window_;
     return std::make_unique<LiveMonitor>(mv.name(), mv.version(), std::move(reference),
@@ -878,7 +874,8 @@ HttpResponse InferenceServer::Impl::model_metadata(const ModelVersion& mv) const
             {"platform", "pytorch_torchscript"},
             {"inputs", Json::array({tensor_json(sig.input.name, "FP32", sig.input.shape)})},
             {"outputs", outputs}};
-  Json params{{"max_batch_size", options.models_.batcher_.max_batch_}};
+  Json params{{"max_batch_size", options.models_.batcher_.max_batch_},
+              {"precision", mv.precision()}};
   if (!sig.task.empty()) params["task"] = sig.task;
   if (!sig.labels.empty()) params["labels"] = sig.labels;
   body["parameters"] = params;

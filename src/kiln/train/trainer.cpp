@@ -229,23 +229,6 @@ Json resume_identity(const TrainConfig& cfg) {
 
 }  // namespace
 
-bool cpu_supports_bf16() {
-  static const bool supported = [] {
-    std::ifstream in("/proc/cpuinfo");
-    std::string line;
-    while (std::getline(in, line)) {
-      if (line.rfind("flags", 0) != 0) continue;
-      std::istringstream words(line);
-      std::string w;
-      while (words >> w)
-        if (w == "avx512_bf16" || w == "amx_bf16") return true;
-      return false;
-    }
-    return false;
-  }();
-  return supported;
-}
-
 Expected<TrainResult> train(const TrainConfig& cfg, const TrainOptions& opts) {
   const auto t_start = Clock::now();
   FILE* log = opts.progress_;
@@ -673,6 +656,40 @@ Expected<TrainResult> train(const TrainConfig& cfg, const TrainOptions& opts) {
   } else {
     result.test_metrics = result.val_metrics;
   }
+  // The same network in bf16, where the CPU serves it fast (oneDNN's bf16 convolutions), with
+  // the metrics of that module on the same splits: serving switches only to what was measured.
+  Json precisions = Json::object();
+  std::string bf16_module_bytes;
+  if (opts.bundle_ && conv && cpu_supports_bf16()) {
+    KILN_ASSIGN_OR_RETURN(torch::jit::Module scripted_bf16,
+                          model::export_torchscript(spec, state_map, input_shape, outputs,
+                                                    preprocessing, tta, model::kPrecisionBf16));
+    auto bf16_eval = [&](const data::SplitTensors& split) -> Expected<Json> {
+      return evaluate([&](const torch::Tensor& x) { return scripted_bf16.forward({x}).toTensor(); },
+                      data::SplitTensors{split.served_inputs(), split.y, {}}, served_opts);
+    };
+    Json bf16_metrics = {{"test", Json()}, {"val", Json()}};
+    if (val_split) {
+      KILN_ASSIGN_OR_RETURN(bf16_metrics["val"], bf16_eval(*val_split));
+    }
+    if (test_split) {
+      KILN_ASSIGN_OR_RETURN(bf16_metrics["test"], bf16_eval(*test_split));
+    } else {
+      bf16_metrics["test"] = bf16_metrics["val"];
+    }
+    std::ostringstream bytes;
+    scripted_bf16.save(bytes);
+    bf16_module_bytes = bytes.str();
+    precisions[model::kPrecisionBf16] = {{"file", model::kBundleBf16ModuleFile},
+                                         {"metrics", bf16_metrics}};
+    if (log && bf16_metrics["test"].is_object() && result.test_metrics.is_object()) {
+      const char* key = classification ? "accuracy" : "mse";
+      if (bf16_metrics["test"].contains(key) && result.test_metrics.contains(key))
+        std::fprintf(log, "bf16 module (served where the CPU has avx512_bf16): %s %s (fp32 %s)\n",
+                     key, num_str(bf16_metrics["test"][key].get<double>()).c_str(),
+                     num_str(result.test_metrics[key].get<double>()).c_str());
+    }
+  }
   Json final_json = {{"split", test_split ? "test" : (val_split ? "val" : "none")},
                      {"test", result.test_metrics},
                      {"val", result.val_metrics},
@@ -707,6 +724,7 @@ Expected<TrainResult> train(const TrainConfig& cfg, const TrainOptions& opts) {
                            {"config_hash", cfg.hash()},
                            {"kiln_version", kVersion},
                            {"git_commit", kGitCommit}};
+    if (!precisions.empty()) manifest["precisions"] = precisions;
     if (init_report) {
       // The registry reads lineage.parent (NAME@VERSION) when the bundle is pushed.
       if (!init_report->parent.empty()) manifest["lineage"]["parent"] = init_report->parent;
@@ -734,6 +752,8 @@ Expected<TrainResult> train(const TrainConfig& cfg, const TrainOptions& opts) {
         extra[monitor::kReferenceProfileFile] = profile.to_json().dump();
       }
     }
+    if (!bf16_module_bytes.empty())
+      extra[model::kBundleBf16ModuleFile] = std::move(bf16_module_bytes);
     for (const char* f :
          {"metrics.jsonl", "loss_curve.svg", "metric_curve.svg", "confusion_matrix.svg"}) {
       if (!fs::exists(out / f, ec)) continue;

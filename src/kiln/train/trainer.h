@@ -121,8 +121,4 @@ struct TrainResult {
 ///   std::cout << r.test_metrics["accuracy"] << "\n";
 Expected<TrainResult> train(const TrainConfig& config, const TrainOptions& options);
 
-/// True when the CPU advertises avx512_bf16 or amx_bf16 (/proc/cpuinfo), i.e. bf16 autocast
-/// pays off. Cached after the first call; thread-safe.
-bool cpu_supports_bf16();
-
 }  // namespace kiln::train
