@@ -33,7 +33,8 @@ int main(int argc, char** argv) {
     if (!std::strcmp(argv[i], "--seconds") && has_value) seconds = std::stod(argv[++i]);
     if (!std::strcmp(argv[i], "--precision") && has_value) precision = argv[++i];
   }
-  kiln::configure_allocator_for_tensors();  // as kiln-engine does at start-up
+  kiln::configure_allocator_for_tensors();           // as kiln-engine does at start-up
+  (void)kiln::model::use_onednn_quantized_engine();  // likewise (int8 bundles)
   torch::set_num_threads(threads);
   auto bundle = kiln::model::read_bundle(argv[1]);
   if (!bundle.ok()) {

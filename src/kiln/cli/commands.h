@@ -54,6 +54,9 @@ inline constexpr const char* kImproveHelp =
     "Continuous improvement: from labelled production rows (prediction log + feedback), train a "
     "challenger, beat the champion on held-out rows (McNemar), canary and promote it; triggers "
     "with a cool-down; `kiln improve history NAME`";
+inline constexpr const char* kCompressHelp =
+    "Compress a trained model into a new bundle (int8 static quantisation), with the new "
+    "module's accuracy, size and speed beside its parent's";
 inline constexpr const char* kMonitorHelp =
     "Monitoring: data drift against a bundle's reference profile, Prometheus alert rules";
 inline constexpr const char* kTuneHelp =
@@ -112,6 +115,8 @@ void register_rollout_command(CLI::App& app, int* exit_code);
 void register_pipeline_command(CLI::App& app, int* exit_code);
 /// `improve NAME ...` and `improve history NAME` (engine).
 void register_improve_command(CLI::App& app, int* exit_code);
+/// `compress REF ...` (engine).
+void register_compress_command(CLI::App& app, int* exit_code);
 /// `monitor` with drift (engine) and rules; the front registers rules itself and hands drift on.
 CLI::App* register_monitor_commands(CLI::App& app, int* exit_code);
 CLI::App* register_monitor_rules_command(CLI::App& monitor, int* exit_code);

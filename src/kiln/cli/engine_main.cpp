@@ -6,11 +6,15 @@
 #include "kiln/core/logging.h"
 #include "kiln/core/threads.h"
 #include "kiln/data/profile.h"
+#include "kiln/model/export.h"
 #include "kiln/registry/torchscript_import.h"
 
 int main(int argc, char** argv) {
   kiln::configure_allocator_for_tensors();
   kiln::init_logging("info");
+  // int8 bundles are packed for oneDNN and repacked with the current engine when loaded; this
+  // build's default (QNNPACK) runs them 15x slower (docs/benchmarks.md). No-op without oneDNN.
+  (void)kiln::model::use_onednn_quantized_engine();
   using namespace kiln::cli;
   engine_hooks().profile_dataset = &kiln::data::profile_dataset;
   engine_hooks().import_torchscript = &kiln::registry::import_torchscript;
@@ -30,6 +34,7 @@ int main(int argc, char** argv) {
         register_pipeline_command(app, exit_code);
         register_monitor_commands(app, exit_code);
         register_improve_command(app, exit_code);
+        register_compress_command(app, exit_code);
       },
       [](int threads) {
         torch::set_num_threads(threads > 0 ? threads : kiln::default_intra_op_threads());

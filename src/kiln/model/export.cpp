@@ -1,6 +1,9 @@
 #include "kiln/model/export.h"
 
+#include <ATen/core/dispatch/Dispatcher.h>
 #include <torch/csrc/jit/api/module.h>
+#include <torch/csrc/jit/frontend/resolver.h>
+#include <torch/csrc/jit/frontend/sugared_value.h>
 
 #include <algorithm>
 #include <cmath>
@@ -103,6 +106,28 @@ std::string attr_name(std::string name) {
 
 class Generator {
  public:
+  /// A convolution or linear layer of an int8 network: its float32 weight and bias (batch norm
+  /// folded in), packed into a module attribute `attr` once the module is built.
+  struct PackedLayer {
+    std::string attr;
+    bool conv = false;
+    torch::Tensor weight, bias;
+    std::pair<int64_t, int64_t> stride{1, 1}, padding{0, 0};
+  };
+  /// int8 generation: with `calibrate`, the float32 network with batch norm folded that records
+  /// each quantisation point's range (self.obs_min / self.obs_max[k]); without, the quantised
+  /// network using `ranges` (one [lo, hi] per point, from a calibration run).
+  struct Int8Plan {
+    bool calibrate = true;
+    std::vector<std::pair<double, double>> ranges;
+  };
+  void set_int8_plan(const Int8Plan* plan) { int8_ = plan; }
+  /// int8 only (set_int8_plan): the network over the top-level `layers`, quantising at its start
+  /// and dequantising at its end.
+  Status quantized_network(const std::vector<LayerSpec>& layers, std::vector<int64_t>* shape);
+  const std::vector<PackedLayer>& packed() const { return packed_; }
+  int64_t quantisation_points() const { return points_; }
+
   /// `bf16`: the network (not the prologue) runs in bfloat16, channels_last for images, with
   /// every batch norm folded into the convolution or linear layer before it, or else applied as
   /// a per-channel affine (no batch_norm kernel runs in bf16).
@@ -139,6 +164,14 @@ class Generator {
                                                                 const std::string& bias_name,
                                                                 const std::string& bn, double eps,
                                                                 const std::string& where);
+  /// The weight and bias (zeros when it has none) of `weight_name`/`bias_name`, with the batch
+  /// norm whose tensors start with `bn` folded in (none when `bn` is empty); float32. Marks the
+  /// tensors used.
+  Expected<std::pair<torch::Tensor, torch::Tensor>> folded_tensors(const std::string& weight_name,
+                                                                   const std::string& bias_name,
+                                                                   const std::string& bn,
+                                                                   double eps,
+                                                                   const std::string& where);
   /// bf16 only: the batch norm with tensors `bn` as "x * scale + shift" on `var`; `rank` is the
   /// per-sample rank of its input (the statistics broadcast over trailing axes).
   Status batch_norm_affine(const std::string& var, const std::string& bn, double eps, size_t rank,
@@ -168,6 +201,9 @@ class Generator {
 
   const TensorMap& state_;
   const bool bf16_;
+  const Int8Plan* int8_ = nullptr;
+  std::vector<PackedLayer> packed_;
+  int64_t points_ = 0;
   int folded_ = 0;
   std::ostringstream body_;
   std::set<std::string> used_;
@@ -426,29 +462,40 @@ Expected<std::pair<torch::Tensor, torch::Tensor>> Generator::batch_norm_scale_sh
   return std::make_pair(scale, beta - mean * scale);
 }
 
-Expected<std::pair<std::string, std::string>> Generator::fold_batch_norm(
+Expected<std::pair<torch::Tensor, torch::Tensor>> Generator::folded_tensors(
     const std::string& weight_name, const std::string& bias_name, const std::string& bn, double eps,
     const std::string& where) {
-  KILN_ASSIGN_OR_RETURN(auto scale_shift, batch_norm_scale_shift(bn, eps, where));
-  const auto& [scale, shift] = scale_shift;
   KILN_ASSIGN_OR_RETURN(torch::Tensor w, tensor(weight_name, where));
-  if (w.dim() < 2 || w.size(0) != scale.size(0))
-    return Status::InvalidArgument(where + ": " + std::to_string(w.size(0)) +
-                                   " outputs but the batch norm has " +
-                                   std::to_string(scale.size(0)) + " channels");
-  std::vector<int64_t> view(static_cast<size_t>(w.dim()), 1);
-  view[0] = -1;
   torch::Tensor w64 = w.detach().to(torch::kCPU, torch::kFloat64);
-  torch::Tensor b64 = torch::zeros_like(scale);
+  torch::Tensor b64 = torch::zeros({w.size(0)}, torch::kFloat64);
   if (has(bias_name)) {
     KILN_ASSIGN_OR_RETURN(torch::Tensor b, tensor(bias_name, where));
     b64 = b.detach().to(torch::kCPU, torch::kFloat64);
   }
+  if (!bn.empty()) {
+    KILN_ASSIGN_OR_RETURN(auto scale_shift, batch_norm_scale_shift(bn, eps, where));
+    const auto& [scale, shift] = scale_shift;
+    if (w.dim() < 2 || w.size(0) != scale.size(0))
+      return Status::InvalidArgument(where + ": " + std::to_string(w.size(0)) +
+                                     " outputs but the batch norm has " +
+                                     std::to_string(scale.size(0)) + " channels");
+    std::vector<int64_t> view(static_cast<size_t>(w.dim()), 1);
+    view[0] = -1;
+    w64 = w64 * scale.view(view);
+    b64 = b64 * scale + shift;
+  }
   used_.insert(weight_name);
   if (has(bias_name)) used_.insert(bias_name);
+  return std::make_pair(w64.to(torch::kFloat32), b64.to(torch::kFloat32));
+}
+
+Expected<std::pair<std::string, std::string>> Generator::fold_batch_norm(
+    const std::string& weight_name, const std::string& bias_name, const std::string& bn, double eps,
+    const std::string& where) {
+  KILN_ASSIGN_OR_RETURN(auto folded, folded_tensors(weight_name, bias_name, bn, eps, where));
   const std::string id = "folded" + std::to_string(folded_++);
-  return std::make_pair(constant(id + "_weight", (w64 * scale.view(view)).to(torch::kFloat32)),
-                        constant(id + "_bias", (b64 * scale + shift).to(torch::kFloat32)));
+  return std::make_pair(constant(id + "_weight", folded.first),
+                        constant(id + "_bias", folded.second));
 }
 
 Status Generator::batch_norm_affine(const std::string& var, const std::string& bn, double eps,
@@ -636,6 +683,108 @@ Status Generator::layer(const LayerSpec& l, const std::string& name, std::vector
   return Status::Ok();
 }
 
+/// quint8 scale and zero point covering [lo, hi] (widened to hold 0, as PyTorch's observers do).
+std::pair<double, int64_t> quint8_params(double lo, double hi) {
+  lo = std::min(lo, 0.0);
+  hi = std::max(hi, 0.0);
+  const double scale = std::max(hi - lo, 1e-6) / 255.0;
+  const int64_t zero_point = std::clamp<int64_t>(std::llround(-lo / scale), 0, 255);
+  return {scale, zero_point};
+}
+
+Status Generator::quantized_network(const std::vector<LayerSpec>& layers,
+                                    std::vector<int64_t>* shape) {
+  const bool calibrate = int8_->calibrate;
+  int64_t point = 0;
+  auto qparams = [&](int64_t k) -> Expected<std::pair<double, int64_t>> {
+    if (k >= static_cast<int64_t>(int8_->ranges.size()))
+      return Status::Internal("int8: no calibrated range for quantisation point " +
+                              std::to_string(k));
+    return quint8_params(int8_->ranges[static_cast<size_t>(k)].first,
+                         int8_->ranges[static_cast<size_t>(k)].second);
+  };
+  auto observe = [&](int64_t k) {
+    const std::string at = "[" + std::to_string(k) + "]";
+    emit(1, "self.obs_min" + at + " = torch.minimum(self.obs_min" + at + ", torch.min(x))");
+    emit(1, "self.obs_max" + at + " = torch.maximum(self.obs_max" + at + ", torch.max(x))");
+  };
+  if (calibrate) {
+    observe(point);
+  } else {
+    KILN_ASSIGN_OR_RETURN(auto q, qparams(point));
+    emit(1, "x = torch.quantize_per_tensor(x, " + float_literal(q.first) + ", " +
+                std::to_string(q.second) + ", " + std::to_string(static_cast<int>(at::kQUInt8)) +
+                ")  # quint8");
+  }
+  ++point;
+  for (size_t i = 0; i < layers.size(); ++i) {
+    const LayerSpec& l = layers[i];
+    const std::string name = "layers." + std::to_string(i);
+    const std::string where = name + " (" + l.type + ")";
+    if (l.type == "conv2d" || l.type == "linear") {
+      const bool conv = l.type == "conv2d";
+      size_t next = i + 1;
+      std::string bn;
+      double eps = 1e-5;
+      if (next < layers.size() && layers[next].type == (conv ? "batchnorm2d" : "batchnorm1d")) {
+        bn = "layers." + std::to_string(next) + ".";
+        KILN_ASSIGN_OR_RETURN(eps, double_param(layers[next].params, "eps", 1e-5, where));
+        ++next;
+      }
+      const bool relu = next < layers.size() && layers[next].type == "relu";
+      if (relu) ++next;
+      KILN_ASSIGN_OR_RETURN(auto wb,
+                            folded_tensors(name + ".weight", name + ".bias", bn, eps, where));
+      // layer() checks the shapes and tracks them; its float32 line is not used.
+      const std::string kept = body_.str();
+      body_.str("");
+      KILN_RETURN_IF_ERROR(layer(l, name, shape, 1));
+      body_.str(kept);
+      body_.seekp(0, std::ios_base::end);
+      PackedLayer packed;
+      packed.attr = "packed" + std::to_string(point);
+      packed.conv = conv;
+      packed.weight = wb.first;
+      packed.bias = wb.second;
+      if (conv) {
+        KILN_ASSIGN_OR_RETURN(packed.stride, pair_param(l.params, "stride", {1, 1}, where));
+        KILN_ASSIGN_OR_RETURN(packed.padding, pair_param(l.params, "padding", {0, 0}, where));
+      }
+      emit(1, "# " + where + (bn.empty() ? "" : " + batch norm") + (relu ? " + relu" : ""));
+      if (calibrate) {
+        const std::string w = constant(packed.attr + "_weight", packed.weight);
+        const std::string b = constant(packed.attr + "_bias", packed.bias);
+        emit(1, conv ? "x = torch.conv2d(x, " + w + ", " + b + ", " +
+                           int_list(packed.stride.first, packed.stride.second) + ", " +
+                           int_list(packed.padding.first, packed.padding.second) + ", [1, 1], 1)"
+                     : "x = torch.linear(x, " + w + ", " + b + ")");
+        if (relu) emit(1, "x = torch.relu(x)");
+        observe(point);
+      } else {
+        KILN_ASSIGN_OR_RETURN(auto q, qparams(point));
+        emit(1, "x = quantized." + std::string(conv ? "conv2d" : "linear") + (relu ? "_relu" : "") +
+                    "(x, self." + packed.attr + ", " + float_literal(q.first) + ", " +
+                    std::to_string(q.second) + ")");
+        packed_.push_back(std::move(packed));
+      }
+      ++point;
+      i = next - 1;
+      continue;
+    }
+    static const std::set<std::string> kPassThrough = {
+        "maxpool2d", "avgpool2d", "adaptive_avgpool2d", "flatten", "dropout", "relu"};
+    if (!kPassThrough.count(l.type))
+      return Status::InvalidArgument(
+          where +
+          ": not supported by int8 quantisation (supported: conv2d and linear, each optionally "
+          "followed by its batch norm and a relu; max/avg pooling, flatten, dropout, relu)");
+    KILN_RETURN_IF_ERROR(layer(l, name, shape, 1));
+  }
+  if (!calibrate) emit(1, "x = torch.dequantize(x)");
+  points_ = point;
+  return Status::Ok();
+}
+
 }  // namespace
 
 namespace {
@@ -644,17 +793,23 @@ struct Generated {
   std::string source;
   std::vector<int64_t> raw_shape;
   std::vector<std::pair<std::string, torch::Tensor>> parameters, buffers;
+  std::vector<Generator::PackedLayer> packed;  ///< int8: layers to pack into attributes
+  int64_t quantisation_points = 0;             ///< int8: activation ranges observed/used
 };
 
+/// `int8` (with precision kPrecisionInt8): calibration or quantised source (Generator::Int8Plan).
 Expected<Generated> generate(const ModelSpec& spec, const TensorMap& state,
                              const std::vector<int64_t>& input_shape, int64_t outputs,
                              const Json& preprocessing, const std::string& tta,
-                             const std::string& precision) {
+                             const std::string& precision,
+                             const Generator::Int8Plan* int8 = nullptr) {
   if (tta != kTtaNone && tta != kTtaFlip)
     return Status::InvalidArgument("test-time augmentation '" + tta +
                                    "' is not one of: none, flip");
-  if (precision != kPrecisionFp32 && precision != kPrecisionBf16)
-    return Status::InvalidArgument("precision '" + precision + "' is not one of: fp32, bf16");
+  if (precision != kPrecisionFp32 && precision != kPrecisionBf16 &&
+      !(precision == kPrecisionInt8 && int8))
+    return Status::InvalidArgument("precision '" + precision +
+                                   "' is not one of: fp32, bf16 (int8: kiln compress)");
   const bool bf16 = precision == kPrecisionBf16;
   if (input_shape.empty())
     return Status::InvalidArgument("model '" + spec.name + "': empty input shape");
@@ -665,6 +820,7 @@ Expected<Generated> generate(const ModelSpec& spec, const TensorMap& state,
   if (outputs <= 0)
     return Status::InvalidArgument("model '" + spec.name + "': outputs must be positive");
   Generator gen(state, bf16);
+  gen.set_int8_plan(int8);
   Generated out;
   KILN_RETURN_IF_ERROR(gen.prologue(preprocessing, input_shape, &out.raw_shape));
   // The prologue stays in float32; the network's tensors (registered after it) go to bf16.
@@ -689,7 +845,11 @@ Expected<Generated> generate(const ModelSpec& spec, const TensorMap& state,
         "test-time augmentation 'flip' needs image inputs [C,H,W], got " +
         shape_str(out.raw_shape));
   std::vector<int64_t> shape = input_shape;
-  KILN_RETURN_IF_ERROR(gen.layers(spec.layers, "layers.", &shape, 1));
+  if (int8) {
+    KILN_RETURN_IF_ERROR(gen.quantized_network(spec.layers, &shape));
+  } else {
+    KILN_RETURN_IF_ERROR(gen.layers(spec.layers, "layers.", &shape, 1));
+  }
   if (shape != std::vector<int64_t>{outputs})
     return Status::InvalidArgument("model '" + spec.name + "' produces " + shape_str(shape) +
                                    " per sample, expected [" + std::to_string(outputs) + "]");
@@ -698,7 +858,7 @@ Expected<Generated> generate(const ModelSpec& spec, const TensorMap& state,
   const std::string network = gen.take_lines();
   if (tta == kTtaNone) {
     out.source = "def forward(self, x):\n" + prologue + network + "    return x\n";
-  } else if (bf16) {
+  } else if (bf16 || int8) {
     // One network pass over x and its mirror stacked: at batch 1 that is twice the work per
     // oneDNN call, 1.4x the samples/s of two passes.
     out.source = "def forward(self, x):\n" + prologue +
@@ -716,6 +876,8 @@ Expected<Generated> generate(const ModelSpec& spec, const TensorMap& state,
   }
   out.parameters = gen.parameters();
   out.buffers = gen.buffers();
+  out.packed = gen.packed();
+  out.quantisation_points = gen.quantisation_points();
   if (bf16) {
     auto to_bf16 = [](std::vector<std::pair<std::string, torch::Tensor>>& list, size_t from) {
       for (size_t i = from; i < list.size(); ++i) {
@@ -764,6 +926,78 @@ Expected<std::string> torchscript_source(const ModelSpec& spec, const TensorMap&
   return g.source;
 }
 
+namespace {
+
+/// Resolves `quantized.<op>` (the quantised operators) besides `torch.<op>` in generated source.
+struct QuantizedOpsResolver : torch::jit::Resolver {
+  std::shared_ptr<torch::jit::SugaredValue> resolveValue(const std::string& name,
+                                                         torch::jit::GraphFunction&,
+                                                         const torch::jit::SourceRange&) override {
+    if (name == "torch") return std::make_shared<torch::jit::BuiltinModule>("aten");
+    if (name == "quantized") return std::make_shared<torch::jit::BuiltinModule>("quantized");
+    return nullptr;
+  }
+};
+
+/// Calls a registered operator by name with boxed arguments; its first result.
+c10::IValue call_operator(const char* name, std::vector<c10::IValue> stack) {
+  c10::Dispatcher::singleton().findSchemaOrThrow(name, "").callBoxed(&stack);
+  return stack.at(0);
+}
+
+/// Per-output-channel symmetric qint8 weights, as oneDNN's default qconfig makes them.
+torch::Tensor quantize_weight(const torch::Tensor& w) {
+  torch::Tensor scales =
+      (std::get<0>(w.abs().flatten(1).max(1)) / 127.0).clamp_min(1e-12).to(torch::kFloat64);
+  return torch::quantize_per_channel(w.contiguous(), scales,
+                                     torch::zeros({w.size(0)}, torch::kLong), 0, torch::kQInt8);
+}
+
+/// The module for `g`: its parameters and buffers, `extra` attributes, the compiled source, eval
+/// mode and a dry run on zeros (a failure there is a Kiln bug).
+Expected<torch::jit::Module> build_module(const Generated& g, const std::string& model_name,
+                                          int64_t outputs,
+                                          const std::function<void(torch::jit::Module&)>& extra) {
+  torch::jit::Module module("KilnModel");
+  try {
+    for (const auto& [name, t] : g.parameters) module.register_parameter(name, t, false);
+    for (const auto& [name, t] : g.buffers) module.register_buffer(name, t);
+    for (const Generator::PackedLayer& p : g.packed) {
+      auto ints = [](std::pair<int64_t, int64_t> v) {
+        return c10::IValue(c10::List<int64_t>({v.first, v.second}));
+      };
+      c10::IValue packed =
+          p.conv ? call_operator("quantized::conv2d_prepack",
+                                 {quantize_weight(p.weight), p.bias, ints(p.stride),
+                                  ints(p.padding), ints({1, 1}), int64_t{1}})
+                 : call_operator("quantized::linear_prepack", {quantize_weight(p.weight), p.bias});
+      module.register_attribute(p.attr, packed.type(), packed);
+    }
+    if (extra) extra(module);
+    module.define(g.source, std::make_shared<QuantizedOpsResolver>());
+  } catch (const c10::Error& e) {
+    return Status::Internal("model '" + model_name + "': generated TorchScript does not compile: " +
+                            e.what_without_backtrace() + "\n--- source ---\n" + g.source);
+  }
+  module.eval();
+  std::vector<int64_t> sample{1};
+  sample.insert(sample.end(), g.raw_shape.begin(), g.raw_shape.end());
+  try {
+    torch::NoGradGuard no_grad;
+    torch::Tensor y = module.forward({torch::zeros(sample)}).toTensor();
+    if (y.sizes() != c10::IntArrayRef{1, outputs})
+      return Status::Internal("model '" + model_name + "': exported module returns " +
+                              shape_str(y.sizes().vec()) + " for one sample, expected [1," +
+                              std::to_string(outputs) + "]");
+  } catch (const c10::Error& e) {
+    return Status::Internal("model '" + model_name + "': exported module fails a dry run on " +
+                            shape_str(sample) + ": " + e.what_without_backtrace());
+  }
+  return module;
+}
+
+}  // namespace
+
 Expected<torch::jit::Module> export_torchscript(const ModelSpec& spec, const TensorMap& state,
                                                 const std::vector<int64_t>& input_shape,
                                                 int64_t outputs, const Json& preprocessing,
@@ -771,28 +1005,69 @@ Expected<torch::jit::Module> export_torchscript(const ModelSpec& spec, const Ten
                                                 const std::string& precision) {
   KILN_ASSIGN_OR_RETURN(Generated g,
                         generate(spec, state, input_shape, outputs, preprocessing, tta, precision));
-  torch::jit::Module module("KilnModel");
-  try {
-    for (const auto& [name, t] : g.parameters) module.register_parameter(name, t, false);
-    for (const auto& [name, t] : g.buffers) module.register_buffer(name, t);
-    module.define(g.source);
-  } catch (const c10::Error& e) {
-    return Status::Internal("model '" + spec.name + "': generated TorchScript does not compile: " +
-                            e.what_without_backtrace() + "\n--- source ---\n" + g.source);
+  return build_module(g, spec.name, outputs, nullptr);
+}
+
+Status use_onednn_quantized_engine() {
+  const auto& engines = at::globalContext().supportedQEngines();
+  if (std::find(engines.begin(), engines.end(), at::QEngine::ONEDNN) == engines.end())
+    return Status::FailedPrecondition(
+        "int8: this LibTorch has no oneDNN quantized engine (Kiln's int8 modules use it)");
+  at::globalContext().setQEngine(at::QEngine::ONEDNN);
+  return Status::Ok();
+}
+
+Expected<torch::jit::Module> export_int8(const ModelSpec& spec, const TensorMap& state,
+                                         const std::vector<int64_t>& input_shape, int64_t outputs,
+                                         const Json& preprocessing, const std::string& tta,
+                                         const torch::Tensor& calibration, Int8Report* report) {
+  KILN_RETURN_IF_ERROR(use_onednn_quantized_engine());
+  if (!calibration.defined() || calibration.dim() < 2 || calibration.size(0) == 0)
+    return Status::InvalidArgument("int8: no calibration rows");
+  // 1. The float32 network with batch norm folded, recording every quantisation point's range.
+  Generator::Int8Plan plan;
+  KILN_ASSIGN_OR_RETURN(Generated observed, generate(spec, state, input_shape, outputs,
+                                                     preprocessing, tta, kPrecisionInt8, &plan));
+  const int64_t points = observed.quantisation_points;
+  KILN_ASSIGN_OR_RETURN(
+      torch::jit::Module observer,
+      build_module(observed, spec.name, outputs, [&](torch::jit::Module& m) {
+        m.register_buffer("obs_min", torch::full({points}, std::numeric_limits<float>::infinity()));
+        m.register_buffer("obs_max",
+                          torch::full({points}, -std::numeric_limits<float>::infinity()));
+      }));
+  torch::Tensor lo = observer.attr("obs_min").toTensor(), hi = observer.attr("obs_max").toTensor();
+  lo.fill_(std::numeric_limits<float>::infinity());  // forget the dry run's zeros
+  hi.fill_(-std::numeric_limits<float>::infinity());
+  {
+    torch::NoGradGuard no_grad;
+    const int64_t rows = calibration.size(0);
+    try {
+      for (int64_t at = 0; at < rows; at += 256)
+        observer.forward({calibration.slice(0, at, std::min(rows, at + 256)).to(torch::kFloat32)});
+    } catch (const c10::Error& e) {
+      return Status::InvalidArgument("int8: calibration rows do not run through the model: " +
+                                     std::string(e.what_without_backtrace()));
+    }
   }
-  module.eval();
-  // Dry run on zeros: the tracked shapes say this works, so a failure here is a Kiln bug.
-  std::vector<int64_t> sample{1};
-  sample.insert(sample.end(), g.raw_shape.begin(), g.raw_shape.end());
-  try {
-    torch::Tensor y = module.forward({torch::zeros(sample)}).toTensor();
-    if (y.sizes() != c10::IntArrayRef{1, outputs})
-      return Status::Internal("model '" + spec.name + "': exported module returns " +
-                              shape_str(y.sizes().vec()) + " for one sample, expected [1," +
-                              std::to_string(outputs) + "]");
-  } catch (const c10::Error& e) {
-    return Status::Internal("model '" + spec.name + "': exported module fails a dry run on " +
-                            shape_str(sample) + ": " + e.what_without_backtrace());
+  // 2. The quantised network with those ranges.
+  plan.calibrate = false;
+  for (int64_t k = 0; k < points; ++k) {
+    const double a = lo[k].item<double>(), b = hi[k].item<double>();
+    if (!std::isfinite(a) || !std::isfinite(b))
+      return Status::InvalidArgument(
+          "int8: calibration gave no finite range at quantisation point " + std::to_string(k) +
+          " (NaN or infinite activations)");
+    plan.ranges.emplace_back(a, b);
+  }
+  KILN_ASSIGN_OR_RETURN(Generated quantised, generate(spec, state, input_shape, outputs,
+                                                      preprocessing, tta, kPrecisionInt8, &plan));
+  KILN_ASSIGN_OR_RETURN(torch::jit::Module module,
+                        build_module(quantised, spec.name, outputs, nullptr));
+  if (report) {
+    report->quantised_layers = static_cast<int64_t>(quantised.packed.size());
+    report->calibration_rows = calibration.size(0);
+    report->ranges = plan.ranges;
   }
   return module;
 }

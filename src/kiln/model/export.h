@@ -78,6 +78,34 @@ Expected<torch::jit::Module> export_torchscript(const NetworkImpl& net,
                                                 const std::string& tta = kTtaNone,
                                                 const std::string& precision = kPrecisionFp32);
 
+/// What export_int8() did: layers quantised, calibration rows, and each quantisation point's
+/// observed activation range [lo, hi] (point 0 is the network's input after preprocessing).
+struct Int8Report {
+  int64_t quantised_layers = 0;
+  int64_t calibration_rows = 0;
+  std::vector<std::pair<double, double>> ranges;
+};
+
+/// Selects oneDNN as LibTorch's quantized engine (process-wide): Kiln's int8 modules are packed
+/// for it and repacked with the current engine when loaded, so call this before loading one.
+/// FailedPrecondition when this LibTorch lacks it. Not thread-safe against concurrent loads.
+Status use_onednn_quantized_engine();
+
+/// int8 post-training static quantisation: a TorchScript module like export_torchscript's (float32
+/// raw inputs in, preprocessing and flip TTA folded in, float32 logits out) whose network runs on
+/// oneDNN's quantised operators: each conv2d / linear layer with the batch norm after it folded in
+/// and a following ReLU fused, per-output-channel symmetric qint8 weights, quint8 activations
+/// whose scale and zero point cover the min/max each takes on `calibration` (raw inputs, e.g.
+/// 1,000 training rows); pooling, flatten and ReLU run on the quantised tensors. Supports
+/// sequential networks of conv2d, linear, batch norm (after conv2d/linear), max/avg pooling,
+/// flatten, dropout and ReLU; anything else is InvalidArgument naming the layer. Selects the
+/// oneDNN engine (use_onednn_quantized_engine). Blocks (calibration forwards).
+Expected<torch::jit::Module> export_int8(const ModelSpec& spec, const TensorMap& state,
+                                         const std::vector<int64_t>& input_shape, int64_t outputs,
+                                         const Json& preprocessing, const std::string& tta,
+                                         const torch::Tensor& calibration,
+                                         Int8Report* report = nullptr);
+
 /// The generated TorchScript source for the same arguments (what export_torchscript compiles), for
 /// inspection and debugging. Same errors, without the compile and dry run.
 Expected<std::string> torchscript_source(const ModelSpec& spec, const TensorMap& state,

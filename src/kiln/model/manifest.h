@@ -37,6 +37,8 @@ inline constexpr const char* kBundleBf16ModuleFile = "model_bf16.pt";
 /// it on the test split and the bundle records it apart).
 inline constexpr const char* kPrecisionFp32 = "fp32";
 inline constexpr const char* kPrecisionBf16 = "bf16";
+/// int8 static quantisation (export_int8: oneDNN's quantised convolution and linear operators).
+inline constexpr const char* kPrecisionInt8 = "int8";
 
 /// The task of a TorchScript-only bundle whose outputs Kiln does not interpret.
 inline constexpr const char* kCustomTask = "custom";

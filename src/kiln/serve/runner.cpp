@@ -52,6 +52,13 @@ bool has_node_kind_prefix(const torch::jit::Block* block, const std::string& pre
 ServingModule prepack_for_cpu_serving(const torch::jit::Module& module,
                                       const torch::Tensor& probe) {
   ServingModule out{module, false, ""};
+  // An int8 module (kiln compress) already runs oneDNN's quantised operators.
+  if (has_node_kind_prefix(module.get_method("forward").graph()->block(), "quantized::") ||
+      (module.find_method("network") &&
+       has_node_kind_prefix(module.get_method("network").graph()->block(), "quantized::"))) {
+    out.note = "an int8 module on oneDNN's quantised operators";
+    return out;
+  }
   torch::jit::Module rewritten;
   try {
     rewritten = torch::jit::optimizeForMobile(module);

@@ -1,0 +1,54 @@
+#pragma once
+
+// `kiln compress REF`: a new bundle whose model.pt is a compressed form of REF's network, with the
+// metrics of that module on the same test rows, its size and speed before and after, and REF as
+// its lineage parent, so it can be pushed, tested and served like any bundle.
+
+#include <cstdint>
+#include <filesystem>
+#include <ostream>
+#include <string>
+
+#include "kiln/core/expected.h"
+#include "kiln/core/json.h"
+
+namespace kiln::compress {
+
+namespace fs = std::filesystem;
+
+/// What to compress and how. Plain value.
+struct CompressOptions {
+  /// The model: NAME@VERSION, NAME@ALIAS or a bundle (or run) directory. A bundle Kiln trained
+  /// (model spec + weights.pt); TorchScript-only bundles cannot be compressed.
+  std::string model_ref;
+  /// Calibration and evaluation rows: a dataset spec, a snapshot directory; empty: the snapshot
+  /// the bundle was trained on (lineage), when it is still in $KILN_HOME/snapshots.
+  std::string data;
+  /// "int8": post-training static quantisation (model::export_int8).
+  std::string quantize;
+  /// Training rows the int8 activation ranges are observed on (a seeded sample).
+  int64_t calibration_rows = 1000;
+  int64_t seed = 42;
+  /// Seconds each throughput measurement runs (batch 1 and 64, one thread); 0: skip timing.
+  double timing_seconds = 1.0;
+  /// Where the new bundle goes (must not exist or be empty).
+  fs::path out;
+};
+
+/// The new bundle and what compression did: {"parent", "quantize", "engine", "calibration":
+/// {"rows", "split", "observer"}, "before": Module, "after": Module, "accuracy_drop"}, where a
+/// Module is {"precision", "test": metrics, "model_bytes", "samples_per_s": {"batch_1",
+/// "batch_64"}} ("before" is the module `kiln serve` would serve for the parent on this CPU).
+struct CompressResult {
+  fs::path bundle_dir;
+  Json report;
+};
+
+/// Compresses `options.model_ref` into `options.out`. Progress lines go to `log` (may be null).
+/// Errors: InvalidArgument for a bad option, a TorchScript-only bundle, a model with layers the
+/// method does not support (named); NotFound for the reference or data; AlreadyExists for a
+/// non-empty `out`; FailedPrecondition when this LibTorch lacks the oneDNN quantized engine.
+/// Blocks (calibration, evaluation, timing). Selects oneDNN as the process's quantized engine.
+Expected<CompressResult> compress(const CompressOptions& options, std::ostream* log);
+
+}  // namespace kiln::compress
