@@ -11,7 +11,9 @@
 #include <set>
 
 #include "kiln/core/hash.h"
+#include "kiln/core/logging.h"
 #include "kiln/core/random.h"
+#include "kiln/data/image_folder.h"
 #include "kiln/data/images.h"
 #include "kiln/data/snapshot.h"
 #include "kiln/data/table_source.h"
@@ -400,7 +402,33 @@ Expected<PrepareResult> prepare_images(const DatasetSpec& spec, const PrepareOpt
   const int64_t limit = options.limit_ > 0 ? options.limit_ : spec.limit;
   std::map<std::string, ImageSet> sets;
   Json sources = Json::array();
+  Json skipped = Json::array();
+  std::vector<std::string> folder_classes = spec.classes;
+  if (spec.image_format == ImageFormat::kImageFolder) {
+    // Train first: its class folders name the classes the test split is labelled with.
+    std::vector<const ImageSplitSource*> order;
+    for (const auto& src : spec.image_splits)
+      if (src.split == "train")
+        order.insert(order.begin(), &src);
+      else
+        order.push_back(&src);
+    for (const ImageSplitSource* src : order) {
+      KILN_ASSIGN_OR_RETURN(ImageFolder folder, read_image_folder(src->folder, spec.image_folder,
+                                                                  folder_classes, limit));
+      folder_classes = folder.classes;
+      for (const SkippedImage& s : folder.skipped) {
+        KILN_LOG_WARN("{}: skipped (corrupt: skip): {}", s.path.string(), s.reason);
+        skipped.push_back({{"split", src->split}, {"file", s.path.string()}, {"reason", s.reason}});
+      }
+      sources.push_back({{"split", src->split},
+                         {"folder", src->folder.filename().string()},
+                         {"files", folder.files},
+                         {"sha256", folder.sha256}});
+      sets[src->split] = std::move(folder.set);
+    }
+  }
   for (const auto& src : spec.image_splits) {
+    if (spec.image_format == ImageFormat::kImageFolder) break;
     Expected<ImageSet> set = spec.image_format == ImageFormat::kIdx
                                  ? read_idx_images(src.images, src.labels, limit)
                                  : read_cifar10(src.batches, limit);
@@ -421,7 +449,8 @@ Expected<PrepareResult> prepare_images(const DatasetSpec& spec, const PrepareOpt
   int64_t num_classes = train.labels.max().item<int64_t>() + 1;
   for (const auto& [name, set] : sets)
     num_classes = std::max(num_classes, set.labels.max().item<int64_t>() + 1);
-  std::vector<std::string> classes = spec.classes;
+  std::vector<std::string> classes =
+      spec.image_format == ImageFormat::kImageFolder ? folder_classes : spec.classes;
   if (!classes.empty() && static_cast<int64_t>(classes.size()) < num_classes)
     return Status::InvalidArgument(spec.spec_path.string() + ": classes lists " +
                                    std::to_string(classes.size()) + " names but labels go up to " +
@@ -464,6 +493,10 @@ Expected<PrepareResult> prepare_images(const DatasetSpec& spec, const PrepareOpt
   manifest["cleaning"] = {
       {"rows_read", train.size() + (sets.count("test") ? sets["test"].size() : 0)},
       {"val_from_train", spec.split.val}};
+  if (spec.image_format == ImageFormat::kImageFolder) {
+    manifest["cleaning"]["corrupt_skipped"] = skipped.size();
+    manifest["cleaning"]["skipped_files"] = skipped;
+  }
   manifest["splits"] = split_summary(splits, classes);
   manifest["transforms"] = {{"kind", "image_normalize"},
                             {"version", 1},

@@ -41,6 +41,8 @@ Json verdict(const Json& issues, const Json& splits) {
   add(static_cast<int64_t>(issues["ragged_lines"].size()), "ragged lines");
   add(static_cast<int64_t>(issues["outliers"].size()), "extreme outliers");
   add(static_cast<int64_t>(issues["constant_columns"].size()), "constant columns");
+  if (issues.contains("corrupt_files"))
+    add(static_cast<int64_t>(issues["corrupt_files"].size()), "corrupt image files (skipped)");
   for (const auto& [name, split] : splits.items()) {
     if (split.contains("imbalance_ratio") && split["imbalance_ratio"].is_number() &&
         split["imbalance_ratio"].get<double>() > 3.0)
@@ -232,6 +234,12 @@ std::string render_profile(const Json& r) {
   out << "  ragged lines:        " << i["ragged_lines"].size();
   if (!i["ragged_lines"].empty()) out << "  " << i["ragged_lines"].dump();
   out << "\n  extreme outliers:    " << i["outliers"].size() << "\n";
+  if (i.contains("corrupt_files")) {
+    out << "  corrupt files:       " << i["corrupt_files"].size() << "\n";
+    for (const auto& f : i["corrupt_files"])
+      out << "    " << f["file"].get<std::string>() << ": " << f["reason"].get<std::string>()
+          << "\n";
+  }
   size_t shown = 0;
   for (const auto& o : i["outliers"]) {
     if (++shown > 20) {

@@ -7,6 +7,7 @@
 #include <unordered_set>
 
 #include "kiln/core/hash.h"
+#include "kiln/data/image_folder.h"
 #include "kiln/data/images.h"
 #include "kiln/data/profile.h"
 
@@ -14,7 +15,22 @@ namespace kiln::data {
 namespace {
 
 Expected<ImageSet> read_image_split(const DatasetSpec& spec, const ImageSplitSource& src,
-                                    int64_t limit) {
+                                    int64_t limit, std::vector<std::string>* classes,
+                                    Json* folder_report) {
+  if (spec.image_format == ImageFormat::kImageFolder) {
+    KILN_ASSIGN_OR_RETURN(ImageFolder folder,
+                          read_image_folder(src.folder, spec.image_folder, *classes, limit));
+    *classes = folder.classes;
+    Json skipped = Json::array();
+    for (const SkippedImage& s : folder.skipped)
+      skipped.push_back({{"file", s.path.string()}, {"reason", s.reason}});
+    *folder_report = {{"folder", src.folder.string()},
+                      {"files", folder.files},
+                      {"classes", folder.classes},
+                      {"corrupt_skipped", folder.skipped.size()},
+                      {"skipped_files", skipped}};
+    return folder.set;
+  }
   if (spec.image_format == ImageFormat::kIdx) return read_idx_images(src.images, src.labels, limit);
   return read_cifar10(src.batches, limit);
 }
@@ -32,11 +48,26 @@ Expected<Json> profile_dataset(const DatasetSpec& spec, const ProfileOptions& op
   int64_t total_dups = 0;
   Json dup_detail = Json::object();
   const int64_t limit = options.limit_ > 0 ? options.limit_ : spec.limit;
-  for (const auto& src : spec.image_splits) {
-    KILN_ASSIGN_OR_RETURN(ImageSet set, read_image_split(spec, src, limit));
+  std::vector<std::string> classes = spec.classes;
+  std::vector<const ImageSplitSource*> order;  // train first: its folders name the classes
+  for (const auto& src : spec.image_splits)
+    if (src.split == "train")
+      order.insert(order.begin(), &src);
+    else
+      order.push_back(&src);
+  for (const ImageSplitSource* src_ptr : order) {
+    const ImageSplitSource& src = *src_ptr;
+    Json folder_report;
+    KILN_ASSIGN_OR_RETURN(ImageSet set,
+                          read_image_split(spec, src, limit, &classes, &folder_report));
     std::vector<fs::path> files = spec.image_format == ImageFormat::kIdx
                                       ? std::vector<fs::path>{src.images, src.labels}
                                       : src.batches;
+    if (spec.image_format == ImageFormat::kImageFolder) {
+      files.clear();
+      report["sources"].push_back(
+          {{"split", src.split}, {"path", src.folder.string()}, {"files", folder_report["files"]}});
+    }
     for (const auto& f : files) {
       KILN_ASSIGN_OR_RETURN(std::string sha, sha256_file(f));
       report["sources"].push_back({{"split", src.split}, {"path", f.string()}, {"sha256", sha}});
@@ -56,7 +87,7 @@ Expected<Json> profile_dataset(const DatasetSpec& spec, const ProfileOptions& op
     Json counts = Json::object();  // in label order
     int64_t lo = INT64_MAX, hi = 0;
     for (size_t l = 0; l < per_label.size(); ++l) {
-      counts[l < spec.classes.size() ? spec.classes[l] : std::to_string(l)] = per_label[l];
+      counts[l < classes.size() ? classes[l] : std::to_string(l)] = per_label[l];
       lo = std::min(lo, per_label[l]);
       hi = std::max(hi, per_label[l]);
     }
@@ -81,11 +112,15 @@ Expected<Json> profile_dataset(const DatasetSpec& spec, const ProfileOptions& op
       if (!seen.insert(std::move(key)).second) ++dups;
     }
     split["duplicate_images"] = dups;
+    if (spec.image_format == ImageFormat::kImageFolder) {
+      split["corrupt_skipped"] = folder_report["corrupt_skipped"];
+      split["skipped_files"] = folder_report["skipped_files"];
+    }
     total_dups += dups;
     splits[src.split] = split;
   }
   report["splits"] = splits;
-  report["classes"] = spec.classes;
+  report["classes"] = classes;
   Json issues;
   issues["missing_cells"] = 0;
   issues["non_numeric_cells"] = 0;
@@ -93,10 +128,14 @@ Expected<Json> profile_dataset(const DatasetSpec& spec, const ProfileOptions& op
   issues["ragged_lines"] = Json::array();
   issues["outliers"] = Json::array();
   issues["constant_columns"] = Json::array();
+  if (spec.image_format == ImageFormat::kImageFolder) {
+    issues["corrupt_files"] = Json::array();
+    for (const auto& [name, split] : splits.items())
+      for (const auto& f : split["skipped_files"]) issues["corrupt_files"].push_back(f);
+  }
   report["issues"] = issues;
   report["verdict"] = profile_verdict(issues, splits);
   return report;
 }
-
 
 }  // namespace kiln::data

@@ -161,8 +161,53 @@ Status read_images(const SpecReader& r, const YAML::Node& root, const fs::path& 
       spec->image_format = ImageFormat::kIdx;
     else if (fmt == "cifar10")
       spec->image_format = ImageFormat::kCifar10;
+    else if (fmt == "image_folder")
+      spec->image_format = ImageFormat::kImageFolder;
     else
-      return r.error(root["format"], "format", "'" + fmt + "' is not one of idx, cifar10");
+      return r.error(root["format"], "format",
+                     "'" + fmt + "' is not one of idx, cifar10, image_folder");
+  }
+  const bool folder = spec->image_format == ImageFormat::kImageFolder;
+  for (const char* key : {"image", "corrupt"})
+    if (root[key] && !folder) return r.error(root[key], key, "only for format: image_folder");
+  if (folder && root["image"]) {
+    const YAML::Node image = root["image"];
+    KILN_RETURN_IF_ERROR(r.check_keys(image, "image", {"size", "channels", "resize"}));
+    if (image["size"]) {
+      const YAML::Node size = image["size"];
+      std::vector<int64_t> hw;
+      if (size.IsScalar()) {
+        int64_t v = 0;
+        KILN_RETURN_IF_ERROR(r.get(size, "image.size", &v));
+        hw = {v, v};
+      } else if (size.IsSequence()) {
+        for (const auto& item : size) {
+          int64_t v = 0;
+          KILN_RETURN_IF_ERROR(r.get(item, "image.size", &v));
+          hw.push_back(v);
+        }
+      }
+      if (hw.size() != 2 || hw[0] <= 0 || hw[1] <= 0 || hw[0] > 4096 || hw[1] > 4096)
+        return r.error(size, "image.size", "expected N or [height, width], each 1..4096");
+      spec->image_folder.height = hw[0];
+      spec->image_folder.width = hw[1];
+    }
+    if (image["channels"]) {
+      KILN_RETURN_IF_ERROR(
+          r.get(image["channels"], "image.channels", &spec->image_folder.channels));
+      if (spec->image_folder.channels != 1 && spec->image_folder.channels != 3)
+        return r.error(image["channels"], "image.channels", "expected 1 (grey) or 3 (RGB)");
+    }
+    if (image["resize"]) {
+      KILN_RETURN_IF_ERROR(r.get(image["resize"], "image.resize", &spec->image_folder.resize));
+      if (spec->image_folder.resize != "crop" && spec->image_folder.resize != "stretch")
+        return r.error(image["resize"], "image.resize", "expected crop or stretch");
+    }
+  }
+  if (folder && root["corrupt"]) {
+    KILN_RETURN_IF_ERROR(r.get(root["corrupt"], "corrupt", &spec->image_folder.corrupt));
+    if (spec->image_folder.corrupt != "skip" && spec->image_folder.corrupt != "fail")
+      return r.error(root["corrupt"], "corrupt", "expected skip or fail");
   }
   const YAML::Node splits = root["splits"];
   if (!splits || !splits.IsMap() || splits.size() == 0)
@@ -173,7 +218,13 @@ Status read_images(const SpecReader& r, const YAML::Node& root, const fs::path& 
     if (src.split != "train" && src.split != "test")
       return r.error(kv.first, "splits." + src.split, "split names are 'train' and 'test'");
     const std::string field = "splits." + src.split;
-    if (spec->image_format == ImageFormat::kIdx) {
+    if (folder) {
+      std::string path;
+      if (!kv.second.IsScalar())
+        return r.error(kv.second, field, "expected a folder of <class>/ subfolders");
+      KILN_RETURN_IF_ERROR(r.get(kv.second, field, &path));
+      src.folder = r.resolve(data_root, path);
+    } else if (spec->image_format == ImageFormat::kIdx) {
       KILN_RETURN_IF_ERROR(r.check_keys(kv.second, field, {"images", "labels"}));
       if (!kv.second["images"] || !kv.second["labels"])
         return r.error(kv.second, field, "needs both 'images' and 'labels'");
@@ -259,11 +310,20 @@ Json DatasetSpec::to_json() const {
   j["name"] = name;
   j["kind"] = kind == DatasetKind::kImages ? "images" : "table";
   if (kind == DatasetKind::kImages) {
-    j["format"] = image_format == ImageFormat::kIdx ? "idx" : "cifar10";
+    j["format"] = image_format == ImageFormat::kIdx       ? "idx"
+                  : image_format == ImageFormat::kCifar10 ? "cifar10"
+                                                          : "image_folder";
+    if (image_format == ImageFormat::kImageFolder)
+      j["image"] = {{"size", {image_folder.height, image_folder.width}},
+                    {"channels", image_folder.channels},
+                    {"resize", image_folder.resize},
+                    {"corrupt", image_folder.corrupt}};
     Json splits = Json::object();
     for (const auto& s : image_splits) {
       Json e;
-      if (image_format == ImageFormat::kIdx) {
+      if (image_format == ImageFormat::kImageFolder) {
+        e = s.folder.filename().string();
+      } else if (image_format == ImageFormat::kIdx) {
         e["images"] = s.images.filename().string();
         e["labels"] = s.labels.filename().string();
       } else {
@@ -313,10 +373,10 @@ Expected<DatasetSpec> load_dataset_spec(const fs::path& path) {
   }
   SpecReader r(path);
   if (!root || root.IsNull()) return Status::InvalidArgument(path.string() + ": empty spec");
-  KILN_RETURN_IF_ERROR(
-      r.check_keys(root, "",
-                   {"name", "kind", "format", "root", "splits", "classes", "sources", "target",
-                    "task", "na_tokens", "drop_columns", "cleaning", "scaling", "split", "limit"}));
+  KILN_RETURN_IF_ERROR(r.check_keys(
+      root, "",
+      {"name", "kind", "format", "root", "splits", "classes", "image", "corrupt", "sources",
+       "target", "task", "na_tokens", "drop_columns", "cleaning", "scaling", "split", "limit"}));
   DatasetSpec spec;
   spec.spec_path = path;
   spec.name = path.parent_path().filename().string();

@@ -15,7 +15,7 @@ namespace fs = std::filesystem;
 /// What a dataset holds.
 enum class DatasetKind { kImages, kTable };
 /// On-disk format of an image dataset.
-enum class ImageFormat { kIdx, kCifar10 };
+enum class ImageFormat { kIdx, kCifar10, kImageFolder };
 /// What to do with a row that has a missing (empty / NA) or non-numeric numeric cell.
 enum class MissingPolicy { kDrop, kImputeMean, kImputeMedian, kImputeMostFrequent };
 /// What to do with a value whose robust z-score exceeds the threshold.
@@ -39,6 +39,19 @@ struct ImageSplitSource {
   fs::path images;                ///< IDX images file (kIdx)
   fs::path labels;                ///< IDX labels file (kIdx)
   std::vector<fs::path> batches;  ///< CIFAR-10 binary batches (kCifar10)
+  fs::path folder;                ///< <folder>/<class>/*.png|jpg|jpeg (kImageFolder)
+};
+
+/// How an image folder (format: image_folder) is decoded. Plain value.
+struct ImageFolderOptions {
+  int64_t height = 0;    ///< output size; 0: every image must already have the first one's size
+  int64_t width = 0;     ///< (0 with height 0)
+  int64_t channels = 1;  ///< 1 (grey) or 3 (RGB)
+  /// "crop": resize the shorter side to fit, then take the centre (no distortion); "stretch":
+  /// resize to height x width ignoring the aspect ratio.
+  std::string resize = "crop";
+  /// A file that cannot be decoded: "skip" (reported, left out) or "fail" (the read fails).
+  std::string corrupt = "skip";
 };
 
 /// Cleaning applied by `kiln data prepare` (tables).
@@ -79,6 +92,7 @@ struct DatasetSpec {
   // Images.
   ImageFormat image_format = ImageFormat::kIdx;
   std::vector<ImageSplitSource> image_splits;
+  ImageFolderOptions image_folder;   ///< kImageFolder
   std::vector<std::string> classes;  ///< class names by label; empty: the label numbers
 
   // Tables.
