@@ -95,13 +95,45 @@ TEST(CompressCliTest, Int8BundleIsSmallerAccurateServedAndTested) {
   // The default model-test suite passes on it (the rebuild check knows it is compressed).
   auto tested = run_kiln({"test", bundle.string(), "--json"}, home.path());
   EXPECT_EQ(tested.exit_code, 0) << tested.out << tested.err;
+
+  // Structured pruning: half the channels of every hidden layer, fine-tuned for two epochs with
+  // the model's own recipe; then quantised as well. (A toy: the parent saw 3,000 images for two
+  // epochs; the full-size figures are in docs/benchmarks.md.)
+  auto pruned = run_kiln({"compress", "fm@1", "--prune", "0.5", "--fine-tune-epochs", "2",
+                          "--timing-seconds", "0", "--out", (home / "pruned").string(), "--json"},
+                         home.path(), {"KILN_THREADS=1"});
+  ASSERT_EQ(pruned.exit_code, 0) << pruned.err;
+  const Json prune_report = Json::parse(pruned.out);
+  const Json& p = prune_report["prune"];
+  EXPECT_EQ(p["layers"].size(), 3u);
+  EXPECT_LT(p["flops_after"].get<double>(), 0.5 * p["flops_before"].get<double>());
+  EXPECT_LT(p["params_after"].get<double>(), 0.5 * p["params_before"].get<double>());
+  EXPECT_GT(prune_report["after"]["test"]["accuracy"].get<double>(), before - 0.1);
+  const Json pruned_manifest = Json::parse(testing::read_text(home / "pruned" / "manifest.json"));
+  EXPECT_EQ(pruned_manifest["model"]["layers"][0]["out"], 8);  // width 16 -> 8
+  EXPECT_EQ(pruned_manifest["lineage"]["parent"], "fm@1");
+  auto both =
+      run_kiln({"compress", (home / "pruned").string(), "--quantize", "int8", "--timing-seconds",
+                "0", "--out", (home / "pruned-int8").string(), "--json"},
+               home.path(), {"KILN_THREADS=1"});
+  ASSERT_EQ(both.exit_code, 0) << both.err;
+  const Json both_report = Json::parse(both.out);
+  EXPECT_EQ(both_report["quantize"], "int8");
+  EXPECT_EQ(both_report["prune"]["ratio"], 0.5);  // the pruning report carries over
+  EXPECT_LT(fs::file_size(home / "pruned-int8" / "model.pt"), int8_bytes);
+  auto again = run_kiln({"compress", (home / "pruned-int8").string(), "--quantize", "int8", "--out",
+                         (home / "twice").string()},
+                        home.path());
+  EXPECT_EQ(again.exit_code, 2);
+  EXPECT_NE(again.err.find("already quantised"), std::string::npos) << again.err;
 }
 
 TEST(CompressCliTest, BadInputIsNamed) {
   TempDir home;
   auto nothing = run_kiln({"compress", "nobody@1", "--out", (home / "x").string()}, home.path());
   EXPECT_EQ(nothing.exit_code, 2) << nothing.err;
-  EXPECT_NE(nothing.err.find("nothing to do (give --quantize int8)"), std::string::npos)
+  EXPECT_NE(nothing.err.find("nothing to do (give --prune RATIO and/or --quantize int8)"),
+            std::string::npos)
       << nothing.err;
   auto missing = run_kiln(
       {"compress", "nobody@1", "--quantize", "int8", "--out", (home / "x").string()}, home.path());

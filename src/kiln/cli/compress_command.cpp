@@ -19,6 +19,11 @@ void register_compress_command(CLI::App& app, int* exit_code) {
   compress::CompressOptions& o = a->options;
   CLI::App* c = app.add_subcommand("compress", kCompressHelp);
   c->footer(
+      "--prune R: every conv2d and linear layer but the last keeps the (1 - R) share of its "
+      "output channels with the largest L1 norms (with the batch norm after it and the next "
+      "layer's inputs), then the pruned network is fine-tuned for --fine-tune-epochs with the "
+      "model's recorded training recipe on its training data. With --quantize as well, the "
+      "pruned network is then quantised.\n"
       "int8: post-training static quantisation on oneDNN's quantised operators: each conv2d and "
       "linear layer with its batch norm folded in and a following ReLU fused, per-channel qint8 "
       "weights, quint8 activations whose ranges are observed on --calibration-rows training "
@@ -26,6 +31,7 @@ void register_compress_command(CLI::App& app, int* exit_code) {
       "the test split; manifest \"compression\" holds the report (accuracy, size and samples/s "
       "at batch 1 and 64 on one thread, before and after) and lineage.parent names REF.\n"
       "Example:\n  kiln compress fmnist@production --quantize int8 --out fmnist-int8\n"
+      "  kiln compress fmnist@production --prune 0.5 --quantize int8 --out fmnist-small\n"
       "  kiln registry push fmnist-int8 --name fmnist");
   c->add_option("model", o.model_ref, "NAME@VERSION, NAME@ALIAS or a bundle directory")->required();
   c->add_option("--data", o.data,
@@ -33,6 +39,14 @@ void register_compress_command(CLI::App& app, int* exit_code) {
                 "split); default: the snapshot the model was trained on");
   c->add_option("--quantize", o.quantize, "int8: post-training static quantisation")
       ->check(CLI::IsMember({"int8"}));
+  c->add_option("--prune", o.prune,
+                "structured pruning: the fraction of each hidden conv2d / linear layer's output "
+                "channels to remove (smallest L1 norm first), then fine-tuning")
+      ->check(CLI::Range(0.0, 0.95));
+  c->add_option("--fine-tune-epochs", o.fine_tune_epochs,
+                "epochs of the model's own training recipe after pruning")
+      ->default_val(3)
+      ->check(CLI::NonNegativeNumber);
   c->add_option("--calibration-rows", o.calibration_rows,
                 "training rows the activation ranges are observed on")
       ->default_val(1000)

@@ -6,6 +6,8 @@
 #include <algorithm>
 #include <chrono>
 #include <map>
+#include <optional>
+#include <set>
 #include <sstream>
 
 #include "kiln/core/files.h"
@@ -13,9 +15,13 @@
 #include "kiln/model/bundle.h"
 #include "kiln/model/export.h"
 #include "kiln/model/manifest.h"
+#include "kiln/model/network.h"
+#include "kiln/model/summary.h"
 #include "kiln/registry/model_store.h"
+#include "kiln/train/config.h"
 #include "kiln/train/eval_inputs.h"
 #include "kiln/train/evaluate.h"
+#include "kiln/train/trainer.h"
 
 namespace kiln::compress {
 
@@ -88,25 +94,159 @@ std::string headline(const Json& module_report) {
   return s.str();
 }
 
+/// Channels kept by L1-norm filter pruning: the `keep` output rows of `w` (dim 0) with the
+/// largest L1 norms, in their original order.
+torch::Tensor strongest_outputs(const torch::Tensor& w, int64_t keep) {
+  const torch::Tensor norms = w.abs().flatten(1).sum(1);
+  torch::Tensor idx = std::get<1>(norms.topk(keep, 0, /*largest=*/true, /*sorted=*/false));
+  return std::get<0>(idx.sort());
+}
+
+}  // namespace
+
+Expected<PrunedNetwork> prune_l1(const model::ModelSpec& spec, const model::TensorMap& state,
+                                 const std::vector<int64_t>& input_shape, int64_t outputs,
+                                 double ratio) {
+  if (!(ratio > 0 && ratio < 1))
+    return Status::InvalidArgument("--prune " + std::to_string(ratio) +
+                                   ": expected a fraction of channels to remove, in (0, 1)");
+  static const std::set<std::string> kSupported = {
+      "conv2d",    "linear",     "batchnorm1d", "batchnorm2d",
+      "relu",      "leaky_relu", "elu",         "gelu",
+      "silu",      "tanh",       "sigmoid",     "dropout",
+      "maxpool2d", "avgpool2d",  "flatten",     "adaptive_avgpool2d"};
+  int64_t head = -1;
+  for (size_t i = 0; i < spec.layers.size(); ++i) {
+    const std::string& t = spec.layers[i].type;
+    if (!kSupported.count(t))
+      return Status::InvalidArgument("layers." + std::to_string(i) + " (" + t +
+                                     "): not supported by structured pruning (sequential "
+                                     "networks of conv2d, linear, batch norm, pooling, flatten, "
+                                     "dropout and activations)");
+    if (t == "conv2d" || t == "linear") head = static_cast<int64_t>(i);
+  }
+  if (head < 0) return Status::InvalidArgument("pruning: the model has no conv2d or linear layer");
+  // Per-layer input shapes, from the network's own summary.
+  KILN_ASSIGN_OR_RETURN(auto net, model::NetworkImpl::Create(spec, input_shape, outputs, 0));
+  const Json before = model::summary_json(*net);
+  PrunedNetwork out;
+  out.spec = spec;
+  out.spec.zoo_params = Json::object();
+  out.state = state;
+  out.report = Json::array();
+  auto tensor = [&](const std::string& name) -> Expected<torch::Tensor> {
+    auto it = state.find(name);
+    if (it == state.end()) return Status::InvalidArgument("weights: no tensor \"" + name + "\"");
+    return it->second.detach().to(torch::kCPU);
+  };
+  torch::Tensor kept;  // channel (or feature) indices of the current activation; undefined: all
+  for (size_t i = 0; i < spec.layers.size(); ++i) {
+    const std::string& t = spec.layers[i].type;
+    const std::string p = "layers." + std::to_string(i) + ".";
+    const Json& shape_in = before["layers"][i]["input_shape"];
+    if (t == "conv2d" || t == "linear") {
+      KILN_ASSIGN_OR_RETURN(torch::Tensor w, tensor(p + "weight"));
+      if (kept.defined()) w = w.index_select(1, kept);
+      const bool has_bias = state.count(p + "bias") > 0;
+      torch::Tensor b;
+      if (has_bias) {
+        KILN_ASSIGN_OR_RETURN(b, tensor(p + "bias"));
+      }
+      if (static_cast<int64_t>(i) == head) {  // the outputs stay: only the inputs shrink
+        out.state[p + "weight"] = w.contiguous();
+        kept = torch::Tensor();
+        continue;
+      }
+      const int64_t total = w.size(0);
+      const int64_t keep = std::max<int64_t>(1, std::llround(total * (1.0 - ratio)));
+      kept = strongest_outputs(w, keep);
+      out.state[p + "weight"] = w.index_select(0, kept).contiguous();
+      if (has_bias) out.state[p + "bias"] = b.index_select(0, kept).contiguous();
+      out.spec.layers[i].params["out"] = keep;
+      out.report.push_back({{"layer", i}, {"type", t}, {"outputs", total}, {"kept", keep}});
+    } else if (t == "batchnorm1d" || t == "batchnorm2d") {
+      if (!kept.defined()) continue;
+      for (const char* n : {"weight", "bias", "running_mean", "running_var"})
+        if (state.count(p + n)) {
+          KILN_ASSIGN_OR_RETURN(torch::Tensor v, tensor(p + n));
+          out.state[p + n] = v.index_select(0, kept).contiguous();
+        }
+    } else if (t == "flatten" && kept.defined() && shape_in.size() > 1) {
+      // Channel c of a C x H x W activation becomes features c*H*W .. (c+1)*H*W - 1.
+      int64_t per_channel = 1;
+      for (size_t d = 1; d < shape_in.size(); ++d) per_channel *= shape_in[d].get<int64_t>();
+      kept = (kept.unsqueeze(1) * per_channel + torch::arange(per_channel).unsqueeze(0)).flatten();
+    }
+  }
+  KILN_ASSIGN_OR_RETURN(auto pruned_net,
+                        model::NetworkImpl::Create(out.spec, input_shape, outputs, 0));
+  KILN_RETURN_IF_ERROR(model::load_network_state(*pruned_net, out.state));
+  const Json after = model::summary_json(*pruned_net);
+  out.params_before = before["total_params"].get<int64_t>();
+  out.params_after = after["total_params"].get<int64_t>();
+  out.flops_before = before["total_flops"].get<int64_t>();
+  out.flops_after = after["total_flops"].get<int64_t>();
+  return out;
+}
+
+namespace {
+
+/// The files of `bundle` other than model.pt and weights.pt (and those listed in `skip`), by name.
+Expected<std::map<std::string, std::string>> other_files(const model::Bundle& bundle,
+                                                         const std::set<std::string>& skip) {
+  std::map<std::string, std::string> out;
+  for (const auto& [name, digest] : bundle.manifest["files"].items()) {
+    (void)digest;
+    if (name == model::kBundleModuleFile || name == model::kBundleWeightsFile || skip.count(name))
+      continue;
+    KILN_ASSIGN_OR_RETURN(std::string bytes, read_file(bundle.dir / name));
+    out[name] = std::move(bytes);
+  }
+  return out;
+}
+
+/// A bundle's manifest without what write_bundle fills in.
+Json manifest_to_rewrite(const model::Bundle& bundle) {
+  Json m = bundle.manifest;
+  for (const char* key :
+       {"files", model::kManifestHashKey, "created_at", "format", "format_version"})
+    m.erase(key);
+  return m;
+}
+
+/// The number format `kiln serve --precision auto` serves `bundle` in on this CPU.
+std::string served_precision(const model::Bundle& bundle) {
+  return bundle.precision_entry(model::kPrecisionBf16).is_object() && cpu_supports_bf16()
+             ? model::kPrecisionBf16
+             : model::kPrecisionFp32;
+}
+
 }  // namespace
 
 Expected<CompressResult> compress(const CompressOptions& o, std::ostream* log) {
-  if (o.quantize.empty())
-    return Status::InvalidArgument("kiln compress: nothing to do (give --quantize int8)");
-  if (o.quantize != model::kPrecisionInt8)
+  if (o.quantize.empty() && o.prune == 0)
+    return Status::InvalidArgument(
+        "kiln compress: nothing to do (give --prune RATIO and/or --quantize int8)");
+  if (!o.quantize.empty() && o.quantize != model::kPrecisionInt8)
     return Status::InvalidArgument("--quantize " + o.quantize + ": expected int8");
+  if (o.prune != 0 && !(o.prune > 0 && o.prune < 1))
+    return Status::InvalidArgument("--prune " + std::to_string(o.prune) +
+                                   ": expected the fraction of channels to remove, in (0, 1)");
   if (o.out.empty()) return Status::InvalidArgument("--out: where the new bundle goes is required");
   if (o.calibration_rows <= 0)
     return Status::InvalidArgument("--calibration-rows: expected a positive count");
+  if (o.fine_tune_epochs < 0)
+    return Status::InvalidArgument("--fine-tune-epochs: expected 0 or more");
   KILN_ASSIGN_OR_RETURN(registry::ResolvedModel resolved, registry::resolve_model_ref(o.model_ref));
   KILN_ASSIGN_OR_RETURN(model::Bundle bundle, model::read_bundle(resolved.bundle_dir));
   if (!bundle.has_network())
     return Status::InvalidArgument(o.model_ref +
                                    ": a TorchScript-only bundle has no model spec and weights to "
                                    "compress (Kiln compresses bundles it trained)");
-  if (bundle.manifest.contains("compression"))
-    return Status::InvalidArgument(o.model_ref + ": already compressed (" +
-                                   bundle.manifest["compression"].value("quantize", "?") +
+  const Json& previous = bundle.manifest.value("compression", Json::object());
+  if (previous.contains("quantize"))
+    return Status::InvalidArgument(o.model_ref + ": already quantised (" +
+                                   previous["quantize"].get<std::string>() +
                                    "); compress its parent instead");
   std::string data = o.data;
   if (data.empty()) {
@@ -116,83 +256,146 @@ Expected<CompressResult> compress(const CompressOptions& o, std::ostream* log) {
                               ": the snapshot it was trained on is no longer in "
                               "$KILN_HOME/snapshots; give --data (its dataset spec)");
   }
-  KILN_ASSIGN_OR_RETURN(train::RawInputs train_rows,
-                        train::read_labelled_rows(bundle, data, "train"));
   KILN_ASSIGN_OR_RETURN(train::RawInputs test_rows,
                         train::read_labelled_rows(bundle, data, "test"));
-
-  // Calibration: a seeded sample of the training rows (never the test rows it is judged on).
-  const int64_t available = train_rows.x.size(0);
-  const int64_t n = std::min(o.calibration_rows, available);
-  torch::Tensor order =
-      torch::randperm(available, at::detail::createCPUGenerator(static_cast<uint64_t>(o.seed)),
-                      torch::TensorOptions().dtype(torch::kLong));
-  const torch::Tensor calibration =
-      train_rows.x.index_select(0, order.slice(0, 0, n)).to(torch::kFloat32);
-
-  KILN_ASSIGN_OR_RETURN(model::ModelSpec spec, bundle.model_spec());
-  KILN_ASSIGN_OR_RETURN(model::TensorMap weights, model::load_bundle_weights(bundle));
-  const std::string tta = bundle.manifest.value("test_time_augmentation", model::kTtaNone);
-  model::Int8Report int8_report;
-  KILN_ASSIGN_OR_RETURN(torch::jit::Module quantised,
-                        model::export_int8(spec, weights, bundle.input_shape(), bundle.outputs(),
-                                           bundle.preprocessing(), tta, calibration, &int8_report));
-  if (log)
-    *log << "int8: " << int8_report.quantised_layers << " layers quantised, activation ranges from "
-         << n << " training rows" << std::endl;
+  const std::string parent =
+      resolved.version > 0 ? resolved.name + "@" + std::to_string(resolved.version) : o.model_ref;
+  Json report = {{"parent", parent}};
 
   // Before: the module `kiln serve --precision auto` would serve for the parent on this CPU.
-  const bool parent_bf16 =
-      bundle.precision_entry(model::kPrecisionBf16).is_object() && cpu_supports_bf16();
-  const std::string parent_precision = parent_bf16 ? model::kPrecisionBf16 : model::kPrecisionFp32;
+  const std::string parent_precision = served_precision(bundle);
   KILN_ASSIGN_OR_RETURN(torch::jit::Module parent_module,
                         model::load_bundle_module(bundle, parent_precision));
   KILN_ASSIGN_OR_RETURN(
       Json before, describe(parent_module, parent_precision, test_rows, bundle, o.timing_seconds));
-  KILN_ASSIGN_OR_RETURN(
-      Json after, describe(quantised, model::kPrecisionInt8, test_rows, bundle, o.timing_seconds));
-  if (log) {
-    *log << "before " << headline(before) << "\n";
-    *log << "after  " << headline(after) << std::endl;
+  if (log) *log << "before " << headline(before) << std::endl;
+
+  // The network being compressed, and the bundle it lives in (the parent, or the pruned one).
+  model::Bundle current = bundle;
+  KILN_ASSIGN_OR_RETURN(model::ModelSpec spec, bundle.model_spec());
+  KILN_ASSIGN_OR_RETURN(model::TensorMap weights, model::load_bundle_weights(bundle));
+  const std::string tta = bundle.manifest.value("test_time_augmentation", model::kTtaNone);
+  std::optional<fs::path> work;
+  struct RemoveWork {
+    std::optional<fs::path>* dir;
+    ~RemoveWork() {
+      std::error_code ec;
+      if (*dir) fs::remove_all(**dir, ec);
+    }
+  } remove_work{&work};
+
+  if (o.prune > 0) {
+    KILN_ASSIGN_OR_RETURN(PrunedNetwork pruned,
+                          prune_l1(spec, weights, bundle.input_shape(), bundle.outputs(), o.prune));
+    if (log)
+      *log << "prune: " << pruned.report.size() << " layers, parameters "
+           << model::with_thousands(pruned.params_before) << " -> "
+           << model::with_thousands(pruned.params_after) << ", FLOPs per sample "
+           << model::with_thousands(pruned.flops_before) << " -> "
+           << model::with_thousands(pruned.flops_after) << "; fine-tuning " << o.fine_tune_epochs
+           << " epochs" << std::endl;
+    KILN_ASSIGN_OR_RETURN(fs::path dir, make_temp_directory("kiln-compress-"));
+    work = dir;
+    // The pruned network as a bundle, which the fine-tuning run starts from (init: by name and
+    // shape, every tensor loads).
+    Json pm = manifest_to_rewrite(bundle);
+    pm["model"] = pruned.spec.to_json();
+    pm.erase("precisions");
+    KILN_ASSIGN_OR_RETURN(torch::jit::Module scripted,
+                          model::export_torchscript(pruned.spec, pruned.state, bundle.input_shape(),
+                                                    bundle.outputs(), bundle.preprocessing(), tta));
+    KILN_ASSIGN_OR_RETURN(fs::path pruned_dir,
+                          model::write_bundle(dir / "pruned", pm, pruned.state, scripted));
+    // Fine-tuning: the parent's own recipe, on the same data, for a few epochs.
+    Json config = bundle.manifest.value("training", Json::object());
+    config["data"] = data;
+    config["model"] = {{"name", spec.name + "-pruned"}, {"layers", pm["model"]["layers"]}};
+    config["init"] = pruned_dir.string();
+    config["epochs"] = std::max<int64_t>(1, o.fine_tune_epochs);
+    for (const char* key : {"freeze", "param_groups", "early_stopping"}) config.erase(key);
+    KILN_ASSIGN_OR_RETURN(train::TrainConfig cfg,
+                          train::parse_train_config(config, {}, "the model's training config"));
+    if (o.fine_tune_epochs > 0) {
+      KILN_ASSIGN_OR_RETURN(train::TrainResult trained,
+                            train::train(cfg, train::TrainOptions(dir / "run")
+                                                  .snapshot_dir(kiln_home() / "snapshots")
+                                                  .progress(nullptr)));
+      KILN_ASSIGN_OR_RETURN(current, model::read_bundle(trained.bundle_dir));
+    } else {
+      KILN_ASSIGN_OR_RETURN(current, model::read_bundle(pruned_dir));
+    }
+    KILN_ASSIGN_OR_RETURN(spec, current.model_spec());
+    KILN_ASSIGN_OR_RETURN(weights, model::load_bundle_weights(current));
+    report["prune"] = {{"ratio", o.prune},
+                       {"method", "l1_filter"},
+                       {"layers", pruned.report},
+                       {"params_before", pruned.params_before},
+                       {"params_after", pruned.params_after},
+                       {"flops_before", pruned.flops_before},
+                       {"flops_after", pruned.flops_after},
+                       {"fine_tune_epochs", o.fine_tune_epochs}};
   }
-  const std::string parent =
-      resolved.version > 0 ? resolved.name + "@" + std::to_string(resolved.version) : o.model_ref;
-  Json report = {
-      {"parent", parent},
-      {"quantize", o.quantize},
-      {"engine", "onednn"},
-      {"calibration", {{"rows", n}, {"split", "train"}, {"observer", "minmax"}, {"seed", o.seed}}},
-      {"before", before},
-      {"after", after}};
+
+  // The bundle written: the current network's manifest, weights and files; model.pt is its
+  // module, or the int8 one.
+  Json manifest = manifest_to_rewrite(current);
+  KILN_ASSIGN_OR_RETURN(auto extra, other_files(current, {"confusion_matrix.svg"}));
+  if (o.prune == 0) extra.erase(model::kBundleBf16ModuleFile);  // the parent's, not the result's
+  torch::jit::Module model_pt;
+  torch::jit::Module served;
+  std::string precision;
+  if (!o.quantize.empty()) {
+    // Calibration: a seeded sample of the training rows (never the test rows it is judged on).
+    KILN_ASSIGN_OR_RETURN(train::RawInputs train_rows,
+                          train::read_labelled_rows(bundle, data, "train"));
+    const int64_t available = train_rows.x.size(0);
+    const int64_t n = std::min(o.calibration_rows, available);
+    torch::Tensor order =
+        torch::randperm(available, at::detail::createCPUGenerator(static_cast<uint64_t>(o.seed)),
+                        torch::TensorOptions().dtype(torch::kLong));
+    const torch::Tensor calibration =
+        train_rows.x.index_select(0, order.slice(0, 0, n)).to(torch::kFloat32);
+    model::Int8Report int8_report;
+    KILN_ASSIGN_OR_RETURN(
+        model_pt, model::export_int8(spec, weights, current.input_shape(), current.outputs(),
+                                     current.preprocessing(), tta, calibration, &int8_report));
+    if (log)
+      *log << "int8: " << int8_report.quantised_layers
+           << " layers quantised, activation ranges from " << n << " training rows" << std::endl;
+    served = model_pt;
+    precision = model::kPrecisionInt8;
+    report["quantize"] = o.quantize;
+    report["engine"] = "onednn";
+    report["calibration"] = {
+        {"rows", n}, {"split", "train"}, {"observer", "minmax"}, {"seed", o.seed}};
+    manifest.erase("precisions");
+    extra.erase(model::kBundleBf16ModuleFile);
+  } else {
+    KILN_ASSIGN_OR_RETURN(model_pt, model::load_bundle_module(current));
+    precision = served_precision(current);
+    KILN_ASSIGN_OR_RETURN(served, model::load_bundle_module(current, precision));
+  }
+  KILN_ASSIGN_OR_RETURN(Json after,
+                        describe(served, precision, test_rows, bundle, o.timing_seconds));
+  if (log) *log << "after  " << headline(after) << std::endl;
+  report["before"] = before;
+  report["after"] = after;
   if (before["test"].contains("accuracy") && after["test"].contains("accuracy"))
     report["accuracy_drop"] =
         before["test"]["accuracy"].get<double>() - after["test"]["accuracy"].get<double>();
-
-  // (The parent's confusion matrix is not this module's: left out.)
-  // The new bundle: the parent's manifest with the int8 module's metrics, the float weights it
-  // was quantised from, and the compression report; served, tested and pushed like any bundle.
-  Json manifest = bundle.manifest;
-  for (const char* key :
-       {"files", model::kManifestHashKey, "created_at", "format", "format_version", "precisions"})
-    manifest.erase(key);
-  Json history = manifest.contains("metrics") && manifest["metrics"].contains("history")
-                     ? manifest["metrics"]["history"]
-                     : Json::array();
-  manifest["metrics"] = {{"test", after["test"]}, {"val", Json()}, {"history", history}};
+  if (!o.quantize.empty()) {
+    Json history = manifest.contains("metrics") && manifest["metrics"].contains("history")
+                       ? manifest["metrics"]["history"]
+                       : Json::array();
+    manifest["metrics"] = {{"test", after["test"]}, {"val", Json()}, {"history", history}};
+  }
+  // A pruned-then-quantised bundle keeps the pruning report of its parent.
+  if (previous.contains("prune") && !report.contains("prune")) report["prune"] = previous["prune"];
   manifest["compression"] = report;
   manifest["lineage"]["parent"] = parent;
   manifest["lineage"].erase("init");
-  std::map<std::string, std::string> extra;
-  for (const auto& [name, digest] : bundle.manifest["files"].items()) {
-    (void)digest;
-    if (name == model::kBundleModuleFile || name == model::kBundleWeightsFile ||
-        name == model::kBundleBf16ModuleFile || name == "confusion_matrix.svg")
-      continue;
-    KILN_ASSIGN_OR_RETURN(std::string bytes, read_file(bundle.dir / name));
-    extra[name] = std::move(bytes);
-  }
   KILN_ASSIGN_OR_RETURN(fs::path dir,
-                        model::write_bundle(o.out, manifest, weights, quantised, extra));
+                        model::write_bundle(o.out, manifest, weights, model_pt, extra));
   return CompressResult{dir, report};
 }
 

@@ -11,6 +11,8 @@
 
 #include "kiln/core/expected.h"
 #include "kiln/core/json.h"
+#include "kiln/model/export.h"
+#include "kiln/model/spec.h"
 
 namespace kiln::compress {
 
@@ -26,6 +28,10 @@ struct CompressOptions {
   std::string data;
   /// "int8": post-training static quantisation (model::export_int8).
   std::string quantize;
+  /// Structured pruning: the fraction of each hidden conv2d / linear layer's output channels to
+  /// remove (prune_l1), then `fine_tune_epochs` of the model's own training recipe; 0: none.
+  double prune = 0;
+  int64_t fine_tune_epochs = 3;
   /// Training rows the int8 activation ranges are observed on (a seeded sample).
   int64_t calibration_rows = 1000;
   int64_t seed = 42;
@@ -43,6 +49,26 @@ struct CompressResult {
   fs::path bundle_dir;
   Json report;
 };
+
+/// A network after L1-norm structured pruning: a narrower spec and its weights, before any
+/// fine-tuning. Plain value.
+struct PrunedNetwork {
+  model::ModelSpec spec;   ///< layers with smaller "out" (the head keeps its outputs)
+  model::TensorMap state;  ///< weights and batch-norm statistics sliced to the kept channels
+  Json report;             ///< [{"layer", "type", "outputs", "kept"}] per pruned layer
+  int64_t params_before = 0, params_after = 0;
+  int64_t flops_before = 0, flops_after = 0;  ///< per sample (model::summary_json)
+};
+
+/// One-shot L1-norm filter pruning: every conv2d and linear layer but the last (the head) keeps
+/// the round((1 - ratio) * outputs) output channels (at least 1) whose weights have the largest
+/// L1 norms; the batch norm after it and the next conv2d / linear layer's inputs (through
+/// flatten: the kept channels' H x W blocks) are sliced to match. Sequential networks only
+/// (conv2d, linear, batch norm, pooling, flatten, dropout, activations); anything else, or a
+/// ratio outside (0, 1), is InvalidArgument naming it. Pure; thread-safe.
+Expected<PrunedNetwork> prune_l1(const model::ModelSpec& spec, const model::TensorMap& state,
+                                 const std::vector<int64_t>& input_shape, int64_t outputs,
+                                 double ratio);
 
 /// Compresses `options.model_ref` into `options.out`. Progress lines go to `log` (may be null).
 /// Errors: InvalidArgument for a bad option, a TorchScript-only bundle, a model with layers the
