@@ -4,7 +4,7 @@
 # (build/bench/serve_forward_bench) as model.pt (fp32, as `kiln serve --precision fp32` serves it)
 # and as model_bf16.pt (what `kiln serve` picks on a CPU with avx512_bf16), at batch 1 and 64 on
 # one thread, ROUNDS times alternating, and the int8 bundle `kiln compress --quantize int8` makes
-# of it, beside the PyTorch peer (bench/py_cnn_peer.py --int8: the same network and weights in
+# of it, and the bundle `kiln compress --prune 0.5` makes (served in bf16), beside the PyTorch peer (bench/py_cnn_peer.py --int8: the same network and weights in
 # eager fp32, frozen TorchScript fp32, bf16 autocast + channels_last, and PyTorch's eager-mode
 # static quantisation on onednn). Prints each module's test accuracy and model file size.
 # Usage: bench/precision_bench.sh [BUNDLE_DIR]   (default: trains the CNN into a temp KILN_HOME;
@@ -36,6 +36,9 @@ PY
 "$BUILD_DIR/kiln" compress "$bundle" --quantize int8 --out "$work/int8" \
   --timing-seconds 0 2>&1 | grep -E "^int8|^after"
 int8_bundle=$work/int8
+"$BUILD_DIR/kiln" compress "$bundle" --prune 0.5 --out "$work/pruned" --timing-seconds 0 2>&1 |
+  grep -E "^prune|^after"
+pruned_bundle=$work/pruned
 echo "model.pt bytes: fp32 $(stat -c %s "$bundle/model.pt"), bf16 $(stat -c %s "$bundle/model_bf16.pt" 2>/dev/null || echo -), int8 $(stat -c %s "$int8_bundle/model.pt")"
 for round in $(seq "$ROUNDS"); do
   echo "--- round $round"
@@ -46,6 +49,8 @@ for round in $(seq "$ROUNDS"); do
     done
     "$BUILD_DIR/bench/serve_forward_bench" "$int8_bundle" --batch "$batch" --threads 1 \
       --seconds "$SECONDS_PER" | sed "s/^/kiln int8: /"
+    "$BUILD_DIR/bench/serve_forward_bench" "$pruned_bundle" --batch "$batch" --threads 1 \
+      --seconds "$SECONDS_PER" --precision bf16 | sed "s/^/kiln pruned-0.5-bf16: /"
   done
   /usr/bin/python3 bench/py_cnn_peer.py "$bundle" --seconds "$SECONDS_PER" --int8
 done
