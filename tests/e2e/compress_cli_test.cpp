@@ -121,6 +121,25 @@ TEST(CompressCliTest, Int8BundleIsSmallerAccurateServedAndTested) {
   EXPECT_EQ(both_report["quantize"], "int8");
   EXPECT_EQ(both_report["prune"]["ratio"], 0.5);  // the pruning report carries over
   EXPECT_LT(fs::file_size(home / "pruned-int8" / "model.pt"), int8_bytes);
+  // An accuracy budget: the strongest candidate within it (here a generous one: the first).
+  auto budget = run_kiln({"compress", "fm@1", "--max-drop", "50", "--fine-tune-epochs", "1",
+                          "--timing-seconds", "0", "--out", (home / "budget").string(), "--json"},
+                         home.path(), {"KILN_THREADS=1"});
+  ASSERT_EQ(budget.exit_code, 0) << budget.err;
+  const Json budget_report = Json::parse(budget.out);
+  EXPECT_EQ(budget_report["budget"]["chosen"], "prune 0.75 + int8") << budget.out;
+  EXPECT_EQ(budget_report["budget"]["tried"].size(), 1u);
+  EXPECT_NE(budget.err.find("budget: chose prune 0.75 + int8"), std::string::npos) << budget.err;
+  const Json budget_manifest = Json::parse(testing::read_text(home / "budget" / "manifest.json"));
+  EXPECT_EQ(budget_manifest["lineage"]["parent"], "fm@1");
+  EXPECT_EQ(budget_manifest["compression"]["budget"]["max_drop_points"], 50.0);
+  auto conflicting = run_kiln({"compress", "fm@1", "--max-drop", "1", "--prune", "0.5", "--out",
+                               (home / "conflict").string()},
+                              home.path());
+  EXPECT_EQ(conflicting.exit_code, 2);
+  EXPECT_NE(conflicting.err.find("either --max-drop or those"), std::string::npos)
+      << conflicting.err;
+
   auto again = run_kiln({"compress", (home / "pruned-int8").string(), "--quantize", "int8", "--out",
                          (home / "twice").string()},
                         home.path());

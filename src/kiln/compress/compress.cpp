@@ -5,6 +5,8 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
+#include <cstdio>
 #include <map>
 #include <optional>
 #include <set>
@@ -58,26 +60,35 @@ int64_t saved_bytes(const torch::jit::Module& module) {
   return static_cast<int64_t>(out.str().size());
 }
 
-/// {"precision", "test", "model_bytes", "samples_per_s"} of one module on the test rows.
+/// {"precision", "test", ["val",] "model_bytes", "samples_per_s"} of one module on the test
+/// rows (and the validation rows when there are some).
 Expected<Json> describe(torch::jit::Module& module, const std::string& precision,
-                        const train::RawInputs& test, const model::Bundle& bundle,
-                        double timing_seconds) {
+                        const train::RawInputs& test, const std::optional<train::RawInputs>& val,
+                        const model::Bundle& bundle, double timing_seconds) {
   train::EvalOptions options(bundle.task());
   options.labels(bundle.labels()).scale_uint8(false);
+  auto predict = [&](const torch::Tensor& x) { return module.forward({x}).toTensor(); };
   KILN_ASSIGN_OR_RETURN(
       Json metrics,
-      train::evaluate([&](const torch::Tensor& x) { return module.forward({x}).toTensor(); },
-                      data::SplitTensors{test.x, test.targets, {}}, options));
+      train::evaluate(predict, data::SplitTensors{test.x, test.targets, {}}, options));
+  Json val_metrics;
+  if (val) {
+    KILN_ASSIGN_OR_RETURN(
+        val_metrics,
+        train::evaluate(predict, data::SplitTensors{val->x, val->targets, {}}, options));
+  }
   Json speed = Json::object();
   if (timing_seconds > 0) {
     for (int64_t batch : {1, 64})
       speed["batch_" + std::to_string(batch)] =
           samples_per_second(module, test.x, batch, timing_seconds);
   }
-  return Json{{"precision", precision},
-              {"test", metrics},
-              {"model_bytes", saved_bytes(module)},
-              {"samples_per_s", speed}};
+  Json out{{"precision", precision},
+           {"test", metrics},
+           {"model_bytes", saved_bytes(module)},
+           {"samples_per_s", speed}};
+  if (val) out["val"] = val_metrics;
+  return out;
 }
 
 std::string headline(const Json& module_report) {
@@ -223,7 +234,113 @@ std::string served_precision(const model::Bundle& bundle) {
 
 }  // namespace
 
+namespace {
+
+double accuracy_of(const Json& module_report, const char* split) {
+  return module_report.contains(split) && module_report[split].contains("accuracy")
+             ? module_report[split]["accuracy"].get<double>()
+             : std::nan("");
+}
+
+/// Rewrites the bundle in `from` into `to` with `parent` as its lineage parent and `budget` in
+/// its compression report.
+Expected<fs::path> republish(const fs::path& from, const fs::path& to, const std::string& parent,
+                             const Json& budget) {
+  KILN_ASSIGN_OR_RETURN(model::Bundle b, model::read_bundle(from));
+  Json manifest = manifest_to_rewrite(b);
+  manifest["lineage"]["parent"] = parent;
+  manifest["compression"]["parent"] = parent;
+  manifest["compression"]["budget"] = budget;
+  KILN_ASSIGN_OR_RETURN(model::TensorMap weights, model::load_bundle_weights(b));
+  KILN_ASSIGN_OR_RETURN(torch::jit::Module module, model::load_bundle_module(b));
+  KILN_ASSIGN_OR_RETURN(auto extra, other_files(b, {}));
+  return model::write_bundle(to, manifest, weights, module, extra);
+}
+
+/// --max-drop: the strongest candidate within the budget, judged on the validation split.
+Expected<CompressResult> compress_within_budget(const CompressOptions& o, std::ostream* log) {
+  if (!o.quantize.empty() || o.prune != 0)
+    return Status::InvalidArgument(
+        "--max-drop chooses --prune and --quantize itself; give "
+        "either --max-drop or those");
+  if (o.out.empty()) return Status::InvalidArgument("--out: where the new bundle goes is required");
+  KILN_ASSIGN_OR_RETURN(fs::path work, make_temp_directory("kiln-compress-budget-"));
+  struct RemoveWork {
+    fs::path dir;
+    ~RemoveWork() {
+      std::error_code ec;
+      fs::remove_all(dir, ec);
+    }
+  } remove_work{work};
+  Json tried = Json::array();
+  std::string parent;
+  double parent_val = std::nan("");
+  // The parent and its validation accuracy, from the first result made from it directly.
+  auto note_parent = [&](const CompressResult& r) {
+    if (!parent.empty()) return;
+    parent = r.report["parent"].get<std::string>();
+    parent_val = accuracy_of(r.report["before"], "val");
+  };
+  auto judge = [&](const CompressResult& r, const std::string& what) -> bool {
+    const double val = accuracy_of(r.report["after"], "val");
+    const double drop = (parent_val - val) * 100;
+    const bool ok = std::isfinite(drop) && drop <= o.max_drop;
+    tried.push_back(
+        {{"candidate", what}, {"val_accuracy", val}, {"drop_points", drop}, {"within_budget", ok}});
+    if (log)
+      *log << "budget: " << what << ": validation accuracy " << val << " ("
+           << (drop >= 0 ? "-" : "+") << std::abs(drop) << " points) " << (ok ? "within" : "over")
+           << " --max-drop " << o.max_drop << std::endl;
+    return ok;
+  };
+  auto choose = [&](const CompressResult& r, const std::string& what) -> Expected<CompressResult> {
+    Json budget = {{"max_drop_points", o.max_drop},
+                   {"judged_on", "val"},
+                   {"parent_val_accuracy", parent_val},
+                   {"tried", tried},
+                   {"chosen", what}};
+    if (log) *log << "budget: chose " << what << std::endl;
+    KILN_ASSIGN_OR_RETURN(fs::path dir, republish(r.bundle_dir, o.out, parent, budget));
+    Json report = r.report;
+    report["parent"] = parent;
+    report["budget"] = budget;
+    return CompressResult{dir, report};
+  };
+  CompressOptions base = o;
+  base.max_drop = -1;
+  base.timing_seconds = 0;
+  for (double ratio : {0.75, 0.5, 0.25}) {
+    char name[32];
+    std::snprintf(name, sizeof(name), "prune %.2f", ratio);
+    CompressOptions pruning = base;
+    pruning.prune = ratio;
+    pruning.out = work / ("prune-" + std::to_string(static_cast<int>(ratio * 100)));
+    KILN_ASSIGN_OR_RETURN(CompressResult pruned, compress(pruning, log));
+    note_parent(pruned);
+    CompressOptions quantising = base;
+    quantising.model_ref = pruned.bundle_dir.string();
+    quantising.quantize = model::kPrecisionInt8;
+    quantising.out = pruning.out.string() + "-int8";
+    KILN_ASSIGN_OR_RETURN(CompressResult both, compress(quantising, log));
+    if (judge(both, std::string(name) + " + int8"))
+      return choose(both, std::string(name) + " + int8");
+    if (judge(pruned, name)) return choose(pruned, name);
+  }
+  CompressOptions quantising = base;
+  quantising.quantize = model::kPrecisionInt8;
+  quantising.out = work / "int8";
+  KILN_ASSIGN_OR_RETURN(CompressResult int8, compress(quantising, log));
+  note_parent(int8);
+  if (judge(int8, "int8")) return choose(int8, "int8");
+  return Status::FailedPrecondition("no compression stays within --max-drop " +
+                                    std::to_string(o.max_drop) +
+                                    " points of validation accuracy: " + tried.dump());
+}
+
+}  // namespace
+
 Expected<CompressResult> compress(const CompressOptions& o, std::ostream* log) {
+  if (o.max_drop >= 0) return compress_within_budget(o, log);
   if (o.quantize.empty() && o.prune == 0)
     return Status::InvalidArgument(
         "kiln compress: nothing to do (give --prune RATIO and/or --quantize int8)");
@@ -258,6 +375,9 @@ Expected<CompressResult> compress(const CompressOptions& o, std::ostream* log) {
   }
   KILN_ASSIGN_OR_RETURN(train::RawInputs test_rows,
                         train::read_labelled_rows(bundle, data, "test"));
+  std::optional<train::RawInputs> val_rows;
+  if (Expected<train::RawInputs> val = train::read_labelled_rows(bundle, data, "val"); val.ok())
+    val_rows = std::move(*val);
   const std::string parent =
       resolved.version > 0 ? resolved.name + "@" + std::to_string(resolved.version) : o.model_ref;
   Json report = {{"parent", parent}};
@@ -266,8 +386,8 @@ Expected<CompressResult> compress(const CompressOptions& o, std::ostream* log) {
   const std::string parent_precision = served_precision(bundle);
   KILN_ASSIGN_OR_RETURN(torch::jit::Module parent_module,
                         model::load_bundle_module(bundle, parent_precision));
-  KILN_ASSIGN_OR_RETURN(
-      Json before, describe(parent_module, parent_precision, test_rows, bundle, o.timing_seconds));
+  KILN_ASSIGN_OR_RETURN(Json before, describe(parent_module, parent_precision, test_rows, val_rows,
+                                              bundle, o.timing_seconds));
   if (log) *log << "before " << headline(before) << std::endl;
 
   // The network being compressed, and the bundle it lives in (the parent, or the pruned one).
@@ -376,7 +496,7 @@ Expected<CompressResult> compress(const CompressOptions& o, std::ostream* log) {
     KILN_ASSIGN_OR_RETURN(served, model::load_bundle_module(current, precision));
   }
   KILN_ASSIGN_OR_RETURN(Json after,
-                        describe(served, precision, test_rows, bundle, o.timing_seconds));
+                        describe(served, precision, test_rows, val_rows, bundle, o.timing_seconds));
   if (log) *log << "after  " << headline(after) << std::endl;
   report["before"] = before;
   report["after"] = after;

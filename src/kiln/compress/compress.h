@@ -32,6 +32,10 @@ struct CompressOptions {
   /// remove (prune_l1), then `fine_tune_epochs` of the model's own training recipe; 0: none.
   double prune = 0;
   int64_t fine_tune_epochs = 3;
+  /// An accuracy budget in percentage points (0.5: half a point) instead of prune/quantize:
+  /// the strongest of pruning 0.75, 0.5, 0.25 (each with and without int8, int8 first) and int8
+  /// alone whose validation accuracy is within the budget of the parent's; negative: off.
+  double max_drop = -1;
   /// Training rows the int8 activation ranges are observed on (a seeded sample).
   int64_t calibration_rows = 1000;
   int64_t seed = 42;
