@@ -51,6 +51,28 @@ TEST(TrainConfigTest, ParsesWithDefaultsAndResolvesDataRelativeToTheFile) {
   EXPECT_EQ(c->hash().size(), 64u);
 }
 
+TEST(TrainConfigTest, DistillIsParsedHashedAndChecked) {
+  TempDir dir;
+  const std::string hash_without = load(dir, kBase)->hash();
+  auto c = load(dir, std::string(kBase) + "distill: {teacher: fm@production, alpha: 0.5}\n");
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->distill.teacher, "fm@production");
+  EXPECT_DOUBLE_EQ(c->distill.temperature, 4.0);
+  EXPECT_DOUBLE_EQ(c->distill.alpha, 0.5);
+  EXPECT_EQ(c->to_json()["distill"]["teacher"], "fm@production");
+  EXPECT_NE(c->hash(), hash_without);
+  EXPECT_FALSE(load(dir, kBase)->to_json().contains("distill"));  // unset: the hash stays
+  auto bad_alpha = load(dir, std::string(kBase) + "distill: {teacher: t, alpha: 1.5}\n");
+  ASSERT_FALSE(bad_alpha.ok());
+  EXPECT_NE(bad_alpha.status().message().find("distill.alpha"), std::string::npos);
+  auto bad_t = load(dir, std::string(kBase) + "distill: {teacher: t, temperature: 0}\n");
+  ASSERT_FALSE(bad_t.ok());
+  EXPECT_NE(bad_t.status().message().find("distill.temperature"), std::string::npos);
+  auto no_teacher = load(dir, std::string(kBase) + "distill: {alpha: 0.5}\n");
+  ASSERT_FALSE(no_teacher.ok());
+  EXPECT_NE(no_teacher.status().message().find("teacher"), std::string::npos);
+}
+
 TEST(TrainConfigTest, UnknownTopLevelKeyIsNamedWithLineAndValidKeys) {
   TempDir dir;
   auto c = load(dir, std::string(kBase) + "epoch: 4\n");

@@ -22,8 +22,11 @@ struct Context {
   const Suite* suite = nullptr;
   const RunOptions* options = nullptr;
   model::Bundle bundle;
-  torch::jit::Module module;
-  train::RawInputs rows;  ///< x float32 N×raw shape, targets
+  /// The number format `kiln serve --precision auto` serves the bundle in on this CPU (bf16 where
+  /// the bundle records a bf16 module and the CPU has avx512_bf16, else fp32): what is tested.
+  std::string precision = "fp32";
+  torch::jit::Module module;  ///< the bundle's module in `precision`
+  train::RawInputs rows;      ///< x float32 N×raw shape, targets
   bool classification = false;
   bool images = false;
   std::vector<std::string> labels;

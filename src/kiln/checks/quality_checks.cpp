@@ -201,10 +201,8 @@ Status run_trivial_baseline(Context& ctx, const CheckSpec& spec, CheckResult& re
 }
 
 Status run_recorded_metrics(Context& ctx, const CheckSpec& spec, CheckResult& result) {
-  const Json& recorded =
-      ctx.bundle.manifest.contains("metrics") && ctx.bundle.manifest["metrics"].contains("test")
-          ? ctx.bundle.manifest["metrics"]["test"]
-          : Json();
+  // The recorded metrics of the module under test (its number format's, e.g. bf16's).
+  const Json recorded = ctx.bundle.test_metrics(ctx.precision);
   result.threshold = "recorded - " + fmt(spec.params.value("max_drop", 0.02)) + " - 2 s.e.";
   if (!recorded.is_object()) {
     result.outcome = Outcome::kInconclusive;

@@ -38,7 +38,9 @@ Expected<torch::Tensor> Context::outputs_of(const std::string& ref) {
       return Status::InvalidArgument(ref +
                                      ": has another task or other classes than the model "
                                      "under test");
-    KILN_ASSIGN_OR_RETURN(torch::jit::Module m, model::load_bundle_module(b));
+    // Compared as served on this CPU, like the model under test.
+    KILN_ASSIGN_OR_RETURN(torch::jit::Module m,
+                          model::load_bundle_module(b, model::auto_precision(b)));
     it = others.emplace(ref, std::make_pair(std::move(b), std::move(m))).first;
   }
   KILN_ASSIGN_OR_RETURN(torch::Tensor out,
@@ -138,7 +140,8 @@ Expected<SuiteResult> run_suite(const Suite& suite, const RunOptions& options) {
   ctx.classification = task == "classification";
   ctx.labels = ctx.bundle.labels();
   ctx.images = ctx.bundle.raw_input_shape().size() == 3;
-  KILN_ASSIGN_OR_RETURN(ctx.module, model::load_bundle_module(ctx.bundle));
+  ctx.precision = model::auto_precision(ctx.bundle);
+  KILN_ASSIGN_OR_RETURN(ctx.module, model::load_bundle_module(ctx.bundle, ctx.precision));
 
   std::string data = options.data_.empty() ? suite.data : options.data_;
   const std::string split = options.split_.empty() ? suite.split : options.split_;

@@ -136,7 +136,10 @@ Status run_smoke(Context& ctx, const CheckSpec& spec, CheckResult& result) {
   const bool deterministic = torch::equal(first, second);
   if (!finite) failures.push_back("non-finite outputs on real rows");
   if (!deterministic) failures.push_back("two runs on the same rows differ");
-  result.details = {{"rows", k}, {"finite", finite}, {"deterministic", deterministic}};
+  result.details = {{"rows", k},
+                    {"finite", finite},
+                    {"deterministic", deterministic},
+                    {"precision", ctx.precision}};
   result.measured = "finite, deterministic";
   // The TorchScript module against the network rebuilt from the spec and weights.pt.
   if (ctx.bundle.has_network() && ctx.bundle.manifest.contains("compression")) {
@@ -152,7 +155,8 @@ Status run_smoke(Context& ctx, const CheckSpec& spec, CheckResult& result) {
         torch::jit::Module rebuilt,
         model::export_torchscript(model_spec, weights, ctx.bundle.input_shape(),
                                   ctx.bundle.outputs(), ctx.bundle.preprocessing(),
-                                  ctx.bundle.manifest.value("test_time_augmentation", "none")));
+                                  ctx.bundle.manifest.value("test_time_augmentation", "none"),
+                                  ctx.precision));
     KILN_ASSIGN_OR_RETURN(torch::Tensor again, train::run_module(rebuilt, x));
     const double diff = max_abs_diff(first, again);
     const double scale = std::max(1.0, first.abs().max().item<double>());
@@ -177,8 +181,9 @@ Status run_serve(Context& ctx, const CheckSpec& spec, CheckResult& result) {
   const double tolerance = spec.params.value("tolerance", 1e-4);
   KILN_ASSIGN_OR_RETURN(
       std::unique_ptr<loadtest::ServeProcess> server,
-      loadtest::ServeProcess::Start(binary.string(), ctx.bundle.dir.string(),
-                                    {"--host", "127.0.0.1", "--threads", "1"}, 60));
+      loadtest::ServeProcess::Start(
+          binary.string(), ctx.bundle.dir.string(),
+          {"--host", "127.0.0.1", "--threads", "1", "--precision", ctx.precision}, 60));
   LoopbackClient client(server->port());
   const std::string name = ctx.bundle.dir.filename().string();
   const std::vector<int64_t> raw = ctx.bundle.raw_input_shape();

@@ -43,6 +43,9 @@ void register_compress_command(CLI::App& app, int* exit_code) {
                 "structured pruning: the fraction of each hidden conv2d / linear layer's output "
                 "channels to remove (smallest L1 norm first), then fine-tuning")
       ->check(CLI::Range(0.0, 0.95));
+  c->add_option("--distill", o.distill,
+                "a student YAML (model: {...}; optional epochs, temperature 4, alpha 0.7) "
+                "trained on the model's softened outputs with its own recipe and data");
   c->add_option("--max-drop", o.max_drop,
                 "accuracy budget in percentage points: pick the strongest of prune 0.75/0.5/0.25 "
                 "(+int8) and int8 whose validation accuracy stays within it")

@@ -14,6 +14,7 @@
 
 #include "kiln/core/files.h"
 #include "kiln/core/threads.h"
+#include "kiln/core/yaml.h"
 #include "kiln/model/bundle.h"
 #include "kiln/model/export.h"
 #include "kiln/model/manifest.h"
@@ -225,13 +226,6 @@ Json manifest_to_rewrite(const model::Bundle& bundle) {
   return m;
 }
 
-/// The number format `kiln serve --precision auto` serves `bundle` in on this CPU.
-std::string served_precision(const model::Bundle& bundle) {
-  return bundle.precision_entry(model::kPrecisionBf16).is_object() && cpu_supports_bf16()
-             ? model::kPrecisionBf16
-             : model::kPrecisionFp32;
-}
-
 }  // namespace
 
 namespace {
@@ -341,9 +335,12 @@ Expected<CompressResult> compress_within_budget(const CompressOptions& o, std::o
 
 Expected<CompressResult> compress(const CompressOptions& o, std::ostream* log) {
   if (o.max_drop >= 0) return compress_within_budget(o, log);
-  if (o.quantize.empty() && o.prune == 0)
+  if (o.quantize.empty() && o.prune == 0 && o.distill.empty())
     return Status::InvalidArgument(
-        "kiln compress: nothing to do (give --prune RATIO and/or --quantize int8)");
+        "kiln compress: nothing to do (give --prune RATIO, --distill STUDENT.yaml and/or "
+        "--quantize int8)");
+  if (o.prune != 0 && !o.distill.empty())
+    return Status::InvalidArgument("give --prune or --distill, not both");
   if (!o.quantize.empty() && o.quantize != model::kPrecisionInt8)
     return Status::InvalidArgument("--quantize " + o.quantize + ": expected int8");
   if (o.prune != 0 && !(o.prune > 0 && o.prune < 1))
@@ -383,7 +380,7 @@ Expected<CompressResult> compress(const CompressOptions& o, std::ostream* log) {
   Json report = {{"parent", parent}};
 
   // Before: the module `kiln serve --precision auto` would serve for the parent on this CPU.
-  const std::string parent_precision = served_precision(bundle);
+  const std::string parent_precision = model::auto_precision(bundle);
   KILN_ASSIGN_OR_RETURN(torch::jit::Module parent_module,
                         model::load_bundle_module(bundle, parent_precision));
   KILN_ASSIGN_OR_RETURN(Json before, describe(parent_module, parent_precision, test_rows, val_rows,
@@ -456,11 +453,68 @@ Expected<CompressResult> compress(const CompressOptions& o, std::ostream* log) {
                        {"fine_tune_epochs", o.fine_tune_epochs}};
   }
 
+  if (!o.distill.empty()) {
+    // The student: its own spec, trained with the teacher's recipe and data on the teacher's
+    // softened outputs as well as the labels.
+    KILN_ASSIGN_OR_RETURN(Json student, read_yaml_file(o.distill));
+    const std::string where = o.distill + ": ";
+    if (!student.is_object() || !student.contains("model"))
+      return Status::InvalidArgument(where + "a student needs 'model:' (as in a training config)");
+    for (const auto& [key, value] : student.items()) {
+      (void)value;
+      if (key != "model" && key != "epochs" && key != "seed" && key != "temperature" &&
+          key != "alpha")
+        return Status::InvalidArgument(where + "unknown key '" + key +
+                                       "' (valid: model, epochs, seed, temperature, alpha)");
+    }
+    Json config = bundle.manifest.value("training", Json::object());
+    config["data"] = data;
+    config["model"] = student["model"];
+    if (student.contains("epochs")) config["epochs"] = student["epochs"];
+    if (student.contains("seed")) config["seed"] = student["seed"];
+    config["distill"] = {{"teacher", resolved.bundle_dir.string()},
+                         {"temperature", student.value("temperature", 4.0)},
+                         {"alpha", student.value("alpha", 0.7)}};
+    for (const char* key : {"init", "freeze", "param_groups", "early_stopping"}) config.erase(key);
+    Expected<train::TrainConfig> cfg = train::parse_train_config(config, {}, o.distill);
+    if (!cfg.ok()) return cfg.status();
+    KILN_ASSIGN_OR_RETURN(fs::path dir, make_temp_directory("kiln-compress-"));
+    work = dir;
+    if (log)
+      *log << "distill: training the student of " << o.distill << " for " << cfg->epochs
+           << " epochs on " << parent << "'s outputs (temperature " << cfg->distill.temperature
+           << ", alpha " << cfg->distill.alpha << ")" << std::endl;
+    KILN_ASSIGN_OR_RETURN(train::TrainResult trained,
+                          train::train(*cfg, train::TrainOptions(dir / "run")
+                                                 .snapshot_dir(kiln_home() / "snapshots")
+                                                 .progress(nullptr)));
+    KILN_ASSIGN_OR_RETURN(current, model::read_bundle(trained.bundle_dir));
+    KILN_ASSIGN_OR_RETURN(spec, current.model_spec());
+    KILN_ASSIGN_OR_RETURN(weights, model::load_bundle_weights(current));
+    KILN_ASSIGN_OR_RETURN(auto teacher_net, model::load_bundle_network(bundle));
+    KILN_ASSIGN_OR_RETURN(auto student_net, model::load_bundle_network(current));
+    report["distill"] = {{"teacher", parent},
+                         {"student", student["model"]},
+                         {"temperature", cfg->distill.temperature},
+                         {"alpha", cfg->distill.alpha},
+                         {"epochs", cfg->epochs},
+                         {"params_before", teacher_net->total_params()},
+                         {"params_after", student_net->total_params()},
+                         {"flops_before", teacher_net->total_flops()},
+                         {"flops_after", student_net->total_flops()}};
+    if (log)
+      *log << "distill: parameters " << model::with_thousands(teacher_net->total_params()) << " -> "
+           << model::with_thousands(student_net->total_params()) << ", FLOPs per sample "
+           << model::with_thousands(teacher_net->total_flops()) << " -> "
+           << model::with_thousands(student_net->total_flops()) << std::endl;
+  }
+
   // The bundle written: the current network's manifest, weights and files; model.pt is its
   // module, or the int8 one.
   Json manifest = manifest_to_rewrite(current);
   KILN_ASSIGN_OR_RETURN(auto extra, other_files(current, {"confusion_matrix.svg"}));
-  if (o.prune == 0) extra.erase(model::kBundleBf16ModuleFile);  // the parent's, not the result's
+  if (o.prune == 0 && o.distill.empty())
+    extra.erase(model::kBundleBf16ModuleFile);  // the parent's, not the result's
   torch::jit::Module model_pt;
   torch::jit::Module served;
   std::string precision;
@@ -492,7 +546,7 @@ Expected<CompressResult> compress(const CompressOptions& o, std::ostream* log) {
     extra.erase(model::kBundleBf16ModuleFile);
   } else {
     KILN_ASSIGN_OR_RETURN(model_pt, model::load_bundle_module(current));
-    precision = served_precision(current);
+    precision = model::auto_precision(current);
     KILN_ASSIGN_OR_RETURN(served, model::load_bundle_module(current, precision));
   }
   KILN_ASSIGN_OR_RETURN(Json after,
@@ -514,6 +568,7 @@ Expected<CompressResult> compress(const CompressOptions& o, std::ostream* log) {
   manifest["compression"] = report;
   manifest["lineage"]["parent"] = parent;
   manifest["lineage"].erase("init");
+  if (report.contains("distill")) manifest["lineage"]["teacher"] = parent;
   KILN_ASSIGN_OR_RETURN(fs::path dir,
                         model::write_bundle(o.out, manifest, weights, model_pt, extra));
   return CompressResult{dir, report};

@@ -32,6 +32,10 @@ struct CompressOptions {
   /// remove (prune_l1), then `fine_tune_epochs` of the model's own training recipe; 0: none.
   double prune = 0;
   int64_t fine_tune_epochs = 3;
+  /// Distillation: a student YAML ({model: {...}, epochs, seed, temperature, alpha}) trained with
+  /// the model's own recipe and data on its softened outputs as well as the labels (the trainer's
+  /// `distill:`); "" = none. Not with `prune`.
+  std::string distill;
   /// An accuracy budget in percentage points (0.5: half a point) instead of prune/quantize:
   /// the strongest of pruning 0.75, 0.5, 0.25 (each with and without int8, int8 first) and int8
   /// alone whose validation accuracy is within the budget of the parent's; negative: off.

@@ -14,6 +14,7 @@
 #include "kiln/core/clock.h"
 #include "kiln/core/files.h"
 #include "kiln/core/hash.h"
+#include "kiln/core/threads.h"
 #include "kiln/core/version.h"
 #include "kiln/model/network.h"
 
@@ -260,6 +261,11 @@ Expected<std::shared_ptr<NetworkImpl>> load_bundle_network(const Bundle& bundle)
   KILN_RETURN_IF_ERROR(load_network_state(*net, weights).with_context(bundle.dir.string()));
   net->eval();
   return net;
+}
+
+std::string auto_precision(const Bundle& bundle) {
+  return bundle.precision_entry(kPrecisionBf16).is_object() && cpu_supports_bf16() ? kPrecisionBf16
+                                                                                   : kPrecisionFp32;
 }
 
 }  // namespace kiln::model

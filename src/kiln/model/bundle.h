@@ -65,6 +65,11 @@ Expected<TensorMap> load_bundle_weights(const Bundle& bundle);
 Expected<torch::jit::Module> load_bundle_module(const Bundle& bundle,
                                                 const std::string& precision = kPrecisionFp32);
 
+/// The number format `kiln serve --precision auto` serves `bundle` in on this CPU: bf16 where
+/// the bundle records a bf16 module and the CPU has avx512_bf16, else fp32. What `kiln test` and
+/// `kiln compress` measure. Reads /proc/cpuinfo once; thread-safe.
+std::string auto_precision(const Bundle& bundle);
+
 /// Rebuilds the eager network from the manifest's spec, input_shape and outputs and loads the
 /// weights into it (eval mode). For evaluation, fine-tuning and compression.
 Expected<std::shared_ptr<NetworkImpl>> load_bundle_network(const Bundle& bundle);

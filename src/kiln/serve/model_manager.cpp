@@ -137,8 +137,7 @@ Expected<std::string> choose_precision(const model::Bundle& bundle, const std::s
   }
   if (wanted != "auto")
     return Status::InvalidArgument("--precision " + wanted + ": expected auto, fp32 or bf16");
-  if (recorded && cpu_supports_bf16()) return std::string(model::kPrecisionBf16);
-  return std::string(model::kPrecisionFp32);
+  return model::auto_precision(bundle);
 }
 
 /// Whether `variant` (another number format of `reference`) gives the same outputs on a

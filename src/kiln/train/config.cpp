@@ -132,7 +132,7 @@ const std::vector<std::string>& train_config_keys() {
       "data",      "model",         "loss",      "optimizer",      "schedule",         "batch_size",
       "epochs",    "seed",          "grad_clip", "early_stopping", "checkpoint_every", "augment",
       "precision", "channels_last", "threads",   "workers",        "deterministic",    "eval_tta",
-      "log_every", "init",          "freeze",    "param_groups"};
+      "log_every", "init",          "freeze",    "param_groups",   "distill"};
   return keys;
 }
 
@@ -212,6 +212,10 @@ Json TrainConfig::to_json() const {
       groups.push_back({{"layers", g.layers}, {"lr_scale", g.lr_scale}});
     j["param_groups"] = groups;
   }
+  if (!distill.teacher.empty())
+    j["distill"] = {{"teacher", distill.teacher},
+                    {"temperature", distill.temperature},
+                    {"alpha", distill.alpha}};
   return j;
 }
 
@@ -438,6 +442,19 @@ Expected<TrainConfig> parse_train_config(const Json& j, const fs::path& base_dir
       KILN_RETURN_IF_ERROR(r.positive(key + ".lr_scale", pg.lr_scale));
       c.param_groups.push_back(std::move(pg));
     }
+  }
+  if (j.contains("distill")) {
+    const Json& d = j["distill"];
+    if (!d.is_object() || !d.contains("teacher"))
+      return r.error("distill", "{teacher: REF, temperature: 4, alpha: 0.7}");
+    KILN_RETURN_IF_ERROR(r.check_keys(d, "distill", {"teacher", "temperature", "alpha"}));
+    KILN_RETURN_IF_ERROR(r.get(d, "distill", "teacher", &c.distill.teacher));
+    if (c.distill.teacher.empty()) return r.error("distill.teacher", "a model reference");
+    KILN_RETURN_IF_ERROR(r.get(d, "distill", "temperature", &c.distill.temperature));
+    KILN_RETURN_IF_ERROR(r.positive("distill.temperature", c.distill.temperature));
+    KILN_RETURN_IF_ERROR(r.get(d, "distill", "alpha", &c.distill.alpha));
+    if (!(c.distill.alpha >= 0 && c.distill.alpha <= 1))
+      return r.error("distill.alpha", "must be in [0, 1]");
   }
   return c;
 }

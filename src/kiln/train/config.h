@@ -77,6 +77,7 @@ struct EarlyStoppingConfig {
 /// init: fmnist@production                 # fine-tune: weights by name and shape (new head: fresh)
 /// freeze: [0, 1]                          # layers kept as loaded
 /// param_groups: [{layers: [6], lr_scale: 10}]
+/// distill: {teacher: fmnist@production, temperature: 4, alpha: 0.7}
 /// ```
 ///
 /// `checkpoint_every` counts optimizer steps: a checkpoint is also written at every epoch end,
@@ -117,6 +118,15 @@ struct TrainConfig {
     double lr_scale = 1.0;
   };
   std::vector<ParamGroup> param_groups;
+  /// `distill:` knowledge distillation from a trained teacher (classification): the loss is
+  /// (1 - alpha) * the task loss + alpha * T^2 * KL(teacher's softmax(z/T) || the model's), the
+  /// teacher running in eval mode on the same (augmented) batch.
+  struct Distill {
+    std::string teacher;  ///< NAME@VERSION, NAME@ALIAS or a bundle directory; "" = off
+    double temperature = 4.0;
+    double alpha = 0.7;
+  };
+  Distill distill;
 
   /// Every field with defaults filled in, keys in a fixed order (machine paths excluded).
   Json to_json() const;

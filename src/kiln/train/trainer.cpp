@@ -25,6 +25,7 @@
 #include "kiln/model/loss.h"
 #include "kiln/model/network.h"
 #include "kiln/model/spec.h"
+#include "kiln/registry/model_store.h"
 #include "kiln/train/checkpoint.h"
 #include "kiln/train/evaluate.h"
 #include "kiln/train/fine_tune.h"
@@ -306,6 +307,40 @@ Expected<TrainResult> train(const TrainConfig& cfg, const TrainOptions& opts) {
   if (channels_last) to_channels_last(*net);
   const bool bf16 =
       cfg.precision == "bf16" || (cfg.precision == "auto" && conv && cpu_supports_bf16());
+  // Distillation: the teacher's network, fed the same prepared batches (so it must have been
+  // trained on data prepared the same way), in eval mode.
+  std::shared_ptr<model::NetworkImpl> teacher;
+  std::string teacher_ref;
+  if (!cfg.distill.teacher.empty()) {
+    const std::string where = "distill.teacher " + cfg.distill.teacher + ": ";
+    if (!classification) return Status::InvalidArgument(where + "distillation needs classes");
+    Expected<registry::ResolvedModel> resolved = registry::resolve_model_ref(cfg.distill.teacher);
+    if (!resolved.ok()) return resolved.status().with_context("distill.teacher");
+    KILN_ASSIGN_OR_RETURN(model::Bundle tb, model::read_bundle(resolved->bundle_dir));
+    if (!tb.has_network())
+      return Status::InvalidArgument(where + "a TorchScript-only bundle cannot teach");
+    if (tb.labels() != d.labels)
+      return Status::InvalidArgument(where + "predicts other classes than the data's");
+    if (tb.input_shape() != input_shape)
+      return Status::InvalidArgument(where + "takes inputs of shape " +
+                                     model::shape_to_string(tb.input_shape()) + ", the data " +
+                                     model::shape_to_string(input_shape));
+    const Json transforms =
+        d.snapshot.manifest.contains("transforms") ? d.snapshot.manifest["transforms"] : Json();
+    if (canonical_json(tb.preprocessing()) != canonical_json(transforms))
+      return Status::InvalidArgument(where +
+                                     "was trained on data prepared differently (its fitted "
+                                     "preprocessing differs), so it would not see these batches "
+                                     "as it saw its own");
+    KILN_ASSIGN_OR_RETURN(teacher, model::load_bundle_network(tb));
+    teacher->eval();
+    if (channels_last) to_channels_last(*teacher);
+    teacher_ref = resolved->version > 0 ? resolved->name + "@" + std::to_string(resolved->version)
+                                        : cfg.distill.teacher;
+    if (log)
+      std::fprintf(log, "distill from %s: temperature %g, alpha %g\n", teacher_ref.c_str(),
+                   cfg.distill.temperature, cfg.distill.alpha);
+  }
 
   model::LossOptions loss_opts;
   if (!cfg.loss.empty()) {
@@ -493,6 +528,21 @@ Expected<TrainResult> train(const TrainConfig& cfg, const TrainOptions& opts) {
           AutocastScope autocast(bf16);
           logits = net->forward(batch->inputs);
           loss = loss_fn(logits, batch->targets);
+          if (teacher) {
+            torch::Tensor taught;
+            {
+              torch::NoGradGuard no_grad;
+              taught = teacher->forward(batch->inputs);
+            }
+            // alpha * T^2 * KL(p_teacher || p_student) per sample (batchmean), in float.
+            const double t = cfg.distill.temperature;
+            const torch::Tensor log_p_teacher = torch::log_softmax(taught.to(torch::kFloat) / t, 1);
+            const torch::Tensor log_p_student = torch::log_softmax(logits.to(torch::kFloat) / t, 1);
+            const torch::Tensor kl =
+                (log_p_teacher.exp() * (log_p_teacher - log_p_student)).sum(1).mean();
+            loss = loss.to(torch::kFloat) * (1.0 - cfg.distill.alpha) +
+                   kl * (cfg.distill.alpha * t * t);
+          }
         }
         loss.backward();
         if (cfg.grad_clip > 0) torch::nn::utils::clip_grad_norm_(net->parameters(), cfg.grad_clip);
@@ -725,6 +775,7 @@ Expected<TrainResult> train(const TrainConfig& cfg, const TrainOptions& opts) {
                            {"kiln_version", kVersion},
                            {"git_commit", kGitCommit}};
     if (!precisions.empty()) manifest["precisions"] = precisions;
+    if (!teacher_ref.empty()) manifest["lineage"]["teacher"] = teacher_ref;
     if (init_report) {
       // The registry reads lineage.parent (NAME@VERSION) when the bundle is pushed.
       if (!init_report->parent.empty()) manifest["lineage"]["parent"] = init_report->parent;
