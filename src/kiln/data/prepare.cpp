@@ -406,12 +406,7 @@ Expected<PrepareResult> prepare_images(const DatasetSpec& spec, const PrepareOpt
   std::vector<std::string> folder_classes = spec.classes;
   if (spec.image_format == ImageFormat::kImageFolder) {
     // Train first: its class folders name the classes the test split is labelled with.
-    std::vector<const ImageSplitSource*> order;
-    for (const auto& src : spec.image_splits)
-      if (src.split == "train")
-        order.insert(order.begin(), &src);
-      else
-        order.push_back(&src);
+    const std::vector<const ImageSplitSource*> order = spec.image_splits_train_first();
     for (const ImageSplitSource* src : order) {
       KILN_ASSIGN_OR_RETURN(ImageFolder folder, read_image_folder(src->folder, spec.image_folder,
                                                                   folder_classes, limit));

@@ -49,12 +49,7 @@ Expected<Json> profile_dataset(const DatasetSpec& spec, const ProfileOptions& op
   Json dup_detail = Json::object();
   const int64_t limit = options.limit_ > 0 ? options.limit_ : spec.limit;
   std::vector<std::string> classes = spec.classes;
-  std::vector<const ImageSplitSource*> order;  // train first: its folders name the classes
-  for (const auto& src : spec.image_splits)
-    if (src.split == "train")
-      order.insert(order.begin(), &src);
-    else
-      order.push_back(&src);
+  const std::vector<const ImageSplitSource*> order = spec.image_splits_train_first();
   for (const ImageSplitSource* src_ptr : order) {
     const ImageSplitSource& src = *src_ptr;
     Json folder_report;

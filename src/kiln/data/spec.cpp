@@ -305,6 +305,17 @@ const char* to_string(RaggedPolicy v) { return name_of(kRagged, v); }
 const char* to_string(ScalingKind v) { return name_of(kScaling, v); }
 const char* to_string(TaskKind v) { return name_of(kTasks, v); }
 
+std::vector<const ImageSplitSource*> DatasetSpec::image_splits_train_first() const {
+  std::vector<const ImageSplitSource*> order;
+  for (const auto& src : image_splits) {
+    if (src.split == "train")
+      order.insert(order.begin(), &src);
+    else
+      order.push_back(&src);
+  }
+  return order;
+}
+
 Json DatasetSpec::to_json() const {
   Json j;
   j["name"] = name;

@@ -107,6 +107,10 @@ struct DatasetSpec {
   SplitPolicy split;
   int64_t limit = 0;  ///< read at most this many records per split/source (0: all)
 
+  /// image_splits with train first (an image folder's train split names the classes the other
+  /// splits are labelled with).
+  std::vector<const ImageSplitSource*> image_splits_train_first() const;
+
   /// The settings that shape prepared data, without machine-specific paths (sources appear by
   /// file name only): part of a snapshot's content hash.
   Json to_json() const;
