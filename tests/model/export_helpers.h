@@ -7,6 +7,7 @@
 #include <torch/torch.h>
 
 #include <fstream>
+#include <limits>
 #include <memory>
 #include <sstream>
 #include <string>
@@ -70,6 +71,19 @@ inline torch::Tensor load_numeric_csv(const std::string& name, int64_t columns) 
 
 /// breast_cancer.csv's 30 feature columns (569 rows).
 inline torch::Tensor breast_cancer_features() { return load_numeric_csv("breast_cancer.csv", 30); }
+
+/// breast_cancer.csv's features with 5% of the values NaN (seeded), split 400 / 169.
+struct Tables {
+  torch::Tensor train, test;
+};
+inline Tables breast_cancer_with_gaps() {
+  torch::Tensor x = breast_cancer_features();
+  EXPECT_EQ(x.sizes(), (c10::IntArrayRef{569, 30}));
+  torch::manual_seed(3);
+  torch::Tensor holes = torch::rand(x.sizes()) < 0.05;
+  x = x.masked_fill(holes, std::numeric_limits<float>::quiet_NaN());
+  return {x.slice(0, 0, 400), x.slice(0, 400)};
+}
 
 /// An image-normalize preprocessing record as `kiln data prepare` writes it.
 inline Json image_normalize(const std::vector<double>& mean, const std::vector<double>& stdev) {

@@ -234,20 +234,8 @@ TEST(ExportBf16, ResidualsFlipAndImageNormalization) {
 }
 
 /// breast_cancer features with some cells knocked out (NaN), and a train/test split.
-struct Tables {
-  torch::Tensor train, test;
-};
-Tables breast_cancer_with_gaps() {
-  torch::Tensor x = testing::breast_cancer_features();
-  EXPECT_EQ(x.sizes(), (c10::IntArrayRef{569, 30}));
-  torch::manual_seed(3);
-  torch::Tensor holes = torch::rand(x.sizes()) < 0.05;
-  x = x.masked_fill(holes, std::numeric_limits<float>::quiet_NaN());
-  return {x.slice(0, 0, 400), x.slice(0, 400)};
-}
-
 TEST(Export, TablePipelineImputerScalerFoldedIn) {
-  Tables t = breast_cancer_with_gaps();
+  testing::Tables t = testing::breast_cancer_with_gaps();
   features::Pipeline pipe;
   pipe.add(std::make_unique<features::Imputer>()).add(std::make_unique<features::StandardScaler>());
   ASSERT_TRUE(pipe.fit(t.train).ok());
@@ -271,7 +259,7 @@ TEST(Export, TablePipelineImputerScalerFoldedIn) {
 }
 
 TEST(Export, TablePipelineWithSelectionPcaAndOtherScalers) {
-  Tables t = breast_cancer_with_gaps();
+  testing::Tables t = testing::breast_cancer_with_gaps();
   // A constant column for variance_threshold to drop.
   t.train.select(1, 7).fill_(1.5);
   t.test.select(1, 7).fill_(1.5);
@@ -303,7 +291,7 @@ TEST(Export, TablePipelineWithSelectionPcaAndOtherScalers) {
 }
 
 TEST(Export, SingleTransformAndEmptyPreprocessing) {
-  Tables t = breast_cancer_with_gaps();
+  testing::Tables t = testing::breast_cancer_with_gaps();
   features::Imputer imp;
   ASSERT_TRUE(imp.fit(t.train).ok());
   auto net = build_net(R"({"layers": [{"type": "linear", "out": "outputs"}]})", {30}, 1);

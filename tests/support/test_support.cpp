@@ -71,8 +71,8 @@ fs::path train_breast_cancer_bundle(const fs::path& home, const fs::path& out) {
   return out / "bundle";
 }
 
-CommandResult run_kiln(const std::vector<std::string>& args, const fs::path& home,
-                       const std::vector<std::string>& extra_env) {
+CommandResult run_program(const std::vector<std::string>& argv_in,
+                          const std::vector<std::string>& env) {
   TempDir io;
   fs::path out_path = io / "stdout", err_path = io / "stderr";
   pid_t pid = ::fork();
@@ -83,18 +83,15 @@ CommandResult run_kiln(const std::vector<std::string>& args, const fs::path& hom
     ::dup2(null_fd, 0);
     ::dup2(out_fd, 1);
     ::dup2(err_fd, 2);
-    ::setenv("KILN_HOME", home.c_str(), 1);
-    for (const auto& kv : extra_env) {
+    for (const auto& kv : env) {
       auto eq = kv.find('=');
       ::setenv(kv.substr(0, eq).c_str(), kv.substr(eq + 1).c_str(), 1);
     }
-    std::string bin = kiln_binary().string();
+    std::vector<std::string> copy = argv_in;
     std::vector<char*> argv;
-    argv.push_back(bin.data());
-    std::vector<std::string> copy = args;
     for (auto& a : copy) argv.push_back(a.data());
     argv.push_back(nullptr);
-    ::execv(bin.c_str(), argv.data());
+    ::execvp(argv[0], argv.data());
     ::_exit(127);
   }
   int status = 0;
@@ -104,6 +101,15 @@ CommandResult run_kiln(const std::vector<std::string>& args, const fs::path& hom
   r.out = read_text(out_path);
   r.err = read_text(err_path);
   return r;
+}
+
+CommandResult run_kiln(const std::vector<std::string>& args, const fs::path& home,
+                       const std::vector<std::string>& extra_env) {
+  std::vector<std::string> argv = {kiln_binary().string()};
+  argv.insert(argv.end(), args.begin(), args.end());
+  std::vector<std::string> env = {"KILN_HOME=" + home.string()};
+  env.insert(env.end(), extra_env.begin(), extra_env.end());
+  return run_program(argv, env);
 }
 
 void write_text(const fs::path& path, const std::string& text) {

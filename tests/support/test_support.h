@@ -43,6 +43,11 @@ struct CommandResult {
   std::string err;
 };
 
+/// Runs argv[0] (looked up in PATH) with argv and extra env "K=V" entries, stdin from /dev/null,
+/// capturing output; 127 when it cannot be started. Blocks until the process exits.
+CommandResult run_program(const std::vector<std::string>& argv,
+                          const std::vector<std::string>& env = {});
+
 /// Runs `kiln args...` with `KILN_HOME=home` (and extra env "K=V" entries), capturing output.
 /// Blocks until the process exits.
 CommandResult run_kiln(const std::vector<std::string>& args, const fs::path& home,

@@ -34,7 +34,7 @@ inline constexpr const char* kEvalHelp = "Evaluate a bundle on a dataset spec, s
 inline constexpr const char* kPredictHelp =
     "Predict from raw inputs (csv, idx, npy) through the bundle's own preprocessing";
 inline constexpr const char* kExportHelp =
-    "Export a bundle's model (TorchScript, preprocessing folded in)";
+    "Export a bundle's model as TorchScript or ONNX (preprocessing folded in)";
 inline constexpr const char* kServeHelp =
     "Serve models over HTTP: Open Inference Protocol v2 (KServe/Triton REST), dynamic batching, "
     "hot reload, Prometheus /metrics";

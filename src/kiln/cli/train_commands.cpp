@@ -18,6 +18,7 @@
 #include "kiln/data/prepare.h"
 #include "kiln/data/snapshot.h"
 #include "kiln/data/spec.h"
+#include "kiln/interop/onnx_export.h"
 #include "kiln/model/bundle.h"
 #include "kiln/model/network.h"
 #include "kiln/registry/model_store.h"
@@ -411,14 +412,37 @@ struct ExportArgs {
   std::string bundle;
   std::string format = "torchscript";
   std::string out;
+  int64_t opset = interop::kOnnxMaxOpset;
+  bool json = false;
 };
 
 int run_export(const ExportArgs& a) {
-  if (a.format != "torchscript")
-    return report_failure(
-        Status::InvalidArgument("--format: '" + a.format + "' is not supported (torchscript)"));
+  if (a.format != "torchscript" && a.format != "onnx")
+    return report_failure(Status::InvalidArgument("--format: '" + a.format +
+                                                  "' is not supported (torchscript, onnx)"));
   Expected<model::Bundle> bundle = read_model_ref(a.bundle);  // verifies every sha256
   if (!bundle.ok()) return report_failure(bundle.status());
+  if (a.format == "onnx") {
+    interop::OnnxExportOptions options;
+    options.opset = a.opset;
+    Expected<interop::OnnxModel> onnx = interop::export_bundle_onnx(*bundle, options);
+    if (!onnx.ok()) return report_failure(onnx.status());
+    if (Status st = write_file_atomic(a.out, onnx->bytes); !st.ok()) return report_failure(st);
+    Json summary = onnx->summary;
+    summary["path"] = a.out;
+    if (a.json) {
+      std::cout << summary.dump(2) << "\n";
+    } else {
+      std::cout << "wrote " << a.out << " (ONNX opset " << summary["opset"].dump() << ", "
+                << summary["nodes"].dump() << " nodes, " << summary["parameters"].dump()
+                << " parameters; input " << summary["input"]["name"].get<std::string>()
+                << summary["input"]["shape"].dump() << " raw values, output "
+                << summary["output"]["name"].get<std::string>() << summary["output"]["shape"].dump()
+                << "; preprocessing and test-time augmentation folded in; checked with onnx's "
+                   "checker and strict shape inference)\n";
+    }
+    return 0;
+  }
   Expected<std::string> bytes = read_file(bundle->file(model::kBundleModuleFile));
   if (!bytes.ok()) return report_failure(bytes.status());
   Status st = write_file_atomic(a.out, *bytes);
@@ -487,8 +511,15 @@ void register_train_commands(CLI::App& app, int* exit_code) {
   auto xa = std::make_shared<ExportArgs>();
   CLI::App* exp = app.add_subcommand("export", kExportHelp);
   exp->add_option("bundle", xa->bundle, "bundle directory, NAME@VERSION or NAME@ALIAS")->required();
-  exp->add_option("--format", xa->format, "torchscript")->default_str("torchscript");
+  exp->add_option("--format", xa->format,
+                  "torchscript (model.pt as is) or onnx (a graph built from the model spec and "
+                  "weights: ONNX Runtime, TensorRT, OpenVINO)")
+      ->default_str("torchscript");
+  exp->add_option("--opset", xa->opset, "ONNX opset")
+      ->default_val(interop::kOnnxMaxOpset)
+      ->check(CLI::Range(interop::kOnnxMinOpset, interop::kOnnxMaxOpset));
   add_flag(*exp, Flag::kOut, &xa->out)->required();
+  add_flag(*exp, Flag::kJson, &xa->json);
   exp->callback([xa, exit_code] { *exit_code = run_export(*xa); });
 }
 

@@ -15,17 +15,12 @@
 #include <sstream>
 #include <utility>
 
+#include "kiln/model/export_plan.h"
 #include "kiln/model/network.h"
 
 namespace kiln::model {
 
 namespace {
-
-std::string shape_str(const std::vector<int64_t>& shape) {
-  std::string s = "[";
-  for (size_t i = 0; i < shape.size(); ++i) s += (i ? "," : "") + std::to_string(shape[i]);
-  return s + "]";
-}
 
 /// A double as a TorchScript float literal that parses back to the same value.
 std::string float_literal(double v) {
@@ -43,56 +38,6 @@ std::string int_list(int64_t a, int64_t b) {
 bool ends_with(const std::string& s, const std::string& suffix) {
   return s.size() >= suffix.size() &&
          s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
-}
-
-// ---- JSON field readers; `where` names the owner in errors.
-
-/// An int or a [h, w] pair.
-Expected<std::pair<int64_t, int64_t>> pair_param(const Json& params, const std::string& key,
-                                                 std::pair<int64_t, int64_t> fallback,
-                                                 const std::string& where) {
-  if (!params.is_object() || !params.contains(key) || params.at(key).is_null()) return fallback;
-  const Json& v = params.at(key);
-  if (v.is_number_integer()) return std::make_pair(v.get<int64_t>(), v.get<int64_t>());
-  if (v.is_array() && v.size() == 2 && v[0].is_number_integer() && v[1].is_number_integer())
-    return std::make_pair(v[0].get<int64_t>(), v[1].get<int64_t>());
-  return Status::InvalidArgument(where + ": \"" + key + "\" must be an integer or [h, w], got " +
-                                 v.dump());
-}
-
-Expected<double> double_param(const Json& params, const std::string& key, double fallback,
-                              const std::string& where) {
-  if (!params.is_object() || !params.contains(key) || params.at(key).is_null()) return fallback;
-  const Json& v = params.at(key);
-  if (!v.is_number() || !std::isfinite(v.get<double>()))
-    return Status::InvalidArgument(where + ": \"" + key + "\" must be a finite number, got " +
-                                   v.dump());
-  return v.get<double>();
-}
-
-/// A numeric array of `size` entries (any size when size < 0).
-Expected<std::vector<double>> doubles_field(const Json& j, const std::string& key, int64_t size,
-                                            const std::string& where) {
-  if (!j.is_object() || !j.contains(key))
-    return Status::InvalidArgument(where + ": missing \"" + key + "\"");
-  const Json& v = j.at(key);
-  if (!v.is_array())
-    return Status::InvalidArgument(where + ": \"" + key + "\" must be an array of numbers");
-  if (size >= 0 && static_cast<int64_t>(v.size()) != size)
-    return Status::InvalidArgument(where + ": \"" + key + "\" has " + std::to_string(v.size()) +
-                                   " values, expected " + std::to_string(size));
-  std::vector<double> out;
-  out.reserve(v.size());
-  for (const Json& e : v) {
-    if (!e.is_number())
-      return Status::InvalidArgument(where + ": \"" + key + "\" holds a non-number " + e.dump());
-    out.push_back(e.get<double>());
-  }
-  return out;
-}
-
-torch::Tensor float_tensor(const std::vector<double>& v) {
-  return torch::tensor(v, torch::dtype(torch::kFloat64)).to(torch::kFloat32);
 }
 
 // ---- The generator: TorchScript source plus the tensors it refers to.
@@ -154,8 +99,6 @@ class Generator {
   const std::vector<std::pair<std::string, torch::Tensor>>& buffers() const { return buffers_; }
 
  private:
-  Status image_prologue(const Json& pre, const std::vector<int64_t>& model_shape);
-  Status table_step(const Json& step, const std::string& where, size_t index, int64_t* features);
   Status layer(const LayerSpec& l, const std::string& name, std::vector<int64_t>* shape,
                int indent);
   /// bf16 only: the folded weight and bias of `weight_name` (conv2d or linear, bias optional)
@@ -234,156 +177,39 @@ Status Generator::check_all_used(const std::string& model_name) const {
 
 Status Generator::prologue(const Json& pre, const std::vector<int64_t>& model_shape,
                            std::vector<int64_t>* raw_shape) {
-  *raw_shape = model_shape;
-  if (pre.is_null() || (pre.is_object() && pre.empty())) return Status::Ok();
-  if (!pre.is_object() || !pre.contains("kind") || !pre.at("kind").is_string())
-    return Status::InvalidArgument("preprocessing: expected an object with a \"kind\", got " +
-                                   pre.dump().substr(0, 80));
-  const std::string kind = pre.at("kind").get<std::string>();
-  if (kind == "image_normalize") return image_prologue(pre, model_shape);
-
-  // Tables: a pipeline (possibly nested) or a single fitted transform.
-  std::vector<const Json*> steps;
-  std::function<Status(const Json&)> flatten = [&](const Json& t) -> Status {
-    if (t.is_object() && t.value("kind", "") == "pipeline") {
-      if (!t.value("fitted", false))
-        return Status::InvalidArgument("preprocessing pipeline: not fitted");
-      if (!t.contains("steps") || !t.at("steps").is_array())
-        return Status::InvalidArgument("preprocessing pipeline: missing \"steps\" array");
-      for (const Json& s : t.at("steps")) KILN_RETURN_IF_ERROR(flatten(s));
-      return Status::Ok();
-    }
-    steps.push_back(&t);
+  KILN_ASSIGN_OR_RETURN(Prologue plan, parse_prologue(pre, model_shape));
+  *raw_shape = plan.raw_shape;
+  if (!plan.steps.empty() && plan.steps.front().kind == PrologueStep::Kind::kImageNormalize) {
+    const PrologueStep& s = plan.steps.front();
+    emit(1, "# preprocessing: image_normalize");
+    emit(1, "x = (x * " + float_literal(s.input_scale) + " - " + constant("pre_mean", s.a) +
+                ") / " + constant("pre_std", s.b));
     return Status::Ok();
-  };
-  KILN_RETURN_IF_ERROR(flatten(pre));
-  int64_t features = -1;
-  if (pre.contains("input_features") && pre.at("input_features").is_number_integer())
-    features = pre.at("input_features").get<int64_t>();
-  const int64_t raw_features = [&] {
-    if (features >= 0) return features;
-    for (const Json* s : steps)
-      if (s->is_object() && s->contains("input_features") &&
-          s->at("input_features").is_number_integer())
-        return s->at("input_features").get<int64_t>();
-    return int64_t{-1};
-  }();
-  features = raw_features;
-  for (size_t i = 0; i < steps.size(); ++i) {
-    const Json& s = *steps[i];
-    const std::string skind = s.is_object() ? s.value("kind", "?") : "?";
-    const std::string where = "preprocessing step " + std::to_string(i) + " (" + skind + ")";
-    KILN_RETURN_IF_ERROR(table_step(s, where, i, &features));
   }
-  if (features < 0) {
-    if (model_shape.size() != 1)
-      return Status::InvalidArgument(
-          "preprocessing: a table pipeline needs a 1-D model input, got " + shape_str(model_shape));
-    return Status::Ok();  // an empty pipeline: identity
-  }
-  if (model_shape != std::vector<int64_t>{features})
-    return Status::InvalidArgument("preprocessing outputs " + std::to_string(features) +
-                                   " features but the model takes " + shape_str(model_shape));
-  *raw_shape = {raw_features};
-  return Status::Ok();
-}
-
-Status Generator::image_prologue(const Json& pre, const std::vector<int64_t>& model_shape) {
-  const std::string where = "preprocessing (image_normalize)";
-  if (model_shape.size() != 3)
-    return Status::InvalidArgument(where + ": the model input must be [C,H,W], got " +
-                                   shape_str(model_shape));
-  const int64_t c = model_shape[0];
-  KILN_ASSIGN_OR_RETURN(double scale, double_param(pre, "input_scale", 1.0, where));
-  KILN_ASSIGN_OR_RETURN(std::vector<double> mean, doubles_field(pre, "mean", -1, where));
-  KILN_ASSIGN_OR_RETURN(std::vector<double> stdev, doubles_field(pre, "std", -1, where));
-  for (auto* v : {&mean, &stdev}) {
-    if (v->size() == 1 && c != 1) v->assign(static_cast<size_t>(c), v->front());
-    if (static_cast<int64_t>(v->size()) != c)
-      return Status::InvalidArgument(where + ": mean/std have " + std::to_string(v->size()) +
-                                     " values for " + std::to_string(c) + " channels");
-  }
-  for (double s : stdev)
-    if (!(s > 0) || !std::isfinite(s))
-      return Status::InvalidArgument(where + ": std values must be positive and finite");
-  const std::string m = constant("pre_mean", float_tensor(mean).reshape({1, c, 1, 1}));
-  const std::string sd = constant("pre_std", float_tensor(stdev).reshape({1, c, 1, 1}));
-  emit(1, "# preprocessing: image_normalize");
-  emit(1, "x = (x * " + float_literal(scale) + " - " + m + ") / " + sd);
-  return Status::Ok();
-}
-
-Status Generator::table_step(const Json& s, const std::string& where, size_t index,
-                             int64_t* features) {
-  if (!s.is_object() || !s.contains("kind"))
-    return Status::InvalidArgument(where + ": expected a transform object with a \"kind\"");
-  const std::string kind = s.at("kind").get<std::string>();
-  if (!s.value("fitted", false)) return Status::InvalidArgument(where + ": not fitted");
-  const std::string p = "pre_" + std::to_string(index) + "_";
-  const int64_t f = *features;
-  emit(1, "# " + where);
-  if (kind == "imputer") {
-    KILN_ASSIGN_OR_RETURN(std::vector<double> fill, doubles_field(s, "fill", f, where));
-    *features = static_cast<int64_t>(fill.size());
-    emit(1, "x = torch.where(torch.isnan(x), " + constant(p + "fill", float_tensor(fill)) + ", x)");
-  } else if (kind == "standard_scaler" || kind == "min_max_scaler" || kind == "robust_scaler") {
-    KILN_ASSIGN_OR_RETURN(std::vector<double> shift, doubles_field(s, "shift", f, where));
-    KILN_ASSIGN_OR_RETURN(std::vector<double> scale,
-                          doubles_field(s, "scale", static_cast<int64_t>(shift.size()), where));
-    *features = static_cast<int64_t>(shift.size());
-    emit(1, "x = (x - " + constant(p + "shift", float_tensor(shift)) + ") * " +
-                constant(p + "scale", float_tensor(scale)));
-    const Json opts = s.value("options", Json::object());
-    if (kind == "min_max_scaler" && opts.value("clip", false)) {
-      KILN_ASSIGN_OR_RETURN(double lo, double_param(opts, "feature_min", 0.0, where));
-      KILN_ASSIGN_OR_RETURN(double hi, double_param(opts, "feature_max", 1.0, where));
-      emit(1, "x = torch.clamp(x, " + float_literal(lo) + ", " + float_literal(hi) + ")");
+  for (size_t i = 0; i < plan.steps.size(); ++i) {
+    const PrologueStep& s = plan.steps[i];
+    const std::string p = "pre_" + std::to_string(s.index) + "_";
+    if (i == 0 || plan.steps[i - 1].index != s.index) emit(1, "# " + s.where);
+    switch (s.kind) {
+      case PrologueStep::Kind::kImpute:
+        emit(1, "x = torch.where(torch.isnan(x), " + constant(p + "fill", s.a) + ", x)");
+        break;
+      case PrologueStep::Kind::kShiftScale:
+        emit(1, "x = (x - " + constant(p + "shift", s.a) + ") * " + constant(p + "scale", s.b));
+        break;
+      case PrologueStep::Kind::kClamp:
+        emit(1, "x = torch.clamp(x, " + float_literal(s.lo) + ", " + float_literal(s.hi) + ")");
+        break;
+      case PrologueStep::Kind::kSelect:
+        emit(1, "x = torch.index_select(x, 1, " + constant(p + "kept", s.a) + ")");
+        break;
+      case PrologueStep::Kind::kProject:
+        emit(1, "x = torch.matmul(x - " + constant(p + "mean", s.a) + ", " +
+                    constant(p + "projection", s.b) + ")");
+        break;
+      case PrologueStep::Kind::kImageNormalize:
+        return Status::Internal(s.where + ": an image step inside a table pipeline");
     }
-  } else if (kind == "variance_threshold") {
-    if (!s.contains("kept") || !s.at("kept").is_array() || s.at("kept").empty())
-      return Status::InvalidArgument(where + ": missing or empty \"kept\"");
-    std::vector<int64_t> kept;
-    for (const Json& e : s.at("kept")) {
-      if (!e.is_number_integer() || e.get<int64_t>() < 0 || (f >= 0 && e.get<int64_t>() >= f))
-        return Status::InvalidArgument(where + ": bad column index " + e.dump() + " in \"kept\"");
-      kept.push_back(e.get<int64_t>());
-    }
-    *features = static_cast<int64_t>(kept.size());
-    emit(1, "x = torch.index_select(x, 1, " +
-                constant(p + "kept", torch::tensor(kept, torch::dtype(torch::kInt64))) + ")");
-  } else if (kind == "pca") {
-    KILN_ASSIGN_OR_RETURN(std::vector<double> mean, doubles_field(s, "mean", f, where));
-    const auto in = static_cast<int64_t>(mean.size());
-    if (!s.contains("components") || !s.at("components").is_array() || s.at("components").empty())
-      return Status::InvalidArgument(where + ": missing or empty \"components\"");
-    const Json& comps = s.at("components");
-    const auto k = static_cast<int64_t>(comps.size());
-    std::vector<double> flat;
-    for (size_t r = 0; r < comps.size(); ++r) {
-      KILN_ASSIGN_OR_RETURN(std::vector<double> row,
-                            doubles_field(Json{{"row", comps[r]}}, "row", in,
-                                          where + " components[" + std::to_string(r) + "]"));
-      flat.insert(flat.end(), row.begin(), row.end());
-    }
-    // As kiln::features::Pca: projection = components^T in float64, whitened per component.
-    torch::Tensor proj =
-        torch::tensor(flat, torch::dtype(torch::kFloat64)).reshape({k, in}).t().contiguous();
-    if (s.value("options", Json::object()).value("whiten", false)) {
-      KILN_ASSIGN_OR_RETURN(std::vector<double> ev,
-                            doubles_field(s, "explained_variance", k, where));
-      std::vector<double> inv(ev.size(), 1.0);
-      for (size_t i = 0; i < ev.size(); ++i)
-        if (ev[i] > std::numeric_limits<double>::min()) inv[i] = 1.0 / std::sqrt(ev[i]);
-      proj = proj * torch::tensor(inv, torch::dtype(torch::kFloat64));
-    }
-    *features = k;
-    emit(1, "x = torch.matmul(x - " + constant(p + "mean", float_tensor(mean)) + ", " +
-                constant(p + "projection", proj.to(torch::kFloat32)) + ")");
-  } else {
-    return Status::InvalidArgument(where +
-                                   ": not supported by the TorchScript export (supported: "
-                                   "imputer, standard_scaler, min_max_scaler, robust_scaler, "
-                                   "variance_threshold, pca)");
   }
   return Status::Ok();
 }
@@ -413,7 +239,7 @@ Status Generator::layers(const std::vector<LayerSpec>& layers, const std::string
     const std::string bn = prefix + std::to_string(i + 1) + ".";
     const std::string where = name + " (" + layers[i].type + ") + " + prefix +
                               std::to_string(i + 1) + " (" + layers[i + 1].type + ")";
-    KILN_ASSIGN_OR_RETURN(double eps, double_param(layers[i + 1].params, "eps", 1e-5, where));
+    KILN_ASSIGN_OR_RETURN(double eps, layer_double_param(layers[i + 1].params, "eps", 1e-5, where));
     KILN_ASSIGN_OR_RETURN(auto folded,
                           fold_batch_norm(name + ".weight", name + ".bias", bn, eps, where));
     std::ostringstream saved;
@@ -510,28 +336,6 @@ Status Generator::batch_norm_affine(const std::string& var, const std::string& b
   return Status::Ok();
 }
 
-/// Output size of a convolution or pooling window along one axis (floor mode).
-int64_t window_out(int64_t in, int64_t kernel, int64_t stride, int64_t padding) {
-  return (in + 2 * padding - kernel) / stride + 1;
-}
-
-/// The stride of a 1x1 shortcut projection mapping `in` [C,H,W] onto the body's output `out`,
-/// per axis: the smallest s with ceil(H / s) == H' (and likewise for W).
-Expected<std::pair<int64_t, int64_t>> projection_stride(const std::vector<int64_t>& in,
-                                                        const std::vector<int64_t>& out,
-                                                        const std::string& where) {
-  auto axis = [](int64_t from, int64_t to) -> int64_t {
-    for (int64_t s = 1; s <= from; ++s)
-      if (window_out(from, 1, s, 0) == to) return s;
-    return 0;
-  };
-  const int64_t sh = axis(in[1], out[1]), sw = axis(in[2], out[2]);
-  if (sh == 0 || sw == 0)
-    return Status::InvalidArgument(where + ": no 1x1 shortcut stride maps " + shape_str(in) +
-                                   " to " + shape_str(out));
-  return std::make_pair(sh, sw);
-}
-
 Status Generator::layer(const LayerSpec& l, const std::string& name, std::vector<int64_t>* shape,
                         int indent) {
   const std::string where = name + " (" + l.type + ")";
@@ -564,8 +368,8 @@ Status Generator::layer(const LayerSpec& l, const std::string& name, std::vector
     if (w.dim() != 4 || w.size(1) != (*shape)[0])
       return Status::InvalidArgument(where + ": weight " + shape_str(w.sizes().vec()) +
                                      " does not take input " + shape_str(*shape));
-    KILN_ASSIGN_OR_RETURN(auto stride, pair_param(params, "stride", {1, 1}, where));
-    KILN_ASSIGN_OR_RETURN(auto pad, pair_param(params, "padding", {0, 0}, where));
+    KILN_ASSIGN_OR_RETURN(auto stride, layer_pair_param(params, "stride", {1, 1}, where));
+    KILN_ASSIGN_OR_RETURN(auto pad, layer_pair_param(params, "padding", {0, 0}, where));
     KILN_ASSIGN_OR_RETURN(std::string ws, use(p + "weight", where));
     KILN_ASSIGN_OR_RETURN(std::string bs, optional("bias"));
     emit(indent, "x = torch.conv2d(x, " + ws + ", " + bs + ", " +
@@ -582,8 +386,8 @@ Status Generator::layer(const LayerSpec& l, const std::string& name, std::vector
     if (t == "batchnorm2d") KILN_RETURN_IF_ERROR(need_rank(3, "[C,H,W]"));
     if (t == "batchnorm1d" && shape->size() != 1 && shape->size() != 2)
       return need_rank(1, "[C] or [C,L]");
-    KILN_ASSIGN_OR_RETURN(double eps, double_param(params, "eps", 1e-5, where));
-    KILN_ASSIGN_OR_RETURN(double momentum, double_param(params, "momentum", 0.1, where));
+    KILN_ASSIGN_OR_RETURN(double eps, layer_double_param(params, "eps", 1e-5, where));
+    KILN_ASSIGN_OR_RETURN(double momentum, layer_double_param(params, "momentum", 0.1, where));
     KILN_ASSIGN_OR_RETURN(torch::Tensor rm, tensor(p + "running_mean", where));
     if (rm.dim() != 1 || rm.size(0) != (*shape)[0])
       return Status::InvalidArgument(where + ": running_mean " + shape_str(rm.sizes().vec()) +
@@ -599,9 +403,9 @@ Status Generator::layer(const LayerSpec& l, const std::string& name, std::vector
     emit(indent, "pass  # identity in eval mode");
   } else if (t == "maxpool2d" || t == "avgpool2d") {
     KILN_RETURN_IF_ERROR(need_rank(3, "[C,H,W]"));
-    KILN_ASSIGN_OR_RETURN(auto k, pair_param(params, "kernel", {2, 2}, where));
-    KILN_ASSIGN_OR_RETURN(auto s, pair_param(params, "stride", k, where));
-    KILN_ASSIGN_OR_RETURN(auto pad, pair_param(params, "padding", {0, 0}, where));
+    KILN_ASSIGN_OR_RETURN(auto k, layer_pair_param(params, "kernel", {2, 2}, where));
+    KILN_ASSIGN_OR_RETURN(auto s, layer_pair_param(params, "stride", k, where));
+    KILN_ASSIGN_OR_RETURN(auto pad, layer_pair_param(params, "padding", {0, 0}, where));
     const std::string args = int_list(k.first, k.second) + ", " + int_list(s.first, s.second) +
                              ", " + int_list(pad.first, pad.second);
     if (t == "maxpool2d")
@@ -612,7 +416,7 @@ Status Generator::layer(const LayerSpec& l, const std::string& name, std::vector
               window_out((*shape)[2], k.second, s.second, pad.second)};
   } else if (t == "adaptive_avgpool2d") {
     KILN_RETURN_IF_ERROR(need_rank(3, "[C,H,W]"));
-    KILN_ASSIGN_OR_RETURN(auto o, pair_param(params, "output_size", {1, 1}, where));
+    KILN_ASSIGN_OR_RETURN(auto o, layer_pair_param(params, "output_size", {1, 1}, where));
     emit(indent, "x = torch.adaptive_avg_pool2d(x, " + int_list(o.first, o.second) + ")");
     *shape = {(*shape)[0], o.first, o.second};
   } else if (t == "flatten") {
@@ -629,10 +433,10 @@ Status Generator::layer(const LayerSpec& l, const std::string& name, std::vector
     emit(indent,
          approx == "none" ? "x = torch.gelu(x)" : "x = torch.gelu(x, approximate=\"tanh\")");
   } else if (t == "elu") {
-    KILN_ASSIGN_OR_RETURN(double alpha, double_param(params, "alpha", 1.0, where));
+    KILN_ASSIGN_OR_RETURN(double alpha, layer_double_param(params, "alpha", 1.0, where));
     emit(indent, "x = torch.elu(x, " + float_literal(alpha) + ")");
   } else if (t == "leaky_relu") {
-    KILN_ASSIGN_OR_RETURN(double slope, double_param(params, "slope", 0.01, where));
+    KILN_ASSIGN_OR_RETURN(double slope, layer_double_param(params, "slope", 0.01, where));
     emit(indent, "x = torch.leaky_relu(x, " + float_literal(slope) + ")");
   } else if (t == "residual") {
     const std::string sc = "shortcut" + std::to_string(shortcuts_++);
@@ -728,7 +532,7 @@ Status Generator::quantized_network(const std::vector<LayerSpec>& layers,
       double eps = 1e-5;
       if (next < layers.size() && layers[next].type == (conv ? "batchnorm2d" : "batchnorm1d")) {
         bn = "layers." + std::to_string(next) + ".";
-        KILN_ASSIGN_OR_RETURN(eps, double_param(layers[next].params, "eps", 1e-5, where));
+        KILN_ASSIGN_OR_RETURN(eps, layer_double_param(layers[next].params, "eps", 1e-5, where));
         ++next;
       }
       const bool relu = next < layers.size() && layers[next].type == "relu";
@@ -747,8 +551,8 @@ Status Generator::quantized_network(const std::vector<LayerSpec>& layers,
       packed.weight = wb.first;
       packed.bias = wb.second;
       if (conv) {
-        KILN_ASSIGN_OR_RETURN(packed.stride, pair_param(l.params, "stride", {1, 1}, where));
-        KILN_ASSIGN_OR_RETURN(packed.padding, pair_param(l.params, "padding", {0, 0}, where));
+        KILN_ASSIGN_OR_RETURN(packed.stride, layer_pair_param(l.params, "stride", {1, 1}, where));
+        KILN_ASSIGN_OR_RETURN(packed.padding, layer_pair_param(l.params, "padding", {0, 0}, where));
       }
       emit(1, "# " + where + (bn.empty() ? "" : " + batch norm") + (relu ? " + relu" : ""));
       if (calibrate) {
@@ -910,11 +714,8 @@ TensorMap network_state(const NetworkImpl& net) {
 
 Expected<std::vector<int64_t>> raw_input_shape(const Json& preprocessing,
                                                const std::vector<int64_t>& model_input_shape) {
-  TensorMap empty;
-  Generator gen(empty);
-  std::vector<int64_t> raw;
-  KILN_RETURN_IF_ERROR(gen.prologue(preprocessing, model_input_shape, &raw));
-  return raw;
+  KILN_ASSIGN_OR_RETURN(Prologue plan, parse_prologue(preprocessing, model_input_shape));
+  return plan.raw_shape;
 }
 
 Expected<std::string> torchscript_source(const ModelSpec& spec, const TensorMap& state,

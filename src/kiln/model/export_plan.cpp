@@ -1,0 +1,255 @@
+#include "kiln/model/export_plan.h"
+
+#include <cmath>
+#include <functional>
+#include <limits>
+
+namespace kiln::model {
+
+namespace {
+
+/// A numeric array of `size` entries (any size when size < 0).
+Expected<std::vector<double>> doubles_field(const Json& j, const std::string& key, int64_t size,
+                                            const std::string& where) {
+  if (!j.is_object() || !j.contains(key))
+    return Status::InvalidArgument(where + ": missing \"" + key + "\"");
+  const Json& v = j.at(key);
+  if (!v.is_array())
+    return Status::InvalidArgument(where + ": \"" + key + "\" must be an array of numbers");
+  if (size >= 0 && static_cast<int64_t>(v.size()) != size)
+    return Status::InvalidArgument(where + ": \"" + key + "\" has " + std::to_string(v.size()) +
+                                   " values, expected " + std::to_string(size));
+  std::vector<double> out;
+  out.reserve(v.size());
+  for (const Json& e : v) {
+    if (!e.is_number())
+      return Status::InvalidArgument(where + ": \"" + key + "\" holds a non-number " + e.dump());
+    out.push_back(e.get<double>());
+  }
+  return out;
+}
+
+torch::Tensor float_tensor(const std::vector<double>& v) {
+  return torch::tensor(v, torch::dtype(torch::kFloat64)).to(torch::kFloat32);
+}
+
+Status image_step(const Json& pre, const std::vector<int64_t>& model_shape, Prologue* out) {
+  PrologueStep step;
+  step.kind = PrologueStep::Kind::kImageNormalize;
+  step.where = "preprocessing (image_normalize)";
+  const std::string& where = step.where;
+  if (model_shape.size() != 3)
+    return Status::InvalidArgument(where + ": the model input must be [C,H,W], got " +
+                                   shape_str(model_shape));
+  const int64_t c = model_shape[0];
+  KILN_ASSIGN_OR_RETURN(step.input_scale, layer_double_param(pre, "input_scale", 1.0, where));
+  KILN_ASSIGN_OR_RETURN(std::vector<double> mean, doubles_field(pre, "mean", -1, where));
+  KILN_ASSIGN_OR_RETURN(std::vector<double> stdev, doubles_field(pre, "std", -1, where));
+  for (auto* v : {&mean, &stdev}) {
+    if (v->size() == 1 && c != 1) v->assign(static_cast<size_t>(c), v->front());
+    if (static_cast<int64_t>(v->size()) != c)
+      return Status::InvalidArgument(where + ": mean/std have " + std::to_string(v->size()) +
+                                     " values for " + std::to_string(c) + " channels");
+  }
+  for (double s : stdev)
+    if (!(s > 0) || !std::isfinite(s))
+      return Status::InvalidArgument(where + ": std values must be positive and finite");
+  step.a = float_tensor(mean).reshape({1, c, 1, 1});
+  step.b = float_tensor(stdev).reshape({1, c, 1, 1});
+  out->steps.push_back(std::move(step));
+  return Status::Ok();
+}
+
+/// One fitted table transform; `features` is the column count going in (-1: unknown) and
+/// coming out.
+Status table_step(const Json& s, const std::string& where, size_t index, int64_t* features,
+                  Prologue* out) {
+  if (!s.is_object() || !s.contains("kind"))
+    return Status::InvalidArgument(where + ": expected a transform object with a \"kind\"");
+  const std::string kind = s.at("kind").get<std::string>();
+  if (!s.value("fitted", false)) return Status::InvalidArgument(where + ": not fitted");
+  const int64_t f = *features;
+  PrologueStep step;
+  step.where = where;
+  step.index = index;
+  if (kind == "imputer") {
+    KILN_ASSIGN_OR_RETURN(std::vector<double> fill, doubles_field(s, "fill", f, where));
+    *features = static_cast<int64_t>(fill.size());
+    step.kind = PrologueStep::Kind::kImpute;
+    step.a = float_tensor(fill);
+    out->steps.push_back(std::move(step));
+  } else if (kind == "standard_scaler" || kind == "min_max_scaler" || kind == "robust_scaler") {
+    KILN_ASSIGN_OR_RETURN(std::vector<double> shift, doubles_field(s, "shift", f, where));
+    KILN_ASSIGN_OR_RETURN(std::vector<double> scale,
+                          doubles_field(s, "scale", static_cast<int64_t>(shift.size()), where));
+    *features = static_cast<int64_t>(shift.size());
+    step.kind = PrologueStep::Kind::kShiftScale;
+    step.a = float_tensor(shift);
+    step.b = float_tensor(scale);
+    out->steps.push_back(step);
+    const Json opts = s.value("options", Json::object());
+    if (kind == "min_max_scaler" && opts.value("clip", false)) {
+      PrologueStep clamp;
+      clamp.kind = PrologueStep::Kind::kClamp;
+      clamp.where = where;
+      clamp.index = index;
+      KILN_ASSIGN_OR_RETURN(clamp.lo, layer_double_param(opts, "feature_min", 0.0, where));
+      KILN_ASSIGN_OR_RETURN(clamp.hi, layer_double_param(opts, "feature_max", 1.0, where));
+      out->steps.push_back(std::move(clamp));
+    }
+  } else if (kind == "variance_threshold") {
+    if (!s.contains("kept") || !s.at("kept").is_array() || s.at("kept").empty())
+      return Status::InvalidArgument(where + ": missing or empty \"kept\"");
+    std::vector<int64_t> kept;
+    for (const Json& e : s.at("kept")) {
+      if (!e.is_number_integer() || e.get<int64_t>() < 0 || (f >= 0 && e.get<int64_t>() >= f))
+        return Status::InvalidArgument(where + ": bad column index " + e.dump() + " in \"kept\"");
+      kept.push_back(e.get<int64_t>());
+    }
+    *features = static_cast<int64_t>(kept.size());
+    step.kind = PrologueStep::Kind::kSelect;
+    step.a = torch::tensor(kept, torch::dtype(torch::kInt64));
+    out->steps.push_back(std::move(step));
+  } else if (kind == "pca") {
+    KILN_ASSIGN_OR_RETURN(std::vector<double> mean, doubles_field(s, "mean", f, where));
+    const auto in = static_cast<int64_t>(mean.size());
+    if (!s.contains("components") || !s.at("components").is_array() || s.at("components").empty())
+      return Status::InvalidArgument(where + ": missing or empty \"components\"");
+    const Json& comps = s.at("components");
+    const auto k = static_cast<int64_t>(comps.size());
+    std::vector<double> flat;
+    for (size_t r = 0; r < comps.size(); ++r) {
+      KILN_ASSIGN_OR_RETURN(std::vector<double> row,
+                            doubles_field(Json{{"row", comps[r]}}, "row", in,
+                                          where + " components[" + std::to_string(r) + "]"));
+      flat.insert(flat.end(), row.begin(), row.end());
+    }
+    // As kiln::features::Pca: projection = components^T in float64, whitened per component.
+    torch::Tensor proj =
+        torch::tensor(flat, torch::dtype(torch::kFloat64)).reshape({k, in}).t().contiguous();
+    if (s.value("options", Json::object()).value("whiten", false)) {
+      KILN_ASSIGN_OR_RETURN(std::vector<double> ev,
+                            doubles_field(s, "explained_variance", k, where));
+      std::vector<double> inv(ev.size(), 1.0);
+      for (size_t i = 0; i < ev.size(); ++i)
+        if (ev[i] > std::numeric_limits<double>::min()) inv[i] = 1.0 / std::sqrt(ev[i]);
+      proj = proj * torch::tensor(inv, torch::dtype(torch::kFloat64));
+    }
+    *features = k;
+    step.kind = PrologueStep::Kind::kProject;
+    step.a = float_tensor(mean);
+    step.b = proj.to(torch::kFloat32).contiguous();
+    out->steps.push_back(std::move(step));
+  } else {
+    return Status::InvalidArgument(where +
+                                   ": not supported by Kiln's export (supported: "
+                                   "imputer, standard_scaler, min_max_scaler, robust_scaler, "
+                                   "variance_threshold, pca)");
+  }
+  return Status::Ok();
+}
+
+}  // namespace
+
+std::string shape_str(const std::vector<int64_t>& shape) {
+  std::string s = "[";
+  for (size_t i = 0; i < shape.size(); ++i) s += (i ? "," : "") + std::to_string(shape[i]);
+  return s + "]";
+}
+
+Expected<std::pair<int64_t, int64_t>> layer_pair_param(const Json& params, const std::string& key,
+                                                       std::pair<int64_t, int64_t> fallback,
+                                                       const std::string& where) {
+  if (!params.is_object() || !params.contains(key) || params.at(key).is_null()) return fallback;
+  const Json& v = params.at(key);
+  if (v.is_number_integer()) return std::make_pair(v.get<int64_t>(), v.get<int64_t>());
+  if (v.is_array() && v.size() == 2 && v[0].is_number_integer() && v[1].is_number_integer())
+    return std::make_pair(v[0].get<int64_t>(), v[1].get<int64_t>());
+  return Status::InvalidArgument(where + ": \"" + key + "\" must be an integer or [h, w], got " +
+                                 v.dump());
+}
+
+Expected<double> layer_double_param(const Json& params, const std::string& key, double fallback,
+                                    const std::string& where) {
+  if (!params.is_object() || !params.contains(key) || params.at(key).is_null()) return fallback;
+  const Json& v = params.at(key);
+  if (!v.is_number() || !std::isfinite(v.get<double>()))
+    return Status::InvalidArgument(where + ": \"" + key + "\" must be a finite number, got " +
+                                   v.dump());
+  return v.get<double>();
+}
+
+Expected<std::pair<int64_t, int64_t>> projection_stride(const std::vector<int64_t>& in,
+                                                        const std::vector<int64_t>& out,
+                                                        const std::string& where) {
+  auto axis = [](int64_t from, int64_t to) -> int64_t {
+    for (int64_t s = 1; s <= from; ++s)
+      if (window_out(from, 1, s, 0) == to) return s;
+    return 0;
+  };
+  const int64_t sh = axis(in[1], out[1]), sw = axis(in[2], out[2]);
+  if (sh == 0 || sw == 0)
+    return Status::InvalidArgument(where + ": no 1x1 shortcut stride maps " + shape_str(in) +
+                                   " to " + shape_str(out));
+  return std::make_pair(sh, sw);
+}
+
+Expected<Prologue> parse_prologue(const Json& pre, const std::vector<int64_t>& model_shape) {
+  Prologue out;
+  out.raw_shape = model_shape;
+  if (pre.is_null() || (pre.is_object() && pre.empty())) return out;
+  if (!pre.is_object() || !pre.contains("kind") || !pre.at("kind").is_string())
+    return Status::InvalidArgument("preprocessing: expected an object with a \"kind\", got " +
+                                   pre.dump().substr(0, 80));
+  if (pre.at("kind").get<std::string>() == "image_normalize") {
+    KILN_RETURN_IF_ERROR(image_step(pre, model_shape, &out));
+    return out;
+  }
+
+  // Tables: a pipeline (possibly nested) or a single fitted transform.
+  std::vector<const Json*> steps;
+  std::function<Status(const Json&)> flatten = [&](const Json& t) -> Status {
+    if (t.is_object() && t.value("kind", "") == "pipeline") {
+      if (!t.value("fitted", false))
+        return Status::InvalidArgument("preprocessing pipeline: not fitted");
+      if (!t.contains("steps") || !t.at("steps").is_array())
+        return Status::InvalidArgument("preprocessing pipeline: missing \"steps\" array");
+      for (const Json& s : t.at("steps")) KILN_RETURN_IF_ERROR(flatten(s));
+      return Status::Ok();
+    }
+    steps.push_back(&t);
+    return Status::Ok();
+  };
+  KILN_RETURN_IF_ERROR(flatten(pre));
+  int64_t features = -1;
+  if (pre.contains("input_features") && pre.at("input_features").is_number_integer())
+    features = pre.at("input_features").get<int64_t>();
+  const int64_t raw_features = [&] {
+    if (features >= 0) return features;
+    for (const Json* s : steps)
+      if (s->is_object() && s->contains("input_features") &&
+          s->at("input_features").is_number_integer())
+        return s->at("input_features").get<int64_t>();
+    return int64_t{-1};
+  }();
+  features = raw_features;
+  for (size_t i = 0; i < steps.size(); ++i) {
+    const Json& s = *steps[i];
+    const std::string skind = s.is_object() ? s.value("kind", "?") : "?";
+    const std::string where = "preprocessing step " + std::to_string(i) + " (" + skind + ")";
+    KILN_RETURN_IF_ERROR(table_step(s, where, i, &features, &out));
+  }
+  if (features < 0) {
+    if (model_shape.size() != 1)
+      return Status::InvalidArgument(
+          "preprocessing: a table pipeline needs a 1-D model input, got " + shape_str(model_shape));
+    return out;  // an empty pipeline: identity
+  }
+  if (model_shape != std::vector<int64_t>{features})
+    return Status::InvalidArgument("preprocessing outputs " + std::to_string(features) +
+                                   " features but the model takes " + shape_str(model_shape));
+  out.raw_shape = {raw_features};
+  return out;
+}
+
+}  // namespace kiln::model

@@ -1,0 +1,78 @@
+#pragma once
+
+// What every exporter of a Kiln network reads the same way: a layer's parameters from its spec
+// JSON, window arithmetic, and the fitted preprocessing parsed into tensor steps. The TorchScript
+// generator (export.cpp) and the ONNX graph builder (kiln/export) both start from these, so a
+// module and a graph exported from one bundle compute the same function.
+
+#include <torch/types.h>
+
+#include <cstdint>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "kiln/core/expected.h"
+#include "kiln/core/json.h"
+
+namespace kiln::model {
+
+/// "[a,b,c]".
+std::string shape_str(const std::vector<int64_t>& shape);
+
+/// params[key] as an int (both axes) or an [h, w] pair; `fallback` when absent or null.
+/// InvalidArgument names `where` and the key.
+Expected<std::pair<int64_t, int64_t>> layer_pair_param(const Json& params, const std::string& key,
+                                                       std::pair<int64_t, int64_t> fallback,
+                                                       const std::string& where);
+
+/// params[key] as a finite number; `fallback` when absent or null.
+Expected<double> layer_double_param(const Json& params, const std::string& key, double fallback,
+                                    const std::string& where);
+
+/// Output size of a convolution or pooling window along one axis (floor mode).
+inline int64_t window_out(int64_t in, int64_t kernel, int64_t stride, int64_t padding) {
+  return (in + 2 * padding - kernel) / stride + 1;
+}
+
+/// The stride of a residual block's 1x1 shortcut projection mapping `in` [C,H,W] onto the body's
+/// output `out`, per axis: the smallest s with ceil(H / s) == H' (and likewise for W).
+Expected<std::pair<int64_t, int64_t>> projection_stride(const std::vector<int64_t>& in,
+                                                        const std::vector<int64_t>& out,
+                                                        const std::string& where);
+
+/// One step of the preprocessing an exported model applies to raw inputs before its network.
+/// Tensors are float32 (kSelect's `a`: int64 column indices) on the CPU. Plain value.
+struct PrologueStep {
+  enum class Kind {
+    kImageNormalize,  ///< x = (x * input_scale - a) / b; a, b: [1, C, 1, 1]
+    kImpute,          ///< x = where(isnan(x), a, x); a: [features]
+    kShiftScale,      ///< x = (x - a) * b (standard, min-max and robust scalers)
+    kClamp,           ///< x = clamp(x, lo, hi) (a min-max scaler with clip)
+    kSelect,          ///< x = x[:, a] (variance threshold's kept columns)
+    kProject,         ///< x = (x - a) @ b; b: [in, k] (PCA, whitening folded in)
+  };
+  Kind kind = Kind::kShiftScale;
+  /// "preprocessing step 2 (pca)" or "preprocessing (image_normalize)", for errors and comments.
+  std::string where;
+  /// The flattened pipeline step this comes from (a scaler and its clamp share one).
+  size_t index = 0;
+  double input_scale = 1.0, lo = 0.0, hi = 1.0;
+  torch::Tensor a, b;
+};
+
+/// A bundle's preprocessing as steps, and the raw per-sample input shape they take.
+struct Prologue {
+  std::vector<PrologueStep> steps;
+  std::vector<int64_t> raw_shape;
+};
+
+/// Parses `preprocessing` (null or {}: identity; {"kind": "image_normalize", ...}; a fitted
+/// kiln::features pipeline or single transform) for a network taking `model_shape`.
+/// InvalidArgument names the step for an unsupported or malformed one, or a feature count that
+/// does not reach `model_shape` ("preprocessing step 2 (one_hot_encoder): not supported ...").
+/// Pure; thread-safe.
+Expected<Prologue> parse_prologue(const Json& preprocessing,
+                                  const std::vector<int64_t>& model_shape);
+
+}  // namespace kiln::model
