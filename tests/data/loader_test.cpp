@@ -101,6 +101,30 @@ TEST(LoaderEpoch, DropLastGivesFullBatchesOfDistinctSamples) {
   EXPECT_LT(*seen.rbegin(), 1000);
 }
 
+// Data-parallel shards: the ranks' batch k are disjoint slices that together are the one-process
+// batch k (same permutation, same boundaries), for an uneven last batch and an odd rank count.
+TEST(LoaderEpoch, ShardsPartitionEveryGlobalBatch) {
+  auto whole = make(LoaderOptions(64).shuffle(true).seed(5));
+  const auto global = run_epoch(*whole, 1);
+  for (int64_t ranks : {2, 3}) {
+    std::vector<std::vector<Batch>> shards;
+    for (int64_t r = 0; r < ranks; ++r) {
+      auto loader = make(LoaderOptions(64).shuffle(true).seed(5).shard(r, ranks).workers(1));
+      EXPECT_EQ(loader->batches_per_epoch(), whole->batches_per_epoch());
+      shards.push_back(run_epoch(*loader, 1));
+    }
+    for (size_t k = 0; k < global.size(); ++k) {
+      std::vector<torch::Tensor> parts;
+      for (const auto& shard : shards) parts.push_back(shard[k].indices);
+      EXPECT_TRUE(torch::equal(torch::cat(parts), global[k].indices))
+          << ranks << " ranks, batch " << k;
+      EXPECT_LE(parts.front().size(0) - parts.back().size(0), 1);
+    }
+  }
+  EXPECT_FALSE(LoaderOptions(64).shard(2, 2).validate().ok());
+  EXPECT_FALSE(LoaderOptions(2).shard(0, 3).validate().ok());
+}
+
 TEST(LoaderEpoch, NoShuffleKeepsDatasetOrder) {
   auto loader = make(LoaderOptions(300).workers(2));
   auto batches = run_epoch(*loader, 5);

@@ -10,6 +10,7 @@
 
 #include "kiln/cli/commands.h"
 #include "kiln/cli/flags.h"
+#include "kiln/cli/train_launch.h"
 #include "kiln/core/files.h"
 #include "kiln/core/json.h"
 #include "kiln/data/csv.h"
@@ -60,6 +61,12 @@ struct TrainArgs {
   bool overwrite = false;
   bool deterministic = false;
   bool json = false;
+  // Data-parallel (train_launch.h): ranks on this node, nodes, this node, rank 0's ADDR:PORT.
+  int nproc = 1;
+  int nnodes = 1;
+  int node_rank = 0;
+  std::string master;
+  int max_restarts = 3;
 };
 
 /// Tables up to this many training rows get the cross-validated model search; larger ones the
@@ -163,6 +170,55 @@ Expected<QuickPlan> quick_config(const TrainArgs& a) {
 
 int run_train_resolved(const TrainArgs& a);
 
+/// The run directory a command line trains into (a fresh one under $KILN_HOME/runs by default).
+fs::path run_dir(const TrainArgs& a) {
+  return !a.resume.empty() ? fs::path(a.resume)
+         : !a.out.empty()  ? fs::path(a.out)
+                           : kiln_home() / "runs" /
+                                ((a.config.empty() ? fs::path(a.data).stem().string()
+                                                   : fs::path(a.config).stem().string()) +
+                                 "-" + timestamp());
+}
+
+/// `--nproc N` / `--nnodes M`: this node's ranks as kiln-engine processes (train_launch.h).
+int launch_data_parallel(const TrainArgs& a) {
+  if (!a.data.empty())
+    return report_failure(Status::InvalidArgument(
+        "--nproc/--nnodes: the quick path (--data) picks its model by a search on one process; "
+        "train a config (CONFIG.yaml) data-parallel"));
+  if (a.node_rank < 0 || a.node_rank >= a.nnodes)
+    return report_failure(Status::InvalidArgument("--node-rank " + std::to_string(a.node_rank) +
+                                                  " is outside --nnodes " +
+                                                  std::to_string(a.nnodes)));
+  if (a.nnodes > 1 && a.master.find(':') == std::string::npos)
+    return report_failure(Status::InvalidArgument(
+        "--nnodes > 1 needs --master ADDR:PORT (rank 0's address, the same on every node)"));
+  if (a.nnodes > 1 && a.out.empty() && a.resume.empty())
+    return report_failure(Status::InvalidArgument(
+        "--nnodes > 1 needs --out DIR (or --resume DIR) on a filesystem every node shares"));
+  LaunchPlan plan;
+  plan.nproc = a.nproc;
+  plan.nnodes = a.nnodes;
+  plan.node_rank = a.node_rank;
+  plan.master = a.master;
+  plan.max_restarts = a.max_restarts;
+  plan.out = run_dir(a);
+  return launch_ranks(plan, [&a, out = plan.out](bool restart) {
+    std::vector<std::string> argv = {"kiln-engine", "train"};
+    if (restart || !a.resume.empty()) {
+      argv.insert(argv.end(), {"--resume", out.string()});
+    } else {
+      argv.insert(argv.end(), {a.config, "--out", out.string()});
+      for (const std::string& s : a.set) argv.insert(argv.end(), {"--set", s});
+      if (!a.init.empty()) argv.insert(argv.end(), {"--init", a.init});
+      if (a.deterministic) argv.push_back("--deterministic");
+      if (a.overwrite) argv.push_back("--overwrite");
+    }
+    if (a.json) argv.push_back("--json");
+    return argv;
+  });
+}
+
 int run_train(const TrainArgs& a) {
   if (a.config.empty() && a.data.empty() && a.resume.empty())
     return report_failure(
@@ -173,18 +229,28 @@ int run_train(const TrainArgs& a) {
     return report_failure(Status::InvalidArgument(
         "--seed belongs to the quick path (--data FILE.csv); a config sets its seed with "
         "--set seed=N"));
+  if (a.nproc < 1 || a.nnodes < 1)
+    return report_failure(Status::InvalidArgument("--nproc and --nnodes must be at least 1"));
+  if (a.nproc > 1 || a.nnodes > 1) {
+    if (const char* w = std::getenv("WORLD_SIZE"); w && std::atoi(w) > 1)
+      return report_failure(Status::InvalidArgument(
+          "--nproc/--nnodes inside a launched rank (WORLD_SIZE is set): give one or the other"));
+    return launch_data_parallel(a);
+  }
   TrainArgs args = a;
   if (a.deterministic) args.set.push_back("deterministic=true");
   return run_train_resolved(args);
 }
 
 int run_train_resolved(const TrainArgs& a) {
-  fs::path out = !a.resume.empty() ? fs::path(a.resume)
-                 : !a.out.empty()  ? fs::path(a.out)
-                                   : kiln_home() / "runs" /
-                                        ((a.config.empty() ? fs::path(a.data).stem().string()
-                                                           : fs::path(a.config).stem().string()) +
-                                         "-" + timestamp());
+  fs::path out = run_dir(a);
+  // A rank of a data-parallel job (torchrun's environment, or `--nproc`'s launcher).
+  Expected<train::DistributedSettings> dist = train::distributed_settings_from_env();
+  if (!dist.ok()) return report_failure(dist.status());
+  const bool leader = dist->rank == 0;
+  if (dist->world_size > 1 && a.resume.empty() && a.out.empty())
+    return report_failure(Status::InvalidArgument(
+        "a data-parallel rank needs --out DIR (the run directory every rank shares)"));
   if (!a.resume.empty() && !a.out.empty() && fs::path(a.out) != fs::path(a.resume))
     return report_failure(
         Status::InvalidArgument("--resume DIR continues in DIR; drop --out or make it DIR"));
@@ -229,7 +295,7 @@ int run_train_resolved(const TrainArgs& a) {
   }
   if (!config.ok()) return report_failure(config.status());
 
-  if (a.resume.empty()) {
+  if (a.resume.empty() && leader) {
     std::error_code ec;
     fs::create_directories(out, ec);
     Status st = write_json_file_atomic(out / "invocation.json", invocation);
@@ -238,9 +304,18 @@ int run_train_resolved(const TrainArgs& a) {
   train::TrainOptions options(out);
   options.resume(!a.resume.empty()).overwrite(a.overwrite);
   options.snapshot_dir(kiln_home() / "snapshots");
+  std::unique_ptr<train::DistributedContext> context;
+  if (dist->world_size > 1) {
+    Expected<std::unique_ptr<train::DistributedContext>> joined =
+        train::DistributedContext::Join(*dist);
+    if (!joined.ok()) return report_failure(joined.status());
+    context = std::move(*joined);
+    options.distributed(context.get());
+  }
   Expected<train::TrainResult> result = train::train(*config, options);
   if (!result.ok()) return report_failure(result.status());
   const train::TrainResult& r = *result;
+  if (!leader) return 0;  // rank 0 reports the run
   Json summary = {{"out", r.out_dir.string()},
                   {"bundle", r.bundle_dir.string()},
                   {"epochs", r.epochs},
@@ -252,6 +327,10 @@ int run_train_resolved(const TrainArgs& a) {
                   {"val_metrics", r.val_metrics},
                   {"config_hash", r.config_hash},
                   {"snapshot_hash", r.snapshot_hash}};
+  if (r.world_size > 1)
+    summary["distributed"] = {{"world_size", r.world_size},
+                              {"allreduce_seconds_rank0", r.allreduce_seconds},
+                              {"allreduce_calls_rank0", r.allreduce_calls}};
   if (invocation.contains("model_search")) summary["model_search"] = invocation["model_search"];
   if (a.json) {
     std::cout << summary.dump(2) << "\n";
@@ -484,6 +563,22 @@ void register_train_commands(CLI::App& app, int* exit_code) {
                   "deterministic algorithms: a seeded run repeats bit for bit (same as --set "
                   "deterministic=true)");
   add_flag(*train, Flag::kJson, &ta->json);
+  train
+      ->add_option("--nproc", ta->nproc,
+                   "data-parallel: ranks on this machine (processes; threads = cores / N), "
+                   "gradients averaged with Gloo")
+      ->default_val(1);
+  train->add_option("--nnodes", ta->nnodes, "data-parallel: machines in the job")->default_val(1);
+  train->add_option("--node-rank", ta->node_rank, "data-parallel: this machine (0..nnodes-1)")
+      ->default_val(0);
+  train->add_option("--master", ta->master,
+                    "data-parallel: ADDR:PORT of rank 0's rendezvous (default: this machine, a "
+                    "free port)");
+  train
+      ->add_option("--max-restarts", ta->max_restarts,
+                   "data-parallel: restarts of the whole job from its last checkpoint when a "
+                   "rank dies")
+      ->default_val(3);
   train->callback([ta, exit_code] { *exit_code = run_train(*ta); });
 
   auto ea = std::make_shared<EvalArgs>();

@@ -53,6 +53,13 @@ Status LoaderOptions::validate() const {
   if (workers_ < 0 || workers_ > 256)
     return Status::InvalidArgument("loader.workers: " + std::to_string(workers_) +
                                    " must be in [0, 256]");
+  if (shard_count_ < 1 || shard_index_ < 0 || shard_index_ >= shard_count_)
+    return Status::InvalidArgument("loader.shard: rank " + std::to_string(shard_index_) + " of " +
+                                   std::to_string(shard_count_));
+  if (shard_count_ > batch_size_)
+    return Status::InvalidArgument("loader.shard: a batch of " + std::to_string(batch_size_) +
+                                   " cannot be shared by " + std::to_string(shard_count_) +
+                                   " ranks");
   if (prefetch_ < 0)
     return Status::InvalidArgument("loader.prefetch: " + std::to_string(prefetch_) +
                                    " must be >= 0 (0: 2 x workers)");
@@ -74,6 +81,7 @@ Json LoaderOptions::to_json() const {
   j["batch_size"] = batch_size_;
   j["shuffle"] = shuffle_;
   j["drop_last"] = drop_last_;
+  if (shard_count_ > 1) j["shard"] = {shard_index_, shard_count_};
   j["workers"] = workers_;
   j["prefetch"] = prefetch_;
   j["seed"] = seed_;
@@ -136,8 +144,14 @@ struct Loader::Impl {
 
 Expected<Batch> Loader::Impl::build(int64_t e, int64_t k, const std::vector<int64_t>& p) const {
   const int64_t bs = options.batch_size_;
-  const int64_t first = k * bs;
-  const int64_t b = std::min(bs, n - first);
+  int64_t first = k * bs;
+  int64_t b = std::min(bs, n - first);
+  if (options.shard_count_ > 1) {  // this rank's share of the global batch
+    const int64_t lo = b * options.shard_index_ / options.shard_count_;
+    const int64_t hi = b * (options.shard_index_ + 1) / options.shard_count_;
+    first += lo;
+    b = hi - lo;
+  }
   const int64_t* rows = p.data() + first;
 
   Batch batch;

@@ -78,6 +78,15 @@ struct LoaderOptions {
     return *this;
   }
 
+  /// Data-parallel training: batch k of an epoch is rank `index`'s share of the global batch k
+  /// (the same permutation and batch boundaries on every rank; rows [b·index/count,
+  /// b·(index+1)/count) of its b rows), so the ranks together see exactly what one process sees.
+  LoaderOptions& shard(int64_t index, int64_t count) {
+    shard_index_ = index;
+    shard_count_ = count;
+    return *this;
+  }
+
   /// InvalidArgument naming the field for values that are wrong whatever the data (batch_size
   /// < 1, negative workers/prefetch, mean/std of different lengths or std <= 0, bad augment).
   Status validate() const;
@@ -96,6 +105,8 @@ struct LoaderOptions {
   std::vector<float> mean_;
   std::vector<float> std_;
   bool channels_last_ = false;
+  int64_t shard_index_ = 0;
+  int64_t shard_count_ = 1;
 };
 
 /// One batch as the loader hands it out. Plain value type; owns its tensors.

@@ -232,7 +232,10 @@ Json resume_identity(const TrainConfig& cfg) {
 
 Expected<TrainResult> train(const TrainConfig& cfg, const TrainOptions& opts) {
   const auto t_start = Clock::now();
-  FILE* log = opts.progress_;
+  DistributedContext* dist = opts.distributed_;
+  const bool leader = !dist || dist->leader();
+  // Only rank 0 talks; the others train silently beside it.
+  FILE* log = leader ? opts.progress_ : nullptr;
   const fs::path out = opts.out_dir_;
   const fs::path ckpt_path = out / "checkpoint.pt";
   const fs::path best_path = out / "best.pt";
@@ -242,7 +245,7 @@ Expected<TrainResult> train(const TrainConfig& cfg, const TrainOptions& opts) {
   const bool have_ckpt = fs::exists(ckpt_path, ec);
   if (opts.resume_ && !have_ckpt)
     return Status::NotFound(ckpt_path.string() + ": nothing to resume");
-  if (!opts.resume_ && have_ckpt && !opts.overwrite_)
+  if (!opts.resume_ && have_ckpt && !opts.overwrite_ && leader)
     return Status::AlreadyExists(out.string() +
                                  " holds a run (checkpoint.pt): resume it, or choose another "
                                  "directory, or overwrite");
@@ -254,7 +257,10 @@ Expected<TrainResult> train(const TrainConfig& cfg, const TrainOptions& opts) {
   if (cfg.deterministic) at::globalContext().setDeterministicAlgorithms(true, false);
 
   // --- Data --------------------------------------------------------------------------------
+  // Data-parallel: rank 0 prepares the snapshot first, the others then find it in place.
+  if (!leader) KILN_RETURN_IF_ERROR(dist->barrier("data preparation"));
   KILN_ASSIGN_OR_RETURN(RunData d, load_data(cfg, opts));
+  if (dist && leader) KILN_RETURN_IF_ERROR(dist->barrier("data preparation"));
   const data::SplitTensors& train_split = d.snapshot.splits.at("train");
   const data::SplitTensors* val_split =
       d.snapshot.splits.count("val") ? &d.snapshot.splits.at("val") : nullptr;
@@ -357,8 +363,12 @@ Expected<TrainResult> train(const TrainConfig& cfg, const TrainOptions& opts) {
   const bool lbfgs = cfg.optimizer.name == "lbfgs";
   const double lbfgs_penalty = lbfgs ? cfg.optimizer.weight_decay : 0.0;
   const int64_t batch_size = lbfgs ? n_train : cfg.batch_size;
+  if (dist && lbfgs)
+    return Status::InvalidArgument(
+        "optimizer lbfgs: full-batch L-BFGS does not train data-parallel (use one process)");
   data::LoaderOptions lo(batch_size);
   lo.shuffle(!lbfgs).workers(cfg.workers).seed(cfg.seed).drop_last(n_train > batch_size);
+  if (dist) lo.shard(dist->rank(), dist->world_size());
   if (d.images) {
     lo.augment(cfg.augment).channels_last(channels_last);
     if (!d.mean.empty()) lo.normalize(d.mean, d.stdev);
@@ -405,7 +415,7 @@ Expected<TrainResult> train(const TrainConfig& cfg, const TrainOptions& opts) {
                                         std::to_string(state.epoch) + " batch " +
                                         std::to_string(state.batch) + " is outside this run");
     // metrics.jsonl follows the checkpoint (a crash may have come between the two writes).
-    KILN_RETURN_IF_ERROR(write_history_files(out, state.history, d.task));
+    if (leader) KILN_RETURN_IF_ERROR(write_history_files(out, state.history, d.task));
     if (log)
       std::fprintf(log, "resuming %s at step %lld (epoch %lld, batch %lld)\n", out.c_str(),
                    static_cast<long long>(state.step), static_cast<long long>(state.epoch + 1),
@@ -414,12 +424,22 @@ Expected<TrainResult> train(const TrainConfig& cfg, const TrainOptions& opts) {
     fs::remove(best_path, ec);
     torch::manual_seed(cfg.seed);  // dropout and any other sampling in the training step
     state.config_hash = config_hash;
-    KILN_RETURN_IF_ERROR(write_json_file_atomic(out / "config.json", cfg.to_json()));
-    KILN_RETURN_IF_ERROR(save_checkpoint(ckpt_path, *net, *optimizer, state));
-    KILN_RETURN_IF_ERROR(write_history_files(out, state.history, d.task));
+    if (leader) {
+      KILN_RETURN_IF_ERROR(write_json_file_atomic(out / "config.json", cfg.to_json()));
+      KILN_RETURN_IF_ERROR(save_checkpoint(ckpt_path, *net, *optimizer, state));
+      KILN_RETURN_IF_ERROR(write_history_files(out, state.history, d.task));
+    }
   }
+  // Every rank has read the checkpoint it resumes from before rank 0 writes the next one.
+  if (dist) KILN_RETURN_IF_ERROR(dist->barrier("start of training"));
   int64_t last_good_step = state.step;
 
+  if (log && dist)
+    std::fprintf(log,
+                 "data-parallel: %d ranks (Gloo), each computing %lld of every %lld-row batch; "
+                 "gradients averaged before each step\n",
+                 dist->world_size(), static_cast<long long>(batch_size / dist->world_size()),
+                 static_cast<long long>(batch_size));
   if (log)
     std::fprintf(log,
                  "train: %s, %lld train / %lld val / %lld test samples, %lld params, %s%s, "
@@ -501,7 +521,7 @@ Expected<TrainResult> train(const TrainConfig& cfg, const TrainOptions& opts) {
               std::to_string(last_good_step) + ") is kept in " + ckpt_path.string() +
               ". Lower optimizer.lr or set grad_clip.");
     }
-    KILN_RETURN_IF_ERROR(save_checkpoint(ckpt_path, *net, *optimizer, state));
+    if (leader) KILN_RETURN_IF_ERROR(save_checkpoint(ckpt_path, *net, *optimizer, state));
     last_good_step = state.step;
     return Status::Ok();
   };
@@ -545,6 +565,12 @@ Expected<TrainResult> train(const TrainConfig& cfg, const TrainOptions& opts) {
           }
         }
         loss.backward();
+        if (dist) {
+          std::vector<torch::Tensor> grads;
+          for (const torch::Tensor& p : net->parameters())
+            if (p.grad().defined()) grads.push_back(p.grad());
+          KILN_RETURN_IF_ERROR(dist->allreduce_mean(grads));
+        }
         if (cfg.grad_clip > 0) torch::nn::utils::clip_grad_norm_(net->parameters(), cfg.grad_clip);
         optimizer->step();
       }
@@ -587,6 +613,20 @@ Expected<TrainResult> train(const TrainConfig& cfg, const TrainOptions& opts) {
 
     // Epoch end: validation, history, early stopping, checkpoint.
     KILN_RETURN_IF_ERROR(sync_and_check());
+    if (dist) {
+      // The epoch's figures over all ranks' rows, and one set of batch-norm statistics (the
+      // mean of the ranks'), as one process would have them.
+      std::vector<double> sums = {state.epoch_loss_sum, static_cast<double>(state.epoch_correct),
+                                  static_cast<double>(samples)};
+      KILN_RETURN_IF_ERROR(dist->allreduce_sum(&sums));
+      state.epoch_loss_sum = sums[0];
+      state.epoch_correct = static_cast<int64_t>(sums[1]);
+      samples = static_cast<int64_t>(sums[2]);
+      std::vector<torch::Tensor> statistics;
+      for (const torch::Tensor& b : net->buffers())
+        if (b.is_floating_point()) statistics.push_back(b);
+      KILN_RETURN_IF_ERROR(dist->allreduce_mean(statistics));
+    }
     Json line;
     line["epoch"] = state.epoch + 1;
     line["step"] = state.step;
@@ -596,7 +636,7 @@ Expected<TrainResult> train(const TrainConfig& cfg, const TrainOptions& opts) {
       line["train_accuracy"] =
           samples > 0 ? static_cast<double>(state.epoch_correct) / static_cast<double>(samples)
                       : 0.0;
-    if (val_split) {
+    if (val_split && leader) {
       KILN_ASSIGN_OR_RETURN(Json val, run_eval(*val_split));
       line["val_loss"] = val["loss"];
       if (classification) {
@@ -629,7 +669,8 @@ Expected<TrainResult> train(const TrainConfig& cfg, const TrainOptions& opts) {
         state.best_metric = value;
         state.best_epoch = state.epoch + 1;
         state.bad_epochs = 0;
-        if (es.enabled() && es.restore_best) KILN_RETURN_IF_ERROR(save_weights(best_path, *net));
+        if (es.enabled() && es.restore_best && leader)
+          KILN_RETURN_IF_ERROR(save_weights(best_path, *net));
       } else {
         ++state.bad_epochs;
       }
@@ -647,7 +688,8 @@ Expected<TrainResult> train(const TrainConfig& cfg, const TrainOptions& opts) {
       std::fprintf(log, "%s\n", msg.c_str());
     }
     bool stop = es.enabled() && state.bad_epochs >= es.patience;
-    if (opts.on_epoch_ && !opts.on_epoch_(line)) stop = true;
+    if (opts.on_epoch_ && leader && !opts.on_epoch_(line)) stop = true;
+    if (dist) KILN_RETURN_IF_ERROR(dist->broadcast_flag(&stop));  // rank 0 decides
     ++state.epoch;
     state.batch = 0;
     state.epoch_loss_sum = 0;
@@ -665,11 +707,23 @@ Expected<TrainResult> train(const TrainConfig& cfg, const TrainOptions& opts) {
     log_samples = 0;
     log_clock = Clock::now();
     KILN_RETURN_IF_ERROR(checkpoint());
-    KILN_RETURN_IF_ERROR(write_history_files(out, state.history, d.task));
+    if (leader) KILN_RETURN_IF_ERROR(write_history_files(out, state.history, d.task));
     if (opts.max_steps_ > 0 && state.step >= opts.max_steps_ && !state.finished)
       return interrupted();
   }
   if (bar) bar->finish(state.stopped_early ? "stopped early" : "done");
+  if (dist) {
+    result.world_size = dist->world_size();
+    result.allreduce_seconds = dist->allreduce_seconds();
+    result.allreduce_calls = dist->allreduce_calls();
+  }
+  if (!leader) {  // rank 0 evaluates and writes the bundle
+    result.steps = state.step;
+    result.epochs = state.epoch;
+    result.stopped_early = state.stopped_early;
+    result.seconds = seconds_since(t_start);
+    return result;
+  }
 
   // --- Final evaluation, plots, bundle ---------------------------------------------------------
   if (es.enabled() && es.restore_best && fs::exists(best_path, ec))
@@ -776,6 +830,11 @@ Expected<TrainResult> train(const TrainConfig& cfg, const TrainOptions& opts) {
                            {"git_commit", kGitCommit}};
     if (!precisions.empty()) manifest["precisions"] = precisions;
     if (!teacher_ref.empty()) manifest["lineage"]["teacher"] = teacher_ref;
+    if (dist)
+      manifest["distributed"] = {{"world_size", dist->world_size()},
+                                 {"backend", "gloo"},
+                                 {"allreduce_seconds_rank0", dist->allreduce_seconds()},
+                                 {"allreduce_calls_rank0", dist->allreduce_calls()}};
     if (init_report) {
       // The registry reads lineage.parent (NAME@VERSION) when the bundle is pushed.
       if (!init_report->parent.empty()) manifest["lineage"]["parent"] = init_report->parent;

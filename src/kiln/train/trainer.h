@@ -9,6 +9,7 @@
 #include "kiln/core/expected.h"
 #include "kiln/core/json.h"
 #include "kiln/train/config.h"
+#include "kiln/train/distributed.h"
 
 namespace kiln::train {
 
@@ -60,6 +61,17 @@ struct TrainOptions {
     return *this;
   }
 
+  /// Data-parallel training: this process is one rank of `context`'s job (not owned; it must
+  /// outlive the call). Every rank runs train() with the same config and out_dir: each computes
+  /// gradients on its share of every global batch (config.batch_size rows in all), the ranks
+  /// average them (Gloo all-reduce) before each optimizer step and batch-norm statistics at each
+  /// epoch end, and only rank 0 evaluates, logs, writes checkpoints, metrics and the bundle
+  /// (the other ranks return without a bundle). Not with L-BFGS.
+  TrainOptions& distributed(DistributedContext* context) {
+    distributed_ = context;
+    return *this;
+  }
+
   fs::path out_dir_;
   bool resume_ = false;
   bool overwrite_ = false;
@@ -68,6 +80,7 @@ struct TrainOptions {
   int64_t max_steps_ = 0;
   bool bundle_ = true;
   std::function<bool(const Json&)> on_epoch_;
+  DistributedContext* distributed_ = nullptr;
 };
 
 /// What a run produced. Plain value type.
@@ -89,6 +102,10 @@ struct TrainResult {
   std::string config_hash;
   std::string snapshot_hash;
   double seconds = 0;  ///< wall time of this call
+  int world_size = 1;  ///< data-parallel ranks that trained it
+  /// Data-parallel: seconds this rank spent in gradient all-reduce, and how many it made.
+  double allreduce_seconds = 0;
+  int64_t allreduce_calls = 0;
 };
 
 /// Trains a model as `config` says, writing into `options.out_dir_`:

@@ -1,0 +1,144 @@
+#include "kiln/cli/train_launch.h"
+
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <map>
+#include <thread>
+
+namespace kiln::cli {
+
+namespace {
+
+namespace fs = std::filesystem;
+
+/// A TCP port nothing listens on now (the kernel's pick for port 0).
+int free_loopback_port() {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  if (fd < 0) return 29500;
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  addr.sin_port = 0;
+  socklen_t len = sizeof(addr);
+  int port = 29500;
+  if (::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0 &&
+      ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0)
+    port = ntohs(addr.sin_port);
+  ::close(fd);
+  return port;
+}
+
+pid_t start_rank(const std::vector<std::string>& args,
+                 const std::map<std::string, std::string>& env) {
+  const pid_t pid = ::fork();
+  if (pid != 0) return pid;
+  for (const auto& [k, v] : env) ::setenv(k.c_str(), v.c_str(), 1);
+  std::vector<std::string> copy = args;
+  std::vector<char*> argv;
+  for (std::string& a : copy) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  ::execv("/proc/self/exe", argv.data());
+  std::perror("kiln train: cannot start a rank");
+  ::_exit(127);
+}
+
+struct Outcome {
+  int exit_code = 0;  ///< for the command
+  bool restartable = false;
+};
+
+/// Waits for `ranks` (pid -> rank); on the first failure stops the others.
+Outcome wait_ranks(std::map<pid_t, int> ranks) {
+  Outcome outcome;
+  bool stopping = false;
+  auto deadline = std::chrono::steady_clock::time_point::max();
+  while (!ranks.empty()) {
+    int status = 0;
+    const pid_t pid = ::waitpid(-1, &status, stopping ? WNOHANG : 0);
+    if (pid == 0) {  // stopping, nobody exited yet
+      if (std::chrono::steady_clock::now() > deadline)
+        for (const auto& [p, r] : ranks) ::kill(p, SIGKILL);
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+      continue;
+    }
+    if (pid < 0) break;
+    auto it = ranks.find(pid);
+    if (it == ranks.end()) continue;
+    const int rank = it->second;
+    ranks.erase(it);
+    const bool signalled = WIFSIGNALED(status);
+    const int code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+    if (code == 0 || stopping) continue;
+    std::fprintf(stderr, "kiln train: rank %d %s %d; stopping the other ranks\n", rank,
+                 signalled ? "was killed by signal" : "exited with",
+                 signalled ? WTERMSIG(status) : code);
+    outcome.exit_code = code;
+    // A rank that died, or lost a peer (exit 1: unavailable), can go on from the checkpoint; a
+    // bad config or data (exit 2) would only fail again.
+    outcome.restartable = signalled || code == 1;
+    stopping = true;
+    deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+    for (const auto& [p, r] : ranks) ::kill(p, SIGTERM);
+  }
+  return outcome;
+}
+
+}  // namespace
+
+int launch_ranks(const LaunchPlan& plan,
+                 const std::function<std::vector<std::string>(bool resume)>& rank_argv) {
+  std::string addr = "127.0.0.1";
+  int port = 0;
+  if (!plan.master.empty()) {
+    const auto colon = plan.master.rfind(':');
+    addr = plan.master.substr(0, colon);
+    port = std::atoi(plan.master.substr(colon + 1).c_str());
+  }
+  const int world = plan.nproc * plan.nnodes;
+  const unsigned cores = std::max(1u, std::thread::hardware_concurrency());
+  const std::string threads =
+      std::to_string(std::max(1u, cores / static_cast<unsigned>(plan.nproc)));
+  bool resume = false;
+  for (int attempt = 0;; ++attempt) {
+    // A fresh port per attempt: the dead job's may still be in TIME_WAIT.
+    const int master_port = port > 0 ? port : free_loopback_port();
+    std::map<pid_t, int> ranks;
+    for (int local = 0; local < plan.nproc; ++local) {
+      const int rank = plan.node_rank * plan.nproc + local;
+      std::map<std::string, std::string> env = {{"RANK", std::to_string(rank)},
+                                                {"WORLD_SIZE", std::to_string(world)},
+                                                {"LOCAL_RANK", std::to_string(local)},
+                                                {"LOCAL_WORLD_SIZE", std::to_string(plan.nproc)},
+                                                {"MASTER_ADDR", addr},
+                                                {"MASTER_PORT", std::to_string(master_port)},
+                                                {"GROUP_RANK", std::to_string(plan.node_rank)}};
+      if (!std::getenv("KILN_THREADS")) env["KILN_THREADS"] = threads;
+      ranks[start_rank(rank_argv(resume), env)] = rank;
+    }
+    std::fprintf(stderr, "kiln train: %d rank(s) on this node of %d, rendezvous %s:%d%s\n",
+                 plan.nproc, world, addr.c_str(), master_port,
+                 resume ? " (resumed from the last checkpoint)" : "");
+    const Outcome outcome = wait_ranks(std::move(ranks));
+    if (outcome.exit_code == 0) return 0;
+    std::error_code ec;
+    if (!outcome.restartable || attempt >= plan.max_restarts ||
+        !fs::exists(plan.out / "checkpoint.pt", ec)) {
+      if (outcome.restartable && attempt >= plan.max_restarts)
+        std::fprintf(stderr, "kiln train: giving up after %d restart(s) (--max-restarts)\n",
+                     attempt);
+      return outcome.exit_code;
+    }
+    std::fprintf(stderr, "kiln train: restarting every rank from %s (restart %d of %d)\n",
+                 (plan.out / "checkpoint.pt").c_str(), attempt + 1, plan.max_restarts);
+    resume = true;
+  }
+}
+
+}  // namespace kiln::cli

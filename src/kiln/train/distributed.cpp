@@ -1,0 +1,158 @@
+// ProcessGroupGloo.hpp declares its class only under USE_C10D_GLOO (Debian's LibTorch is built
+// with Gloo; the symbols are in libtorch_cpu).
+#ifndef USE_C10D_GLOO
+#define USE_C10D_GLOO
+#endif
+#include "kiln/train/distributed.h"
+
+#include <chrono>
+#include <cstdlib>
+#include <stdexcept>
+#include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
+#include <torch/csrc/distributed/c10d/TCPStore.hpp>
+
+namespace kiln::train {
+
+namespace {
+
+Expected<int> env_int(const char* name, int fallback, bool required) {
+  const char* v = std::getenv(name);
+  if (!v || !*v) {
+    if (required) return Status::InvalidArgument(std::string(name) + " is not set");
+    return fallback;
+  }
+  char* end = nullptr;
+  const long n = std::strtol(v, &end, 10);
+  if (*end != '\0' || n < 0 || n > 1'000'000)
+    return Status::InvalidArgument(std::string(name) + "=" + v + ": expected a whole number");
+  return static_cast<int>(n);
+}
+
+}  // namespace
+
+struct DistributedContext::Impl {
+  c10::intrusive_ptr<c10d::Store> store;
+  c10::intrusive_ptr<c10d::ProcessGroupGloo> group;
+};
+
+Expected<DistributedSettings> distributed_settings_from_env() {
+  DistributedSettings s;
+  KILN_ASSIGN_OR_RETURN(s.world_size, env_int("WORLD_SIZE", 1, false));
+  if (s.world_size <= 1) {
+    s.world_size = 1;
+    return s;
+  }
+  KILN_ASSIGN_OR_RETURN(s.rank, env_int("RANK", 0, true));
+  KILN_ASSIGN_OR_RETURN(s.local_rank, env_int("LOCAL_RANK", s.rank, false));
+  KILN_ASSIGN_OR_RETURN(s.master_port, env_int("MASTER_PORT", 0, true));
+  if (s.rank >= s.world_size)
+    return Status::InvalidArgument("RANK=" + std::to_string(s.rank) +
+                                   " is outside WORLD_SIZE=" + std::to_string(s.world_size));
+  if (s.master_port <= 0 || s.master_port > 65535)
+    return Status::InvalidArgument("MASTER_PORT=" + std::to_string(s.master_port) +
+                                   ": not a TCP port");
+  const char* addr = std::getenv("MASTER_ADDR");
+  if (!addr || !*addr) return Status::InvalidArgument("MASTER_ADDR is not set");
+  s.master_addr = addr;
+  return s;
+}
+
+DistributedContext::DistributedContext(DistributedSettings settings, std::unique_ptr<Impl> impl)
+    : settings_(std::move(settings)), impl_(std::move(impl)) {}
+
+DistributedContext::~DistributedContext() = default;
+
+Expected<std::unique_ptr<DistributedContext>> DistributedContext::Join(
+    const DistributedSettings& s) {
+  auto impl = std::make_unique<Impl>();
+  const auto timeout = std::chrono::milliseconds(static_cast<int64_t>(s.timeout_seconds * 1000));
+  try {
+    c10d::TCPStoreOptions store_options;
+    store_options.port = static_cast<uint16_t>(s.master_port);
+    store_options.isServer = s.rank == 0;
+    store_options.numWorkers = s.world_size;
+    store_options.waitWorkers = true;
+    store_options.timeout = timeout;
+    impl->store = c10::make_intrusive<c10d::TCPStore>(s.master_addr, store_options);
+    auto options = c10d::ProcessGroupGloo::Options::create(timeout);
+    // The device (address) this rank's Gloo pairs bind to: the interface that reaches the
+    // master (loopback for a one-machine job), not whatever the hostname resolves to.
+    options->devices.push_back(s.master_addr == "127.0.0.1" || s.master_addr == "localhost"
+                                   ? c10d::ProcessGroupGloo::createDeviceForHostname("127.0.0.1")
+                                   : c10d::ProcessGroupGloo::createDefaultDevice());
+    options->threads = 1;
+    impl->group =
+        c10::make_intrusive<c10d::ProcessGroupGloo>(impl->store, s.rank, s.world_size, options);
+  } catch (const std::exception& e) {
+    return Status::Unavailable("distributed training: rank " + std::to_string(s.rank) + " of " +
+                               std::to_string(s.world_size) + " could not join via " +
+                               s.master_addr + ":" + std::to_string(s.master_port) + ": " +
+                               e.what());
+  }
+  return std::unique_ptr<DistributedContext>(new DistributedContext(s, std::move(impl)));
+}
+
+Status DistributedContext::allreduce_mean(const std::vector<torch::Tensor>& tensors) {
+  if (tensors.empty()) return Status::Ok();
+  const auto start = std::chrono::steady_clock::now();
+  std::vector<torch::Tensor> flat;
+  flat.reserve(tensors.size());
+  for (const torch::Tensor& t : tensors) flat.push_back(t.detach().reshape(-1).to(torch::kFloat32));
+  std::vector<torch::Tensor> buffer = {torch::cat(flat)};
+  try {
+    impl_->group->allreduce(buffer)->wait();
+  } catch (const std::exception& e) {
+    return Status::Unavailable("distributed training: all-reduce failed on rank " +
+                               std::to_string(rank()) + " (a rank died or timed out): " + e.what());
+  }
+  buffer[0].div_(static_cast<double>(world_size()));
+  int64_t at = 0;
+  torch::NoGradGuard no_grad;
+  for (const torch::Tensor& t : tensors) {
+    const int64_t n = t.numel();
+    t.copy_(buffer[0].slice(0, at, at + n).view(t.sizes()));
+    at += n;
+  }
+  allreduce_seconds_ +=
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  ++allreduce_calls_;
+  return Status::Ok();
+}
+
+Status DistributedContext::allreduce_sum(std::vector<double>* values) {
+  if (values->empty()) return Status::Ok();
+  std::vector<torch::Tensor> buffer = {torch::tensor(*values, torch::kFloat64)};
+  try {
+    impl_->group->allreduce(buffer)->wait();
+  } catch (const std::exception& e) {
+    return Status::Unavailable("distributed training: all-reduce failed on rank " +
+                               std::to_string(rank()) + ": " + e.what());
+  }
+  for (size_t i = 0; i < values->size(); ++i)
+    (*values)[i] = buffer[0][static_cast<int64_t>(i)].item<double>();
+  return Status::Ok();
+}
+
+Status DistributedContext::broadcast_flag(bool* value) {
+  std::vector<torch::Tensor> buffer = {torch::full({1}, *value ? 1 : 0, torch::kInt64)};
+  try {
+    impl_->group->broadcast(buffer)->wait();
+  } catch (const std::exception& e) {
+    return Status::Unavailable("distributed training: broadcast failed on rank " +
+                               std::to_string(rank()) + ": " + e.what());
+  }
+  *value = buffer[0].item<int64_t>() != 0;
+  return Status::Ok();
+}
+
+Status DistributedContext::barrier(const std::string& what) {
+  try {
+    impl_->group->barrier()->wait();
+  } catch (const std::exception& e) {
+    return Status::Unavailable("distributed training: rank " + std::to_string(rank()) +
+                               " waited for the others at " + what + " in vain: " + e.what());
+  }
+  return Status::Ok();
+}
+
+}  // namespace kiln::train

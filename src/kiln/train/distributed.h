@@ -1,0 +1,73 @@
+#pragma once
+
+// Data-parallel training across processes (one machine or many): which rank this process is,
+// and the collectives the trainer needs, on c10d's Gloo process group over TCP. The launch
+// contract is torchrun's (RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT, LOCAL_RANK), so
+// `torchrun --no-python kiln train ...` works as well as `kiln train --nproc N`.
+
+#include <torch/torch.h>
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "kiln/core/expected.h"
+
+namespace kiln::train {
+
+/// Where a rank finds the others. Plain value.
+struct DistributedSettings {
+  int rank = 0;
+  int world_size = 1;
+  int local_rank = 0;
+  std::string master_addr = "127.0.0.1";
+  int master_port = 29500;
+  /// How long collectives and the rendezvous wait for a missing rank before failing.
+  double timeout_seconds = 300;
+};
+
+/// The settings torchrun's environment gives (RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT,
+/// LOCAL_RANK), or std::nullopt-like world_size 1 when WORLD_SIZE is unset or 1. InvalidArgument
+/// names a malformed variable (a non-number, RANK outside 0..WORLD_SIZE-1, a missing MASTER_*).
+Expected<DistributedSettings> distributed_settings_from_env();
+
+/// One rank's membership of a data-parallel job: a Gloo process group whose TCP store rank 0
+/// hosts. Collectives block until every rank joins them (or the timeout passes: Unavailable
+/// naming the collective); every rank must call the same collectives in the same order. Owned by
+/// the trainer for one run; not thread-safe (the training thread only).
+class DistributedContext {
+ public:
+  /// Joins the job: rank 0 listens on master_addr:master_port, the others connect (waiting up to
+  /// the timeout for it). Unavailable when the rendezvous fails.
+  static Expected<std::unique_ptr<DistributedContext>> Join(const DistributedSettings& settings);
+  ~DistributedContext();
+
+  int rank() const { return settings_.rank; }
+  int world_size() const { return settings_.world_size; }
+  /// Rank 0: writes checkpoints, evaluates, logs and writes the bundle.
+  bool leader() const { return settings_.rank == 0; }
+
+  /// Replaces each tensor (any float dtype, CPU) by its mean over the ranks: one all-reduce of
+  /// their concatenation. For gradients and batch-norm statistics.
+  Status allreduce_mean(const std::vector<torch::Tensor>& tensors);
+  /// Sums `values` (float64) over the ranks, in place.
+  Status allreduce_sum(std::vector<double>* values);
+  /// Rank 0's `value` on every rank.
+  Status broadcast_flag(bool* value);
+  /// Waits until every rank gets here.
+  Status barrier(const std::string& what);
+  /// Seconds spent in all-reduce so far (communication cost per step, for reports).
+  double allreduce_seconds() const { return allreduce_seconds_; }
+  int64_t allreduce_calls() const { return allreduce_calls_; }
+
+ private:
+  struct Impl;
+  DistributedContext(DistributedSettings settings, std::unique_ptr<Impl> impl);
+  DistributedSettings settings_;
+  std::unique_ptr<Impl> impl_;
+  double allreduce_seconds_ = 0;
+  int64_t allreduce_calls_ = 0;
+};
+
+}  // namespace kiln::train

@@ -1,0 +1,149 @@
+// `kiln train --nproc 2`: data-parallel training with two real processes (Gloo over loopback) on
+// Fashion-MNIST reaches what one process reaches; a rank killed mid-run makes the launcher
+// restart the job from its last checkpoint and finish; bad launch options are clear errors.
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+#include <thread>
+
+#include "support/test_support.h"
+
+namespace kiln {
+namespace {
+
+using testing::example;
+using testing::run_kiln;
+using testing::TempDir;
+using Json = nlohmann::json;
+namespace fs = std::filesystem;
+
+const std::vector<std::string> kSmallCnn = {"--set", "data.limit=6000", "--set", "epochs=3",
+                                            "--set", "model.width=8",   "--set", "model.hidden=32"};
+
+std::vector<std::string> train_args(const fs::path& out, std::vector<std::string> extra) {
+  std::vector<std::string> args = {"train", example("fashion-mnist/cnn.yaml"), "--out",
+                                   out.string(), "--json"};
+  args.insert(args.end(), kSmallCnn.begin(), kSmallCnn.end());
+  args.insert(args.end(), extra.begin(), extra.end());
+  return args;
+}
+
+TEST(TrainDdpCliTest, TwoProcessesReachWhatOneReaches) {
+  TempDir home;
+  auto one = run_kiln(train_args(home / "one", {}), home.path(), {"KILN_THREADS=2"});
+  ASSERT_EQ(one.exit_code, 0) << one.err;
+  auto two = run_kiln(train_args(home / "two", {"--nproc", "2"}), home.path());
+  ASSERT_EQ(two.exit_code, 0) << two.err;
+  EXPECT_NE(two.err.find("data-parallel: 2 ranks (Gloo), each computing 128 of every 256-row"),
+            std::string::npos)
+      << two.err;
+  const Json a = Json::parse(one.out), b = Json::parse(two.out);  // rank 0 alone prints
+  EXPECT_EQ(b["distributed"]["world_size"], 2);
+  EXPECT_GT(b["distributed"]["allreduce_calls_rank0"].get<int64_t>(), b["steps"].get<int64_t>());
+  EXPECT_EQ(a["steps"], b["steps"]);  // the same global batches
+  const double acc1 = a["test_metrics"]["accuracy"], acc2 = b["test_metrics"]["accuracy"];
+  EXPECT_GT(acc2, 0.70);
+  EXPECT_NEAR(acc2, acc1, 0.02);
+  const Json manifest = Json::parse(testing::read_text(home / "two" / "bundle" / "manifest.json"));
+  EXPECT_EQ(manifest["distributed"]["world_size"], 2);
+  EXPECT_EQ(manifest["metrics"]["history"].size(), 3u);
+  // Only rank 0 wrote: one invocation, one checkpoint, no stray files of rank 1.
+  EXPECT_TRUE(fs::exists(home / "two" / "checkpoint.pt"));
+}
+
+/// Child pids of `pid` (the launcher's ranks).
+std::vector<pid_t> children_of(pid_t pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/task/" + std::to_string(pid) + "/children");
+  std::vector<pid_t> out;
+  pid_t child;
+  while (in >> child) out.push_back(child);
+  return out;
+}
+
+TEST(TrainDdpCliTest, AKilledRankRestartsTheJobFromItsCheckpoint) {
+  TempDir home;
+  const fs::path out = home / "run";
+  const fs::path err_path = home / "stderr";
+  const pid_t launcher = ::fork();
+  if (launcher == 0) {
+    const int fd = ::open(err_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    ::dup2(fd, 2);
+    const int null_fd = ::open("/dev/null", O_WRONLY);
+    ::dup2(null_fd, 1);
+    ::setenv("KILN_HOME", home.path().c_str(), 1);
+    const std::string bin = testing::kiln_binary().string();
+    std::vector<std::string> args = {bin,
+                                     "train",
+                                     example("fashion-mnist/cnn.yaml"),
+                                     "--out",
+                                     out.string(),
+                                     "--nproc",
+                                     "2",
+                                     "--set",
+                                     "data.limit=20000",
+                                     "--set",
+                                     "epochs=4",
+                                     "--set",
+                                     "model.width=16",
+                                     "--set",
+                                     "model.hidden=32",
+                                     "--set",
+                                     "checkpoint_every=5"};
+    std::vector<char*> argv;
+    for (auto& a : args) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    ::execv(bin.c_str(), argv.data());
+    ::_exit(127);
+  }
+  // Once the first epoch is done (a checkpoint past step 0), kill rank 1 outright.
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);
+  bool killed = false;
+  while (!killed && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    if (!fs::exists(out / "metrics.jsonl") || testing::read_text(out / "metrics.jsonl").empty())
+      continue;
+    const std::vector<pid_t> ranks = children_of(launcher);
+    if (ranks.size() != 2) continue;
+    // The launcher starts rank 0 first; kill the other.
+    ASSERT_EQ(::kill(ranks[1], SIGKILL), 0);
+    killed = true;
+  }
+  ASSERT_TRUE(killed) << testing::read_text(err_path);
+  int status = 0;
+  ASSERT_EQ(::waitpid(launcher, &status, 0), launcher);
+  const std::string err = testing::read_text(err_path);
+  ASSERT_TRUE(WIFEXITED(status)) << err;
+  EXPECT_EQ(WEXITSTATUS(status), 0) << err;
+  EXPECT_NE(err.find("was killed by signal 9; stopping the other ranks"), std::string::npos) << err;
+  EXPECT_NE(err.find("restarting every rank from"), std::string::npos) << err;
+  EXPECT_NE(err.find("resuming"), std::string::npos) << err;
+  const Json manifest = Json::parse(testing::read_text(out / "bundle" / "manifest.json"));
+  EXPECT_EQ(manifest["metrics"]["history"].size(), 4u);
+  EXPECT_GT(manifest["metrics"]["test"]["accuracy"].get<double>(), 0.7);
+}
+
+TEST(TrainDdpCliTest, BadLaunchOptionsAreClearErrors) {
+  TempDir home;
+  auto r = run_kiln(train_args(home / "a", {"--nproc", "2", "--nnodes", "2"}), home.path());
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find("--nnodes > 1 needs --master ADDR:PORT"), std::string::npos) << r.err;
+  r = run_kiln({"train", "--data", (testing::shared_datasets_dir() / "breast_cancer.csv").string(),
+                "--target", "diagnosis", "--nproc", "2"},
+               home.path());
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find("the quick path (--data)"), std::string::npos) << r.err;
+  r = run_kiln(train_args(home / "b", {}), home.path(),
+               {"WORLD_SIZE=2", "RANK=5", "MASTER_ADDR=127.0.0.1", "MASTER_PORT=1"});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find("RANK=5 is outside WORLD_SIZE=2"), std::string::npos) << r.err;
+}
+
+}  // namespace
+}  // namespace kiln
