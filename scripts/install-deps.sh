@@ -7,7 +7,7 @@ packages=(
   libyaml-cpp-dev libcli11-dev nlohmann-json3-dev libspdlog-dev libfmt-dev
   libssl-dev zlib1g-dev libsqlite3-dev libxxhash-dev libpng-dev libjpeg62-turbo-dev libonnx-dev
   libgtest-dev libgmock-dev
-  wrk prometheus chromium fonts-dejavu-core
+  wrk prometheus chromium fonts-dejavu-core nginx
   dataset-fashion-mnist python3-numpy python3-torch python3-torchvision python3-sklearn
   python3-optuna python3-scipy python3-fastapi python3-uvicorn python3-onnx nodejs npm
 )

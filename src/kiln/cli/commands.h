@@ -46,6 +46,9 @@ inline constexpr const char* kLoadtestHelp =
     "Load-test an HTTP server (a URL, or `kiln serve` started on --model): open-loop constant "
     "rate with coordinated-omission-safe latency, or closed loop; percentiles, errors, "
     "timeline, --find-max under an SLO";
+inline constexpr const char* kDeployHelp =
+    "Run an inference cluster: `kiln serve` replicas behind nginx on a shared registry (up, "
+    "status, roll one replica at a time without failing a request, down)";
 inline constexpr const char* kRolloutHelp =
     "Progressive delivery on a `kiln serve` route: move weight to a candidate step by step, "
     "check its live error rate, p99 and accuracy each step, promote (move a registry alias) or "
@@ -113,6 +116,7 @@ void register_test_command(CLI::App& app, int* exit_code);
 void register_rollout_command(CLI::App& app, int* exit_code);
 /// `pipeline run|status|show|dag` (torch-free: both binaries run it).
 void register_pipeline_command(CLI::App& app, int* exit_code);
+void register_deploy_command(CLI::App& app, int* exit_code);
 /// `improve NAME ...` and `improve history NAME` (engine).
 void register_improve_command(CLI::App& app, int* exit_code);
 /// `compress REF ...` (engine).

@@ -32,6 +32,7 @@ int main(int argc, char** argv) {
         register_tune_commands(app, exit_code);
         register_test_command(app, exit_code);
         register_pipeline_command(app, exit_code);
+        register_deploy_command(app, exit_code);
         register_monitor_commands(app, exit_code);
         register_improve_command(app, exit_code);
         register_compress_command(app, exit_code);

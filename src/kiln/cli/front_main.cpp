@@ -23,6 +23,7 @@ int main(int argc, char** argv) {
         add_engine_verb(app, "serve", kServeHelp, exit_code);
         add_engine_verb(app, "test", kTestHelp, exit_code);
         register_pipeline_command(app, exit_code);
+        register_deploy_command(app, exit_code);
         add_engine_verb(app, "improve", kImproveHelp, exit_code);
         add_engine_verb(app, "compress", kCompressHelp, exit_code);
         // `monitor rules` runs here; `monitor drift` (tensors) goes to kiln-engine.

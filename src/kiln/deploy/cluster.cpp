@@ -1,0 +1,492 @@
+#include "kiln/deploy/cluster.h"
+
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <map>
+#include <regex>
+#include <sstream>
+#include <thread>
+
+#include "kiln/core/files.h"
+#include "kiln/core/yaml.h"
+#include "kiln/loadtest/target.h"
+
+namespace kiln::deploy {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+int free_loopback_port() {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  if (fd < 0) return 0;
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof(addr);
+  int port = 0;
+  if (::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0 &&
+      ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0)
+    port = ntohs(addr.sin_port);
+  ::close(fd);
+  return port;
+}
+
+bool alive(pid_t pid) { return pid > 0 && ::kill(pid, 0) == 0; }
+
+/// Starts `argv` in its own session (it outlives this command), stdin /dev/null, stdout and
+/// stderr appended to `log_path`. Reaps nothing: the caller's process exits long before.
+Expected<pid_t> spawn_detached(const std::vector<std::string>& argv, const fs::path& log_path) {
+  const pid_t pid = ::fork();
+  if (pid < 0) return Status::Internal("fork failed");
+  if (pid == 0) {
+    ::setsid();
+    const int in = ::open("/dev/null", O_RDONLY);
+    const int out = ::open(log_path.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
+    if (in >= 0) ::dup2(in, 0);
+    if (out >= 0) {
+      ::dup2(out, 1);
+      ::dup2(out, 2);
+    }
+    std::vector<std::string> copy = argv;
+    std::vector<char*> args;
+    for (auto& a : copy) args.push_back(a.data());
+    args.push_back(nullptr);
+    ::execv(args[0], args.data());
+    ::_exit(127);
+  }
+  return pid;
+}
+
+/// SIGTERM, then SIGKILL after `timeout_s`; reaps `pid` when it is our child.
+void stop_process(pid_t pid, double timeout_s) {
+  if (!alive(pid)) return;
+  ::kill(pid, SIGTERM);
+  const auto deadline =
+      Clock::now() + std::chrono::milliseconds(static_cast<int>(timeout_s * 1000));
+  while (Clock::now() < deadline) {
+    int status = 0;
+    if (::waitpid(pid, &status, WNOHANG) == pid || !alive(pid)) return;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  ::kill(pid, SIGKILL);
+  ::waitpid(pid, nullptr, WNOHANG);
+}
+
+Expected<loadtest::HttpReply> get(const std::string& host, int port, const std::string& path,
+                                  int timeout_ms = 2000) {
+  KILN_ASSIGN_OR_RETURN(
+      loadtest::Target t,
+      loadtest::parse_target("http://" + host + ":" + std::to_string(port) + path, true));
+  return loadtest::http_exchange(t, path, "", timeout_ms);
+}
+
+/// Waits until the replica answers /v2/health/ready with 200 (or dies, or the timeout passes).
+Status wait_ready(const Replica& r, double timeout_s, const fs::path& log_path) {
+  const auto deadline =
+      Clock::now() + std::chrono::milliseconds(static_cast<int>(timeout_s * 1000));
+  while (Clock::now() < deadline) {
+    int status = 0;
+    if (::waitpid(r.pid, &status, WNOHANG) == r.pid || !alive(r.pid)) {
+      Expected<std::string> text = read_file(log_path);
+      std::string tail = text.ok() ? *text : "";
+      if (tail.size() > 1500) tail = tail.substr(tail.size() - 1500);
+      return Status::Unavailable("replica " + std::to_string(r.id) + " (port " +
+                                 std::to_string(r.port) + ") exited before it was ready; " +
+                                 log_path.string() + " ends:\n" + tail);
+    }
+    Expected<loadtest::HttpReply> reply = get("127.0.0.1", r.port, "/v2/health/ready", 1000);
+    if (reply.ok() && reply->status == 200) return Status::Ok();
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  return Status::Unavailable("replica " + std::to_string(r.id) + " (port " +
+                             std::to_string(r.port) + ") was not ready within " +
+                             std::to_string(static_cast<int>(timeout_s)) + " s; see " +
+                             log_path.string());
+}
+
+fs::path state_path(const fs::path& dir) { return dir / "state.json"; }
+
+Expected<ClusterState> read_state(const ClusterSpec& spec, const DeployOptions& options) {
+  const fs::path path = state_path(cluster_dir(options, spec.name));
+  std::error_code ec;
+  if (!fs::exists(path, ec))
+    return Status::NotFound("cluster '" + spec.name + "' is not up (no " + path.string() + ")");
+  KILN_ASSIGN_OR_RETURN(Json j, read_json_file(path));
+  return ClusterState::from_json(j);
+}
+
+Status write_state(const ClusterState& state, const fs::path& dir) {
+  return write_json_file_atomic(state_path(dir), state.to_json());
+}
+
+/// Starts a replica serving `models` on `port` (0: a free one) and waits until it is ready.
+Expected<Replica> start_replica(ClusterState& state, const ClusterSpec& spec,
+                                const std::vector<std::string>& models,
+                                const DeployOptions& options, const fs::path& dir,
+                                std::ostream& log, int port = 0) {
+  Replica r;
+  r.id = state.next_id++;
+  r.port = port > 0 ? port : free_loopback_port();
+  r.models = models;
+  if (r.port == 0) return Status::Unavailable("no free loopback port for a replica");
+  std::vector<std::string> argv = {options.kiln_binary.string(), "serve"};
+  for (const std::string& m : models) argv.insert(argv.end(), {"--model", m});
+  argv.insert(argv.end(), {"--host", "127.0.0.1", "--port", std::to_string(r.port)});
+  argv.insert(argv.end(), spec.serve_args.begin(), spec.serve_args.end());
+  const fs::path log_path = dir / "logs" / ("replica-" + std::to_string(r.id) + ".log");
+  KILN_ASSIGN_OR_RETURN(r.pid, spawn_detached(argv, log_path));
+  log << "replica " << r.id << ": kiln serve on 127.0.0.1:" << r.port << " (pid " << r.pid << ")\n";
+  Status ready = wait_ready(r, options.ready_timeout_s, log_path);
+  if (!ready.ok()) {
+    stop_process(r.pid, 5);
+    return ready;
+  }
+  log << "replica " << r.id << ": ready\n";
+  return r;
+}
+
+/// Writes nginx.conf for `state` and (re)loads nginx: starts it when `state.nginx_pid` is 0,
+/// else checks the new file (nginx -t) and sends HUP; then waits until nginx answers.
+Status apply_nginx(ClusterState& state, const DeployOptions& options, const fs::path& dir) {
+  KILN_RETURN_IF_ERROR(write_file_atomic(dir / "nginx.conf", nginx_config(state, dir)));
+  const std::string conf = (dir / "nginx.conf").string();
+  const std::string prefix = (dir / "nginx").string() + "/";
+  std::error_code ec;
+  fs::create_directories(dir / "nginx", ec);
+  auto run = [&](std::vector<std::string> argv) -> Status {
+    const fs::path out = dir / "logs" / "nginx-command.log";
+    KILN_ASSIGN_OR_RETURN(pid_t pid, spawn_detached(argv, out));
+    int status = 0;
+    ::waitpid(pid, &status, 0);
+    if (WIFEXITED(status) && WEXITSTATUS(status) == 0) return Status::Ok();
+    Expected<std::string> text = read_file(out);
+    return Status::Unavailable(
+        "nginx " + argv[1] + " " + argv[2] + " failed:\n" +
+        (text.ok() ? text->substr(text->size() > 1500 ? text->size() - 1500 : 0) : ""));
+  };
+  const std::string error_log = (dir / "logs" / "nginx-error.log").string();
+  KILN_RETURN_IF_ERROR(
+      run({options.nginx_binary.string(), "-t", "-q", "-e", error_log, "-p", prefix, "-c", conf}));
+  if (state.nginx_pid > 0 && alive(state.nginx_pid)) {
+    ::kill(state.nginx_pid, SIGHUP);  // new workers with the new upstream; old ones finish
+  } else {
+    KILN_RETURN_IF_ERROR(
+        run({options.nginx_binary.string(), "-e", error_log, "-p", prefix, "-c", conf}));
+    // nginx daemonises; its pid file names the master.
+    const auto deadline = Clock::now() + std::chrono::seconds(10);
+    while (Clock::now() < deadline) {
+      Expected<std::string> pid = read_file(dir / "nginx.pid");
+      if (pid.ok() && std::atoi(pid->c_str()) > 0) {
+        state.nginx_pid = std::atoi(pid->c_str());
+        break;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    if (state.nginx_pid <= 0) return Status::Unavailable("nginx wrote no pid file");
+  }
+  const auto deadline = Clock::now() + std::chrono::seconds(10);
+  while (Clock::now() < deadline) {
+    Expected<loadtest::HttpReply> reply = get(state.host, state.port, "/v2/health/live", 1000);
+    if (reply.ok() && reply->status == 200) return Status::Ok();
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  return Status::Unavailable("nginx does not answer on " + state.host + ":" +
+                             std::to_string(state.port) + "; see " +
+                             (dir / "logs" / "nginx-error.log").string());
+}
+
+}  // namespace
+
+Json ClusterState::to_json() const {
+  Json rs = Json::array();
+  for (const Replica& r : replicas)
+    rs.push_back({{"id", r.id}, {"port", r.port}, {"pid", r.pid}, {"models", r.models}});
+  return {{"name", name},           {"host", host},       {"port", port},
+          {"nginx_pid", nginx_pid}, {"next_id", next_id}, {"replicas", rs}};
+}
+
+Expected<ClusterState> ClusterState::from_json(const Json& j) {
+  ClusterState s;
+  try {
+    s.name = j.at("name").get<std::string>();
+    s.host = j.at("host").get<std::string>();
+    s.port = j.at("port").get<int>();
+    s.nginx_pid = j.at("nginx_pid").get<pid_t>();
+    s.next_id = j.at("next_id").get<int>();
+    for (const Json& r : j.at("replicas"))
+      s.replicas.push_back({r.at("id").get<int>(), r.at("port").get<int>(),
+                            r.at("pid").get<pid_t>(),
+                            r.at("models").get<std::vector<std::string>>()});
+  } catch (const std::exception& e) {
+    return Status::DataLoss("cluster state.json: " + std::string(e.what()));
+  }
+  return s;
+}
+
+fs::path cluster_dir(const DeployOptions& options, const std::string& name) {
+  return options.home / "clusters" / name;
+}
+
+Expected<ClusterSpec> load_cluster_spec(const fs::path& path) {
+  std::map<std::string, int> lines;
+  KILN_ASSIGN_OR_RETURN(Json doc, read_yaml_file(path, &lines));
+  auto bad = [&](const std::string& key, const std::string& what) {
+    auto it = lines.find(key);
+    return Status::InvalidArgument(path.string() +
+                                   (it == lines.end() ? "" : ":" + std::to_string(it->second)) +
+                                   ": " + key + ": " + what);
+  };
+  if (!doc.is_object()) return Status::InvalidArgument(path.string() + ": expected a mapping");
+  ClusterSpec spec;
+  spec.file = path;
+  static const std::vector<std::string> kFields = {"name",   "host",       "port", "replicas",
+                                                   "models", "serve_args", "nodes"};
+  for (auto it = doc.begin(); it != doc.end(); ++it)
+    if (std::find(kFields.begin(), kFields.end(), it.key()) == kFields.end())
+      return bad(it.key(), "unknown field (name, host, port, replicas, models, serve_args, nodes)");
+  if (!doc.contains("name") || !doc["name"].is_string() ||
+      !std::regex_match(doc["name"].get<std::string>(), std::regex("[A-Za-z0-9_-]{1,64}")))
+    return bad("name", "required: letters, digits, _ and - only");
+  spec.name = doc["name"];
+  if (doc.contains("host")) {
+    if (!doc["host"].is_string()) return bad("host", "expected an address");
+    spec.host = doc["host"];
+  }
+  if (doc.contains("port")) {
+    if (!doc["port"].is_number_integer() || doc["port"] < 1 || doc["port"] > 65535)
+      return bad("port", "expected a TCP port 1..65535");
+    spec.port = doc["port"];
+  }
+  if (doc.contains("replicas")) {
+    if (!doc["replicas"].is_number_integer() || doc["replicas"] < 1 || doc["replicas"] > 64)
+      return bad("replicas", "expected 1..64");
+    spec.replicas = doc["replicas"];
+  }
+  auto strings = [&](const std::string& key, std::vector<std::string>* out) -> Status {
+    if (!doc.contains(key)) return Status::Ok();
+    const Json& v = doc[key];
+    if (v.is_string()) {
+      out->push_back(v);
+      return Status::Ok();
+    }
+    if (!v.is_array()) return bad(key, "expected a list of strings");
+    for (const Json& e : v) {
+      if (e.is_string()) {
+        out->push_back(e);
+      } else if (e.is_number()) {
+        out->push_back(e.dump());
+      } else {
+        return bad(key, "expected a list of strings");
+      }
+    }
+    return Status::Ok();
+  };
+  KILN_RETURN_IF_ERROR(strings("models", &spec.models));
+  KILN_RETURN_IF_ERROR(strings("serve_args", &spec.serve_args));
+  if (spec.models.empty()) return bad("models", "required: the models each replica serves");
+  std::vector<std::string> nodes;
+  KILN_RETURN_IF_ERROR(strings("nodes", &nodes));
+  for (const std::string& n : nodes)
+    if (n != "local")
+      return bad("nodes", "'" + n +
+                              "': only `local` (this machine) is supported so far; remote nodes "
+                              "over ssh are not");
+  for (const std::string& a : spec.serve_args)
+    if (a == "--port" || a == "--host" || a == "--model" || a == "-m")
+      return bad("serve_args", a + " is set by the cluster (port/host per replica, models:)");
+  return spec;
+}
+
+std::string nginx_config(const ClusterState& state, const fs::path& dir) {
+  std::ostringstream c;
+  const std::string d = dir.string();
+  c << "# Generated by `kiln deploy` for cluster " << state.name << "; rewritten on every roll.\n"
+    << (::geteuid() == 0 ? "user root;\n" : "") << "daemon on;\n"
+    << "worker_processes 1;\n"
+    << "pid " << d << "/nginx.pid;\n"
+    << "error_log " << d << "/logs/nginx-error.log warn;\n"
+    << "events { worker_connections 4096; }\n"
+    << "http {\n"
+    << "  access_log off;\n"
+    << "  client_body_temp_path " << d << "/nginx/client_body;\n"
+    << "  proxy_temp_path " << d << "/nginx/proxy;\n"
+    << "  fastcgi_temp_path " << d << "/nginx/fastcgi;\n"
+    << "  uwsgi_temp_path " << d << "/nginx/uwsgi;\n"
+    << "  scgi_temp_path " << d << "/nginx/scgi;\n"
+    << "  client_max_body_size 64m;\n"
+    << "  client_body_buffer_size 1m;\n"
+    << "  upstream kiln_" << state.name << " {\n"
+    << "    least_conn;\n";
+  // max_fails=0: no replica is ever marked unavailable. With 1 and two replicas, a replica
+  // draining during a roll and a reset on the other's kept-alive connection disabled both for
+  // fail_timeout, and nginx answered 502 "no live upstreams" (578 of 2,000 requests). A
+  // refused connect on loopback costs microseconds, and proxy_next_upstream moves on.
+  for (const Replica& r : state.replicas)
+    c << "    server 127.0.0.1:" << r.port << " max_fails=0;  # replica " << r.id << "\n";
+  c << "    keepalive 32;\n"
+    << "  }\n"
+    << "  server {\n"
+    << "    listen " << state.host << ":" << state.port << ";\n"
+    << "    location / {\n"
+    << "      proxy_pass http://kiln_" << state.name << ";\n"
+    << "      proxy_http_version 1.1;\n"
+    << "      proxy_set_header Connection \"\";\n"
+    << "      proxy_set_header Host $host;\n"
+    // A replica that is draining or gone: try the next one, POSTs included (an inference
+    // request has no side effect to repeat).
+    << "      proxy_next_upstream error timeout http_502 http_503 non_idempotent;\n"
+    << "      proxy_next_upstream_tries 3;\n"
+    << "      proxy_connect_timeout 2s;\n"
+    << "      proxy_read_timeout 60s;\n"
+    << "    }\n"
+    << "  }\n"
+    << "}\n";
+  return c.str();
+}
+
+Expected<ClusterState> cluster_up(const ClusterSpec& spec, const DeployOptions& options,
+                                  std::ostream& log) {
+  const fs::path dir = cluster_dir(options, spec.name);
+  if (Expected<ClusterState> existing = read_state(spec, options); existing.ok()) {
+    if (alive(existing->nginx_pid))
+      return Status::FailedPrecondition("cluster '" + spec.name + "' is already up (nginx pid " +
+                                        std::to_string(existing->nginx_pid) +
+                                        "); `kiln deploy roll` or `down` it");
+  }
+  std::error_code ec;
+  fs::create_directories(dir / "logs", ec);
+  if (ec) return Status::IoError(dir.string() + ": " + ec.message());
+  ClusterState state;
+  state.name = spec.name;
+  state.host = spec.host;
+  state.port = spec.port;
+  auto undo = [&](Status why) -> Status {
+    for (const Replica& r : state.replicas) stop_process(r.pid, options.drain_timeout_s);
+    if (state.nginx_pid > 0) stop_process(state.nginx_pid, 5);
+    return why;
+  };
+  for (int i = 0; i < spec.replicas; ++i) {
+    Expected<Replica> r = start_replica(state, spec, spec.models, options, dir, log);
+    if (!r.ok()) return undo(r.status());
+    state.replicas.push_back(*r);
+  }
+  if (Status st = apply_nginx(state, options, dir); !st.ok()) return undo(st);
+  if (Status st = write_state(state, dir); !st.ok()) return undo(st);
+  log << "cluster " << spec.name << ": " << spec.replicas << " replica(s) behind nginx on http://"
+      << spec.host << ":" << spec.port << "\n";
+  return state;
+}
+
+Expected<Json> cluster_status(const ClusterSpec& spec, const DeployOptions& options) {
+  KILN_ASSIGN_OR_RETURN(ClusterState state, read_state(spec, options));
+  Json out = {{"name", state.name},
+              {"url", "http://" + state.host + ":" + std::to_string(state.port)},
+              {"nginx", {{"pid", state.nginx_pid}, {"alive", alive(state.nginx_pid)}}},
+              {"replicas", Json::array()}};
+  for (const Replica& r : state.replicas) {
+    Json j = {{"id", r.id},
+              {"port", r.port},
+              {"pid", r.pid},
+              {"alive", alive(r.pid)},
+              {"models", Json::array()}};
+    Expected<loadtest::HttpReply> ready = get("127.0.0.1", r.port, "/v2/health/ready");
+    j["ready"] = ready.ok() && ready->status == 200;
+    // The served names from the replica's ready line; their live versions from OIP metadata
+    // (they follow registry alias moves).
+    const fs::path log_path =
+        cluster_dir(options, spec.name) / "logs" / ("replica-" + std::to_string(r.id) + ".log");
+    std::smatch m;
+    Expected<std::string> log_text = read_file(log_path);
+    const std::string text = log_text.ok() ? *log_text : "";
+    if (std::regex_search(text, m, std::regex("ready on \\S+ \\(models: ([^)]*)\\)"))) {
+      std::istringstream names(m[1].str());
+      std::string entry;
+      while (std::getline(names, entry, ',')) {
+        entry.erase(0, entry.find_first_not_of(' '));
+        const std::string name = entry.substr(0, entry.find(':'));
+        Expected<loadtest::HttpReply> meta = get("127.0.0.1", r.port, "/v2/models/" + name);
+        Json versions = Json::array();
+        if (meta.ok() && meta->status == 200) {
+          try {
+            versions = Json::parse(meta->body).value("versions", Json::array());
+          } catch (const std::exception&) {
+          }
+        }
+        j["models"].push_back({{"name", name}, {"versions", versions}});
+      }
+    }
+    Expected<loadtest::HttpReply> metrics = get("127.0.0.1", r.port, "/metrics");
+    double requests = 0;
+    if (metrics.ok() && metrics->status == 200) {
+      std::istringstream lines(metrics->body);
+      std::string line;
+      while (std::getline(lines, line))
+        if (line.rfind("kiln_http_requests_total", 0) == 0)
+          requests += std::atof(line.substr(line.rfind(' ') + 1).c_str());
+    }
+    j["requests"] = requests;
+    out["replicas"].push_back(j);
+  }
+  return out;
+}
+
+Expected<ClusterState> cluster_roll(const ClusterSpec& spec, const DeployOptions& options,
+                                    const std::vector<std::string>& models, std::ostream& log) {
+  KILN_ASSIGN_OR_RETURN(ClusterState state, read_state(spec, options));
+  if (!alive(state.nginx_pid))
+    return Status::FailedPrecondition("cluster '" + spec.name +
+                                      "': nginx is not running; `kiln deploy down` then `up`");
+  const fs::path dir = cluster_dir(options, spec.name);
+  const std::vector<std::string> target = models.empty() ? spec.models : models;
+  const size_t count = state.replicas.size();
+  for (size_t i = 0; i < count; ++i) {
+    const Replica old = state.replicas[i];
+    // In place, one replica unavailable at a time: nginx's configuration (and so its workers
+    // and the clients' kept-alive connections to it) never changes. The old replica stops
+    // accepting and answers what it has in flight; meanwhile nginx sends new requests, and any
+    // that meet the closing replica, to the others (proxy_next_upstream).
+    stop_process(old.pid, options.drain_timeout_s);
+    Expected<Replica> fresh = start_replica(state, spec, target, options, dir, log, old.port);
+    if (!fresh.ok()) {
+      // Put the old models back on that port, so the cluster keeps its capacity.
+      Expected<Replica> back = start_replica(state, spec, old.models, options, dir, log, old.port);
+      if (back.ok()) state.replicas[i] = *back;
+      (void)write_state(state, dir);
+      return fresh.status().with_context(
+          "roll stopped at replica " + std::to_string(old.id) +
+          (back.ok() ? " (it serves its old models again)" : " (it is down)"));
+    }
+    state.replicas[i] = *fresh;
+    KILN_RETURN_IF_ERROR(write_state(state, dir));
+    log << "replica " << old.id << " replaced by replica " << fresh->id << " (" << (i + 1) << "/"
+        << count << ")\n";
+  }
+  return state;
+}
+
+Status cluster_down(const ClusterSpec& spec, const DeployOptions& options, std::ostream& log) {
+  KILN_ASSIGN_OR_RETURN(ClusterState state, read_state(spec, options));
+  if (state.nginx_pid > 0) {
+    ::kill(state.nginx_pid, SIGQUIT);  // graceful: finish the requests in flight
+    const auto deadline = Clock::now() + std::chrono::seconds(10);
+    while (alive(state.nginx_pid) && Clock::now() < deadline)
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    if (alive(state.nginx_pid)) ::kill(state.nginx_pid, SIGKILL);
+  }
+  for (const Replica& r : state.replicas) stop_process(r.pid, options.drain_timeout_s);
+  std::error_code ec;
+  fs::remove(state_path(cluster_dir(options, spec.name)), ec);
+  log << "cluster " << spec.name << ": down (nginx and " << state.replicas.size()
+      << " replica(s) stopped)\n";
+  return Status::Ok();
+}
+
+}  // namespace kiln::deploy
