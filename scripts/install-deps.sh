@@ -32,14 +32,17 @@ if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi
 
-# ONNX Runtime for Node.js (runs the graphs `kiln export --format onnx` writes, in tests and
-# bench/onnx_bench.sh), pinned by tools/onnxruntime/package-lock.json. Its install script only
-# fetches GPU providers (unreachable here): the CPU library ships inside the package.
-ort_dir="$(cd "$(dirname "$0")/.." && pwd)/tools/onnxruntime"
-if [ ! -f "$ort_dir/node_modules/onnxruntime-node/package.json" ] ||
-   ! cmp -s "$ort_dir/package-lock.json" "$ort_dir/node_modules/.package-lock.json.installed"; then
-  echo "installing onnxruntime-node (npm ci in tools/onnxruntime)"
-  (cd "$ort_dir" && ONNXRUNTIME_NODE_INSTALL=skip npm ci --ignore-scripts --no-audit --no-fund \
-     --loglevel=error)
-  cp "$ort_dir/package-lock.json" "$ort_dir/node_modules/.package-lock.json.installed"
-fi
+# Node.js packages the tests and benchmarks run, each directory pinned by its lock file:
+# tools/onnxruntime (ONNX Runtime, runs the graphs `kiln export --format onnx` writes; its install
+# script only fetches GPU providers, unreachable here: the CPU library ships inside the package)
+# and tools/kubernetes (offline validation of `kiln deploy k8s` manifests against the API schemas).
+root="$(cd "$(dirname "$0")/.." && pwd)"
+for dir in "$root/tools/onnxruntime" "$root/tools/kubernetes"; do
+  if [ ! -d "$dir/node_modules" ] ||
+     ! cmp -s "$dir/package-lock.json" "$dir/node_modules/.package-lock.json.installed"; then
+    echo "installing $(basename "$dir")'s Node.js packages (npm ci in ${dir#$root/})"
+    (cd "$dir" && ONNXRUNTIME_NODE_INSTALL=skip npm ci --ignore-scripts --no-audit --no-fund \
+       --loglevel=error)
+    cp "$dir/package-lock.json" "$dir/node_modules/.package-lock.json.installed"
+  fi
+done

@@ -163,5 +163,54 @@ TEST(DeployCliTest, BadClusterFilesAreNamedByLine) {
   EXPECT_NE(r.out.find("listen 127.0.0.1:18080"), std::string::npos) << r.out;
 }
 
+// `kiln deploy k8s`: manifests for a real cluster, validated offline against the Kubernetes API
+// schemas (kubernetes-models); the validator itself rejects a broken one.
+TEST(DeployCliTest, KubernetesManifestsValidateAgainstTheApiSchemas) {
+  TempDir home;
+  const fs::path cluster = home / "cluster.yaml";
+  testing::write_text(cluster,
+                      "name: fmnist\nreplicas: 2\nmodels: [fmnist@production]\n"
+                      "serve_args: [--threads, \"1\"]\n");
+  const fs::path out = home / "k8s";
+  auto r = run_kiln({"deploy", "k8s", cluster.string(), "--out", out.string(), "--image",
+                     "registry.example.com/kiln:0.1.0", "--namespace", "ml"},
+                    home.path());
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  std::vector<std::string> files;
+  for (const auto& entry : fs::directory_iterator(out)) files.push_back(entry.path().string());
+  ASSERT_EQ(files.size(), 7u);
+  std::vector<std::string> argv = {
+      "node", (testing::source_dir() / "tools/kubernetes/validate.mjs").string()};
+  argv.insert(argv.end(), files.begin(), files.end());
+  auto valid = testing::run_program(argv);
+  EXPECT_EQ(valid.exit_code, 0) << valid.out << valid.err;
+  size_t ok = 0;
+  for (size_t at = 0; (at = valid.out.find("\"ok\":true", at)) != std::string::npos; ++at) ++ok;
+  EXPECT_EQ(ok, 7u) << valid.out;
+  for (const char* kind : {"Deployment", "Service", "PodDisruptionBudget",
+                           "HorizontalPodAutoscaler", "ConfigMap", "PersistentVolumeClaim"})
+    EXPECT_NE(valid.out.find(std::string("\"kind\":\"") + kind + "\""), std::string::npos) << kind;
+  const std::string deployment = testing::read_text(out / "deployment.yaml");
+  for (const char* want :
+       {"image: registry.example.com/kiln:0.1.0", "namespace: ml", "- fmnist@production",
+        "terminationGracePeriodSeconds: 45", "path: /v2/health/ready", "path: /v2/health/live",
+        "maxUnavailable: 0", "- sleep", "prometheus.io/scrape: \"true\""})
+    EXPECT_NE(deployment.find(want), std::string::npos) << want << "\n" << deployment;
+  // The validator is not a rubber stamp.
+  std::string broken = deployment;
+  broken.replace(broken.find("containerPort: 8000"), 19, "containerPort: eight");
+  testing::write_text(home / "broken.yaml", broken);
+  auto invalid = testing::run_program(
+      {"node", (testing::source_dir() / "tools/kubernetes/validate.mjs").string(),
+       (home / "broken.yaml").string()});
+  EXPECT_EQ(invalid.exit_code, 1) << invalid.out << invalid.err;
+  EXPECT_NE(invalid.out.find("containerPort must be integer"), std::string::npos) << invalid.out;
+  // Names Kubernetes refuses are refused here.
+  testing::write_text(cluster, "name: FMNIST_1\nmodels: [fmnist@production]\n");
+  r = run_kiln({"deploy", "k8s", cluster.string(), "--out", (home / "k2").string()}, home.path());
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find("is not a Kubernetes name"), std::string::npos) << r.err;
+}
+
 }  // namespace
 }  // namespace kiln

@@ -1,19 +1,26 @@
 // `kiln deploy up|status|roll|down CLUSTER.yaml` (issue 19): `kiln serve` replicas behind nginx
 // on this machine, sharing the registry in $KILN_HOME. Torch-free: runs in the front.
+#include <filesystem>
 #include <iostream>
+#include <map>
 #include <memory>
 
 #include "kiln/cli/commands.h"
 #include "kiln/cli/flags.h"
 #include "kiln/core/files.h"
 #include "kiln/deploy/cluster.h"
+#include "kiln/deploy/kubernetes.h"
 #include "kiln/loadtest/serve_process.h"
 
 namespace kiln::cli {
 namespace {
 
+namespace fs = std::filesystem;
+
 struct DeployArgs {
   std::string file;
+  std::string out;  // k8s: the manifests' directory
+  deploy::KubernetesOptions k8s;
   std::vector<std::string> models;  // roll: the new --model arguments
   bool json = false;
   bool dry_run = false;
@@ -38,6 +45,21 @@ int run_deploy(const std::string& verb, const DeployArgs& a) {
     preview.port = spec->port;
     for (int i = 0; i < spec->replicas; ++i) preview.replicas.push_back({i, 0, 0, spec->models});
     std::cout << deploy::nginx_config(preview, deploy::cluster_dir(options, spec->name));
+    return 0;
+  }
+  if (verb == "k8s") {
+    Expected<std::map<std::string, std::string>> files = deploy::kubernetes_manifests(*spec, a.k8s);
+    if (!files.ok()) return report_failure(files.status());
+    std::error_code ec;
+    fs::create_directories(a.out, ec);
+    if (ec) return report_failure(Status::IoError(a.out + ": " + ec.message()));
+    for (const auto& [name, text] : *files) {
+      Status st = write_file_atomic(fs::path(a.out) / name, text);
+      if (!st.ok()) return report_failure(st);
+      log << "wrote " << (fs::path(a.out) / name).string() << "\n";
+    }
+    log << "apply with: kubectl apply -f " << a.out << " (the image: docker build -t "
+        << a.k8s.image << " . in the Kiln repository)\n";
     return 0;
   }
   if (verb == "status") {
@@ -83,7 +105,7 @@ void register_deploy_command(CLI::App& app, int* exit_code) {
       "alias moves on their own (registry polling); `roll` replaces them one at a time in place "
       "(drain the old one with SIGTERM while nginx sends its traffic to the others, start the "
       "new one on its port, wait until it is ready).");
-  for (const char* verb : {"up", "status", "roll", "down"}) {
+  for (const char* verb : {"up", "status", "roll", "down", "k8s"}) {
     auto a = std::make_shared<DeployArgs>();
     const std::string v = verb;
     CLI::App* c = deploy->add_subcommand(
@@ -91,6 +113,8 @@ void register_deploy_command(CLI::App& app, int* exit_code) {
            : v == "status" ? "each replica's health, models, versions and request count"
            : v == "roll"   ? "replace the replicas one at a time (new models or a new kiln), "
                              "without failing a request"
+           : v == "k8s"    ? "render the cluster as Kubernetes manifests (Deployment with probes "
+                             "and drain, Service, PDB, HPA, ConfigMap, registry volume)"
                            : "stop nginx and the replicas");
     c->add_option("cluster", a->file, "cluster file (.yaml)")->required();
     if (v == "roll")
@@ -98,6 +122,19 @@ void register_deploy_command(CLI::App& app, int* exit_code) {
                     "the models the new replicas serve (repeatable; default: the file's)");
     if (v == "up")
       c->add_flag("--dry-run", a->dry_run, "print the nginx.conf it would write and start nothing");
+    if (v == "k8s") {
+      add_flag(*c, Flag::kOut, &a->out)->required()->description("directory for the manifests");
+      c->add_option("--image", a->k8s.image, "container image")->default_val("kiln:latest");
+      c->add_option("--namespace", a->k8s.namespace_name, "Kubernetes namespace")
+          ->default_val("default");
+      c->add_option("--max-replicas", a->k8s.max_replicas,
+                    "the autoscaler's ceiling (default 3 x replicas)");
+      c->add_option("--target-rps", a->k8s.target_requests_per_second,
+                    "inference requests/s per pod above which the autoscaler adds pods")
+          ->default_val(200);
+      c->add_option("--storage-class", a->k8s.storage_class,
+                    "storage class of the registry volume claim (ReadWriteMany)");
+    }
     add_flag(*c, Flag::kJson, &a->json);
     c->callback([a, v, exit_code] { *exit_code = run_deploy(v, *a); });
   }
