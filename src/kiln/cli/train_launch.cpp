@@ -1,8 +1,6 @@
 #include "kiln/cli/train_launch.h"
 
-#include <netinet/in.h>
 #include <signal.h>
-#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -12,28 +10,13 @@
 #include <map>
 #include <thread>
 
+#include "kiln/core/ports.h"
+
 namespace kiln::cli {
 
 namespace {
 
 namespace fs = std::filesystem;
-
-/// A TCP port nothing listens on now (the kernel's pick for port 0).
-int free_loopback_port() {
-  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  if (fd < 0) return 29500;
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  addr.sin_port = 0;
-  socklen_t len = sizeof(addr);
-  int port = 29500;
-  if (::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0 &&
-      ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0)
-    port = ntohs(addr.sin_port);
-  ::close(fd);
-  return port;
-}
 
 pid_t start_rank(const std::vector<std::string>& args,
                  const std::map<std::string, std::string>& env) {
@@ -108,7 +91,7 @@ int launch_ranks(const LaunchPlan& plan,
   bool resume = false;
   for (int attempt = 0;; ++attempt) {
     // A fresh port per attempt: the dead job's may still be in TIME_WAIT.
-    const int master_port = port > 0 ? port : free_loopback_port();
+    const int master_port = port > 0 ? port : free_loopback_port(29500);
     std::map<pid_t, int> ranks;
     for (int local = 0; local < plan.nproc; ++local) {
       const int rank = plan.node_rank * plan.nproc + local;

@@ -1,9 +1,7 @@
 #include "kiln/deploy/cluster.h"
 
 #include <fcntl.h>
-#include <netinet/in.h>
 #include <signal.h>
-#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -15,6 +13,7 @@
 #include <thread>
 
 #include "kiln/core/files.h"
+#include "kiln/core/ports.h"
 #include "kiln/core/yaml.h"
 #include "kiln/loadtest/target.h"
 
@@ -23,21 +22,6 @@ namespace kiln::deploy {
 namespace {
 
 using Clock = std::chrono::steady_clock;
-
-int free_loopback_port() {
-  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  if (fd < 0) return 0;
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t len = sizeof(addr);
-  int port = 0;
-  if (::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0 &&
-      ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0)
-    port = ntohs(addr.sin_port);
-  ::close(fd);
-  return port;
-}
 
 bool alive(pid_t pid) { return pid > 0 && ::kill(pid, 0) == 0; }
 
