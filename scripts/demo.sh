@@ -42,6 +42,9 @@ head -6 "$run/predictions.csv" | cut -c1-120
 step "Export TorchScript (raw 0-255 pixels in, logits out; loadable with torch.jit.load)"
 "$kiln" export "$run/bundle" --format torchscript --out "$run/model.pt"
 
+step "Export ONNX (the same function as a graph built in C++: ONNX Runtime, TensorRT, OpenVINO)"
+"$kiln" export "$run/bundle" --format onnx --out "$run/model.onnx"
+
 step "Test the bundle before registering it: the default suite (smoke, baselines, boundary, invariance, serve skew, latency); a failed check stops here"
 "$kiln" test "$run/bundle" --junit "$run/test-junit.xml" --report "$run/test-report.json"
 test_tags=$(/usr/bin/python3 -c 'import json, sys; r = json.load(open(sys.argv[1]))
