@@ -103,6 +103,47 @@ inline torch::Tensor normalise_images(const torch::Tensor& raw, const std::vecto
   return (raw * (1.0 / 255.0) - m) / s;
 }
 
+/// Conv + batch norm (no bias, custom eps/momentum), pooling, strided rectangular conv, dense
+/// layers with batchnorm1d and dropout; input {3, 12, 12}, 4 outputs.
+inline const char* kBatchNormCnn = R"({"layers": [
+      {"type": "conv2d", "out": 8, "kernel": 3, "padding": 1, "bias": false},
+      {"type": "batchnorm2d", "eps": 0.001, "momentum": 0.5}, {"type": "relu"},
+      {"type": "maxpool2d", "kernel": 2},
+      {"type": "conv2d", "out": 16, "kernel": [3, 5], "stride": [2, 1], "padding": [1, 2]},
+      {"type": "batchnorm2d"}, {"type": "relu"},
+      {"type": "flatten"}, {"type": "linear", "out": 24}, {"type": "batchnorm1d"},
+      {"type": "relu"}, {"type": "dropout", "p": 0.5}, {"type": "linear", "out": "outputs"}]})";
+
+/// Residual blocks: identity, projection with batch norm, projection without; adaptive pooling;
+/// input {3, 11, 9}, 5 outputs.
+inline const char* kResidualNet = R"({"layers": [
+      {"type": "conv2d", "out": 8, "kernel": 3, "padding": 1}, {"type": "relu"},
+      {"type": "residual", "body": [
+          {"type": "conv2d", "out": 8, "kernel": 3, "padding": 1}, {"type": "batchnorm2d"},
+          {"type": "relu"}, {"type": "conv2d", "out": 8, "kernel": 3, "padding": 1}]},
+      {"type": "relu"},
+      {"type": "residual", "body": [
+          {"type": "conv2d", "out": 16, "kernel": 3, "stride": 2, "padding": 1, "bias": false},
+          {"type": "batchnorm2d"}, {"type": "relu"},
+          {"type": "conv2d", "out": 16, "kernel": 3, "padding": 1}]},
+      {"type": "relu"},
+      {"type": "residual", "projection_batchnorm": false, "body": [
+          {"type": "conv2d", "out": 24, "kernel": 3, "stride": [2, 1], "padding": 1}]},
+      {"type": "adaptive_avgpool2d", "output_size": 1}, {"type": "flatten"},
+      {"type": "linear", "out": "outputs"}]})";
+
+/// Every activation and pooling layer (gelu, elu, leaky_relu, silu, sigmoid, tanh; avg, max,
+/// adaptive to [2, 3]); input {2, 15, 13}, 1 output.
+inline const char* kActivationsAndPools = R"({"layers": [
+      {"type": "conv2d", "out": 6, "kernel": 3}, {"type": "gelu"},
+      {"type": "conv2d", "out": 6, "kernel": 1}, {"type": "elu", "alpha": 0.5},
+      {"type": "avgpool2d", "kernel": 3, "stride": 2, "padding": 1},
+      {"type": "conv2d", "out": 6, "kernel": 1}, {"type": "leaky_relu", "slope": 0.2},
+      {"type": "maxpool2d", "kernel": [2, 3], "stride": 1, "padding": 1},
+      {"type": "silu"}, {"type": "adaptive_avgpool2d", "output_size": [2, 3]},
+      {"type": "flatten"}, {"type": "linear", "out": 10}, {"type": "sigmoid"},
+      {"type": "linear", "out": 10}, {"type": "tanh"}, {"type": "linear", "out": "outputs"}]})";
+
 inline const char* kPeerCnn = R"({"layers": [
     {"type": "conv2d", "out": 32, "kernel": 3, "padding": 1}, {"type": "relu"},
     {"type": "maxpool2d", "kernel": 2},

@@ -52,15 +52,7 @@ TEST(Export, PeerCnnMatchesEager) {
 }
 
 TEST(Export, CnnWithBatchNormUsesRunningStatistics) {
-  auto net = build_net(R"({"layers": [
-      {"type": "conv2d", "out": 8, "kernel": 3, "padding": 1, "bias": false},
-      {"type": "batchnorm2d", "eps": 0.001, "momentum": 0.5}, {"type": "relu"},
-      {"type": "maxpool2d", "kernel": 2},
-      {"type": "conv2d", "out": 16, "kernel": [3, 5], "stride": [2, 1], "padding": [1, 2]},
-      {"type": "batchnorm2d"}, {"type": "relu"},
-      {"type": "flatten"}, {"type": "linear", "out": 24}, {"type": "batchnorm1d"},
-      {"type": "relu"}, {"type": "dropout", "p": 0.5}, {"type": "linear", "out": "outputs"}]})",
-                       {3, 12, 12}, 4);
+  auto net = build_net(testing::kBatchNormCnn, {3, 12, 12}, 4);
   ASSERT_TRUE(net);
   auto state = network_state(*net);
   ASSERT_TRUE(state.count("layers.1.running_mean"));
@@ -70,22 +62,7 @@ TEST(Export, CnnWithBatchNormUsesRunningStatistics) {
 }
 
 TEST(Export, ResidualBlocksWithAndWithoutProjection) {
-  auto net = build_net(R"({"layers": [
-      {"type": "conv2d", "out": 8, "kernel": 3, "padding": 1}, {"type": "relu"},
-      {"type": "residual", "body": [
-          {"type": "conv2d", "out": 8, "kernel": 3, "padding": 1}, {"type": "batchnorm2d"},
-          {"type": "relu"}, {"type": "conv2d", "out": 8, "kernel": 3, "padding": 1}]},
-      {"type": "relu"},
-      {"type": "residual", "body": [
-          {"type": "conv2d", "out": 16, "kernel": 3, "stride": 2, "padding": 1, "bias": false},
-          {"type": "batchnorm2d"}, {"type": "relu"},
-          {"type": "conv2d", "out": 16, "kernel": 3, "padding": 1}]},
-      {"type": "relu"},
-      {"type": "residual", "projection_batchnorm": false, "body": [
-          {"type": "conv2d", "out": 24, "kernel": 3, "stride": [2, 1], "padding": 1}]},
-      {"type": "adaptive_avgpool2d", "output_size": 1}, {"type": "flatten"},
-      {"type": "linear", "out": "outputs"}]})",
-                       {3, 11, 9}, 5);
+  auto net = build_net(testing::kResidualNet, {3, 11, 9}, 5);
   ASSERT_TRUE(net);
   auto state = network_state(*net);
   EXPECT_TRUE(state.count("layers.4.shortcut.0.weight"));
@@ -104,16 +81,7 @@ TEST(Export, ZooResnetSmallMatchesEager) {
 }
 
 TEST(Export, ActivationsAndPools) {
-  auto net = build_net(R"({"layers": [
-      {"type": "conv2d", "out": 6, "kernel": 3}, {"type": "gelu"},
-      {"type": "conv2d", "out": 6, "kernel": 1}, {"type": "elu", "alpha": 0.5},
-      {"type": "avgpool2d", "kernel": 3, "stride": 2, "padding": 1},
-      {"type": "conv2d", "out": 6, "kernel": 1}, {"type": "leaky_relu", "slope": 0.2},
-      {"type": "maxpool2d", "kernel": [2, 3], "stride": 1, "padding": 1},
-      {"type": "silu"}, {"type": "adaptive_avgpool2d", "output_size": [2, 3]},
-      {"type": "flatten"}, {"type": "linear", "out": 10}, {"type": "sigmoid"},
-      {"type": "linear", "out": 10}, {"type": "tanh"}, {"type": "linear", "out": "outputs"}]})",
-                       {2, 15, 13}, 1);
+  auto net = build_net(testing::kActivationsAndPools, {2, 15, 13}, 1);
   ASSERT_TRUE(net);
   expect_export_matches(*net, torch::randn({7, 2, 15, 13}) * 2);
 }
