@@ -129,16 +129,7 @@ TEST(OnnxExport, TablePipelinesFoldedIn) {
     ASSERT_GT(torch::isnan(t.test).sum().item<int64_t>(), 0);  // NaN is "missing" in the graph
     check_against_torchscript(*net, t.test, Json::parse(pipe.to_json().dump()));
   }
-  t.train.select(1, 7).fill_(1.5);  // a constant column for variance_threshold to drop
-  t.test.select(1, 7).fill_(1.5);
-  features::Pipeline pipe;
-  pipe.add(std::make_unique<features::Imputer>(
-               features::ImputerOptions().strategy(features::ImputeStrategy::kMedian)))
-      .add(std::make_unique<features::RobustScaler>())
-      .add(std::make_unique<features::VarianceThreshold>())
-      .add(std::make_unique<features::MinMaxScaler>(
-          features::MinMaxScalerOptions().range(-1, 1).clip(true)))
-      .add(std::make_unique<features::Pca>(features::PcaOptions().n_components(6).whiten(true)));
+  features::Pipeline pipe = mt::selection_pca_pipeline(&t);
   ASSERT_TRUE(pipe.fit(t.train).ok());
   auto net = mt::build_net(R"({"layers": [{"type": "linear", "out": 8}, {"type": "gelu"},
       {"type": "linear", "out": "outputs"}]})",

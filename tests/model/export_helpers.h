@@ -14,6 +14,11 @@
 #include <vector>
 
 #include "kiln/core/json.h"
+#include "kiln/features/imputer.h"
+#include "kiln/features/pca.h"
+#include "kiln/features/pipeline.h"
+#include "kiln/features/scalers.h"
+#include "kiln/features/selection.h"
 #include "kiln/model/network.h"
 #include "kiln/model/spec.h"
 #include "support/test_support.h"
@@ -83,6 +88,23 @@ inline Tables breast_cancer_with_gaps() {
   torch::Tensor holes = torch::rand(x.sizes()) < 0.05;
   x = x.masked_fill(holes, std::numeric_limits<float>::quiet_NaN());
   return {x.slice(0, 0, 400), x.slice(0, 400)};
+}
+
+/// Every table step the exporters fold, unfitted: median imputer, robust scaler, variance
+/// threshold, min-max to [-1, 1] with clip, whitened PCA to 6. Makes column 7 of `t` constant
+/// (train and test) so the variance threshold has a column to drop.
+inline features::Pipeline selection_pca_pipeline(Tables* t) {
+  t->train.select(1, 7).fill_(1.5);
+  t->test.select(1, 7).fill_(1.5);
+  features::Pipeline pipe;
+  pipe.add(std::make_unique<features::Imputer>(
+               features::ImputerOptions().strategy(features::ImputeStrategy::kMedian)))
+      .add(std::make_unique<features::RobustScaler>())
+      .add(std::make_unique<features::VarianceThreshold>())
+      .add(std::make_unique<features::MinMaxScaler>(
+          features::MinMaxScalerOptions().range(-1, 1).clip(true)))
+      .add(std::make_unique<features::Pca>(features::PcaOptions().n_components(6).whiten(true)));
+  return pipe;
 }
 
 /// An image-normalize preprocessing record as `kiln data prepare` writes it.

@@ -228,17 +228,7 @@ TEST(Export, TablePipelineImputerScalerFoldedIn) {
 
 TEST(Export, TablePipelineWithSelectionPcaAndOtherScalers) {
   testing::Tables t = testing::breast_cancer_with_gaps();
-  // A constant column for variance_threshold to drop.
-  t.train.select(1, 7).fill_(1.5);
-  t.test.select(1, 7).fill_(1.5);
-  features::Pipeline pipe;
-  pipe.add(std::make_unique<features::Imputer>(
-               features::ImputerOptions().strategy(features::ImputeStrategy::kMedian)))
-      .add(std::make_unique<features::RobustScaler>())
-      .add(std::make_unique<features::VarianceThreshold>())
-      .add(std::make_unique<features::MinMaxScaler>(
-          features::MinMaxScalerOptions().range(-1, 1).clip(true)))
-      .add(std::make_unique<features::Pca>(features::PcaOptions().n_components(6).whiten(true)));
+  features::Pipeline pipe = testing::selection_pca_pipeline(&t);
   ASSERT_TRUE(pipe.fit(t.train).ok());
   ASSERT_EQ(pipe.output_features(), 6);
   auto net = build_net(R"({"layers": [{"type": "linear", "out": 8}, {"type": "gelu"},
