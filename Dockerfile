@@ -7,7 +7,7 @@ RUN apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --
       build-essential cmake ninja-build pkg-config git ca-certificates \
       libtorch-dev libgloo-dev libopenblas0-openmp libyaml-cpp-dev libcli11-dev nlohmann-json3-dev \
       libspdlog-dev libfmt-dev libssl-dev zlib1g-dev libsqlite3-dev libxxhash-dev libpng-dev \
-      libjpeg62-turbo-dev libonnx-dev \
+      libjpeg62-turbo-dev libonnx-dev libpqxx-dev \
     && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY CMakeLists.txt ./
@@ -21,7 +21,7 @@ RUN cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release -DKILN_BUILD_TESTS=O
 FROM debian:12
 RUN apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
       libtorch1.13 libopenblas0-openmp libyaml-cpp0.7 libspdlog1.10 libfmt9 libssl3 zlib1g \
-      libsqlite3-0 libxxhash0 libpng16-16 libjpeg62-turbo libonnx1 libgomp1 \
+      libsqlite3-0 libxxhash0 libpng16-16 libjpeg62-turbo libonnx1 libgomp1 libpqxx-6.4 libpq5 \
     && rm -rf /var/lib/apt/lists/* \
     && useradd --uid 10001 --home-dir /var/lib/kiln --create-home kiln
 COPY --from=build /src/build/kiln /src/build/kiln-engine /usr/local/bin/

@@ -1,6 +1,7 @@
 // Registry benchmark: push of a ~5 MB bundle (fresh content, and the same content again, which
 // deduplicates) and resolving NAME@ALIAS (the server's hot-reload poll), through the ModelStore
 // API in one process. Usage: registry_bench [--pushes N] [--resolves N] [--root DIR]
+// [--catalogue sqlite|postgresql://HOST:PORT/DB] (default: as open_model_store picks it)
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -59,10 +60,12 @@ int64_t dir_bytes(const fs::path& dir) {
 int main(int argc, char** argv) {
   int pushes = 20, resolves = 20000;
   fs::path root;
+  std::string catalogue;
   for (int i = 1; i + 1 < argc; i += 2) {
     if (!std::strcmp(argv[i], "--pushes")) pushes = std::atoi(argv[i + 1]);
     if (!std::strcmp(argv[i], "--resolves")) resolves = std::atoi(argv[i + 1]);
     if (!std::strcmp(argv[i], "--root")) root = argv[i + 1];
+    if (!std::strcmp(argv[i], "--catalogue")) catalogue = argv[i + 1];
   }
   auto tmp = kiln::make_temp_directory("kiln-registry-bench-");
   if (root.empty()) root = *tmp / "home";
@@ -72,7 +75,8 @@ int main(int argc, char** argv) {
   std::printf("bundle: %.2f MB (manifest.json, weights.pt, model.pt)\n",
               static_cast<double>(dir_bytes(bundles[0])) / 1e6);
 
-  auto store = kiln::registry::open_model_store(kiln::registry::StoreOptions().root(root));
+  auto store = kiln::registry::open_model_store(
+      kiln::registry::StoreOptions().root(root).catalogue(catalogue));
   if (!store.ok()) {
     std::fprintf(stderr, "%s\n", store.status().to_string().c_str());
     return 1;

@@ -6,6 +6,7 @@ packages=(
   libtorch-dev libgloo-dev libopenblas0-openmp
   libyaml-cpp-dev libcli11-dev nlohmann-json3-dev libspdlog-dev libfmt-dev
   libssl-dev zlib1g-dev libsqlite3-dev libxxhash-dev libpng-dev libjpeg62-turbo-dev libonnx-dev
+  libpqxx-dev postgresql
   libgtest-dev libgmock-dev
   wrk prometheus chromium fonts-dejavu-core nginx
   dataset-fashion-mnist python3-numpy python3-torch python3-torchvision python3-sklearn

@@ -1,5 +1,6 @@
-// SqliteModelStore through the ModelStore interface: push/list/show/alias/rollback/tag/diff/
-// pull/delete/gc/verify, references and names, dedup, tampering, threads sharing one store.
+// The registry suite, run on both catalogues (SQLite and a throwaway PostgreSQL server) through
+// the ModelStore interface: push/list/show/alias/rollback/tag/diff/pull/delete/gc/verify,
+// references and names, dedup, tampering, threads sharing one store.
 #include <gtest/gtest.h>
 #include <sys/stat.h>
 
@@ -12,6 +13,7 @@
 #include "kiln/registry/model_store.h"
 #include "kiln/registry/query.h"
 #include "registry_helpers.h"
+#include "support/postgres_server.h"
 #include "support/test_support.h"
 
 namespace kiln::registry {
@@ -20,11 +22,23 @@ namespace {
 using kiln::testing::TempDir;
 using testing::make_bundle;
 
-std::unique_ptr<ModelStore> open_at(const fs::path& root) {
-  auto s = open_model_store(StoreOptions().root(root));
-  EXPECT_TRUE(s.ok()) << s.status();
-  return s.ok() ? std::move(*s) : nullptr;
-}
+/// Each test on each catalogue: "sqlite" (ROOT/registry.db) or "postgresql" (a fresh database
+/// on the test process's throwaway server, shared by every store the test opens).
+class StoreTest : public ::testing::TestWithParam<std::string> {
+ protected:
+  void SetUp() override {
+    catalogue_ = GetParam() == "postgresql" ? kiln::testing::fresh_postgres_database() : "sqlite";
+  }
+  std::unique_ptr<ModelStore> open_at(const fs::path& root) {
+    auto s = open_model_store(StoreOptions().root(root).catalogue(catalogue_));
+    EXPECT_TRUE(s.ok()) << s.status();
+    return s.ok() ? std::move(*s) : nullptr;
+  }
+  std::string catalogue_;
+};
+
+INSTANTIATE_TEST_SUITE_P(Catalogues, StoreTest, ::testing::Values("sqlite", "postgresql"),
+                         [](const auto& info) { return info.param; });
 
 /// Flips one byte in the middle of a (read-only) file.
 void flip_byte(const fs::path& path) {
@@ -81,7 +95,7 @@ TEST(QueryTest, WhereAndSort) {
   EXPECT_EQ(rs[2]["v"], 1);
 }
 
-TEST(StoreTest, PushNumbersVersionsAndDeduplicatesArtifacts) {
+TEST_P(StoreTest, PushNumbersVersionsAndDeduplicatesArtifacts) {
   TempDir tmp;
   auto store = open_at(tmp / "home");
   fs::path b1 = make_bundle(tmp / "b1", 1, "one");
@@ -132,7 +146,7 @@ TEST(StoreTest, PushNumbersVersionsAndDeduplicatesArtifacts) {
   EXPECT_EQ(fs::status(w).permissions() & fs::perms::owner_write, fs::perms::none);
 }
 
-TEST(StoreTest, BadPushesAreRefusedWithoutAVersion) {
+TEST_P(StoreTest, BadPushesAreRefusedWithoutAVersion) {
   TempDir tmp;
   auto store = open_at(tmp / "home");
   fs::path b = make_bundle(tmp / "b", 1, "x");
@@ -151,7 +165,7 @@ TEST(StoreTest, BadPushesAreRefusedWithoutAVersion) {
   EXPECT_TRUE(all->empty());
 }
 
-TEST(StoreTest, ResolveMaterialisesAVerifiedReadOnlyBundle) {
+TEST_P(StoreTest, ResolveMaterialisesAVerifiedReadOnlyBundle) {
   TempDir tmp;
   auto store = open_at(tmp / "home");
   auto v = store->push(PushRequest(make_bundle(tmp / "b", 1, "x"), "m"));
@@ -182,7 +196,7 @@ TEST(StoreTest, ResolveMaterialisesAVerifiedReadOnlyBundle) {
   EXPECT_EQ(again->bundle_dir, r->bundle_dir);
 }
 
-TEST(StoreTest, AliasesRollBackThroughTheirHistory) {
+TEST_P(StoreTest, AliasesRollBackThroughTheirHistory) {
   TempDir tmp;
   auto store = open_at(tmp / "home");
   fs::path b = make_bundle(tmp / "b", 1, "x");
@@ -206,7 +220,7 @@ TEST(StoreTest, AliasesRollBackThroughTheirHistory) {
   EXPECT_EQ(store->remove_alias("m", "nope").code(), StatusCode::kNotFound);
 }
 
-TEST(StoreTest, ListFiltersSortsAndShowsTagsAliasesLineage) {
+TEST_P(StoreTest, ListFiltersSortsAndShowsTagsAliasesLineage) {
   TempDir tmp;
   auto store = open_at(tmp / "home");
   ASSERT_TRUE(store->push(PushRequest(make_bundle(tmp / "b1", 1, "1", 0.80), "m")).ok());
@@ -246,7 +260,7 @@ TEST(StoreTest, ListFiltersSortsAndShowsTagsAliasesLineage) {
   EXPECT_TRUE((*d)["files"].contains("weights.pt"));
 }
 
-TEST(StoreTest, DeleteIsRefusedUnderAnAliasAndGcFreesArtifacts) {
+TEST_P(StoreTest, DeleteIsRefusedUnderAnAliasAndGcFreesArtifacts) {
   TempDir tmp;
   auto store = open_at(tmp / "home");
   auto v1 = store->push(PushRequest(make_bundle(tmp / "b1", 1, "1"), "m"));
@@ -277,7 +291,7 @@ TEST(StoreTest, DeleteIsRefusedUnderAnAliasAndGcFreesArtifacts) {
   EXPECT_TRUE(store->resolve("m@3").ok());
 }
 
-TEST(StoreTest, TamperedArtifactIsNamedByVerifyAndRefusedByPullAndLoad) {
+TEST_P(StoreTest, TamperedArtifactIsNamedByVerifyAndRefusedByPullAndLoad) {
   TempDir tmp;
   auto store = open_at(tmp / "home");
   auto v = store->push(PushRequest(make_bundle(tmp / "b", 1, "x"), "m"));
@@ -310,7 +324,7 @@ TEST(StoreTest, TamperedArtifactIsNamedByVerifyAndRefusedByPullAndLoad) {
   EXPECT_NE(report->problems[0].find("missing"), std::string::npos);
 }
 
-TEST(StoreTest, PullWritesAVerifiedBundle) {
+TEST_P(StoreTest, PullWritesAVerifiedBundle) {
   TempDir tmp;
   auto store = open_at(tmp / "home");
   ASSERT_TRUE(store->push(PushRequest(make_bundle(tmp / "b", 1, "x"), "m")).ok());
@@ -322,7 +336,7 @@ TEST(StoreTest, PullWritesAVerifiedBundle) {
   EXPECT_EQ(store->pull("m@1", tmp / "out").status().code(), StatusCode::kAlreadyExists);
 }
 
-TEST(StoreTest, ThreadsSharingOneStorePushDistinctVersions) {
+TEST_P(StoreTest, ThreadsSharingOneStorePushDistinctVersions) {
   TempDir tmp;
   auto store = open_at(tmp / "home");
   fs::path b = make_bundle(tmp / "b", 1, "x");
@@ -342,7 +356,7 @@ TEST(StoreTest, ThreadsSharingOneStorePushDistinctVersions) {
   for (int i = 0; i < 20; ++i) EXPECT_EQ((*all)[static_cast<size_t>(i)].version, i + 1);
 }
 
-TEST(StoreTest, ResolveModelRefTakesBundlePaths) {
+TEST(ResolveModelRefTest, TakesBundlePaths) {
   TempDir tmp;
   fs::path b = make_bundle(tmp / "mybundle", 1, "x");
   auto r = resolve_model_ref(b.string());

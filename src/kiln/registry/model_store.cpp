@@ -1,9 +1,12 @@
 #include "kiln/registry/model_store.h"
 
+#include <cstdlib>
+
 #include "kiln/core/files.h"
 #include "kiln/core/hash.h"
+#include "kiln/core/yaml.h"
 #include "kiln/model/manifest.h"
-#include "kiln/registry/sqlite_store.h"
+#include "kiln/registry/sql_store.h"
 
 namespace kiln::registry {
 
@@ -66,8 +69,64 @@ Json VerifyReport::to_json() const {
           {"problems", problems}};
 }
 
+namespace {
+
+bool starts_with(const std::string& s, const char* prefix) { return s.rfind(prefix, 0) == 0; }
+
+/// The catalogue setting and where it came from (for error messages).
+Expected<std::pair<std::string, std::string>> catalogue_setting(const StoreOptions& options,
+                                                                const fs::path& root) {
+  if (!options.catalogue_.empty())
+    return std::make_pair(options.catalogue_, std::string("catalogue"));
+  if (const char* env = std::getenv("KILN_REGISTRY"); env != nullptr && *env != '\0')
+    return std::make_pair(std::string(env), std::string("KILN_REGISTRY"));
+  const fs::path config = root / "registry.yaml";
+  std::error_code ec;
+  if (!fs::exists(config, ec)) return std::make_pair(std::string("sqlite"), std::string());
+  KILN_ASSIGN_OR_RETURN(Json doc, read_yaml_file(config));
+  if (!doc.is_object() || !doc.contains("catalogue") || !doc.at("catalogue").is_string())
+    return Status::InvalidArgument(config.string() +
+                                   ": expected 'catalogue: sqlite' or 'catalogue: "
+                                   "postgresql://HOST:PORT/DB'");
+  return std::make_pair(doc.at("catalogue").get<std::string>(), config.string());
+}
+
+}  // namespace
+
+Json MigrationReport::to_json() const {
+  return {{"models", models},
+          {"versions", versions},
+          {"aliases", aliases},
+          {"alias_events", alias_events},
+          {"tags", tags},
+          {"artifacts_copied", artifacts_copied},
+          {"bytes_copied", bytes_copied}};
+}
+
+Expected<std::unique_ptr<SqlModelStore>> open_sql_store(const StoreOptions& options) {
+  const fs::path root = options.root_.empty() ? kiln_home() : options.root_;
+  KILN_ASSIGN_OR_RETURN(auto setting, catalogue_setting(options, root));
+  const auto& [catalogue, source] = setting;
+  std::unique_ptr<Catalogue> opened;
+  if (catalogue == "sqlite") {
+    std::error_code ec;
+    fs::create_directories(root, ec);
+    if (ec)
+      return Status::IoError("cannot create directory " + root.string() + ": " + ec.message());
+    KILN_ASSIGN_OR_RETURN(opened,
+                          open_sqlite_catalogue(root / "registry.db", options.busy_timeout_ms_));
+  } else if (starts_with(catalogue, "postgresql://") || starts_with(catalogue, "postgres://")) {
+    KILN_ASSIGN_OR_RETURN(opened, open_postgres_catalogue(catalogue));
+  } else {
+    return Status::InvalidArgument((source.empty() ? std::string("registry") : source) +
+                                   ": unknown catalogue '" + redact_url(catalogue) +
+                                   "' (expected 'sqlite' or a postgresql://HOST:PORT/DB URL)");
+  }
+  return SqlModelStore::Create(std::move(opened), root);
+}
+
 Expected<std::unique_ptr<ModelStore>> open_model_store(const StoreOptions& options) {
-  KILN_ASSIGN_OR_RETURN(std::unique_ptr<SqliteModelStore> store, SqliteModelStore::Create(options));
+  KILN_ASSIGN_OR_RETURN(std::unique_ptr<SqlModelStore> store, open_sql_store(options));
   return std::unique_ptr<ModelStore>(std::move(store));
 }
 

@@ -2,8 +2,10 @@
 
 // The model registry: immutable numbered versions of named models, aliases with history, tags,
 // lineage, and a content-addressed artifact store. ModelStore is the seam between callers (CLI,
-// serve, compress, pipelines) and a backend (SqliteModelStore today, PostgreSQL later).
+// serve, compress, pipelines) and the backend (SqlModelStore on an SQLite or PostgreSQL
+// catalogue).
 
+#include <chrono>
 #include <cstdint>
 #include <filesystem>
 #include <map>
@@ -203,8 +205,18 @@ class ModelStore {
   /// Re-hashes every referenced artifact. The report names each mismatch or missing file.
   virtual Expected<VerifyReport> verify() = 0;
 
-  /// The registry's root directory.
+  /// The registry's root directory (artifacts/ and bundles/; registry.db with SQLite).
   virtual fs::path root() const = 0;
+  /// Where the catalogue is: ROOT/registry.db, or postgresql://host:port/db (password hidden).
+  virtual std::string catalogue_location() const = 0;
+
+  /// True when wait_for_change() reports changes by other processes as they commit
+  /// (PostgreSQL LISTEN/NOTIFY); SQLite registries are polled instead.
+  virtual bool notifies_changes() const = 0;
+  /// Blocks up to `timeout` for a committed change (a push, an alias set, rolled back or
+  /// removed, a delete) by anyone; true when one arrived. Without notifications: sleeps the
+  /// timeout and returns false. Thread-safe beside the other calls.
+  virtual Expected<bool> wait_for_change(std::chrono::milliseconds timeout) = 0;
 };
 
 /// Options of open_model_store().
@@ -214,17 +226,28 @@ struct StoreOptions {
     root_ = std::move(v);
     return *this;
   }
+  /// The catalogue: "" (default) takes $KILN_REGISTRY, else the `catalogue:` line of
+  /// ROOT/registry.yaml, else SQLite at ROOT/registry.db. "sqlite" is SQLite at ROOT;
+  /// "postgresql://..." (or "postgres://...") a PostgreSQL database, whose artifacts still live
+  /// under ROOT (a directory every host mounts).
+  StoreOptions& catalogue(std::string v) {
+    catalogue_ = std::move(v);
+    return *this;
+  }
   /// How long a writer waits for another process's transaction (SQLite busy_timeout).
   StoreOptions& busy_timeout_ms(int v) {
     busy_timeout_ms_ = v;
     return *this;
   }
   fs::path root_;
+  std::string catalogue_;
   int busy_timeout_ms_ = 60000;
 };
 
-/// Opens (creating when absent) the default backend: SQLite (WAL) at ROOT/registry.db,
-/// artifacts under ROOT/artifacts/, materialised bundles under ROOT/bundles/.
+/// Opens (creating when absent) the registry: the catalogue StoreOptions::catalogue picks
+/// (SQLite in WAL mode at ROOT/registry.db by default), artifacts under ROOT/artifacts/,
+/// materialised bundles under ROOT/bundles/. InvalidArgument names an unknown catalogue and
+/// where it came from; Unavailable an unreachable PostgreSQL.
 Expected<std::unique_ptr<ModelStore>> open_model_store(const StoreOptions& options = {});
 
 /// Convenience used by eval/predict/export/serve: a bundle path resolves to itself (name = the

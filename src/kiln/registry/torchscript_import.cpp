@@ -37,7 +37,6 @@ std::string shape_text(const std::vector<int64_t>& shape) {
 
 }  // namespace
 
-
 Expected<fs::path> import_torchscript(const fs::path& model_pt, const TorchScriptImport& options,
                                       const fs::path& out_dir) {
   const std::string where = model_pt.string() + ": ";

@@ -1,9 +1,9 @@
-#include "kiln/registry/sqlite_store.h"
+#include "kiln/registry/sql_store.h"
 
-#include <sqlite3.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <ctime>
 #include <mutex>
@@ -14,67 +14,13 @@
 #include "kiln/core/clock.h"
 #include "kiln/core/files.h"
 #include "kiln/core/hash.h"
-#include "kiln/core/sqlite.h"
 #include "kiln/model/manifest.h"
 #include "kiln/registry/artifact_store.h"
+#include "kiln/registry/catalogue.h"
 #include "kiln/registry/query.h"
 
 namespace kiln::registry {
 namespace {
-
-constexpr int kSchemaVersion = 1;
-
-const char* kSchema = R"sql(
-CREATE TABLE IF NOT EXISTS models (
-  name TEXT PRIMARY KEY,
-  next_version INTEGER NOT NULL,
-  created_at TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS versions (
-  name TEXT NOT NULL,
-  version INTEGER NOT NULL,
-  bundle_sha256 TEXT NOT NULL,
-  task TEXT NOT NULL,
-  description TEXT NOT NULL,
-  created_at TEXT NOT NULL,
-  size_bytes INTEGER NOT NULL,
-  manifest TEXT NOT NULL,
-  snapshot_hash TEXT NOT NULL,
-  config_hash TEXT NOT NULL,
-  parent_name TEXT NOT NULL,
-  parent_version INTEGER NOT NULL,
-  kiln_version TEXT NOT NULL,
-  git_commit TEXT NOT NULL,
-  PRIMARY KEY (name, version));
-CREATE TABLE IF NOT EXISTS version_files (
-  name TEXT NOT NULL,
-  version INTEGER NOT NULL,
-  file TEXT NOT NULL,
-  sha256 TEXT NOT NULL,
-  size INTEGER NOT NULL,
-  PRIMARY KEY (name, version, file));
-CREATE INDEX IF NOT EXISTS version_files_sha256 ON version_files (sha256);
-CREATE TABLE IF NOT EXISTS tags (
-  name TEXT NOT NULL,
-  version INTEGER NOT NULL,
-  key TEXT NOT NULL,
-  value TEXT NOT NULL,
-  PRIMARY KEY (name, version, key));
-CREATE TABLE IF NOT EXISTS aliases (
-  name TEXT NOT NULL,
-  alias TEXT NOT NULL,
-  version INTEGER NOT NULL,
-  updated_at TEXT NOT NULL,
-  PRIMARY KEY (name, alias));
-CREATE INDEX IF NOT EXISTS aliases_target ON aliases (name, version);
-CREATE TABLE IF NOT EXISTS alias_history (
-  id INTEGER PRIMARY KEY AUTOINCREMENT,
-  name TEXT NOT NULL,
-  alias TEXT NOT NULL,
-  action TEXT NOT NULL,
-  version INTEGER NOT NULL,
-  at TEXT NOT NULL);
-CREATE INDEX IF NOT EXISTS alias_history_by_alias ON alias_history (name, alias, id);
-)sql";
 
 std::string join(const std::vector<std::string>& items, const std::string& sep = ", ") {
   std::string s;
@@ -101,114 +47,75 @@ std::string lineage_text(const Json& lineage, const char* key) {
 }  // namespace
 
 // ---------------------------------------------------------------------------------------------
-// SQLite plumbing: cached prepared statements, RAII transactions.
+// Catalogue plumbing: a cursor over a fully read result, RAII write transactions.
 
-struct SqliteModelStore::Impl {
+struct SqlModelStore::Impl {
   fs::path root;
   ArtifactStore artifacts{""};
   fs::path bundles;
-  sqlite3* db = nullptr;
-  std::mutex mu;  // one connection: every use holds it
-  std::unordered_map<std::string, sqlite3_stmt*> statements;
-
-  ~Impl() {
-    for (auto& [sql, s] : statements) sqlite3_finalize(s);
-    if (db) sqlite3_close(db);
-  }
-
-  Status error(const std::string& what, int rc) const {
-    std::string msg = (root / "registry.db").string() + ": " + what + ": " +
-                      (db ? sqlite3_errmsg(db) : sqlite3_errstr(rc));
-    if (rc == SQLITE_BUSY || rc == SQLITE_LOCKED)
-      return Status::Unavailable(msg + " (another process holds the registry; try again)");
-    return Status::IoError(msg);
-  }
-
-  Status exec(const std::string& sql) {
-    char* err = nullptr;
-    int rc = sqlite3_exec(db, sql.c_str(), nullptr, nullptr, &err);
-    if (err) sqlite3_free(err);
-    if (rc != SQLITE_OK) return error(sql.substr(0, 40), rc);
-    return Status::Ok();
-  }
+  std::unique_ptr<Catalogue> catalogue;
+  std::mutex mu;  // one catalogue connection: every use holds it
 };
 
 namespace {
 
-using Impl = SqliteModelStore::Impl;
+using Impl = SqlModelStore::Impl;
 
-/// A cached prepared statement, reset when the Query dies. Not thread-safe (callers hold mu).
+/// One statement: bind ?1..?N, then step() through its rows (it runs on the first step()). Not
+/// thread-safe (callers hold mu).
 class Query {
  public:
-  Query(Impl& impl, const std::string& sql) : impl_(impl) {
-    auto it = impl.statements.find(sql);
-    if (it != impl.statements.end()) {
-      stmt_ = it->second;
-      return;
-    }
-    rc_ = sqlite3_prepare_v2(impl.db, sql.c_str(), -1, &stmt_, nullptr);
-    if (rc_ == SQLITE_OK) impl.statements[sql] = stmt_;
-    sql_ = sql;
-  }
-  ~Query() {
-    if (stmt_) {
-      sqlite3_reset(stmt_);
-      sqlite3_clear_bindings(stmt_);
-    }
-  }
-  Query& bind(int i, const std::string& v) {
-    if (stmt_) sqlite3_bind_text(stmt_, i, v.data(), static_cast<int>(v.size()), SQLITE_TRANSIENT);
-    return *this;
-  }
-  Query& bind(int i, int64_t v) {
-    if (stmt_) sqlite3_bind_int64(stmt_, i, v);
-    return *this;
-  }
+  Query(Impl& impl, std::string sql) : impl_(impl), sql_(std::move(sql)) {}
+  Query& bind(int i, const std::string& v) { return set(i, v); }
+  Query& bind(int i, int64_t v) { return set(i, v); }
   /// True for a row, false when done.
   Expected<bool> step() {
-    if (rc_ != SQLITE_OK) return impl_.error("prepare " + sql_.substr(0, 40), rc_);
-    int rc = sqlite3_step(stmt_);
-    if (rc == SQLITE_ROW) return true;
-    if (rc == SQLITE_DONE) return false;
-    return impl_.error("query", rc);
+    if (!ran_) {
+      KILN_ASSIGN_OR_RETURN(result_, impl_.catalogue->execute(sql_, params_));
+      ran_ = true;
+      return !result_.rows.empty();
+    }
+    if (row_ < result_.rows.size()) ++row_;
+    return row_ < result_.rows.size();
   }
-  Status run() {
-    Expected<bool> r = step();
-    return r.ok() ? Status::Ok() : r.status();
+  Status run() { return step().status(); }
+  std::string text(int i) const { return result_.rows[row_][static_cast<size_t>(i)].value_or(""); }
+  int64_t integer(int i) const {
+    const auto& v = result_.rows[row_][static_cast<size_t>(i)];
+    return v ? std::stoll(*v) : 0;
   }
-  std::string text(int i) const {
-    const unsigned char* t = sqlite3_column_text(stmt_, i);
-    return t ? std::string(reinterpret_cast<const char*>(t),
-                           static_cast<size_t>(sqlite3_column_bytes(stmt_, i)))
-             : std::string();
-  }
-  int64_t integer(int i) const { return sqlite3_column_int64(stmt_, i); }
-  bool is_null(int i) const { return sqlite3_column_type(stmt_, i) == SQLITE_NULL; }
+  bool is_null(int i) const { return !result_.rows[row_][static_cast<size_t>(i)].has_value(); }
 
  private:
+  Query& set(int i, SqlParam v) {
+    if (params_.size() < static_cast<size_t>(i)) params_.resize(static_cast<size_t>(i));
+    params_[static_cast<size_t>(i - 1)] = std::move(v);
+    return *this;
+  }
   Impl& impl_;
-  sqlite3_stmt* stmt_ = nullptr;
-  int rc_ = SQLITE_OK;
   std::string sql_;
+  std::vector<SqlParam> params_;
+  SqlRows result_;
+  size_t row_ = 0;
+  bool ran_ = false;
 };
 
-/// BEGIN IMMEDIATE (a write lock, waiting busy_timeout for other processes) ... COMMIT; rolls
-/// back when not committed.
+/// A write transaction that excludes every other writer (Catalogue::begin_write) ... COMMIT;
+/// rolls back when not committed.
 class Transaction {
  public:
   explicit Transaction(Impl& impl) : impl_(impl) {}
   Status begin() {
-    KILN_RETURN_IF_ERROR(impl_.exec("BEGIN IMMEDIATE"));
+    KILN_RETURN_IF_ERROR(impl_.catalogue->begin_write());
     open_ = true;
     return Status::Ok();
   }
   Status commit() {
-    KILN_RETURN_IF_ERROR(impl_.exec("COMMIT"));
     open_ = false;
-    return Status::Ok();
+    return impl_.catalogue->commit();
   }
   ~Transaction() {
-    if (open_) impl_.exec("ROLLBACK");
+    if (open_) (void)impl_.catalogue->rollback();
   }
 
  private:
@@ -258,7 +165,7 @@ Expected<std::vector<std::pair<std::string, int64_t>>> alias_targets(Impl& impl,
 Status unknown_model(Impl& impl, const std::string& name) {
   KILN_ASSIGN_OR_RETURN(std::vector<std::string> names, model_names(impl));
   return Status::NotFound(
-      "no model '" + name + "' in the registry at " + impl.root.string() +
+      "no model '" + name + "' in the registry at " + impl.catalogue->location() +
       (names.empty() ? " (the registry is empty)" : " (models: " + join(names) + ")"));
 }
 
@@ -425,7 +332,9 @@ Status record_alias(Impl& impl, const std::string& name, const std::string& alia
   Query h(impl,
           "INSERT INTO alias_history (name, alias, action, version, at) VALUES (?1, ?2, ?3, ?4, "
           "?5)");
-  return h.bind(1, name).bind(2, alias).bind(3, action).bind(4, version).bind(5, now).run();
+  KILN_RETURN_IF_ERROR(
+      h.bind(1, name).bind(2, alias).bind(3, action).bind(4, version).bind(5, now).run());
+  return impl.catalogue->notify(name + "@" + alias);  // servers on NAME@ALIAS reload at once
 }
 
 Status check_version_exists(Impl& impl, const std::string& name, int64_t version) {
@@ -467,48 +376,35 @@ Json config_of(const VersionInfo& v) {
 
 // ---------------------------------------------------------------------------------------------
 
-SqliteModelStore::SqliteModelStore(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
-SqliteModelStore::~SqliteModelStore() = default;
+SqlModelStore::SqlModelStore(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+SqlModelStore::~SqlModelStore() = default;
 
-fs::path SqliteModelStore::root() const { return impl_->root; }
+fs::path SqlModelStore::root() const { return impl_->root; }
 
-Expected<std::unique_ptr<SqliteModelStore>> SqliteModelStore::Create(const StoreOptions& options) {
+Expected<std::unique_ptr<SqlModelStore>> SqlModelStore::Create(std::unique_ptr<Catalogue> catalogue,
+                                                               const fs::path& root) {
   auto impl = std::make_unique<Impl>();
-  impl->root = options.root_.empty() ? kiln_home() : options.root_;
+  impl->root = root;
   impl->artifacts = ArtifactStore(impl->root / "artifacts");
   impl->bundles = impl->root / "bundles";
+  impl->catalogue = std::move(catalogue);
   std::error_code ec;
   for (const fs::path& d : {impl->root, impl->artifacts.root(), impl->bundles}) {
     fs::create_directories(d, ec);
     if (ec) return Status::IoError("cannot create directory " + d.string() + ": " + ec.message());
   }
-  const fs::path db_path = impl->root / "registry.db";
-  SqliteOpenOptions open_options;
-  open_options.busy_timeout_ms = options.busy_timeout_ms_;
-  open_options.full_sync = true;
-  open_options.serialized = true;
-  KILN_ASSIGN_OR_RETURN(SqliteConnection db, open_sqlite_wal(db_path, open_options));
-  impl->db = db.release();
-  {
-    Query q(*impl, "PRAGMA user_version");
-    KILN_ASSIGN_OR_RETURN(bool row, q.step());
-    const int64_t have = row ? q.integer(0) : 0;
-    if (have > kSchemaVersion)
-      return Status::FailedPrecondition(db_path.string() + ": registry schema version " +
-                                        std::to_string(have) + " is newer than this Kiln's (" +
-                                        std::to_string(kSchemaVersion) + ")");
-    if (have == kSchemaVersion)
-      return std::unique_ptr<SqliteModelStore>(new SqliteModelStore(std::move(impl)));
-  }
-  Transaction txn(*impl);
-  KILN_RETURN_IF_ERROR(txn.begin());
-  KILN_RETURN_IF_ERROR(impl->exec(kSchema));
-  KILN_RETURN_IF_ERROR(impl->exec("PRAGMA user_version=" + std::to_string(kSchemaVersion)));
-  KILN_RETURN_IF_ERROR(txn.commit());
-  return std::unique_ptr<SqliteModelStore>(new SqliteModelStore(std::move(impl)));
+  return std::unique_ptr<SqlModelStore>(new SqlModelStore(std::move(impl)));
 }
 
-Expected<ResolvedModel> SqliteModelStore::resolve(const std::string& ref) {
+std::string SqlModelStore::catalogue_location() const { return impl_->catalogue->location(); }
+
+bool SqlModelStore::notifies_changes() const { return impl_->catalogue->notifies_changes(); }
+
+Expected<bool> SqlModelStore::wait_for_change(std::chrono::milliseconds timeout) {
+  return impl_->catalogue->wait_for_change(timeout);  // its own connection: no mu
+}
+
+Expected<ResolvedModel> SqlModelStore::resolve(const std::string& ref) {
   std::lock_guard<std::mutex> lock(impl_->mu);
   ResolvedModel r;
   // The hot path (a server polling NAME@ALIAS): one indexed read and a stat.
@@ -539,7 +435,7 @@ Expected<ResolvedModel> SqliteModelStore::resolve(const std::string& ref) {
   return r;
 }
 
-Expected<VersionInfo> SqliteModelStore::push(const PushRequest& req) {
+Expected<VersionInfo> SqlModelStore::push(const PushRequest& req) {
   KILN_RETURN_IF_ERROR(validate_name(req.name_));
   for (const auto& [k, v] : req.tags_) KILN_RETURN_IF_ERROR(validate_tag(k, v));
   if (req.description_.size() > 4096)
@@ -603,7 +499,8 @@ Expected<VersionInfo> SqliteModelStore::push(const PushRequest& req) {
   const std::string now = utc_now_iso8601();
   {
     Query q(*impl_,
-            "INSERT OR IGNORE INTO models (name, next_version, created_at) VALUES (?1, 1, ?2)");
+            "INSERT INTO models (name, next_version, created_at) VALUES (?1, 1, ?2) "
+            "ON CONFLICT (name) DO NOTHING");
     KILN_RETURN_IF_ERROR(q.bind(1, req.name_).bind(2, now).run());
   }
   int64_t version = 0;
@@ -648,11 +545,12 @@ Expected<VersionInfo> SqliteModelStore::push(const PushRequest& req) {
     Query q(*impl_, "UPDATE models SET next_version = ?2 WHERE name = ?1");
     KILN_RETURN_IF_ERROR(q.bind(1, req.name_).bind(2, version + 1).run());
   }
+  KILN_RETURN_IF_ERROR(impl_->catalogue->notify(req.name_));  // NAME@latest moved
   KILN_RETURN_IF_ERROR(txn.commit());
   return load_version(*impl_, req.name_, version);
 }
 
-Expected<std::vector<VersionInfo>> SqliteModelStore::list(const ListQuery& query) {
+Expected<std::vector<VersionInfo>> SqlModelStore::list(const ListQuery& query) {
   std::vector<WhereClause> where;
   for (const auto& w : query.where_) {
     KILN_ASSIGN_OR_RETURN(WhereClause c, parse_where(w));
@@ -692,13 +590,13 @@ Expected<std::vector<VersionInfo>> SqliteModelStore::list(const ListQuery& query
   return sorted;
 }
 
-Expected<VersionInfo> SqliteModelStore::show(const std::string& ref) {
+Expected<VersionInfo> SqlModelStore::show(const std::string& ref) {
   std::lock_guard<std::mutex> lock(impl_->mu);
   KILN_ASSIGN_OR_RETURN(auto nv, lookup(*impl_, ref));
   return load_version(*impl_, nv.first, nv.second);
 }
 
-Expected<std::vector<VersionInfo>> SqliteModelStore::lineage(const std::string& ref) {
+Expected<std::vector<VersionInfo>> SqlModelStore::lineage(const std::string& ref) {
   std::lock_guard<std::mutex> lock(impl_->mu);
   KILN_ASSIGN_OR_RETURN(auto nv, lookup(*impl_, ref));
   std::vector<VersionInfo> chain;
@@ -712,8 +610,8 @@ Expected<std::vector<VersionInfo>> SqliteModelStore::lineage(const std::string& 
   return chain;
 }
 
-Status SqliteModelStore::set_alias(const std::string& name, const std::string& alias,
-                                   int64_t version) {
+Status SqlModelStore::set_alias(const std::string& name, const std::string& alias,
+                                int64_t version) {
   KILN_RETURN_IF_ERROR(validate_name(name));
   KILN_RETURN_IF_ERROR(validate_alias(alias));
   std::lock_guard<std::mutex> lock(impl_->mu);
@@ -724,7 +622,7 @@ Status SqliteModelStore::set_alias(const std::string& name, const std::string& a
   return txn.commit();
 }
 
-Status SqliteModelStore::remove_alias(const std::string& name, const std::string& alias) {
+Status SqlModelStore::remove_alias(const std::string& name, const std::string& alias) {
   KILN_RETURN_IF_ERROR(validate_name(name));
   KILN_RETURN_IF_ERROR(validate_alias(alias));
   std::lock_guard<std::mutex> lock(impl_->mu);
@@ -742,8 +640,7 @@ Status SqliteModelStore::remove_alias(const std::string& name, const std::string
   return txn.commit();
 }
 
-Expected<int64_t> SqliteModelStore::rollback_alias(const std::string& name,
-                                                   const std::string& alias) {
+Expected<int64_t> SqlModelStore::rollback_alias(const std::string& name, const std::string& alias) {
   KILN_RETURN_IF_ERROR(validate_name(name));
   KILN_RETURN_IF_ERROR(validate_alias(alias));
   std::lock_guard<std::mutex> lock(impl_->mu);
@@ -770,8 +667,8 @@ Expected<int64_t> SqliteModelStore::rollback_alias(const std::string& name,
   return target;
 }
 
-Expected<std::vector<AliasEvent>> SqliteModelStore::alias_history(const std::string& name,
-                                                                  const std::string& alias) {
+Expected<std::vector<AliasEvent>> SqlModelStore::alias_history(const std::string& name,
+                                                               const std::string& alias) {
   std::lock_guard<std::mutex> lock(impl_->mu);
   std::vector<AliasEvent> events;
   Query q(*impl_,
@@ -786,8 +683,8 @@ Expected<std::vector<AliasEvent>> SqliteModelStore::alias_history(const std::str
   return events;
 }
 
-Status SqliteModelStore::tag(const std::string& ref, const std::string& key,
-                             const std::string& value) {
+Status SqlModelStore::tag(const std::string& ref, const std::string& key,
+                          const std::string& value) {
   KILN_RETURN_IF_ERROR(validate_tag(key, value));
   std::lock_guard<std::mutex> lock(impl_->mu);
   Transaction txn(*impl_);
@@ -800,7 +697,7 @@ Status SqliteModelStore::tag(const std::string& ref, const std::string& key,
   return txn.commit();
 }
 
-Expected<Json> SqliteModelStore::diff(const std::string& ref_a, const std::string& ref_b) {
+Expected<Json> SqlModelStore::diff(const std::string& ref_a, const std::string& ref_b) {
   KILN_ASSIGN_OR_RETURN(VersionInfo a, show(ref_a));
   KILN_ASSIGN_OR_RETURN(VersionInfo b, show(ref_b));
   Json la = a.to_json()["lineage"], lb = b.to_json()["lineage"];
@@ -818,7 +715,7 @@ Expected<Json> SqliteModelStore::diff(const std::string& ref_a, const std::strin
               {"files", diff_maps(fa, fb)}};
 }
 
-Expected<fs::path> SqliteModelStore::pull(const std::string& ref, const fs::path& out) {
+Expected<fs::path> SqlModelStore::pull(const std::string& ref, const fs::path& out) {
   std::lock_guard<std::mutex> lock(impl_->mu);
   KILN_ASSIGN_OR_RETURN(auto nv, lookup(*impl_, ref));
   KILN_ASSIGN_OR_RETURN(auto files, version_files(*impl_, nv.first, nv.second));
@@ -837,7 +734,7 @@ Expected<fs::path> SqliteModelStore::pull(const std::string& ref, const fs::path
   return out;
 }
 
-Status SqliteModelStore::remove(const std::string& ref) {
+Status SqlModelStore::remove(const std::string& ref) {
   std::lock_guard<std::mutex> lock(impl_->mu);
   Transaction txn(*impl_);
   KILN_RETURN_IF_ERROR(txn.begin());
@@ -863,10 +760,11 @@ Status SqliteModelStore::remove(const std::string& ref) {
     Query q(*impl_, sql);
     KILN_RETURN_IF_ERROR(q.bind(1, nv.first).bind(2, nv.second).run());
   }
+  KILN_RETURN_IF_ERROR(impl_->catalogue->notify(nv.first));
   return txn.commit();
 }
 
-Expected<GcReport> SqliteModelStore::gc(int64_t grace_seconds) {
+Expected<GcReport> SqlModelStore::gc(int64_t grace_seconds) {
   std::lock_guard<std::mutex> lock(impl_->mu);
   GcReport report;
   // Hold the write lock throughout: no push can commit a version referencing an artifact we are
@@ -922,15 +820,10 @@ Expected<GcReport> SqliteModelStore::gc(int64_t grace_seconds) {
   return report;
 }
 
-Expected<VerifyReport> SqliteModelStore::verify() {
+Expected<VerifyReport> SqlModelStore::verify() {
   std::lock_guard<std::mutex> lock(impl_->mu);
   VerifyReport report;
-  {
-    Query q(*impl_, "PRAGMA quick_check");
-    KILN_ASSIGN_OR_RETURN(bool row, q.step());
-    if (row && q.text(0) != "ok")
-      report.problems.push_back((impl_->root / "registry.db").string() + ": " + q.text(0));
-  }
+  KILN_RETURN_IF_ERROR(impl_->catalogue->check_integrity(&report.problems));
   {
     Query q(*impl_, "SELECT COUNT(*) FROM versions");
     KILN_ASSIGN_OR_RETURN(bool row, q.step());
@@ -955,6 +848,100 @@ Expected<VerifyReport> SqliteModelStore::verify() {
                                  : st.message();
     report.problems.push_back(what + " (used by " + join(used_by) + ")");
   }
+  return report;
+}
+
+}  // namespace kiln::registry
+
+namespace kiln::registry {
+namespace {
+
+/// The registry's tables with the columns Migrate copies, in an order that keeps every
+/// reference valid (alias_history without its id: the destination numbers it in source order).
+struct TableCopy {
+  const char* table;
+  const char* columns;
+  int count;
+  const char* order;
+};
+constexpr TableCopy kTables[] = {
+    {"models", "name, next_version, created_at", 3, "name"},
+    {"versions",
+     "name, version, bundle_sha256, task, description, created_at, size_bytes, manifest, "
+     "snapshot_hash, config_hash, parent_name, parent_version, kiln_version, git_commit",
+     14, "name, version"},
+    {"version_files", "name, version, file, sha256, size", 5, "name, version, file"},
+    {"tags", "name, version, key, value", 4, "name, version, key"},
+    {"aliases", "name, alias, version, updated_at", 4, "name, alias"},
+    {"alias_history", "name, alias, action, version, at", 5, "id"},
+};
+
+}  // namespace
+
+Expected<MigrationReport> SqlModelStore::Migrate(SqlModelStore& from, SqlModelStore& to) {
+  Impl& src = *from.impl_;
+  Impl& dst = *to.impl_;
+  if (&from == &to || src.catalogue->location() == dst.catalogue->location())
+    return Status::InvalidArgument("migrate: the source and destination are both " +
+                                   src.catalogue->location());
+  std::scoped_lock lock(src.mu, dst.mu);
+  MigrationReport report;
+  // The source's write lock: no push, alias move or gc changes it while we copy.
+  Transaction read_lock(src);
+  KILN_RETURN_IF_ERROR(read_lock.begin());
+  KILN_ASSIGN_OR_RETURN(std::vector<std::string> names, model_names(src));
+  KILN_ASSIGN_OR_RETURN(std::vector<std::string> existing, model_names(dst));
+  std::vector<std::string> clash;
+  for (const auto& n : names)
+    if (std::find(existing.begin(), existing.end(), n) != existing.end()) clash.push_back(n);
+  if (!clash.empty())
+    return Status::FailedPrecondition("the registry at " + dst.catalogue->location() +
+                                      " already holds model " + join(clash) +
+                                      "; migrate into an empty registry (or delete them there)");
+
+  // Artifacts first (as push does): the destination never references a missing file.
+  std::error_code ec;
+  if (!fs::equivalent(src.artifacts.root(), dst.artifacts.root(), ec)) {
+    Query q(src, "SELECT DISTINCT sha256 FROM version_files ORDER BY sha256");
+    for (;;) {
+      KILN_ASSIGN_OR_RETURN(bool row, q.step());
+      if (!row) break;
+      const std::string sha = q.text(0);
+      if (dst.artifacts.contains(sha)) continue;
+      KILN_RETURN_IF_ERROR(src.artifacts.check(sha).with_context("migrate"));
+      KILN_RETURN_IF_ERROR(dst.artifacts.put_file(src.artifacts.path_of(sha), sha));
+      ++report.artifacts_copied;
+      report.bytes_copied += static_cast<int64_t>(fs::file_size(dst.artifacts.path_of(sha), ec));
+    }
+  }
+
+  Transaction txn(dst);
+  KILN_RETURN_IF_ERROR(txn.begin());
+  for (const TableCopy& t : kTables) {
+    std::string placeholders;
+    for (int i = 1; i <= t.count; ++i) placeholders += (i > 1 ? ", ?" : "?") + std::to_string(i);
+    const std::string insert = std::string("INSERT INTO ") + t.table + " (" + t.columns +
+                               ") VALUES (" + placeholders + ")";
+    Query rows(src,
+               std::string("SELECT ") + t.columns + " FROM " + t.table + " ORDER BY " + t.order);
+    int64_t copied = 0;
+    for (;;) {
+      KILN_ASSIGN_OR_RETURN(bool row, rows.step());
+      if (!row) break;
+      Query q(dst, insert);
+      for (int i = 0; i < t.count; ++i) q.bind(i + 1, rows.text(i));
+      KILN_RETURN_IF_ERROR(q.run().with_context(std::string("migrate ") + t.table));
+      ++copied;
+    }
+    const std::string table = t.table;
+    if (table == "models") report.models = copied;
+    if (table == "versions") report.versions = copied;
+    if (table == "tags") report.tags = copied;
+    if (table == "aliases") report.aliases = copied;
+    if (table == "alias_history") report.alias_events = copied;
+  }
+  for (const auto& n : names) KILN_RETURN_IF_ERROR(dst.catalogue->notify(n));
+  KILN_RETURN_IF_ERROR(txn.commit());
   return report;
 }
 

@@ -1,0 +1,131 @@
+// The registry on a real throwaway PostgreSQL through the `kiln` binary: concurrent pushers in
+// separate processes get gap-free numbers, `kiln serve` learns of an alias move at once
+// (LISTEN/NOTIFY, with polling every 10 minutes), and `kiln registry migrate` copies an SQLite
+// registry over.
+#include <gtest/gtest.h>
+#include <sys/wait.h>
+
+#include <cstdlib>
+#include <nlohmann/json.hpp>
+#include <thread>
+
+#include "serve_helpers.h"
+#include "support/postgres_server.h"
+#include "support/test_support.h"
+
+namespace kiln {
+namespace {
+
+using testing::CommandResult;
+using testing::HttpClient;
+using testing::run_kiln;
+using testing::ServerProcess;
+using testing::shared_datasets_dir;
+using testing::TempDir;
+using Json = nlohmann::json;
+namespace fs = std::filesystem;
+
+/// Trains the breast-cancer quick path with `seed` into home/run<seed>; the bundle directory.
+fs::path train_cancer(const fs::path& home, int seed) {
+  const fs::path out = home / ("run" + std::to_string(seed));
+  CommandResult r = run_kiln({"train", "--data", (shared_datasets_dir() / "breast_cancer.csv").string(),
+                              "--target", "diagnosis", "--set", "seed=" + std::to_string(seed),
+                              "--out", out.string()},
+                             home, {"KILN_THREADS=1"});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  return out / "bundle";
+}
+
+TEST(RegistryPostgresTest, ConcurrentPushersInSeparateProcessesGetGapFreeNumbers) {
+  TempDir home;
+  const std::string url = testing::fresh_postgres_database();
+  const fs::path bundle = train_cancer(home.path(), 1);
+  // 4 processes x 5 pushes, all at once, each its own connection (as separate hosts would).
+  constexpr int kPushers = 4, kPushes = 5;
+  std::vector<std::thread> pushers;
+  std::atomic<int> failures{0};
+  for (int p = 0; p < kPushers; ++p)
+    pushers.emplace_back([&, p] {
+      for (int i = 0; i < kPushes; ++i) {
+        CommandResult r =
+            run_kiln({"registry", "push", bundle.string(), "--name", "cancer", "--tag",
+                      "pusher=" + std::to_string(p)},
+                     home.path(), {"KILN_REGISTRY=" + url});
+        if (r.exit_code != 0) {
+          ++failures;
+          ADD_FAILURE() << r.err;
+        }
+      }
+    });
+  for (auto& t : pushers) t.join();
+  ASSERT_EQ(failures.load(), 0);
+  CommandResult list = run_kiln({"registry", "list", "cancer", "--json"}, home.path(),
+                                {"KILN_REGISTRY=" + url});
+  ASSERT_EQ(list.exit_code, 0) << list.err;
+  Json versions = Json::parse(list.out);
+  ASSERT_EQ(versions.size(), static_cast<size_t>(kPushers * kPushes));
+  std::map<std::string, int> per_pusher;
+  for (size_t i = 0; i < versions.size(); ++i) {
+    EXPECT_EQ(versions[i]["version"], static_cast<int>(i + 1));
+    ++per_pusher[versions[i]["tags"]["pusher"].get<std::string>()];
+  }
+  for (int p = 0; p < kPushers; ++p) EXPECT_EQ(per_pusher[std::to_string(p)], kPushes);
+  // The SQLite registry in the same KILN_HOME was never touched.
+  EXPECT_FALSE(fs::exists(home / "registry.db"));
+}
+
+TEST(RegistryPostgresTest, ServerLearnsOfAnAliasMoveAtOnceAndMigrateCopiesSqliteOver) {
+  TempDir home;
+  // An SQLite registry with two versions and an alias...
+  const fs::path b1 = train_cancer(home.path(), 1);
+  const fs::path b2 = train_cancer(home.path(), 2);
+  for (const fs::path& b : {b1, b2})
+    ASSERT_EQ(run_kiln({"registry", "push", b.string(), "--name", "cancer"}, home.path()).exit_code,
+              0);
+  ASSERT_EQ(run_kiln({"registry", "alias", "set", "cancer", "production", "1"}, home.path())
+                .exit_code,
+            0);
+  // ... migrated into PostgreSQL (same KILN_HOME: the artifacts are shared as they are).
+  const std::string url = testing::fresh_postgres_database();
+  CommandResult migrated =
+      run_kiln({"registry", "migrate", "--to", url, "--json"}, home.path());
+  ASSERT_EQ(migrated.exit_code, 0) << migrated.err;
+  Json report = Json::parse(migrated.out);
+  EXPECT_EQ(report["versions"], 2);
+  EXPECT_EQ(report["aliases"], 1);
+  EXPECT_EQ(report["artifacts_copied"], 0);
+  EXPECT_EQ(report["to"], url);
+  CommandResult again = run_kiln({"registry", "migrate", "--to", url}, home.path());
+  EXPECT_NE(again.exit_code, 0);
+  EXPECT_NE(again.err.find("already holds model cancer"), std::string::npos) << again.err;
+  CommandResult bad = run_kiln({"registry", "migrate", "--to", "mysql://db/x"}, home.path());
+  EXPECT_NE(bad.exit_code, 0);
+  EXPECT_NE(bad.err.find("unknown catalogue 'mysql://db/x'"), std::string::npos) << bad.err;
+
+  // A server on the PostgreSQL registry, polling only every 10 minutes.
+  ::setenv("KILN_REGISTRY", url.c_str(), 1);
+  ServerProcess srv({"--model", "cancer@production", "--poll-interval-ms", "600000"}, home.path(),
+                    home / "serve.log");
+  ::unsetenv("KILN_REGISTRY");
+  ASSERT_TRUE(srv.ready()) << srv.log();
+  EXPECT_NE(srv.ready_line().find("(models: cancer:1)"), std::string::npos) << srv.ready_line();
+  CommandResult moved = run_kiln({"registry", "alias", "set", "cancer", "production", "2"},
+                                 home.path(), {"KILN_REGISTRY=" + url});
+  ASSERT_EQ(moved.exit_code, 0) << moved.err;
+  HttpClient c(srv.port());
+  Json served;
+  for (int i = 0; i < 300; ++i) {  // up to 30 s; it takes a notification and a model load
+    served = Json::parse(c.get("/v2/models/cancer").body);
+    if (served["versions"] == Json::array({"2"})) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  EXPECT_EQ(served["versions"], Json::array({"2"})) << srv.log();
+  // The SQLite registry still says 1: the server followed PostgreSQL.
+  CommandResult sqlite = run_kiln({"registry", "show", "cancer@production", "--json"}, home.path(),
+                                  {"KILN_REGISTRY=sqlite"});
+  ASSERT_EQ(sqlite.exit_code, 0) << sqlite.err;
+  EXPECT_EQ(Json::parse(sqlite.out)["version"], 1);
+}
+
+}  // namespace
+}  // namespace kiln
