@@ -395,10 +395,34 @@ void ModelManager::start_polling() {
     const auto interval = std::chrono::milliseconds(options_.poll_interval_ms_);
     std::unique_lock<std::mutex> lock(stop_mu_);
     while (!stopping_) {
-      if (stop_cv_.wait_for(lock, interval, [this] { return stopping_; })) break;
+      stop_cv_.wait_for(lock, interval, [this] { return stopping_ || poll_requested_; });
+      if (stopping_) break;
+      poll_requested_ = false;
       lock.unlock();
       (void)poll_once();
       lock.lock();
+    }
+  });
+  if (!source_->notifies_changes()) return;
+  watcher_ = std::thread([this] {
+    std::unique_lock<std::mutex> lock(stop_mu_);
+    // A change committed before the source listens (at start, or while it reconnects) sends no
+    // notification to us: poll once as soon as it listens.
+    bool resync = true;
+    while (!stopping_) {
+      lock.unlock();
+      // Short waits keep stop() prompt; a notification wakes the poller at once.
+      Expected<bool> changed = source_->wait_for_change(std::chrono::milliseconds(500));
+      lock.lock();
+      if (!changed.ok()) {
+        KILN_LOG_DEBUG("registry notifications: {}", changed.status().message());
+        resync = true;
+        stop_cv_.wait_for(lock, std::chrono::seconds(1), [this] { return stopping_; });
+      } else if (*changed || resync) {
+        resync = false;
+        poll_requested_ = true;
+        stop_cv_.notify_all();
+      }
     }
   });
 }
@@ -410,6 +434,7 @@ void ModelManager::stop() {
   }
   stop_cv_.notify_all();
   if (poller_.joinable()) poller_.join();
+  if (watcher_.joinable()) watcher_.join();
   std::vector<std::shared_ptr<ModelVersion>> all;
   {
     std::lock_guard<std::mutex> lock(mu_);

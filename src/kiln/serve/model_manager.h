@@ -146,7 +146,8 @@ class ModelManager {
   std::shared_ptr<ModelVersion> current(const std::string& name) const;
   /// Served model names, in --model order.
   std::vector<std::string> names() const;
-  /// Starts the poll thread (no-op with poll_interval_ms 0).
+  /// Starts the poll thread (no-op with poll_interval_ms 0), and, when the source notifies
+  /// changes (a PostgreSQL registry), a watcher that makes it poll as soon as one arrives.
   void start_polling();
   /// One poll of every reference (what the poll thread does). Returns the first load error.
   Status poll_once();
@@ -179,7 +180,9 @@ class ModelManager {
   std::mutex stop_mu_;
   std::condition_variable stop_cv_;
   bool stopping_ = false;
+  bool poll_requested_ = false;  ///< a change notification arrived: poll now
   std::thread poller_;
+  std::thread watcher_;  ///< waits for the source's change notifications (when it has them)
 };
 
 }  // namespace kiln::serve

@@ -3,6 +3,7 @@
 #include "kiln/core/hash.h"
 #include "kiln/model/bundle.h"
 #include "kiln/registry/model_store.h"
+#include "kiln/registry/ref.h"
 
 namespace kiln::serve {
 
@@ -26,14 +27,42 @@ Expected<ResolvedModel> BundlePathSource::resolve(const std::string& ref) {
   return m;
 }
 
+RegistryModelSource::RegistryModelSource() = default;
+RegistryModelSource::~RegistryModelSource() = default;
+
+Expected<registry::ModelStore*> RegistryModelSource::store() {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (!store_) {
+    KILN_ASSIGN_OR_RETURN(store_, registry::open_model_store());
+  }
+  return store_.get();
+}
+
 Expected<ResolvedModel> RegistryModelSource::resolve(const std::string& ref) {
-  KILN_ASSIGN_OR_RETURN(registry::ResolvedModel r, registry::resolve_model_ref(ref));
+  KILN_ASSIGN_OR_RETURN(registry::ModelRef parsed, registry::parse_model_ref(ref));
+  registry::ResolvedModel r;
+  if (parsed.is_path()) {
+    KILN_ASSIGN_OR_RETURN(r, registry::resolve_model_ref(ref));
+  } else {
+    KILN_ASSIGN_OR_RETURN(registry::ModelStore * s, store());
+    KILN_ASSIGN_OR_RETURN(r, s->resolve(ref));  // the store is thread-safe
+  }
   ResolvedModel m;
   m.name = r.name;
   m.version = r.version;
   m.bundle_dir = r.bundle_dir;
   m.bundle_sha256 = r.bundle_sha256;
   return m;
+}
+
+bool RegistryModelSource::notifies_changes() {
+  Expected<registry::ModelStore*> s = store();
+  return s.ok() && (*s)->notifies_changes();
+}
+
+Expected<bool> RegistryModelSource::wait_for_change(std::chrono::milliseconds timeout) {
+  KILN_ASSIGN_OR_RETURN(registry::ModelStore * s, store());
+  return s->wait_for_change(timeout);
 }
 
 }  // namespace kiln::serve

@@ -1,11 +1,17 @@
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <filesystem>
 #include <memory>
+#include <mutex>
 #include <string>
 
 #include "kiln/core/expected.h"
+
+namespace kiln::registry {
+class ModelStore;
+}
 
 namespace kiln::serve {
 
@@ -24,6 +30,14 @@ class ModelSource {
  public:
   virtual ~ModelSource() = default;
   virtual Expected<ResolvedModel> resolve(const std::string& ref) = 0;
+  /// True when wait_for_change() reports changes as they commit (a PostgreSQL registry): the
+  /// manager then re-resolves at once instead of at the next poll.
+  virtual bool notifies_changes() { return false; }
+  /// Blocks up to `timeout` for a change; true when one arrived. Default: false, at once.
+  virtual Expected<bool> wait_for_change(std::chrono::milliseconds timeout) {
+    (void)timeout;
+    return false;
+  }
 };
 
 /// Bundle directories given by path (a symlink to a bundle works, and swapping the link is the
@@ -36,12 +50,23 @@ class BundlePathSource : public ModelSource {
 };
 
 /// What `kiln serve` uses: registry references (NAME@VERSION, NAME@ALIAS, NAME@latest) through
-/// the registry under kiln_home(), and bundle directories as BundlePathSource does
-/// (registry::resolve_model_ref). Each resolve opens the store (SQLite, WAL): an alias moved by
-/// `kiln registry alias set` is seen at the next poll. Thread-safe.
+/// the registry at kiln_home() (its catalogue as open_model_store() picks it), and bundle
+/// directories as BundlePathSource does (registry::resolve_model_ref). The store is opened on
+/// first use and kept. An alias moved by `kiln registry alias set` is seen at the next poll on
+/// SQLite, and at once on PostgreSQL (LISTEN/NOTIFY). Thread-safe.
 class RegistryModelSource : public ModelSource {
  public:
+  RegistryModelSource();
+  ~RegistryModelSource() override;
   Expected<ResolvedModel> resolve(const std::string& ref) override;
+  bool notifies_changes() override;
+  Expected<bool> wait_for_change(std::chrono::milliseconds timeout) override;
+
+ private:
+  /// The store, opened on first use; null with the error when it cannot be opened.
+  Expected<registry::ModelStore*> store();
+  std::mutex mu_;
+  std::unique_ptr<registry::ModelStore> store_;
 };
 
 }  // namespace kiln::serve
