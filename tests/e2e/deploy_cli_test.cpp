@@ -153,6 +153,12 @@ TEST(DeployCliTest, BadClusterFilesAreNamedByLine) {
   r = run_kiln({"deploy", "up", cluster.string()}, home.path());
   EXPECT_EQ(r.exit_code, 2);
   EXPECT_NE(r.err.find("--port is set by the cluster"), std::string::npos) << r.err;
+  testing::write_text(cluster, "name: t\nmodels: [bc@1]\nregistry: mysql://db/kiln\n");
+  r = run_kiln({"deploy", "up", cluster.string()}, home.path());
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find("cluster.yaml:3: registry: expected 'sqlite' or a postgresql://"),
+            std::string::npos)
+      << r.err;
   // --dry-run prints the nginx.conf and starts nothing.
   testing::write_text(cluster, "name: t\nport: 18080\nmodels: [bc@1]\n");
   r = run_kiln({"deploy", "up", cluster.string(), "--dry-run"}, home.path());
@@ -170,7 +176,8 @@ TEST(DeployCliTest, KubernetesManifestsValidateAgainstTheApiSchemas) {
   const fs::path cluster = home / "cluster.yaml";
   testing::write_text(cluster,
                       "name: fmnist\nreplicas: 2\nmodels: [fmnist@production]\n"
-                      "serve_args: [--threads, \"1\"]\n");
+                      "serve_args: [--threads, \"1\"]\n"
+                      "registry: postgresql://kiln:pw@db.ml.svc:5432/kiln\n");
   const fs::path out = home / "k8s";
   auto r = run_kiln({"deploy", "k8s", cluster.string(), "--out", out.string(), "--image",
                      "registry.example.com/kiln:0.1.0", "--namespace", "ml"},
@@ -178,7 +185,7 @@ TEST(DeployCliTest, KubernetesManifestsValidateAgainstTheApiSchemas) {
   ASSERT_EQ(r.exit_code, 0) << r.err;
   std::vector<std::string> files;
   for (const auto& entry : fs::directory_iterator(out)) files.push_back(entry.path().string());
-  ASSERT_EQ(files.size(), 7u);
+  ASSERT_EQ(files.size(), 8u);
   std::vector<std::string> argv = {
       "node", (testing::source_dir() / "tools/kubernetes/validate.mjs").string()};
   argv.insert(argv.end(), files.begin(), files.end());
@@ -186,15 +193,17 @@ TEST(DeployCliTest, KubernetesManifestsValidateAgainstTheApiSchemas) {
   EXPECT_EQ(valid.exit_code, 0) << valid.out << valid.err;
   size_t ok = 0;
   for (size_t at = 0; (at = valid.out.find("\"ok\":true", at)) != std::string::npos; ++at) ++ok;
-  EXPECT_EQ(ok, 7u) << valid.out;
-  for (const char* kind : {"Deployment", "Service", "PodDisruptionBudget",
-                           "HorizontalPodAutoscaler", "ConfigMap", "PersistentVolumeClaim"})
+  EXPECT_EQ(ok, 8u) << valid.out;
+  for (const char* kind :
+       {"Deployment", "Service", "PodDisruptionBudget", "HorizontalPodAutoscaler", "ConfigMap",
+        "PersistentVolumeClaim", "Secret"})
     EXPECT_NE(valid.out.find(std::string("\"kind\":\"") + kind + "\""), std::string::npos) << kind;
   const std::string deployment = testing::read_text(out / "deployment.yaml");
   for (const char* want :
        {"image: registry.example.com/kiln:0.1.0", "namespace: ml", "- fmnist@production",
         "terminationGracePeriodSeconds: 45", "path: /v2/health/ready", "path: /v2/health/live",
-        "maxUnavailable: 0", "- sleep", "prometheus.io/scrape: \"true\""})
+        "maxUnavailable: 0", "- sleep", "prometheus.io/scrape: \"true\"", "name: KILN_REGISTRY",
+        "name: fmnist-registry"})
     EXPECT_NE(deployment.find(want), std::string::npos) << want << "\n" << deployment;
   // The validator is not a rubber stamp.
   std::string broken = deployment;

@@ -1,7 +1,8 @@
 // The registry on a real throwaway PostgreSQL through the `kiln` binary: concurrent pushers in
 // separate processes get gap-free numbers, `kiln serve` learns of an alias move at once
 // (LISTEN/NOTIFY, with polling every 10 minutes), and `kiln registry migrate` copies an SQLite
-// registry over.
+// registry over; a 2-replica cluster whose cluster file names the PostgreSQL registry converges
+// on a moved alias without polling.
 #include <gtest/gtest.h>
 #include <sys/wait.h>
 
@@ -9,6 +10,7 @@
 #include <nlohmann/json.hpp>
 #include <thread>
 
+#include "kiln/core/ports.h"
 #include "serve_helpers.h"
 #include "support/postgres_server.h"
 #include "support/test_support.h"
@@ -28,10 +30,10 @@ namespace fs = std::filesystem;
 /// Trains the breast-cancer quick path with `seed` into home/run<seed>; the bundle directory.
 fs::path train_cancer(const fs::path& home, int seed) {
   const fs::path out = home / ("run" + std::to_string(seed));
-  CommandResult r = run_kiln({"train", "--data", (shared_datasets_dir() / "breast_cancer.csv").string(),
-                              "--target", "diagnosis", "--set", "seed=" + std::to_string(seed),
-                              "--out", out.string()},
-                             home, {"KILN_THREADS=1"});
+  CommandResult r = run_kiln(
+      {"train", "--data", (shared_datasets_dir() / "breast_cancer.csv").string(), "--target",
+       "diagnosis", "--set", "seed=" + std::to_string(seed), "--out", out.string()},
+      home, {"KILN_THREADS=1"});
   EXPECT_EQ(r.exit_code, 0) << r.err;
   return out / "bundle";
 }
@@ -47,10 +49,9 @@ TEST(RegistryPostgresTest, ConcurrentPushersInSeparateProcessesGetGapFreeNumbers
   for (int p = 0; p < kPushers; ++p)
     pushers.emplace_back([&, p] {
       for (int i = 0; i < kPushes; ++i) {
-        CommandResult r =
-            run_kiln({"registry", "push", bundle.string(), "--name", "cancer", "--tag",
-                      "pusher=" + std::to_string(p)},
-                     home.path(), {"KILN_REGISTRY=" + url});
+        CommandResult r = run_kiln({"registry", "push", bundle.string(), "--name", "cancer",
+                                    "--tag", "pusher=" + std::to_string(p)},
+                                   home.path(), {"KILN_REGISTRY=" + url});
         if (r.exit_code != 0) {
           ++failures;
           ADD_FAILURE() << r.err;
@@ -59,8 +60,8 @@ TEST(RegistryPostgresTest, ConcurrentPushersInSeparateProcessesGetGapFreeNumbers
     });
   for (auto& t : pushers) t.join();
   ASSERT_EQ(failures.load(), 0);
-  CommandResult list = run_kiln({"registry", "list", "cancer", "--json"}, home.path(),
-                                {"KILN_REGISTRY=" + url});
+  CommandResult list =
+      run_kiln({"registry", "list", "cancer", "--json"}, home.path(), {"KILN_REGISTRY=" + url});
   ASSERT_EQ(list.exit_code, 0) << list.err;
   Json versions = Json::parse(list.out);
   ASSERT_EQ(versions.size(), static_cast<size_t>(kPushers * kPushes));
@@ -82,13 +83,12 @@ TEST(RegistryPostgresTest, ServerLearnsOfAnAliasMoveAtOnceAndMigrateCopiesSqlite
   for (const fs::path& b : {b1, b2})
     ASSERT_EQ(run_kiln({"registry", "push", b.string(), "--name", "cancer"}, home.path()).exit_code,
               0);
-  ASSERT_EQ(run_kiln({"registry", "alias", "set", "cancer", "production", "1"}, home.path())
-                .exit_code,
-            0);
+  ASSERT_EQ(
+      run_kiln({"registry", "alias", "set", "cancer", "production", "1"}, home.path()).exit_code,
+      0);
   // ... migrated into PostgreSQL (same KILN_HOME: the artifacts are shared as they are).
   const std::string url = testing::fresh_postgres_database();
-  CommandResult migrated =
-      run_kiln({"registry", "migrate", "--to", url, "--json"}, home.path());
+  CommandResult migrated = run_kiln({"registry", "migrate", "--to", url, "--json"}, home.path());
   ASSERT_EQ(migrated.exit_code, 0) << migrated.err;
   Json report = Json::parse(migrated.out);
   EXPECT_EQ(report["versions"], 2);
@@ -125,6 +125,54 @@ TEST(RegistryPostgresTest, ServerLearnsOfAnAliasMoveAtOnceAndMigrateCopiesSqlite
                                   {"KILN_REGISTRY=sqlite"});
   ASSERT_EQ(sqlite.exit_code, 0) << sqlite.err;
   EXPECT_EQ(Json::parse(sqlite.out)["version"], 1);
+}
+
+TEST(RegistryPostgresTest, ClusterReplicasConvergeOnAMovedAliasAtOnce) {
+  TempDir home;
+  const std::string url = testing::fresh_postgres_database();
+  for (int seed : {1, 2}) {
+    CommandResult pushed =
+        run_kiln({"registry", "push", train_cancer(home.path(), seed).string(), "--name", "bc"},
+                 home.path(), {"KILN_REGISTRY=" + url});
+    ASSERT_EQ(pushed.exit_code, 0) << pushed.err;
+  }
+  ASSERT_EQ(run_kiln({"registry", "alias", "set", "bc", "production", "1"}, home.path(),
+                     {"KILN_REGISTRY=" + url})
+                .exit_code,
+            0);
+  // The replicas get the registry from the cluster file (this environment has none), and poll
+  // only every 10 minutes.
+  const int port = free_loopback_port();
+  const fs::path cluster = home / "cluster.yaml";
+  testing::write_text(cluster, "name: pg\nport: " + std::to_string(port) +
+                                   "\nreplicas: 2\nmodels: [bc@production]\nregistry: " + url +
+                                   "\nserve_args: [--threads, 1, --poll-interval-ms, 600000]\n");
+  CommandResult up = run_kiln({"deploy", "up", cluster.string()}, home.path());
+  ASSERT_EQ(up.exit_code, 0) << up.out << up.err;
+  auto versions = [&] {
+    std::vector<Json> out;
+    CommandResult st = run_kiln({"deploy", "status", cluster.string(), "--json"}, home.path());
+    EXPECT_EQ(st.exit_code, 0) << st.out << st.err;
+    if (st.exit_code != 0) return out;
+    const Json state = Json::parse(st.out);
+    for (const Json& r : state["replicas"]) out.push_back(r["models"][0]["versions"]);
+    return out;
+  };
+  const std::vector<Json> before = versions();
+  EXPECT_EQ(before, std::vector<Json>(2, Json::array({"1"})));
+  ASSERT_EQ(run_kiln({"registry", "alias", "set", "bc", "production", "2"}, home.path(),
+                     {"KILN_REGISTRY=" + url})
+                .exit_code,
+            0);
+  std::vector<Json> after;
+  for (int i = 0; i < 60; ++i) {  // up to 30 s: a notification and a model load per replica
+    after = versions();
+    if (after == std::vector<Json>(2, Json::array({"2"}))) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  }
+  EXPECT_EQ(after, std::vector<Json>(2, Json::array({"2"})));
+  CommandResult down = run_kiln({"deploy", "down", cluster.string()}, home.path());
+  EXPECT_EQ(down.exit_code, 0) << down.err;
 }
 
 }  // namespace

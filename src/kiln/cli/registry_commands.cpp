@@ -1,4 +1,5 @@
-// `kiln registry <verb>`: push, list, show, alias, rollback, tag, diff, pull, delete, gc, verify.
+// `kiln registry <verb>`: push, list, show, alias, rollback, tag, diff, pull, delete, gc, verify,
+// migrate.
 #include <cstdio>
 #include <iostream>
 #include <memory>
@@ -9,6 +10,7 @@
 #include "kiln/core/files.h"
 #include "kiln/core/json.h"
 #include "kiln/registry/model_store.h"
+#include "kiln/registry/sql_store.h"
 #include "kiln/registry/torchscript_import.h"
 
 namespace kiln::cli {
@@ -279,7 +281,9 @@ void register_registry_commands(CLI::App& app, int* exit_code) {
   reg->require_subcommand(1);
   reg->footer(
       "References: NAME@VERSION, NAME@ALIAS (NAME@latest: the highest version) or a bundle "
-      "directory. The registry lives in KILN_HOME (registry.db, artifacts/, bundles/).");
+      "directory. The registry lives in KILN_HOME (registry.db, artifacts/, bundles/); "
+      "KILN_REGISTRY=postgresql://HOST:PORT/DB (or 'catalogue: URL' in KILN_HOME/registry.yaml) "
+      "keeps its catalogue in PostgreSQL, shared by every host that mounts KILN_HOME.");
 
   auto pa = std::make_shared<PushArgs>();
   CLI::App* push = reg->add_subcommand(
@@ -499,6 +503,50 @@ void register_registry_commands(CLI::App& app, int* exit_code) {
                 << " problems\n";
     }
     *exit_code = r->clean() ? 0 : 1;
+  });
+
+  struct MigrateArgs {
+    std::string to, from = "sqlite", root;
+    bool json = false;
+  };
+  auto ma = std::make_shared<MigrateArgs>();
+  CLI::App* migrate = reg->add_subcommand(
+      "migrate",
+      "Copy a whole registry (every version, number, tag, alias and its history) into another "
+      "catalogue, e.g. from SQLite to a PostgreSQL shared by several hosts");
+  migrate->add_option("--to", ma->to, "destination catalogue: postgresql://HOST:PORT/DB or sqlite")
+      ->required();
+  migrate->add_option("--from", ma->from, "source catalogue")->default_val("sqlite");
+  migrate->add_option("--root", ma->root,
+                      "destination root for artifacts (a directory every host mounts); the "
+                      "artifacts are copied there, verified (default: KILN_HOME, shared as is)");
+  add_flag(*migrate, Flag::kJson, &ma->json);
+  migrate->callback([ma, exit_code] {
+    auto run = [&]() -> Expected<registry::MigrationReport> {
+      KILN_ASSIGN_OR_RETURN(auto from,
+                            registry::open_sql_store(registry::StoreOptions().catalogue(ma->from)));
+      registry::StoreOptions to_options;
+      to_options.catalogue(ma->to);
+      if (!ma->root.empty()) to_options.root(ma->root);
+      KILN_ASSIGN_OR_RETURN(auto to, registry::open_sql_store(to_options));
+      KILN_ASSIGN_OR_RETURN(registry::MigrationReport r,
+                            registry::SqlModelStore::Migrate(*from, *to));
+      if (ma->json) {
+        Json j = r.to_json();
+        j["from"] = from->catalogue_location();
+        j["to"] = to->catalogue_location();
+        std::cout << j.dump(2) << "\n";
+      } else {
+        std::cout << "migrated " << r.models << " models, " << r.versions << " versions, "
+                  << r.aliases << " aliases (" << r.alias_events << " history events), " << r.tags
+                  << " tags from " << from->catalogue_location() << " to "
+                  << to->catalogue_location() << "; " << r.artifacts_copied << " artifacts copied ("
+                  << human_size(r.bytes_copied) << ")\n";
+      }
+      return r;
+    };
+    Expected<registry::MigrationReport> r = run();
+    *exit_code = r.ok() ? 0 : report_failure(r.status());
   });
 }
 

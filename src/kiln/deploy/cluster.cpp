@@ -26,12 +26,18 @@ using Clock = std::chrono::steady_clock;
 bool alive(pid_t pid) { return pid > 0 && ::kill(pid, 0) == 0; }
 
 /// Starts `argv` in its own session (it outlives this command), stdin /dev/null, stdout and
-/// stderr appended to `log_path`. Reaps nothing: the caller's process exits long before.
-Expected<pid_t> spawn_detached(const std::vector<std::string>& argv, const fs::path& log_path) {
+/// stderr appended to `log_path`, with `env` ("K=V") added to the environment. Reaps nothing:
+/// the caller's process exits long before.
+Expected<pid_t> spawn_detached(const std::vector<std::string>& argv, const fs::path& log_path,
+                               const std::vector<std::string>& env = {}) {
   const pid_t pid = ::fork();
   if (pid < 0) return Status::Internal("fork failed");
   if (pid == 0) {
     ::setsid();
+    for (const std::string& kv : env) {
+      const size_t eq = kv.find('=');
+      ::setenv(kv.substr(0, eq).c_str(), kv.substr(eq + 1).c_str(), 1);
+    }
     const int in = ::open("/dev/null", O_RDONLY);
     const int out = ::open(log_path.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
     if (in >= 0) ::dup2(in, 0);
@@ -126,7 +132,9 @@ Expected<Replica> start_replica(ClusterState& state, const ClusterSpec& spec,
   argv.insert(argv.end(), {"--host", "127.0.0.1", "--port", std::to_string(r.port)});
   argv.insert(argv.end(), spec.serve_args.begin(), spec.serve_args.end());
   const fs::path log_path = dir / "logs" / ("replica-" + std::to_string(r.id) + ".log");
-  KILN_ASSIGN_OR_RETURN(r.pid, spawn_detached(argv, log_path));
+  std::vector<std::string> env;
+  if (!spec.registry.empty()) env.push_back("KILN_REGISTRY=" + spec.registry);
+  KILN_ASSIGN_OR_RETURN(r.pid, spawn_detached(argv, log_path, env));
   log << "replica " << r.id << ": kiln serve on 127.0.0.1:" << r.port << " (pid " << r.pid << ")\n";
   Status ready = wait_ready(r, options.ready_timeout_s, log_path);
   if (!ready.ok()) {
@@ -231,11 +239,13 @@ Expected<ClusterSpec> load_cluster_spec(const fs::path& path) {
   if (!doc.is_object()) return Status::InvalidArgument(path.string() + ": expected a mapping");
   ClusterSpec spec;
   spec.file = path;
-  static const std::vector<std::string> kFields = {"name",   "host",       "port", "replicas",
-                                                   "models", "serve_args", "nodes"};
+  static const std::vector<std::string> kFields = {"name",   "host",       "port",  "replicas",
+                                                   "models", "serve_args", "nodes", "registry"};
   for (auto it = doc.begin(); it != doc.end(); ++it)
     if (std::find(kFields.begin(), kFields.end(), it.key()) == kFields.end())
-      return bad(it.key(), "unknown field (name, host, port, replicas, models, serve_args, nodes)");
+      return bad(it.key(),
+                 "unknown field (name, host, port, replicas, models, serve_args, nodes, "
+                 "registry)");
   if (!doc.contains("name") || !doc["name"].is_string() ||
       !std::regex_match(doc["name"].get<std::string>(), std::regex("[A-Za-z0-9_-]{1,64}")))
     return bad("name", "required: letters, digits, _ and - only");
@@ -283,6 +293,14 @@ Expected<ClusterSpec> load_cluster_spec(const fs::path& path) {
       return bad("nodes", "'" + n +
                               "': only `local` (this machine) is supported so far; remote nodes "
                               "over ssh are not");
+  if (doc.contains("registry")) {
+    const Json& r = doc["registry"];
+    const std::string text = r.is_string() ? r.get<std::string>() : "";
+    if (text != "sqlite" && text.rfind("postgresql://", 0) != 0 &&
+        text.rfind("postgres://", 0) != 0)
+      return bad("registry", "expected 'sqlite' or a postgresql://HOST:PORT/DB URL");
+    spec.registry = text;
+  }
   for (const std::string& a : spec.serve_args)
     if (a == "--port" || a == "--host" || a == "--model" || a == "-m")
       return bad("serve_args", a + " is set by the cluster (port/host per replica, models:)");

@@ -30,6 +30,8 @@ namespace fs = std::filesystem;
 ///   models: [fmnist@production]   # each replica's --model arguments (registry refs or bundles)
 ///   serve_args: [--max-batch, "32"]   # more `kiln serve` arguments (optional)
 ///   nodes: [local]          # only this machine for now
+///   registry: postgresql://kiln@db:5432/kiln   # the replicas' KILN_REGISTRY (optional; default:
+///                           # the environment's, else registry.yaml, else SQLite in KILN_HOME)
 /// Plain value.
 struct ClusterSpec {
   fs::path file;
@@ -39,6 +41,7 @@ struct ClusterSpec {
   int replicas = 2;
   std::vector<std::string> models;
   std::vector<std::string> serve_args;
+  std::string registry;  ///< "" (as the environment says), "sqlite" or a postgresql:// URL
 };
 
 /// Reads and checks a cluster file. InvalidArgument names the file, line and field.

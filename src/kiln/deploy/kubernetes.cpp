@@ -166,6 +166,21 @@ Expected<std::map<std::string, std::string>> kubernetes_manifests(const ClusterS
          {{"scaleDown",
            {{"stabilizationWindowSeconds", 300},
             {"policies", {{{"type", "Pods"}, {"value", 1}, {"periodSeconds", 60}}}}}}}}}}};
+  // A PostgreSQL registry: its URL (credentials included) reaches the pods through a Secret;
+  // the claim then holds only the artifacts, which every pod on every node may share.
+  const bool postgres_registry = !spec.registry.empty() && spec.registry != "sqlite";
+  Json secret;
+  if (postgres_registry) {
+    auto& env = deployment["spec"]["template"]["spec"]["containers"][0]["env"];
+    env.push_back(
+        {{"name", "KILN_REGISTRY"},
+         {"valueFrom", {{"secretKeyRef", {{"name", name + "-registry"}, {"key", "url"}}}}}});
+    secret = {{"apiVersion", "v1"},
+              {"kind", "Secret"},
+              {"metadata", metadata(name + "-registry")},
+              {"type", "Opaque"},
+              {"stringData", {{"url", spec.registry}}}};
+  }
   Expected<std::string> cluster_text = read_file(spec.file);
   Json configmap = {{"apiVersion", "v1"},
                     {"kind", "ConfigMap"},
@@ -196,7 +211,7 @@ Expected<std::map<std::string, std::string>> kubernetes_manifests(const ClusterS
                   {"data", {{"config.yaml", rules}}}};
   const std::string header = "# Rendered by `kiln deploy k8s " + spec.file.filename().string() +
                              "` for cluster " + name + ".\n";
-  return std::map<std::string, std::string>{
+  std::map<std::string, std::string> files{
       {"deployment.yaml", header + to_yaml(deployment)},
       {"service.yaml", header + to_yaml(service)},
       {"pdb.yaml", header + to_yaml(pdb)},
@@ -204,6 +219,8 @@ Expected<std::map<std::string, std::string>> kubernetes_manifests(const ClusterS
       {"configmap.yaml", header + to_yaml(configmap)},
       {"registry-pvc.yaml", header + to_yaml(pvc)},
       {"prometheus-adapter-rules.yaml", header + to_yaml(adapter)}};
+  if (postgres_registry) files["registry-secret.yaml"] = header + to_yaml(secret);
+  return files;
 }
 
 }  // namespace kiln::deploy
