@@ -9,6 +9,7 @@ packages=(
   libpqxx-dev postgresql
   libgtest-dev libgmock-dev
   wrk prometheus chromium fonts-dejavu-core nginx
+  openssh-server openssh-client
   dataset-fashion-mnist python3-numpy python3-torch python3-torchvision python3-sklearn
   python3-optuna python3-scipy python3-fastapi python3-uvicorn python3-onnx nodejs npm
 )

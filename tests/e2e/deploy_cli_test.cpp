@@ -148,7 +148,12 @@ TEST(DeployCliTest, BadClusterFilesAreNamedByLine) {
   testing::write_text(cluster, "name: t\nmodels: [bc@1]\nnodes: [local, gpu-box-1]\n");
   r = run_kiln({"deploy", "up", cluster.string()}, home.path());
   EXPECT_EQ(r.exit_code, 2);
-  EXPECT_NE(r.err.find("'gpu-box-1': only `local`"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("'gpu-box-1': a node is `local` or a mapping"), std::string::npos) << r.err;
+  testing::write_text(cluster, "name: t\nmodels: [bc@1]\nnodes: [{host: box, prot: 22}]\n");
+  r = run_kiln({"deploy", "up", cluster.string()}, home.path());
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find("cluster.yaml:3: nodes: unknown node field 'prot'"), std::string::npos)
+      << r.err;
   testing::write_text(cluster, "name: t\nmodels: [bc@1]\nserve_args: [--port, 9000]\n");
   r = run_kiln({"deploy", "up", cluster.string()}, home.path());
   EXPECT_EQ(r.exit_code, 2);

@@ -1,5 +1,6 @@
-// `kiln deploy up|status|roll|down CLUSTER.yaml` (issue 19): `kiln serve` replicas behind nginx
-// on this machine, sharing the registry in $KILN_HOME. Torch-free: runs in the front.
+// `kiln deploy up|status|roll|down CLUSTER.yaml` (issue 19): `kiln serve` replicas behind nginx,
+// on this machine and on nodes reached by ssh, sharing the registry. Torch-free: runs in the
+// front.
 #include <filesystem>
 #include <iostream>
 #include <map>
@@ -43,7 +44,13 @@ int run_deploy(const std::string& verb, const DeployArgs& a) {
     preview.name = spec->name;
     preview.host = spec->host;
     preview.port = spec->port;
-    for (int i = 0; i < spec->replicas; ++i) preview.replicas.push_back({i, 0, 0, spec->models});
+    for (const deploy::NodeSpec& node : spec->nodes)
+      for (int i = 0; i < spec->replicas; ++i) {
+        const int id = static_cast<int>(preview.replicas.size());
+        // Local ports are picked free at `up`; a remote node's count up from first_port.
+        preview.replicas.push_back({id, node.local() ? 0 : node.first_port + i, 0, spec->models,
+                                    node.destination, node.local() ? "127.0.0.1" : node.address});
+      }
     std::cout << deploy::nginx_config(preview, deploy::cluster_dir(options, spec->name));
     return 0;
   }

@@ -70,6 +70,120 @@ void stop_process(pid_t pid, double timeout_s) {
   ::waitpid(pid, nullptr, WNOHANG);
 }
 
+/// Runs `argv` (stdin /dev/null), capturing stdout and stderr together; kills it after
+/// `timeout_s`. Returns {exit code (128 + signal when killed), output}.
+Expected<std::pair<int, std::string>> run_capture(const std::vector<std::string>& argv,
+                                                  double timeout_s) {
+  int pipe_fds[2];
+  if (::pipe(pipe_fds) != 0) return Status::Internal("pipe failed");
+  const pid_t pid = ::fork();
+  if (pid < 0) return Status::Internal("fork failed");
+  if (pid == 0) {
+    const int in = ::open("/dev/null", O_RDONLY);
+    if (in >= 0) ::dup2(in, 0);
+    ::dup2(pipe_fds[1], 1);
+    ::dup2(pipe_fds[1], 2);
+    ::close(pipe_fds[0]);
+    std::vector<std::string> copy = argv;
+    std::vector<char*> args;
+    for (auto& a : copy) args.push_back(a.data());
+    args.push_back(nullptr);
+    ::execvp(args[0], args.data());
+    ::_exit(127);
+  }
+  ::close(pipe_fds[1]);
+  ::fcntl(pipe_fds[0], F_SETFL, O_NONBLOCK);
+  std::string out;
+  const auto deadline =
+      Clock::now() + std::chrono::milliseconds(static_cast<int>(timeout_s * 1000));
+  int status = 0;
+  bool done = false;
+  while (!done) {
+    char buf[4096];
+    ssize_t n;
+    while ((n = ::read(pipe_fds[0], buf, sizeof buf)) > 0) out.append(buf, static_cast<size_t>(n));
+    done = ::waitpid(pid, &status, WNOHANG) == pid;
+    if (!done && Clock::now() > deadline) {
+      ::kill(pid, SIGKILL);
+      ::waitpid(pid, &status, 0);
+      done = true;
+    }
+    if (!done) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  char buf[4096];
+  ssize_t n;
+  while ((n = ::read(pipe_fds[0], buf, sizeof buf)) > 0) out.append(buf, static_cast<size_t>(n));
+  ::close(pipe_fds[0]);
+  const int code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  return std::make_pair(code, out);
+}
+
+/// `text` as one single-quoted sh word.
+std::string shell_quote(const std::string& text) {
+  std::string q = "'";
+  for (char c : text) q += c == '\'' ? std::string("'\\''") : std::string(1, c);
+  return q + "'";
+}
+
+/// Runs the sh command line `script` on an ssh node; {exit code, output}.
+Expected<std::pair<int, std::string>> on_node(const NodeSpec& node, const std::string& script,
+                                              double timeout_s = 30) {
+  std::vector<std::string> argv = {"ssh", "-o", "BatchMode=yes", "-o", "ConnectTimeout=10"};
+  argv.insert(argv.end(), node.ssh_args.begin(), node.ssh_args.end());
+  argv.insert(argv.end(), {node.destination, "--", script});
+  return run_capture(argv, timeout_s);
+}
+
+/// KILN_HOME on `node`.
+fs::path node_home(const NodeSpec& node, const DeployOptions& options) {
+  return node.home.empty() ? options.home : fs::path(node.home);
+}
+
+/// The node a replica runs on (the first local one for state written before nodes existed).
+const NodeSpec& node_of(const ClusterSpec& spec, const Replica& r) {
+  for (const NodeSpec& n : spec.nodes)
+    if (n.destination == r.node) return n;
+  static const NodeSpec local;
+  return local;
+}
+
+bool replica_alive(const NodeSpec& node, pid_t pid) {
+  if (node.local()) return alive(pid);
+  Expected<std::pair<int, std::string>> r =
+      on_node(node, "kill -0 " + std::to_string(pid) + " 2>/dev/null");
+  return r.ok() && r->first == 0;
+}
+
+/// SIGTERM, then SIGKILL after `timeout_s`, on the replica's node.
+void stop_replica(const NodeSpec& node, pid_t pid, double timeout_s) {
+  if (node.local()) return stop_process(pid, timeout_s);
+  const std::string p = std::to_string(pid);
+  const std::string tenths = std::to_string(static_cast<int>(timeout_s * 10));
+  (void)on_node(node,
+                "kill -TERM " + p + " 2>/dev/null || exit 0; i=0; while kill -0 " + p +
+                    " 2>/dev/null; do i=$((i+1)); if [ $i -ge " + tenths + " ]; then kill -KILL " +
+                    p + "; exit 0; fi; sleep 0.1; done",
+                timeout_s + 30);
+}
+
+/// A replica's log: here, or read over ssh.
+std::string replica_log(const NodeSpec& node, const fs::path& path) {
+  if (node.local()) {
+    Expected<std::string> text = read_file(path);
+    return text.ok() ? *text : "";
+  }
+  Expected<std::pair<int, std::string>> r =
+      on_node(node, "tail -c 65536 " + shell_quote(path.string()) + " 2>/dev/null");
+  return r.ok() ? r->second : "";
+}
+
+/// Where a replica's log is, on its node: KILN_HOME/clusters/NAME/logs/replica-ID.log there.
+fs::path replica_log_path(const ClusterSpec& spec, const NodeSpec& node,
+                          const DeployOptions& options, int id) {
+  const fs::path home = node.local() ? options.home : node_home(node, options);
+  return home / "clusters" / spec.name / "logs" / ("replica-" + std::to_string(id) + ".log");
+}
+
 Expected<loadtest::HttpReply> get(const std::string& host, int port, const std::string& path,
                                   int timeout_ms = 2000) {
   KILN_ASSIGN_OR_RETURN(
@@ -78,25 +192,32 @@ Expected<loadtest::HttpReply> get(const std::string& host, int port, const std::
   return loadtest::http_exchange(t, path, "", timeout_ms);
 }
 
-/// Waits until the replica answers /v2/health/ready with 200 (or dies, or the timeout passes).
-Status wait_ready(const Replica& r, double timeout_s, const fs::path& log_path) {
+/// Waits until the replica answers /v2/health/ready (or dies, or the timeout passes).
+Status wait_ready(const Replica& r, const NodeSpec& node, double timeout_s,
+                  const fs::path& log_path) {
   const auto deadline =
       Clock::now() + std::chrono::milliseconds(static_cast<int>(timeout_s * 1000));
+  auto next_alive_check = Clock::now();
   while (Clock::now() < deadline) {
-    int status = 0;
-    if (::waitpid(r.pid, &status, WNOHANG) == r.pid || !alive(r.pid)) {
-      Expected<std::string> text = read_file(log_path);
-      std::string tail = text.ok() ? *text : "";
-      if (tail.size() > 1500) tail = tail.substr(tail.size() - 1500);
-      return Status::Unavailable("replica " + std::to_string(r.id) + " (port " +
-                                 std::to_string(r.port) + ") exited before it was ready; " +
-                                 log_path.string() + " ends:\n" + tail);
+    // Here a cheap check each time; over ssh once every 2 s.
+    if (Clock::now() >= next_alive_check) {
+      int status = 0;
+      const bool gone = node.local() ? ::waitpid(r.pid, &status, WNOHANG) == r.pid || !alive(r.pid)
+                                     : !replica_alive(node, r.pid);
+      if (gone) {
+        std::string tail = replica_log(node, log_path);
+        if (tail.size() > 1500) tail = tail.substr(tail.size() - 1500);
+        return Status::Unavailable("replica " + std::to_string(r.id) + " (" + r.node + ", port " +
+                                   std::to_string(r.port) + ") exited before it was ready; " +
+                                   log_path.string() + " ends:\n" + tail);
+      }
+      if (!node.local()) next_alive_check = Clock::now() + std::chrono::seconds(2);
     }
-    Expected<loadtest::HttpReply> reply = get("127.0.0.1", r.port, "/v2/health/ready", 1000);
+    Expected<loadtest::HttpReply> reply = get(r.address, r.port, "/v2/health/ready", 1000);
     if (reply.ok() && reply->status == 200) return Status::Ok();
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
   }
-  return Status::Unavailable("replica " + std::to_string(r.id) + " (port " +
+  return Status::Unavailable("replica " + std::to_string(r.id) + " (" + r.node + ", port " +
                              std::to_string(r.port) + ") was not ready within " +
                              std::to_string(static_cast<int>(timeout_s)) + " s; see " +
                              log_path.string());
@@ -117,28 +238,60 @@ Status write_state(const ClusterState& state, const fs::path& dir) {
   return write_json_file_atomic(state_path(dir), state.to_json());
 }
 
-/// Starts a replica serving `models` on `port` (0: a free one) and waits until it is ready.
-Expected<Replica> start_replica(ClusterState& state, const ClusterSpec& spec,
+/// Starts a replica serving `models` on `node`, on `port` (0: a free loopback port here, the
+/// node's next port from first_port there) and waits until it is ready.
+Expected<Replica> start_replica(ClusterState& state, const ClusterSpec& spec, const NodeSpec& node,
                                 const std::vector<std::string>& models,
                                 const DeployOptions& options, const fs::path& dir,
                                 std::ostream& log, int port = 0) {
   Replica r;
   r.id = state.next_id++;
-  r.port = port > 0 ? port : free_loopback_port();
+  r.node = node.destination;
+  r.address = node.local() ? "127.0.0.1" : node.address;
   r.models = models;
+  if (port > 0) {
+    r.port = port;
+  } else if (node.local()) {
+    r.port = free_loopback_port();
+  } else {
+    r.port = node.first_port;
+    for (const Replica& other : state.replicas)
+      if (other.node == node.destination) r.port = std::max(r.port, other.port + 1);
+  }
   if (r.port == 0) return Status::Unavailable("no free loopback port for a replica");
-  std::vector<std::string> argv = {options.kiln_binary.string(), "serve"};
+  const std::string kiln =
+      node.local() ? options.kiln_binary.string() : (node.kiln.empty() ? "kiln" : node.kiln);
+  std::vector<std::string> argv = {kiln, "serve"};
   for (const std::string& m : models) argv.insert(argv.end(), {"--model", m});
-  argv.insert(argv.end(), {"--host", "127.0.0.1", "--port", std::to_string(r.port)});
+  argv.insert(argv.end(), {"--host", r.address, "--port", std::to_string(r.port)});
   argv.insert(argv.end(), spec.serve_args.begin(), spec.serve_args.end());
-  const fs::path log_path = dir / "logs" / ("replica-" + std::to_string(r.id) + ".log");
   std::vector<std::string> env;
   if (!spec.registry.empty()) env.push_back("KILN_REGISTRY=" + spec.registry);
-  KILN_ASSIGN_OR_RETURN(r.pid, spawn_detached(argv, log_path, env));
-  log << "replica " << r.id << ": kiln serve on 127.0.0.1:" << r.port << " (pid " << r.pid << ")\n";
-  Status ready = wait_ready(r, options.ready_timeout_s, log_path);
+  const fs::path log_path = replica_log_path(spec, node, options, r.id);
+  if (node.local()) {
+    KILN_ASSIGN_OR_RETURN(r.pid, spawn_detached(argv, log_path, env));
+  } else {
+    // Detached there (nohup + setsid: it outlives the ssh session), its pid echoed back.
+    env.insert(env.begin(), "KILN_HOME=" + node_home(node, options).string());
+    std::string script =
+        "mkdir -p " + shell_quote(log_path.parent_path().string()) + " && cd / || exit 1; ";
+    for (const std::string& kv : env)
+      script += kv.substr(0, kv.find('=') + 1) + shell_quote(kv.substr(kv.find('=') + 1)) + " ";
+    script += "nohup setsid";
+    for (const std::string& a : argv) script += " " + shell_quote(a);
+    script += " >> " + shell_quote(log_path.string()) + " 2>&1 < /dev/null & echo $!";
+    KILN_ASSIGN_OR_RETURN(auto started, on_node(node, script));
+    r.pid = static_cast<pid_t>(std::atoi(started.second.c_str()));
+    if (started.first != 0 || r.pid <= 0)
+      return Status::Unavailable("cannot start a replica on " + node.destination +
+                                 " over ssh (exit " + std::to_string(started.first) +
+                                 "): " + started.second);
+  }
+  log << "replica " << r.id << ": kiln serve on " << r.node << " " << r.address << ":" << r.port
+      << " (pid " << r.pid << ")\n";
+  Status ready = wait_ready(r, node, options.ready_timeout_s, log_path);
   if (!ready.ok()) {
-    stop_process(r.pid, 5);
+    stop_replica(node, r.pid, 5);
     return ready;
   }
   log << "replica " << r.id << ": ready\n";
@@ -200,7 +353,12 @@ Status apply_nginx(ClusterState& state, const DeployOptions& options, const fs::
 Json ClusterState::to_json() const {
   Json rs = Json::array();
   for (const Replica& r : replicas)
-    rs.push_back({{"id", r.id}, {"port", r.port}, {"pid", r.pid}, {"models", r.models}});
+    rs.push_back({{"id", r.id},
+                  {"port", r.port},
+                  {"pid", r.pid},
+                  {"models", r.models},
+                  {"node", r.node},
+                  {"address", r.address}});
   return {{"name", name},           {"host", host},       {"port", port},
           {"nginx_pid", nginx_pid}, {"next_id", next_id}, {"replicas", rs}};
 }
@@ -214,9 +372,10 @@ Expected<ClusterState> ClusterState::from_json(const Json& j) {
     s.nginx_pid = j.at("nginx_pid").get<pid_t>();
     s.next_id = j.at("next_id").get<int>();
     for (const Json& r : j.at("replicas"))
-      s.replicas.push_back({r.at("id").get<int>(), r.at("port").get<int>(),
-                            r.at("pid").get<pid_t>(),
-                            r.at("models").get<std::vector<std::string>>()});
+      s.replicas.push_back(
+          {r.at("id").get<int>(), r.at("port").get<int>(), r.at("pid").get<pid_t>(),
+           r.at("models").get<std::vector<std::string>>(), r.value("node", std::string("local")),
+           r.value("address", std::string("127.0.0.1"))});
   } catch (const std::exception& e) {
     return Status::DataLoss("cluster state.json: " + std::string(e.what()));
   }
@@ -286,13 +445,60 @@ Expected<ClusterSpec> load_cluster_spec(const fs::path& path) {
   KILN_RETURN_IF_ERROR(strings("models", &spec.models));
   KILN_RETURN_IF_ERROR(strings("serve_args", &spec.serve_args));
   if (spec.models.empty()) return bad("models", "required: the models each replica serves");
-  std::vector<std::string> nodes;
-  KILN_RETURN_IF_ERROR(strings("nodes", &nodes));
-  for (const std::string& n : nodes)
-    if (n != "local")
-      return bad("nodes", "'" + n +
-                              "': only `local` (this machine) is supported so far; remote nodes "
-                              "over ssh are not");
+  if (doc.contains("nodes")) {
+    const Json& nodes = doc["nodes"];
+    if (!nodes.is_array() || nodes.empty())
+      return bad("nodes", "expected a list of nodes: `local` or {host: [USER@]HOST, ...}");
+    spec.nodes.clear();
+    static const std::vector<std::string> kNodeFields = {"host", "address", "ssh",
+                                                         "kiln", "home",    "first_port"};
+    for (const Json& n : nodes) {
+      NodeSpec node;
+      if (n.is_string()) {
+        if (n != "local")
+          return bad("nodes", "'" + n.get<std::string>() +
+                                  "': a node is `local` or a mapping {host: [USER@]HOST, ssh: "
+                                  "[...], kiln: PATH, home: DIR, address: ADDR, first_port: N}");
+        spec.nodes.push_back(node);
+        continue;
+      }
+      if (!n.is_object() || !n.contains("host") || !n["host"].is_string() ||
+          n["host"].get<std::string>().empty() || n["host"].get<std::string>()[0] == '-')
+        return bad("nodes", "a remote node needs host: [USER@]HOST (its ssh destination)");
+      for (auto it = n.begin(); it != n.end(); ++it)
+        if (std::find(kNodeFields.begin(), kNodeFields.end(), it.key()) == kNodeFields.end())
+          return bad("nodes", "unknown node field '" + it.key() +
+                                  "' (host, address, ssh, kiln, home, first_port)");
+      node.destination = n["host"];
+      node.address = node.destination.substr(node.destination.find('@') + 1);
+      for (const char* key : {"address", "kiln", "home"}) {
+        if (!n.contains(key)) continue;
+        if (!n[key].is_string() || n[key].get<std::string>().empty())
+          return bad("nodes", std::string(key) + " of " + node.destination + ": expected a string");
+        const std::string v = n[key];
+        if (std::string(key) == "address") node.address = v;
+        if (std::string(key) == "kiln") node.kiln = v;
+        if (std::string(key) == "home") node.home = v;
+      }
+      if (n.contains("ssh")) {
+        if (!n["ssh"].is_array()) return bad("nodes", "ssh: expected a list of ssh arguments");
+        for (const Json& a : n["ssh"]) {
+          if (!a.is_string() && !a.is_number()) return bad("nodes", "ssh: expected strings");
+          node.ssh_args.push_back(a.is_string() ? a.get<std::string>() : a.dump());
+        }
+      }
+      if (n.contains("first_port")) {
+        if (!n["first_port"].is_number_integer() || n["first_port"] < 1 ||
+            n["first_port"] > 65535 - 64)
+          return bad("nodes", "first_port of " + node.destination + ": expected 1..65471");
+        node.first_port = n["first_port"];
+      }
+      for (const NodeSpec& other : spec.nodes)
+        if (other.destination == node.destination)
+          return bad("nodes", node.destination + " is listed twice");
+      spec.nodes.push_back(node);
+    }
+  }
   if (doc.contains("registry")) {
     const Json& r = doc["registry"];
     const std::string text = r.is_string() ? r.get<std::string>() : "";
@@ -332,7 +538,8 @@ std::string nginx_config(const ClusterState& state, const fs::path& dir) {
   // fail_timeout, and nginx answered 502 "no live upstreams" (578 of 2,000 requests). A
   // refused connect on loopback costs microseconds, and proxy_next_upstream moves on.
   for (const Replica& r : state.replicas)
-    c << "    server 127.0.0.1:" << r.port << " max_fails=0;  # replica " << r.id << "\n";
+    c << "    server " << r.address << ":" << r.port << " max_fails=0;  # replica " << r.id << " ("
+      << r.node << ")\n";
   c << "    keepalive 32;\n"
     << "  }\n"
     << "  server {\n"
@@ -371,19 +578,21 @@ Expected<ClusterState> cluster_up(const ClusterSpec& spec, const DeployOptions& 
   state.host = spec.host;
   state.port = spec.port;
   auto undo = [&](Status why) -> Status {
-    for (const Replica& r : state.replicas) stop_process(r.pid, options.drain_timeout_s);
+    for (const Replica& r : state.replicas)
+      stop_replica(node_of(spec, r), r.pid, options.drain_timeout_s);
     if (state.nginx_pid > 0) stop_process(state.nginx_pid, 5);
     return why;
   };
-  for (int i = 0; i < spec.replicas; ++i) {
-    Expected<Replica> r = start_replica(state, spec, spec.models, options, dir, log);
-    if (!r.ok()) return undo(r.status());
-    state.replicas.push_back(*r);
-  }
+  for (const NodeSpec& node : spec.nodes)
+    for (int i = 0; i < spec.replicas; ++i) {
+      Expected<Replica> r = start_replica(state, spec, node, spec.models, options, dir, log);
+      if (!r.ok()) return undo(r.status());
+      state.replicas.push_back(*r);
+    }
   if (Status st = apply_nginx(state, options, dir); !st.ok()) return undo(st);
   if (Status st = write_state(state, dir); !st.ok()) return undo(st);
-  log << "cluster " << spec.name << ": " << spec.replicas << " replica(s) behind nginx on http://"
-      << spec.host << ":" << spec.port << "\n";
+  log << "cluster " << spec.name << ": " << state.replicas.size()
+      << " replica(s) behind nginx on http://" << spec.host << ":" << spec.port << "\n";
   return state;
 }
 
@@ -394,27 +603,27 @@ Expected<Json> cluster_status(const ClusterSpec& spec, const DeployOptions& opti
               {"nginx", {{"pid", state.nginx_pid}, {"alive", alive(state.nginx_pid)}}},
               {"replicas", Json::array()}};
   for (const Replica& r : state.replicas) {
+    const NodeSpec& node = node_of(spec, r);
     Json j = {{"id", r.id},
+              {"node", r.node},
+              {"address", r.address},
               {"port", r.port},
               {"pid", r.pid},
-              {"alive", alive(r.pid)},
+              {"alive", replica_alive(node, r.pid)},
               {"models", Json::array()}};
-    Expected<loadtest::HttpReply> ready = get("127.0.0.1", r.port, "/v2/health/ready");
+    Expected<loadtest::HttpReply> ready = get(r.address, r.port, "/v2/health/ready");
     j["ready"] = ready.ok() && ready->status == 200;
     // The served names from the replica's ready line; their live versions from OIP metadata
     // (they follow registry alias moves).
-    const fs::path log_path =
-        cluster_dir(options, spec.name) / "logs" / ("replica-" + std::to_string(r.id) + ".log");
     std::smatch m;
-    Expected<std::string> log_text = read_file(log_path);
-    const std::string text = log_text.ok() ? *log_text : "";
+    const std::string text = replica_log(node, replica_log_path(spec, node, options, r.id));
     if (std::regex_search(text, m, std::regex("ready on \\S+ \\(models: ([^)]*)\\)"))) {
       std::istringstream names(m[1].str());
       std::string entry;
       while (std::getline(names, entry, ',')) {
         entry.erase(0, entry.find_first_not_of(' '));
         const std::string name = entry.substr(0, entry.find(':'));
-        Expected<loadtest::HttpReply> meta = get("127.0.0.1", r.port, "/v2/models/" + name);
+        Expected<loadtest::HttpReply> meta = get(r.address, r.port, "/v2/models/" + name);
         Json versions = Json::array();
         if (meta.ok() && meta->status == 200) {
           try {
@@ -425,7 +634,7 @@ Expected<Json> cluster_status(const ClusterSpec& spec, const DeployOptions& opti
         j["models"].push_back({{"name", name}, {"versions", versions}});
       }
     }
-    Expected<loadtest::HttpReply> metrics = get("127.0.0.1", r.port, "/metrics");
+    Expected<loadtest::HttpReply> metrics = get(r.address, r.port, "/metrics");
     double requests = 0;
     if (metrics.ok() && metrics->status == 200) {
       std::istringstream lines(metrics->body);
@@ -455,11 +664,13 @@ Expected<ClusterState> cluster_roll(const ClusterSpec& spec, const DeployOptions
     // and the clients' kept-alive connections to it) never changes. The old replica stops
     // accepting and answers what it has in flight; meanwhile nginx sends new requests, and any
     // that meet the closing replica, to the others (proxy_next_upstream).
-    stop_process(old.pid, options.drain_timeout_s);
-    Expected<Replica> fresh = start_replica(state, spec, target, options, dir, log, old.port);
+    const NodeSpec& node = node_of(spec, old);
+    stop_replica(node, old.pid, options.drain_timeout_s);
+    Expected<Replica> fresh = start_replica(state, spec, node, target, options, dir, log, old.port);
     if (!fresh.ok()) {
       // Put the old models back on that port, so the cluster keeps its capacity.
-      Expected<Replica> back = start_replica(state, spec, old.models, options, dir, log, old.port);
+      Expected<Replica> back =
+          start_replica(state, spec, node, old.models, options, dir, log, old.port);
       if (back.ok()) state.replicas[i] = *back;
       (void)write_state(state, dir);
       return fresh.status().with_context(
@@ -483,7 +694,8 @@ Status cluster_down(const ClusterSpec& spec, const DeployOptions& options, std::
       std::this_thread::sleep_for(std::chrono::milliseconds(20));
     if (alive(state.nginx_pid)) ::kill(state.nginx_pid, SIGKILL);
   }
-  for (const Replica& r : state.replicas) stop_process(r.pid, options.drain_timeout_s);
+  for (const Replica& r : state.replicas)
+    stop_replica(node_of(spec, r), r.pid, options.drain_timeout_s);
   std::error_code ec;
   fs::remove(state_path(cluster_dir(options, spec.name)), ec);
   log << "cluster " << spec.name << ": down (nginx and " << state.replicas.size()

@@ -22,14 +22,32 @@ namespace kiln::deploy {
 
 namespace fs = std::filesystem;
 
+/// A machine replicas run on: this one, or a host reached by ssh. Plain value.
+struct NodeSpec {
+  std::string destination = "local";  ///< "local", or an ssh destination ([user@]host)
+  std::string address = "127.0.0.1";  ///< where nginx reaches the node's replicas
+  std::vector<std::string> ssh_args;  ///< more ssh arguments, e.g. -p 2222 -i KEY
+  std::string kiln;       ///< the kiln binary there (remote default: `kiln` on its PATH)
+  std::string home;       ///< KILN_HOME there (default: this KILN_HOME, a directory both mount)
+  int first_port = 9100;  ///< remote replicas listen on first_port, first_port + 1, ...
+  bool local() const { return destination == "local"; }
+};
+
 /// A cluster file:
 ///   name: fmnist            # the cluster's name ([A-Za-z0-9_-]); state in $KILN_HOME/clusters/
 ///   port: 8080              # where nginx listens (loopback unless host: says otherwise)
 ///   host: 127.0.0.1
-///   replicas: 2             # kiln serve processes
+///   replicas: 2             # kiln serve processes per node
 ///   models: [fmnist@production]   # each replica's --model arguments (registry refs or bundles)
 ///   serve_args: [--max-batch, "32"]   # more `kiln serve` arguments (optional)
-///   nodes: [local]          # only this machine for now
+///   nodes:                  # default [local]
+///     - local
+///     - host: kiln@10.0.0.7 # ssh destination; replicas listen on its address
+///       address: 10.0.0.7   # (default: the destination's host part)
+///       ssh: [-p, "2222", -i, /keys/kiln]
+///       kiln: /usr/local/bin/kiln
+///       home: /mnt/kiln     # KILN_HOME there (default: this one)
+///       first_port: 9100
 ///   registry: postgresql://kiln@db:5432/kiln   # the replicas' KILN_REGISTRY (optional; default:
 ///                           # the environment's, else registry.yaml, else SQLite in KILN_HOME)
 /// Plain value.
@@ -41,6 +59,7 @@ struct ClusterSpec {
   int replicas = 2;
   std::vector<std::string> models;
   std::vector<std::string> serve_args;
+  std::vector<NodeSpec> nodes{NodeSpec()};
   std::string registry;  ///< "" (as the environment says), "sqlite" or a postgresql:// URL
 };
 
@@ -51,8 +70,10 @@ Expected<ClusterSpec> load_cluster_spec(const fs::path& path);
 struct Replica {
   int id = 0;  ///< grows with every replica the cluster starts (names its log)
   int port = 0;
-  pid_t pid = 0;
+  pid_t pid = 0;  ///< on its node
   std::vector<std::string> models;
+  std::string node = "local";         ///< NodeSpec::destination
+  std::string address = "127.0.0.1";  ///< where nginx reaches it
 };
 
 /// What `up` started and `roll`/`down` act on: $KILN_HOME/clusters/NAME/state.json. Plain value.
@@ -79,8 +100,9 @@ struct DeployOptions {
 /// The cluster's directory: home/clusters/NAME (state.json, nginx.conf, logs/).
 fs::path cluster_dir(const DeployOptions& options, const std::string& name);
 
-/// Starts the replicas (each `kiln serve --model M... --port P --host 127.0.0.1`, detached, log
-/// in logs/replica-ID.log), waits until each answers /v2/health/ready, then nginx in front
+/// Starts the replicas on every node (each `kiln serve --model M... --port P --host ADDRESS`,
+/// detached; here with its log in logs/replica-ID.log, on an ssh node in the node's
+/// KILN_HOME/clusters/NAME/logs/), waits until each answers /v2/health/ready, then nginx in front
 /// (generated nginx.conf: least_conn upstream, keep-alive to the replicas, retry on the next
 /// replica for connection errors and 502/503 including POSTs). FailedPrecondition when the cluster
 /// is already up; on a failure everything started is stopped again. Blocks.
