@@ -25,6 +25,16 @@ using Clock = std::chrono::steady_clock;
 
 bool alive(pid_t pid) { return pid > 0 && ::kill(pid, 0) == 0; }
 
+/// In a forked child: replaces it with `argv` (looked up in PATH), or exits 127.
+[[noreturn]] void exec_child(const std::vector<std::string>& argv) {
+  std::vector<std::string> copy = argv;
+  std::vector<char*> args;
+  for (auto& a : copy) args.push_back(a.data());
+  args.push_back(nullptr);
+  ::execvp(args[0], args.data());
+  ::_exit(127);
+}
+
 /// Starts `argv` in its own session (it outlives this command), stdin /dev/null, stdout and
 /// stderr appended to `log_path`, with `env` ("K=V") added to the environment. Reaps nothing:
 /// the caller's process exits long before.
@@ -45,12 +55,7 @@ Expected<pid_t> spawn_detached(const std::vector<std::string>& argv, const fs::p
       ::dup2(out, 1);
       ::dup2(out, 2);
     }
-    std::vector<std::string> copy = argv;
-    std::vector<char*> args;
-    for (auto& a : copy) args.push_back(a.data());
-    args.push_back(nullptr);
-    ::execv(args[0], args.data());
-    ::_exit(127);
+    exec_child(argv);
   }
   return pid;
 }
@@ -84,12 +89,7 @@ Expected<std::pair<int, std::string>> run_capture(const std::vector<std::string>
     ::dup2(pipe_fds[1], 1);
     ::dup2(pipe_fds[1], 2);
     ::close(pipe_fds[0]);
-    std::vector<std::string> copy = argv;
-    std::vector<char*> args;
-    for (auto& a : copy) args.push_back(a.data());
-    args.push_back(nullptr);
-    ::execvp(args[0], args.data());
-    ::_exit(127);
+    exec_child(argv);
   }
   ::close(pipe_fds[1]);
   ::fcntl(pipe_fds[0], F_SETFL, O_NONBLOCK);

@@ -197,22 +197,21 @@ class PostgresCatalogue : public Catalogue {
 
   Status check_integrity(std::vector<std::string>* problems) override {
     // Every version below its model's next number, and every alias on an existing version.
-    KILN_ASSIGN_OR_RETURN(
-        SqlRows orphans,
-        execute("SELECT v.name, v.version FROM versions v LEFT JOIN models m ON m.name = v.name "
-                "WHERE m.name IS NULL OR m.next_version <= v.version",
-                {}));
-    for (const auto& r : orphans.rows)
-      problems->push_back(location() + ": version " + r[0].value_or("") + "@" + r[1].value_or("") +
-                          " is not below its model's next version number");
-    KILN_ASSIGN_OR_RETURN(
-        SqlRows dangling,
-        execute("SELECT a.name, a.alias FROM aliases a LEFT JOIN versions v ON v.name = a.name "
-                "AND v.version = a.version WHERE v.name IS NULL",
-                {}));
-    for (const auto& r : dangling.rows)
-      problems->push_back(location() + ": alias " + r[0].value_or("") + "@" + r[1].value_or("") +
-                          " points at a missing version");
+    const std::pair<const char*, const char*> checks[] = {
+        {"SELECT v.name, v.version FROM versions v LEFT JOIN models m ON m.name = v.name "
+         "WHERE m.name IS NULL OR m.next_version <= v.version",
+         ": version %s is not below its model's next version number"},
+        {"SELECT a.name, a.alias FROM aliases a LEFT JOIN versions v ON v.name = a.name "
+         "AND v.version = a.version WHERE v.name IS NULL",
+         ": alias %s points at a missing version"}};
+    for (const auto& [sql, what] : checks) {
+      KILN_ASSIGN_OR_RETURN(SqlRows rows, execute(sql, {}));
+      for (const auto& r : rows.rows) {
+        std::string message = what;
+        message.replace(message.find("%s"), 2, r[0].value_or("") + "@" + r[1].value_or(""));
+        problems->push_back(location() + message);
+      }
+    }
     return Status::Ok();
   }
 
