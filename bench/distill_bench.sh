@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Distillation benchmark (issue 18): the default Fashion-MNIST CNN (examples/fashion-mnist/cnn.yaml)
-# as the teacher; a student of the same family at width 20 / hidden 96 (about 0.4x its FLOPs)
+# as the teacher; a student of the same family (default width 20 / hidden 96, about 0.4x its FLOPs)
 # trained with the same recipe once alone (`kiln train --set model.width=20 ...`) and once
 # distilled from the teacher (`kiln compress TEACHER --distill student.yaml`), for each seed in
 # SEEDS. Prints test accuracies (model.pt, fp32, and the module served here) and FLOPs.
-# Usage: bench/distill_bench.sh   (BUILD_DIR=build SEEDS="42 7" TEMPERATURE=4 ALPHA=0.7)
+# Usage: bench/distill_bench.sh   (BUILD_DIR=build SEEDS="42 7" TEMPERATURE=4 ALPHA=0.7
+#        WIDTH=20 HIDDEN=96 TEACHER_SET="loss.label_smoothing=0.1")
+# TEACHER_SET: `--set` overrides for the teacher's training (space-separated KEY=VALUE).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source bench/lib.sh
@@ -12,6 +14,11 @@ BUILD_DIR=${BUILD_DIR:-build}
 SEEDS=${SEEDS:-"42 7"}
 TEMPERATURE=${TEMPERATURE:-4}
 ALPHA=${ALPHA:-0.7}
+WIDTH=${WIDTH:-20}
+HIDDEN=${HIDDEN:-96}
+TEACHER_SET=${TEACHER_SET:-}
+teacher_args=()
+for kv in $TEACHER_SET; do teacher_args+=(--set "$kv"); done
 cmake --build "$BUILD_DIR" --target kiln kiln-engine >/dev/null
 print_machine
 work=$(mktemp -d /tmp/kiln-distill-bench-XXXXXX)
@@ -21,17 +28,18 @@ kiln="$BUILD_DIR/kiln"
 accuracy() {
   /usr/bin/python3 -c "import json,sys; m=json.load(open(sys.argv[1]+'/manifest.json')); b=m.get('precisions',{}).get('bf16'); print(f\"fp32 {m['metrics']['test']['accuracy']:.4f}\" + (f\", bf16 {b['metrics']['test']['accuracy']:.4f}\" if b else ''))" "$1"
 }
-"$kiln" train examples/fashion-mnist/cnn.yaml --out "$work/teacher" 2>&1 | grep -E "^final"
+echo "command: SEEDS=\"$SEEDS\" TEMPERATURE=$TEMPERATURE ALPHA=$ALPHA WIDTH=$WIDTH HIDDEN=$HIDDEN TEACHER_SET=\"$TEACHER_SET\" bench/distill_bench.sh"
+"$kiln" train examples/fashion-mnist/cnn.yaml --out "$work/teacher" ${teacher_args[@]+"${teacher_args[@]}"} 2>&1 | grep -E "^final"
 echo "teacher: $(accuracy "$work/teacher/bundle")"
 for seed in $SEEDS; do
   cat > "$work/student.yaml" <<YAML
-model: {zoo: cnn-small, width: 20, hidden: 96, dropout: 0.1}
+model: {zoo: cnn-small, width: $WIDTH, hidden: $HIDDEN, dropout: 0.1}
 seed: $seed
 temperature: $TEMPERATURE
 alpha: $ALPHA
 YAML
   "$kiln" train examples/fashion-mnist/cnn.yaml --out "$work/alone-$seed" --set seed="$seed" \
-    --set model.width=20 --set model.hidden=96 2>&1 | grep -E "^final" | sed "s/^/alone seed $seed: /"
+    --set model.width="$WIDTH" --set model.hidden="$HIDDEN" 2>&1 | grep -E "^final" | sed "s/^/alone seed $seed: /"
   echo "student alone, seed $seed: $(accuracy "$work/alone-$seed/bundle")"
   "$kiln" compress "$work/teacher/bundle" --distill "$work/student.yaml" \
     --timing-seconds 0 --out "$work/distilled-$seed" 2>&1 | grep -E "^distill|^after"
