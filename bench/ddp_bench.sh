@@ -4,6 +4,7 @@
 # cores and by `kiln train --nproc 2` (two ranks, threads = cores / 2, Gloo all-reduce over
 # loopback), same config and seed. Prints each run's test accuracy, training samples/s per epoch,
 # wall time, and rank 0's all-reduce time per step (communication cost, from the run summary).
+# Then the PyTorch DDP peer (bench/py_ddp_peer.py) in the same run.
 # Usage: bench/ddp_bench.sh   (BUILD_DIR=build EPOCHS=7 LIMIT=0: all 60,000 training images)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -38,3 +39,7 @@ if d:
 print(line)
 PY
 done
+# The peer in the same run: PyTorch's own DistributedDataParallel (Gloo) on the peer CNN, 1 process
+# x 2 threads vs 2 processes x 1 thread, global batch 256 (bench/py_ddp_peer.py).
+echo "--- peer (PEER_EPOCHS=${PEER_EPOCHS:-2})"
+/usr/bin/python3 bench/py_ddp_peer.py --epochs "${PEER_EPOCHS:-2}" | sed 's/^/  /'
