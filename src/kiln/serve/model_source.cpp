@@ -56,8 +56,10 @@ Expected<ResolvedModel> RegistryModelSource::resolve(const std::string& ref) {
 }
 
 bool RegistryModelSource::notifies_changes() {
-  Expected<registry::ModelStore*> s = store();
-  return s.ok() && (*s)->notifies_changes();
+  // Only once a registry reference opened the store: serving bundle paths alone never opens
+  // (or creates) a registry.
+  std::lock_guard<std::mutex> lock(mu_);
+  return store_ && store_->notifies_changes();
 }
 
 Expected<bool> RegistryModelSource::wait_for_change(std::chrono::milliseconds timeout) {

@@ -52,8 +52,8 @@ class BundlePathSource : public ModelSource {
 /// What `kiln serve` uses: registry references (NAME@VERSION, NAME@ALIAS, NAME@latest) through
 /// the registry at kiln_home() (its catalogue as open_model_store() picks it), and bundle
 /// directories as BundlePathSource does (registry::resolve_model_ref). The store is opened on
-/// first use and kept. An alias moved by `kiln registry alias set` is seen at the next poll on
-/// SQLite, and at once on PostgreSQL (LISTEN/NOTIFY). Thread-safe.
+/// first use (the first registry reference) and kept. An alias moved by `kiln registry alias set`
+/// is seen at the next poll on SQLite, and at once on PostgreSQL (LISTEN/NOTIFY). Thread-safe.
 class RegistryModelSource : public ModelSource {
  public:
   RegistryModelSource();
