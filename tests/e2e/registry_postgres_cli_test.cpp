@@ -99,8 +99,17 @@ TEST(RegistryPostgresTest, ServerLearnsOfAnAliasMoveAtOnceAndMigrateCopiesSqlite
   EXPECT_NE(again.exit_code, 0);
   EXPECT_NE(again.err.find("already holds model cancer"), std::string::npos) << again.err;
   CommandResult bad = run_kiln({"registry", "migrate", "--to", "mysql://db/x"}, home.path());
-  EXPECT_NE(bad.exit_code, 0);
+  EXPECT_EQ(bad.exit_code, 2);
   EXPECT_NE(bad.err.find("unknown catalogue 'mysql://db/x'"), std::string::npos) << bad.err;
+  // Refused migrations from a home without a registry write nothing there.
+  for (const std::string& to : {std::string("mysql://db/x"), url}) {
+    TempDir empty;
+    CommandResult refused = run_kiln({"registry", "migrate", "--to", to}, empty.path());
+    EXPECT_NE(refused.exit_code, 0) << to;
+    EXPECT_FALSE(fs::exists(empty / "registry.db")) << to << ": " << refused.err;
+  }
+  CommandResult nothing = run_kiln({"registry", "migrate", "--to", url}, (home / "none"));
+  EXPECT_NE(nothing.err.find("no SQLite registry at"), std::string::npos) << nothing.err;
 
   // A server on the PostgreSQL registry, polling only every 10 minutes.
   ::setenv("KILN_REGISTRY", url.c_str(), 1);

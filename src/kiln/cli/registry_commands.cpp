@@ -523,12 +523,19 @@ void register_registry_commands(CLI::App& app, int* exit_code) {
   add_flag(*migrate, Flag::kJson, &ma->json);
   migrate->callback([ma, exit_code] {
     auto run = [&]() -> Expected<registry::MigrationReport> {
-      KILN_ASSIGN_OR_RETURN(auto from,
-                            registry::open_sql_store(registry::StoreOptions().catalogue(ma->from)));
+      // Opening an SQLite registry creates it: check there is one to copy, and open the
+      // destination (a bad --to fails there) before the source, so a refused migration writes
+      // nothing.
+      const fs::path source_db = kiln_home() / "registry.db";
+      if (ma->from == "sqlite" && !fs::exists(source_db))
+        return Status::NotFound("no SQLite registry at " + source_db.string() +
+                                ": nothing to migrate (is KILN_HOME right?)");
       registry::StoreOptions to_options;
       to_options.catalogue(ma->to);
       if (!ma->root.empty()) to_options.root(ma->root);
       KILN_ASSIGN_OR_RETURN(auto to, registry::open_sql_store(to_options));
+      KILN_ASSIGN_OR_RETURN(auto from,
+                            registry::open_sql_store(registry::StoreOptions().catalogue(ma->from)));
       KILN_ASSIGN_OR_RETURN(registry::MigrationReport r,
                             registry::SqlModelStore::Migrate(*from, *to));
       if (ma->json) {
