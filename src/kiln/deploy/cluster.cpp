@@ -180,8 +180,8 @@ std::string replica_log(const NodeSpec& node, const fs::path& path) {
 /// Where a replica's log is, on its node: KILN_HOME/clusters/NAME/logs/replica-ID.log there.
 fs::path replica_log_path(const ClusterSpec& spec, const NodeSpec& node,
                           const DeployOptions& options, int id) {
-  const fs::path home = node.local() ? options.home : node_home(node, options);
-  return home / "clusters" / spec.name / "logs" / ("replica-" + std::to_string(id) + ".log");
+  return node_home(node, options) / "clusters" / spec.name / "logs" /
+         ("replica-" + std::to_string(id) + ".log");
 }
 
 Expected<loadtest::HttpReply> get(const std::string& host, int port, const std::string& path,
