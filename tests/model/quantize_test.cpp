@@ -30,6 +30,14 @@ torch::Tensor images(int64_t n, uint64_t seed) {
   return ((up * 0.8 + torch::rand({n, 1, 28, 28}) * 0.2) * 255).to(torch::kFloat32);
 }
 
+/// The TorchScript graphs of every method of `m`, as text.
+std::string graph_text(const torch::jit::Module& m) {
+  std::string text;
+  for (const torch::jit::Method& method : m.get_methods())
+    text += torch::jit::toGraphFunction(method.function()).graph()->toString();
+  return text;
+}
+
 TEST(ExportInt8, TracksTheFloatNetworkAndFoldsPreprocessingAndFlip) {
   auto net = build_net(kBatchNormCnn, {1, 28, 28}, 10);
   ASSERT_TRUE(net);
@@ -61,7 +69,36 @@ TEST(ExportInt8, TracksTheFloatNetworkAndFoldsPreprocessingAndFlip) {
     torch::jit::Module loaded = torch::jit::load(saved);
     EXPECT_TRUE(torch::equal(loaded.forward({x}).toTensor(), got)) << tta;
     EXPECT_LT(saved.str().size(), 600000u);  // 4x smaller weights than fp32's ~1 MB
+    // One grey mean/std: the pixels are the quint8 input (no quantize pass), and the flatten
+    // before the first linear layer is a view of the NHWC activations (its weight permuted).
+    const std::string graphs = graph_text(*int8);
+    EXPECT_NE(graphs.find("aten::_make_per_tensor_quantized_tensor"), std::string::npos) << tta;
+    EXPECT_EQ(graphs.find("aten::quantize_per_tensor"), std::string::npos) << tta;
+    EXPECT_NE(graphs.find("aten::permute"), std::string::npos) << tta;
   }
+}
+
+TEST(ExportInt8, PerChannelNormalisationQuantisesItsInput) {
+  // RGB with a mean and std per channel: no single quint8 scale holds the pixels, so the
+  // float prologue runs and its output is quantised; the module still tracks the float one.
+  auto net = build_net(kBatchNormCnn, {3, 28, 28}, 10);
+  ASSERT_TRUE(net);
+  const Json pre = testing::image_normalize({0.45, 0.5, 0.4}, {0.25, 0.3, 0.2});
+  const torch::Tensor calibration = images(512 * 3, 3).reshape({512, 3, 28, 28});
+  auto fp32 = export_torchscript(*net, pre, kTtaFlip);
+  ASSERT_TRUE(fp32.ok()) << fp32.status();
+  auto int8 = export_int8(net->spec(), network_state(*net), net->input_shape(), net->outputs(), pre,
+                          kTtaFlip, calibration, nullptr);
+  ASSERT_TRUE(int8.ok()) << int8.status();
+  torch::NoGradGuard no_grad;
+  const torch::Tensor x = images(256 * 3, 4).reshape({256, 3, 28, 28});
+  const torch::Tensor want = fp32->forward({x}).toTensor();
+  const torch::Tensor got = int8->forward({x}).toTensor();
+  const double spread = want.std().item<double>();
+  EXPECT_LT((got - want).abs().mean().item<double>(), 0.1 * spread);
+  const std::string graphs = graph_text(*int8);
+  EXPECT_NE(graphs.find("aten::quantize_per_tensor"), std::string::npos);
+  EXPECT_EQ(graphs.find("aten::_make_per_tensor_quantized_tensor"), std::string::npos);
 }
 
 TEST(ExportInt8, UnsupportedLayersAndBadCalibrationAreNamed) {

@@ -11,6 +11,7 @@
 #include <functional>
 #include <limits>
 #include <numeric>
+#include <optional>
 #include <set>
 #include <sstream>
 #include <utility>
@@ -148,6 +149,9 @@ class Generator {
   std::vector<PackedLayer> packed_;
   int64_t points_ = 0;
   int folded_ = 0;
+  /// int8: the quint8 scale and zero point of whole pixel values when the prologue folded the
+  /// image normalisation into the input quantisation (see prologue()).
+  std::optional<std::pair<double, int64_t>> pixel_input_;
   std::ostringstream body_;
   std::set<std::string> used_;
   std::vector<std::pair<std::string, torch::Tensor>> params_, buffers_;
@@ -175,12 +179,39 @@ Status Generator::check_all_used(const std::string& model_name) const {
   return Status::Ok();
 }
 
+/// The quint8 (scale, zero point) under which whole pixel values 0..255 are the normalised
+/// input of image step `s`, when one exists: inputs scaled by 1/255, one mean and one std for all
+/// channels, and the normalised 0 representable.
+std::optional<std::pair<double, int64_t>> pixel_quantisation(const PrologueStep& s) {
+  if (std::abs(s.input_scale * 255.0 - 1.0) > 1e-9) return std::nullopt;
+  const torch::Tensor mean = s.a.to(torch::kFloat64), stdev = s.b.to(torch::kFloat64);
+  const double m = mean.flatten()[0].item<double>(), sd = stdev.flatten()[0].item<double>();
+  if (!torch::all(mean == m).item<bool>() || !torch::all(stdev == sd).item<bool>())
+    return std::nullopt;
+  const int64_t zero_point = std::llround(255.0 * m);
+  if (zero_point < 0 || zero_point > 255) return std::nullopt;
+  return std::make_pair(1.0 / (255.0 * sd), zero_point);
+}
+
 Status Generator::prologue(const Json& pre, const std::vector<int64_t>& model_shape,
                            std::vector<int64_t>* raw_shape) {
   KILN_ASSIGN_OR_RETURN(Prologue plan, parse_prologue(pre, model_shape));
   *raw_shape = plan.raw_shape;
   if (!plan.steps.empty() && plan.steps.front().kind == PrologueStep::Kind::kImageNormalize) {
     const PrologueStep& s = plan.steps.front();
+    if (int8_ && !int8_->calibrate) {
+      pixel_input_ = pixel_quantisation(s);
+      if (pixel_input_) {
+        // (p / 255 - mean) / std is (q - zero_point) * scale with q the whole pixel value p,
+        // scale 1 / (255 std) and zero_point round(255 mean): the quint8 input is the pixels
+        // themselves (no float arithmetic, no quantize pass), padding dequantises to exactly 0,
+        // and the mean is off by under half a grey level. quantized_network() wraps x.
+        emit(1, "# preprocessing: image_normalize, folded into the int8 input (pixels 0..255)");
+        emit(1, "x = torch.clamp(torch.round(x), 0.0, 255.0).to(" +
+                    std::to_string(static_cast<int>(at::kByte)) + ")  # uint8");
+        return Status::Ok();
+      }
+    }
     emit(1, "# preprocessing: image_normalize");
     emit(1, "x = (x * " + float_literal(s.input_scale) + " - " + constant("pre_mean", s.a) +
                 ") / " + constant("pre_std", s.b));
@@ -514,6 +545,9 @@ Status Generator::quantized_network(const std::vector<LayerSpec>& layers,
   };
   if (calibrate) {
     observe(point);
+  } else if (pixel_input_) {
+    emit(1, "x = torch._make_per_tensor_quantized_tensor(x, " + float_literal(pixel_input_->first) +
+                ", " + std::to_string(pixel_input_->second) + ")  # quint8 pixels");
   } else {
     KILN_ASSIGN_OR_RETURN(auto q, qparams(point));
     emit(1, "x = torch.quantize_per_tensor(x, " + float_literal(q.first) + ", " +
@@ -521,10 +555,33 @@ Status Generator::quantized_network(const std::vector<LayerSpec>& layers,
                 ")  # quint8");
   }
   ++point;
+  // The [C,H,W] of a flatten emitted in channels_last order (a view of the convolutions' NHWC
+  // output instead of a copy to NCHW), whose columns the next linear layer's weight must follow.
+  std::vector<int64_t> nhwc_flattened;
   for (size_t i = 0; i < layers.size(); ++i) {
     const LayerSpec& l = layers[i];
     const std::string name = "layers." + std::to_string(i);
     const std::string where = name + " (" + l.type + ")";
+    if (l.type == "flatten" && !calibrate && shape->size() == 3) {
+      size_t next = i + 1;
+      while (next < layers.size() &&
+             (layers[next].type == "dropout" || layers[next].type == "relu"))
+        ++next;
+      if (next < layers.size() && layers[next].type == "linear") {
+        nhwc_flattened = *shape;
+        KILN_RETURN_IF_ERROR(layer(l, name, shape, 1));  // checks and tracks the shape
+        const std::string line = "x = torch.flatten(x, 1)\n";
+        std::string lines = body_.str();
+        if (lines.size() < line.size() ||
+            lines.compare(lines.size() - line.size(), line.size(), line) != 0)
+          return Status::Internal(where + ": unexpected flatten line");
+        lines.replace(lines.size() - line.size(), line.size(),
+                      "x = torch.flatten(x.permute([0, 2, 3, 1]), 1)  # NHWC order, a view\n");
+        body_.str(lines);
+        body_.seekp(0, std::ios_base::end);
+        continue;
+      }
+    }
     if (l.type == "conv2d" || l.type == "linear") {
       const bool conv = l.type == "conv2d";
       size_t next = i + 1;
@@ -550,6 +607,14 @@ Status Generator::quantized_network(const std::vector<LayerSpec>& layers,
       packed.conv = conv;
       packed.weight = wb.first;
       packed.bias = wb.second;
+      if (!conv && !nhwc_flattened.empty()) {
+        const auto& chw = nhwc_flattened;
+        packed.weight = packed.weight.view({packed.weight.size(0), chw[0], chw[1], chw[2]})
+                            .permute({0, 2, 3, 1})
+                            .reshape({packed.weight.size(0), -1})
+                            .contiguous();
+        nhwc_flattened.clear();
+      }
       if (conv) {
         KILN_ASSIGN_OR_RETURN(packed.stride, layer_pair_param(l.params, "stride", {1, 1}, where));
         KILN_ASSIGN_OR_RETURN(packed.padding, layer_pair_param(l.params, "padding", {0, 0}, where));
