@@ -210,6 +210,11 @@ TEST(DeployCliTest, KubernetesManifestsValidateAgainstTheApiSchemas) {
         "maxUnavailable: 0", "- sleep", "prometheus.io/scrape: \"true\"", "name: KILN_REGISTRY",
         "name: fmnist-registry"})
     EXPECT_NE(deployment.find(want), std::string::npos) << want << "\n" << deployment;
+  // The autoscaler owns the replica count (from the cluster file); the Deployment leaves it
+  // unset, so re-applying it does not undo a scale-out.
+  EXPECT_EQ(deployment.find("replicas:"), std::string::npos) << deployment;
+  const std::string autoscaler = testing::read_text(out / "hpa.yaml");
+  EXPECT_NE(autoscaler.find("minReplicas: 2"), std::string::npos) << autoscaler;
   // The validator is not a rubber stamp.
   std::string broken = deployment;
   broken.replace(broken.find("containerPort: 8000"), 19, "containerPort: eight");

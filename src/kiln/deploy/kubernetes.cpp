@@ -111,9 +111,11 @@ Expected<std::map<std::string, std::string>> kubernetes_manifests(const ClusterS
       {"apiVersion", "apps/v1"},
       {"kind", "Deployment"},
       {"metadata", metadata(name)},
+      // No `replicas`: the HorizontalPodAutoscaler below owns the count (minReplicas is the
+      // cluster file's replicas). With it here, every `kubectl apply` of this file would reset
+      // a scaled-out Deployment to that number.
       {"spec",
-       {{"replicas", spec.replicas},
-        {"selector", {{"matchLabels", selector}}},
+       {{"selector", {{"matchLabels", selector}}},
         {"strategy",
          {{"type", "RollingUpdate"}, {"rollingUpdate", {{"maxSurge", 1}, {"maxUnavailable", 0}}}}},
         {"minReadySeconds", 5},
