@@ -257,7 +257,9 @@ sys.exit(0 if diff <= 1e-4 else 1)
 }
 
 // kill -9 mid-run, then `kiln train --resume DIR`: the same final metrics as an uninterrupted run.
-TEST(TrainCliTest, ResumeAfterKillNineMatchesUninterruptedRun) {
+// SIGTERM mid-run: the run checkpoints at its next step and exits 143 (not killed by the signal),
+// and resumes to the same metrics too.
+TEST(TrainCliTest, ResumeAfterKillNineOrSigtermMatchesUninterruptedRun) {
   TempDir home;
   const std::vector<std::string> settings = {
       "--set", "data.limit=3000",    "--set", "epochs=2",       "--set", "checkpoint_every=4",
@@ -292,6 +294,47 @@ TEST(TrainCliTest, ResumeAfterKillNineMatchesUninterruptedRun) {
   Json got = Json::parse(resumed.out)["test_metrics"];
   EXPECT_EQ(got["confusion_matrix"], expected["confusion_matrix"]);
   EXPECT_DOUBLE_EQ(got["accuracy"].get<double>(), expected["accuracy"].get<double>());
+
+  ::setenv("KILN_THREADS", "1", 1);
+  pid = spawn_kiln(args_for(home / "termed"), home.path());
+  ::unsetenv("KILN_THREADS");
+  ckpt = home / "termed" / "checkpoint.pt";
+  for (int i = 0; i < 600 && !fs::exists(ckpt); ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  ::kill(pid, SIGTERM);
+  ::waitpid(pid, &status, 0);
+  if (fs::exists(home / "termed" / "bundle" / "manifest.json"))
+    GTEST_SKIP() << "the run finished before SIGTERM; nothing to resume";
+  ASSERT_TRUE(WIFEXITED(status)) << "killed by signal " << WTERMSIG(status);
+  EXPECT_EQ(WEXITSTATUS(status), 128 + SIGTERM);
+  resumed = run_kiln({"train", "--resume", (home / "termed").string(), "--json"}, home.path(),
+                     {"KILN_THREADS=1"});
+  ASSERT_EQ(resumed.exit_code, 0) << resumed.err;
+  got = Json::parse(resumed.out)["test_metrics"];
+  EXPECT_EQ(got["confusion_matrix"], expected["confusion_matrix"]);
+  EXPECT_DOUBLE_EQ(got["accuracy"].get<double>(), expected["accuracy"].get<double>());
+}
+
+// SIGTERM as soon as the run starts (still preparing data): it stops at its first step with a
+// checkpoint, exits 143 and says where it stopped and how to go on.
+TEST(TrainCliTest, SigtermSaysHowToResume) {
+  TempDir home;
+  const fs::path out = home / "run";
+  const std::string cmd =
+      "cd " + home.path().string() + " && (KILN_HOME=" + home.path().string() + " KILN_THREADS=1 " +
+      testing::kiln_binary().string() + " train " + example("fashion-mnist/cnn.yaml") +
+      " --set data.limit=3000 --set epochs=2 --out " + out.string() +
+      " 2> err.txt & pid=$!; while [ ! -s " + (out / "invocation.json").string() +
+      " ] && kill -0 $pid 2>/dev/null; do sleep 0.05; done; kill -TERM $pid; wait $pid; echo $? > "
+      "code.txt)";
+  ASSERT_EQ(std::system(cmd.c_str()), 0) << cmd;
+  if (fs::exists(out / "bundle" / "manifest.json")) GTEST_SKIP() << "finished before SIGTERM";
+  EXPECT_EQ(testing::read_text(home / "code.txt"), "143\n");
+  const std::string err = testing::read_text(home / "err.txt");
+  EXPECT_NE(err.find("stopped by signal 15 at step"), std::string::npos) << err;
+  EXPECT_NE(err.find("kiln train --resume " + out.string()), std::string::npos) << err;
+  EXPECT_TRUE(fs::exists(out / "checkpoint.pt"));
 }
 
 TEST(TrainCliTest, BadInputExitsTwoAndNamesTheCause) {
@@ -305,9 +348,9 @@ TEST(TrainCliTest, BadInputExitsTwoAndNamesTheCause) {
   EXPECT_NE(r.err.find("epochs"), std::string::npos) << r.err;  // lists the valid keys
 
   // --seed is the quick path's; a config run says how to set its seed instead.
-  r = run_kiln({"train", example("breast-cancer/train.yaml"), "--seed", "3", "--out",
-                (home / "s").string()},
-               home.path());
+  r = run_kiln(
+      {"train", example("breast-cancer/train.yaml"), "--seed", "3", "--out", (home / "s").string()},
+      home.path());
   EXPECT_EQ(r.exit_code, 2);
   EXPECT_NE(r.err.find("--set seed="), std::string::npos) << r.err;
 

@@ -3,7 +3,9 @@
 #include <torch/torch.h>
 
 #include <chrono>
+#include <csignal>
 #include <cstdio>
+#include <cstdlib>
 #include <ctime>
 #include <iostream>
 #include <sstream>
@@ -170,6 +172,10 @@ Expected<QuickPlan> quick_config(const TrainArgs& a) {
 
 int run_train_resolved(const TrainArgs& a);
 
+/// The signal that asked a single-process `kiln train` to stop (0: none). The run then
+/// checkpoints at the next optimizer step and exits 128 + signal, resumable with --resume.
+volatile std::sig_atomic_t g_stop_signal = 0;
+
 /// The run directory a command line trains into (a fresh one under $KILN_HOME/runs by default).
 fs::path run_dir(const TrainArgs& a) {
   return !a.resume.empty() ? fs::path(a.resume)
@@ -251,6 +257,16 @@ int run_train_resolved(const TrainArgs& a) {
   if (dist->world_size > 1 && a.resume.empty() && a.out.empty())
     return report_failure(Status::InvalidArgument(
         "a data-parallel rank needs --out DIR (the run directory every rank shares)"));
+  if (dist->world_size <= 1) {
+    // SIGINT / SIGTERM (Ctrl-C, a pod's termination, a pruner): stop at the next optimizer step
+    // with a checkpoint instead of losing the epoch; a second signal ends the process at once.
+    // (Ranks of a data-parallel job keep the default: their launcher stops and restarts them.)
+    for (int sig : {SIGINT, SIGTERM})
+      std::signal(sig, [](int received) {
+        if (g_stop_signal != 0) std::_Exit(128 + received);
+        g_stop_signal = received;
+      });
+  }
   if (!a.resume.empty() && !a.out.empty() && fs::path(a.out) != fs::path(a.resume))
     return report_failure(
         Status::InvalidArgument("--resume DIR continues in DIR; drop --out or make it DIR"));
@@ -312,9 +328,18 @@ int run_train_resolved(const TrainArgs& a) {
     context = std::move(*joined);
     options.distributed(context.get());
   }
+  if (!context) options.stop_requested([] { return g_stop_signal != 0; });
   Expected<train::TrainResult> result = train::train(*config, options);
   if (!result.ok()) return report_failure(result.status());
   const train::TrainResult& r = *result;
+  if (r.interrupted && g_stop_signal != 0) {
+    std::fprintf(stderr,
+                 "kiln train: stopped by signal %d at step %lld (epoch %lld); checkpoint saved. "
+                 "Continue with: kiln train --resume %s\n",
+                 static_cast<int>(g_stop_signal), static_cast<long long>(r.steps),
+                 static_cast<long long>(r.epochs + 1), r.out_dir.string().c_str());
+    return 128 + g_stop_signal;
+  }
   if (!leader) return 0;  // rank 0 reports the run
   Json summary = {{"out", r.out_dir.string()},
                   {"bundle", r.bundle_dir.string()},

@@ -499,7 +499,9 @@ Expected<TrainResult> train(const TrainConfig& cfg, const TrainOptions& opts) {
     state.epoch_seconds = epoch_seconds_before + seconds_since(epoch_clock);
     return Status::Ok();
   };
-  // max_steps reached: the checkpoint is saved; report where the run stopped.
+  // A stop asked for from outside (SIGTERM in `kiln train`); single-process runs only.
+  auto stop_requested = [&] { return !dist && opts.stop_requested_ && opts.stop_requested_(); };
+  // max_steps reached or a stop asked for: the checkpoint is saved; report where the run stopped.
   auto interrupted = [&]() -> Expected<TrainResult> {
     if (bar) bar->finish("interrupted at step " + std::to_string(state.step));
     result.interrupted = true;
@@ -605,7 +607,8 @@ Expected<TrainResult> train(const TrainConfig& cfg, const TrainOptions& opts) {
       if (cfg.checkpoint_every > 0 && state.step % cfg.checkpoint_every == 0 &&
           state.batch < steps_per_epoch)
         KILN_RETURN_IF_ERROR(checkpoint());
-      if (opts.max_steps_ > 0 && state.step >= opts.max_steps_ && state.batch < steps_per_epoch) {
+      if (((opts.max_steps_ > 0 && state.step >= opts.max_steps_) || stop_requested()) &&
+          state.batch < steps_per_epoch) {
         KILN_RETURN_IF_ERROR(checkpoint());
         return interrupted();
       }
@@ -708,7 +711,8 @@ Expected<TrainResult> train(const TrainConfig& cfg, const TrainOptions& opts) {
     log_clock = Clock::now();
     KILN_RETURN_IF_ERROR(checkpoint());
     if (leader) KILN_RETURN_IF_ERROR(write_history_files(out, state.history, d.task));
-    if (opts.max_steps_ > 0 && state.step >= opts.max_steps_ && !state.finished)
+    if (((opts.max_steps_ > 0 && state.step >= opts.max_steps_) || stop_requested()) &&
+        !state.finished)
       return interrupted();
   }
   if (bar) bar->finish(state.stopped_early ? "stopped early" : "done");

@@ -49,6 +49,14 @@ struct TrainOptions {
     max_steps_ = n;
     return *this;
   }
+  /// Asked after every optimizer step of a single-process run: true stops it at that step like
+  /// max_steps does (checkpoint saved, TrainResult::interrupted set; `--resume` continues it
+  /// exactly). `kiln train` answers it from SIGINT/SIGTERM. Not consulted in distributed runs
+  /// (their launcher stops and restarts every rank). Called on the training thread.
+  TrainOptions& stop_requested(std::function<bool()> fn) {
+    stop_requested_ = std::move(fn);
+    return *this;
+  }
   /// Write the final bundle into out_dir/bundle (on by default).
   TrainOptions& bundle(bool on) {
     bundle_ = on;
@@ -78,6 +86,7 @@ struct TrainOptions {
   fs::path snapshot_dir_;
   FILE* progress_ = stderr;
   int64_t max_steps_ = 0;
+  std::function<bool()> stop_requested_;
   bool bundle_ = true;
   std::function<bool(const Json&)> on_epoch_;
   DistributedContext* distributed_ = nullptr;
@@ -88,7 +97,7 @@ struct TrainResult {
   fs::path out_dir;
   fs::path checkpoint;         ///< out_dir/checkpoint.pt
   fs::path bundle_dir;         ///< out_dir/bundle, empty when not written (interrupted or disabled)
-  bool interrupted = false;    ///< stopped by max_steps: resume to continue
+  bool interrupted = false;    ///< stopped by max_steps or stop_requested: resume to continue
   bool stopped_early = false;  ///< early stopping (or on_epoch) ended the run
   int64_t steps = 0;           ///< optimizer steps done
   int64_t epochs = 0;          ///< epochs finished
