@@ -154,6 +154,11 @@ TEST(CompressCliTest, Int8BundleIsSmallerAccurateServedAndTested) {
   EXPECT_LT(distill_report["flops_after"].get<double>(),
             0.5 * distill_report["flops_before"].get<double>());
   EXPECT_EQ(distill_report["alpha"], 0.5);
+  // The teacher teaches as it is served: its flip TTA's logits.
+  EXPECT_EQ(distill_report["teacher_tta"], "flip");
+  EXPECT_NE(distilled.err.find("the teacher as served, with its flip test-time augmentation"),
+            std::string::npos)
+      << distilled.err;
   EXPECT_NE(distilled.err.find("distill: training the student"), std::string::npos)
       << distilled.err;
   const Json student_manifest = Json::parse(testing::read_text(home / "student" / "manifest.json"));

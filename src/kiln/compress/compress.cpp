@@ -483,7 +483,11 @@ Expected<CompressResult> compress(const CompressOptions& o, std::ostream* log) {
     if (log)
       *log << "distill: training the student of " << o.distill << " for " << cfg->epochs
            << " epochs on " << parent << "'s outputs (temperature " << cfg->distill.temperature
-           << ", alpha " << cfg->distill.alpha << ")" << std::endl;
+           << ", alpha " << cfg->distill.alpha
+           << (tta == model::kTtaFlip
+                   ? "; the teacher as served, with its flip test-time augmentation"
+                   : "")
+           << ")" << std::endl;
     KILN_ASSIGN_OR_RETURN(train::TrainResult trained,
                           train::train(*cfg, train::TrainOptions(dir / "run")
                                                  .snapshot_dir(kiln_home() / "snapshots")
@@ -497,6 +501,7 @@ Expected<CompressResult> compress(const CompressOptions& o, std::ostream* log) {
                          {"student", student["model"]},
                          {"temperature", cfg->distill.temperature},
                          {"alpha", cfg->distill.alpha},
+                         {"teacher_tta", tta},
                          {"epochs", cfg->epochs},
                          {"params_before", teacher_net->total_params()},
                          {"params_after", student_net->total_params()},

@@ -317,6 +317,7 @@ Expected<TrainResult> train(const TrainConfig& cfg, const TrainOptions& opts) {
   // trained on data prepared the same way), in eval mode.
   std::shared_ptr<model::NetworkImpl> teacher;
   std::string teacher_ref;
+  bool teacher_flips = false;  // the teacher as served: mean logits of x and its mirror
   if (!cfg.distill.teacher.empty()) {
     const std::string where = "distill.teacher " + cfg.distill.teacher + ": ";
     if (!classification) return Status::InvalidArgument(where + "distillation needs classes");
@@ -341,11 +342,14 @@ Expected<TrainResult> train(const TrainConfig& cfg, const TrainOptions& opts) {
     KILN_ASSIGN_OR_RETURN(teacher, model::load_bundle_network(tb));
     teacher->eval();
     if (channels_last) to_channels_last(*teacher);
+    teacher_flips =
+        d.images && tb.manifest.value("test_time_augmentation", model::kTtaNone) == model::kTtaFlip;
     teacher_ref = resolved->version > 0 ? resolved->name + "@" + std::to_string(resolved->version)
                                         : cfg.distill.teacher;
     if (log)
-      std::fprintf(log, "distill from %s: temperature %g, alpha %g\n", teacher_ref.c_str(),
-                   cfg.distill.temperature, cfg.distill.alpha);
+      std::fprintf(log, "distill from %s: temperature %g, alpha %g%s\n", teacher_ref.c_str(),
+                   cfg.distill.temperature, cfg.distill.alpha,
+                   teacher_flips ? ", teacher outputs with its flip test-time augmentation" : "");
   }
 
   model::LossOptions loss_opts;
@@ -554,7 +558,15 @@ Expected<TrainResult> train(const TrainConfig& cfg, const TrainOptions& opts) {
             torch::Tensor taught;
             {
               torch::NoGradGuard no_grad;
-              taught = teacher->forward(batch->inputs);
+              if (teacher_flips) {
+                // One pass over the batch and its mirror: the logits the served teacher gives.
+                const int64_t n = batch->inputs.size(0);
+                const torch::Tensor both = teacher->forward(
+                    torch::cat({batch->inputs, torch::flip(batch->inputs, {3})}, 0));
+                taught = (both.slice(0, 0, n) + both.slice(0, n)) * 0.5;
+              } else {
+                taught = teacher->forward(batch->inputs);
+              }
             }
             // alpha * T^2 * KL(p_teacher || p_student) per sample (batchmean), in float.
             const double t = cfg.distill.temperature;
