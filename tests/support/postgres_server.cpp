@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cstdio>
 #include <cstdlib>
 #include <mutex>
 #include <pqxx/pqxx>
@@ -67,12 +68,28 @@ std::unique_ptr<PostgresServer> PostgresServer::Start() {
     }
   }
   const std::string data = (server->dir_ / "data").string();
-  CommandResult init =
-      run_program(as_postgres({(server->bin_ / "initdb").string(), "-D", data, "-U", "postgres",
-                               "-A", "trust", "-E", "UTF8", "--locale=C", "--no-sync"}));
-  if (init.exit_code != 0) {
-    ADD_FAILURE() << "initdb failed:\n" << init.out << init.err;
-    return nullptr;
+  // initdb takes ~3 s and every PostgreSQL test process needs a cluster: the first one's fresh
+  // cluster is published (copied, then renamed into place: all or nothing) as a template per
+  // PostgreSQL version, and later processes copy it. A failed copy falls back to initdb.
+  const std::filesystem::path tmpl = "/tmp/kiln-pg-template-" +
+                                     server->bin_.parent_path().filename().string() + "-" +
+                                     std::to_string(::geteuid());
+  std::error_code ec;
+  const bool copied = std::filesystem::exists(tmpl / "PG_VERSION", ec) &&
+                      run_program({"cp", "-a", tmpl.string(), data}).exit_code == 0;
+  if (!copied) {
+    std::filesystem::remove_all(data, ec);
+    CommandResult init =
+        run_program(as_postgres({(server->bin_ / "initdb").string(), "-D", data, "-U", "postgres",
+                                 "-A", "trust", "-E", "UTF8", "--locale=C", "--no-sync"}));
+    if (init.exit_code != 0) {
+      ADD_FAILURE() << "initdb failed:\n" << init.out << init.err;
+      return nullptr;
+    }
+    const std::string staging = tmpl.string() + ".staging-" + std::to_string(::getpid());
+    if (run_program({"cp", "-a", data, staging}).exit_code != 0 ||
+        ::rename(staging.c_str(), tmpl.c_str()) != 0)
+      std::filesystem::remove_all(staging, ec);  // another process published it first
   }
   for (int attempt = 0; attempt < 3 && !server->started_; ++attempt) {
     server->port_ = free_loopback_port();
