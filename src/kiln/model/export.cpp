@@ -85,6 +85,13 @@ class Generator {
   /// Emits `layers` (tensor names `prefix<i>.<tensor>`), tracking the per-sample shape.
   Status layers(const std::vector<LayerSpec>& layers, const std::string& prefix,
                 std::vector<int64_t>* shape, int indent);
+  /// Emits a flatten of channels_last [C,H,W] activations in NHWC order (a view); see
+  /// flatten_feeds_linear().
+  void emit_nhwc_flatten(std::vector<int64_t>* shape, int indent) {
+    emit(indent, "x = torch.flatten(x.permute([0, 2, 3, 1]), 1)  # NHWC order: a view");
+    *shape = {
+        std::accumulate(shape->begin(), shape->end(), int64_t{1}, std::multiplies<int64_t>())};
+  }
   /// Every state tensor must have been used (num_batches_tracked excepted).
   Status check_all_used(const std::string& model_name) const;
 
@@ -179,6 +186,29 @@ Status Generator::check_all_used(const std::string& model_name) const {
   return Status::Ok();
 }
 
+/// Whether the flatten at layers[i] (input `shape`) may take NHWC order: channels_last
+/// activations ([C,H,W] from convolutions run in bf16 or int8) flattened that way are a view,
+/// not a copy to NCHW, if the next layer that mixes positions is a linear layer (dropout and
+/// relu between are elementwise) not folded with a batch norm after it.
+bool flatten_feeds_linear(const std::vector<LayerSpec>& layers, size_t i,
+                          const std::vector<int64_t>& shape) {
+  if (layers[i].type != "flatten" || shape.size() != 3) return false;
+  size_t next = i + 1;
+  while (next < layers.size() && (layers[next].type == "dropout" || layers[next].type == "relu"))
+    ++next;
+  return next < layers.size() && layers[next].type == "linear" &&
+         !(next + 1 < layers.size() && layers[next + 1].type == "batchnorm1d");
+}
+
+/// A linear weight [out, C*H*W] taking NCHW-flattened inputs, with its columns reordered for
+/// NHWC-flattened ones.
+torch::Tensor nhwc_columns(const torch::Tensor& weight, const std::vector<int64_t>& chw) {
+  return weight.view({weight.size(0), chw[0], chw[1], chw[2]})
+      .permute({0, 2, 3, 1})
+      .reshape({weight.size(0), -1})
+      .contiguous();
+}
+
 /// The quint8 (scale, zero point) under which whole pixel values 0..255 are the normalised
 /// input of image step `s`, when one exists: inputs scaled by 1/255, one mean and one std for all
 /// channels, and the normalised 0 representable.
@@ -247,6 +277,7 @@ Status Generator::prologue(const Json& pre, const std::vector<int64_t>& model_sh
 
 Status Generator::layers(const std::vector<LayerSpec>& layers, const std::string& prefix,
                          std::vector<int64_t>* shape, int indent) {
+  std::vector<int64_t> nhwc_flattened;  // as in quantized_network()
   for (size_t i = 0; i < layers.size(); ++i) {
     const std::string name = prefix + std::to_string(i);
     if (bf16_ && i + 1 < layers.size() && layers[i].type == "relu" &&
@@ -256,6 +287,20 @@ Status Generator::layers(const std::vector<LayerSpec>& layers, const std::string
       KILN_RETURN_IF_ERROR(layer(layers[i + 1], prefix + std::to_string(i + 1), shape, indent));
       KILN_RETURN_IF_ERROR(layer(layers[i], name, shape, indent));
       ++i;
+      continue;
+    }
+    if (bf16_ && flatten_feeds_linear(layers, i, *shape)) {
+      nhwc_flattened = *shape;
+      emit_nhwc_flatten(shape, indent);
+      continue;
+    }
+    if (!nhwc_flattened.empty() && layers[i].type == "linear") {
+      // The linear layer after an NHWC flatten: its (registered copy of the) weight follows.
+      KILN_RETURN_IF_ERROR(layer(layers[i], name, shape, indent));
+      const std::string attr = attr_name(name + ".weight");
+      for (auto& [registered, t] : params_)
+        if (registered == attr) t = nhwc_columns(t, nhwc_flattened);
+      nhwc_flattened.clear();
       continue;
     }
     const bool foldable = bf16_ && i + 1 < layers.size() &&
@@ -555,32 +600,17 @@ Status Generator::quantized_network(const std::vector<LayerSpec>& layers,
                 ")  # quint8");
   }
   ++point;
-  // The [C,H,W] of a flatten emitted in channels_last order (a view of the convolutions' NHWC
-  // output instead of a copy to NCHW), whose columns the next linear layer's weight must follow.
+  // The [C,H,W] of a flatten emitted in NHWC order, whose columns the next linear layer's
+  // weight must follow.
   std::vector<int64_t> nhwc_flattened;
   for (size_t i = 0; i < layers.size(); ++i) {
     const LayerSpec& l = layers[i];
     const std::string name = "layers." + std::to_string(i);
     const std::string where = name + " (" + l.type + ")";
-    if (l.type == "flatten" && !calibrate && shape->size() == 3) {
-      size_t next = i + 1;
-      while (next < layers.size() &&
-             (layers[next].type == "dropout" || layers[next].type == "relu"))
-        ++next;
-      if (next < layers.size() && layers[next].type == "linear") {
-        nhwc_flattened = *shape;
-        KILN_RETURN_IF_ERROR(layer(l, name, shape, 1));  // checks and tracks the shape
-        const std::string line = "x = torch.flatten(x, 1)\n";
-        std::string lines = body_.str();
-        if (lines.size() < line.size() ||
-            lines.compare(lines.size() - line.size(), line.size(), line) != 0)
-          return Status::Internal(where + ": unexpected flatten line");
-        lines.replace(lines.size() - line.size(), line.size(),
-                      "x = torch.flatten(x.permute([0, 2, 3, 1]), 1)  # NHWC order, a view\n");
-        body_.str(lines);
-        body_.seekp(0, std::ios_base::end);
-        continue;
-      }
+    if (l.type == "flatten" && !calibrate && flatten_feeds_linear(layers, i, *shape)) {
+      nhwc_flattened = *shape;
+      emit_nhwc_flatten(shape, 1);
+      continue;
     }
     if (l.type == "conv2d" || l.type == "linear") {
       const bool conv = l.type == "conv2d";
@@ -608,11 +638,7 @@ Status Generator::quantized_network(const std::vector<LayerSpec>& layers,
       packed.weight = wb.first;
       packed.bias = wb.second;
       if (!conv && !nhwc_flattened.empty()) {
-        const auto& chw = nhwc_flattened;
-        packed.weight = packed.weight.view({packed.weight.size(0), chw[0], chw[1], chw[2]})
-                            .permute({0, 2, 3, 1})
-                            .reshape({packed.weight.size(0), -1})
-                            .contiguous();
+        packed.weight = nhwc_columns(packed.weight, nhwc_flattened);
         nhwc_flattened.clear();
       }
       if (conv) {
