@@ -183,27 +183,6 @@ TEST(ExportBf16, CnnBatchNormFoldedAndWeightsInBf16) {
   EXPECT_TRUE(torch::equal(run(*m, x), run(loaded, x)));
 }
 
-TEST(ExportBf16, FlattenBeforeALinearLayerIsAnNhwcView) {
-  // The linear layer's columns follow the NHWC flatten (its weight permuted), so the module still
-  // computes the network; before a linear layer with a batch norm folded in, NCHW is kept.
-  auto net = build_net(R"({"layers": [
-      {"type": "conv2d", "out": 6, "kernel": 3, "padding": 1}, {"type": "relu"},
-      {"type": "maxpool2d", "kernel": 2}, {"type": "flatten"}, {"type": "dropout", "p": 0.2},
-      {"type": "linear", "out": 16}, {"type": "relu"}, {"type": "linear", "out": "outputs"}]})",
-                       {2, 10, 8}, 5);
-  ASSERT_TRUE(net);
-  expect_bf16_export_close(*net, torch::randn({32, 2, 10, 8}) * 3);
-  auto source = torchscript_source(net->spec(), network_state(*net), net->input_shape(),
-                                   net->outputs(), Json(), kTtaNone, kPrecisionBf16);
-  ASSERT_TRUE(source.ok()) << source.status();
-  EXPECT_NE(source->find("x.permute([0, 2, 3, 1]), 1)  # NHWC order"), std::string::npos)
-      << *source;
-  auto fp32 = torchscript_source(net->spec(), network_state(*net), net->input_shape(),
-                                 net->outputs(), Json(), kTtaNone, kPrecisionFp32);
-  ASSERT_TRUE(fp32.ok()) << fp32.status();
-  EXPECT_EQ(fp32->find("permute"), std::string::npos) << *fp32;
-}
-
 TEST(ExportBf16, ResidualsFlipAndImageNormalization) {
   auto spec = zoo_model("resnet-small", Json{{"width", 8}, {"depth", 2}, {"stages", 3}});
   ASSERT_TRUE(spec.ok()) << spec.status();
