@@ -32,11 +32,7 @@ class RolloutCliTest : public ::testing::Test {
  protected:
   void SetUp() override {
     bundle_ = testing::train_breast_cancer_bundle(home_.path(), home_ / "bundle-run");
-    server_ = std::make_unique<ServerProcess>(
-        std::vector<std::string>{"--model", "stable=" + bundle_.string(), "--model",
-                                 "canary=" + bundle_.string(), "--route",
-                                 "cancer=stable:100,canary:0"},
-        home_.path(), home_ / "serve.log");
+    server_ = std::make_unique<ServerProcess>(serve_args(), home_.path(), home_ / "serve.log");
     ASSERT_TRUE(server_->ready()) << server_->log();
     url_ = "http://127.0.0.1:" + std::to_string(server_->port());
     load_ = std::thread([this] {
@@ -53,6 +49,14 @@ class RolloutCliTest : public ::testing::Test {
   void TearDown() override {
     stop_ = true;
     if (load_.joinable()) load_.join();
+  }
+  /// `kiln serve`'s arguments: both targets served from the bundle's directory.
+  virtual std::vector<std::string> serve_args() {
+    return {"--model", "stable=" + bundle_.string(), "--model", "canary=" + bundle_.string(),
+            "--route", "cancer=stable:100,canary:0"};
+  }
+  testing::CommandResult kiln(const std::vector<std::string>& args) {
+    return run_kiln(args, home_.path());
   }
 
   /// The canary's weight on the route now.
@@ -248,6 +252,55 @@ TEST_F(RolloutCliTest, SigtermMidStepRollsBackAtOnce) {
   EXPECT_EQ(state()["status"], "rolled_back");
   EXPECT_NE(state()["history"].back().dump().find("interrupted"), std::string::npos)
       << state().dump(1);
+  stop_ = true;
+  load_.join();
+  EXPECT_EQ(failed_.load(), 0);
+}
+
+/// The same route with both targets served from the registry (stable = bc@production, canary =
+/// bc@candidate, both version 1 at start), re-resolved every 3 s.
+class RolloutFromRegistryTest : public RolloutCliTest {
+ protected:
+  std::vector<std::string> serve_args() override {
+    EXPECT_EQ(kiln({"registry", "push", bundle_.string(), "--name", "bc"}).exit_code, 0);
+    EXPECT_EQ(kiln({"registry", "alias", "set", "bc", "production", "1"}).exit_code, 0);
+    EXPECT_EQ(kiln({"registry", "alias", "set", "bc", "candidate", "1"}).exit_code, 0);
+    return {"--model",
+            "stable=bc@production",
+            "--model",
+            "canary=bc@candidate",
+            "--route",
+            "cancer=stable:100,canary:0",
+            "--poll-interval-ms",
+            "3000"};
+  }
+};
+
+// A just-moved candidate alias is served only after the server reloads it: a rollout that is to
+// promote VERSION waits for the candidate to serve it, and refuses (nothing changed) when it does
+// not within --reload-timeout.
+TEST_F(RolloutFromRegistryTest, TheCandidateMustServeThePromotedVersionFirst) {
+  ASSERT_EQ(kiln({"registry", "push", bundle_.string(), "--name", "bc"}).exit_code, 0);
+  ASSERT_EQ(kiln({"registry", "alias", "set", "bc", "candidate", "2"}).exit_code, 0);
+  const std::vector<std::string> rollout = {
+      "rollout", "cancer", "--server",   url_, "--candidate", "canary",
+      "--steps", "100",    "--interval", "2s", "--promote",   "bc@production=2"};
+  std::vector<std::string> impatient = rollout;
+  impatient.insert(impatient.end(), {"--reload-timeout", "200ms"});
+  testing::CommandResult r = kiln(impatient);
+  if (r.out.find("serves version 2") == std::string::npos) {  // the usual case: not reloaded yet
+    EXPECT_EQ(r.exit_code, 1) << r.out << r.err;
+    EXPECT_NE(r.err.find("does not serve that version"), std::string::npos) << r.err;
+    EXPECT_NE(r.err.find("still serves version 1"), std::string::npos) << r.err;
+    EXPECT_NE(r.err.find("nothing was changed"), std::string::npos) << r.err;
+    EXPECT_EQ(canary_weight(), 0);
+    EXPECT_FALSE(std::filesystem::exists(home_ / "rollouts" / "cancer.json"));
+  }
+  // Patient: waits for the reload (within 3 s), then canaries version 2 and promotes it.
+  r = kiln(rollout);
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+  EXPECT_NE(r.out.find("candidate canary serves version 2"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("promoted: bc@production -> 2"), std::string::npos) << r.out;
   stop_ = true;
   load_.join();
   EXPECT_EQ(failed_.load(), 0);

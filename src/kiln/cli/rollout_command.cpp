@@ -27,6 +27,7 @@ struct RolloutArgs {
   int64_t min_requests = 20;
   std::string api_key_file;
   std::string promote;
+  std::string reload_timeout = "120s";
   bool resume = false;
   bool abort = false;
 };
@@ -70,6 +71,8 @@ Status run_rollout(const RolloutArgs& a) {
   if (a.candidate.empty()) return Status::InvalidArgument("--candidate is required");
   KILN_ASSIGN_OR_RETURN(std::vector<int> steps, parse_steps(a.steps, "--steps"));
   KILN_ASSIGN_OR_RETURN(int64_t interval_ms, parse_duration_ms(a.interval, "--interval"));
+  KILN_ASSIGN_OR_RETURN(int64_t reload_timeout_ms,
+                        parse_duration_ms(a.reload_timeout, "--reload-timeout"));
   RolloutOptions options(a.route, a.server, a.candidate);
   options.steps(steps)
       .interval_ms(interval_ms)
@@ -79,7 +82,8 @@ Status run_rollout(const RolloutArgs& a) {
       .min_labelled_rows(a.min_labelled_rows)
       .min_requests(a.min_requests)
       .api_key_file(a.api_key_file)
-      .promote(a.promote);
+      .promote(a.promote)
+      .reload_timeout_ms(reload_timeout_ms);
   KILN_ASSIGN_OR_RETURN(auto r, Rollout::Create(options, state_path, promote_alias));
   catch_interrupts(*r);
   return r->start(std::cout);
@@ -130,7 +134,12 @@ void register_rollout_command(CLI::App& app, int* exit_code) {
       ->description("the server's API key file (sent as 'Authorization: Bearer KEY')");
   c->add_option("--promote", a->promote,
                 "after the last step, point the registry alias NAME@ALIAS at VERSION "
-                "(NAME@ALIAS=VERSION; history kept)");
+                "(NAME@ALIAS=VERSION; history kept). A candidate served from the registry must "
+                "serve VERSION first: the rollout waits for the server to reload it");
+  c->add_option("--reload-timeout", a->reload_timeout,
+                "with --promote: how long to wait for the candidate to serve VERSION before "
+                "refusing (nothing changed)")
+      ->default_val("120s");
   c->add_flag("--resume", a->resume, "go on with the rollout a killed runner left running");
   c->add_flag("--abort", a->abort, "roll back the rollout left running (candidate 0 %)");
   c->callback([a, exit_code] {

@@ -76,23 +76,7 @@ struct Server {
   }
   /// Waits until `model` serves `version` (the server re-resolves aliases by itself).
   Status wait_for_version(const std::string& model, int64_t version, int64_t timeout_ms) const {
-    const auto deadline = Clock::now() + std::chrono::milliseconds(timeout_ms);
-    const std::string want = std::to_string(version);
-    std::string last = "?";
-    while (true) {
-      Expected<Json> meta = get("/v2/models/" + model);
-      if (meta.ok() && meta->contains("versions") && (*meta)["versions"].is_array() &&
-          !(*meta)["versions"].empty()) {
-        last = (*meta)["versions"][0].is_string() ? (*meta)["versions"][0].get<std::string>()
-                                                  : (*meta)["versions"][0].dump();
-        if (last == want) return Status::Ok();
-      }
-      if (Clock::now() >= deadline)
-        return Status::Unavailable("the server's model '" + model + "' still serves version " +
-                                   last + ", not " + want + ", after " +
-                                   std::to_string(timeout_ms / 1000) + " s");
-      std::this_thread::sleep_for(std::chrono::milliseconds(200));
-    }
+    return rollout::wait_for_served_version(target, headers, model, version, timeout_ms);
   }
 };
 

@@ -47,6 +47,7 @@ struct RolloutOptions {
   KILN_ROLLOUT_OPTION(int64_t, min_requests)
   KILN_ROLLOUT_OPTION(std::string, api_key_file)
   KILN_ROLLOUT_OPTION(std::string, promote)
+  KILN_ROLLOUT_OPTION(int64_t, reload_timeout_ms)
 #undef KILN_ROLLOUT_OPTION
 
   std::string route_;
@@ -61,6 +62,9 @@ struct RolloutOptions {
   int64_t min_requests_ = 20;
   std::string api_key_file_;  ///< "" : no Authorization header
   std::string promote_;       ///< NAME@ALIAS=VERSION, "" : no promotion
+  /// With promote: how long start() waits for the candidate to serve VERSION (a just-moved
+  /// alias the server has not reloaded yet) before the first step; then it refuses.
+  int64_t reload_timeout_ms_ = 120000;
 
   Json to_json() const;
   static Expected<RolloutOptions> from_json(const Json& j);

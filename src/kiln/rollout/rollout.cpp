@@ -131,12 +131,51 @@ Status Rollout::set_weights(const Json& weights) {
   return Status::Ok();
 }
 
+bool Rollout::served_from_registry(const std::string& model) {
+  Expected<loadtest::HttpReply> got =
+      loadtest::http_exchange(target_, "/v2/models/" + model, "", 10000, headers_);
+  if (!got.ok() || got->status != 200) return false;
+  const Json meta = Json::parse(got->body, nullptr, false);
+  return !meta.is_discarded() && meta.contains("parameters") && meta["parameters"].is_object() &&
+         meta["parameters"].contains("registry_version");
+}
+
 Expected<std::string> Rollout::metrics_text() {
   KILN_ASSIGN_OR_RETURN(loadtest::HttpReply reply,
                         loadtest::http_exchange(target_, "/metrics", "", 10000, headers_));
   if (reply.status != 200)
     return Status::Unavailable("GET /metrics: HTTP " + std::to_string(reply.status));
   return reply.body;
+}
+
+Status wait_for_served_version(const loadtest::Target& target,
+                               const std::vector<std::string>& headers, const std::string& model,
+                               int64_t version, int64_t timeout_ms,
+                               const std::function<bool()>& interrupted) {
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
+  const std::string want = std::to_string(version);
+  std::string last = "?";
+  while (true) {
+    Expected<loadtest::HttpReply> got =
+        loadtest::http_exchange(target, "/v2/models/" + model, "", 10000, headers);
+    if (got.ok() && got->status == 200) {
+      const Json meta = Json::parse(got->body, nullptr, false);
+      if (!meta.is_discarded() && meta.contains("versions") && meta["versions"].is_array() &&
+          !meta["versions"].empty()) {
+        last = meta["versions"][0].is_string() ? meta["versions"][0].get<std::string>()
+                                               : meta["versions"][0].dump();
+        if (last == want) return Status::Ok();
+      }
+    }
+    if (interrupted && interrupted())
+      return Status::FailedPrecondition("interrupted while waiting for '" + model +
+                                        "' to serve version " + want);
+    if (std::chrono::steady_clock::now() >= deadline)
+      return Status::Unavailable("the server's model '" + model + "' still serves version " + last +
+                                 ", not " + want + ", after " + std::to_string(timeout_ms / 1000) +
+                                 " s");
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  }
 }
 
 Status Rollout::start(std::ostream& out) {
@@ -150,6 +189,19 @@ Status Rollout::start(std::ostream& out) {
                                  previous->started + "): --resume or --abort it");
   if (!previous.ok() && previous.status().code() != StatusCode::kNotFound) return previous.status();
   KILN_ASSIGN_OR_RETURN(targets_, route_targets());
+  if (!options_.promote_.empty() && served_from_registry(options_.candidate_)) {
+    // The canary must measure the version it will promote: a just-moved alias is served only
+    // once the server has reloaded it (its poll or a registry notification).
+    KILN_ASSIGN_OR_RETURN(PromoteTarget promote, parse_promote(options_.promote_));
+    Status served = wait_for_served_version(target_, headers_, options_.candidate_, promote.version,
+                                            options_.reload_timeout_ms_, interrupted_);
+    if (!served.ok())
+      return Status(served.code(), "--promote " + options_.promote_ + ": the candidate '" +
+                                       options_.candidate_ + "' does not serve that version (" +
+                                       served.message() + "); nothing was changed");
+    out << "candidate " << options_.candidate_ << " serves version " << promote.version
+        << std::endl;
+  }
   RolloutState state;
   state.options = options_;
   state.started = utc_now();

@@ -62,6 +62,9 @@ class Rollout {
   Expected<std::vector<std::string>> route_targets();
   Status set_weights(const Json& weights);
   Expected<std::string> metrics_text();
+  /// Whether the server serves `model` from the registry (its metadata names a registry
+  /// version); a bundle path has no version to wait for.
+  bool served_from_registry(const std::string& model);
   Status run_from(RolloutState& state, std::ostream& out);
   Status roll_back(RolloutState& state, std::ostream& out, const std::string& why);
 
@@ -74,6 +77,15 @@ class Rollout {
   std::optional<FileLock> lock_;
   std::function<bool()> interrupted_;
 };
+
+/// Waits until the server at `target` serves `version` of `model` (GET /v2/models/MODEL reports
+/// it first in "versions"; a server re-resolves NAME@ALIAS by itself), polling every 200 ms;
+/// Unavailable naming the version it still serves after `timeout_ms`, FailedPrecondition once
+/// `interrupted` (optional) returns true.
+Status wait_for_served_version(const loadtest::Target& target,
+                               const std::vector<std::string>& headers, const std::string& model,
+                               int64_t version, int64_t timeout_ms,
+                               const std::function<bool()>& interrupted = {});
 
 /// The step's verdict against the options: "" when every check holds, else which check failed
 /// with the numbers. `inconclusive` is set when too little traffic or feedback came to judge.

@@ -876,6 +876,8 @@ HttpResponse InferenceServer::Impl::model_metadata(const ModelVersion& mv) const
             {"outputs", outputs}};
   Json params{{"max_batch_size", options.models_.batcher_.max_batch_},
               {"precision", mv.precision()}};
+  // Served from the registry (NAME@VERSION or NAME@ALIAS): which version, for rollouts.
+  if (mv.resolved().version > 0) params["registry_version"] = mv.resolved().version;
   if (!sig.task.empty()) params["task"] = sig.task;
   if (!sig.labels.empty()) params["labels"] = sig.labels;
   body["parameters"] = params;
