@@ -142,6 +142,28 @@ TEST(JsonTest, ReadErrorsNameFileAndOffset) {
   EXPECT_EQ(canonical_json(*read_json_file(dir / "ok.json")), canonical_json(v));
 }
 
+TEST(JsonTest, NearlyEqualForgivesTheLastBitsOfFloatsOnly) {
+  // The same statistic fitted with 1 and 2 threads (Fashion-MNIST's pixel mean, seen in the wild).
+  const Json one = {{"kind", "image_normalize"}, {"mean", {0.2858957784039542}}, {"n", 3}};
+  const Json two = {{"kind", "image_normalize"}, {"mean", {0.28589577840395425}}, {"n", 3}};
+  EXPECT_NE(canonical_json(one), canonical_json(two));
+  EXPECT_TRUE(json_nearly_equal(one, two));
+  Json far = two;
+  far["mean"][0] = 0.2859;
+  EXPECT_FALSE(json_nearly_equal(one, far));
+  Json other_kind = one;
+  other_kind["kind"] = "standardize";
+  EXPECT_FALSE(json_nearly_equal(one, other_kind));
+  Json more = one;
+  more["mean"].push_back(0.5);
+  EXPECT_FALSE(json_nearly_equal(one, more));
+  Json renamed = {{"kind", "image_normalize"}, {"avg", {0.2858957784039542}}, {"n", 3}};
+  EXPECT_FALSE(json_nearly_equal(one, renamed));
+  EXPECT_TRUE(json_nearly_equal(Json(1), Json(1.0)));
+  EXPECT_FALSE(json_nearly_equal(Json(1), Json(2)));
+  EXPECT_FALSE(json_nearly_equal(Json("1"), Json(1.0)));
+}
+
 TEST(ThreadsTest, EnvironmentChoosesIntraOpThreads) {
   ::setenv("KILN_THREADS", "3", 1);
   EXPECT_EQ(default_intra_op_threads(), 3);

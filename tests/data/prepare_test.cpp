@@ -51,9 +51,9 @@ TEST(SplitIndicesTest, StratifiedFractionsPerClass) {
 //   np.random.RandomState(42).permutation(20); np.random.RandomState(7).permutation(569)[:12]
 //   sorted(train_test_split(np.arange(569), test_size=0.2, random_state=42)[1])[:10]
 TEST(SplitIndicesTest, NumpyLegacyPermutationMatchesNumpyBitForBit) {
-  EXPECT_EQ(numpy_legacy_permutation(20, 42),
-            (std::vector<int64_t>{0, 17, 15, 1, 8, 5, 11, 3, 18, 16, 13, 2, 9, 19, 4, 12, 7, 10,
-                                  14, 6}));
+  EXPECT_EQ(
+      numpy_legacy_permutation(20, 42),
+      (std::vector<int64_t>{0, 17, 15, 1, 8, 5, 11, 3, 18, 16, 13, 2, 9, 19, 4, 12, 7, 10, 14, 6}));
   std::vector<int64_t> p = numpy_legacy_permutation(569, 7);
   EXPECT_EQ(std::vector<int64_t>(p.begin(), p.begin() + 12),
             (std::vector<int64_t>{350, 259, 115, 60, 275, 53, 221, 284, 146, 480, 283, 516}));
@@ -264,6 +264,20 @@ TEST(PrepareTest, FashionMnistSubsetCarvesStratifiedValidation) {
   const Json& tr = r->manifest["transforms"];
   EXPECT_EQ(tr["kind"], "image_normalize");
   EXPECT_NEAR(tr["mean"][0].get<double>(), 0.286, 0.02);
+  // The fitted statistics are exact (integer sums): torch's float64 reductions agree to rounding,
+  // and preparing again with another thread count gives the same snapshot, bit for bit.
+  const torch::Tensor px = snap->splits["train"].x.to(torch::kFloat64).div(255.0);
+  EXPECT_NEAR(tr["mean"][0].get<double>(), px.mean().item<double>(), 1e-12);
+  EXPECT_NEAR(tr["std"][0].get<double>(), px.std().item<double>(), 1e-12);
+  const int threads = torch::get_num_threads();
+  torch::set_num_threads(threads == 1 ? 2 : 1);
+  TempDir again;
+  auto r2 = prepare_dataset(spec_for("fashion-mnist/dataset.yaml"),
+                            PrepareOptions(again.path()).limit(2000));
+  torch::set_num_threads(threads);
+  ASSERT_TRUE(r2.ok()) << r2.status();
+  EXPECT_EQ(r2->content_hash, r->content_hash);
+  EXPECT_EQ(canonical_json(r2->manifest["transforms"]), canonical_json(tr));
 }
 
 TEST(PrepareTest, CorruptImageFileFailsWithoutPartialSnapshot) {

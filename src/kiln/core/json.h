@@ -19,4 +19,9 @@ Status write_json_file_atomic(const std::filesystem::path& path, const Json& val
 /// Stable text for hashing: keys as inserted (ordered_json), no whitespace, floats round-trip.
 std::string canonical_json(const Json& value);
 
+/// Structural equality where two floating-point numbers match when they differ by at most
+/// `relative_tolerance` of the larger magnitude (integers, strings, keys and order exactly).
+/// For fitted statistics that may differ in the last bits between machines or thread counts.
+bool json_nearly_equal(const Json& a, const Json& b, double relative_tolerance = 1e-9);
+
 }  // namespace kiln

@@ -3,6 +3,7 @@
 #include <torch/torch.h>
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <limits>
 #include <map>
@@ -398,6 +399,39 @@ Expected<PrepareResult> prepare_table(const DatasetSpec& spec, const PrepareOpti
 // ---------------------------------------------------------------------------------------------
 // Images
 
+/// Per-channel mean and sample standard deviation of uint8 pixels [N, C, H, W] scaled by 1/255,
+/// from exact integer sums (a 256-bin histogram per channel): the same numbers bit for bit
+/// whatever the thread count, so preparing the same data twice gives the same snapshot.
+std::pair<std::vector<double>, std::vector<double>> pixel_statistics(const torch::Tensor& images) {
+  const torch::Tensor px = images.contiguous();
+  const int64_t n = px.size(0), channels = px.size(1), plane = px.size(2) * px.size(3);
+  std::vector<std::array<uint64_t, 256>> histogram(channels);
+  for (auto& h : histogram) h.fill(0);
+  const uint8_t* p = px.data_ptr<uint8_t>();
+  for (int64_t i = 0; i < n; ++i)
+    for (int64_t c = 0; c < channels; ++c, p += plane)
+      for (int64_t k = 0; k < plane; ++k) ++histogram[c][p[k]];
+  std::vector<double> mean(channels), stdev(channels);
+  for (int64_t c = 0; c < channels; ++c) {
+    unsigned __int128 count = 0, sum = 0, squares = 0;
+    for (unsigned v = 0; v < 256; ++v) {
+      count += histogram[c][v];
+      sum += static_cast<unsigned __int128>(histogram[c][v]) * v;
+      squares += static_cast<unsigned __int128>(histogram[c][v]) * v * v;
+    }
+    // var = (count * squares - sum^2) / (count * (count - 1)), exact up to the final division.
+    const unsigned __int128 spread = count * squares - sum * sum;
+    mean[c] = static_cast<long double>(sum) / static_cast<long double>(count) / 255.0L;
+    stdev[c] =
+        count > 1
+            ? std::sqrt(static_cast<long double>(spread) /
+                        (static_cast<long double>(count) * static_cast<long double>(count - 1))) /
+                  255.0L
+            : 0.0;
+  }
+  return {mean, stdev};
+}
+
 Expected<PrepareResult> prepare_images(const DatasetSpec& spec, const PrepareOptions& options) {
   const int64_t limit = options.limit_ > 0 ? options.limit_ : spec.limit;
   std::map<std::string, ImageSet> sets;
@@ -467,11 +501,7 @@ Expected<PrepareResult> prepare_images(const DatasetSpec& spec, const PrepareOpt
   if (sets.count("test")) splits["test"] = {sets["test"].images, sets["test"].labels, {}};
 
   // Normalisation statistics from train only: x' = (x/255 - mean[c]) / std[c].
-  torch::Tensor px = splits["train"].x.to(torch::kFloat64).div_(255.0);
-  torch::Tensor mean = px.mean({0, 2, 3});
-  torch::Tensor stdev = px.std({0, 2, 3});
-  std::vector<double> mean_v(mean.data_ptr<double>(), mean.data_ptr<double>() + mean.numel());
-  std::vector<double> std_v(stdev.data_ptr<double>(), stdev.data_ptr<double>() + stdev.numel());
+  const auto [mean_v, std_v] = pixel_statistics(splits["train"].x);
 
   Json manifest;
   manifest["name"] = spec.name;
