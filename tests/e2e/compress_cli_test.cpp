@@ -164,8 +164,33 @@ TEST(CompressCliTest, Int8BundleIsSmallerAccurateServedAndTested) {
   const Json student_manifest = Json::parse(testing::read_text(home / "student" / "manifest.json"));
   EXPECT_EQ(student_manifest["lineage"]["teacher"], "fm@1");
   EXPECT_EQ(student_manifest["lineage"]["parent"], "fm@1");
+  EXPECT_FALSE(student_manifest["lineage"].contains("teachers"));
+  EXPECT_EQ(distill_report["teachers"], Json::array({"fm@1"}));
   // (22 optimizer steps on 2,700 images: far above chance, far from trained.)
   EXPECT_GT(student_manifest["metrics"]["test"]["accuracy"].get<double>(), 0.3);
+  // An ensemble teacher: the student learns the mean of fm@1's and the pruned model's outputs.
+  auto ensemble = run_kiln({"compress", "fm@1", "--distill", (home / "student.yaml").string(),
+                            "--ensemble", (home / "pruned").string(), "--timing-seconds", "0",
+                            "--out", (home / "ensemble-student").string(), "--json"},
+                           home.path(), {"KILN_THREADS=1"});
+  ASSERT_EQ(ensemble.exit_code, 0) << ensemble.err;
+  const Json teachers = Json::array({"fm@1", (home / "pruned").string()});
+  EXPECT_EQ(Json::parse(ensemble.out)["distill"]["teachers"], teachers);
+  EXPECT_NE(ensemble.err.find("on the mean of 2 teachers' softened outputs, [\"fm@1\""),
+            std::string::npos)
+      << ensemble.err;
+  const Json ensemble_manifest =
+      Json::parse(testing::read_text(home / "ensemble-student" / "manifest.json"));
+  EXPECT_EQ(ensemble_manifest["lineage"]["teachers"], teachers);
+  EXPECT_EQ(ensemble_manifest["lineage"]["teacher"], "fm@1");
+  EXPECT_GT(ensemble_manifest["metrics"]["test"]["accuracy"].get<double>(), 0.3);
+  auto unknown_teacher =
+      run_kiln({"compress", "fm@1", "--distill", (home / "student.yaml").string(), "--ensemble",
+                "nobody@1", "--out", (home / "bad").string()},
+               home.path());
+  EXPECT_NE(unknown_teacher.exit_code, 0);
+  EXPECT_NE(unknown_teacher.err.find("--ensemble nobody@1"), std::string::npos)
+      << unknown_teacher.err;
   testing::write_text(home / "bad-student.yaml", "modle: {zoo: mlp}\n");
   auto bad_student =
       run_kiln({"compress", "fm@1", "--distill", (home / "bad-student.yaml").string(), "--out",
@@ -188,6 +213,12 @@ TEST(CompressCliTest, BadInputIsNamed) {
   EXPECT_NE(nothing.err.find("nothing to do (give --prune RATIO, --distill STUDENT.yaml"),
             std::string::npos)
       << nothing.err;
+  auto lone_ensemble = run_kiln({"compress", "nobody@1", "--quantize", "int8", "--ensemble",
+                                 "other@1", "--out", (home / "x").string()},
+                                home.path());
+  EXPECT_EQ(lone_ensemble.exit_code, 2) << lone_ensemble.err;
+  EXPECT_NE(lone_ensemble.err.find("--ensemble adds teachers to --distill"), std::string::npos)
+      << lone_ensemble.err;
   auto missing = run_kiln(
       {"compress", "nobody@1", "--quantize", "int8", "--out", (home / "x").string()}, home.path());
   EXPECT_NE(missing.exit_code, 0);

@@ -56,7 +56,7 @@ TEST(TrainConfigTest, DistillIsParsedHashedAndChecked) {
   const std::string hash_without = load(dir, kBase)->hash();
   auto c = load(dir, std::string(kBase) + "distill: {teacher: fm@production, alpha: 0.5}\n");
   ASSERT_TRUE(c.ok()) << c.status();
-  EXPECT_EQ(c->distill.teacher, "fm@production");
+  EXPECT_EQ(c->distill.teachers, std::vector<std::string>{"fm@production"});
   EXPECT_DOUBLE_EQ(c->distill.temperature, 4.0);
   EXPECT_DOUBLE_EQ(c->distill.alpha, 0.5);
   EXPECT_EQ(c->to_json()["distill"]["teacher"], "fm@production");
@@ -71,6 +71,23 @@ TEST(TrainConfigTest, DistillIsParsedHashedAndChecked) {
   auto no_teacher = load(dir, std::string(kBase) + "distill: {alpha: 0.5}\n");
   ASSERT_FALSE(no_teacher.ok());
   EXPECT_NE(no_teacher.status().message().find("teacher"), std::string::npos);
+}
+
+TEST(TrainConfigTest, DistillFromAnEnsembleListsItsTeachers) {
+  TempDir dir;
+  auto c = load(dir, std::string(kBase) + "distill: {teacher: [fm@1, fm@2, fm@3]}\n");
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->distill.teachers, (std::vector<std::string>{"fm@1", "fm@2", "fm@3"}));
+  EXPECT_EQ(c->to_json()["distill"]["teacher"], Json::array({"fm@1", "fm@2", "fm@3"}));
+  auto one = load(dir, std::string(kBase) + "distill: {teacher: [fm@1]}\n");
+  ASSERT_TRUE(one.ok()) << one.status();
+  // A list of one is the same run as the reference alone, so it hashes the same.
+  EXPECT_EQ(one->hash(), load(dir, std::string(kBase) + "distill: {teacher: fm@1}\n")->hash());
+  for (const char* bad : {"[]", "[fm@1, 3]", "['']", "{a: 1}"}) {
+    auto b = load(dir, std::string(kBase) + "distill: {teacher: " + bad + "}\n");
+    ASSERT_FALSE(b.ok()) << bad;
+    EXPECT_NE(b.status().message().find("distill.teacher"), std::string::npos) << b.status();
+  }
 }
 
 TEST(TrainConfigTest, UnknownTopLevelKeyIsNamedWithLineAndValidKeys) {

@@ -46,6 +46,10 @@ void register_compress_command(CLI::App& app, int* exit_code) {
   c->add_option("--distill", o.distill,
                 "a student YAML (model: {...}; optional epochs, temperature 4, alpha 0.7) "
                 "trained on the model's softened outputs with its own recipe and data");
+  c->add_option("--ensemble", o.ensemble,
+                "another teacher for --distill (repeatable): the student learns the mean of all "
+                "teachers' softened outputs. Each must predict the same classes from data "
+                "prepared the same way");
   c->add_option("--max-drop", o.max_drop,
                 "accuracy budget in percentage points: pick the strongest of prune 0.75/0.5/0.25 "
                 "(+int8) and int8 whose validation accuracy stays within it")

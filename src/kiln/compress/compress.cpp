@@ -341,6 +341,8 @@ Expected<CompressResult> compress(const CompressOptions& o, std::ostream* log) {
         "--quantize int8)");
   if (o.prune != 0 && !o.distill.empty())
     return Status::InvalidArgument("give --prune or --distill, not both");
+  if (!o.ensemble.empty() && o.distill.empty())
+    return Status::InvalidArgument("--ensemble adds teachers to --distill: give --distill too");
   if (!o.quantize.empty() && o.quantize != model::kPrecisionInt8)
     return Status::InvalidArgument("--quantize " + o.quantize + ": expected int8");
   if (o.prune != 0 && !(o.prune > 0 && o.prune < 1))
@@ -472,7 +474,17 @@ Expected<CompressResult> compress(const CompressOptions& o, std::ostream* log) {
     config["model"] = student["model"];
     if (student.contains("epochs")) config["epochs"] = student["epochs"];
     if (student.contains("seed")) config["seed"] = student["seed"];
-    config["distill"] = {{"teacher", resolved.bundle_dir.string()},
+    // The teachers by bundle directory, resolved once here (an alias may move meanwhile).
+    Json teachers = Json::array({resolved.bundle_dir.string()});
+    Json teacher_refs = Json::array({parent});
+    for (const std::string& ref : o.ensemble) {
+      Expected<registry::ResolvedModel> other = registry::resolve_model_ref(ref);
+      if (!other.ok()) return other.status().with_context("--ensemble " + ref);
+      teachers.push_back(other->bundle_dir.string());
+      teacher_refs.push_back(other->version > 0 ? other->name + "@" + std::to_string(other->version)
+                                                : ref);
+    }
+    config["distill"] = {{"teacher", teachers.size() == 1 ? teachers.front() : teachers},
                          {"temperature", student.value("temperature", 4.0)},
                          {"alpha", student.value("alpha", 0.7)}};
     for (const char* key : {"init", "freeze", "param_groups", "early_stopping"}) config.erase(key);
@@ -482,9 +494,13 @@ Expected<CompressResult> compress(const CompressOptions& o, std::ostream* log) {
     work = dir;
     if (log)
       *log << "distill: training the student of " << o.distill << " for " << cfg->epochs
-           << " epochs on " << parent << "'s outputs (temperature " << cfg->distill.temperature
-           << ", alpha " << cfg->distill.alpha
-           << (tta == model::kTtaFlip
+           << " epochs on "
+           << (o.ensemble.empty() ? parent + "'s outputs"
+                                  : "the mean of " + std::to_string(teacher_refs.size()) +
+                                        " teachers' softened outputs, " + teacher_refs.dump() + ",")
+           << " (temperature " << cfg->distill.temperature << ", alpha " << cfg->distill.alpha
+           << (!o.ensemble.empty() ? "; each teacher as served, with its test-time augmentation"
+               : tta == model::kTtaFlip
                    ? "; the teacher as served, with its flip test-time augmentation"
                    : "")
            << ")" << std::endl;
@@ -502,6 +518,7 @@ Expected<CompressResult> compress(const CompressOptions& o, std::ostream* log) {
                          {"temperature", cfg->distill.temperature},
                          {"alpha", cfg->distill.alpha},
                          {"teacher_tta", tta},
+                         {"teachers", teacher_refs},
                          {"epochs", cfg->epochs},
                          {"params_before", teacher_net->total_params()},
                          {"params_after", student_net->total_params()},
@@ -573,7 +590,13 @@ Expected<CompressResult> compress(const CompressOptions& o, std::ostream* log) {
   manifest["compression"] = report;
   manifest["lineage"]["parent"] = parent;
   manifest["lineage"].erase("init");
-  if (report.contains("distill")) manifest["lineage"]["teacher"] = parent;
+  if (report.contains("distill")) {
+    manifest["lineage"]["teacher"] = parent;
+    if (report["distill"]["teachers"].size() > 1)
+      manifest["lineage"]["teachers"] = report["distill"]["teachers"];
+    else
+      manifest["lineage"].erase("teachers");
+  }
   KILN_ASSIGN_OR_RETURN(fs::path dir,
                         model::write_bundle(o.out, manifest, weights, model_pt, extra));
   return CompressResult{dir, report};

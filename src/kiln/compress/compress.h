@@ -36,6 +36,9 @@ struct CompressOptions {
   /// the model's own recipe and data on its softened outputs as well as the labels (the trainer's
   /// `distill:`); "" = none. Not with `prune`.
   std::string distill;
+  /// More teachers for `distill` (references as in model_ref): the student then learns the mean
+  /// of the model's and these teachers' softened outputs (an ensemble teacher).
+  std::vector<std::string> ensemble;
   /// An accuracy budget in percentage points (0.5: half a point) instead of prune/quantize:
   /// the strongest of pruning 0.75, 0.5, 0.25 (each with and without int8, int8 first) and int8
   /// alone whose validation accuracy is within the budget of the parent's; negative: off.

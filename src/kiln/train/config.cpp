@@ -212,8 +212,10 @@ Json TrainConfig::to_json() const {
       groups.push_back({{"layers", g.layers}, {"lr_scale", g.lr_scale}});
     j["param_groups"] = groups;
   }
-  if (!distill.teacher.empty())
-    j["distill"] = {{"teacher", distill.teacher},
+  // One teacher is written as a string, so the hashes of single-teacher runs stay what they were.
+  if (!distill.teachers.empty())
+    j["distill"] = {{"teacher", distill.teachers.size() == 1 ? Json(distill.teachers.front())
+                                                             : Json(distill.teachers)},
                     {"temperature", distill.temperature},
                     {"alpha", distill.alpha}};
   return j;
@@ -446,10 +448,15 @@ Expected<TrainConfig> parse_train_config(const Json& j, const fs::path& base_dir
   if (j.contains("distill")) {
     const Json& d = j["distill"];
     if (!d.is_object() || !d.contains("teacher"))
-      return r.error("distill", "{teacher: REF, temperature: 4, alpha: 0.7}");
+      return r.error("distill", "{teacher: REF or [REF, ...], temperature: 4, alpha: 0.7}");
     KILN_RETURN_IF_ERROR(r.check_keys(d, "distill", {"teacher", "temperature", "alpha"}));
-    KILN_RETURN_IF_ERROR(r.get(d, "distill", "teacher", &c.distill.teacher));
-    if (c.distill.teacher.empty()) return r.error("distill.teacher", "a model reference");
+    const Json& teacher = d["teacher"];
+    const bool listed = teacher.is_array() && !teacher.empty();
+    for (const Json& ref : listed ? teacher : Json::array({teacher})) {
+      if (!ref.is_string() || ref.get<std::string>().empty())
+        return r.error("distill.teacher", "a model reference or a non-empty list of them");
+      c.distill.teachers.push_back(ref.get<std::string>());
+    }
     KILN_RETURN_IF_ERROR(r.get(d, "distill", "temperature", &c.distill.temperature));
     KILN_RETURN_IF_ERROR(r.positive("distill.temperature", c.distill.temperature));
     KILN_RETURN_IF_ERROR(r.get(d, "distill", "alpha", &c.distill.alpha));

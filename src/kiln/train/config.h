@@ -118,11 +118,13 @@ struct TrainConfig {
     double lr_scale = 1.0;
   };
   std::vector<ParamGroup> param_groups;
-  /// `distill:` knowledge distillation from a trained teacher (classification): the loss is
-  /// (1 - alpha) * the task loss + alpha * T^2 * KL(teacher's softmax(z/T) || the model's), the
-  /// teacher running in eval mode on the same (augmented) batch.
+  /// `distill:` knowledge distillation from trained teachers (classification): the loss is
+  /// (1 - alpha) * the task loss + alpha * T^2 * KL(p || the model's softmax(z/T)), where p is
+  /// the teacher's softmax(z/T), or for an ensemble (`teacher: [A, B, C]`) the mean of the
+  /// teachers' softmax(z/T); each teacher runs in eval mode on the same (augmented) batch.
   struct Distill {
-    std::string teacher;  ///< NAME@VERSION, NAME@ALIAS or a bundle directory; "" = off
+    /// NAME@VERSION, NAME@ALIAS or bundle directories; empty = off. YAML: a reference or a list.
+    std::vector<std::string> teachers;
     double temperature = 4.0;
     double alpha = 0.7;
   };

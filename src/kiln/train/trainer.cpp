@@ -313,15 +313,18 @@ Expected<TrainResult> train(const TrainConfig& cfg, const TrainOptions& opts) {
   if (channels_last) to_channels_last(*net);
   const bool bf16 =
       cfg.precision == "bf16" || (cfg.precision == "auto" && conv && cpu_supports_bf16());
-  // Distillation: the teacher's network, fed the same prepared batches (so it must have been
+  // Distillation: the teachers' networks, fed the same prepared batches (so each must have been
   // trained on data prepared the same way), in eval mode.
-  std::shared_ptr<model::NetworkImpl> teacher;
-  std::string teacher_ref;
-  bool teacher_flips = false;  // the teacher as served: mean logits of x and its mirror
-  if (!cfg.distill.teacher.empty()) {
-    const std::string where = "distill.teacher " + cfg.distill.teacher + ": ";
+  struct Teacher {
+    std::shared_ptr<model::NetworkImpl> net;
+    std::string ref;     // NAME@VERSION, or the reference as given
+    bool flips = false;  // the teacher as served: mean logits of x and its mirror
+  };
+  std::vector<Teacher> teachers;
+  for (const std::string& given : cfg.distill.teachers) {
+    const std::string where = "distill.teacher " + given + ": ";
     if (!classification) return Status::InvalidArgument(where + "distillation needs classes");
-    Expected<registry::ResolvedModel> resolved = registry::resolve_model_ref(cfg.distill.teacher);
+    Expected<registry::ResolvedModel> resolved = registry::resolve_model_ref(given);
     if (!resolved.ok()) return resolved.status().with_context("distill.teacher");
     KILN_ASSIGN_OR_RETURN(model::Bundle tb, model::read_bundle(resolved->bundle_dir));
     if (!tb.has_network())
@@ -334,23 +337,28 @@ Expected<TrainResult> train(const TrainConfig& cfg, const TrainOptions& opts) {
                                      model::shape_to_string(input_shape));
     const Json transforms =
         d.snapshot.manifest.contains("transforms") ? d.snapshot.manifest["transforms"] : Json();
-    if (canonical_json(tb.preprocessing()) != canonical_json(transforms))
+    if (!json_nearly_equal(tb.preprocessing(), transforms))
       return Status::InvalidArgument(where +
                                      "was trained on data prepared differently (its fitted "
                                      "preprocessing differs), so it would not see these batches "
                                      "as it saw its own");
-    KILN_ASSIGN_OR_RETURN(teacher, model::load_bundle_network(tb));
-    teacher->eval();
-    if (channels_last) to_channels_last(*teacher);
-    teacher_flips =
+    Teacher t;
+    KILN_ASSIGN_OR_RETURN(t.net, model::load_bundle_network(tb));
+    t.net->eval();
+    if (channels_last) to_channels_last(*t.net);
+    t.flips =
         d.images && tb.manifest.value("test_time_augmentation", model::kTtaNone) == model::kTtaFlip;
-    teacher_ref = resolved->version > 0 ? resolved->name + "@" + std::to_string(resolved->version)
-                                        : cfg.distill.teacher;
+    t.ref =
+        resolved->version > 0 ? resolved->name + "@" + std::to_string(resolved->version) : given;
     if (log)
-      std::fprintf(log, "distill from %s: temperature %g, alpha %g%s\n", teacher_ref.c_str(),
+      std::fprintf(log, "distill from %s: temperature %g, alpha %g%s\n", t.ref.c_str(),
                    cfg.distill.temperature, cfg.distill.alpha,
-                   teacher_flips ? ", teacher outputs with its flip test-time augmentation" : "");
+                   t.flips ? ", teacher outputs with its flip test-time augmentation" : "");
+    teachers.push_back(std::move(t));
   }
+  if (log && teachers.size() > 1)
+    std::fprintf(log, "distill: the student learns the mean of %zu teachers' softened outputs\n",
+                 teachers.size());
 
   model::LossOptions loss_opts;
   if (!cfg.loss.empty()) {
@@ -554,23 +562,31 @@ Expected<TrainResult> train(const TrainConfig& cfg, const TrainOptions& opts) {
           AutocastScope autocast(bf16);
           logits = net->forward(batch->inputs);
           loss = loss_fn(logits, batch->targets);
-          if (teacher) {
-            torch::Tensor taught;
+          if (!teachers.empty()) {
+            const double t = cfg.distill.temperature;
+            // log p: the teacher's log softmax(z/T), or the log of the teachers' mean softmax.
+            std::vector<torch::Tensor> log_p_each;
             {
               torch::NoGradGuard no_grad;
-              if (teacher_flips) {
-                // One pass over the batch and its mirror: the logits the served teacher gives.
-                const int64_t n = batch->inputs.size(0);
-                const torch::Tensor both = teacher->forward(
-                    torch::cat({batch->inputs, torch::flip(batch->inputs, {3})}, 0));
-                taught = (both.slice(0, 0, n) + both.slice(0, n)) * 0.5;
-              } else {
-                taught = teacher->forward(batch->inputs);
+              for (const Teacher& teacher : teachers) {
+                torch::Tensor taught;
+                if (teacher.flips) {
+                  // One pass over the batch and its mirror: the logits the served teacher gives.
+                  const int64_t n = batch->inputs.size(0);
+                  const torch::Tensor both = teacher.net->forward(
+                      torch::cat({batch->inputs, torch::flip(batch->inputs, {3})}, 0));
+                  taught = (both.slice(0, 0, n) + both.slice(0, n)) * 0.5;
+                } else {
+                  taught = teacher.net->forward(batch->inputs);
+                }
+                log_p_each.push_back(torch::log_softmax(taught.to(torch::kFloat) / t, 1));
               }
             }
+            const torch::Tensor log_p_teacher =
+                log_p_each.size() == 1 ? log_p_each.front()
+                                       : torch::logsumexp(torch::stack(log_p_each), 0) -
+                                             std::log(static_cast<double>(log_p_each.size()));
             // alpha * T^2 * KL(p_teacher || p_student) per sample (batchmean), in float.
-            const double t = cfg.distill.temperature;
-            const torch::Tensor log_p_teacher = torch::log_softmax(taught.to(torch::kFloat) / t, 1);
             const torch::Tensor log_p_student = torch::log_softmax(logits.to(torch::kFloat) / t, 1);
             const torch::Tensor kl =
                 (log_p_teacher.exp() * (log_p_teacher - log_p_student)).sum(1).mean();
@@ -845,7 +861,14 @@ Expected<TrainResult> train(const TrainConfig& cfg, const TrainOptions& opts) {
                            {"kiln_version", kVersion},
                            {"git_commit", kGitCommit}};
     if (!precisions.empty()) manifest["precisions"] = precisions;
-    if (!teacher_ref.empty()) manifest["lineage"]["teacher"] = teacher_ref;
+    if (!teachers.empty()) {
+      manifest["lineage"]["teacher"] = teachers.front().ref;
+      if (teachers.size() > 1) {
+        Json refs = Json::array();
+        for (const Teacher& teacher : teachers) refs.push_back(teacher.ref);
+        manifest["lineage"]["teachers"] = refs;
+      }
+    }
     if (dist)
       manifest["distributed"] = {{"world_size", dist->world_size()},
                                  {"backend", "gloo"},
