@@ -70,11 +70,18 @@ TEST(ExportInt8, TracksTheFloatNetworkAndFoldsPreprocessingAndFlip) {
     EXPECT_TRUE(torch::equal(loaded.forward({x}).toTensor(), got)) << tta;
     EXPECT_LT(saved.str().size(), 600000u);  // 4x smaller weights than fp32's ~1 MB
     // One grey mean/std: the pixels are the quint8 input (no quantize pass), and the flatten
-    // before the first linear layer is a view of the NHWC activations (its weight permuted).
+    // and the first linear layer run as one convolution over the whole 32x7x7 map.
     const std::string graphs = graph_text(*int8);
     EXPECT_NE(graphs.find("aten::_make_per_tensor_quantized_tensor"), std::string::npos) << tta;
     EXPECT_EQ(graphs.find("aten::quantize_per_tensor"), std::string::npos) << tta;
-    EXPECT_NE(graphs.find("aten::permute"), std::string::npos) << tta;
+    auto count = [&](const std::string& op) {
+      size_t n = 0;
+      for (size_t at = graphs.find(op); at != std::string::npos; at = graphs.find(op, at + 1)) ++n;
+      return n;
+    };
+    EXPECT_EQ(count("quantized::conv2d_relu("), 3u) << graphs;
+    EXPECT_EQ(count("quantized::linear("), 1u) << graphs;
+    EXPECT_EQ(count("quantized::linear_relu("), 0u) << graphs;
   }
 }
 

@@ -85,13 +85,6 @@ class Generator {
   /// Emits `layers` (tensor names `prefix<i>.<tensor>`), tracking the per-sample shape.
   Status layers(const std::vector<LayerSpec>& layers, const std::string& prefix,
                 std::vector<int64_t>* shape, int indent);
-  /// Emits a flatten of NHWC [C,H,W] activations in NHWC order (a view); see
-  /// flatten_feeds_linear().
-  void emit_nhwc_flatten(std::vector<int64_t>* shape, int indent) {
-    emit(indent, "x = torch.flatten(x.permute([0, 2, 3, 1]), 1)  # NHWC order: a view");
-    *shape = {
-        std::accumulate(shape->begin(), shape->end(), int64_t{1}, std::multiplies<int64_t>())};
-  }
   /// Every state tensor must have been used (num_batches_tracked excepted).
   Status check_all_used(const std::string& model_name) const;
 
@@ -186,11 +179,10 @@ Status Generator::check_all_used(const std::string& model_name) const {
   return Status::Ok();
 }
 
-/// Whether the flatten at layers[i] (input `shape`) may take NHWC order in an int8 network: the
-/// quantised convolutions write NHWC, which flattened that way is a view instead of a copy to
-/// NCHW (4% of the CNN's time at batch 64), when the next layer that mixes positions is a linear
-/// layer (dropout and relu between are elementwise). The bf16 module measured no gain from the
-/// same, so it keeps NCHW.
+/// Whether the flatten at layers[i] (input `shape` [C,H,W]) and the linear layer after it may run
+/// as one convolution whose kernel covers the whole map in an int8 network (dropout and relu
+/// between are elementwise): no copy of the NHWC activations to NCHW order, and oneDNN's conv
+/// path costs less per call than its linear one at the small batches a server sees.
 bool flatten_feeds_linear(const std::vector<LayerSpec>& layers, size_t i,
                           const std::vector<int64_t>& shape) {
   if (layers[i].type != "flatten" || shape.size() != 3) return false;
@@ -198,15 +190,6 @@ bool flatten_feeds_linear(const std::vector<LayerSpec>& layers, size_t i,
   while (next < layers.size() && (layers[next].type == "dropout" || layers[next].type == "relu"))
     ++next;
   return next < layers.size() && layers[next].type == "linear";
-}
-
-/// A linear weight [out, C*H*W] taking NCHW-flattened inputs, with its columns reordered for
-/// NHWC-flattened ones.
-torch::Tensor nhwc_columns(const torch::Tensor& weight, const std::vector<int64_t>& chw) {
-  return weight.view({weight.size(0), chw[0], chw[1], chw[2]})
-      .permute({0, 2, 3, 1})
-      .reshape({weight.size(0), -1})
-      .contiguous();
 }
 
 /// The quint8 (scale, zero point) under which whole pixel values 0..255 are the normalised
@@ -585,16 +568,17 @@ Status Generator::quantized_network(const std::vector<LayerSpec>& layers,
                 ")  # quint8");
   }
   ++point;
-  // The [C,H,W] of a flatten emitted in NHWC order, whose columns the next linear layer's
-  // weight must follow.
-  std::vector<int64_t> nhwc_flattened;
+  // The [C,H,W] of a flatten left out, which the next linear layer takes as a convolution.
+  std::vector<int64_t> whole_map;
   for (size_t i = 0; i < layers.size(); ++i) {
     const LayerSpec& l = layers[i];
     const std::string name = "layers." + std::to_string(i);
     const std::string where = name + " (" + l.type + ")";
     if (l.type == "flatten" && !calibrate && flatten_feeds_linear(layers, i, *shape)) {
-      nhwc_flattened = *shape;
-      emit_nhwc_flatten(shape, 1);
+      whole_map = *shape;
+      emit(1, "# " + where + ": left to the linear layer's whole-map convolution");
+      *shape = {
+          std::accumulate(shape->begin(), shape->end(), int64_t{1}, std::multiplies<int64_t>())};
       continue;
     }
     if (l.type == "conv2d" || l.type == "linear") {
@@ -622,9 +606,15 @@ Status Generator::quantized_network(const std::vector<LayerSpec>& layers,
       packed.conv = conv;
       packed.weight = wb.first;
       packed.bias = wb.second;
-      if (!conv && !nhwc_flattened.empty()) {
-        packed.weight = nhwc_columns(packed.weight, nhwc_flattened);
-        nhwc_flattened.clear();
+      // A linear layer over a map [C,H,W] is a convolution with an HxW kernel (its weight's
+      // columns are in C,H,W order already).
+      const bool whole_map_conv = !conv && !whole_map.empty();
+      if (whole_map_conv) {
+        packed.conv = true;
+        packed.weight =
+            packed.weight.reshape({packed.weight.size(0), whole_map[0], whole_map[1], whole_map[2]})
+                .contiguous();
+        whole_map.clear();
       }
       if (conv) {
         KILN_ASSIGN_OR_RETURN(packed.stride, layer_pair_param(l.params, "stride", {1, 1}, where));
@@ -642,9 +632,10 @@ Status Generator::quantized_network(const std::vector<LayerSpec>& layers,
         observe(point);
       } else {
         KILN_ASSIGN_OR_RETURN(auto q, qparams(point));
-        emit(1, "x = quantized." + std::string(conv ? "conv2d" : "linear") + (relu ? "_relu" : "") +
-                    "(x, self." + packed.attr + ", " + float_literal(q.first) + ", " +
-                    std::to_string(q.second) + ")");
+        emit(1, "x = quantized." + std::string(packed.conv ? "conv2d" : "linear") +
+                    (relu ? "_relu" : "") + "(x, self." + packed.attr + ", " +
+                    float_literal(q.first) + ", " + std::to_string(q.second) + ")");
+        if (whole_map_conv) emit(1, "x = torch.flatten(x, 1)  # [N, out, 1, 1]: a view");
         packed_.push_back(std::move(packed));
       }
       ++point;
