@@ -1,6 +1,7 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include "kiln/train/evaluate.h"
 #include "kiln/train/metrics.h"
 #include "kiln/train/optim.h"
 #include "kiln/train/plots.h"
@@ -122,6 +123,26 @@ TEST(MetricsTest, RegressionMatchesHandComputedValues) {
   EXPECT_NEAR((*m)["mse"].get<double>(), 4.0 / 3.0, 1e-12);
   EXPECT_NEAR((*m)["mae"].get<double>(), 2.0 / 3.0, 1e-12);
   EXPECT_NEAR((*m)["r2"].get<double>(), 1.0 - 36.0 / 78.0, 1e-12);
+}
+
+TEST(EvaluateTest, FlipTtaIsOnePassOverTheBatchAndItsMirror) {
+  torch::manual_seed(3);
+  const torch::Tensor x = torch::rand({3, 2, 4, 5}).contiguous(at::MemoryFormat::ChannelsLast);
+  const torch::Tensor w = torch::rand({2 * 4 * 5, 6});
+  int calls = 0;
+  bool channels_last = false;
+  const Predictor predict = [&](const torch::Tensor& batch) {
+    ++calls;
+    channels_last = batch.is_contiguous(at::MemoryFormat::ChannelsLast);
+    return batch.flatten(1).matmul(w).to(torch::kBFloat16);
+  };
+  const torch::Tensor got = predict_with_mirror(predict, x);
+  EXPECT_EQ(calls, 1);
+  EXPECT_TRUE(channels_last);
+  EXPECT_EQ(got.scalar_type(), torch::kFloat32);
+  const torch::Tensor want =
+      (predict(x).to(torch::kFloat32) + predict(x.flip({3})).to(torch::kFloat32)) * 0.5;
+  EXPECT_TRUE(torch::allclose(got, want)) << got << want;
 }
 
 TEST(PlotsTest, SvgsAreWellFormedAndEscaped) {

@@ -19,6 +19,13 @@ torch::Tensor prepare(const torch::Tensor& raw, const EvalOptions& o, const torc
 
 }  // namespace
 
+torch::Tensor predict_with_mirror(const Predictor& predict, const torch::Tensor& x) {
+  const int64_t n = x.size(0);
+  const torch::Tensor both = torch::cat({x, x.flip({3})}, 0).contiguous(x.suggest_memory_format());
+  const torch::Tensor out = predict(both).to(torch::kFloat32);
+  return (out.slice(0, 0, n) + out.slice(0, n)) * 0.5;
+}
+
 Expected<Json> evaluate(const Predictor& predict, const data::SplitTensors& split,
                         const EvalOptions& o) {
   if (o.task_ != "classification" && o.task_ != "regression")
@@ -52,12 +59,8 @@ Expected<Json> evaluate(const Predictor& predict, const data::SplitTensors& spli
     for (int64_t start = 0; start < n; start += o.batch_size_) {
       const int64_t b = std::min(o.batch_size_, n - start);
       torch::Tensor x = prepare(split.x.narrow(0, start, b), o, mean, stdev);
-      torch::Tensor out = predict(x).to(torch::kFloat32);
-      if (o.tta_ == "flip") {
-        torch::Tensor flipped = x.flip({3});
-        if (o.channels_last_) flipped = flipped.contiguous(at::MemoryFormat::ChannelsLast);
-        out = (out + predict(flipped).to(torch::kFloat32)) * 0.5;
-      }
+      const torch::Tensor out =
+          o.tta_ == "flip" ? predict_with_mirror(predict, x) : predict(x).to(torch::kFloat32);
       if (o.loss_) loss_sum += o.loss_(out, split.y.narrow(0, start, b)).to(torch::kFloat64) * b;
       outputs.push_back(out);
     }

@@ -77,6 +77,11 @@ struct EvalOptions {
   LossFn loss_;
 };
 
+/// Flip test-time augmentation as the exported module serves it: one pass of `predict` over the
+/// images `x` (N×C×H×W) and their horizontal mirrors stacked, returning the mean of the two
+/// halves' outputs in float32. Keeps x's memory format (channels_last stays channels_last).
+torch::Tensor predict_with_mirror(const Predictor& predict, const torch::Tensor& x);
+
 /// Runs `predict` over `split` in batches (in order, no shuffling, no augmentation) and returns
 /// the metrics of metrics.h — classification {"accuracy", "macro_f1", "per_class",
 /// "confusion_matrix"}, regression {"mse", "mae", "r2"} — plus "samples" and, with a loss

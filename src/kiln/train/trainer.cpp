@@ -569,17 +569,14 @@ Expected<TrainResult> train(const TrainConfig& cfg, const TrainOptions& opts) {
             {
               torch::NoGradGuard no_grad;
               for (const Teacher& teacher : teachers) {
-                torch::Tensor taught;
-                if (teacher.flips) {
-                  // One pass over the batch and its mirror: the logits the served teacher gives.
-                  const int64_t n = batch->inputs.size(0);
-                  const torch::Tensor both = teacher.net->forward(
-                      torch::cat({batch->inputs, torch::flip(batch->inputs, {3})}, 0));
-                  taught = (both.slice(0, 0, n) + both.slice(0, n)) * 0.5;
-                } else {
-                  taught = teacher.net->forward(batch->inputs);
-                }
-                log_p_each.push_back(torch::log_softmax(taught.to(torch::kFloat) / t, 1));
+                // With flips, the logits the served teacher gives: the batch and its mirror.
+                const Predictor forward = [&](const torch::Tensor& x) {
+                  return teacher.net->forward(x);
+                };
+                const torch::Tensor taught = teacher.flips
+                                                 ? predict_with_mirror(forward, batch->inputs)
+                                                 : forward(batch->inputs).to(torch::kFloat);
+                log_p_each.push_back(torch::log_softmax(taught / t, 1));
               }
             }
             const torch::Tensor log_p_teacher =
