@@ -76,8 +76,10 @@ class Generator {
 
   /// `bf16`: the network (not the prologue) runs in bfloat16, channels_last for images, with
   /// every batch norm folded into the convolution or linear layer before it, or else applied as
-  /// a per-channel affine (no batch_norm kernel runs in bf16).
-  Generator(const TensorMap& state, bool bf16 = false) : state_(state), bf16_(bf16) {}
+  /// a per-channel affine (no batch_norm kernel runs in bf16). `channels_last`: the network's
+  /// image activations are kept channels_last (the caller makes the input and weights so).
+  Generator(const TensorMap& state, bool bf16 = false, bool channels_last = false)
+      : state_(state), bf16_(bf16), channels_last_(channels_last) {}
 
   /// Emits the preprocessing prologue; sets *raw_shape to the shape forward() takes.
   Status prologue(const Json& pre, const std::vector<int64_t>& model_shape,
@@ -145,6 +147,7 @@ class Generator {
 
   const TensorMap& state_;
   const bool bf16_;
+  const bool channels_last_;
   const Int8Plan* int8_ = nullptr;
   std::vector<PackedLayer> packed_;
   int64_t points_ = 0;
@@ -421,7 +424,7 @@ Status Generator::layer(const LayerSpec& l, const std::string& name, std::vector
                      int_list(pad.first, pad.second) + ", [1, 1], 1)");
     // With one input channel NCHW and channels_last strides coincide and oneDNN returns NCHW,
     // whose bf16 ReLU and pooling ran 8x slower than channels_last's (Fashion-MNIST CNN).
-    if (bf16_ && (*shape)[0] == 1)
+    if (channels_last_ && (*shape)[0] == 1)
       emit(indent, "x = x.contiguous(memory_format=" +
                        std::to_string(static_cast<int>(at::MemoryFormat::ChannelsLast)) + ")");
     *shape = {w.size(0), window_out((*shape)[1], w.size(2), stride.first, pad.first),
@@ -690,7 +693,13 @@ Expected<Generated> generate(const ModelSpec& spec, const TensorMap& state,
                                      shape_str(input_shape));
   if (outputs <= 0)
     return Status::InvalidArgument("model '" + spec.name + "': outputs must be positive");
-  Generator gen(state, bf16);
+  // Image networks with convolutions run channels_last (oneDNN's fast layout): bf16 always,
+  // fp32 when there is a convolution (1.8x the NCHW samples/s for the Fashion-MNIST CNN).
+  const bool images = input_shape.size() == 3;
+  const bool has_conv = std::any_of(spec.layers.begin(), spec.layers.end(),
+                                    [](const LayerSpec& l) { return l.type == "conv2d"; });
+  const bool channels_last = images && (bf16 || (precision == kPrecisionFp32 && has_conv));
+  Generator gen(state, bf16, channels_last);
   gen.set_int8_plan(int8);
   Generated out;
   KILN_RETURN_IF_ERROR(gen.prologue(preprocessing, input_shape, &out.raw_shape));
@@ -698,18 +707,19 @@ Expected<Generated> generate(const ModelSpec& spec, const TensorMap& state,
   const size_t prologue_parameters = gen.parameters().size();
   const size_t prologue_buffers = gen.buffers().size();
   std::string prologue = gen.take_lines();
+  // Module::define's resolver has no torch.bfloat16 / torch.channels_last: their enum values.
+  const std::string memory_format =
+      std::to_string(static_cast<int>(at::MemoryFormat::ChannelsLast));
   if (bf16) {
-    // Module::define's resolver has no torch.bfloat16 / torch.channels_last: their enum values.
     const std::string dtype = std::to_string(static_cast<int>(at::kBFloat16));
-    const std::string channels_last =
-        std::to_string(static_cast<int>(at::MemoryFormat::ChannelsLast));
-    prologue += "    # bf16 network (dtype " + dtype + ")" +
-                (input_shape.size() == 3 ? ", channels_last (memory format " + channels_last + ")"
-                                         : std::string()) +
-                "\n    x = x.to(" + dtype + ")" +
-                (input_shape.size() == 3 ? ".contiguous(memory_format=" + channels_last + ")"
-                                         : std::string()) +
-                "\n";
+    prologue +=
+        "    # bf16 network (dtype " + dtype + ")" +
+        (channels_last ? ", channels_last (memory format " + memory_format + ")" : std::string()) +
+        "\n    x = x.to(" + dtype + ")" +
+        (channels_last ? ".contiguous(memory_format=" + memory_format + ")" : std::string()) + "\n";
+  } else if (channels_last) {
+    prologue += "    # channels_last network (memory format " + memory_format +
+                ")\n    x = x.contiguous(memory_format=" + memory_format + ")\n";
   }
   if (tta == kTtaFlip && out.raw_shape.size() != 3)
     return Status::InvalidArgument(
@@ -729,19 +739,14 @@ Expected<Generated> generate(const ModelSpec& spec, const TensorMap& state,
   const std::string network = gen.take_lines();
   if (tta == kTtaNone) {
     out.source = "def forward(self, x):\n" + prologue + network + "    return x\n";
-  } else if (bf16 || int8) {
-    // One network pass over x and its mirror stacked: at batch 1 that is twice the work per
-    // oneDNN call, 1.4x the samples/s of two passes.
+  } else {
+    // The mean of the logits of x and of its horizontal mirror, in one network pass over both
+    // stacked (as the evaluator computes it): at batch 1 that is twice the work per oneDNN
+    // call, 1.4x the samples/s of two passes.
     out.source = "def forward(self, x):\n" + prologue +
                  "    n = x.size(0)\n"
                  "    y = self.network(torch.cat([x, torch.flip(x, [3])], 0))\n"
                  "    return (y[:n] + y[n:]) * 0.5\n\n"
-                 "def network(self, x):\n" +
-                 network + "    return x\n";
-  } else {
-    // The mean of the logits of x and of its horizontal mirror, as the evaluator computes it.
-    out.source = "def forward(self, x):\n" + prologue +
-                 "    return (self.network(x) + self.network(torch.flip(x, [3]))) * 0.5\n\n"
                  "def network(self, x):\n" +
                  network + "    return x\n";
   }
@@ -749,21 +754,21 @@ Expected<Generated> generate(const ModelSpec& spec, const TensorMap& state,
   out.buffers = gen.buffers();
   out.packed = gen.packed();
   out.quantisation_points = gen.quantisation_points();
-  if (bf16) {
-    auto to_bf16 = [](std::vector<std::pair<std::string, torch::Tensor>>& list, size_t from) {
+  if (bf16 || channels_last) {
+    auto convert = [&](std::vector<std::pair<std::string, torch::Tensor>>& list, size_t from) {
       for (size_t i = from; i < list.size(); ++i) {
         torch::Tensor& t = list[i].second;
-        t = t.to(torch::kBFloat16);
+        if (bf16) t = t.to(torch::kBFloat16);
         // A copy with channels_last strides even where they are ambiguous (one input channel):
         // contiguous() would keep NCHW strides there, and oneDNN then runs every convolution
         // of the network 10x slower (Fashion-MNIST CNN, batch 64).
-        if (t.dim() == 4)
+        if (channels_last && t.dim() == 4)
           t = torch::empty(t.sizes(), t.options().memory_format(at::MemoryFormat::ChannelsLast))
                   .copy_(t);
       }
     };
-    to_bf16(out.parameters, prologue_parameters);
-    to_bf16(out.buffers, prologue_buffers);
+    convert(out.parameters, prologue_parameters);
+    convert(out.buffers, prologue_buffers);
   }
   return out;
 }
