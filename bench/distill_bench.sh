@@ -9,7 +9,8 @@
 # EPOCHS: the students' epochs (alone and distilled alike; the teacher keeps its recipe's 7).
 # TEACHER_SET: `--set` overrides for the teacher's training (space-separated KEY=VALUE).
 # TEACHER=BUNDLE_DIR: distil from that bundle instead of training one (run with the KILN_HOME it
-# was trained in: its data snapshot is there); ALONE=0: skip the
+# was trained in: its data snapshot is there); ENSEMBLE="B1 B2": more teacher bundles (`kiln
+# compress --ensemble`: the student learns the mean of all teachers' outputs); ALONE=0: skip the
 # students trained alone (when an earlier run with the same seeds and EPOCHS has them).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -24,6 +25,9 @@ EPOCHS=${EPOCHS:-7}
 TEACHER_SET=${TEACHER_SET:-}
 TEACHER=${TEACHER:-}
 ALONE=${ALONE:-1}
+ENSEMBLE=${ENSEMBLE:-}
+ensemble_args=()
+for b in $ENSEMBLE; do ensemble_args+=(--ensemble "$b"); done
 teacher_args=()
 for kv in $TEACHER_SET; do teacher_args+=(--set "$kv"); done
 cmake --build "$BUILD_DIR" --target kiln kiln-engine >/dev/null
@@ -35,7 +39,7 @@ kiln="$BUILD_DIR/kiln"
 accuracy() {
   /usr/bin/python3 -c "import json,sys; m=json.load(open(sys.argv[1]+'/manifest.json')); b=m.get('precisions',{}).get('bf16'); print(f\"fp32 {m['metrics']['test']['accuracy']:.4f}\" + (f\", bf16 {b['metrics']['test']['accuracy']:.4f}\" if b else ''))" "$1"
 }
-echo "command: SEEDS=\"$SEEDS\" TEMPERATURE=$TEMPERATURE ALPHA=$ALPHA WIDTH=$WIDTH HIDDEN=$HIDDEN EPOCHS=$EPOCHS TEACHER_SET=\"$TEACHER_SET\" bench/distill_bench.sh"
+echo "command: SEEDS=\"$SEEDS\" TEMPERATURE=$TEMPERATURE ALPHA=$ALPHA WIDTH=$WIDTH HIDDEN=$HIDDEN EPOCHS=$EPOCHS TEACHER_SET=\"$TEACHER_SET\" ENSEMBLE=\"$ENSEMBLE\" bench/distill_bench.sh"
 if [ -z "$TEACHER" ]; then
   "$kiln" train examples/fashion-mnist/cnn.yaml --out "$work/teacher" ${teacher_args[@]+"${teacher_args[@]}"} 2>&1 | grep -E "^final"
   TEACHER=$work/teacher/bundle
@@ -54,7 +58,7 @@ YAML
       --set model.width="$WIDTH" --set model.hidden="$HIDDEN" 2>&1 | grep -E "^final" | sed "s/^/alone seed $seed: /"
     echo "student alone, seed $seed: $(accuracy "$work/alone-$seed/bundle")"
   fi
-  "$kiln" compress "$TEACHER" --distill "$work/student.yaml" \
+  "$kiln" compress "$TEACHER" --distill "$work/student.yaml" ${ensemble_args[@]+"${ensemble_args[@]}"} \
     --timing-seconds 0 --out "$work/distilled-$seed" 2>&1 | grep -E "^distill|^after"
   echo "student distilled, seed $seed: $(accuracy "$work/distilled-$seed")"
 done
