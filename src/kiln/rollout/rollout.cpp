@@ -29,6 +29,25 @@ std::string weights_text(const Json& weights) {
   return s;
 }
 
+/// GET /v2/models/MODEL's metadata; empty (null) when the server does not answer it with JSON.
+Json model_metadata(const loadtest::Target& target, const std::vector<std::string>& headers,
+                    const std::string& model) {
+  Expected<loadtest::HttpReply> got =
+      loadtest::http_exchange(target, "/v2/models/" + model, "", 10000, headers);
+  if (!got.ok() || got->status != 200) return Json();
+  Json meta = Json::parse(got->body, nullptr, false);
+  return meta.is_discarded() ? Json() : meta;
+}
+
+/// The version metadata says is served (the first of "versions"); "" when it names none.
+std::string served_version(const Json& meta) {
+  if (!meta.is_object() || !meta.contains("versions") || !meta["versions"].is_array() ||
+      meta["versions"].empty())
+    return "";
+  const Json& first = meta["versions"][0];
+  return first.is_string() ? first.get<std::string>() : first.dump();
+}
+
 }  // namespace
 
 std::string check_window(const RolloutOptions& o, const WindowStats& w, bool* inconclusive) {
@@ -131,15 +150,6 @@ Status Rollout::set_weights(const Json& weights) {
   return Status::Ok();
 }
 
-bool Rollout::served_from_registry(const std::string& model) {
-  Expected<loadtest::HttpReply> got =
-      loadtest::http_exchange(target_, "/v2/models/" + model, "", 10000, headers_);
-  if (!got.ok() || got->status != 200) return false;
-  const Json meta = Json::parse(got->body, nullptr, false);
-  return !meta.is_discarded() && meta.contains("parameters") && meta["parameters"].is_object() &&
-         meta["parameters"].contains("registry_version");
-}
-
 Expected<std::string> Rollout::metrics_text() {
   KILN_ASSIGN_OR_RETURN(loadtest::HttpReply reply,
                         loadtest::http_exchange(target_, "/metrics", "", 10000, headers_));
@@ -156,17 +166,9 @@ Status wait_for_served_version(const loadtest::Target& target,
   const std::string want = std::to_string(version);
   std::string last = "?";
   while (true) {
-    Expected<loadtest::HttpReply> got =
-        loadtest::http_exchange(target, "/v2/models/" + model, "", 10000, headers);
-    if (got.ok() && got->status == 200) {
-      const Json meta = Json::parse(got->body, nullptr, false);
-      if (!meta.is_discarded() && meta.contains("versions") && meta["versions"].is_array() &&
-          !meta["versions"].empty()) {
-        last = meta["versions"][0].is_string() ? meta["versions"][0].get<std::string>()
-                                               : meta["versions"][0].dump();
-        if (last == want) return Status::Ok();
-      }
-    }
+    const std::string served = served_version(model_metadata(target, headers, model));
+    if (!served.empty()) last = served;
+    if (served == want) return Status::Ok();
     if (interrupted && interrupted())
       return Status::FailedPrecondition("interrupted while waiting for '" + model +
                                         "' to serve version " + want);
@@ -189,12 +191,20 @@ Status Rollout::start(std::ostream& out) {
                                  previous->started + "): --resume or --abort it");
   if (!previous.ok() && previous.status().code() != StatusCode::kNotFound) return previous.status();
   KILN_ASSIGN_OR_RETURN(targets_, route_targets());
-  if (!options_.promote_.empty() && served_from_registry(options_.candidate_)) {
+  // A candidate served from the registry names its registry version in its metadata (a bundle
+  // path has no version to wait for).
+  const Json candidate =
+      options_.promote_.empty() ? Json() : model_metadata(target_, headers_, options_.candidate_);
+  if (candidate.contains("parameters") && candidate["parameters"].is_object() &&
+      candidate["parameters"].contains("registry_version")) {
     // The canary must measure the version it will promote: a just-moved alias is served only
     // once the server has reloaded it (its poll or a registry notification).
     KILN_ASSIGN_OR_RETURN(PromoteTarget promote, parse_promote(options_.promote_));
-    Status served = wait_for_served_version(target_, headers_, options_.candidate_, promote.version,
-                                            options_.reload_timeout_ms_, interrupted_);
+    Status served =
+        served_version(candidate) == std::to_string(promote.version)
+            ? Status::Ok()
+            : wait_for_served_version(target_, headers_, options_.candidate_, promote.version,
+                                      options_.reload_timeout_ms_, interrupted_);
     if (!served.ok())
       return Status(served.code(), "--promote " + options_.promote_ + ": the candidate '" +
                                        options_.candidate_ + "' does not serve that version (" +

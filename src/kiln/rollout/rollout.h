@@ -62,9 +62,6 @@ class Rollout {
   Expected<std::vector<std::string>> route_targets();
   Status set_weights(const Json& weights);
   Expected<std::string> metrics_text();
-  /// Whether the server serves `model` from the registry (its metadata names a registry
-  /// version); a bundle path has no version to wait for.
-  bool served_from_registry(const std::string& model);
   Status run_from(RolloutState& state, std::ostream& out);
   Status roll_back(RolloutState& state, std::ostream& out, const std::string& why);
 
