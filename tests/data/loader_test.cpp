@@ -354,3 +354,84 @@ TEST(LoaderOptions, PrintsAndSerialises) {
 
 }  // namespace
 }  // namespace kiln::data
+
+namespace kiln::data {
+namespace {
+
+// Batches built with tensor ops on a device (the GPU path, run here on the CPU) against the
+// worker loops: the same rows, the same augmentation draws and the same arithmetic.
+void expect_close(const std::vector<Batch>& loops, const std::vector<Batch>& tensor_ops) {
+  ASSERT_EQ(loops.size(), tensor_ops.size());
+  for (size_t k = 0; k < loops.size(); ++k) {
+    EXPECT_TRUE(torch::equal(loops[k].indices, tensor_ops[k].indices)) << "batch " << k;
+    EXPECT_TRUE(torch::equal(loops[k].targets, tensor_ops[k].targets)) << "batch " << k;
+    EXPECT_EQ(loops[k].inputs.sizes(), tensor_ops[k].inputs.sizes());
+    // (With one channel NCHW and NHWC strides are both channels_last.)
+    EXPECT_EQ(loops[k].inputs.is_contiguous(torch::MemoryFormat::ChannelsLast),
+              tensor_ops[k].inputs.is_contiguous(torch::MemoryFormat::ChannelsLast))
+        << "batch " << k;
+    const double worst = (loops[k].inputs - tensor_ops[k].inputs).abs().max().item<double>();
+    EXPECT_LT(worst, 1e-5) << "batch " << k;
+  }
+}
+
+TEST(LoaderDeviceTest, TensorOpsOnADeviceMatchTheWorkerLoops) {
+  // Every augmentation at once, strong enough that each changes most samples.
+  const AugmentOptions every = AugmentOptions()
+                                   .crop_padding(3)
+                                   .translate(2)
+                                   .hflip(0.5f)
+                                   .noise_std(0.05f)
+                                   .erase(0.7f)
+                                   .erase_value(0.5f);
+  for (bool channels_last : {false, true}) {
+    LoaderOptions options = LoaderOptions(96)
+                                .shuffle(true)
+                                .seed(11)
+                                .workers(2)
+                                .augment(every)
+                                .normalize({0.2860f}, {0.3530f})
+                                .channels_last(channels_last);
+    auto loops = make(options);
+    auto tensor_ops = make(LoaderOptions(options).device(torch::kCPU));
+    EXPECT_EQ(tensor_ops->batches_per_epoch(), loops->batches_per_epoch());
+    for (int64_t epoch : {0, 3}) {
+      SCOPED_TRACE("channels_last " + std::to_string(channels_last) + " epoch " +
+                   std::to_string(epoch));
+      expect_close(run_epoch(*loops, epoch), run_epoch(*tensor_ops, epoch));
+    }
+  }
+  // The augmentation moved pixels (the comparison above is not of two identity maps).
+  auto plain = make(LoaderOptions(96).shuffle(true).seed(11).normalize({0.2860f}, {0.3530f}));
+  auto augmented = make(LoaderOptions(96)
+                            .shuffle(true)
+                            .seed(11)
+                            .augment(every)
+                            .normalize({0.2860f}, {0.3530f})
+                            .device(torch::kCPU));
+  const Batch a = run_epoch(*plain, 0).front(), b = run_epoch(*augmented, 0).front();
+  EXPECT_TRUE(torch::equal(a.indices, b.indices));
+  EXPECT_GT((a.inputs - b.inputs).abs().gt(0.1).sum().item<int64_t>(), a.inputs.numel() / 4);
+}
+
+TEST(LoaderDeviceTest, ShardsResumesAndTablesOnADevice) {
+  // A rank's share of each batch, resumed at batch 2.
+  LoaderOptions sharded =
+      LoaderOptions(64).shuffle(true).seed(3).augment(kAugment).drop_last(true).shard(1, 3);
+  auto loops = make(sharded);
+  auto tensor_ops = make(LoaderOptions(sharded).device(torch::kCPU));
+  expect_close(run_epoch(*loops, 1, 2), run_epoch(*tensor_ops, 1, 2));
+  // A float table with per-column normalisation and float targets.
+  torch::Tensor table = torch::rand({50, 4});
+  torch::Tensor targets = torch::rand({50});
+  LoaderOptions rows = LoaderOptions(16).shuffle(true).seed(5).normalize({0.1f, 0.2f, 0.3f, 0.4f},
+                                                                         {1.f, 2.f, 3.f, 4.f});
+  auto table_loops = Loader::Create(table, targets, rows);
+  auto table_ops = Loader::Create(table, targets, LoaderOptions(rows).device(torch::kCPU));
+  ASSERT_TRUE(table_loops.ok() && table_ops.ok());
+  expect_close(run_epoch(**table_loops, 0), run_epoch(**table_ops, 0));
+  EXPECT_EQ(LoaderOptions(rows).device(torch::kCPU).to_json()["device"], "cpu");
+}
+
+}  // namespace
+}  // namespace kiln::data

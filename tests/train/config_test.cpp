@@ -51,6 +51,25 @@ TEST(TrainConfigTest, ParsesWithDefaultsAndResolvesDataRelativeToTheFile) {
   EXPECT_EQ(c->hash().size(), 64u);
 }
 
+TEST(TrainConfigTest, DeviceIsCheckedButLeavesTheHashOfOtherConfigs) {
+  TempDir dir;
+  auto base = load(dir, kBase);
+  ASSERT_TRUE(base.ok()) << base.status();
+  EXPECT_EQ(base->device, "auto");
+  EXPECT_FALSE(base->to_json().contains("device"));
+  // A config for a GPU machine validates anywhere: the device is resolved when training starts.
+  auto gpu = load(dir, std::string(kBase) + "device: cuda:1\n");
+  ASSERT_TRUE(gpu.ok()) << gpu.status();
+  EXPECT_EQ(gpu->device, "cuda:1");
+  EXPECT_EQ(gpu->to_json()["device"], "cuda:1");
+  EXPECT_NE(gpu->hash(), base->hash());
+  auto bad = load(dir, std::string(kBase) + "device: cuda:one\n");
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.status().message().find("line 5: device: \"cuda:one\" is not a device"),
+            std::string::npos)
+      << bad.status().message();
+}
+
 TEST(TrainConfigTest, DistillIsParsedHashedAndChecked) {
   TempDir dir;
   const std::string hash_without = load(dir, kBase)->hash();
@@ -120,6 +139,7 @@ TEST(TrainConfigTest, BadValuesNameTheField) {
       {"optimizer: {name: rmsprop}\n", "optimizer.name"},
       {"schedule: {name: cosine, pct_start: 2}\n", "schedule.pct_start"},
       {"precision: fp16\n", "precision"},
+      {"device: gpu\n", "device"},
       {"early_stopping: {metric: val_top5}\n", "early_stopping.metric"},
       {"augment: {hflip: 2}\n", "augment"},
       {"batch_size: 0\n", "batch_size"},

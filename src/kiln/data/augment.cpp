@@ -23,16 +23,16 @@ Status check_pixels(const char* field, int64_t px) {
 }
 
 // out(c, y, x) = in(c, y - dy, x' - dx) with x' = flip ? W-1-x : x; zero outside the image.
+// `scratch` holds at least channels × height × width floats.
 void shift_and_flip(float* sample, int64_t channels, int64_t height, int64_t width, int64_t dy,
-                    int64_t dx, bool flip, std::vector<float>& scratch) {
+                    int64_t dx, bool flip, float* scratch) {
   const int64_t numel = channels * height * width;
-  if (static_cast<int64_t>(scratch.size()) < numel) scratch.resize(numel);
-  std::memcpy(scratch.data(), sample, numel * sizeof(float));
+  std::memcpy(scratch, sample, numel * sizeof(float));
   // Output columns whose source column is inside the image.
   const int64_t x_lo = flip ? std::max<int64_t>(0, -dx) : std::max<int64_t>(0, dx);
   const int64_t x_hi = flip ? std::min(width, width - dx) : std::min(width, width + dx);
   for (int64_t c = 0; c < channels; ++c) {
-    const float* src_plane = scratch.data() + c * height * width;
+    const float* src_plane = scratch + c * height * width;
     float* dst_plane = sample + c * height * width;
     for (int64_t y = 0; y < height; ++y) {
       float* dst = dst_plane + y * width;
@@ -54,22 +54,18 @@ void shift_and_flip(float* sample, int64_t channels, int64_t height, int64_t wid
   }
 }
 
-void add_noise(float* sample, int64_t numel, float std_dev, Rng& rng) {
+// numel standard normal values, drawn in pairs (the last pair's second value unused when numel
+// is odd).
+void draw_normals(float* out, int64_t numel, Rng& rng) {
   int64_t i = 0;
-  float a, b;
-  for (; i + 1 < numel; i += 2) {
-    rng.normal_pair(&a, &b);
-    sample[i] += std_dev * a;
-    sample[i + 1] += std_dev * b;
-  }
-  if (i < numel) {
-    rng.normal_pair(&a, &b);
-    sample[i] += std_dev * a;
-  }
+  float spare;
+  for (; i + 1 < numel; i += 2) rng.normal_pair(&out[i], &out[i + 1]);
+  if (i < numel) rng.normal_pair(&out[i], &spare);
 }
 
-void erase_rectangle(float* sample, int64_t channels, int64_t height, int64_t width,
-                     const AugmentOptions& o, Rng& rng) {
+// The rectangle of a random erase that happens, or none after 10 draws that do not fit.
+void draw_erase(int64_t height, int64_t width, const AugmentOptions& o, Rng& rng,
+                SampleAugmentation* a) {
   const float area = static_cast<float>(height * width);
   const float log_r_lo = std::log(o.erase_ratio_min_);
   const float log_r_hi = std::log(o.erase_ratio_max_);
@@ -79,14 +75,11 @@ void erase_rectangle(float* sample, int64_t channels, int64_t height, int64_t wi
     const int64_t h = std::lround(std::sqrt(target * ratio));
     const int64_t w = std::lround(std::sqrt(target / ratio));
     if (h < 1 || w < 1 || h >= height || w >= width) continue;
-    const int64_t y0 = rng.uniform_int(0, height - h);
-    const int64_t x0 = rng.uniform_int(0, width - w);
-    for (int64_t c = 0; c < channels; ++c) {
-      for (int64_t y = y0; y < y0 + h; ++y) {
-        float* row = sample + (c * height + y) * width + x0;
-        std::fill(row, row + w, o.erase_value_);
-      }
-    }
+    a->erase = true;
+    a->erase_h = h;
+    a->erase_w = w;
+    a->erase_y = rng.uniform_int(0, height - h);
+    a->erase_x = rng.uniform_int(0, width - w);
     return;
   }
 }
@@ -161,24 +154,45 @@ Expected<Augmenter> Augmenter::Create(const AugmentOptions& options) {
   return Augmenter(options);
 }
 
-void Augmenter::apply_sample(float* sample, int64_t channels, int64_t height, int64_t width,
-                             Rng& rng, std::vector<float>& scratch) const {
+SampleAugmentation Augmenter::draw(int64_t channels, int64_t height, int64_t width, Rng& rng,
+                                   float* noise) const {
   const AugmentOptions& o = options_;
-  int64_t dy = 0;
-  int64_t dx = 0;
+  SampleAugmentation a;
   if (o.crop_padding_ > 0) {
-    dy += rng.uniform_int(-o.crop_padding_, o.crop_padding_);
-    dx += rng.uniform_int(-o.crop_padding_, o.crop_padding_);
+    a.dy += rng.uniform_int(-o.crop_padding_, o.crop_padding_);
+    a.dx += rng.uniform_int(-o.crop_padding_, o.crop_padding_);
   }
   if (o.translate_ > 0) {
-    dy += rng.uniform_int(-o.translate_, o.translate_);
-    dx += rng.uniform_int(-o.translate_, o.translate_);
+    a.dy += rng.uniform_int(-o.translate_, o.translate_);
+    a.dx += rng.uniform_int(-o.translate_, o.translate_);
   }
-  const bool flip = rng.bernoulli(o.hflip_);
-  if (dy != 0 || dx != 0 || flip)
-    shift_and_flip(sample, channels, height, width, dy, dx, flip, scratch);
-  if (o.noise_std_ > 0.f) add_noise(sample, channels * height * width, o.noise_std_, rng);
-  if (rng.bernoulli(o.erase_prob_)) erase_rectangle(sample, channels, height, width, o, rng);
+  a.flip = rng.bernoulli(o.hflip_);
+  if (o.noise_std_ > 0.f) draw_normals(noise, channels * height * width, rng);
+  if (rng.bernoulli(o.erase_prob_)) draw_erase(height, width, o, rng, &a);
+  return a;
+}
+
+void Augmenter::apply_sample(float* sample, int64_t channels, int64_t height, int64_t width,
+                             Rng& rng, std::vector<float>& scratch) const {
+  const int64_t numel = channels * height * width;
+  const bool noisy = options_.noise_std_ > 0.f;
+  // scratch: the shift's copy of the sample, then (with noise) the noise values.
+  if (static_cast<int64_t>(scratch.size()) < (noisy ? 2 : 1) * numel)
+    scratch.resize((noisy ? 2 : 1) * numel);
+  float* noise = scratch.data() + numel;
+  const SampleAugmentation a = draw(channels, height, width, rng, noisy ? noise : nullptr);
+  if (a.dy != 0 || a.dx != 0 || a.flip)
+    shift_and_flip(sample, channels, height, width, a.dy, a.dx, a.flip, scratch.data());
+  if (noisy)
+    for (int64_t i = 0; i < numel; ++i) sample[i] += options_.noise_std_ * noise[i];
+  if (a.erase) {
+    for (int64_t c = 0; c < channels; ++c) {
+      for (int64_t y = a.erase_y; y < a.erase_y + a.erase_h; ++y) {
+        float* row = sample + (c * height + y) * width + a.erase_x;
+        std::fill(row, row + a.erase_w, options_.erase_value_);
+      }
+    }
+  }
 }
 
 Status Augmenter::apply(torch::Tensor& batch, Rng& rng) const {

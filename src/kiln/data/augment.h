@@ -87,6 +87,16 @@ struct AugmentOptions {
   float erase_value_ = 0.f;
 };
 
+/// One sample's random augmentation, drawn before any pixel is touched (Augmenter::draw), so the
+/// same draws can be applied by CPU loops or by tensor ops on a GPU.
+struct SampleAugmentation {
+  int64_t dy = 0;  ///< shift down (crop plus translate), in pixels; negative: up
+  int64_t dx = 0;  ///< shift right; negative: left
+  bool flip = false;
+  bool erase = false;  ///< when set, rows erase_y… (erase_h of them), columns erase_x… (erase_w)
+  int64_t erase_y = 0, erase_x = 0, erase_h = 0, erase_w = 0;
+};
+
 /// Applies AugmentOptions to float32 N×C×H×W batches with plain loops over contiguous memory: no
 /// ATen kernels run, so it never starts OpenMP work and is safe and cheap on loader worker
 /// threads. Each sample draws its own stream from the batch Rng (`Rng(rng.next())`, in sample
@@ -110,6 +120,12 @@ class Augmenter {
   /// `rng` directly. `scratch` is resized as needed and may be reused across calls.
   void apply_sample(float* sample, int64_t channels, int64_t height, int64_t width, Rng& rng,
                     std::vector<float>& scratch) const;
+  /// The draws apply_sample makes from `rng`, in its order, without touching pixels. With
+  /// noise_std > 0 the `channels`×`height`×`width` standard normal values of the noise go to
+  /// `noise` (which must hold that many floats; unused otherwise): a sample then becomes
+  /// `x + noise_std * noise` after the shift and flip, before the erase.
+  SampleAugmentation draw(int64_t channels, int64_t height, int64_t width, Rng& rng,
+                          float* noise) const;
 
   const AugmentOptions& options() const { return options_; }
 

@@ -90,6 +90,7 @@ Json LoaderOptions::to_json() const {
   j["mean"] = mean_;
   j["std"] = std_;
   j["channels_last"] = channels_last_;
+  if (device_) j["device"] = device_->str();
   return j;
 }
 
@@ -104,6 +105,8 @@ struct Loader::Impl {
   BatchTransform transform;
   torch::Tensor inputs;   // contiguous, CPU
   torch::Tensor targets;  // contiguous, CPU
+  // With options.device_: the dataset there, and mean/std as 1×C(×1×1) tensors there.
+  torch::Tensor device_inputs, device_targets, device_mean, device_stdev;
   int64_t n = 0;
   int64_t num_batches = 0;
   int64_t prefetch = 0;
@@ -136,22 +139,36 @@ struct Loader::Impl {
     return p;
   }
 
+  // The dataset rows of batch k (this rank's share of them): [first, first + count) of p.
+  std::pair<int64_t, int64_t> batch_rows(int64_t k) const {
+    const int64_t bs = options.batch_size_;
+    int64_t first = k * bs;
+    int64_t b = std::min(bs, n - first);
+    if (options.shard_count_ > 1) {
+      const int64_t lo = b * options.shard_index_ / options.shard_count_;
+      const int64_t hi = b * (options.shard_index_ + 1) / options.shard_count_;
+      first += lo;
+      b = hi - lo;
+    }
+    return {first, b};
+  }
+  Rng augment_rng(int64_t e, int64_t k) const {
+    return Rng::from_key(options.seed_, static_cast<uint64_t>(e), static_cast<uint64_t>(k),
+                         kAugmentStream);
+  }
   Expected<Batch> build(int64_t e, int64_t k, const std::vector<int64_t>& p) const;
+  // build() with tensor ops on options.device_.
+  Expected<Batch> build_on_device(int64_t e, int64_t k, const std::vector<int64_t>& p) const;
+  // The augmentation of a batch of images already on the device, as apply_sample would do it.
+  torch::Tensor augment_on_device(torch::Tensor x, int64_t e, int64_t k) const;
   // build() plus the transform, with exceptions turned into a Status.
   Expected<Batch> build_guarded(int64_t e, int64_t k, const std::vector<int64_t>& p) const;
   void worker_loop();
 };
 
 Expected<Batch> Loader::Impl::build(int64_t e, int64_t k, const std::vector<int64_t>& p) const {
-  const int64_t bs = options.batch_size_;
-  int64_t first = k * bs;
-  int64_t b = std::min(bs, n - first);
-  if (options.shard_count_ > 1) {  // this rank's share of the global batch
-    const int64_t lo = b * options.shard_index_ / options.shard_count_;
-    const int64_t hi = b * (options.shard_index_ + 1) / options.shard_count_;
-    first += lo;
-    b = hi - lo;
-  }
+  if (options.device_) return build_on_device(e, k, p);
+  const auto [first, b] = batch_rows(k);
   const int64_t* rows = p.data() + first;
 
   Batch batch;
@@ -193,8 +210,7 @@ Expected<Batch> Loader::Impl::build(int64_t e, int64_t k, const std::vector<int6
   const float divisor = (is_uint8 && options.scale_uint8_) ? 255.f : 1.f;
   std::vector<float> work(channels_last ? sample : 0);
   std::vector<float> scratch;
-  Rng batch_rng = Rng::from_key(options.seed_, static_cast<uint64_t>(e), static_cast<uint64_t>(k),
-                                kAugmentStream);
+  Rng batch_rng = augment_rng(e, k);
 
   for (int64_t i = 0; i < b; ++i) {
     float* x = channels_last ? work.data() : out + i * sample;
@@ -229,6 +245,77 @@ Expected<Batch> Loader::Impl::build(int64_t e, int64_t k, const std::vector<int6
     }
   }
   return batch;
+}
+
+Expected<Batch> Loader::Impl::build_on_device(int64_t e, int64_t k,
+                                              const std::vector<int64_t>& p) const {
+  const auto [first, b] = batch_rows(k);
+  const torch::Device device = *options.device_;
+  Batch batch;
+  batch.epoch = e;
+  batch.index = k;
+  batch.indices =
+      torch::from_blob(const_cast<int64_t*>(p.data() + first), {b}, torch::kInt64).clone();
+  const torch::Tensor rows = batch.indices.to(device);
+  batch.targets = device_targets.index_select(0, rows);
+  torch::Tensor x = device_inputs.index_select(0, rows).to(torch::kFloat32);
+  if (inputs.scalar_type() == torch::kUInt8 && options.scale_uint8_) x = x / 255.f;
+  if (augmenter) x = augment_on_device(std::move(x), e, k);
+  if (device_mean.defined()) x = (x - device_mean) / device_stdev;
+  batch.inputs = x.dim() == 4 && options.channels_last_
+                     ? x.contiguous(torch::MemoryFormat::ChannelsLast)
+                     : x.contiguous();
+  return batch;
+}
+
+torch::Tensor Loader::Impl::augment_on_device(torch::Tensor x, int64_t e, int64_t k) const {
+  const int64_t b = x.size(0), c = x.size(1), h = x.size(2), w = x.size(3);
+  const AugmentOptions& o = augmenter->options();
+  const bool noisy = o.noise_std_ > 0.f;
+  // The draws, on the host, from the CPU path's streams: sample i of batch k draws from
+  // Rng(augment_rng(e, k).next()), the i-th such value.
+  std::vector<int64_t> params(static_cast<size_t>(b) * 8);  // dy dx flip erase y x h w
+  torch::Tensor noise = noisy ? torch::empty({b, c, h, w}, torch::kFloat32) : torch::Tensor();
+  Rng batch_rng = augment_rng(e, k);
+  for (int64_t i = 0; i < b; ++i) {
+    Rng sample_rng(batch_rng.next());
+    const SampleAugmentation a = augmenter->draw(
+        c, h, w, sample_rng, noisy ? noise.data_ptr<float>() + i * c * h * w : nullptr);
+    int64_t* row = params.data() + i * 8;
+    row[0] = a.dy;
+    row[1] = a.dx;
+    row[2] = a.flip;
+    row[3] = a.erase;
+    row[4] = a.erase_y;
+    row[5] = a.erase_x;
+    row[6] = a.erase_h;
+    row[7] = a.erase_w;
+  }
+  const torch::Device device = x.device();
+  const torch::Tensor table = torch::from_blob(params.data(), {b, 8}, torch::kInt64).to(device);
+  auto column = [&](int64_t j) { return table.select(1, j).view({b, 1, 1}); };
+  const auto as_long = torch::TensorOptions().dtype(torch::kInt64).device(device);
+  const torch::Tensor ys = torch::arange(h, as_long).view({1, h, 1});
+  const torch::Tensor xs = torch::arange(w, as_long).view({1, 1, w});
+  if (o.crop_padding_ > 0 || o.translate_ > 0 || o.hflip_ > 0.f) {
+    // out(y, x) = in(y - dy, x') with x' = flip ? W-1-dx-x : x-dx; zero outside the image.
+    const torch::Tensor dy = column(0), dx = column(1), flip = column(2).to(torch::kBool);
+    const torch::Tensor sy = ys - dy;                                          // B×H×1
+    const torch::Tensor sx = torch::where(flip, (w - 1) - dx - xs, xs - dx);   // B×1×W
+    const torch::Tensor inside = (sy >= 0) & (sy < h) & (sx >= 0) & (sx < w);  // B×H×W
+    const torch::Tensor source = (sy.clamp(0, h - 1) * w + sx.clamp(0, w - 1)).view({b, 1, h * w});
+    const torch::Tensor moved =
+        x.reshape({b, c, h * w}).gather(2, source.expand({b, c, h * w})).view({b, c, h, w});
+    x = torch::where(inside.unsqueeze(1), moved, torch::zeros({}, x.options()));
+  }
+  if (noisy) x = x + noise.to(device) * o.noise_std_;
+  if (o.erase_prob_ > 0.f) {
+    const torch::Tensor y0 = column(4), x0 = column(5);
+    const torch::Tensor erased = column(3).to(torch::kBool) & (ys >= y0) & (ys < y0 + column(6)) &
+                                 (xs >= x0) & (xs < x0 + column(7));  // B×H×W
+    x = torch::where(erased.unsqueeze(1), torch::full({}, o.erase_value_, x.options()), x);
+  }
+  return x;
 }
 
 Expected<Batch> Loader::Impl::build_guarded(int64_t e, int64_t k,
@@ -357,6 +444,22 @@ Expected<std::unique_ptr<Loader>> Loader::Create(torch::Tensor inputs, torch::Te
       impl->mean = options.mean_;
       impl->stdev = options.std_;
     }
+  }
+  if (options.device_) {
+    try {
+      impl->device_inputs = impl->inputs.to(*options.device_);
+      impl->device_targets = impl->targets.to(*options.device_);
+      if (!impl->mean.empty()) {
+        std::vector<int64_t> shape{1, channels};
+        if (images) shape = {1, channels, 1, 1};
+        impl->device_mean = torch::tensor(impl->mean).view(shape).to(*options.device_);
+        impl->device_stdev = torch::tensor(impl->stdev).view(shape).to(*options.device_);
+      }
+    } catch (const std::exception& ex) {
+      return Status::Unavailable("loader.device: cannot place the dataset on " +
+                                 options.device_->str() + ": " + ex.what());
+    }
+    return std::unique_ptr<Loader>(new Loader(std::move(impl)));  // no workers
   }
   Impl* raw = impl.get();
   for (int64_t i = 0; i < options.workers_; ++i)

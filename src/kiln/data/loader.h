@@ -78,6 +78,17 @@ struct LoaderOptions {
     return *this;
   }
 
+  /// Build batches with tensor ops on `device` instead of CPU loops on worker threads: the
+  /// dataset is copied there once (uint8 stays uint8), and each batch is gathered, scaled,
+  /// augmented (the same draws from the same Rng streams as the CPU path), normalised and laid
+  /// out there by next(), on the consumer thread; workers and prefetch are unused. For training
+  /// on a GPU, where the whole of a dataset like Fashion-MNIST fits. Batch::indices stays on the
+  /// CPU. On the CPU the batches equal the worker path's up to float rounding.
+  LoaderOptions& device(torch::Device d) {
+    device_ = d;
+    return *this;
+  }
+
   /// Data-parallel training: batch k of an epoch is rank `index`'s share of the global batch k
   /// (the same permutation and batch boundaries on every rank; rows [b·index/count,
   /// b·(index+1)/count) of its b rows), so the ranks together see exactly what one process sees.
@@ -107,12 +118,14 @@ struct LoaderOptions {
   bool channels_last_ = false;
   int64_t shard_index_ = 0;
   int64_t shard_count_ = 1;
+  std::optional<torch::Device> device_;
 };
 
 /// One batch as the loader hands it out. Plain value type; owns its tensors.
 struct Batch {
   torch::Tensor inputs;   ///< float32, B×C×H×W (channels_last if asked) or B×F
   torch::Tensor targets;  ///< the dataset's targets for these rows (int64 B or float32 B…)
+                          ///< (inputs and targets on LoaderOptions::device when set)
   torch::Tensor indices;  ///< int64 B: the dataset rows, in batch order
   int64_t epoch = 0;
   int64_t index = 0;  ///< batch number within the epoch

@@ -6,6 +6,7 @@
 
 #include "kiln/core/files.h"
 #include "kiln/core/hash.h"
+#include "kiln/model/device.h"
 #include "kiln/model/loss.h"
 #include "kiln/model/spec.h"
 
@@ -132,7 +133,7 @@ const std::vector<std::string>& train_config_keys() {
       "data",      "model",         "loss",      "optimizer",      "schedule",         "batch_size",
       "epochs",    "seed",          "grad_clip", "early_stopping", "checkpoint_every", "augment",
       "precision", "channels_last", "threads",   "workers",        "deterministic",    "eval_tta",
-      "log_every", "init",          "freeze",    "param_groups",   "distill"};
+      "log_every", "init",          "freeze",    "param_groups",   "distill",          "device"};
   return keys;
 }
 
@@ -203,6 +204,8 @@ Json TrainConfig::to_json() const {
   j["deterministic"] = deterministic;
   j["eval_tta"] = eval_tta;
   j["log_every"] = log_every;
+  // Like the fine-tuning keys below, only when set, so the hash of every other config stays.
+  if (device != "auto") j["device"] = device;
   // Fine-tuning keys only when set, so the hash of every other config stays what it was.
   if (!init.empty()) j["init"] = init;
   if (!freeze.empty()) j["freeze"] = freeze;
@@ -403,6 +406,11 @@ Expected<TrainConfig> parse_train_config(const Json& j, const fs::path& base_dir
   KILN_RETURN_IF_ERROR(r.get(j, "", "precision", &c.precision));
   KILN_RETURN_IF_ERROR(r.one_of("precision", c.precision, {"auto", "fp32", "bf16"}));
   KILN_RETURN_IF_ERROR(r.get(j, "", "channels_last", &c.channels_last));
+  KILN_RETURN_IF_ERROR(r.get(j, "", "device", &c.device));
+  {
+    Status s = model::check_device_name(c.device, "device");
+    if (!s.ok()) return r.error("device", s.message().substr(std::string("device: ").size()));
+  }
   KILN_RETURN_IF_ERROR(r.get(j, "", "threads", &c.threads));
   KILN_RETURN_IF_ERROR(r.non_negative("threads", static_cast<double>(c.threads)));
   KILN_RETURN_IF_ERROR(r.get(j, "", "workers", &c.workers));

@@ -100,7 +100,10 @@ struct TrainConfig {
   data::AugmentOptions augment;
   std::string precision =
       "auto";  ///< auto | fp32 | bf16 (auto: bf16 for conv models on CPUs with avx512_bf16)
-  bool channels_last = true;      ///< NHWC memory format for image models
+  bool channels_last = true;  ///< NHWC memory format for image models
+  /// auto | cpu | cuda | cuda:N (auto: the first GPU when LibTorch sees one, else the CPU).
+  /// Not part of a resume's identity: a run may resume on another device.
+  std::string device = "auto";
   int64_t threads = 0;            ///< intra-op threads; 0: kiln::default_intra_op_threads()
   int64_t workers = 1;            ///< loader threads building batches ahead
   bool deterministic = false;     ///< deterministic algorithms; seeded runs repeat bit for bit
