@@ -60,6 +60,9 @@ inline constexpr const char* kImproveHelp =
 inline constexpr const char* kCompressHelp =
     "Compress a trained model into a new bundle (int8 static quantisation), with the new "
     "module's accuracy, size and speed beside its parent's";
+inline constexpr const char* kDevicesHelp =
+    "The devices Kiln can compute on here (what --device auto picks), with GPU names, memory "
+    "and utilisation from the NVIDIA driver";
 inline constexpr const char* kMonitorHelp =
     "Monitoring: data drift against a bundle's reference profile, Prometheus alert rules";
 inline constexpr const char* kTuneHelp =
@@ -121,6 +124,8 @@ void register_deploy_command(CLI::App& app, int* exit_code);
 void register_improve_command(CLI::App& app, int* exit_code);
 /// `compress REF ...` (engine).
 void register_compress_command(CLI::App& app, int* exit_code);
+/// `devices [--json]` (engine).
+void register_devices_command(CLI::App& app, int* exit_code);
 /// `monitor` with drift (engine) and rules; the front registers rules itself and hands drift on.
 CLI::App* register_monitor_commands(CLI::App& app, int* exit_code);
 CLI::App* register_monitor_rules_command(CLI::App& monitor, int* exit_code);

@@ -67,6 +67,10 @@ void register_compress_command(CLI::App& app, int* exit_code) {
       ->default_val(1.0)
       ->check(CLI::NonNegativeNumber);
   add_flag(*c, Flag::kSeed, &o.seed);
+  add_flag(*c, Flag::kDevice, &o.device)
+      ->description(
+          "where pruning's fine-tuning and distillation train: auto, cpu, cuda or cuda:N "
+          "(quantisation, evaluation and timing run on the CPU)");
   add_flag(*c, Flag::kOut, &a->out)->required();
   add_flag(*c, Flag::kJson, &a->json);
   c->callback([a, exit_code] {

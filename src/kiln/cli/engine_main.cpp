@@ -36,6 +36,7 @@ int main(int argc, char** argv) {
         register_monitor_commands(app, exit_code);
         register_improve_command(app, exit_code);
         register_compress_command(app, exit_code);
+        register_devices_command(app, exit_code);
       },
       [](int threads) {
         torch::set_num_threads(threads > 0 ? threads : kiln::default_intra_op_threads());

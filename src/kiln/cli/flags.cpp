@@ -76,6 +76,10 @@ const FlagSpec kFlags[] = {
      "number format to serve: auto (the bundle's bf16 module where it records one and the CPU "
      "has avx512_bf16, checked against model.pt at load), fp32, or bf16",
      "auto"},
+    {Flag::kDevice, "--device",
+     "where to compute: auto (the first GPU when LibTorch sees one, else the CPU), cpu, cuda or "
+     "cuda:N",
+     "auto"},
     {Flag::kBatchGapUs, "--batch-gap-us",
      "dispatch a filling batch once no request arrived for this long (-1: max-delay/10, at most "
      "100)",

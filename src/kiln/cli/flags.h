@@ -45,6 +45,7 @@ enum class Flag {
   kAccessLog,
   kNoPrepack,
   kServePrecision,
+  kDevice,
   kBatchGapUs,
   kSpace,
   kTrials,

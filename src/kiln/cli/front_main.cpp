@@ -26,6 +26,7 @@ int main(int argc, char** argv) {
         register_deploy_command(app, exit_code);
         add_engine_verb(app, "improve", kImproveHelp, exit_code);
         add_engine_verb(app, "compress", kCompressHelp, exit_code);
+        add_engine_verb(app, "devices", kDevicesHelp, exit_code);
         // `monitor rules` runs here; `monitor drift` (tensors) goes to kiln-engine.
         CLI::App* monitor = add_engine_verb(app, "monitor", kMonitorHelp, exit_code);
         CLI::App* rules = register_monitor_rules_command(*monitor, exit_code);

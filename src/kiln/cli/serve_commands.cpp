@@ -36,6 +36,7 @@ struct ServeArgs {
   bool access_log = false;
   bool no_prepack = false;
   std::string precision = "auto";
+  std::vector<std::string> devices;
   int64_t monitor_window = 1000;
   std::string prediction_log = "hash";
   int64_t prediction_log_max_mb = 64;
@@ -90,7 +91,8 @@ int run_serve(const ServeArgs& a) {
                                .arrival_gap_us(a.batch_gap_us))
                   .poll_interval_ms(a.poll_interval_ms)
                   .prepack(!a.no_prepack)
-                  .precision(a.precision))
+                  .precision(a.precision)
+                  .devices(a.devices))
       .api_key(api_key)
       .request_timeout_ms(a.request_timeout_ms)
       .access_log(a.access_log)
@@ -148,6 +150,11 @@ void register_serve_commands(CLI::App& app, int* exit_code) {
   add_flag(*serve, Flag::kIoThreads, &args->io_threads)->check(CLI::PositiveNumber);
   add_flag(*serve, Flag::kAccessLog, &args->access_log);
   add_flag(*serve, Flag::kNoPrepack, &args->no_prepack);
+  add_flag(*serve, Flag::kDevice, &args->devices)
+      ->description(
+          "where forwards run (repeatable): DEVICE for every model, NAME=DEVICE for one; DEVICE "
+          "is auto (the first GPU when LibTorch sees one), cpu, cuda or cuda:N")
+      ->default_str("auto");
   add_flag(*serve, Flag::kServePrecision, &args->precision)
       ->check(CLI::IsMember({"auto", "fp32", "bf16"}));
   add_flag(*serve, Flag::kBatchGapUs, &args->batch_gap_us)->check(CLI::Range(-1, 60000000));

@@ -23,6 +23,7 @@
 #include "kiln/data/spec.h"
 #include "kiln/interop/onnx_export.h"
 #include "kiln/model/bundle.h"
+#include "kiln/model/device.h"
 #include "kiln/model/network.h"
 #include "kiln/registry/model_store.h"
 #include "kiln/train/config.h"
@@ -59,6 +60,7 @@ struct TrainArgs {
   std::string data;    // quick path: a CSV
   std::string target;  // quick path
   std::string model = "auto";
+  std::string device;       // --device: same as --set device=NAME
   int64_t split_seed = -1;  // quick path; -1: kQuickPathSeed
   bool overwrite = false;
   bool deterministic = false;
@@ -237,13 +239,18 @@ int run_train(const TrainArgs& a) {
         "--set seed=N"));
   if (a.nproc < 1 || a.nnodes < 1)
     return report_failure(Status::InvalidArgument("--nproc and --nnodes must be at least 1"));
+  TrainArgs args = a;
+  if (!a.device.empty()) {
+    if (Status s = model::check_device_name(a.device, "--device"); !s.ok())
+      return report_failure(s);
+    args.set.push_back("device=" + a.device);
+  }
   if (a.nproc > 1 || a.nnodes > 1) {
     if (const char* w = std::getenv("WORLD_SIZE"); w && std::atoi(w) > 1)
       return report_failure(Status::InvalidArgument(
           "--nproc/--nnodes inside a launched rank (WORLD_SIZE is set): give one or the other"));
-    return launch_data_parallel(a);
+    return launch_data_parallel(args);
   }
-  TrainArgs args = a;
   if (a.deterministic) args.set.push_back("deterministic=true");
   return run_train_resolved(args);
 }
@@ -379,8 +386,18 @@ struct EvalArgs {
   std::string data;
   std::string split = "test";
   std::string report;
+  std::string device = "auto";
   bool json = false;
 };
+
+// The bundle's model.pt (as served and exported) on the device --device names.
+Expected<torch::jit::Module> load_module_on(const model::Bundle& bundle, const std::string& ref,
+                                            const std::string& device_flag) {
+  KILN_ASSIGN_OR_RETURN(const torch::Device device, model::resolve_device(device_flag, "--device"));
+  KILN_ASSIGN_OR_RETURN(torch::jit::Module module, model::load_bundle_module(bundle));
+  KILN_RETURN_IF_ERROR(model::place_module(module, device, ref));
+  return module;
+}
 
 int run_eval(const EvalArgs& a) {
   Expected<model::Bundle> bundle = read_model_ref(a.bundle);
@@ -396,12 +413,16 @@ int run_eval(const EvalArgs& a) {
   const data::SplitTensors rows{in->x, in->targets, {}};
   const std::string ext = fs::path(a.data).extension().string();
   // The bundle's own module (model.pt, as served and exported) on raw inputs.
-  Expected<torch::jit::Module> module = model::load_bundle_module(*bundle);
+  Expected<torch::jit::Module> module = load_module_on(*bundle, a.bundle, a.device);
   if (!module.ok()) return report_failure(module.status());
+  const torch::Device device = model::module_device(*module);
   train::EvalOptions options(task);
   options.labels(bundle->labels()).scale_uint8(false);
   Expected<Json> metrics = train::evaluate(
-      [&](const torch::Tensor& x) { return module->forward({x}).toTensor(); }, rows, options);
+      [&](const torch::Tensor& x) {
+        return module->forward({x.to(device)}).toTensor().to(torch::kCPU);
+      },
+      rows, options);
   if (!metrics.ok()) return report_failure(metrics.status());
   Json report = *metrics;
   report["bundle"] = a.bundle;
@@ -427,6 +448,7 @@ struct PredictArgs {
   std::string bundle;
   std::string input;
   std::string output;
+  std::string device = "auto";
   bool json = false;
 };
 
@@ -435,7 +457,7 @@ int run_predict(const PredictArgs& a) {
   if (!bundle.ok()) return report_failure(bundle.status());
   Expected<RawInputs> in = read_raw_inputs(*bundle, a.input, /*want_targets=*/false);
   if (!in.ok()) return report_failure(in.status());
-  Expected<torch::jit::Module> module = model::load_bundle_module(*bundle);
+  Expected<torch::jit::Module> module = load_module_on(*bundle, a.bundle, a.device);
   if (!module.ok()) return report_failure(module.status());
   // The gate serving applies: no Infinity, and NaN only where an imputer fills it in.
   Status values = model::check_input_values(in->x.data_ptr<float>(), in->x.size(0),
@@ -588,6 +610,10 @@ void register_train_commands(CLI::App& app, int* exit_code) {
                   "deterministic algorithms: a seeded run repeats bit for bit (same as --set "
                   "deterministic=true)");
   add_flag(*train, Flag::kJson, &ta->json);
+  add_flag(*train, Flag::kDevice, &ta->device)
+      ->description(
+          "where to train (same as --set device=NAME; default: the config's device:, auto): "
+          "auto, cpu, cuda or cuda:N");
   train
       ->add_option("--nproc", ta->nproc,
                    "data-parallel: ranks on this machine (processes; threads = cores / N), "
@@ -615,6 +641,7 @@ void register_train_commands(CLI::App& app, int* exit_code) {
   eval->add_option("--split", ea->split, "split of a spec or snapshot")->default_str("test");
   add_flag(*eval, Flag::kReport, &ea->report);
   add_flag(*eval, Flag::kJson, &ea->json);
+  add_flag(*eval, Flag::kDevice, &ea->device);
   eval->callback([ea, exit_code] { *exit_code = run_eval(*ea); });
 
   auto pa = std::make_shared<PredictArgs>();
@@ -626,6 +653,7 @@ void register_train_commands(CLI::App& app, int* exit_code) {
       ->required();
   predict->add_option("--output", pa->output, "write predictions here (CSV, or JSON with --json)");
   add_flag(*predict, Flag::kJson, &pa->json);
+  add_flag(*predict, Flag::kDevice, &pa->device);
   predict->callback([pa, exit_code] { *exit_code = run_predict(*pa); });
 
   auto xa = std::make_shared<ExportArgs>();

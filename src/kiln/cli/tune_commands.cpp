@@ -9,6 +9,7 @@
 #include "kiln/cli/flags.h"
 #include "kiln/core/files.h"
 #include "kiln/core/hash.h"
+#include "kiln/model/device.h"
 #include "kiln/registry/model_store.h"
 #include "kiln/registry/ref.h"
 #include "kiln/tune/report.h"
@@ -23,6 +24,7 @@ struct TuneArgs {
   std::string config;
   std::string space;
   std::vector<std::string> set;
+  std::string device;  // --device: same as --set device=NAME
   int64_t trials = 20;
   int64_t workers = 1;
   std::string study;
@@ -68,10 +70,19 @@ int run_tune(const TuneArgs& a) {
         Status::InvalidArgument("--direction minimize|maximize is required with --objective-cmd"));
   if (!training && !a.push.empty())
     return report_failure(Status::InvalidArgument("--push needs a training config"));
+  if (!a.device.empty()) {
+    if (!training)
+      return report_failure(Status::InvalidArgument(
+          "--device needs a training config (an --objective-cmd picks its own device)"));
+    if (Status s = model::check_device_name(a.device, "--device"); !s.ok())
+      return report_failure(s);
+  }
+  std::vector<std::string> overrides = a.set;
+  if (!a.device.empty()) overrides.push_back("device=" + a.device);
   Expected<tune::SearchSpace> space = tune::load_space(a.space);
   if (!space.ok()) return report_failure(space.status());
   if (training) {
-    Status st = tune::validate_config_space(a.config, a.set, *space);
+    Status st = tune::validate_config_space(a.config, overrides, *space);
     if (!st.ok()) return report_failure(st);
   } else {
     for (const auto& p : space->params)
@@ -112,7 +123,7 @@ int run_tune(const TuneArgs& a) {
       .keep_trials(a.keep_trials)
       .home(kiln_home());
   if (training)
-    o.config(a.config).overrides(a.set);
+    o.config(a.config).overrides(overrides);
   else
     o.objective_cmd(a.objective_cmd);
   Expected<tune::TuneResult> r = tune::run_study(o);
@@ -161,6 +172,10 @@ void register_tune_commands(CLI::App& app, int* exit_code) {
   CLI::App* tune = app.add_subcommand("tune", kTuneHelp);
   tune->add_option("config", ta->config, "training config (.yaml)");
   add_flag(*tune, Flag::kSpace, &ta->space);
+  add_flag(*tune, Flag::kDevice, &ta->device)
+      ->description(
+          "where every trial trains (same as --set device=NAME): auto, cpu, cuda or "
+          "cuda:N; trials running at once share the device");
   tune->add_option("--set", ta->set, "override a config key for every trial: key.path=value");
   add_flag(*tune, Flag::kTrials, &ta->trials)->check(CLI::PositiveNumber);
   add_flag(*tune, Flag::kWorkers, &ta->workers)->check(CLI::PositiveNumber);

@@ -431,6 +431,7 @@ Expected<CompressResult> compress(const CompressOptions& o, std::ostream* log) {
     config["model"] = {{"name", spec.name + "-pruned"}, {"layers", pm["model"]["layers"]}};
     config["init"] = pruned_dir.string();
     config["epochs"] = std::max<int64_t>(1, o.fine_tune_epochs);
+    config["device"] = o.device;
     for (const char* key : {"freeze", "param_groups", "early_stopping"}) config.erase(key);
     KILN_ASSIGN_OR_RETURN(train::TrainConfig cfg,
                           train::parse_train_config(config, {}, "the model's training config"));
@@ -488,6 +489,7 @@ Expected<CompressResult> compress(const CompressOptions& o, std::ostream* log) {
                          {"temperature", student.value("temperature", 4.0)},
                          {"alpha", student.value("alpha", 0.7)}};
     for (const char* key : {"init", "freeze", "param_groups", "early_stopping"}) config.erase(key);
+    config["device"] = o.device;
     Expected<train::TrainConfig> cfg = train::parse_train_config(config, {}, o.distill);
     if (!cfg.ok()) return cfg.status();
     KILN_ASSIGN_OR_RETURN(fs::path dir, make_temp_directory("kiln-compress-"));

@@ -46,6 +46,10 @@ struct CompressOptions {
   /// Training rows the int8 activation ranges are observed on (a seeded sample).
   int64_t calibration_rows = 1000;
   int64_t seed = 42;
+  /// Where fine-tuning and distillation train (train's `device:`, replacing the parent's):
+  /// auto, cpu, cuda or cuda:N. Quantisation, evaluation and timing stay on the CPU, where the
+  /// compressed module is measured as `kiln serve` runs it by default.
+  std::string device = "auto";
   /// Seconds each throughput measurement runs (batch 1 and 64, one thread); 0: skip timing.
   double timing_seconds = 1.0;
   /// Where the new bundle goes (must not exist or be empty).

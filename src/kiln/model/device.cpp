@@ -60,4 +60,26 @@ std::string device_name(const torch::Device& device) {
   return device.str();  // "cuda:0"
 }
 
+Status place_module(torch::jit::Module& module, const torch::Device& device,
+                    const std::string& where) {
+  if (!device.is_cpu())
+    for (const auto& attribute : module.named_attributes(/*recurse=*/true))
+      if (attribute.value.isCustomClass())
+        return Status::InvalidArgument(where + ": an int8 module (packed quantised operators, " +
+                                       attribute.name + ") runs on the CPU only; use cpu");
+  try {
+    module.to(device);
+  } catch (const std::exception& e) {
+    return Status::Unavailable(where + ": cannot place the module on " + device_name(device) +
+                               ": " + e.what());
+  }
+  return Status::Ok();
+}
+
+torch::Device module_device(const torch::jit::Module& module) {
+  for (const auto& p : module.parameters(/*recurse=*/true)) return p.device();
+  for (const auto& b : module.buffers(/*recurse=*/true)) return b.device();
+  return torch::Device(torch::kCPU);
+}
+
 }  // namespace kiln::model

@@ -1,5 +1,6 @@
 #pragma once
 
+#include <torch/script.h>
 #include <torch/types.h>
 
 #include <string>
@@ -28,5 +29,14 @@ int cuda_device_count();
 
 /// "cpu" or "cuda:N", as Kiln prints and records a device.
 std::string device_name(const torch::Device& device);
+
+/// Moves a TorchScript module's parameters and buffers to `device` (in place: module handles
+/// share their state). InvalidArgument naming `where` for a module with packed int8 operators on
+/// a GPU (oneDNN's quantised kernels are CPU-only). Not thread-safe against users of `module`.
+Status place_module(torch::jit::Module& module, const torch::Device& device,
+                    const std::string& where);
+
+/// The device a module's parameters (else buffers) are on; the CPU for a module with neither.
+torch::Device module_device(const torch::jit::Module& module);
 
 }  // namespace kiln::model

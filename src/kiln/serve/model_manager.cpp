@@ -8,6 +8,7 @@
 #include "kiln/core/logging.h"
 #include "kiln/core/threads.h"
 #include "kiln/model/bundle.h"
+#include "kiln/model/device.h"
 #include "kiln/monitor/metrics.h"
 #include "kiln/serve/runner.h"
 
@@ -118,11 +119,14 @@ Status warm_up(Runner& runner, const ModelSignature& sig, int64_t n, const std::
   return Status::Ok();
 }
 
-/// The number format to serve `bundle` in, for `wanted` (auto | fp32 | bf16).
+/// The number format to serve `bundle` in, for `wanted` (auto | fp32 | bf16), on `device`.
 Expected<std::string> choose_precision(const model::Bundle& bundle, const std::string& wanted,
-                                       const std::string& where) {
+                                       const std::string& where, const torch::Device& device) {
   if (wanted == model::kPrecisionFp32) return std::string(model::kPrecisionFp32);
   const bool recorded = bundle.precision_entry(model::kPrecisionBf16).is_object();
+  // GPUs run bf16 on their tensor cores: auto serves the recorded bf16 module there.
+  if (device.is_cuda() && wanted == "auto")
+    return std::string(recorded ? model::kPrecisionBf16 : model::kPrecisionFp32);
   if (wanted == model::kPrecisionBf16) {
     if (!recorded)
       return Status::InvalidArgument(
@@ -130,7 +134,7 @@ Expected<std::string> choose_precision(const model::Bundle& bundle, const std::s
           ": --precision bf16: the bundle records no bf16 module (Kiln records one for "
           "convolutional models trained on a CPU with avx512_bf16); serve it with "
           "--precision fp32 or auto");
-    if (!cpu_supports_bf16())
+    if (device.is_cpu() && !cpu_supports_bf16())
       KILN_LOG_WARN("{}: --precision bf16 on a CPU without avx512_bf16 runs slower than fp32",
                     where);
     return std::string(model::kPrecisionBf16);
@@ -202,6 +206,11 @@ Expected<std::unique_ptr<ModelManager>> ModelManager::Create(std::shared_ptr<Mod
                                                              monitor::MetricsRegistry* metrics) {
   if (refs.empty()) return Status::InvalidArgument("--model: give at least one model");
   std::unique_ptr<ModelManager> mm(new ModelManager(std::move(source), options, metrics));
+  for (const std::string& given : options.devices_) {
+    std::string name, device = given;
+    split_named_ref(given, &name, &device);
+    KILN_RETURN_IF_ERROR(model::check_device_name(device, "--device " + given));
+  }
   for (const std::string& given : refs) {
     std::string served_name, ref = given;
     split_named_ref(given, &served_name, &ref);
@@ -230,19 +239,40 @@ Expected<std::unique_ptr<ModelManager>> ModelManager::Create(std::shared_ptr<Mod
     slot.current = *loaded;
     mm->slots_.push_back(std::move(slot));
   }
+  for (const std::string& given : options.devices_) {
+    std::string name, device;
+    split_named_ref(given, &name, &device);
+    if (!name.empty() && !mm->current(name))
+      return Status::InvalidArgument("--device " + given + ": no model is served as \"" + name +
+                                     "\"");
+  }
   return mm;
 }
 
 ModelManager::~ModelManager() { stop(); }
 
+Expected<torch::Device> ModelManager::device_for(const std::string& name) const {
+  std::string chosen = "auto", flag = "--device";
+  for (const std::string& given : options_.devices_) {  // the last one that applies wins
+    std::string served, device;
+    split_named_ref(given, &served, &device);
+    if (served.empty() || served == name) {
+      chosen = device;
+      flag = "--device " + given;
+    }
+  }
+  return model::resolve_device(chosen, flag);
+}
+
 Expected<std::shared_ptr<ModelVersion>> ModelManager::load(const ResolvedModel& resolved,
                                                            const std::string& version) {
   const std::string where = resolved.bundle_dir.string();
+  KILN_ASSIGN_OR_RETURN(const torch::Device device, device_for(resolved.name));
   KILN_ASSIGN_OR_RETURN(model::Bundle bundle, model::read_bundle(resolved.bundle_dir));
   KILN_ASSIGN_OR_RETURN(ModelSignature sig, parse_signature(bundle));
   KILN_ASSIGN_OR_RETURN(torch::jit::Module module, model::load_bundle_module(bundle));
   KILN_ASSIGN_OR_RETURN(std::string precision,
-                        choose_precision(bundle, options_.precision_, where));
+                        choose_precision(bundle, options_.precision_, where, device));
   if (precision != model::kPrecisionFp32) {
     KILN_ASSIGN_OR_RETURN(torch::jit::Module variant, model::load_bundle_module(bundle, precision));
     Status agree = check_same_outputs(module, variant, sig);
@@ -266,7 +296,7 @@ Expected<std::shared_ptr<ModelVersion>> ModelManager::load(const ResolvedModel& 
                   bundle.test_metrics(model::kPrecisionFp32).value("accuracy", -1.0));
   // A module that does not fit its signature fails the probe, stays as saved, and fails the
   // warm-up below with the reason.
-  if (options_.prepack_ && precision == model::kPrecisionFp32) {
+  if (options_.prepack_ && precision == model::kPrecisionFp32 && device.is_cpu()) {
     // A deterministic probe of 3 samples in [-1, 1], away from all-zero inputs.
     std::vector<int64_t> shape{3};
     shape.insert(shape.end(), sig.input.shape.begin(), sig.input.shape.end());
@@ -282,6 +312,9 @@ Expected<std::shared_ptr<ModelVersion>> ModelManager::load(const ResolvedModel& 
       KILN_LOG_INFO("{} v{}: served as saved ({})", resolved.name, version, prepared.note);
     }
   }
+  KILN_RETURN_IF_ERROR(model::place_module(module, device, where));
+  if (device.is_cuda())
+    KILN_LOG_INFO("{} v{}: forwards run on {}", resolved.name, version, model::device_name(device));
   auto runner = std::make_shared<TorchScriptRunner>(std::move(module));
   KILN_RETURN_IF_ERROR(warm_up(*runner, sig, 1, where));
   const int64_t max_batch = std::max<int64_t>(1, options_.batcher_.max_batch_);
@@ -294,7 +327,7 @@ Expected<std::shared_ptr<ModelVersion>> ModelManager::load(const ResolvedModel& 
         .with({resolved.name})
         .inc();
   return std::make_shared<ModelVersion>(resolved, version, std::move(sig), std::move(batcher),
-                                        precision, test_accuracy);
+                                        precision, test_accuracy, model::device_name(device));
 }
 
 std::shared_ptr<ModelVersion> ModelManager::current(const std::string& name) const {

@@ -55,14 +55,17 @@ class ModelVersion {
   /// the test accuracy the bundle records for that module (-1: none recorded).
   ModelVersion(ResolvedModel resolved, std::string version, ModelSignature signature,
                std::unique_ptr<DynamicBatcher> batcher, std::string precision = "fp32",
-               double test_accuracy = -1)
+               double test_accuracy = -1, std::string device = "cpu")
       : resolved_(std::move(resolved)),
         version_(std::move(version)),
         signature_(std::move(signature)),
         batcher_(std::move(batcher)),
         precision_(std::move(precision)),
-        test_accuracy_(test_accuracy) {}
+        test_accuracy_(test_accuracy),
+        device_(std::move(device)) {}
   const std::string& precision() const { return precision_; }
+  /// Where its forwards run: "cpu" or "cuda:N".
+  const std::string& device() const { return device_; }
   double test_accuracy() const { return test_accuracy_; }
   const std::string& name() const { return resolved_.name; }
   const std::string& version() const { return version_; }
@@ -86,6 +89,7 @@ class ModelVersion {
   std::unique_ptr<DynamicBatcher> batcher_;
   std::string precision_;
   double test_accuracy_;
+  std::string device_;
   std::once_flag attached_once_;
   std::shared_ptr<void> attached_;
 };
@@ -114,10 +118,19 @@ struct ModelManagerOptions {
     precision_ = std::move(v);
     return *this;
   }
+  /// Where each model's forwards run (`--device`, repeatable): DEVICE for every model, and
+  /// NAME=DEVICE for the model served as NAME (per-model placement), DEVICE being auto, cpu,
+  /// cuda or cuda:N. Default auto: the first GPU when LibTorch sees one. On a GPU, auto precision
+  /// serves the bundle's bf16 module where it records one, and the module is not prepacked.
+  ModelManagerOptions& devices(std::vector<std::string> v) {
+    devices_ = std::move(v);
+    return *this;
+  }
   BatcherOptions batcher_;
   int64_t poll_interval_ms_ = 1000;  ///< 0: no polling
   bool prepack_ = true;
   std::string precision_ = "auto";
+  std::vector<std::string> devices_;
 };
 
 /// `--model NAME=REF` serves REF under NAME (e.g. two aliases of one registry model side by side:
@@ -159,6 +172,8 @@ class ModelManager {
                monitor::MetricsRegistry* metrics);
   Expected<std::shared_ptr<ModelVersion>> load(const ResolvedModel& resolved,
                                                const std::string& version);
+  /// The device `--device` names for the model served as `name`.
+  Expected<torch::Device> device_for(const std::string& name) const;
   void reap_retired();
 
   struct Slot {

@@ -3,12 +3,17 @@
 #include <c10/core/InferenceMode.h>
 #include <torch/csrc/jit/passes/xnnpack_rewrite.h>
 
+#include "kiln/model/device.h"
+
 namespace kiln::serve {
+
+TorchScriptRunner::TorchScriptRunner(torch::jit::Module module)
+    : module_(std::move(module)), device_(model::module_device(module_)) {}
 
 Expected<std::vector<torch::Tensor>> TorchScriptRunner::run(const torch::Tensor& batch) {
   try {
     c10::InferenceMode guard;
-    c10::IValue out = module_.forward({batch});
+    c10::IValue out = module_.forward({device_.is_cpu() ? batch : batch.to(device_)});
     std::vector<torch::Tensor> tensors;
     if (out.isTensor()) {
       tensors.push_back(out.toTensor());
@@ -27,7 +32,7 @@ Expected<std::vector<torch::Tensor>> TorchScriptRunner::run(const torch::Tensor&
     } else {
       return Status::Internal("model returned " + out.tagKind() + ", not tensors");
     }
-    for (auto& t : tensors) t = t.to(torch::kFloat32).contiguous();
+    for (auto& t : tensors) t = t.to(torch::kCPU, torch::kFloat32).contiguous();
     return tensors;
   } catch (const c10::Error& e) {
     return Status::Internal(std::string("model forward failed: ") + e.what_without_backtrace());

@@ -21,14 +21,16 @@ class Runner {
 };
 
 /// A TorchScript module (a bundle's model.pt: raw inputs in, preprocessing folded in), run under
-/// torch::InferenceMode. A tuple or list result gives several outputs.
+/// torch::InferenceMode on the device its parameters are on (model::place_module): batches go
+/// there, outputs come back to the CPU. A tuple or list result gives several outputs.
 class TorchScriptRunner : public Runner {
  public:
-  explicit TorchScriptRunner(torch::jit::Module module) : module_(std::move(module)) {}
+  explicit TorchScriptRunner(torch::jit::Module module);
   Expected<std::vector<torch::Tensor>> run(const torch::Tensor& batch) override;
 
  private:
   torch::jit::Module module_;
+  torch::Device device_;
 };
 
 /// A module prepared for CPU serving, and what was done to it.

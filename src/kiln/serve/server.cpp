@@ -18,6 +18,7 @@
 #include "kiln/core/logging.h"
 #include "kiln/core/version.h"
 #include "kiln/model/manifest.h"
+#include "kiln/monitor/gpu_stats.h"
 #include "kiln/monitor/metrics.h"
 #include "kiln/monitor/process_stats.h"
 #include "kiln/serve/dashboard_page.h"
@@ -304,6 +305,7 @@ struct InferenceServer::Impl {
     m.counter("kiln_model_load_failures_total", "Model versions that failed to load.", {"model"});
     m.counter("kiln_model_loads_total", "Model versions loaded.", {"model"});
     monitor::register_process_metrics(m);
+    monitor::register_gpu_metrics(m);  // absent where there is no NVIDIA driver
     const std::vector<std::string> mv_labels = {"model", "version"};
     live_metrics.drift_share = &m.gauge(
         "kiln_drift_share", "Share of input features drifted in the live window.", mv_labels);
@@ -875,7 +877,8 @@ HttpResponse InferenceServer::Impl::model_metadata(const ModelVersion& mv) const
             {"inputs", Json::array({tensor_json(sig.input.name, "FP32", sig.input.shape)})},
             {"outputs", outputs}};
   Json params{{"max_batch_size", options.models_.batcher_.max_batch_},
-              {"precision", mv.precision()}};
+              {"precision", mv.precision()},
+              {"device", mv.device()}};
   // Served from the registry (NAME@VERSION or NAME@ALIAS): which version, for rollouts.
   if (mv.resolved().version > 0) params["registry_version"] = mv.resolved().version;
   if (!sig.task.empty()) params["task"] = sig.task;

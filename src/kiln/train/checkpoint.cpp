@@ -26,11 +26,15 @@ Expected<std::string> archive_bytes(torch::serialize::OutputArchive& archive,
   }
 }
 
-Status read_archive(const fs::path& path, torch::serialize::InputArchive& archive) {
+// Reads the archive's tensors onto the device `model` is on (a run may resume on another device).
+Status read_archive(const fs::path& path, const torch::nn::Module& model,
+                    torch::serialize::InputArchive& archive) {
   std::error_code ec;
   if (!fs::exists(path, ec)) return Status::NotFound(path.string() + ": no checkpoint");
+  const std::vector<torch::Tensor> params = model.parameters();
+  const torch::Device device = params.empty() ? torch::Device(torch::kCPU) : params[0].device();
   try {
-    archive.load_from(path.string());
+    archive.load_from(path.string(), device);
   } catch (const c10::Error& e) {
     return Status::DataLoss(path.string() +
                             ": not a readable checkpoint: " + e.what_without_backtrace());
@@ -127,7 +131,7 @@ Status save_checkpoint(const fs::path& path, const torch::nn::Module& model,
 Expected<TrainState> load_checkpoint(const fs::path& path, torch::nn::Module& model,
                                      torch::optim::Optimizer* optimizer, bool restore_rng) {
   torch::serialize::InputArchive archive;
-  KILN_RETURN_IF_ERROR(read_archive(path, archive));
+  KILN_RETURN_IF_ERROR(read_archive(path, model, archive));
   TrainState state;
   try {
     c10::IValue meta;
@@ -147,6 +151,7 @@ Expected<TrainState> load_checkpoint(const fs::path& path, torch::nn::Module& mo
     if (restore_rng) {
       torch::Tensor rng;
       archive.read("rng_cpu", rng);
+      rng = rng.cpu();
       auto gen = at::detail::getDefaultCPUGenerator();
       std::lock_guard<std::mutex> lock(gen.mutex());
       gen.set_state(rng);
@@ -173,7 +178,7 @@ Status save_weights(const fs::path& path, const torch::nn::Module& model) {
 
 Status load_weights(const fs::path& path, torch::nn::Module& model) {
   torch::serialize::InputArchive archive;
-  KILN_RETURN_IF_ERROR(read_archive(path, archive));
+  KILN_RETURN_IF_ERROR(read_archive(path, model, archive));
   try {
     model.load(archive);
   } catch (const c10::Error& e) {

@@ -58,14 +58,15 @@ Status save_checkpoint(const fs::path& path, const torch::nn::Module& model,
                        const torch::optim::Optimizer& optimizer, const TrainState& state);
 
 /// Loads a checkpoint into an already-built `model` and `optimizer` (same architecture and
-/// parameter order) and, when `restore_rng`, sets the default CPU generator's state. Returns the
-/// TrainState. NotFound when the file is missing; DataLoss naming the path when it is not a
-/// readable Kiln checkpoint or does not match the model.
+/// parameter order), onto the device the model's parameters are on, and, when `restore_rng`, sets
+/// the default CPU generator's state. Returns the TrainState. NotFound when the file is missing;
+/// DataLoss naming the path when it is not a readable Kiln checkpoint or does not match the model.
 Expected<TrainState> load_checkpoint(const fs::path& path, torch::nn::Module& model,
                                      torch::optim::Optimizer* optimizer, bool restore_rng = true);
 
 /// Model parameters and buffers only (e.g. the best epoch's weights), written atomically.
 Status save_weights(const fs::path& path, const torch::nn::Module& model);
+/// Loads onto the device the model's parameters are on.
 Status load_weights(const fs::path& path, torch::nn::Module& model);
 
 }  // namespace kiln::train

@@ -14,6 +14,7 @@
 #include "kiln/data/prepare.h"
 #include "kiln/data/snapshot.h"
 #include "kiln/data/spec.h"
+#include "kiln/model/device.h"
 #include "kiln/registry/model_store.h"
 
 namespace kiln::train {
@@ -126,10 +127,12 @@ Expected<torch::Tensor> run_module(torch::jit::Module& module, const torch::Tens
                                    int64_t batch_size) {
   torch::NoGradGuard no_grad;
   std::vector<torch::Tensor> outs;
+  const torch::Device device = model::module_device(module);
   try {
     for (int64_t i = 0; i < x.size(0); i += batch_size)
-      outs.push_back(
-          module.forward({x.slice(0, i, std::min(x.size(0), i + batch_size))}).toTensor());
+      outs.push_back(module.forward({x.slice(0, i, std::min(x.size(0), i + batch_size)).to(device)})
+                         .toTensor()
+                         .to(torch::kCPU));
   } catch (const std::exception& e) {
     return Status::InvalidArgument(std::string("the model rejected the input: ") + e.what());
   }

@@ -53,7 +53,8 @@ fs::path lineage_snapshot_dir(const model::Bundle& bundle);
 /// True when `path` is a directory holding a snapshot manifest.
 bool is_snapshot_dir(const fs::path& path);
 
-/// `module`'s outputs for `x`, run in batches of `batch_size` under NoGradGuard. InvalidArgument
+/// `module`'s outputs for `x`, run in batches of `batch_size` under NoGradGuard on the device the
+/// module is on (model::place_module), returned on the CPU. InvalidArgument
 /// carries the module's own message when it rejects the input. Not thread-safe against other
 /// users of `module` that change its state.
 Expected<torch::Tensor> run_module(torch::jit::Module& module, const torch::Tensor& x,

@@ -6,6 +6,7 @@
 
 #include <chrono>
 #include <cmath>
+#include <cstdlib>
 #include <fstream>
 #include <mutex>
 #include <optional>
@@ -21,6 +22,7 @@
 #include "kiln/data/snapshot.h"
 #include "kiln/data/spec.h"
 #include "kiln/model/bundle.h"
+#include "kiln/model/device.h"
 #include "kiln/model/export.h"
 #include "kiln/model/loss.h"
 #include "kiln/model/network.h"
@@ -43,36 +45,51 @@ double seconds_since(Clock::time_point t) {
   return std::chrono::duration<double>(Clock::now() - t).count();
 }
 
-// CPU autocast on/off for a scope. The device-generic API replaced the CPU-specific one in
-// LibTorch 2.4 (the old calls are gone in later releases); 1.13 has only the CPU-specific one.
+// bf16 autocast on `device`'s type (CPU or CUDA) for a scope. The device-generic API replaced
+// the per-device ones in LibTorch 2.4 (the old calls are gone in later releases); 1.13 has only
+// the per-device ones.
 #if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 4)
 #define KILN_AUTOCAST_DEVICE_API 1
 #endif
 
 class AutocastScope {
  public:
-  explicit AutocastScope(bool enabled) : enabled_(enabled) {
+  AutocastScope(bool enabled, torch::Device device) : enabled_(enabled), cuda_(device.is_cuda()) {
     if (!enabled_) return;
 #ifdef KILN_AUTOCAST_DEVICE_API
-    prev_enabled_ = at::autocast::is_autocast_enabled(at::kCPU);
-    prev_dtype_ = at::autocast::get_autocast_dtype(at::kCPU);
-    at::autocast::set_autocast_enabled(at::kCPU, true);
-    at::autocast::set_autocast_dtype(at::kCPU, at::kBFloat16);
+    const at::DeviceType type = cuda_ ? at::kCUDA : at::kCPU;
+    prev_enabled_ = at::autocast::is_autocast_enabled(type);
+    prev_dtype_ = at::autocast::get_autocast_dtype(type);
+    at::autocast::set_autocast_enabled(type, true);
+    at::autocast::set_autocast_dtype(type, at::kBFloat16);
 #else
-    prev_enabled_ = at::autocast::is_cpu_enabled();
-    prev_dtype_ = at::autocast::get_autocast_cpu_dtype();
-    at::autocast::set_cpu_enabled(true);
-    at::autocast::set_autocast_cpu_dtype(at::kBFloat16);
+    if (cuda_) {
+      prev_enabled_ = at::autocast::is_enabled();
+      prev_dtype_ = at::autocast::get_autocast_gpu_dtype();
+      at::autocast::set_enabled(true);
+      at::autocast::set_autocast_gpu_dtype(at::kBFloat16);
+    } else {
+      prev_enabled_ = at::autocast::is_cpu_enabled();
+      prev_dtype_ = at::autocast::get_autocast_cpu_dtype();
+      at::autocast::set_cpu_enabled(true);
+      at::autocast::set_autocast_cpu_dtype(at::kBFloat16);
+    }
 #endif
   }
   ~AutocastScope() {
     if (!enabled_) return;
 #ifdef KILN_AUTOCAST_DEVICE_API
-    at::autocast::set_autocast_enabled(at::kCPU, prev_enabled_);
-    at::autocast::set_autocast_dtype(at::kCPU, prev_dtype_);
+    const at::DeviceType type = cuda_ ? at::kCUDA : at::kCPU;
+    at::autocast::set_autocast_enabled(type, prev_enabled_);
+    at::autocast::set_autocast_dtype(type, prev_dtype_);
 #else
-    at::autocast::set_cpu_enabled(prev_enabled_);
-    at::autocast::set_autocast_cpu_dtype(prev_dtype_);
+    if (cuda_) {
+      at::autocast::set_enabled(prev_enabled_);
+      at::autocast::set_autocast_gpu_dtype(prev_dtype_);
+    } else {
+      at::autocast::set_cpu_enabled(prev_enabled_);
+      at::autocast::set_autocast_cpu_dtype(prev_dtype_);
+    }
 #endif
     // Weight casts cached for this step are stale once the optimizer updates the weights.
     at::autocast::clear_cache();
@@ -82,6 +99,7 @@ class AutocastScope {
 
  private:
   bool enabled_;
+  bool cuda_;
   bool prev_enabled_ = false;
   at::ScalarType prev_dtype_ = at::kBFloat16;
 };
@@ -91,12 +109,17 @@ class GlobalsGuard {
  public:
   GlobalsGuard()
       : deterministic_(at::globalContext().deterministicAlgorithms()),
-        warn_only_(at::globalContext().deterministicAlgorithmsWarnOnly()) {}
-  ~GlobalsGuard() { at::globalContext().setDeterministicAlgorithms(deterministic_, warn_only_); }
+        warn_only_(at::globalContext().deterministicAlgorithmsWarnOnly()),
+        cudnn_benchmark_(at::globalContext().benchmarkCuDNN()) {}
+  ~GlobalsGuard() {
+    at::globalContext().setDeterministicAlgorithms(deterministic_, warn_only_);
+    at::globalContext().setBenchmarkCuDNN(cudnn_benchmark_);
+  }
 
  private:
   bool deterministic_;
   bool warn_only_;
+  bool cudnn_benchmark_;
 };
 
 bool has_conv(const std::vector<model::LayerSpec>& layers) {
@@ -224,7 +247,7 @@ Status write_history_files(const fs::path& out, const Json& history, const std::
 // Keys of the config that do not change what a run computes: a resume may change them.
 Json resume_identity(const TrainConfig& cfg) {
   Json j = cfg.to_json();
-  for (const char* k : {"workers", "log_every", "threads"}) j.erase(k);
+  for (const char* k : {"workers", "log_every", "threads", "device"}) j.erase(k);
   return j;
 }
 
@@ -254,7 +277,19 @@ Expected<TrainResult> train(const TrainConfig& cfg, const TrainOptions& opts) {
   GlobalsGuard globals;
   const int threads = cfg.threads > 0 ? static_cast<int>(cfg.threads) : default_intra_op_threads();
   torch::set_num_threads(threads);
-  if (cfg.deterministic) at::globalContext().setDeterministicAlgorithms(true, false);
+  KILN_ASSIGN_OR_RETURN(const torch::Device device, model::resolve_device(cfg.device, "device"));
+  const bool cuda = device.is_cuda();
+  if (cuda && dist)
+    return Status::InvalidArgument(
+        "device: " + model::device_name(device) +
+        ": data-parallel training runs on CPUs (Gloo); train on one GPU, or set device: cpu");
+  if (cfg.deterministic) {
+    // cuBLAS repeats its results only with a fixed workspace, set before its first use.
+    if (cuda) setenv("CUBLAS_WORKSPACE_CONFIG", ":4096:8", /*overwrite=*/0);
+    at::globalContext().setDeterministicAlgorithms(true, false);
+  }
+  // cuDNN times its algorithms once per shape and keeps the fastest (fixed shapes here).
+  if (cuda) at::globalContext().setBenchmarkCuDNN(!cfg.deterministic);
 
   // --- Data --------------------------------------------------------------------------------
   // Data-parallel: rank 0 prepares the snapshot first, the others then find it in place.
@@ -302,6 +337,7 @@ Expected<TrainResult> train(const TrainConfig& cfg, const TrainOptions& opts) {
     KILN_ASSIGN_OR_RETURN(init_report, init_from(cfg.init, *net, d.labels));
     if (log) std::fprintf(log, "%s\n", init_report->summary().c_str());
   }
+  if (cuda) net->to(device);
   KILN_ASSIGN_OR_RETURN(TrainableGroups groups,
                         trainable_groups(*net, cfg.freeze, cfg.param_groups));
   if (log && (groups.frozen > 0 || groups.params.size() > 1))
@@ -311,8 +347,9 @@ Expected<TrainResult> train(const TrainConfig& cfg, const TrainOptions& opts) {
   const bool conv = has_conv(spec.layers);
   const bool channels_last = d.images && conv && cfg.channels_last;
   if (channels_last) to_channels_last(*net);
-  const bool bf16 =
-      cfg.precision == "bf16" || (cfg.precision == "auto" && conv && cpu_supports_bf16());
+  // auto: bf16 on a GPU (tensor cores), and for conv models on CPUs with avx512_bf16.
+  const bool bf16 = cfg.precision == "bf16" ||
+                    (cfg.precision == "auto" && (cuda || (conv && cpu_supports_bf16())));
   // Distillation: the teachers' networks, fed the same prepared batches (so each must have been
   // trained on data prepared the same way), in eval mode.
   struct Teacher {
@@ -345,6 +382,7 @@ Expected<TrainResult> train(const TrainConfig& cfg, const TrainOptions& opts) {
     Teacher t;
     KILN_ASSIGN_OR_RETURN(t.net, model::load_bundle_network(tb));
     t.net->eval();
+    if (cuda) t.net->to(device);
     if (channels_last) to_channels_last(*t.net);
     t.flips =
         d.images && tb.manifest.value("test_time_augmentation", model::kTtaNone) == model::kTtaFlip;
@@ -381,6 +419,8 @@ Expected<TrainResult> train(const TrainConfig& cfg, const TrainOptions& opts) {
   data::LoaderOptions lo(batch_size);
   lo.shuffle(!lbfgs).workers(cfg.workers).seed(cfg.seed).drop_last(n_train > batch_size);
   if (dist) lo.shard(dist->rank(), dist->world_size());
+  // On a GPU the dataset lives there and batches are built (and augmented) there.
+  if (cuda) lo.device(device);
   if (d.images) {
     lo.augment(cfg.augment).channels_last(channels_last);
     if (!d.mean.empty()) lo.normalize(d.mean, d.stdev);
@@ -404,8 +444,8 @@ Expected<TrainResult> train(const TrainConfig& cfg, const TrainOptions& opts) {
     net->eval();
     Expected<Json> r = evaluate(
         [&](const torch::Tensor& x) {
-          AutocastScope autocast(bf16);
-          return net->forward(x).to(torch::kFloat32);
+          AutocastScope autocast(bf16, device);
+          return net->forward(x.to(device)).to(torch::kCPU, torch::kFloat32);
         },
         split, eval_opts);
     net->train(was_training);
@@ -455,12 +495,12 @@ Expected<TrainResult> train(const TrainConfig& cfg, const TrainOptions& opts) {
   if (log)
     std::fprintf(log,
                  "train: %s, %lld train / %lld val / %lld test samples, %lld params, %s%s, "
-                 "%d threads, %lld steps/epoch\n",
+                 "%s, %d threads, %lld steps/epoch\n",
                  spec.name.c_str(), static_cast<long long>(n_train),
                  static_cast<long long>(val_split ? val_split->x.size(0) : 0),
                  static_cast<long long>(test_split ? test_split->x.size(0) : 0),
                  static_cast<long long>(net->total_params()), bf16 ? "bf16" : "fp32",
-                 channels_last ? " channels_last" : "", threads,
+                 channels_last ? " channels_last" : "", model::device_name(device).c_str(), threads,
                  static_cast<long long>(steps_per_epoch));
   std::optional<ProgressBar> bar;
   if (log) {
@@ -473,6 +513,7 @@ Expected<TrainResult> train(const TrainConfig& cfg, const TrainOptions& opts) {
   result.out_dir = out;
   result.checkpoint = ckpt_path;
   result.precision = bf16 ? "bf16" : "fp32";
+  result.device = model::device_name(device);
   result.config_hash = cfg.hash();
   result.snapshot_hash = d.snapshot.hash();
 
@@ -481,9 +522,10 @@ Expected<TrainResult> train(const TrainConfig& cfg, const TrainOptions& opts) {
   // reading a value; they are read (one sync) only for progress lines, checkpoints and epoch
   // ends. The running sums continue from the checkpoint's values so a resumed epoch adds the
   // same numbers in the same order.
-  torch::Tensor loss_sum = torch::full({}, state.epoch_loss_sum, torch::kFloat64);
-  torch::Tensor correct = torch::full({}, state.epoch_correct, torch::kInt64);
-  torch::Tensor bad_step = torch::full({}, -1, torch::kInt64);
+  const auto on_device = torch::TensorOptions().device(device);
+  torch::Tensor loss_sum = torch::full({}, state.epoch_loss_sum, on_device.dtype(torch::kFloat64));
+  torch::Tensor correct = torch::full({}, state.epoch_correct, on_device.dtype(torch::kInt64));
+  torch::Tensor bad_step = torch::full({}, -1, on_device.dtype(torch::kInt64));
   int64_t samples = state.epoch_samples;
   auto epoch_clock = Clock::now();
   double epoch_seconds_before = state.epoch_seconds;
@@ -559,7 +601,7 @@ Expected<TrainResult> train(const TrainConfig& cfg, const TrainOptions& opts) {
         logits = net->forward(batch->inputs);
       } else {
         {
-          AutocastScope autocast(bf16);
+          AutocastScope autocast(bf16, device);
           logits = net->forward(batch->inputs);
           loss = loss_fn(logits, batch->targets);
           if (!teachers.empty()) {
@@ -755,6 +797,9 @@ Expected<TrainResult> train(const TrainConfig& cfg, const TrainOptions& opts) {
   }
 
   // --- Final evaluation, plots, bundle ---------------------------------------------------------
+  // The bundle's module runs on the CPU here whatever trained it, so its metrics are those of
+  // what `kiln serve` runs by default.
+  if (cuda) net->to(torch::kCPU);
   if (es.enabled() && es.restore_best && fs::exists(best_path, ec))
     KILN_RETURN_IF_ERROR(load_weights(best_path, *net));
   net->eval();
@@ -851,6 +896,7 @@ Expected<TrainResult> train(const TrainConfig& cfg, const TrainOptions& opts) {
     manifest["input_shape"] = input_shape;
     manifest["outputs"] = outputs;
     manifest["training"] = cfg.to_json();
+    manifest["trained_on"] = model::device_name(device);
     manifest["metrics"] = {
         {"test", result.test_metrics}, {"val", result.val_metrics}, {"history", state.history}};
     manifest["lineage"] = {{"snapshot_hash", d.snapshot.hash()},

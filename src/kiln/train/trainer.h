@@ -108,6 +108,7 @@ struct TrainResult {
   double best_metric = 0;  ///< best value of early_stopping.metric
   int64_t best_epoch = 0;  ///< 1-based epoch of best_metric (0: none)
   std::string precision;   ///< "fp32" or "bf16", as run
+  std::string device;      ///< "cpu" or "cuda:N", as run
   std::string config_hash;
   std::string snapshot_hash;
   double seconds = 0;  ///< wall time of this call
