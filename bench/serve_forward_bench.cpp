@@ -2,8 +2,10 @@
 // (TorchScript, InferenceMode), prepared as `kiln serve` prepares it (XNNPACK prepacked
 // operators; --no-prepack: as saved): the ceiling `kiln serve` saturation is compared with.
 // --precision bf16 runs the bundle's bf16 module (model_bf16.pt) as `kiln serve --precision` does.
+// --device cuda runs it on the GPU as `kiln serve --device cuda` does: each forward takes a CPU
+// batch there and brings the outputs back (so it includes both copies and the sync).
 // Usage: serve_forward_bench BUNDLE_DIR [--batch 64] [--threads 1] [--seconds 3] [--no-prepack]
-//                            [--precision fp32|bf16]
+//                            [--precision fp32|bf16] [--device cpu|cuda|cuda:N]
 #include <torch/torch.h>
 
 #include <chrono>
@@ -13,6 +15,7 @@
 
 #include "kiln/core/threads.h"
 #include "kiln/model/bundle.h"
+#include "kiln/model/device.h"
 #include "kiln/serve/runner.h"
 
 int main(int argc, char** argv) {
@@ -25,6 +28,7 @@ int main(int argc, char** argv) {
   double seconds = 3;
   bool prepack = true;
   std::string precision = "fp32";
+  std::string device_name = "cpu";
   for (int i = 2; i < argc; ++i) {
     const bool has_value = i + 1 < argc;
     if (!std::strcmp(argv[i], "--no-prepack")) prepack = false;
@@ -32,6 +36,12 @@ int main(int argc, char** argv) {
     if (!std::strcmp(argv[i], "--threads") && has_value) threads = std::stoi(argv[++i]);
     if (!std::strcmp(argv[i], "--seconds") && has_value) seconds = std::stod(argv[++i]);
     if (!std::strcmp(argv[i], "--precision") && has_value) precision = argv[++i];
+    if (!std::strcmp(argv[i], "--device") && has_value) device_name = argv[++i];
+  }
+  auto device = kiln::model::resolve_device(device_name, "--device");
+  if (!device.ok()) {
+    std::fprintf(stderr, "%s\n", device.status().to_string().c_str());
+    return 2;
   }
   kiln::configure_allocator_for_tensors();           // as kiln-engine does at start-up
   (void)kiln::model::use_onednn_quantized_engine();  // likewise (int8 bundles)
@@ -51,7 +61,13 @@ int main(int argc, char** argv) {
   torch::Tensor x = torch::rand(shape) * 255;
   kiln::serve::ServingModule prepared{*module, false, "--no-prepack"};
   if (precision != "fp32") prepared.note = precision;
-  if (prepack && precision == "fp32") prepared = kiln::serve::prepack_for_cpu_serving(*module, x);
+  if (prepack && precision == "fp32" && device->is_cpu())
+    prepared = kiln::serve::prepack_for_cpu_serving(*module, x);
+  if (kiln::Status placed = kiln::model::place_module(prepared.module, *device, argv[1]);
+      !placed.ok()) {
+    std::fprintf(stderr, "%s\n", placed.to_string().c_str());
+    return 2;
+  }
   kiln::serve::TorchScriptRunner runner(prepared.module);
   for (int i = 0; i < 20; ++i) (void)runner.run(x);
   using Clock = std::chrono::steady_clock;
@@ -63,8 +79,9 @@ int main(int argc, char** argv) {
     n += batch;
   }
   const double s = std::chrono::duration<double>(Clock::now() - t0).count();
-  std::printf("offline forward (%s): batch %lld, %d thread(s): %.0f samples/s\n",
+  std::printf("offline forward (%s) on %s: batch %lld, %d thread(s): %.0f samples/s\n",
               prepared.prepacked ? "XNNPACK prepacked" : prepared.note.c_str(),
-              static_cast<long long>(batch), threads, n / s);
+              kiln::model::device_name(*device).c_str(), static_cast<long long>(batch), threads,
+              n / s);
   return 0;
 }

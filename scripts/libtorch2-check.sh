@@ -2,9 +2,9 @@
 # Source compatibility with LibTorch 2.x: compiles every translation unit of src/, tests/ and
 # bench/ with -fsyntax-only against the libtorch headers of the Python torch found on the machine
 # (the GPU machine's torch 2.x), once per C++ standard in STDS (default "c++17 c++20").
-# The other libraries' headers come from HEADERS (default .gpu/include: a copy of this machine's
-# /usr/include/{yaml-cpp,spdlog,fmt,nlohmann,CLI,gtest,gmock,openssl}, sqlite3.h and zlib.h, made
-# by `scripts/libtorch2-check.sh --pack`) and the generated version header from .gpu/generated.
+# The other libraries' headers come from HEADERS (default .gpu/sysroot/usr/include, unpacked from
+# the sysroot `scripts/gpu.sh pack` makes; `--pack` runs it) and the generated version header
+# from .gpu/generated.
 # Writes a summary, and each failing unit's first errors, to $OUT (or ./libtorch2-check).
 set -uo pipefail
 if [[ "${1:-}" == -h || "${1:-}" == --help ]]; then
@@ -14,15 +14,9 @@ if [[ "${1:-}" == -h || "${1:-}" == --help ]]; then
 fi
 cd "$(dirname "$0")/.."
 if [[ "${1:-}" == --pack ]]; then
-  rm -rf .gpu && mkdir -p .gpu/include/openssl
-  cp -r /usr/include/{yaml-cpp,spdlog,fmt,nlohmann,CLI,gtest,gmock} .gpu/include/
-  cp /usr/include/{sqlite3.h,sqlite3ext.h,zlib.h,zconf.h} .gpu/include/
-  cp -r /usr/include/openssl/. /usr/include/x86_64-linux-gnu/openssl/*.h .gpu/include/openssl/
-  cp -r "${BUILD_DIR:-build}/generated" .gpu/generated
-  grep -qx '/.gpu/' .git/info/exclude 2>/dev/null || echo /.gpu/ >> .git/info/exclude
-  du -sh .gpu
-  exit 0
+  exec scripts/gpu.sh pack
 fi
+[[ -d .gpu/sysroot || ! -f .gpu/sysroot.tar.xz ]] || tar -C .gpu -xJf .gpu/sysroot.tar.xz
 out=${OUT:-libtorch2-check}
 mkdir -p "$out"
 torch_dir=$(${PYTHON:-python3} -c 'import os, torch; print(os.path.dirname(torch.__file__))') || exit 1
@@ -31,7 +25,7 @@ torch_dir=$(${PYTHON:-python3} -c 'import os, torch; print(os.path.dirname(torch
   g++ --version | head -1
   nvidia-smi -L 2>/dev/null
 } | tee "$out/summary.txt"
-headers=${HEADERS:-.gpu/include}
+headers=${HEADERS:-.gpu/sysroot/usr/include}
 units=${UNITS:-$(ls src/kiln/*/*.cpp src/*.cpp tests/*/*.cpp bench/*.cpp 2>/dev/null)}
 export torch_dir headers out
 check() {  # std unit
@@ -39,6 +33,7 @@ check() {  # std unit
   if g++ -std="$1" -fsyntax-only -Wno-deprecated-declarations -DSPDLOG_FMT_EXTERNAL \
       -D_GLIBCXX_USE_CXX11_ABI=1 -DKILN_SOURCE_DIR_DEFAULT='"."' \
       -DKILN_BINARY_DEFAULT='"build/kiln"' -Isrc -Itests -I.gpu/generated -isystem "$headers" \
+      -isystem "$headers/postgresql" \
       -isystem "$torch_dir/include" -isystem "$torch_dir/include/torch/csrc/api/include" \
       "$2" 2> "$log"; then
     rm -f "$log"; echo "ok $1 $2"

@@ -2,6 +2,10 @@
 #include "kiln/model/device.h"
 
 #include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include "export_helpers.h"
+#include "kiln/model/export.h"
 
 namespace kiln::model {
 namespace {
@@ -57,6 +61,33 @@ TEST(DeviceTest, CudaWithoutAGpuIsAClearError) {
   Expected<torch::Device> missing = resolve_device("cuda:" + std::to_string(count), "--device");
   ASSERT_FALSE(missing.ok());
   EXPECT_EQ(missing.status().code(), StatusCode::kFailedPrecondition);
+}
+
+constexpr const char* kSmallCnn = R"({"layers": [
+    {"type": "conv2d", "out": 8, "kernel": 3, "padding": 1}, {"type": "relu"},
+    {"type": "maxpool2d", "kernel": 2}, {"type": "flatten"}, {"type": "linear", "out": 16},
+    {"type": "relu"}, {"type": "linear", "out": "outputs"}]})";
+
+TEST(DeviceTest, ModulesArePlacedAndAnInt8ModuleStaysOnTheCpu) {
+  auto net = testing::build_net(kSmallCnn, {1, 28, 28}, 10);
+  ASSERT_TRUE(net);
+  auto fp32 = export_torchscript(*net);
+  ASSERT_TRUE(fp32.ok()) << fp32.status();
+  ASSERT_TRUE(place_module(*fp32, torch::Device(torch::kCPU), "m").ok());
+  EXPECT_TRUE(module_device(*fp32).is_cpu());
+  torch::manual_seed(3);
+  const torch::Tensor calibration = torch::rand({64, 1, 28, 28}) * 255;
+  auto int8 = export_int8(net->spec(), network_state(*net), net->input_shape(), net->outputs(),
+                          Json(), kTtaNone, calibration);
+  ASSERT_TRUE(int8.ok()) << int8.status();
+  ASSERT_TRUE(place_module(*int8, torch::Device(torch::kCPU), "m").ok());
+  // Refused before anything is moved, so this holds with or without a GPU.
+  Status s = place_module(*int8, torch::Device(torch::kCUDA, 0), "fm@3");
+  ASSERT_FALSE(s.ok());
+  EXPECT_EQ(s.code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(s.message().find("fm@3: an int8 module (packed quantised operators"), std::string::npos)
+      << s.message();
+  EXPECT_TRUE(module_device(*int8).is_cpu());
 }
 
 }  // namespace

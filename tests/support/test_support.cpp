@@ -39,7 +39,11 @@ std::string example(const std::string& rel) { return (source_dir() / "examples" 
 
 fs::path shared_datasets_dir() { return source_dir().parent_path() / "shared" / "datasets"; }
 
-fs::path fashion_mnist_dir() { return "/usr/share/datasets/fashion-mnist"; }
+fs::path fashion_mnist_dir() {
+  // The GPU machine has no Debian package: scripts/gpu.sh carries the files and names them.
+  if (const char* s = std::getenv("KILN_FASHION_MNIST_DIR"); s && *s) return s;
+  return "/usr/share/datasets/fashion-mnist";
+}
 
 fs::path kiln_binary() {
   if (const char* s = std::getenv("KILN_BINARY"); s && *s) return s;
