@@ -41,6 +41,15 @@ void limit_this_thread_to_one_intra_op_thread() {
   if (set_threads) set_threads(1);
 }
 
+// A host tensor's copy on `device`. On a GPU it goes through pinned memory without making the
+// host wait: a copy from pageable memory would first wait for every kernel queued before it, so
+// the host could not queue the next training step while the GPU runs this one. (The caching
+// host allocator keeps the pinned block until the copy is done.)
+torch::Tensor upload(const torch::Tensor& host, const torch::Device& device) {
+  if (!device.is_cuda()) return host.to(device);
+  return host.pin_memory().to(device, /*non_blocking=*/true);
+}
+
 }  // namespace
 
 // ---------------------------------------------------------------------------------------------
@@ -256,7 +265,7 @@ Expected<Batch> Loader::Impl::build_on_device(int64_t e, int64_t k,
   batch.index = k;
   batch.indices =
       torch::from_blob(const_cast<int64_t*>(p.data() + first), {b}, torch::kInt64).clone();
-  const torch::Tensor rows = batch.indices.to(device);
+  const torch::Tensor rows = upload(batch.indices, device);
   batch.targets = device_targets.index_select(0, rows);
   torch::Tensor x = device_inputs.index_select(0, rows).to(torch::kFloat32);
   if (inputs.scalar_type() == torch::kUInt8 && options.scale_uint8_) x = x / 255.f;
@@ -292,7 +301,8 @@ torch::Tensor Loader::Impl::augment_on_device(torch::Tensor x, int64_t e, int64_
     row[7] = a.erase_w;
   }
   const torch::Device device = x.device();
-  const torch::Tensor table = torch::from_blob(params.data(), {b, 8}, torch::kInt64).to(device);
+  const torch::Tensor table =
+      upload(torch::from_blob(params.data(), {b, 8}, torch::kInt64), device);
   auto column = [&](int64_t j) { return table.select(1, j).view({b, 1, 1}); };
   const auto as_long = torch::TensorOptions().dtype(torch::kInt64).device(device);
   const torch::Tensor ys = torch::arange(h, as_long).view({1, h, 1});
@@ -308,7 +318,7 @@ torch::Tensor Loader::Impl::augment_on_device(torch::Tensor x, int64_t e, int64_
         x.reshape({b, c, h * w}).gather(2, source.expand({b, c, h * w})).view({b, c, h, w});
     x = torch::where(inside.unsqueeze(1), moved, torch::zeros({}, x.options()));
   }
-  if (noisy) x = x + noise.to(device) * o.noise_std_;
+  if (noisy) x = x + upload(noise, device) * o.noise_std_;
   if (o.erase_prob_ > 0.f) {
     const torch::Tensor y0 = column(4), x0 = column(5);
     const torch::Tensor erased = column(3).to(torch::kBool) & (ys >= y0) & (ys < y0 + column(6)) &

@@ -13,7 +13,9 @@ TorchScriptRunner::TorchScriptRunner(torch::jit::Module module)
 Expected<std::vector<torch::Tensor>> TorchScriptRunner::run(const torch::Tensor& batch) {
   try {
     c10::InferenceMode guard;
-    c10::IValue out = module_.forward({device_.is_cpu() ? batch : batch.to(device_)});
+    // On a GPU the batch goes through pinned memory (a faster copy, queued behind nothing).
+    c10::IValue out = module_.forward(
+        {device_.is_cpu() ? batch : batch.pin_memory().to(device_, /*non_blocking=*/true)});
     std::vector<torch::Tensor> tensors;
     if (out.isTensor()) {
       tensors.push_back(out.toTensor());
