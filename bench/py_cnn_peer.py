@@ -16,6 +16,7 @@ import torch, torch.nn as nn
 # convolutions at batch 64 5-8x slower in both (docs/benchmarks.md).
 libc = ctypes.CDLL("libc.so.6")
 libc.mallopt(-3, 32 * 1024 * 1024)  # M_MMAP_THRESHOLD
+libc.mallopt(-4, 0)  # M_MMAP_MAX: no mmap at all
 libc.mallopt(-1, 1 << 30)  # M_TRIM_THRESHOLD
 
 p = argparse.ArgumentParser()

@@ -107,6 +107,7 @@ struct TrainConfig {
   int64_t threads = 0;            ///< intra-op threads; 0: kiln::default_intra_op_threads()
   int64_t workers = 1;            ///< loader threads building batches ahead
   bool deterministic = false;     ///< deterministic algorithms; seeded runs repeat bit for bit
+                                  ///< (on a GPU, up to the kernels CUDA has no such version of)
   std::string eval_tta = "none";  ///< none | flip (images: average logits with the mirror)
   int64_t log_every = 50;         ///< steps between progress lines (each costs one host sync)
   /// `init:` fine-tuning: start from these weights (NAME@VERSION, NAME@ALIAS or a bundle or run

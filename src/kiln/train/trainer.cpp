@@ -284,9 +284,11 @@ Expected<TrainResult> train(const TrainConfig& cfg, const TrainOptions& opts) {
         "device: " + model::device_name(device) +
         ": data-parallel training runs on CPUs (Gloo); train on one GPU, or set device: cpu");
   if (cfg.deterministic) {
-    // cuBLAS repeats its results only with a fixed workspace, set before its first use.
+    // cuBLAS repeats its results only with a fixed workspace, set before its first use. Some
+    // CUDA kernels have no deterministic version (max-pool's backward): there the run warns
+    // instead of failing, and repeats up to those kernels' float rounding.
     if (cuda) setenv("CUBLAS_WORKSPACE_CONFIG", ":4096:8", /*overwrite=*/0);
-    at::globalContext().setDeterministicAlgorithms(true, false);
+    at::globalContext().setDeterministicAlgorithms(true, /*warn_only=*/cuda);
   }
   // cuDNN times its algorithms once per shape and keeps the fastest (fixed shapes here).
   if (cuda) at::globalContext().setBenchmarkCuDNN(!cfg.deterministic);
