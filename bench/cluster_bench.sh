@@ -27,7 +27,6 @@ cleanup() {
   rm -rf "$KILN_HOME"
 }
 trap cleanup EXIT
-free_port() { /usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 "$kiln" train --data "$csv" --target diagnosis --out "$KILN_HOME/bc" >/dev/null 2>&1
 "$kiln" registry push "$KILN_HOME/bc" --name bc >/dev/null
 "$kiln" train examples/fashion-mnist/cnn.yaml --out "$KILN_HOME/cnn" --set data.limit=6000 \

@@ -21,14 +21,8 @@ SMOKE=${SMOKE:-0}
 PYTHON=${PYTHON:-python3}
 FMNIST=${KILN_FASHION_MNIST_DIR:-/usr/share/datasets/fashion-mnist}
 export KILN_HOME=$(mktemp -d /tmp/kiln-gpu-bench-XXXXXX)
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$KILN_HOME"
-}
-trap cleanup EXIT
-ratio() { "$PYTHON" -c "import sys; print(f'{float(sys.argv[1])/float(sys.argv[2]):.2f}')" "$1" "$2"; }
+source bench/lib.sh
+trap stop_background_and_clean EXIT
 json_get() { "$PYTHON" -c "import json,sys; d=json.load(open(sys.argv[1])); print(eval(sys.argv[2]))" "$1" "$2"; }
 # samples/s of the last epoch of a run (metrics.jsonl)
 kiln_rate() { "$PYTHON" -c "import json,sys; print(round(json.loads(open(sys.argv[1]).read().splitlines()[-1])['samples_per_s']))" "$1/metrics.jsonl"; }
@@ -100,7 +94,7 @@ print(json.dumps({"inputs": [{"name": "input", "shape": [1, 1, 28, 28], "datatyp
   "data": [float((i * 37) % 256) for i in range(784)]}]}))' >"$KILN_HOME/body.json"
 for model in mlp cnn; do
   for dev in "$DEVICE" cpu; do
-    port=$("$PYTHON" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+    port=$(free_port)
     "$KILN" serve --model "$model=$KILN_HOME/$model/bundle" --port "$port" --device "$dev" \
       --threads "$cpu_threads" --max-batch 64 >"$KILN_HOME/serve-$model-$dev.log" 2>&1 &
     pids+=($!)

@@ -7,3 +7,19 @@ print_machine() {
   echo "memory:  $(awk '/MemTotal/ {printf "%.1f GiB", $2 / 1048576}' /proc/meminfo)"
   echo "load:    $(cut -d' ' -f1-3 /proc/loadavg) (1/5/15-min load average before the run)"
 }
+
+# A free loopback TCP port, and a / b to two decimals (PYTHON: another interpreter).
+free_port() { "${PYTHON:-/usr/bin/python3}" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+ratio() { "${PYTHON:-/usr/bin/python3}" -c "import sys; print(f'{float(sys.argv[1])/float(sys.argv[2]):.2f}')" "$1" "$2"; }
+
+# Background processes a script appends to `pids` are stopped (continued first, should the script
+# have stopped one), and $KILN_HOME removed, when it exits: `trap stop_background_and_clean EXIT`.
+pids=()
+stop_background_and_clean() {
+  for p in "${pids[@]}"; do
+    kill -CONT "$p" 2>/dev/null || true
+    kill "$p" 2>/dev/null || true
+  done
+  wait 2>/dev/null || true
+  rm -rf "$KILN_HOME"
+}

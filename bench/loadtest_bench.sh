@@ -19,14 +19,7 @@ RATE=${RATE:-1000}
 RATES=${RATES:-"10000 25000 50000 75000 100000"}
 kiln="$root/$BUILD_DIR/kiln"
 export KILN_HOME=$(mktemp -d /tmp/kiln-loadtest-bench-XXXXXX)
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill -CONT "$p" 2>/dev/null || true; kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$KILN_HOME"
-}
-trap cleanup EXIT
-free_port() { /usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+trap stop_background_and_clean EXIT
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || echo ""; }
 jq_() { /usr/bin/python3 -c "import json,sys; j=json.load(open(sys.argv[1])); print(eval(sys.argv[2]))" "$@"; }
 pct() { grep -E "^ +$1%" | awk '{print $2}'; }

@@ -16,15 +16,8 @@ DURATION=${DURATION:-10}
 SOAK_S=${SOAK_S:-0}
 kiln="$root/$BUILD_DIR/kiln"
 export KILN_HOME=$(mktemp -d /tmp/kiln-serve-bench-XXXXXX)
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$KILN_HOME"
-}
-trap cleanup EXIT
-free_port() { /usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-ratio() { /usr/bin/python3 -c "import sys; print(f'{float(sys.argv[1])/float(sys.argv[2]):.2f}')" "$1" "$2"; }
+source bench/lib.sh
+trap stop_background_and_clean EXIT
 rps() { grep 'Requests/sec' | awk '{print $2}'; }
 pct() { grep -E "^ +$1%" | awk '{print $2}'; }
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
