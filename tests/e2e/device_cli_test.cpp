@@ -35,6 +35,20 @@ bool have_gpu(const fs::path& home) {
   return !devices["cuda"].empty();
 }
 
+TEST(DeviceCliTest, DevicesSaysWhatAutoPicksAndRefusesUnknownFlags) {
+  TempDir home;
+  CommandResult r = run_kiln({"devices"}, home.path());
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.out.rfind("cpu ", 0), 0u) << r.out;
+  EXPECT_NE(r.out.find("auto -> "), std::string::npos) << r.out;
+  r = run_kiln({"devices", "--help"}, home.path());
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("--json"), std::string::npos) << r.out;
+  r = run_kiln({"devices", "--gpu"}, home.path());
+  EXPECT_EQ(r.exit_code, 2) << r.err;
+  EXPECT_NE(r.err.find("--gpu"), std::string::npos) << r.err;
+}
+
 TEST(DeviceCliTest, TrainEvalAndPredictRunWhereTold) {
   TempDir home;
   const bool gpu = have_gpu(home.path());
