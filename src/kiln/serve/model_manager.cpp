@@ -207,9 +207,10 @@ Expected<std::unique_ptr<ModelManager>> ModelManager::Create(std::shared_ptr<Mod
   if (refs.empty()) return Status::InvalidArgument("--model: give at least one model");
   std::unique_ptr<ModelManager> mm(new ModelManager(std::move(source), options, metrics));
   for (const std::string& given : options.devices_) {
-    std::string name, device = given;
-    split_named_ref(given, &name, &device);
-    KILN_RETURN_IF_ERROR(model::check_device_name(device, "--device " + given));
+    Placement p{given, "", ""};
+    split_named_ref(given, &p.model, &p.device);
+    KILN_RETURN_IF_ERROR(model::check_device_name(p.device, "--device " + given));
+    mm->placements_.push_back(std::move(p));
   }
   for (const std::string& given : refs) {
     std::string served_name, ref = given;
@@ -239,29 +240,21 @@ Expected<std::unique_ptr<ModelManager>> ModelManager::Create(std::shared_ptr<Mod
     slot.current = *loaded;
     mm->slots_.push_back(std::move(slot));
   }
-  for (const std::string& given : options.devices_) {
-    std::string name, device;
-    split_named_ref(given, &name, &device);
-    if (!name.empty() && !mm->current(name))
-      return Status::InvalidArgument("--device " + given + ": no model is served as \"" + name +
-                                     "\"");
-  }
+  for (const Placement& p : mm->placements_)
+    if (!p.model.empty() && !mm->current(p.model))
+      return Status::InvalidArgument("--device " + p.given + ": no model is served as \"" +
+                                     p.model + "\"");
   return mm;
 }
 
 ModelManager::~ModelManager() { stop(); }
 
 Expected<torch::Device> ModelManager::device_for(const std::string& name) const {
-  std::string chosen = "auto", flag = "--device";
-  for (const std::string& given : options_.devices_) {  // the last one that applies wins
-    std::string served, device;
-    split_named_ref(given, &served, &device);
-    if (served.empty() || served == name) {
-      chosen = device;
-      flag = "--device " + given;
-    }
-  }
-  return model::resolve_device(chosen, flag);
+  const Placement* chosen = nullptr;
+  for (const Placement& p : placements_)  // the last one that applies wins
+    if (p.model.empty() || p.model == name) chosen = &p;
+  if (!chosen) return model::resolve_device("auto", "--device");
+  return model::resolve_device(chosen->device, "--device " + chosen->given);
 }
 
 Expected<std::shared_ptr<ModelVersion>> ModelManager::load(const ResolvedModel& resolved,

@@ -185,8 +185,16 @@ class ModelManager {
     bool named = false;      ///< served under a name given as NAME=REF
   };
 
+  /// One `--device` value: DEVICE (every model) or NAME=DEVICE, parsed once in Create.
+  struct Placement {
+    std::string given;   ///< as written, for messages
+    std::string model;   ///< "" for every model
+    std::string device;  ///< auto | cpu | cuda | cuda:N
+  };
+
   std::shared_ptr<ModelSource> source_;
   const ModelManagerOptions options_;
+  std::vector<Placement> placements_;  ///< set in Create, read-only after
   monitor::MetricsRegistry* metrics_;
   mutable std::mutex mu_;
   std::vector<Slot> slots_;
