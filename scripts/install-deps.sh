@@ -2,7 +2,7 @@
 # Installs the Debian 12 packages Kiln builds and runs with, only when some are missing.
 set -euo pipefail
 packages=(
-  build-essential cmake ninja-build pkg-config git
+  build-essential cmake ninja-build pkg-config git xz-utils
   libtorch-dev libgloo-dev libopenblas0-openmp
   libyaml-cpp-dev libcli11-dev nlohmann-json3-dev libspdlog-dev libfmt-dev
   libssl-dev zlib1g-dev libsqlite3-dev libxxhash-dev libpng-dev libjpeg62-turbo-dev libonnx-dev
