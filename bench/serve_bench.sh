@@ -5,7 +5,8 @@
 #   2. Kiln at the peer's request rate (wrk with a per-connection delay): p50/p99
 #   3. Kiln saturation (wrk -c64) against the offline batched forward of the same model.pt;
 #      3b. the same with 64-row bodies (JSON, and the binary tensor data extension)
-#   4. time to ready; batch sizes from /metrics; RSS before/after (SOAK_S=600 for the soak)
+#   4. time to ready; batch sizes from /metrics; RSS at the start and after each section
+#      (SOAK_S=600 for the soak)
 # Usage: bench/serve_bench.sh   (BUILD_DIR overrides build/; DURATION=10; SOAK_S=0 [SOAK_DELAY_MS=5])
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -79,6 +80,7 @@ p_rps=$(echo "$peer_out" | rps); k_rps=$(echo "$kiln_out" | rps)
 echo "peer: $p_rps req/s  p50 $(echo "$peer_out" | pct 50)  p99 $(echo "$peer_out" | pct 99)"
 echo "kiln: $k_rps req/s  p50 $(echo "$kiln_out" | pct 50)  p99 $(echo "$kiln_out" | pct 99)"
 echo "kiln/peer throughput = $(ratio "$k_rps" "$p_rps")x  (target >= 15x)"
+rss_c16=$(rss_mib $kpid)
 k_n=$(echo "$kiln_out" | awk '/requests in/ {print $1}')
 echo "kiln server CPU per request (utime+stime over the run / requests): $(/usr/bin/python3 -c \
   "import sys; a,b,n,t=map(float,sys.argv[1:]); print(f'{(b-a)/t*1e6/n:.1f} us')" \
@@ -99,6 +101,7 @@ off=$("$root/$BUILD_DIR/bench/serve_forward_bench" "$KILN_HOME/run/bundle" --bat
 echo "kiln saturation: $s_rps samples/s  p50 $(echo "$sat_out" | pct 50)  p99 $(echo "$sat_out" | pct 99)"
 echo "offline forward, batch 64, 1 thread: $off samples/s"
 echo "saturation / offline = $(ratio "$s_rps" "$off")  (target >= 0.50; wrk shares the 2 cores)"
+rss_c64=$(rss_mib $kpid)
 
 echo; echo "== 3b. saturation with batched bodies: 64 rows per request, wrk -t1 -c4"
 # The issue does not fix the body for the saturation target; these are the same rows as the
@@ -120,9 +123,11 @@ batch_mean _
 b_json=$(BODY_FILE="$KILN_HOME/infer_64x784.json" wrk -t1 -c4 -d"${DURATION}s" --latency \
   -s "$root/bench/post_body.lua" "$kurl")
 batch_mean bm_json64
+rss_json64=$(rss_mib $kpid)
 b_bin=$(BODY_FILE="$KILN_HOME/infer_64x784.bin" JSON_LEN=$json_len wrk -t1 -c4 -d"${DURATION}s" \
   --latency -s "$root/bench/post_body.lua" "$kurl")
 batch_mean bm_bin64
+rss_bin64=$(rss_mib $kpid)
 bj=$(/usr/bin/python3 -c "print(round(64 * float('$(echo "$b_json" | rps)')))")
 bb=$(/usr/bin/python3 -c "print(round(64 * float('$(echo "$b_bin" | rps)')))")
 echo "64-row JSON bodies ($(stat -c %s "$KILN_HOME/infer_64x784.json") B):   $bj samples/s  p50 $(echo "$b_json" | pct 50)  p99 $(echo "$b_json" | pct 99)  mean batch $bm_json64  -> $(ratio "$bj" "$off") of offline"
@@ -145,5 +150,5 @@ if [ "$SOAK_S" -gt 0 ]; then
   for _ in $(seq 1 $((SOAK_S / 60))); do sleep 60; echo "  RSS $(rss_mib $kpid) MiB"; done
   wait $wpid || true
 fi
-echo; echo "kiln RSS: start $rss_start MiB, end $(rss_mib $kpid) MiB"
+echo; echo "kiln RSS: start $rss_start MiB, after -c16 $rss_c16, -c64 $rss_c64, 64-row JSON $rss_json64, 64-row binary $rss_bin64, end $(rss_mib $kpid) MiB"
 kill -TERM $kpid; wait $kpid; echo "kiln serve exit code after SIGTERM: $?"
