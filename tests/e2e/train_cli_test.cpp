@@ -65,6 +65,16 @@ TEST(TrainCliTest, QuickCsvPathTrainsAndBundles) {
   EXPECT_EQ(manifest["training"]["optimizer"]["name"], "lbfgs");
   EXPECT_EQ(manifest["training"]["model"]["hidden"], chosen["hidden"]);
   EXPECT_NE(r.err.find("<- chosen"), std::string::npos) << r.err;
+  // --resume rebuilds the saved config with the flags given on top: a change to what the run
+  // computes is refused (it was once ignored without a word), threads may change.
+  const std::string run = (home / "run").string();
+  r = run_kiln({"train", "--resume", run, "--set", "optimizer.lr=0.5"}, home.path());
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.err.find("belongs to another config"), std::string::npos) << r.err;
+  r = run_kiln({"train", "--resume", run, "--set", "threads=1", "--device", "cpu", "--json"},
+               home.path());
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(Json::parse(r.out)["test_metrics"], j["test_metrics"]);
   // Regression is chosen by itself for a numeric target with many values.
   r = run_kiln({"train", "--data", (shared_datasets_dir() / "diabetes.csv").string(), "--target",
                 "disease_progression", "--out", (home / "reg").string(), "--json"},

@@ -294,8 +294,15 @@ int run_train_resolved(const TrainArgs& a) {
   Expected<train::TrainConfig> config = Status::Internal("unset");
   if (!invocation.is_null()) {
     if (invocation.contains("config_json")) {
-      config = train::parse_train_config(invocation["config_json"], {},
-                                         (out / "invocation.json").string());
+      // The quick path saved its whole config: --set, --device and --deterministic go on top,
+      // as they go after a config file's saved --set (the trainer refuses what a resume may
+      // not change).
+      Json saved_config = invocation["config_json"];
+      for (const auto& s : overrides) {
+        Status st = train::apply_override(&saved_config, s);
+        if (!st.ok()) return report_failure(st);
+      }
+      config = train::parse_train_config(saved_config, {}, (out / "invocation.json").string());
     } else {
       std::vector<std::string> saved_set = invocation.value("set", std::vector<std::string>{});
       saved_set.insert(saved_set.end(), overrides.begin(), overrides.end());

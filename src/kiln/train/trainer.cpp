@@ -463,7 +463,7 @@ Expected<TrainResult> train(const TrainConfig& cfg, const TrainOptions& opts) {
       return Status::FailedPrecondition(
           ckpt_path.string() + ": the checkpoint belongs to another config (hash " +
           state.config_hash.substr(0, 12) + ", this config " + config_hash.substr(0, 12) +
-          "); only threads, workers and log_every may change on resume");
+          "); only threads, workers, log_every and device may change on resume");
     if (state.epoch > cfg.epochs || state.batch > steps_per_epoch)
       return Status::FailedPrecondition(ckpt_path.string() + ": position epoch " +
                                         std::to_string(state.epoch) + " batch " +
