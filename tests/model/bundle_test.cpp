@@ -6,13 +6,16 @@
 #include <torch/torch.h>
 
 #include <fstream>
+#include <limits>
 #include <sstream>
 #include <string>
+#include <vector>
 
 #include "export_helpers.h"
 #include "kiln/core/files.h"
 #include "kiln/core/hash.h"
 #include "kiln/model/export.h"
+#include "kiln/model/manifest.h"
 #include "support/test_support.h"
 
 namespace kiln::model {
@@ -368,6 +371,32 @@ TEST(Bundle, ModuleOnlyBundleRoundTripAndClearErrors) {
             StatusCode::kInvalidArgument);
   EXPECT_EQ(write_bundle(tmp / "e", m, network_state(*f.net), f.module).status().code(),
             StatusCode::kInvalidArgument);
+}
+
+// The non-finite gate every served request passes: its fast path (two floats at a time) and the
+// row/value its error names, for each position of a row of odd length.
+TEST(Bundle, InputValuesGateNamesTheNonFiniteValue) {
+  const float inf = std::numeric_limits<float>::infinity();
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  std::vector<float> x(3 * 7);
+  for (size_t i = 0; i < x.size(); ++i) x[i] = (i % 2 ? -1.0f : 1.0f) * float(i) * 1e30f;
+  x[4] = std::numeric_limits<float>::max();
+  x[5] = std::numeric_limits<float>::denorm_min();
+  x[6] = -0.0f;
+  EXPECT_TRUE(check_input_values(x.data(), 3, 7, false).ok());
+  for (size_t at = 0; at < x.size(); ++at) {
+    for (float bad : {inf, -inf, nan}) {
+      std::vector<float> y = x;
+      y[at] = bad;
+      const Status s = check_input_values(y.data(), 3, 7, /*allow_nan=*/false);
+      ASSERT_FALSE(s.ok()) << at;
+      const std::string where =
+          "row " + std::to_string(at / 7) + ", value " + std::to_string(at % 7) + " is ";
+      EXPECT_NE(s.message().find(where), std::string::npos) << s.message();
+      EXPECT_EQ(check_input_values(y.data(), 3, 7, /*allow_nan=*/true).ok(), bad != bad)
+          << "missing values pass where the model imputes them; infinities never";
+    }
+  }
 }
 
 }  // namespace

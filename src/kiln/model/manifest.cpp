@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <nlohmann/json.hpp>
 
 #include "kiln/core/files.h"
@@ -249,7 +250,27 @@ bool accepts_missing_values(const Json& preprocessing) {
   return false;
 }
 
+namespace {
+/// Whether every value is finite: the exponent bits of two floats at a time, all ones = NaN or
+/// infinity (SWAR, ~10x the speed of an isinf/isnan loop with its early exit; the serving path
+/// checks every request's values).
+bool all_finite(const float* values, int64_t n) {
+  constexpr uint64_t kExponents = 0x7f8000007f800000ULL, kOne = 0x0080000000800000ULL,
+                     kTops = 0x8000000080000000ULL;
+  uint64_t flagged = 0;
+  int64_t i = 0;
+  for (; i + 2 <= n; i += 2) {
+    uint64_t pair;
+    std::memcpy(&pair, values + i, sizeof pair);
+    flagged |= ((pair & kExponents) + kOne) & kTops;  // a top bit set: that float's exponent is 255
+  }
+  for (; i < n; ++i) flagged |= !std::isfinite(values[i]);
+  return flagged == 0;
+}
+}  // namespace
+
 Status check_input_values(const float* values, int64_t rows, int64_t row_size, bool allow_nan) {
+  if (all_finite(values, rows * row_size)) return Status::Ok();
   for (int64_t r = 0; r < rows; ++r)
     for (int64_t i = 0; i < row_size; ++i) {
       const float v = values[r * row_size + i];
