@@ -2,7 +2,7 @@
 // separate processes get gap-free numbers, `kiln serve` learns of an alias move at once
 // (LISTEN/NOTIFY, with polling every 10 minutes), and `kiln registry migrate` copies an SQLite
 // registry over; a 2-replica cluster whose cluster file names the PostgreSQL registry converges
-// on a moved alias without polling.
+// on a moved alias without polling; a server rides out a PostgreSQL crash and restart.
 #include <gtest/gtest.h>
 #include <sys/wait.h>
 
@@ -182,6 +182,52 @@ TEST(RegistryPostgresTest, ClusterReplicasConvergeOnAMovedAliasAtOnce) {
   EXPECT_EQ(after, std::vector<Json>(2, Json::array({"2"})));
   CommandResult down = run_kiln({"deploy", "down", cluster.string()}, home.path());
   EXPECT_EQ(down.exit_code, 0) << down.err;
+}
+
+// PostgreSQL crashes and comes back under a running server: the server answers from the model
+// it holds throughout, its registry connections reconnect by themselves, and an alias moved
+// after the restart is followed (LISTEN again, then a resync; polling only every 10 minutes).
+TEST(RegistryPostgresTest, ServerRidesOutAPostgresRestartAndFollowsAliasesAfter) {
+  TempDir home;
+  std::unique_ptr<testing::PostgresServer> pg = testing::PostgresServer::Start();
+  ASSERT_TRUE(pg);
+  const std::string url = pg->create_database("restart");
+  for (int seed : {1, 2}) {
+    CommandResult pushed =
+        run_kiln({"registry", "push", train_cancer(home.path(), seed).string(), "--name", "bc"},
+                 home.path(), {"KILN_REGISTRY=" + url});
+    ASSERT_EQ(pushed.exit_code, 0) << pushed.err;
+  }
+  ASSERT_EQ(run_kiln({"registry", "alias", "set", "bc", "production", "1"}, home.path(),
+                     {"KILN_REGISTRY=" + url})
+                .exit_code,
+            0);
+  ::setenv("KILN_REGISTRY", url.c_str(), 1);
+  ServerProcess srv({"--model", "bc@production", "--poll-interval-ms", "600000"}, home.path(),
+                    home / "serve.log");
+  ::unsetenv("KILN_REGISTRY");
+  ASSERT_TRUE(srv.ready()) << srv.log();
+  HttpClient c(srv.port());
+  const std::string body =
+      testing::breast_cancer_infer_body(testing::breast_cancer_rows()[0].features, 1.0);
+  ASSERT_EQ(c.post("/v2/models/bc/infer", body).status, 200);
+
+  ASSERT_TRUE(pg->crash_and_restart(std::chrono::milliseconds(1500)));
+  // While it was down and since: the held model answers.
+  EXPECT_EQ(c.post("/v2/models/bc/infer", body).status, 200) << srv.log();
+  EXPECT_EQ(c.get("/v2/health/ready").status, 200);
+
+  CommandResult moved = run_kiln({"registry", "alias", "set", "bc", "production", "2"}, home.path(),
+                                 {"KILN_REGISTRY=" + url});
+  ASSERT_EQ(moved.exit_code, 0) << moved.err;
+  Json served;
+  for (int i = 0; i < 300; ++i) {  // up to 30 s: a reconnect, a resync and a model load
+    served = Json::parse(c.get("/v2/models/bc").body);
+    if (served["versions"] == Json::array({"2"})) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  EXPECT_EQ(served["versions"], Json::array({"2"})) << srv.log() << pg->log();
+  EXPECT_EQ(c.post("/v2/models/bc/infer", body).status, 200);
 }
 
 }  // namespace

@@ -1,6 +1,7 @@
 // What only a shared catalogue does, on a throwaway PostgreSQL server: writers on separate
 // connections allocate gap-free numbers, alias moves reach listeners at once (LISTEN/NOTIFY),
-// an SQLite registry migrates over whole; and how a catalogue is chosen, with its errors.
+// an SQLite registry migrates over whole, a store reconnects after a crash; and how a catalogue
+// is chosen, with its errors.
 #include <gtest/gtest.h>
 
 #include <atomic>
@@ -92,6 +93,35 @@ TEST(PostgresCatalogueTest, AliasMovesReachListenersAtOnce) {
   // SQLite has no notifications: servers poll it.
   auto sqlite = open_sql(tmp / "other", "sqlite");
   EXPECT_FALSE(sqlite->notifies_changes());
+}
+
+// A long-lived store (a server's) outlives a PostgreSQL crash: the statement that meets the
+// dead connection fails Unavailable, the next ones connect again, reads and writes alike, with
+// their prepared statements prepared anew.
+TEST(PostgresCatalogueTest, StoreReconnectsAfterTheServerRestarts) {
+  TempDir tmp;
+  std::unique_ptr<kiln::testing::PostgresServer> pg = kiln::testing::PostgresServer::Start();
+  ASSERT_TRUE(pg);
+  const std::string url = pg->create_database("reconnect");
+  auto store = open_sql(tmp / "home", url);
+  ASSERT_TRUE(store);
+  ASSERT_TRUE(store->push(PushRequest(make_bundle(tmp / "b", 1, "x"), "m")).ok());
+  ASSERT_TRUE(store->set_alias("m", "production", 1).ok());
+  ASSERT_EQ(store->resolve("m@production")->version, 1);
+  ASSERT_TRUE(pg->crash_and_restart(std::chrono::milliseconds(200)));
+  auto first = store->resolve("m@production");
+  if (!first.ok()) {
+    EXPECT_EQ(first.status().code(), StatusCode::kUnavailable) << first.status();
+    EXPECT_NE(first.status().message().find("unreachable"), std::string::npos) << first.status();
+  }
+  auto again = store->resolve("m@production");
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_EQ(again->version, 1);
+  auto pushed = store->push(PushRequest(tmp / "b", "m"));
+  ASSERT_TRUE(pushed.ok()) << pushed.status();
+  EXPECT_EQ(pushed->version, 2);
+  ASSERT_TRUE(store->set_alias("m", "production", 2).ok());
+  EXPECT_EQ(store->resolve("m@production")->version, 2);
 }
 
 TEST(PostgresCatalogueTest, MigrateCopiesAnSqliteRegistryWhole) {

@@ -10,6 +10,7 @@
 #include <cstdlib>
 #include <mutex>
 #include <pqxx/pqxx>
+#include <thread>
 
 #include "kiln/core/ports.h"
 #include "support/test_support.h"
@@ -93,13 +94,10 @@ std::unique_ptr<PostgresServer> PostgresServer::Start() {
   }
   for (int attempt = 0; attempt < 3 && !server->started_; ++attempt) {
     server->port_ = free_loopback_port();
-    const std::string options = "-p " + std::to_string(server->port_) + " -k " +
-                                server->dir_.string() +
-                                " -c listen_addresses=127.0.0.1 -c max_connections=200";
-    CommandResult start = run_program(
-        as_postgres({(server->bin_ / "pg_ctl").string(), "-D", data, "-o", options, "-l",
-                     (server->dir_ / "server.log").string(), "-w", "-t", "60", "start"}));
-    server->started_ = start.exit_code == 0;
+    server->start_options_ = "-p " + std::to_string(server->port_) + " -k " +
+                             server->dir_.string() +
+                             " -c listen_addresses=127.0.0.1 -c max_connections=200";
+    server->started_ = server->pg_ctl_start().exit_code == 0;
   }
   if (!server->started_) {
     ADD_FAILURE() << "PostgreSQL did not start:\n" << server->log();
@@ -117,6 +115,28 @@ PostgresServer::~PostgresServer() {
 }
 
 std::string PostgresServer::log() const { return read_text(dir_ / "server.log"); }
+
+CommandResult PostgresServer::pg_ctl_start() const {
+  return run_program(
+      as_postgres({(bin_ / "pg_ctl").string(), "-D", (dir_ / "data").string(), "-o", start_options_,
+                   "-l", (dir_ / "server.log").string(), "-w", "-t", "60", "start"}));
+}
+
+bool PostgresServer::crash_and_restart(std::chrono::milliseconds down_for) {
+  CommandResult stop =
+      run_program(as_postgres({(bin_ / "pg_ctl").string(), "-D", (dir_ / "data").string(), "-m",
+                               "immediate", "-w", "stop"}));
+  if (stop.exit_code != 0) {
+    ADD_FAILURE() << "pg_ctl stop failed:\n" << stop.out << stop.err;
+    return false;
+  }
+  started_ = false;
+  std::this_thread::sleep_for(down_for);
+  CommandResult start = pg_ctl_start();
+  started_ = start.exit_code == 0;
+  if (!started_) ADD_FAILURE() << "PostgreSQL did not restart:\n" << start.err << log();
+  return started_;
+}
 
 std::string PostgresServer::create_database(const std::string& name) {
   const std::string base = "postgresql://postgres@127.0.0.1:" + std::to_string(port_) + "/";

@@ -4,9 +4,12 @@
 // free loopback port, run as the `postgres` user when the tests run as root (initdb refuses
 // root). Each test process starts at most one, on first use, and stops it at exit.
 
+#include <chrono>
 #include <filesystem>
 #include <memory>
 #include <string>
+
+#include "support/test_support.h"
 
 namespace kiln::testing {
 
@@ -24,11 +27,16 @@ class PostgresServer {
   std::string create_database(const std::string& name);
   /// The server's log (for failure messages).
   std::string log() const;
+  /// Stops the server as a crash would (immediate shutdown: every connection cut) and, after
+  /// `down_for`, starts it again on the same port and data; false (reported) when it cannot.
+  bool crash_and_restart(std::chrono::milliseconds down_for);
 
  private:
   PostgresServer() = default;
+  CommandResult pg_ctl_start() const;
   std::filesystem::path dir_;
   std::filesystem::path bin_;
+  std::string start_options_;  ///< pg_ctl -o: port, socket directory, limits
   int port_ = 0;
   bool started_ = false;
 };

@@ -107,6 +107,7 @@ class PostgresCatalogue : public Catalogue {
       values.push_back(std::holds_alternative<std::string>(p)
                            ? std::get<std::string>(p)
                            : std::to_string(std::get<int64_t>(p)));
+    if (txn_ == nullptr) KILN_RETURN_IF_ERROR(reconnect_if_broken());
     try {
       auto it = prepared_.find(sql);
       if (it == prepared_.end()) {
@@ -132,19 +133,20 @@ class PostgresCatalogue : public Catalogue {
       }
       return out;
     } catch (const std::exception& e) {
-      return error("query " + sql.substr(0, 40), e);
+      return failed("query " + sql.substr(0, 40), e);
     }
   }
 
   Status begin_write() override {
     if (txn_) return Status::Internal(location() + ": nested write transaction");
+    KILN_RETURN_IF_ERROR(reconnect_if_broken());
     try {
       txn_ = std::make_unique<pqxx::work>(*conn_);
       txn_->exec(kWriterLock);
       return Status::Ok();
     } catch (const std::exception& e) {
       txn_.reset();
-      return error("begin", e);
+      return failed("begin", e);
     }
   }
 
@@ -156,7 +158,7 @@ class PostgresCatalogue : public Catalogue {
       return Status::Ok();
     } catch (const std::exception& e) {
       txn_.reset();
-      return error("commit", e);
+      return failed("commit", e);
     }
   }
 
@@ -218,6 +220,28 @@ class PostgresCatalogue : public Catalogue {
   std::string location() const override { return redact_url(url_); }
   std::string engine() const override { return "postgresql"; }
 
+  /// error(), and a broken connection marked for a new one before the next statement: the
+  /// server may have restarted, and a long-lived process (kiln serve) must not stay cut off.
+  Status failed(const std::string& what, const std::exception& e) {
+    if (dynamic_cast<const pqxx::broken_connection*>(&e) != nullptr) broken_ = true;
+    return error(what, e);
+  }
+
+  /// Outside a transaction: replaces a connection that broke with a new one (its prepared
+  /// statements are prepared again on first use).
+  Status reconnect_if_broken() {
+    if (!broken_) return Status::Ok();
+    try {
+      auto fresh = std::make_unique<pqxx::connection>(url_);
+      conn_ = std::move(fresh);
+      prepared_.clear();
+      broken_ = false;
+      return Status::Ok();
+    } catch (const std::exception& e) {
+      return error("reconnect", e);
+    }
+  }
+
   Status error(const std::string& what, const std::exception& e) const {
     std::string detail = e.what();
     while (!detail.empty() && (detail.back() == '\n' || detail.back() == ' ')) detail.pop_back();
@@ -256,6 +280,7 @@ class PostgresCatalogue : public Catalogue {
   std::string url_;
   std::unique_ptr<pqxx::connection> conn_;
   std::unique_ptr<pqxx::work> txn_;
+  bool broken_ = false;  ///< conn_ broke: reconnect before the next statement
   std::unordered_map<std::string, std::string> prepared_;  // sql -> statement name
   std::mutex listen_mu_;
   std::unique_ptr<pqxx::connection> listener_;

@@ -345,11 +345,14 @@ Status ModelManager::poll_once() {
     std::lock_guard<std::mutex> lock(mu_);
     snapshot = slots_;
   }
+  Status unreachable;
   for (const Slot& s : snapshot) {
     Expected<ResolvedModel> r = source_->resolve(s.ref);
     if (!r.ok()) {
-      // The reference may be mid-update; keep serving and say so once per distinct error.
+      // The reference may be mid-update, or the registry down: keep serving what is loaded.
       KILN_LOG_DEBUG("poll {}: {}", s.ref, r.status().message());
+      if (r.status().code() == StatusCode::kUnavailable && unreachable.ok())
+        unreachable = r.status();
       continue;
     }
     if (r->bundle_sha256 == s.current->resolved().bundle_sha256 &&
@@ -392,6 +395,18 @@ Status ModelManager::poll_once() {
   }
   snapshot.clear();  // drop its references, so drained versions can be reaped now
   reap_retired();
+  if (!unreachable.ok()) {
+    if (unreachable_error_.empty())
+      KILN_LOG_WARN("registry unreachable; serving the versions loaded, retrying every second: {}",
+                    unreachable.message());
+    unreachable_error_ = unreachable.message();
+    retry_soon_ = true;
+    if (first_error.ok()) first_error = unreachable;
+  } else if (!unreachable_error_.empty()) {
+    KILN_LOG_INFO("registry reachable again");
+    unreachable_error_.clear();
+    retry_soon_ = false;
+  }
   return first_error;
 }
 
@@ -421,7 +436,10 @@ void ModelManager::start_polling() {
     const auto interval = std::chrono::milliseconds(options_.poll_interval_ms_);
     std::unique_lock<std::mutex> lock(stop_mu_);
     while (!stopping_) {
-      stop_cv_.wait_for(lock, interval, [this] { return stopping_ || poll_requested_; });
+      const auto wait = retry_soon_
+                            ? std::min<std::chrono::milliseconds>(interval, std::chrono::seconds(1))
+                            : interval;
+      stop_cv_.wait_for(lock, wait, [this] { return stopping_ || poll_requested_; });
       if (stopping_) break;
       poll_requested_ = false;
       lock.unlock();

@@ -162,7 +162,8 @@ class ModelManager {
   /// Starts the poll thread (no-op with poll_interval_ms 0), and, when the source notifies
   /// changes (a PostgreSQL registry), a watcher that makes it poll as soon as one arrives.
   void start_polling();
-  /// One poll of every reference (what the poll thread does). Returns the first load error.
+  /// One poll of every reference (what the poll thread does). Returns the first load error, or
+  /// Unavailable when the source could not be reached (the poll thread then retries each second).
   Status poll_once();
   /// Stops polling and drains every version (current and retired). Blocks.
   void stop();
@@ -200,6 +201,10 @@ class ModelManager {
   std::vector<Slot> slots_;
   std::vector<std::shared_ptr<ModelVersion>> retired_;
   std::mutex poll_mu_;  // one poll at a time
+  /// The registry's error while it is unreachable (guarded by poll_mu_); empty when reachable.
+  std::string unreachable_error_;
+  /// While the registry is unreachable the poller retries every second, whatever its interval.
+  std::atomic<bool> retry_soon_{false};
   std::mutex stop_mu_;
   std::condition_variable stop_cv_;
   bool stopping_ = false;
