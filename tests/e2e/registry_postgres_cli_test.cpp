@@ -228,6 +228,11 @@ TEST(RegistryPostgresTest, ServerRidesOutAPostgresRestartAndFollowsAliasesAfter)
   }
   EXPECT_EQ(served["versions"], Json::array({"2"})) << srv.log() << pg->log();
   EXPECT_EQ(c.post("/v2/models/bc/infer", body).status, 200);
+  // The outage was said once, and its end.
+  const std::string log = srv.log();
+  EXPECT_NE(log.find("registry unreachable; serving the versions loaded"), std::string::npos)
+      << log;
+  EXPECT_NE(log.find("registry reachable again"), std::string::npos) << log;
 }
 
 }  // namespace
