@@ -38,6 +38,20 @@ fs::path train_cancer(const fs::path& home, int seed) {
   return out / "bundle";
 }
 
+/// Versions 1 and 2 of "bc" (the quick path with seeds 1 and 2) in the registry at `url`, with
+/// bc@production at 1.
+void push_two_versions_of_bc(const fs::path& home, const std::string& url) {
+  for (int seed : {1, 2}) {
+    CommandResult pushed =
+        run_kiln({"registry", "push", train_cancer(home, seed).string(), "--name", "bc"}, home,
+                 {"KILN_REGISTRY=" + url});
+    ASSERT_EQ(pushed.exit_code, 0) << pushed.err;
+  }
+  CommandResult aliased = run_kiln({"registry", "alias", "set", "bc", "production", "1"}, home,
+                                   {"KILN_REGISTRY=" + url});
+  ASSERT_EQ(aliased.exit_code, 0) << aliased.err;
+}
+
 TEST(RegistryPostgresTest, ConcurrentPushersInSeparateProcessesGetGapFreeNumbers) {
   TempDir home;
   const std::string url = testing::fresh_postgres_database();
@@ -139,16 +153,7 @@ TEST(RegistryPostgresTest, ServerLearnsOfAnAliasMoveAtOnceAndMigrateCopiesSqlite
 TEST(RegistryPostgresTest, ClusterReplicasConvergeOnAMovedAliasAtOnce) {
   TempDir home;
   const std::string url = testing::fresh_postgres_database();
-  for (int seed : {1, 2}) {
-    CommandResult pushed =
-        run_kiln({"registry", "push", train_cancer(home.path(), seed).string(), "--name", "bc"},
-                 home.path(), {"KILN_REGISTRY=" + url});
-    ASSERT_EQ(pushed.exit_code, 0) << pushed.err;
-  }
-  ASSERT_EQ(run_kiln({"registry", "alias", "set", "bc", "production", "1"}, home.path(),
-                     {"KILN_REGISTRY=" + url})
-                .exit_code,
-            0);
+  ASSERT_NO_FATAL_FAILURE(push_two_versions_of_bc(home.path(), url));
   // The replicas get the registry from the cluster file (this environment has none), and poll
   // only every 10 minutes.
   const int port = free_loopback_port();
@@ -192,16 +197,7 @@ TEST(RegistryPostgresTest, ServerRidesOutAPostgresRestartAndFollowsAliasesAfter)
   std::unique_ptr<testing::PostgresServer> pg = testing::PostgresServer::Start();
   ASSERT_TRUE(pg);
   const std::string url = pg->create_database("restart");
-  for (int seed : {1, 2}) {
-    CommandResult pushed =
-        run_kiln({"registry", "push", train_cancer(home.path(), seed).string(), "--name", "bc"},
-                 home.path(), {"KILN_REGISTRY=" + url});
-    ASSERT_EQ(pushed.exit_code, 0) << pushed.err;
-  }
-  ASSERT_EQ(run_kiln({"registry", "alias", "set", "bc", "production", "1"}, home.path(),
-                     {"KILN_REGISTRY=" + url})
-                .exit_code,
-            0);
+  ASSERT_NO_FATAL_FAILURE(push_two_versions_of_bc(home.path(), url));
   ::setenv("KILN_REGISTRY", url.c_str(), 1);
   ServerProcess srv({"--model", "bc@production", "--poll-interval-ms", "600000"}, home.path(),
                     home / "serve.log");
