@@ -71,6 +71,11 @@ TEST(TrainCliTest, QuickCsvPathTrainsAndBundles) {
   r = run_kiln({"train", "--resume", run, "--set", "optimizer.lr=0.5"}, home.path());
   EXPECT_NE(r.exit_code, 0);
   EXPECT_NE(r.err.find("belongs to another config"), std::string::npos) << r.err;
+  r = run_kiln({"train", "--resume", run, "--set", "bogus=1"}, home.path());
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find("--set on " + run + "/invocation.json: bogus: unknown key"),
+            std::string::npos)
+      << r.err;
   r = run_kiln({"train", "--resume", run, "--set", "threads=1", "--device", "cpu", "--json"},
                home.path());
   ASSERT_EQ(r.exit_code, 0) << r.err;

@@ -297,12 +297,17 @@ int run_train_resolved(const TrainArgs& a) {
       // The quick path saved its whole config: --set, --device and --deterministic go on top,
       // as they go after a config file's saved --set (the trainer refuses what a resume may
       // not change).
+      const std::string saved_at = (out / "invocation.json").string();
       Json saved_config = invocation["config_json"];
-      for (const auto& s : overrides) {
-        Status st = train::apply_override(&saved_config, s);
-        if (!st.ok()) return report_failure(st);
+      config = train::parse_train_config(saved_config, {}, saved_at);
+      if (config.ok() && !overrides.empty()) {
+        for (const auto& s : overrides) {
+          Status st = train::apply_override(&saved_config, s);
+          if (!st.ok()) return report_failure(st);
+        }
+        // The saved config parsed: what fails now is a flag's.
+        config = train::parse_train_config(saved_config, {}, "--set on " + saved_at);
       }
-      config = train::parse_train_config(saved_config, {}, (out / "invocation.json").string());
     } else {
       std::vector<std::string> saved_set = invocation.value("set", std::vector<std::string>{});
       saved_set.insert(saved_set.end(), overrides.begin(), overrides.end());
