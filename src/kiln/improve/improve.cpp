@@ -14,6 +14,7 @@
 #include "kiln/checks/statistics.h"
 #include "kiln/core/files.h"
 #include "kiln/data/snapshot.h"
+#include "kiln/features/pipeline.h"
 #include "kiln/improve/production_rows.h"
 #include "kiln/loadtest/target.h"
 #include "kiln/model/bundle.h"
@@ -305,12 +306,25 @@ Expected<fs::path> build_snapshot(const ImproveOptions& o, const model::Bundle& 
     KILN_ASSIGN_OR_RETURN(dir, find_snapshot(snap.manifest["improve"].value("base_snapshot", "")));
     KILN_ASSIGN_OR_RETURN(snap, data::read_snapshot(dir));
   }
-  if (snap.manifest.value("kind", "") != "images")
-    return Status::FailedPrecondition(
-        "kiln improve builds challengers for image models so far; this one was trained on a "
-        "table snapshot");
+  const std::string kind = snap.manifest.value("kind", "");
+  if (kind != "images" && kind != "table")
+    return Status::FailedPrecondition(dir.string() + ": a snapshot of kind '" + kind +
+                                      "'; kiln improve builds on image and table snapshots");
   if (!snap.splits.count("train"))
     return Status::FailedPrecondition(dir.string() + ": no train split");
+  const bool table = kind == "table";
+  // A table's production rows are the raw columns the served module took; the snapshot's x is
+  // them through the transforms fitted on the base train split, which the challenger keeps (so
+  // its module folds the same ones).
+  std::unique_ptr<features::Pipeline> transforms;
+  if (table) {
+    if (!snap.splits.at("train").raw_x.defined() || !snap.manifest.contains("transforms"))
+      return Status::FailedPrecondition(
+          dir.string() +
+          ": this table snapshot keeps no raw rows (categorical columns, or prepared by an older "
+          "Kiln), so production rows cannot join it; prepare the data again");
+    KILN_ASSIGN_OR_RETURN(transforms, features::Pipeline::from_json(snap.manifest["transforms"]));
+  }
   const std::vector<std::string> labels = champion.labels();
   const std::vector<int64_t> shape = champion.raw_input_shape();
   int64_t width = 1;
@@ -318,9 +332,9 @@ Expected<fs::path> build_snapshot(const ImproveOptions& o, const model::Bundle& 
   auto to_split = [&](const std::vector<const LabelledRow*>& rows,
                       int64_t repeat) -> Expected<data::SplitTensors> {
     const int64_t n = static_cast<int64_t>(rows.size());
-    torch::Tensor x = torch::empty({n, width}, torch::kUInt8);
+    // Images: uint8 pixels, as their snapshots keep them. Tables: the raw float columns.
+    torch::Tensor x = torch::empty({n, width}, table ? torch::kFloat32 : torch::kUInt8);
     torch::Tensor y = torch::empty({n}, torch::kLong);
-    uint8_t* xp = x.data_ptr<uint8_t>();
     int64_t* yp = y.data_ptr<int64_t>();
     for (int64_t i = 0; i < n; ++i) {
       const LabelledRow& r = *rows[static_cast<size_t>(i)];
@@ -328,21 +342,32 @@ Expected<fs::path> build_snapshot(const ImproveOptions& o, const model::Bundle& 
         return Status::InvalidArgument("production row '" + r.id +
                                        "': " + std::to_string(r.inputs.size()) +
                                        " inputs, the model takes " + std::to_string(width));
-      for (int64_t k = 0; k < width; ++k)
-        xp[i * width + k] = static_cast<uint8_t>(
-            std::clamp(std::lround(r.inputs[static_cast<size_t>(k)]), 0L, 255L));
+      if (table) {
+        std::copy(r.inputs.begin(), r.inputs.end(), x.data_ptr<float>() + i * width);
+      } else {
+        uint8_t* xp = x.data_ptr<uint8_t>();
+        for (int64_t k = 0; k < width; ++k)
+          xp[i * width + k] = static_cast<uint8_t>(
+              std::clamp(std::lround(r.inputs[static_cast<size_t>(k)]), 0L, 255L));
+      }
       KILN_ASSIGN_OR_RETURN(yp[i], class_of(r.truth, labels, r.id));
     }
-    std::vector<int64_t> full{n};
-    full.insert(full.end(), shape.begin(), shape.end());
-    x = x.reshape(full);
-    if (repeat > 1) {
-      x = x.repeat_interleave(repeat, 0);
-      y = y.repeat_interleave(repeat, 0);
-    }
     data::SplitTensors s;
-    s.x = x;
+    if (table) {
+      s.raw_x = x;
+      KILN_ASSIGN_OR_RETURN(s.x, transforms->apply(x));
+      s.x = s.x.to(torch::kFloat32).contiguous();
+    } else {
+      std::vector<int64_t> full{n};
+      full.insert(full.end(), shape.begin(), shape.end());
+      s.x = x.reshape(full);
+    }
     s.y = y;
+    if (repeat > 1) {
+      s.x = s.x.repeat_interleave(repeat, 0);
+      s.y = s.y.repeat_interleave(repeat, 0);
+      if (s.raw_x.defined()) s.raw_x = s.raw_x.repeat_interleave(repeat, 0);
+    }
     return s;
   };
   const data::SplitTensors& base_train = snap.splits.at("train");
@@ -357,6 +382,7 @@ Expected<fs::path> build_snapshot(const ImproveOptions& o, const model::Bundle& 
   data::SplitTensors train;
   train.x = torch::cat({base_train.x, prod.x.to(base_train.x.scalar_type())}, 0);
   train.y = torch::cat({base_train.y, prod.y.to(base_train.y.scalar_type())}, 0);
+  if (table) train.raw_x = torch::cat({base_train.raw_x, prod.raw_x}, 0);
   splits["train"] = train;
   if (snap.splits.count("val")) splits["val"] = snap.splits.at("val");
   splits["test"] = held;
@@ -365,6 +391,7 @@ Expected<fs::path> build_snapshot(const ImproveOptions& o, const model::Bundle& 
   manifest.erase("content_hash");
   for (const auto& [name, s] : splits) {
     Json& m = manifest["splits"][name];
+    if (name != "val") m.erase("source_lines");  // production rows come from no file line
     m["rows"] = s.x.size(0);
     m["x_shape"] = s.x.sizes().vec();
     m["class_counts"] = class_counts(s.y, labels);
@@ -476,7 +503,11 @@ Expected<Json> run_cycle(const ImproveOptions& o, const Server& server, const Pr
   cycle.phase("compare");
   if (verdict != "better") {
     rec["decision"] = "rejected";
-    rec["why"] = "the challenger is " + verdict + " than the champion on the held-out rows";
+    rec["why"] = verdict == "worse"
+                     ? "the challenger is worse than the champion on the held-out rows"
+                     : "the challenger is not better than the champion on the held-out rows "
+                       "(McNemar: " +
+                           verdict + ")";
     return rec;
   }
 
