@@ -3,15 +3,15 @@
 // traffic to shifted images with feedback, and runs `kiln improve --watch`; the loop must detect
 // the degradation, beat the champion on held-out production rows, canary and promote the
 // challenger with no failed request, and live accuracy on the shifted traffic must rise by 5
-// points. A breast-cancer table model goes through a whole cycle too (its production rows join
-// the table snapshot through the champion's fitted transforms). Then the error paths of the
-// command itself.
+// points. Table models go through a whole cycle too, a classifier (breast cancer, McNemar) and a
+// regressor (diabetes, a paired bootstrap of the MAE). Then the error paths of the command.
 #include <gtest/gtest.h>
 
 #include <cmath>
 #include <cstdio>
 #include <cstring>
 #include <nlohmann/json.hpp>
+#include <sstream>
 #include <thread>
 
 #include "serve_helpers.h"
@@ -62,67 +62,117 @@ TEST(ImproveCliTest, TheLoopPromotesABetterChallengerOnShiftedTraffic) {
   EXPECT_EQ(r["history"][0]["decision"], "promoted");
 }
 
-// A table model: every breast-cancer row served by id through the route, with its diagnosis as
-// feedback; `kiln improve --force` builds a table snapshot from the base train split and the
-// production rows (raw columns kept, transformed by the champion's fitted transforms), trains a
-// challenger, and compares the two on the held-out production rows.
-TEST(ImproveCliTest, ATableModelGoesThroughACycle) {
-  TempDir home;
+/// A CSV of the shared datasets: each row's other columns as numbers, and its `target` cell (a
+/// number when it reads as one, else the class name) as JSON.
+struct TableRows {
+  std::vector<std::vector<double>> features;
+  std::vector<Json> truth;
+};
+TableRows read_table(const std::string& csv_name, const std::string& target) {
+  TableRows t;
+  std::istringstream in(testing::read_text(testing::shared_datasets_dir() / csv_name));
+  std::string line;
+  std::getline(in, line);
+  if (!line.empty() && line.back() == '\r') line.pop_back();
+  std::vector<std::string> header;
+  std::istringstream head(line);
+  for (std::string cell; std::getline(head, cell, ',');) header.push_back(cell);
+  while (std::getline(in, line)) {
+    if (!line.empty() && line.back() == '\r') line.pop_back();
+    std::istringstream cells(line);
+    std::vector<double> row;
+    size_t k = 0;
+    for (std::string cell; std::getline(cells, cell, ','); ++k) {
+      if (header[k] != target) {
+        row.push_back(std::stod(cell));
+        continue;
+      }
+      char* end = nullptr;
+      const double v = std::strtod(cell.c_str(), &end);
+      t.truth.push_back(end && *end == '\0' && !cell.empty() ? Json(v) : Json(cell));
+    }
+    t.features.push_back(row);
+  }
+  return t;
+}
+
+/// The quick path on `csv_name` (`target`) pushed as "tab" v1 (production and candidate), served
+/// behind the route `kiln improve` needs with --prediction-log inputs; every row sent by id and
+/// its target posted as feedback; then `kiln improve tab --force`. Its decision.
+Json improve_table_model(const TempDir& home, const std::string& csv_name,
+                         const std::string& target, const TableRows& rows) {
   CommandResult trained =
-      run_kiln({"train", "--data", (testing::shared_datasets_dir() / "breast_cancer.csv").string(),
-                "--target", "diagnosis", "--out", (home / "run").string()},
+      run_kiln({"train", "--data", (testing::shared_datasets_dir() / csv_name).string(), "--target",
+                target, "--out", (home / "run").string()},
                home.path(), {"KILN_THREADS=1"});
-  ASSERT_EQ(trained.exit_code, 0) << trained.err;
-  ASSERT_EQ(run_kiln({"registry", "push", (home / "run" / "bundle").string(), "--name", "bc"},
+  EXPECT_EQ(trained.exit_code, 0) << trained.err;
+  EXPECT_EQ(run_kiln({"registry", "push", (home / "run" / "bundle").string(), "--name", "tab"},
                      home.path())
                 .exit_code,
             0);
   for (const char* alias : {"production", "candidate"})
-    ASSERT_EQ(run_kiln({"registry", "alias", "set", "bc", alias, "1"}, home.path()).exit_code, 0);
-  ServerProcess srv({"--model", "stable=bc@production", "--model", "canary=bc@candidate", "--route",
-                     "bc=stable:100,canary:0", "--prediction-log", "inputs", "--poll-interval-ms",
-                     "200", "--threads", "1"},
+    EXPECT_EQ(run_kiln({"registry", "alias", "set", "tab", alias, "1"}, home.path()).exit_code, 0);
+  ServerProcess srv({"--model", "stable=tab@production", "--model", "canary=tab@candidate",
+                     "--route", "tab=stable:100,canary:0", "--prediction-log", "inputs",
+                     "--poll-interval-ms", "200", "--threads", "1"},
                     home.path(), home / "serve.log");
-  ASSERT_TRUE(srv.ready()) << srv.log();
-  HttpClient c(srv.port());
-  const std::vector<testing::BreastCancerRow> rows = testing::breast_cancer_rows();
-  Json feedback = Json::array();
-  for (size_t i = 0; i < rows.size(); ++i) {
-    const std::string id = "row-" + std::to_string(i);
-    ASSERT_EQ(
-        c.post("/v2/models/bc/infer", testing::breast_cancer_infer_body(rows[i].features, 1.0, id))
-            .status,
-        200);
-    feedback.push_back({{"id", id}, {"truth", rows[i].diagnosis}});
+  if (!srv.ready()) {
+    ADD_FAILURE() << srv.log();
+    return Json();
   }
-  ASSERT_EQ(c.post("/v2/models/bc/feedback", feedback.dump()).status, 200);
+  HttpClient c(srv.port());
+  Json feedback = Json::array();
+  for (size_t i = 0; i < rows.features.size(); ++i) {
+    const std::string id = "row-" + std::to_string(i);
+    const Json body = {{"id", id},
+                       {"inputs",
+                        {{{"name", "input"},
+                          {"shape", {1, rows.features[i].size()}},
+                          {"datatype", "FP32"},
+                          {"data", rows.features[i]}}}}};
+    EXPECT_EQ(c.post("/v2/models/tab/infer", body.dump()).status, 200);
+    feedback.push_back({{"id", id}, {"truth", rows.truth[i]}});
+  }
+  EXPECT_EQ(c.post("/v2/models/tab/feedback", feedback.dump()).status, 200);
   std::this_thread::sleep_for(std::chrono::milliseconds(1500));  // the log's writer flushes
-
   CommandResult r =
-      run_kiln({"improve", "bc", "--server", "http://127.0.0.1:" + std::to_string(srv.port()),
-                "--route", "bc", "--champion-target", "stable", "--candidate-target", "canary",
+      run_kiln({"improve", "tab", "--server", "http://127.0.0.1:" + std::to_string(srv.port()),
+                "--route", "tab", "--champion-target", "stable", "--candidate-target", "canary",
                 "--force", "--steps", "100", "--interval", "1s", "--min-requests", "1", "--json"},
                home.path());
-  ASSERT_EQ(r.exit_code == 0 || r.exit_code == 1, true) << r.out << r.err;
-  const Json d = Json::parse(r.out);
-  // Rejected (the usual outcome: the champion is already at ~96%), or better and then canaried.
+  EXPECT_TRUE(r.exit_code == 0 || r.exit_code == 1) << r.out << r.err;
+  const Json d = Json::parse(r.out, nullptr, false);
+  EXPECT_FALSE(d.is_discarded()) << r.out << r.err;
+  // Rejected (the usual outcome: the champion is already good), or better and then canaried.
   EXPECT_TRUE(d["decision"] == "rejected" || d["decision"] == "rolled_back" ||
               d["decision"] == "promoted")
       << d.dump(1);
   if (d["decision"] == "rejected")
     EXPECT_NE(d["why"].get<std::string>().find("held-out rows"), std::string::npos) << d["why"];
+  return d;
+}
+
+// A classifier on a table: the snapshot is the base train rows plus the production training
+// rows (raw columns as served beside the ones the champion's fitted transforms make of them),
+// and the held-out production rows as its test split; McNemar compares the two models.
+TEST(ImproveCliTest, ATableClassifierGoesThroughACycle) {
+  TempDir home;
+  const TableRows rows = read_table("breast_cancer.csv", "diagnosis");
+  ASSERT_EQ(rows.features.size(), 569u);
+  ASSERT_EQ(rows.truth.size(), 569u);
+  const Json d = improve_table_model(home, "breast_cancer.csv", "diagnosis", rows);
+  ASSERT_TRUE(d.is_object());
+  EXPECT_EQ(d["holdout"]["test"].get<std::string>().rfind("mcnemar", 0), 0u) << d.dump(1);
   const int64_t held = d["holdout"]["rows"].get<int64_t>();
   EXPECT_GT(held, 100);
   EXPECT_LT(held, 250);  // ~30% of 569
   EXPECT_GT(d["holdout"]["champion_accuracy"].get<double>(), 0.85) << d.dump(1);
   EXPECT_GT(d["holdout"]["challenger_accuracy"].get<double>(), 0.85) << d.dump(1);
-  // The snapshot: the base train rows plus the production training rows, raw columns beside
-  // the transformed ones; the held-out production rows as its test split.
   const fs::path dir = d["snapshot"]["dir"].get<std::string>();
   const Json m = Json::parse(testing::read_text(dir / "manifest.json"));
   EXPECT_EQ(m["kind"], "table");
   const int64_t repeat = d["snapshot"]["production_repeat"].get<int64_t>();
-  const int64_t production_train = static_cast<int64_t>(rows.size()) - held;
+  const int64_t production_train = static_cast<int64_t>(rows.features.size()) - held;
   EXPECT_EQ(m["splits"]["train"]["rows"], 456 + repeat * production_train);
   EXPECT_EQ(m["splits"]["test"]["rows"], held);
   ASSERT_TRUE(m["files"].contains("train_raw_x.npy")) << m["files"].dump();
@@ -138,14 +188,38 @@ TEST(ImproveCliTest, ATableModelGoesThroughACycle) {
   std::vector<float> last(width);
   std::memcpy(last.data(), npy.data() + npy.size() - 4 * width, 4 * width);
   bool found = false;
-  for (const auto& row : rows) {
+  for (const auto& row : rows.features) {
     bool same = true;
     for (size_t k = 0; k < width && same; ++k)
-      same = std::abs(static_cast<float>(row.features[k]) - last[k]) <=
+      same = std::abs(static_cast<float>(row[k]) - last[k]) <=
              1e-6f * std::max(1.0f, std::abs(last[k]));
     found = found || same;
   }
   EXPECT_TRUE(found);
+}
+
+// A regressor on a table: numbers as feedback, and the comparison a paired bootstrap of the mean
+// absolute error on the held-out production rows.
+TEST(ImproveCliTest, ATableRegressorGoesThroughACycle) {
+  TempDir home;
+  const TableRows rows = read_table("diabetes.csv", "disease_progression");
+  ASSERT_EQ(rows.features.size(), 442u);
+  ASSERT_EQ(rows.truth.size(), 442u);
+  ASSERT_TRUE(rows.truth[0].is_number());
+  const Json d = improve_table_model(home, "diabetes.csv", "disease_progression", rows);
+  ASSERT_TRUE(d.is_object());
+  const Json& h = d["holdout"];
+  EXPECT_EQ(h["test"], "paired_bootstrap_mae") << d.dump(1);
+  EXPECT_GT(h["rows"].get<int64_t>(), 80);
+  // The diabetes target spans 25-346; a useful model is off by ~45 on average, none by 150.
+  for (const char* who : {"champion_mae", "challenger_mae"}) {
+    EXPECT_GT(h[who].get<double>(), 10) << d.dump(1);
+    EXPECT_LT(h[who].get<double>(), 80) << d.dump(1);
+  }
+  const Json m = Json::parse(
+      testing::read_text(fs::path(d["snapshot"]["dir"].get<std::string>()) / "manifest.json"));
+  EXPECT_EQ(m["splits"]["test"]["rows"], h["rows"]);
+  EXPECT_TRUE(m["splits"]["train"].value("class_counts", Json::object()).empty());
 }
 
 TEST(ImproveCliTest, BadInputAndMissingLogsAreClearErrors) {

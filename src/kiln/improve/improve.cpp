@@ -127,6 +127,13 @@ Expected<int64_t> class_of(const Json& truth, const std::vector<std::string>& la
                                  " is not one of the model's classes");
 }
 
+/// A regression target from a feedback item's truth (a finite number).
+Expected<float> number_of(const Json& truth, const std::string& id) {
+  if (truth.is_number() && std::isfinite(truth.get<double>())) return truth.get<float>();
+  return Status::InvalidArgument("feedback for '" + id + "': truth " + truth.dump() +
+                                 " is not a number (the model is a regression)");
+}
+
 Json class_counts(const torch::Tensor& y, const std::vector<std::string>& labels) {
   Json c = Json::object();
   torch::Tensor counts = torch::bincount(y, {}, static_cast<int64_t>(labels.size()));
@@ -250,6 +257,11 @@ Expected<std::vector<std::string>> fired_triggers(const ImproveOptions& o, const
         const Json& live = monitor.contains("live") ? monitor["live"] : Json::object();
         const int64_t n = live.value("labelled_rows", int64_t{0});
         (*evidence)["live_labelled_rows"] = n;
+        if (live.contains("mae")) {  // a regression: no accuracy to fall
+          (*evidence)["live_mae"] = live["mae"];
+          (*evidence)["accuracy_trigger"] =
+              "does not apply to a regression model (use drift, new-data or schedule)";
+        }
         if (live.contains("accuracy") && live.contains("reference_accuracy") && n >= 30) {
           const double acc = live["accuracy"].get<double>();
           const double ref = live["reference_accuracy"].get<double>();
@@ -326,6 +338,7 @@ Expected<fs::path> build_snapshot(const ImproveOptions& o, const model::Bundle& 
     KILN_ASSIGN_OR_RETURN(transforms, features::Pipeline::from_json(snap.manifest["transforms"]));
   }
   const std::vector<std::string> labels = champion.labels();
+  const bool regression = champion.task() == "regression";
   const std::vector<int64_t> shape = champion.raw_input_shape();
   int64_t width = 1;
   for (int64_t d : shape) width *= d;
@@ -334,8 +347,7 @@ Expected<fs::path> build_snapshot(const ImproveOptions& o, const model::Bundle& 
     const int64_t n = static_cast<int64_t>(rows.size());
     // Images: uint8 pixels, as their snapshots keep them. Tables: the raw float columns.
     torch::Tensor x = torch::empty({n, width}, table ? torch::kFloat32 : torch::kUInt8);
-    torch::Tensor y = torch::empty({n}, torch::kLong);
-    int64_t* yp = y.data_ptr<int64_t>();
+    torch::Tensor y = torch::empty({n}, regression ? torch::kFloat32 : torch::kLong);
     for (int64_t i = 0; i < n; ++i) {
       const LabelledRow& r = *rows[static_cast<size_t>(i)];
       if (static_cast<int64_t>(r.inputs.size()) != width)
@@ -350,7 +362,11 @@ Expected<fs::path> build_snapshot(const ImproveOptions& o, const model::Bundle& 
           xp[i * width + k] = static_cast<uint8_t>(
               std::clamp(std::lround(r.inputs[static_cast<size_t>(k)]), 0L, 255L));
       }
-      KILN_ASSIGN_OR_RETURN(yp[i], class_of(r.truth, labels, r.id));
+      if (regression) {
+        KILN_ASSIGN_OR_RETURN(y.data_ptr<float>()[i], number_of(r.truth, r.id));
+      } else {
+        KILN_ASSIGN_OR_RETURN(y.data_ptr<int64_t>()[i], class_of(r.truth, labels, r.id));
+      }
     }
     data::SplitTensors s;
     if (table) {
@@ -378,6 +394,7 @@ Expected<fs::path> build_snapshot(const ImproveOptions& o, const model::Bundle& 
         base_rows / std::max<int64_t>(1, static_cast<int64_t>(train_rows.size())), 1, 10);
   KILN_ASSIGN_OR_RETURN(data::SplitTensors prod, to_split(train_rows, repeat));
   KILN_ASSIGN_OR_RETURN(data::SplitTensors held, to_split(holdout_rows, 1));
+  held.y = held.y.to(base_train.y.scalar_type());
   std::map<std::string, data::SplitTensors> splits;
   data::SplitTensors train;
   train.x = torch::cat({base_train.x, prod.x.to(base_train.x.scalar_type())}, 0);
@@ -394,7 +411,7 @@ Expected<fs::path> build_snapshot(const ImproveOptions& o, const model::Bundle& 
     if (name != "val") m.erase("source_lines");  // production rows come from no file line
     m["rows"] = s.x.size(0);
     m["x_shape"] = s.x.sizes().vec();
-    m["class_counts"] = class_counts(s.y, labels);
+    if (!regression) m["class_counts"] = class_counts(s.y, labels);
   }
   manifest["improve"] = {{"base_snapshot", snap.hash()},
                          {"model", o.name},
@@ -409,11 +426,69 @@ Expected<fs::path> build_snapshot(const ImproveOptions& o, const model::Bundle& 
   return data::write_snapshot(kiln_home() / "snapshots", base_name + "-improve", manifest, splits);
 }
 
-/// Predicted classes of a bundle's served module on `x`.
-Expected<torch::Tensor> predict_classes(const model::Bundle& bundle, const torch::Tensor& x) {
+/// The outputs of a bundle's served module on `x`.
+Expected<torch::Tensor> predict(const model::Bundle& bundle, const torch::Tensor& x) {
   KILN_ASSIGN_OR_RETURN(torch::jit::Module m, model::load_bundle_module(bundle));
-  KILN_ASSIGN_OR_RETURN(torch::Tensor out, train::run_module(m, x, 256));
-  return out.argmax(1);
+  return train::run_module(m, x, 256);
+}
+
+/// Champion vs challenger on the held-out rows: McNemar on the rows each got right
+/// (classifiers), a paired bootstrap of the mean absolute error (regression). The "holdout"
+/// record, with its "verdict" (better / worse / inconclusive for the challenger).
+Expected<Json> compare_on_holdout(const ImproveOptions& o, const model::Bundle& champion,
+                                  const model::Bundle& challenger,
+                                  const std::vector<const LabelledRow*>& rows) {
+  const torch::Tensor x = served_tensor(rows, champion.raw_input_shape());
+  const int64_t n = static_cast<int64_t>(rows.size());
+  KILN_ASSIGN_OR_RETURN(torch::Tensor champion_out, predict(champion, x));
+  KILN_ASSIGN_OR_RETURN(torch::Tensor challenger_out, predict(challenger, x));
+  if (champion.task() == "regression") {
+    std::vector<double> truth(static_cast<size_t>(n));
+    for (int64_t i = 0; i < n; ++i) {
+      KILN_ASSIGN_OR_RETURN(float t, number_of(rows[static_cast<size_t>(i)]->truth,
+                                               rows[static_cast<size_t>(i)]->id));
+      truth[static_cast<size_t>(i)] = t;
+    }
+    const torch::Tensor a = champion_out.reshape({n, -1}).select(1, 0).to(torch::kDouble);
+    const torch::Tensor b = challenger_out.reshape({n, -1}).select(1, 0).to(torch::kDouble);
+    const double* pa = a.data_ptr<double>();
+    const double* pb = b.data_ptr<double>();
+    // Greater is better: the negated mean absolute error over the resampled rows.
+    auto neg_mae = [&](const std::vector<int64_t>& idx, int model) {
+      const double* p = model == 0 ? pa : pb;
+      double sum = 0;
+      for (int64_t i : idx) sum += std::abs(p[i] - truth[static_cast<size_t>(i)]);
+      return -sum / static_cast<double>(std::max<size_t>(1, idx.size()));
+    };
+    const checks::BootstrapResult r = checks::paired_bootstrap(n, neg_mae, 1000, 0);
+    return Json{{"rows", n},
+                {"champion_mae", round3(-r.champion)},
+                {"challenger_mae", round3(-r.challenger)},
+                {"mae_reduction_ci95", {round3(r.ci_low), round3(r.ci_high)}},
+                {"p_not_better", r.p_not_better},
+                {"test", "paired_bootstrap_mae"},
+                {"verdict", checks::bootstrap_verdict(r, o.alpha)}};
+  }
+  torch::Tensor y = torch::empty({n}, torch::kLong);
+  int64_t* yp = y.data_ptr<int64_t>();
+  for (int64_t i = 0; i < n; ++i) {
+    const LabelledRow& r = *rows[static_cast<size_t>(i)];
+    KILN_ASSIGN_OR_RETURN(yp[i], class_of(r.truth, champion.labels(), r.id));
+  }
+  const torch::Tensor champion_right = champion_out.argmax(1) == y;
+  const torch::Tensor challenger_right = challenger_out.argmax(1) == y;
+  const int64_t b = (champion_right & ~challenger_right).sum().item<int64_t>();
+  const int64_t c = (challenger_right & ~champion_right).sum().item<int64_t>();
+  const checks::McNemarResult m = checks::mcnemar(b, c);
+  const double rows_n = static_cast<double>(std::max<int64_t>(1, n));
+  return Json{{"rows", n},
+              {"champion_accuracy", round3(champion_right.sum().item<int64_t>() / rows_n)},
+              {"challenger_accuracy", round3(challenger_right.sum().item<int64_t>() / rows_n)},
+              {"b_champion_only_right", b},
+              {"c_challenger_only_right", c},
+              {"p_value", m.p_value},
+              {"test", m.exact ? "mcnemar_exact" : "mcnemar_chi2_corrected"},
+              {"verdict", checks::mcnemar_verdict(m, o.alpha)}};
 }
 
 Expected<Json> run_cycle(const ImproveOptions& o, const Server& server, const ProductionRows& rows,
@@ -425,8 +500,9 @@ Expected<Json> run_cycle(const ImproveOptions& o, const Server& server, const Pr
                         registry::resolve_model_ref(champion_ref));
   KILN_ASSIGN_OR_RETURN(model::Bundle champion, model::read_bundle(resolved.bundle_dir));
   rec["champion"] = {{"version", resolved.version}};
-  if (champion.task() != "classification")
-    return Status::FailedPrecondition("kiln improve compares classifiers so far (McNemar)");
+  if (champion.task() != "classification" && champion.task() != "regression")
+    return Status::FailedPrecondition("kiln improve: a model of task '" + champion.task() +
+                                      "'; it compares classifiers and regressors");
 
   std::vector<const LabelledRow*> train_rows, holdout_rows;
   for (const LabelledRow& r : rows.rows)
@@ -472,34 +548,21 @@ Expected<Json> run_cycle(const ImproveOptions& o, const Server& server, const Pr
   KILN_ASSIGN_OR_RETURN(model::Bundle challenger, model::read_bundle(trained.bundle_dir));
   if (challenger.labels() != champion.labels())
     return Status::Internal("the challenger's classes differ from the champion's");
-  const torch::Tensor x = served_tensor(holdout_rows, champion.raw_input_shape());
-  torch::Tensor y = torch::empty({static_cast<int64_t>(holdout_rows.size())}, torch::kLong);
-  int64_t* yp = y.data_ptr<int64_t>();
-  for (size_t i = 0; i < holdout_rows.size(); ++i) {
-    KILN_ASSIGN_OR_RETURN(yp[i],
-                          class_of(holdout_rows[i]->truth, champion.labels(), holdout_rows[i]->id));
-  }
-  KILN_ASSIGN_OR_RETURN(torch::Tensor champion_pred, predict_classes(champion, x));
-  KILN_ASSIGN_OR_RETURN(torch::Tensor challenger_pred, predict_classes(challenger, x));
-  const torch::Tensor champion_right = champion_pred == y, challenger_right = challenger_pred == y;
-  const int64_t b = (champion_right & ~challenger_right).sum().item<int64_t>();
-  const int64_t c = (challenger_right & ~champion_right).sum().item<int64_t>();
-  const checks::McNemarResult m = checks::mcnemar(b, c);
-  const std::string verdict = checks::mcnemar_verdict(m, o.alpha);
-  const double n = static_cast<double>(std::max<size_t>(1, holdout_rows.size()));
-  const double champion_acc = champion_right.sum().item<int64_t>() / n;
-  const double challenger_acc = challenger_right.sum().item<int64_t>() / n;
-  rec["holdout"] = {{"rows", static_cast<int64_t>(holdout_rows.size())},
-                    {"champion_accuracy", round3(champion_acc)},
-                    {"challenger_accuracy", round3(challenger_acc)},
-                    {"b_champion_only_right", b},
-                    {"c_challenger_only_right", c},
-                    {"p_value", m.p_value},
-                    {"test", m.exact ? "mcnemar_exact" : "mcnemar_chi2_corrected"},
-                    {"verdict", verdict}};
-  out << "improve: held-out production rows " << holdout_rows.size() << ": champion "
-      << round3(champion_acc) << ", challenger " << round3(challenger_acc) << " (McNemar b=" << b
-      << " c=" << c << " p=" << m.p_value << "): " << verdict << "\n";
+  KILN_ASSIGN_OR_RETURN(rec["holdout"], compare_on_holdout(o, champion, challenger, holdout_rows));
+  const Json& h = rec["holdout"];
+  const std::string verdict = h["verdict"].get<std::string>();
+  if (h.contains("champion_mae"))
+    out << "improve: held-out production rows " << holdout_rows.size() << ": MAE champion "
+        << h["champion_mae"].get<double>() << ", challenger " << h["challenger_mae"].get<double>()
+        << " (paired bootstrap, p(not better)=" << h["p_not_better"].get<double>()
+        << "): " << verdict << "\n";
+  else
+    out << "improve: held-out production rows " << holdout_rows.size() << ": champion "
+        << h["champion_accuracy"].get<double>() << ", challenger "
+        << h["challenger_accuracy"].get<double>()
+        << " (McNemar b=" << h["b_champion_only_right"].get<int64_t>()
+        << " c=" << h["c_challenger_only_right"].get<int64_t>()
+        << " p=" << h["p_value"].get<double>() << "): " << verdict << "\n";
   cycle.phase("compare");
   if (verdict != "better") {
     rec["decision"] = "rejected";
