@@ -98,9 +98,12 @@ TableRows read_table(const std::string& csv_name, const std::string& target) {
 
 /// The quick path on `csv_name` (`target`) pushed as "tab" v1 (production and candidate), served
 /// behind the route `kiln improve` needs with --prediction-log inputs; every row sent by id and
-/// its target posted as feedback; then `kiln improve tab --force`. Its decision.
+/// its target (plus `truth_offset`, for numbers) posted as feedback; the champion's /monitor
+/// then into `monitor`; then `kiln improve tab` with `how` (--force, or triggers). Its decision.
 Json improve_table_model(const TempDir& home, const std::string& csv_name,
-                         const std::string& target, const TableRows& rows) {
+                         const std::string& target, const TableRows& rows,
+                         const std::vector<std::string>& how = {"--force"}, double truth_offset = 0,
+                         Json* monitor = nullptr) {
   CommandResult trained =
       run_kiln({"train", "--data", (testing::shared_datasets_dir() / csv_name).string(), "--target",
                 target, "--out", (home / "run").string()},
@@ -131,15 +134,32 @@ Json improve_table_model(const TempDir& home, const std::string& csv_name,
                           {"datatype", "FP32"},
                           {"data", rows.features[i]}}}}};
     EXPECT_EQ(c.post("/v2/models/tab/infer", body.dump()).status, 200);
-    feedback.push_back({{"id", id}, {"truth", rows.truth[i]}});
+    const Json truth = rows.truth[i].is_number() ? Json(rows.truth[i].get<double>() + truth_offset)
+                                                 : rows.truth[i];
+    feedback.push_back({{"id", id}, {"truth", truth}});
   }
   EXPECT_EQ(c.post("/v2/models/tab/feedback", feedback.dump()).status, 200);
+  if (monitor) *monitor = Json::parse(c.get("/v2/models/stable/monitor").body, nullptr, false);
   std::this_thread::sleep_for(std::chrono::milliseconds(1500));  // the log's writer flushes
-  CommandResult r =
-      run_kiln({"improve", "tab", "--server", "http://127.0.0.1:" + std::to_string(srv.port()),
-                "--route", "tab", "--champion-target", "stable", "--candidate-target", "canary",
-                "--force", "--steps", "100", "--interval", "1s", "--min-requests", "1", "--json"},
-               home.path());
+  std::vector<std::string> args = {"improve",
+                                   "tab",
+                                   "--server",
+                                   "http://127.0.0.1:" + std::to_string(srv.port()),
+                                   "--route",
+                                   "tab",
+                                   "--champion-target",
+                                   "stable",
+                                   "--candidate-target",
+                                   "canary",
+                                   "--steps",
+                                   "100",
+                                   "--interval",
+                                   "1s",
+                                   "--min-requests",
+                                   "1",
+                                   "--json"};
+  args.insert(args.end(), how.begin(), how.end());
+  CommandResult r = run_kiln(args, home.path());
   EXPECT_TRUE(r.exit_code == 0 || r.exit_code == 1) << r.out << r.err;
   const Json d = Json::parse(r.out, nullptr, false);
   EXPECT_FALSE(d.is_discarded()) << r.out << r.err;
@@ -198,24 +218,32 @@ TEST(ImproveCliTest, ATableClassifierGoesThroughACycle) {
   EXPECT_TRUE(found);
 }
 
-// A regressor on a table: numbers as feedback, and the comparison a paired bootstrap of the mean
-// absolute error on the held-out production rows.
+// A regressor on a table: numbers as feedback, 100 above the truth, so live MAE far exceeds
+// the bundle's test MAE and the accuracy trigger fires (no --force); the comparison is a paired
+// bootstrap of the mean absolute error on the held-out production rows.
 TEST(ImproveCliTest, ATableRegressorGoesThroughACycle) {
   TempDir home;
   const TableRows rows = read_table("diabetes.csv", "disease_progression");
   ASSERT_EQ(rows.features.size(), 442u);
   ASSERT_EQ(rows.truth.size(), 442u);
   ASSERT_TRUE(rows.truth[0].is_number());
-  const Json d = improve_table_model(home, "diabetes.csv", "disease_progression", rows);
+  Json monitor;
+  const Json d = improve_table_model(home, "diabetes.csv", "disease_progression", rows,
+                                     {"--trigger", "accuracy"}, 100, &monitor);
   ASSERT_TRUE(d.is_object());
+  // The monitor sets live MAE beside the bundle's test MAE (the diabetes target spans 25-346; a
+  // useful model is off by ~45 on average).
+  const Json& live = monitor["live"];
+  ASSERT_TRUE(live.contains("reference_mae")) << monitor.dump(1);
+  EXPECT_GT(live["reference_mae"].get<double>(), 20);
+  EXPECT_LT(live["reference_mae"].get<double>(), 80);
+  EXPECT_GT(live["mae"].get<double>(), live["reference_mae"].get<double>() + 30);
+  ASSERT_EQ(d["triggers"].size(), 1u) << d.dump(1);
+  EXPECT_EQ(d["triggers"][0].get<std::string>().rfind("accuracy (live MAE", 0), 0u) << d.dump(1);
   const Json& h = d["holdout"];
   EXPECT_EQ(h["test"], "paired_bootstrap_mae") << d.dump(1);
   EXPECT_GT(h["rows"].get<int64_t>(), 80);
-  // The diabetes target spans 25-346; a useful model is off by ~45 on average, none by 150.
-  for (const char* who : {"champion_mae", "challenger_mae"}) {
-    EXPECT_GT(h[who].get<double>(), 10) << d.dump(1);
-    EXPECT_LT(h[who].get<double>(), 80) << d.dump(1);
-  }
+  EXPECT_GT(h["champion_mae"].get<double>(), 60) << d.dump(1);  // the truths moved by 100
   const Json m = Json::parse(
       testing::read_text(fs::path(d["snapshot"]["dir"].get<std::string>()) / "manifest.json"));
   EXPECT_EQ(m["splits"]["test"]["rows"], h["rows"]);

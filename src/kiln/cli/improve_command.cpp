@@ -163,7 +163,8 @@ void register_improve_command(CLI::App& app, int* exit_code) {
       ->default_val("10m");
   c->add_option("--every", a->every, "the schedule trigger's interval")->default_val("60m");
   c->add_option("--accuracy-margin", o.accuracy_margin,
-                "accuracy trigger: live accuracy below the bundle's test accuracy minus this")
+                "accuracy trigger: live accuracy below the bundle's test accuracy minus this "
+                "(a regressor: live MAE above the bundle's test MAE times 1 + this)")
       ->default_val(0.05)
       ->check(CLI::Range(0.0, 1.0));
   c->add_option("--min-rows", o.min_rows, "labelled production rows needed for a cycle")

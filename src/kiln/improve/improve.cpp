@@ -257,10 +257,17 @@ Expected<std::vector<std::string>> fired_triggers(const ImproveOptions& o, const
         const Json& live = monitor.contains("live") ? monitor["live"] : Json::object();
         const int64_t n = live.value("labelled_rows", int64_t{0});
         (*evidence)["live_labelled_rows"] = n;
-        if (live.contains("mae")) {  // a regression: no accuracy to fall
-          (*evidence)["live_mae"] = live["mae"];
-          (*evidence)["accuracy_trigger"] =
-              "does not apply to a regression model (use drift, new-data or schedule)";
+        if (live.contains("mae") && live.contains("reference_mae") && n >= 30) {
+          // A regressor: its live mean absolute error above the bundle's test MAE by more than
+          // the margin, read as a share (0.05: 5% worse).
+          const double mae = live["mae"].get<double>();
+          const double ref = live["reference_mae"].get<double>();
+          (*evidence)["live_mae"] = mae;
+          (*evidence)["reference_mae"] = ref;
+          if (mae > ref * (1 + o.accuracy_margin))
+            fired.push_back("accuracy (live MAE " + std::to_string(mae) + " > bundle " +
+                            std::to_string(ref) + " x " + std::to_string(1 + o.accuracy_margin) +
+                            ")");
         }
         if (live.contains("accuracy") && live.contains("reference_accuracy") && n >= 30) {
           const double acc = live["accuracy"].get<double>();

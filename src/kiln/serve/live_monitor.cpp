@@ -7,7 +7,7 @@ namespace kiln::serve {
 
 LiveMonitor::LiveMonitor(std::string model, std::string version,
                          std::shared_ptr<const monitor::ReferenceProfile> reference,
-                         std::vector<std::string> labels, double reference_accuracy,
+                         std::vector<std::string> labels, double reference_score,
                          const LiveMonitorMetrics& metrics, const LiveMonitorOptions& options)
     : model_(std::move(model)),
       version_(std::move(version)),
@@ -16,10 +16,10 @@ LiveMonitor::LiveMonitor(std::string model, std::string version,
       options_(options),
       metrics_(metrics),
       remembered_(options.remembered_predictions),
-      reference_accuracy_(reference_accuracy) {
+      reference_score_(reference_score) {
   feature_count_ = reference_ ? reference_->features.size() : 0;
-  if (metrics_.reference_accuracy && reference_accuracy_ >= 0)
-    metrics_.reference_accuracy->with({model_, version_}).set(reference_accuracy_);
+  if (metrics_.reference_accuracy && reference_score_ >= 0 && !labels_.empty())
+    metrics_.reference_accuracy->with({model_, version_}).set(reference_score_);
 }
 
 void LiveMonitor::extract(const float* x, int64_t rows, std::vector<double>* features,
@@ -288,7 +288,8 @@ Json LiveMonitor::report() {
   Json live = {{"labelled_rows", static_cast<int64_t>(labelled_scores_.size())},
                {"labelled_total", labelled_total_}};
   if (!labelled_scores_.empty()) live[labels_.empty() ? "mae" : "accuracy"] = live_score_locked();
-  if (reference_accuracy_ >= 0) live["reference_accuracy"] = reference_accuracy_;
+  if (reference_score_ >= 0)
+    live[labels_.empty() ? "reference_mae" : "reference_accuracy"] = reference_score_;
   j["live"] = live;
   j["history"] = history_json_locked();
   return j;

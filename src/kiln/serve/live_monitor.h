@@ -58,10 +58,11 @@ struct LiveMonitorMetrics {
 class LiveMonitor {
  public:
   /// `reference` may be null (a bundle without a profile: drift "unavailable", feedback and
-  /// accuracy still work). `labels` empty for regression. `reference_accuracy` < 0: unknown.
+  /// accuracy still work). `labels` empty for regression. `reference_score`: the bundle's test
+  /// accuracy (classification) or test mean absolute error (regression); < 0: unknown.
   LiveMonitor(std::string model, std::string version,
               std::shared_ptr<const monitor::ReferenceProfile> reference,
-              std::vector<std::string> labels, double reference_accuracy,
+              std::vector<std::string> labels, double reference_score,
               const LiveMonitorMetrics& metrics, const LiveMonitorOptions& options);
 
   const std::string& model() const { return model_; }
@@ -140,7 +141,7 @@ class LiveMonitor {
   PredictionMemory remembered_;
   std::deque<double> labelled_scores_;  ///< 1/0 correct (classification) or |error| (regression)
   int64_t labelled_total_ = 0;
-  double reference_accuracy_ = -1;
+  double reference_score_ = -1;  ///< test accuracy, or test MAE for regression
 };
 
 }  // namespace kiln::serve
