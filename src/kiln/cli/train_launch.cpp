@@ -11,6 +11,7 @@
 #include <thread>
 
 #include "kiln/core/ports.h"
+#include "kiln/core/process.h"
 
 namespace kiln::cli {
 
@@ -20,16 +21,17 @@ namespace fs = std::filesystem;
 
 pid_t start_rank(const std::vector<std::string>& args,
                  const std::map<std::string, std::string>& env) {
-  const pid_t pid = ::fork();
-  if (pid != 0) return pid;
-  for (const auto& [k, v] : env) ::setenv(k.c_str(), v.c_str(), 1);
-  std::vector<std::string> copy = args;
-  std::vector<char*> argv;
-  for (std::string& a : copy) argv.push_back(a.data());
-  argv.push_back(nullptr);
-  ::execv("/proc/self/exe", argv.data());
-  std::perror("kiln train: cannot start a rank");
-  ::_exit(127);
+  SpawnOptions o;
+  o.argv = args;
+  o.exec_path = "/proc/self/exe";  // this very binary, even if a rebuild replaced the file
+  o.stdin_path.clear();            // ranks share the launcher's terminal
+  for (const auto& [k, v] : env) o.env.push_back(k + "=" + v);
+  Expected<pid_t> pid = spawn_process(o);
+  if (!pid.ok()) {
+    std::fprintf(stderr, "kiln train: cannot start a rank: %s\n", pid.status().message().c_str());
+    return -1;
+  }
+  return *pid;
 }
 
 struct Outcome {

@@ -14,6 +14,7 @@
 
 #include "kiln/core/files.h"
 #include "kiln/core/ports.h"
+#include "kiln/core/process.h"
 #include "kiln/core/yaml.h"
 #include "kiln/loadtest/target.h"
 
@@ -25,39 +26,19 @@ using Clock = std::chrono::steady_clock;
 
 bool alive(pid_t pid) { return pid > 0 && ::kill(pid, 0) == 0; }
 
-/// In a forked child: replaces it with `argv` (looked up in PATH), or exits 127.
-[[noreturn]] void exec_child(const std::vector<std::string>& argv) {
-  std::vector<std::string> copy = argv;
-  std::vector<char*> args;
-  for (auto& a : copy) args.push_back(a.data());
-  args.push_back(nullptr);
-  ::execvp(args[0], args.data());
-  ::_exit(127);
-}
-
-/// Starts `argv` in its own session (it outlives this command), stdin /dev/null, stdout and
-/// stderr appended to `log_path`, with `env` ("K=V") added to the environment. Reaps nothing:
-/// the caller's process exits long before.
+/// Starts `argv` (looked up in PATH) in its own session (it outlives this command), stdin
+/// /dev/null, stdout and stderr appended to `log_path`, with `env` ("K=V") added to the
+/// environment. Reaps nothing: the caller's process exits long before.
 Expected<pid_t> spawn_detached(const std::vector<std::string>& argv, const fs::path& log_path,
                                const std::vector<std::string>& env = {}) {
-  const pid_t pid = ::fork();
-  if (pid < 0) return Status::Internal("fork failed");
-  if (pid == 0) {
-    ::setsid();
-    for (const std::string& kv : env) {
-      const size_t eq = kv.find('=');
-      ::setenv(kv.substr(0, eq).c_str(), kv.substr(eq + 1).c_str(), 1);
-    }
-    const int in = ::open("/dev/null", O_RDONLY);
-    const int out = ::open(log_path.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
-    if (in >= 0) ::dup2(in, 0);
-    if (out >= 0) {
-      ::dup2(out, 1);
-      ::dup2(out, 2);
-    }
-    exec_child(argv);
-  }
-  return pid;
+  SpawnOptions o;
+  o.argv = argv;
+  o.search_path = true;
+  o.env = env;
+  o.stdout_path = o.stderr_path = log_path.string();
+  o.append = true;
+  o.group = SpawnOptions::Group::kNewSession;
+  return spawn_process(o);
 }
 
 /// SIGTERM, then SIGKILL after `timeout_s`; reaps `pid` when it is our child.
@@ -80,18 +61,18 @@ void stop_process(pid_t pid, double timeout_s) {
 Expected<std::pair<int, std::string>> run_capture(const std::vector<std::string>& argv,
                                                   double timeout_s) {
   int pipe_fds[2];
-  if (::pipe(pipe_fds) != 0) return Status::Internal("pipe failed");
-  const pid_t pid = ::fork();
-  if (pid < 0) return Status::Internal("fork failed");
-  if (pid == 0) {
-    const int in = ::open("/dev/null", O_RDONLY);
-    if (in >= 0) ::dup2(in, 0);
-    ::dup2(pipe_fds[1], 1);
-    ::dup2(pipe_fds[1], 2);
-    ::close(pipe_fds[0]);
-    exec_child(argv);
-  }
+  if (::pipe2(pipe_fds, O_CLOEXEC) != 0) return Status::Internal("pipe failed");
+  SpawnOptions o;
+  o.argv = argv;
+  o.search_path = true;
+  o.stdout_fd = o.stderr_fd = pipe_fds[1];
+  Expected<pid_t> spawned = spawn_process(o);
   ::close(pipe_fds[1]);
+  if (!spawned.ok()) {
+    ::close(pipe_fds[0]);
+    return spawned.status();
+  }
+  const pid_t pid = *spawned;
   ::fcntl(pipe_fds[0], F_SETFL, O_NONBLOCK);
   std::string out;
   const auto deadline =

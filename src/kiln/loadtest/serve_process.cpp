@@ -3,7 +3,6 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
-#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -14,6 +13,8 @@
 #include <fstream>
 #include <sstream>
 #include <thread>
+
+#include "kiln/core/process.h"
 
 namespace kiln::loadtest {
 namespace {
@@ -41,7 +42,7 @@ Expected<std::unique_ptr<ServeProcess>> ServeProcess::Start(
     const std::vector<std::string>& extra_args, double timeout_s) {
   std::unique_ptr<ServeProcess> p(new ServeProcess());
   char log_template[] = "/tmp/kiln-loadtest-serve-XXXXXX";
-  const int log_fd = ::mkstemp(log_template);
+  const int log_fd = ::mkostemp(log_template, O_CLOEXEC);
   if (log_fd < 0) return Status::IoError(std::string("mkstemp: ") + std::strerror(errno));
   p->log_path_ = log_template;
   int out[2];
@@ -49,22 +50,21 @@ Expected<std::unique_ptr<ServeProcess>> ServeProcess::Start(
     ::close(log_fd);
     return Status::IoError(std::string("pipe: ") + std::strerror(errno));
   }
-  std::vector<std::string> args{kiln_binary, "serve", "--model", model_ref, "--port", "0"};
-  args.insert(args.end(), extra_args.begin(), extra_args.end());
-  std::vector<char*> argv;
-  for (auto& a : args) argv.push_back(a.data());
-  argv.push_back(nullptr);
-  p->pid_ = ::fork();
-  if (p->pid_ < 0) return Status::IoError(std::string("fork: ") + std::strerror(errno));
-  if (p->pid_ == 0) {
-    ::prctl(PR_SET_PDEATHSIG, SIGTERM);  // no orphaned server if loadtest is killed
-    ::dup2(out[1], 1);
-    ::dup2(log_fd, 2);
-    ::execv(kiln_binary.c_str(), argv.data());
-    ::_exit(127);
-  }
+  SpawnOptions o;
+  o.argv = {kiln_binary, "serve", "--model", model_ref, "--port", "0"};
+  o.argv.insert(o.argv.end(), extra_args.begin(), extra_args.end());
+  o.stdin_path.clear();
+  o.stdout_fd = out[1];
+  o.stderr_fd = log_fd;
+  o.parent_death_signal = SIGTERM;  // no orphaned server if loadtest is killed
+  Expected<pid_t> spawned = spawn_process(o);
   ::close(log_fd);
   ::close(out[1]);
+  if (!spawned.ok()) {
+    ::close(out[0]);
+    return spawned.status();
+  }
+  p->pid_ = *spawned;
   p->out_fd_ = out[0];
   std::string text;
   const auto deadline = std::chrono::steady_clock::now() +

@@ -3,7 +3,6 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/file.h>
-#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -19,6 +18,7 @@
 
 #include "kiln/core/files.h"
 #include "kiln/core/hash.h"
+#include "kiln/core/process.h"
 #include "kiln/pipeline/content_hash.h"
 
 namespace kiln::pipeline {
@@ -193,27 +193,14 @@ Expected<Launch> stage_command(const PipelineFile& file, const StageSpec& s,
 
 /// Starts `launch` with stdout and stderr to `log_path`, stdin from /dev/null. Returns the pid.
 Expected<pid_t> spawn(const Launch& launch, const fs::path& log_path) {
-  std::vector<char*> argv;
-  for (const std::string& a : launch.argv) argv.push_back(const_cast<char*>(a.c_str()));
-  argv.push_back(nullptr);
-  const std::string cwd = launch.cwd.string();
-  const std::string log = log_path.string();
-  const pid_t parent = ::getpid();
-  const pid_t pid = ::fork();
-  if (pid < 0) return Status::IoError(std::string("fork: ") + std::strerror(errno));
-  if (pid == 0) {  // child: async-signal-safe calls only
-    // A stage dies with its runner (kill -9 included): none goes on writing into a work
-    // directory that the next run starts afresh. Also when the runner died before this line.
-    if (::prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || ::getppid() != parent) ::_exit(127);
-    const int out = ::open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    const int in = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
-    if (out < 0 || in < 0 || ::dup2(in, 0) < 0 || ::dup2(out, 1) < 0 || ::dup2(out, 2) < 0 ||
-        ::chdir(cwd.c_str()) != 0)
-      ::_exit(127);
-    ::execv(argv[0], argv.data());
-    ::_exit(127);
-  }
-  return pid;
+  // A stage dies with its runner (kill -9 included): none goes on writing into a work directory
+  // that the next run starts afresh. Also when the runner died before the child could ask.
+  SpawnOptions o;
+  o.argv = launch.argv;
+  o.cwd = launch.cwd.string();
+  o.stdout_path = o.stderr_path = log_path.string();
+  o.parent_death_signal = SIGKILL;
+  return spawn_process(o);
 }
 
 /// A finished stage's outputs from its work dir and log; an error when a promised one is missing.

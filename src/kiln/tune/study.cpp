@@ -2,7 +2,6 @@
 
 #include <fcntl.h>
 #include <signal.h>
-#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -19,6 +18,7 @@
 
 #include "kiln/core/files.h"
 #include "kiln/core/logging.h"
+#include "kiln/core/process.h"
 #include "kiln/core/yaml.h"
 #include "kiln/train/config.h"
 #include "kiln/tune/sampler.h"
@@ -66,28 +66,15 @@ bool last_line_number(const std::string& text, double* value, std::string* line)
 Expected<pid_t> spawn(const std::vector<std::string>& argv, const std::vector<std::string>& env,
                       const fs::path& out_file, const fs::path& err_file,
                       const std::string& exec_path) {
-  std::vector<char*> args;
-  for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
-  args.push_back(nullptr);
-  const pid_t parent = ::getpid();
-  const pid_t pid = ::fork();
-  if (pid < 0) return Status::Unavailable(std::string("fork: ") + std::strerror(errno));
-  if (pid == 0) {
-    ::setpgid(0, 0);
-    ::prctl(PR_SET_PDEATHSIG, SIGKILL);
-    if (::getppid() != parent) ::_exit(127);
-    int out = ::open(out_file.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    int err = ::open(err_file.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    if (out >= 0) ::dup2(out, 1);
-    if (err >= 0) ::dup2(err, 2);
-    int in = ::open("/dev/null", O_RDONLY);
-    if (in >= 0) ::dup2(in, 0);
-    for (const auto& e : env) ::putenv(const_cast<char*>(e.c_str()));
-    ::execv(exec_path.empty() ? args[0] : exec_path.c_str(), args.data());
-    std::fprintf(stderr, "exec %s: %s\n", args[0], std::strerror(errno));
-    ::_exit(127);
-  }
-  return pid;
+  SpawnOptions o;
+  o.argv = argv;
+  o.exec_path = exec_path;
+  o.env = env;
+  o.stdout_path = out_file.string();
+  o.stderr_path = err_file.string();
+  o.group = SpawnOptions::Group::kNewProcessGroup;
+  o.parent_death_signal = SIGKILL;
+  return spawn_process(o);
 }
 
 std::string describe_exit(int status) {
