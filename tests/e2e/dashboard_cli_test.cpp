@@ -11,6 +11,7 @@
 #include <numeric>
 #include <random>
 #include <regex>
+#include <sstream>
 #include <thread>
 
 #include "serve_helpers.h"
@@ -164,6 +165,53 @@ TEST(DashboardCliTest, HeadlessChromiumRendersLiveNumbersAndAPlantedDrift) {
   EXPECT_NE(shifted.find("<tr data-feature=\"mean_radius\" class=\"drifted\""), std::string::npos);
   // The key never reaches the access log or stays in the page's address.
   EXPECT_EQ(srv.log().find("dashboard-key"), std::string::npos);
+}
+
+// A regressor's section: live MAE beside the bundle's test MAE (not percentages), and its
+// history line as live MAE over test MAE, so it shares the drift share's 0-1 axis.
+TEST(DashboardCliTest, ARegressorShowsLiveAndTestMae) {
+  TempDir home;
+  testing::CommandResult trained = testing::run_kiln(
+      {"train", "--data", (testing::shared_datasets_dir() / "diabetes.csv").string(), "--target",
+       "disease_progression", "--out", (home / "run").string()},
+      home.path(), {"KILN_THREADS=1"});
+  ASSERT_EQ(trained.exit_code, 0) << trained.err;
+  ServerProcess srv({"--model", "reg=" + (home / "run" / "bundle").string()}, home.path(),
+                    home / "log");
+  ASSERT_TRUE(srv.ready()) << srv.log();
+  HttpClient c(srv.port());
+  const std::vector<std::string> lines = [&] {
+    std::vector<std::string> out;
+    std::istringstream in(read_text(testing::shared_datasets_dir() / "diabetes.csv"));
+    for (std::string l; std::getline(in, l);) out.push_back(l);
+    return out;
+  }();
+  Json feedback = Json::array();
+  for (size_t i = 1; i <= 60; ++i) {  // age,sex,bmi,bp,s1..s6,disease_progression
+    std::vector<double> v;
+    std::istringstream cells(lines[i]);
+    for (std::string cell; std::getline(cells, cell, ',');) v.push_back(std::stod(cell));
+    const double truth = v.back();
+    v.pop_back();
+    const Json body = {
+        {"id", "r" + std::to_string(i)},
+        {"inputs", {{{"name", "input"}, {"shape", {1, 10}}, {"datatype", "FP32"}, {"data", v}}}}};
+    ASSERT_EQ(c.post("/v2/models/reg/infer", body.dump()).status, 200);
+    feedback.push_back({{"id", "r" + std::to_string(i)}, {"truth", truth}});
+  }
+  ASSERT_EQ(c.post("/v2/models/reg/feedback", feedback.dump()).status, 200);
+  const Json live = Json::parse(c.get("/v2/models/reg/monitor").body)["live"];
+  ASSERT_TRUE(live.contains("mae") && live.contains("reference_mae")) << live.dump();
+  const std::string dom = rendered_dom(
+      "http://127.0.0.1:" + std::to_string(srv.port()) + "/dashboard", home.path(), 3000);
+  write_text(home / "dom.html", dom);
+  EXPECT_NE(dom.find("live MAE: <b"), std::string::npos) << dom.substr(0, 3000);
+  EXPECT_NE(dom.find("test MAE (bundle): <b"), std::string::npos);
+  EXPECT_EQ(dom.find("test accuracy (bundle)"), std::string::npos);
+  EXPECT_NEAR(rendered_value(dom, "class=\"live-accuracy\""), live["mae"].get<double>(), 1e-9);
+  EXPECT_NEAR(rendered_value(dom, "class=\"reference-accuracy\""),
+              live["reference_mae"].get<double>(), 1e-9);
+  EXPECT_NE(dom.find("live MAE ÷ test MAE"), std::string::npos);
 }
 
 }  // namespace
