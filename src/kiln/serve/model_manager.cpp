@@ -319,8 +319,14 @@ Expected<std::shared_ptr<ModelVersion>> ModelManager::load(const ResolvedModel& 
     metrics_->counter("kiln_model_loads_total", "Model versions loaded.", {"model"})
         .with({resolved.name})
         .inc();
+  // What live monitoring sets live accuracy (a regressor: live MAE) beside.
+  const char* score_key = sig.labels.empty() ? "mae" : "accuracy";
+  const double test_score = test_metrics.is_object() && test_metrics.contains(score_key) &&
+                                    test_metrics.at(score_key).is_number()
+                                ? test_metrics.at(score_key).get<double>()
+                                : -1;
   return std::make_shared<ModelVersion>(resolved, version, std::move(sig), std::move(batcher),
-                                        precision, test_accuracy, model::device_name(device));
+                                        precision, test_score, model::device_name(device));
 }
 
 std::shared_ptr<ModelVersion> ModelManager::current(const std::string& name) const {

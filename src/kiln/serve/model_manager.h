@@ -51,22 +51,24 @@ struct ModelSignature {
 /// done, then stops their batchers (drain). Thread-safe.
 class ModelVersion {
  public:
-  /// `precision` is the number format of the module served ("fp32", "bf16"); `test_accuracy`
-  /// the test accuracy the bundle records for that module (-1: none recorded).
+  /// `precision` is the number format of the module served ("fp32", "bf16"); `test_score` what
+  /// the bundle records for that module on its test split: accuracy (a classifier) or mean
+  /// absolute error (a regressor); -1: none recorded.
   ModelVersion(ResolvedModel resolved, std::string version, ModelSignature signature,
                std::unique_ptr<DynamicBatcher> batcher, std::string precision = "fp32",
-               double test_accuracy = -1, std::string device = "cpu")
+               double test_score = -1, std::string device = "cpu")
       : resolved_(std::move(resolved)),
         version_(std::move(version)),
         signature_(std::move(signature)),
         batcher_(std::move(batcher)),
         precision_(std::move(precision)),
-        test_accuracy_(test_accuracy),
+        test_score_(test_score),
         device_(std::move(device)) {}
   const std::string& precision() const { return precision_; }
   /// Where its forwards run: "cpu" or "cuda:N".
   const std::string& device() const { return device_; }
-  double test_accuracy() const { return test_accuracy_; }
+  /// Test accuracy (a classifier) or test MAE (a regressor) of the module served; -1: unknown.
+  double test_score() const { return test_score_; }
   const std::string& name() const { return resolved_.name; }
   const std::string& version() const { return version_; }
   const ResolvedModel& resolved() const { return resolved_; }
@@ -88,7 +90,7 @@ class ModelVersion {
   ModelSignature signature_;
   std::unique_ptr<DynamicBatcher> batcher_;
   std::string precision_;
-  double test_accuracy_;
+  double test_score_;
   std::string device_;
   std::once_flag attached_once_;
   std::shared_ptr<void> attached_;

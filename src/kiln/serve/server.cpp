@@ -368,22 +368,10 @@ struct InferenceServer::Impl {
         KILN_LOG_WARN("{}: reference profile unreadable, drift unavailable: {}", mv.name(),
                       parsed.status().message());
     }
-    // What live accuracy (or a regressor's live MAE) is set beside: the bundle's test figure, of
-    // the module served (fp32 or bf16).
-    double reference_score = mv.test_accuracy();
-    if (mv.signature().labels.empty()) {
-      reference_score = -1;
-      Expected<Json> manifest = read_json_file(dir / "manifest.json");
-      if (manifest.ok()) {
-        const Json test = manifest->value("metrics", Json::object()).value("test", Json::object());
-        if (test.contains("mae") && test["mae"].is_number())
-          reference_score = test["mae"].get<double>();
-      }
-    }
     LiveMonitorOptions lo;
     lo.window = options.monitor_window_;
     return std::make_unique<LiveMonitor>(mv.name(), mv.version(), std::move(reference),
-                                         mv.signature().labels, reference_score, live_metrics, lo);
+                                         mv.signature().labels, mv.test_score(), live_metrics, lo);
   }
 
   /// A request id for a response whose request gave none: unique within this server's life.
