@@ -23,3 +23,12 @@ stop_background_and_clean() {
   wait 2>/dev/null || true
   rm -rf "$KILN_HOME"
 }
+
+# Waits until `kiln serve` (pid $3) printed "ready on" into $1; exits the script with its stderr
+# ($2) when it died first.
+wait_serve_ready() {
+  until grep -q "ready on" "$1" 2>/dev/null; do
+    kill -0 "$3" 2>/dev/null || { cat "$2"; exit 1; }
+    sleep 0.01
+  done
+}

@@ -36,10 +36,7 @@ taskset -c 1 "$kiln" serve --model "$KILN_HOME/bc" --port "$port" --threads 1 \
   >"$KILN_HOME/serve.out" 2>"$KILN_HOME/serve.err" &
 kpid=$!
 pids+=($kpid)
-until grep -q "ready on" "$KILN_HOME/serve.out" 2>/dev/null; do
-  kill -0 $kpid 2>/dev/null || { cat "$KILN_HOME/serve.err"; exit 1; }
-  sleep 0.05
-done
+wait_serve_ready "$KILN_HOME/serve.out" "$KILN_HOME/serve.err" $kpid
 cat "$KILN_HOME/serve.out"
 base="http://127.0.0.1:$port"
 health="$base/v2/health/ready"

@@ -52,10 +52,7 @@ t0=$(date +%s.%N)
   >"$KILN_HOME/serve.out" 2>"$KILN_HOME/serve.err" &
 kpid=$!
 pids+=($kpid)
-until grep -q "ready on" "$KILN_HOME/serve.out" 2>/dev/null; do
-  kill -0 $kpid 2>/dev/null || { cat "$KILN_HOME/serve.err"; exit 1; }
-  sleep 0.01
-done
+wait_serve_ready "$KILN_HOME/serve.out" "$KILN_HOME/serve.err" $kpid
 t1=$(date +%s.%N)
 ready_s=$(/usr/bin/python3 -c "print(f'{$t1-$t0:.3f}')")
 echo "kiln serve ready after ${ready_s} s: $(cat "$KILN_HOME/serve.out")"

@@ -36,10 +36,7 @@ arm() {  # label, then kiln serve's extra flags
     >"$KILN_HOME/serve-$label.out" 2>"$KILN_HOME/serve-$label.err" &
   pid=$!
   pids+=($pid)
-  until grep -q "ready on" "$KILN_HOME/serve-$label.out" 2>/dev/null; do
-    kill -0 $pid 2>/dev/null || { cat "$KILN_HOME/serve-$label.err"; exit 1; }
-    sleep 0.05
-  done
+  wait_serve_ready "$KILN_HOME/serve-$label.out" "$KILN_HOME/serve-$label.err" $pid
   # `kiln` runs the engine in its place (exec), so $pid is the server's own process.
   line="$label: RSS at start $(awk '/VmRSS/ {printf "%.0f", $2/1024}' /proc/$pid/status) MiB;"
   for _ in $(seq 1 "$PHASES"); do
