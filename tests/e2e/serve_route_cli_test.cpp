@@ -8,6 +8,7 @@
 #include <nlohmann/json.hpp>
 #include <thread>
 
+#include "kiln/core/files.h"
 #include "serve_helpers.h"
 #include "support/test_support.h"
 
@@ -171,6 +172,72 @@ TEST(ServeRouteCliTest, WeightsChangeUnderLoadWithoutAFailedRequest) {
     EXPECT_EQ(c.post("/v2/models/cancer/infer", breast_cancer_infer_body(rows[0].features, 1.0))
                   .headers["x-kiln-route-target"],
               "stable");
+}
+
+TEST(ServeRouteCliTest, PostedWeightsSurviveARestartWhileTheFlagStands) {
+  TempDir home;
+  const auto bundle = testing::train_breast_cancer_bundle(home.path(), home / "bundle-run");
+  const std::vector<std::string> models{"--model", "stable=" + bundle.string(), "--model",
+                                        "canary=" + bundle.string()};
+  auto args = [&](const std::string& route) {
+    std::vector<std::string> a = models;
+    a.insert(a.end(), {"--route", route});
+    return a;
+  };
+  auto spec_of = [](HttpClient& c) {
+    return Json::parse(c.get("/v2/routes").body)["routes"][0]["spec"].get<std::string>();
+  };
+  {
+    ServerProcess srv(args("cancer=stable:90,canary:10"), home.path(), home / "log1");
+    ASSERT_TRUE(srv.ready()) << srv.log();
+    HttpClient c(srv.port());
+    ASSERT_EQ(c.post("/v2/routes/cancer", R"({"weights": {"stable": 40, "canary": 60}})").status,
+              200);
+    srv.signal(SIGKILL);  // a crash: nothing is written at exit
+    srv.wait_exit();
+  }
+  {
+    // Same flag: the POSTed split is back, and the log says where it came from.
+    ServerProcess srv(args("cancer=stable:90,canary:10"), home.path(), home / "log2");
+    ASSERT_TRUE(srv.ready()) << srv.log();
+    HttpClient c(srv.port());
+    EXPECT_EQ(spec_of(c), "cancer=stable:40,canary:60");
+    EXPECT_NE(srv.log().find("weights cancer=stable:40,canary:60 restored from"), std::string::npos)
+        << srv.log();
+    std::map<std::string, int> seen;
+    const auto rows = breast_cancer_rows();
+    for (int i = 0; i < 100; ++i)
+      ++seen[c.post("/v2/models/cancer/infer", breast_cancer_infer_body(rows[0].features, 1.0))
+                 .headers["x-kiln-route-target"]];
+    EXPECT_EQ(seen["canary"], 60);
+    srv.signal(SIGTERM);
+    EXPECT_EQ(srv.wait_exit(), 0);
+  }
+  {
+    // A changed flag wins over weights set under the old one.
+    ServerProcess srv(args("cancer=stable:100,canary:0"), home.path(), home / "log3");
+    ASSERT_TRUE(srv.ready()) << srv.log();
+    HttpClient c(srv.port());
+    EXPECT_EQ(spec_of(c), "cancer=stable:100,canary:0");
+    srv.signal(SIGTERM);
+    EXPECT_EQ(srv.wait_exit(), 0);
+  }
+  {
+    ServerProcess srv(args("cancer=stable:90,canary:10"), home.path(), home / "log4");
+    ASSERT_TRUE(srv.ready()) << srv.log();
+    HttpClient c(srv.port());
+    EXPECT_EQ(spec_of(c), "cancer=stable:90,canary:10");
+  }
+  // A kept file someone edited by hand: the server refuses to start, naming file and field.
+  const fs::path kept = home / "serve" / "routes" / "cancer.json";
+  ASSERT_TRUE(write_file_atomic(
+                  kept, R"({"started_as": "cancer=stable:90,canary:10", "weights": {"stable": 1}})")
+                  .ok());
+  std::vector<std::string> serve{"serve", "--port", "0"};
+  for (const std::string& a : args("cancer=stable:90,canary:10")) serve.push_back(a);
+  const testing::CommandResult r = testing::run_kiln(serve, home.path());
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.err.find(kept.string() + ": weights"), std::string::npos) << r.err;
 }
 
 TEST(ServeRouteCliTest, BadRoutesExitNamingTheProblem) {

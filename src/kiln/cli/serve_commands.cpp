@@ -109,7 +109,9 @@ int run_serve(const ServeArgs& a) {
   }
   std::string key_header = a.route_key_header;
   for (char& c : key_header) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  options.routes(std::move(routes)).route_key_header(key_header);
+  options.routes(std::move(routes))
+      .route_key_header(key_header)
+      .route_weights_dir(kiln_home() / "serve" / "routes");
   auto source = std::make_shared<serve::RegistryModelSource>();
   auto server = serve::InferenceServer::Create(options, source, a.models);
   if (!server.ok()) return report_failure(server.status());

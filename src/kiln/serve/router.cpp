@@ -2,6 +2,10 @@
 
 #include <cctype>
 #include <charconv>
+#include <system_error>
+
+#include "kiln/core/clock.h"
+#include "kiln/core/json.h"
 
 namespace kiln::serve {
 namespace {
@@ -135,6 +139,50 @@ Status TrafficRouter::set_weights(const std::vector<int64_t>& weights) {
   for (size_t i = 0; i < weights.size(); ++i) spec_.targets[i].second = weights[i];
   std::fill(current_.begin(), current_.end(), 0);
   return Status::Ok();
+}
+
+Expected<std::optional<RouteSpec>> KeptRouteWeights::load(const std::filesystem::path& dir,
+                                                          const RouteSpec& started_as) {
+  const std::filesystem::path path = file(dir, started_as.name);
+  std::error_code ec;
+  if (!std::filesystem::exists(path, ec)) return std::optional<RouteSpec>();
+  const std::string where = path.string() + ": ";
+  const std::string remedy = " (delete the file to start from --route)";
+  Expected<Json> doc = read_json_file(path);
+  if (!doc.ok()) return Status::InvalidArgument(doc.status().message() + remedy);
+  if (!doc->is_object() || !doc->contains("started_as") || !(*doc)["started_as"].is_string())
+    return Status::InvalidArgument(where + "started_as: a string is needed" + remedy);
+  if ((*doc)["started_as"].get<std::string>() != started_as.to_string()) {
+    std::filesystem::remove(path, ec);
+    return std::optional<RouteSpec>();
+  }
+  const Json& weights = doc->value("weights", Json());
+  if (!weights.is_object() || weights.size() != started_as.targets.size())
+    return Status::InvalidArgument(where + "weights: one per target of " + started_as.to_string() +
+                                   " is needed" + remedy);
+  RouteSpec kept = started_as;
+  std::vector<int64_t> values;
+  for (auto& t : kept.targets) {
+    if (!weights.contains(t.first) || !weights[t.first].is_number_integer())
+      return Status::InvalidArgument(where + "weights." + t.first + ": an integer is needed" +
+                                     remedy);
+    t.second = weights[t.first].get<int64_t>();
+    values.push_back(t.second);
+  }
+  if (Status st = check_weights(values); !st.ok())
+    return Status::InvalidArgument(where + "weights: " + st.message() + remedy);
+  return std::optional<RouteSpec>(std::move(kept));
+}
+
+Status KeptRouteWeights::save(const std::filesystem::path& dir, const RouteSpec& started_as,
+                              const RouteSpec& now) {
+  Json weights = Json::object();
+  for (const auto& t : now.targets) weights[t.first] = t.second;
+  const Json doc = {{"route", now.name},
+                    {"started_as", started_as.to_string()},
+                    {"weights", weights},
+                    {"set_at", utc_now_iso8601()}};
+  return write_json_file_atomic(file(dir, now.name), doc);
 }
 
 }  // namespace kiln::serve

@@ -5,7 +5,9 @@
 
 #include <atomic>
 #include <cstdint>
+#include <filesystem>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -50,6 +52,28 @@ class TrafficRouter {
   mutable std::mutex mu_;
   RouteSpec spec_;
   std::vector<int64_t> current_;  ///< smooth round robin state
+};
+
+/// Route weights set by POST /v2/routes/NAME, kept on disk so that a restarted server resumes
+/// them instead of its --route flag's: one DIR/NAME.json per route, {"route", "started_as" (the
+/// flag's spec the server ran with), "weights" {TARGET: WEIGHT}, "set_at"}, written atomically.
+/// A file written under another --route (targets, shadow or weights changed) no longer applies:
+/// the flag says what the user wants now. Servers that share DIR (replicas on one KILN_HOME,
+/// started alike) share their routes' weights. Plain functions; callers serialise writes of one
+/// route.
+struct KeptRouteWeights {
+  /// The route's weights as last set, when `dir`'s file was written under `started_as`; nullopt
+  /// when there is no file, or it was written under another --route (the file is then
+  /// removed). InvalidArgument naming the file and field for a file that is not one of ours
+  /// (delete it to start from the flag).
+  static Expected<std::optional<RouteSpec>> load(const std::filesystem::path& dir,
+                                                 const RouteSpec& started_as);
+  /// Writes `now` (the route's current weights) as set under `started_as`; atomic and durable.
+  static Status save(const std::filesystem::path& dir, const RouteSpec& started_as,
+                     const RouteSpec& now);
+  static std::filesystem::path file(const std::filesystem::path& dir, const std::string& route) {
+    return dir / (route + ".json");
+  }
 };
 
 /// FNV-1a 64 of `text` (the sticky key's hash; stable across builds and machines).

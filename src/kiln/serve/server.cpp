@@ -262,6 +262,8 @@ struct InferenceServer::Impl {
   LiveMonitorMetrics live_metrics;
   /// --route: served names that split traffic between served models (fixed at start).
   std::map<std::string, std::unique_ptr<TrafficRouter>> routers;
+  std::map<std::string, RouteSpec> routes_started_as;  ///< each route's --route spec
+  std::mutex route_weights_mu;  ///< one POST /v2/routes at a time: set, then kept on disk
   monitor::CounterFamily* route_requests = nullptr;   // {route, target}
   monitor::CounterFamily* shadow_requests = nullptr;  // {route, target, outcome}
   const std::string id_prefix = [] {
@@ -505,8 +507,20 @@ struct InferenceServer::Impl {
     if (doc["weights"].size() != spec.targets.size())
       return error_response(400, "weights: route \"" + spec.name + "\" has targets " +
                                      spec.to_string().substr(spec.name.size() + 1));
+    std::lock_guard<std::mutex> lock(route_weights_mu);
+    const RouteSpec before = router.spec();
     if (Status st = router.set_weights(weights); !st.ok())
       return error_response(400, "weights: " + st.message());
+    if (!options.route_weights_dir_.empty()) {
+      Status kept = KeptRouteWeights::save(options.route_weights_dir_,
+                                           routes_started_as.at(spec.name), router.spec());
+      if (!kept.ok()) {  // not kept, not applied: a restart would silently undo it
+        std::vector<int64_t> old;
+        for (const auto& t : before.targets) old.push_back(t.second);
+        (void)router.set_weights(old);
+        return error_response(500, "weights not changed: cannot keep them: " + kept.message());
+      }
+    }
     KILN_LOG_INFO("route {}: weights now {}", spec.name, router.spec().to_string());
     return json_response(200, route_json(router).dump());
   }
@@ -1164,7 +1178,22 @@ Expected<std::unique_ptr<InferenceServer>> InferenceServer::Create(
       if (!impl->models->current(t))
         return Status::InvalidArgument(where + ": no served model \"" + t +
                                        "\" (serve it with --model " + t + "=REF)");
-    impl->routers.emplace(route.name, std::make_unique<TrafficRouter>(route));
+    auto router = std::make_unique<TrafficRouter>(route);
+    if (!options.route_weights_dir_.empty()) {
+      KILN_ASSIGN_OR_RETURN(std::optional<RouteSpec> kept,
+                            KeptRouteWeights::load(options.route_weights_dir_, route));
+      if (kept) {
+        std::vector<int64_t> weights;
+        for (const auto& t : kept->targets) weights.push_back(t.second);
+        KILN_RETURN_IF_ERROR(router->set_weights(weights));
+        KILN_LOG_INFO("route {}: weights {} restored from {} (set by POST /v2/routes/{})",
+                      route.name, kept->to_string(),
+                      KeptRouteWeights::file(options.route_weights_dir_, route.name).string(),
+                      route.name);
+      }
+    }
+    impl->routes_started_as.emplace(route.name, route);
+    impl->routers.emplace(route.name, std::move(router));
   }
   if (!options.prediction_log_.dir_.empty() &&
       options.prediction_log_.inputs_ != PredictionLogInputs::kOff) {

@@ -2,6 +2,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <filesystem>
 #include <memory>
 #include <string>
 #include <vector>
@@ -63,9 +64,16 @@ struct ServerOptions {
     route_key_header_ = std::move(v);
     return *this;
   }
+  /// Where POSTed route weights are kept (KeptRouteWeights: DIR/ROUTE.json), so that a restarted
+  /// server resumes them while its --route flag is unchanged; empty: not kept.
+  ServerOptions& route_weights_dir(std::filesystem::path v) {
+    route_weights_dir_ = std::move(v);
+    return *this;
+  }
   HttpServerOptions http_;
   ModelManagerOptions models_;
   std::vector<RouteSpec> routes_;
+  std::filesystem::path route_weights_dir_;
   std::string route_key_header_ = "x-kiln-route-key";
   std::string api_key_;                 ///< empty: no authentication
   int64_t request_timeout_ms_ = 30000;  ///< longest a request may wait before its batch runs
