@@ -212,6 +212,10 @@ TEST(DashboardCliTest, ARegressorShowsLiveAndTestMae) {
   EXPECT_NEAR(rendered_value(dom, "class=\"reference-accuracy\""),
               live["reference_mae"].get<double>(), 1e-9);
   EXPECT_NE(dom.find("live MAE ÷ test MAE"), std::string::npos);
+  // The chart's title names what it plots: no "live accuracy" anywhere on a regressor's page.
+  EXPECT_NE(dom.find("Drift share and <span class=\"live-title\">live MAE ÷ test MAE</span>"),
+            std::string::npos);
+  EXPECT_EQ(dom.find("live accuracy"), std::string::npos);
 }
 
 }  // namespace
