@@ -31,11 +31,11 @@ deterministic: true
 
 /// A trained parent bundle, once per test process.
 const fs::path& parent_bundle() {
-  static TempDir* dir = new TempDir();
+  static TempDir dir;  // removed at exit
   static fs::path bundle = [] {
     auto cfg = mlp_config(kMlp);
     EXPECT_TRUE(cfg.ok()) << cfg.status();
-    auto r = train(*cfg, TrainOptions(dir->path()).progress(nullptr));
+    auto r = train(*cfg, TrainOptions(dir.path()).progress(nullptr));
     EXPECT_TRUE(r.ok()) << r.status();
     return r->bundle_dir;
   }();

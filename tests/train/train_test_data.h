@@ -14,12 +14,12 @@ namespace kiln::train {
 
 /// examples/breast-cancer/dataset.yaml prepared once into a temp dir that lives until exit.
 inline const fs::path& breast_cancer_snapshot() {
-  static testing::TempDir* dir = new testing::TempDir();
+  static testing::TempDir dir;  // removed at exit
   static fs::path snapshot = [] {
     auto spec =
         data::load_dataset_spec(testing::source_dir() / "examples/breast-cancer/dataset.yaml");
     EXPECT_TRUE(spec.ok()) << spec.status();
-    auto r = data::prepare_dataset(*spec, data::PrepareOptions(dir->path()));
+    auto r = data::prepare_dataset(*spec, data::PrepareOptions(dir.path()));
     EXPECT_TRUE(r.ok()) << r.status();
     return r->snapshot_dir;
   }();
