@@ -4,8 +4,10 @@
 // --precision bf16 runs the bundle's bf16 module (model_bf16.pt) as `kiln serve --precision` does.
 // --device cuda runs it on the GPU as `kiln serve --device cuda` does: each forward takes a CPU
 // batch there and brings the outputs back (so it includes both copies and the sync).
+// On a CPU each batch runs in the forwards `kiln serve --max-batch BATCH` would choose
+// (choose_forward_chunking); --whole: one forward per batch.
 // Usage: serve_forward_bench BUNDLE_DIR [--batch 64] [--threads 1] [--seconds 3] [--no-prepack]
-//                            [--precision fp32|bf16] [--device cpu|cuda|cuda:N]
+//                            [--precision fp32|bf16] [--device cpu|cuda|cuda:N] [--whole]
 #include <torch/torch.h>
 
 #include <chrono>
@@ -16,6 +18,7 @@
 #include "kiln/core/threads.h"
 #include "kiln/model/bundle.h"
 #include "kiln/model/device.h"
+#include "kiln/model/forward.h"
 #include "kiln/serve/runner.h"
 
 int main(int argc, char** argv) {
@@ -27,11 +30,13 @@ int main(int argc, char** argv) {
   int threads = 1;
   double seconds = 3;
   bool prepack = true;
+  bool chunk = true;
   std::string precision = "fp32";
   std::string device_name = "cpu";
   for (int i = 2; i < argc; ++i) {
     const bool has_value = i + 1 < argc;
     if (!std::strcmp(argv[i], "--no-prepack")) prepack = false;
+    if (!std::strcmp(argv[i], "--whole")) chunk = false;
     if (!std::strcmp(argv[i], "--batch") && has_value) batch = std::stoll(argv[++i]);
     if (!std::strcmp(argv[i], "--threads") && has_value) threads = std::stoi(argv[++i]);
     if (!std::strcmp(argv[i], "--seconds") && has_value) seconds = std::stod(argv[++i]);
@@ -68,7 +73,12 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "%s\n", placed.to_string().c_str());
     return 2;
   }
-  kiln::serve::TorchScriptRunner runner(prepared.module);
+  // Batches run in forwards of the size the server would choose for this batch (--whole: one
+  // forward per batch, as before the server chose).
+  kiln::model::ForwardChunking chunking;
+  if (chunk && device->is_cpu())
+    chunking = kiln::model::choose_forward_chunking(prepared.module, x);
+  kiln::serve::TorchScriptRunner runner(prepared.module, chunking.rows_per_forward);
   for (int i = 0; i < 20; ++i) (void)runner.run(x);
   using Clock = std::chrono::steady_clock;
   const auto t0 = Clock::now();
@@ -79,8 +89,15 @@ int main(int argc, char** argv) {
     n += batch;
   }
   const double s = std::chrono::duration<double>(Clock::now() - t0).count();
-  std::printf("offline forward (%s) on %s: batch %lld, %d thread(s): %.0f samples/s\n",
-              prepared.prepacked ? "XNNPACK prepacked" : prepared.note.c_str(),
+  const std::string forwards =
+      chunking.rows_per_forward > 0
+          ? ", forwards of " + std::to_string(chunking.rows_per_forward) + " rows: chosen at " +
+                std::to_string(static_cast<int64_t>(chunking.chunked_samples_per_s)) +
+                " samples/s vs " +
+                std::to_string(static_cast<int64_t>(chunking.whole_samples_per_s)) + " whole"
+          : std::string();
+  std::printf("offline forward (%s%s) on %s: batch %lld, %d thread(s): %.0f samples/s\n",
+              prepared.prepacked ? "XNNPACK prepacked" : prepared.note.c_str(), forwards.c_str(),
               kiln::model::device_name(*device).c_str(), static_cast<long long>(batch), threads,
               n / s);
   return 0;

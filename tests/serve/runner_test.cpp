@@ -1,5 +1,6 @@
 // Preparing a bundle's TorchScript module for CPU serving: XNNPACK prepacked linear layers with
-// the outputs checked against the saved module; convolutional models stay as saved.
+// the outputs checked against the saved module; convolutional models stay as saved; large
+// batches split into smaller forwards give the whole batch's outputs.
 #include "kiln/serve/runner.h"
 
 #include <gtest/gtest.h>
@@ -31,8 +32,8 @@ TEST(PrepackForCpuServing, MlpGetsXnnpackLinearsWithTheSameOutputs) {
   const std::string graph = prepared.module.get_method("forward").graph()->toString();
   EXPECT_NE(graph.find("prepacked::linear_clamp_run"), std::string::npos) << graph;
   const torch::Tensor x = torch::randn({17, 20});  // not the probe, another batch size
-  EXPECT_TRUE(torch::allclose(first_output(prepared.module, x), first_output(*saved, x), 1e-4,
-                              1e-5));
+  EXPECT_TRUE(
+      torch::allclose(first_output(prepared.module, x), first_output(*saved, x), 1e-4, 1e-5));
 }
 
 TEST(PrepackForCpuServing, ConvolutionalModelsAreServedAsSaved) {
@@ -46,6 +47,34 @@ TEST(PrepackForCpuServing, ConvolutionalModelsAreServedAsSaved) {
   EXPECT_NE(prepared.note.find("convolutions"), std::string::npos) << prepared.note;
   const torch::Tensor x = torch::randn({2, 1, 28, 28});
   EXPECT_TRUE(torch::equal(first_output(prepared.module, x), first_output(*saved, x)));
+}
+
+TEST(ForwardChunking, ChunkedForwardsGiveTheWholeBatchsOutputsInOrder) {
+  // Two outputs (a tuple), one of them per-row dependent on the row's position in nothing but
+  // its own values: concatenated chunks must line up row for row.
+  torch::jit::Module m("m");
+  m.define(R"(
+def forward(self, x):
+    return (x * 2.0 + 1.0, x.sum(1, keepdim=True))
+)");
+  const torch::Tensor x = torch::randn({23, 4});
+  TorchScriptRunner whole(m), chunked(m, 5);
+  EXPECT_EQ(chunked.rows_per_forward(), 5);
+  auto a = whole.run(x);
+  auto b = chunked.run(x);
+  ASSERT_TRUE(a.ok() && b.ok());
+  ASSERT_EQ(b->size(), 2u);
+  for (size_t i = 0; i < 2; ++i) {
+    EXPECT_EQ((*b)[i].size(0), 23);
+    EXPECT_TRUE(torch::equal((*a)[i], (*b)[i])) << i;
+  }
+  // A batch no larger than the chunk is one forward; an error in a chunk is the run's error.
+  auto small = chunked.run(x.slice(0, 0, 5));
+  ASSERT_TRUE(small.ok());
+  EXPECT_TRUE(torch::equal((*small)[0], (*a)[0].slice(0, 0, 5)));
+  Expected<std::vector<torch::Tensor>> failed = chunked.run(torch::randn({12}));  // no dim 1
+  ASSERT_FALSE(failed.ok());
+  EXPECT_NE(failed.status().message().find("model forward failed"), std::string::npos);
 }
 
 }  // namespace

@@ -17,6 +17,7 @@
 #include "kiln/core/yaml.h"
 #include "kiln/model/bundle.h"
 #include "kiln/model/export.h"
+#include "kiln/model/forward.h"
 #include "kiln/model/manifest.h"
 #include "kiln/model/network.h"
 #include "kiln/model/summary.h"
@@ -31,7 +32,8 @@ namespace kiln::compress {
 namespace {
 
 /// Samples per second of `module` on the first `batch` rows of `rows` (repeated when fewer), on
-/// one intra-op thread, for about `seconds`.
+/// one intra-op thread, for about `seconds`, in the forwards `kiln serve` would run that batch in
+/// (model::choose_forward_chunking).
 double samples_per_second(torch::jit::Module& module, const torch::Tensor& rows, int64_t batch,
                           double seconds) {
   std::vector<int64_t> repeat(static_cast<size_t>(rows.dim()), 1);
@@ -40,13 +42,14 @@ double samples_per_second(torch::jit::Module& module, const torch::Tensor& rows,
   const int threads = torch::get_num_threads();
   torch::set_num_threads(1);
   c10::InferenceMode guard;
-  for (int i = 0; i < 3; ++i) module.forward({x});
+  const int64_t chunk = model::choose_forward_chunking(module, x).rows_per_forward;
+  for (int i = 0; i < 3; ++i) (void)model::forward_in_chunks(module, x, chunk);
   using Clock = std::chrono::steady_clock;
   const auto start = Clock::now();
   int64_t samples = 0;
   double elapsed = 0;
   do {
-    module.forward({x});
+    (void)model::forward_in_chunks(module, x, chunk);
     samples += batch;
     elapsed = std::chrono::duration<double>(Clock::now() - start).count();
   } while (elapsed < seconds);

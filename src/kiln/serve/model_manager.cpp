@@ -9,6 +9,7 @@
 #include "kiln/core/threads.h"
 #include "kiln/model/bundle.h"
 #include "kiln/model/device.h"
+#include "kiln/model/forward.h"
 #include "kiln/monitor/metrics.h"
 #include "kiln/serve/runner.h"
 
@@ -83,6 +84,15 @@ std::string shape_string(const std::vector<int64_t>& shape) {
 }
 
 /// Runs `n` zero samples through the runner and checks the outputs against the signature.
+/// A deterministic batch of `rows` samples in [-1, 1], away from all-zero inputs.
+torch::Tensor probe_batch(const ModelSignature& sig, int64_t rows) {
+  std::vector<int64_t> shape{rows};
+  shape.insert(shape.end(), sig.input.shape.begin(), sig.input.shape.end());
+  int64_t numel = 1;
+  for (int64_t d : shape) numel *= d;
+  return torch::arange(numel, torch::kFloat32).sin().reshape(shape);
+}
+
 Status warm_up(Runner& runner, const ModelSignature& sig, int64_t n, const std::string& where) {
   std::vector<int64_t> shape{n};
   shape.insert(shape.end(), sig.input.shape.begin(), sig.input.shape.end());
@@ -290,13 +300,7 @@ Expected<std::shared_ptr<ModelVersion>> ModelManager::load(const ResolvedModel& 
   // A module that does not fit its signature fails the probe, stays as saved, and fails the
   // warm-up below with the reason.
   if (options_.prepack_ && precision == model::kPrecisionFp32 && device.is_cpu()) {
-    // A deterministic probe of 3 samples in [-1, 1], away from all-zero inputs.
-    std::vector<int64_t> shape{3};
-    shape.insert(shape.end(), sig.input.shape.begin(), sig.input.shape.end());
-    int64_t numel = 1;
-    for (int64_t d : shape) numel *= d;
-    const torch::Tensor probe = torch::arange(numel, torch::kFloat32).sin().reshape(shape);
-    ServingModule prepared = prepack_for_cpu_serving(module, probe);
+    ServingModule prepared = prepack_for_cpu_serving(module, probe_batch(sig, 3));
     if (prepared.prepacked) {
       module = std::move(prepared.module);
       KILN_LOG_INFO("{} v{}: XNNPACK prepacked operators (outputs checked)", resolved.name,
@@ -308,10 +312,22 @@ Expected<std::shared_ptr<ModelVersion>> ModelManager::load(const ResolvedModel& 
   KILN_RETURN_IF_ERROR(model::place_module(module, device, where));
   if (device.is_cuda())
     KILN_LOG_INFO("{} v{}: forwards run on {}", resolved.name, version, model::device_name(device));
-  auto runner = std::make_shared<TorchScriptRunner>(std::move(module));
+  auto runner = std::make_shared<TorchScriptRunner>(module);
   KILN_RETURN_IF_ERROR(warm_up(*runner, sig, 1, where));
   const int64_t max_batch = std::max<int64_t>(1, options_.batcher_.max_batch_);
   if (max_batch > 1) KILN_RETURN_IF_ERROR(warm_up(*runner, sig, max_batch, where));
+  if (device.is_cpu() && max_batch >= 16) {
+    const model::ForwardChunking chunking =
+        model::choose_forward_chunking(module, probe_batch(sig, max_batch));
+    if (chunking.rows_per_forward > 0) {
+      runner = std::make_shared<TorchScriptRunner>(module, chunking.rows_per_forward);
+      KILN_LOG_INFO(
+          "{} v{}: batches over {} rows run in forwards of {} ({:.0f} samples/s at batch {}, "
+          "{:.0f} whole)",
+          resolved.name, version, chunking.rows_per_forward, chunking.rows_per_forward,
+          chunking.chunked_samples_per_s, max_batch, chunking.whole_samples_per_s);
+    }
+  }
   auto batcher = std::make_unique<DynamicBatcher>(
       options_.batcher_, sig.input.shape,
       [runner](const torch::Tensor& batch) { return runner->run(batch); });

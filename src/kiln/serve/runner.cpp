@@ -4,43 +4,34 @@
 #include <torch/csrc/jit/passes/xnnpack_rewrite.h>
 
 #include "kiln/model/device.h"
+#include "kiln/model/forward.h"
 
 namespace kiln::serve {
 
-TorchScriptRunner::TorchScriptRunner(torch::jit::Module module)
-    : module_(std::move(module)), device_(model::module_device(module_)) {}
+TorchScriptRunner::TorchScriptRunner(torch::jit::Module module, int64_t rows_per_forward)
+    : module_(std::move(module)),
+      device_(model::module_device(module_)),
+      rows_per_forward_(rows_per_forward) {}
 
 Expected<std::vector<torch::Tensor>> TorchScriptRunner::run(const torch::Tensor& batch) {
+  c10::InferenceMode guard;
+  torch::Tensor input = batch;
   try {
-    c10::InferenceMode guard;
     // On a GPU the batch goes through pinned memory (a faster copy, queued behind nothing).
-    c10::IValue out = module_.forward(
-        {device_.is_cpu() ? batch : batch.pin_memory().to(device_, /*non_blocking=*/true)});
-    std::vector<torch::Tensor> tensors;
-    if (out.isTensor()) {
-      tensors.push_back(out.toTensor());
-    } else if (out.isTuple()) {
-      for (const auto& v : out.toTupleRef().elements()) {
-        if (!v.isTensor()) return Status::Internal("model output tuple holds a non-tensor");
-        tensors.push_back(v.toTensor());
-      }
-    } else if (out.isTensorList()) {
-      for (const auto& t : out.toTensorVector()) tensors.push_back(t);
-    } else if (out.isList()) {
-      for (const auto& v : out.toListRef()) {
-        if (!v.isTensor()) return Status::Internal("model output list holds a non-tensor");
-        tensors.push_back(v.toTensor());
-      }
-    } else {
-      return Status::Internal("model returned " + out.tagKind() + ", not tensors");
-    }
-    for (auto& t : tensors) t = t.to(torch::kCPU, torch::kFloat32).contiguous();
-    return tensors;
+    if (!device_.is_cpu()) input = batch.pin_memory().to(device_, /*non_blocking=*/true);
   } catch (const c10::Error& e) {
-    return Status::Internal(std::string("model forward failed: ") + e.what_without_backtrace());
-  } catch (const std::exception& e) {
-    return Status::Internal(std::string("model forward failed: ") + e.what());
+    return Status::Internal(std::string("cannot move the batch to ") + device_.str() + ": " +
+                            e.what_without_backtrace());
   }
+  KILN_ASSIGN_OR_RETURN(std::vector<torch::Tensor> tensors,
+                        model::forward_in_chunks(module_, input, rows_per_forward_));
+  try {
+    for (auto& t : tensors) t = t.to(torch::kCPU, torch::kFloat32).contiguous();
+  } catch (const c10::Error& e) {
+    return Status::Internal(std::string("model outputs cannot come back to the CPU: ") +
+                            e.what_without_backtrace());
+  }
+  return tensors;
 }
 
 namespace {

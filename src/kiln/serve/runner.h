@@ -23,14 +23,18 @@ class Runner {
 /// A TorchScript module (a bundle's model.pt: raw inputs in, preprocessing folded in), run under
 /// torch::InferenceMode on the device its parameters are on (model::place_module): batches go
 /// there, outputs come back to the CPU. A tuple or list result gives several outputs.
+/// With rows_per_forward > 0, a larger batch runs as forwards of at most that many rows whose
+/// outputs are concatenated (model::choose_forward_chunking picks it).
 class TorchScriptRunner : public Runner {
  public:
-  explicit TorchScriptRunner(torch::jit::Module module);
+  explicit TorchScriptRunner(torch::jit::Module module, int64_t rows_per_forward = 0);
   Expected<std::vector<torch::Tensor>> run(const torch::Tensor& batch) override;
+  int64_t rows_per_forward() const { return rows_per_forward_; }
 
  private:
   torch::jit::Module module_;
   torch::Device device_;
+  int64_t rows_per_forward_;
 };
 
 /// A module prepared for CPU serving, and what was done to it.
