@@ -21,14 +21,6 @@ using testing::TempDir;
 using Json = nlohmann::json;
 namespace fs = std::filesystem;
 
-int free_port() {
-  for (int port = 20000 + ::getpid() % 20000;; ++port) {
-    const int fd = testing::connect_loopback(port);
-    if (fd < 0) return port;
-    ::close(fd);
-  }
-}
-
 TEST(DeployCliTest, TwoReplicasBehindNginxRollWithoutAFailedRequest) {
   TempDir home;
   const std::string csv = (testing::shared_datasets_dir() / "breast_cancer.csv").string();
@@ -46,7 +38,7 @@ TEST(DeployCliTest, TwoReplicasBehindNginxRollWithoutAFailedRequest) {
                   .exit_code,
               0);
 
-  const int port = free_port();
+  const int port = testing::free_loopback_port();
   const fs::path cluster = home / "cluster.yaml";
   testing::write_text(cluster, "name: test\nport: " + std::to_string(port) +
                                    "\nreplicas: 2\nmodels: [bc@1]\nserve_args: [--threads, 1]\n");

@@ -61,6 +61,9 @@ pid_t spawn_kiln(const std::vector<std::string>& args, const fs::path& home);
 /// bundle directory, out/bundle. A failed run fails the calling test.
 fs::path train_breast_cancer_bundle(const fs::path& home, const fs::path& out);
 
+/// A loopback TCP port the kernel just handed out and nobody listens on (bound, then closed);
+/// -1 on failure.
+int free_loopback_port();
 /// A TCP connection to 127.0.0.1:port with TCP_NODELAY (raw HTTP tests); -1 if refused.
 int connect_loopback(int port);
 

@@ -7,6 +7,7 @@
 
 #include <chrono>
 #include <cstdlib>
+#include <mutex>
 #include <stdexcept>
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
@@ -152,6 +153,161 @@ Status DistributedContext::barrier(const std::string& what) {
     return Status::Unavailable("distributed training: rank " + std::to_string(rank()) +
                                " waited for the others at " + what + " in vain: " + e.what());
   }
+  return Status::Ok();
+}
+
+struct GradientReducer::State {
+  struct Bucket {
+    std::vector<size_t> members;  ///< indices into parameters
+    torch::Tensor flat;           ///< float32, the members' gradients back to back
+    size_t ready = 0;
+    c10::intrusive_ptr<c10d::Work> work;
+  };
+  c10::intrusive_ptr<c10d::ProcessGroupGloo> group;
+  std::vector<torch::Tensor> parameters;
+  std::vector<size_t> bucket_of, offset_of;  ///< per parameter
+  std::vector<char> arrived;                 ///< per parameter, this step
+  std::vector<Bucket> buckets;
+  size_t next_to_start = 0;
+  int64_t started_in_backward = 0;  ///< buckets the hooks started, over all steps
+  std::string error;                ///< the first failure of a hook-started all-reduce
+  std::mutex mu;
+
+  /// Starts the buckets that are full, in index order. Holds mu.
+  void start_ready_buckets(bool in_backward) {
+    while (next_to_start < buckets.size() &&
+           buckets[next_to_start].ready == buckets[next_to_start].members.size()) {
+      Bucket& b = buckets[next_to_start++];
+      std::vector<torch::Tensor> tensors{b.flat};
+      if (in_backward) ++started_in_backward;
+      try {
+        b.work = group->allreduce(tensors);
+      } catch (const std::exception& e) {
+        if (error.empty()) error = e.what();
+      }
+    }
+  }
+
+  void arrived_gradient(size_t param, const torch::Tensor& grad) {
+    std::lock_guard<std::mutex> lock(mu);
+    Bucket& b = buckets[bucket_of[param]];
+    const int64_t n = parameters[param].numel();
+    b.flat
+        .slice(0, static_cast<int64_t>(offset_of[param]),
+               static_cast<int64_t>(offset_of[param]) + n)
+        .copy_(grad.detach().reshape(-1));
+    if (!arrived[param]) {
+      arrived[param] = 1;
+      ++b.ready;
+    }
+    start_ready_buckets(/*in_backward=*/true);
+  }
+};
+
+GradientReducer::GradientReducer(DistributedContext& context,
+                                 const std::vector<torch::Tensor>& parameters, int64_t bucket_bytes)
+    : context_(context), state_(std::make_shared<State>()) {
+  State& s = *state_;
+  s.group = context.impl_->group;
+  for (const torch::Tensor& p : parameters)
+    if (p.requires_grad()) s.parameters.push_back(p);
+  s.bucket_of.resize(s.parameters.size());
+  s.offset_of.resize(s.parameters.size());
+  s.arrived.assign(s.parameters.size(), 0);
+  int64_t bytes = 0;
+  for (size_t k = s.parameters.size(); k-- > 0;) {
+    if (s.buckets.empty() || bytes >= bucket_bytes) {
+      s.buckets.emplace_back();
+      bytes = 0;
+    }
+    s.bucket_of[k] = s.buckets.size() - 1;
+    s.offset_of[k] = static_cast<size_t>(bytes / 4);
+    s.buckets.back().members.push_back(k);
+    bytes += s.parameters[k].numel() * 4;
+  }
+  for (State::Bucket& b : s.buckets) {
+    int64_t numel = 0;
+    for (size_t k : b.members) numel += s.parameters[k].numel();
+    b.flat = torch::zeros({numel}, torch::kFloat32);
+  }
+  std::weak_ptr<State> weak = state_;
+  for (size_t k = 0; k < s.parameters.size(); ++k) {
+    torch::Tensor& p = s.parameters[k];
+    const unsigned handle = p.register_hook([weak, k](torch::Tensor grad) {
+      if (std::shared_ptr<State> state = weak.lock()) state->arrived_gradient(k, grad);
+    });
+    hooks_.emplace_back(p, handle);
+  }
+}
+
+GradientReducer::~GradientReducer() {
+  for (auto& [p, handle] : hooks_) p.remove_hook(handle);
+}
+
+int64_t GradientReducer::bucket_count() const {
+  return static_cast<int64_t>(state_->buckets.size());
+}
+
+int64_t GradientReducer::started_in_backward() const {
+  std::lock_guard<std::mutex> lock(state_->mu);
+  return state_->started_in_backward;
+}
+
+Status GradientReducer::finish() {
+  State& s = *state_;
+  const auto start = std::chrono::steady_clock::now();
+  std::string failure;
+  {
+    std::lock_guard<std::mutex> lock(s.mu);
+    // Parameters backward gave no gradient this step count as zeros (the other ranks may have
+    // one: every rank all-reduces the same buckets).
+    for (size_t k = 0; k < s.parameters.size(); ++k) {
+      if (s.arrived[k]) continue;
+      State::Bucket& b = s.buckets[s.bucket_of[k]];
+      b.flat
+          .slice(0, static_cast<int64_t>(s.offset_of[k]),
+                 static_cast<int64_t>(s.offset_of[k]) + s.parameters[k].numel())
+          .zero_();
+      s.arrived[k] = 1;
+      ++b.ready;
+    }
+    s.start_ready_buckets(/*in_backward=*/false);
+    failure = s.error;
+  }
+  for (State::Bucket& b : s.buckets) {
+    try {
+      if (b.work) b.work->wait();
+    } catch (const std::exception& e) {
+      if (failure.empty()) failure = e.what();
+    }
+    b.work.reset();
+  }
+  std::fill(s.arrived.begin(), s.arrived.end(), 0);
+  for (State::Bucket& b : s.buckets) b.ready = 0;
+  s.next_to_start = 0;
+  s.error.clear();
+  if (!failure.empty())
+    return Status::Unavailable("distributed training: all-reduce failed on rank " +
+                               std::to_string(context_.rank()) +
+                               " (a rank died or timed out): " + failure);
+  torch::NoGradGuard no_grad;
+  const double world = static_cast<double>(context_.world_size());
+  for (size_t k = 0; k < s.parameters.size(); ++k) {
+    State::Bucket& b = s.buckets[s.bucket_of[k]];
+    torch::Tensor& p = s.parameters[k];
+    const torch::Tensor mean = b.flat
+                                   .slice(0, static_cast<int64_t>(s.offset_of[k]),
+                                          static_cast<int64_t>(s.offset_of[k]) + p.numel())
+                                   .view(p.sizes())
+                                   .div(world);
+    if (p.grad().defined())
+      p.mutable_grad().copy_(mean);
+    else
+      p.mutable_grad() = mean.to(p.dtype());
+  }
+  context_.allreduce_seconds_ +=
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  context_.allreduce_calls_ += static_cast<int64_t>(s.buckets.size());
   return Status::Ok();
 }
 

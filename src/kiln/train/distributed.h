@@ -57,17 +57,56 @@ class DistributedContext {
   Status broadcast_flag(bool* value);
   /// Waits until every rank gets here.
   Status barrier(const std::string& what);
-  /// Seconds spent in all-reduce so far (communication cost per step, for reports).
+  /// Seconds the training thread spent waiting for all-reduces so far (the communication a step
+  /// pays for; a GradientReducer's overlapped part is not counted), and their number.
   double allreduce_seconds() const { return allreduce_seconds_; }
   int64_t allreduce_calls() const { return allreduce_calls_; }
 
  private:
+  friend class GradientReducer;
   struct Impl;
   DistributedContext(DistributedSettings settings, std::unique_ptr<Impl> impl);
   DistributedSettings settings_;
   std::unique_ptr<Impl> impl_;
   double allreduce_seconds_ = 0;
   int64_t allreduce_calls_ = 0;
+};
+
+/// All-reduces a network's gradients while backward() still runs, as PyTorch's DDP does. The
+/// parameters that require gradients are split into buckets of about `bucket_bytes`, in reverse
+/// order (the order backward produces their gradients); a hook on each parameter copies its
+/// gradient into its bucket, and a full bucket's all-reduce starts at once on Gloo's own thread
+/// while backward computes the layers before it. Buckets start in index order on every rank
+/// (Gloo pairs collectives by order), so a bucket that fills early waits for those before it.
+/// finish() after backward() starts what is left (a parameter without a gradient this step
+/// counts as zeros), waits, and sets each parameter's gradient to its mean over the ranks.
+/// The parameters and the context must outlive it; its destructor removes the hooks. The hooks
+/// run on the thread that calls backward() (CPU autograd), finish() on the training thread.
+///
+///   GradientReducer reducer(*dist, net->parameters());
+///   loss.backward();                          // buckets all-reduce as they fill
+///   KILN_RETURN_IF_ERROR(reducer.finish());   // every .grad is now the mean over the ranks
+class GradientReducer {
+ public:
+  static constexpr int64_t kDefaultBucketBytes = 512 * 1024;
+  GradientReducer(DistributedContext& context, const std::vector<torch::Tensor>& parameters,
+                  int64_t bucket_bytes = kDefaultBucketBytes);
+  ~GradientReducer();
+  GradientReducer(const GradientReducer&) = delete;
+  GradientReducer& operator=(const GradientReducer&) = delete;
+
+  /// Completes this step's all-reduces (Unavailable naming the rank when one failed) and writes
+  /// the means into the parameters' gradients; ready for the next step's backward().
+  Status finish();
+  int64_t bucket_count() const;
+  /// Buckets whose all-reduce started while backward() ran (not left to finish()), all steps.
+  int64_t started_in_backward() const;
+
+ private:
+  struct State;
+  DistributedContext& context_;
+  std::shared_ptr<State> state_;  ///< shared with the hooks
+  std::vector<std::pair<torch::Tensor, unsigned>> hooks_;
 };
 
 }  // namespace kiln::train

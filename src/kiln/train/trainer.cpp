@@ -488,12 +488,16 @@ Expected<TrainResult> train(const TrainConfig& cfg, const TrainOptions& opts) {
   if (dist) KILN_RETURN_IF_ERROR(dist->barrier("start of training"));
   int64_t last_good_step = state.step;
 
+  std::optional<GradientReducer> reducer;
+  if (dist) reducer.emplace(*dist, net->parameters());
   if (log && dist)
     std::fprintf(log,
                  "data-parallel: %d ranks (Gloo), each computing %lld of every %lld-row batch; "
-                 "gradients averaged before each step\n",
+                 "gradients averaged before each step, in %lld buckets all-reduced during "
+                 "backward\n",
                  dist->world_size(), static_cast<long long>(batch_size / dist->world_size()),
-                 static_cast<long long>(batch_size));
+                 static_cast<long long>(batch_size),
+                 static_cast<long long>(reducer->bucket_count()));
   if (log)
     std::fprintf(log,
                  "train: %s, %lld train / %lld val / %lld test samples, %lld params, %s%s, "
@@ -635,13 +639,8 @@ Expected<TrainResult> train(const TrainConfig& cfg, const TrainOptions& opts) {
                    kl * (cfg.distill.alpha * t * t);
           }
         }
-        loss.backward();
-        if (dist) {
-          std::vector<torch::Tensor> grads;
-          for (const torch::Tensor& p : net->parameters())
-            if (p.grad().defined()) grads.push_back(p.grad());
-          KILN_RETURN_IF_ERROR(dist->allreduce_mean(grads));
-        }
+        loss.backward();  // with several ranks, gradient buckets all-reduce as they fill
+        if (reducer) KILN_RETURN_IF_ERROR(reducer->finish());
         if (cfg.grad_clip > 0) torch::nn::utils::clip_grad_norm_(net->parameters(), cfg.grad_clip);
         optimizer->step();
       }
