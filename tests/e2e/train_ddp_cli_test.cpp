@@ -143,6 +143,12 @@ TEST(TrainDdpCliTest, BadLaunchOptionsAreClearErrors) {
                {"WORLD_SIZE=2", "RANK=5", "MASTER_ADDR=127.0.0.1", "MASTER_PORT=1"});
   EXPECT_EQ(r.exit_code, 2);
   EXPECT_NE(r.err.find("RANK=5 is outside WORLD_SIZE=2"), std::string::npos) << r.err;
+  for (const char* bucket : {"KILN_DDP_BUCKET_KB=0", "KILN_DDP_BUCKET_KB=lots"}) {
+    r = run_kiln(train_args(home / "c", {}), home.path(),
+                 {"WORLD_SIZE=2", "RANK=0", "MASTER_ADDR=127.0.0.1", "MASTER_PORT=1", bucket});
+    EXPECT_EQ(r.exit_code, 2) << bucket;
+    EXPECT_NE(r.err.find("KILN_DDP_BUCKET_KB="), std::string::npos) << r.err;
+  }
 }
 
 }  // namespace

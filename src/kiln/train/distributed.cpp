@@ -55,6 +55,12 @@ Expected<DistributedSettings> distributed_settings_from_env() {
   const char* addr = std::getenv("MASTER_ADDR");
   if (!addr || !*addr) return Status::InvalidArgument("MASTER_ADDR is not set");
   s.master_addr = addr;
+  KILN_ASSIGN_OR_RETURN(
+      const int bucket_kb,
+      env_int("KILN_DDP_BUCKET_KB", static_cast<int>(s.bucket_bytes / 1024), false));
+  if (bucket_kb <= 0)
+    return Status::InvalidArgument("KILN_DDP_BUCKET_KB=0: the bucket size must be > 0 KiB");
+  s.bucket_bytes = int64_t{bucket_kb} * 1024;
   return s;
 }
 

@@ -25,11 +25,15 @@ struct DistributedSettings {
   int master_port = 29500;
   /// How long collectives and the rendezvous wait for a missing rank before failing.
   double timeout_seconds = 300;
+  /// Gradient all-reduce bucket size (GradientReducer; KILN_DDP_BUCKET_KB, PyTorch's
+  /// bucket_cap_mb): larger means fewer, later all-reduces.
+  int64_t bucket_bytes = 512 * 1024;
 };
 
 /// The settings torchrun's environment gives (RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT,
-/// LOCAL_RANK), or std::nullopt-like world_size 1 when WORLD_SIZE is unset or 1. InvalidArgument
-/// names a malformed variable (a non-number, RANK outside 0..WORLD_SIZE-1, a missing MASTER_*).
+/// LOCAL_RANK; and Kiln's KILN_DDP_BUCKET_KB), or std::nullopt-like world_size 1 when WORLD_SIZE is
+/// unset or 1. InvalidArgument names a malformed variable (a non-number, RANK outside
+/// 0..WORLD_SIZE-1, a missing MASTER_*).
 Expected<DistributedSettings> distributed_settings_from_env();
 
 /// One rank's membership of a data-parallel job: a Gloo process group whose TCP store rank 0
@@ -47,6 +51,7 @@ class DistributedContext {
   int world_size() const { return settings_.world_size; }
   /// Rank 0: writes checkpoints, evaluates, logs and writes the bundle.
   bool leader() const { return settings_.rank == 0; }
+  int64_t bucket_bytes() const { return settings_.bucket_bytes; }
 
   /// Replaces each tensor (any float dtype, CPU) by its mean over the ranks: one all-reduce of
   /// their concatenation. For gradients and batch-norm statistics.
@@ -83,14 +88,13 @@ class DistributedContext {
 /// The parameters and the context must outlive it; its destructor removes the hooks. The hooks
 /// run on the thread that calls backward() (CPU autograd), finish() on the training thread.
 ///
-///   GradientReducer reducer(*dist, net->parameters());
+///   GradientReducer reducer(*dist, net->parameters(), dist->bucket_bytes());
 ///   loss.backward();                          // buckets all-reduce as they fill
 ///   KILN_RETURN_IF_ERROR(reducer.finish());   // every .grad is now the mean over the ranks
 class GradientReducer {
  public:
-  static constexpr int64_t kDefaultBucketBytes = 512 * 1024;
   GradientReducer(DistributedContext& context, const std::vector<torch::Tensor>& parameters,
-                  int64_t bucket_bytes = kDefaultBucketBytes);
+                  int64_t bucket_bytes);
   ~GradientReducer();
   GradientReducer(const GradientReducer&) = delete;
   GradientReducer& operator=(const GradientReducer&) = delete;

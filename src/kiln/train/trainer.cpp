@@ -489,7 +489,7 @@ Expected<TrainResult> train(const TrainConfig& cfg, const TrainOptions& opts) {
   int64_t last_good_step = state.step;
 
   std::optional<GradientReducer> reducer;
-  if (dist) reducer.emplace(*dist, net->parameters());
+  if (dist) reducer.emplace(*dist, net->parameters(), dist->bucket_bytes());
   if (log && dist)
     std::fprintf(log,
                  "data-parallel: %d ranks (Gloo), each computing %lld of every %lld-row batch; "
