@@ -5,7 +5,10 @@
 # server's RSS after it. RSS that climbs round after round, or sits far above the "off" arm, is
 # memory the server holds for nothing (2026-12-07: per-row allocations of the prediction memory
 # pinned freed tensor memory, 1.5 GB).
-# Usage: bench/serve_memory_bench.sh   (BUILD_DIR=build PHASES=6 SECONDS_EACH=4)
+# Then one burst of wrk -t1 -c64 with 1-row bodies and RSS after IDLE_SECONDS without requests:
+# the server returns its freed heap to the kernel once idle (--idle-trim-ms; the third arm has
+# it off).
+# Usage: bench/serve_memory_bench.sh   (BUILD_DIR=build PHASES=6 SECONDS_EACH=4 IDLE_SECONDS=4)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -13,6 +16,7 @@ BUILD_DIR=${BUILD_DIR:-build}
 PEERS=$(cd "${PEERS:-../shared/peers}" && pwd)
 PHASES=${PHASES:-6}
 SECONDS_EACH=${SECONDS_EACH:-4}
+IDLE_SECONDS=${IDLE_SECONDS:-4}
 kiln="$root/$BUILD_DIR/kiln"
 export KILN_HOME=$(mktemp -d /tmp/kiln-serve-memory-XXXXXX)
 source bench/lib.sh
@@ -45,6 +49,14 @@ arm() {  # label, then kiln serve's extra flags
       awk '/Requests\/sec/ {printf "%.0f", $2}')
     line="$line | $rps req/s, $(awk '/VmRSS/ {printf "%.0f", $2/1024}' /proc/$pid/status) MiB"
   done
+  # A burst of 64 connections with 1-row bodies, then idle (the server gives its freed heap back
+  # after --idle-trim-ms, 2 s by default).
+  rps=$(BODY_FILE="$PEERS/infer_1x784.json" wrk -t1 -c64 -d"${SECONDS_EACH}s" \
+    -s "$root/bench/post_body.lua" "http://127.0.0.1:$port/v2/models/mlp/infer" |
+    awk '/Requests\/sec/ {printf "%.0f", $2}')
+  line="$line | -c64 1-row: $rps req/s, $(awk '/VmRSS/ {printf "%.0f", $2/1024}' /proc/$pid/status) MiB"
+  sleep "$IDLE_SECONDS"
+  line="$line | idle ${IDLE_SECONDS} s: $(awk '/VmRSS/ {printf "%.0f", $2/1024}' /proc/$pid/status) MiB"
   echo "$line"
   kill $pid
   wait $pid || true
@@ -53,3 +65,4 @@ arm() {  # label, then kiln serve's extra flags
 echo; echo "== $PHASES rounds of ${SECONDS_EACH} s, 64-row JSON bodies, wrk -t1 -c4: req/s and RSS after each"
 arm defaults
 arm off --monitor-window 0 --prediction-log off
+arm no-idle-trim --idle-trim-ms 0

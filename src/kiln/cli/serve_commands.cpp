@@ -43,6 +43,7 @@ struct ServeArgs {
   int prediction_log_files = 5;
   std::vector<std::string> routes;
   std::string route_key_header = "X-Kiln-Route-Key";
+  int64_t idle_trim_ms = 2000;
 };
 
 Expected<std::string> read_api_key(const std::string& path) {
@@ -97,6 +98,7 @@ int run_serve(const ServeArgs& a) {
       .request_timeout_ms(a.request_timeout_ms)
       .access_log(a.access_log)
       .monitor_window(a.monitor_window)
+      .idle_trim_ms(a.idle_trim_ms)
       .prediction_log(serve::PredictionLogOptions(kiln_home() / "logs")
                           .inputs(*serve::parse_prediction_log_inputs(a.prediction_log))
                           .max_bytes(a.prediction_log_max_mb << 20)
@@ -194,6 +196,12 @@ void register_serve_commands(CLI::App& app, int* exit_code) {
                    "request header whose value keeps a client on one route target (requests "
                    "without it are spread by weighted round robin)")
       ->default_val("X-Kiln-Route-Key");
+  serve
+      ->add_option("--idle-trim-ms", args->idle_trim_ms,
+                   "after a burst, once no request came for this long, return the freed heap to "
+                   "the kernel (resident memory falls back); 0: never")
+      ->default_val(2000)
+      ->check(CLI::NonNegativeNumber);
   serve->footer(
       "Classifiers also return \"probabilities\" and \"labels\" when the request names them in "
       "\"outputs\". SIGTERM/SIGINT: stop accepting, answer in-flight requests, exit 0.");

@@ -15,6 +15,7 @@
 #include <string>
 
 #include "kiln/core/files.h"
+#include "kiln/core/idle_trim.h"
 #include "kiln/core/logging.h"
 #include "kiln/core/version.h"
 #include "kiln/model/manifest.h"
@@ -248,6 +249,8 @@ struct InferenceServer::Impl {
   std::atomic<HttpServer*> http_ptr{nullptr};  // for the batchers' arrivals hint
   std::atomic<bool> stopping{false};
   std::atomic<bool> shut_down{false};
+  std::atomic<uint64_t> requests_received{0};  ///< every request handled (the trimmer's activity)
+  std::unique_ptr<IdleMemoryTrimmer> trimmer;  ///< null when ServerOptions::idle_trim_ms_ is 0
 
   monitor::CounterFamily* requests = nullptr;
   monitor::CounterFamily* http_requests = nullptr;
@@ -561,6 +564,7 @@ struct InferenceServer::Impl {
 };
 
 void InferenceServer::Impl::handle(const HttpRequest& req, HttpReply reply) {
+  requests_received.fetch_add(1, std::memory_order_relaxed);
   const auto t0 = Clock::now();
   const std::string_view method = req.method;
   const std::string_view target = req.target;
@@ -1222,11 +1226,18 @@ std::string InferenceServer::describe_models() const {
 void InferenceServer::start() {
   impl_->http->start();
   impl_->models->start_polling();
+  if (impl_->options.idle_trim_ms_ > 0) {
+    Impl* impl = impl_.get();
+    impl_->trimmer = std::make_unique<IdleMemoryTrimmer>(
+        [impl] { return impl->requests_received.load(std::memory_order_relaxed); },
+        std::chrono::milliseconds(impl_->options.idle_trim_ms_));
+  }
 }
 
 void InferenceServer::shutdown(std::chrono::milliseconds grace) {
   if (!impl_ || impl_->shut_down.exchange(true)) return;
   impl_->stopping = true;
+  impl_->trimmer.reset();
   impl_->http->stop_accepting();
   if (!impl_->http->wait_idle(grace))
     KILN_LOG_WARN("shutdown: {} requests still in flight after {} ms", impl_->http->in_flight(),

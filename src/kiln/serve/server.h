@@ -70,6 +70,12 @@ struct ServerOptions {
     route_weights_dir_ = std::move(v);
     return *this;
   }
+  /// After a burst, once no request came for this long, return the freed heap to the kernel
+  /// (IdleMemoryTrimmer); 0: never.
+  ServerOptions& idle_trim_ms(int64_t v) {
+    idle_trim_ms_ = v;
+    return *this;
+  }
   HttpServerOptions http_;
   ModelManagerOptions models_;
   std::vector<RouteSpec> routes_;
@@ -79,6 +85,7 @@ struct ServerOptions {
   int64_t request_timeout_ms_ = 30000;  ///< longest a request may wait before its batch runs
   bool access_log_ = false;             ///< one JSON line per request on stderr
   int64_t monitor_window_ = 1000;
+  int64_t idle_trim_ms_ = 2000;
   PredictionLogOptions prediction_log_;  ///< default: no directory, no log
 };
 
