@@ -240,6 +240,45 @@ TEST(ServeRouteCliTest, PostedWeightsSurviveARestartWhileTheFlagStands) {
   EXPECT_NE(r.err.find(kept.string() + ": weights"), std::string::npos) << r.err;
 }
 
+TEST(ServeRouteCliTest, APostToOneReplicaMovesEveryReplicaSharingTheHome) {
+  TempDir home;
+  const auto bundle = testing::train_breast_cancer_bundle(home.path(), home / "bundle-run");
+  const std::vector<std::string> args{"--model",
+                                      "stable=" + bundle.string(),
+                                      "--model",
+                                      "canary=" + bundle.string(),
+                                      "--route",
+                                      "cancer=stable:100,canary:0",
+                                      "--poll-interval-ms",
+                                      "200"};
+  ServerProcess a(args, home.path(), home / "log-a"), b(args, home.path(), home / "log-b");
+  ASSERT_TRUE(a.ready() && b.ready()) << a.log() << b.log();
+  HttpClient ca(a.port()), cb(b.port());
+  auto spec_of = [](HttpClient& c) {
+    return Json::parse(c.get("/v2/routes").body)["routes"][0]["spec"].get<std::string>();
+  };
+  ASSERT_EQ(ca.post("/v2/routes/cancer", R"({"weights": {"stable": 75, "canary": 25}})").status,
+            200);
+  std::string seen;
+  for (int i = 0; i < 50 && seen != "cancer=stable:75,canary:25"; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    seen = spec_of(cb);
+  }
+  EXPECT_EQ(seen, "cancer=stable:75,canary:25") << b.log();
+  EXPECT_NE(b.log().find("weights now cancer=stable:75,canary:25 (set through another server"),
+            std::string::npos)
+      << b.log();
+  // And back the other way; the server that was posted to logs no echo of its own write.
+  ASSERT_EQ(cb.post("/v2/routes/cancer", R"({"weights": {"stable": 10, "canary": 90}})").status,
+            200);
+  for (int i = 0; i < 50 && seen != "cancer=stable:10,canary:90"; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    seen = spec_of(ca);
+  }
+  EXPECT_EQ(seen, "cancer=stable:10,canary:90") << a.log();
+  EXPECT_EQ(a.log().find("weights now cancer=stable:75,canary:25 (set through"), std::string::npos);
+}
+
 TEST(ServeRouteCliTest, BadRoutesExitNamingTheProblem) {
   TempDir home;
   const auto bundle = testing::train_breast_cancer_bundle(home.path(), home / "bundle-run");

@@ -142,7 +142,8 @@ Status TrafficRouter::set_weights(const std::vector<int64_t>& weights) {
 }
 
 Expected<std::optional<RouteSpec>> KeptRouteWeights::load(const std::filesystem::path& dir,
-                                                          const RouteSpec& started_as) {
+                                                          const RouteSpec& started_as,
+                                                          bool remove_stale) {
   const std::filesystem::path path = file(dir, started_as.name);
   std::error_code ec;
   if (!std::filesystem::exists(path, ec)) return std::optional<RouteSpec>();
@@ -153,7 +154,7 @@ Expected<std::optional<RouteSpec>> KeptRouteWeights::load(const std::filesystem:
   if (!doc->is_object() || !doc->contains("started_as") || !(*doc)["started_as"].is_string())
     return Status::InvalidArgument(where + "started_as: a string is needed" + remedy);
   if ((*doc)["started_as"].get<std::string>() != started_as.to_string()) {
-    std::filesystem::remove(path, ec);
+    if (remove_stale) std::filesystem::remove(path, ec);
     return std::optional<RouteSpec>();
   }
   const Json& weights = doc->value("weights", Json());

@@ -59,15 +59,16 @@ class TrafficRouter {
 /// flag's spec the server ran with), "weights" {TARGET: WEIGHT}, "set_at"}, written atomically.
 /// A file written under another --route (targets, shadow or weights changed) no longer applies:
 /// the flag says what the user wants now. Servers that share DIR (replicas on one KILN_HOME,
-/// started alike) share their routes' weights. Plain functions; callers serialise writes of one
-/// route.
+/// started alike) share their routes' weights: each applies what another wrote (InferenceServer
+/// watches the files). Plain functions; callers serialise writes of one route.
 struct KeptRouteWeights {
   /// The route's weights as last set, when `dir`'s file was written under `started_as`; nullopt
-  /// when there is no file, or it was written under another --route (the file is then
-  /// removed). InvalidArgument naming the file and field for a file that is not one of ours
-  /// (delete it to start from the flag).
+  /// when there is no file, or it was written under another --route (the file is then removed
+  /// when `remove_stale`). InvalidArgument naming the file and field for a file that is not one
+  /// of ours (delete it to start from the flag).
   static Expected<std::optional<RouteSpec>> load(const std::filesystem::path& dir,
-                                                 const RouteSpec& started_as);
+                                                 const RouteSpec& started_as,
+                                                 bool remove_stale = true);
   /// Writes `now` (the route's current weights) as set under `started_as`; atomic and durable.
   static Status save(const std::filesystem::path& dir, const RouteSpec& started_as,
                      const RouteSpec& now);

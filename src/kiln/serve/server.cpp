@@ -6,13 +6,17 @@
 #include <array>
 #include <cctype>
 #include <charconv>
+#include <chrono>
 #include <cmath>
+#include <condition_variable>
 #include <cstdio>
 #include <cstring>
+#include <filesystem>
 #include <functional>
 #include <map>
 #include <mutex>
 #include <string>
+#include <thread>
 
 #include "kiln/core/files.h"
 #include "kiln/core/idle_trim.h"
@@ -267,6 +271,45 @@ struct InferenceServer::Impl {
   std::map<std::string, std::unique_ptr<TrafficRouter>> routers;
   std::map<std::string, RouteSpec> routes_started_as;  ///< each route's --route spec
   std::mutex route_weights_mu;  ///< one POST /v2/routes at a time: set, then kept on disk
+  /// Applies weights other servers sharing route_weights_dir_ keep (a cluster's replicas: a POST
+  /// to any of them moves all), checking every poll interval; not started without routes.
+  std::thread route_watcher;
+  std::mutex route_watcher_mu;
+  std::condition_variable route_watcher_cv;
+  bool route_watcher_stop = false;
+
+  void watch_kept_route_weights(std::chrono::milliseconds period) {
+    std::map<std::string, std::filesystem::file_time_type> seen;
+    std::map<std::string, std::string> warned;  // the last problem logged per route
+    std::unique_lock<std::mutex> lock(route_watcher_mu);
+    while (!route_watcher_cv.wait_for(lock, period, [this] { return route_watcher_stop; })) {
+      lock.unlock();
+      for (auto& [name, router] : routers) {
+        const std::filesystem::path file = KeptRouteWeights::file(options.route_weights_dir_, name);
+        std::error_code ec;
+        const auto written = std::filesystem::last_write_time(file, ec);
+        if (ec || (seen.count(name) && seen[name] == written)) continue;
+        seen[name] = written;
+        std::lock_guard<std::mutex> set_lock(route_weights_mu);
+        Expected<std::optional<RouteSpec>> kept = KeptRouteWeights::load(
+            options.route_weights_dir_, routes_started_as.at(name), /*remove_stale=*/false);
+        if (!kept.ok()) {
+          if (warned[name] != kept.status().message())
+            KILN_LOG_WARN("route {}: kept weights ignored: {}", name, kept.status().message());
+          warned[name] = kept.status().message();
+          continue;
+        }
+        warned.erase(name);
+        if (!*kept || (*kept)->to_string() == router->spec().to_string()) continue;
+        std::vector<int64_t> weights;
+        for (const auto& t : (*kept)->targets) weights.push_back(t.second);
+        if (router->set_weights(weights).ok())
+          KILN_LOG_INFO("route {}: weights now {} (set through another server, kept in {})", name,
+                        router->spec().to_string(), file.string());
+      }
+      lock.lock();
+    }
+  }
   monitor::CounterFamily* route_requests = nullptr;   // {route, target}
   monitor::CounterFamily* shadow_requests = nullptr;  // {route, target, outcome}
   const std::string id_prefix = [] {
@@ -1226,6 +1269,12 @@ std::string InferenceServer::describe_models() const {
 void InferenceServer::start() {
   impl_->http->start();
   impl_->models->start_polling();
+  const int64_t poll_ms = impl_->options.models_.poll_interval_ms_;
+  if (!impl_->routers.empty() && !impl_->options.route_weights_dir_.empty() && poll_ms > 0) {
+    Impl* impl = impl_.get();
+    impl_->route_watcher = std::thread(
+        [impl, poll_ms] { impl->watch_kept_route_weights(std::chrono::milliseconds(poll_ms)); });
+  }
   if (impl_->options.idle_trim_ms_ > 0) {
     Impl* impl = impl_.get();
     impl_->trimmer = std::make_unique<IdleMemoryTrimmer>(
@@ -1238,6 +1287,14 @@ void InferenceServer::shutdown(std::chrono::milliseconds grace) {
   if (!impl_ || impl_->shut_down.exchange(true)) return;
   impl_->stopping = true;
   impl_->trimmer.reset();
+  if (impl_->route_watcher.joinable()) {
+    {
+      std::lock_guard<std::mutex> lock(impl_->route_watcher_mu);
+      impl_->route_watcher_stop = true;
+    }
+    impl_->route_watcher_cv.notify_all();
+    impl_->route_watcher.join();
+  }
   impl_->http->stop_accepting();
   if (!impl_->http->wait_idle(grace))
     KILN_LOG_WARN("shutdown: {} requests still in flight after {} ms", impl_->http->in_flight(),
