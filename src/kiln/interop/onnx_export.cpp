@@ -196,6 +196,14 @@ class NetworkBuilder {
   std::map<std::string, std::string> initializers_;  ///< state name -> initializer name
 };
 
+/// A convolution's or pooling's kernel_shape, strides and pads (the same padding on both sides).
+void set_window(onnx::NodeProto* n, const model::Window2d& win) {
+  GraphBuilder::set_ints(n, "kernel_shape", {win.kernel.first, win.kernel.second});
+  GraphBuilder::set_ints(n, "strides", {win.stride.first, win.stride.second});
+  GraphBuilder::set_ints(
+      n, "pads", {win.padding.first, win.padding.second, win.padding.first, win.padding.second});
+}
+
 Status NetworkBuilder::layer(const LayerSpec& l, const std::string& name,
                              std::vector<int64_t>* shape, std::string* x) {
   const std::string where = name + " (" + l.type + ")";
@@ -210,9 +218,7 @@ Status NetworkBuilder::layer(const LayerSpec& l, const std::string& name,
   if (t == "linear") {
     if (shape->empty()) return need_rank(1, "1-D");
     KILN_ASSIGN_OR_RETURN(torch::Tensor w, tensor(p + "weight", where));
-    if (w.dim() != 2 || w.size(1) != shape->back())
-      return Status::InvalidArgument(where + ": weight " + shape_str(w.sizes().vec()) +
-                                     " does not take input " + shape_str(*shape));
+    KILN_RETURN_IF_ERROR(model::check_linear_weight(w, *shape, where));
     if (shape->size() == 1) {  // [batch, in]: one Gemm
       KILN_ASSIGN_OR_RETURN(std::string ws, use(p + "weight", where));
       std::vector<std::string> in = {*x, ws};
@@ -237,11 +243,8 @@ Status NetworkBuilder::layer(const LayerSpec& l, const std::string& name,
   } else if (t == "conv2d") {
     KILN_RETURN_IF_ERROR(need_rank(3, "[C,H,W]"));
     KILN_ASSIGN_OR_RETURN(torch::Tensor w, tensor(p + "weight", where));
-    if (w.dim() != 4 || w.size(1) != (*shape)[0])
-      return Status::InvalidArgument(where + ": weight " + shape_str(w.sizes().vec()) +
-                                     " does not take input " + shape_str(*shape));
-    KILN_ASSIGN_OR_RETURN(auto stride, layer_pair_param(params, "stride", {1, 1}, where));
-    KILN_ASSIGN_OR_RETURN(auto pad, layer_pair_param(params, "padding", {0, 0}, where));
+    KILN_ASSIGN_OR_RETURN(const model::Window2d win,
+                          model::conv2d_window(params, w, *shape, where));
     KILN_ASSIGN_OR_RETURN(std::string ws, use(p + "weight", where));
     std::vector<std::string> in = {*x, ws};
     if (has(p + "bias")) {
@@ -249,23 +252,18 @@ Status NetworkBuilder::layer(const LayerSpec& l, const std::string& name,
       in.push_back(bs);
     }
     onnx::NodeProto* n = g_.node("Conv", in, name);
-    GraphBuilder::set_ints(n, "kernel_shape", {w.size(2), w.size(3)});
-    GraphBuilder::set_ints(n, "strides", {stride.first, stride.second});
-    GraphBuilder::set_ints(n, "pads", {pad.first, pad.second, pad.first, pad.second});
+    set_window(n, win);
     GraphBuilder::set_ints(n, "dilations", {1, 1});
     GraphBuilder::set_int(n, "group", 1);
     *x = n->output(0);
-    *shape = {w.size(0), model::window_out((*shape)[1], w.size(2), stride.first, pad.first),
-              model::window_out((*shape)[2], w.size(3), stride.second, pad.second)};
+    *shape = win.out_shape;
   } else if (t == "batchnorm1d" || t == "batchnorm2d") {
     if (t == "batchnorm2d") KILN_RETURN_IF_ERROR(need_rank(3, "[C,H,W]"));
     if (t == "batchnorm1d" && shape->size() != 1 && shape->size() != 2)
       return need_rank(1, "[C] or [C,L]");
     KILN_ASSIGN_OR_RETURN(double eps, layer_double_param(params, "eps", 1e-5, where));
     KILN_ASSIGN_OR_RETURN(torch::Tensor rm, tensor(p + "running_mean", where));
-    if (rm.dim() != 1 || rm.size(0) != (*shape)[0])
-      return Status::InvalidArgument(where + ": running_mean " + shape_str(rm.sizes().vec()) +
-                                     " does not match input " + shape_str(*shape));
+    KILN_RETURN_IF_ERROR(model::check_batch_norm_stats(rm, *shape, where));
     KILN_ASSIGN_OR_RETURN(std::vector<std::string> bn, batch_norm_inputs(p, where));
     bn.insert(bn.begin(), *x);
     onnx::NodeProto* n = g_.node("BatchNormalization", bn, name);
@@ -275,19 +273,14 @@ Status NetworkBuilder::layer(const LayerSpec& l, const std::string& name,
     // identity in eval mode
   } else if (t == "maxpool2d" || t == "avgpool2d") {
     KILN_RETURN_IF_ERROR(need_rank(3, "[C,H,W]"));
-    KILN_ASSIGN_OR_RETURN(auto k, layer_pair_param(params, "kernel", {2, 2}, where));
-    KILN_ASSIGN_OR_RETURN(auto s, layer_pair_param(params, "stride", k, where));
-    KILN_ASSIGN_OR_RETURN(auto pad, layer_pair_param(params, "padding", {0, 0}, where));
+    KILN_ASSIGN_OR_RETURN(const model::Window2d win, model::pool2d_window(params, *shape, where));
     onnx::NodeProto* n = g_.node(t == "maxpool2d" ? "MaxPool" : "AveragePool", {*x}, name);
-    GraphBuilder::set_ints(n, "kernel_shape", {k.first, k.second});
-    GraphBuilder::set_ints(n, "strides", {s.first, s.second});
-    GraphBuilder::set_ints(n, "pads", {pad.first, pad.second, pad.first, pad.second});
+    set_window(n, win);
     GraphBuilder::set_int(n, "ceil_mode", 0);
     // torch's avg_pool2d default: padded zeros count in the mean.
     if (t == "avgpool2d") GraphBuilder::set_int(n, "count_include_pad", 1);
     *x = n->output(0);
-    *shape = {(*shape)[0], model::window_out((*shape)[1], k.first, s.first, pad.first),
-              model::window_out((*shape)[2], k.second, s.second, pad.second)};
+    *shape = win.out_shape;
   } else if (t == "adaptive_avgpool2d") {
     KILN_RETURN_IF_ERROR(need_rank(3, "[C,H,W]"));
     KILN_ASSIGN_OR_RETURN(auto o, layer_pair_param(params, "output_size", {1, 1}, where));
@@ -356,12 +349,7 @@ Status NetworkBuilder::layer(const LayerSpec& l, const std::string& name,
       const std::string pw = p + "shortcut.0.weight";
       const std::string bn = p + "shortcut.1.";
       KILN_ASSIGN_OR_RETURN(torch::Tensor w, tensor(pw, where));
-      if (w.dim() != 4 || w.size(1) != in_shape[0] || w.size(2) != 1 || w.size(3) != 1 ||
-          shape->size() != 3 || w.size(0) != (*shape)[0])
-        return Status::InvalidArgument(where + ": shortcut weight " + shape_str(w.sizes().vec()) +
-                                       " does not map " + shape_str(in_shape) + " to " +
-                                       shape_str(*shape));
-      KILN_ASSIGN_OR_RETURN(auto stride, model::projection_stride(in_shape, *shape, where));
+      KILN_ASSIGN_OR_RETURN(auto stride, model::projection_stride(w, in_shape, *shape, where));
       KILN_ASSIGN_OR_RETURN(std::string ws, use(pw, where));
       onnx::NodeProto* n = g_.node("Conv", {shortcut, ws}, name + ".shortcut");
       GraphBuilder::set_ints(n, "kernel_shape", {1, 1});
@@ -382,11 +370,7 @@ Status NetworkBuilder::layer(const LayerSpec& l, const std::string& name,
   } else {
     return Status::InvalidArgument(where + ": layer type not supported by the ONNX export");
   }
-  for (int64_t d : *shape)
-    if (d <= 0)
-      return Status::InvalidArgument(where + ": output shape " + shape_str(*shape) +
-                                     " is empty (input too small)");
-  return Status::Ok();
+  return model::check_output_shape(*shape, where);
 }
 
 /// The preprocessing steps as nodes on `x`.

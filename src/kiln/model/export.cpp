@@ -402,9 +402,7 @@ Status Generator::layer(const LayerSpec& l, const std::string& name, std::vector
   if (t == "linear") {
     if (shape->empty()) return need_rank(1, "1-D");
     KILN_ASSIGN_OR_RETURN(torch::Tensor w, tensor(p + "weight", where));
-    if (w.dim() != 2 || w.size(1) != shape->back())
-      return Status::InvalidArgument(where + ": weight " + shape_str(w.sizes().vec()) +
-                                     " does not take input " + shape_str(*shape));
+    KILN_RETURN_IF_ERROR(check_linear_weight(w, *shape, where));
     KILN_ASSIGN_OR_RETURN(std::string ws, use(p + "weight", where));
     KILN_ASSIGN_OR_RETURN(std::string bs, optional("bias"));
     emit(indent, "x = torch.linear(x, " + ws + ", " + bs + ")");
@@ -412,23 +410,18 @@ Status Generator::layer(const LayerSpec& l, const std::string& name, std::vector
   } else if (t == "conv2d") {
     KILN_RETURN_IF_ERROR(need_rank(3, "[C,H,W]"));
     KILN_ASSIGN_OR_RETURN(torch::Tensor w, tensor(p + "weight", where));
-    if (w.dim() != 4 || w.size(1) != (*shape)[0])
-      return Status::InvalidArgument(where + ": weight " + shape_str(w.sizes().vec()) +
-                                     " does not take input " + shape_str(*shape));
-    KILN_ASSIGN_OR_RETURN(auto stride, layer_pair_param(params, "stride", {1, 1}, where));
-    KILN_ASSIGN_OR_RETURN(auto pad, layer_pair_param(params, "padding", {0, 0}, where));
+    KILN_ASSIGN_OR_RETURN(const Window2d win, conv2d_window(params, w, *shape, where));
     KILN_ASSIGN_OR_RETURN(std::string ws, use(p + "weight", where));
     KILN_ASSIGN_OR_RETURN(std::string bs, optional("bias"));
     emit(indent, "x = torch.conv2d(x, " + ws + ", " + bs + ", " +
-                     int_list(stride.first, stride.second) + ", " +
-                     int_list(pad.first, pad.second) + ", [1, 1], 1)");
+                     int_list(win.stride.first, win.stride.second) + ", " +
+                     int_list(win.padding.first, win.padding.second) + ", [1, 1], 1)");
     // With one input channel NCHW and channels_last strides coincide and oneDNN returns NCHW,
     // whose bf16 ReLU and pooling ran 8x slower than channels_last's (Fashion-MNIST CNN).
     if (channels_last_ && (*shape)[0] == 1)
       emit(indent, "x = x.contiguous(memory_format=" +
                        std::to_string(static_cast<int>(at::MemoryFormat::ChannelsLast)) + ")");
-    *shape = {w.size(0), window_out((*shape)[1], w.size(2), stride.first, pad.first),
-              window_out((*shape)[2], w.size(3), stride.second, pad.second)};
+    *shape = win.out_shape;
   } else if (t == "batchnorm1d" || t == "batchnorm2d") {
     if (t == "batchnorm2d") KILN_RETURN_IF_ERROR(need_rank(3, "[C,H,W]"));
     if (t == "batchnorm1d" && shape->size() != 1 && shape->size() != 2)
@@ -436,9 +429,7 @@ Status Generator::layer(const LayerSpec& l, const std::string& name, std::vector
     KILN_ASSIGN_OR_RETURN(double eps, layer_double_param(params, "eps", 1e-5, where));
     KILN_ASSIGN_OR_RETURN(double momentum, layer_double_param(params, "momentum", 0.1, where));
     KILN_ASSIGN_OR_RETURN(torch::Tensor rm, tensor(p + "running_mean", where));
-    if (rm.dim() != 1 || rm.size(0) != (*shape)[0])
-      return Status::InvalidArgument(where + ": running_mean " + shape_str(rm.sizes().vec()) +
-                                     " does not match input " + shape_str(*shape));
+    KILN_RETURN_IF_ERROR(check_batch_norm_stats(rm, *shape, where));
     if (bf16_) return batch_norm_affine("x", p, eps, shape->size(), where, indent);
     KILN_ASSIGN_OR_RETURN(std::string ws, optional("weight"));
     KILN_ASSIGN_OR_RETURN(std::string bs, optional("bias"));
@@ -450,17 +441,15 @@ Status Generator::layer(const LayerSpec& l, const std::string& name, std::vector
     emit(indent, "pass  # identity in eval mode");
   } else if (t == "maxpool2d" || t == "avgpool2d") {
     KILN_RETURN_IF_ERROR(need_rank(3, "[C,H,W]"));
-    KILN_ASSIGN_OR_RETURN(auto k, layer_pair_param(params, "kernel", {2, 2}, where));
-    KILN_ASSIGN_OR_RETURN(auto s, layer_pair_param(params, "stride", k, where));
-    KILN_ASSIGN_OR_RETURN(auto pad, layer_pair_param(params, "padding", {0, 0}, where));
-    const std::string args = int_list(k.first, k.second) + ", " + int_list(s.first, s.second) +
-                             ", " + int_list(pad.first, pad.second);
+    KILN_ASSIGN_OR_RETURN(const Window2d win, pool2d_window(params, *shape, where));
+    const std::string args = int_list(win.kernel.first, win.kernel.second) + ", " +
+                             int_list(win.stride.first, win.stride.second) + ", " +
+                             int_list(win.padding.first, win.padding.second);
     if (t == "maxpool2d")
       emit(indent, "x = torch.max_pool2d(x, " + args + ", [1, 1], False)");
     else
       emit(indent, "x = torch.avg_pool2d(x, " + args + ", False, True, None)");
-    *shape = {(*shape)[0], window_out((*shape)[1], k.first, s.first, pad.first),
-              window_out((*shape)[2], k.second, s.second, pad.second)};
+    *shape = win.out_shape;
   } else if (t == "adaptive_avgpool2d") {
     KILN_RETURN_IF_ERROR(need_rank(3, "[C,H,W]"));
     KILN_ASSIGN_OR_RETURN(auto o, layer_pair_param(params, "output_size", {1, 1}, where));
@@ -496,12 +485,7 @@ Status Generator::layer(const LayerSpec& l, const std::string& name, std::vector
       const std::string pw = p + "shortcut.0.weight";
       const std::string bn = p + "shortcut.1.";
       KILN_ASSIGN_OR_RETURN(torch::Tensor w, tensor(pw, where));
-      if (w.dim() != 4 || w.size(1) != in_shape[0] || w.size(2) != 1 || w.size(3) != 1 ||
-          shape->size() != 3 || w.size(0) != (*shape)[0])
-        return Status::InvalidArgument(where + ": shortcut weight " + shape_str(w.sizes().vec()) +
-                                       " does not map " + shape_str(in_shape) + " to " +
-                                       shape_str(*shape));
-      KILN_ASSIGN_OR_RETURN(auto stride, projection_stride(in_shape, *shape, where));
+      KILN_ASSIGN_OR_RETURN(auto stride, projection_stride(w, in_shape, *shape, where));
       KILN_ASSIGN_OR_RETURN(std::string ws, use(pw, where));
       emit(indent, sc + " = torch.conv2d(" + sc + ", " + ws + ", None, " +
                        int_list(stride.first, stride.second) + ", [0, 0], [1, 1], 1)");
@@ -527,11 +511,7 @@ Status Generator::layer(const LayerSpec& l, const std::string& name, std::vector
   } else {
     return Status::InvalidArgument(where + ": layer type not supported by the TorchScript export");
   }
-  for (int64_t d : *shape)
-    if (d <= 0)
-      return Status::InvalidArgument(where + ": output shape " + shape_str(*shape) +
-                                     " is empty (input too small)");
-  return Status::Ok();
+  return check_output_shape(*shape, where);
 }
 
 /// quint8 scale and zero point covering [lo, hi] (widened to hold 0, as PyTorch's observers do).

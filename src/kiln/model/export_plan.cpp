@@ -179,9 +179,14 @@ Expected<double> layer_double_param(const Json& params, const std::string& key, 
   return v.get<double>();
 }
 
-Expected<std::pair<int64_t, int64_t>> projection_stride(const std::vector<int64_t>& in,
+Expected<std::pair<int64_t, int64_t>> projection_stride(const torch::Tensor& w,
+                                                        const std::vector<int64_t>& in,
                                                         const std::vector<int64_t>& out,
                                                         const std::string& where) {
+  if (w.dim() != 4 || w.size(1) != in[0] || w.size(2) != 1 || w.size(3) != 1 || out.size() != 3 ||
+      w.size(0) != out[0])
+    return Status::InvalidArgument(where + ": shortcut weight " + shape_str(w.sizes().vec()) +
+                                   " does not map " + shape_str(in) + " to " + shape_str(out));
   auto axis = [](int64_t from, int64_t to) -> int64_t {
     for (int64_t s = 1; s <= from; ++s)
       if (window_out(from, 1, s, 0) == to) return s;
@@ -192,6 +197,56 @@ Expected<std::pair<int64_t, int64_t>> projection_stride(const std::vector<int64_
     return Status::InvalidArgument(where + ": no 1x1 shortcut stride maps " + shape_str(in) +
                                    " to " + shape_str(out));
   return std::make_pair(sh, sw);
+}
+
+Status check_output_shape(const std::vector<int64_t>& shape, const std::string& where) {
+  for (int64_t d : shape)
+    if (d <= 0)
+      return Status::InvalidArgument(where + ": output shape " + shape_str(shape) +
+                                     " is empty (input too small)");
+  return Status::Ok();
+}
+
+Status check_linear_weight(const torch::Tensor& w, const std::vector<int64_t>& in,
+                           const std::string& where) {
+  if (w.dim() != 2 || in.empty() || w.size(1) != in.back())
+    return Status::InvalidArgument(where + ": weight " + shape_str(w.sizes().vec()) +
+                                   " does not take input " + shape_str(in));
+  return Status::Ok();
+}
+
+Status check_batch_norm_stats(const torch::Tensor& running_mean, const std::vector<int64_t>& in,
+                              const std::string& where) {
+  if (running_mean.dim() != 1 || in.empty() || running_mean.size(0) != in[0])
+    return Status::InvalidArgument(where + ": running_mean " +
+                                   shape_str(running_mean.sizes().vec()) +
+                                   " does not match input " + shape_str(in));
+  return Status::Ok();
+}
+
+Expected<Window2d> conv2d_window(const Json& params, const torch::Tensor& w,
+                                 const std::vector<int64_t>& in, const std::string& where) {
+  if (w.dim() != 4 || in.size() != 3 || w.size(1) != in[0])
+    return Status::InvalidArgument(where + ": weight " + shape_str(w.sizes().vec()) +
+                                   " does not take input " + shape_str(in));
+  Window2d out;
+  out.kernel = {w.size(2), w.size(3)};
+  KILN_ASSIGN_OR_RETURN(out.stride, layer_pair_param(params, "stride", {1, 1}, where));
+  KILN_ASSIGN_OR_RETURN(out.padding, layer_pair_param(params, "padding", {0, 0}, where));
+  out.out_shape = {w.size(0), window_out(in[1], w.size(2), out.stride.first, out.padding.first),
+                   window_out(in[2], w.size(3), out.stride.second, out.padding.second)};
+  return out;
+}
+
+Expected<Window2d> pool2d_window(const Json& params, const std::vector<int64_t>& in,
+                                 const std::string& where) {
+  Window2d out;
+  KILN_ASSIGN_OR_RETURN(out.kernel, layer_pair_param(params, "kernel", {2, 2}, where));
+  KILN_ASSIGN_OR_RETURN(out.stride, layer_pair_param(params, "stride", out.kernel, where));
+  KILN_ASSIGN_OR_RETURN(out.padding, layer_pair_param(params, "padding", {0, 0}, where));
+  out.out_shape = {in[0], window_out(in[1], out.kernel.first, out.stride.first, out.padding.first),
+                   window_out(in[2], out.kernel.second, out.stride.second, out.padding.second)};
+  return out;
 }
 
 Expected<Prologue> parse_prologue(const Json& pre, const std::vector<int64_t>& model_shape) {

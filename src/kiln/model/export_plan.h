@@ -35,11 +35,42 @@ inline int64_t window_out(int64_t in, int64_t kernel, int64_t stride, int64_t pa
   return (in + 2 * padding - kernel) / stride + 1;
 }
 
-/// The stride of a residual block's 1x1 shortcut projection mapping `in` [C,H,W] onto the body's
-/// output `out`, per axis: the smallest s with ceil(H / s) == H' (and likewise for W).
-Expected<std::pair<int64_t, int64_t>> projection_stride(const std::vector<int64_t>& in,
+/// The stride of a residual block's 1x1 shortcut projection `weight` [C', C, 1, 1] mapping `in`
+/// [C,H,W] onto the body's output `out` [C',H',W'], per axis: the smallest s with
+/// ceil(H / s) == H' (and likewise for W). InvalidArgument naming `where` when the weight does
+/// not map `in` to `out` or no stride does.
+Expected<std::pair<int64_t, int64_t>> projection_stride(const torch::Tensor& weight,
+                                                        const std::vector<int64_t>& in,
                                                         const std::vector<int64_t>& out,
                                                         const std::string& where);
+
+/// A layer's output shape has no empty axis; InvalidArgument naming `where` ("input too small").
+Status check_output_shape(const std::vector<int64_t>& shape, const std::string& where);
+
+/// A linear layer's `weight` [O, I] takes input [..., I]; InvalidArgument naming `where` else.
+Status check_linear_weight(const torch::Tensor& weight, const std::vector<int64_t>& in,
+                           const std::string& where);
+
+/// A batch norm's `running_mean` [C] matches input [C, ...]; InvalidArgument naming `where` else.
+Status check_batch_norm_stats(const torch::Tensor& running_mean, const std::vector<int64_t>& in,
+                              const std::string& where);
+
+/// A 2-D window over [C,H,W]: params' stride and padding, and the output shape. Plain value.
+struct Window2d {
+  std::pair<int64_t, int64_t> kernel, stride, padding;
+  std::vector<int64_t> out_shape;
+};
+
+/// A conv2d layer's window: `weight` [O, C, kh, kw] must take input `in` [C,H,W] (the caller
+/// checks the rank); "stride" (1) and "padding" (0) from `params`. InvalidArgument naming
+/// `where` and the weight or parameter that does not fit.
+Expected<Window2d> conv2d_window(const Json& params, const torch::Tensor& weight,
+                                 const std::vector<int64_t>& in, const std::string& where);
+
+/// A max or average pooling layer's window over `in` [C,H,W]: "kernel" (2), "stride" (the
+/// kernel), "padding" (0) from `params`.
+Expected<Window2d> pool2d_window(const Json& params, const std::vector<int64_t>& in,
+                                 const std::string& where);
 
 /// One step of the preprocessing an exported model applies to raw inputs before its network.
 /// Tensors are float32 (kSelect's `a`: int64 column indices) on the CPU. Plain value.
