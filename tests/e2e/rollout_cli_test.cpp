@@ -193,6 +193,9 @@ TEST_F(RolloutCliTest, BadInputNamesTheFlag) {
        2,
        "--reload-timeout"},
       {{"cancer", "--server", "http://127.0.0.1:1", "--candidate", "canary"}, 1, "--server"},
+      {{"cancer", "--server", url_, "--candidate", "canary", "--metrics-from", "ftp://x"},
+       2,
+       "--metrics-from"},
       {{"cancer", "--candidate", "canary"}, 2, "--server"},
       {{"cancer", "--resume"}, 2, "--resume"},
   };
@@ -307,6 +310,66 @@ TEST_F(RolloutFromRegistryTest, TheCandidateMustServeThePromotedVersionFirst) {
   stop_ = true;
   load_.join();
   EXPECT_EQ(failed_.load(), 0);
+}
+
+/// The canary's request counter on one server's /metrics (every outcome), 0 when absent.
+double canary_requests(int port) {
+  HttpClient c(port);
+  const std::string text = c.get("/metrics").body;
+  double total = 0;
+  for (size_t at = text.find("kiln_inference_requests_total{model=\"canary\"");
+       at != std::string::npos;
+       at = text.find("kiln_inference_requests_total{model=\"canary\"", at + 1))
+    total += std::stod(text.substr(text.find("} ", at) + 2));
+  return total;
+}
+
+TEST(RolloutClusterTest, ChecksAddUpEveryReplicaAndTheSplitMovesThemAll) {
+  // Two replicas on one KILN_HOME; all the traffic goes to the second, while the rollout POSTs
+  // to the first. Reading the first alone, every step would see no canary request (inconclusive,
+  // rolled back); with --metrics-from both, the second's requests count, and there are some only
+  // because the second follows the split through the kept file.
+  TempDir home;
+  const auto bundle = testing::train_breast_cancer_bundle(home.path(), home / "bundle-run");
+  const std::vector<std::string> args{"--model",
+                                      "stable=" + bundle.string(),
+                                      "--model",
+                                      "canary=" + bundle.string(),
+                                      "--route",
+                                      "cancer=stable:100,canary:0",
+                                      "--poll-interval-ms",
+                                      "200"};
+  ServerProcess a(args, home.path(), home / "log-a"), b(args, home.path(), home / "log-b");
+  ASSERT_TRUE(a.ready() && b.ready()) << a.log() << b.log();
+  std::atomic<bool> stop{false};
+  std::atomic<int> failed{0};
+  std::thread client([&] {
+    const auto rows = breast_cancer_rows();
+    HttpClient c(b.port());
+    for (size_t i = 0; !stop.load(); i = (i + 1) % rows.size())
+      if (c.post("/v2/models/cancer/infer", breast_cancer_infer_body(rows[i].features, 1.0))
+              .status != 200)
+        ++failed;
+  });
+  const std::string url_a = "http://127.0.0.1:" + std::to_string(a.port());
+  const std::string url_b = "http://127.0.0.1:" + std::to_string(b.port());
+  const testing::CommandResult r =
+      run_kiln({"rollout", "cancer", "--server", url_a, "--metrics-from", url_a, "--metrics-from",
+                url_b, "--candidate", "canary", "--steps", "50,100", "--interval", "1500ms"},
+               home.path());
+  stop = true;
+  client.join();
+  EXPECT_EQ(r.exit_code, 0) << r.out << r.err;
+  EXPECT_EQ(failed.load(), 0);
+  EXPECT_EQ(canary_requests(a.port()), 0);
+  HttpClient cb(b.port());
+  EXPECT_EQ(Json::parse(cb.get("/v2/routes/cancer").body)["spec"], "cancer=stable:0,canary:100")
+      << b.log();
+  const Json s = Json::parse(testing::read_text(home / "rollouts" / "cancer.json"));
+  double counted = 0;
+  for (const auto& step : s["history"]) counted += step.value("requests", 0.0);
+  EXPECT_GE(counted, 40) << s.dump(2);
+  EXPECT_LE(counted, canary_requests(b.port()));
 }
 
 }  // namespace

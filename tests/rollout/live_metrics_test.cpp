@@ -76,6 +76,28 @@ TEST(ModelSnapshotTest, DiffOfTwoScrapesGivesTheStepsErrorRateAndP99) {
   EXPECT_DOUBLE_EQ(w.labelled_rows, 40);
 }
 
+TEST(ModelSnapshotTest, ReplicasAddUpAndTheirAccuracyIsWeightedByLabelledRows) {
+  const auto a =
+      parse_model_snapshot(planted_metrics(100, 1, 0, {50, 90, 100, 101}, 0.9, 30), "canary");
+  const auto b =
+      parse_model_snapshot(planted_metrics(300, 0, 2, {200, 280, 300, 302}, 0.5, 10), "canary");
+  ASSERT_TRUE(a.ok() && b.ok());
+  const ModelSnapshot sum = sum_snapshots({*a, *b});
+  EXPECT_DOUBLE_EQ(sum.requests_by_outcome.at("success"), 400);
+  EXPECT_DOUBLE_EQ(sum.requests_by_outcome.at("client_error"), 6);
+  EXPECT_DOUBLE_EQ(sum.requests_by_outcome.at("timeout"), 2);
+  EXPECT_DOUBLE_EQ(sum.duration_buckets.at(0.002), 370);
+  EXPECT_DOUBLE_EQ(sum.labelled_rows, 40);
+  EXPECT_DOUBLE_EQ(sum.live_accuracy, (0.9 * 30 + 0.5 * 10) / 40);
+  // A replica that exposes no accuracy adds its counters, not its (absent) accuracy.
+  ModelSnapshot quiet = *b;
+  quiet.live_accuracy = -1;
+  quiet.labelled_rows = 0;
+  EXPECT_DOUBLE_EQ(sum_snapshots({*a, quiet}).live_accuracy, 0.9);
+  EXPECT_DOUBLE_EQ(sum_snapshots({quiet}).live_accuracy, -1);
+  EXPECT_TRUE(sum_snapshots({}).requests_by_outcome.empty());
+}
+
 TEST(ModelSnapshotTest, P99InsideAFiniteBucket) {
   const auto start = parse_model_snapshot(planted_metrics(0, 0, 0, {0, 0, 0, 0}, 1, 0), "canary");
   const auto end =

@@ -14,7 +14,11 @@ TEST(RolloutStateTest, RoundTripsThroughTheStateFile) {
   testing::TempDir dir;
   RolloutState s;
   s.options = RolloutOptions("cancer", "http://127.0.0.1:8000", "canary");
-  s.options.steps({25, 50, 100}).interval_ms(1500).max_p99_ms(12.5).promote("bc@production=3");
+  s.options.steps({25, 50, 100})
+      .interval_ms(1500)
+      .max_p99_ms(12.5)
+      .promote("bc@production=3")
+      .metrics_from({"http://127.0.0.1:9100", "http://127.0.0.1:9101"});
   s.current_step = 1;
   s.started = utc_now();
   s.history.push_back({{"step", 1}, {"verdict", "pass"}, {"requests", 420}});
@@ -26,6 +30,7 @@ TEST(RolloutStateTest, RoundTripsThroughTheStateFile) {
   EXPECT_EQ(back->options.steps_, (std::vector<int>{25, 50, 100}));
   EXPECT_EQ(back->options.interval_ms_, 1500);
   EXPECT_EQ(back->options.promote_, "bc@production=3");
+  EXPECT_EQ(back->options.metrics_from_.size(), 2u);
   EXPECT_EQ(back->status, "running");
   EXPECT_FALSE(back->updated.empty());
   // No temp file is left beside it.

@@ -28,6 +28,7 @@ struct RolloutArgs {
   std::string api_key_file;
   std::string promote;
   std::string reload_timeout = "120s";
+  std::vector<std::string> metrics_from;
   bool resume = false;
   bool abort = false;
 };
@@ -83,7 +84,8 @@ Status run_rollout(const RolloutArgs& a) {
       .min_requests(a.min_requests)
       .api_key_file(a.api_key_file)
       .promote(a.promote)
-      .reload_timeout_ms(reload_timeout_ms);
+      .reload_timeout_ms(reload_timeout_ms)
+      .metrics_from(a.metrics_from);
   KILN_ASSIGN_OR_RETURN(auto r, Rollout::Create(options, state_path, promote_alias));
   catch_interrupts(*r);
   return r->start(std::cout);
@@ -140,6 +142,10 @@ void register_rollout_command(CLI::App& app, int* exit_code) {
                 "with --promote: how long to wait for the candidate to serve VERSION before "
                 "refusing (nothing changed)")
       ->default_val("120s");
+  c->add_option("--metrics-from", a->metrics_from,
+                "http://HOST:PORT of a server whose /metrics the checks add up (repeatable; "
+                "default: --server): each replica of a cluster, which share the route's split "
+                "through their KILN_HOME, while --server is any one of them or nginx");
   c->add_flag("--resume", a->resume, "go on with the rollout a killed runner left running");
   c->add_flag("--abort", a->abort, "roll back the rollout left running (candidate 0 %)");
   c->callback([a, exit_code] {

@@ -130,6 +130,23 @@ double histogram_quantile(double q, const std::map<double, double>& cumulative) 
   return prev_bound;
 }
 
+ModelSnapshot sum_snapshots(const std::vector<ModelSnapshot>& snapshots) {
+  ModelSnapshot sum;
+  double weighted = 0, weight = 0;
+  for (const ModelSnapshot& s : snapshots) {
+    for (const auto& [outcome, count] : s.requests_by_outcome)
+      sum.requests_by_outcome[outcome] += count;
+    for (const auto& [le, count] : s.duration_buckets) sum.duration_buckets[le] += count;
+    sum.labelled_rows += s.labelled_rows;
+    if (s.live_accuracy >= 0) {
+      weighted += s.live_accuracy * s.labelled_rows;
+      weight += s.labelled_rows;
+    }
+  }
+  if (weight > 0) sum.live_accuracy = weighted / weight;
+  return sum;
+}
+
 WindowStats diff_window(const ModelSnapshot& start, const ModelSnapshot& end) {
   WindowStats w;
   for (const auto& [outcome, count] : end.requests_by_outcome) {

@@ -3,6 +3,7 @@
 #include <cstdint>
 #include <map>
 #include <string>
+#include <vector>
 
 #include "kiln/core/expected.h"
 
@@ -20,6 +21,10 @@ struct ModelSnapshot {
 /// Reads `model`'s samples out of a Prometheus text exposition (the /metrics body). A model the
 /// text does not mention gives an empty snapshot. Errors name the line that does not parse.
 Expected<ModelSnapshot> parse_model_snapshot(const std::string& text, const std::string& model);
+
+/// One snapshot of several servers (a cluster's replicas): counters and buckets added, live
+/// accuracy the mean of theirs weighted by labelled rows (-1 when none exposes one).
+ModelSnapshot sum_snapshots(const std::vector<ModelSnapshot>& snapshots);
 
 /// What the candidate did between two snapshots.
 struct WindowStats {

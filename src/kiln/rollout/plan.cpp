@@ -80,7 +80,8 @@ Json RolloutOptions::to_json() const {
           {"min_requests", min_requests_},
           {"api_key_file", api_key_file_},
           {"promote", promote_},
-          {"reload_timeout_ms", reload_timeout_ms_}};
+          {"reload_timeout_ms", reload_timeout_ms_},
+          {"metrics_from", metrics_from_}};
 }
 
 Expected<RolloutOptions> RolloutOptions::from_json(const Json& j) {
@@ -96,7 +97,8 @@ Expected<RolloutOptions> RolloutOptions::from_json(const Json& j) {
         .min_requests(j.at("min_requests").get<int64_t>())
         .api_key_file(j.at("api_key_file").get<std::string>())
         .promote(j.at("promote").get<std::string>())
-        .reload_timeout_ms(j.value("reload_timeout_ms", int64_t{120000}));  // older state files
+        .reload_timeout_ms(j.value("reload_timeout_ms", int64_t{120000}))  // older state files
+        .metrics_from(j.value("metrics_from", std::vector<std::string>()));
     if (o.steps_.empty()) return Status::DataLoss("rollout options: no steps");
     return o;
   } catch (const std::exception& e) {

@@ -48,6 +48,7 @@ struct RolloutOptions {
   KILN_ROLLOUT_OPTION(std::string, api_key_file)
   KILN_ROLLOUT_OPTION(std::string, promote)
   KILN_ROLLOUT_OPTION(int64_t, reload_timeout_ms)
+  KILN_ROLLOUT_OPTION(std::vector<std::string>, metrics_from)
 #undef KILN_ROLLOUT_OPTION
 
   std::string route_;
@@ -65,6 +66,9 @@ struct RolloutOptions {
   /// With promote: how long start() waits for the candidate to serve VERSION (a just-moved
   /// alias the server has not reloaded yet) before the first step; then it refuses.
   int64_t reload_timeout_ms_ = 120000;
+  /// http://HOST:PORT of every server whose /metrics the checks add up (a cluster's replicas,
+  /// which share the route's split through their KILN_HOME); empty: server_'s alone.
+  std::vector<std::string> metrics_from_;
 
   Json to_json() const;
   static Expected<RolloutOptions> from_json(const Json& j);

@@ -82,6 +82,12 @@ Expected<std::unique_ptr<Rollout>> Rollout::Create(const RolloutOptions& options
   Expected<loadtest::Target> target = loadtest::parse_target(options.server_, false);
   if (!target.ok()) return Status(target.status().code(), "--server: " + target.status().message());
   r->target_ = *target;
+  for (const std::string& url : options.metrics_from_) {
+    Expected<loadtest::Target> m = loadtest::parse_target(url, false);
+    if (!m.ok()) return Status(m.status().code(), "--metrics-from: " + m.status().message());
+    r->metrics_targets_.push_back(*m);
+  }
+  if (r->metrics_targets_.empty()) r->metrics_targets_.push_back(r->target_);
   if (!options.api_key_file_.empty()) {
     KILN_ASSIGN_OR_RETURN(std::string header, loadtest::api_key_header(options.api_key_file_));
     r->headers_.push_back(std::move(header));
@@ -150,12 +156,23 @@ Status Rollout::set_weights(const Json& weights) {
   return Status::Ok();
 }
 
-Expected<std::string> Rollout::metrics_text() {
-  KILN_ASSIGN_OR_RETURN(loadtest::HttpReply reply,
-                        loadtest::http_exchange(target_, "/metrics", "", 10000, headers_));
-  if (reply.status != 200)
-    return Status::Unavailable("GET /metrics: HTTP " + std::to_string(reply.status));
-  return reply.body;
+Expected<ModelSnapshot> Rollout::candidate_snapshot() {
+  std::vector<ModelSnapshot> each;
+  for (size_t i = 0; i < metrics_targets_.size(); ++i) {
+    const std::string from =
+        options_.metrics_from_.empty() ? options_.server_ : options_.metrics_from_[i];
+    Expected<loadtest::HttpReply> reply =
+        loadtest::http_exchange(metrics_targets_[i], "/metrics", "", 10000, headers_);
+    if (!reply.ok())
+      return Status::Unavailable("GET " + from + "/metrics: " + reply.status().message());
+    if (reply->status != 200)
+      return Status::Unavailable("GET " + from + "/metrics: HTTP " + std::to_string(reply->status));
+    Expected<ModelSnapshot> snapshot = parse_model_snapshot(reply->body, options_.candidate_);
+    if (!snapshot.ok())
+      return Status::Unavailable(from + "/metrics: " + snapshot.status().message());
+    each.push_back(std::move(snapshot).value());
+  }
+  return sum_snapshots(each);
 }
 
 Status wait_for_served_version(const loadtest::Target& target,
@@ -268,8 +285,8 @@ Status Rollout::run_from(RolloutState& state, std::ostream& out) {
       return cause;
     };
     if (Status st = set_weights(weights); !st.ok()) return fail(st.message(), st);
-    Expected<std::string> before_text = metrics_text();
-    if (!before_text.ok()) return fail(before_text.status().message(), before_text.status());
+    Expected<ModelSnapshot> before = candidate_snapshot();
+    if (!before.ok()) return fail(before.status().message(), before.status());
     for (int64_t waited = 0; waited < options_.interval_ms_;) {
       if (interrupted_ && interrupted_()) {
         const std::string why = "interrupted (SIGINT/SIGTERM)";
@@ -280,14 +297,8 @@ Status Rollout::run_from(RolloutState& state, std::ostream& out) {
       std::this_thread::sleep_for(std::chrono::milliseconds(slice));
       waited += slice;
     }
-    Expected<std::string> after_text = metrics_text();
-    if (!after_text.ok()) return fail(after_text.status().message(), after_text.status());
-    Expected<ModelSnapshot> before = parse_model_snapshot(*before_text, options_.candidate_);
-    Expected<ModelSnapshot> after = parse_model_snapshot(*after_text, options_.candidate_);
-    if (!before.ok() || !after.ok()) {
-      const Status& st = before.ok() ? after.status() : before.status();
-      return fail(st.message(), Status::Unavailable(st.message()));
-    }
+    Expected<ModelSnapshot> after = candidate_snapshot();
+    if (!after.ok()) return fail(after.status().message(), after.status());
     const WindowStats w = diff_window(*before, *after);
     bool inconclusive = false;
     const std::string failed = check_window(options_, w, &inconclusive);

@@ -61,7 +61,9 @@ class Rollout {
   Status lock();
   Expected<std::vector<std::string>> route_targets();
   Status set_weights(const Json& weights);
-  Expected<std::string> metrics_text();
+  /// The candidate's counters now, added over the metrics servers (--metrics-from, else
+  /// --server).
+  Expected<ModelSnapshot> candidate_snapshot();
   Status run_from(RolloutState& state, std::ostream& out);
   Status roll_back(RolloutState& state, std::ostream& out, const std::string& why);
 
@@ -69,6 +71,7 @@ class Rollout {
   std::filesystem::path state_path_;
   PromoteFn promote_;
   loadtest::Target target_;
+  std::vector<loadtest::Target> metrics_targets_;  ///< whose /metrics the checks add up
   std::vector<std::string> headers_;
   std::vector<std::string> targets_;
   std::optional<FileLock> lock_;
