@@ -249,6 +249,27 @@ class ServerProcess {
   std::string stdout_, ready_line_;
 };
 
+/// Two servers on one KILN_HOME (replicas), each serving `bundle` as "stable" and "canary"
+/// behind route "cancer" (stable 100 %), checking each other's kept split every 200 ms.
+/// ready() is false when either did not start.
+struct TwoRouteReplicas {
+  TwoRouteReplicas(const fs::path& bundle, const fs::path& home)
+      : a(args(bundle), home, home / "log-a"), b(args(bundle), home, home / "log-b") {}
+  static std::vector<std::string> args(const fs::path& bundle) {
+    return {"--model",
+            "stable=" + bundle.string(),
+            "--model",
+            "canary=" + bundle.string(),
+            "--route",
+            "cancer=stable:100,canary:0",
+            "--poll-interval-ms",
+            "200"};
+  }
+  bool ready() const { return a.ready() && b.ready(); }
+  std::string logs() const { return a.log() + b.log(); }
+  ServerProcess a, b;
+};
+
 /// One row of ../shared/datasets/breast_cancer.csv: 30 features and the diagnosis.
 struct BreastCancerRow {
   std::vector<double> features;

@@ -243,16 +243,9 @@ TEST(ServeRouteCliTest, PostedWeightsSurviveARestartWhileTheFlagStands) {
 TEST(ServeRouteCliTest, APostToOneReplicaMovesEveryReplicaSharingTheHome) {
   TempDir home;
   const auto bundle = testing::train_breast_cancer_bundle(home.path(), home / "bundle-run");
-  const std::vector<std::string> args{"--model",
-                                      "stable=" + bundle.string(),
-                                      "--model",
-                                      "canary=" + bundle.string(),
-                                      "--route",
-                                      "cancer=stable:100,canary:0",
-                                      "--poll-interval-ms",
-                                      "200"};
-  ServerProcess a(args, home.path(), home / "log-a"), b(args, home.path(), home / "log-b");
-  ASSERT_TRUE(a.ready() && b.ready()) << a.log() << b.log();
+  testing::TwoRouteReplicas replicas(bundle, home.path());
+  ASSERT_TRUE(replicas.ready()) << replicas.logs();
+  ServerProcess &a = replicas.a, &b = replicas.b;
   HttpClient ca(a.port()), cb(b.port());
   auto spec_of = [](HttpClient& c) {
     return Json::parse(c.get("/v2/routes").body)["routes"][0]["spec"].get<std::string>();
