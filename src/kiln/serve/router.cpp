@@ -162,15 +162,13 @@ Expected<std::optional<RouteSpec>> KeptRouteWeights::load(const std::filesystem:
     return Status::InvalidArgument(where + "weights: one per target of " + started_as.to_string() +
                                    " is needed" + remedy);
   RouteSpec kept = started_as;
-  std::vector<int64_t> values;
   for (auto& t : kept.targets) {
     if (!weights.contains(t.first) || !weights[t.first].is_number_integer())
       return Status::InvalidArgument(where + "weights." + t.first + ": an integer is needed" +
                                      remedy);
     t.second = weights[t.first].get<int64_t>();
-    values.push_back(t.second);
   }
-  if (Status st = check_weights(values); !st.ok())
+  if (Status st = check_weights(kept.weights()); !st.ok())
     return Status::InvalidArgument(where + "weights: " + st.message() + remedy);
   return std::optional<RouteSpec>(std::move(kept));
 }

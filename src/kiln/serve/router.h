@@ -27,6 +27,12 @@ struct RouteSpec {
   /// "cancer=prod:90,cand:10,shadow:next"; InvalidArgument naming the part that is wrong.
   static Expected<RouteSpec> parse(std::string_view text);
   std::string to_string() const;
+  /// The targets' weights in order (what TrafficRouter::set_weights takes).
+  std::vector<int64_t> weights() const {
+    std::vector<int64_t> w;
+    for (const auto& t : targets) w.push_back(t.second);
+    return w;
+  }
 };
 
 /// Picks a route's target for each request. With a key (a client's sticky header), the target

@@ -301,9 +301,7 @@ struct InferenceServer::Impl {
         }
         warned.erase(name);
         if (!*kept || (*kept)->to_string() == router->spec().to_string()) continue;
-        std::vector<int64_t> weights;
-        for (const auto& t : (*kept)->targets) weights.push_back(t.second);
-        if (router->set_weights(weights).ok())
+        if (router->set_weights((*kept)->weights()).ok())
           KILN_LOG_INFO("route {}: weights now {} (set through another server, kept in {})", name,
                         router->spec().to_string(), file.string());
       }
@@ -561,9 +559,7 @@ struct InferenceServer::Impl {
       Status kept = KeptRouteWeights::save(options.route_weights_dir_,
                                            routes_started_as.at(spec.name), router.spec());
       if (!kept.ok()) {  // not kept, not applied: a restart would silently undo it
-        std::vector<int64_t> old;
-        for (const auto& t : before.targets) old.push_back(t.second);
-        (void)router.set_weights(old);
+        (void)router.set_weights(before.weights());
         return error_response(500, "weights not changed: cannot keep them: " + kept.message());
       }
     }
@@ -1230,9 +1226,7 @@ Expected<std::unique_ptr<InferenceServer>> InferenceServer::Create(
       KILN_ASSIGN_OR_RETURN(std::optional<RouteSpec> kept,
                             KeptRouteWeights::load(options.route_weights_dir_, route));
       if (kept) {
-        std::vector<int64_t> weights;
-        for (const auto& t : kept->targets) weights.push_back(t.second);
-        KILN_RETURN_IF_ERROR(router->set_weights(weights));
+        KILN_RETURN_IF_ERROR(router->set_weights(kept->weights()));
         KILN_LOG_INFO("route {}: weights {} restored from {} (set by POST /v2/routes/{})",
                       route.name, kept->to_string(),
                       KeptRouteWeights::file(options.route_weights_dir_, route.name).string(),
