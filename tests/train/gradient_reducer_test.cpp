@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include <mutex>
 #include <thread>
 
 #include "kiln/train/distributed.h"
@@ -31,11 +32,17 @@ struct Net {
   }
 };
 
+/// torch's default generator is one for the process: the two rank threads seed and draw under
+/// this lock, so each gets the numbers its seed gives.
+std::mutex generator_mu;
+
 /// Rank `rank`'s gradients (per parameter) for two steps, reduced by a GradientReducer.
 std::vector<std::vector<torch::Tensor>> reduced(int rank, int port, int64_t bucket_bytes,
                                                 Status* failed, int64_t* early) {
+  std::unique_lock<std::mutex> drawing(generator_mu);
   torch::manual_seed(7);  // the same initial weights on both ranks
   Net net;
+  drawing.unlock();
   net.a->bias.set_requires_grad(false);  // frozen: in no bucket, no gradient
   DistributedSettings s;
   s.rank = rank;
@@ -52,8 +59,11 @@ std::vector<std::vector<torch::Tensor>> reduced(int rank, int port, int64_t buck
   for (int step = 0; step < 2; ++step) {
     for (torch::Tensor& p : net.parameters())
       if (p.grad().defined()) p.mutable_grad().zero_();
+    drawing.lock();
     torch::manual_seed(100 + 10 * step + rank);  // each rank its own rows
-    net.loss(torch::randn({5, 8}), rank).backward();
+    const torch::Tensor rows = torch::randn({5, 8});
+    drawing.unlock();
+    net.loss(rows, rank).backward();
     if (Status st = reducer.finish(); !st.ok()) {
       *failed = st;
       return {};
