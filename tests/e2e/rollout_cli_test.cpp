@@ -365,5 +365,98 @@ TEST(RolloutClusterTest, ChecksAddUpEveryReplicaAndTheSplitMovesThemAll) {
   EXPECT_LE(counted, canary_requests(b.port()));
 }
 
+TEST(RolloutClusterTest, ADeployClusterIsRolledOutByNamingItsFile) {
+  // `kiln deploy up` two replicas serving the route; the client goes through nginx, and
+  // `--cluster` alone tells the rollout where to POST and whose /metrics to add up.
+  TempDir home;
+  const auto bundle = testing::train_breast_cancer_bundle(home.path(), home / "bundle-run");
+  const int port = testing::free_loopback_port();
+  const auto cluster = home / "cluster.yaml";
+  testing::write_text(cluster, "name: canary\nport: " + std::to_string(port) +
+                                   "\nreplicas: 2\nmodels: [\"stable=" + bundle.string() +
+                                   "\", \"canary=" + bundle.string() +
+                                   "\"]\nserve_args: [--route, \"cancer=stable:100,canary:0\", "
+                                   "--poll-interval-ms, \"200\", --threads, \"1\"]\n");
+  const auto up = run_kiln({"deploy", "up", cluster.string()}, home.path());
+  ASSERT_EQ(up.exit_code, 0) << up.out << up.err;
+  std::atomic<bool> stop{false};
+  std::atomic<int> failed{0};
+  std::thread client([&] {
+    const auto rows = breast_cancer_rows();
+    HttpClient c(port);
+    for (size_t i = 0; !stop.load(); i = (i + 1) % rows.size())
+      if (c.post("/v2/models/cancer/infer", breast_cancer_infer_body(rows[i].features, 1.0))
+              .status != 200)
+        ++failed;
+  });
+  const testing::CommandResult r =
+      run_kiln({"rollout", "cancer", "--cluster", cluster.string(), "--candidate", "canary",
+                "--steps", "50,100", "--interval", "1500ms"},
+               home.path());
+  stop = true;
+  client.join();
+  EXPECT_EQ(r.exit_code, 0) << r.out << r.err;
+  EXPECT_EQ(failed.load(), 0);
+  const auto status = run_kiln({"deploy", "status", cluster.string(), "--json"}, home.path());
+  ASSERT_EQ(status.exit_code, 0) << status.err;
+  std::vector<std::string> replicas;
+  const Json cluster_status = Json::parse(status.out);
+  for (const Json& replica : cluster_status["replicas"]) {
+    const int replica_port = replica["port"].get<int>();
+    replicas.push_back("http://127.0.0.1:" + std::to_string(replica_port));
+    EXPECT_EQ(replica["routes"], Json::parse(R"(["cancer=stable:0,canary:100"])"))
+        << replica.dump();
+  }
+  const Json s = Json::parse(testing::read_text(home / "rollouts" / "cancer.json"));
+  EXPECT_EQ(s["status"], "promoted") << s.dump(2);
+  EXPECT_EQ(s["cluster"], cluster.string());
+  EXPECT_EQ(s["metrics_from"], Json(replicas));
+  EXPECT_EQ(s["server"], replicas.front());
+  // --cluster names the servers itself.
+  const auto both = run_kiln({"rollout", "cancer", "--cluster", cluster.string(), "--server",
+                              replicas.front(), "--candidate", "canary"},
+                             home.path());
+  EXPECT_EQ(both.exit_code, 2);
+  EXPECT_NE(both.err.find("--cluster names the servers"), std::string::npos) << both.err;
+  EXPECT_EQ(run_kiln({"deploy", "down", cluster.string()}, home.path()).exit_code, 0);
+  const auto gone = run_kiln(
+      {"rollout", "cancer", "--cluster", cluster.string(), "--candidate", "canary"}, home.path());
+  EXPECT_NE(gone.exit_code, 0);
+  EXPECT_NE(gone.err.find("is not up"), std::string::npos) << gone.err;
+}
+
+TEST(RolloutClusterTest, AMetricsServerThatDoesNotFollowTheSplitRollsBackEverywhere) {
+  // Two servers on separate KILN_HOMEs: the second never sees the first's kept split, so the
+  // first step is an error, and the roll back is POSTed to both.
+  TempDir home, other_home;
+  const auto bundle = testing::train_breast_cancer_bundle(home.path(), home / "bundle-run");
+  const auto args = testing::TwoRouteReplicas::args(bundle);
+  ServerProcess a(args, home.path(), home / "log-a");
+  ServerProcess b(args, other_home.path(), other_home / "log-b");
+  ASSERT_TRUE(a.ready() && b.ready()) << a.log() << b.log();
+  HttpClient cb(b.port());
+  // b routes a split of its own before the rollout: the roll back must reach it too.
+  ASSERT_EQ(cb.post("/v2/routes/cancer", R"({"weights": {"stable": 90, "canary": 10}})").status,
+            200);
+  const std::string url_a = "http://127.0.0.1:" + std::to_string(a.port());
+  const std::string url_b = "http://127.0.0.1:" + std::to_string(b.port());
+  const testing::CommandResult r =
+      run_kiln({"rollout", "cancer", "--server", url_a, "--metrics-from", url_a, "--metrics-from",
+                url_b, "--candidate", "canary", "--steps", "50,100", "--interval", "500ms",
+                "--follow-timeout", "1s"},
+               home.path());
+  EXPECT_EQ(r.exit_code, 1) << r.out << r.err;
+  EXPECT_NE(r.err.find(url_b + " still routes stable:90,canary:10, not stable:50,canary:50"),
+            std::string::npos)
+      << r.err;
+  EXPECT_NE(r.err.find("does not share the route's kept split"), std::string::npos) << r.err;
+  for (ServerProcess* s : {&a, &b}) {
+    HttpClient c(s->port());
+    EXPECT_EQ(Json::parse(c.get("/v2/routes/cancer").body)["spec"], "cancer=stable:100,canary:0");
+  }
+  const Json s = Json::parse(testing::read_text(home / "rollouts" / "cancer.json"));
+  EXPECT_EQ(s["status"], "rolled_back") << s.dump(2);
+}
+
 }  // namespace
 }  // namespace kiln

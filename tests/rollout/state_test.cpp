@@ -18,7 +18,9 @@ TEST(RolloutStateTest, RoundTripsThroughTheStateFile) {
       .interval_ms(1500)
       .max_p99_ms(12.5)
       .promote("bc@production=3")
-      .metrics_from({"http://127.0.0.1:9100", "http://127.0.0.1:9101"});
+      .metrics_from({"http://127.0.0.1:9100", "http://127.0.0.1:9101"})
+      .follow_timeout_ms(2500)
+      .cluster("/srv/kiln/fmnist.yaml");
   s.current_step = 1;
   s.started = utc_now();
   s.history.push_back({{"step", 1}, {"verdict", "pass"}, {"requests", 420}});
@@ -31,6 +33,8 @@ TEST(RolloutStateTest, RoundTripsThroughTheStateFile) {
   EXPECT_EQ(back->options.interval_ms_, 1500);
   EXPECT_EQ(back->options.promote_, "bc@production=3");
   EXPECT_EQ(back->options.metrics_from_.size(), 2u);
+  EXPECT_EQ(back->options.follow_timeout_ms_, 2500);
+  EXPECT_EQ(back->options.cluster_, "/srv/kiln/fmnist.yaml");
   EXPECT_EQ(back->status, "running");
   EXPECT_FALSE(back->updated.empty());
   // No temp file is left beside it.

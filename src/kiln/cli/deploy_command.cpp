@@ -84,6 +84,7 @@ int run_deploy(const std::string& verb, const DeployArgs& a) {
                 << (r["ready"].get<bool>() ? "ready" : "NOT READY") << ",";
       for (const Json& m : r["models"])
         std::cout << " " << m["name"].get<std::string>() << " " << m["versions"].dump();
+      for (const Json& route : r["routes"]) std::cout << ", route " << route.get<std::string>();
       std::cout << ", " << r["requests"].get<double>() << " requests\n";
     }
     return 0;

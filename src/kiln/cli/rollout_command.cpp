@@ -6,6 +6,7 @@
 
 #include "kiln/cli/commands.h"
 #include "kiln/cli/flags.h"
+#include "kiln/deploy/cluster.h"
 #include "kiln/registry/model_store.h"
 #include "kiln/rollout/rollout.h"
 
@@ -29,6 +30,8 @@ struct RolloutArgs {
   std::string promote;
   std::string reload_timeout = "120s";
   std::vector<std::string> metrics_from;
+  std::string cluster;
+  std::string follow_timeout = "10s";
   bool resume = false;
   bool abort = false;
 };
@@ -47,6 +50,29 @@ Status promote_alias(const PromoteTarget& p) {
   return store->set_alias(p.name, p.alias, p.version);
 }
 
+/// A `kiln deploy` cluster's replicas as they run now: the rollout POSTs to the first and adds
+/// up every replica's /metrics.
+Status use_cluster_replicas(RolloutOptions& options) {
+  KILN_ASSIGN_OR_RETURN(deploy::ClusterSpec spec, deploy::load_cluster_spec(options.cluster_));
+  deploy::DeployOptions where;
+  where.home = kiln_home();
+  Expected<deploy::ClusterState> state = deploy::read_cluster_state(spec, where);
+  if (!state.ok())
+    return Status(state.status().code(), "--cluster " + options.cluster_ + ": " +
+                                             state.status().message() + " (kiln deploy up)");
+  if (state->replicas.empty())
+    return Status::FailedPrecondition("--cluster " + options.cluster_ + ": no replica running");
+  std::vector<std::string> urls;
+  for (const deploy::Replica& r : state->replicas) {
+    const bool ipv6 = r.address.find(':') != std::string::npos;
+    urls.push_back("http://" + (ipv6 ? "[" + r.address + "]" : r.address) + ":" +
+                   std::to_string(r.port));
+  }
+  options.server_ = urls.front();
+  options.metrics_from_ = urls;
+  return Status::Ok();
+}
+
 Status run_rollout(const RolloutArgs& a) {
   KILN_ASSIGN_OR_RETURN(std::filesystem::path state_path, rollout_state_path(a.route));
   if (a.resume && a.abort)
@@ -63,17 +89,26 @@ Status run_rollout(const RolloutArgs& a) {
       return Status::InvalidArgument(std::string(a.resume ? "--resume" : "--abort") +
                                      ": the rollout of route \"" + a.route + "\" is " +
                                      state->status + ", not running");
+    // A cluster's replicas are looked up again: brought up anew, they listen on new ports.
+    if (!state->options.cluster_.empty())
+      KILN_RETURN_IF_ERROR(use_cluster_replicas(state->options));
     KILN_ASSIGN_OR_RETURN(auto r, Rollout::Create(state->options, state_path, promote_alias));
     catch_interrupts(*r);
     return a.resume ? r->resume(std::move(*state), std::cout)
                     : r->abort(std::move(*state), std::cout);
   }
-  if (a.server.empty()) return Status::InvalidArgument("--server is required");
+  if (!a.cluster.empty() && (!a.server.empty() || !a.metrics_from.empty()))
+    return Status::InvalidArgument(
+        "--cluster names the servers: give it without --server and --metrics-from");
+  if (a.server.empty() && a.cluster.empty())
+    return Status::InvalidArgument("--server (or --cluster) is required");
   if (a.candidate.empty()) return Status::InvalidArgument("--candidate is required");
   KILN_ASSIGN_OR_RETURN(std::vector<int> steps, parse_steps(a.steps, "--steps"));
   KILN_ASSIGN_OR_RETURN(int64_t interval_ms, parse_duration_ms(a.interval, "--interval"));
   KILN_ASSIGN_OR_RETURN(int64_t reload_timeout_ms,
                         parse_duration_ms(a.reload_timeout, "--reload-timeout"));
+  KILN_ASSIGN_OR_RETURN(int64_t follow_timeout_ms,
+                        parse_duration_ms(a.follow_timeout, "--follow-timeout"));
   RolloutOptions options(a.route, a.server, a.candidate);
   options.steps(steps)
       .interval_ms(interval_ms)
@@ -85,7 +120,12 @@ Status run_rollout(const RolloutArgs& a) {
       .api_key_file(a.api_key_file)
       .promote(a.promote)
       .reload_timeout_ms(reload_timeout_ms)
-      .metrics_from(a.metrics_from);
+      .metrics_from(a.metrics_from)
+      .follow_timeout_ms(follow_timeout_ms);
+  if (!a.cluster.empty()) {
+    options.cluster(std::filesystem::absolute(a.cluster).string());
+    KILN_RETURN_IF_ERROR(use_cluster_replicas(options));
+  }
   KILN_ASSIGN_OR_RETURN(auto r, Rollout::Create(options, state_path, promote_alias));
   catch_interrupts(*r);
   return r->start(std::cout);
@@ -146,6 +186,12 @@ void register_rollout_command(CLI::App& app, int* exit_code) {
                 "http://HOST:PORT of a server whose /metrics the checks add up (repeatable; "
                 "default: --server): each replica of a cluster, which share the route's split "
                 "through their KILN_HOME, while --server is any one of them or nginx");
+  c->add_option("--cluster", a->cluster,
+                "a `kiln deploy` cluster file: POST to its first replica, add up every "
+                "replica's /metrics (instead of --server and --metrics-from)");
+  c->add_option("--follow-timeout", a->follow_timeout,
+                "how long the other metrics servers may take to route a POSTed split")
+      ->default_val("10s");
   c->add_flag("--resume", a->resume, "go on with the rollout a killed runner left running");
   c->add_flag("--abort", a->abort, "roll back the rollout left running (candidate 0 %)");
   c->callback([a, exit_code] {

@@ -206,15 +206,6 @@ Status wait_ready(const Replica& r, const NodeSpec& node, double timeout_s,
 
 fs::path state_path(const fs::path& dir) { return dir / "state.json"; }
 
-Expected<ClusterState> read_state(const ClusterSpec& spec, const DeployOptions& options) {
-  const fs::path path = state_path(cluster_dir(options, spec.name));
-  std::error_code ec;
-  if (!fs::exists(path, ec))
-    return Status::NotFound("cluster '" + spec.name + "' is not up (no " + path.string() + ")");
-  KILN_ASSIGN_OR_RETURN(Json j, read_json_file(path));
-  return ClusterState::from_json(j);
-}
-
 Status write_state(const ClusterState& state, const fs::path& dir) {
   return write_json_file_atomic(state_path(dir), state.to_json());
 }
@@ -330,6 +321,15 @@ Status apply_nginx(ClusterState& state, const DeployOptions& options, const fs::
 }
 
 }  // namespace
+
+Expected<ClusterState> read_cluster_state(const ClusterSpec& spec, const DeployOptions& options) {
+  const fs::path path = state_path(cluster_dir(options, spec.name));
+  std::error_code ec;
+  if (!fs::exists(path, ec))
+    return Status::NotFound("cluster '" + spec.name + "' is not up (no " + path.string() + ")");
+  KILN_ASSIGN_OR_RETURN(Json j, read_json_file(path));
+  return ClusterState::from_json(j);
+}
 
 Json ClusterState::to_json() const {
   Json rs = Json::array();
@@ -545,7 +545,7 @@ std::string nginx_config(const ClusterState& state, const fs::path& dir) {
 Expected<ClusterState> cluster_up(const ClusterSpec& spec, const DeployOptions& options,
                                   std::ostream& log) {
   const fs::path dir = cluster_dir(options, spec.name);
-  if (Expected<ClusterState> existing = read_state(spec, options); existing.ok()) {
+  if (Expected<ClusterState> existing = read_cluster_state(spec, options); existing.ok()) {
     if (alive(existing->nginx_pid))
       return Status::FailedPrecondition("cluster '" + spec.name + "' is already up (nginx pid " +
                                         std::to_string(existing->nginx_pid) +
@@ -578,7 +578,7 @@ Expected<ClusterState> cluster_up(const ClusterSpec& spec, const DeployOptions& 
 }
 
 Expected<Json> cluster_status(const ClusterSpec& spec, const DeployOptions& options) {
-  KILN_ASSIGN_OR_RETURN(ClusterState state, read_state(spec, options));
+  KILN_ASSIGN_OR_RETURN(ClusterState state, read_cluster_state(spec, options));
   Json out = {{"name", state.name},
               {"url", "http://" + state.host + ":" + std::to_string(state.port)},
               {"nginx", {{"pid", state.nginx_pid}, {"alive", alive(state.nginx_pid)}}},
@@ -615,6 +615,16 @@ Expected<Json> cluster_status(const ClusterSpec& spec, const DeployOptions& opti
         j["models"].push_back({{"name", name}, {"versions", versions}});
       }
     }
+    // Each route's split as this replica routes it now (a rollout moves them).
+    j["routes"] = Json::array();
+    Expected<loadtest::HttpReply> routes = get(r.address, r.port, "/v2/routes");
+    if (routes.ok() && routes->status == 200) {
+      const Json all = Json::parse(routes->body, nullptr, false);
+      if (all.is_object() && all.contains("routes") && all["routes"].is_array())
+        for (const Json& route : all["routes"])
+          if (route.contains("spec") && route["spec"].is_string())
+            j["routes"].push_back(route["spec"]);
+    }
     Expected<loadtest::HttpReply> metrics = get(r.address, r.port, "/metrics");
     double requests = 0;
     if (metrics.ok() && metrics->status == 200) {
@@ -632,7 +642,7 @@ Expected<Json> cluster_status(const ClusterSpec& spec, const DeployOptions& opti
 
 Expected<ClusterState> cluster_roll(const ClusterSpec& spec, const DeployOptions& options,
                                     const std::vector<std::string>& models, std::ostream& log) {
-  KILN_ASSIGN_OR_RETURN(ClusterState state, read_state(spec, options));
+  KILN_ASSIGN_OR_RETURN(ClusterState state, read_cluster_state(spec, options));
   if (!alive(state.nginx_pid))
     return Status::FailedPrecondition("cluster '" + spec.name +
                                       "': nginx is not running; `kiln deploy down` then `up`");
@@ -667,7 +677,7 @@ Expected<ClusterState> cluster_roll(const ClusterSpec& spec, const DeployOptions
 }
 
 Status cluster_down(const ClusterSpec& spec, const DeployOptions& options, std::ostream& log) {
-  KILN_ASSIGN_OR_RETURN(ClusterState state, read_state(spec, options));
+  KILN_ASSIGN_OR_RETURN(ClusterState state, read_cluster_state(spec, options));
   if (state.nginx_pid > 0) {
     ::kill(state.nginx_pid, SIGQUIT);  // graceful: finish the requests in flight
     const auto deadline = Clock::now() + std::chrono::seconds(10);

@@ -100,6 +100,10 @@ struct DeployOptions {
 /// The cluster's directory: home/clusters/NAME (state.json, nginx.conf, logs/).
 fs::path cluster_dir(const DeployOptions& options, const std::string& name);
 
+/// The replicas `up` (or the last `roll`) recorded in state.json. NotFound when the cluster is
+/// not up, DataLoss for a broken state file.
+Expected<ClusterState> read_cluster_state(const ClusterSpec& spec, const DeployOptions& options);
+
 /// Starts the replicas on every node (each `kiln serve --model M... --port P --host ADDRESS`,
 /// detached; here with its log in logs/replica-ID.log, on an ssh node in the node's
 /// KILN_HOME/clusters/NAME/logs/), waits until each answers /v2/health/ready, then nginx in front
@@ -109,10 +113,10 @@ fs::path cluster_dir(const DeployOptions& options, const std::string& name);
 Expected<ClusterState> cluster_up(const ClusterSpec& spec, const DeployOptions& options,
                                   std::ostream& log);
 
-/// Each replica's health, models and versions (GET /v2/health/ready, /v2/models/NAME) and
-/// request count, and nginx's: {"name", "url", "nginx": {"pid", "alive"}, "replicas": [{"id",
-/// "port", "pid", "ready", "models": [{"name", "versions"}], "requests"}]}. NotFound when the
-/// cluster is not up.
+/// Each replica's health, models and versions (GET /v2/health/ready, /v2/models/NAME), route
+/// splits (GET /v2/routes) and request count, and nginx's: {"name", "url", "nginx": {"pid",
+/// "alive"}, "replicas": [{"id", "port", "pid", "ready", "models": [{"name", "versions"}],
+/// "routes": ["NAME=T:W,..."], "requests"}]}. NotFound when the cluster is not up.
 Expected<Json> cluster_status(const ClusterSpec& spec, const DeployOptions& options);
 
 /// Replaces every replica, one at a time, with one serving `models` (empty: the spec's models;

@@ -81,7 +81,9 @@ Json RolloutOptions::to_json() const {
           {"api_key_file", api_key_file_},
           {"promote", promote_},
           {"reload_timeout_ms", reload_timeout_ms_},
-          {"metrics_from", metrics_from_}};
+          {"metrics_from", metrics_from_},
+          {"follow_timeout_ms", follow_timeout_ms_},
+          {"cluster", cluster_}};
 }
 
 Expected<RolloutOptions> RolloutOptions::from_json(const Json& j) {
@@ -98,7 +100,9 @@ Expected<RolloutOptions> RolloutOptions::from_json(const Json& j) {
         .api_key_file(j.at("api_key_file").get<std::string>())
         .promote(j.at("promote").get<std::string>())
         .reload_timeout_ms(j.value("reload_timeout_ms", int64_t{120000}))  // older state files
-        .metrics_from(j.value("metrics_from", std::vector<std::string>()));
+        .metrics_from(j.value("metrics_from", std::vector<std::string>()))
+        .follow_timeout_ms(j.value("follow_timeout_ms", int64_t{10000}))
+        .cluster(j.value("cluster", std::string()));
     if (o.steps_.empty()) return Status::DataLoss("rollout options: no steps");
     return o;
   } catch (const std::exception& e) {

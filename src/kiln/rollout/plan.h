@@ -49,10 +49,12 @@ struct RolloutOptions {
   KILN_ROLLOUT_OPTION(std::string, promote)
   KILN_ROLLOUT_OPTION(int64_t, reload_timeout_ms)
   KILN_ROLLOUT_OPTION(std::vector<std::string>, metrics_from)
+  KILN_ROLLOUT_OPTION(int64_t, follow_timeout_ms)
+  KILN_ROLLOUT_OPTION(std::string, cluster)
 #undef KILN_ROLLOUT_OPTION
 
   std::string route_;
-  std::string server_;     ///< http://HOST:PORT of a `kiln serve` (loopback)
+  std::string server_;     ///< http://HOST:PORT of a `kiln serve` (loopback, or a cluster's node)
   std::string candidate_;  ///< one of the route's targets
   std::vector<int> steps_ = {10, 25, 50, 100};
   int64_t interval_ms_ = 60000;
@@ -69,6 +71,12 @@ struct RolloutOptions {
   /// http://HOST:PORT of every server whose /metrics the checks add up (a cluster's replicas,
   /// which share the route's split through their KILN_HOME); empty: server_'s alone.
   std::vector<std::string> metrics_from_;
+  /// With metrics_from: how long every other server there may take to route a POSTed split (they
+  /// check the kept file every --poll-interval-ms) before the step counts as an error.
+  int64_t follow_timeout_ms_ = 10000;
+  /// A `kiln deploy` cluster file: server_ and metrics_from_ are its replicas, looked up again
+  /// at --resume/--abort (a cluster brought up again has new ports); its nodes may be remote.
+  std::string cluster_;
 
   Json to_json() const;
   static Expected<RolloutOptions> from_json(const Json& j);

@@ -29,6 +29,18 @@ std::string weights_text(const Json& weights) {
   return s;
 }
 
+/// The same weight for every target, whatever the keys' order.
+bool same_weights(const Json& a, const Json& b) {
+  if (!a.is_object() || !b.is_object() || a.size() != b.size()) return false;
+  for (const auto& [target, weight] : a.items())
+    if (!b.contains(target) || b[target] != weight) return false;
+  return true;
+}
+
+bool same_server(const loadtest::Target& a, const loadtest::Target& b) {
+  return a.host == b.host && a.port == b.port;
+}
+
 /// GET /v2/models/MODEL's metadata; empty (null) when the server does not answer it with JSON.
 Json model_metadata(const loadtest::Target& target, const std::vector<std::string>& headers,
                     const std::string& model) {
@@ -79,11 +91,13 @@ Expected<std::unique_ptr<Rollout>> Rollout::Create(const RolloutOptions& options
                                                    std::filesystem::path state_path,
                                                    PromoteFn promote) {
   std::unique_ptr<Rollout> r(new Rollout(options, std::move(state_path), std::move(promote)));
-  Expected<loadtest::Target> target = loadtest::parse_target(options.server_, false);
+  // A cluster file names its nodes' addresses; by hand, servers are on this machine.
+  const bool allow_remote = !options.cluster_.empty();
+  Expected<loadtest::Target> target = loadtest::parse_target(options.server_, allow_remote);
   if (!target.ok()) return Status(target.status().code(), "--server: " + target.status().message());
   r->target_ = *target;
   for (const std::string& url : options.metrics_from_) {
-    Expected<loadtest::Target> m = loadtest::parse_target(url, false);
+    Expected<loadtest::Target> m = loadtest::parse_target(url, allow_remote);
     if (!m.ok()) return Status(m.status().code(), "--metrics-from: " + m.status().message());
     r->metrics_targets_.push_back(*m);
   }
@@ -145,14 +159,66 @@ Expected<std::vector<std::string>> Rollout::route_targets() {
   return targets;
 }
 
-Status Rollout::set_weights(const Json& weights) {
+Status Rollout::post_weights(const loadtest::Target& server, const Json& weights) {
   const std::string path = "/v2/routes/" + options_.route_;
-  KILN_ASSIGN_OR_RETURN(
-      loadtest::HttpReply reply,
-      loadtest::http_exchange(target_, path, Json{{"weights", weights}}.dump(), 10000, headers_));
-  if (reply.status != 200)
-    return Status::Unavailable("POST " + path + " " + weights_text(weights) + ": HTTP " +
-                               std::to_string(reply.status) + " " + reply.body.substr(0, 200));
+  Expected<loadtest::HttpReply> reply =
+      loadtest::http_exchange(server, path, Json{{"weights", weights}}.dump(), 10000, headers_);
+  if (!reply.ok())
+    return Status(reply.status().code(), "POST " + server.url + path + " " + weights_text(weights) +
+                                             ": " + reply.status().message());
+  if (reply->status != 200)
+    return Status::Unavailable("POST " + server.url + path + " " + weights_text(weights) +
+                               ": HTTP " + std::to_string(reply->status) + " " +
+                               reply->body.substr(0, 200));
+  return Status::Ok();
+}
+
+Json Rollout::routed_weights(const loadtest::Target& server) {
+  Expected<loadtest::HttpReply> got =
+      loadtest::http_exchange(server, "/v2/routes/" + options_.route_, "", 10000, headers_);
+  if (!got.ok() || got->status != 200) return Json();
+  const Json route = Json::parse(got->body, nullptr, false);
+  if (route.is_discarded() || !route.contains("targets") || !route["targets"].is_array())
+    return Json();
+  Json weights = Json::object();
+  for (const Json& t : route["targets"])
+    if (t.contains("model") && t.contains("weight"))
+      weights[t["model"].get<std::string>()] = t["weight"];
+  return weights;
+}
+
+Status Rollout::set_weights(const Json& weights, bool post_to_every_server) {
+  KILN_RETURN_IF_ERROR(post_weights(target_, weights));
+  std::vector<const loadtest::Target*> others;
+  for (const loadtest::Target& m : metrics_targets_)
+    if (!same_server(m, target_)) others.push_back(&m);
+  if (post_to_every_server) {
+    // A roll back must reach every replica even when one does not follow the others.
+    Status first_failure = Status::Ok();
+    for (const loadtest::Target* m : others)
+      if (Status st = post_weights(*m, weights); !st.ok() && first_failure.ok()) first_failure = st;
+    return first_failure;
+  }
+  // The step's window opens once every server routes the split: the others pick it up from the
+  // route's kept file in their KILN_HOME.
+  const auto deadline =
+      std::chrono::steady_clock::now() + std::chrono::milliseconds(options_.follow_timeout_ms_);
+  for (const loadtest::Target* m : others) {
+    Json routed;
+    while (!same_weights(routed = routed_weights(*m), weights)) {
+      if (interrupted_ && interrupted_())
+        return Status::FailedPrecondition("interrupted while waiting for " + m->url + " to route " +
+                                          weights_text(weights));
+      if (std::chrono::steady_clock::now() >= deadline)
+        return Status::Unavailable(
+            m->url + " still routes " + (routed.is_object() ? weights_text(routed) : "nothing") +
+            ", not " + weights_text(weights) + ", " + std::to_string(options_.follow_timeout_ms_) +
+            " ms after the POST to " + options_.server_ +
+            ": it does not share the route's kept split (another KILN_HOME, or another --route "
+            "flag)");
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+  }
   return Status::Ok();
 }
 
@@ -217,11 +283,17 @@ Status Rollout::start(std::ostream& out) {
     // The canary must measure the version it will promote: a just-moved alias is served only
     // once the server has reloaded it (its poll or a registry notification).
     KILN_ASSIGN_OR_RETURN(PromoteTarget promote, parse_promote(options_.promote_));
-    Status served =
-        served_version(candidate) == std::to_string(promote.version)
-            ? Status::Ok()
-            : wait_for_served_version(target_, headers_, options_.candidate_, promote.version,
-                                      options_.reload_timeout_ms_, interrupted_);
+    Status served = Status::Ok();
+    if (served_version(candidate) != std::to_string(promote.version))
+      served = wait_for_served_version(target_, headers_, options_.candidate_, promote.version,
+                                       options_.reload_timeout_ms_, interrupted_);
+    // Every replica whose traffic counts re-resolves the alias by itself.
+    for (const loadtest::Target& m : metrics_targets_)
+      if (served.ok() && !same_server(m, target_)) {
+        served = wait_for_served_version(m, headers_, options_.candidate_, promote.version,
+                                         options_.reload_timeout_ms_, interrupted_);
+        if (!served.ok()) served = Status(served.code(), m.url + ": " + served.message());
+      }
     if (!served.ok())
       return Status(served.code(), "--promote " + options_.promote_ + ": the candidate '" +
                                        options_.candidate_ + "' does not serve that version (" +
@@ -258,7 +330,7 @@ Status Rollout::abort(RolloutState state, std::ostream& out) {
 
 Status Rollout::roll_back(RolloutState& state, std::ostream& out, const std::string& why) {
   const Json weights = step_weights(targets_, options_.candidate_, 0);
-  if (Status st = set_weights(weights); !st.ok())
+  if (Status st = set_weights(weights, /*post_to_every_server=*/true); !st.ok())
     return Status(st.code(), "rolling back (" + why + ") failed, the rollout stays running (" +
                                  "--resume or --abort it): " + st.message());
   state.status = RolloutState::kRolledBack;

@@ -60,7 +60,12 @@ class Rollout {
   /// AlreadyExists while another process drives this route's rollout.
   Status lock();
   Expected<std::vector<std::string>> route_targets();
-  Status set_weights(const Json& weights);
+  /// POSTs `weights` to the server; then waits (follow_timeout_ms) until every metrics server
+  /// routes them too, or with `post_to_every_server` (a roll back) POSTs them to each directly.
+  Status set_weights(const Json& weights, bool post_to_every_server = false);
+  Status post_weights(const loadtest::Target& server, const Json& weights);
+  /// The route's weights as `server` routes them now; null when it does not answer.
+  Json routed_weights(const loadtest::Target& server);
   /// The candidate's counters now, added over the metrics servers (--metrics-from, else
   /// --server).
   Expected<ModelSnapshot> candidate_snapshot();
