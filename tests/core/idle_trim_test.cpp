@@ -2,9 +2,13 @@
 #include "kiln/core/idle_trim.h"
 
 #include <gtest/gtest.h>
+#include <malloc.h>
 
 #include <atomic>
+#include <cstring>
+#include <memory>
 #include <thread>
+#include <vector>
 
 namespace kiln {
 namespace {
@@ -37,6 +41,32 @@ TEST(IdleMemoryTrimmerTest, TrimsOnceAfterABurstAndNeverWhileBusy) {
   // The next burst earns the next trim.
   ++activity;
   ASSERT_TRUE(eventually([&] { return trimmer.trims() == 2; }));
+}
+
+TEST(IdleMemoryTrimmerTest, ReportsTheResidentMemoryItGaveBack) {
+  // As a server configures its allocator: freed memory stays in the heap until a trim.
+  ::mallopt(M_TRIM_THRESHOLD, 1 << 30);
+  std::atomic<uint64_t> activity{0};
+  std::atomic<int64_t> reported{0}, calls{0};
+  IdleMemoryTrimmer trimmer([&] { return activity.load(); }, milliseconds(300),
+                            [&](int64_t released) {
+                              EXPECT_GE(released, 0);
+                              reported += released;
+                              ++calls;
+                            });
+  {
+    // A burst that touches 64 MiB in 4 KiB blocks (heap, not mmap) and frees it again.
+    std::vector<std::unique_ptr<char[]>> blocks;
+    for (int i = 0; i < 16384; ++i) {
+      blocks.emplace_back(new char[4096]);
+      std::memset(blocks.back().get(), i & 0xff, 4096);
+    }
+    ++activity;
+  }
+  ASSERT_TRUE(eventually([&] { return trimmer.trims() == 1; }));
+  EXPECT_EQ(calls.load(), 1);
+  EXPECT_EQ(trimmer.released_bytes(), reported.load());
+  EXPECT_GT(trimmer.released_bytes(), int64_t{32} << 20);
 }
 
 }  // namespace

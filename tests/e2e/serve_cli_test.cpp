@@ -380,8 +380,9 @@ TEST_F(ServeCliTest, ApiKeyIsRequiredExceptForHealth) {
 
 TEST_F(ServeCliTest, ConcurrentRequestsAreBatchedAndMetricsPassPromtool) {
   TempDir t;
-  ServerProcess srv({"--model", bundle(1).string(), "--max-delay-us", "20000"}, t.path(),
-                    t / "log");
+  ServerProcess srv(
+      {"--model", bundle(1).string(), "--max-delay-us", "20000", "--idle-trim-ms", "300"}, t.path(),
+      t / "log");
   ASSERT_TRUE(srv.ready()) << srv.log();
   std::atomic<int> failures{0};
   std::vector<std::thread> clients;
@@ -426,6 +427,20 @@ TEST_F(ServeCliTest, ConcurrentRequestsAreBatchedAndMetricsPassPromtool) {
   while ((n = std::fread(buf, 1, sizeof(buf), p)) > 0) out.append(buf, n);
   const int status = ::pclose(p);
   EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "promtool: " << out;
+
+  // Idle for 300 ms after the burst, the server gives its freed heap back, and counts it.
+  // (Each scrape is a request too: scrape once a second, so that idle spells happen.)
+  double trims = 0;
+  for (int i = 0; i < 10 && trims < 1; ++i) {
+    std::this_thread::sleep_for(std::chrono::seconds(1));
+    const std::string now = c.get("/metrics").body;
+    const std::string key = "\nkiln_memory_trims_total ";
+    const size_t t_at = now.find(key);
+    ASSERT_NE(t_at, std::string::npos) << now;
+    trims = std::stod(now.substr(t_at + key.size()));
+    EXPECT_NE(now.find("\nkiln_memory_trimmed_bytes_total "), std::string::npos);
+  }
+  EXPECT_GE(trims, 1);
 }
 
 /// Points `link` at `target` atomically (a new symlink renamed over the old).

@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 
 #if defined(__GLIBC__)
@@ -24,8 +25,9 @@ int64_t resident_bytes() {
 }  // namespace
 
 IdleMemoryTrimmer::IdleMemoryTrimmer(std::function<uint64_t()> activity,
-                                     std::chrono::milliseconds idle)
-    : activity_(std::move(activity)), idle_(idle) {
+                                     std::chrono::milliseconds idle,
+                                     std::function<void(int64_t)> on_trim)
+    : activity_(std::move(activity)), idle_(idle), on_trim_(std::move(on_trim)) {
   thread_ = std::thread([this] { run(); });
 }
 
@@ -43,9 +45,9 @@ int64_t IdleMemoryTrimmer::trims() const {
   return trims_;
 }
 
-int64_t IdleMemoryTrimmer::last_released_bytes() const {
+int64_t IdleMemoryTrimmer::released_bytes() const {
   std::lock_guard<std::mutex> lock(mu_);
-  return last_released_bytes_;
+  return released_bytes_;
 }
 
 void IdleMemoryTrimmer::run() {
@@ -70,10 +72,12 @@ void IdleMemoryTrimmer::run() {
 #if defined(__GLIBC__)
     malloc_trim(0);
 #endif
-    const int64_t released = before - resident_bytes();
+    // Memory another thread took meanwhile can make RSS grow: nothing released, then.
+    const int64_t released = std::max<int64_t>(0, before - resident_bytes());
+    if (on_trim_) on_trim_(released);
     lock.lock();
     ++trims_;
-    last_released_bytes_ = released;
+    released_bytes_ += released;
   }
 }
 

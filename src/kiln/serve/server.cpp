@@ -255,6 +255,8 @@ struct InferenceServer::Impl {
   std::atomic<bool> shut_down{false};
   std::atomic<uint64_t> requests_received{0};  ///< every request handled (the trimmer's activity)
   std::unique_ptr<IdleMemoryTrimmer> trimmer;  ///< null when ServerOptions::idle_trim_ms_ is 0
+  monitor::Counter* memory_trims = nullptr;    ///< kiln_memory_trims_total
+  monitor::Counter* memory_trimmed_bytes = nullptr;
 
   monitor::CounterFamily* requests = nullptr;
   monitor::CounterFamily* http_requests = nullptr;
@@ -397,6 +399,13 @@ struct InferenceServer::Impl {
                    "Predicted rows and feedback items not logged: the log's queue was full (the "
                    "disk is slower than the traffic), a line was longer than a log file may be, "
                    "or a write failed.")
+             .with({});
+    memory_trims = &m.counter("kiln_memory_trims_total",
+                              "Times the server, idle after a burst, gave its freed heap back to "
+                              "the kernel (--idle-trim-ms).")
+                        .with({});
+    memory_trimmed_bytes =
+        &m.counter("kiln_memory_trimmed_bytes_total", "Resident bytes those trims gave back.")
              .with({});
   }
 
@@ -1273,7 +1282,13 @@ void InferenceServer::start() {
     Impl* impl = impl_.get();
     impl_->trimmer = std::make_unique<IdleMemoryTrimmer>(
         [impl] { return impl->requests_received.load(std::memory_order_relaxed); },
-        std::chrono::milliseconds(impl_->options.idle_trim_ms_));
+        std::chrono::milliseconds(impl_->options.idle_trim_ms_),
+        [impl](int64_t released) {
+          impl->memory_trims->inc();
+          impl->memory_trimmed_bytes->inc(static_cast<double>(released));
+          KILN_LOG_DEBUG("idle: gave {} MiB of freed heap back to the kernel",
+                         released / (1 << 20));
+        });
   }
 }
 
