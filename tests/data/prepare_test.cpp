@@ -330,6 +330,15 @@ TEST(PrepareTest, CategoricalFeaturesAreOneHotEncoded) {
   ASSERT_TRUE(snap.ok());
   torch::Tensor onehot = snap->splits["train"].x.slice(1, 30, 33);
   EXPECT_TRUE(torch::all(onehot.sum(1) == 1).item<bool>());
+  // What the bundle's module takes: the 30 raw numeric columns, then the site's code, whose
+  // one-hot row is the prepared one.
+  const torch::Tensor& raw = snap->splits["train"].raw_x;
+  ASSERT_TRUE(raw.defined());
+  ASSERT_EQ(raw.size(1), 31);
+  const torch::Tensor codes = raw.select(1, 30).to(torch::kLong);
+  EXPECT_TRUE(torch::equal(codes, onehot.argmax(1)));
+  EXPECT_EQ(codes.min().item<int64_t>(), 0);
+  EXPECT_EQ(codes.max().item<int64_t>(), 2);
   EXPECT_EQ(r->manifest["categorical_encoders"][0]["column"], "site");
 }
 

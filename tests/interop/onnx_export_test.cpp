@@ -17,6 +17,7 @@
 #include "kiln/features/scalers.h"
 #include "kiln/features/selection.h"
 #include "kiln/model/bundle.h"
+#include "kiln/model/export_plan.h"
 #include "kiln/model/zoo.h"
 #include "kiln/train/eval_inputs.h"
 #include "model/export_helpers.h"
@@ -140,6 +141,30 @@ TEST(OnnxExport, TablePipelinesFoldedIn) {
   for (const auto& node : m.graph().node()) ops.insert(node.op_type());
   for (const char* op : {"IsNaN", "Where", "Gather", "Clip", "MatMul"})
     EXPECT_TRUE(ops.count(op)) << op;
+}
+
+TEST(OnnxExport, CategoricalCodesAreOneHotEncodedAsInTorchScript) {
+  mt::Tables t = mt::breast_cancer_with_gaps();
+  features::Pipeline pipe;
+  pipe.add(std::make_unique<features::Imputer>()).add(std::make_unique<features::StandardScaler>());
+  ASSERT_TRUE(pipe.fit(t.train).ok());
+  const Json encoders = Json::parse(R"([
+      {"column": "site", "encoder": {"categories": ["a", "b", "c"]}},
+      {"column": "shift", "encoder": {"categories": ["<missing>", "day", "late", "night"]}}])");
+  auto net = mt::build_net(R"({"layers": [{"type": "linear", "out": 16}, {"type": "relu"},
+      {"type": "linear", "out": "outputs"}]})",
+                           {37}, 2);
+  ASSERT_TRUE(net);
+  const int64_t n = t.test.size(0);
+  torch::Tensor codes =
+      torch::stack({torch::arange(n) % 3, (torch::arange(n) * 7) % 4}, 1).to(torch::kFloat32);
+  codes[0][0] = -1;  // unknown categories: all zeros in both
+  codes[1][1] = 7;
+  onnx::ModelProto m = check_against_torchscript(
+      *net, torch::cat({t.test, codes}, 1), model::table_preprocessing(pipe.to_json(), encoders));
+  std::set<std::string> ops;
+  for (const auto& node : m.graph().node()) ops.insert(node.op_type());
+  for (const char* op : {"Slice", "Equal", "Cast", "Concat"}) EXPECT_TRUE(ops.count(op)) << op;
 }
 
 TEST(OnnxExport, WhatCannotBeExportedIsNamed) {

@@ -14,6 +14,7 @@
 #include "kiln/features/pipeline.h"
 #include "kiln/features/scalers.h"
 #include "kiln/features/selection.h"
+#include "kiln/model/export_plan.h"
 #include "support/test_support.h"
 
 namespace kiln::model {
@@ -271,6 +272,78 @@ TEST(Export, TablePipelineWithSelectionPcaAndOtherScalers) {
   auto raw = raw_input_shape(pre, {6});
   ASSERT_TRUE(raw.ok()) << raw.status();
   EXPECT_EQ(*raw, std::vector<int64_t>{30});
+}
+
+/// Two categorical code columns (3 and 4 categories) after the 30 numeric ones, with codes
+/// training never saw (-1, 7, NaN) in a few rows.
+torch::Tensor with_codes(const torch::Tensor& numeric) {
+  const int64_t n = numeric.size(0);
+  torch::Tensor codes =
+      torch::stack({torch::arange(n) % 3, (torch::arange(n) * 7) % 4}, 1).to(torch::kFloat32);
+  codes[0][0] = -1;
+  codes[1][1] = 7;
+  codes[2][0] = std::numeric_limits<float>::quiet_NaN();
+  return torch::cat({numeric, codes}, 1);
+}
+
+Json two_categorical_encoders() {
+  return Json::parse(R"([
+      {"column": "site", "encoder": {"kind": "one_hot_encoder", "categories": ["a", "b", "c"]}},
+      {"column": "shift", "encoder": {"kind": "one_hot_encoder",
+                                      "categories": ["<missing>", "day", "late", "night"]}}])");
+}
+
+TEST(Export, CategoricalCodesAreOneHotEncodedAfterTheNumericSteps) {
+  testing::Tables t = testing::breast_cancer_with_gaps();
+  features::Pipeline pipe;
+  pipe.add(std::make_unique<features::Imputer>()).add(std::make_unique<features::StandardScaler>());
+  ASSERT_TRUE(pipe.fit(t.train).ok());
+  const Json pre = table_preprocessing(pipe.to_json(), two_categorical_encoders());
+  ASSERT_EQ(pre["kind"], "table");
+  auto net = build_net(R"({"layers": [{"type": "linear", "out": 16}, {"type": "relu"},
+      {"type": "linear", "out": "outputs"}]})",
+                       {37}, 2);
+  ASSERT_TRUE(net);
+  auto m = export_torchscript(*net, Json::parse(pre.dump()));
+  ASSERT_TRUE(m.ok()) << m.status();
+  const torch::Tensor x = with_codes(t.test);
+  // What prepare gives the network: the scaled numeric block, then each one-hot block.
+  auto z = pipe.apply(t.test);
+  ASSERT_TRUE(z.ok());
+  auto one_hot = [&](int64_t column, int64_t k) {
+    return (x.slice(1, 30 + column, 31 + column) == torch::arange(k, torch::kFloat32))
+        .to(torch::kFloat32);
+  };
+  torch::Tensor prepared = torch::cat({*z, one_hot(0, 3), one_hot(1, 4)}, 1);
+  EXPECT_EQ(prepared[0].slice(0, 30, 33).sum().item<float>(), 0);  // -1: unknown
+  EXPECT_EQ(prepared[1].slice(0, 33, 37).sum().item<float>(), 0);  // 7: unknown
+  EXPECT_EQ(prepared[2].slice(0, 30, 33).sum().item<float>(), 0);  // NaN: unknown
+  torch::NoGradGuard no_grad;
+  EXPECT_LE(max_abs_diff(run(*m, x), net->forward(prepared)), 1e-5);
+  auto raw = raw_input_shape(pre, {37});
+  ASSERT_TRUE(raw.ok()) << raw.status();
+  EXPECT_EQ(*raw, std::vector<int64_t>{32});
+  EXPECT_TRUE(accepts_missing_values(pre));  // its numeric part imputes
+
+  // Categorical columns alone: prepare's numeric pipeline is empty and never fitted.
+  const Json codes_only =
+      table_preprocessing(features::Pipeline().to_json(), two_categorical_encoders());
+  EXPECT_TRUE(codes_only["numeric"].is_null());
+  auto small = build_net(R"({"layers": [{"type": "linear", "out": "outputs"}]})", {7}, 2);
+  auto mc = export_torchscript(*small, codes_only);
+  ASSERT_TRUE(mc.ok()) << mc.status();
+  const torch::Tensor c = x.slice(1, 30, 32);
+  EXPECT_LE(
+      max_abs_diff(run(*mc, c), small->forward(torch::cat({one_hot(0, 3), one_hot(1, 4)}, 1))),
+      1e-6);
+  EXPECT_FALSE(accepts_missing_values(codes_only));
+  // Without encoders the numeric pipeline is the preprocessing, as every older bundle has it.
+  EXPECT_EQ(table_preprocessing(pipe.to_json(), Json::array()), pipe.to_json());
+  // Categories that do not fit the network's input are named.
+  auto wrong =
+      export_torchscript(*small, table_preprocessing(pipe.to_json(), two_categorical_encoders()));
+  ASSERT_FALSE(wrong.ok());
+  EXPECT_NE(wrong.status().message().find("preprocessing"), std::string::npos) << wrong.status();
 }
 
 TEST(Export, SingleTransformAndEmptyPreprocessing) {

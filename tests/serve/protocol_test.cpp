@@ -143,8 +143,16 @@ TEST(Protocol, BoolAndIntegerChecks) {
                "a boolean in a INT8 tensor");
   expect_error(R"({"inputs":[{"name":"x","shape":[1],"datatype":"FP32","data":["a"]}]})",
                "inputs[0].data[0]: a string");
-  expect_error(R"({"inputs":[{"name":"x","shape":[1],"datatype":"BYTES","data":["a"]}]})",
-               "BYTES is not accepted");
+  // BYTES: strings, kept in order (a table's columns as text; the server converts them).
+  auto t = parse(
+      R"({"inputs":[{"name":"x","shape":[1,3],"datatype":"BYTES","data":[["1.5","north",""]]}]})");
+  ASSERT_TRUE(t.ok()) << t.status();
+  EXPECT_EQ(t->inputs[0].text, (std::vector<std::string>{"1.5", "north", ""}));
+  EXPECT_EQ(t->inputs[0].data.size(), 3u);
+  expect_error(R"({"inputs":[{"name":"x","shape":[2],"datatype":"BYTES","data":["a",2]}]})",
+               "inputs[0].data[1]: a number in a BYTES tensor");
+  expect_error(R"({"inputs":[{"name":"x","shape":[1],"datatype":"BYTES","data":[true]}]})",
+               "inputs[0].data[0]: a boolean in a BYTES tensor");
   expect_error(R"({"inputs":[{"name":"x","shape":[1],"datatype":"FP8","data":[1]}]})",
                "unknown datatype \"FP8\"");
 }

@@ -12,7 +12,8 @@ namespace kiln::checks::detail {
 namespace {
 
 /// The scale perturbations are measured in: 255 for pixel images, each feature's standard
-/// deviation (ignoring NaN) for tables, as a tensor broadcastable against rows.
+/// deviation (ignoring NaN) for tables, as a tensor broadcastable against rows. A categorical
+/// column's code is not a quantity to nudge: its scale is 0, so noise leaves it as it is.
 torch::Tensor value_scale(const Context& ctx) {
   if (ctx.images) return torch::full({1}, 255.0f);
   torch::Tensor x = ctx.rows.x;
@@ -21,7 +22,11 @@ torch::Tensor value_scale(const Context& ctx) {
   torch::Tensor count = present.sum(0).clamp_min(1).to(torch::kFloat32);
   torch::Tensor mean = filled.sum(0) / count;
   torch::Tensor var = (torch::where(present, x - mean, torch::zeros_like(x)).pow(2)).sum(0) / count;
-  return var.sqrt().clamp_min(1e-12).unsqueeze(0);
+  torch::Tensor scale = var.sqrt().clamp_min(1e-12);
+  const model::TableColumns columns(ctx.bundle);
+  for (size_t j = 0; j < columns.size() && static_cast<int64_t>(j) < scale.size(0); ++j)
+    if (columns.categorical(j)) scale[static_cast<int64_t>(j)] = 0;
+  return scale.unsqueeze(0);
 }
 
 /// Share of rows whose prediction did not change: the same class, or for regression a change of

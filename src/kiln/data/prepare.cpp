@@ -259,12 +259,11 @@ Expected<PrepareResult> prepare_table(const DatasetSpec& spec, const PrepareOpti
   for (int64_t i = 0; i < m; ++i)
     for (int64_t j = 0; j < f; ++j) xa[i][j] = values[numeric_cols[j]][rows[i]];
   // Categorical cells as strings; a missing cell is its own category.
-  constexpr const char* kMissingCategory = "<missing>";
   std::vector<std::vector<std::string>> categories_raw(categorical_cols.size());
   for (size_t k = 0; k < categorical_cols.size(); ++k)
     for (size_t r : rows) {
       const std::string& cell = t.rows[r][categorical_cols[k]];
-      categories_raw[k].push_back(t.is_missing(cell) ? kMissingCategory : cell);
+      categories_raw[k].push_back(t.is_missing(cell) ? features::kMissingCategory : cell);
     }
   torch::Tensor y;
   if (classification) {
@@ -329,14 +328,18 @@ Expected<PrepareResult> prepare_table(const DatasetSpec& spec, const PrepareOpti
       KILN_ASSIGN_OR_RETURN(torch::Tensor x, pipeline.apply(raw));
       blocks.push_back(x.to(torch::kFloat32));
     }
+    // What the bundle's module takes for these rows: the raw numeric columns, then each
+    // categorical column's code (the module folds the transforms and the one-hot encoding).
+    std::vector<torch::Tensor> served;
+    if (f > 0) served.push_back(raw.to(torch::kFloat32));
     for (size_t k = 0; k < encoders.size(); ++k) {
-      KILN_ASSIGN_OR_RETURN(torch::Tensor onehot,
-                            encoders[k].encode(pick(categories_raw[k], *ids)));
+      KILN_ASSIGN_OR_RETURN(torch::Tensor codes, encoders[k].codes(pick(categories_raw[k], *ids)));
+      KILN_ASSIGN_OR_RETURN(torch::Tensor onehot, encoders[k].apply(codes));
       blocks.push_back(onehot.to(torch::kFloat32));
+      served.push_back(codes.to(torch::kFloat32));
     }
     splits[name] = SplitTensors{torch::cat(blocks, 1).contiguous(), take_rows(y, *ids), {}};
-    // What the bundle's module takes for these rows (it folds the numeric transforms only).
-    if (f > 0 && encoders.empty()) splits[name].raw_x = raw.to(torch::kFloat32).contiguous();
+    if (!served.empty()) splits[name].raw_x = torch::cat(served, 1).contiguous();
   }
   cleaning["missing_cells"] = missing_cells;
   cleaning["imputed_cells"] = imputed;
@@ -354,7 +357,8 @@ Expected<PrepareResult> prepare_table(const DatasetSpec& spec, const PrepareOpti
                        {"sha256", merged.source_sha256[s]}});
   manifest["sources"] = sources;
   // Schema: x columns are the numeric features (in CSV order, through `transforms`), then each
-  // categorical feature's one-hot block (`categorical_encoders`, same order).
+  // categorical feature's one-hot block (`categorical_encoders`, same order). raw_x (what a
+  // bundle's module takes) has the same order with one code column per categorical feature.
   Json feats = Json::array();
   for (size_t c : numeric_cols) feats.push_back({{"name", t.header[c]}, {"type", "numeric"}});
   Json encoders_json = Json::array();

@@ -177,6 +177,10 @@ struct PcaOptions {
   bool whiten_ = false;
 };
 
+/// The category a missing cell of a categorical table column is (`kiln data prepare` encodes it
+/// as its own category; predict and serve map a missing cell to it the same way).
+inline constexpr const char* kMissingCategory = "<missing>";
+
 /// What OneHotEncoder does with a category it did not see in training.
 enum class UnknownCategory {
   kError,   ///< InvalidArgument naming the value and its row

@@ -14,6 +14,7 @@
 #include "kiln/checks/statistics.h"
 #include "kiln/core/files.h"
 #include "kiln/data/snapshot.h"
+#include "kiln/features/one_hot.h"
 #include "kiln/features/pipeline.h"
 #include "kiln/improve/production_rows.h"
 #include "kiln/loadtest/target.h"
@@ -336,14 +337,40 @@ Expected<fs::path> build_snapshot(const ImproveOptions& o, const model::Bundle& 
   // them through the transforms fitted on the base train split, which the challenger keeps (so
   // its module folds the same ones).
   std::unique_ptr<features::Pipeline> transforms;
+  std::vector<std::unique_ptr<features::OneHotEncoder>> encoders;  // categorical columns
   if (table) {
     if (!snap.splits.at("train").raw_x.defined() || !snap.manifest.contains("transforms"))
       return Status::FailedPrecondition(
           dir.string() +
-          ": this table snapshot keeps no raw rows (categorical columns, or prepared by an older "
-          "Kiln), so production rows cannot join it; prepare the data again");
-    KILN_ASSIGN_OR_RETURN(transforms, features::Pipeline::from_json(snap.manifest["transforms"]));
+          ": this table snapshot keeps no raw rows (prepared by an older Kiln), so production "
+          "rows cannot join it; prepare the data again");
+    if (snap.manifest.contains("categorical_encoders"))
+      for (const Json& e : snap.manifest["categorical_encoders"]) {
+        KILN_ASSIGN_OR_RETURN(auto encoder,
+                              features::OneHotEncoder::from_json(e.value("encoder", Json())));
+        encoders.push_back(std::move(encoder));
+      }
+    if (snap.splits.at("train").raw_x.size(1) > static_cast<int64_t>(encoders.size())) {
+      KILN_ASSIGN_OR_RETURN(transforms, features::Pipeline::from_json(snap.manifest["transforms"]));
+    }
   }
+  // A table's prepared rows from its served ones (the raw numeric columns, then a code per
+  // categorical column): the base train split's fitted transforms, then the one-hot blocks.
+  auto prepare_rows = [&](const torch::Tensor& raw) -> Expected<torch::Tensor> {
+    const int64_t numeric = raw.size(1) - static_cast<int64_t>(encoders.size());
+    std::vector<torch::Tensor> blocks;
+    if (numeric > 0) {
+      KILN_ASSIGN_OR_RETURN(torch::Tensor x, transforms->apply(raw.slice(1, 0, numeric)));
+      blocks.push_back(x.to(torch::kFloat32));
+    }
+    for (size_t k = 0; k < encoders.size(); ++k) {
+      const int64_t at = numeric + static_cast<int64_t>(k);
+      KILN_ASSIGN_OR_RETURN(torch::Tensor onehot,
+                            encoders[k]->apply(raw.slice(1, at, at + 1).contiguous()));
+      blocks.push_back(onehot.to(torch::kFloat32));
+    }
+    return torch::cat(blocks, 1).contiguous();
+  };
   const std::vector<std::string> labels = champion.labels();
   const bool regression = champion.task() == "regression";
   const std::vector<int64_t> shape = champion.raw_input_shape();
@@ -378,8 +405,7 @@ Expected<fs::path> build_snapshot(const ImproveOptions& o, const model::Bundle& 
     data::SplitTensors s;
     if (table) {
       s.raw_x = x;
-      KILN_ASSIGN_OR_RETURN(s.x, transforms->apply(x));
-      s.x = s.x.to(torch::kFloat32).contiguous();
+      KILN_ASSIGN_OR_RETURN(s.x, prepare_rows(x));
     } else {
       std::vector<int64_t> full{n};
       full.insert(full.end(), shape.begin(), shape.end());

@@ -376,6 +376,20 @@ Status NetworkBuilder::layer(const LayerSpec& l, const std::string& name,
 /// The preprocessing steps as nodes on `x`.
 std::string prologue_nodes(const model::Prologue& plan, GraphBuilder& g, std::string x) {
   using Kind = model::PrologueStep::Kind;
+  const model::CategoricalTail& tail = plan.categorical;
+  const int64_t numeric =
+      plan.raw_shape.empty() ? 0 : plan.raw_shape[0] - static_cast<int64_t>(tail.columns.size());
+  auto columns = [&](const std::string& from, int64_t begin, int64_t end) {
+    return g.op("Slice",
+                {from, g.ints("pre_cat.begin", {begin}), g.ints("pre_cat.end", {end}),
+                 g.ints("pre_cat.axis", {1})},
+                "pre_cat");
+  };
+  std::string codes;
+  if (!tail.columns.empty()) {
+    codes = columns(x, numeric, plan.raw_shape[0]);
+    x = columns(x, 0, numeric);
+  }
   for (const model::PrologueStep& s : plan.steps) {
     const std::string hint =
         s.kind == Kind::kImageNormalize ? "preprocessing" : "pre_" + std::to_string(s.index);
@@ -406,6 +420,25 @@ std::string prologue_nodes(const model::Prologue& plan, GraphBuilder& g, std::st
         x = g.op("MatMul", {x, g.initializer(hint + ".projection", s.b)}, hint);
         break;
     }
+  }
+  if (!tail.columns.empty()) {
+    // As the TorchScript module: (code == arange(K)) as float, appended after the numeric part.
+    std::vector<std::string> parts = {x};
+    for (size_t j = 0; j < tail.columns.size(); ++j) {
+      const int64_t at = static_cast<int64_t>(j);
+      const std::string hint = "pre_onehot";
+      const std::string match =
+          g.op("Equal",
+               {columns(codes, at, at + 1),
+                g.initializer(hint + ".categories", torch::arange(tail.sizes[j], torch::kFloat32))},
+               hint);
+      onnx::NodeProto* cast = g.node("Cast", {match}, hint);
+      GraphBuilder::set_int(cast, "to", onnx::TensorProto::FLOAT);
+      parts.push_back(cast->output(0));
+    }
+    onnx::NodeProto* cat = g.node("Concat", parts, "pre_cat");
+    GraphBuilder::set_int(cat, "axis", 1);
+    x = cat->output(0);
   }
   return x;
 }

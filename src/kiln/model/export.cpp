@@ -233,6 +233,14 @@ Status Generator::prologue(const Json& pre, const std::vector<int64_t>& model_sh
                 ") / " + constant("pre_std", s.b));
     return Status::Ok();
   }
+  const CategoricalTail& tail = plan.categorical;
+  if (!tail.columns.empty()) {
+    const std::string numeric = std::to_string(plan.raw_shape[0] - tail.columns.size());
+    emit(1, "# preprocessing: the last " + std::to_string(tail.columns.size()) +
+                " columns are category codes, one-hot encoded after the numeric steps");
+    emit(1, "codes = x[:, " + numeric + ":]");
+    emit(1, "x = x[:, :" + numeric + "]");
+  }
   for (size_t i = 0; i < plan.steps.size(); ++i) {
     const PrologueStep& s = plan.steps[i];
     const std::string p = "pre_" + std::to_string(s.index) + "_";
@@ -257,6 +265,18 @@ Status Generator::prologue(const Json& pre, const std::vector<int64_t>& model_sh
       case PrologueStep::Kind::kImageNormalize:
         return Status::Internal(s.where + ": an image step inside a table pipeline");
     }
+  }
+  if (!tail.columns.empty()) {
+    // (code == arange(K)) is the one-hot row; a code outside 0..K-1 (or NaN) matches nothing.
+    std::string parts = "x";
+    for (size_t j = 0; j < tail.columns.size(); ++j) {
+      emit(1, "# " + tail.columns[j] + ": " + std::to_string(tail.sizes[j]) + " categories");
+      parts += ", (codes[:, " + std::to_string(j) + ":" + std::to_string(j + 1) + "] == " +
+               constant("pre_categories_" + std::to_string(j),
+                        torch::arange(tail.sizes[j], torch::kFloat32)) +
+               ").float()";
+    }
+    emit(1, "x = torch.cat([" + parts + "], 1)");
   }
   return Status::Ok();
 }

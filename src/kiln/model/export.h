@@ -48,6 +48,9 @@ Expected<std::vector<int64_t>> raw_input_shape(const Json& preprocessing,
 ///  - tables (a kiln::features pipeline or single transform JSON): feature columns in the CSV's
 ///    order, NaN for missing; the prologue applies imputer, standard/min_max/robust scaler,
 ///    variance_threshold and pca steps with the same tensor ops as kiln::features.
+///  - tables with categorical columns ({"kind": "table"}, see table_preprocessing): the numeric
+///    columns as above, then one category code per categorical column (its index in the sorted
+///    categories; -1 or NaN for one training never saw), one-hot encoded by the module.
 ///  - null or an empty object: identity.
 /// and returns logits (classification) or predictions (regression), N x outputs, equal to the
 /// eager NetworkImpl in eval mode (dropout off, batch norm on running statistics) up to float32

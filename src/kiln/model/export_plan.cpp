@@ -249,6 +249,64 @@ Expected<Window2d> pool2d_window(const Json& params, const std::vector<int64_t>&
   return out;
 }
 
+int64_t CategoricalTail::one_hot_width() const {
+  int64_t width = 0;
+  for (int64_t k : sizes) width += k;
+  return width;
+}
+
+Json table_preprocessing(const Json& numeric, const Json& categorical_encoders) {
+  if (!categorical_encoders.is_array() || categorical_encoders.empty()) return numeric;
+  Json categorical = Json::array();
+  for (const Json& e : categorical_encoders)
+    categorical.push_back({{"column", e.value("column", "")},
+                           {"categories", e.contains("encoder") && e["encoder"].is_object()
+                                              ? e["encoder"].value("categories", Json::array())
+                                              : Json::array()}});
+  // A table of categorical columns alone has an empty, never fitted numeric pipeline.
+  const bool no_numeric =
+      numeric.is_null() || (numeric.is_object() && numeric.value("kind", "") == "pipeline" &&
+                            !numeric.value("fitted", false));
+  return {
+      {"kind", "table"}, {"numeric", no_numeric ? Json() : numeric}, {"categorical", categorical}};
+}
+
+namespace {
+
+/// {"kind": "table"}: the numeric part's steps on the raw input's first columns, the
+/// categorical codes in its last ones.
+Expected<Prologue> table_prologue(const Json& pre, const std::vector<int64_t>& model_shape) {
+  CategoricalTail tail;
+  if (!pre.contains("categorical") || !pre.at("categorical").is_array() ||
+      pre.at("categorical").empty())
+    return Status::InvalidArgument("preprocessing (table): \"categorical\" must list columns");
+  for (const Json& c : pre.at("categorical")) {
+    const std::string where =
+        "preprocessing (table): categorical[" + std::to_string(tail.columns.size()) + "]";
+    if (!c.is_object() || !c.contains("column") || !c.at("column").is_string())
+      return Status::InvalidArgument(where + ": \"column\" must be a string");
+    if (!c.contains("categories") || !c.at("categories").is_array() || c.at("categories").empty())
+      return Status::InvalidArgument(where + " (" + c.at("column").get<std::string>() +
+                                     "): \"categories\" must be a non-empty array");
+    tail.columns.push_back(c.at("column").get<std::string>());
+    tail.sizes.push_back(static_cast<int64_t>(c.at("categories").size()));
+  }
+  const int64_t one_hot = tail.one_hot_width();
+  if (model_shape.size() != 1 || model_shape[0] < one_hot)
+    return Status::InvalidArgument("preprocessing (table): " + std::to_string(one_hot) +
+                                   " one-hot columns do not fit the model's input " +
+                                   shape_str(model_shape));
+  const Json numeric = pre.contains("numeric") ? pre.at("numeric") : Json();
+  if (numeric.is_object() && numeric.value("kind", "") == "table")
+    return Status::InvalidArgument("preprocessing (table): \"numeric\" is a table again");
+  KILN_ASSIGN_OR_RETURN(Prologue out, parse_prologue(numeric, {model_shape[0] - one_hot}));
+  out.raw_shape = {out.raw_shape[0] + static_cast<int64_t>(tail.columns.size())};
+  out.categorical = std::move(tail);
+  return out;
+}
+
+}  // namespace
+
 Expected<Prologue> parse_prologue(const Json& pre, const std::vector<int64_t>& model_shape) {
   Prologue out;
   out.raw_shape = model_shape;
@@ -256,6 +314,7 @@ Expected<Prologue> parse_prologue(const Json& pre, const std::vector<int64_t>& m
   if (!pre.is_object() || !pre.contains("kind") || !pre.at("kind").is_string())
     return Status::InvalidArgument("preprocessing: expected an object with a \"kind\", got " +
                                    pre.dump().substr(0, 80));
+  if (pre.at("kind").get<std::string>() == "table") return table_prologue(pre, model_shape);
   if (pre.at("kind").get<std::string>() == "image_normalize") {
     KILN_RETURN_IF_ERROR(image_step(pre, model_shape, &out));
     return out;

@@ -92,14 +92,34 @@ struct PrologueStep {
   torch::Tensor a, b;
 };
 
+/// A table's categorical columns, one-hot encoded inside the module: the raw input's last
+/// `columns.size()` columns hold category codes (0..K-1 into the column's sorted categories;
+/// anything else, NaN included, encodes as all zeros: a category training never saw). They are
+/// split off before the numeric steps and appended after them, K one-hot columns each. Plain
+/// value; empty when the table has no categorical column.
+struct CategoricalTail {
+  std::vector<std::string> columns;
+  std::vector<int64_t> sizes;  ///< K per column
+  int64_t one_hot_width() const;
+};
+
 /// A bundle's preprocessing as steps, and the raw per-sample input shape they take.
 struct Prologue {
   std::vector<PrologueStep> steps;
   std::vector<int64_t> raw_shape;
+  CategoricalTail categorical;
 };
 
+/// The preprocessing of a table with categorical columns, as a bundle records it:
+/// {"kind": "table", "numeric": NUMERIC (a fitted pipeline; null when there are no numeric
+/// columns), "categorical": [{"column": NAME, "categories": [sorted strings]}, ...]}, from a
+/// snapshot's "transforms" and "categorical_encoders" ([{"column", "encoder": {"categories"}}]).
+/// Without categorical encoders it is `numeric` itself (the format every older bundle has).
+Json table_preprocessing(const Json& numeric, const Json& categorical_encoders);
+
 /// Parses `preprocessing` (null or {}: identity; {"kind": "image_normalize", ...}; a fitted
-/// kiln::features pipeline or single transform) for a network taking `model_shape`.
+/// kiln::features pipeline or single transform; {"kind": "table", ...} as table_preprocessing
+/// writes it) for a network taking `model_shape`.
 /// InvalidArgument names the step for an unsupported or malformed one, or a feature count that
 /// does not reach `model_shape` ("preprocessing step 2 (one_hot_encoder): not supported ...").
 /// Pure; thread-safe.

@@ -7,6 +7,7 @@
 
 #include "kiln/core/files.h"
 #include "kiln/core/hash.h"
+#include "kiln/features/options.h"
 
 namespace kiln::model {
 
@@ -241,8 +242,44 @@ Expected<Bundle> read_bundle(const fs::path& dir) {
   return b;
 }
 
+TableColumns::TableColumns(const Bundle& bundle)
+    : TableColumns(bundle.manifest.contains("schema") && bundle.manifest["schema"].is_object() &&
+                           bundle.manifest["schema"].contains("features")
+                       ? bundle.manifest["schema"]["features"]
+                       : Json()) {}
+
+TableColumns::TableColumns(const Json& schema_features) {
+  if (!schema_features.is_array()) return;
+  for (const Json& f : schema_features) {
+    names_.push_back(f.value("name", ""));
+    std::unordered_map<std::string, int64_t> codes;
+    if (f.value("type", "numeric") == "categorical" && f.contains("categories") &&
+        f["categories"].is_array())
+      for (size_t i = 0; i < f["categories"].size(); ++i)
+        if (f["categories"][i].is_string())
+          codes.emplace(f["categories"][i].get<std::string>(), static_cast<int64_t>(i));
+    codes_.push_back(std::move(codes));
+  }
+}
+
+bool TableColumns::any_categorical() const {
+  for (const auto& c : codes_)
+    if (!c.empty()) return true;
+  return false;
+}
+
+float TableColumns::code(size_t column, const std::string& text, bool missing) const {
+  const auto& codes = codes_[column];
+  const auto it = codes.find(missing ? std::string(features::kMissingCategory) : text);
+  return it == codes.end() ? -1.0f : static_cast<float>(it->second);
+}
+
 bool accepts_missing_values(const Json& preprocessing) {
   if (!preprocessing.is_object()) return false;
+  // A table with categorical columns: its numeric part decides (a missing code is an unknown
+  // category, encoded as zeros).
+  if (preprocessing.value("kind", "") == "table")
+    return accepts_missing_values(preprocessing.value("numeric", Json()));
   if (preprocessing.value("kind", "") == "imputer") return true;
   if (preprocessing.contains("steps") && preprocessing["steps"].is_array())
     for (const auto& step : preprocessing["steps"])

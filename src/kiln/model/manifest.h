@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "kiln/core/expected.h"
@@ -109,6 +110,32 @@ struct Bundle {
   Json test_metrics(const std::string& precision) const;
   /// dir / name.
   fs::path file(const std::string& name) const { return dir / name; }
+};
+
+/// A table bundle's raw columns (schema.features, in model.pt's input order) and the codes its
+/// module takes for the categorical ones (entries with "type": "categorical" and their sorted
+/// "categories"): a category's index, features::kMissingCategory's for a missing cell, -1 for
+/// one training never saw (one-hot all zeros). Numeric columns take their number (NaN when
+/// missing), parsed by the caller. Immutable once built; thread-safe.
+///
+///   TableColumns columns(bundle);
+///   x[j] = columns.categorical(j) ? columns.code(j, cell, is_missing) : number(cell);
+class TableColumns {
+ public:
+  TableColumns() = default;
+  explicit TableColumns(const Bundle& bundle);
+  /// From a schema's "features" array (none when it is not an array).
+  explicit TableColumns(const Json& schema_features);
+  size_t size() const { return names_.size(); }
+  const std::string& name(size_t column) const { return names_[column]; }
+  bool categorical(size_t column) const { return !codes_[column].empty(); }
+  bool any_categorical() const;
+  /// The code of `text` in categorical `column`.
+  float code(size_t column, const std::string& text, bool missing) const;
+
+ private:
+  std::vector<std::string> names_;
+  std::vector<std::unordered_map<std::string, int64_t>> codes_;  ///< empty: numeric
 };
 
 /// The "signature" object of a manifest: one FP32 input "input" of shape [-1, raw_input_shape...]

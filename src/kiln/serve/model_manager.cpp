@@ -70,6 +70,11 @@ Expected<ModelSignature> parse_signature(const model::Bundle& b) {
   sig.task = b.task();
   sig.labels = b.labels();
   sig.accepts_missing = model::accepts_missing_values(b.preprocessing());
+  if (m.contains("schema") && m.at("schema").is_object() && m.at("schema").contains("features") &&
+      m.at("schema").at("features").is_array() && !m.at("schema").at("features").empty()) {
+    sig.features = m.at("schema").at("features");
+    sig.columns = model::TableColumns(sig.features);
+  }
   const auto& first = sig.outputs[0].shape;
   if (!sig.labels.empty() &&
       (first.size() != 1 || first[0] != static_cast<int64_t>(sig.labels.size())))

@@ -13,6 +13,7 @@
 
 #include "kiln/core/expected.h"
 #include "kiln/core/json.h"
+#include "kiln/model/manifest.h"
 #include "kiln/serve/batcher.h"
 #include "kiln/serve/model_source.h"
 
@@ -41,6 +42,10 @@ struct ModelSignature {
   /// NaN inputs are missing values the model imputes (model::accepts_missing_values); otherwise
   /// a NaN, like an Infinity, is refused with 400.
   bool accepts_missing = false;
+  /// A table's raw columns in input order (the bundle's schema.features: name, type, and a
+  /// categorical column's categories, whose index is the code the input takes); null for images.
+  Json features;
+  model::TableColumns columns;  ///< `features` as codes (BYTES requests' text -> the input)
   /// Classifiers (labels matching the first output's width) also offer "probabilities" (softmax
   /// of the first output) and "labels" (the arg-max class name, BYTES).
   bool classifier() const { return !labels.empty(); }

@@ -197,6 +197,7 @@ struct DataScan {
   double max = -std::numeric_limits<double>::infinity();
   int64_t first_string = -1, first_bool = -1, first_fraction = -1, first_number = -1;
   int64_t first_non01 = -1, argmin = -1, argmax = -1;
+  std::vector<std::string>* text = nullptr;  ///< where string elements go (BYTES)
 };
 
 class Parser {
@@ -459,6 +460,7 @@ class Parser {
       KILN_RETURN_IF_ERROR(string(&s, where));
       if (scan->first_string < 0) scan->first_string = i;
       scan->any_string = true;
+      if (scan->text) scan->text->push_back(std::move(s));
       out->push_back(0.f);
       return Status::Ok();
     }
@@ -517,9 +519,15 @@ class Parser {
   Status check_scan(const InputTensor& in, DataType t, const DataScan& s,
                     const std::string& where) {
     auto at = [&](int64_t i) { return where + ".data[" + std::to_string(i) + "]"; };
-    if (t == DataType::kBytes)
-      return Status::InvalidArgument(where + ".datatype: BYTES is not accepted for input \"" +
-                                     in.name + "\" (the model takes numbers)");
+    if (t == DataType::kBytes) {
+      if (s.any_number)
+        return Status::InvalidArgument(at(s.first_number) +
+                                       ": a number in a BYTES tensor (expected strings)");
+      if (s.any_bool)
+        return Status::InvalidArgument(at(s.first_bool) +
+                                       ": a boolean in a BYTES tensor (expected strings)");
+      return Status::Ok();
+    }
     if (s.any_string)
       return Status::InvalidArgument(at(s.first_string) + ": a string in a " + in.datatype +
                                      " tensor (expected numbers)");
@@ -550,6 +558,7 @@ class Parser {
     if (!eat('{')) return err(where, "must be an object");
     ws();
     DataScan scan;
+    scan.text = &in->text;
     bool have_name = false, have_shape = false, have_type = false;
     if (!eat('}')) {
       for (;;) {
@@ -694,8 +703,9 @@ Expected<InferRequest> parse_infer_request(std::string_view body, size_t json_le
                                      " remain after the JSON header");
     KILN_ASSIGN_OR_RETURN(DataType t, parse_datatype(in.datatype, where + ".datatype"));
     if (t == DataType::kBytes)
-      return Status::InvalidArgument(where + ".datatype: BYTES is not accepted for input \"" +
-                                     in.name + "\" (the model takes numbers)");
+      return Status::InvalidArgument(where +
+                                     ".datatype: BYTES is taken as JSON strings (\"data\"), "
+                                     "not as binary data");
     const size_t size = datatype_size(t);
     if (n % size != 0)
       return Status::InvalidArgument(where + ".parameters.binary_data_size: " + std::to_string(n) +

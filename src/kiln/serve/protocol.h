@@ -33,12 +33,15 @@ const char* datatype_name(DataType t);
 size_t datatype_size(DataType t);
 
 /// One `inputs[i]` of an inference request, its data already converted to float32 (the only input
-/// type Kiln models take; every numeric datatype converts, BYTES is refused by validate()).
+/// type Kiln models take; every numeric datatype converts). A BYTES tensor (JSON strings only:
+/// a table's columns as text, which the server converts with the model's schema) keeps its
+/// strings in `text`, with a 0 per element in `data`.
 struct InputTensor {
   std::string name;
   std::vector<int64_t> shape;
   std::string datatype;
   std::vector<float> data;
+  std::vector<std::string> text;  ///< BYTES elements, in order
   int64_t binary_data_size = -1;  ///< from parameters.binary_data_size; -1: JSON data
   bool has_data = false;
 };
@@ -64,7 +67,7 @@ struct InferRequest {
 /// A hand-written parser: the `data` arrays (hundreds of numbers per request) are read with
 /// std::from_chars straight into float32, without a DOM. Each element is checked against the
 /// input's datatype (integers for INT/UINT within range, true/false or 0/1 for BOOL, numbers for
-/// FP); strings (BYTES) are refused. Errors are InvalidArgument naming the request part, e.g.
+/// FP, strings for BYTES). Errors are InvalidArgument naming the request part, e.g.
 /// "inputs[0].data[12]: expected a number". Thread-safe (pure).
 Expected<InferRequest> parse_infer_request(std::string_view body, size_t json_length);
 

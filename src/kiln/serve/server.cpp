@@ -13,6 +13,7 @@
 #include <cstring>
 #include <filesystem>
 #include <functional>
+#include <limits>
 #include <map>
 #include <mutex>
 #include <string>
@@ -948,6 +949,8 @@ HttpResponse InferenceServer::Impl::model_metadata(const ModelVersion& mv) const
   if (mv.resolved().version > 0) params["registry_version"] = mv.resolved().version;
   if (!sig.task.empty()) params["task"] = sig.task;
   if (!sig.labels.empty()) params["labels"] = sig.labels;
+  // A table's columns in input order; a categorical one takes its category's index.
+  if (sig.features.is_array()) params["features"] = sig.features;
   body["parameters"] = params;
   return json_response(200, body.dump());
 }
@@ -1019,6 +1022,33 @@ void InferenceServer::Impl::handle_infer(const HttpRequest& req, const std::stri
     return fail(400, vm.client_error,
                 "inputs[0]: shape " + shape_text(in.shape) + " holds " + std::to_string(elements) +
                     " elements, the data has " + std::to_string(in.data.size()));
+  if (in.datatype == "BYTES") {
+    // A table's columns as text: numbers for numeric columns ("" is missing), category names
+    // for categorical ones (their codes; "" is the missing category).
+    if (sig.columns.size() == 0 || static_cast<int64_t>(sig.columns.size()) != per_row)
+      return fail(400, vm.client_error,
+                  "inputs[0].datatype: BYTES is for table models (each column as text); model \"" +
+                      name + "\" takes FP32");
+    for (int64_t k = 0; k < elements; ++k) {
+      const size_t column = static_cast<size_t>(k % per_row);
+      const std::string& text = in.text[static_cast<size_t>(k)];
+      float& value = in.data[static_cast<size_t>(k)];
+      if (sig.columns.categorical(column)) {
+        value = sig.columns.code(column, text, text.empty());
+        continue;
+      }
+      if (text.empty()) {
+        value = std::numeric_limits<float>::quiet_NaN();
+        continue;
+      }
+      const auto parsed = std::from_chars(text.data(), text.data() + text.size(), value);
+      if (parsed.ec != std::errc() || parsed.ptr != text.data() + text.size())
+        return fail(400, vm.client_error,
+                    "inputs[0].data[" + std::to_string(k) + "] (row " +
+                        std::to_string(k / per_row) + ", column '" + sig.columns.name(column) +
+                        "'): \"" + text.substr(0, 40) + "\" is not a number");
+    }
+  }
   if (Status values = model::check_input_values(in.data.data(), rows, per_row, sig.accepts_missing);
       !values.ok()) {
     if (vm.live) vm.live->count_quality_issue("non_finite");

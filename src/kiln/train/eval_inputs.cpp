@@ -31,11 +31,7 @@ Expected<RawInputs> read_raw_inputs(const model::Bundle& b, const fs::path& path
       return Status::InvalidArgument(b.dir.string() +
                                      ": the bundle records no feature columns, so it "
                                      "cannot read CSV rows (give .npy or .idx input)");
-    for (const auto& f : b.manifest["schema"]["features"])
-      if (f.value("type", "numeric") != "numeric")
-        return Status::InvalidArgument(
-            b.dir.string() + ": feature '" + f["name"].get<std::string>() +
-            "' is categorical; CSV prediction takes numeric features only");
+    const model::TableColumns columns(b);
     KILN_ASSIGN_OR_RETURN(data::CsvTable t, data::read_csv(path));
     if (!t.ragged.empty())
       return Status::InvalidArgument(path.string() + " line " + std::to_string(t.ragged[0].line) +
@@ -55,6 +51,10 @@ Expected<RawInputs> read_raw_inputs(const model::Bundle& b, const fs::path& path
       for (int64_t j = 0; j < f; ++j) {
         const std::string& cell =
             t.rows[static_cast<size_t>(r)][static_cast<size_t>(cols[static_cast<size_t>(j)])];
+        if (columns.categorical(static_cast<size_t>(j))) {
+          xa[r][j] = columns.code(static_cast<size_t>(j), cell, t.is_missing(cell));
+          continue;
+        }
         double v = std::numeric_limits<double>::quiet_NaN();
         if (!t.is_missing(cell) && !data::parse_double(cell, &v))
           return Status::InvalidArgument(path.string() + " line " +
@@ -186,10 +186,10 @@ Expected<RawInputs> read_labelled_rows(const model::Bundle& bundle, const std::s
                  snapshot_dir.c_str(), snap.hash().substr(0, 12).c_str(),
                  trained_on.substr(0, 12).c_str());
   if (snap.manifest.value("kind", "") == "table" && !it->second.raw_x.defined())
-    return Status::InvalidArgument(
-        snapshot_dir.string() + ": the " + split + " split has no raw features (" + split +
-        "_raw_x.npy: prepared by an older Kiln, or with categorical columns); prepare the "
-        "dataset again, or give a CSV");
+    return Status::InvalidArgument(snapshot_dir.string() + ": the " + split +
+                                   " split has no raw features (" + split +
+                                   "_raw_x.npy: prepared by an older Kiln); prepare the "
+                                   "dataset again, or give a CSV");
   RawInputs in;
   in.x = it->second.served_inputs().to(torch::kFloat32).contiguous();
   in.targets = it->second.y;

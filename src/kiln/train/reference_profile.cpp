@@ -2,6 +2,8 @@
 
 #include <torch/torch.h>
 
+#include <limits>
+
 #include "kiln/train/eval_inputs.h"
 
 namespace kiln::train {
@@ -91,7 +93,7 @@ Expected<monitor::ReferenceProfile> build_reference_profile(
     torch::jit::Module& module, const data::SplitTensors& train, const data::SplitTensors& eval,
     const std::string& eval_split_name, const std::string& task,
     const std::vector<std::string>& labels, const std::vector<std::string>& feature_names,
-    uint64_t seed) {
+    uint64_t seed, const std::vector<bool>& categorical_columns) {
   monitor::ReferenceProfile p;
   const torch::Tensor& train_x = train.served_inputs();
   std::vector<int64_t> raw_shape(train_x.sizes().begin() + 1, train_x.sizes().end());
@@ -102,10 +104,15 @@ Expected<monitor::ReferenceProfile> build_reference_profile(
   monitor::extract_features(p.schema, rows.data_ptr<float>(), rows.size(0), &features,
                             p.schema.kind == "image" ? &intensity : nullptr);
   const size_t columns = p.schema.names.size();
-  for (size_t k = 0; k < columns; ++k)
+  for (size_t k = 0; k < columns; ++k) {
+    // A categorical column's codes are categories however many there are.
+    const bool codes = k < categorical_columns.size() && categorical_columns[k];
     p.features.push_back(monitor::numeric_reference(
         p.schema.names[k], column_of(features, columns, k), 1000, seed + k,
-        p.schema.kind == "table" ? monitor::kMaxCategories : 0));
+        codes                      ? std::numeric_limits<int64_t>::max()
+        : p.schema.kind == "table" ? monitor::kMaxCategories
+                                   : 0));
+  }
   if (!intensity.empty()) {
     double total = 0;
     for (double c : intensity) total += c;

@@ -28,7 +28,7 @@ Expected<monitor::ReferenceProfile> build_reference_profile(
     torch::jit::Module& module, const data::SplitTensors& train, const data::SplitTensors& eval,
     const std::string& eval_split_name, const std::string& task,
     const std::vector<std::string>& labels, const std::vector<std::string>& feature_names,
-    uint64_t seed);
+    uint64_t seed, const std::vector<bool>& categorical_columns = {});
 
 /// The summary of `net`'s penultimate layer (every top-level layer but the last) on up to
 /// `max_rows` rows of `eval` (a seeded sample), each batch prepared exactly as evaluate() prepares

@@ -24,6 +24,7 @@
 #include "kiln/model/bundle.h"
 #include "kiln/model/device.h"
 #include "kiln/model/export.h"
+#include "kiln/model/export_plan.h"
 #include "kiln/model/loss.h"
 #include "kiln/model/network.h"
 #include "kiln/model/spec.h"
@@ -209,6 +210,15 @@ Expected<RunData> load_data(const TrainConfig& cfg, const TrainOptions& opts) {
   return d;
 }
 
+/// What the bundle's module folds in front of the network: the snapshot's fitted transforms, with
+/// a table's categorical encoders (the module takes their codes).
+Json served_preprocessing(const data::Snapshot& snapshot) {
+  const Json& m = snapshot.manifest;
+  return model::table_preprocessing(
+      m.contains("transforms") ? m["transforms"] : Json(),
+      m.contains("categorical_encoders") ? m["categorical_encoders"] : Json());
+}
+
 // Value of an early-stopping metric name in an epoch line; NaN when absent.
 double metric_value(const Json& line, const std::string& name) {
   auto it = line.find(name);
@@ -374,9 +384,7 @@ Expected<TrainResult> train(const TrainConfig& cfg, const TrainOptions& opts) {
       return Status::InvalidArgument(where + "takes inputs of shape " +
                                      model::shape_to_string(tb.input_shape()) + ", the data " +
                                      model::shape_to_string(input_shape));
-    const Json transforms =
-        d.snapshot.manifest.contains("transforms") ? d.snapshot.manifest["transforms"] : Json();
-    if (!json_nearly_equal(tb.preprocessing(), transforms))
+    if (!json_nearly_equal(tb.preprocessing(), served_preprocessing(d.snapshot)))
       return Status::InvalidArgument(where +
                                      "was trained on data prepared differently (its fitted "
                                      "preprocessing differs), so it would not see these batches "
@@ -806,8 +814,7 @@ Expected<TrainResult> train(const TrainConfig& cfg, const TrainOptions& opts) {
   net->eval();
   // The final metrics are those of the exported module (model.pt: what `kiln serve` runs and
   // `kiln export` writes), on raw inputs, in float32, with the test-time augmentation folded in.
-  const Json& preprocessing =
-      d.snapshot.manifest.contains("transforms") ? d.snapshot.manifest["transforms"] : Json();
+  const Json preprocessing = served_preprocessing(d.snapshot);
   const std::string tta = d.images ? cfg.eval_tta : model::kTtaNone;
   // The exporter and the bundle take contiguous weights (channels_last is a training detail).
   model::TensorMap state_map;
@@ -931,14 +938,17 @@ Expected<TrainResult> train(const TrainConfig& cfg, const TrainOptions& opts) {
           val_split ? *val_split : (test_split ? *test_split : train_split);
       const std::string eval_name = val_split ? "val" : (test_split ? "test" : "train");
       std::vector<std::string> feature_names;
+      std::vector<bool> categorical;
       if (manifest.contains("schema") && manifest["schema"].contains("features"))
-        for (const auto& f : manifest["schema"]["features"])
+        for (const auto& f : manifest["schema"]["features"]) {
           feature_names.push_back(f.value("name", ""));
+          categorical.push_back(f.value("type", "numeric") == "categorical");
+        }
       if (d.images || train_split.raw_x.defined()) {
         KILN_ASSIGN_OR_RETURN(
             monitor::ReferenceProfile profile,
             build_reference_profile(scripted, train_split, eval_split, eval_name, d.task, d.labels,
-                                    feature_names, static_cast<uint64_t>(cfg.seed)));
+                                    feature_names, static_cast<uint64_t>(cfg.seed), categorical));
         KILN_ASSIGN_OR_RETURN(
             profile.embedding,
             embedding_summary(*net, eval_split, eval_opts, static_cast<uint64_t>(cfg.seed)));

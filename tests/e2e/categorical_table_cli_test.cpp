@@ -1,0 +1,157 @@
+// A table with a text column: training one-hot encodes it inside the served module, which takes
+// the category's code; `kiln predict` maps a CSV's text to codes, `kiln serve` lists the codes in
+// its metadata and answers them with the same predictions, and the column really counts.
+#include <gtest/gtest.h>
+
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "serve_helpers.h"
+#include "support/test_support.h"
+
+namespace kiln {
+namespace {
+
+using testing::breast_cancer_rows;
+using testing::HttpClient;
+using testing::read_text;
+using testing::run_kiln;
+using testing::ServerProcess;
+using testing::TempDir;
+using testing::write_text;
+using Json = nlohmann::json;
+namespace fs = std::filesystem;
+
+/// breast_cancer.csv with a first column "site" that tells the diagnosis apart (north for most
+/// malignant rows, south for most benign), "east" now and then, and missing in every 7th row.
+/// `swap` exchanges north and south.
+std::string with_site(bool swap = false, const std::string& only = "") {
+  const auto rows = breast_cancer_rows();
+  std::istringstream in(read_text(testing::shared_datasets_dir() / "breast_cancer.csv"));
+  std::string header;
+  std::getline(in, header);
+  std::string out = "site," + header + "\n";
+  for (size_t i = 0; i < rows.size(); ++i) {
+    std::string site = i % 7 == 0                                   ? ""
+                       : i % 5 == 0                                 ? "east"
+                       : (rows[i].diagnosis == "malignant") != swap ? "north"
+                                                                    : "south";
+    if (!only.empty()) site = only;
+    out += site;
+    for (double v : rows[i].features) {
+      std::ostringstream cell;
+      cell.precision(17);
+      cell << v;
+      out += "," + cell.str();
+    }
+    out += "," + rows[i].diagnosis + "\n";
+  }
+  return out;
+}
+
+/// `kiln predict --json`'s malignant probability per row.
+std::vector<double> malignant(const fs::path& predictions) {
+  std::vector<double> p;
+  for (const Json& row : Json::parse(read_text(predictions)))
+    p.push_back(row["probabilities"]["malignant"].get<double>());
+  return p;
+}
+
+TEST(CategoricalTableCliTest, ATextColumnIsEncodedInsideTheServedModule) {
+  TempDir home;
+  write_text(home / "sites.csv", with_site());
+  auto r = run_kiln({"train", "--data", (home / "sites.csv").string(), "--target", "diagnosis",
+                     "--model", "mlp", "--set", "seed=1", "--out", (home / "run").string()},
+                    home.path(), {"KILN_THREADS=1"});
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+  const fs::path bundle = home / "run" / "bundle";
+  const Json manifest = Json::parse(read_text(bundle / "manifest.json"));
+  EXPECT_EQ(manifest["preprocessing"]["kind"], "table");
+  EXPECT_EQ(manifest["signature"]["inputs"][0]["shape"], Json::parse("[-1, 31]"));
+  EXPECT_GT(manifest["metrics"]["test"]["accuracy"].get<double>(), 0.9) << manifest["metrics"];
+
+  // predict reads the text column by name; the site changes the predictions.
+  auto predict = [&](const std::string& csv, const std::string& out) {
+    write_text(home / (out + ".csv"), csv);
+    const auto p =
+        run_kiln({"predict", bundle.string(), "--input", (home / (out + ".csv")).string(), "--json",
+                  "--output", (home / (out + ".json")).string()},
+                 home.path());
+    EXPECT_EQ(p.exit_code, 0) << p.err;
+    return malignant(home / (out + ".json"));
+  };
+  const std::vector<double> as_is = predict(with_site(), "as_is");
+  const std::vector<double> swapped = predict(with_site(true), "swapped");
+  ASSERT_EQ(as_is.size(), 569u);
+  ASSERT_EQ(swapped.size(), 569u);
+  double moved = 0;
+  for (size_t i = 0; i < as_is.size(); ++i)
+    moved = std::max(moved, std::abs(as_is[i] - swapped[i]));
+  EXPECT_GT(moved, 0.05);
+  // A site training never saw is no error: its one-hot block is all zeros.
+  EXPECT_EQ(predict(with_site(false, "west"), "unseen").size(), 569u);
+
+  // serve: the metadata lists the columns and the codes; the codes give predict's answers.
+  ServerProcess server({"--model", "cancer=" + bundle.string()}, home.path(), home / "serve.log");
+  ASSERT_TRUE(server.ready()) << server.log();
+  HttpClient c(server.port());
+  const Json meta = Json::parse(c.get("/v2/models/cancer").body);
+  const Json& features = meta["parameters"]["features"];
+  ASSERT_EQ(features.size(), 31u) << meta.dump();
+  EXPECT_EQ(features[30], Json::parse(R"({"name": "site", "type": "categorical",
+      "categories": ["<missing>", "east", "north", "south"]})"));
+  const auto rows = breast_cancer_rows();
+  Json data = Json::array();
+  const int n = 14;
+  for (int i = 0; i < n; ++i) {
+    Json row(rows[static_cast<size_t>(i)].features);
+    const int code = i % 7 == 0                                              ? 0
+                     : i % 5 == 0                                            ? 1
+                     : rows[static_cast<size_t>(i)].diagnosis == "malignant" ? 2
+                                                                             : 3;
+    row.push_back(code);
+    data.push_back(row);
+  }
+  const Json body = {
+      {"inputs", {{{"name", "input"}, {"shape", {n, 31}}, {"datatype", "FP32"}, {"data", data}}}},
+      {"outputs", {{{"name", "probabilities"}}}}};
+  const auto answer = c.post("/v2/models/cancer/infer", body.dump());
+  ASSERT_EQ(answer.status, 200) << answer.body;
+  const Json probabilities = Json::parse(answer.body)["outputs"][0]["data"];
+  for (int i = 0; i < n; ++i)
+    EXPECT_NEAR(probabilities[2 * i + 1].get<double>(), as_is[static_cast<size_t>(i)], 1e-5) << i;
+
+  // BYTES: every column as text in input order, the site by name ("" is missing).
+  Json text = Json::array();
+  for (int i = 0; i < n; ++i) {
+    Json row = Json::array();
+    for (double v : rows[static_cast<size_t>(i)].features) {
+      std::ostringstream cell;
+      cell.precision(9);
+      cell << v;
+      row.push_back(cell.str());
+    }
+    const auto& diagnosis = rows[static_cast<size_t>(i)].diagnosis;
+    row.push_back(i % 7 == 0                 ? ""
+                  : i % 5 == 0               ? "east"
+                  : diagnosis == "malignant" ? "north"
+                                             : "south");
+    text.push_back(row);
+  }
+  Json as_text = body;
+  as_text["inputs"][0]["datatype"] = "BYTES";
+  as_text["inputs"][0]["data"] = text;
+  const auto by_name = c.post("/v2/models/cancer/infer", as_text.dump());
+  ASSERT_EQ(by_name.status, 200) << by_name.body;
+  const Json named = Json::parse(by_name.body)["outputs"][0]["data"];
+  for (int i = 0; i < n; ++i)
+    EXPECT_NEAR(named[2 * i + 1].get<double>(), as_is[static_cast<size_t>(i)], 1e-5) << i;
+  // A numeric column's text that is no number is named by row and column.
+  as_text["inputs"][0]["data"][3][1] = "soft";
+  const auto bad = c.post("/v2/models/cancer/infer", as_text.dump());
+  EXPECT_EQ(bad.status, 400);
+  EXPECT_NE(bad.body.find("row 3, column 'mean_texture'"), std::string::npos) << bad.body;
+}
+
+}  // namespace
+}  // namespace kiln
