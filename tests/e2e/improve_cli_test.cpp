@@ -100,14 +100,12 @@ TableRows read_table(const std::string& csv_name, const std::string& target) {
 /// behind the route `kiln improve` needs with --prediction-log inputs; every row sent by id and
 /// its target (plus `truth_offset`, for numbers) posted as feedback; the champion's /monitor
 /// then into `monitor`; then `kiln improve tab` with `how` (--force, or triggers). Its decision.
-Json improve_table_model(const TempDir& home, const std::string& csv_name,
-                         const std::string& target, const TableRows& rows,
-                         const std::vector<std::string>& how = {"--force"}, double truth_offset = 0,
-                         Json* monitor = nullptr) {
-  CommandResult trained =
-      run_kiln({"train", "--data", (testing::shared_datasets_dir() / csv_name).string(), "--target",
-                target, "--out", (home / "run").string()},
-               home.path(), {"KILN_THREADS=1"});
+Json improve_table_model(const TempDir& home, const fs::path& csv, const std::string& target,
+                         const TableRows& rows, const std::vector<std::string>& how = {"--force"},
+                         double truth_offset = 0, Json* monitor = nullptr) {
+  CommandResult trained = run_kiln(
+      {"train", "--data", csv.string(), "--target", target, "--out", (home / "run").string()},
+      home.path(), {"KILN_THREADS=1"});
   EXPECT_EQ(trained.exit_code, 0) << trained.err;
   EXPECT_EQ(run_kiln({"registry", "push", (home / "run" / "bundle").string(), "--name", "tab"},
                      home.path())
@@ -138,7 +136,8 @@ Json improve_table_model(const TempDir& home, const std::string& csv_name,
                                                  : rows.truth[i];
     feedback.push_back({{"id", id}, {"truth", truth}});
   }
-  EXPECT_EQ(c.post("/v2/models/tab/feedback", feedback.dump()).status, 200);
+  const auto fed = c.post("/v2/models/tab/feedback", feedback.dump());
+  EXPECT_EQ(fed.status, 200) << fed.body;
   if (monitor) *monitor = Json::parse(c.get("/v2/models/stable/monitor").body, nullptr, false);
   std::this_thread::sleep_for(std::chrono::milliseconds(1500));  // the log's writer flushes
   std::vector<std::string> args = {"improve",
@@ -180,7 +179,8 @@ TEST(ImproveCliTest, ATableClassifierGoesThroughACycle) {
   const TableRows rows = read_table("breast_cancer.csv", "diagnosis");
   ASSERT_EQ(rows.features.size(), 569u);
   ASSERT_EQ(rows.truth.size(), 569u);
-  const Json d = improve_table_model(home, "breast_cancer.csv", "diagnosis", rows);
+  const Json d = improve_table_model(home, testing::shared_datasets_dir() / "breast_cancer.csv",
+                                     "diagnosis", rows);
   ASSERT_TRUE(d.is_object());
   EXPECT_EQ(d["holdout"]["test"].get<std::string>().rfind("mcnemar", 0), 0u) << d.dump(1);
   const int64_t held = d["holdout"]["rows"].get<int64_t>();
@@ -218,6 +218,41 @@ TEST(ImproveCliTest, ATableClassifierGoesThroughACycle) {
   EXPECT_TRUE(found);
 }
 
+// A table with a text column: production rows carry its category code, as served, and join the
+// snapshot through the champion's category encoder (raw rows: numbers, then the code).
+TEST(ImproveCliTest, ATableWithATextColumnGoesThroughACycle) {
+  TempDir home;
+  const auto base = testing::breast_cancer_rows();
+  std::istringstream in(testing::read_text(testing::shared_datasets_dir() / "breast_cancer.csv"));
+  std::string header;
+  std::getline(in, header);
+  if (!header.empty() && header.back() == '\r') header.pop_back();
+  std::string csv = header + ",site\n";
+  TableRows rows;
+  const char* sites[] = {"alpha", "beta", "gamma"};
+  for (std::string line; std::getline(in, line);) {
+    if (!line.empty() && line.back() == '\r') line.pop_back();  // the file has CRLF lines
+    const size_t i = rows.features.size();
+    csv += line + "," + sites[i % 3] + "\n";
+    std::vector<double> served = base[i].features;
+    served.push_back(static_cast<double>(i % 3));  // categories sorted: alpha 0, beta 1, gamma 2
+    rows.features.push_back(served);
+    rows.truth.push_back(base[i].diagnosis);
+  }
+  testing::write_text(home / "sites.csv", csv);
+  const Json d = improve_table_model(home, home / "sites.csv", "diagnosis", rows);
+  ASSERT_TRUE(d.is_object());
+  EXPECT_GT(d["holdout"]["champion_accuracy"].get<double>(), 0.85) << d.dump(1);
+  EXPECT_GT(d["holdout"]["challenger_accuracy"].get<double>(), 0.85) << d.dump(1);
+  const fs::path dir = d["snapshot"]["dir"].get<std::string>();
+  const Json m = Json::parse(testing::read_text(dir / "manifest.json"));
+  EXPECT_EQ(m["categorical_encoders"][0]["column"], "site");
+  // The prepared training rows end in the site's one-hot block: 30 numbers, then 3 columns.
+  EXPECT_EQ(
+      m["splits"]["train"]["x_shape"],
+      Json::parse("[" + std::to_string(m["splits"]["train"]["rows"].get<int64_t>()) + ", 33]"));
+}
+
 // A regressor on a table: numbers as feedback, 100 above the truth, so live MAE far exceeds
 // the bundle's test MAE and the accuracy trigger fires (no --force); the comparison is a paired
 // bootstrap of the mean absolute error on the held-out production rows.
@@ -228,8 +263,9 @@ TEST(ImproveCliTest, ATableRegressorGoesThroughACycle) {
   ASSERT_EQ(rows.truth.size(), 442u);
   ASSERT_TRUE(rows.truth[0].is_number());
   Json monitor;
-  const Json d = improve_table_model(home, "diabetes.csv", "disease_progression", rows,
-                                     {"--trigger", "accuracy"}, 100, &monitor);
+  const Json d =
+      improve_table_model(home, testing::shared_datasets_dir() / "diabetes.csv",
+                          "disease_progression", rows, {"--trigger", "accuracy"}, 100, &monitor);
   ASSERT_TRUE(d.is_object());
   // The monitor sets live MAE beside the bundle's test MAE (the diabetes target spans 25-346; a
   // useful model is off by ~45 on average).
