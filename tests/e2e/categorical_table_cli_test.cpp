@@ -146,6 +146,17 @@ TEST(CategoricalTableCliTest, ATextColumnIsEncodedInsideTheServedModule) {
   const Json named = Json::parse(by_name.body)["outputs"][0]["data"];
   for (int i = 0; i < n; ++i)
     EXPECT_NEAR(named[2 * i + 1].get<double>(), as_is[static_cast<size_t>(i)], 1e-5) << i;
+  // kiln loadtest takes the table's columns by name from the CSV (the label left out) and sends
+  // them as text: every request answered.
+  const auto load = run_kiln(
+      {"loadtest", "http://127.0.0.1:" + std::to_string(server.port()) + "/v2/models/cancer/infer",
+       "--data", (home / "sites.csv").string(), "--rate", "100", "--duration", "1", "--json"},
+      home.path());
+  ASSERT_EQ(load.exit_code, 0) << load.out << load.err;
+  const Json report = Json::parse(load.out);
+  EXPECT_EQ(report["errors"]["total"], 0) << report.dump();
+  EXPECT_GE(report["requests"]["completed"].get<int64_t>(), 90) << report.dump();
+
   // A numeric column's text that is no number is named by row and column.
   as_text["inputs"][0]["data"][3][1] = "soft";
   const auto bad = c.post("/v2/models/cancer/infer", as_text.dump());

@@ -114,5 +114,36 @@ TEST(LoadtestTarget, BodiesFromMetadataAndCsv) {
   EXPECT_NE(nan.status().message().find("e.csv:2"), std::string::npos);
 }
 
+TEST(LoadtestTarget, AModelThatListsItsColumnsTakesThemByNameAndItsTextAsBytes) {
+  auto input = parse_model_metadata("bc", R"({"name": "bc",
+      "inputs": [{"name": "input", "datatype": "FP32", "shape": [-1, 3]}],
+      "parameters": {"features": [{"name": "a", "type": "numeric"}, {"name": "c"},
+                                  {"name": "site", "type": "categorical",
+                                   "categories": ["north", "south"]}]}})");
+  ASSERT_TRUE(input.ok()) << input.status().to_string();
+  EXPECT_EQ(input->columns, (std::vector<std::string>{"a", "c", "site"}));
+  TempDir dir;
+  // Another column order, a label and an extra column: taken by name, in the model's order.
+  write_text(dir / "d.csv", "site,label,c,extra,a\nnorth,x,3,9,1\nsouth,y,,9,4.5\n");
+  auto bodies = csv_bodies(dir / "d.csv", {"label"}, *input);
+  ASSERT_TRUE(bodies.ok()) << bodies.status().to_string();
+  ASSERT_EQ(bodies->size(), 2u);
+  EXPECT_NE((*bodies)[0].find(R"("datatype":"BYTES","data":["1","3","north"])"),
+            std::string::npos)
+      << (*bodies)[0];
+  EXPECT_NE((*bodies)[1].find(R"("data":["4.5","","south"])"), std::string::npos) << (*bodies)[1];
+  write_text(dir / "e.csv", "a,c\n1,2\n");
+  auto missing = csv_bodies(dir / "e.csv", {}, *input);
+  ASSERT_FALSE(missing.ok());
+  EXPECT_NE(missing.status().message().find("no column 'site'"), std::string::npos)
+      << missing.status().message();
+  write_text(dir / "f.csv", "a,c,site\n1,two,north\n");
+  auto bad = csv_bodies(dir / "f.csv", {}, *input);
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.status().message().find("f.csv:2: column 'c': 'two' is not a number"),
+            std::string::npos)
+      << bad.status().message();
+}
+
 }  // namespace
 }  // namespace kiln::loadtest

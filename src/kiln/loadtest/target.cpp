@@ -7,6 +7,7 @@
 #include <poll.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cctype>
 #include <chrono>
 #include <cstring>
@@ -210,6 +211,17 @@ Expected<ModelInput> parse_model_metadata(const std::string& model, const std::s
       return Status::InvalidArgument(where + ": inputs[0].shape is not a list of integers");
     m.shape.push_back(d.get<int64_t>());
   }
+  if (j.contains("parameters") && j["parameters"].is_object() &&
+      j["parameters"].contains("features") && j["parameters"]["features"].is_array())
+    for (const Json& f : j["parameters"]["features"]) {
+      if (!f.is_object() || !f.contains("name") || !f["name"].is_string()) {
+        m.columns.clear();
+        m.categorical.clear();
+        break;
+      }
+      m.columns.push_back(f["name"].get<std::string>());
+      m.categorical.push_back(f.value("type", "numeric") == "categorical");
+    }
   if (m.name.empty()) return Status::InvalidArgument(where + ": inputs[0].name missing");
   if (m.shape.empty()) m.shape = {-1, 1};
   return m;
@@ -217,17 +229,80 @@ Expected<ModelInput> parse_model_metadata(const std::string& model, const std::s
 
 namespace {
 
-std::string row_body(const ModelInput& input, const std::vector<double>& row) {
+/// `row` (numbers, or a table's cells as text with datatype BYTES) as a one-row request.
+Json row_body(const ModelInput& input, const Json& row, const std::string& datatype) {
   Json shape = Json::array();
   shape.push_back(1);
   for (size_t i = 1; i < input.shape.size(); ++i)
     shape.push_back(input.shape[i] > 0 ? input.shape[i] : 1);
   if (input.shape.size() < 2) shape.push_back(static_cast<int64_t>(row.size()));
-  Json j{
+  return Json{
       {"inputs",
-       Json::array({Json{
-           {"name", input.name}, {"shape", shape}, {"datatype", input.datatype}, {"data", row}}})}};
-  return j.dump();
+       Json::array(
+           {Json{{"name", input.name}, {"shape", shape}, {"datatype", datatype}, {"data", row}}})}};
+}
+
+std::string row_body(const ModelInput& input, const std::vector<double>& row) {
+  return row_body(input, Json(row), input.datatype).dump();
+}
+
+/// The CSV's cells split on commas, trimmed.
+std::vector<std::string> csv_cells(const std::string& line) {
+  std::vector<std::string> cells;
+  std::stringstream ss(line);
+  for (std::string cell; std::getline(ss, cell, ',');) cells.push_back(trim(cell));
+  if (!line.empty() && line.back() == ',') cells.emplace_back();
+  return cells;
+}
+
+/// Bodies for a model that lists its columns: each by name, in the model's order.
+Expected<std::vector<std::string>> named_column_bodies(std::istream& in,
+                                                       const std::filesystem::path& path,
+                                                       const std::vector<std::string>& header,
+                                                       const ModelInput& input, size_t max_rows) {
+  std::vector<size_t> at;
+  for (const std::string& column : input.columns) {
+    auto it = std::find(header.begin(), header.end(), column);
+    if (it == header.end())
+      return Status::InvalidArgument("--data " + path.string() + ": no column '" + column +
+                                     "', which model '" + input.model + "' takes");
+    at.push_back(static_cast<size_t>(it - header.begin()));
+  }
+  const bool text = std::find(input.categorical.begin(), input.categorical.end(), true) !=
+                    input.categorical.end();
+  std::vector<std::string> bodies;
+  size_t line_no = 1;
+  for (std::string line; bodies.size() < max_rows && std::getline(in, line);) {
+    ++line_no;
+    if (!line.empty() && line.back() == '\r') line.pop_back();
+    if (trim(line).empty()) continue;
+    const std::vector<std::string> cells = csv_cells(line);
+    Json row = Json::array();
+    for (size_t k = 0; k < at.size(); ++k) {
+      if (at[k] >= cells.size())
+        return Status::InvalidArgument("--data " + path.string() + ":" + std::to_string(line_no) +
+                                       ": " + std::to_string(cells.size()) + " values, expected " +
+                                       std::to_string(header.size()));
+      const std::string& c = cells[at[k]];
+      if (input.categorical[k] || (text && c.empty())) {
+        row.push_back(c);  // text: a category, or a missing number ("")
+        continue;
+      }
+      char* end = nullptr;
+      const double v = std::strtod(c.c_str(), &end);
+      if (c.empty() || *end != '\0')
+        return Status::InvalidArgument("--data " + path.string() + ":" + std::to_string(line_no) +
+                                       ": column '" + input.columns[k] + "': '" + c +
+                                       "' is not a number");
+      if (text)
+        row.push_back(c);
+      else
+        row.push_back(v);
+    }
+    bodies.push_back(row_body(input, row, text ? "BYTES" : input.datatype).dump());
+  }
+  if (bodies.empty()) return Status::InvalidArgument("--data " + path.string() + ": no data rows");
+  return bodies;
 }
 
 }  // namespace
@@ -249,6 +324,12 @@ Expected<std::vector<std::string>> csv_bodies(const std::filesystem::path& path,
     std::stringstream ss(line);
     for (std::string cell; std::getline(ss, cell, ',');) header.push_back(trim(cell));
   }
+  for (const auto& d : drop_columns)
+    if (std::find(header.begin(), header.end(), d) == header.end())
+      return Status::InvalidArgument("--drop-column " + d + ": no such column in " + path.string());
+  if (!input.columns.empty() && input.columns.size() == input.categorical.size() &&
+      static_cast<int64_t>(input.columns.size()) == input.features())
+    return named_column_bodies(in, path, header, input, max_rows);
   std::vector<bool> keep(header.size(), true);
   for (const auto& d : drop_columns) {
     bool found = false;

@@ -53,7 +53,11 @@ struct ModelInput {
   std::string name;
   std::string datatype;
   std::vector<int64_t> shape;  ///< -1 for the batch dimension
-  int64_t features() const;    ///< product of the dims after the first (at least 1)
+  /// A Kiln table model's columns in input order (metadata parameters.features), and which are
+  /// categorical (text); empty when the server does not list them.
+  std::vector<std::string> columns;
+  std::vector<bool> categorical;
+  int64_t features() const;  ///< product of the dims after the first (at least 1)
 };
 
 /// Parses the metadata JSON of model `model`.
@@ -62,9 +66,12 @@ Expected<ModelInput> parse_model_metadata(const std::string& model, const std::s
 /// A one-row JSON OIP request of zeros shaped like `input`.
 std::string zeros_body(const ModelInput& input);
 
-/// One JSON OIP request per row of a CSV file with a header line (numbers only), cycled by the
-/// generator; columns named in `drop_columns` (a label or target) are left out and the rest must
-/// match `input.features()`. At most `max_rows` rows are read. Errors name file, line, column.
+/// One JSON OIP request per row of a CSV file with a header line, cycled by the generator. When
+/// `input` lists its columns, they are taken from the CSV by name in the model's order (others
+/// are left out), and a model with a categorical column gets every cell as text (BYTES, as
+/// `kiln serve` takes a table's text); otherwise the CSV's columns but those named in
+/// `drop_columns` (a label or target) must be `input.features()` numbers in input order. At
+/// most `max_rows` rows are read. Errors name file, line, column.
 Expected<std::vector<std::string>> csv_bodies(const std::filesystem::path& path,
                                               const std::vector<std::string>& drop_columns,
                                               const ModelInput& input, size_t max_rows = 10000);
