@@ -166,8 +166,9 @@ Json improve_table_model(const TempDir& home, const fs::path& csv, const std::st
   EXPECT_TRUE(d["decision"] == "rejected" || d["decision"] == "rolled_back" ||
               d["decision"] == "promoted")
       << d.dump(1);
-  if (d["decision"] == "rejected")
+  if (d["decision"] == "rejected") {
     EXPECT_NE(d["why"].get<std::string>().find("held-out rows"), std::string::npos) << d["why"];
+  }
   return d;
 }
 

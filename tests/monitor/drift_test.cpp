@@ -87,8 +87,9 @@ DriftReport check_against_python(const std::string& file, const std::string& tar
     EXPECT_NEAR(d.psi, want["psi"].get<double>(), 1e-6) << d.name;
     EXPECT_NEAR(d.statistic, want["statistic"].get<double>(), 1e-9) << d.name;
     EXPECT_NEAR(d.p_value, want["p_value"].get<double>(), 1e-6) << d.name;
-    if (d.test == "ks")
+    if (d.test == "ks") {
       EXPECT_NEAR(d.statistic, want["scipy_ks_statistic"].get<double>(), 1e-12) << d.name;
+    }
   }
   return report;
 }
