@@ -200,6 +200,31 @@ TEST(Protocol, BinaryTensorExtension) {
   EXPECT_FALSE(too_long.ok());
 }
 
+TEST(Protocol, BinaryBytesElementsAreLengthPrefixed) {
+  const std::string header =
+      R"({"inputs":[{"name":"x","shape":[1,3],"datatype":"BYTES","parameters":{"binary_data_size":20}}]})";
+  std::string body = header;
+  for (const std::string e : {"1.5", "north", ""}) {
+    const uint32_t length = static_cast<uint32_t>(e.size());
+    body.append(reinterpret_cast<const char*>(&length), 4);
+    body += e;
+  }
+  ASSERT_EQ(body.size() - header.size(), 20u);
+  auto r = parse_infer_request(body, header.size());
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->inputs[0].text, (std::vector<std::string>{"1.5", "north", ""}));
+  EXPECT_EQ(r->inputs[0].data.size(), 3u);
+  // A length that runs past the tensor's bytes is named.
+  std::string bad = body;
+  const uint32_t huge = 1000;
+  bad.replace(header.size(), 4, reinterpret_cast<const char*>(&huge), 4);
+  auto cut = parse_infer_request(bad, header.size());
+  ASSERT_FALSE(cut.ok());
+  EXPECT_NE(cut.status().message().find("inputs[0]: binary BYTES element 0 claims 1000 bytes"),
+            std::string::npos)
+      << cut.status();
+}
+
 TEST(Protocol, JsonWriters) {
   std::string s;
   append_json_string(&s, "a\"b\\\n");

@@ -702,10 +702,29 @@ Expected<InferRequest> parse_infer_request(std::string_view body, size_t json_le
                                      " bytes, but only " + std::to_string(body.size() - offset) +
                                      " remain after the JSON header");
     KILN_ASSIGN_OR_RETURN(DataType t, parse_datatype(in.datatype, where + ".datatype"));
-    if (t == DataType::kBytes)
-      return Status::InvalidArgument(where +
-                                     ".datatype: BYTES is taken as JSON strings (\"data\"), "
-                                     "not as binary data");
+    if (t == DataType::kBytes) {
+      // Each element: its length as a little-endian uint32, then its bytes (Triton's layout).
+      const char* p = body.data() + offset;
+      for (size_t at = 0; at < n;) {
+        if (n - at < 4)
+          return Status::InvalidArgument(where + ": binary BYTES element " +
+                                         std::to_string(in.text.size()) +
+                                         ": its 4-byte length is cut off");
+        uint32_t length;
+        std::memcpy(&length, p + at, 4);
+        at += 4;
+        if (length > n - at)
+          return Status::InvalidArgument(
+              where + ": binary BYTES element " + std::to_string(in.text.size()) + " claims " +
+              std::to_string(length) + " bytes, " + std::to_string(n - at) + " remain");
+        in.text.emplace_back(p + at, length);
+        at += length;
+      }
+      in.data.assign(in.text.size(), 0.f);
+      in.has_data = true;
+      offset += n;
+      continue;
+    }
     const size_t size = datatype_size(t);
     if (n % size != 0)
       return Status::InvalidArgument(where + ".parameters.binary_data_size: " + std::to_string(n) +

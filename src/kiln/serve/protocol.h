@@ -33,9 +33,10 @@ const char* datatype_name(DataType t);
 size_t datatype_size(DataType t);
 
 /// One `inputs[i]` of an inference request, its data already converted to float32 (the only input
-/// type Kiln models take; every numeric datatype converts). A BYTES tensor (JSON strings only:
-/// a table's columns as text, which the server converts with the model's schema) keeps its
-/// strings in `text`, with a 0 per element in `data`.
+/// type Kiln models take; every numeric datatype converts). A BYTES tensor (JSON strings, or
+/// binary elements each led by its length as a little-endian uint32: a table's columns as text,
+/// which the server converts with the model's schema) keeps its strings in `text`, with a 0 per
+/// element in `data`.
 struct InputTensor {
   std::string name;
   std::vector<int64_t> shape;
