@@ -342,5 +342,47 @@ TEST(PrepareTest, CategoricalFeaturesAreOneHotEncoded) {
   EXPECT_EQ(r->manifest["categorical_encoders"][0]["column"], "site");
 }
 
+// With categories.min_frequency, a category the train split holds too rarely joins
+// "<infrequent>", and so does one it never saw; the cleaning report names them.
+TEST(PrepareTest, RareCategoriesJoinTheInfrequentCategory) {
+  kiln::testing::TempDir dir;
+  auto table = read_csv(kiln::testing::shared_datasets_dir() / "breast_cancer.csv");
+  ASSERT_TRUE(table.ok());
+  std::ofstream out(dir / "with_site.csv");
+  out << "site";
+  for (const auto& h : table->header) out << "," << h;
+  out << "\n";
+  for (size_t r = 0; r < table->rows.size(); ++r) {
+    // left/right alternate; "attic" is on 3 rows only.
+    out << (r == 10 || r == 20 || r == 30 ? "attic" : r % 2 ? "left" : "right");
+    for (const auto& cell : table->rows[r]) out << "," << cell;
+    out << "\n";
+  }
+  out.close();
+  auto spec = resolve_dataset((dir / "with_site.csv").string(), "diagnosis");
+  ASSERT_TRUE(spec.ok());
+  spec->category_min_frequency = 5;
+  auto r = prepare_dataset(*spec, PrepareOptions(dir / "out"));
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->manifest["schema"]["features"][30]["categories"],
+            Json({"<infrequent>", "left", "right"}));
+  EXPECT_EQ(r->manifest["cleaning"]["infrequent_categories"]["site"], Json({"attic"}))
+      << r->manifest["cleaning"].dump();
+  EXPECT_EQ(r->manifest["spec"]["categories"]["min_frequency"], 5);
+  auto snap = read_snapshot(r->snapshot_dir);
+  ASSERT_TRUE(snap.ok());
+  int64_t infrequent = 0;
+  for (const auto& [name, split] : snap->splits)
+    infrequent += (split.raw_x.select(1, 30) == 0).sum().item<int64_t>();
+  EXPECT_EQ(infrequent, 3);
+  // Without the setting, attic is a category of its own and the spec records nothing new.
+  spec->category_min_frequency = 0;
+  auto plain = prepare_dataset(*spec, PrepareOptions(dir / "out2"));
+  ASSERT_TRUE(plain.ok()) << plain.status();
+  EXPECT_EQ(plain->manifest["schema"]["features"][30]["categories"],
+            Json({"attic", "left", "right"}));
+  EXPECT_FALSE(plain->manifest["spec"].contains("categories"));
+}
+
 }  // namespace
 }  // namespace kiln::data

@@ -18,10 +18,10 @@ Status load_text(const std::string& yaml) {
 }
 
 TEST(SpecTest, ShippedExamplesLoad) {
-  for (const char* example : {"fashion-mnist/dataset.yaml", "breast-cancer/dataset.yaml",
-                              "breast-cancer/dirty.yaml", "diabetes/dataset.yaml",
-                              "breast-cancer/dataset-sklearn-split.yaml",
-                              "diabetes/dataset-sklearn-split.yaml"}) {
+  for (const char* example :
+       {"fashion-mnist/dataset.yaml", "breast-cancer/dataset.yaml", "breast-cancer/dirty.yaml",
+        "diabetes/dataset.yaml", "breast-cancer/dataset-sklearn-split.yaml",
+        "diabetes/dataset-sklearn-split.yaml"}) {
     auto spec = load_dataset_spec(source_dir() / "examples" / example);
     ASSERT_TRUE(spec.ok()) << example << ": " << spec.status();
   }
@@ -58,6 +58,12 @@ TEST(SpecTest, BadValuesAreNamed) {
   st = load_text("kind: table\nsources: [a.csv]\ntarget: y\nsplit: {method: numpy}\n");
   EXPECT_NE(st.message().find("split.method"), std::string::npos) << st;
   EXPECT_NE(st.message().find("sklearn"), std::string::npos) << st;
+  st = load_text("kind: table\nsources: [a.csv]\ntarget: y\ncategories: {min_frequency: 0}\n");
+  EXPECT_NE(st.message().find("line 4"), std::string::npos) << st;
+  EXPECT_NE(st.message().find("categories.min_frequency: must be at least 1"), std::string::npos)
+      << st;
+  st = load_text("kind: table\nsources: [a.csv]\ntarget: y\ncategories: {max: 3}\n");
+  EXPECT_NE(st.message().find("categories.max"), std::string::npos) << st;
   st = load_text("kind: images\nsplits: {train: {images: a}}\n");
   EXPECT_NE(st.message().find("labels"), std::string::npos) << st;
   st = load_text("kind: [oops\n");

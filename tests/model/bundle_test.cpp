@@ -57,6 +57,24 @@ Expected<fs::path> write(const Fixture& f, const fs::path& dir,
                       {{"curves.csv", "epoch,loss\n1,0.5\n2,0.25\n"}}, options);
 }
 
+TEST(Bundle, TableColumnsGiveTheCodesTheModuleTakes) {
+  const TableColumns columns(Json::parse(R"([
+      {"name": "age", "type": "numeric"},
+      {"name": "site", "type": "categorical", "categories": ["<missing>", "left", "right"]},
+      {"name": "shift", "type": "categorical", "categories": ["<infrequent>", "day", "night"]}])"));
+  ASSERT_EQ(columns.size(), 3u);
+  EXPECT_TRUE(columns.any_categorical());
+  EXPECT_FALSE(columns.categorical(0));
+  EXPECT_EQ(columns.name(1), "site");
+  EXPECT_EQ(columns.code(1, "right", false), 2);
+  EXPECT_EQ(columns.code(1, "", true), 0);        // a missing cell is "<missing>"
+  EXPECT_EQ(columns.code(1, "attic", false), -1);  // never seen: all zeros
+  EXPECT_EQ(columns.code(2, "night", false), 2);
+  EXPECT_EQ(columns.code(2, "dusk", false), 0);  // never seen: "<infrequent>", where there is one
+  EXPECT_EQ(columns.code(2, "", true), 0);
+  EXPECT_FALSE(TableColumns(Json()).any_categorical());
+}
+
 TEST(Bundle, WriteReadRoundTrip) {
   Fixture f = make_fixture();
   kiln::testing::TempDir tmp;

@@ -304,6 +304,25 @@ Expected<PrepareResult> prepare_table(const DatasetSpec& spec, const PrepareOpti
     for (int64_t i : ids) out.push_back(column[static_cast<size_t>(i)]);
     return out;
   };
+  // Categories the train split holds fewer than min_frequency times join "<infrequent>",
+  // which then also takes the ones train never saw (in val/test, and at serving).
+  Json infrequent = Json::object();
+  if (spec.category_min_frequency > 0)
+    for (size_t k = 0; k < categorical_cols.size(); ++k) {
+      std::map<std::string, int64_t> counts;
+      for (int64_t i : idx.train) ++counts[categories_raw[k][static_cast<size_t>(i)]];
+      std::set<std::string> frequent;
+      Json rare = Json::array();
+      for (const auto& [category, count] : counts)
+        if (count >= spec.category_min_frequency)
+          frequent.insert(category);
+        else
+          rare.push_back(category);
+      if (rare.empty()) continue;
+      infrequent[t.header[categorical_cols[k]]] = rare;
+      for (std::string& cell : categories_raw[k])
+        if (!frequent.count(cell)) cell = features::kInfrequentCategory;
+    }
   // Unseen categories in val/test (or at serving) encode as all zeros.
   std::vector<features::OneHotEncoder> encoders;
   for (size_t k = 0; k < categorical_cols.size(); ++k) {
@@ -341,6 +360,7 @@ Expected<PrepareResult> prepare_table(const DatasetSpec& spec, const PrepareOpti
     splits[name] = SplitTensors{torch::cat(blocks, 1).contiguous(), take_rows(y, *ids), {}};
     if (!served.empty()) splits[name].raw_x = torch::cat(served, 1).contiguous();
   }
+  if (!infrequent.empty()) cleaning["infrequent_categories"] = infrequent;
   cleaning["missing_cells"] = missing_cells;
   cleaning["imputed_cells"] = imputed;
 

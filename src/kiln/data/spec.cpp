@@ -265,6 +265,15 @@ Status read_table(const SpecReader& r, const YAML::Node& root, const fs::path& b
     KILN_RETURN_IF_ERROR(r.get_list(root["drop_columns"], "drop_columns", &spec->drop_columns));
   if (root["scaling"])
     KILN_RETURN_IF_ERROR(r.get_enum(root["scaling"], "scaling", kScaling, &spec->scaling));
+  if (const YAML::Node c = root["categories"]) {
+    KILN_RETURN_IF_ERROR(r.check_keys(c, "categories", {"min_frequency"}));
+    if (c["min_frequency"]) {
+      KILN_RETURN_IF_ERROR(
+          r.get(c["min_frequency"], "categories.min_frequency", &spec->category_min_frequency));
+      if (spec->category_min_frequency < 1)
+        return r.error(c["min_frequency"], "categories.min_frequency", "must be at least 1");
+    }
+  }
   if (const YAML::Node c = root["cleaning"]) {
     KILN_RETURN_IF_ERROR(
         r.check_keys(c, "cleaning", {"missing", "duplicates", "outliers", "outlier_z", "ragged"}));
@@ -358,6 +367,8 @@ Json DatasetSpec::to_json() const {
                      {"outlier_z", cleaning.outlier_z},
                      {"ragged", to_string(cleaning.ragged)}};
     j["scaling"] = to_string(scaling);
+    // Recorded only when set, so existing snapshot hashes stay as they were.
+    if (category_min_frequency > 0) j["categories"] = {{"min_frequency", category_min_frequency}};
   }
   j["split"] = {{"train", split.train},
                 {"val", split.val},
@@ -384,10 +395,11 @@ Expected<DatasetSpec> load_dataset_spec(const fs::path& path) {
   }
   SpecReader r(path);
   if (!root || root.IsNull()) return Status::InvalidArgument(path.string() + ": empty spec");
-  KILN_RETURN_IF_ERROR(r.check_keys(
-      root, "",
-      {"name", "kind", "format", "root", "splits", "classes", "image", "corrupt", "sources",
-       "target", "task", "na_tokens", "drop_columns", "cleaning", "scaling", "split", "limit"}));
+  KILN_RETURN_IF_ERROR(
+      r.check_keys(root, "",
+                   {"name", "kind", "format", "root", "splits", "classes", "image", "corrupt",
+                    "sources", "target", "task", "na_tokens", "drop_columns", "cleaning", "scaling",
+                    "categories", "split", "limit"}));
   DatasetSpec spec;
   spec.spec_path = path;
   spec.name = path.parent_path().filename().string();

@@ -103,6 +103,10 @@ struct DatasetSpec {
   std::vector<std::string> drop_columns;  ///< e.g. identifiers
   CleaningPolicy cleaning;
   ScalingKind scaling = ScalingKind::kStandard;
+  /// Text (categorical) columns: a category the training split holds fewer than this many times
+  /// joins the category "<infrequent>", which then also takes every category training never
+  /// saw (scikit-learn's OneHotEncoder min_frequency). 0: every category is its own.
+  int64_t category_min_frequency = 0;
 
   SplitPolicy split;
   int64_t limit = 0;  ///< read at most this many records per split/source (0: all)

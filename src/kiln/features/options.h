@@ -180,6 +180,9 @@ struct PcaOptions {
 /// The category a missing cell of a categorical table column is (`kiln data prepare` encodes it
 /// as its own category; predict and serve map a missing cell to it the same way).
 inline constexpr const char* kMissingCategory = "<missing>";
+/// The category that categories rarer than a dataset's categories.min_frequency join; when a
+/// column has it, a category training never saw is it too.
+inline constexpr const char* kInfrequentCategory = "<infrequent>";
 
 /// What OneHotEncoder does with a category it did not see in training.
 enum class UnknownCategory {

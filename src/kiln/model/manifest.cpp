@@ -270,7 +270,9 @@ bool TableColumns::any_categorical() const {
 
 float TableColumns::code(size_t column, const std::string& text, bool missing) const {
   const auto& codes = codes_[column];
-  const auto it = codes.find(missing ? std::string(features::kMissingCategory) : text);
+  auto it = codes.find(missing ? std::string(features::kMissingCategory) : text);
+  // A column with rare categories merged takes every category training never saw as them.
+  if (it == codes.end()) it = codes.find(features::kInfrequentCategory);
   return it == codes.end() ? -1.0f : static_cast<float>(it->second);
 }
 

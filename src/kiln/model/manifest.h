@@ -114,8 +114,9 @@ struct Bundle {
 
 /// A table bundle's raw columns (schema.features, in model.pt's input order) and the codes its
 /// module takes for the categorical ones (entries with "type": "categorical" and their sorted
-/// "categories"): a category's index, features::kMissingCategory's for a missing cell, -1 for
-/// one training never saw (one-hot all zeros). Numeric columns take their number (NaN when
+/// "categories"): a category's index, features::kMissingCategory's for a missing cell, for one
+/// training never saw features::kInfrequentCategory's where the column has it, else -1 (one-hot
+/// all zeros). Numeric columns take their number (NaN when
 /// missing), parsed by the caller. Immutable once built; thread-safe.
 ///
 ///   TableColumns columns(bundle);
