@@ -43,6 +43,7 @@ TEST(DeployCliTest, TwoReplicasBehindNginxRollWithoutAFailedRequest) {
   testing::write_text(cluster, "name: test\nport: " + std::to_string(port) +
                                    "\nreplicas: 2\nmodels: [bc@1]\nserve_args: [--threads, 1]\n");
   auto up = run_kiln({"deploy", "up", cluster.string()}, home.path());
+  const testing::ClusterDownAtExit down_at_exit{cluster, home.path()};
   ASSERT_EQ(up.exit_code, 0) << up.out << up.err;
   EXPECT_NE(up.out.find("2 replica(s) behind nginx on http://127.0.0.1:" + std::to_string(port)),
             std::string::npos)

@@ -116,6 +116,7 @@ TEST(DeploySshTest, AReplicaStartedOverSshServesRollsAndStops) {
                           testing::kiln_binary().string() + "\n    home: " + home.path().string() +
                           "\n    first_port: " + std::to_string(first_port) + "\n");
   CommandResult up = run_kiln({"deploy", "up", cluster.string()}, home.path());
+  const testing::ClusterDownAtExit down_at_exit{cluster, home.path()};
   ASSERT_EQ(up.exit_code, 0) << up.out << up.err << sshd.log();
   EXPECT_NE(sshd.log().find("Accepted publickey for " + user), std::string::npos) << sshd.log();
 

@@ -162,6 +162,7 @@ TEST(RegistryPostgresTest, ClusterReplicasConvergeOnAMovedAliasAtOnce) {
                                    "\nreplicas: 2\nmodels: [bc@production]\nregistry: " + url +
                                    "\nserve_args: [--threads, 1, --poll-interval-ms, 600000]\n");
   CommandResult up = run_kiln({"deploy", "up", cluster.string()}, home.path());
+  const testing::ClusterDownAtExit down_at_exit{cluster, home.path()};
   ASSERT_EQ(up.exit_code, 0) << up.out << up.err;
   auto versions = [&] {
     std::vector<Json> out;

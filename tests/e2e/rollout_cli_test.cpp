@@ -378,6 +378,7 @@ TEST(RolloutClusterTest, ADeployClusterIsRolledOutByNamingItsFile) {
                                    "\"]\nserve_args: [--route, \"cancer=stable:100,canary:0\", "
                                    "--poll-interval-ms, \"200\", --threads, \"1\"]\n");
   const auto up = run_kiln({"deploy", "up", cluster.string()}, home.path());
+  const testing::ClusterDownAtExit down_at_exit{cluster, home.path()};
   ASSERT_EQ(up.exit_code, 0) << up.out << up.err;
   std::atomic<bool> stop{false};
   std::atomic<int> failed{0};

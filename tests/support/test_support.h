@@ -57,6 +57,14 @@ CommandResult run_kiln(const std::vector<std::string>& args, const fs::path& hom
 /// its pid at once (for kill -9 and concurrency tests); reap it with waitpid.
 pid_t spawn_kiln(const std::vector<std::string>& args, const fs::path& home);
 
+/// Runs `kiln deploy down CLUSTER` (home as KILN_HOME) when it goes out of scope, however the
+/// test leaves (a failed ASSERT included), so no replica or nginx outlives it; a cluster the test
+/// already took down just answers "not up".
+struct ClusterDownAtExit {
+  fs::path cluster, home;
+  ~ClusterDownAtExit() { run_kiln({"deploy", "down", cluster.string()}, home); }
+};
+
 /// Trains examples/breast-cancer/train.yaml (a couple of seconds) into `out` and returns the
 /// bundle directory, out/bundle. A failed run fails the calling test.
 fs::path train_breast_cancer_bundle(const fs::path& home, const fs::path& out);
