@@ -456,11 +456,12 @@ class Parser {
     const int64_t i = static_cast<int64_t>(out->size());
     const char c = peek();
     if (c == '"') {
-      std::string s;
-      KILN_RETURN_IF_ERROR(string(&s, where));
+      // Straight into the tensor's text (BYTES); a string in another tensor is only noted.
+      std::string scratch;
+      std::string* s = scan->text ? &scan->text->emplace_back() : &scratch;
+      KILN_RETURN_IF_ERROR(string(s, where));
       if (scan->first_string < 0) scan->first_string = i;
       scan->any_string = true;
-      if (scan->text) scan->text->push_back(std::move(s));
       out->push_back(0.f);
       return Status::Ok();
     }
@@ -578,6 +579,7 @@ class Parser {
           have_type = true;
         } else if (key == "data") {
           in->data.reserve(1024);
+          if (in->datatype == "BYTES") in->text.reserve(1024);
           KILN_RETURN_IF_ERROR(data(&in->data, &scan, where + ".data"));
           in->has_data = true;
         } else if (key == "parameters") {
