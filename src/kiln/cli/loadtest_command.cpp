@@ -276,8 +276,9 @@ void register_loadtest_command(CLI::App& app, int* exit_code) {
                 "default: detected")
       ->check(CLI::NonNegativeNumber);
   c->add_option("--data", a->data,
-                "CSV (header line, numbers) whose rows become one-row infer requests, cycled; "
-                "input name/shape from GET /v2/models/NAME");
+                "CSV (header line) whose rows become one-row infer requests, cycled; input "
+                "name/shape from GET /v2/models/NAME (a Kiln table model's columns by name, "
+                "text columns sent as BYTES)");
   c->add_option("--drop-column", a->drop_columns,
                 "a --data column to leave out (label; repeatable)");
   c->add_flag("--find-max", a->find_max,
