@@ -4,6 +4,7 @@
 #include <torch/torch.h>
 
 #include <fstream>
+#include <functional>
 #include <set>
 
 #include "kiln/core/files.h"
@@ -299,23 +300,27 @@ TEST(PrepareTest, CorruptImageFileFailsWithoutPartialSnapshot) {
 namespace kiln::data {
 namespace {
 
-// A categorical feature column (added to the real breast-cancer rows) is one-hot encoded after the
-// scaled numeric block; a missing cell is its own category.
-TEST(PrepareTest, CategoricalFeaturesAreOneHotEncoded) {
-  kiln::testing::TempDir dir;
+/// dir/with_site.csv: the real breast-cancer rows behind a first column "site", `site(row)`.
+void write_with_site(const fs::path& dir, const std::function<std::string(size_t)>& site) {
   auto table = read_csv(kiln::testing::shared_datasets_dir() / "breast_cancer.csv");
   ASSERT_TRUE(table.ok());
   std::ofstream out(dir / "with_site.csv");
   out << "site";
   for (const auto& h : table->header) out << "," << h;
   out << "\n";
-  const char* sites[] = {"left", "right", "", "left"};
   for (size_t r = 0; r < table->rows.size(); ++r) {
-    out << sites[r % 4];
+    out << site(r);
     for (const auto& cell : table->rows[r]) out << "," << cell;
     out << "\n";
   }
-  out.close();
+}
+
+// A categorical feature column (added to the real breast-cancer rows) is one-hot encoded after the
+// scaled numeric block; a missing cell is its own category.
+TEST(PrepareTest, CategoricalFeaturesAreOneHotEncoded) {
+  kiln::testing::TempDir dir;
+  const char* sites[] = {"left", "right", "", "left"};
+  write_with_site(dir.path(), [&](size_t r) { return sites[r % 4]; });
   auto spec = resolve_dataset((dir / "with_site.csv").string(), "diagnosis");
   ASSERT_TRUE(spec.ok());
   auto r = prepare_dataset(*spec, PrepareOptions(dir / "out"));
@@ -346,19 +351,10 @@ TEST(PrepareTest, CategoricalFeaturesAreOneHotEncoded) {
 // "<infrequent>", and so does one it never saw; the cleaning report names them.
 TEST(PrepareTest, RareCategoriesJoinTheInfrequentCategory) {
   kiln::testing::TempDir dir;
-  auto table = read_csv(kiln::testing::shared_datasets_dir() / "breast_cancer.csv");
-  ASSERT_TRUE(table.ok());
-  std::ofstream out(dir / "with_site.csv");
-  out << "site";
-  for (const auto& h : table->header) out << "," << h;
-  out << "\n";
-  for (size_t r = 0; r < table->rows.size(); ++r) {
-    // left/right alternate; "attic" is on 3 rows only.
-    out << (r == 10 || r == 20 || r == 30 ? "attic" : r % 2 ? "left" : "right");
-    for (const auto& cell : table->rows[r]) out << "," << cell;
-    out << "\n";
-  }
-  out.close();
+  // left/right alternate; "attic" is on 3 rows only.
+  write_with_site(dir.path(), [](size_t r) -> std::string {
+    return r == 10 || r == 20 || r == 30 ? "attic" : r % 2 ? "left" : "right";
+  });
   auto spec = resolve_dataset((dir / "with_site.csv").string(), "diagnosis");
   ASSERT_TRUE(spec.ok());
   spec->category_min_frequency = 5;
