@@ -188,17 +188,18 @@ Json Rollout::routed_weights(const loadtest::Target& server) {
 }
 
 Status Rollout::set_weights(const Json& weights, bool post_to_every_server) {
-  KILN_RETURN_IF_ERROR(post_weights(target_, weights));
   std::vector<const loadtest::Target*> others;
   for (const loadtest::Target& m : metrics_targets_)
     if (!same_server(m, target_)) others.push_back(&m);
   if (post_to_every_server) {
-    // A roll back must reach every replica even when one does not follow the others.
-    Status first_failure = Status::Ok();
+    // A roll back must reach every replica it can, even when one does not follow the others or
+    // --server itself is down; the first failure is still an error.
+    Status first_failure = post_weights(target_, weights);
     for (const loadtest::Target* m : others)
       if (Status st = post_weights(*m, weights); !st.ok() && first_failure.ok()) first_failure = st;
     return first_failure;
   }
+  KILN_RETURN_IF_ERROR(post_weights(target_, weights));
   // The step's window opens once every server routes the split: the others pick it up from the
   // route's kept file in their KILN_HOME.
   const auto deadline =

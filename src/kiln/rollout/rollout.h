@@ -61,7 +61,8 @@ class Rollout {
   Status lock();
   Expected<std::vector<std::string>> route_targets();
   /// POSTs `weights` to the server; then waits (follow_timeout_ms) until every metrics server
-  /// routes them too, or with `post_to_every_server` (a roll back) POSTs them to each directly.
+  /// routes them too, or with `post_to_every_server` (a roll back) POSTs them to each directly,
+  /// going on past a server that fails (the first failure is returned).
   Status set_weights(const Json& weights, bool post_to_every_server = false);
   Status post_weights(const loadtest::Target& server, const Json& weights);
   /// The route's weights as `server` routes them now; null when it does not answer.
