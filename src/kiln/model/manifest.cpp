@@ -258,6 +258,15 @@ TableColumns::TableColumns(const Json& schema_features) {
       for (size_t i = 0; i < f["categories"].size(); ++i)
         if (f["categories"][i].is_string())
           codes.emplace(f["categories"][i].get<std::string>(), static_cast<int64_t>(i));
+    // Looked up once here, not per cell: a missing cell's code, and an unseen category's (the
+    // infrequent category where rare ones were merged, else -1).
+    auto code_of = [&](const char* category, float otherwise) {
+      const auto it = codes.find(category);
+      return it == codes.end() ? otherwise : static_cast<float>(it->second);
+    };
+    const float unseen = code_of(features::kInfrequentCategory, -1.0f);
+    unseen_code_.push_back(unseen);
+    missing_code_.push_back(code_of(features::kMissingCategory, unseen));
     codes_.push_back(std::move(codes));
   }
 }
@@ -269,11 +278,10 @@ bool TableColumns::any_categorical() const {
 }
 
 float TableColumns::code(size_t column, const std::string& text, bool missing) const {
+  if (missing) return missing_code_[column];
   const auto& codes = codes_[column];
-  auto it = codes.find(missing ? std::string(features::kMissingCategory) : text);
-  // A column with rare categories merged takes every category training never saw as them.
-  if (it == codes.end()) it = codes.find(features::kInfrequentCategory);
-  return it == codes.end() ? -1.0f : static_cast<float>(it->second);
+  const auto it = codes.find(text);
+  return it == codes.end() ? unseen_code_[column] : static_cast<float>(it->second);
 }
 
 bool accepts_missing_values(const Json& preprocessing) {

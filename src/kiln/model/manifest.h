@@ -137,6 +137,7 @@ class TableColumns {
  private:
   std::vector<std::string> names_;
   std::vector<std::unordered_map<std::string, int64_t>> codes_;  ///< empty: numeric
+  std::vector<float> missing_code_, unseen_code_;                ///< per column
 };
 
 /// The "signature" object of a manifest: one FP32 input "input" of shape [-1, raw_input_shape...]
