@@ -7,8 +7,8 @@
 #include <functional>
 #include <set>
 
+#include "kiln/core/csv.h"
 #include "kiln/core/files.h"
-#include "kiln/data/csv.h"
 #include "kiln/data/snapshot.h"
 #include "kiln/data/spec.h"
 #include "support/test_support.h"

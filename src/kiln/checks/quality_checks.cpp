@@ -6,7 +6,7 @@
 
 #include "kiln/checks/check_context.h"
 #include "kiln/checks/statistics.h"
-#include "kiln/data/csv.h"
+#include "kiln/core/csv.h"
 
 namespace kiln::checks::detail {
 namespace {
@@ -37,7 +37,7 @@ Expected<torch::Tensor> slice_rows(const Context& ctx, const Json& slice) {
   const double lo = slice.value("min", -INFINITY), hi = slice.value("max", INFINITY);
   auto value_matches = [&](const std::string& cell) {
     double v;
-    const bool numeric = data::parse_double(cell, &v);
+    const bool numeric = parse_double(cell, &v);
     if (slice.contains("values")) {
       for (const auto& want : slice["values"]) {
         if (want.is_string() && want.get<std::string>() == cell) return true;

@@ -5,7 +5,7 @@
 #include <cmath>
 #include <set>
 
-#include "kiln/data/csv.h"
+#include "kiln/core/csv.h"
 
 namespace kiln::data {
 namespace {

@@ -3,8 +3,8 @@
 #include <string>
 #include <vector>
 
+#include "kiln/core/csv.h"
 #include "kiln/core/expected.h"
-#include "kiln/data/csv.h"
 #include "kiln/data/spec.h"
 
 namespace kiln::data {

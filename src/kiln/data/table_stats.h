@@ -4,7 +4,7 @@
 #include <string>
 #include <vector>
 
-#include "kiln/data/csv.h"
+#include "kiln/core/csv.h"
 
 namespace kiln::data {
 

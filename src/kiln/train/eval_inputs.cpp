@@ -32,7 +32,7 @@ Expected<RawInputs> read_raw_inputs(const model::Bundle& b, const fs::path& path
                                      ": the bundle records no feature columns, so it "
                                      "cannot read CSV rows (give .npy or .idx input)");
     const model::TableColumns columns(b);
-    KILN_ASSIGN_OR_RETURN(data::CsvTable t, data::read_csv(path));
+    KILN_ASSIGN_OR_RETURN(CsvTable t, read_csv(path));
     if (!t.ragged.empty())
       return Status::InvalidArgument(path.string() + " line " + std::to_string(t.ragged[0].line) +
                                      ": expected " + std::to_string(t.header.size()) +
@@ -56,7 +56,7 @@ Expected<RawInputs> read_raw_inputs(const model::Bundle& b, const fs::path& path
           continue;
         }
         double v = std::numeric_limits<double>::quiet_NaN();
-        if (!t.is_missing(cell) && !data::parse_double(cell, &v))
+        if (!t.is_missing(cell) && !parse_double(cell, &v))
           return Status::InvalidArgument(path.string() + " line " +
                                          std::to_string(t.lines[static_cast<size_t>(r)]) +
                                          ": column '" + features[static_cast<size_t>(j)] + "': '" +
@@ -88,7 +88,7 @@ Expected<RawInputs> read_raw_inputs(const model::Bundle& b, const fs::path& path
         std::vector<float> y;
         for (size_t r = 0; r < t.rows.size(); ++r) {
           double v;
-          if (!data::parse_double(t.rows[r][static_cast<size_t>(tc)], &v))
+          if (!parse_double(t.rows[r][static_cast<size_t>(tc)], &v))
             return Status::InvalidArgument(path.string() + " line " + std::to_string(t.lines[r]) +
                                            ": target is not a number");
           y.push_back(static_cast<float>(v));
@@ -96,7 +96,7 @@ Expected<RawInputs> read_raw_inputs(const model::Bundle& b, const fs::path& path
         in.targets = torch::tensor(y, torch::kFloat32);
       }
     }
-    in.table = std::make_shared<const data::CsvTable>(std::move(t));
+    in.table = std::make_shared<const CsvTable>(std::move(t));
     return in;
   }
   torch::Tensor x;

@@ -12,8 +12,8 @@
 #include <string>
 #include <vector>
 
+#include "kiln/core/csv.h"
 #include "kiln/core/expected.h"
-#include "kiln/data/csv.h"
 #include "kiln/model/manifest.h"
 
 namespace kiln::train {
@@ -26,7 +26,7 @@ struct RawInputs {
   torch::Tensor targets;  ///< classification: int64 class index; regression: float32; or undefined
   std::vector<int64_t> lines;  ///< CSV line of each row (empty for other sources)
   /// The CSV as read (null for other sources): slices look up any of its columns by row.
-  std::shared_ptr<const data::CsvTable> table;
+  std::shared_ptr<const CsvTable> table;
   /// Where the rows came from: the file, or "<snapshot dir> split <name>".
   std::string source;
 };

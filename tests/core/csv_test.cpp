@@ -1,4 +1,4 @@
-#include "kiln/data/csv.h"
+#include "kiln/core/csv.h"
 
 #include <gtest/gtest.h>
 
@@ -7,7 +7,7 @@
 
 #include "support/test_support.h"
 
-namespace kiln::data {
+namespace kiln {
 namespace {
 
 using kiln::testing::TempDir;
@@ -253,4 +253,4 @@ TEST(CsvNaTokens, Defaults) {
 }
 
 }  // namespace
-}  // namespace kiln::data
+}  // namespace kiln

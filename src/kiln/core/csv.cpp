@@ -1,4 +1,4 @@
-#include "kiln/data/csv.h"
+#include "kiln/core/csv.h"
 
 #include <algorithm>
 #include <cctype>
@@ -12,7 +12,7 @@
 
 #include "kiln/core/files.h"
 
-namespace kiln::data {
+namespace kiln {
 namespace {
 
 std::string_view trim(std::string_view s) {
@@ -243,4 +243,4 @@ Expected<CsvTable> read_csv(const std::filesystem::path& path, const CsvOptions&
   return table;
 }
 
-}  // namespace kiln::data
+}  // namespace kiln

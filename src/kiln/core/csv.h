@@ -8,7 +8,7 @@
 
 #include "kiln/core/expected.h"
 
-namespace kiln::data {
+namespace kiln {
 
 /// The cell values read as missing unless a spec or flag says otherwise:
 /// "", "NA", "N/A", "n/a", "NaN", "nan", "NULL", "null", "None", "#N/A", "?". Junk such as "n/a?"
@@ -74,4 +74,4 @@ Expected<CsvTable> read_csv(const std::filesystem::path& path, const CsvOptions&
 /// underflow ("1e-400") reads as the nearest double. Locale-independent; thread-safe.
 bool parse_double(std::string_view cell, double* out);
 
-}  // namespace kiln::data
+}  // namespace kiln
