@@ -128,8 +128,7 @@ TEST(LoadtestTarget, AModelThatListsItsColumnsTakesThemByNameAndItsTextAsBytes) 
   auto bodies = csv_bodies(dir / "d.csv", {"label"}, *input);
   ASSERT_TRUE(bodies.ok()) << bodies.status().to_string();
   ASSERT_EQ(bodies->size(), 2u);
-  EXPECT_NE((*bodies)[0].find(R"("datatype":"BYTES","data":["1","3","north"])"),
-            std::string::npos)
+  EXPECT_NE((*bodies)[0].find(R"("datatype":"BYTES","data":["1","3","north"])"), std::string::npos)
       << (*bodies)[0];
   EXPECT_NE((*bodies)[1].find(R"("data":["4.5","","south"])"), std::string::npos) << (*bodies)[1];
   write_text(dir / "e.csv", "a,c\n1,2\n");
@@ -137,6 +136,17 @@ TEST(LoadtestTarget, AModelThatListsItsColumnsTakesThemByNameAndItsTextAsBytes) 
   ASSERT_FALSE(missing.ok());
   EXPECT_NE(missing.status().message().find("no column 'site'"), std::string::npos)
       << missing.status().message();
+  // RFC 4180: a quoted cell keeps its comma and quotes; CRLF line ends.
+  write_text(dir / "q.csv", "a,c,site\r\n1,2,\"Paris, \"\"Rive Gauche\"\"\"\r\n");
+  auto quoted = csv_bodies(dir / "q.csv", {}, *input);
+  ASSERT_TRUE(quoted.ok()) << quoted.status().to_string();
+  EXPECT_NE((*quoted)[0].find(R"("data":["1","2","Paris, \"Rive Gauche\""])"), std::string::npos)
+      << (*quoted)[0];
+  write_text(dir / "r.csv", "a,c,site\n1,2,north\n1,2\n");
+  auto ragged = csv_bodies(dir / "r.csv", {}, *input);
+  ASSERT_FALSE(ragged.ok());
+  EXPECT_NE(ragged.status().message().find("r.csv:3: 2 values, expected 3"), std::string::npos)
+      << ragged.status().message();
   write_text(dir / "f.csv", "a,c,site\n1,two,north\n");
   auto bad = csv_bodies(dir / "f.csv", {}, *input);
   ASSERT_FALSE(bad.ok());

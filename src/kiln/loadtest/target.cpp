@@ -11,9 +11,8 @@
 #include <cctype>
 #include <chrono>
 #include <cstring>
-#include <fstream>
-#include <sstream>
 
+#include "kiln/core/csv.h"
 #include "kiln/core/files.h"
 
 namespace kiln::loadtest {
@@ -246,62 +245,41 @@ std::string row_body(const ModelInput& input, const std::vector<double>& row) {
   return row_body(input, Json(row), input.datatype).dump();
 }
 
-/// The CSV's cells split on commas, trimmed.
-std::vector<std::string> csv_cells(const std::string& line) {
-  std::vector<std::string> cells;
-  std::stringstream ss(line);
-  for (std::string cell; std::getline(ss, cell, ',');) cells.push_back(trim(cell));
-  if (!line.empty() && line.back() == ',') cells.emplace_back();
-  return cells;
-}
-
-/// Bodies for a model that lists its columns: each by name, in the model's order.
-Expected<std::vector<std::string>> named_column_bodies(std::istream& in,
-                                                       const std::filesystem::path& path,
-                                                       const std::vector<std::string>& header,
-                                                       const ModelInput& input, size_t max_rows) {
-  std::vector<size_t> at;
-  for (const std::string& column : input.columns) {
-    auto it = std::find(header.begin(), header.end(), column);
-    if (it == header.end())
-      return Status::InvalidArgument("--data " + path.string() + ": no column '" + column +
-                                     "', which model '" + input.model + "' takes");
-    at.push_back(static_cast<size_t>(it - header.begin()));
-  }
-  const bool text = std::find(input.categorical.begin(), input.categorical.end(), true) !=
-                    input.categorical.end();
+/// One body per row of `table`: the cells at `at`, in that order, trimmed. A column marked in
+/// `categorical` goes as text; the others must be numbers. With any text column every cell goes
+/// as text (BYTES), an empty numeric cell meaning a missing number.
+Expected<std::vector<std::string>> table_bodies(const CsvTable& table, const std::string& what,
+                                                const ModelInput& input,
+                                                const std::vector<size_t>& at,
+                                                const std::vector<bool>& categorical) {
+  for (const RaggedLine& r : table.ragged)
+    if (r.fields > 0)
+      return Status::InvalidArgument(what + ":" + std::to_string(r.line) + ": " +
+                                     std::to_string(r.fields) + " values, expected " +
+                                     std::to_string(table.header.size()));
+  const bool text = std::find(categorical.begin(), categorical.end(), true) != categorical.end();
   std::vector<std::string> bodies;
-  size_t line_no = 1;
-  for (std::string line; bodies.size() < max_rows && std::getline(in, line);) {
-    ++line_no;
-    if (!line.empty() && line.back() == '\r') line.pop_back();
-    if (trim(line).empty()) continue;
-    const std::vector<std::string> cells = csv_cells(line);
+  bodies.reserve(table.rows.size());
+  for (size_t r = 0; r < table.rows.size(); ++r) {
     Json row = Json::array();
     for (size_t k = 0; k < at.size(); ++k) {
-      if (at[k] >= cells.size())
-        return Status::InvalidArgument("--data " + path.string() + ":" + std::to_string(line_no) +
-                                       ": " + std::to_string(cells.size()) + " values, expected " +
-                                       std::to_string(header.size()));
-      const std::string& c = cells[at[k]];
-      if (input.categorical[k] || (text && c.empty())) {
-        row.push_back(c);  // text: a category, or a missing number ("")
+      const std::string cell = trim(table.rows[r][at[k]]);
+      if (categorical[k] || (text && cell.empty())) {
+        row.push_back(cell);  // text: a category, or a missing number ("")
         continue;
       }
-      char* end = nullptr;
-      const double v = std::strtod(c.c_str(), &end);
-      if (c.empty() || *end != '\0')
-        return Status::InvalidArgument("--data " + path.string() + ":" + std::to_string(line_no) +
-                                       ": column '" + input.columns[k] + "': '" + c +
-                                       "' is not a number");
+      double v = 0;
+      if (!parse_double(cell, &v))
+        return Status::InvalidArgument(what + ":" + std::to_string(table.lines[r]) + ": column '" +
+                                       table.header[at[k]] + "': '" + cell + "' is not a number");
       if (text)
-        row.push_back(c);
+        row.push_back(cell);
       else
         row.push_back(v);
     }
     bodies.push_back(row_body(input, row, text ? "BYTES" : input.datatype).dump());
   }
-  if (bodies.empty()) return Status::InvalidArgument("--data " + path.string() + ": no data rows");
+  if (bodies.empty()) return Status::InvalidArgument(what + ": no data rows");
   return bodies;
 }
 
@@ -314,69 +292,39 @@ std::string zeros_body(const ModelInput& input) {
 Expected<std::vector<std::string>> csv_bodies(const std::filesystem::path& path,
                                               const std::vector<std::string>& drop_columns,
                                               const ModelInput& input, size_t max_rows) {
-  std::ifstream in(path);
-  if (!in) return Status::InvalidArgument("--data " + path.string() + ": cannot open");
-  std::string line;
-  if (!std::getline(in, line))
-    return Status::InvalidArgument("--data " + path.string() + ": empty file");
-  std::vector<std::string> header;
-  {
-    std::stringstream ss(line);
-    for (std::string cell; std::getline(ss, cell, ',');) header.push_back(trim(cell));
-  }
+  const std::string what = "--data " + path.string();
+  auto read = read_csv(path, CsvOptions().max_rows(static_cast<int64_t>(max_rows)));
+  if (!read.ok()) return Status::InvalidArgument("--data: " + read.status().message());
+  const CsvTable& table = *read;
   for (const auto& d : drop_columns)
-    if (std::find(header.begin(), header.end(), d) == header.end())
+    if (table.column_index(d) < 0)
       return Status::InvalidArgument("--drop-column " + d + ": no such column in " + path.string());
+  std::vector<size_t> at;
+  std::vector<bool> categorical;
   if (!input.columns.empty() && input.columns.size() == input.categorical.size() &&
-      static_cast<int64_t>(input.columns.size()) == input.features())
-    return named_column_bodies(in, path, header, input, max_rows);
-  std::vector<bool> keep(header.size(), true);
-  for (const auto& d : drop_columns) {
-    bool found = false;
-    for (size_t i = 0; i < header.size(); ++i)
-      if (header[i] == d) {
-        keep[i] = false;
-        found = true;
-      }
-    if (!found)
-      return Status::InvalidArgument("--drop-column " + d + ": no such column in " + path.string());
-  }
-  size_t kept = 0;
-  for (bool k : keep) kept += k;
-  if (static_cast<int64_t>(kept) != input.features())
-    return Status::InvalidArgument(
-        "--data " + path.string() + ": " + std::to_string(kept) + " columns after --drop-column, " +
-        "but model '" + input.model + "' input '" + input.name + "' takes " +
-        std::to_string(input.features()) + " features (drop the label with --drop-column)");
-  std::vector<std::string> bodies;
-  size_t line_no = 1;
-  std::vector<double> row;
-  while (bodies.size() < max_rows && std::getline(in, line)) {
-    ++line_no;
-    if (trim(line).empty()) continue;
-    row.clear();
-    std::stringstream ss(line);
-    size_t col = 0;
-    for (std::string cell; std::getline(ss, cell, ','); ++col) {
-      if (col >= header.size()) break;
-      if (!keep[col]) continue;
-      const std::string c = trim(cell);
-      char* end = nullptr;
-      const double v = std::strtod(c.c_str(), &end);
-      if (c.empty() || *end != '\0')
-        return Status::InvalidArgument("--data " + path.string() + ":" + std::to_string(line_no) +
-                                       ": column '" + header[col] + "': '" + c +
-                                       "' is not a number");
-      row.push_back(v);
+      static_cast<int64_t>(input.columns.size()) == input.features()) {
+    // The model lists its columns: each by name, in the model's order.
+    for (const std::string& column : input.columns) {
+      const int64_t i = table.column_index(column);
+      if (i < 0)
+        return Status::InvalidArgument(what + ": no column '" + column + "', which model '" +
+                                       input.model + "' takes");
+      at.push_back(static_cast<size_t>(i));
     }
-    if (row.size() != kept)
-      return Status::InvalidArgument("--data " + path.string() + ":" + std::to_string(line_no) +
-                                     ": " + std::to_string(row.size()) + " values, expected " +
-                                     std::to_string(kept));
-    bodies.push_back(row_body(input, row));
+    categorical = input.categorical;
+  } else {
+    for (size_t i = 0; i < table.header.size(); ++i)
+      if (std::find(drop_columns.begin(), drop_columns.end(), table.header[i]) ==
+          drop_columns.end())
+        at.push_back(i);
+    if (static_cast<int64_t>(at.size()) != input.features())
+      return Status::InvalidArgument(
+          what + ": " + std::to_string(at.size()) + " columns after --drop-column, but model '" +
+          input.model + "' input '" + input.name + "' takes " + std::to_string(input.features()) +
+          " features (drop the label with --drop-column)");
+    categorical.assign(at.size(), false);
   }
-  if (bodies.empty()) return Status::InvalidArgument("--data " + path.string() + ": no data rows");
-  return bodies;
+  return table_bodies(table, what, input, at, categorical);
 }
 
 Expected<HttpReply> http_exchange(const Target& target, const std::string& path,
