@@ -229,6 +229,52 @@ TEST(PrepareTest, RegressionTargetStaysFloat) {
             442);
 }
 
+// categories.columns makes a numeric-looking code column (diabetes' sex: 1 or 2) a category:
+// one-hot encoded like a text column, its code last in raw_x, recorded in the spec.
+TEST(PrepareTest, ANumericColumnNamedInCategoriesColumnsIsOneHotEncoded) {
+  TempDir out;
+  DatasetSpec spec = spec_for("diabetes/dataset.yaml");
+  spec.categorical_columns = {"sex"};
+  auto r = prepare_dataset(spec, PrepareOptions(out.path()));
+  ASSERT_TRUE(r.ok()) << r.status();
+  const Json& features = r->manifest["schema"]["features"];
+  ASSERT_EQ(features.size(), 10u);
+  EXPECT_EQ(features[9]["name"], "sex");
+  EXPECT_EQ(features[9]["type"], "categorical");
+  EXPECT_EQ(features[9]["categories"], Json({"1", "2"}));
+  EXPECT_EQ(r->manifest["spec"]["categories"]["columns"], Json({"sex"}));
+  auto snap = read_snapshot(r->snapshot_dir);
+  ASSERT_TRUE(snap.ok()) << snap.status();
+  const SplitTensors& train = snap->splits["train"];
+  EXPECT_EQ(train.x.size(1), 11);  // 9 numeric + a 2-wide one-hot block
+  ASSERT_EQ(train.raw_x.size(1), 10);
+  const torch::Tensor codes = train.raw_x.select(1, 9);
+  EXPECT_TRUE(torch::equal(codes.to(torch::kLong), train.x.slice(1, 9, 11).argmax(1)));
+  EXPECT_GT((codes == 0).sum().item<int64_t>(), 100);
+  EXPECT_GT((codes == 1).sum().item<int64_t>(), 100);
+  // The plain spec's hash is not moved by the new setting's existence.
+  TempDir plain_out;
+  auto plain = prepare_dataset(spec_for("diabetes/dataset.yaml"), PrepareOptions(plain_out.path()));
+  ASSERT_TRUE(plain.ok()) << plain.status();
+  EXPECT_FALSE(plain->manifest["spec"].contains("categories"));
+  EXPECT_EQ(plain->manifest["schema"]["features"][1]["type"], "numeric");
+
+  for (const auto& [columns, error] : std::vector<std::pair<std::vector<std::string>, std::string>>{
+           {{"sexx"}, "categories.columns names 'sexx', which is not a column"},
+           {{"disease_progression"}, "which is the target"}}) {
+    spec.categorical_columns = columns;
+    auto bad = prepare_dataset(spec, PrepareOptions(out / "bad"));
+    ASSERT_FALSE(bad.ok());
+    EXPECT_NE(bad.status().message().find(error), std::string::npos) << bad.status();
+  }
+  spec.categorical_columns = {"sex"};
+  spec.drop_columns = {"sex"};
+  auto dropped = prepare_dataset(spec, PrepareOptions(out / "bad"));
+  ASSERT_FALSE(dropped.ok());
+  EXPECT_NE(dropped.status().message().find("which drop_columns drops"), std::string::npos)
+      << dropped.status();
+}
+
 TEST(SnapshotTest, TamperedFileIsRefused) {
   TempDir out;
   auto r = prepare_dataset(spec_for("diabetes/dataset.yaml"), PrepareOptions(out.path()));

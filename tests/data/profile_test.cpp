@@ -74,6 +74,25 @@ TEST(ProfileTest, DiabetesIsRegression) {
   EXPECT_NE(text.find("verdict"), std::string::npos);
 }
 
+TEST(ProfileTest, ColumnsNamedInCategoriesColumnsAreCategorical) {
+  auto spec =
+      resolve_dataset((shared_datasets_dir() / "diabetes.csv").string(), "disease_progression");
+  ASSERT_TRUE(spec.ok());
+  spec->categorical_columns = {"sex"};
+  auto report = profile_dataset(*spec);
+  ASSERT_TRUE(report.ok()) << report.status();
+  EXPECT_EQ((*report)["features"][1]["name"], "sex");
+  EXPECT_EQ((*report)["features"][1]["type"], "categorical");
+  EXPECT_EQ((*report)["features"][1]["unique"], 2);
+  EXPECT_EQ((*report)["features"][0]["type"], "numeric");
+  spec->categorical_columns = {"gender"};
+  auto bad = profile_dataset(*spec);
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.status().message().find("categories.columns names 'gender', which is not a column"),
+            std::string::npos)
+      << bad.status();
+}
+
 TEST(ProfileTest, MissingTargetColumnNamesFileAndColumns) {
   auto spec = resolve_dataset((shared_datasets_dir() / "diabetes.csv").string(), "nope");
   ASSERT_TRUE(spec.ok());

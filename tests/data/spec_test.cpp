@@ -34,6 +34,18 @@ TEST(SpecTest, ShippedExamplesLoad) {
   EXPECT_TRUE(fs::exists(bc->sources[0])) << bc->sources[0];
 }
 
+TEST(SpecTest, CategoriesColumnsAreReadAndRecordedOnlyWhenGiven) {
+  TempDir dir;
+  write_text(dir / "dataset.yaml",
+             "kind: table\nsources: [a.csv]\ntarget: y\ncategories: {columns: [sex, region]}\n");
+  auto spec = load_dataset_spec(dir / "dataset.yaml");
+  ASSERT_TRUE(spec.ok()) << spec.status();
+  EXPECT_EQ(spec->categorical_columns, (std::vector<std::string>{"sex", "region"}));
+  EXPECT_EQ(spec->to_json()["categories"], Json({{"columns", {"sex", "region"}}}));
+  spec->categorical_columns.clear();
+  EXPECT_FALSE(spec->to_json().contains("categories"));
+}
+
 TEST(SpecTest, UnknownFieldNamesLineAndField) {
   Status st =
       load_text("name: x\nkind: table\nsources: [a.csv]\ntarget: y\ncleaning:\n  mising: drop\n");
@@ -62,6 +74,8 @@ TEST(SpecTest, BadValuesAreNamed) {
   EXPECT_NE(st.message().find("line 4"), std::string::npos) << st;
   EXPECT_NE(st.message().find("categories.min_frequency: must be at least 1"), std::string::npos)
       << st;
+  st = load_text("kind: table\nsources: [a.csv]\ntarget: y\ncategories: {columns: {sex: 1}}\n");
+  EXPECT_NE(st.message().find("categories.columns"), std::string::npos) << st;
   st = load_text("kind: table\nsources: [a.csv]\ntarget: y\ncategories: {max: 3}\n");
   EXPECT_NE(st.message().find("categories.max"), std::string::npos) << st;
   st = load_text("kind: images\nsplits: {train: {images: a}}\n");

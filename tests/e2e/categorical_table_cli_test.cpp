@@ -164,5 +164,60 @@ TEST(CategoricalTableCliTest, ATextColumnIsEncodedInsideTheServedModule) {
   EXPECT_NE(bad.body.find("row 3, column 'mean_texture'"), std::string::npos) << bad.body;
 }
 
+/// `kiln predict --json`'s regression prediction per row.
+std::vector<double> predictions(const fs::path& file) {
+  std::vector<double> p;
+  for (const Json& row : Json::parse(read_text(file))) p.push_back(row["prediction"].get<double>());
+  return p;
+}
+
+// A numeric code column named in categories.columns (diabetes' sex, 1 or 2) is a category end to
+// end: the served module one-hot encodes it, predict reads its cells as written, and a code
+// training never saw is an all-zero block rather than a number the network extrapolates from.
+TEST(CategoricalTableCliTest, ANumericCodeColumnDeclaredCategoricalIsEncodedByItsCells) {
+  TempDir home;
+  const std::string diabetes = read_text(testing::shared_datasets_dir() / "diabetes.csv");
+  write_text(home / "dataset.yaml", "name: diabetes-sex\nkind: table\nsources: [" +
+                                        (testing::shared_datasets_dir() / "diabetes.csv").string() +
+                                        "]\ntarget: disease_progression\ntask: regression\n"
+                                        "categories: {columns: [sex]}\nsplit: {stratify: false}\n");
+  auto r = run_kiln({"train", "--data", (home / "dataset.yaml").string(), "--model", "mlp", "--set",
+                     "seed=1", "--out", (home / "run").string()},
+                    home.path(), {"KILN_THREADS=1"});
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+  const fs::path bundle = home / "run" / "bundle";
+  const Json manifest = Json::parse(read_text(bundle / "manifest.json"));
+  EXPECT_EQ(manifest["preprocessing"]["kind"], "table");
+  EXPECT_EQ(manifest["signature"]["inputs"][0]["shape"], Json::parse("[-1, 10]"));
+  EXPECT_GT(manifest["metrics"]["test"]["r2"].get<double>(), 0.3) << manifest["metrics"];
+
+  // The same rows with sex set to 1, to 2 and to 7 (unseen): all predicted, and sex counts.
+  auto predict_with_sex = [&](const std::string& sex) {
+    std::istringstream in(diabetes);
+    std::string line, csv;
+    std::getline(in, line);
+    csv = line + "\n";
+    for (int i = 0; i < 40 && std::getline(in, line); ++i) {
+      const size_t a = line.find(','), b = line.find(',', a + 1);
+      csv += line.substr(0, a + 1) + sex + line.substr(b) + "\n";
+    }
+    write_text(home / ("sex" + sex + ".csv"), csv);
+    const auto p =
+        run_kiln({"predict", bundle.string(), "--input", (home / ("sex" + sex + ".csv")).string(),
+                  "--json", "--output", (home / ("sex" + sex + ".json")).string()},
+                 home.path());
+    EXPECT_EQ(p.exit_code, 0) << p.err;
+    return predictions(home / ("sex" + sex + ".json"));
+  };
+  const std::vector<double> one = predict_with_sex("1"), two = predict_with_sex("2"),
+                            unseen = predict_with_sex("7");
+  ASSERT_EQ(one.size(), 40u);
+  ASSERT_EQ(two.size(), 40u);
+  ASSERT_EQ(unseen.size(), 40u);
+  double moved = 0;
+  for (size_t i = 0; i < one.size(); ++i) moved = std::max(moved, std::abs(one[i] - two[i]));
+  EXPECT_GT(moved, 1.0);
+}
+
 }  // namespace
 }  // namespace kiln

@@ -122,12 +122,11 @@ Expected<PrepareResult> prepare_table(const DatasetSpec& spec, const PrepareOpti
   cleaning["ragged_rejected"] = ragged;
 
   // Columns: drop the listed ones, find the target.
-  for (const auto& col : spec.drop_columns)
-    if (t.column_index(col) < 0)
-      return Status::InvalidArgument(file0 + ": drop_columns names '" + col +
-                                     "', which is not a column");
+  KILN_RETURN_IF_ERROR(column_indices(t, spec.drop_columns, "drop_columns").status());
+  KILN_ASSIGN_OR_RETURN(const std::vector<size_t> categorical_columns_named,
+                        column_indices(t, spec.categorical_columns, "categories.columns"));
   std::vector<std::vector<double>> values;
-  std::vector<ColumnFacts> facts = analyse_columns(t, &values);
+  std::vector<ColumnFacts> facts = analyse_columns(t, &values, spec.categorical_columns);
   const size_t target = merged.target_column;
   std::vector<size_t> feature_cols;
   for (size_t c = 0; c < t.header.size(); ++c) {
@@ -138,6 +137,13 @@ Expected<PrepareResult> prepare_table(const DatasetSpec& spec, const PrepareOpti
     feature_cols.push_back(c);
   }
   if (feature_cols.empty()) return Status::InvalidArgument(file0 + ": no feature columns left");
+  // Columns the spec names as categories must be features.
+  for (size_t c : categorical_columns_named) {
+    const std::string named = file0 + ": categories.columns names '" + t.header[c] + "'";
+    if (c == target) return Status::InvalidArgument(named + ", which is the target");
+    if (std::find(feature_cols.begin(), feature_cols.end(), c) == feature_cols.end())
+      return Status::InvalidArgument(named + ", which drop_columns drops");
+  }
   // Numeric columns feed the imputer/scaler pipeline; categorical ones are one-hot encoded.
   std::vector<size_t> numeric_cols, categorical_cols;
   for (size_t c : feature_cols) (facts[c].numeric ? numeric_cols : categorical_cols).push_back(c);

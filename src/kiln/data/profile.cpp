@@ -61,7 +61,8 @@ Expected<Json> profile_table(const DatasetSpec& spec, const ProfileOptions& opti
   KILN_ASSIGN_OR_RETURN(MergedTable merged, read_table_sources(s, na));
   const CsvTable& t = merged.table;
   std::vector<std::vector<double>> values;
-  std::vector<ColumnFacts> facts = analyse_columns(t, &values);
+  KILN_RETURN_IF_ERROR(column_indices(t, spec.categorical_columns, "categories.columns").status());
+  std::vector<ColumnFacts> facts = analyse_columns(t, &values, spec.categorical_columns);
   const size_t target = merged.target_column;
   const bool multi = merged.source_paths.size() > 1;
 

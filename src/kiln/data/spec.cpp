@@ -266,7 +266,10 @@ Status read_table(const SpecReader& r, const YAML::Node& root, const fs::path& b
   if (root["scaling"])
     KILN_RETURN_IF_ERROR(r.get_enum(root["scaling"], "scaling", kScaling, &spec->scaling));
   if (const YAML::Node c = root["categories"]) {
-    KILN_RETURN_IF_ERROR(r.check_keys(c, "categories", {"min_frequency"}));
+    KILN_RETURN_IF_ERROR(r.check_keys(c, "categories", {"columns", "min_frequency"}));
+    if (c["columns"])
+      KILN_RETURN_IF_ERROR(
+          r.get_list(c["columns"], "categories.columns", &spec->categorical_columns));
     if (c["min_frequency"]) {
       KILN_RETURN_IF_ERROR(
           r.get(c["min_frequency"], "categories.min_frequency", &spec->category_min_frequency));
@@ -368,7 +371,8 @@ Json DatasetSpec::to_json() const {
                      {"ragged", to_string(cleaning.ragged)}};
     j["scaling"] = to_string(scaling);
     // Recorded only when set, so existing snapshot hashes stay as they were.
-    if (category_min_frequency > 0) j["categories"] = {{"min_frequency", category_min_frequency}};
+    if (category_min_frequency > 0) j["categories"]["min_frequency"] = category_min_frequency;
+    if (!categorical_columns.empty()) j["categories"]["columns"] = categorical_columns;
   }
   j["split"] = {{"train", split.train},
                 {"val", split.val},

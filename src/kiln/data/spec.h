@@ -107,6 +107,9 @@ struct DatasetSpec {
   /// joins the category "<infrequent>", which then also takes every category training never
   /// saw (scikit-learn's OneHotEncoder min_frequency). 0: every category is its own.
   int64_t category_min_frequency = 0;
+  /// Columns that are categories although their cells are numbers (a code such as a sex, a
+  /// region or a product id): one-hot encoded by their cells as written, like text columns.
+  std::vector<std::string> categorical_columns;
 
   SplitPolicy split;
   int64_t limit = 0;  ///< read at most this many records per split/source (0: all)

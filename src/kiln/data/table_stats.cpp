@@ -43,7 +43,8 @@ RobustStats robust_stats(std::vector<double> values) {
 }
 
 std::vector<ColumnFacts> analyse_columns(const CsvTable& table,
-                                         std::vector<std::vector<double>>* values) {
+                                         std::vector<std::vector<double>>* values,
+                                         const std::vector<std::string>& categorical) {
   const size_t ncols = table.header.size();
   std::vector<ColumnFacts> facts(ncols);
   if (values) values->assign(ncols, {});
@@ -68,7 +69,8 @@ std::vector<ColumnFacts> analyse_columns(const CsvTable& table,
       }
     }
     f.unique = static_cast<int64_t>(distinct.size());
-    f.numeric = numbers > 0 && numbers * 10 >= present * 9;
+    f.numeric = numbers > 0 && numbers * 10 >= present * 9 &&
+                std::find(categorical.begin(), categorical.end(), f.name) == categorical.end();
     if (!f.numeric) continue;
     f.non_numeric = present - numbers;
     std::vector<double> finite;
@@ -90,6 +92,20 @@ std::vector<ColumnFacts> analyse_columns(const CsvTable& table,
     if (values) (*values)[c] = std::move(parsed);
   }
   return facts;
+}
+
+Expected<std::vector<size_t>> column_indices(const CsvTable& table,
+                                             const std::vector<std::string>& names,
+                                             const std::string& field) {
+  std::vector<size_t> at;
+  for (const std::string& name : names) {
+    const int64_t c = table.column_index(name);
+    if (c < 0)
+      return Status::InvalidArgument(table.source + ": " + field + " names '" + name +
+                                     "', which is not a column");
+    at.push_back(static_cast<size_t>(c));
+  }
+  return at;
 }
 
 std::vector<size_t> duplicate_row_indices(const CsvTable& table) {

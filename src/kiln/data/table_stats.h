@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "kiln/core/csv.h"
+#include "kiln/core/expected.h"
 
 namespace kiln::data {
 
@@ -38,8 +39,17 @@ struct ColumnFacts {
 
 /// Computes ColumnFacts for every column of `table`. `values[c][r]` gets the parsed value of cell
 /// (r, c) or NaN when it is missing or not a number (numeric columns only; empty otherwise).
+/// Columns named in `categorical` (a spec's categories.columns) are categorical whatever their
+/// cells look like.
 std::vector<ColumnFacts> analyse_columns(const CsvTable& table,
-                                         std::vector<std::vector<double>>* values = nullptr);
+                                         std::vector<std::vector<double>>* values = nullptr,
+                                         const std::vector<std::string>& categorical = {});
+
+/// The index of each column in `names`, or an error "SOURCE: FIELD names 'X', which is not a
+/// column" (FIELD: the spec field that lists them, e.g. drop_columns).
+Expected<std::vector<size_t>> column_indices(const CsvTable& table,
+                                             const std::vector<std::string>& names,
+                                             const std::string& field);
 
 /// Indices of rows whose cells all equal those of an earlier row, in order.
 std::vector<size_t> duplicate_row_indices(const CsvTable& table);
