@@ -112,14 +112,33 @@ ChiSquareResult chi_square_test(const std::vector<double>& shares,
   for (size_t i = 0; i < counts.size() && i < shares.size(); ++i)
     if (shares[i] > 0) n += counts[i];
   if (n <= 0) return r;
-  int categories = 0;
+  // Cells as (expected, observed); those expected fewer than kMinExpectedCount times pool into
+  // one, which joins the smallest other cell while it is still short.
+  std::vector<std::pair<double, double>> cells;
+  std::pair<double, double> pool{0.0, 0.0};
   for (size_t i = 0; i < counts.size() && i < shares.size(); ++i) {
     if (shares[i] <= 0) continue;
     const double expected = shares[i] * n;
-    r.statistic += (counts[i] - expected) * (counts[i] - expected) / expected;
-    ++categories;
+    if (expected >= kMinExpectedCount) {
+      cells.emplace_back(expected, counts[i]);
+    } else {
+      pool.first += expected;
+      pool.second += counts[i];
+      ++r.pooled_categories;
+    }
   }
-  r.p_value = chi_square_survival(r.statistic, categories - 1);
+  if (r.pooled_categories > 0) {
+    if (pool.first < kMinExpectedCount && !cells.empty()) {
+      auto smallest = std::min_element(cells.begin(), cells.end());
+      smallest->first += pool.first;
+      smallest->second += pool.second;
+    } else {
+      cells.push_back(pool);
+    }
+  }
+  for (const auto& [expected, observed] : cells)
+    r.statistic += (observed - expected) * (observed - expected) / expected;
+  r.p_value = chi_square_survival(r.statistic, static_cast<double>(cells.size()) - 1);
   return r;
 }
 

@@ -189,12 +189,19 @@ double kolmogorov_sf(double lambda);
 /// Jensen–Shannon distance (natural log; scipy.spatial.distance.jensenshannon) of two
 /// histograms, normalised first.
 /// Pearson's χ² goodness-of-fit of category `counts` against the reference `shares` (expected
-/// count shares[i]·n), as scipy.stats.chisquare; p from the χ² distribution with k − 1 degrees
-/// of freedom (categories with a zero reference share are left out).
+/// count shares[i]·n), as scipy.stats.chisquare when every category is expected at least
+/// kMinExpectedCount times; p from the χ² distribution with cells − 1 degrees of freedom
+/// (categories with a zero reference share are left out). Rarer categories are pooled into one
+/// cell (Cochran's rule), which joins the smallest other cell if it is still short: unpooled, a
+/// column of many rare categories raises false alarms (1,000 Zipf-distributed categories in
+/// 1,000-row windows drawn from the reference itself, 2,000 of them with scipy: 19% at alpha
+/// 0.05 unpooled, 5% pooled).
 struct ChiSquareResult {
   double statistic = 0.0;
   double p_value = 1.0;
+  int64_t pooled_categories = 0;  ///< categories expected fewer than kMinExpectedCount times
 };
+inline constexpr double kMinExpectedCount = 5.0;
 ChiSquareResult chi_square_test(const std::vector<double>& shares,
                                 const std::vector<double>& counts);
 /// P(X ≥ x) for X ~ χ²(dof): the regularised upper incomplete gamma Q(dof/2, x/2).
