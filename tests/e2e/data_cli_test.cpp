@@ -133,6 +133,32 @@ TEST(CliTest, PrepareIsDeterministicAndContentAddressed) {
   EXPECT_FALSE(empty_or_absent(home / "snapshots"));
 }
 
+// --categorical makes a code column of a CSV given directly categorical, in prepare and profile;
+// a column that is not there is named, exit 2.
+TEST(CliTest, CategoricalFlagMakesACodeColumnACategory) {
+  TempDir home;
+  const std::string csv = (shared_datasets_dir() / "diabetes.csv").string();
+  CommandResult r = run_kiln({"data", "prepare", csv, "-t", "disease_progression", "--categorical",
+                              "sex", "--out", (home / "out").string(), "--json"},
+                             home.path());
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const fs::path snap = Json::parse(r.out)["snapshot"].get<std::string>();
+  const Json manifest = Json::parse(read_text(snap / "manifest.json"));
+  EXPECT_EQ(manifest["schema"]["features"][9]["name"], "sex");
+  EXPECT_EQ(manifest["schema"]["features"][9]["categories"], Json({"1", "2"}));
+  r = run_kiln(
+      {"data", "profile", csv, "-t", "disease_progression", "--categorical", "sex", "--json"},
+      home.path());
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(Json::parse(r.out)["features"][1]["type"], "categorical");
+  r = run_kiln({"data", "prepare", csv, "-t", "disease_progression", "--categorical", "gender"},
+               home.path());
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find("categories.columns names 'gender', which is not a column"),
+            std::string::npos)
+      << r.err;
+}
+
 struct BadImageCase {
   std::string name;
   std::string images_bytes;  // "" keeps the real file

@@ -15,6 +15,7 @@ namespace {
 struct ProfileArgs {
   std::string dataset;
   std::string target;
+  std::vector<std::string> categorical;
   std::string report;
   bool json = false;
   double outlier_z = 100.0;
@@ -23,7 +24,7 @@ struct ProfileArgs {
 };
 
 int run_profile(const ProfileArgs& a) {
-  Expected<data::DatasetSpec> spec = data::resolve_dataset(a.dataset, a.target);
+  Expected<data::DatasetSpec> spec = data::resolve_dataset(a.dataset, a.target, a.categorical);
   if (!spec.ok()) return report_failure(spec.status());
   data::ProfileOptions options;
   options.outlier_z(a.outlier_z).limit(a.limit);
@@ -60,6 +61,7 @@ CLI::App* register_data_commands(CLI::App& app, int* exit_code) {
   profile->add_option("dataset", profile_args->dataset, "dataset spec (.yaml) or CSV file")
       ->required();
   add_flag(*profile, Flag::kTarget, &profile_args->target);
+  add_flag(*profile, Flag::kCategorical, &profile_args->categorical);
   add_flag(*profile, Flag::kReport, &profile_args->report);
   add_flag(*profile, Flag::kJson, &profile_args->json);
   add_flag(*profile, Flag::kOutlierZ, &profile_args->outlier_z)->check(CLI::PositiveNumber);

@@ -16,6 +16,7 @@ namespace fs = std::filesystem;
 struct PrepareArgs {
   std::string dataset;
   std::string target;
+  std::vector<std::string> categorical;
   std::string out;
   std::string seed;
   int64_t limit = 0;
@@ -23,7 +24,7 @@ struct PrepareArgs {
 };
 
 int run_prepare(const PrepareArgs& a) {
-  Expected<data::DatasetSpec> spec = data::resolve_dataset(a.dataset, a.target);
+  Expected<data::DatasetSpec> spec = data::resolve_dataset(a.dataset, a.target, a.categorical);
   if (!spec.ok()) return report_failure(spec.status());
   fs::path out = a.out.empty() ? kiln_home() / "snapshots" : fs::path(a.out);
   data::PrepareOptions options(out);
@@ -81,6 +82,7 @@ void register_data_prepare_command(CLI::App& data, int* exit_code) {
   prepare->add_option("dataset", prepare_args->dataset, "dataset spec (.yaml) or CSV file")
       ->required();
   add_flag(*prepare, Flag::kTarget, &prepare_args->target);
+  add_flag(*prepare, Flag::kCategorical, &prepare_args->categorical);
   add_flag(*prepare, Flag::kOut, &prepare_args->out)
       ->description(
           "directory that receives the snapshot <name>-<hash> (default $KILN_HOME/snapshots)");

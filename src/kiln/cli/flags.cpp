@@ -11,6 +11,10 @@ namespace {
 // The one flag table.
 const FlagSpec kFlags[] = {
     {Flag::kTarget, "--target,-t", "target (label) column of a CSV given directly", ""},
+    {Flag::kCategorical, "--categorical",
+     "a column of number codes to one-hot encode as categories, e.g. --categorical sex "
+     "(repeatable; adds to the spec's categories.columns)",
+     ""},
     {Flag::kReport, "--report", "also write the full result as JSON to this file", ""},
     {Flag::kJson, "--json", "print machine-readable JSON instead of tables", "false"},
     {Flag::kOut, "--out,-o", "output directory", ""},

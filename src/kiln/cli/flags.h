@@ -10,6 +10,7 @@ namespace kiln::cli {
 /// single-table approach). Commands pick the flags they accept with add_flag().
 enum class Flag {
   kTarget,
+  kCategorical,
   kReport,
   kJson,
   kOut,

@@ -56,9 +56,10 @@ struct TrainArgs {
   std::string out;
   std::string resume;
   std::vector<std::string> set;
-  std::string init;    // --init REF: same as --set init=REF
-  std::string data;    // quick path: a CSV
-  std::string target;  // quick path
+  std::string init;                      // --init REF: same as --set init=REF
+  std::string data;                      // quick path: a CSV
+  std::string target;                    // quick path
+  std::vector<std::string> categorical;  // quick path
   std::string model = "auto";
   std::string device;       // --device: same as --set device=NAME
   int64_t split_seed = -1;  // quick path; -1: kQuickPathSeed
@@ -93,7 +94,8 @@ struct QuickPlan {
 ///  - more rows, or --model NAME: that zoo model (default mlp 64-32) with AdamW + one-cycle.
 /// There is no validation split: the search does the choosing, so nothing needs early stopping.
 Expected<QuickPlan> quick_config(const TrainArgs& a) {
-  KILN_ASSIGN_OR_RETURN(data::DatasetSpec spec, data::resolve_dataset(a.data, a.target));
+  KILN_ASSIGN_OR_RETURN(data::DatasetSpec spec,
+                        data::resolve_dataset(a.data, a.target, a.categorical));
   if (spec.kind != data::DatasetKind::kTable)
     return Status::InvalidArgument("--data: the quick path takes a CSV file");
   spec.split.train = 0.8;
@@ -237,6 +239,10 @@ int run_train(const TrainArgs& a) {
     return report_failure(Status::InvalidArgument(
         "--seed belongs to the quick path (--data FILE.csv); a config sets its seed with "
         "--set seed=N"));
+  if (!a.categorical.empty() && a.data.empty())
+    return report_failure(Status::InvalidArgument(
+        "--categorical belongs to the quick path (--data FILE.csv); a config's dataset spec "
+        "lists them under categories.columns"));
   if (a.nproc < 1 || a.nnodes < 1)
     return report_failure(Status::InvalidArgument("--nproc and --nnodes must be at least 1"));
   TrainArgs args = a;
@@ -608,6 +614,10 @@ void register_train_commands(CLI::App& app, int* exit_code) {
                     "--set init=REF; freeze: and param_groups: in the config)");
   train->add_option("--data", ta->data, "quick path: a CSV file (with --target)");
   add_flag(*train, Flag::kTarget, &ta->target);
+  add_flag(*train, Flag::kCategorical, &ta->categorical)
+      ->description(
+          "quick path: a column of number codes to one-hot encode as categories, e.g. "
+          "--categorical sex (repeatable)");
   train
       ->add_option("--model", ta->model,
                    "quick path: auto (a linear model or MLP chosen by cross-validation on the "

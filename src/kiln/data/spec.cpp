@@ -433,6 +433,18 @@ DatasetSpec csv_dataset_spec(const fs::path& csv, const std::string& target) {
   return spec;
 }
 
+Expected<DatasetSpec> resolve_dataset(const std::string& spec_or_csv, const std::string& target,
+                                      const std::vector<std::string>& categorical) {
+  KILN_ASSIGN_OR_RETURN(DatasetSpec spec, resolve_dataset(spec_or_csv, target));
+  if (!categorical.empty() && spec.kind != DatasetKind::kTable)
+    return Status::InvalidArgument("--categorical: " + spec_or_csv + " is an image dataset");
+  for (const std::string& column : categorical)
+    if (std::find(spec.categorical_columns.begin(), spec.categorical_columns.end(), column) ==
+        spec.categorical_columns.end())
+      spec.categorical_columns.push_back(column);
+  return spec;
+}
+
 Expected<DatasetSpec> resolve_dataset(const std::string& spec_or_csv, const std::string& target) {
   fs::path p(spec_or_csv);
   std::string ext = p.extension().string();

@@ -133,5 +133,9 @@ DatasetSpec csv_dataset_spec(const fs::path& csv, const std::string& target);
 
 /// A YAML spec path or a CSV path (which then needs `target`). Picks by extension.
 Expected<DatasetSpec> resolve_dataset(const std::string& spec_or_csv, const std::string& target);
+/// resolve_dataset() with `categorical` (the --categorical flags) added to the table's
+/// categories.columns; InvalidArgument for an image dataset.
+Expected<DatasetSpec> resolve_dataset(const std::string& spec_or_csv, const std::string& target,
+                                      const std::vector<std::string>& categorical);
 
 }  // namespace kiln::data
