@@ -426,5 +426,54 @@ TEST(PrepareTest, RareCategoriesJoinTheInfrequentCategory) {
   EXPECT_FALSE(plain->manifest["spec"].contains("categories"));
 }
 
+// features: variance_threshold drops a column constant on the train split (before scaling),
+// pca projects the scaled numeric columns onto n components, both fitted on train only; the text
+// column's one-hot block follows the components, and raw_x still holds every raw column.
+TEST(PrepareTest, VarianceThresholdAndPcaAreFittedOnTrainAndRecorded) {
+  kiln::testing::TempDir dir;
+  const char* sites[] = {"left", "right"};
+  write_with_site(dir.path(), [&](size_t r) { return sites[r % 2]; });
+  // A constant column: "site,..." becomes "site,unit,..." with unit always 1.
+  std::string text = *read_file(dir / "with_site.csv");
+  std::string csv;
+  for (size_t at = 0, line = 0; at < text.size(); ++line) {
+    const size_t comma = text.find(',', at), eol = text.find('\n', at);
+    csv += text.substr(at, comma - at) + (line == 0 ? ",unit" : ",1") +
+           text.substr(comma, eol - comma + 1);
+    at = eol + 1;
+  }
+  write_text(dir / "with_unit.csv", csv);
+  auto spec = resolve_dataset((dir / "with_unit.csv").string(), "diagnosis");
+  ASSERT_TRUE(spec.ok());
+  spec->variance_threshold = features::VarianceThresholdOptions();
+  spec->pca = features::PcaOptions().n_components(6);
+  auto r = prepare_dataset(*spec, PrepareOptions(dir / "out"));
+  ASSERT_TRUE(r.ok()) << r.status();
+  const Json& steps = r->manifest["transforms"]["steps"];
+  ASSERT_EQ(steps.size(), 4u) << steps.dump();
+  EXPECT_EQ(steps[1]["kind"], "variance_threshold");
+  EXPECT_EQ(steps[1]["kept"].size(), 30u);  // the 31 numeric columns less "unit"
+  EXPECT_EQ(steps[3]["kind"], "pca");
+  EXPECT_EQ(r->manifest["schema"]["output_features"], 8);  // 6 components + {left, right}
+  EXPECT_EQ(r->manifest["spec"]["features"]["variance_threshold"], 0.0);
+  EXPECT_EQ(r->manifest["spec"]["features"]["pca"]["n_components"], 6);
+  auto snap = read_snapshot(r->snapshot_dir);
+  ASSERT_TRUE(snap.ok()) << snap.status();
+  const SplitTensors& train = snap->splits["train"];
+  ASSERT_EQ(train.x.size(1), 8);
+  EXPECT_EQ(train.raw_x.size(1), 32);  // 31 raw numeric columns and the site's code
+  // Fitted on train: the components are centred there, and ordered by the variance they hold.
+  const torch::Tensor components = train.x.slice(1, 0, 6).to(torch::kFloat64);
+  EXPECT_LT(components.mean(0).abs().max().item<double>(), 1e-4);
+  const torch::Tensor variance = components.var(0);
+  for (int64_t k = 1; k < 6; ++k)
+    EXPECT_GE(variance[k - 1].item<double>(), variance[k].item<double>()) << k;
+  EXPECT_GT(snap->splits["test"].x.slice(1, 0, 6).mean(0).abs().max().item<double>(), 1e-4);
+  // Without the settings the spec records nothing new (existing hashes stay).
+  spec->variance_threshold.reset();
+  spec->pca.reset();
+  EXPECT_FALSE(spec->to_json().contains("features"));
+}
+
 }  // namespace
 }  // namespace kiln::data

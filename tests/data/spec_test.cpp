@@ -46,6 +46,31 @@ TEST(SpecTest, CategoriesColumnsAreReadAndRecordedOnlyWhenGiven) {
   EXPECT_FALSE(spec->to_json().contains("categories"));
 }
 
+TEST(SpecTest, FeatureSelectionAndPcaAreReadWithTheirErrorsNamed) {
+  TempDir dir;
+  write_text(dir / "dataset.yaml",
+             "kind: table\nsources: [a.csv]\ntarget: y\n"
+             "features: {variance_threshold: 0.5, pca: {variance_fraction: 0.9, whiten: true}}\n");
+  auto spec = load_dataset_spec(dir / "dataset.yaml");
+  ASSERT_TRUE(spec.ok()) << spec.status();
+  ASSERT_TRUE(spec->variance_threshold && spec->pca);
+  EXPECT_EQ(spec->variance_threshold->threshold_, 0.5);
+  EXPECT_EQ(spec->pca->variance_fraction_, 0.9);
+  EXPECT_TRUE(spec->pca->whiten_);
+  EXPECT_EQ(spec->to_json()["features"]["pca"]["variance_fraction"], 0.9);
+  const std::string head = "kind: table\nsources: [a.csv]\ntarget: y\nfeatures:\n";
+  for (const auto& [yaml, says] : std::vector<std::pair<std::string, std::string>>{
+           {"  variance_threshold: -1\n", "line 5: features.variance_threshold: must be finite"},
+           {"  pca: {n_components: 0}\n", "features.pca.n_components: must be at least 1"},
+           {"  pca: {variance_fraction: 1.5}\n", "features.pca.variance_fraction: must satisfy"},
+           {"  pca: {n_components: 3, variance_fraction: 0.9}\n", "not both"},
+           {"  pca: {components: 3}\n", "features.pca.components: unknown field"},
+           {"  selection: 3\n", "features.selection: unknown field"}}) {
+    const Status st = load_text(head + yaml);
+    EXPECT_NE(st.message().find(says), std::string::npos) << yaml << " -> " << st;
+  }
+}
+
 TEST(SpecTest, UnknownFieldNamesLineAndField) {
   Status st =
       load_text("name: x\nkind: table\nsources: [a.csv]\ntarget: y\ncleaning:\n  mising: drop\n");

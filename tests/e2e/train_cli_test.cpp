@@ -194,15 +194,16 @@ sys.exit(0 if correct == claimed and len(y_test) == test["samples"] else 1)
 
 // The raw CSV rows of the test split, through the bundle's own TorchScript preprocessing, give the
 // same confusion matrix as the network on the prepared snapshot.
-TEST(TrainCliTest, RawRowPredictionsMatchPreparedSnapshot) {
-  TempDir home;
-  Json run = train_breast_cancer(home.path(), home / "run");
+/// Checks that `run`'s bundle (trained in `home` on breast_cancer.csv) gives on the test split's
+/// raw CSV lines what it gives on the prepared snapshot, and what its manifest records: no
+/// train/serve skew. Returns the snapshot's manifest; the raw rows are left in test_rows.csv.
+Json expect_raw_rows_match_snapshot(const TempDir& home, const Json& run) {
   fs::path bundle = run["bundle"].get<std::string>();
   Json manifest = Json::parse(read_text(bundle / "manifest.json"));
   fs::path snapshot;
   for (const auto& e : fs::directory_iterator(home / "snapshots")) snapshot = e.path();
   Json snap = Json::parse(read_text(snapshot / "manifest.json"));
-  ASSERT_EQ(snap["content_hash"], manifest["lineage"]["snapshot_hash"]);
+  EXPECT_EQ(snap["content_hash"], manifest["lineage"]["snapshot_hash"]);
   // Pick the test split's raw lines out of the original CSV.
   std::vector<std::string> csv = lines_of(read_text(shared_datasets_dir() / "breast_cancer.csv"));
   std::string rows = csv[0] + "\n";
@@ -216,12 +217,21 @@ TEST(TrainCliTest, RawRowPredictionsMatchPreparedSnapshot) {
   CommandResult prepared =
       run_kiln({"eval", bundle.string(), "--data", snapshot.string(), "--split", "test", "--json"},
                home.path());
-  ASSERT_EQ(raw.exit_code, 0) << raw.err;
-  ASSERT_EQ(prepared.exit_code, 0) << prepared.err;
+  EXPECT_EQ(raw.exit_code, 0) << raw.err;
+  EXPECT_EQ(prepared.exit_code, 0) << prepared.err;
+  if (raw.exit_code != 0 || prepared.exit_code != 0) return snap;
   Json a = Json::parse(raw.out), b = Json::parse(prepared.out);
   EXPECT_EQ(a["confusion_matrix"], b["confusion_matrix"]);
   EXPECT_DOUBLE_EQ(a["accuracy"].get<double>(), b["accuracy"].get<double>());
   EXPECT_DOUBLE_EQ(a["accuracy"].get<double>(), run["test_metrics"]["accuracy"].get<double>());
+  return snap;
+}
+
+TEST(TrainCliTest, RawRowPredictionsMatchPreparedSnapshot) {
+  TempDir home;
+  Json run = train_breast_cancer(home.path(), home / "run");
+  fs::path bundle = run["bundle"].get<std::string>();
+  const Json snap = expect_raw_rows_match_snapshot(home, run);
 
   // predict: one line per row with a label and probabilities summing to 1.
   CommandResult p =
@@ -232,6 +242,33 @@ TEST(TrainCliTest, RawRowPredictionsMatchPreparedSnapshot) {
   std::vector<std::string> pred = lines_of(read_text(home / "pred.csv"));
   ASSERT_EQ(pred.size(), snap["splits"]["test"]["source_lines"].size() + 1);
   EXPECT_EQ(pred[0], "row,prediction,prob_benign,prob_malignant");
+}
+
+// A dataset spec's features (variance threshold, PCA to 6 components) are fitted on the training
+// split and folded into the served module, which still takes the 30 raw columns: raw rows, the
+// prepared snapshot and the manifest agree.
+TEST(TrainCliTest, FeatureSelectionAndPcaAreFoldedIntoTheServedModule) {
+  TempDir home;
+  write_text(home / "dataset.yaml",
+             "name: bc-pca\nkind: table\nsources: [" +
+                 (shared_datasets_dir() / "breast_cancer.csv").string() +
+                 "]\ntarget: diagnosis\n"
+                 "features: {variance_threshold: 0.0, pca: {n_components: 6, whiten: true}}\n");
+  CommandResult r = run_kiln({"train", "--data", (home / "dataset.yaml").string(), "--model", "mlp",
+                              "--out", (home / "run").string(), "--json"},
+                             home.path(), {"KILN_THREADS=1"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const Json run = Json::parse(r.out);
+  const Json manifest =
+      Json::parse(read_text(fs::path(run["bundle"].get<std::string>()) / "manifest.json"));
+  std::vector<std::string> kinds;
+  for (const Json& step : manifest["preprocessing"]["steps"]) kinds.push_back(step["kind"]);
+  EXPECT_EQ(kinds,
+            (std::vector<std::string>{"imputer", "variance_threshold", "standard_scaler", "pca"}));
+  EXPECT_EQ(manifest["signature"]["inputs"][0]["shape"], Json::parse("[-1, 30]"));
+  EXPECT_GT(run["test_metrics"]["accuracy"].get<double>(), 0.9) << run.dump();
+  const Json snap = expect_raw_rows_match_snapshot(home, run);
+  EXPECT_EQ(snap["schema"]["output_features"], 6);
 }
 
 // `kiln export` writes a TorchScript file that Python's torch.jit.load runs on the same raw rows

@@ -21,8 +21,10 @@
 #include "kiln/data/table_stats.h"
 #include "kiln/features/imputer.h"
 #include "kiln/features/one_hot.h"
+#include "kiln/features/pca.h"
 #include "kiln/features/pipeline.h"
 #include "kiln/features/scalers.h"
+#include "kiln/features/selection.h"
 
 namespace kiln::data {
 namespace {
@@ -299,7 +301,10 @@ Expected<PrepareResult> prepare_table(const DatasetSpec& spec, const PrepareOpti
     pipeline.add(std::make_unique<features::Imputer>(
         features::ImputerOptions().strategy(impute_strategy(spec.cleaning.missing))));
   }
+  if (spec.variance_threshold)
+    pipeline.add(std::make_unique<features::VarianceThreshold>(*spec.variance_threshold));
   if (auto scaler = make_scaler(spec.scaling)) pipeline.add(std::move(scaler));
+  if (spec.pca) pipeline.add(std::make_unique<features::Pca>(*spec.pca));
   torch::Tensor x_train_raw = take_rows(x_raw, idx.train);
   if (f > 0)
     KILN_RETURN_IF_ERROR(

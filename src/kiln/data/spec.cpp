@@ -277,6 +277,39 @@ Status read_table(const SpecReader& r, const YAML::Node& root, const fs::path& b
         return r.error(c["min_frequency"], "categories.min_frequency", "must be at least 1");
     }
   }
+  if (const YAML::Node f = root["features"]) {
+    KILN_RETURN_IF_ERROR(r.check_keys(f, "features", {"variance_threshold", "pca"}));
+    if (const YAML::Node v = f["variance_threshold"]) {
+      double threshold = 0;
+      KILN_RETURN_IF_ERROR(r.get(v, "features.variance_threshold", &threshold));
+      spec->variance_threshold = features::VarianceThresholdOptions().threshold(threshold);
+      if (Status st = spec->variance_threshold->validate(); !st.ok())
+        return r.error(v, "features.variance_threshold", "must be finite and >= 0");
+    }
+    if (const YAML::Node p = f["pca"]) {
+      KILN_RETURN_IF_ERROR(
+          r.check_keys(p, "features.pca", {"n_components", "variance_fraction", "whiten"}));
+      features::PcaOptions pca;
+      if (p["n_components"]) {
+        KILN_RETURN_IF_ERROR(
+            r.get(p["n_components"], "features.pca.n_components", &pca.n_components_));
+        if (pca.n_components_ < 1)
+          return r.error(p["n_components"], "features.pca.n_components", "must be at least 1");
+      }
+      if (p["variance_fraction"]) {
+        KILN_RETURN_IF_ERROR(r.get(p["variance_fraction"], "features.pca.variance_fraction",
+                                   &pca.variance_fraction_));
+        if (!(pca.variance_fraction_ > 0 && pca.variance_fraction_ < 1))
+          return r.error(p["variance_fraction"], "features.pca.variance_fraction",
+                         "must satisfy 0 < f < 1");
+      }
+      if (p["whiten"])
+        KILN_RETURN_IF_ERROR(r.get(p["whiten"], "features.pca.whiten", &pca.whiten_));
+      if (Status st = pca.validate(); !st.ok())
+        return r.error(p, "features.pca", st.message().substr(st.message().find(": ") + 2));
+      spec->pca = pca;
+    }
+  }
   if (const YAML::Node c = root["cleaning"]) {
     KILN_RETURN_IF_ERROR(
         r.check_keys(c, "cleaning", {"missing", "duplicates", "outliers", "outlier_z", "ragged"}));
@@ -373,6 +406,8 @@ Json DatasetSpec::to_json() const {
     // Recorded only when set, so existing snapshot hashes stay as they were.
     if (category_min_frequency > 0) j["categories"]["min_frequency"] = category_min_frequency;
     if (!categorical_columns.empty()) j["categories"]["columns"] = categorical_columns;
+    if (variance_threshold) j["features"]["variance_threshold"] = variance_threshold->threshold_;
+    if (pca) j["features"]["pca"] = pca->to_json();
   }
   j["split"] = {{"train", split.train},
                 {"val", split.val},
@@ -403,7 +438,7 @@ Expected<DatasetSpec> load_dataset_spec(const fs::path& path) {
       r.check_keys(root, "",
                    {"name", "kind", "format", "root", "splits", "classes", "image", "corrupt",
                     "sources", "target", "task", "na_tokens", "drop_columns", "cleaning", "scaling",
-                    "categories", "split", "limit"}));
+                    "categories", "features", "split", "limit"}));
   DatasetSpec spec;
   spec.spec_path = path;
   spec.name = path.parent_path().filename().string();

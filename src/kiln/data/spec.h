@@ -2,11 +2,13 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "kiln/core/expected.h"
 #include "kiln/core/json.h"
+#include "kiln/features/options.h"
 
 namespace kiln::data {
 
@@ -110,6 +112,12 @@ struct DatasetSpec {
   /// Columns that are categories although their cells are numbers (a code such as a sex, a
   /// region or a product id): one-hot encoded by their cells as written, like text columns.
   std::vector<std::string> categorical_columns;
+  /// Feature selection and reduction of the numeric columns, fitted on the training split like
+  /// the scaler (`features:` in YAML): after imputing, columns whose training variance is at
+  /// most the threshold are dropped (before scaling, so the threshold is in the column's own
+  /// units; 0 drops constant columns); after scaling, PCA projects onto its components.
+  std::optional<features::VarianceThresholdOptions> variance_threshold;
+  std::optional<features::PcaOptions> pca;
 
   SplitPolicy split;
   int64_t limit = 0;  ///< read at most this many records per split/source (0: all)
