@@ -2,6 +2,7 @@
 
 #include <gtest/gtest.h>
 
+#include "kiln/core/csv.h"
 #include "kiln/data/spec.h"
 #include "support/test_support.h"
 
@@ -91,6 +92,37 @@ TEST(ProfileTest, ColumnsNamedInCategoriesColumnsAreCategorical) {
   EXPECT_NE(bad.status().message().find("categories.columns names 'gender', which is not a column"),
             std::string::npos)
       << bad.status();
+}
+
+// A text column with a distinct value in every row (a patient id) is named as identifier-like,
+// and the verdict says to drop it; once drop_columns lists it, it is no longer an issue.
+TEST(ProfileTest, AnIdentifierLikeTextColumnIsNamed) {
+  kiln::testing::TempDir dir;
+  auto table = read_csv(shared_datasets_dir() / "breast_cancer.csv");
+  ASSERT_TRUE(table.ok());
+  std::string csv = "patient,site";
+  for (const auto& h : table->header) csv += "," + h;
+  csv += "\n";
+  for (size_t r = 0; r < table->rows.size(); ++r) {
+    csv += "p" + std::to_string(1000 + r) + "," + (r % 3 ? "north" : "south");
+    for (const auto& cell : table->rows[r]) csv += "," + cell;
+    csv += "\n";
+  }
+  kiln::testing::write_text(dir / "ids.csv", csv);
+  auto spec = resolve_dataset((dir / "ids.csv").string(), "diagnosis");
+  ASSERT_TRUE(spec.ok());
+  auto report = profile_dataset(*spec);
+  ASSERT_TRUE(report.ok()) << report.status();
+  EXPECT_EQ((*report)["issues"]["identifier_columns"], Json({"patient"}));
+  EXPECT_EQ((*report)["verdict"]["status"], "needs_cleaning");
+  EXPECT_NE((*report)["verdict"]["reasons"].dump().find("drop_columns"), std::string::npos);
+  EXPECT_NE(render_profile(*report).find("identifier columns:  1  [\"patient\"]"),
+            std::string::npos);
+  spec->drop_columns = {"patient"};
+  report = profile_dataset(*spec);
+  ASSERT_TRUE(report.ok()) << report.status();
+  EXPECT_TRUE((*report)["issues"]["identifier_columns"].empty());
+  EXPECT_EQ((*report)["verdict"]["status"], "clean");
 }
 
 TEST(ProfileTest, MissingTargetColumnNamesFileAndColumns) {

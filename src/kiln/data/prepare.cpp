@@ -149,6 +149,12 @@ Expected<PrepareResult> prepare_table(const DatasetSpec& spec, const PrepareOpti
   // Numeric columns feed the imputer/scaler pipeline; categorical ones are one-hot encoded.
   std::vector<size_t> numeric_cols, categorical_cols;
   for (size_t c : feature_cols) (facts[c].numeric ? numeric_cols : categorical_cols).push_back(c);
+  for (size_t c : categorical_cols)
+    if (looks_like_identifier(facts[c]))
+      KILN_LOG_WARN(
+          "{}: column '{}' has {} distinct values in {} rows: an identifier? One-hot encoding "
+          "gives it a column per value and no category to learn; list it under drop_columns",
+          file0, t.header[c], facts[c].unique, facts[c].present);
 
   const bool classification =
       spec.task == TaskKind::kClassification ||

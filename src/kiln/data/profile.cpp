@@ -41,6 +41,10 @@ Json verdict(const Json& issues, const Json& splits) {
   add(static_cast<int64_t>(issues["ragged_lines"].size()), "ragged lines");
   add(static_cast<int64_t>(issues["outliers"].size()), "extreme outliers");
   add(static_cast<int64_t>(issues["constant_columns"].size()), "constant columns");
+  if (issues.contains("identifier_columns"))
+    add(static_cast<int64_t>(issues["identifier_columns"].size()),
+        "identifier-like text columns (a distinct value in nearly every row: list them under "
+        "drop_columns)");
   if (issues.contains("corrupt_files"))
     add(static_cast<int64_t>(issues["corrupt_files"].size()), "corrupt image files (skipped)");
   for (const auto& [name, split] : splits.items()) {
@@ -96,6 +100,7 @@ Expected<Json> profile_table(const DatasetSpec& spec, const ProfileOptions& opti
 
   Json features = Json::array();
   Json constant = Json::array();
+  Json identifiers = Json::array();
   Json outliers = Json::array();
   int64_t missing = 0, non_numeric = 0;
   for (size_t c = 0; c < facts.size(); ++c) {
@@ -119,6 +124,9 @@ Expected<Json> profile_table(const DatasetSpec& spec, const ProfileOptions& opti
     bool is_constant = f.unique <= 1;
     fj["constant"] = is_constant;
     if (is_constant) constant.push_back(f.name);
+    if (looks_like_identifier(f) && std::find(spec.drop_columns.begin(), spec.drop_columns.end(),
+                                              f.name) == spec.drop_columns.end())
+      identifiers.push_back(f.name);
     features.push_back(fj);
     if (!f.numeric || f.robust.scale <= 0) continue;
     for (size_t r = 0; r < t.rows.size(); ++r) {
@@ -159,6 +167,7 @@ Expected<Json> profile_table(const DatasetSpec& spec, const ProfileOptions& opti
   issues["outliers"] = outliers;
   issues["outlier_z"] = options.outlier_z_;
   issues["constant_columns"] = constant;
+  issues["identifier_columns"] = identifiers;
   report["issues"] = issues;
   report["verdict"] = verdict(issues, report["splits"]);
   return report;
@@ -252,6 +261,11 @@ std::string render_profile(const Json& r) {
         << ")\n";
   }
   out << "  constant columns:    " << i["constant_columns"].size() << "\n";
+  if (i.contains("identifier_columns")) {
+    out << "  identifier columns:  " << i["identifier_columns"].size();
+    if (!i["identifier_columns"].empty()) out << "  " << i["identifier_columns"].dump();
+    out << "\n";
+  }
   out << "\nverdict: " << r["verdict"]["status"].get<std::string>();
   for (const auto& reason : r["verdict"]["reasons"]) out << "\n  - " << reason.get<std::string>();
   out << "\n";

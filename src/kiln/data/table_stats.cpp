@@ -69,6 +69,7 @@ std::vector<ColumnFacts> analyse_columns(const CsvTable& table,
       }
     }
     f.unique = static_cast<int64_t>(distinct.size());
+    f.present = present;
     f.numeric = numbers > 0 && numbers * 10 >= present * 9 &&
                 std::find(categorical.begin(), categorical.end(), f.name) == categorical.end();
     if (!f.numeric) continue;
@@ -92,6 +93,11 @@ std::vector<ColumnFacts> analyse_columns(const CsvTable& table,
     if (values) (*values)[c] = std::move(parsed);
   }
   return facts;
+}
+
+bool looks_like_identifier(const ColumnFacts& column) {
+  if (column.numeric) return false;
+  return column.present >= kIdentifierMinRows && column.unique * 100 >= column.present * 95;
 }
 
 Expected<std::vector<size_t>> column_indices(const CsvTable& table,

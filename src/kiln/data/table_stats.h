@@ -29,6 +29,7 @@ struct ColumnFacts {
   std::string name;
   bool numeric = false;
   int64_t missing = 0;      ///< empty or NA cells
+  int64_t present = 0;      ///< the other cells
   int64_t non_numeric = 0;  ///< numeric column, cell neither missing nor a number
   int64_t unique = 0;       ///< distinct non-missing cell texts
   // Numeric columns, over the parsed values:
@@ -50,6 +51,13 @@ std::vector<ColumnFacts> analyse_columns(const CsvTable& table,
 Expected<std::vector<size_t>> column_indices(const CsvTable& table,
                                              const std::vector<std::string>& names,
                                              const std::string& field);
+
+/// A categorical column with a distinct value in (nearly) every row: at least
+/// kIdentifierMinRows non-missing cells, of which at least 95% distinct. Such a column (an id, a
+/// name, a free-text note) carries no category to learn and widens one-hot encoding by a column
+/// per row; it belongs in drop_columns.
+bool looks_like_identifier(const ColumnFacts& column);
+inline constexpr int64_t kIdentifierMinRows = 20;
 
 /// Indices of rows whose cells all equal those of an earlier row, in order.
 std::vector<size_t> duplicate_row_indices(const CsvTable& table);
