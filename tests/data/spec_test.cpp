@@ -60,8 +60,10 @@ TEST(SpecTest, FeatureSelectionAndPcaAreReadWithTheirErrorsNamed) {
   EXPECT_EQ(spec->to_json()["features"]["pca"]["variance_fraction"], 0.9);
   const std::string head = "kind: table\nsources: [a.csv]\ntarget: y\nfeatures:\n";
   for (const auto& [yaml, says] : std::vector<std::pair<std::string, std::string>>{
-           {"  variance_threshold: -1\n", "line 5: features.variance_threshold: must be finite"},
-           {"  pca: {n_components: 0}\n", "features.pca.n_components: must be at least 1"},
+           {"  variance_threshold: -1\n",
+            "line 5: features.variance_threshold: must be a finite number"},
+           {"  pca: {n_components: 0}\n",
+            "features.pca.n_components: must be an integer, at least 1"},
            {"  pca: {variance_fraction: 1.5}\n", "features.pca.variance_fraction: must satisfy"},
            {"  pca: {n_components: 3, variance_fraction: 0.9}\n", "not both"},
            {"  pca: {components: 3}\n", "features.pca.components: unknown field"},

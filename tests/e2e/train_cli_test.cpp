@@ -269,6 +269,25 @@ TEST(TrainCliTest, FeatureSelectionAndPcaAreFoldedIntoTheServedModule) {
   EXPECT_GT(run["test_metrics"]["accuracy"].get<double>(), 0.9) << run.dump();
   const Json snap = expect_raw_rows_match_snapshot(home, run);
   EXPECT_EQ(snap["schema"]["output_features"], 6);
+
+  // A config's data.features overrides its spec's (what `kiln tune` searches); a prepared
+  // snapshot's transforms are fixed, so there it is an error.
+  r = run_kiln({"train", example("breast-cancer/train.yaml"), "--set", "epochs=2", "--set",
+                "data.features.pca.n_components=4", "--out", (home / "run4").string(), "--json"},
+               home.path(), {"KILN_THREADS=1"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const Json four = Json::parse(read_text(home / "run4" / "bundle" / "manifest.json"));
+  EXPECT_EQ(four["preprocessing"]["steps"].back()["kind"], "pca");
+  EXPECT_EQ(four["preprocessing"]["steps"].back()["components"].size(), 4u);
+  r = run_kiln({"train", example("breast-cancer/train.yaml"), "--set",
+                "data.path=" + (home / "snapshots" /
+                                ("bc-pca-" + snap["content_hash"].get<std::string>().substr(0, 12)))
+                                   .string(),
+                "--set", "data.features.pca.n_components=4", "--out", (home / "run5").string()},
+               home.path());
+  EXPECT_EQ(r.exit_code, 2) << r.out << r.err;
+  EXPECT_NE(r.err.find("data.features"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("is a prepared snapshot"), std::string::npos) << r.err;
 }
 
 // `kiln export` writes a TorchScript file that Python's torch.jit.load runs on the same raw rows

@@ -193,6 +193,36 @@ TEST(TrainConfigTest, SetOverridesApplyBeforeValidation) {
   EXPECT_EQ(d->data, "d.yaml");
 }
 
+// data.features (a table spec's selection and PCA, over the spec's own) is read with the spec's
+// rules, named with its line when wrong, reachable by --set through the `data: PATH` shorthand,
+// and in the config's hash only when given.
+TEST(TrainConfigTest, DataFeaturesAreCheckedAndHashedOnlyWhenGiven) {
+  TempDir dir;
+  auto base = load(dir, kBase);
+  ASSERT_TRUE(base.ok()) << base.status();
+  EXPECT_TRUE(base->data_features.is_null());
+  EXPECT_FALSE(base->to_json()["data"].contains("features"));
+  auto pca = load(dir, kBase, {"data.features.pca.n_components=8"});
+  ASSERT_TRUE(pca.ok()) << pca.status();
+  EXPECT_EQ(pca->data_features, Json::parse(R"({"pca": {"n_components": 8}})"));
+  EXPECT_EQ(pca->to_json()["data"]["features"]["pca"]["n_components"], 8);
+  EXPECT_NE(pca->hash(), base->hash());
+  auto bad = load(dir,
+                  "data:\n  path: d.yaml\n  features:\n    pca: {n_components: 2.5}\n"
+                  "model: {zoo: mlp}\n");
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(
+      bad.status().message().find("data.features.pca.n_components: must be an integer, at least 1"),
+      std::string::npos)
+      << bad.status().message();
+  EXPECT_NE(bad.status().message().find("line 4"), std::string::npos) << bad.status().message();
+  auto unknown = load(dir, kBase, {"data.features.selection=3"});
+  ASSERT_FALSE(unknown.ok());
+  EXPECT_NE(unknown.status().message().find("data.features.selection: unknown field"),
+            std::string::npos)
+      << unknown.status().message();
+}
+
 TEST(TrainConfigTest, SetOverrideErrorsNameTheOverride) {
   TempDir dir;
   auto c = load(dir, kBase, {"epochs"});

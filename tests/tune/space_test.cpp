@@ -3,6 +3,8 @@
 #include <gtest/gtest.h>
 
 #include "kiln/core/yaml.h"
+#include "kiln/tune/study.h"
+#include "support/test_support.h"
 
 namespace kiln::tune {
 namespace {
@@ -34,6 +36,24 @@ TEST(SpaceTest, ParsesEveryKindAndConditions) {
   ASSERT_TRUE(again.ok()) << again.status();
   EXPECT_EQ(again->to_json(), s->to_json());
   EXPECT_EQ(s->difference(*again), "");
+}
+
+// A training config that writes `data: PATH` still takes data.* parameters (data.limit, a table
+// spec's data.features.pca.n_components), as --set does; a wrong one is named.
+TEST(SpaceTest, DataParametersOfAConfigWithTheDataShorthandAreValid) {
+  kiln::testing::TempDir dir;
+  kiln::testing::write_text(dir / "train.yaml", "data: dataset.yaml\nmodel: {zoo: mlp}\n");
+  auto space = parse(
+      "params:\n"
+      "  data.features.pca.n_components: {type: int, low: 2, high: 20}\n"
+      "  data.limit: {type: int, low: 100, high: 200}\n");
+  ASSERT_TRUE(space.ok()) << space.status();
+  EXPECT_TRUE(validate_config_space((dir / "train.yaml").string(), {}, *space).ok());
+  auto wrong = parse("params:\n  data.features.pca.components: {type: int, low: 2, high: 20}\n");
+  ASSERT_TRUE(wrong.ok()) << wrong.status();
+  const Status st = validate_config_space((dir / "train.yaml").string(), {}, *wrong);
+  EXPECT_NE(st.message().find("data.features.pca.components: unknown field"), std::string::npos)
+      << st;
 }
 
 TEST(SpaceTest, BadInputNamesLineAndParameter) {

@@ -6,6 +6,7 @@
 #include <set>
 
 #include "kiln/core/csv.h"
+#include "kiln/core/yaml.h"
 
 namespace kiln::data {
 namespace {
@@ -46,9 +47,14 @@ class SpecReader {
   explicit SpecReader(fs::path file) : file_(std::move(file)) {}
 
   Status error(const YAML::Node& node, const std::string& field, const std::string& what) const {
+    return located(node, field + ": " + what);
+  }
+
+  /// `message` led by the file and the node's line.
+  Status located(const YAML::Node& node, const std::string& message) const {
     std::string where = file_.string();
     if (node.Mark().line >= 0) where += " line " + std::to_string(node.Mark().line + 1);
-    return Status::InvalidArgument(where + ": " + field + ": " + what);
+    return Status::InvalidArgument(where + ": " + message);
   }
 
   Status check_keys(const YAML::Node& map, const std::string& prefix,
@@ -278,37 +284,10 @@ Status read_table(const SpecReader& r, const YAML::Node& root, const fs::path& b
     }
   }
   if (const YAML::Node f = root["features"]) {
-    KILN_RETURN_IF_ERROR(r.check_keys(f, "features", {"variance_threshold", "pca"}));
-    if (const YAML::Node v = f["variance_threshold"]) {
-      double threshold = 0;
-      KILN_RETURN_IF_ERROR(r.get(v, "features.variance_threshold", &threshold));
-      spec->variance_threshold = features::VarianceThresholdOptions().threshold(threshold);
-      if (Status st = spec->variance_threshold->validate(); !st.ok())
-        return r.error(v, "features.variance_threshold", "must be finite and >= 0");
-    }
-    if (const YAML::Node p = f["pca"]) {
-      KILN_RETURN_IF_ERROR(
-          r.check_keys(p, "features.pca", {"n_components", "variance_fraction", "whiten"}));
-      features::PcaOptions pca;
-      if (p["n_components"]) {
-        KILN_RETURN_IF_ERROR(
-            r.get(p["n_components"], "features.pca.n_components", &pca.n_components_));
-        if (pca.n_components_ < 1)
-          return r.error(p["n_components"], "features.pca.n_components", "must be at least 1");
-      }
-      if (p["variance_fraction"]) {
-        KILN_RETURN_IF_ERROR(r.get(p["variance_fraction"], "features.pca.variance_fraction",
-                                   &pca.variance_fraction_));
-        if (!(pca.variance_fraction_ > 0 && pca.variance_fraction_ < 1))
-          return r.error(p["variance_fraction"], "features.pca.variance_fraction",
-                         "must satisfy 0 < f < 1");
-      }
-      if (p["whiten"])
-        KILN_RETURN_IF_ERROR(r.get(p["whiten"], "features.pca.whiten", &pca.whiten_));
-      if (Status st = pca.validate(); !st.ok())
-        return r.error(p, "features.pca", st.message().substr(st.message().find(": ") + 2));
-      spec->pca = pca;
-    }
+    // One reader for the spec's `features:` and a train config's `data.features`.
+    Expected<Json> j = yaml_to_json(YAML::Dump(f));
+    if (!j.ok()) return r.error(f, "features", j.status().message());
+    if (Status st = read_feature_settings(*j, spec); !st.ok()) return r.located(f, st.message());
   }
   if (const YAML::Node c = root["cleaning"]) {
     KILN_RETURN_IF_ERROR(
@@ -343,6 +322,58 @@ Status read_table(const SpecReader& r, const YAML::Node& root, const fs::path& b
 }
 
 }  // namespace
+
+Status read_feature_settings(const Json& features, DatasetSpec* spec) {
+  auto bad = [](const std::string& field, const std::string& what) {
+    return Status::InvalidArgument(field + ": " + what);
+  };
+  if (!features.is_object()) return bad("features", "expected a mapping {variance_threshold, pca}");
+  for (const auto& [key, value] : features.items())
+    if (key != "variance_threshold" && key != "pca")
+      return bad("features." + key, "unknown field (expected one of: pca, variance_threshold)");
+  if (features.contains("variance_threshold")) {
+    const Json& v = features.at("variance_threshold");
+    if (v.is_null()) {
+      spec->variance_threshold.reset();
+    } else if (!v.is_number() || !std::isfinite(v.get<double>()) || v.get<double>() < 0) {
+      return bad("features.variance_threshold", "must be a finite number >= 0 (null: off)");
+    } else {
+      spec->variance_threshold = features::VarianceThresholdOptions().threshold(v.get<double>());
+    }
+  }
+  if (features.contains("pca")) {
+    const Json& p = features.at("pca");
+    if (p.is_null()) {
+      spec->pca.reset();
+      return Status::Ok();
+    }
+    if (!p.is_object())
+      return bad("features.pca", "expected a mapping {n_components | variance_fraction, whiten}");
+    features::PcaOptions pca;
+    for (const auto& [key, v] : p.items()) {
+      const std::string field = "features.pca." + key;
+      if (key == "n_components") {
+        if (!v.is_number_integer() || v.get<int64_t>() < 1)
+          return bad(field, "must be an integer, at least 1");
+        pca.n_components_ = v.get<int64_t>();
+      } else if (key == "variance_fraction") {
+        if (!v.is_number() || !(v.get<double>() > 0 && v.get<double>() < 1))
+          return bad(field, "must satisfy 0 < f < 1");
+        pca.variance_fraction_ = v.get<double>();
+      } else if (key == "whiten") {
+        if (!v.is_boolean()) return bad(field, "must be true or false");
+        pca.whiten_ = v.get<bool>();
+      } else {
+        return bad(field,
+                   "unknown field (expected one of: n_components, variance_fraction, whiten)");
+      }
+    }
+    if (pca.n_components_ > 0 && pca.variance_fraction_ > 0)
+      return bad("features.pca", "set n_components or variance_fraction, not both");
+    spec->pca = pca;
+  }
+  return Status::Ok();
+}
 
 const char* to_string(MissingPolicy v) { return name_of(kMissing, v); }
 const char* to_string(OutlierAction v) { return name_of(kOutliers, v); }

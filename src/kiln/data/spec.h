@@ -131,6 +131,12 @@ struct DatasetSpec {
   Json to_json() const;
 };
 
+/// Reads the feature selection and reduction settings (a spec's `features:`, a train config's
+/// `data.features`) into `spec`, over what it has: {variance_threshold: T | null, pca:
+/// {n_components: N | variance_fraction: F, whiten: B} | null} (null turns a step off).
+/// InvalidArgument names the field ("features.pca.n_components: must be an integer, at least 1").
+Status read_feature_settings(const Json& features, DatasetSpec* spec);
+
 /// Parses a dataset YAML file. Errors name the file, the line and the field
 /// ("dataset.yaml line 7: cleaning.missing: expected one of drop, mean, median, most_frequent").
 /// Unknown keys are errors, so typos never pass silently.

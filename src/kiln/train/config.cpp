@@ -6,6 +6,7 @@
 
 #include "kiln/core/files.h"
 #include "kiln/core/hash.h"
+#include "kiln/data/spec.h"
 #include "kiln/model/device.h"
 #include "kiln/model/loss.h"
 #include "kiln/model/spec.h"
@@ -124,7 +125,7 @@ const std::vector<std::string> kEarlyKeys = {"metric", "patience", "min_delta", 
 const std::vector<std::string> kAugmentKeys = {"crop_padding", "hflip",      "translate",
                                                "noise_std",    "erase",      "erase_area",
                                                "erase_ratio",  "erase_value"};
-const std::vector<std::string> kDataKeys = {"path", "limit"};
+const std::vector<std::string> kDataKeys = {"path", "limit", "features"};
 
 }  // namespace
 
@@ -186,6 +187,7 @@ Json EarlyStoppingConfig::to_json() const {
 Json TrainConfig::to_json() const {
   Json j;
   j["data"] = {{"path", data}, {"limit", data_limit}};
+  if (!data_features.is_null()) j["data"]["features"] = data_features;  // only when set: hashes
   j["model"] = model;
   j["loss"] = loss;
   j["optimizer"] = optimizer.to_json();
@@ -274,6 +276,15 @@ Expected<TrainConfig> parse_train_config(const Json& j, const fs::path& base_dir
     KILN_RETURN_IF_ERROR(r.get(data, "data", "path", &c.data));
     KILN_RETURN_IF_ERROR(r.get(data, "data", "limit", &c.data_limit));
     if (c.data_limit < 0) return r.error("data.limit", "must be >= 0");
+    if (data.contains("features") && !data["features"].is_null()) {
+      c.data_features = data["features"];
+      data::DatasetSpec check;
+      if (Status st = data::read_feature_settings(c.data_features, &check); !st.ok()) {
+        const std::string& m = st.message();
+        const size_t colon = m.find(": ");
+        return r.error("data." + m.substr(0, colon), m.substr(colon + 2));
+      }
+    }
   } else {
     return r.error("data", "expected a path or a mapping {path, limit}");
   }
@@ -474,18 +485,23 @@ Expected<TrainConfig> parse_train_config(const Json& j, const fs::path& base_dir
   return c;
 }
 
-Expected<TrainConfig> load_train_config(const fs::path& path,
-                                        const std::vector<std::string>& overrides) {
+Expected<Json> read_train_config_yaml(const fs::path& path, std::map<std::string, int>* lines) {
   KILN_ASSIGN_OR_RETURN(std::string text, read_file(path));
-  std::map<std::string, int> lines;
-  Expected<Json> j = yaml_to_json(text, &lines);
+  Expected<Json> j = yaml_to_json(text, lines);
   if (!j.ok()) return j.status().with_context(path.string());
   if (j->is_null()) *j = Json::object();
-  // `data: PATH` is shorthand for `data: {path: PATH}`; expand it so `--set data.limit=N` works.
   if (j->is_object() && j->contains("data") && (*j)["data"].is_string()) {
     (*j)["data"] = Json{{"path", (*j)["data"]}};
-    if (lines.count("data")) lines["data.path"] = lines["data"];
+    if (lines && lines->count("data")) (*lines)["data.path"] = (*lines)["data"];
   }
+  return j;
+}
+
+Expected<TrainConfig> load_train_config(const fs::path& path,
+                                        const std::vector<std::string>& overrides) {
+  std::map<std::string, int> lines;
+  Expected<Json> j = read_train_config_yaml(path, &lines);
+  if (!j.ok()) return j.status();
   for (const auto& o : overrides) {
     KILN_RETURN_IF_ERROR(apply_override(&*j, o));
     lines.erase(o.substr(0, o.find('=')));  // the value no longer comes from the file

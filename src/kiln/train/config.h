@@ -83,10 +83,14 @@ struct EarlyStoppingConfig {
 /// `checkpoint_every` counts optimizer steps: a checkpoint is also written at every epoch end,
 /// so 0 (the default) means "at epoch ends only".
 struct TrainConfig {
-  fs::path config_path;        ///< the YAML file, when loaded from one (not part of to_json)
-  std::string data;            ///< `data:` as written (or `data.path`)
-  fs::path data_path;          ///< resolved against the config file's directory
-  int64_t data_limit = 0;      ///< `data.limit`: records per split when preparing (0: all)
+  fs::path config_path;    ///< the YAML file, when loaded from one (not part of to_json)
+  std::string data;        ///< `data:` as written (or `data.path`)
+  fs::path data_path;      ///< resolved against the config file's directory
+  int64_t data_limit = 0;  ///< `data.limit`: records per split when preparing (0: all)
+  /// `data.features`: a table spec's feature selection and PCA settings, over the spec's own
+  /// (data::read_feature_settings; null when absent), so `--set data.features.pca.n_components=8`
+  /// and tune spaces reach them.
+  Json data_features;
   Json model;                  ///< `model:` as JSON, validated by model::parse_model_spec
   Json loss = Json::object();  ///< `loss:` as JSON (model::LossOptions); {} = default for the task
   OptimizerConfig optimizer;
@@ -157,6 +161,11 @@ Status apply_override(Json* config, const std::string& assignment);
 Expected<TrainConfig> parse_train_config(const Json& j, const fs::path& base_dir = {},
                                          const std::string& source = "config",
                                          const std::map<std::string, int>& lines = {});
+
+/// A YAML config file as JSON, before overrides: empty is {}, and the `data: PATH` shorthand is
+/// expanded to `data: {path: PATH}` so overrides such as `data.limit=N` or
+/// `data.features.pca.n_components=8` apply. `lines` as yaml_to_json's.
+Expected<Json> read_train_config_yaml(const fs::path& path, std::map<std::string, int>* lines);
 
 /// Reads a YAML config, applies `overrides` (key=value, in order) and validates. Blocks (file
 /// I/O); thread-safe.

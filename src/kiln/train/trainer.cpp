@@ -157,6 +157,10 @@ Expected<RunData> load_data(const TrainConfig& cfg, const TrainOptions& opts) {
   std::error_code ec;
   const fs::path& path = cfg.data_path;
   if (fs::is_directory(path, ec)) {
+    if (!cfg.data_features.is_null())
+      return Status::InvalidArgument(
+          "data.features: " + path.string() +
+          " is a prepared snapshot, whose transforms are fitted already; give its dataset spec");
     KILN_ASSIGN_OR_RETURN(d.snapshot, data::read_snapshot(path));
     if (cfg.data_limit > 0) {
       auto& train = d.snapshot.splits["train"];
@@ -167,6 +171,13 @@ Expected<RunData> load_data(const TrainConfig& cfg, const TrainOptions& opts) {
     }
   } else if (path.extension() == ".yaml" || path.extension() == ".yml") {
     KILN_ASSIGN_OR_RETURN(data::DatasetSpec spec, data::load_dataset_spec(path));
+    if (!cfg.data_features.is_null()) {
+      if (spec.kind != data::DatasetKind::kTable)
+        return Status::InvalidArgument("data.features: " + path.string() +
+                                       " is an image dataset (features: are for tables)");
+      KILN_RETURN_IF_ERROR(data::read_feature_settings(cfg.data_features, &spec)
+                               .with_context("data.features (" + cfg.config_path.string() + ")"));
+    }
     fs::path snapshots =
         opts.snapshot_dir_.empty() ? kiln_home() / "snapshots" : opts.snapshot_dir_;
     data::PrepareOptions prep(snapshots);

@@ -150,7 +150,7 @@ std::string substitute(const std::string& cmd, const Json& params, const SearchS
 Status validate_config_space(const std::string& config, const std::vector<std::string>& overrides,
                              const SearchSpace& space) {
   std::map<std::string, int> lines;
-  KILN_ASSIGN_OR_RETURN(Json base, read_yaml_file(config, &lines));
+  KILN_ASSIGN_OR_RETURN(Json base, train::read_train_config_yaml(config, &lines));
   for (const auto& o : overrides) KILN_RETURN_IF_ERROR(train::apply_override(&base, o));
   const fs::path dir = fs::path(config).parent_path();
   KILN_RETURN_IF_ERROR(train::parse_train_config(base, dir, config, lines).status());
