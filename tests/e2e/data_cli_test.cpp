@@ -159,6 +159,26 @@ TEST(CliTest, CategoricalFlagMakesACodeColumnACategory) {
       << r.err;
 }
 
+// prepare says what feature selection and PCA did: the columns a threshold dropped, the share of
+// the training variance the components keep.
+TEST(CliTest, PrepareReportsFeatureSelectionAndPca) {
+  TempDir home;
+  write_text(home / "dataset.yaml",
+             "name: bc\nkind: table\nsources: [" +
+                 (shared_datasets_dir() / "breast_cancer.csv").string() +
+                 "]\ntarget: diagnosis\n"
+                 "features: {variance_threshold: 1.0, pca: {variance_fraction: 0.9}}\n");
+  CommandResult r = run_kiln(
+      {"data", "prepare", (home / "dataset.yaml").string(), "--out", (home / "out").string()},
+      home.path());
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  // Variance above 1 in its own units: the smoothness, concavity, symmetry ... columns drop.
+  EXPECT_NE(r.out.find("features: variance_threshold kept "), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("(dropped: mean_smoothness"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find(" components, 9"), std::string::npos) << r.out;  // 90-100% kept
+  EXPECT_NE(r.out.find("% of the training variance"), std::string::npos) << r.out;
+}
+
 struct BadImageCase {
   std::string name;
   std::string images_bytes;  // "" keeps the real file

@@ -1,5 +1,8 @@
 // `kiln data prepare` (kiln-engine: preparing writes tensors).
+#include <cstdio>
 #include <iostream>
+#include <string>
+#include <vector>
 
 #include "kiln/cli/commands.h"
 #include "kiln/cli/flags.h"
@@ -22,6 +25,38 @@ struct PrepareArgs {
   int64_t limit = 0;
   bool json = false;
 };
+
+/// One line per feature selection or reduction step of a table snapshot's transforms: which
+/// columns a variance threshold dropped, how much of the training variance PCA keeps.
+void print_feature_steps(const Json& manifest) {
+  if (!manifest.contains("transforms") || !manifest["transforms"].contains("steps")) return;
+  std::vector<std::string> numeric;  // the pipeline's input columns, in order
+  for (const Json& f : manifest["schema"].value("features", Json::array()))
+    if (f.value("type", "numeric") == "numeric") numeric.push_back(f.value("name", ""));
+  for (const Json& step : manifest["transforms"]["steps"]) {
+    const std::string kind = step.value("kind", "");
+    if (kind == "variance_threshold" && step.contains("kept") && step.contains("variances")) {
+      const size_t in = step["variances"].size();
+      std::vector<bool> kept(in, false);
+      for (const Json& k : step["kept"])
+        if (k.get<size_t>() < in) kept[k.get<size_t>()] = true;
+      std::string dropped;
+      for (size_t i = 0; i < in; ++i)
+        if (!kept[i])
+          dropped += (dropped.empty() ? "" : ", ") +
+                     (i < numeric.size() ? numeric[i] : "#" + std::to_string(i));
+      std::cout << "features: variance_threshold kept " << step["kept"].size() << " of " << in
+                << " columns" << (dropped.empty() ? "" : " (dropped: " + dropped + ")") << "\n";
+    } else if (kind == "pca" && step.contains("explained_variance_ratio")) {
+      double kept = 0;
+      for (const Json& r : step["explained_variance_ratio"]) kept += r.get<double>();
+      char share[32];
+      std::snprintf(share, sizeof share, "%.1f%%", 100 * kept);
+      std::cout << "features: pca " << step["explained_variance_ratio"].size() << " components, "
+                << share << " of the training variance\n";
+    }
+  }
+}
 
 int run_prepare(const PrepareArgs& a) {
   Expected<data::DatasetSpec> spec = data::resolve_dataset(a.dataset, a.target, a.categorical);
@@ -56,6 +91,7 @@ int run_prepare(const PrepareArgs& a) {
   for (const auto& [name, s] : m["splits"].items())
     std::cout << "  " << name << ": " << s["rows"].get<int64_t>() << " rows, x "
               << s["x_shape"].dump() << "\n";
+  print_feature_steps(m);
   const Json& c = m["cleaning"];
   if (c.contains("dropped_rows")) {
     std::cout << "cleaning: " << c["rows_read"].get<int64_t>() << " rows read, "
