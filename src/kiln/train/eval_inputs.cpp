@@ -5,6 +5,8 @@
 #include <algorithm>
 #include <cstdio>
 #include <limits>
+#include <mutex>
+#include <set>
 #include <sstream>
 
 #include "kiln/core/files.h"
@@ -162,6 +164,17 @@ fs::path lineage_snapshot_dir(const model::Bundle& bundle) {
   return {};
 }
 
+namespace {
+/// True the first time this process asks about `what` (a command that reads several splits of
+/// one snapshot warns once).
+bool first_warning_of(const std::string& what) {
+  static std::mutex mutex;
+  static std::set<std::string> warned;
+  std::lock_guard<std::mutex> lock(mutex);
+  return warned.insert(what).second;
+}
+}  // namespace
+
 Expected<RawInputs> read_labelled_rows(const model::Bundle& bundle, const std::string& data,
                                        const std::string& split) {
   if (fs::path(data).extension() == ".csv") return read_raw_inputs(bundle, data, true);
@@ -179,7 +192,8 @@ Expected<RawInputs> read_labelled_rows(const model::Bundle& bundle, const std::s
     return Status::InvalidArgument(snapshot_dir.string() + ": no split '" + split + "'");
   const Json& lineage = bundle.manifest.contains("lineage") ? bundle.manifest["lineage"] : Json();
   const std::string trained_on = lineage.is_object() ? lineage.value("snapshot_hash", "") : "";
-  if (!trained_on.empty() && trained_on != snap.hash())
+  if (!trained_on.empty() && trained_on != snap.hash() &&
+      first_warning_of(snapshot_dir.string() + " " + trained_on))
     std::fprintf(stderr,
                  "kiln: warning: %s was not prepared like the bundle's training data "
                  "(snapshot %s, bundle trained on %s)\n",
