@@ -56,6 +56,13 @@ TEST(ProfileTest, CleanBreastCancerHasNoIssues) {
   EXPECT_NEAR(radius["min"].get<double>(), 6.981, 1e-9);
   EXPECT_NEAR(radius["max"].get<double>(), 28.11, 1e-9);
   EXPECT_NEAR(radius["mean"].get<double>(), 14.127291739894552, 1e-9);
+  // Strongly correlated pairs (numpy.corrcoef: 15 pairs at |r| >= 0.95, the strongest
+  // mean_radius ~ mean_perimeter at 0.9978552814938105); information, not an issue.
+  const Json& pairs = r["correlated_pairs"];
+  ASSERT_EQ(pairs.size(), 15u) << pairs.dump();
+  EXPECT_EQ(pairs[0]["columns"], Json({"mean_radius", "mean_perimeter"}));
+  EXPECT_NEAR(pairs[0]["r"].get<double>(), 0.9978552814938105, 1e-12);
+  EXPECT_NE(render_profile(r).find("correlated pairs (|r| >= 0.95"), std::string::npos);
 }
 
 TEST(ProfileTest, LowerThresholdFindsMoreOutliers) {

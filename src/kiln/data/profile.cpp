@@ -140,6 +140,19 @@ Expected<Json> profile_table(const DatasetSpec& spec, const ProfileOptions& opti
       }
     }
   }
+  {
+    std::vector<size_t> numeric_features;
+    for (size_t c = 0; c < facts.size(); ++c)
+      if (c != target && facts[c].numeric &&
+          std::find(spec.drop_columns.begin(), spec.drop_columns.end(), facts[c].name) ==
+              spec.drop_columns.end())
+        numeric_features.push_back(c);
+    Json pairs = Json::array();
+    for (const CorrelatedPair& p :
+         correlated_pairs(facts, values, numeric_features, kCorrelatedPairThreshold))
+      pairs.push_back({{"columns", {p.first, p.second}}, {"r", p.r}});
+    report["correlated_pairs"] = pairs;
+  }
   std::sort(outliers.begin(), outliers.end(), [](const Json& a, const Json& b) {
     return a["line"].get<int64_t>() < b["line"].get<int64_t>();
   });
@@ -265,6 +278,16 @@ std::string render_profile(const Json& r) {
     out << "  identifier columns:  " << i["identifier_columns"].size();
     if (!i["identifier_columns"].empty()) out << "  " << i["identifier_columns"].dump();
     out << "\n";
+  }
+  if (r.contains("correlated_pairs") && !r["correlated_pairs"].empty()) {
+    const Json& pairs = r["correlated_pairs"];
+    out << "\ncorrelated pairs (|r| >= " << fmt_num(kCorrelatedPairThreshold)
+        << ", the same information twice; features.pca folds them): " << pairs.size() << "\n";
+    for (size_t k = 0; k < pairs.size() && k < 10; ++k)
+      out << "  " << pairs[k]["columns"][0].get<std::string>() << " ~ "
+          << pairs[k]["columns"][1].get<std::string>() << "  r "
+          << fmt_num(pairs[k]["r"].get<double>()) << "\n";
+    if (pairs.size() > 10) out << "  ... " << pairs.size() - 10 << " more in the JSON report\n";
   }
   out << "\nverdict: " << r["verdict"]["status"].get<std::string>();
   for (const auto& reason : r["verdict"]["reasons"]) out << "\n  - " << reason.get<std::string>();

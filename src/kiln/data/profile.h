@@ -28,14 +28,19 @@ struct ProfileOptions {
   std::vector<std::string> na_tokens_;  ///< empty: the spec's, else the defaults
 };
 
+/// |r| from which profile_dataset lists a pair of numeric columns under "correlated_pairs".
+inline constexpr double kCorrelatedPairThreshold = 0.95;
+
 /// Profiles a dataset without changing it: per split rows, shape, class counts and imbalance
 /// ratio; per feature min/max/mean/std/missing/unique (images: pixel mean/std); and the issues
 /// found: missing and non-numeric cells, exact duplicate rows, ragged lines, extreme outliers
-/// (robust z-score), constant columns; then a verdict. The report's shape:
+/// (robust z-score), constant columns, identifier-like text columns; then a verdict. Tables also
+/// list their strongly correlated numeric pairs (information, not an issue). The report's shape:
 ///   {"dataset", "kind", "sources": [{"path","sha256"}], "splits": {name: {"rows",
-///    "class_counts", ...}}, "features": [...], "issues": {"missing_cells", "non_numeric_cells",
-///    "duplicate_rows", "ragged_lines": [line], "outliers": [{"line","column","value","z"}],
-///    "constant_columns": [name]}, "verdict": {"status": "clean"|"needs_cleaning", "reasons"}}
+///    "class_counts", ...}}, "features": [...], "correlated_pairs": [{"columns": [a, b], "r"}],
+///    "issues": {"missing_cells", "non_numeric_cells", "duplicate_rows", "ragged_lines": [line],
+///    "outliers": [{"line","column","value","z"}], "constant_columns": [name],
+///    "identifier_columns": [name]}, "verdict": {"status": "clean"|"needs_cleaning", "reasons"}}
 /// Lines are 1-based physical lines of the CSV (the header is line 1). Read errors (missing or
 /// corrupt files, no target column) are returned as Status.
 Expected<Json> profile_dataset(const DatasetSpec& spec, const ProfileOptions& options = {});

@@ -114,6 +114,50 @@ Expected<std::vector<size_t>> column_indices(const CsvTable& table,
   return at;
 }
 
+std::vector<CorrelatedPair> correlated_pairs(const std::vector<ColumnFacts>& facts,
+                                             const std::vector<std::vector<double>>& values,
+                                             const std::vector<size_t>& columns, double threshold) {
+  std::vector<size_t> cols;
+  for (size_t c : columns)
+    if (cols.size() < kCorrelationMaxColumns && c < values.size() && !values[c].empty() &&
+        facts[c].numeric)
+      cols.push_back(c);
+  std::vector<CorrelatedPair> pairs;
+  if (cols.empty()) return pairs;
+  const size_t rows = values[cols[0]].size();
+  const size_t stride = std::max<size_t>(
+      1, (rows + kCorrelationMaxRows - 1) / static_cast<size_t>(kCorrelationMaxRows));
+  for (size_t i = 0; i < cols.size(); ++i)
+    for (size_t j = i + 1; j < cols.size(); ++j) {
+      const std::vector<double>& x = values[cols[i]];
+      const std::vector<double>& y = values[cols[j]];
+      // Sums about the columns' means (the whole column's: close to the pair's), so large
+      // offsets cost no precision.
+      const double mx = facts[cols[i]].mean, my = facts[cols[j]].mean;
+      double n = 0, sx = 0, sy = 0, sxx = 0, syy = 0, sxy = 0;
+      for (size_t r = 0; r < rows; r += stride) {
+        if (std::isnan(x[r]) || std::isnan(y[r])) continue;
+        const double dx = x[r] - mx, dy = y[r] - my;
+        n += 1;
+        sx += dx;
+        sy += dy;
+        sxx += dx * dx;
+        syy += dy * dy;
+        sxy += dx * dy;
+      }
+      if (n < 3) continue;
+      const double vx = sxx - sx * sx / n, vy = syy - sy * sy / n;
+      if (!(vx > 0) || !(vy > 0)) continue;
+      const double r = std::clamp((sxy - sx * sy / n) / std::sqrt(vx * vy), -1.0, 1.0);
+      if (std::fabs(r) >= threshold) pairs.push_back({facts[cols[i]].name, facts[cols[j]].name, r});
+    }
+  std::stable_sort(pairs.begin(), pairs.end(),
+                   [](const CorrelatedPair& a, const CorrelatedPair& b) {
+                     return std::fabs(a.r) > std::fabs(b.r);
+                   });
+  return pairs;
+}
+
 std::vector<size_t> duplicate_row_indices(const CsvTable& table) {
   std::unordered_map<std::string, size_t> seen;
   std::vector<size_t> dups;

@@ -59,6 +59,22 @@ Expected<std::vector<size_t>> column_indices(const CsvTable& table,
 bool looks_like_identifier(const ColumnFacts& column);
 inline constexpr int64_t kIdentifierMinRows = 20;
 
+/// Two numeric columns that move together: Pearson's r over the rows where both are present.
+struct CorrelatedPair {
+  std::string first, second;
+  double r = 0;
+};
+inline constexpr int64_t kCorrelationMaxRows = 5000;   ///< rows sampled evenly beyond this
+inline constexpr size_t kCorrelationMaxColumns = 200;  ///< the first ones, beyond this
+
+/// The pairs among `columns` (indices into `facts` and `values`, numeric columns) whose |r| is at
+/// least `threshold`, strongest first. Over at most kCorrelationMaxRows evenly spaced rows and
+/// the first kCorrelationMaxColumns columns, so a wide or long table stays quick. Such pairs
+/// carry the same information twice: PCA (a spec's features.pca) folds them.
+std::vector<CorrelatedPair> correlated_pairs(const std::vector<ColumnFacts>& facts,
+                                             const std::vector<std::vector<double>>& values,
+                                             const std::vector<size_t>& columns, double threshold);
+
 /// Indices of rows whose cells all equal those of an earlier row, in order.
 std::vector<size_t> duplicate_row_indices(const CsvTable& table);
 
