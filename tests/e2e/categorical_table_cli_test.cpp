@@ -162,6 +162,22 @@ TEST(CategoricalTableCliTest, ATextColumnIsEncodedInsideTheServedModule) {
   const auto bad = c.post("/v2/models/cancer/infer", as_text.dump());
   EXPECT_EQ(bad.status, 400);
   EXPECT_NE(bad.body.find("row 3, column 'mean_texture'"), std::string::npos) << bad.body;
+
+  // FP32: the site takes a code. -1 (a site never seen) is one; 7, or 1.5, is none: a 400 that
+  // says what the codes are, rather than an all-zero block the client did not mean.
+  Json coded = body;
+  coded["inputs"][0]["data"][2][30] = -1;
+  EXPECT_EQ(c.post("/v2/models/cancer/infer", coded.dump()).status, 200);
+  for (const double code : {7.0, 1.5}) {
+    coded["inputs"][0]["data"][2][30] = code;
+    const auto wrong = c.post("/v2/models/cancer/infer", coded.dump());
+    EXPECT_EQ(wrong.status, 400) << code;
+    EXPECT_NE(wrong.body.find("(row 2): column 'site' takes a category's code"), std::string::npos)
+        << wrong.body;
+    EXPECT_NE(wrong.body.find(R"(0 \"<missing>\", 1 \"east\", 2 \"north\", 3 \"south\")"),
+              std::string::npos)
+        << wrong.body;
+  }
 }
 
 /// `kiln predict --json`'s regression prediction per row.

@@ -67,12 +67,21 @@ TEST(Bundle, TableColumnsGiveTheCodesTheModuleTakes) {
   EXPECT_FALSE(columns.categorical(0));
   EXPECT_EQ(columns.name(1), "site");
   EXPECT_EQ(columns.code(1, "right", false), 2);
-  EXPECT_EQ(columns.code(1, "", true), 0);        // a missing cell is "<missing>"
+  EXPECT_EQ(columns.code(1, "", true), 0);         // a missing cell is "<missing>"
   EXPECT_EQ(columns.code(1, "attic", false), -1);  // never seen: all zeros
   EXPECT_EQ(columns.code(2, "night", false), 2);
   EXPECT_EQ(columns.code(2, "dusk", false), 0);  // never seen: "<infrequent>", where there is one
   EXPECT_EQ(columns.code(2, "", true), 0);
   EXPECT_FALSE(TableColumns(Json()).any_categorical());
+  EXPECT_EQ(columns.categorical_columns(), (std::vector<size_t>{1, 2}));
+  // What an FP32 request may send as a code: an index, -1 (never seen) or NaN (missing).
+  for (const float ok : {0.0f, 2.0f, -1.0f, std::numeric_limits<float>::quiet_NaN()})
+    EXPECT_EQ(columns.code_error(1, ok), "") << ok;
+  for (const float bad : {3.0f, 0.5f, -2.0f}) {
+    const std::string why = columns.code_error(1, bad);
+    EXPECT_NE(why.find("column 'site' takes a category's code"), std::string::npos) << why;
+    EXPECT_NE(why.find(R"(0 "<missing>", 1 "left", 2 "right")"), std::string::npos) << why;
+  }
 }
 
 TEST(Bundle, WriteReadRoundTrip) {

@@ -4,6 +4,7 @@
 #include <cmath>
 #include <cstring>
 #include <nlohmann/json.hpp>
+#include <sstream>
 
 #include "kiln/core/files.h"
 #include "kiln/core/hash.h"
@@ -253,11 +254,16 @@ TableColumns::TableColumns(const Json& schema_features) {
   for (const Json& f : schema_features) {
     names_.push_back(f.value("name", ""));
     std::unordered_map<std::string, int64_t> codes;
+    std::vector<std::string> categories;
     if (f.value("type", "numeric") == "categorical" && f.contains("categories") &&
         f["categories"].is_array())
       for (size_t i = 0; i < f["categories"].size(); ++i)
-        if (f["categories"][i].is_string())
+        if (f["categories"][i].is_string()) {
           codes.emplace(f["categories"][i].get<std::string>(), static_cast<int64_t>(i));
+          categories.push_back(f["categories"][i].get<std::string>());
+        }
+    if (!codes.empty()) categorical_columns_.push_back(names_.size() - 1);
+    categories_.push_back(std::move(categories));
     // Looked up once here, not per cell: a missing cell's code, and an unseen category's (the
     // infrequent category where rare ones were merged, else -1).
     auto code_of = [&](const char* category, float otherwise) {
@@ -271,10 +277,18 @@ TableColumns::TableColumns(const Json& schema_features) {
   }
 }
 
-bool TableColumns::any_categorical() const {
-  for (const auto& c : codes_)
-    if (!c.empty()) return true;
-  return false;
+std::string TableColumns::code_error(size_t column, float value) const {
+  const auto k = static_cast<float>(categories_[column].size());
+  if (std::isnan(value) || (value == std::floor(value) && value >= -1 && value < k)) return "";
+  std::string listed;
+  for (size_t i = 0; i < categories_[column].size() && i < 10; ++i)
+    listed += (i ? ", " : "") + std::to_string(i) + " " + Json(categories_[column][i]).dump();
+  if (categories_[column].size() > 10) listed += ", ...";
+  std::ostringstream shown;
+  shown << value;
+  return "column '" + names_[column] + "' takes a category's code, and " + shown.str() +
+         " is none of its " + std::to_string(categories_[column].size()) + " (" + listed +
+         "; -1 for one training never saw): send the code, or every column as text (BYTES)";
 }
 
 float TableColumns::code(size_t column, const std::string& text, bool missing) const {

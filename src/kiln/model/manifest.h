@@ -130,14 +130,23 @@ class TableColumns {
   size_t size() const { return names_.size(); }
   const std::string& name(size_t column) const { return names_[column]; }
   bool categorical(size_t column) const { return !codes_[column].empty(); }
-  bool any_categorical() const;
+  bool any_categorical() const { return !categorical_columns_.empty(); }
+  /// The categorical columns' indices, in order.
+  const std::vector<size_t>& categorical_columns() const { return categorical_columns_; }
   /// The code of `text` in categorical `column`.
   float code(size_t column, const std::string& text, bool missing) const;
+  /// "" when `value` can be categorical `column`'s code: an index of its categories, -1 (one
+  /// training never saw) or NaN (missing); else why not, naming the column and its categories.
+  /// A client that sends a code column's raw value (sex 2 for categories ["1", "2"]) is told to
+  /// send the code or the text.
+  std::string code_error(size_t column, float value) const;
 
  private:
   std::vector<std::string> names_;
   std::vector<std::unordered_map<std::string, int64_t>> codes_;  ///< empty: numeric
-  std::vector<float> missing_code_, unseen_code_;                ///< per column
+  std::vector<std::vector<std::string>> categories_;             ///< by code, per column
+  std::vector<size_t> categorical_columns_;
+  std::vector<float> missing_code_, unseen_code_;  ///< per column
 };
 
 /// The "signature" object of a manifest: one FP32 input "input" of shape [-1, raw_input_shape...]

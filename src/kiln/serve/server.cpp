@@ -1048,6 +1048,17 @@ void InferenceServer::Impl::handle_infer(const HttpRequest& req, const std::stri
                         std::to_string(k / per_row) + ", column '" + sig.columns.name(column) +
                         "'): \"" + text.substr(0, 40) + "\" is not a number");
     }
+  } else if (sig.columns.any_categorical() && static_cast<int64_t>(sig.columns.size()) == per_row) {
+    // FP32 for a table with categorical columns: those take codes (BYTES converted them above).
+    for (int64_t row = 0; row < rows; ++row)
+      for (size_t column : sig.columns.categorical_columns()) {
+        const int64_t k = row * per_row + static_cast<int64_t>(column);
+        if (std::string why = sig.columns.code_error(column, in.data[static_cast<size_t>(k)]);
+            !why.empty())
+          return fail(400, vm.client_error,
+                      "inputs[0].data[" + std::to_string(k) + "] (row " + std::to_string(row) +
+                          "): " + why);
+      }
   }
   if (Status values = model::check_input_values(in.data.data(), rows, per_row, sig.accepts_missing);
       !values.ok()) {
