@@ -70,6 +70,38 @@ TEST(TrainConfigTest, DeviceIsCheckedButLeavesTheHashOfOtherConfigs) {
       << bad.status().message();
 }
 
+TEST(TrainConfigTest, EmaIsParsedCheckedAndHashedOnlyWhenOn) {
+  TempDir dir;
+  auto base = load(dir, kBase);
+  ASSERT_TRUE(base.ok()) << base.status();
+  EXPECT_FALSE(base->ema.enabled());
+  EXPECT_FALSE(base->to_json().contains("ema"));
+  auto off = load(dir, std::string(kBase) + "ema: {decay: 0}\n");
+  ASSERT_TRUE(off.ok()) << off.status();
+  EXPECT_EQ(off->hash(), base->hash());
+  auto on = load(dir, std::string(kBase) + "ema: {decay: 0.999}\n", {"ema.warmup=false"});
+  ASSERT_TRUE(on.ok()) << on.status();
+  EXPECT_DOUBLE_EQ(on->ema.decay, 0.999);
+  EXPECT_FALSE(on->ema.warmup);
+  EXPECT_EQ(on->to_json()["ema"], (Json{{"decay", 0.999}, {"warmup", false}}));
+  EXPECT_NE(on->hash(), base->hash());
+  const std::pair<const char*, const char*> bad[] = {
+      {"ema: {decay: 1}\n", "line 5: ema.decay: must be in [0, 1) (0: off), got 1"},
+      {"ema: {decay: -0.5}\n", "ema.decay: must be in [0, 1)"},
+      {"ema: {decya: 0.9}\n", "ema.decya: unknown key"},
+      {"ema: 0.999\n", "line 5: ema: {decay: 0.999, warmup: true}"},
+  };
+  for (const auto& [yaml, expected] : bad) {
+    auto r = load(dir, std::string(kBase) + yaml);
+    ASSERT_FALSE(r.ok()) << yaml;
+    EXPECT_NE(r.status().message().find(expected), std::string::npos) << r.status().message();
+  }
+  auto lbfgs = load(dir, std::string(kBase) + "ema: {decay: 0.9}\n", {"optimizer.name=lbfgs"});
+  ASSERT_FALSE(lbfgs.ok());
+  EXPECT_NE(lbfgs.status().message().find("ema: needs a minibatch optimizer"), std::string::npos)
+      << lbfgs.status().message();
+}
+
 TEST(TrainConfigTest, DistillIsParsedHashedAndChecked) {
   TempDir dir;
   const std::string hash_without = load(dir, kBase)->hash();

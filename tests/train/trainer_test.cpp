@@ -15,6 +15,7 @@
 #include "kiln/train/checkpoint.h"
 #include "kiln/train/evaluate.h"
 #include "kiln/train/optim.h"
+#include "kiln/train/weight_average.h"
 #include "support/test_support.h"
 #include "train_test_data.h"
 
@@ -179,6 +180,48 @@ TEST(TrainerTest, LabelsOutsideTheClassListAreRejected) {
   ASSERT_FALSE(r.ok());
   EXPECT_EQ(r.status().code(), StatusCode::kInvalidArgument);
   EXPECT_NE(r.status().message().find("labels 0..2"), std::string::npos) << r.status();
+}
+
+TEST(TrainerTest, EmaBundlesTheAveragedWeightsAndResumesExactly) {
+  auto cfg = config_for(breast_cancer_snapshot(), kMlp,
+                        {"epochs=3", "checkpoint_every=5", "ema={decay: 0.95}"});
+  ASSERT_TRUE(cfg.ok()) << cfg.status();
+  TempDir full_dir;
+  auto full = train(*cfg, TrainOptions(full_dir.path()).progress(nullptr));
+  ASSERT_TRUE(full.ok()) << full.status();
+  EXPECT_GE(full->test_metrics["accuracy"].get<double>(), 0.9) << full->test_metrics;
+
+  // The bundle holds the checkpoint's averages, not the weights training left.
+  auto bundle = model::read_bundle(full->bundle_dir);
+  ASSERT_TRUE(bundle.ok()) << bundle.status();
+  auto bundled = model::load_bundle_network(*bundle);
+  auto trained = model::load_bundle_network(*bundle);
+  ASSERT_TRUE(bundled.ok() && trained.ok());
+  WeightAverage saved(**trained, 0.95, true);
+  auto state =
+      load_checkpoint(full_dir / "checkpoint.pt", **trained, nullptr, false, &saved.averages());
+  ASSERT_TRUE(state.ok()) << state.status();
+  const auto params = (*bundled)->parameters();
+  const auto live = (*trained)->parameters();
+  ASSERT_LE(params.size(), saved.averages().size());
+  bool any_differs = false;
+  for (size_t i = 0; i < params.size(); ++i) {
+    EXPECT_TRUE(torch::equal(params[i], saved.averages()[i])) << "parameter " << i;
+    any_differs = any_differs || !torch::equal(params[i], live[i]);
+  }
+  EXPECT_TRUE(any_differs) << "the bundle holds the trained weights, not their average";
+
+  // Interrupted mid-epoch and resumed: the same averages, so the same history and metrics.
+  const int64_t steps_per_epoch = full->steps / 3;
+  TempDir dir;
+  auto first =
+      train(*cfg, TrainOptions(dir.path()).progress(nullptr).max_steps(steps_per_epoch + 3));
+  ASSERT_TRUE(first.ok()) << first.status();
+  EXPECT_TRUE(first->interrupted);
+  auto resumed = train(*cfg, TrainOptions(dir.path()).progress(nullptr).resume(true));
+  ASSERT_TRUE(resumed.ok()) << resumed.status();
+  EXPECT_EQ(without_timings(resumed->history), without_timings(full->history));
+  EXPECT_EQ(resumed->test_metrics, full->test_metrics);
 }
 
 TEST(TrainerTest, EarlyStoppingStopsAndRestoresTheBestEpoch) {

@@ -102,7 +102,8 @@ bool is_lbfgs(const torch::optim::Optimizer& optimizer) {
 }  // namespace
 
 Status save_checkpoint(const fs::path& path, const torch::nn::Module& model,
-                       const torch::optim::Optimizer& optimizer, const TrainState& state) {
+                       const torch::optim::Optimizer& optimizer, const TrainState& state,
+                       const std::vector<torch::Tensor>& averages) {
   torch::serialize::OutputArchive archive;
   try {
     torch::serialize::OutputArchive model_archive, optim_archive;
@@ -120,6 +121,12 @@ Status save_checkpoint(const fs::path& path, const torch::nn::Module& model,
     }
     archive.write("rng_cpu", rng);
     archive.write("state", c10::IValue(state.to_json().dump()));
+    if (!averages.empty()) {
+      torch::serialize::OutputArchive ema_archive;
+      for (size_t i = 0; i < averages.size(); ++i)
+        ema_archive.write(std::to_string(i), averages[i], /*is_buffer=*/true);
+      archive.write("ema", ema_archive);
+    }
   } catch (const c10::Error& e) {
     return Status::Internal(path.string() +
                             ": building the checkpoint: " + e.what_without_backtrace());
@@ -129,7 +136,8 @@ Status save_checkpoint(const fs::path& path, const torch::nn::Module& model,
 }
 
 Expected<TrainState> load_checkpoint(const fs::path& path, torch::nn::Module& model,
-                                     torch::optim::Optimizer* optimizer, bool restore_rng) {
+                                     torch::optim::Optimizer* optimizer, bool restore_rng,
+                                     std::vector<torch::Tensor>* averages) {
   torch::serialize::InputArchive archive;
   KILN_RETURN_IF_ERROR(read_archive(path, model, archive));
   TrainState state;
@@ -155,6 +163,20 @@ Expected<TrainState> load_checkpoint(const fs::path& path, torch::nn::Module& mo
       auto gen = at::detail::getDefaultCPUGenerator();
       std::lock_guard<std::mutex> lock(gen.mutex());
       gen.set_state(rng);
+    }
+    if (averages && !averages->empty()) {
+      torch::serialize::InputArchive ema_archive;
+      if (!archive.try_read("ema", ema_archive))
+        return Status::DataLoss(path.string() + ": the checkpoint holds no weight averages (ema)");
+      torch::NoGradGuard no_grad;
+      for (size_t i = 0; i < averages->size(); ++i) {
+        torch::Tensor saved;
+        if (!ema_archive.try_read(std::to_string(i), saved, /*is_buffer=*/true))
+          return Status::DataLoss(path.string() +
+                                  ": the checkpoint holds fewer weight averages "
+                                  "than the model has tensors");
+        (*averages)[i].copy_(saved);
+      }
     }
   } catch (const c10::Error& e) {
     return Status::DataLoss(path.string() +

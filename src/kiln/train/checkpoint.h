@@ -1,9 +1,12 @@
 #pragma once
 
+#include <torch/types.h>
+
 #include <cstdint>
 #include <filesystem>
 #include <limits>
 #include <string>
+#include <vector>
 
 #include "kiln/core/expected.h"
 #include "kiln/core/json.h"
@@ -48,21 +51,26 @@ struct TrainState {
 };
 
 /// Writes a checkpoint of `model` (parameters and buffers), `optimizer` (its torch::serialize
-/// state), the default CPU generator's state, and `state`, as one torch archive. Atomic: the
+/// state), the default CPU generator's state, `state`, and the weight averages of `ema:` when
+/// `averages` holds any (WeightAverage::averages()), as one torch archive. Atomic: the
 /// bytes go to a temp file that is fsynced and renamed over `path` (core write_file_atomic), so a
 /// crash or `kill -9` at any moment leaves the previous checkpoint intact. Blocks on I/O; not
 /// thread-safe with respect to a concurrent training step on the same model.
 ///
 ///   KILN_RETURN_IF_ERROR(save_checkpoint(out / "checkpoint.pt", *net, *opt, state));
 Status save_checkpoint(const fs::path& path, const torch::nn::Module& model,
-                       const torch::optim::Optimizer& optimizer, const TrainState& state);
+                       const torch::optim::Optimizer& optimizer, const TrainState& state,
+                       const std::vector<torch::Tensor>& averages = {});
 
 /// Loads a checkpoint into an already-built `model` and `optimizer` (same architecture and
 /// parameter order), onto the device the model's parameters are on, and, when `restore_rng`, sets
 /// the default CPU generator's state. Returns the TrainState. NotFound when the file is missing;
 /// DataLoss naming the path when it is not a readable Kiln checkpoint or does not match the model.
+/// With `averages`, the checkpoint's weight averages are copied into them (in place, so a
+/// WeightAverage's averages() resume); DataLoss when it holds none or another count.
 Expected<TrainState> load_checkpoint(const fs::path& path, torch::nn::Module& model,
-                                     torch::optim::Optimizer* optimizer, bool restore_rng = true);
+                                     torch::optim::Optimizer* optimizer, bool restore_rng = true,
+                                     std::vector<torch::Tensor>* averages = nullptr);
 
 /// Model parameters and buffers only (e.g. the best epoch's weights), written atomically.
 Status save_weights(const fs::path& path, const torch::nn::Module& model);

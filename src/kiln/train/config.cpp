@@ -122,6 +122,7 @@ const std::vector<std::string> kScheduleKeys = {
     "name",   "warmup_epochs", "warmup_steps", "step_size", "gamma", "min_lr",
     "max_lr", "pct_start",     "div_factor",   "final_div", "anneal"};
 const std::vector<std::string> kEarlyKeys = {"metric", "patience", "min_delta", "restore_best"};
+const std::vector<std::string> kEmaKeys = {"decay", "warmup"};
 const std::vector<std::string> kAugmentKeys = {"crop_padding", "hflip",      "translate",
                                                "noise_std",    "erase",      "erase_area",
                                                "erase_ratio",  "erase_value"};
@@ -134,7 +135,8 @@ const std::vector<std::string>& train_config_keys() {
       "data",      "model",         "loss",      "optimizer",      "schedule",         "batch_size",
       "epochs",    "seed",          "grad_clip", "early_stopping", "checkpoint_every", "augment",
       "precision", "channels_last", "threads",   "workers",        "deterministic",    "eval_tta",
-      "log_every", "init",          "freeze",    "param_groups",   "distill",          "device"};
+      "log_every", "init",          "freeze",    "param_groups",   "distill",          "device",
+      "ema"};
   return keys;
 }
 
@@ -184,6 +186,8 @@ Json EarlyStoppingConfig::to_json() const {
           {"restore_best", restore_best}};
 }
 
+Json EmaConfig::to_json() const { return {{"decay", decay}, {"warmup", warmup}}; }
+
 Json TrainConfig::to_json() const {
   Json j;
   j["data"] = {{"path", data}, {"limit", data_limit}};
@@ -197,6 +201,7 @@ Json TrainConfig::to_json() const {
   j["seed"] = seed;
   j["grad_clip"] = grad_clip;
   j["early_stopping"] = early_stopping.to_json();
+  if (ema.enabled()) j["ema"] = ema.to_json();  // only when on, so other configs' hashes stay
   j["checkpoint_every"] = checkpoint_every;
   j["augment"] = augment.to_json();
   j["precision"] = precision;
@@ -391,6 +396,15 @@ Expected<TrainConfig> parse_train_config(const Json& j, const fs::path& base_dir
     KILN_RETURN_IF_ERROR(r.non_negative("early_stopping.min_delta", es.min_delta));
     KILN_RETURN_IF_ERROR(r.get(e, "early_stopping", "restore_best", &es.restore_best));
   }
+  if (j.contains("ema")) {
+    const Json& e = j["ema"];
+    if (!e.is_object()) return r.error("ema", "{decay: 0.999, warmup: true}");
+    KILN_RETURN_IF_ERROR(r.check_keys(e, "ema", kEmaKeys));
+    KILN_RETURN_IF_ERROR(r.get(e, "ema", "decay", &c.ema.decay));
+    if (!(c.ema.decay >= 0 && c.ema.decay < 1))
+      return r.error("ema.decay", "must be in [0, 1) (0: off), got " + Json(c.ema.decay).dump());
+    KILN_RETURN_IF_ERROR(r.get(e, "ema", "warmup", &c.ema.warmup));
+  }
   KILN_RETURN_IF_ERROR(r.get(j, "", "checkpoint_every", &c.checkpoint_every));
   KILN_RETURN_IF_ERROR(r.non_negative("checkpoint_every", static_cast<double>(c.checkpoint_every)));
 
@@ -482,6 +496,8 @@ Expected<TrainConfig> parse_train_config(const Json& j, const fs::path& base_dir
     if (!(c.distill.alpha >= 0 && c.distill.alpha <= 1))
       return r.error("distill.alpha", "must be in [0, 1]");
   }
+  if (c.ema.enabled() && c.optimizer.name == "lbfgs")
+    return r.error("ema", "needs a minibatch optimizer (lbfgs takes one full-batch step an epoch)");
   return c;
 }
 

@@ -61,6 +61,16 @@ struct EarlyStoppingConfig {
   Json to_json() const;
 };
 
+/// `ema:` — an exponential moving average of the weights (train/weight_average.h). When on,
+/// each epoch's validation, early stopping, best.pt and the bundle use the averaged weights;
+/// training steps the network's own. decay 0 (the default) is off.
+struct EmaConfig {
+  double decay = 0.0;  ///< in [0, 1): the average's weight on its past per step (0.999 typical)
+  bool warmup = true;  ///< decay min(decay, (1 + t) / (10 + t)) at step t
+  bool enabled() const { return decay > 0; }
+  Json to_json() const;
+};
+
 /// Everything `kiln train CONFIG.yaml` reads: a plain value type, parsed and validated by
 /// load_train_config / parse_train_config. Thread-compatible.
 ///
@@ -74,6 +84,7 @@ struct EarlyStoppingConfig {
 /// epochs: 10
 /// augment: {crop_padding: 2, hflip: 0.5}
 /// early_stopping: {metric: val_accuracy, patience: 3}
+/// ema: {decay: 0.999}                     # evaluate and bundle averaged weights
 /// init: fmnist@production                 # fine-tune: weights by name and shape (new head: fresh)
 /// freeze: [0, 1]                          # layers kept as loaded
 /// param_groups: [{layers: [6], lr_scale: 10}]
@@ -100,6 +111,7 @@ struct TrainConfig {
   uint64_t seed = 0;
   double grad_clip = 0.0;  ///< max global L2 norm of the gradients; 0: off
   EarlyStoppingConfig early_stopping;
+  EmaConfig ema;
   int64_t checkpoint_every = 0;  ///< optimizer steps between checkpoints (plus every epoch end)
   data::AugmentOptions augment;
   std::string precision =

@@ -36,6 +36,7 @@
 #include "kiln/train/optim.h"
 #include "kiln/train/plots.h"
 #include "kiln/train/reference_profile.h"
+#include "kiln/train/weight_average.h"
 
 namespace kiln::train {
 namespace {
@@ -473,11 +474,18 @@ Expected<TrainResult> train(const TrainConfig& cfg, const TrainOptions& opts) {
     return r;
   };
 
+  // The weight average (ema:), from the network as initialised (or as the checkpoint has it).
+  std::optional<WeightAverage> ema;
+  if (cfg.ema.enabled()) ema.emplace(*net, cfg.ema.decay, cfg.ema.warmup);
+  const std::vector<torch::Tensor> no_averages;
+  const std::vector<torch::Tensor>& averages = ema ? ema->averages() : no_averages;
+
   // --- State: fresh or resumed ---------------------------------------------------------------
   TrainState state;
   const std::string config_hash = sha256_hex(canonical_json(resume_identity(cfg)));
   if (opts.resume_) {
-    KILN_ASSIGN_OR_RETURN(state, load_checkpoint(ckpt_path, *net, optimizer.get()));
+    KILN_ASSIGN_OR_RETURN(state, load_checkpoint(ckpt_path, *net, optimizer.get(), true,
+                                                 ema ? &ema->averages() : nullptr));
     if (state.config_hash != config_hash)
       return Status::FailedPrecondition(
           ckpt_path.string() + ": the checkpoint belongs to another config (hash " +
@@ -499,7 +507,7 @@ Expected<TrainResult> train(const TrainConfig& cfg, const TrainOptions& opts) {
     state.config_hash = config_hash;
     if (leader) {
       KILN_RETURN_IF_ERROR(write_json_file_atomic(out / "config.json", cfg.to_json()));
-      KILN_RETURN_IF_ERROR(save_checkpoint(ckpt_path, *net, *optimizer, state));
+      KILN_RETURN_IF_ERROR(save_checkpoint(ckpt_path, *net, *optimizer, state, averages));
       KILN_RETURN_IF_ERROR(write_history_files(out, state.history, d.task));
     }
   }
@@ -527,6 +535,11 @@ Expected<TrainResult> train(const TrainConfig& cfg, const TrainOptions& opts) {
                  static_cast<long long>(net->total_params()), bf16 ? "bf16" : "fp32",
                  channels_last ? " channels_last" : "", model::device_name(device).c_str(), threads,
                  static_cast<long long>(steps_per_epoch));
+  if (log && ema)
+    std::fprintf(log,
+                 "ema: weights averaged with decay %g%s; validation, early stopping and the "
+                 "bundle use the average\n",
+                 cfg.ema.decay, cfg.ema.warmup ? " (warmup: min(decay, (1+t)/(10+t)))" : "");
   std::optional<ProgressBar> bar;
   if (log) {
     bar.emplace("train", total_steps, "steps", log);
@@ -602,7 +615,7 @@ Expected<TrainResult> train(const TrainConfig& cfg, const TrainOptions& opts) {
               std::to_string(last_good_step) + ") is kept in " + ckpt_path.string() +
               ". Lower optimizer.lr or set grad_clip.");
     }
-    if (leader) KILN_RETURN_IF_ERROR(save_checkpoint(ckpt_path, *net, *optimizer, state));
+    if (leader) KILN_RETURN_IF_ERROR(save_checkpoint(ckpt_path, *net, *optimizer, state, averages));
     last_good_step = state.step;
     return Status::Ok();
   };
@@ -662,6 +675,7 @@ Expected<TrainResult> train(const TrainConfig& cfg, const TrainOptions& opts) {
         if (reducer) KILN_RETURN_IF_ERROR(reducer->finish());
         if (cfg.grad_clip > 0) torch::nn::utils::clip_grad_norm_(net->parameters(), cfg.grad_clip);
         optimizer->step();
+        if (ema) ema->update(state.step);
       }
       {
         torch::NoGradGuard no_grad;
@@ -726,6 +740,9 @@ Expected<TrainResult> train(const TrainConfig& cfg, const TrainOptions& opts) {
       line["train_accuracy"] =
           samples > 0 ? static_cast<double>(state.epoch_correct) / static_cast<double>(samples)
                       : 0.0;
+    // With ema:, validation, early stopping and best.pt see the averaged weights; the
+    // network's own are back in place before the checkpoint.
+    if (ema) ema->swap();
     if (val_split && leader) {
       KILN_ASSIGN_OR_RETURN(Json val, run_eval(*val_split));
       line["val_loss"] = val["loss"];
@@ -765,6 +782,7 @@ Expected<TrainResult> train(const TrainConfig& cfg, const TrainOptions& opts) {
         ++state.bad_epochs;
       }
     }
+    if (ema) ema->swap();
     state.history.push_back(line);
     if (log) {
       std::string msg = "epoch " + std::to_string(state.epoch + 1) + "/" +
@@ -819,6 +837,7 @@ Expected<TrainResult> train(const TrainConfig& cfg, const TrainOptions& opts) {
   // --- Final evaluation, plots, bundle ---------------------------------------------------------
   // The bundle's module runs on the CPU here whatever trained it, so its metrics are those of
   // what `kiln serve` runs by default.
+  if (ema) ema->swap();  // the averaged weights are the model
   if (cuda) net->to(torch::kCPU);
   if (es.enabled() && es.restore_best && fs::exists(best_path, ec))
     KILN_RETURN_IF_ERROR(load_weights(best_path, *net));
