@@ -102,6 +102,29 @@ TEST(TrainConfigTest, EmaIsParsedCheckedAndHashedOnlyWhenOn) {
       << lbfgs.status().message();
 }
 
+TEST(TrainConfigTest, AccumulateBatchesIsCheckedAndHashedOnlyAboveOne) {
+  TempDir dir;
+  auto base = load(dir, kBase);
+  auto one = load(dir, std::string(kBase) + "accumulate_batches: 1\n");
+  auto four = load(dir, kBase, {"accumulate_batches=4"});
+  ASSERT_TRUE(base.ok() && one.ok() && four.ok());
+  EXPECT_EQ(base->accumulate_batches, 1);
+  EXPECT_EQ(one->hash(), base->hash());
+  EXPECT_EQ(four->accumulate_batches, 4);
+  EXPECT_EQ(four->to_json()["accumulate_batches"], 4);
+  EXPECT_NE(four->hash(), base->hash());
+  auto zero = load(dir, std::string(kBase) + "accumulate_batches: 0\n");
+  ASSERT_FALSE(zero.ok());
+  EXPECT_NE(zero.status().message().find("line 5: accumulate_batches: must be > 0"),
+            std::string::npos)
+      << zero.status().message();
+  auto lbfgs = load(dir, kBase, {"accumulate_batches=2", "optimizer.name=lbfgs"});
+  ASSERT_FALSE(lbfgs.ok());
+  EXPECT_NE(lbfgs.status().message().find("accumulate_batches: lbfgs is full batch"),
+            std::string::npos)
+      << lbfgs.status().message();
+}
+
 TEST(TrainConfigTest, DistillIsParsedHashedAndChecked) {
   TempDir dir;
   const std::string hash_without = load(dir, kBase)->hash();

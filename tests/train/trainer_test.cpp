@@ -224,6 +224,60 @@ TEST(TrainerTest, EmaBundlesTheAveragedWeightsAndResumesExactly) {
   EXPECT_EQ(resumed->test_metrics, full->test_metrics);
 }
 
+TEST(TrainerTest, AccumulatingTwoBatchesOf16TrainsAsOneBatchOf32) {
+  // No dropout: the two runs draw their random numbers differently, the rest is the same sum.
+  // SGD, whose step follows the gradient's scale (Adam's would hide a missing 1/2).
+  const std::vector<std::string> common = {"epochs=3", "model.dropout=0", "checkpoint_every=5",
+                                           "optimizer={name: sgd, lr: 0.05}"};
+  std::vector<std::string> one = common, two = common;
+  one.push_back("batch_size=32");
+  two.push_back("batch_size=16");
+  two.push_back("accumulate_batches=2");
+  auto whole = config_for(breast_cancer_snapshot(), kMlp, one);
+  auto accumulated = config_for(breast_cancer_snapshot(), kMlp, two);
+  ASSERT_TRUE(whole.ok() && accumulated.ok());
+  TempDir whole_dir, accumulated_dir;
+  auto a = train(*whole, TrainOptions(whole_dir.path()).progress(nullptr).bundle(false));
+  auto b =
+      train(*accumulated, TrainOptions(accumulated_dir.path()).progress(nullptr).bundle(false));
+  ASSERT_TRUE(a.ok()) << a.status();
+  ASSERT_TRUE(b.ok()) << b.status();
+  EXPECT_EQ(b->steps, a->steps);  // optimizer steps: the schedule sees the same run
+  ASSERT_EQ(b->history.size(), a->history.size());
+  for (size_t e = 0; e < a->history.size(); ++e) {
+    EXPECT_EQ(b->history[e]["step"], a->history[e]["step"]);
+    EXPECT_NEAR(b->history[e]["train_loss"].get<double>(),
+                a->history[e]["train_loss"].get<double>(), 1e-5);
+    EXPECT_NEAR(b->history[e]["val_loss"].get<double>(), a->history[e]["val_loss"].get<double>(),
+                1e-5);
+  }
+
+  // A group the epoch's batches do not fill: its last step takes what is left.
+  auto uneven = config_for(breast_cancer_snapshot(), kMlp,
+                           {"epochs=1", "batch_size=16", "accumulate_batches=5"});
+  ASSERT_TRUE(uneven.ok());
+  TempDir uneven_dir;
+  auto u = train(*uneven, TrainOptions(uneven_dir.path()).progress(nullptr).bundle(false));
+  ASSERT_TRUE(u.ok()) << u.status();
+  auto snapshot = data::read_snapshot(breast_cancer_snapshot());
+  ASSERT_TRUE(snapshot.ok());
+  const int64_t batches = snapshot->splits.at("train").x.size(0) / 16;  // the last one dropped
+  EXPECT_EQ(u->steps, (batches + 4) / 5);
+
+  // Stopped between two steps and resumed: the same run.
+  TempDir dir;
+  auto first =
+      train(*accumulated, TrainOptions(dir.path()).progress(nullptr).bundle(false).max_steps(17));
+  ASSERT_TRUE(first.ok()) << first.status();
+  EXPECT_TRUE(first->interrupted);
+  EXPECT_EQ(first->steps, 17);
+  auto resumed =
+      train(*accumulated, TrainOptions(dir.path()).progress(nullptr).bundle(false).resume(true));
+  ASSERT_TRUE(resumed.ok()) << resumed.status();
+  EXPECT_EQ(without_timings(resumed->history), without_timings(b->history));
+  EXPECT_EQ(resumed->test_metrics, b->test_metrics);
+}
+
 TEST(TrainerTest, EarlyStoppingStopsAndRestoresTheBestEpoch) {
   auto cfg =
       config_for(breast_cancer_snapshot(), kMlp,

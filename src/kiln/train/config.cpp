@@ -131,12 +131,32 @@ const std::vector<std::string> kDataKeys = {"path", "limit", "features"};
 }  // namespace
 
 const std::vector<std::string>& train_config_keys() {
-  static const std::vector<std::string> keys = {
-      "data",      "model",         "loss",      "optimizer",      "schedule",         "batch_size",
-      "epochs",    "seed",          "grad_clip", "early_stopping", "checkpoint_every", "augment",
-      "precision", "channels_last", "threads",   "workers",        "deterministic",    "eval_tta",
-      "log_every", "init",          "freeze",    "param_groups",   "distill",          "device",
-      "ema"};
+  static const std::vector<std::string> keys = {"data",
+                                                "model",
+                                                "loss",
+                                                "optimizer",
+                                                "schedule",
+                                                "batch_size",
+                                                "accumulate_batches",
+                                                "epochs",
+                                                "seed",
+                                                "grad_clip",
+                                                "early_stopping",
+                                                "ema",
+                                                "checkpoint_every",
+                                                "augment",
+                                                "precision",
+                                                "channels_last",
+                                                "threads",
+                                                "workers",
+                                                "deterministic",
+                                                "eval_tta",
+                                                "log_every",
+                                                "init",
+                                                "freeze",
+                                                "param_groups",
+                                                "distill",
+                                                "device"};
   return keys;
 }
 
@@ -197,6 +217,7 @@ Json TrainConfig::to_json() const {
   j["optimizer"] = optimizer.to_json();
   j["schedule"] = schedule.to_json();
   j["batch_size"] = batch_size;
+  if (accumulate_batches > 1) j["accumulate_batches"] = accumulate_batches;  // hashes stay
   j["epochs"] = epochs;
   j["seed"] = seed;
   j["grad_clip"] = grad_clip;
@@ -370,6 +391,8 @@ Expected<TrainConfig> parse_train_config(const Json& j, const fs::path& base_dir
 
   KILN_RETURN_IF_ERROR(r.get(j, "", "batch_size", &c.batch_size));
   KILN_RETURN_IF_ERROR(r.positive("batch_size", static_cast<double>(c.batch_size)));
+  KILN_RETURN_IF_ERROR(r.get(j, "", "accumulate_batches", &c.accumulate_batches));
+  KILN_RETURN_IF_ERROR(r.positive("accumulate_batches", static_cast<double>(c.accumulate_batches)));
   KILN_RETURN_IF_ERROR(r.get(j, "", "epochs", &c.epochs));
   KILN_RETURN_IF_ERROR(r.positive("epochs", static_cast<double>(c.epochs)));
   {
@@ -496,6 +519,8 @@ Expected<TrainConfig> parse_train_config(const Json& j, const fs::path& base_dir
     if (!(c.distill.alpha >= 0 && c.distill.alpha <= 1))
       return r.error("distill.alpha", "must be in [0, 1]");
   }
+  if (c.accumulate_batches > 1 && c.optimizer.name == "lbfgs")
+    return r.error("accumulate_batches", "lbfgs is full batch: every step sees every row");
   if (c.ema.enabled() && c.optimizer.name == "lbfgs")
     return r.error("ema", "needs a minibatch optimizer (lbfgs takes one full-batch step an epoch)");
   return c;

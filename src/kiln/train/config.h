@@ -81,6 +81,7 @@ struct EmaConfig {
 /// optimizer: {name: adamw, lr: 0.003, weight_decay: 0.05}
 /// schedule: {name: one_cycle, pct_start: 0.25}
 /// batch_size: 256
+/// accumulate_batches: 4                   # each optimizer step takes 4 batches (1024 rows)
 /// epochs: 10
 /// augment: {crop_padding: 2, hflip: 0.5}
 /// early_stopping: {metric: val_accuracy, patience: 3}
@@ -107,6 +108,11 @@ struct TrainConfig {
   OptimizerConfig optimizer;
   ScheduleConfig schedule;
   int64_t batch_size = 128;
+  /// Gradient accumulation: each optimizer step sums the gradients of this many batches of
+  /// batch_size (each batch's loss scaled by 1/their number), so it takes
+  /// batch_size × accumulate_batches rows while memory holds one batch. The schedule,
+  /// checkpoint_every and `steps` count optimizer steps.
+  int64_t accumulate_batches = 1;
   int64_t epochs = 10;
   uint64_t seed = 0;
   double grad_clip = 0.0;  ///< max global L2 norm of the gradients; 0: off

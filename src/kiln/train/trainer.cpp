@@ -450,7 +450,15 @@ Expected<TrainResult> train(const TrainConfig& cfg, const TrainOptions& opts) {
     return Status::InvalidArgument("augment: image augmentation on a table dataset");
   }
   KILN_ASSIGN_OR_RETURN(auto loader, data::Loader::Create(train_split.x, train_split.y, lo));
-  const int64_t steps_per_epoch = loader->batches_per_epoch();
+  // accumulate_batches: an optimizer step takes that many batches (the epoch's last step what is
+  // left); the schedule and checkpoint_every count optimizer steps, the loader's position batches.
+  const int64_t accumulate = cfg.accumulate_batches;
+  if (accumulate > 1 && dist)
+    return Status::InvalidArgument(
+        "accumulate_batches: data-parallel training does not accumulate gradients (each step "
+        "all-reduces one batch); raise batch_size instead, which the ranks share");
+  const int64_t batches_per_epoch = loader->batches_per_epoch();
+  const int64_t steps_per_epoch = (batches_per_epoch + accumulate - 1) / accumulate;
   const int64_t total_steps = steps_per_epoch * cfg.epochs;
   const LrSchedule schedule(cfg.schedule, cfg.optimizer.lr, steps_per_epoch, total_steps);
 
@@ -491,7 +499,7 @@ Expected<TrainResult> train(const TrainConfig& cfg, const TrainOptions& opts) {
           ckpt_path.string() + ": the checkpoint belongs to another config (hash " +
           state.config_hash.substr(0, 12) + ", this config " + config_hash.substr(0, 12) +
           "); only threads, workers, log_every and device may change on resume");
-    if (state.epoch > cfg.epochs || state.batch > steps_per_epoch)
+    if (state.epoch > cfg.epochs || state.batch > batches_per_epoch)
       return Status::FailedPrecondition(ckpt_path.string() + ": position epoch " +
                                         std::to_string(state.epoch) + " batch " +
                                         std::to_string(state.batch) + " is outside this run");
@@ -535,6 +543,12 @@ Expected<TrainResult> train(const TrainConfig& cfg, const TrainOptions& opts) {
                  static_cast<long long>(net->total_params()), bf16 ? "bf16" : "fp32",
                  channels_last ? " channels_last" : "", model::device_name(device).c_str(), threads,
                  static_cast<long long>(steps_per_epoch));
+  if (log && accumulate > 1)
+    std::fprintf(log,
+                 "accumulate_batches: each optimizer step sums the gradients of %lld batches of "
+                 "%lld (%lld rows)\n",
+                 static_cast<long long>(accumulate), static_cast<long long>(batch_size),
+                 static_cast<long long>(accumulate * batch_size));
   if (log && ema)
     std::fprintf(log,
                  "ema: weights averaged with decay %g%s; validation, early stopping and the "
@@ -626,9 +640,15 @@ Expected<TrainResult> train(const TrainConfig& cfg, const TrainOptions& opts) {
       KILN_ASSIGN_OR_RETURN(std::optional<data::Batch> batch, loader->next());
       if (!batch) break;
       const int64_t b = batch->size();
-      last_lr = schedule.lr(state.step);
-      set_learning_rate(*optimizer, last_lr, groups.scales);
-      optimizer->zero_grad();
+      // This batch's place in its optimizer step's group of accumulate_batches.
+      const int64_t in_group = state.batch % accumulate;
+      const int64_t group_size = std::min(accumulate, batches_per_epoch - (state.batch - in_group));
+      const bool group_end = in_group + 1 == group_size;
+      if (in_group == 0) {
+        last_lr = schedule.lr(state.step);
+        set_learning_rate(*optimizer, last_lr, groups.scales);
+        optimizer->zero_grad();
+      }
       torch::Tensor loss, logits;
       if (lbfgs) {
         loss = lbfgs_step(*optimizer, [&] {
@@ -671,11 +691,16 @@ Expected<TrainResult> train(const TrainConfig& cfg, const TrainOptions& opts) {
                    kl * (cfg.distill.alpha * t * t);
           }
         }
-        loss.backward();  // with several ranks, gradient buckets all-reduce as they fill
-        if (reducer) KILN_RETURN_IF_ERROR(reducer->finish());
-        if (cfg.grad_clip > 0) torch::nn::utils::clip_grad_norm_(net->parameters(), cfg.grad_clip);
-        optimizer->step();
-        if (ema) ema->update(state.step);
+        // With several ranks, gradient buckets all-reduce as they fill. Accumulated batches
+        // add up their gradients, each of the group's mean losses weighted alike.
+        (group_size > 1 ? loss / static_cast<double>(group_size) : loss).backward();
+        if (group_end) {
+          if (reducer) KILN_RETURN_IF_ERROR(reducer->finish());
+          if (cfg.grad_clip > 0)
+            torch::nn::utils::clip_grad_norm_(net->parameters(), cfg.grad_clip);
+          optimizer->step();
+          if (ema) ema->update(state.step);
+        }
       }
       {
         torch::NoGradGuard no_grad;
@@ -685,10 +710,11 @@ Expected<TrainResult> train(const TrainConfig& cfg, const TrainOptions& opts) {
         loss_sum.add_(l.to(torch::kFloat64) * static_cast<double>(b));
         if (classification) correct.add_(logits.detach().argmax(1).eq(batch->targets).sum());
       }
-      ++state.step;
       ++state.batch;
       samples += b;
       log_samples += b;
+      if (!group_end) continue;  // progress, checkpoints and stops come between steps
+      ++state.step;
 
       if (bar && state.step % cfg.log_every == 0) {
         KILN_RETURN_IF_ERROR(sync_and_check());
@@ -706,10 +732,10 @@ Expected<TrainResult> train(const TrainConfig& cfg, const TrainOptions& opts) {
         log_clock = Clock::now();
       }
       if (cfg.checkpoint_every > 0 && state.step % cfg.checkpoint_every == 0 &&
-          state.batch < steps_per_epoch)
+          state.batch < batches_per_epoch)
         KILN_RETURN_IF_ERROR(checkpoint());
       if (((opts.max_steps_ > 0 && state.step >= opts.max_steps_) || stop_requested()) &&
-          state.batch < steps_per_epoch) {
+          state.batch < batches_per_epoch) {
         KILN_RETURN_IF_ERROR(checkpoint());
         return interrupted();
       }
