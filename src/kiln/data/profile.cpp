@@ -103,6 +103,10 @@ Expected<Json> profile_table(const DatasetSpec& spec, const ProfileOptions& opti
   Json identifiers = Json::array();
   Json outliers = Json::array();
   int64_t missing = 0, non_numeric = 0;
+  auto dropped = [&](const std::string& name) {
+    return std::find(spec.drop_columns.begin(), spec.drop_columns.end(), name) !=
+           spec.drop_columns.end();
+  };
   for (size_t c = 0; c < facts.size(); ++c) {
     const ColumnFacts& f = facts[c];
     missing += f.missing;
@@ -124,9 +128,7 @@ Expected<Json> profile_table(const DatasetSpec& spec, const ProfileOptions& opti
     bool is_constant = f.unique <= 1;
     fj["constant"] = is_constant;
     if (is_constant) constant.push_back(f.name);
-    if (looks_like_identifier(f) && std::find(spec.drop_columns.begin(), spec.drop_columns.end(),
-                                              f.name) == spec.drop_columns.end())
-      identifiers.push_back(f.name);
+    if (looks_like_identifier(f) && !dropped(f.name)) identifiers.push_back(f.name);
     features.push_back(fj);
     if (!f.numeric || f.robust.scale <= 0) continue;
     for (size_t r = 0; r < t.rows.size(); ++r) {
@@ -143,9 +145,7 @@ Expected<Json> profile_table(const DatasetSpec& spec, const ProfileOptions& opti
   {
     std::vector<size_t> numeric_features;
     for (size_t c = 0; c < facts.size(); ++c)
-      if (c != target && facts[c].numeric &&
-          std::find(spec.drop_columns.begin(), spec.drop_columns.end(), facts[c].name) ==
-              spec.drop_columns.end())
+      if (c != target && facts[c].numeric && !dropped(facts[c].name))
         numeric_features.push_back(c);
     Json pairs = Json::array();
     for (const CorrelatedPair& p :
