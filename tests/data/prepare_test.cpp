@@ -275,6 +275,57 @@ TEST(PrepareTest, ANumericColumnNamedInCategoriesColumnsIsOneHotEncoded) {
       << dropped.status();
 }
 
+// categories.target_encode: diabetes' age (57 distinct years) as one column of its smoothed,
+// standardised mean target; val and test rows carry the encoder's table, training rows their
+// cross-fitted values.
+TEST(PrepareTest, ATargetEncodedColumnIsOneColumnOfCrossFittedTargetMeans) {
+  TempDir out;
+  DatasetSpec spec = spec_for("diabetes/dataset.yaml");
+  spec.categorical_columns = {"age"};
+  spec.target_encoded_columns = {"age"};
+  auto r = prepare_dataset(spec, PrepareOptions(out.path()));
+  ASSERT_TRUE(r.ok()) << r.status();
+  const Json& features = r->manifest["schema"]["features"];
+  ASSERT_EQ(features.size(), 10u);
+  EXPECT_EQ(features[9]["name"], "age");
+  EXPECT_EQ(features[9]["encoding"], "target");
+  EXPECT_EQ(r->manifest["spec"]["categories"]["target_encode"], Json({"age"}));
+  const Json& encoder = r->manifest["categorical_encoders"][0]["encoder"];
+  const Json& table = encoder["target_encoding"]["table"];
+  const int64_t ages = static_cast<int64_t>(encoder["categories"].size());
+  EXPECT_GT(ages, 40);
+  ASSERT_EQ(static_cast<int64_t>(table.size()), ages);
+  auto snap = read_snapshot(r->snapshot_dir);
+  ASSERT_TRUE(snap.ok()) << snap.status();
+  const SplitTensors& train = snap->splits["train"];
+  EXPECT_EQ(train.x.size(1), 10);  // 9 numeric + 1 target-encoded
+  EXPECT_NEAR(encoder["target_encoding"]["mean"][0].get<double>(), train.y.mean().item<double>(),
+              1e-3);
+  auto encoded = [&](const SplitTensors& split, int64_t row) {
+    const auto code = static_cast<int64_t>(split.raw_x[row][9].item<float>());
+    return code < 0 ? 0.0 : table[static_cast<size_t>(code)][0].get<double>();
+  };
+  for (const char* name : {"val", "test"}) {
+    const SplitTensors& split = snap->splits[name];
+    for (int64_t i = 0; i < split.x.size(0); ++i)
+      ASSERT_NEAR(split.x[i][9].item<double>(), encoded(split, i), 1e-5) << name << " row " << i;
+  }
+  int64_t cross_fitted = 0;
+  for (int64_t i = 0; i < train.x.size(0); ++i)
+    cross_fitted += std::abs(train.x[i][9].item<double>() - encoded(train, i)) > 1e-6;
+  EXPECT_GT(cross_fitted, train.x.size(0) / 2);
+
+  for (const auto& [columns, error] : std::vector<std::pair<std::vector<std::string>, std::string>>{
+           {{"bmi"}, "categories.target_encode: column 'bmi' holds numbers"},
+           {{"nope"}, "categories.target_encode: 'nope' is no feature column"},
+           {{"disease_progression"}, "'disease_progression' is no feature column"}}) {
+    spec.target_encoded_columns = columns;
+    auto bad = prepare_dataset(spec, PrepareOptions(out / "bad"));
+    ASSERT_FALSE(bad.ok());
+    EXPECT_NE(bad.status().message().find(error), std::string::npos) << bad.status();
+  }
+}
+
 TEST(SnapshotTest, TamperedFileIsRefused) {
   TempDir out;
   auto r = prepare_dataset(spec_for("diabetes/dataset.yaml"), PrepareOptions(out.path()));

@@ -46,6 +46,22 @@ TEST(SpecTest, CategoriesColumnsAreReadAndRecordedOnlyWhenGiven) {
   EXPECT_FALSE(spec->to_json().contains("categories"));
 }
 
+TEST(SpecTest, TargetEncodedColumnsAreReadAndRecordedOnlyWhenGiven) {
+  TempDir dir;
+  write_text(dir / "dataset.yaml",
+             "kind: table\nsources: [a.csv]\ntarget: y\ncategories: {target_encode: [zip]}\n");
+  auto spec = load_dataset_spec(dir / "dataset.yaml");
+  ASSERT_TRUE(spec.ok()) << spec.status();
+  EXPECT_EQ(spec->target_encoded_columns, (std::vector<std::string>{"zip"}));
+  EXPECT_EQ(spec->to_json()["categories"], Json({{"target_encode", {"zip"}}}));
+  write_text(dir / "bad.yaml",
+             "kind: table\nsources: [a.csv]\ntarget: y\ncategories: {target_encode: {zip: 1}}\n");
+  auto bad = load_dataset_spec(dir / "bad.yaml");
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.status().message().find("categories.target_encode"), std::string::npos)
+      << bad.status();
+}
+
 TEST(SpecTest, FeatureSelectionAndPcaAreReadWithTheirErrorsNamed) {
   TempDir dir;
   write_text(dir / "dataset.yaml",

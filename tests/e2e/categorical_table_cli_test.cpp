@@ -235,5 +235,60 @@ TEST(CategoricalTableCliTest, ANumericCodeColumnDeclaredCategoricalIsEncodedByIt
   EXPECT_GT(moved, 1.0);
 }
 
+// categories.target_encode: diabetes' age as a category, target-encoded: the served module
+// takes the age's code and multiplies its one-hot row by the encoder's table (one input column
+// where one-hot would give 57), predict maps ages to codes, an age training never saw gets the
+// overall mean, and the ONNX export carries the same table.
+TEST(CategoricalTableCliTest, ATargetEncodedColumnIsEncodedInsideTheServedModule) {
+  TempDir home;
+  write_text(home / "dataset.yaml",
+             "name: diabetes-age\nkind: table\nsources: [" +
+                 (testing::shared_datasets_dir() / "diabetes.csv").string() +
+                 "]\ntarget: disease_progression\ntask: regression\n"
+                 "categories: {columns: [age], target_encode: [age]}\nsplit: {stratify: false}\n");
+  auto r = run_kiln({"train", "--data", (home / "dataset.yaml").string(), "--model", "mlp", "--set",
+                     "seed=1", "--out", (home / "run").string()},
+                    home.path(), {"KILN_THREADS=1"});
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+  const fs::path bundle = home / "run" / "bundle";
+  const Json manifest = Json::parse(read_text(bundle / "manifest.json"));
+  EXPECT_EQ(manifest["signature"]["inputs"][0]["shape"], Json::parse("[-1, 10]"));
+  const Json& age = manifest["preprocessing"]["categorical"][0];
+  EXPECT_EQ(age["column"], "age");
+  EXPECT_EQ(age["target_table"].size(), age["categories"].size());
+  EXPECT_GT(manifest["metrics"]["test"]["r2"].get<double>(), 0.3) << manifest["metrics"];
+
+  // The first 40 rows with every age set to 25, to 65 and to 150 (unseen): all predicted.
+  const std::string diabetes = read_text(testing::shared_datasets_dir() / "diabetes.csv");
+  auto predict_at_age = [&](const std::string& years) {
+    std::istringstream in(diabetes);
+    std::string line, csv;
+    std::getline(in, line);
+    csv = line + "\n";
+    for (int i = 0; i < 40 && std::getline(in, line); ++i)
+      csv += years + line.substr(line.find(',')) + "\n";
+    write_text(home / ("age" + years + ".csv"), csv);
+    const auto p =
+        run_kiln({"predict", bundle.string(), "--input", (home / ("age" + years + ".csv")).string(),
+                  "--json", "--output", (home / ("age" + years + ".json")).string()},
+                 home.path());
+    EXPECT_EQ(p.exit_code, 0) << p.err;
+    return predictions(home / ("age" + years + ".json"));
+  };
+  const std::vector<double> young = predict_at_age("25"), old = predict_at_age("65"),
+                            unseen = predict_at_age("150");
+  ASSERT_EQ(young.size(), 40u);
+  ASSERT_EQ(old.size(), 40u);
+  ASSERT_EQ(unseen.size(), 40u);
+  double moved = 0;
+  for (size_t i = 0; i < young.size(); ++i) moved = std::max(moved, std::abs(young[i] - old[i]));
+  EXPECT_GT(moved, 0.1);
+
+  const auto onnx = run_kiln(
+      {"export", bundle.string(), "--format", "onnx", "--out", (home / "model.onnx").string()},
+      home.path());
+  EXPECT_EQ(onnx.exit_code, 0) << onnx.out << onnx.err;
+}
+
 }  // namespace
 }  // namespace kiln

@@ -81,6 +81,67 @@ TEST(OneHotEncoder, JsonRoundTripAndFactory) {
   EXPECT_NE(bad.status().message().find("categories"), std::string::npos);
 }
 
+// Reference figures: scikit-learn's TargetEncoder formula for smooth="auto" in NumPy
+// (encoding = λ·mean_c + (1 − λ)·mean, λ = n_c·var / (n_c·var + var_c)), then standardised by
+// the training targets' mean and std; cross-fitted rows from the other fold's table.
+TEST(OneHotEncoder, TargetEncodingMatchesTheEmpiricalBayesFormulaAndCrossFits) {
+  OneHotEncoder enc(OneHotEncoderOptions().handle_unknown(UnknownCategory::kIgnore));
+  ASSERT_TRUE(enc.fit_categories({"a", "b", "c", "d"}).ok());  // "d": no training row
+  const torch::Tensor codes =
+      torch::tensor({0.f, 0.f, 0.f, 1.f, 1.f, 2.f, 2.f, 1.f}).reshape({8, 1});
+  const torch::Tensor y =
+      torch::tensor({1.f, 2.f, 3.f, 10.f, 14.f, 5.f, 7.f, 12.f}).reshape({8, 1});
+  auto own = enc.fit_target(codes, y, {0, 1, 0, 1, 0, 1, 0, 1});
+  ASSERT_TRUE(own.ok()) << own.status();
+  EXPECT_TRUE(enc.target_encoded());
+  EXPECT_EQ(enc.output_features(), 1);
+  const torch::Tensor expected_own =
+      torch::tensor({-1.0507024, -1.03204032, -1.0507024, 1.60370366, 0.91448047, 0.05530013,
+                     -0.38710088, 1.60370366})
+          .reshape({8, 1})
+          .to(torch::kFloat32);
+  EXPECT_TRUE(torch::allclose(*own, expected_own, 1e-5, 1e-5)) << *own;
+  const torch::Tensor expected_table = torch::tensor({-1.03940073, 1.11289929, -0.16193858, 0.0})
+                                           .reshape({4, 1})
+                                           .to(torch::kFloat32);
+  EXPECT_TRUE(torch::allclose(enc.target_table(), expected_table, 1e-5, 1e-5))
+      << enc.target_table();
+  // apply(): the category's row of the table; an unknown category (-1) is 0, the overall mean.
+  auto applied = enc.encode({"b", "zz", "d", "a"});
+  ASSERT_TRUE(applied.ok()) << applied.status();
+  EXPECT_TRUE(torch::allclose(
+      *applied, torch::tensor({1.11289929f, 0.f, 0.f, -1.03940073f}).reshape({4, 1}), 1e-5, 1e-5))
+      << *applied;
+
+  // The JSON keeps the table; reloaded, it encodes the same.
+  Json j = enc.to_json();
+  ASSERT_TRUE(j.contains("target_encoding"));
+  EXPECT_NEAR(j["target_encoding"]["mean"][0].get<double>(), 6.75, 1e-9);
+  auto loaded = OneHotEncoder::from_json(reparse(j));
+  ASSERT_TRUE(loaded.ok()) << loaded.status();
+  EXPECT_TRUE(torch::equal(*(*loaded)->encode({"b", "zz", "d", "a"}), *applied));
+  Json short_table = j;
+  short_table["target_encoding"]["table"].erase(0);
+  auto bad = OneHotEncoder::from_json(short_table);
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.status().message().find("a row per category (4)"), std::string::npos)
+      << bad.status().message();
+
+  // Classes: one indicator column per class gives d columns per category.
+  OneHotEncoder three(OneHotEncoderOptions().handle_unknown(UnknownCategory::kIgnore));
+  ASSERT_TRUE(three.fit_categories({"x", "y"}).ok());
+  const torch::Tensor labels = torch::tensor({0, 1, 2, 0, 1, 2}, torch::kLong);
+  auto per_class =
+      three.fit_target(torch::tensor({0.f, 0.f, 0.f, 1.f, 1.f, 1.f}).reshape({6, 1}),
+                       torch::one_hot(labels, 3).to(torch::kFloat32), {0, 1, 2, 0, 1, 2});
+  ASSERT_TRUE(per_class.ok()) << per_class.status();
+  EXPECT_EQ(per_class->sizes(), (std::vector<int64_t>{6, 3}));
+  EXPECT_EQ(three.target_table().sizes(), (std::vector<int64_t>{2, 3}));
+  auto mismatched =
+      three.fit_target(torch::zeros({6, 1}), torch::zeros({5, 1}), {0, 1, 2, 0, 1, 2});
+  EXPECT_EQ(mismatched.status().code(), StatusCode::kInvalidArgument);
+}
+
 TEST(OneHotEncoder, TensorFitIsRefusedButFittedEncoderComposes) {
   OneHotEncoder enc;
   EXPECT_EQ(enc.fit(torch::zeros({3, 1})).code(), StatusCode::kFailedPrecondition);

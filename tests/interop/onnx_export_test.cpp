@@ -167,6 +167,33 @@ TEST(OnnxExport, CategoricalCodesAreOneHotEncodedAsInTorchScript) {
   for (const char* op : {"Slice", "Equal", "Cast", "Concat"}) EXPECT_TRUE(ops.count(op)) << op;
 }
 
+TEST(OnnxExport, TargetEncodedCodesMultiplyTheirTableAsInTorchScript) {
+  mt::Tables t = mt::breast_cancer_with_gaps();
+  features::Pipeline pipe;
+  pipe.add(std::make_unique<features::Imputer>()).add(std::make_unique<features::StandardScaler>());
+  ASSERT_TRUE(pipe.fit(t.train).ok());
+  // "shift" target-encoded for three classes: 4 categories x 3 columns.
+  const Json encoders = Json::parse(R"([
+      {"column": "site", "encoder": {"categories": ["a", "b", "c"]}},
+      {"column": "shift", "encoder": {"categories": ["<missing>", "day", "late", "night"],
+       "target_encoding": {"table": [[0.5, -1, 2], [0, 0.25, -0.5], [1.5, 1, 0], [-2, 0.5, 1]],
+                           "mean": [0.3, 0.3, 0.4], "std": [0.46, 0.46, 0.49]}}}])");
+  auto net = mt::build_net(R"({"layers": [{"type": "linear", "out": 16}, {"type": "relu"},
+      {"type": "linear", "out": "outputs"}]})",
+                           {36}, 3);
+  ASSERT_TRUE(net);
+  const int64_t n = t.test.size(0);
+  torch::Tensor codes =
+      torch::stack({torch::arange(n) % 3, (torch::arange(n) * 7) % 4}, 1).to(torch::kFloat32);
+  codes[1][1] = 7;  // unknown: a row of zeros in both
+  codes[2][1] = -1;
+  onnx::ModelProto m = check_against_torchscript(
+      *net, torch::cat({t.test, codes}, 1), model::table_preprocessing(pipe.to_json(), encoders));
+  std::set<std::string> ops;
+  for (const auto& node : m.graph().node()) ops.insert(node.op_type());
+  EXPECT_TRUE(ops.count("MatMul"));
+}
+
 TEST(OnnxExport, WhatCannotBeExportedIsNamed) {
   auto expect_error = [](const Expected<OnnxModel>& r, const std::string& words) {
     ASSERT_FALSE(r.ok());

@@ -346,6 +346,44 @@ TEST(Export, CategoricalCodesAreOneHotEncodedAfterTheNumericSteps) {
   EXPECT_NE(wrong.status().message().find("preprocessing"), std::string::npos) << wrong.status();
 }
 
+TEST(Export, TargetEncodedCodesBecomeTheirTableRows) {
+  testing::Tables t = testing::breast_cancer_with_gaps();
+  features::Pipeline pipe;
+  pipe.add(std::make_unique<features::Imputer>()).add(std::make_unique<features::StandardScaler>());
+  ASSERT_TRUE(pipe.fit(t.train).ok());
+  Json encoders = two_categorical_encoders();
+  encoders[1]["encoder"]["target_encoding"] = {
+      {"table", {{0.5}, {-1.0}, {2.0}, {0.25}}}, {"mean", {0.4}}, {"std", {0.49}}};
+  const Json pre = table_preprocessing(pipe.to_json(), encoders);
+  EXPECT_EQ(pre["categorical"][1]["target_table"].size(), 4u);
+  auto net = build_net(R"({"layers": [{"type": "linear", "out": 16}, {"type": "relu"},
+      {"type": "linear", "out": "outputs"}]})",
+                       {34}, 2);  // 30 numeric + 3 one-hot + 1 target-encoded
+  ASSERT_TRUE(net);
+  auto m = export_torchscript(*net, pre);
+  ASSERT_TRUE(m.ok()) << m.status();
+  const torch::Tensor x = with_codes(t.test);
+  auto z = pipe.apply(t.test);
+  ASSERT_TRUE(z.ok());
+  const torch::Tensor site =
+      (x.slice(1, 30, 31) == torch::arange(3, torch::kFloat32)).to(torch::kFloat32);
+  // The shift code's table row; an unknown code (7, -1, NaN) is 0.
+  const torch::Tensor table = torch::tensor({0.5f, -1.0f, 2.0f, 0.25f});
+  torch::Tensor shift = torch::zeros({x.size(0), 1});
+  for (int64_t r = 0; r < x.size(0); ++r) {
+    const float code = x[r][31].item<float>();
+    if (code >= 0 && code < 4) shift[r][0] = table[static_cast<int64_t>(code)];
+  }
+  torch::NoGradGuard no_grad;
+  EXPECT_LE(max_abs_diff(run(*m, x), net->forward(torch::cat({*z, site, shift}, 1))), 1e-5);
+  // A table that is not a row per category is named.
+  encoders[1]["encoder"]["target_encoding"]["table"] = {{0.5}, {-1.0}};
+  auto wrong = export_torchscript(*net, table_preprocessing(pipe.to_json(), encoders));
+  ASSERT_FALSE(wrong.ok());
+  EXPECT_NE(wrong.status().message().find("\"target_table\" must hold 4 rows"), std::string::npos)
+      << wrong.status();
+}
+
 TEST(Export, SingleTransformAndEmptyPreprocessing) {
   testing::Tables t = testing::breast_cancer_with_gaps();
   features::Imputer imp;

@@ -57,6 +57,35 @@ Json split_summary(const std::map<std::string, SplitTensors>& splits,
   return j;
 }
 
+/// Folds of target encoding's cross-fitting over the training rows.
+constexpr int64_t kTargetEncodingFolds = 5;
+
+/// The fold (0..kTargetEncodingFolds-1) of each of n training rows: each class's rows (one group
+/// for regression) shuffled by `seed` and dealt out in turn, so every fold holds each class.
+std::vector<int64_t> target_encoding_folds(int64_t n, const std::vector<int64_t>& labels,
+                                           uint64_t seed) {
+  std::map<int64_t, std::vector<int64_t>> groups;
+  for (int64_t i = 0; i < n; ++i)
+    groups[labels.empty() ? 0 : labels[static_cast<size_t>(i)]].push_back(i);
+  std::vector<int64_t> fold_of(static_cast<size_t>(n), 0);
+  int64_t next = 0;
+  for (auto& [label, members] : groups) {
+    deterministic_shuffle(members, mix_seed(seed, static_cast<uint64_t>(label),
+                                            static_cast<uint64_t>(kTargetEncodingFolds)));
+    for (int64_t i : members) fold_of[static_cast<size_t>(i)] = next++ % kTargetEncodingFolds;
+  }
+  return fold_of;
+}
+
+/// What a target encoding averages, per training row: the regression target, a binary task's
+/// second-class indicator, or one indicator per class (N x d float32).
+torch::Tensor target_encoding_targets(const torch::Tensor& y, bool classification,
+                                      int64_t classes) {
+  if (!classification) return y.to(torch::kFloat32).reshape({-1, 1});
+  if (classes == 2) return y.eq(1).to(torch::kFloat32).reshape({-1, 1});
+  return torch::one_hot(y, classes).to(torch::kFloat32);
+}
+
 torch::Tensor take_rows(const torch::Tensor& t, const std::vector<int64_t>& idx) {
   return t.index_select(0, torch::tensor(idx, torch::kLong)).contiguous();
 }
@@ -149,11 +178,29 @@ Expected<PrepareResult> prepare_table(const DatasetSpec& spec, const PrepareOpti
   // Numeric columns feed the imputer/scaler pipeline; categorical ones are one-hot encoded.
   std::vector<size_t> numeric_cols, categorical_cols;
   for (size_t c : feature_cols) (facts[c].numeric ? numeric_cols : categorical_cols).push_back(c);
-  for (size_t c : categorical_cols)
-    if (looks_like_identifier(facts[c]))
+  // categories.target_encode names categorical columns.
+  std::vector<bool> target_encoded(categorical_cols.size(), false);
+  for (const std::string& name : spec.target_encoded_columns) {
+    const int64_t at = t.column_index(name);
+    const auto it =
+        std::find(categorical_cols.begin(), categorical_cols.end(), static_cast<size_t>(at));
+    if (at < 0 || static_cast<size_t>(at) == target ||
+        std::find(spec.drop_columns.begin(), spec.drop_columns.end(), name) !=
+            spec.drop_columns.end())
+      return Status::InvalidArgument(file0 + ": categories.target_encode: '" + name +
+                                     "' is no feature column of the table");
+    if (it == categorical_cols.end())
+      return Status::InvalidArgument(
+          file0 + ": categories.target_encode: column '" + name +
+          "' holds numbers; list it under categories.columns too to treat them as categories");
+    target_encoded[static_cast<size_t>(it - categorical_cols.begin())] = true;
+  }
+  for (size_t k = 0; k < categorical_cols.size(); ++k)
+    if (const size_t c = categorical_cols[k]; !target_encoded[k] && looks_like_identifier(facts[c]))
       KILN_LOG_WARN(
           "{}: column '{}' has {} distinct values in {} rows: an identifier? One-hot encoding "
-          "gives it a column per value and no category to learn; list it under drop_columns",
+          "gives it a column per value and no category to learn; list it under drop_columns (or, "
+          "when its values recur, under categories.target_encode)",
           file0, t.header[c], facts[c].unique, facts[c].present);
 
   const bool classification =
@@ -350,6 +397,27 @@ Expected<PrepareResult> prepare_table(const DatasetSpec& spec, const PrepareOpti
             .fit_categories(pick(categories_raw[k], idx.train))
             .with_context(file0 + ": column '" + t.header[categorical_cols[k]] + "'"));
   }
+  // Target-encoded columns: fitted on the training rows, whose own encodings are cross-fitted.
+  std::vector<torch::Tensor> train_encodings(categorical_cols.size());
+  if (std::find(target_encoded.begin(), target_encoded.end(), true) != target_encoded.end()) {
+    std::vector<int64_t> train_labels;
+    if (classification)
+      for (int64_t i : idx.train) train_labels.push_back(labels[static_cast<size_t>(i)]);
+    const std::vector<int64_t> fold_of =
+        target_encoding_folds(static_cast<int64_t>(idx.train.size()), train_labels, seed);
+    const torch::Tensor targets = target_encoding_targets(take_rows(y, idx.train), classification,
+                                                          static_cast<int64_t>(classes.size()));
+    for (size_t k = 0; k < categorical_cols.size(); ++k) {
+      if (!target_encoded[k]) continue;
+      KILN_ASSIGN_OR_RETURN(torch::Tensor codes,
+                            encoders[k].codes(pick(categories_raw[k], idx.train)));
+      Expected<torch::Tensor> own = encoders[k].fit_target(codes, targets, fold_of);
+      if (!own.ok())
+        return own.status().with_context(file0 + ": column '" + t.header[categorical_cols[k]] +
+                                         "'");
+      train_encodings[k] = std::move(*own);
+    }
+  }
 
   std::map<std::string, SplitTensors> splits;
   std::map<std::string, std::vector<int64_t>*> parts = {
@@ -370,8 +438,14 @@ Expected<PrepareResult> prepare_table(const DatasetSpec& spec, const PrepareOpti
     if (f > 0) served.push_back(raw.to(torch::kFloat32));
     for (size_t k = 0; k < encoders.size(); ++k) {
       KILN_ASSIGN_OR_RETURN(torch::Tensor codes, encoders[k].codes(pick(categories_raw[k], *ids)));
-      KILN_ASSIGN_OR_RETURN(torch::Tensor onehot, encoders[k].apply(codes));
-      blocks.push_back(onehot.to(torch::kFloat32));
+      // A target-encoded training row carries its cross-fitted encoding, every other row the
+      // encoder's (what the bundle's module computes).
+      if (name == "train" && train_encodings[k].defined()) {
+        blocks.push_back(train_encodings[k]);
+      } else {
+        KILN_ASSIGN_OR_RETURN(torch::Tensor encoded, encoders[k].apply(codes));
+        blocks.push_back(encoded.to(torch::kFloat32));
+      }
       served.push_back(codes.to(torch::kFloat32));
     }
     splits[name] = SplitTensors{torch::cat(blocks, 1).contiguous(), take_rows(y, *ids), {}};
@@ -404,6 +478,7 @@ Expected<PrepareResult> prepare_table(const DatasetSpec& spec, const PrepareOpti
     feats.push_back({{"name", t.header[categorical_cols[k]]},
                      {"type", "categorical"},
                      {"categories", enc["categories"]}});
+    if (target_encoded[k]) feats.back()["encoding"] = "target";
     encoders_json.push_back({{"column", t.header[categorical_cols[k]]}, {"encoder", enc}});
   }
   Json target_json = {{"name", spec.target}, {"type", classification ? "categorical" : "numeric"}};

@@ -128,7 +128,11 @@ Expected<Json> profile_table(const DatasetSpec& spec, const ProfileOptions& opti
     bool is_constant = f.unique <= 1;
     fj["constant"] = is_constant;
     if (is_constant) constant.push_back(f.name);
-    if (looks_like_identifier(f) && !dropped(f.name)) identifiers.push_back(f.name);
+    // An identifier, unless dropped or target-encoded (then its values recur by choice).
+    if (looks_like_identifier(f) && !dropped(f.name) &&
+        std::find(spec.target_encoded_columns.begin(), spec.target_encoded_columns.end(), f.name) ==
+            spec.target_encoded_columns.end())
+      identifiers.push_back(f.name);
     features.push_back(fj);
     if (!f.numeric || f.robust.scale <= 0) continue;
     for (size_t r = 0; r < t.rows.size(); ++r) {
@@ -145,8 +149,7 @@ Expected<Json> profile_table(const DatasetSpec& spec, const ProfileOptions& opti
   {
     std::vector<size_t> numeric_features;
     for (size_t c = 0; c < facts.size(); ++c)
-      if (c != target && facts[c].numeric && !dropped(facts[c].name))
-        numeric_features.push_back(c);
+      if (c != target && facts[c].numeric && !dropped(facts[c].name)) numeric_features.push_back(c);
     Json pairs = Json::array();
     for (const CorrelatedPair& p :
          correlated_pairs(facts, values, numeric_features, kCorrelatedPairThreshold))

@@ -272,7 +272,11 @@ Status read_table(const SpecReader& r, const YAML::Node& root, const fs::path& b
   if (root["scaling"])
     KILN_RETURN_IF_ERROR(r.get_enum(root["scaling"], "scaling", kScaling, &spec->scaling));
   if (const YAML::Node c = root["categories"]) {
-    KILN_RETURN_IF_ERROR(r.check_keys(c, "categories", {"columns", "min_frequency"}));
+    KILN_RETURN_IF_ERROR(
+        r.check_keys(c, "categories", {"columns", "min_frequency", "target_encode"}));
+    if (c["target_encode"])
+      KILN_RETURN_IF_ERROR(r.get_list(c["target_encode"], "categories.target_encode",
+                                      &spec->target_encoded_columns));
     if (c["columns"])
       KILN_RETURN_IF_ERROR(
           r.get_list(c["columns"], "categories.columns", &spec->categorical_columns));
@@ -437,6 +441,7 @@ Json DatasetSpec::to_json() const {
     // Recorded only when set, so existing snapshot hashes stay as they were.
     if (category_min_frequency > 0) j["categories"]["min_frequency"] = category_min_frequency;
     if (!categorical_columns.empty()) j["categories"]["columns"] = categorical_columns;
+    if (!target_encoded_columns.empty()) j["categories"]["target_encode"] = target_encoded_columns;
     if (variance_threshold) j["features"]["variance_threshold"] = variance_threshold->threshold_;
     if (pca) j["features"]["pca"] = pca->to_json();
   }

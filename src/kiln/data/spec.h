@@ -112,6 +112,11 @@ struct DatasetSpec {
   /// Columns that are categories although their cells are numbers (a code such as a sex, a
   /// region or a product id): one-hot encoded by their cells as written, like text columns.
   std::vector<std::string> categorical_columns;
+  /// Categorical columns target-encoded instead of one-hot (`categories: {target_encode: [zip]}`):
+  /// each category becomes its smoothed, standardised training-target mean (one number, or one
+  /// per class for more than two classes), cross-fitted over 5 folds on the training split
+  /// (features::OneHotEncoder::fit_target). For columns with many categories.
+  std::vector<std::string> target_encoded_columns;
   /// Feature selection and reduction of the numeric columns, fitted on the training split like
   /// the scaler (`features:` in YAML): after imputing, columns whose training variance is at
   /// most the threshold are dropped (before scaling, so the threshold is in the column's own

@@ -355,7 +355,8 @@ Expected<fs::path> build_snapshot(const ImproveOptions& o, const model::Bundle& 
     }
   }
   // A table's prepared rows from its served ones (the raw numeric columns, then a code per
-  // categorical column): the base train split's fitted transforms, then the one-hot blocks.
+  // categorical column): the base train split's fitted transforms, then each categorical
+  // column's block (one-hot, or a target encoding's table row: OneHotEncoder::apply).
   auto prepare_rows = [&](const torch::Tensor& raw) -> Expected<torch::Tensor> {
     const int64_t numeric = raw.size(1) - static_cast<int64_t>(encoders.size());
     std::vector<torch::Tensor> blocks;

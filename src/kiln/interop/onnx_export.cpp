@@ -434,7 +434,13 @@ std::string prologue_nodes(const model::Prologue& plan, GraphBuilder& g, std::st
                hint);
       onnx::NodeProto* cast = g.node("Cast", {match}, hint);
       GraphBuilder::set_int(cast, "to", onnx::TensorProto::FLOAT);
-      parts.push_back(cast->output(0));
+      if (tail.target_tables[j].defined())  // target-encoded: the one-hot row times the table
+        parts.push_back(g.op("MatMul",
+                             {cast->output(0), g.initializer("pre_target." + std::to_string(j),
+                                                             tail.target_tables[j])},
+                             "pre_target"));
+      else
+        parts.push_back(cast->output(0));
     }
     onnx::NodeProto* cat = g.node("Concat", parts, "pre_cat");
     GraphBuilder::set_int(cat, "axis", 1);

@@ -268,13 +268,21 @@ Status Generator::prologue(const Json& pre, const std::vector<int64_t>& model_sh
   }
   if (!tail.columns.empty()) {
     // (code == arange(K)) is the one-hot row; a code outside 0..K-1 (or NaN) matches nothing.
+    // A target-encoded column's one-hot row times its table: the category's row (0s for none).
     std::string parts = "x";
     for (size_t j = 0; j < tail.columns.size(); ++j) {
-      emit(1, "# " + tail.columns[j] + ": " + std::to_string(tail.sizes[j]) + " categories");
-      parts += ", (codes[:, " + std::to_string(j) + ":" + std::to_string(j + 1) + "] == " +
-               constant("pre_categories_" + std::to_string(j),
-                        torch::arange(tail.sizes[j], torch::kFloat32)) +
-               ").float()";
+      const bool target = tail.target_tables[j].defined();
+      emit(1, "# " + tail.columns[j] + ": " + std::to_string(tail.sizes[j]) + " categories" +
+                  (target ? ", target-encoded" : ""));
+      std::string onehot = "(codes[:, " + std::to_string(j) + ":" + std::to_string(j + 1) +
+                           "] == " +
+                           constant("pre_categories_" + std::to_string(j),
+                                    torch::arange(tail.sizes[j], torch::kFloat32)) +
+                           ").float()";
+      if (target)
+        onehot = "torch.matmul(" + onehot + ", " +
+                 constant("pre_target_table_" + std::to_string(j), tail.target_tables[j]) + ")";
+      parts += ", " + onehot;
     }
     emit(1, "x = torch.cat([" + parts + "], 1)");
   }

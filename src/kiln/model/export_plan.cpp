@@ -1,5 +1,6 @@
 #include "kiln/model/export_plan.h"
 
+#include <algorithm>
 #include <cmath>
 #include <functional>
 #include <limits>
@@ -249,20 +250,28 @@ Expected<Window2d> pool2d_window(const Json& params, const std::vector<int64_t>&
   return out;
 }
 
-int64_t CategoricalTail::one_hot_width() const {
+int64_t CategoricalTail::width() const {
   int64_t width = 0;
-  for (int64_t k : sizes) width += k;
+  for (size_t j = 0; j < sizes.size(); ++j)
+    width += j < target_tables.size() && target_tables[j].defined() ? target_tables[j].size(1)
+                                                                    : sizes[j];
   return width;
 }
 
 Json table_preprocessing(const Json& numeric, const Json& categorical_encoders) {
   if (!categorical_encoders.is_array() || categorical_encoders.empty()) return numeric;
   Json categorical = Json::array();
-  for (const Json& e : categorical_encoders)
-    categorical.push_back({{"column", e.value("column", "")},
-                           {"categories", e.contains("encoder") && e["encoder"].is_object()
-                                              ? e["encoder"].value("categories", Json::array())
-                                              : Json::array()}});
+  for (const Json& e : categorical_encoders) {
+    const bool has_encoder = e.contains("encoder") && e["encoder"].is_object();
+    categorical.push_back(
+        {{"column", e.value("column", "")},
+         {"categories",
+          has_encoder ? e["encoder"].value("categories", Json::array()) : Json::array()}});
+    if (has_encoder && e["encoder"].contains("target_encoding") &&
+        e["encoder"]["target_encoding"].is_object())
+      categorical.back()["target_table"] =
+          e["encoder"]["target_encoding"].value("table", Json::array());
+  }
   // A table of categorical columns alone has an empty, never fitted numeric pipeline.
   const bool no_numeric =
       numeric.is_null() || (numeric.is_object() && numeric.value("kind", "") == "pipeline" &&
@@ -288,18 +297,44 @@ Expected<Prologue> table_prologue(const Json& pre, const std::vector<int64_t>& m
     if (!c.contains("categories") || !c.at("categories").is_array() || c.at("categories").empty())
       return Status::InvalidArgument(where + " (" + c.at("column").get<std::string>() +
                                      "): \"categories\" must be a non-empty array");
-    tail.columns.push_back(c.at("column").get<std::string>());
-    tail.sizes.push_back(static_cast<int64_t>(c.at("categories").size()));
+    const std::string column = c.at("column").get<std::string>();
+    const auto k = static_cast<int64_t>(c.at("categories").size());
+    torch::Tensor table;
+    if (c.contains("target_table")) {
+      // K rows of d finite numbers.
+      const Json& rows = c.at("target_table");
+      const bool rectangular = rows.is_array() && static_cast<int64_t>(rows.size()) == k &&
+                               rows[0].is_array() && !rows[0].empty() &&
+                               std::all_of(rows.begin(), rows.end(), [&](const Json& r) {
+                                 return r.is_array() && r.size() == rows[0].size() &&
+                                        std::all_of(r.begin(), r.end(), [](const Json& v) {
+                                          return v.is_number() && std::isfinite(v.get<double>());
+                                        });
+                               });
+      if (!rectangular)
+        return Status::InvalidArgument(where + " (" + column + "): \"target_table\" must hold " +
+                                       std::to_string(k) +
+                                       " rows (one per category) of equally many numbers");
+      const auto d = static_cast<int64_t>(rows[0].size());
+      std::vector<float> values;
+      values.reserve(static_cast<size_t>(k * d));
+      for (const Json& r : rows)
+        for (const Json& v : r) values.push_back(v.get<float>());
+      table = torch::tensor(values, torch::kFloat32).reshape({k, d});
+    }
+    tail.columns.push_back(column);
+    tail.sizes.push_back(k);
+    tail.target_tables.push_back(table);
   }
-  const int64_t one_hot = tail.one_hot_width();
-  if (model_shape.size() != 1 || model_shape[0] < one_hot)
-    return Status::InvalidArgument("preprocessing (table): " + std::to_string(one_hot) +
-                                   " one-hot columns do not fit the model's input " +
+  const int64_t encoded = tail.width();
+  if (model_shape.size() != 1 || model_shape[0] < encoded)
+    return Status::InvalidArgument("preprocessing (table): " + std::to_string(encoded) +
+                                   " encoded categorical columns do not fit the model's input " +
                                    shape_str(model_shape));
   const Json numeric = pre.contains("numeric") ? pre.at("numeric") : Json();
   if (numeric.is_object() && numeric.value("kind", "") == "table")
     return Status::InvalidArgument("preprocessing (table): \"numeric\" is a table again");
-  KILN_ASSIGN_OR_RETURN(Prologue out, parse_prologue(numeric, {model_shape[0] - one_hot}));
+  KILN_ASSIGN_OR_RETURN(Prologue out, parse_prologue(numeric, {model_shape[0] - encoded}));
   out.raw_shape = {out.raw_shape[0] + static_cast<int64_t>(tail.columns.size())};
   out.categorical = std::move(tail);
   return out;

@@ -100,7 +100,11 @@ struct PrologueStep {
 struct CategoricalTail {
   std::vector<std::string> columns;
   std::vector<int64_t> sizes;  ///< K per column
-  int64_t one_hot_width() const;
+  /// Per column: undefined for one-hot, or a target encoding's K x d table (float32), which the
+  /// column's one-hot row is multiplied by (d columns instead of K).
+  std::vector<torch::Tensor> target_tables;
+  /// The columns the tail appends: K per one-hot column, d per target-encoded one.
+  int64_t width() const;
 };
 
 /// A bundle's preprocessing as steps, and the raw per-sample input shape they take.
@@ -112,8 +116,9 @@ struct Prologue {
 
 /// The preprocessing of a table with categorical columns, as a bundle records it:
 /// {"kind": "table", "numeric": NUMERIC (a fitted pipeline; null when there are no numeric
-/// columns), "categorical": [{"column": NAME, "categories": [sorted strings]}, ...]}, from a
-/// snapshot's "transforms" and "categorical_encoders" ([{"column", "encoder": {"categories"}}]).
+/// columns), "categorical": [{"column": NAME, "categories": [sorted strings], "target_table":
+/// K rows of d (target-encoded columns only)}, ...]}, from a snapshot's "transforms" and
+/// "categorical_encoders" ([{"column", "encoder": {"categories", "target_encoding"}}]).
 /// Without categorical encoders it is `numeric` itself (the format every older bundle has).
 Json table_preprocessing(const Json& numeric, const Json& categorical_encoders);
 
