@@ -276,18 +276,19 @@ TEST(PrepareTest, ANumericColumnNamedInCategoriesColumnsIsOneHotEncoded) {
 }
 
 // categories.target_encode: diabetes' age (57 distinct years) as one column of its smoothed,
-// standardised mean target; val and test rows carry the encoder's table, training rows their
+// standardised mean target (a column of numbers named there is a category without
+// categories.columns); val and test rows carry the encoder's table, training rows their
 // cross-fitted values.
 TEST(PrepareTest, ATargetEncodedColumnIsOneColumnOfCrossFittedTargetMeans) {
   TempDir out;
   DatasetSpec spec = spec_for("diabetes/dataset.yaml");
-  spec.categorical_columns = {"age"};
   spec.target_encoded_columns = {"age"};
   auto r = prepare_dataset(spec, PrepareOptions(out.path()));
   ASSERT_TRUE(r.ok()) << r.status();
   const Json& features = r->manifest["schema"]["features"];
   ASSERT_EQ(features.size(), 10u);
   EXPECT_EQ(features[9]["name"], "age");
+  EXPECT_EQ(features[9]["type"], "categorical");
   EXPECT_EQ(features[9]["encoding"], "target");
   EXPECT_EQ(r->manifest["spec"]["categories"]["target_encode"], Json({"age"}));
   const Json& encoder = r->manifest["categorical_encoders"][0]["encoder"];
@@ -316,9 +317,9 @@ TEST(PrepareTest, ATargetEncodedColumnIsOneColumnOfCrossFittedTargetMeans) {
   EXPECT_GT(cross_fitted, train.x.size(0) / 2);
 
   for (const auto& [columns, error] : std::vector<std::pair<std::vector<std::string>, std::string>>{
-           {{"bmi"}, "categories.target_encode: column 'bmi' holds numbers"},
-           {{"nope"}, "categories.target_encode: 'nope' is no feature column"},
-           {{"disease_progression"}, "'disease_progression' is no feature column"}}) {
+           {{"nope"}, "categories.target_encode names 'nope', which is not a column"},
+           {{"disease_progression"},
+            "categories.target_encode names 'disease_progression', which is the target"}}) {
     spec.target_encoded_columns = columns;
     auto bad = prepare_dataset(spec, PrepareOptions(out / "bad"));
     ASSERT_FALSE(bad.ok());

@@ -159,6 +159,37 @@ TEST(CliTest, CategoricalFlagMakesACodeColumnACategory) {
       << r.err;
 }
 
+// --target-encode target-encodes a column of a CSV given directly (number codes included), in
+// prepare, profile and the quick path of train; `kiln train` without --data refuses it.
+TEST(CliTest, TargetEncodeFlagTargetEncodesAColumn) {
+  TempDir home;
+  const std::string csv = (shared_datasets_dir() / "diabetes.csv").string();
+  CommandResult r = run_kiln({"data", "prepare", csv, "-t", "disease_progression",
+                              "--target-encode", "age", "--out", (home / "out").string(), "--json"},
+                             home.path());
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const fs::path snap = Json::parse(r.out)["snapshot"].get<std::string>();
+  const Json manifest = Json::parse(read_text(snap / "manifest.json"));
+  EXPECT_EQ(manifest["schema"]["features"][9]["name"], "age");
+  EXPECT_EQ(manifest["schema"]["features"][9]["encoding"], "target");
+  EXPECT_EQ(manifest["schema"]["output_features"], 10);
+  r = run_kiln(
+      {"data", "profile", csv, "-t", "disease_progression", "--target-encode", "age", "--json"},
+      home.path());
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(Json::parse(r.out)["features"][0]["type"], "categorical");
+  r = run_kiln({"train", "--data", csv, "-t", "disease_progression", "--target-encode", "age",
+                "--out", (home / "run").string()},
+               home.path(), {"KILN_THREADS=1"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const Json bundle = Json::parse(read_text(home / "run" / "bundle" / "manifest.json"));
+  EXPECT_EQ(bundle["preprocessing"]["categorical"][0]["column"], "age");
+  EXPECT_TRUE(bundle["preprocessing"]["categorical"][0].contains("target_table"));
+  r = run_kiln({"train", example("diabetes/train.yaml"), "--target-encode", "age"}, home.path());
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find("--target-encode belongs to the quick path"), std::string::npos) << r.err;
+}
+
 // prepare says what feature selection and PCA did: the columns a threshold dropped, the share of
 // the training variance the components keep.
 TEST(CliTest, PrepareReportsFeatureSelectionAndPca) {

@@ -16,6 +16,7 @@ struct ProfileArgs {
   std::string dataset;
   std::string target;
   std::vector<std::string> categorical;
+  std::vector<std::string> target_encoded;
   std::string report;
   bool json = false;
   double outlier_z = 100.0;
@@ -24,7 +25,8 @@ struct ProfileArgs {
 };
 
 int run_profile(const ProfileArgs& a) {
-  Expected<data::DatasetSpec> spec = data::resolve_dataset(a.dataset, a.target, a.categorical);
+  Expected<data::DatasetSpec> spec =
+      data::resolve_dataset(a.dataset, a.target, a.categorical, a.target_encoded);
   if (!spec.ok()) return report_failure(spec.status());
   data::ProfileOptions options;
   options.outlier_z(a.outlier_z).limit(a.limit);
@@ -62,6 +64,7 @@ CLI::App* register_data_commands(CLI::App& app, int* exit_code) {
       ->required();
   add_flag(*profile, Flag::kTarget, &profile_args->target);
   add_flag(*profile, Flag::kCategorical, &profile_args->categorical);
+  add_flag(*profile, Flag::kTargetEncode, &profile_args->target_encoded);
   add_flag(*profile, Flag::kReport, &profile_args->report);
   add_flag(*profile, Flag::kJson, &profile_args->json);
   add_flag(*profile, Flag::kOutlierZ, &profile_args->outlier_z)->check(CLI::PositiveNumber);

@@ -20,6 +20,7 @@ struct PrepareArgs {
   std::string dataset;
   std::string target;
   std::vector<std::string> categorical;
+  std::vector<std::string> target_encoded;
   std::string out;
   std::string seed;
   int64_t limit = 0;
@@ -59,7 +60,8 @@ void print_feature_steps(const Json& manifest) {
 }
 
 int run_prepare(const PrepareArgs& a) {
-  Expected<data::DatasetSpec> spec = data::resolve_dataset(a.dataset, a.target, a.categorical);
+  Expected<data::DatasetSpec> spec =
+      data::resolve_dataset(a.dataset, a.target, a.categorical, a.target_encoded);
   if (!spec.ok()) return report_failure(spec.status());
   fs::path out = a.out.empty() ? kiln_home() / "snapshots" : fs::path(a.out);
   data::PrepareOptions options(out);
@@ -119,6 +121,7 @@ void register_data_prepare_command(CLI::App& data, int* exit_code) {
       ->required();
   add_flag(*prepare, Flag::kTarget, &prepare_args->target);
   add_flag(*prepare, Flag::kCategorical, &prepare_args->categorical);
+  add_flag(*prepare, Flag::kTargetEncode, &prepare_args->target_encoded);
   add_flag(*prepare, Flag::kOut, &prepare_args->out)
       ->description(
           "directory that receives the snapshot <name>-<hash> (default $KILN_HOME/snapshots)");

@@ -15,6 +15,11 @@ const FlagSpec kFlags[] = {
      "a column of number codes to one-hot encode as categories, e.g. --categorical sex "
      "(repeatable; adds to the spec's categories.columns)",
      ""},
+    {Flag::kTargetEncode, "--target-encode",
+     "a categorical column (text or number codes) to target-encode: each category becomes its "
+     "smoothed mean target, e.g. --target-encode zip (repeatable; adds to the spec's "
+     "categories.target_encode)",
+     ""},
     {Flag::kReport, "--report", "also write the full result as JSON to this file", ""},
     {Flag::kJson, "--json", "print machine-readable JSON instead of tables", "false"},
     {Flag::kOut, "--out,-o", "output directory", ""},

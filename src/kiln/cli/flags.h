@@ -11,6 +11,7 @@ namespace kiln::cli {
 enum class Flag {
   kTarget,
   kCategorical,
+  kTargetEncode,
   kReport,
   kJson,
   kOut,

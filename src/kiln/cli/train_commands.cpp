@@ -56,10 +56,11 @@ struct TrainArgs {
   std::string out;
   std::string resume;
   std::vector<std::string> set;
-  std::string init;                      // --init REF: same as --set init=REF
-  std::string data;                      // quick path: a CSV
-  std::string target;                    // quick path
-  std::vector<std::string> categorical;  // quick path
+  std::string init;                         // --init REF: same as --set init=REF
+  std::string data;                         // quick path: a CSV
+  std::string target;                       // quick path
+  std::vector<std::string> categorical;     // quick path
+  std::vector<std::string> target_encoded;  // quick path
   std::string model = "auto";
   std::string device;       // --device: same as --set device=NAME
   int64_t split_seed = -1;  // quick path; -1: kQuickPathSeed
@@ -95,7 +96,7 @@ struct QuickPlan {
 /// There is no validation split: the search does the choosing, so nothing needs early stopping.
 Expected<QuickPlan> quick_config(const TrainArgs& a) {
   KILN_ASSIGN_OR_RETURN(data::DatasetSpec spec,
-                        data::resolve_dataset(a.data, a.target, a.categorical));
+                        data::resolve_dataset(a.data, a.target, a.categorical, a.target_encoded));
   if (spec.kind != data::DatasetKind::kTable)
     return Status::InvalidArgument("--data: the quick path takes a CSV file");
   spec.split.train = 0.8;
@@ -243,6 +244,10 @@ int run_train(const TrainArgs& a) {
     return report_failure(Status::InvalidArgument(
         "--categorical belongs to the quick path (--data FILE.csv); a config's dataset spec "
         "lists them under categories.columns"));
+  if (!a.target_encoded.empty() && a.data.empty())
+    return report_failure(Status::InvalidArgument(
+        "--target-encode belongs to the quick path (--data FILE.csv); a config's dataset spec "
+        "lists them under categories.target_encode"));
   if (a.nproc < 1 || a.nnodes < 1)
     return report_failure(Status::InvalidArgument("--nproc and --nnodes must be at least 1"));
   TrainArgs args = a;
@@ -618,6 +623,10 @@ void register_train_commands(CLI::App& app, int* exit_code) {
       ->description(
           "quick path: a column of number codes to one-hot encode as categories, e.g. "
           "--categorical sex (repeatable)");
+  add_flag(*train, Flag::kTargetEncode, &ta->target_encoded)
+      ->description(
+          "quick path: a categorical column (text or number codes) to target-encode, e.g. "
+          "--target-encode zip (repeatable)");
   train
       ->add_option("--model", ta->model,
                    "quick path: auto (a linear model or MLP chosen by cross-validation on the "

@@ -156,8 +156,10 @@ Expected<PrepareResult> prepare_table(const DatasetSpec& spec, const PrepareOpti
   KILN_RETURN_IF_ERROR(column_indices(t, spec.drop_columns, "drop_columns").status());
   KILN_ASSIGN_OR_RETURN(const std::vector<size_t> categorical_columns_named,
                         column_indices(t, spec.categorical_columns, "categories.columns"));
+  KILN_ASSIGN_OR_RETURN(const std::vector<size_t> target_encoded_named,
+                        column_indices(t, spec.target_encoded_columns, "categories.target_encode"));
   std::vector<std::vector<double>> values;
-  std::vector<ColumnFacts> facts = analyse_columns(t, &values, spec.categorical_columns);
+  std::vector<ColumnFacts> facts = analyse_columns(t, &values, spec.category_column_names());
   const size_t target = merged.target_column;
   std::vector<size_t> feature_cols;
   for (size_t c = 0; c < t.header.size(); ++c) {
@@ -169,32 +171,23 @@ Expected<PrepareResult> prepare_table(const DatasetSpec& spec, const PrepareOpti
   }
   if (feature_cols.empty()) return Status::InvalidArgument(file0 + ": no feature columns left");
   // Columns the spec names as categories must be features.
-  for (size_t c : categorical_columns_named) {
-    const std::string named = file0 + ": categories.columns names '" + t.header[c] + "'";
-    if (c == target) return Status::InvalidArgument(named + ", which is the target");
-    if (std::find(feature_cols.begin(), feature_cols.end(), c) == feature_cols.end())
-      return Status::InvalidArgument(named + ", which drop_columns drops");
-  }
+  for (const auto& [named_columns, field] :
+       {std::pair{&categorical_columns_named, "categories.columns"},
+        std::pair{&target_encoded_named, "categories.target_encode"}})
+    for (size_t c : *named_columns) {
+      const std::string named = file0 + ": " + field + " names '" + t.header[c] + "'";
+      if (c == target) return Status::InvalidArgument(named + ", which is the target");
+      if (std::find(feature_cols.begin(), feature_cols.end(), c) == feature_cols.end())
+        return Status::InvalidArgument(named + ", which drop_columns drops");
+    }
   // Numeric columns feed the imputer/scaler pipeline; categorical ones are one-hot encoded.
   std::vector<size_t> numeric_cols, categorical_cols;
   for (size_t c : feature_cols) (facts[c].numeric ? numeric_cols : categorical_cols).push_back(c);
-  // categories.target_encode names categorical columns.
+  // The target-encoded ones among them (categories, as category_column_names() made them).
   std::vector<bool> target_encoded(categorical_cols.size(), false);
-  for (const std::string& name : spec.target_encoded_columns) {
-    const int64_t at = t.column_index(name);
-    const auto it =
-        std::find(categorical_cols.begin(), categorical_cols.end(), static_cast<size_t>(at));
-    if (at < 0 || static_cast<size_t>(at) == target ||
-        std::find(spec.drop_columns.begin(), spec.drop_columns.end(), name) !=
-            spec.drop_columns.end())
-      return Status::InvalidArgument(file0 + ": categories.target_encode: '" + name +
-                                     "' is no feature column of the table");
-    if (it == categorical_cols.end())
-      return Status::InvalidArgument(
-          file0 + ": categories.target_encode: column '" + name +
-          "' holds numbers; list it under categories.columns too to treat them as categories");
-    target_encoded[static_cast<size_t>(it - categorical_cols.begin())] = true;
-  }
+  for (size_t k = 0; k < categorical_cols.size(); ++k)
+    target_encoded[k] = std::find(target_encoded_named.begin(), target_encoded_named.end(),
+                                  categorical_cols[k]) != target_encoded_named.end();
   for (size_t k = 0; k < categorical_cols.size(); ++k)
     if (const size_t c = categorical_cols[k]; !target_encoded[k] && looks_like_identifier(facts[c]))
       KILN_LOG_WARN(

@@ -66,7 +66,9 @@ Expected<Json> profile_table(const DatasetSpec& spec, const ProfileOptions& opti
   const CsvTable& t = merged.table;
   std::vector<std::vector<double>> values;
   KILN_RETURN_IF_ERROR(column_indices(t, spec.categorical_columns, "categories.columns").status());
-  std::vector<ColumnFacts> facts = analyse_columns(t, &values, spec.categorical_columns);
+  KILN_RETURN_IF_ERROR(
+      column_indices(t, spec.target_encoded_columns, "categories.target_encode").status());
+  std::vector<ColumnFacts> facts = analyse_columns(t, &values, spec.category_column_names());
   const size_t target = merged.target_column;
   const bool multi = merged.source_paths.size() > 1;
 

@@ -504,15 +504,26 @@ DatasetSpec csv_dataset_spec(const fs::path& csv, const std::string& target) {
   return spec;
 }
 
+std::vector<std::string> DatasetSpec::category_column_names() const {
+  std::vector<std::string> names = categorical_columns;
+  for (const std::string& column : target_encoded_columns)
+    if (std::find(names.begin(), names.end(), column) == names.end()) names.push_back(column);
+  return names;
+}
+
 Expected<DatasetSpec> resolve_dataset(const std::string& spec_or_csv, const std::string& target,
-                                      const std::vector<std::string>& categorical) {
+                                      const std::vector<std::string>& categorical,
+                                      const std::vector<std::string>& target_encoded) {
   KILN_ASSIGN_OR_RETURN(DatasetSpec spec, resolve_dataset(spec_or_csv, target));
-  if (!categorical.empty() && spec.kind != DatasetKind::kTable)
-    return Status::InvalidArgument("--categorical: " + spec_or_csv + " is an image dataset");
-  for (const std::string& column : categorical)
-    if (std::find(spec.categorical_columns.begin(), spec.categorical_columns.end(), column) ==
-        spec.categorical_columns.end())
-      spec.categorical_columns.push_back(column);
+  for (const auto& [flag, given, list] :
+       {std::tuple{"--categorical", &categorical, &spec.categorical_columns},
+        std::tuple{"--target-encode", &target_encoded, &spec.target_encoded_columns}}) {
+    if (!given->empty() && spec.kind != DatasetKind::kTable)
+      return Status::InvalidArgument(std::string(flag) + ": " + spec_or_csv +
+                                     " is an image dataset");
+    for (const std::string& column : *given)
+      if (std::find(list->begin(), list->end(), column) == list->end()) list->push_back(column);
+  }
   return spec;
 }
 

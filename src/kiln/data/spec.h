@@ -117,6 +117,9 @@ struct DatasetSpec {
   /// per class for more than two classes), cross-fitted over 5 folds on the training split
   /// (features::OneHotEncoder::fit_target). For columns with many categories.
   std::vector<std::string> target_encoded_columns;
+  /// The columns read as categories: categorical_columns, then the target-encoded ones not
+  /// already listed (target_encode makes a column of number codes a category too).
+  std::vector<std::string> category_column_names() const;
   /// Feature selection and reduction of the numeric columns, fitted on the training split like
   /// the scaler (`features:` in YAML): after imputing, columns whose training variance is at
   /// most the threshold are dropped (before scaling, so the threshold is in the column's own
@@ -153,8 +156,10 @@ DatasetSpec csv_dataset_spec(const fs::path& csv, const std::string& target);
 /// A YAML spec path or a CSV path (which then needs `target`). Picks by extension.
 Expected<DatasetSpec> resolve_dataset(const std::string& spec_or_csv, const std::string& target);
 /// resolve_dataset() with `categorical` (the --categorical flags) added to the table's
-/// categories.columns; InvalidArgument for an image dataset.
+/// categories.columns and `target_encoded` (--target-encode) to its categories.target_encode;
+/// InvalidArgument for an image dataset.
 Expected<DatasetSpec> resolve_dataset(const std::string& spec_or_csv, const std::string& target,
-                                      const std::vector<std::string>& categorical);
+                                      const std::vector<std::string>& categorical,
+                                      const std::vector<std::string>& target_encoded = {});
 
 }  // namespace kiln::data
