@@ -187,12 +187,43 @@ std::vector<double> predictions(const fs::path& file) {
   return p;
 }
 
+/// `kiln predict BUNDLE`'s predictions for diabetes' first 40 rows with column `column` (0-based)
+/// set to `value` in every row (the CSV written into `home`).
+std::vector<double> predict_diabetes_with(const fs::path& bundle, const fs::path& home,
+                                          size_t column, const std::string& value) {
+  std::istringstream in(read_text(testing::shared_datasets_dir() / "diabetes.csv"));
+  std::string line, csv;
+  std::getline(in, line);
+  csv = line + "\n";
+  for (int i = 0; i < 40 && std::getline(in, line); ++i) {
+    size_t begin = 0;
+    for (size_t c = 0; c < column; ++c) begin = line.find(',', begin) + 1;
+    csv += line.substr(0, begin) + value + line.substr(line.find(',', begin)) + "\n";
+  }
+  const std::string name = "column" + std::to_string(column) + "-" + value;
+  write_text(home / (name + ".csv"), csv);
+  const auto p = run_kiln({"predict", bundle.string(), "--input", (home / (name + ".csv")).string(),
+                           "--json", "--output", (home / (name + ".json")).string()},
+                          home);
+  EXPECT_EQ(p.exit_code, 0) << p.err;
+  return predictions(home / (name + ".json"));
+}
+
+/// The largest change between two runs of predictions for the same 40 rows.
+double largest_change(const std::vector<double>& a, const std::vector<double>& b) {
+  EXPECT_EQ(a.size(), 40u);
+  EXPECT_EQ(b.size(), 40u);
+  double moved = 0;
+  for (size_t i = 0; i < a.size() && i < b.size(); ++i)
+    moved = std::max(moved, std::abs(a[i] - b[i]));
+  return moved;
+}
+
 // A numeric code column named in categories.columns (diabetes' sex, 1 or 2) is a category end to
 // end: the served module one-hot encodes it, predict reads its cells as written, and a code
 // training never saw is an all-zero block rather than a number the network extrapolates from.
 TEST(CategoricalTableCliTest, ANumericCodeColumnDeclaredCategoricalIsEncodedByItsCells) {
   TempDir home;
-  const std::string diabetes = read_text(testing::shared_datasets_dir() / "diabetes.csv");
   write_text(home / "dataset.yaml", "name: diabetes-sex\nkind: table\nsources: [" +
                                         (testing::shared_datasets_dir() / "diabetes.csv").string() +
                                         "]\ntarget: disease_progression\ntask: regression\n"
@@ -207,32 +238,12 @@ TEST(CategoricalTableCliTest, ANumericCodeColumnDeclaredCategoricalIsEncodedByIt
   EXPECT_EQ(manifest["signature"]["inputs"][0]["shape"], Json::parse("[-1, 10]"));
   EXPECT_GT(manifest["metrics"]["test"]["r2"].get<double>(), 0.3) << manifest["metrics"];
 
-  // The same rows with sex set to 1, to 2 and to 7 (unseen): all predicted, and sex counts.
-  auto predict_with_sex = [&](const std::string& sex) {
-    std::istringstream in(diabetes);
-    std::string line, csv;
-    std::getline(in, line);
-    csv = line + "\n";
-    for (int i = 0; i < 40 && std::getline(in, line); ++i) {
-      const size_t a = line.find(','), b = line.find(',', a + 1);
-      csv += line.substr(0, a + 1) + sex + line.substr(b) + "\n";
-    }
-    write_text(home / ("sex" + sex + ".csv"), csv);
-    const auto p =
-        run_kiln({"predict", bundle.string(), "--input", (home / ("sex" + sex + ".csv")).string(),
-                  "--json", "--output", (home / ("sex" + sex + ".json")).string()},
-                 home.path());
-    EXPECT_EQ(p.exit_code, 0) << p.err;
-    return predictions(home / ("sex" + sex + ".json"));
-  };
-  const std::vector<double> one = predict_with_sex("1"), two = predict_with_sex("2"),
-                            unseen = predict_with_sex("7");
-  ASSERT_EQ(one.size(), 40u);
-  ASSERT_EQ(two.size(), 40u);
-  ASSERT_EQ(unseen.size(), 40u);
-  double moved = 0;
-  for (size_t i = 0; i < one.size(); ++i) moved = std::max(moved, std::abs(one[i] - two[i]));
-  EXPECT_GT(moved, 1.0);
+  // The same rows with sex (column 1) set to 1, to 2 and to 7 (unseen): all predicted, and sex
+  // counts.
+  EXPECT_GT(largest_change(predict_diabetes_with(bundle, home.path(), 1, "1"),
+                           predict_diabetes_with(bundle, home.path(), 1, "2")),
+            1.0);
+  EXPECT_EQ(predict_diabetes_with(bundle, home.path(), 1, "7").size(), 40u);
 }
 
 // categories.target_encode: diabetes' age as a category, target-encoded: the served module
@@ -259,30 +270,11 @@ TEST(CategoricalTableCliTest, ATargetEncodedColumnIsEncodedInsideTheServedModule
   EXPECT_GT(manifest["metrics"]["test"]["r2"].get<double>(), 0.3) << manifest["metrics"];
 
   // The first 40 rows with every age set to 25, to 65 and to 150 (unseen): all predicted.
-  const std::string diabetes = read_text(testing::shared_datasets_dir() / "diabetes.csv");
-  auto predict_at_age = [&](const std::string& years) {
-    std::istringstream in(diabetes);
-    std::string line, csv;
-    std::getline(in, line);
-    csv = line + "\n";
-    for (int i = 0; i < 40 && std::getline(in, line); ++i)
-      csv += years + line.substr(line.find(',')) + "\n";
-    write_text(home / ("age" + years + ".csv"), csv);
-    const auto p =
-        run_kiln({"predict", bundle.string(), "--input", (home / ("age" + years + ".csv")).string(),
-                  "--json", "--output", (home / ("age" + years + ".json")).string()},
-                 home.path());
-    EXPECT_EQ(p.exit_code, 0) << p.err;
-    return predictions(home / ("age" + years + ".json"));
-  };
-  const std::vector<double> young = predict_at_age("25"), old = predict_at_age("65"),
-                            unseen = predict_at_age("150");
-  ASSERT_EQ(young.size(), 40u);
-  ASSERT_EQ(old.size(), 40u);
-  ASSERT_EQ(unseen.size(), 40u);
-  double moved = 0;
-  for (size_t i = 0; i < young.size(); ++i) moved = std::max(moved, std::abs(young[i] - old[i]));
-  EXPECT_GT(moved, 0.1);
+  // The first 40 rows with every age (column 0) set to 25, to 65 and to 150 (unseen).
+  EXPECT_GT(largest_change(predict_diabetes_with(bundle, home.path(), 0, "25"),
+                           predict_diabetes_with(bundle, home.path(), 0, "65")),
+            0.1);
+  EXPECT_EQ(predict_diabetes_with(bundle, home.path(), 0, "150").size(), 40u);
 
   const auto onnx = run_kiln(
       {"export", bundle.string(), "--format", "onnx", "--out", (home / "model.onnx").string()},
