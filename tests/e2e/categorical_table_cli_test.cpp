@@ -209,6 +209,20 @@ std::vector<double> predict_diabetes_with(const fs::path& bundle, const fs::path
   return predictions(home / (name + ".json"));
 }
 
+/// Trains the quick path's MLP (seed 1) on diabetes with the spec line `categories` into
+/// HOME/run; returns the bundle's directory (empty, with the failure reported, when it failed).
+fs::path train_diabetes_with(const TempDir& home, const std::string& categories) {
+  write_text(home / "dataset.yaml", "name: diabetes\nkind: table\nsources: [" +
+                                        (testing::shared_datasets_dir() / "diabetes.csv").string() +
+                                        "]\ntarget: disease_progression\ntask: regression\n" +
+                                        categories + "\nsplit: {stratify: false}\n");
+  auto r = run_kiln({"train", "--data", (home / "dataset.yaml").string(), "--model", "mlp", "--set",
+                     "seed=1", "--out", (home / "run").string()},
+                    home.path(), {"KILN_THREADS=1"});
+  EXPECT_EQ(r.exit_code, 0) << r.out << r.err;
+  return r.exit_code == 0 ? home / "run" / "bundle" : fs::path();
+}
+
 /// The largest change between two runs of predictions for the same 40 rows.
 double largest_change(const std::vector<double>& a, const std::vector<double>& b) {
   EXPECT_EQ(a.size(), 40u);
@@ -224,15 +238,8 @@ double largest_change(const std::vector<double>& a, const std::vector<double>& b
 // training never saw is an all-zero block rather than a number the network extrapolates from.
 TEST(CategoricalTableCliTest, ANumericCodeColumnDeclaredCategoricalIsEncodedByItsCells) {
   TempDir home;
-  write_text(home / "dataset.yaml", "name: diabetes-sex\nkind: table\nsources: [" +
-                                        (testing::shared_datasets_dir() / "diabetes.csv").string() +
-                                        "]\ntarget: disease_progression\ntask: regression\n"
-                                        "categories: {columns: [sex]}\nsplit: {stratify: false}\n");
-  auto r = run_kiln({"train", "--data", (home / "dataset.yaml").string(), "--model", "mlp", "--set",
-                     "seed=1", "--out", (home / "run").string()},
-                    home.path(), {"KILN_THREADS=1"});
-  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
-  const fs::path bundle = home / "run" / "bundle";
+  const fs::path bundle = train_diabetes_with(home, "categories: {columns: [sex]}");
+  ASSERT_FALSE(bundle.empty());
   const Json manifest = Json::parse(read_text(bundle / "manifest.json"));
   EXPECT_EQ(manifest["preprocessing"]["kind"], "table");
   EXPECT_EQ(manifest["signature"]["inputs"][0]["shape"], Json::parse("[-1, 10]"));
@@ -252,16 +259,8 @@ TEST(CategoricalTableCliTest, ANumericCodeColumnDeclaredCategoricalIsEncodedByIt
 // overall mean, and the ONNX export carries the same table.
 TEST(CategoricalTableCliTest, ATargetEncodedColumnIsEncodedInsideTheServedModule) {
   TempDir home;
-  write_text(home / "dataset.yaml",
-             "name: diabetes-age\nkind: table\nsources: [" +
-                 (testing::shared_datasets_dir() / "diabetes.csv").string() +
-                 "]\ntarget: disease_progression\ntask: regression\n"
-                 "categories: {columns: [age], target_encode: [age]}\nsplit: {stratify: false}\n");
-  auto r = run_kiln({"train", "--data", (home / "dataset.yaml").string(), "--model", "mlp", "--set",
-                     "seed=1", "--out", (home / "run").string()},
-                    home.path(), {"KILN_THREADS=1"});
-  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
-  const fs::path bundle = home / "run" / "bundle";
+  const fs::path bundle = train_diabetes_with(home, "categories: {target_encode: [age]}");
+  ASSERT_FALSE(bundle.empty());
   const Json manifest = Json::parse(read_text(bundle / "manifest.json"));
   EXPECT_EQ(manifest["signature"]["inputs"][0]["shape"], Json::parse("[-1, 10]"));
   const Json& age = manifest["preprocessing"]["categorical"][0];
