@@ -12,11 +12,7 @@ source bench/lib.sh
 BUILD_DIR=${BUILD_DIR:-build}
 EPOCHS=${EPOCHS:-7}
 LIMIT=${LIMIT:-0}
-cmake --build "$BUILD_DIR" --target kiln kiln-engine >/dev/null
-print_machine
-work=$(mktemp -d /tmp/kiln-ddp-bench-XXXXXX)
-trap 'rm -rf "$work"' EXIT
-export KILN_HOME=$work
+start_training_bench ddp
 sets=(--set "epochs=$EPOCHS")
 [ "$LIMIT" -gt 0 ] && sets+=(--set "data.limit=$LIMIT")
 # Prepare the snapshot once, outside the timings.

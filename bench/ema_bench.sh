@@ -15,12 +15,7 @@ SEEDS=${SEEDS:-"42 7"}
 DECAYS=${DECAYS:-"0.99 0.998"}
 EPOCHS=${EPOCHS:-7}
 RECIPES=${RECIPES:-"one_cycle constant"}
-cmake --build "$BUILD_DIR" --target kiln kiln-engine >/dev/null
-print_machine
-work=$(mktemp -d /tmp/kiln-ema-bench-XXXXXX)
-export KILN_HOME=$work
-trap 'rm -rf "$work"' EXIT
-kiln="$BUILD_DIR/kiln"
+start_training_bench ema
 echo "command: SEEDS=\"$SEEDS\" DECAYS=\"$DECAYS\" EPOCHS=$EPOCHS RECIPES=\"$RECIPES\" bench/ema_bench.sh"
 # test accuracy (fp32 model.pt) and the first epoch's samples/s of a run directory
 report() {

@@ -32,3 +32,15 @@ wait_serve_ready() {
     sleep 0.01
   done
 }
+
+# The start of a benchmark that trains: builds kiln and kiln-engine in $BUILD_DIR, prints the
+# machine, and gives the script a fresh KILN_HOME in `work` (removed at exit) and `kiln`, the
+# binary. $1 names the temp directory (/tmp/kiln-$1-bench-XXXXXX).
+start_training_bench() {
+  cmake --build "$BUILD_DIR" --target kiln kiln-engine >/dev/null
+  print_machine
+  work=$(mktemp -d "/tmp/kiln-$1-bench-XXXXXX")
+  export KILN_HOME=$work
+  trap 'rm -rf "$work"' EXIT
+  kiln="$BUILD_DIR/kiln"
+}

@@ -12,12 +12,7 @@ cd "$(dirname "$0")/.."
 source bench/lib.sh
 BUILD_DIR=${BUILD_DIR:-build}
 SEEDS=${SEEDS:-"1 2 3 4 5 6 7 8 9 10"}
-cmake --build "$BUILD_DIR" --target kiln kiln-engine >/dev/null
-print_machine
-work=$(mktemp -d /tmp/kiln-te-bench-XXXXXX)
-export KILN_HOME=$work
-trap 'rm -rf "$work"' EXIT
-kiln="$BUILD_DIR/kiln"
+start_training_bench te
 data=$(realpath ../shared/datasets/diabetes.csv)
 echo "command: SEEDS=\"$SEEDS\" bench/target_encoding_bench.sh"
 declare -A categories=(
