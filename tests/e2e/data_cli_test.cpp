@@ -185,6 +185,14 @@ TEST(CliTest, TargetEncodeFlagTargetEncodesAColumn) {
   const Json bundle = Json::parse(read_text(home / "run" / "bundle" / "manifest.json"));
   EXPECT_EQ(bundle["preprocessing"]["categorical"][0]["column"], "age");
   EXPECT_TRUE(bundle["preprocessing"]["categorical"][0].contains("target_table"));
+  r = run_kiln({"data", "prepare", csv, "-t", "disease_progression", "--target-encode", "gender",
+                "--out", (home / "bad").string()},
+               home.path());
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find("categories.target_encode names 'gender', which is not a column"),
+            std::string::npos)
+      << r.err;
+  EXPECT_TRUE(empty_or_absent(home / "bad"));  // nothing half-written
   r = run_kiln({"train", example("diabetes/train.yaml"), "--target-encode", "age"}, home.path());
   EXPECT_EQ(r.exit_code, 2);
   EXPECT_NE(r.err.find("--target-encode belongs to the quick path"), std::string::npos) << r.err;
