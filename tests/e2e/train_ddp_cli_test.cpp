@@ -1,6 +1,7 @@
 // `kiln train --nproc 2`: data-parallel training with two real processes (Gloo over loopback) on
 // Fashion-MNIST reaches what one process reaches; a rank killed mid-run makes the launcher
-// restart the job from its last checkpoint and finish; bad launch options are clear errors.
+// restart the job from its last checkpoint and finish; accumulated batches all-reduce once a
+// step and train as one batch of their rows; bad launch options are clear errors.
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <signal.h>
@@ -56,6 +57,54 @@ TEST(TrainDdpCliTest, TwoProcessesReachWhatOneReaches) {
   EXPECT_EQ(manifest["metrics"]["history"].size(), 3u);
   // Only rank 0 wrote: one invocation, one checkpoint, no stray files of rank 1.
   EXPECT_TRUE(fs::exists(home / "two" / "checkpoint.pt"));
+}
+
+TEST(TrainDdpCliTest, AccumulatedBatchesTrainAsOneBatchOfTheirRows) {
+  // Two ranks with batches of 32 accumulated in twos take each step on the same 64 rows as two
+  // ranks with batches of 64 (each rank's share of a global batch is contiguous): with SGD and
+  // no dropout, the same run. A reducer that all-reduced every batch, or dropped the batches
+  // before a step's last, would not give it.
+  TempDir home;
+  const std::vector<std::string> sgd = {"train",
+                                        example("breast-cancer/train.yaml"),
+                                        "--json",
+                                        "--nproc",
+                                        "2",
+                                        "--set",
+                                        "epochs=3",
+                                        "--set",
+                                        "optimizer={name: sgd, lr: 0.05}",
+                                        "--set",
+                                        "schedule.name=constant"};
+  auto run = [&](const std::string& name, std::vector<std::string> extra) {
+    std::vector<std::string> args = sgd;
+    args.insert(args.end(), {"--out", (home / name).string()});
+    args.insert(args.end(), extra.begin(), extra.end());
+    return run_kiln(args, home.path());
+  };
+  auto whole = run("whole", {"--set", "batch_size=64"});
+  ASSERT_EQ(whole.exit_code, 0) << whole.err;
+  auto accumulated =
+      run("accumulated", {"--set", "batch_size=32", "--set", "accumulate_batches=2"});
+  ASSERT_EQ(accumulated.exit_code, 0) << accumulated.err;
+  EXPECT_NE(accumulated.err.find("the ranks all-reduce once a step, after its last batch"),
+            std::string::npos)
+      << accumulated.err;
+  const Json a = Json::parse(whole.out), b = Json::parse(accumulated.out);
+  EXPECT_EQ(b["steps"], a["steps"]);
+  EXPECT_NEAR(b["test_metrics"]["loss"].get<double>(), a["test_metrics"]["loss"].get<double>(),
+              1e-5);
+  auto history = [&](const std::string& name) {
+    return Json::parse(
+        testing::read_text(home / name / "bundle" / "manifest.json"))["metrics"]["history"];
+  };
+  const Json ha = history("whole"), hb = history("accumulated");
+  ASSERT_EQ(ha.size(), 3u);
+  ASSERT_EQ(hb.size(), 3u);
+  for (size_t e = 0; e < 3; ++e) {
+    EXPECT_NEAR(hb[e]["train_loss"].get<double>(), ha[e]["train_loss"].get<double>(), 1e-5) << e;
+    EXPECT_NEAR(hb[e]["val_loss"].get<double>(), ha[e]["val_loss"].get<double>(), 1e-5) << e;
+  }
 }
 
 /// Child pids of `pid` (the launcher's ranks).

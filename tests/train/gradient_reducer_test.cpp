@@ -25,9 +25,9 @@ struct Net {
       for (const torch::Tensor& p : (*m)->parameters()) all.push_back(p);
     return all;
   }
-  torch::Tensor loss(const torch::Tensor& x, int rank) {
+  torch::Tensor loss(const torch::Tensor& x, bool head) {
     torch::Tensor l = b(torch::relu(a(x))).pow(2).mean();
-    if (rank == 1) l = l + unused_by_rank0(x).abs().mean();
+    if (head) l = l + unused_by_rank0(x).abs().mean();
     return l;
   }
 };
@@ -63,7 +63,7 @@ std::vector<std::vector<torch::Tensor>> reduced(int rank, int port, int64_t buck
     torch::manual_seed(100 + 10 * step + rank);  // each rank its own rows
     const torch::Tensor rows = torch::randn({5, 8});
     drawing.unlock();
-    net.loss(rows, rank).backward();
+    net.loss(rows, rank == 1).backward();
     if (Status st = reducer.finish(); !st.ok()) {
       *failed = st;
       return {};
@@ -89,7 +89,7 @@ std::vector<std::vector<torch::Tensor>> expected_means() {
       for (torch::Tensor& p : net.parameters())
         if (p.grad().defined()) p.mutable_grad().zero_();
       torch::manual_seed(100 + 10 * step + rank);
-      net.loss(torch::randn({5, 8}), rank).backward();
+      net.loss(torch::randn({5, 8}), rank == 1).backward();
       std::vector<torch::Tensor> grads;
       for (const torch::Tensor& p : net.parameters())
         grads.push_back(p.grad().defined() ? p.grad().clone() : torch::zeros_like(p));
@@ -137,6 +137,70 @@ TEST(GradientReducerTest, BucketsGiveTheMeanOfEachRanksGradients) {
         }
       }
     }
+  }
+}
+
+/// Rank `rank`'s gradients after one step of three accumulated batches: the first two only add
+/// into .grad (set_synchronising(false)), the third all-reduces. Rank 0 uses the head only in
+/// its first batch, so the last backward gives it no gradient there: its sum is in .grad.
+std::vector<torch::Tensor> reduced_accumulating(int rank, int port, Status* failed) {
+  std::unique_lock<std::mutex> drawing(generator_mu);
+  torch::manual_seed(7);
+  Net net;
+  drawing.unlock();
+  DistributedSettings s;
+  s.rank = rank;
+  s.world_size = 2;
+  s.master_port = port;
+  s.timeout_seconds = 60;
+  auto ctx = DistributedContext::Join(s);
+  if (!ctx.ok()) {
+    *failed = ctx.status();
+    return {};
+  }
+  GradientReducer reducer(**ctx, net.parameters(), /*bucket_bytes=*/300);
+  for (int batch = 0; batch < 3; ++batch) {
+    drawing.lock();
+    torch::manual_seed(200 + 10 * batch + rank);
+    const torch::Tensor rows = torch::randn({4, 8});
+    drawing.unlock();
+    reducer.set_synchronising(batch == 2);
+    net.loss(rows, rank == 1 || batch == 0).backward();
+  }
+  if (Status st = reducer.finish(); !st.ok()) {
+    *failed = st;
+    return {};
+  }
+  std::vector<torch::Tensor> grads;
+  for (const torch::Tensor& p : net.parameters()) grads.push_back(p.grad().clone());
+  return grads;
+}
+
+TEST(GradientReducerTest, AccumulatedBatchesAllReduceTheirSumOnce) {
+  // Expected: each rank's three gradients summed alone, then averaged over the ranks.
+  std::vector<torch::Tensor> sums[2];
+  for (int rank = 0; rank < 2; ++rank) {
+    torch::manual_seed(7);
+    Net net;
+    for (int batch = 0; batch < 3; ++batch) {
+      torch::manual_seed(200 + 10 * batch + rank);
+      net.loss(torch::randn({4, 8}), rank == 1 || batch == 0).backward();
+    }
+    for (const torch::Tensor& p : net.parameters()) sums[rank].push_back(p.grad().clone());
+  }
+  const int port = testing::free_loopback_port();
+  ASSERT_GT(port, 0);
+  Status failed[2];
+  std::vector<torch::Tensor> got[2];
+  std::thread other([&] { got[1] = reduced_accumulating(1, port, &failed[1]); });
+  got[0] = reduced_accumulating(0, port, &failed[0]);
+  other.join();
+  for (int rank = 0; rank < 2; ++rank) {
+    ASSERT_TRUE(failed[rank].ok()) << failed[rank];
+    ASSERT_EQ(got[rank].size(), sums[0].size());
+    for (size_t k = 0; k < sums[0].size(); ++k)
+      EXPECT_TRUE(torch::allclose(got[rank][k], (sums[0][k] + sums[1][k]) / 2, 1e-6, 1e-7))
+          << "rank " << rank << ", param " << k;
   }
 }
 

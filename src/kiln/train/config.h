@@ -111,7 +111,8 @@ struct TrainConfig {
   /// Gradient accumulation: each optimizer step sums the gradients of this many batches of
   /// batch_size (each batch's loss scaled by 1/their number), so it takes
   /// batch_size × accumulate_batches rows while memory holds one batch. The schedule,
-  /// checkpoint_every and `steps` count optimizer steps.
+  /// checkpoint_every and `steps` count optimizer steps. Data-parallel ranks all-reduce once a
+  /// step, after its last batch.
   int64_t accumulate_batches = 1;
   int64_t epochs = 10;
   uint64_t seed = 0;

@@ -177,6 +177,8 @@ struct GradientReducer::State {
   size_t next_to_start = 0;
   int64_t started_in_backward = 0;  ///< buckets the hooks started, over all steps
   std::string error;                ///< the first failure of a hook-started all-reduce
+  bool synchronising = true;        ///< false: backward() only adds into .grad (no_sync)
+  bool local_sums = false;          ///< a backward() since finish() added into .grad
   std::mutex mu;
 
   /// Starts the buckets that are full, in index order. Holds mu.
@@ -194,14 +196,24 @@ struct GradientReducer::State {
     }
   }
 
+  /// Parameter `param`'s slice of its bucket.
+  torch::Tensor slot(size_t param) {
+    const int64_t offset = static_cast<int64_t>(offset_of[param]);
+    return buckets[bucket_of[param]].flat.slice(0, offset, offset + parameters[param].numel());
+  }
+
   void arrived_gradient(size_t param, const torch::Tensor& grad) {
     std::lock_guard<std::mutex> lock(mu);
+    if (!synchronising) {  // autograd adds it into .grad after this hook
+      local_sums = true;
+      return;
+    }
     Bucket& b = buckets[bucket_of[param]];
-    const int64_t n = parameters[param].numel();
-    b.flat
-        .slice(0, static_cast<int64_t>(offset_of[param]),
-               static_cast<int64_t>(offset_of[param]) + n)
-        .copy_(grad.detach().reshape(-1));
+    torch::Tensor into = slot(param);
+    into.copy_(grad.detach().reshape(-1));
+    // The accumulated batches' sum is in .grad (the hook runs before autograd adds to it).
+    const torch::Tensor& summed = parameters[param].grad();
+    if (local_sums && summed.defined()) into.add_(summed.detach().reshape(-1));
     if (!arrived[param]) {
       arrived[param] = 1;
       ++b.ready;
@@ -259,21 +271,28 @@ int64_t GradientReducer::started_in_backward() const {
   return state_->started_in_backward;
 }
 
+void GradientReducer::set_synchronising(bool on) {
+  std::lock_guard<std::mutex> lock(state_->mu);
+  state_->synchronising = on;
+}
+
 Status GradientReducer::finish() {
   State& s = *state_;
   const auto start = std::chrono::steady_clock::now();
   std::string failure;
   {
     std::lock_guard<std::mutex> lock(s.mu);
-    // Parameters backward gave no gradient this step count as zeros (the other ranks may have
-    // one: every rank all-reduces the same buckets).
+    // Parameters the last backward gave no gradient count as zeros, or as what the accumulated
+    // batches summed into .grad (the other ranks may have one: every rank all-reduces the same
+    // buckets).
     for (size_t k = 0; k < s.parameters.size(); ++k) {
       if (s.arrived[k]) continue;
       State::Bucket& b = s.buckets[s.bucket_of[k]];
-      b.flat
-          .slice(0, static_cast<int64_t>(s.offset_of[k]),
-                 static_cast<int64_t>(s.offset_of[k]) + s.parameters[k].numel())
-          .zero_();
+      const torch::Tensor& summed = s.parameters[k].grad();
+      if (s.local_sums && summed.defined())
+        s.slot(k).copy_(summed.detach().reshape(-1));
+      else
+        s.slot(k).zero_();
       s.arrived[k] = 1;
       ++b.ready;
     }
@@ -292,6 +311,8 @@ Status GradientReducer::finish() {
   for (State::Bucket& b : s.buckets) b.ready = 0;
   s.next_to_start = 0;
   s.error.clear();
+  s.synchronising = true;
+  s.local_sums = false;
   if (!failure.empty())
     return Status::Unavailable("distributed training: all-reduce failed on rank " +
                                std::to_string(context_.rank()) +
@@ -299,13 +320,8 @@ Status GradientReducer::finish() {
   torch::NoGradGuard no_grad;
   const double world = static_cast<double>(context_.world_size());
   for (size_t k = 0; k < s.parameters.size(); ++k) {
-    State::Bucket& b = s.buckets[s.bucket_of[k]];
     torch::Tensor& p = s.parameters[k];
-    const torch::Tensor mean = b.flat
-                                   .slice(0, static_cast<int64_t>(s.offset_of[k]),
-                                          static_cast<int64_t>(s.offset_of[k]) + p.numel())
-                                   .view(p.sizes())
-                                   .div(world);
+    const torch::Tensor mean = s.slot(k).view(p.sizes()).div(world);
     if (p.grad().defined())
       p.mutable_grad().copy_(mean);
     else

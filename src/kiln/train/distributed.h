@@ -85,6 +85,8 @@ class DistributedContext {
 /// (Gloo pairs collectives by order), so a bucket that fills early waits for those before it.
 /// finish() after backward() starts what is left (a parameter without a gradient this step
 /// counts as zeros), waits, and sets each parameter's gradient to its mean over the ranks.
+/// Accumulated batches (DDP's no_sync()): set_synchronising(false) before all but a step's last
+/// backward(), which then only add into each .grad; the last one all-reduces the sums.
 /// The parameters and the context must outlive it; its destructor removes the hooks. The hooks
 /// run on the thread that calls backward() (CPU autograd), finish() on the training thread.
 ///
@@ -99,6 +101,10 @@ class GradientReducer {
   GradientReducer(const GradientReducer&) = delete;
   GradientReducer& operator=(const GradientReducer&) = delete;
 
+  /// Whether the backward()s that follow all-reduce (true, the default) or only add their
+  /// gradients into each .grad, as one process does (false). The next synchronising backward()
+  /// all-reduces what .grad holds plus its own gradient, and finish() follows it.
+  void set_synchronising(bool on);
   /// Completes this step's all-reduces (Unavailable naming the rank when one failed) and writes
   /// the means into the parameters' gradients; ready for the next step's backward().
   Status finish();

@@ -453,10 +453,6 @@ Expected<TrainResult> train(const TrainConfig& cfg, const TrainOptions& opts) {
   // accumulate_batches: an optimizer step takes that many batches (the epoch's last step what is
   // left); the schedule and checkpoint_every count optimizer steps, the loader's position batches.
   const int64_t accumulate = cfg.accumulate_batches;
-  if (accumulate > 1 && dist)
-    return Status::InvalidArgument(
-        "accumulate_batches: data-parallel training does not accumulate gradients (each step "
-        "all-reduces one batch); raise batch_size instead, which the ranks share");
   const int64_t batches_per_epoch = loader->batches_per_epoch();
   const int64_t steps_per_epoch = (batches_per_epoch + accumulate - 1) / accumulate;
   const int64_t total_steps = steps_per_epoch * cfg.epochs;
@@ -546,9 +542,10 @@ Expected<TrainResult> train(const TrainConfig& cfg, const TrainOptions& opts) {
   if (log && accumulate > 1)
     std::fprintf(log,
                  "accumulate_batches: each optimizer step sums the gradients of %lld batches of "
-                 "%lld (%lld rows)\n",
+                 "%lld (%lld rows)%s\n",
                  static_cast<long long>(accumulate), static_cast<long long>(batch_size),
-                 static_cast<long long>(accumulate * batch_size));
+                 static_cast<long long>(accumulate * batch_size),
+                 dist ? "; the ranks all-reduce once a step, after its last batch" : "");
   if (log && ema)
     std::fprintf(log,
                  "ema: weights averaged with decay %g%s; validation, early stopping and the "
@@ -691,8 +688,10 @@ Expected<TrainResult> train(const TrainConfig& cfg, const TrainOptions& opts) {
                    kl * (cfg.distill.alpha * t * t);
           }
         }
-        // With several ranks, gradient buckets all-reduce as they fill. Accumulated batches
-        // add up their gradients, each of the group's mean losses weighted alike.
+        // With several ranks, gradient buckets all-reduce as they fill: in the group's last
+        // batch, once its gradients add to the sums of those before. Accumulated batches add up
+        // their gradients, each of the group's mean losses weighted alike.
+        if (reducer) reducer->set_synchronising(group_end);
         (group_size > 1 ? loss / static_cast<double>(group_size) : loss).backward();
         if (group_end) {
           if (reducer) KILN_RETURN_IF_ERROR(reducer->finish());
