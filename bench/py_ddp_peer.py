@@ -5,8 +5,10 @@ training the peer CNN of ../shared/peers/py_train_fmnist.py (conv32-conv64-fc128
 channels_last, Adam 1e-3) on Fashion-MNIST with a global batch of 256: once as one process with 2
 threads, once as 2 ranks with 1 thread each (DistributedSampler, 128 rows per rank per step).
 Prints samples/s per epoch, the median, and test accuracy for each, then the 2-process/1-process
-ratio. Usage: py_ddp_peer.py [--epochs 2]"""
-import argparse, gzip, os, socket, statistics, time
+ratio. --accumulate N (> 1) adds 2 ranks with batches of 256/N accumulated N to a step under
+DDP's no_sync() (one all-reduce a step), each batch's loss weighted 1/N.
+Usage: py_ddp_peer.py [--epochs 2] [--accumulate 1]"""
+import argparse, contextlib, gzip, os, socket, statistics, time
 import numpy as np, torch, torch.distributed as dist, torch.multiprocessing as mp, torch.nn as nn
 
 D = "/usr/share/datasets/fashion-mnist/"
@@ -23,7 +25,7 @@ def net():
                          nn.Flatten(), nn.Linear(64 * 7 * 7, 128), nn.ReLU(), nn.Linear(128, 10))
 
 
-def run(rank, world, port, epochs, out):
+def run(rank, world, port, epochs, out, accumulate=1):
     torch.set_num_threads(2 // world)
     torch.manual_seed(0)
     if world > 1:
@@ -33,8 +35,8 @@ def run(rank, world, port, epochs, out):
     ytr = torch.tensor(idx("train-labels-idx1-ubyte.gz", 8), dtype=torch.long)
     ds = torch.utils.data.TensorDataset(xtr, ytr)
     sampler = torch.utils.data.distributed.DistributedSampler(ds, world, rank, seed=0) if world > 1 else None
-    dl = torch.utils.data.DataLoader(ds, batch_size=GLOBAL_BATCH // world, shuffle=sampler is None,
-                                     sampler=sampler)
+    dl = torch.utils.data.DataLoader(ds, batch_size=GLOBAL_BATCH // world // accumulate,
+                                     shuffle=sampler is None, sampler=sampler)
     model = net().to(memory_format=torch.channels_last)
     if world > 1:
         model = nn.parallel.DistributedDataParallel(model)
@@ -46,12 +48,17 @@ def run(rank, world, port, epochs, out):
             sampler.set_epoch(ep)
         model.train()
         t = time.time()
-        for x, y in dl:
-            opt.zero_grad()
-            with torch.autocast("cpu", dtype=torch.bfloat16):
-                loss = lossf(model(x.contiguous(memory_format=torch.channels_last)), y)
-            loss.backward()
-            opt.step()
+        for k, (x, y) in enumerate(dl):
+            if k % accumulate == 0:
+                opt.zero_grad()
+            last = (k + 1) % accumulate == 0 or k + 1 == len(dl)
+            # All but a step's last batch add into .grad without an all-reduce.
+            with model.no_sync() if world > 1 and not last else contextlib.nullcontext():
+                with torch.autocast("cpu", dtype=torch.bfloat16):
+                    loss = lossf(model(x.contiguous(memory_format=torch.channels_last)), y)
+                (loss / accumulate).backward()
+            if last:
+                opt.step()
         if world > 1:
             dist.barrier()
         rates.append(len(ds) / (time.time() - t))
@@ -69,23 +76,30 @@ def run(rank, world, port, epochs, out):
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--epochs", type=int, default=2)
+    p.add_argument("--accumulate", type=int, default=1)
     a = p.parse_args()
     ctx = mp.get_context("spawn")
     results = {}
-    for world in (1, 2):
+    runs = [(1, 1), (2, 1)] + ([(2, a.accumulate)] if a.accumulate > 1 else [])
+    for world, accumulate in runs:
         s = socket.socket(); s.bind(("127.0.0.1", 0)); port = s.getsockname()[1]; s.close()
         q = ctx.Queue()
-        procs = [ctx.Process(target=run, args=(r, world, port, a.epochs, q)) for r in range(world)]
+        procs = [ctx.Process(target=run, args=(r, world, port, a.epochs, q, accumulate))
+                 for r in range(world)]
         for pr in procs:
             pr.start()
         rates, acc = q.get()
         for pr in procs:
             pr.join()
-        results[world] = statistics.median(rates)
-        print(f"peer PyTorch DDP, {world} process(es) x {2 // world} thread(s): samples/s per epoch "
+        results[(world, accumulate)] = statistics.median(rates)
+        how = f", batches of {GLOBAL_BATCH // accumulate} accumulated {accumulate}" if accumulate > 1 else ""
+        print(f"peer PyTorch DDP, {world} process(es) x {2 // world} thread(s){how}: samples/s per epoch "
               + " / ".join(f"{r:,.0f}" for r in rates)
-              + f", median {results[world]:,.0f}; test accuracy {acc:.4f}", flush=True)
-    print(f"peer 2-process / 1-process samples/s: {results[2] / results[1]:.2f}x")
+              + f", median {results[(world, accumulate)]:,.0f}; test accuracy {acc:.4f}", flush=True)
+    print(f"peer 2-process / 1-process samples/s: {results[(2, 1)] / results[(1, 1)]:.2f}x")
+    if a.accumulate > 1:
+        print(f"peer 2-process accumulated / 2-process samples/s: "
+              f"{results[(2, a.accumulate)] / results[(2, 1)]:.2f}x")
 
 
 if __name__ == "__main__":
