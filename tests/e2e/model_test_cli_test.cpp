@@ -135,6 +135,8 @@ TEST_F(ModelTestCliTest, SuiteWithSlicesEnsembleChampionChallengerAndPush) {
              "checks:\n"
              "  - {kind: model, metric: accuracy, threshold: 0.9}\n"
              "  - {kind: model, metric: recall, class: malignant, threshold: 0.8}\n"
+             "  - {kind: model, metric: ece, threshold: 0.2}\n"
+             "  - {kind: model, name: near-certain, metric: nll, threshold: 0.000001}\n"
              "  - {kind: model, metric: accuracy, per_class: true, threshold: 0.8}\n"
              "  - {kind: model, metric: accuracy, slice: {column: mean_radius, min: 15}, "
              "threshold: 0.8}\n"
@@ -165,6 +167,11 @@ TEST_F(ModelTestCliTest, SuiteWithSlicesEnsembleChampionChallengerAndPush) {
                            "model/accuracy#3", "ensemble", "vs-broken", "f1-vs-broken",
                            "directional/mean_radius", "boundary", "latency", "smoke"})
     EXPECT_EQ(checks[name]["result"], "pass") << name << " " << checks[name].dump(2);
+  // The probabilities' quality: lower is better, so a calibration error of at most 0.2 passes
+  // and a log loss of at most 1e-6 (certainty on every row) does not.
+  EXPECT_EQ(checks["model/ece"]["result"], "pass") << checks["model/ece"].dump(2);
+  EXPECT_EQ(checks["model/ece"]["threshold"], "<= 0.2");
+  EXPECT_EQ(checks["near-certain"]["result"], "fail") << checks["near-certain"].dump(2);
   EXPECT_EQ(checks["not-worse-than-prod"]["result"], "fail");
   EXPECT_NE(checks["not-worse-than-prod"]["message"].get<std::string>().find("does not beat"),
             std::string::npos);

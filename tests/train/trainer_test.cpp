@@ -1,6 +1,7 @@
 #include "kiln/train/trainer.h"
 
 #include <gtest/gtest.h>
+#include <torch/script.h>
 #include <torch/torch.h>
 
 #include <chrono>
@@ -12,6 +13,7 @@
 #include "kiln/data/spec.h"
 #include "kiln/model/bundle.h"
 #include "kiln/model/network.h"
+#include "kiln/train/calibration.h"
 #include "kiln/train/checkpoint.h"
 #include "kiln/train/evaluate.h"
 #include "kiln/train/optim.h"
@@ -276,6 +278,51 @@ TEST(TrainerTest, AccumulatingTwoBatchesOf16TrainsAsOneBatchOf32) {
   ASSERT_TRUE(resumed.ok()) << resumed.status();
   EXPECT_EQ(without_timings(resumed->history), without_timings(b->history));
   EXPECT_EQ(resumed->test_metrics, b->test_metrics);
+}
+
+TEST(TrainerTest, TemperatureCalibrationScalesTheServedLogitsAndKeepsThePredictions) {
+  // No dropout, the same seed: the two runs train the same network; calibration only divides
+  // the bundle's logits by the T fitted on val.
+  const std::vector<std::string> common = {"epochs=30", "model.dropout=0"};
+  std::vector<std::string> calibrated_sets = common;
+  calibrated_sets.push_back("calibration=temperature");
+  auto plain_cfg = config_for(breast_cancer_snapshot(), kMlp, common);
+  auto calibrated_cfg = config_for(breast_cancer_snapshot(), kMlp, calibrated_sets);
+  ASSERT_TRUE(plain_cfg.ok() && calibrated_cfg.ok());
+  EXPECT_NE(plain_cfg->hash(), calibrated_cfg->hash());
+  TempDir plain_dir, calibrated_dir;
+  auto plain = train(*plain_cfg, TrainOptions(plain_dir.path()).progress(nullptr));
+  auto calibrated = train(*calibrated_cfg, TrainOptions(calibrated_dir.path()).progress(nullptr));
+  ASSERT_TRUE(plain.ok()) << plain.status();
+  ASSERT_TRUE(calibrated.ok()) << calibrated.status();
+  EXPECT_EQ(calibrated->test_metrics["confusion_matrix"], plain->test_metrics["confusion_matrix"]);
+  EXPECT_TRUE(calibrated->test_metrics.contains("ece"));
+
+  auto bundle = model::read_bundle(calibrated->bundle_dir);
+  auto plain_bundle = model::read_bundle(plain->bundle_dir);
+  ASSERT_TRUE(bundle.ok() && plain_bundle.ok());
+  const Json& c = bundle->manifest["calibration"];
+  ASSERT_TRUE(c.is_object()) << bundle->manifest.dump();
+  EXPECT_FALSE(plain_bundle->manifest.contains("calibration"));
+  EXPECT_EQ(c["method"], "temperature");
+  EXPECT_EQ(c["fitted_on"], "val");
+  const double t = c["temperature"];
+  EXPECT_GT(t, kMinTemperature);
+  EXPECT_LT(t, kMaxTemperature);
+  EXPECT_LE(c["val_nll_after"].get<double>(), c["val_nll_before"].get<double>());
+  EXPECT_EQ(c["val_ece_after"], calibrated->val_metrics["ece"]);
+  EXPECT_EQ(bundle->manifest["metrics"]["test"], calibrated->test_metrics);
+
+  // The served module (model.pt) gives the uncalibrated module's logits divided by T.
+  auto snapshot = data::read_snapshot(breast_cancer_snapshot());
+  ASSERT_TRUE(snapshot.ok());
+  const torch::Tensor rows = snapshot->splits.at("test").served_inputs().to(torch::kFloat);
+  auto served = torch::jit::load((calibrated->bundle_dir / model::kBundleModuleFile).string());
+  auto plain_served = torch::jit::load((plain->bundle_dir / model::kBundleModuleFile).string());
+  torch::NoGradGuard no_grad;
+  const torch::Tensor got = served.forward({rows}).toTensor();
+  const torch::Tensor want = plain_served.forward({rows}).toTensor() / t;
+  EXPECT_TRUE(torch::allclose(got, want, 1e-4, 1e-5));
 }
 
 TEST(TrainerTest, EarlyStoppingStopsAndRestoresTheBestEpoch) {

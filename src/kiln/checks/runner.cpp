@@ -9,6 +9,7 @@
 #include "kiln/core/clock.h"
 #include "kiln/core/files.h"
 #include "kiln/model/bundle.h"
+#include "kiln/train/calibration.h"
 #include "kiln/train/metrics.h"
 
 namespace kiln::checks {
@@ -63,9 +64,14 @@ torch::Tensor predictions_of(const Context& ctx, const torch::Tensor& outputs) {
 
 Expected<Json> metrics_of(const Context& ctx, const torch::Tensor& outputs,
                           const torch::Tensor& targets) {
-  if (ctx.classification)
-    return train::classification_metrics(outputs.argmax(1), targets, ctx.labels);
-  return train::regression_metrics(outputs.reshape({-1}), targets);
+  if (!ctx.classification) return train::regression_metrics(outputs.reshape({-1}), targets);
+  KILN_ASSIGN_OR_RETURN(Json metrics,
+                        train::classification_metrics(outputs.argmax(1), targets, ctx.labels));
+  if (outputs.dim() == 2 && outputs.size(1) >= 2) {  // the probabilities' quality
+    metrics["nll"] = train::temperature_nll(outputs, targets);
+    KILN_ASSIGN_OR_RETURN(metrics["ece"], train::expected_calibration_error(outputs, targets));
+  }
+  return metrics;
 }
 
 Expected<double> metric_value(const Json& metrics, const std::string& metric,
@@ -79,13 +85,16 @@ Expected<double> metric_value(const Json& metrics, const std::string& metric,
     return metrics["per_class"][cls][metric].get<double>();
   }
   if (!metrics.contains(metric) || !metrics[metric].is_number())
-    return Status::InvalidArgument("metric '" + metric +
-                                   "' is not one this task reports (classification: accuracy, "
-                                   "macro_f1, recall, precision, f1; regression: r2, mae, mse)");
+    return Status::InvalidArgument(
+        "metric '" + metric +
+        "' is not one this task reports (classification: accuracy, "
+        "macro_f1, recall, precision, f1, ece, nll; regression: r2, mae, mse)");
   return metrics[metric].get<double>();
 }
 
-bool greater_is_better(const std::string& metric) { return metric != "mae" && metric != "mse"; }
+bool greater_is_better(const std::string& metric) {
+  return metric != "mae" && metric != "mse" && metric != "ece" && metric != "nll";
+}
 
 std::string headline_metric(const Context& ctx) { return ctx.classification ? "accuracy" : "r2"; }
 

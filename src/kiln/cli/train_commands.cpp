@@ -393,7 +393,7 @@ int run_train_resolved(const TrainArgs& a) {
     std::cout << "run " << r.out_dir.string() << "\n";
     if (!r.bundle_dir.empty()) std::cout << "bundle " << r.bundle_dir.string() << "\n";
     if (r.test_metrics.is_object()) {
-      for (const char* key : {"accuracy", "macro_f1", "mse", "mae", "r2"})
+      for (const char* key : {"accuracy", "macro_f1", "ece", "mse", "mae", "r2"})
         if (r.test_metrics.contains(key))
           std::cout << "test " << key << " " << r.test_metrics[key].get<double>() << "\n";
     }
@@ -458,7 +458,7 @@ int run_eval(const EvalArgs& a) {
   if (a.json) {
     std::cout << report.dump(2) << "\n";
   } else {
-    for (const char* key : {"accuracy", "macro_f1", "mse", "mae", "r2"})
+    for (const char* key : {"accuracy", "macro_f1", "ece", "mse", "mae", "r2"})
       if (report.contains(key)) std::cout << key << " " << report[key].get<double>() << "\n";
   }
   return 0;

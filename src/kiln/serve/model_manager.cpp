@@ -75,6 +75,9 @@ Expected<ModelSignature> parse_signature(const model::Bundle& b) {
     sig.features = m.at("schema").at("features");
     sig.columns = model::TableColumns(sig.features);
   }
+  if (m.contains("calibration") && m.at("calibration").is_object())
+    sig.calibration = {{"method", m.at("calibration").value("method", "")},
+                       {"temperature", m.at("calibration").value("temperature", 1.0)}};
   const auto& first = sig.outputs[0].shape;
   if (!sig.labels.empty() &&
       (first.size() != 1 || first[0] != static_cast<int64_t>(sig.labels.size())))

@@ -46,6 +46,9 @@ struct ModelSignature {
   /// categorical column's categories, whose index is the code the input takes); null for images.
   Json features;
   model::TableColumns columns;  ///< `features` as codes (BYTES requests' text -> the input)
+  /// The manifest's `calibration` ({method: temperature, temperature: T, ...}: the module's
+  /// logits are already divided by T, so "probabilities" are calibrated); null: none.
+  Json calibration;
   /// Classifiers (labels matching the first output's width) also offer "probabilities" (softmax
   /// of the first output) and "labels" (the arg-max class name, BYTES).
   bool classifier() const { return !labels.empty(); }

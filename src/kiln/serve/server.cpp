@@ -951,6 +951,7 @@ HttpResponse InferenceServer::Impl::model_metadata(const ModelVersion& mv) const
   if (!sig.labels.empty()) params["labels"] = sig.labels;
   // A table's columns in input order; a categorical one takes its category's index.
   if (sig.features.is_array()) params["features"] = sig.features;
+  if (sig.calibration.is_object()) params["calibration"] = sig.calibration;
   body["parameters"] = params;
   return json_response(200, body.dump());
 }

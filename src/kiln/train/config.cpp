@@ -151,6 +151,7 @@ const std::vector<std::string>& train_config_keys() {
                                                 "workers",
                                                 "deterministic",
                                                 "eval_tta",
+                                                "calibration",
                                                 "log_every",
                                                 "init",
                                                 "freeze",
@@ -231,6 +232,7 @@ Json TrainConfig::to_json() const {
   j["workers"] = workers;
   j["deterministic"] = deterministic;
   j["eval_tta"] = eval_tta;
+  if (calibration != "none") j["calibration"] = calibration;  // only when on: hashes stay
   j["log_every"] = log_every;
   // Like the fine-tuning keys below, only when set, so the hash of every other config stays.
   if (device != "auto") j["device"] = device;
@@ -466,6 +468,8 @@ Expected<TrainConfig> parse_train_config(const Json& j, const fs::path& base_dir
   KILN_RETURN_IF_ERROR(r.get(j, "", "deterministic", &c.deterministic));
   KILN_RETURN_IF_ERROR(r.get(j, "", "eval_tta", &c.eval_tta));
   KILN_RETURN_IF_ERROR(r.one_of("eval_tta", c.eval_tta, {"none", "flip"}));
+  KILN_RETURN_IF_ERROR(r.get(j, "", "calibration", &c.calibration));
+  KILN_RETURN_IF_ERROR(r.one_of("calibration", c.calibration, {"none", "temperature"}));
   KILN_RETURN_IF_ERROR(r.get(j, "", "log_every", &c.log_every));
   KILN_RETURN_IF_ERROR(r.positive("log_every", static_cast<double>(c.log_every)));
   KILN_RETURN_IF_ERROR(r.get(j, "", "init", &c.init));

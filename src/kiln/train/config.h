@@ -86,6 +86,7 @@ struct EmaConfig {
 /// augment: {crop_padding: 2, hflip: 0.5}
 /// early_stopping: {metric: val_accuracy, patience: 3}
 /// ema: {decay: 0.999}                     # evaluate and bundle averaged weights
+/// calibration: temperature                # probabilities that mean what they say (val split)
 /// init: fmnist@production                 # fine-tune: weights by name and shape (new head: fresh)
 /// freeze: [0, 1]                          # layers kept as loaded
 /// param_groups: [{layers: [6], lr_scale: 10}]
@@ -132,7 +133,11 @@ struct TrainConfig {
   bool deterministic = false;     ///< deterministic algorithms; seeded runs repeat bit for bit
                                   ///< (on a GPU, up to the kernels CUDA has no such version of)
   std::string eval_tta = "none";  ///< none | flip (images: average logits with the mirror)
-  int64_t log_every = 50;         ///< steps between progress lines (each costs one host sync)
+  /// none | temperature: after training, one temperature T fitted on the val split's logits
+  /// (minimum NLL) is folded into the last layer, so the bundle serves softmax(z / T)
+  /// (train/calibration.h; manifest `calibration`). Classification with a val split only.
+  std::string calibration = "none";
+  int64_t log_every = 50;  ///< steps between progress lines (each costs one host sync)
   /// `init:` fine-tuning: start from these weights (NAME@VERSION, NAME@ALIAS or a bundle or run
   /// directory), matched by parameter name and shape; "" = a fresh initialisation.
   std::string init;

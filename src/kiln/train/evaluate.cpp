@@ -3,6 +3,7 @@
 #include <torch/torch.h>
 
 #include "kiln/model/network.h"
+#include "kiln/train/calibration.h"
 #include "kiln/train/metrics.h"
 
 namespace kiln::train {
@@ -76,6 +77,10 @@ Expected<Json> evaluate(const Predictor& predict, const data::SplitTensors& spli
                                      model::shape_to_string(all.sizes().vec()) + " but there are " +
                                      std::to_string(k) + " classes");
     KILN_ASSIGN_OR_RETURN(metrics, classification_metrics(all.argmax(1), split.y, o.labels_));
+    if (all.size(1) >= 2) {  // of the probabilities: softmax of the outputs
+      metrics["nll"] = temperature_nll(all, split.y);
+      KILN_ASSIGN_OR_RETURN(metrics["ece"], expected_calibration_error(all, split.y));
+    }
   } else {
     if (all.numel() != n)
       return Status::InvalidArgument(

@@ -60,6 +60,25 @@ Expected<Json> classification_metrics(const torch::Tensor& predicted, const torc
   return out;
 }
 
+Expected<double> expected_calibration_error(const torch::Tensor& logits,
+                                            const torch::Tensor& target, int64_t bins) {
+  if (bins < 1) return Status::InvalidArgument("calibration error: bins must be >= 1");
+  if (logits.dim() != 2 || logits.size(1) < 2 || !target.defined() ||
+      target.numel() != logits.size(0) || logits.size(0) == 0)
+    return Status::InvalidArgument(
+        "calibration error: needs N×K logits (K >= 2) and N class indices, N > 0");
+  torch::NoGradGuard no_grad;
+  const auto [confidence, predicted] = torch::softmax(logits.to(torch::kFloat64), 1).max(1);
+  const torch::Tensor right =
+      predicted.eq(target.reshape({-1}).to(torch::kLong)).to(torch::kFloat64);
+  // Bin b holds (b/bins, (b+1)/bins]: ceil(confidence × bins) − 1.
+  const torch::Tensor bin =
+      (confidence * static_cast<double>(bins)).ceil().sub(1).clamp(0, bins - 1).to(torch::kLong);
+  const torch::Tensor zeros = torch::zeros({bins}, torch::kFloat64);
+  const torch::Tensor gap = zeros.index_add(0, bin, right - confidence);  // Σ (right − confidence)
+  return gap.abs().sum().item<double>() / static_cast<double>(logits.size(0));
+}
+
 Expected<Json> regression_metrics(const torch::Tensor& predicted, const torch::Tensor& target) {
   if (!predicted.defined() || !target.defined() || predicted.numel() != target.numel())
     return Status::InvalidArgument("regression metrics: predictions and targets differ in length");

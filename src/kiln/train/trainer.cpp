@@ -29,6 +29,7 @@
 #include "kiln/model/network.h"
 #include "kiln/model/spec.h"
 #include "kiln/registry/model_store.h"
+#include "kiln/train/calibration.h"
 #include "kiln/train/checkpoint.h"
 #include "kiln/train/evaluate.h"
 #include "kiln/train/fine_tune.h"
@@ -448,6 +449,21 @@ Expected<TrainResult> train(const TrainConfig& cfg, const TrainOptions& opts) {
     if (!d.mean.empty()) lo.normalize(d.mean, d.stdev);
   } else if (cfg.augment.enabled()) {
     return Status::InvalidArgument("augment: image augmentation on a table dataset");
+  }
+  if (cfg.calibration == "temperature") {  // refused before training, not after
+    if (!classification)
+      return Status::InvalidArgument(
+          "calibration: temperature scales class probabilities; this dataset's task is " + d.task);
+    if (!val_split)
+      return Status::InvalidArgument(
+          "calibration: temperature is fitted on the val split, and this dataset has none (give "
+          "it one: split: {train: 0.7, val: 0.15, test: 0.15})");
+    if (!d.images && !val_split->raw_x.defined())
+      return Status::InvalidArgument(
+          "calibration: the val split has no raw features "
+          "(val_raw_x.npy); prepare the snapshot again with this Kiln");
+    model::TensorMap probe = model::network_state(*net);
+    KILN_RETURN_IF_ERROR(fold_temperature(spec, &probe, 1.0));
   }
   KILN_ASSIGN_OR_RETURN(auto loader, data::Loader::Create(train_split.x, train_split.y, lo));
   // accumulate_batches: an optimizer step takes that many batches (the epoch's last step what is
@@ -877,6 +893,37 @@ Expected<TrainResult> train(const TrainConfig& cfg, const TrainOptions& opts) {
   KILN_ASSIGN_OR_RETURN(
       torch::jit::Module scripted,
       model::export_torchscript(spec, state_map, input_shape, outputs, preprocessing, tta));
+  // calibration: temperature: T fitted on the val split's logits of that module, folded into
+  // the last layer's weights (the bundle's), and the module built again from them.
+  Json calibration;
+  if (cfg.calibration == "temperature") {
+    std::vector<torch::Tensor> chunks;
+    {
+      torch::NoGradGuard no_grad;
+      const torch::Tensor inputs = val_split->served_inputs();
+      for (int64_t at = 0; at < inputs.size(0); at += 512)
+        chunks.push_back(
+            scripted
+                .forward(
+                    {inputs.slice(0, at, std::min(inputs.size(0), at + 512)).to(torch::kFloat)})
+                .toTensor());
+    }
+    const torch::Tensor logits = torch::cat(chunks, 0);
+    KILN_ASSIGN_OR_RETURN(const double temperature, fit_temperature(logits, val_split->y));
+    KILN_ASSIGN_OR_RETURN(const double ece_before,
+                          expected_calibration_error(logits, val_split->y));
+    KILN_RETURN_IF_ERROR(fold_temperature(spec, &state_map, temperature));
+    KILN_ASSIGN_OR_RETURN(scripted, model::export_torchscript(spec, state_map, input_shape, outputs,
+                                                              preprocessing, tta));
+    calibration = {{"method", "temperature"},
+                   {"temperature", temperature},
+                   {"fitted_on", "val"},
+                   {"val_nll_before", temperature_nll(logits, val_split->y)},
+                   {"val_nll_after", temperature_nll(logits, val_split->y, temperature)},
+                   {"val_ece_before", ece_before}};
+    if (temperature <= kMinTemperature || temperature >= kMaxTemperature)
+      calibration["clamped"] = true;
+  }
   EvalOptions served_opts(d.task);
   served_opts.labels(d.labels).scale_uint8(false).loss(eval_opts.loss_);
   auto served_eval = [&](const std::string& name,
@@ -896,6 +943,18 @@ Expected<TrainResult> train(const TrainConfig& cfg, const TrainOptions& opts) {
     KILN_ASSIGN_OR_RETURN(result.test_metrics, served_eval("test", *test_split));
   } else {
     result.test_metrics = result.val_metrics;
+  }
+  if (!calibration.is_null()) {
+    calibration["val_ece_after"] = result.val_metrics.value("ece", 0.0);
+    if (log)
+      std::fprintf(
+          log, "calibration: temperature %s fitted on val (NLL %s -> %s, ECE %s -> %s)%s\n",
+          num_str(calibration["temperature"].get<double>()).c_str(),
+          num_str(calibration["val_nll_before"].get<double>()).c_str(),
+          num_str(calibration["val_nll_after"].get<double>()).c_str(),
+          num_str(calibration["val_ece_before"].get<double>()).c_str(),
+          num_str(calibration["val_ece_after"].get<double>()).c_str(),
+          calibration.contains("clamped") ? " (at its bound: val separates perfectly?)" : "");
   }
   // The same network in bf16, where the CPU serves it fast (oneDNN's bf16 convolutions), with
   // the metrics of that module on the same splits: serving switches only to what was measured.
@@ -938,6 +997,7 @@ Expected<TrainResult> train(const TrainConfig& cfg, const TrainOptions& opts) {
                      {"test_time_augmentation", tta},
                      {"best_epoch", state.best_epoch},
                      {"monitor", es.metric}};
+  if (!calibration.is_null()) final_json["calibration"] = calibration;
   KILN_RETURN_IF_ERROR(write_json_file_atomic(out / "final_metrics.json", final_json));
   if (classification && result.test_metrics.is_object())
     KILN_RETURN_IF_ERROR(
@@ -955,6 +1015,7 @@ Expected<TrainResult> train(const TrainConfig& cfg, const TrainOptions& opts) {
     if (d.snapshot.manifest.contains("schema")) manifest["schema"] = d.snapshot.manifest["schema"];
     manifest["preprocessing"] = preprocessing;
     manifest["test_time_augmentation"] = tta;
+    if (!calibration.is_null()) manifest["calibration"] = calibration;
     manifest["model"] = spec.to_json();
     manifest["input_shape"] = input_shape;
     manifest["outputs"] = outputs;
@@ -1032,7 +1093,7 @@ Expected<TrainResult> train(const TrainConfig& cfg, const TrainOptions& opts) {
   result.seconds = seconds_since(t_start);
   if (log && result.test_metrics.is_object()) {
     std::string msg = "final (" + final_json["split"].get<std::string>() + "):";
-    for (const char* k : {"loss", "accuracy", "macro_f1", "mse", "mae", "r2"})
+    for (const char* k : {"loss", "accuracy", "macro_f1", "ece", "mse", "mae", "r2"})
       if (result.test_metrics.contains(k))
         msg += std::string(" ") + k + " " + num_str(result.test_metrics[k].get<double>());
     std::fprintf(
