@@ -107,6 +107,22 @@ TEST(TrainDdpCliTest, AccumulatedBatchesTrainAsOneBatchOfTheirRows) {
   }
 }
 
+TEST(TrainDdpCliTest, WeightAveragingWithTwoRanks) {
+  // ema: every rank averages; at each epoch end the ranks' averaged batch-norm statistics are
+  // all-reduced with the network's own, and rank 0 validates and bundles the average.
+  TempDir home;
+  auto r = run_kiln(
+      train_args(home / "ema", {"--nproc", "2", "--set", "epochs=2", "--set", "ema={decay: 0.99}"}),
+      home.path());
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.err.find("ema: weights averaged with decay 0.99"), std::string::npos) << r.err;
+  const Json out = Json::parse(r.out);
+  EXPECT_GT(out["test_metrics"]["accuracy"].get<double>(), 0.6);
+  const Json manifest = Json::parse(testing::read_text(home / "ema" / "bundle" / "manifest.json"));
+  EXPECT_EQ(manifest["training"]["ema"]["decay"], 0.99);
+  EXPECT_EQ(manifest["distributed"]["world_size"], 2);
+}
+
 /// Child pids of `pid` (the launcher's ranks).
 std::vector<pid_t> children_of(pid_t pid) {
   std::ifstream in("/proc/" + std::to_string(pid) + "/task/" + std::to_string(pid) + "/children");

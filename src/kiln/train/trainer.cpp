@@ -770,6 +770,11 @@ Expected<TrainResult> train(const TrainConfig& cfg, const TrainOptions& opts) {
       std::vector<torch::Tensor> statistics;
       for (const torch::Tensor& b : net->buffers())
         if (b.is_floating_point()) statistics.push_back(b);
+      // So are the averaged statistics (ema:), which rank 0 validates and bundles: the averaged
+      // parameters agree already (every rank steps the same means).
+      if (ema)
+        for (size_t k = net->parameters().size(); k < ema->averages().size(); ++k)
+          statistics.push_back(ema->averages()[k]);
       KILN_RETURN_IF_ERROR(dist->allreduce_mean(statistics));
     }
     Json line;
