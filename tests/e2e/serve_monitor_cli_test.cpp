@@ -3,6 +3,8 @@
 // counts, and the metrics on /metrics (checked by promtool).
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <cmath>
 #include <cstdlib>
 #include <limits>
 #include <nlohmann/json.hpp>
@@ -38,12 +40,23 @@ TEST(ServeMonitorCliTest, DriftFeedbackLiveAccuracyAndQualityOnARealServer) {
   // A clean stream: every response carries an id; ground truth for them comes back later, out of
   // order, one of them twice.
   std::vector<std::pair<std::string, std::string>> answered;
+  std::vector<double> confidence;  // each answer's top-1 probability
+  std::vector<bool> right;
   for (size_t i = 0; i < 250; ++i) {
-    HttpResult r =
-        c.post("/v2/models/bundle/infer", breast_cancer_infer_body(rows[i].features, 1.0));
+    Json body = Json::parse(breast_cancer_infer_body(rows[i].features, 1.0));
+    body["outputs"] = {{{"name", "probabilities"}}, {{"name", "labels"}}};
+    HttpResult r = c.post("/v2/models/bundle/infer", body.dump());
     ASSERT_EQ(r.status, 200) << r.body;
-    answered.push_back({Json::parse(r.body)["id"].get<std::string>(), rows[i].diagnosis});
+    const Json answer = Json::parse(r.body);
+    answered.push_back({answer["id"].get<std::string>(), rows[i].diagnosis});
+    for (const Json& o : answer["outputs"]) {
+      if (o["name"] == "probabilities")
+        confidence.push_back(std::max(o["data"][0].get<double>(), o["data"][1].get<double>()));
+      if (o["name"] == "labels") right.push_back(o["data"][0] == rows[i].diagnosis);
+    }
   }
+  ASSERT_EQ(confidence.size(), 250u);
+  ASSERT_EQ(right.size(), 250u);
   EXPECT_NE(answered[0].first, answered[1].first);
   Json feedback = Json::array();
   for (size_t i = answered.size(); i-- > 0;)
@@ -73,6 +86,19 @@ TEST(ServeMonitorCliTest, DriftFeedbackLiveAccuracyAndQualityOnARealServer) {
   EXPECT_EQ(m["live"]["labelled_total"], 250);
   EXPECT_GT(m["live"]["accuracy"].get<double>(), 0.9);
   EXPECT_GT(m["live"]["reference_accuracy"].get<double>(), 0.9);
+  // The calibration error of the window's answers (feedback came last-first: rows 0..199),
+  // worked out here from the probabilities the responses gave (15 bins of (0, 1]).
+  {
+    std::vector<double> gap(15, 0.0);
+    for (size_t i = 0; i < 200; ++i)
+      gap[static_cast<size_t>(std::clamp(std::ceil(confidence[i] * 15) - 1, 0.0, 14.0))] +=
+          (right[i] ? 1.0 : 0.0) - confidence[i];
+    double want = 0;
+    for (double g : gap) want += std::abs(g);
+    want /= 200;
+    EXPECT_NEAR(m["live"]["calibration_error"].get<double>(), want, 1e-5) << m["live"].dump();
+  }
+  EXPECT_GE(m["live"]["reference_calibration_error"].get<double>(), 0.0);
 
   // A shifted stream (20 features x1.5): the window fills with it and drift is flagged.
   for (size_t i = 250; i < 450; ++i)
@@ -105,6 +131,8 @@ TEST(ServeMonitorCliTest, DriftFeedbackLiveAccuracyAndQualityOnARealServer) {
         "kiln_live_accuracy{model=\"bundle\",version=\"1\"}",
         "kiln_live_labelled_rows{model=\"bundle\",version=\"1\"} 200",
         "kiln_reference_accuracy{model=\"bundle\",version=\"1\"}",
+        "kiln_live_calibration_error{model=\"bundle\",version=\"1\"}",
+        "kiln_reference_calibration_error{model=\"bundle\",version=\"1\"}",
         "kiln_input_quality_issues_total{model=\"bundle\",version=\"1\",kind=\"non_finite\"} 1",
         "kiln_input_quality_issues_total{model=\"bundle\",version=\"1\",kind=\"out_of_range\"}",
         "kiln_feedback_total{model=\"bundle\",version=\"1\"} 250"})

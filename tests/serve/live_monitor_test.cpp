@@ -90,5 +90,32 @@ TEST(LiveMonitorTest, WithoutAProfileDriftIsUnavailableAndFeedbackStillWorks) {
   EXPECT_TRUE(r["history"]["t"].empty());
 }
 
+TEST(LiveMonitorTest, CalibrationErrorOfTheLabelledWindowBesideTheBundles) {
+  // Window 50: 60 rows predicted "a", the first 10 (forgotten by the window) at confidence 0.55
+  // and right, then 40 at 0.9 of which 36 are right (bin (0.8667, 0.9333]: |0.9 − 0.9| = 0) and
+  // 10 at 0.6 of which 9 are right (bin (0.5333, 0.6]: |0.9 − 0.6| = 0.3): ECE = 10/50·0.3.
+  LiveMonitor m("m", "1", nullptr, {"a", "b"}, 0.9, LiveMonitorMetrics{}, fast_options(),
+                /*reference_calibration_error=*/0.04);
+  for (int i = 0; i < 60; ++i) {
+    const std::string id = "r" + std::to_string(i);
+    m.record(id, {}, {}, {0}, {i < 10 ? 0.55 : (i < 50 ? 0.9 : 0.6)}, {});
+    const bool right = i < 10 || (i < 50 ? (i - 10) % 10 != 0 : i != 50);
+    ASSERT_TRUE(m.feedback(id, right ? "a" : "b").ok());
+  }
+  const Json live = m.report()["live"];
+  EXPECT_EQ(live["labelled_rows"], 50);
+  EXPECT_NEAR(live["calibration_error"].get<double>(), 0.06, 1e-12) << live.dump();
+  EXPECT_DOUBLE_EQ(live["reference_calibration_error"].get<double>(), 0.04);
+
+  // A regressor has no calibration error, whatever it is given.
+  LiveMonitor reg("r", "1", nullptr, {}, 2.0, LiveMonitorMetrics{}, fast_options(), 0.04);
+  reg.record("x", {}, {}, {}, {}, {3.5});
+  ASSERT_TRUE(reg.feedback("x", 3.0).ok());
+  const Json reg_live = reg.report()["live"];
+  EXPECT_FALSE(reg_live.contains("calibration_error")) << reg_live.dump();
+  EXPECT_FALSE(reg_live.contains("reference_calibration_error"));
+  EXPECT_DOUBLE_EQ(reg_live["mae"].get<double>(), 0.5);
+}
+
 }  // namespace
 }  // namespace kiln::serve

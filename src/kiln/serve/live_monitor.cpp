@@ -3,12 +3,15 @@
 #include <algorithm>
 #include <cmath>
 
+#include "kiln/monitor/calibration.h"
+
 namespace kiln::serve {
 
 LiveMonitor::LiveMonitor(std::string model, std::string version,
                          std::shared_ptr<const monitor::ReferenceProfile> reference,
                          std::vector<std::string> labels, double reference_score,
-                         const LiveMonitorMetrics& metrics, const LiveMonitorOptions& options)
+                         const LiveMonitorMetrics& metrics, const LiveMonitorOptions& options,
+                         double reference_calibration_error)
     : model_(std::move(model)),
       version_(std::move(version)),
       reference_(std::move(reference)),
@@ -16,10 +19,14 @@ LiveMonitor::LiveMonitor(std::string model, std::string version,
       options_(options),
       metrics_(metrics),
       remembered_(options.remembered_predictions),
-      reference_score_(reference_score) {
+      reference_score_(reference_score),
+      reference_calibration_error_(labels_.empty() ? -1 : reference_calibration_error) {
   feature_count_ = reference_ ? reference_->features.size() : 0;
   if (metrics_.reference_accuracy && reference_score_ >= 0 && !labels_.empty())
     metrics_.reference_accuracy->with({model_, version_}).set(reference_score_);
+  if (metrics_.reference_calibration_error && reference_calibration_error_ >= 0)
+    metrics_.reference_calibration_error->with({model_, version_})
+        .set(reference_calibration_error_);
 }
 
 void LiveMonitor::extract(const float* x, int64_t rows, std::vector<double>* features,
@@ -66,11 +73,13 @@ void LiveMonitor::record(const std::string& id, std::vector<double> features,
   const size_t rows = std::max(predicted.size(), predictions.size());
   int64_t out_of_range = 0, out_of_vocabulary = 0, missing = 0;
   std::lock_guard<std::mutex> lock(mu_);
-  // Remember each row's prediction under id (one row) or id#k (row k of a batch).
+  // Remember each row's prediction under id (one row) or id#k (row k of a batch): a
+  // regressor's output, a classifier's class and top-1 confidence.
   for (size_t r = 0; r < rows; ++r)
-    remembered_.remember(id, static_cast<int64_t>(r), static_cast<int64_t>(rows),
-                         r < predicted.size() ? predicted[r] : -1,
-                         r < predictions.size() ? predictions[r] : 0.0);
+    remembered_.remember(
+        id, static_cast<int64_t>(r), static_cast<int64_t>(rows),
+        r < predicted.size() ? predicted[r] : -1,
+        r < predictions.size() ? predictions[r] : (r < confidence.size() ? confidence[r] : 0.0));
   rows_total_ += static_cast<int64_t>(rows);
   if (!reference_ || feature_count_ == 0) return;
   const size_t window = static_cast<size_t>(options_.window);
@@ -189,6 +198,15 @@ double LiveMonitor::live_score_locked() const {
   return sum / static_cast<double>(labelled_scores_.size());
 }
 
+double LiveMonitor::live_calibration_error_locked() const {
+  if (labelled_confidence_.empty()) return std::nan("");
+  const std::vector<double> confidence(labelled_confidence_.begin(), labelled_confidence_.end());
+  std::vector<bool> correct;
+  correct.reserve(labelled_scores_.size());
+  for (double s : labelled_scores_) correct.push_back(s > 0.5);
+  return monitor::expected_calibration_error(confidence, correct);
+}
+
 Expected<std::string> LiveMonitor::feedback(const std::string& id, const Json& truth) {
   std::lock_guard<std::mutex> lock(mu_);
   PredictionMemory::Entry* found = remembered_.find(id);
@@ -218,12 +236,17 @@ Expected<std::string> LiveMonitor::feedback(const std::string& id, const Json& t
   if (m.labelled) return std::string("duplicate");
   m.labelled = true;
   labelled_scores_.push_back(score);
+  if (!labels_.empty()) labelled_confidence_.push_back(m.prediction);
   ++labelled_total_;
   while (static_cast<int64_t>(labelled_scores_.size()) > options_.window)
     labelled_scores_.pop_front();
+  while (static_cast<int64_t>(labelled_confidence_.size()) > options_.window)
+    labelled_confidence_.pop_front();
   const double mean = live_score_locked();
   if (metrics_.live_accuracy && !labels_.empty())
     metrics_.live_accuracy->with({model_, version_}).set(mean);
+  if (metrics_.live_calibration_error && !labels_.empty())
+    metrics_.live_calibration_error->with({model_, version_}).set(live_calibration_error_locked());
   if (metrics_.live_labelled_rows)
     metrics_.live_labelled_rows->with({model_, version_})
         .set(static_cast<double>(labelled_scores_.size()));
@@ -290,6 +313,9 @@ Json LiveMonitor::report() {
   if (!labelled_scores_.empty()) live[labels_.empty() ? "mae" : "accuracy"] = live_score_locked();
   if (reference_score_ >= 0)
     live[labels_.empty() ? "reference_mae" : "reference_accuracy"] = reference_score_;
+  if (!labelled_confidence_.empty()) live["calibration_error"] = live_calibration_error_locked();
+  if (reference_calibration_error_ >= 0)
+    live["reference_calibration_error"] = reference_calibration_error_;
   j["live"] = live;
   j["history"] = history_json_locked();
   return j;

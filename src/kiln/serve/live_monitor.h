@@ -49,6 +49,9 @@ struct LiveMonitorMetrics {
   monitor::GaugeFamily* live_accuracy = nullptr;
   monitor::GaugeFamily* live_labelled_rows = nullptr;
   monitor::GaugeFamily* reference_accuracy = nullptr;
+  /// Expected calibration error over the labelled window, and the bundle's on its test split.
+  monitor::GaugeFamily* live_calibration_error = nullptr;
+  monitor::GaugeFamily* reference_calibration_error = nullptr;
   monitor::CounterFamily* quality_issues = nullptr;
   monitor::CounterFamily* feedback = nullptr;
 };
@@ -60,10 +63,12 @@ class LiveMonitor {
   /// `reference` may be null (a bundle without a profile: drift "unavailable", feedback and
   /// accuracy still work). `labels` empty for regression. `reference_score`: the bundle's test
   /// accuracy (classification) or test mean absolute error (regression); < 0: unknown.
+  /// `reference_calibration_error`: the bundle's test ECE (classification); < 0: unknown.
   LiveMonitor(std::string model, std::string version,
               std::shared_ptr<const monitor::ReferenceProfile> reference,
               std::vector<std::string> labels, double reference_score,
-              const LiveMonitorMetrics& metrics, const LiveMonitorOptions& options);
+              const LiveMonitorMetrics& metrics, const LiveMonitorOptions& options,
+              double reference_calibration_error = -1);
 
   const std::string& model() const { return model_; }
   const std::string& version() const { return version_; }
@@ -88,9 +93,10 @@ class LiveMonitor {
   /// NotFound for an unknown or forgotten id; InvalidArgument for a truth of the wrong kind.
   Expected<std::string> feedback(const std::string& id, const Json& truth);
 
-  /// The latest drift report, live accuracy, counts and the drift history ("history": per point
-  /// t, rows_total, drift_share, prediction_psi, live, and feature_psi per feature), as JSON;
-  /// recomputes the drift first when rows arrived since (so a caller sees the current window).
+  /// The latest drift report, live accuracy (and a classifier's calibration error), counts and the
+  /// drift history ("history": per point t, rows_total, drift_share, prediction_psi, live, and
+  /// feature_psi per feature), as JSON; recomputes the drift first when rows arrived since (so a
+  /// caller sees the current window).
   Json report();
 
  private:
@@ -140,8 +146,12 @@ class LiveMonitor {
 
   PredictionMemory remembered_;
   std::deque<double> labelled_scores_;  ///< 1/0 correct (classification) or |error| (regression)
+  std::deque<double> labelled_confidence_;  ///< classification: top-1 confidence, same rows
   int64_t labelled_total_ = 0;
   double reference_score_ = -1;  ///< test accuracy, or test MAE for regression
+  double reference_calibration_error_ = -1;
+  /// Expected calibration error over the labelled window (classification); NaN: none.
+  double live_calibration_error_locked() const;
 };
 
 }  // namespace kiln::serve

@@ -349,6 +349,9 @@ Expected<std::shared_ptr<ModelVersion>> ModelManager::load(const ResolvedModel& 
                                     test_metrics.at(score_key).is_number()
                                 ? test_metrics.at(score_key).get<double>()
                                 : -1;
+  if (!sig.labels.empty() && test_metrics.is_object() && test_metrics.contains("ece") &&
+      test_metrics.at("ece").is_number())
+    sig.reference_calibration_error = test_metrics.at("ece").get<double>();
   return std::make_shared<ModelVersion>(resolved, version, std::move(sig), std::move(batcher),
                                         precision, test_score, model::device_name(device));
 }

@@ -49,6 +49,9 @@ struct ModelSignature {
   /// The manifest's `calibration` ({method: temperature, temperature: T, ...}: the module's
   /// logits are already divided by T, so "probabilities" are calibrated); null: none.
   Json calibration;
+  /// The served module's test expected calibration error as the bundle records it (a
+  /// classifier); -1: none recorded.
+  double reference_calibration_error = -1;
   /// Classifiers (labels matching the first output's width) also offer "probabilities" (softmax
   /// of the first output) and "labels" (the arg-max class name, BYTES).
   bool classifier() const { return !labels.empty(); }

@@ -26,7 +26,7 @@ class PredictionMemory {
  public:
   struct Entry {
     int64_t predicted = -1;   ///< class index (classification), -1 otherwise
-    double prediction = 0.0;  ///< the first output (regression)
+    double prediction = 0.0;  ///< the first output (regression), top-1 confidence (classifier)
     bool labelled = false;    ///< feedback joined already
   };
 

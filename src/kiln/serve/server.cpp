@@ -375,6 +375,14 @@ struct InferenceServer::Impl {
         &m.gauge("kiln_live_labelled_rows", "Rows the live accuracy is computed over.", mv_labels);
     live_metrics.reference_accuracy =
         &m.gauge("kiln_reference_accuracy", "Test accuracy the bundle records.", mv_labels);
+    live_metrics.live_calibration_error =
+        &m.gauge("kiln_live_calibration_error",
+                 "Expected calibration error (15 bins) of a classifier's top-1 confidence over "
+                 "the latest rows labelled by feedback.",
+                 mv_labels);
+    live_metrics.reference_calibration_error =
+        &m.gauge("kiln_reference_calibration_error", "Test calibration error the bundle records.",
+                 mv_labels);
     live_metrics.quality_issues = &m.counter(
         "kiln_input_quality_issues_total",
         "Input values refused or flagged: non_finite (refused), out_of_range (outside the "
@@ -427,7 +435,8 @@ struct InferenceServer::Impl {
     LiveMonitorOptions lo;
     lo.window = options.monitor_window_;
     return std::make_unique<LiveMonitor>(mv.name(), mv.version(), std::move(reference),
-                                         mv.signature().labels, mv.test_score(), live_metrics, lo);
+                                         mv.signature().labels, mv.test_score(), live_metrics, lo,
+                                         mv.signature().reference_calibration_error);
   }
 
   /// A request id for a response whose request gave none: unique within this server's life.

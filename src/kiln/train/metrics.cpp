@@ -2,6 +2,8 @@
 
 #include <torch/torch.h>
 
+#include "kiln/monitor/calibration.h"
+
 namespace kiln::train {
 
 Expected<Json> classification_metrics(const torch::Tensor& predicted, const torch::Tensor& target,
@@ -68,15 +70,14 @@ Expected<double> expected_calibration_error(const torch::Tensor& logits,
     return Status::InvalidArgument(
         "calibration error: needs N×K logits (K >= 2) and N class indices, N > 0");
   torch::NoGradGuard no_grad;
-  const auto [confidence, predicted] = torch::softmax(logits.to(torch::kFloat64), 1).max(1);
-  const torch::Tensor right =
-      predicted.eq(target.reshape({-1}).to(torch::kLong)).to(torch::kFloat64);
-  // Bin b holds (b/bins, (b+1)/bins]: ceil(confidence × bins) − 1.
-  const torch::Tensor bin =
-      (confidence * static_cast<double>(bins)).ceil().sub(1).clamp(0, bins - 1).to(torch::kLong);
-  const torch::Tensor zeros = torch::zeros({bins}, torch::kFloat64);
-  const torch::Tensor gap = zeros.index_add(0, bin, right - confidence);  // Σ (right − confidence)
-  return gap.abs().sum().item<double>() / static_cast<double>(logits.size(0));
+  const auto [top, predicted] = torch::softmax(logits.to(torch::kFloat64), 1).max(1);
+  const torch::Tensor right = predicted.eq(target.reshape({-1}).to(torch::kLong)).contiguous();
+  const torch::Tensor confidence = top.contiguous();
+  const double* c = confidence.data_ptr<double>();
+  const bool* r = right.data_ptr<bool>();
+  const auto n = static_cast<size_t>(logits.size(0));
+  return monitor::expected_calibration_error(std::vector<double>(c, c + n),
+                                             std::vector<bool>(r, r + n), bins);
 }
 
 Expected<Json> regression_metrics(const torch::Tensor& predicted, const torch::Tensor& target) {
