@@ -91,7 +91,7 @@ TEST_F(AlertRules, DefaultRulesPassPromtoolCheckAndTests) {
   ASSERT_TRUE(opts.validate().ok());
   Outcome o = check_and_test(opts, opts);
   EXPECT_EQ(o.check.exit_code, 0) << o.check.output;
-  EXPECT_NE(o.check.output.find("SUCCESS: 8 rules found"), std::string::npos) << o.check.output;
+  EXPECT_NE(o.check.output.find("SUCCESS: 9 rules found"), std::string::npos) << o.check.output;
   EXPECT_EQ(o.test.exit_code, 0) << o.test.output << "\n"
                                  << read_text(dir_ / "kiln-alerts.test.yml");
   EXPECT_NE(o.test.output.find("SUCCESS"), std::string::npos) << o.test.output;
@@ -105,6 +105,7 @@ TEST_F(AlertRules, CustomOptionsPassPromtoolCheckAndTests) {
                         .psi(0.1)
                         .prediction_psi(0.25)
                         .accuracy_margin(0.02)
+                        .calibration_margin(0.03)
                         .min_labelled_rows(500)
                         .no_traffic_minutes(30)
                         .rate_window_minutes(2)
@@ -118,7 +119,7 @@ TEST_F(AlertRules, CustomOptionsPassPromtoolCheckAndTests) {
   ASSERT_TRUE(opts.validate().ok());
   Outcome o = check_and_test(opts, opts);
   EXPECT_EQ(o.check.exit_code, 0) << o.check.output;
-  EXPECT_NE(o.check.output.find("SUCCESS: 9 rules found"), std::string::npos) << o.check.output;
+  EXPECT_NE(o.check.output.find("SUCCESS: 10 rules found"), std::string::npos) << o.check.output;
   EXPECT_EQ(o.test.exit_code, 0) << o.test.output << "\n"
                                  << read_text(dir_ / "kiln-alerts.test.yml");
 }
@@ -160,6 +161,8 @@ TEST_F(AlertRules, PromtoolFailsWhenRulesAndTestsDisagreeOnThresholds) {
       {"KilnPredictionDrift", AlertRulesOptions().prediction_psi(0.01)},
       {"KilnLiveAccuracyDrop", AlertRulesOptions().accuracy_margin(0.3)},
       {"KilnLiveAccuracyDrop", AlertRulesOptions().min_labelled_rows(1000)},
+      {"KilnCalibrationDrift", AlertRulesOptions().calibration_margin(0.3)},
+      {"KilnCalibrationDrift", AlertRulesOptions().calibration_margin(0.001)},
       {"KilnNoTraffic", AlertRulesOptions().no_traffic_minutes(60)},
   };
   for (const auto& [alert, rules_opts] : cases) {
@@ -242,6 +245,7 @@ TEST(AlertRulesYaml, ValidateNamesTheFieldAndGeneratorsRefuseInvalidOptions) {
       {AlertRulesOptions().psi(0), "psi"},
       {AlertRulesOptions().prediction_psi(-1), "prediction_psi"},
       {AlertRulesOptions().accuracy_margin(0.6), "accuracy_margin"},
+      {AlertRulesOptions().calibration_margin(-0.1), "calibration_margin"},
       {AlertRulesOptions().min_labelled_rows(-1), "min_labelled_rows"},
       {AlertRulesOptions().no_traffic_minutes(0), "no_traffic_minutes"},
       {AlertRulesOptions().rate_window_minutes(0), "rate_window_minutes"},

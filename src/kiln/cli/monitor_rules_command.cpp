@@ -67,8 +67,12 @@ CLI::App* register_monitor_rules_command(CLI::App& monitor, int* exit_code) {
                    "live accuracy this far below the bundle's test accuracy alerts")
       ->default_val(o.accuracy_margin_);
   rules
+      ->add_option("--calibration-margin", o.calibration_margin_,
+                   "live calibration error this far above the bundle's test one alerts")
+      ->default_val(o.calibration_margin_);
+  rules
       ->add_option("--min-labelled-rows", o.min_labelled_rows_,
-                   "labelled rows live accuracy needs before it may alert")
+                   "labelled rows live accuracy and calibration error need before they may alert")
       ->default_val(o.min_labelled_rows_);
   rules
       ->add_option("--no-traffic-minutes", o.no_traffic_minutes_,

@@ -149,6 +149,17 @@ Texts accuracy_texts(const AlertRulesOptions& o, const std::string& model,
               "kiln_reference_accuracy)."};
 }
 
+Texts calibration_texts(const AlertRulesOptions& o, const std::string& model,
+                        const std::string& version, const std::string& value) {
+  return {model + " v" + version + ": live calibration error " + value,
+          "The expected calibration error of " + model + " version " + version +
+              " over the latest labelled rows (at least " + std::to_string(o.min_labelled_rows_) +
+              ") is more than " + go_g(o.calibration_margin_, 4) +
+              " above the bundle's test calibration error (kiln_live_calibration_error vs "
+              "kiln_reference_calibration_error): its confidence no longer matches how often it "
+              "is right."};
+}
+
 Texts load_failure_texts(const AlertRulesOptions& o, const std::string& model) {
   return {model + ": a model version failed to load",
           "kiln serve failed to load a version of " + model + " in the last " +
@@ -220,6 +231,15 @@ std::vector<Rule> make_rules(const AlertRulesOptions& o) {
                        std::to_string(o.min_labelled_rows_) + ")",
                    o.accuracy_for_minutes_, "warning",
                    accuracy_texts(o, kModel, kVersion, "{{ $value | humanizePercentage }}")});
+  rules.push_back({"KilnCalibrationDrift",
+                   "(\n  max by (model, version) (kiln_live_calibration_error)\n    > on (model, "
+                   "version) max by (model, version) (kiln_reference_calibration_error) + " +
+                       num(o.calibration_margin_) +
+                       "\n)\nand on (model, version)\n  (max by (model, version) "
+                       "(kiln_live_labelled_rows) >= " +
+                       std::to_string(o.min_labelled_rows_) + ")",
+                   o.accuracy_for_minutes_, "warning",
+                   calibration_texts(o, kModel, kVersion, "{{ $value | printf \"%.3g\" }}")});
   // A failure counter appears with its first value already 1, which increase() cannot see: the
   // second term catches series that did not exist one window ago.
   rules.push_back(
@@ -461,8 +481,25 @@ struct Planter {
     gauge("kiln_reference_accuracy", labels, kReferenceAccuracy, kReferenceAccuracy, false);
     gauge("kiln_live_accuracy", labels, kReferenceAccuracy - nice_below(o.accuracy_margin_ / 2),
           accuracy_bad(o), faulty);
-    gauge("kiln_live_labelled_rows", labels, static_cast<double>(rows), static_cast<double>(rows),
-          false);
+    labelled_rows(model, version, rows);
+  }
+  void labelled_rows(const std::string& model, const std::string& version, int64_t rows) {
+    gauge("kiln_live_labelled_rows", {{"model", model}, {"version", version}},
+          static_cast<double>(rows), static_cast<double>(rows), false);
+  }
+
+  static constexpr double kReferenceCalibrationError = 0.03;
+  static double calibration_bad(const AlertRulesOptions& o) {
+    return round3(kReferenceCalibrationError + o.calibration_margin_ + 0.1);
+  }
+  /// The calibration errors only: the labelled rows come from accuracy() or labelled_rows().
+  void calibration(const std::string& model, const std::string& version, bool faulty) {
+    const Labels labels{{"model", model}, {"version", version}};
+    gauge("kiln_reference_calibration_error", labels, kReferenceCalibrationError,
+          kReferenceCalibrationError, false);
+    gauge("kiln_live_calibration_error", labels,
+          round3(kReferenceCalibrationError + nice_below(o.calibration_margin_ / 2)),
+          calibration_bad(o), faulty);
   }
 
   void loaded(const std::string& model, int from_minute = 0) {
@@ -523,6 +560,7 @@ std::vector<TestGroup> make_tests(const AlertRulesOptions& o) {
     p.feature_psi(healthy, hv, false);
     p.prediction_psi(healthy, hv, false);
     p.accuracy(healthy, hv, false, o.min_labelled_rows_ * 3);
+    p.calibration(healthy, hv, false);
     p.loaded(healthy);
     p.no_load_failures(healthy);
     if (memory) p.memory("10.0.0.1:8080", "kiln", false, true);
@@ -631,6 +669,29 @@ std::vector<TestGroup> make_tests(const AlertRulesOptions& o) {
   }
   {
     TestGroup g;
+    g.name =
+        "KilnCalibrationDrift: a calibration error over enough labelled rows fires; a small "
+        "one, or one over too few rows, does not";
+    g.length = t_accuracy + 5;
+    Planter p{o, g};
+    p.labelled_rows(healthy, hv, o.min_labelled_rows_ * 3);
+    p.calibration(healthy, hv, false);
+    p.labelled_rows(faulty, fv, o.min_labelled_rows_);
+    p.calibration(faulty, fv, true);
+    if (o.min_labelled_rows_ > 0) {
+      p.labelled_rows("few_labels", fv, o.min_labelled_rows_ - 1);
+      p.calibration("few_labels", fv, true);
+    }
+    g.checks.push_back({kFaultAt, "KilnCalibrationDrift", {}});
+    g.checks.push_back(
+        {t_accuracy,
+         "KilnCalibrationDrift",
+         {{mv("warning", faulty, fv),
+           calibration_texts(o, faulty, fv, go_printf_3g(Planter::calibration_bad(o)))}}});
+    groups.push_back(std::move(g));
+  }
+  {
+    TestGroup g;
     g.name = "KilnModelLoadFailures: a failure fires (new counter or increase) for " + minutes(lw) +
              "; old failures do not";
     g.length = t_load_over + 5;
@@ -716,6 +777,8 @@ Status AlertRulesOptions::validate() const {
     return bad("prediction_psi " + go_g(prediction_psi_, 6), "must be > 0");
   if (!(accuracy_margin_ >= 0 && accuracy_margin_ <= 0.5))
     return bad("accuracy_margin " + go_g(accuracy_margin_, 6), "must be in [0, 0.5]");
+  if (!(calibration_margin_ >= 0 && calibration_margin_ <= 0.5))
+    return bad("calibration_margin " + go_g(calibration_margin_, 6), "must be in [0, 0.5]");
   if (min_labelled_rows_ < 0)
     return bad("min_labelled_rows " + std::to_string(min_labelled_rows_), "must be >= 0");
   if (!(std::isfinite(memory_bytes_) && memory_bytes_ >= 0))
@@ -747,6 +810,7 @@ Json AlertRulesOptions::to_json() const {
   j["psi"] = psi_;
   j["prediction_psi"] = prediction_psi_;
   j["accuracy_margin"] = accuracy_margin_;
+  j["calibration_margin"] = calibration_margin_;
   j["min_labelled_rows"] = min_labelled_rows_;
   j["no_traffic_minutes"] = no_traffic_minutes_;
   j["rate_window_minutes"] = rate_window_minutes_;

@@ -20,6 +20,10 @@
 //   KilnLiveAccuracyDrop   {model, version}  warning  kiln_live_accuracy is more than
 //                          accuracy_margin (absolute) below kiln_reference_accuracy, over at
 //                          least min_labelled_rows labelled rows.
+//   KilnCalibrationDrift   {model, version}  warning  kiln_live_calibration_error (a classifier's
+//                          expected calibration error over the labelled rows) is more than
+//                          calibration_margin above kiln_reference_calibration_error, over at
+//                          least min_labelled_rows labelled rows (for accuracy_for_minutes).
 //   KilnModelLoadFailures  {model}           warning  A model version failed to load within the
 //                          last load_failure_window_minutes (a hot reload: the previous version
 //                          keeps serving). Also fires when the failure counter first appears (its
@@ -78,6 +82,12 @@ struct AlertRulesOptions {
   /// (0 .. 0.5).
   AlertRulesOptions& accuracy_margin(double v) {
     accuracy_margin_ = v;
+    return *this;
+  }
+  /// Rise of the live expected calibration error above the bundle's test one that fires
+  /// KilnCalibrationDrift (0 .. 0.5).
+  AlertRulesOptions& calibration_margin(double v) {
+    calibration_margin_ = v;
     return *this;
   }
   /// Fewest labelled rows behind kiln_live_accuracy for KilnLiveAccuracyDrop to fire.
@@ -143,6 +153,7 @@ struct AlertRulesOptions {
   double psi_ = 0.2;
   double prediction_psi_ = 0.2;
   double accuracy_margin_ = 0.05;
+  double calibration_margin_ = 0.05;
   int64_t min_labelled_rows_ = 100;
   int no_traffic_minutes_ = 10;
   int rate_window_minutes_ = 5;
