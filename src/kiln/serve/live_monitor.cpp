@@ -199,12 +199,10 @@ double LiveMonitor::live_score_locked() const {
 }
 
 double LiveMonitor::live_calibration_error_locked() const {
-  if (labelled_confidence_.empty()) return std::nan("");
-  const std::vector<double> confidence(labelled_confidence_.begin(), labelled_confidence_.end());
-  std::vector<bool> correct;
-  correct.reserve(labelled_scores_.size());
-  for (double s : labelled_scores_) correct.push_back(s > 0.5);
-  return monitor::expected_calibration_error(confidence, correct);
+  if (labelled_calibration_.empty()) return std::nan("");
+  double total = 0;
+  for (double gap : calibration_gap_) total += std::abs(gap);
+  return total / static_cast<double>(labelled_calibration_.size());
 }
 
 Expected<std::string> LiveMonitor::feedback(const std::string& id, const Json& truth) {
@@ -236,12 +234,21 @@ Expected<std::string> LiveMonitor::feedback(const std::string& id, const Json& t
   if (m.labelled) return std::string("duplicate");
   m.labelled = true;
   labelled_scores_.push_back(score);
-  if (!labels_.empty()) labelled_confidence_.push_back(m.prediction);
+  if (!labels_.empty()) {
+    const int64_t bin = monitor::calibration_bin(m.prediction);
+    const double gap = score - m.prediction;  // score: 1 right, 0 wrong
+    labelled_calibration_.emplace_back(bin, gap);
+    if (calibration_gap_.empty()) calibration_gap_.assign(monitor::kCalibrationBins, 0.0);
+    calibration_gap_[static_cast<size_t>(bin)] += gap;
+  }
   ++labelled_total_;
   while (static_cast<int64_t>(labelled_scores_.size()) > options_.window)
     labelled_scores_.pop_front();
-  while (static_cast<int64_t>(labelled_confidence_.size()) > options_.window)
-    labelled_confidence_.pop_front();
+  while (static_cast<int64_t>(labelled_calibration_.size()) > options_.window) {
+    const auto [bin, gap] = labelled_calibration_.front();
+    calibration_gap_[static_cast<size_t>(bin)] -= gap;
+    labelled_calibration_.pop_front();
+  }
   const double mean = live_score_locked();
   if (metrics_.live_accuracy && !labels_.empty())
     metrics_.live_accuracy->with({model_, version_}).set(mean);
@@ -313,7 +320,7 @@ Json LiveMonitor::report() {
   if (!labelled_scores_.empty()) live[labels_.empty() ? "mae" : "accuracy"] = live_score_locked();
   if (reference_score_ >= 0)
     live[labels_.empty() ? "reference_mae" : "reference_accuracy"] = reference_score_;
-  if (!labelled_confidence_.empty()) live["calibration_error"] = live_calibration_error_locked();
+  if (!labelled_calibration_.empty()) live["calibration_error"] = live_calibration_error_locked();
   if (reference_calibration_error_ >= 0)
     live["reference_calibration_error"] = reference_calibration_error_;
   j["live"] = live;

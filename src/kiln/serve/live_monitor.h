@@ -146,7 +146,10 @@ class LiveMonitor {
 
   PredictionMemory remembered_;
   std::deque<double> labelled_scores_;  ///< 1/0 correct (classification) or |error| (regression)
-  std::deque<double> labelled_confidence_;  ///< classification: top-1 confidence, same rows
+  /// Classification, the same rows: each one's calibration bin and (right − confidence), and
+  /// their sums per bin, kept as rows enter and leave the window (O(1) a feedback).
+  std::deque<std::pair<int64_t, double>> labelled_calibration_;
+  std::vector<double> calibration_gap_;
   int64_t labelled_total_ = 0;
   double reference_score_ = -1;  ///< test accuracy, or test MAE for regression
   double reference_calibration_error_ = -1;
