@@ -287,6 +287,25 @@ TEST(ImproveCliTest, ATableRegressorGoesThroughACycle) {
   EXPECT_TRUE(m["splits"]["train"].value("class_counts", Json::object()).empty());
 }
 
+// A classifier whose feedback says the opposite of every answer: it is confidently wrong, so
+// its live calibration error far exceeds the bundle's test one and the calibration trigger
+// alone fires a cycle.
+TEST(ImproveCliTest, TheCalibrationTriggerFiresOnConfidentlyWrongAnswers) {
+  TempDir home;
+  TableRows rows = read_table("breast_cancer.csv", "diagnosis");
+  for (Json& truth : rows.truth) truth = truth == "benign" ? "malignant" : "benign";
+  Json monitor;
+  const Json d = improve_table_model(home, testing::shared_datasets_dir() / "breast_cancer.csv",
+                                     "diagnosis", rows, {"--trigger", "calibration"}, 0, &monitor);
+  ASSERT_TRUE(d.is_object());
+  const Json& live = monitor["live"];
+  ASSERT_TRUE(live.contains("calibration_error")) << monitor.dump(1);
+  EXPECT_GT(live["calibration_error"].get<double>(), 0.8) << live.dump();
+  EXPECT_LT(live["reference_calibration_error"].get<double>(), 0.2) << live.dump();
+  ASSERT_EQ(d["triggers"].size(), 1u) << d.dump(1);
+  EXPECT_EQ(d["triggers"][0].get<std::string>().rfind("calibration (live ECE", 0), 0u) << d.dump(1);
+}
+
 TEST(ImproveCliTest, BadInputAndMissingLogsAreClearErrors) {
   TempDir home;
   auto r = run_kiln({"improve", "fmnist", "--route", "fmnist"}, home.path());

@@ -156,12 +156,18 @@ void register_improve_command(CLI::App& app, int* exit_code) {
   c->add_option("--candidate-target", o.candidate_target,
                 "route target serving NAME@candidate (the canary)");
   c->add_option("--trigger", a->triggers,
-                "what starts a cycle: drift, accuracy, new-data, schedule (repeatable; default "
+                "what starts a cycle: drift, accuracy, calibration, new-data, schedule "
+                "(repeatable; default "
                 "drift and accuracy)");
   c->add_flag("--force", o.force, "run a cycle now, whatever the triggers and the cool-down");
   c->add_option("--cooldown", a->cooldown, "no cycle starts sooner after the last one")
       ->default_val("10m");
   c->add_option("--every", a->every, "the schedule trigger's interval")->default_val("60m");
+  c->add_option("--calibration-margin", o.calibration_margin,
+                "calibration trigger: a classifier's live expected calibration error above the "
+                "bundle's test one plus this")
+      ->default_val(0.05)
+      ->check(CLI::Range(0.0, 1.0));
   c->add_option("--accuracy-margin", o.accuracy_margin,
                 "accuracy trigger: live accuracy below the bundle's test accuracy minus this "
                 "(a regressor: live MAE above the bundle's test MAE times 1 + this)")

@@ -171,10 +171,11 @@ struct Cycle {
 Expected<Trigger> parse_trigger(const std::string& text) {
   if (text == "drift") return Trigger::kDrift;
   if (text == "accuracy") return Trigger::kAccuracy;
+  if (text == "calibration") return Trigger::kCalibration;
   if (text == "new-data") return Trigger::kNewData;
   if (text == "schedule") return Trigger::kSchedule;
-  return Status::InvalidArgument("--trigger: '" + text +
-                                 "' is not one of drift, accuracy, new-data, schedule");
+  return Status::InvalidArgument(
+      "--trigger: '" + text + "' is not one of drift, accuracy, calibration, new-data, schedule");
 }
 
 const char* to_string(Trigger t) {
@@ -183,6 +184,8 @@ const char* to_string(Trigger t) {
       return "drift";
     case Trigger::kAccuracy:
       return "accuracy";
+    case Trigger::kCalibration:
+      return "calibration";
     case Trigger::kNewData:
       return "new-data";
     case Trigger::kSchedule:
@@ -243,7 +246,8 @@ Expected<std::vector<std::string>> fired_triggers(const ImproveOptions& o, const
   std::vector<std::string> fired;
   Json monitor;
   for (Trigger t : o.triggers) {
-    if ((t == Trigger::kDrift || t == Trigger::kAccuracy) && monitor.is_null()) {
+    if ((t == Trigger::kDrift || t == Trigger::kAccuracy || t == Trigger::kCalibration) &&
+        monitor.is_null()) {
       KILN_ASSIGN_OR_RETURN(monitor, server.get("/v2/models/" + o.champion_target + "/monitor"));
     }
     switch (t) {
@@ -278,6 +282,23 @@ Expected<std::vector<std::string>> fired_triggers(const ImproveOptions& o, const
           if (acc < ref - o.accuracy_margin)
             fired.push_back("accuracy (live " + std::to_string(acc) + " < bundle " +
                             std::to_string(ref) + " - " + std::to_string(o.accuracy_margin) + ")");
+        }
+        break;
+      }
+      case Trigger::kCalibration: {
+        const Json& live = monitor.contains("live") ? monitor["live"] : Json::object();
+        const int64_t n = live.value("labelled_rows", int64_t{0});
+        (*evidence)["live_labelled_rows"] = n;
+        if (live.contains("calibration_error") && live.contains("reference_calibration_error") &&
+            n >= 30) {
+          const double ece = live["calibration_error"].get<double>();
+          const double ref = live["reference_calibration_error"].get<double>();
+          (*evidence)["live_calibration_error"] = ece;
+          (*evidence)["reference_calibration_error"] = ref;
+          if (ece > ref + o.calibration_margin)
+            fired.push_back("calibration (live ECE " + std::to_string(ece) + " > bundle " +
+                            std::to_string(ref) + " + " + std::to_string(o.calibration_margin) +
+                            ")");
         }
         break;
       }

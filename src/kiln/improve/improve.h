@@ -23,6 +23,9 @@ namespace fs = std::filesystem;
 enum class Trigger {
   kDrift,     ///< the champion's live drift check flags the dataset
   kAccuracy,  ///< live accuracy fell below the bundle's test accuracy by more than a margin
+  /// a classifier's live calibration error rose above the bundle's test one by more than a
+  /// margin: its confidence no longer matches how often it is right
+  kCalibration,
   kNewData,   ///< enough labelled production rows arrived since the last cycle
   kSchedule,  ///< the schedule's interval passed since the last cycle
 };
@@ -46,15 +49,16 @@ struct ImproveOptions {
   std::string candidate_target;  ///< route target serving NAME@candidate_alias
   fs::path log_dir;              ///< the prediction logs; default $KILN_HOME/logs
   std::vector<Trigger> triggers = {Trigger::kDrift, Trigger::kAccuracy};
-  bool force = false;               ///< start a cycle now, whatever the triggers and cool-down say
-  int64_t cooldown_ms = 600000;     ///< after a cycle, no other starts for this long
-  int64_t schedule_ms = 3600000;    ///< kSchedule: the interval
-  double accuracy_margin = 0.05;    ///< kAccuracy: live < reference − margin
-  int64_t min_rows = 200;           ///< labelled production rows needed to start a cycle
-  int64_t min_new_rows = 200;       ///< kNewData: labelled rows since the last cycle
-  double holdout = 0.3;             ///< share of production rows held out (by id hash)
-  int64_t max_holdout_rows = 2000;  ///< the newest held-out rows the comparison uses
-  double alpha = 0.05;              ///< McNemar significance
+  bool force = false;                ///< start a cycle now, whatever the triggers and cool-down say
+  int64_t cooldown_ms = 600000;      ///< after a cycle, no other starts for this long
+  int64_t schedule_ms = 3600000;     ///< kSchedule: the interval
+  double accuracy_margin = 0.05;     ///< kAccuracy: live < reference − margin
+  double calibration_margin = 0.05;  ///< kCalibration: live ECE > reference ECE + margin
+  int64_t min_rows = 200;            ///< labelled production rows needed to start a cycle
+  int64_t min_new_rows = 200;        ///< kNewData: labelled rows since the last cycle
+  double holdout = 0.3;              ///< share of production rows held out (by id hash)
+  int64_t max_holdout_rows = 2000;   ///< the newest held-out rows the comparison uses
+  double alpha = 0.05;               ///< McNemar significance
   /// How many times each production training row enters the train split (0: enough for half
   /// of it, at most 10).
   int64_t production_repeat = 0;
