@@ -154,6 +154,19 @@ TEST(PlotsTest, SvgsAreWellFormedAndEscaped) {
   EXPECT_NE(cm.find("x&amp;y"), std::string::npos);
   EXPECT_NE(cm.find(">4</text>"), std::string::npos);
   EXPECT_NE(cm.find("</svg>"), std::string::npos);
+  // Reliability: one bar and marker per non-empty bin, the diagonal, the ECE in the title.
+  const Json bins = {
+      {"count", {0, 3, 5}}, {"confidence", {0, 0.5, 0.9}}, {"accuracy", {0, 0.4, 1}}};
+  const std::string rel = reliability_svg(bins, 0.0625);
+  EXPECT_EQ(rel.rfind("<svg", 0), 0u);
+  EXPECT_NE(rel.find("Reliability (ECE 0.0625)"), std::string::npos);
+  size_t bars = 0;
+  for (size_t at = rel.find("<circle"); at != std::string::npos; at = rel.find("<circle", at + 1))
+    ++bars;
+  EXPECT_EQ(bars, 2u);
+  EXPECT_NE(rel.find("<title>5 rows, accuracy 1, confidence 0.9</title>"), std::string::npos);
+  EXPECT_NE(rel.find("stroke-dasharray"), std::string::npos);
+  EXPECT_NE(rel.find("</svg>"), std::string::npos);
 }
 
 }  // namespace

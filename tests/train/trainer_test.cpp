@@ -60,8 +60,9 @@ TEST(TrainerTest, MlpOnBreastCancerReaches95PercentAndWritesEverything) {
   EXPECT_GE(r->test_metrics["accuracy"].get<double>(), 0.9) << r->test_metrics;
   EXPECT_LT(r->history.back()["train_loss"].get<double>(),
             r->history.front()["train_loss"].get<double>());
-  for (const char* f : {"checkpoint.pt", "config.json", "metrics.jsonl", "loss_curve.svg",
-                        "metric_curve.svg", "confusion_matrix.svg", "final_metrics.json"})
+  for (const char* f :
+       {"checkpoint.pt", "config.json", "metrics.jsonl", "loss_curve.svg", "metric_curve.svg",
+        "confusion_matrix.svg", "reliability.svg", "final_metrics.json"})
     EXPECT_TRUE(fs::exists(out / f)) << f;
   auto lines = read_file(out / "metrics.jsonl");
   ASSERT_TRUE(lines.ok());
@@ -297,6 +298,18 @@ TEST(TrainerTest, TemperatureCalibrationScalesTheServedLogitsAndKeepsThePredicti
   ASSERT_TRUE(calibrated.ok()) << calibrated.status();
   EXPECT_EQ(calibrated->test_metrics["confusion_matrix"], plain->test_metrics["confusion_matrix"]);
   EXPECT_TRUE(calibrated->test_metrics.contains("ece"));
+  // The reliability bins hold every test row, and the ECE is theirs.
+  const Json& bins = calibrated->test_metrics["reliability"];
+  int64_t binned = 0;
+  double ece = 0;
+  for (size_t b = 0; b < bins["count"].size(); ++b) {
+    binned += bins["count"][b].get<int64_t>();
+    ece += bins["count"][b].get<double>() *
+           std::abs(bins["accuracy"][b].get<double>() - bins["confidence"][b].get<double>());
+  }
+  EXPECT_EQ(binned, calibrated->test_metrics["samples"].get<int64_t>());
+  EXPECT_NEAR(ece / static_cast<double>(binned), calibrated->test_metrics["ece"].get<double>(),
+              1e-12);
 
   auto bundle = model::read_bundle(calibrated->bundle_dir);
   auto plain_bundle = model::read_bundle(plain->bundle_dir);

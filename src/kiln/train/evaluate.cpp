@@ -79,7 +79,10 @@ Expected<Json> evaluate(const Predictor& predict, const data::SplitTensors& spli
     KILN_ASSIGN_OR_RETURN(metrics, classification_metrics(all.argmax(1), split.y, o.labels_));
     if (all.size(1) >= 2) {  // of the probabilities: softmax of the outputs
       metrics["nll"] = temperature_nll(all, split.y);
-      KILN_ASSIGN_OR_RETURN(metrics["ece"], expected_calibration_error(all, split.y));
+      KILN_ASSIGN_OR_RETURN(monitor::ReliabilityBins bins, reliability(all, split.y));
+      metrics["ece"] = bins.expected_calibration_error();
+      metrics["reliability"] = {
+          {"count", bins.count}, {"confidence", bins.confidence}, {"accuracy", bins.accuracy}};
     }
   } else {
     if (all.numel() != n)

@@ -62,8 +62,8 @@ Expected<Json> classification_metrics(const torch::Tensor& predicted, const torc
   return out;
 }
 
-Expected<double> expected_calibration_error(const torch::Tensor& logits,
-                                            const torch::Tensor& target, int64_t bins) {
+Expected<monitor::ReliabilityBins> reliability(const torch::Tensor& logits,
+                                               const torch::Tensor& target, int64_t bins) {
   if (bins < 1) return Status::InvalidArgument("calibration error: bins must be >= 1");
   if (logits.dim() != 2 || logits.size(1) < 2 || !target.defined() ||
       target.numel() != logits.size(0) || logits.size(0) == 0)
@@ -76,8 +76,14 @@ Expected<double> expected_calibration_error(const torch::Tensor& logits,
   const double* c = confidence.data_ptr<double>();
   const bool* r = right.data_ptr<bool>();
   const auto n = static_cast<size_t>(logits.size(0));
-  return monitor::expected_calibration_error(std::vector<double>(c, c + n),
-                                             std::vector<bool>(r, r + n), bins);
+  return monitor::reliability_bins(std::vector<double>(c, c + n), std::vector<bool>(r, r + n),
+                                   bins);
+}
+
+Expected<double> expected_calibration_error(const torch::Tensor& logits,
+                                            const torch::Tensor& target, int64_t bins) {
+  KILN_ASSIGN_OR_RETURN(monitor::ReliabilityBins b, reliability(logits, target, bins));
+  return b.expected_calibration_error();
 }
 
 Expected<Json> regression_metrics(const torch::Tensor& predicted, const torch::Tensor& target) {

@@ -7,6 +7,7 @@
 
 #include "kiln/core/expected.h"
 #include "kiln/core/json.h"
+#include "kiln/monitor/calibration.h"
 
 namespace kiln::train {
 
@@ -28,11 +29,18 @@ Expected<Json> classification_metrics(const torch::Tensor& predicted, const torc
 /// Expected calibration error of classifier logits (N×K, any float dtype, K >= 2) against true
 /// class indices: the top-1 confidences max softmax fall into `bins` equal-width bins of (0, 1]
 /// (bin b holds (b/bins, (b+1)/bins]), and ECE = Σ_b |B_b|/N · |accuracy(B_b) − confidence(B_b)|
-/// (Guo et al. 2017, 15 bins as there). 0 is calibrated: of
-/// the rows predicted with 80% confidence, 80% are right. InvalidArgument on mismatched shapes
-/// or bins < 1. Pure; thread-safe.
+/// (Guo et al. 2017, 15 bins as there). 0 is calibrated: of the rows predicted with 80%
+/// confidence, 80% are right. InvalidArgument on mismatched shapes or bins < 1. Pure;
+/// thread-safe.
 Expected<double> expected_calibration_error(const torch::Tensor& logits,
-                                            const torch::Tensor& target, int64_t bins = 15);
+                                            const torch::Tensor& target,
+                                            int64_t bins = monitor::kCalibrationBins);
+
+/// The reliability diagram behind expected_calibration_error (same arguments and errors): per
+/// bin, the rows, their mean top-1 confidence and the share predicted right.
+Expected<monitor::ReliabilityBins> reliability(const torch::Tensor& logits,
+                                               const torch::Tensor& target,
+                                               int64_t bins = monitor::kCalibrationBins);
 
 /// Regression metrics {"mse", "mae", "r2"} of predictions vs targets (any float dtype, same
 /// number of elements N > 0). R² = 1 − SSE/SST; 0 when the targets are constant. Pure.

@@ -120,4 +120,52 @@ std::string confusion_matrix_svg(const Json& matrix, const std::vector<std::stri
   return os.str();
 }
 
+std::string reliability_svg(const Json& reliability, double ece) {
+  const Json& count = reliability.at("count");
+  const Json& confidence = reliability.at("confidence");
+  const Json& accuracy = reliability.at("accuracy");
+  const size_t bins = count.size();
+  const double left = 60, top = 50, size = 320, w = left + size + 30, h = top + size + 60;
+  auto x_of = [&](double v) { return left + size * v; };
+  auto y_of = [&](double v) { return top + size * (1 - v); };
+  char title[96];
+  std::snprintf(title, sizeof title, "Reliability (ECE %.4f)", ece);
+  std::ostringstream os;
+  os << "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"" << w << "\" height=\"" << h
+     << "\" font-family=\"sans-serif\" font-size=\"11\">\n"
+     << "<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n"
+     << "<text x=\"" << w / 2 << "\" y=\"22\" text-anchor=\"middle\" font-size=\"15\">" << title
+     << "</text>\n"
+     << "<rect x=\"" << left << "\" y=\"" << top << "\" width=\"" << size << "\" height=\"" << size
+     << "\" fill=\"none\" stroke=\"#888\"/>\n";
+  for (int t = 0; t <= 4; ++t) {
+    const double v = t / 4.0;
+    os << "<text x=\"" << x_of(v) << "\" y=\"" << top + size + 16 << "\" text-anchor=\"middle\">"
+       << v << "</text>\n"
+       << "<text x=\"" << left - 6 << "\" y=\"" << y_of(v) + 4 << "\" text-anchor=\"end\">" << v
+       << "</text>\n";
+  }
+  for (size_t b = 0; b < bins; ++b) {
+    const int64_t rows = count[b].get<int64_t>();
+    if (rows == 0) continue;
+    const double lo = static_cast<double>(b) / static_cast<double>(bins);
+    const double hi = static_cast<double>(b + 1) / static_cast<double>(bins);
+    const double acc = accuracy[b].get<double>(), conf = confidence[b].get<double>();
+    os << "<rect x=\"" << x_of(lo) << "\" y=\"" << y_of(acc) << "\" width=\"" << x_of(hi) - x_of(lo)
+       << "\" height=\"" << y_of(0) - y_of(acc) << "\" fill=\"#6b8fd6\" stroke=\"white\"><title>"
+       << rows << " rows, accuracy " << acc << ", confidence " << conf << "</title></rect>\n"
+       << "<circle cx=\"" << x_of(conf) << "\" cy=\"" << y_of(acc)
+       << "\" r=\"3\" fill=\"#d62728\"/>\n";
+  }
+  os << "<line x1=\"" << x_of(0) << "\" y1=\"" << y_of(0) << "\" x2=\"" << x_of(1) << "\" y2=\""
+     << y_of(1) << "\" stroke=\"#333\" stroke-dasharray=\"4 3\"/>\n"
+     << "<text x=\"" << left + size / 2 << "\" y=\"" << top + size + 36
+     << "\" text-anchor=\"middle\">confidence (top-1 probability)</text>\n"
+     << "<text x=\"16\" y=\"" << top + size / 2
+     << "\" text-anchor=\"middle\" transform=\"rotate(-90 16 " << top + size / 2
+     << ")\">accuracy</text>\n"
+     << "</svg>\n";
+  return os.str();
+}
+
 }  // namespace kiln::train

@@ -24,4 +24,10 @@ std::string line_chart_svg(const std::string& title, const std::string& x_label,
 /// counts in the cells and class names on the axes. Pure.
 std::string confusion_matrix_svg(const Json& matrix, const std::vector<std::string>& labels);
 
+/// A self-contained SVG reliability diagram from evaluate()'s `reliability` ({count,
+/// confidence, accuracy} per equal-width bin of the top-1 confidence): per non-empty bin a bar
+/// of its accuracy and a marker at its mean confidence, the diagonal a calibrated model would
+/// follow, and `ece` in the title. Pure.
+std::string reliability_svg(const Json& reliability, double ece);
+
 }  // namespace kiln::train

@@ -1008,6 +1008,11 @@ Expected<TrainResult> train(const TrainConfig& cfg, const TrainOptions& opts) {
     KILN_RETURN_IF_ERROR(
         write_text_atomic(out / "confusion_matrix.svg",
                           confusion_matrix_svg(result.test_metrics["confusion_matrix"], d.labels)));
+  if (classification && result.test_metrics.is_object() &&
+      result.test_metrics.contains("reliability"))
+    KILN_RETURN_IF_ERROR(write_text_atomic(out / "reliability.svg",
+                                           reliability_svg(result.test_metrics["reliability"],
+                                                           result.test_metrics.value("ece", 0.0))));
 
   if (opts.bundle_) {
     KILN_ASSIGN_OR_RETURN(std::vector<int64_t> raw_shape,
@@ -1078,8 +1083,8 @@ Expected<TrainResult> train(const TrainConfig& cfg, const TrainOptions& opts) {
     }
     if (!bf16_module_bytes.empty())
       extra[model::kBundleBf16ModuleFile] = std::move(bf16_module_bytes);
-    for (const char* f :
-         {"metrics.jsonl", "loss_curve.svg", "metric_curve.svg", "confusion_matrix.svg"}) {
+    for (const char* f : {"metrics.jsonl", "loss_curve.svg", "metric_curve.svg",
+                          "confusion_matrix.svg", "reliability.svg"}) {
       if (!fs::exists(out / f, ec)) continue;
       KILN_ASSIGN_OR_RETURN(std::string bytes, read_file(out / f));
       extra[f] = std::move(bytes);
