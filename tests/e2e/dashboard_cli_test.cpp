@@ -104,6 +104,8 @@ TEST(DashboardCliTest, HeadlessChromiumRendersLiveNumbersAndAPlantedDrift) {
   const Json monitor = Json::parse(c.get("/v2/models/bundle/monitor", {auth}).body);
   const double live_accuracy = monitor["live"]["accuracy"].get<double>();
   ASSERT_GT(live_accuracy, 0.8);
+  const double live_calibration = monitor["live"]["calibration_error"].get<double>();
+  const double test_calibration = monitor["live"]["reference_calibration_error"].get<double>();
 
   // Traffic keeps flowing while the browser watches, so the rates are live.
   std::atomic<bool> stop{false};
@@ -144,6 +146,8 @@ TEST(DashboardCliTest, HeadlessChromiumRendersLiveNumbersAndAPlantedDrift) {
   // share low, every feature in the drift table, both classes in the live-vs-reference bars.
   EXPECT_NE(clean.find("data-model=\"bundle\""), std::string::npos);
   EXPECT_NEAR(rendered_value(clean, "class=\"live-accuracy\""), live_accuracy, 1e-9);
+  EXPECT_NEAR(rendered_value(clean, "class=\"live-calibration\""), live_calibration, 1e-9);
+  EXPECT_NEAR(rendered_value(clean, "class=\"reference-calibration\""), test_calibration, 1e-9);
   EXPECT_LT(rendered_value(clean, "class=\"drift-share\""), 0.5);
   EXPECT_NE(clean.find("no drift"), std::string::npos);
   EXPECT_EQ(count(clean, "<tr data-feature="), 30u);
@@ -152,13 +156,14 @@ TEST(DashboardCliTest, HeadlessChromiumRendersLiveNumbersAndAPlantedDrift) {
   EXPECT_NE(clean.find("data-class=\"malignant\""), std::string::npos);
   EXPECT_GE(count(clean, "<rect "), 30u) << "the PSI-over-time heatmap: a row a feature";
 
-  // A planted shift fills the window: the page shows the drift.
+  // A planted shift fills the window: the page shows the drift (the full render budget: with 3 s
+  // a loaded CI machine once rendered the page before its first refresh).
   for (size_t i = 250; i < 360; ++i)
     ASSERT_EQ(
         c.post("/v2/models/bundle/infer", breast_cancer_infer_body(rows[i].features, 1.5), {auth})
             .status,
         200);
-  const std::string shifted = rendered_dom(url, home.path(), 3000);
+  const std::string shifted = rendered_dom(url, home.path());
   write_text(home / "shifted.html", shifted);
   EXPECT_NE(shifted.find("drift detected"), std::string::npos);
   EXPECT_GT(rendered_value(shifted, "class=\"drift-share\""), 0.5);
@@ -208,6 +213,7 @@ TEST(DashboardCliTest, ARegressorShowsLiveAndTestMae) {
   EXPECT_NE(dom.find("live MAE: <b"), std::string::npos) << dom.substr(0, 3000);
   EXPECT_NE(dom.find("test MAE (bundle): <b"), std::string::npos);
   EXPECT_EQ(dom.find("test accuracy (bundle)"), std::string::npos);
+  EXPECT_EQ(dom.find("calibration error"), std::string::npos);  // a classifier's figure
   EXPECT_NEAR(rendered_value(dom, "class=\"live-accuracy\""), live["mae"].get<double>(), 1e-9);
   EXPECT_NEAR(rendered_value(dom, "class=\"reference-accuracy\""),
               live["reference_mae"].get<double>(), 1e-9);

@@ -36,6 +36,16 @@ struct Net {
 /// this lock, so each gets the numbers its seed gives.
 std::mutex generator_mu;
 
+/// Rank `rank` of a two-rank job on 127.0.0.1:port.
+Expected<std::unique_ptr<DistributedContext>> join_two_ranks(int rank, int port) {
+  DistributedSettings s;
+  s.rank = rank;
+  s.world_size = 2;
+  s.master_port = port;
+  s.timeout_seconds = 60;
+  return DistributedContext::Join(s);
+}
+
 /// Rank `rank`'s gradients (per parameter) for two steps, reduced by a GradientReducer.
 std::vector<std::vector<torch::Tensor>> reduced(int rank, int port, int64_t bucket_bytes,
                                                 Status* failed, int64_t* early) {
@@ -44,12 +54,7 @@ std::vector<std::vector<torch::Tensor>> reduced(int rank, int port, int64_t buck
   Net net;
   drawing.unlock();
   net.a->bias.set_requires_grad(false);  // frozen: in no bucket, no gradient
-  DistributedSettings s;
-  s.rank = rank;
-  s.world_size = 2;
-  s.master_port = port;
-  s.timeout_seconds = 60;
-  auto ctx = DistributedContext::Join(s);
+  auto ctx = join_two_ranks(rank, port);
   if (!ctx.ok()) {
     *failed = ctx.status();
     return {};
@@ -148,12 +153,7 @@ std::vector<torch::Tensor> reduced_accumulating(int rank, int port, Status* fail
   torch::manual_seed(7);
   Net net;
   drawing.unlock();
-  DistributedSettings s;
-  s.rank = rank;
-  s.world_size = 2;
-  s.master_port = port;
-  s.timeout_seconds = 60;
-  auto ctx = DistributedContext::Join(s);
+  auto ctx = join_two_ranks(rank, port);
   if (!ctx.ok()) {
     *failed = ctx.status();
     return {};
