@@ -289,14 +289,15 @@ TEST(ImproveCliTest, ATableRegressorGoesThroughACycle) {
 
 // A classifier whose feedback says the opposite of every answer: it is confidently wrong, so
 // its live calibration error far exceeds the bundle's test one and the calibration trigger
-// alone fires a cycle.
+// alone fires a cycle, whose challenger is held to a better log loss (--compare log-loss).
 TEST(ImproveCliTest, TheCalibrationTriggerFiresOnConfidentlyWrongAnswers) {
   TempDir home;
   TableRows rows = read_table("breast_cancer.csv", "diagnosis");
   for (Json& truth : rows.truth) truth = truth == "benign" ? "malignant" : "benign";
   Json monitor;
-  const Json d = improve_table_model(home, testing::shared_datasets_dir() / "breast_cancer.csv",
-                                     "diagnosis", rows, {"--trigger", "calibration"}, 0, &monitor);
+  const Json d =
+      improve_table_model(home, testing::shared_datasets_dir() / "breast_cancer.csv", "diagnosis",
+                          rows, {"--trigger", "calibration", "--compare", "log-loss"}, 0, &monitor);
   ASSERT_TRUE(d.is_object());
   const Json& live = monitor["live"];
   ASSERT_TRUE(live.contains("calibration_error")) << monitor.dump(1);
@@ -304,6 +305,15 @@ TEST(ImproveCliTest, TheCalibrationTriggerFiresOnConfidentlyWrongAnswers) {
   EXPECT_LT(live["reference_calibration_error"].get<double>(), 0.2) << live.dump();
   ASSERT_EQ(d["triggers"].size(), 1u) << d.dump(1);
   EXPECT_EQ(d["triggers"][0].get<std::string>().rfind("calibration (live ECE", 0), 0u) << d.dump(1);
+  // --compare log-loss: the held-out verdict is a paired bootstrap of the log loss; accuracy,
+  // log loss and calibration error of both models are recorded beside it.
+  const Json& h = d["holdout"];
+  EXPECT_EQ(h["test"], "paired_bootstrap_nll") << d.dump(1);
+  for (const char* key : {"champion_nll", "challenger_nll", "champion_ece", "challenger_ece",
+                          "champion_accuracy", "p_not_better"})
+    EXPECT_TRUE(h.contains(key)) << key << " " << h.dump();
+  // The feedback contradicts the champion's confident answers: its log loss there is large.
+  EXPECT_GT(h["champion_nll"].get<double>(), 1.0) << h.dump();
 }
 
 TEST(ImproveCliTest, BadInputAndMissingLogsAreClearErrors) {

@@ -185,7 +185,12 @@ void register_improve_command(CLI::App& app, int* exit_code) {
                 "trained on)")
       ->default_val(0.3)
       ->check(CLI::Range(0.01, 0.99));
-  c->add_option("--alpha", o.alpha, "McNemar significance")
+  c->add_option("--compare", o.compare,
+                "classifiers: the held-out test a challenger must pass: accuracy (McNemar) or "
+                "log-loss (paired bootstrap of the mean log loss)")
+      ->default_val("accuracy")
+      ->check(CLI::IsMember({"accuracy", "log-loss"}));
+  c->add_option("--alpha", o.alpha, "significance of the held-out comparison")
       ->default_val(0.05)
       ->check(CLI::Range(0.0, 1.0));
   c->add_option("--repeat", o.production_repeat,

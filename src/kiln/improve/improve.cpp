@@ -24,6 +24,7 @@
 #include "kiln/rollout/rollout.h"
 #include "kiln/train/config.h"
 #include "kiln/train/eval_inputs.h"
+#include "kiln/train/metrics.h"
 #include "kiln/train/trainer.h"
 
 namespace kiln::improve {
@@ -41,6 +42,7 @@ double unix_now() {
 }
 
 double round3(double v) { return std::round(v * 1000) / 1000; }
+double round4(double v) { return std::round(v * 10000) / 10000; }
 
 /// The server, with the API key header when there is one.
 struct Server {
@@ -536,14 +538,45 @@ Expected<Json> compare_on_holdout(const ImproveOptions& o, const model::Bundle& 
   const int64_t c = (challenger_right & ~champion_right).sum().item<int64_t>();
   const checks::McNemarResult m = checks::mcnemar(b, c);
   const double rows_n = static_cast<double>(std::max<int64_t>(1, n));
-  return Json{{"rows", n},
-              {"champion_accuracy", round3(champion_right.sum().item<int64_t>() / rows_n)},
-              {"challenger_accuracy", round3(challenger_right.sum().item<int64_t>() / rows_n)},
-              {"b_champion_only_right", b},
-              {"c_challenger_only_right", c},
-              {"p_value", m.p_value},
-              {"test", m.exact ? "mcnemar_exact" : "mcnemar_chi2_corrected"},
-              {"verdict", checks::mcnemar_verdict(m, o.alpha)}};
+  Json h = {{"rows", n},
+            {"champion_accuracy", round3(champion_right.sum().item<int64_t>() / rows_n)},
+            {"challenger_accuracy", round3(challenger_right.sum().item<int64_t>() / rows_n)},
+            {"b_champion_only_right", b},
+            {"c_challenger_only_right", c},
+            {"p_value", m.p_value},
+            {"test", m.exact ? "mcnemar_exact" : "mcnemar_chi2_corrected"},
+            {"verdict", checks::mcnemar_verdict(m, o.alpha)}};
+  // The probabilities' quality on the same rows: log loss (per row, for the bootstrap) and ECE.
+  auto row_nll = [&](const torch::Tensor& out) {
+    return -torch::log_softmax(out.to(torch::kDouble), 1)
+                .gather(1, y.reshape({-1, 1}))
+                .reshape({-1});
+  };
+  const torch::Tensor nll_a = row_nll(champion_out).contiguous(),
+                      nll_b = row_nll(challenger_out).contiguous();
+  KILN_ASSIGN_OR_RETURN(const double ece_a, train::expected_calibration_error(champion_out, y));
+  KILN_ASSIGN_OR_RETURN(const double ece_b, train::expected_calibration_error(challenger_out, y));
+  h["champion_nll"] = round4(nll_a.mean().item<double>());
+  h["challenger_nll"] = round4(nll_b.mean().item<double>());
+  h["champion_ece"] = round4(ece_a);
+  h["challenger_ece"] = round4(ece_b);
+  if (o.compare == "log-loss") {
+    const double* pa = nll_a.data_ptr<double>();
+    const double* pb = nll_b.data_ptr<double>();
+    // Greater is better: the negated mean log loss over the resampled rows.
+    auto neg_nll = [&](const std::vector<int64_t>& idx, int model) {
+      const double* p = model == 0 ? pa : pb;
+      double sum = 0;
+      for (int64_t i : idx) sum += p[i];
+      return -sum / static_cast<double>(std::max<size_t>(1, idx.size()));
+    };
+    const checks::BootstrapResult r = checks::paired_bootstrap(n, neg_nll, 1000, 0);
+    h["nll_reduction_ci95"] = {round4(r.ci_low), round4(r.ci_high)};
+    h["p_not_better"] = r.p_not_better;
+    h["test"] = "paired_bootstrap_nll";
+    h["verdict"] = checks::bootstrap_verdict(r, o.alpha);
+  }
+  return h;
 }
 
 Expected<Json> run_cycle(const ImproveOptions& o, const Server& server, const ProductionRows& rows,
@@ -611,6 +644,12 @@ Expected<Json> run_cycle(const ImproveOptions& o, const Server& server, const Pr
         << h["champion_mae"].get<double>() << ", challenger " << h["challenger_mae"].get<double>()
         << " (paired bootstrap, p(not better)=" << h["p_not_better"].get<double>()
         << "): " << verdict << "\n";
+  else if (h["test"] == "paired_bootstrap_nll")
+    out << "improve: held-out production rows " << holdout_rows.size() << ": log loss champion "
+        << h["champion_nll"].get<double>() << ", challenger " << h["challenger_nll"].get<double>()
+        << " (paired bootstrap, p(not better)=" << h["p_not_better"].get<double>() << "; accuracy "
+        << h["champion_accuracy"].get<double>() << " vs " << h["challenger_accuracy"].get<double>()
+        << "): " << verdict << "\n";
   else
     out << "improve: held-out production rows " << holdout_rows.size() << ": champion "
         << h["champion_accuracy"].get<double>() << ", challenger "
@@ -624,8 +663,8 @@ Expected<Json> run_cycle(const ImproveOptions& o, const Server& server, const Pr
     rec["why"] = verdict == "worse"
                      ? "the challenger is worse than the champion on the held-out rows"
                      : "the challenger is not better than the champion on the held-out rows "
-                       "(McNemar: " +
-                           verdict + ")";
+                       "(" +
+                           h["test"].get<std::string>() + ": " + verdict + ")";
     return rec;
   }
 

@@ -58,7 +58,11 @@ struct ImproveOptions {
   int64_t min_new_rows = 200;        ///< kNewData: labelled rows since the last cycle
   double holdout = 0.3;              ///< share of production rows held out (by id hash)
   int64_t max_holdout_rows = 2000;   ///< the newest held-out rows the comparison uses
-  double alpha = 0.05;               ///< McNemar significance
+  double alpha = 0.05;               ///< significance of the held-out comparison
+  /// Classifiers: what the held-out comparison tests: "accuracy" (McNemar on the rows each got
+  /// right) or "log-loss" (paired bootstrap of the mean negative log-likelihood: a challenger
+  /// whose probabilities are better, as a calibration trigger asks for).
+  std::string compare = "accuracy";
   /// How many times each production training row enters the train split (0: enough for half
   /// of it, at most 10).
   int64_t production_repeat = 0;
