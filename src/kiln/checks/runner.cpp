@@ -9,7 +9,6 @@
 #include "kiln/core/clock.h"
 #include "kiln/core/files.h"
 #include "kiln/model/bundle.h"
-#include "kiln/train/calibration.h"
 #include "kiln/train/metrics.h"
 
 namespace kiln::checks {
@@ -64,14 +63,8 @@ torch::Tensor predictions_of(const Context& ctx, const torch::Tensor& outputs) {
 
 Expected<Json> metrics_of(const Context& ctx, const torch::Tensor& outputs,
                           const torch::Tensor& targets) {
-  if (!ctx.classification) return train::regression_metrics(outputs.reshape({-1}), targets);
-  KILN_ASSIGN_OR_RETURN(Json metrics,
-                        train::classification_metrics(outputs.argmax(1), targets, ctx.labels));
-  if (outputs.dim() == 2 && outputs.size(1) >= 2) {  // the probabilities' quality
-    metrics["nll"] = train::temperature_nll(outputs, targets);
-    KILN_ASSIGN_OR_RETURN(metrics["ece"], train::expected_calibration_error(outputs, targets));
-  }
-  return metrics;
+  if (ctx.classification) return train::classifier_metrics(outputs, targets, ctx.labels);
+  return train::regression_metrics(outputs.reshape({-1}), targets);
 }
 
 Expected<double> metric_value(const Json& metrics, const std::string& metric,

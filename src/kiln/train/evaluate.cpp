@@ -3,7 +3,6 @@
 #include <torch/torch.h>
 
 #include "kiln/model/network.h"
-#include "kiln/train/calibration.h"
 #include "kiln/train/metrics.h"
 
 namespace kiln::train {
@@ -76,14 +75,7 @@ Expected<Json> evaluate(const Predictor& predict, const data::SplitTensors& spli
       return Status::InvalidArgument("evaluate: the model gives outputs of shape " +
                                      model::shape_to_string(all.sizes().vec()) + " but there are " +
                                      std::to_string(k) + " classes");
-    KILN_ASSIGN_OR_RETURN(metrics, classification_metrics(all.argmax(1), split.y, o.labels_));
-    if (all.size(1) >= 2) {  // of the probabilities: softmax of the outputs
-      metrics["nll"] = temperature_nll(all, split.y);
-      KILN_ASSIGN_OR_RETURN(monitor::ReliabilityBins bins, reliability(all, split.y));
-      metrics["ece"] = bins.expected_calibration_error();
-      metrics["reliability"] = {
-          {"count", bins.count}, {"confidence", bins.confidence}, {"accuracy", bins.accuracy}};
-    }
+    KILN_ASSIGN_OR_RETURN(metrics, classifier_metrics(all, split.y, o.labels_));
   } else {
     if (all.numel() != n)
       return Status::InvalidArgument(

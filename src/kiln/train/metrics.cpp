@@ -3,6 +3,7 @@
 #include <torch/torch.h>
 
 #include "kiln/monitor/calibration.h"
+#include "kiln/train/calibration.h"
 
 namespace kiln::train {
 
@@ -84,6 +85,19 @@ Expected<double> expected_calibration_error(const torch::Tensor& logits,
                                             const torch::Tensor& target, int64_t bins) {
   KILN_ASSIGN_OR_RETURN(monitor::ReliabilityBins b, reliability(logits, target, bins));
   return b.expected_calibration_error();
+}
+
+Expected<Json> classifier_metrics(const torch::Tensor& logits, const torch::Tensor& target,
+                                  const std::vector<std::string>& labels) {
+  KILN_ASSIGN_OR_RETURN(Json metrics, classification_metrics(logits.argmax(1), target, labels));
+  if (logits.dim() == 2 && logits.size(1) >= 2) {
+    metrics["nll"] = temperature_nll(logits, target);
+    KILN_ASSIGN_OR_RETURN(monitor::ReliabilityBins bins, reliability(logits, target));
+    metrics["ece"] = bins.expected_calibration_error();
+    metrics["reliability"] = {
+        {"count", bins.count}, {"confidence", bins.confidence}, {"accuracy", bins.accuracy}};
+  }
+  return metrics;
 }
 
 Expected<Json> regression_metrics(const torch::Tensor& predicted, const torch::Tensor& target) {

@@ -42,6 +42,13 @@ Expected<monitor::ReliabilityBins> reliability(const torch::Tensor& logits,
                                                const torch::Tensor& target,
                                                int64_t bins = monitor::kCalibrationBins);
 
+/// What Kiln reports for a classifier's outputs (N×K logits): classification_metrics of their
+/// arg-max, and with K >= 2 the probabilities' quality from their softmax: "nll" (mean negative
+/// log-likelihood), "ece" and "reliability" ({count, confidence, accuracy} per bin). Errors as
+/// classification_metrics. Pure; thread-safe.
+Expected<Json> classifier_metrics(const torch::Tensor& logits, const torch::Tensor& target,
+                                  const std::vector<std::string>& labels = {});
+
 /// Regression metrics {"mse", "mae", "r2"} of predictions vs targets (any float dtype, same
 /// number of elements N > 0). R² = 1 − SSE/SST; 0 when the targets are constant. Pure.
 Expected<Json> regression_metrics(const torch::Tensor& predicted, const torch::Tensor& target);

@@ -31,6 +31,7 @@
 #include "kiln/registry/model_store.h"
 #include "kiln/train/calibration.h"
 #include "kiln/train/checkpoint.h"
+#include "kiln/train/eval_inputs.h"
 #include "kiln/train/evaluate.h"
 #include "kiln/train/fine_tune.h"
 #include "kiln/train/metrics.h"
@@ -902,18 +903,8 @@ Expected<TrainResult> train(const TrainConfig& cfg, const TrainOptions& opts) {
   // the last layer's weights (the bundle's), and the module built again from them.
   Json calibration;
   if (cfg.calibration == "temperature") {
-    std::vector<torch::Tensor> chunks;
-    {
-      torch::NoGradGuard no_grad;
-      const torch::Tensor inputs = val_split->served_inputs();
-      for (int64_t at = 0; at < inputs.size(0); at += 512)
-        chunks.push_back(
-            scripted
-                .forward(
-                    {inputs.slice(0, at, std::min(inputs.size(0), at + 512)).to(torch::kFloat)})
-                .toTensor());
-    }
-    const torch::Tensor logits = torch::cat(chunks, 0);
+    KILN_ASSIGN_OR_RETURN(const torch::Tensor logits,
+                          run_module(scripted, val_split->served_inputs().to(torch::kFloat)));
     KILN_ASSIGN_OR_RETURN(const double temperature, fit_temperature(logits, val_split->y));
     KILN_ASSIGN_OR_RETURN(const double ece_before,
                           expected_calibration_error(logits, val_split->y));
