@@ -316,6 +316,27 @@ TEST(PrepareTest, ATargetEncodedColumnIsOneColumnOfCrossFittedTargetMeans) {
     cross_fitted += std::abs(train.x[i][9].item<double>() - encoded(train, i)) > 1e-6;
   EXPECT_GT(cross_fitted, train.x.size(0) / 2);
 
+  // target_smooth: a heavy numeric smooth pulls every age toward the overall mean, so the
+  // table's spread is smaller than with the automatic weight; a new snapshot records it.
+  spec.target_smooth = 1000;
+  auto smoothed = prepare_dataset(spec, PrepareOptions(out.path()));
+  ASSERT_TRUE(smoothed.ok()) << smoothed.status();
+  EXPECT_NE(smoothed->snapshot_dir, r->snapshot_dir);
+  EXPECT_EQ(smoothed->manifest["spec"]["categories"]["target_smooth"], 1000);
+  auto spread = [](const Json& rows) {
+    double lo = 1e9, hi = -1e9;
+    for (const auto& row : rows) {
+      lo = std::min(lo, row[0].get<double>());
+      hi = std::max(hi, row[0].get<double>());
+    }
+    return hi - lo;
+  };
+  const Json& smoothed_table =
+      smoothed->manifest["categorical_encoders"][0]["encoder"]["target_encoding"]["table"];
+  EXPECT_LT(spread(smoothed_table), spread(table) / 2)
+      << spread(smoothed_table) << " vs " << spread(table);
+  spec.target_smooth = -1;
+
   for (const auto& [columns, error] : std::vector<std::pair<std::vector<std::string>, std::string>>{
            {{"nope"}, "categories.target_encode names 'nope', which is not a column"},
            {{"disease_progression"},

@@ -60,6 +60,26 @@ TEST(SpecTest, TargetEncodedColumnsAreReadAndRecordedOnlyWhenGiven) {
   ASSERT_FALSE(bad.ok());
   EXPECT_NE(bad.status().message().find("categories.target_encode"), std::string::npos)
       << bad.status();
+  // A numeric smooth: recorded when given; negative, or without columns to encode, refused.
+  write_text(dir / "smooth.yaml",
+             "kind: table\nsources: [a.csv]\ntarget: y\ncategories: {target_encode: [zip], "
+             "target_smooth: 20}\n");
+  auto smooth = load_dataset_spec(dir / "smooth.yaml");
+  ASSERT_TRUE(smooth.ok()) << smooth.status();
+  EXPECT_EQ(smooth->target_smooth, 20);
+  EXPECT_EQ(smooth->to_json()["categories"]["target_smooth"], 20);
+  EXPECT_FALSE(spec->to_json()["categories"].contains("target_smooth"));
+  for (const char* categories :
+       {"{target_encode: [zip], target_smooth: -1}", "{target_smooth: 5}"}) {
+    write_text(
+        dir / "bad_smooth.yaml",
+        std::string("kind: table\nsources: [a.csv]\ntarget: y\ncategories: ") + categories + "\n");
+    auto refused = load_dataset_spec(dir / "bad_smooth.yaml");
+    ASSERT_FALSE(refused.ok()) << categories;
+    EXPECT_NE(refused.status().message().find("line 4: categories.target_smooth"),
+              std::string::npos)
+        << refused.status();
+  }
 }
 
 TEST(SpecTest, FeatureSelectionAndPcaAreReadWithTheirErrorsNamed) {

@@ -142,6 +142,29 @@ TEST(OneHotEncoder, TargetEncodingMatchesTheEmpiricalBayesFormulaAndCrossFits) {
   EXPECT_EQ(mismatched.status().code(), StatusCode::kInvalidArgument);
 }
 
+TEST(OneHotEncoder, ANumericSmoothShrinksByItsCountOfRows) {
+  // scikit-learn's smooth=m: λ = n / (n + m). With m = 2 (y's mean 6.75): a (3 rows, mean 2)
+  // 0.6·2 + 0.4·6.75 = 3.9; b (3 rows, mean 12) 9.9; c (2 rows, mean 6) 6.375; d (none) 6.75;
+  // then standardised by y's population std. m = 0: each category's own mean.
+  const torch::Tensor codes =
+      torch::tensor({0.f, 0.f, 0.f, 1.f, 1.f, 2.f, 2.f, 1.f}).reshape({8, 1});
+  const torch::Tensor y =
+      torch::tensor({1.f, 2.f, 3.f, 10.f, 14.f, 5.f, 7.f, 12.f}).reshape({8, 1});
+  const double sd = y.to(torch::kFloat64).std(/*unbiased=*/false).item<double>();
+  for (const auto& [smooth, raw] :
+       {std::pair<double, std::vector<double>>{2, {3.9, 9.9, 6.375, 6.75}},
+        {0, {2, 12, 6, 6.75}}}) {
+    OneHotEncoder enc(OneHotEncoderOptions().handle_unknown(UnknownCategory::kIgnore));
+    ASSERT_TRUE(enc.fit_categories({"a", "b", "c", "d"}).ok());
+    ASSERT_TRUE(enc.fit_target(codes, y, {0, 1, 0, 1, 0, 1, 0, 1}, smooth).ok());
+    std::vector<double> want;
+    for (double v : raw) want.push_back((v - 6.75) / sd);
+    EXPECT_TRUE(torch::allclose(
+        enc.target_table(), torch::tensor(want).reshape({4, 1}).to(torch::kFloat32), 1e-5, 1e-5))
+        << "smooth " << smooth << ": " << enc.target_table();
+  }
+}
+
 TEST(OneHotEncoder, TensorFitIsRefusedButFittedEncoderComposes) {
   OneHotEncoder enc;
   EXPECT_EQ(enc.fit(torch::zeros({3, 1})).code(), StatusCode::kFailedPrecondition);

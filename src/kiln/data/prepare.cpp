@@ -404,7 +404,8 @@ Expected<PrepareResult> prepare_table(const DatasetSpec& spec, const PrepareOpti
       if (!target_encoded[k]) continue;
       KILN_ASSIGN_OR_RETURN(torch::Tensor codes,
                             encoders[k].codes(pick(categories_raw[k], idx.train)));
-      Expected<torch::Tensor> own = encoders[k].fit_target(codes, targets, fold_of);
+      Expected<torch::Tensor> own =
+          encoders[k].fit_target(codes, targets, fold_of, spec.target_smooth);
       if (!own.ok())
         return own.status().with_context(file0 + ": column '" + t.header[categorical_cols[k]] +
                                          "'");

@@ -272,11 +272,21 @@ Status read_table(const SpecReader& r, const YAML::Node& root, const fs::path& b
   if (root["scaling"])
     KILN_RETURN_IF_ERROR(r.get_enum(root["scaling"], "scaling", kScaling, &spec->scaling));
   if (const YAML::Node c = root["categories"]) {
-    KILN_RETURN_IF_ERROR(
-        r.check_keys(c, "categories", {"columns", "min_frequency", "target_encode"}));
+    KILN_RETURN_IF_ERROR(r.check_keys(
+        c, "categories", {"columns", "min_frequency", "target_encode", "target_smooth"}));
     if (c["target_encode"])
       KILN_RETURN_IF_ERROR(r.get_list(c["target_encode"], "categories.target_encode",
                                       &spec->target_encoded_columns));
+    if (c["target_smooth"]) {
+      KILN_RETURN_IF_ERROR(
+          r.get(c["target_smooth"], "categories.target_smooth", &spec->target_smooth));
+      if (!(spec->target_smooth >= 0) || !std::isfinite(spec->target_smooth))
+        return r.error(c["target_smooth"], "categories.target_smooth",
+                       "must be a number >= 0 (leave it out for the automatic weight)");
+      if (!c["target_encode"])
+        return r.error(c["target_smooth"], "categories.target_smooth",
+                       "smooths target encoding; list its columns under categories.target_encode");
+    }
     if (c["columns"])
       KILN_RETURN_IF_ERROR(
           r.get_list(c["columns"], "categories.columns", &spec->categorical_columns));
@@ -442,6 +452,7 @@ Json DatasetSpec::to_json() const {
     if (category_min_frequency > 0) j["categories"]["min_frequency"] = category_min_frequency;
     if (!categorical_columns.empty()) j["categories"]["columns"] = categorical_columns;
     if (!target_encoded_columns.empty()) j["categories"]["target_encode"] = target_encoded_columns;
+    if (target_smooth >= 0) j["categories"]["target_smooth"] = target_smooth;
     if (variance_threshold) j["features"]["variance_threshold"] = variance_threshold->threshold_;
     if (pca) j["features"]["pca"] = pca->to_json();
   }

@@ -117,6 +117,10 @@ struct DatasetSpec {
   /// per class for more than two classes), cross-fitted over 5 folds on the training split
   /// (features::OneHotEncoder::fit_target). For columns with many categories.
   std::vector<std::string> target_encoded_columns;
+  /// `categories.target_smooth`: the target encoding's shrinkage toward the overall mean,
+  /// scikit-learn's TargetEncoder `smooth` as a number m (λ = n / (n + m) for a category of n
+  /// rows); < 0 (the default): "auto", the empirical-Bayes weight.
+  double target_smooth = -1;
   /// The columns read as categories: categorical_columns, then the target-encoded ones not
   /// already listed (target_encode makes a column of number codes a category too).
   std::vector<std::string> category_column_names() const;

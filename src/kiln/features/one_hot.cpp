@@ -27,10 +27,10 @@ std::string list_categories(const std::vector<std::string>& cats) {
 
 /// Per category (k of them) and target column (d), the mean of `targets` over `rows` shrunk
 /// toward the rows' overall mean: λ·mean_c + (1 − λ)·mean, λ = n_c·σ² / (n_c·σ² + σ_c²)
-/// (population variances; λ = 1 when both are 0). A category without rows gets the overall
-/// mean. K x d, row-major.
+/// (population variances; λ = 1 when both are 0), or λ = n_c / (n_c + smooth) for smooth >= 0.
+/// A category without rows gets the overall mean. K x d, row-major.
 std::vector<double> smoothed_means(const float* codes, const float* targets, int64_t d, int64_t k,
-                                   const std::vector<int64_t>& rows) {
+                                   const std::vector<int64_t>& rows, double smooth) {
   std::vector<double> count(static_cast<size_t>(k), 0.0);
   std::vector<double> sum(static_cast<size_t>(k * d), 0.0), sum_sq(sum.size(), 0.0);
   std::vector<double> total(static_cast<size_t>(d), 0.0), total_sq(total.size(), 0.0);
@@ -62,8 +62,11 @@ std::vector<double> smoothed_means(const float* codes, const float* targets, int
       }
       const double mean_c = sum[at] / n_c;
       const double var_c = std::max(0.0, sum_sq[at] / n_c - mean_c * mean_c);
-      const double denominator = n_c * var + var_c;
-      const double lambda = denominator > 0 ? n_c * var / denominator : 1.0;
+      double lambda = n_c / (n_c + smooth);  // a numeric smooth m; auto below
+      if (smooth < 0) {
+        const double denominator = n_c * var + var_c;
+        lambda = denominator > 0 ? n_c * var / denominator : 1.0;
+      }
       out[at] = lambda * mean_c + (1.0 - lambda) * mean;
     }
   }
@@ -121,7 +124,8 @@ Expected<torch::Tensor> OneHotEncoder::encode(const std::vector<std::string>& co
 
 Expected<torch::Tensor> OneHotEncoder::fit_target(const torch::Tensor& codes,
                                                   const torch::Tensor& targets,
-                                                  const std::vector<int64_t>& fold_of) {
+                                                  const std::vector<int64_t>& fold_of,
+                                                  double smooth) {
   const std::string owner = std::string(kKind) + " (target encoding)";
   if (!fitted()) return Status::FailedPrecondition(owner + ": fit_categories() first");
   if (codes.dim() != 2 || codes.size(1) != 1 || targets.dim() != 2 || targets.size(1) < 1 ||
@@ -161,7 +165,7 @@ Expected<torch::Tensor> OneHotEncoder::fit_target(const torch::Tensor& codes,
     for (int64_t i = 0; i < n; ++i)
       (fold_of[static_cast<size_t>(i)] == f ? members : others).push_back(i);
     if (members.empty() || others.empty()) continue;
-    const std::vector<double> table = smoothed_means(cp, tp, d, k, others);
+    const std::vector<double> table = smoothed_means(cp, tp, d, k, others, smooth);
     for (int64_t i : members) {
       const auto code = static_cast<int64_t>(cp[i]);
       if (code < 0 || code >= k) continue;
@@ -170,7 +174,7 @@ Expected<torch::Tensor> OneHotEncoder::fit_target(const torch::Tensor& codes,
             static_cast<float>(standardise(table[static_cast<size_t>(code * d + j)], j));
     }
   }
-  target_table_ = smoothed_means(cp, tp, d, k, all);
+  target_table_ = smoothed_means(cp, tp, d, k, all, smooth);
   for (int64_t code = 0; code < k; ++code)
     for (int64_t j = 0; j < d; ++j) {
       double& v = target_table_[static_cast<size_t>(code * d + j)];

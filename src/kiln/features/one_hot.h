@@ -58,9 +58,11 @@ class OneHotEncoder : public Transform {
   /// indicator, or one indicator column per class), after fit_categories(). Returns those rows'
   /// own encodings cross-fitted (N x d): row i is encoded by a table fitted on the rows of the
   /// other folds (`fold_of[i]` in 0..folds-1), so no row's target reaches its own features; the
-  /// table apply() uses is fitted on all rows. InvalidArgument on mismatched sizes.
+  /// table apply() uses is fitted on all rows. `smooth` >= 0 replaces the automatic weight by
+  /// scikit-learn's numeric `smooth` m: λ = n / (n + m) (0: the category's own mean).
+  /// InvalidArgument on mismatched sizes.
   Expected<torch::Tensor> fit_target(const torch::Tensor& codes, const torch::Tensor& targets,
-                                     const std::vector<int64_t>& fold_of);
+                                     const std::vector<int64_t>& fold_of, double smooth = -1);
   /// True once fit_target() ran (or the JSON held a target encoding).
   bool target_encoded() const { return target_width_ > 0; }
   /// K x d float32 table of standardised encodings (undefined when not target-encoded).
