@@ -9,14 +9,6 @@
 namespace kiln::train {
 namespace {
 
-Status check_logits(const torch::Tensor& logits, const torch::Tensor& target) {
-  if (!logits.defined() || logits.dim() != 2 || logits.size(1) < 2 || logits.size(0) == 0 ||
-      !target.defined() || target.numel() != logits.size(0))
-    return Status::InvalidArgument(
-        "calibration: needs N×K logits (K >= 2) and N class indices, N > 0");
-  return Status::Ok();
-}
-
 /// d NLL / d beta at beta = 1/T: mean over rows of E_softmax(beta z)[z] − z_y (increasing in beta).
 double nll_slope(const torch::Tensor& z, const torch::Tensor& z_true, double beta) {
   const torch::Tensor p = torch::softmax(z * beta, 1);
@@ -24,6 +16,14 @@ double nll_slope(const torch::Tensor& z, const torch::Tensor& z_true, double bet
 }
 
 }  // namespace
+
+Status check_classifier_logits(const torch::Tensor& logits, const torch::Tensor& target,
+                               const std::string& what) {
+  if (!logits.defined() || logits.dim() != 2 || logits.size(1) < 2 || logits.size(0) == 0 ||
+      !target.defined() || target.numel() != logits.size(0))
+    return Status::InvalidArgument(what + ": needs N×K logits (K >= 2) and N class indices, N > 0");
+  return Status::Ok();
+}
 
 double temperature_nll(const torch::Tensor& logits, const torch::Tensor& target,
                        double temperature) {
@@ -34,7 +34,7 @@ double temperature_nll(const torch::Tensor& logits, const torch::Tensor& target,
 }
 
 Expected<double> fit_temperature(const torch::Tensor& logits, const torch::Tensor& target) {
-  KILN_RETURN_IF_ERROR(check_logits(logits, target));
+  KILN_RETURN_IF_ERROR(check_classifier_logits(logits, target, "calibration"));
   torch::NoGradGuard no_grad;
   const torch::Tensor z = logits.to(torch::kFloat64);
   const torch::Tensor z_true = z.gather(1, target.reshape({-1, 1}).to(torch::kLong)).reshape({-1});

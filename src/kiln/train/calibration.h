@@ -8,11 +8,18 @@
 
 #include <torch/types.h>
 
+#include <string>
+
 #include "kiln/core/expected.h"
 #include "kiln/model/export.h"
 #include "kiln/model/spec.h"
 
 namespace kiln::train {
+
+/// Ok when `logits` is N×K (K >= 2, N > 0) and `target` holds N class indices; otherwise
+/// InvalidArgument starting with `what`. Pure.
+Status check_classifier_logits(const torch::Tensor& logits, const torch::Tensor& target,
+                               const std::string& what);
 
 /// Mean negative log-likelihood of softmax(logits / temperature) (N×K, any float dtype) at the
 /// true class indices, computed in float64. Pure; thread-safe.

@@ -66,10 +66,7 @@ Expected<Json> classification_metrics(const torch::Tensor& predicted, const torc
 Expected<monitor::ReliabilityBins> reliability(const torch::Tensor& logits,
                                                const torch::Tensor& target, int64_t bins) {
   if (bins < 1) return Status::InvalidArgument("calibration error: bins must be >= 1");
-  if (logits.dim() != 2 || logits.size(1) < 2 || !target.defined() ||
-      target.numel() != logits.size(0) || logits.size(0) == 0)
-    return Status::InvalidArgument(
-        "calibration error: needs N×K logits (K >= 2) and N class indices, N > 0");
+  KILN_RETURN_IF_ERROR(check_classifier_logits(logits, target, "calibration error"));
   torch::NoGradGuard no_grad;
   const auto [top, predicted] = torch::softmax(logits.to(torch::kFloat64), 1).max(1);
   const torch::Tensor right = predicted.eq(target.reshape({-1}).to(torch::kLong)).contiguous();
