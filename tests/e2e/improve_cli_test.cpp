@@ -327,6 +327,11 @@ TEST(ImproveCliTest, BadInputAndMissingLogsAreClearErrors) {
   EXPECT_EQ(r.exit_code, 2) << r.err;
   EXPECT_NE(r.err.find("--trigger: 'sometimes'"), std::string::npos) << r.err;
   r = run_kiln({"improve", "fmnist", "--server", "http://127.0.0.1:1", "--route", "r",
+                "--champion-target", "a", "--candidate-target", "b", "--compare", "f1"},
+               home.path());
+  EXPECT_EQ(r.exit_code, 2) << r.err;
+  EXPECT_NE(r.err.find("--compare: f1 not in {accuracy,log-loss}"), std::string::npos) << r.err;
+  r = run_kiln({"improve", "fmnist", "--server", "http://127.0.0.1:1", "--route", "r",
                 "--champion-target", "a", "--candidate-target", "b", "--force"},
                home.path());
   EXPECT_NE(r.exit_code, 0);

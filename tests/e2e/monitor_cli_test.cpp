@@ -144,6 +144,14 @@ TEST(MonitorCliTest, RulesPassPromtoolCheckAndTheirTests) {
   r = run_kiln({"monitor", "rules", "--error-rate", "2"}, t.path());
   EXPECT_EQ(r.exit_code, 2);
   EXPECT_NE(r.err.find("error_rate"), std::string::npos) << r.err;
+  // The calibration alert: on by default, its margin from the flag; out of range refused.
+  EXPECT_NE(read_text(t / "alerts.yml").find("KilnCalibrationDrift"), std::string::npos);
+  r = run_kiln(
+      {"monitor", "rules", "--calibration-margin", "0.9", "--out", (t / "refused.yml").string()},
+      t.path());
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find("calibration_margin 0.9 must be in [0, 0.5]"), std::string::npos) << r.err;
+  EXPECT_FALSE(fs::exists(t / "refused.yml"));
 }
 
 }  // namespace
